@@ -1,0 +1,350 @@
+//! The policy document: what admins write, keep in git, and push. Every field is documented here;
+//! `deny_unknown_fields` everywhere, so a typo is an error, never a silently ignored rule.
+
+use serde::{Deserialize, Serialize};
+
+use crate::pattern::{PathGlob, Pattern, ToolGlob};
+
+/// A whole policy document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Human name of the policy, shown in denials and events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Version label for standalone use (`thoth run --policy`). Signed bundles carry their own
+    /// version, which takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionLabel>,
+    /// Settings that apply wherever a server entry does not say otherwise.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Server entries, tried in order; the first whose `name` and `command` both match governs.
+    #[serde(default)]
+    pub servers: Vec<ServerRule>,
+}
+
+/// A version label: YAML lets admins write `version: 3` or `version: "2026-11-23.1"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum VersionLabel {
+    /// `version: 3`
+    Number(u64),
+    /// `version: "2026-11-23.1"`
+    Text(String),
+}
+
+impl std::fmt::Display for VersionLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionLabel::Number(n) => write!(f, "{n}"),
+            VersionLabel::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// How calls outside a server's approved scope are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Allow everything; events record what would have been blocked.
+    Observe,
+    /// Warn, then require approval, then block, as out-of-scope calls accumulate in a session.
+    Progressive,
+    /// Out-of-scope calls need human approval.
+    StepUp,
+    /// Out-of-scope calls are denied.
+    Block,
+}
+
+/// What happens to calls on a server that no entry matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownServers {
+    /// Allow every call.
+    Allow,
+    /// Allow every call; events say `would_block`.
+    Observe,
+    /// Deny every call.
+    Block,
+}
+
+/// Defaults for the whole document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Enforcement for entries that do not set `enforcement`. Default: `block`.
+    #[serde(default = "Defaults::default_enforcement")]
+    pub enforcement: Enforcement,
+    /// Treatment of servers no entry matches. Default: `block` (fail closed).
+    #[serde(default = "Defaults::default_unknown")]
+    pub unknown_servers: UnknownServers,
+    /// Thresholds of the `progressive` mode.
+    #[serde(default)]
+    pub progressive: Progressive,
+    /// Seconds to wait for a human approval before denying. Default 45 (below Claude Desktop's
+    /// ~60 s tool-call timeout). Between 1 and 600.
+    #[serde(default = "Defaults::default_timeout", deserialize_with = "de_timeout")]
+    pub approval_timeout_secs: u64,
+}
+
+impl Defaults {
+    fn default_enforcement() -> Enforcement {
+        Enforcement::Block
+    }
+    fn default_unknown() -> UnknownServers {
+        UnknownServers::Block
+    }
+    fn default_timeout() -> u64 {
+        45
+    }
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            enforcement: Self::default_enforcement(),
+            unknown_servers: Self::default_unknown(),
+            progressive: Progressive::default(),
+            approval_timeout_secs: Self::default_timeout(),
+        }
+    }
+}
+
+/// Thresholds of the `progressive` mode, counted per session over out-of-scope calls: calls
+/// `1..=warn` are allowed with a warning, calls up to `block_after` need approval, later ones are
+/// denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawProgressive")]
+pub struct Progressive {
+    /// Out-of-scope calls allowed with a warning. Default 2.
+    pub warn: u32,
+    /// Out-of-scope calls after which every further one is denied. Default 4. At least `warn`.
+    pub block_after: u32,
+}
+
+impl Default for Progressive {
+    fn default() -> Self {
+        Self { warn: 2, block_after: 4 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProgressive {
+    #[serde(default)]
+    warn: Option<u32>,
+    #[serde(default)]
+    block_after: Option<u32>,
+}
+
+impl TryFrom<RawProgressive> for Progressive {
+    type Error = String;
+    fn try_from(raw: RawProgressive) -> Result<Self, String> {
+        let d = Progressive::default();
+        let warn = raw.warn.unwrap_or(d.warn);
+        let block_after = raw.block_after.unwrap_or(d.block_after.max(warn));
+        if block_after < warn {
+            return Err(format!(
+                "progressive.block_after ({block_after}) must be at least progressive.warn ({warn})"
+            ));
+        }
+        Ok(Progressive { warn, block_after })
+    }
+}
+
+/// One server entry, validated: it names a server (by `name`, `command` or both).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "ServerFields", into = "ServerFields")]
+pub struct ServerRule(ServerFields);
+
+impl std::ops::Deref for ServerRule {
+    type Target = ServerFields;
+    fn deref(&self) -> &ServerFields {
+        &self.0
+    }
+}
+
+impl From<ServerRule> for ServerFields {
+    fn from(rule: ServerRule) -> Self {
+        rule.0
+    }
+}
+
+impl TryFrom<ServerFields> for ServerRule {
+    type Error = String;
+    fn try_from(fields: ServerFields) -> Result<Self, String> {
+        if fields.name.is_none() && fields.command.is_none() {
+            return Err("a server entry needs `name` (a glob over the server name), `command` \
+                        (a glob over its command line) or both"
+                .into());
+        }
+        Ok(ServerRule(fields))
+    }
+}
+
+/// The fields of a server entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFields {
+    /// Glob over the server name (`thoth run --server NAME`, the key in `mcpServers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<ToolGlob>,
+    /// Glob over the server's command line: it matches when any one token (the program or an
+    /// argument) matches, also with an npm `@version` suffix removed, so
+    /// `"@modelcontextprotocol/server-filesystem"` matches `npx -y
+    /// @modelcontextprotocol/server-filesystem@2026.8.31 /data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<ToolGlob>,
+    /// Enforcement of this server; `defaults.enforcement` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
+    /// Tools (globs) that are approved: allowed in every mode, subject to `constraints`.
+    #[serde(default)]
+    pub approved_scope: Vec<ToolGlob>,
+    /// Tools (globs) that always need human approval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_up: Vec<ToolGlob>,
+    /// Tools (globs) that are always denied (only `observe` lets them through, flagged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<ToolGlob>,
+    /// Hide tools that are neither approved nor step-up (and denied ones) from `tools/list`.
+    #[serde(default)]
+    pub hide_unapproved: bool,
+    /// Conditions on arguments; a call that breaks one is treated as outside the approved scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// Rules on the order of calls within a session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<SequenceRule>,
+    /// Per-server progressive thresholds; `defaults.progressive` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progressive: Option<Progressive>,
+    /// Per-server approval timeout in seconds; `defaults.approval_timeout_secs` when absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_opt_timeout"
+    )]
+    pub approval_timeout_secs: Option<u64>,
+}
+
+/// A condition on one argument of the tools it names. Every check given must hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawConstraint")]
+pub struct Constraint {
+    /// Tools (glob) the constraint applies to.
+    pub tool: ToolGlob,
+    /// Argument name; a dotted path (`options.target`) reaches into objects.
+    pub arg: String,
+    /// The value (or, for an array, every element) must be a string matching one of these path
+    /// globs after `.`/`..` are resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_glob: Option<Vec<PathGlob>>,
+    /// The value (or every element) must be a string matching this regex in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<Pattern>,
+    /// The value (or every element) must equal one of these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// Whether a call without the argument passes. Default `false`: absent means broken.
+    #[serde(default)]
+    pub allow_missing: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConstraint {
+    #[serde(default)]
+    tool: Option<ToolGlob>,
+    arg: String,
+    #[serde(default)]
+    path_glob: Option<Vec<PathGlob>>,
+    #[serde(default)]
+    regex: Option<Pattern>,
+    #[serde(default)]
+    one_of: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    allow_missing: bool,
+}
+
+impl TryFrom<RawConstraint> for Constraint {
+    type Error = String;
+    fn try_from(raw: RawConstraint) -> Result<Self, String> {
+        if raw.arg.is_empty() || raw.arg.split('.').any(str::is_empty) {
+            return Err(format!("constraint arg {:?} is not an argument name", raw.arg));
+        }
+        if raw.path_glob.is_none() && raw.regex.is_none() && raw.one_of.is_none() {
+            return Err(format!(
+                "constraint on arg {:?} has no check: give path_glob, regex or one_of",
+                raw.arg
+            ));
+        }
+        if raw.path_glob.as_ref().is_some_and(Vec::is_empty) {
+            return Err("path_glob is empty: it would refuse every value".into());
+        }
+        if raw.one_of.as_ref().is_some_and(Vec::is_empty) {
+            return Err("one_of is empty: it would refuse every value".into());
+        }
+        let tool = match raw.tool {
+            Some(t) => t,
+            None => ToolGlob::new("*").expect("static glob"),
+        };
+        Ok(Constraint {
+            tool,
+            arg: raw.arg,
+            path_glob: raw.path_glob,
+            regex: raw.regex,
+            one_of: raw.one_of,
+            allow_missing: raw.allow_missing,
+        })
+    }
+}
+
+/// What a sequence rule does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeqAction {
+    /// Allow, with a warning event.
+    Warn,
+    /// Require human approval.
+    StepUp,
+    /// Deny.
+    Deny,
+}
+
+/// "A call to a tool matching `then` after a call to a tool matching `after` in the same session".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceRule {
+    /// The earlier tool (glob).
+    pub after: ToolGlob,
+    /// The later tool (glob).
+    pub then: ToolGlob,
+    /// What happens to the later call.
+    pub action: SeqAction,
+    /// Only when the earlier call was at most this many seconds ago. Absent: any time in the
+    /// session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_secs: Option<u64>,
+    /// Why the rule exists, shown to the model and in events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Longest approval wait a policy may ask for.
+pub const MAX_APPROVAL_TIMEOUT_SECS: u64 = 600;
+
+fn de_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let secs = u64::deserialize(d)?;
+    if !(1..=MAX_APPROVAL_TIMEOUT_SECS).contains(&secs) {
+        return Err(serde::de::Error::custom(format!(
+            "approval_timeout_secs must be between 1 and {MAX_APPROVAL_TIMEOUT_SECS}, got {secs}"
+        )));
+    }
+    Ok(secs)
+}
+
+fn de_opt_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_timeout(d).map(Some)
+}

@@ -1,0 +1,424 @@
+//! The evaluator: a pure function of (policy, server, session state, call, time) → decision.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::document::{Constraint, Enforcement, Policy, SeqAction, ServerRule, UnknownServers};
+use crate::session::SessionState;
+
+/// What happens to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Forward.
+    Allow,
+    /// Forward; the event carries a warning.
+    Warn,
+    /// Forward (observe mode); the event says the call would have been blocked.
+    WouldBlock,
+    /// Forward only after a human approves.
+    StepUp,
+    /// Do not forward.
+    Deny,
+}
+
+impl Action {
+    /// Whether the call goes to the server without asking anyone.
+    pub fn forwards(self) -> bool {
+        matches!(self, Action::Allow | Action::Warn | Action::WouldBlock)
+    }
+
+    /// The name used in events and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Warn => "warn",
+            Action::WouldBlock => "would_block",
+            Action::StepUp => "step_up",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// The mode a decision was made in: the server's enforcement, or how unknown servers are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Unknown server, `unknown_servers: allow`.
+    Allow,
+    /// `observe`.
+    Observe,
+    /// `progressive`.
+    Progressive,
+    /// `step_up`.
+    StepUp,
+    /// `block`.
+    Block,
+}
+
+impl Mode {
+    /// The name used in events and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Allow => "allow",
+            Mode::Observe => "observe",
+            Mode::Progressive => "progressive",
+            Mode::StepUp => "step_up",
+            Mode::Block => "block",
+        }
+    }
+}
+
+impl From<Enforcement> for Mode {
+    fn from(e: Enforcement) -> Self {
+        match e {
+            Enforcement::Observe => Mode::Observe,
+            Enforcement::Progressive => Mode::Progressive,
+            Enforcement::StepUp => Mode::StepUp,
+            Enforcement::Block => Mode::Block,
+        }
+    }
+}
+
+/// A decision and why it was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// What happens to the call.
+    pub action: Action,
+    /// The mode it was decided in.
+    pub mode: Mode,
+    /// The rule that decided, as a path into the document (`servers[0].deny[1]`).
+    pub rule: String,
+    /// Why, in words a person (or a model) can act on.
+    pub reason: String,
+    /// Whether the call was outside the approved scope (the progressive mode counts these).
+    #[serde(skip)]
+    pub out_of_scope: bool,
+}
+
+/// One `tools/call`.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolCall<'a> {
+    /// `params.name`.
+    pub tool: &'a str,
+    /// `params.arguments` (`Value::Null` when absent).
+    pub arguments: &'a Value,
+}
+
+/// Which entry of a policy governs one server: resolved once per session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerView {
+    /// The server's name.
+    pub name: String,
+    /// Index of the governing entry in `policy.servers`; `None` for an unknown server.
+    pub entry: Option<usize>,
+}
+
+impl Policy {
+    /// Finds the entry that governs the server `name` launched with `argv` (program first).
+    pub fn resolve(&self, name: &str, argv: &[String]) -> ServerView {
+        let entry = self.servers.iter().position(|rule| {
+            rule.name.as_ref().is_none_or(|g| g.is_match(name))
+                && rule.command.as_ref().is_none_or(|g| {
+                    argv.iter().any(|tok| {
+                        g.is_match(tok) || strip_npm_version(tok).is_some_and(|t| g.is_match(t))
+                    })
+                })
+        });
+        ServerView { name: name.to_owned(), entry }
+    }
+
+    /// Whether `tools/list` should show `tool` of this server.
+    pub fn tool_visible(&self, server: &ServerView, tool: &str) -> bool {
+        let Some(rule) = server.entry.and_then(|i| self.servers.get(i)) else {
+            return true;
+        };
+        if !rule.hide_unapproved {
+            return true;
+        }
+        !rule.deny.iter().any(|g| g.is_match(tool))
+            && (rule.approved_scope.iter().any(|g| g.is_match(tool))
+                || rule.step_up.iter().any(|g| g.is_match(tool)))
+    }
+
+    /// Whether any entry of this server hides tools (so `tools/list` replies must be inspected).
+    pub fn filters_tools(&self, server: &ServerView) -> bool {
+        server.entry.and_then(|i| self.servers.get(i)).is_some_and(|r| r.hide_unapproved)
+    }
+
+    /// The approval timeout that applies to this server.
+    pub fn approval_timeout(&self, server: &ServerView) -> Duration {
+        let secs = server
+            .entry
+            .and_then(|i| self.servers.get(i))
+            .and_then(|r| r.approval_timeout_secs)
+            .unwrap_or(self.defaults.approval_timeout_secs);
+        Duration::from_secs(secs)
+    }
+}
+
+/// `@scope/pkg@1.2.3` → `@scope/pkg`, `pkg@latest` → `pkg`; `None` when there is no version.
+fn strip_npm_version(tok: &str) -> Option<&str> {
+    let at = tok.rfind('@')?;
+    (at > 0).then(|| &tok[..at])
+}
+
+/// Decides one call. Pure: the same arguments always give the same decision.
+pub fn evaluate(
+    policy: &Policy,
+    server: &ServerView,
+    session: &SessionState,
+    call: &ToolCall<'_>,
+    now: SystemTime,
+) -> Decision {
+    let Some((index, rule)) = server.entry.and_then(|i| policy.servers.get(i).map(|r| (i, r)))
+    else {
+        return unknown_server(policy.defaults.unknown_servers, &server.name);
+    };
+    let mode: Mode = rule.enforcement.unwrap_or(policy.defaults.enforcement).into();
+    let at = |part: String| format!("servers[{index}].{part}");
+    let tool = call.tool;
+
+    let mut verdict = scope_verdict(rule, call, &at);
+    if verdict.out_of_scope {
+        verdict = escalate(policy, rule, mode, session, verdict, &server.name, tool);
+    }
+    if let Some(seq) = sequence_verdict(rule, session, tool, now, &at) {
+        if seq.action > verdict.action {
+            verdict = Decision { out_of_scope: verdict.out_of_scope, ..seq };
+        }
+    }
+    verdict.mode = mode;
+    if mode == Mode::Observe && matches!(verdict.action, Action::StepUp | Action::Deny) {
+        verdict.action = Action::WouldBlock;
+    }
+    verdict
+}
+
+fn unknown_server(treatment: UnknownServers, name: &str) -> Decision {
+    let (action, mode) = match treatment {
+        UnknownServers::Allow => (Action::Allow, Mode::Allow),
+        UnknownServers::Observe => (Action::WouldBlock, Mode::Observe),
+        UnknownServers::Block => (Action::Deny, Mode::Block),
+    };
+    Decision {
+        action,
+        mode,
+        rule: "defaults.unknown_servers".into(),
+        reason: format!("server \"{name}\" is not covered by any entry of the policy"),
+        out_of_scope: true,
+    }
+}
+
+/// Deny list, constraints, step-up list and approved scope, in that order. An out-of-scope
+/// verdict comes back as `Deny` with `out_of_scope` set, for [`escalate`] to adjust by mode.
+fn scope_verdict(rule: &ServerRule, call: &ToolCall<'_>, at: &dyn Fn(String) -> String) -> Decision {
+    let tool = call.tool;
+    let decision = |action, rule: String, reason: String, out_of_scope| Decision {
+        action,
+        mode: Mode::Block,
+        rule,
+        reason,
+        out_of_scope,
+    };
+    if let Some((i, g)) = rule.deny.iter().enumerate().find(|(_, g)| g.is_match(tool)) {
+        return decision(
+            Action::Deny,
+            at(format!("deny[{i}]")),
+            format!("tool \"{tool}\" is on the deny list (pattern \"{g}\")"),
+            false,
+        );
+    }
+    for (i, c) in rule.constraints.iter().enumerate() {
+        if !c.tool.is_match(tool) {
+            continue;
+        }
+        if let Err(why) = check_constraint(c, call.arguments) {
+            return decision(Action::Deny, at(format!("constraints[{i}]")), why, true);
+        }
+    }
+    if let Some((i, g)) = rule.step_up.iter().enumerate().find(|(_, g)| g.is_match(tool)) {
+        return decision(
+            Action::StepUp,
+            at(format!("step_up[{i}]")),
+            format!("tool \"{tool}\" always requires human approval (pattern \"{g}\")"),
+            false,
+        );
+    }
+    if let Some(i) = rule.approved_scope.iter().position(|g| g.is_match(tool)) {
+        return decision(
+            Action::Allow,
+            at(format!("approved_scope[{i}]")),
+            format!("tool \"{tool}\" is in the approved scope"),
+            false,
+        );
+    }
+    decision(
+        Action::Deny,
+        at("approved_scope".into()),
+        format!("tool \"{tool}\" is not in the approved scope"),
+        true,
+    )
+}
+
+/// Turns an out-of-scope verdict into the mode's answer.
+fn escalate(
+    policy: &Policy,
+    rule: &ServerRule,
+    mode: Mode,
+    session: &SessionState,
+    verdict: Decision,
+    server: &str,
+    tool: &str,
+) -> Decision {
+    let reason = format!("{} of server \"{server}\"", verdict.reason);
+    let action = match mode {
+        Mode::Observe => Action::WouldBlock,
+        Mode::Block | Mode::Allow => Action::Deny,
+        Mode::StepUp => Action::StepUp,
+        Mode::Progressive => {
+            let p = rule.progressive.unwrap_or(policy.defaults.progressive);
+            let n = session.out_of_scope_calls().saturating_add(1);
+            let (action, note) = if n <= p.warn {
+                (Action::Warn, format!("out-of-scope call {n} of {} allowed with a warning", p.warn))
+            } else if n <= p.block_after {
+                (
+                    Action::StepUp,
+                    format!(
+                        "out-of-scope call {n} needs approval; calls after {} are blocked",
+                        p.block_after
+                    ),
+                )
+            } else {
+                (
+                    Action::Deny,
+                    format!(
+                        "out-of-scope call {n} is past this session's limit of {}",
+                        p.block_after
+                    ),
+                )
+            };
+            return Decision { action, reason: format!("{reason}; {note}"), ..verdict };
+        }
+    };
+    let _ = tool;
+    Decision { action, reason, ..verdict }
+}
+
+fn sequence_verdict(
+    rule: &ServerRule,
+    session: &SessionState,
+    tool: &str,
+    now: SystemTime,
+    at: &dyn Fn(String) -> String,
+) -> Option<Decision> {
+    let mut best: Option<Decision> = None;
+    for (i, seq) in rule.sequences.iter().enumerate() {
+        if !seq.then.is_match(tool) {
+            continue;
+        }
+        let Some(prev) = session.last_call_matching(&seq.after, now) else {
+            continue;
+        };
+        if let Some(window) = seq.within_secs {
+            let age = now.duration_since(prev).unwrap_or(Duration::ZERO);
+            if age > Duration::from_secs(window) {
+                continue;
+            }
+        }
+        let action = match seq.action {
+            SeqAction::Warn => Action::Warn,
+            SeqAction::StepUp => Action::StepUp,
+            SeqAction::Deny => Action::Deny,
+        };
+        if best.as_ref().is_some_and(|b| b.action >= action) {
+            continue;
+        }
+        let why = seq.reason.as_deref().unwrap_or("sequence rule");
+        best = Some(Decision {
+            action,
+            mode: Mode::Block,
+            rule: at(format!("sequences[{i}]")),
+            reason: format!(
+                "tool \"{tool}\" called after a tool matching \"{}\" in this session: {why}",
+                seq.after
+            ),
+            out_of_scope: false,
+        });
+    }
+    best
+}
+
+/// Checks one constraint; `Err` says which argument broke it and how.
+fn check_constraint(c: &Constraint, args: &Value) -> Result<(), String> {
+    let mut value = Some(args);
+    for key in c.arg.split('.') {
+        value = value.and_then(|v| v.get(key));
+    }
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return if c.allow_missing {
+            Ok(())
+        } else {
+            Err(format!("argument \"{}\" is required by a constraint but is missing", c.arg))
+        };
+    };
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        v => vec![v],
+    };
+    for item in items {
+        check_value(c, item)?;
+    }
+    Ok(())
+}
+
+fn check_value(c: &Constraint, v: &Value) -> Result<(), String> {
+    let shown = shorten(v);
+    if let Some(globs) = &c.path_glob {
+        let Some(s) = v.as_str() else {
+            return Err(format!("argument \"{}\" = {shown} is not a path string", c.arg));
+        };
+        if !globs.iter().any(|g| g.is_match(s)) {
+            let list: Vec<&str> = globs.iter().map(|g| g.as_str()).collect();
+            return Err(format!(
+                "argument \"{}\" = {shown} is outside the allowed paths {list:?}",
+                c.arg
+            ));
+        }
+    }
+    if let Some(re) = &c.regex {
+        let ok = v.as_str().is_some_and(|s| re.is_match(s));
+        if !ok {
+            return Err(format!(
+                "argument \"{}\" = {shown} does not match the pattern /{}/",
+                c.arg,
+                re.as_str()
+            ));
+        }
+    }
+    if let Some(allowed) = &c.one_of {
+        if !allowed.contains(v) {
+            return Err(format!(
+                "argument \"{}\" = {shown} is not one of the allowed values {}",
+                c.arg,
+                Value::Array(allowed.clone())
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A value as shown in a reason: JSON, cut to a readable length.
+fn shorten(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() <= 120 {
+        return s;
+    }
+    let mut end = 117;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}

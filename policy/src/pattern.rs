@@ -1,0 +1,219 @@
+//! Patterns that appear in policy documents, compiled while the document is parsed so that a bad
+//! pattern is reported with the line it stands on.
+
+use std::fmt;
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+fn build_glob(src: &str, literal_separator: bool) -> Result<GlobMatcher, String> {
+    if src.is_empty() {
+        return Err("empty pattern: use \"*\" to match everything".into());
+    }
+    GlobBuilder::new(src)
+        .literal_separator(literal_separator)
+        .backslash_escape(true)
+        .build()
+        .map(|g: Glob| g.compile_matcher())
+        .map_err(|e| format!("invalid glob {src:?}: {}", e.kind()))
+}
+
+macro_rules! glob_type {
+    ($(#[$doc:meta])* $name:ident, $literal_separator:expr) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            src: String,
+            matcher: GlobMatcher,
+        }
+
+        impl $name {
+            /// Compiles `src`, or says why it is not a valid pattern.
+            pub fn new(src: &str) -> Result<Self, String> {
+                Ok(Self { src: src.to_owned(), matcher: build_glob(src, $literal_separator)? })
+            }
+
+            /// The pattern as the admin wrote it.
+            pub fn as_str(&self) -> &str {
+                &self.src
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.src)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.src)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let src = String::deserialize(d)?;
+                Self::new(&src).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.src)
+            }
+        }
+    };
+}
+
+glob_type!(
+    /// A glob over names (tools, servers, command-line tokens): `*` matches any run of characters,
+    /// `?` one character, `[abc]` a class, `{a,b}` alternatives.
+    ToolGlob,
+    false
+);
+
+glob_type!(
+    /// A glob over paths: `*` stays within one path component, `**` crosses components.
+    PathGlob,
+    true
+);
+
+impl ToolGlob {
+    /// Whether `name` matches.
+    pub fn is_match(&self, name: &str) -> bool {
+        self.matcher.is_match(name)
+    }
+}
+
+impl PathGlob {
+    /// Whether `path` matches after lexical normalization (`.` and `..` resolved, repeated
+    /// separators folded). A path whose `..` would climb above its root never matches.
+    pub fn is_match(&self, path: &str) -> bool {
+        match normalize_path(path) {
+            Some(p) => self.matcher.is_match(p.as_str()),
+            None => false,
+        }
+    }
+}
+
+/// Lexically normalizes a path. Returns `None` for a path that climbs above its start with `..`
+/// or that contains a NUL byte, so that such a path can never satisfy an allow-list.
+pub(crate) fn normalize_path(path: &str) -> Option<String> {
+    if path.contains('\0') {
+        return None;
+    }
+    let owned;
+    let path = if cfg!(windows) {
+        owned = path.replace('\\', "/");
+        owned.as_str()
+    } else {
+        path
+    };
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    Some(if absolute { format!("/{joined}") } else { joined })
+}
+
+/// A regular expression that must match an argument value in full (it is anchored at both ends).
+#[derive(Clone)]
+pub struct Pattern {
+    src: String,
+    re: regex::Regex,
+}
+
+impl Pattern {
+    /// Compiles `src` anchored at both ends, or says why it is not a valid expression.
+    pub fn new(src: &str) -> Result<Self, String> {
+        let re = regex::RegexBuilder::new(&format!("^(?:{src})$"))
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| {
+                // regex's own message draws a caret diagram over several lines; its last line
+                // says what is wrong.
+                let text = e.to_string();
+                let what = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                format!("invalid regex {src:?}: {}", what.trim_start_matches("error: "))
+            })?;
+        Ok(Self { src: src.to_owned(), re })
+    }
+
+    /// Whether the whole of `value` matches.
+    pub fn is_match(&self, value: &str) -> bool {
+        self.re.is_match(value)
+    }
+
+    /// The expression as the admin wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.src
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}/", self.src)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let src = String::deserialize(d)?;
+        Self::new(&src).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.src)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_glob_matches_names() {
+        let g = ToolGlob::new("read_*").unwrap();
+        assert!(g.is_match("read_text_file"));
+        assert!(!g.is_match("write_file"));
+        assert!(ToolGlob::new("{fetch_url,screenshot}").unwrap().is_match("screenshot"));
+        assert!(ToolGlob::new("").is_err());
+        assert!(ToolGlob::new("[").is_err());
+    }
+
+    #[test]
+    fn path_glob_normalizes_and_refuses_escapes() {
+        let g = PathGlob::new("/srv/data/**").unwrap();
+        assert!(g.is_match("/srv/data/a/b.txt"));
+        assert!(g.is_match("/srv//data/./a.txt"));
+        assert!(!g.is_match("/srv/data/../secret.txt"));
+        assert!(!g.is_match("/srv/data/../../etc/passwd"));
+        assert!(!g.is_match("/etc/passwd"));
+        assert!(!g.is_match("srv/data/x"));
+        let one = PathGlob::new("/srv/*.txt").unwrap();
+        assert!(one.is_match("/srv/a.txt"));
+        assert!(!one.is_match("/srv/sub/a.txt"));
+        assert_eq!(normalize_path("/a/../../b"), None);
+        assert_eq!(normalize_path("a/./b/"), Some("a/b".into()));
+        assert_eq!(normalize_path("/x\0y"), None);
+    }
+
+    #[test]
+    fn regex_is_anchored() {
+        let p = Pattern::new("https://[a-z.]+/.*").unwrap();
+        assert!(p.is_match("https://example.com/x"));
+        assert!(!p.is_match("javascript:alert(1)//https://a.b/"));
+        assert!(Pattern::new("(").is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! Helpers shared by the policy tests.
+#![allow(dead_code)]
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use thoth_policy::{Action, Decision, Format, Policy, ServerView, SessionState, ToolCall, evaluate};
+
+pub fn parse(yaml: &str) -> Policy {
+    thoth_policy::parse_policy(yaml, "test.yaml", Format::Yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A session against one server: evaluates calls and records them as the proxy does.
+pub struct Session<'p> {
+    pub policy: &'p Policy,
+    pub server: ServerView,
+    pub state: SessionState,
+    pub now: SystemTime,
+}
+
+impl<'p> Session<'p> {
+    pub fn new(policy: &'p Policy, name: &str, argv: &[&str]) -> Self {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        Session {
+            policy,
+            server: policy.resolve(name, &argv),
+            state: SessionState::new(),
+            now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        }
+    }
+
+    /// Decides a call; a call whose decision forwards it (or needs approval, which these tests
+    /// treat as granted) is recorded as forwarded.
+    pub fn call(&mut self, tool: &str, args: Value) -> Decision {
+        let d = evaluate(
+            self.policy,
+            &self.server,
+            &self.state,
+            &ToolCall { tool, arguments: &args },
+            self.now,
+        );
+        self.state.record(tool, &d, d.action.forwards(), self.now);
+        d
+    }
+
+    pub fn action(&mut self, tool: &str, args: Value) -> Action {
+        self.call(tool, args).action
+    }
+
+    pub fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+    }
+}

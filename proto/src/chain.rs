@@ -1,0 +1,243 @@
+//! The tamper-evident hash chain over events.
+//!
+//! `hash = SHA-256(prevHash as 32 raw bytes ‖ canonical bytes of the event without "hash")`, and
+//! the event is written as the canonical bytes of the whole event (hash included). Verification
+//! recomputes both, so changing any byte of a line, dropping a line, or reordering lines breaks
+//! the chain at a line that is reported.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::canonical::to_canonical;
+use crate::event::Event;
+
+/// `prevHash` of the first event of a chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Longest event line accepted when verifying.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// The head of one chain.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    seq: u64,
+    head: String,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Chain {
+    /// A new chain; its first event gets `seq` 1 and `prevHash` [`GENESIS`].
+    pub fn new() -> Self {
+        Self { seq: 0, head: GENESIS.to_owned() }
+    }
+
+    /// The last sequence number given out.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Puts `event` on the chain (sets `seq`, `prevHash`, `hash`) and returns the line to write
+    /// (without its newline).
+    pub fn seal(&mut self, event: &mut Event) -> Vec<u8> {
+        event.seq = self.seq + 1;
+        event.prev_hash = self.head.clone();
+        event.hash.clear();
+        let mut value = serde_json::to_value(&*event).expect("an event is always valid JSON");
+        let obj = value.as_object_mut().expect("an event is a JSON object");
+        obj.remove("hash");
+        let hash = hash_of(&self.head, &value).expect("the chain head is valid hex");
+        value
+            .as_object_mut()
+            .expect("an event is a JSON object")
+            .insert("hash".into(), Value::String(hash.clone()));
+        event.hash = hash.clone();
+        self.seq += 1;
+        self.head = hash;
+        to_canonical(&value)
+    }
+}
+
+fn hash_of(prev_hex: &str, without_hash: &Value) -> Option<String> {
+    let prev = hex::decode(prev_hex).ok().filter(|b| b.len() == 32)?;
+    let mut h = Sha256::new();
+    h.update(&prev);
+    h.update(to_canonical(without_hash));
+    Some(hex::encode(h.finalize()))
+}
+
+/// Where and why a chain broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ChainBreak {
+    /// 1-based line number in the file.
+    pub line: usize,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// What a successful verification saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Events verified.
+    pub events: u64,
+    /// Last sequence number per chain (`agentId`).
+    pub chains: BTreeMap<String, u64>,
+}
+
+/// Verifies every chain in a file of event lines (one chain per `agentId`; chains may be
+/// interleaved, as when several proxies append to one file). Each chain must start at `seq` 1
+/// with the genesis `prevHash` and continue without gaps.
+pub fn verify_lines<R: BufRead>(mut reader: R) -> Result<ChainReport, ChainBreak> {
+    let mut report = ChainReport::default();
+    let mut heads: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        buf.clear();
+        let n = reader.by_ref()
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| ChainBreak { line: line_no + 1, reason: format!("read error: {e}") })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let brk = |reason: String| ChainBreak { line: line_no, reason };
+        if buf.last() != Some(&b'\n') {
+            return Err(brk(if buf.len() > MAX_LINE_BYTES {
+                format!("line is longer than {MAX_LINE_BYTES} bytes")
+            } else {
+                "last line is incomplete (no newline): the file was cut or is still being written"
+                    .into()
+            }));
+        }
+        buf.pop();
+        let mut value: Value = serde_json::from_slice(&buf)
+            .map_err(|e| brk(format!("not a JSON event ({e}): the line was altered")))?;
+        if to_canonical(&value) != buf {
+            return Err(brk("the line is not in canonical form: it was altered".into()));
+        }
+        let obj = value.as_object_mut().ok_or_else(|| brk("not a JSON object".into()))?;
+        let field = |obj: &serde_json::Map<String, Value>, k: &str| -> Result<String, ChainBreak> {
+            obj.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| brk(format!("field \"{k}\" is missing or not a string")))
+        };
+        let hash = field(obj, "hash")?;
+        let prev = field(obj, "prevHash")?;
+        let agent = field(obj, "agentId")?;
+        let seq = obj
+            .get("seq")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| brk("field \"seq\" is missing or not a number".into()))?;
+        let (want_seq, want_prev) = match heads.get(&agent) {
+            Some((s, h)) => (s + 1, h.as_str()),
+            None => (1, GENESIS),
+        };
+        if seq != want_seq {
+            return Err(brk(format!(
+                "chain of agent \"{agent}\" jumps from seq {} to {seq}: events are missing or \
+                 out of order",
+                want_seq - 1
+            )));
+        }
+        if prev != want_prev {
+            return Err(brk(format!(
+                "prevHash of seq {seq} (agent \"{agent}\") does not match the previous event's \
+                 hash: an earlier event was altered or removed"
+            )));
+        }
+        obj.remove("hash");
+        let computed = hash_of(&prev, &value).ok_or_else(|| brk("prevHash is not hex".into()))?;
+        if computed != hash {
+            return Err(brk(format!(
+                "hash of seq {seq} (agent \"{agent}\") does not match its content: the event was \
+                 altered"
+            )));
+        }
+        heads.insert(agent.clone(), (seq, hash));
+        report.chains.insert(agent, seq);
+        report.events += 1;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventType, Identity};
+
+    fn event(agent: &str, n: u32) -> Event {
+        let id = Identity {
+            tenant_id: "t".into(),
+            agent_id: agent.into(),
+            hostname: "h".into(),
+            user: "u".into(),
+        };
+        let mut e = Event::new(EventType::ToolCallPre, format!("id-{n}"), "2026-01-01T00:00:00Z".into(), &id);
+        e.tool_name = Some(format!("tool {n} é"));
+        e
+    }
+
+    fn file(lines: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in lines {
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    fn chain_of(n: u32) -> Vec<Vec<u8>> {
+        let mut c = Chain::new();
+        (0..n).map(|i| c.seal(&mut event("a", i))).collect()
+    }
+
+    #[test]
+    fn a_sealed_chain_verifies() {
+        let mut a = Chain::new();
+        let mut b = Chain::new();
+        let lines = vec![
+            a.seal(&mut event("a", 1)),
+            b.seal(&mut event("b", 1)),
+            a.seal(&mut event("a", 2)),
+        ];
+        let r = verify_lines(&file(&lines)[..]).unwrap();
+        assert_eq!(r.events, 3);
+        assert_eq!(r.chains.get("a"), Some(&2));
+        assert_eq!(r.chains.get("b"), Some(&1));
+        assert_eq!(verify_lines(&b""[..]).unwrap().events, 0);
+    }
+
+    #[test]
+    fn every_single_byte_change_is_detected() {
+        let data = file(&chain_of(3));
+        for i in 0..data.len() {
+            let mut bad = data.clone();
+            bad[i] = if bad[i] == b'x' { b'y' } else { b'x' };
+            assert!(verify_lines(&bad[..]).is_err(), "change at byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn removed_and_reordered_lines_are_detected() {
+        let lines = chain_of(3);
+        let e = verify_lines(&file(&[lines[0].clone(), lines[2].clone()])[..]).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.reason.contains("jumps from seq 1 to 3"), "{e}");
+        let e = verify_lines(&file(&[lines[1].clone()])[..]).unwrap_err();
+        assert!(e.reason.contains("jumps from seq 0 to 2"), "{e}");
+        let mut cut = file(&lines);
+        cut.pop();
+        assert!(verify_lines(&cut[..]).unwrap_err().reason.contains("incomplete"));
+    }
+}

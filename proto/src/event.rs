@@ -1,0 +1,186 @@
+//! The behavioral event record, exactly as a SIEM receives it (DESIGN: "Behavioral events").
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Kinds of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventType {
+    /// A `tools/call` was decided (before it is forwarded, or instead of forwarding it).
+    ToolCallPre,
+    /// A `tools/call` finished: the server's result, or the denial.
+    ToolCallPost,
+    /// Human approval was asked for.
+    ApprovalRequested,
+    /// Human approval was given, refused, or timed out.
+    ApprovalDecided,
+    /// A Claude Desktop config was wrapped.
+    ConfigWrapped,
+    /// A wrapped config was changed by someone else.
+    ConfigDrift,
+    /// A config could not be parsed and was left alone.
+    ConfigInvalid,
+    /// A policy was applied.
+    PolicyApplied,
+    /// A policy was refused.
+    PolicyRejected,
+    /// The agent started.
+    AgentStarted,
+    /// Events were dropped because a bounded buffer was full; `detail.dropped` says how many.
+    EventsDropped,
+}
+
+impl EventType {
+    /// The wire name (`TOOL_CALL_PRE`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::ToolCallPre => "TOOL_CALL_PRE",
+            EventType::ToolCallPost => "TOOL_CALL_POST",
+            EventType::ApprovalRequested => "APPROVAL_REQUESTED",
+            EventType::ApprovalDecided => "APPROVAL_DECIDED",
+            EventType::ConfigWrapped => "CONFIG_WRAPPED",
+            EventType::ConfigDrift => "CONFIG_DRIFT",
+            EventType::ConfigInvalid => "CONFIG_INVALID",
+            EventType::PolicyApplied => "POLICY_APPLIED",
+            EventType::PolicyRejected => "POLICY_REJECTED",
+            EventType::AgentStarted => "AGENT_STARTED",
+            EventType::EventsDropped => "EVENTS_DROPPED",
+        }
+    }
+}
+
+/// The decision part of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDecision {
+    /// `allow`, `warn`, `would_block`, `step_up`, `deny` (and, after approval, `approved`).
+    pub action: String,
+    /// `observe`, `progressive`, `step_up`, `block`, or `allow` for an allowed unknown server.
+    pub mode: String,
+    /// The rule that decided (`servers[0].deny[1]`).
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One event. Optional fields are absent (not `null`) where they do not apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// UUIDv7.
+    pub event_id: String,
+    /// What happened.
+    pub event_type: EventType,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+    /// Tenant (`local` for standalone use).
+    pub tenant_id: String,
+    /// The agent whose chain this event is on (in standalone use, one per proxy process).
+    pub agent_id: String,
+    /// The machine.
+    pub hostname: String,
+    /// The OS user.
+    pub user: String,
+    /// One proxied MCP server connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The MCP server's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// `agent_tool_call` for tool-call events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_type: Option<String>,
+    /// The tool called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    /// The JSON-RPC id of the call, as JSON text, to pair PRE and POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Arguments (PRE) or result (POST), JSON-serialized, secrets masked, size-capped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Set when `content` was cut to the cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_truncated: Option<bool>,
+    /// SHA-256 (hex) of the full content (after masking), when it was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
+    /// Tools already called in this session, in first-call order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_tool_calls: Option<Vec<String>>,
+    /// The decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<EventDecision>,
+    /// Version of the policy that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// PRE: time to decide. POST: time from receiving the call to its answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    /// POST: whether the result was an error (`isError`, a JSON-RPC error, or a denial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
+    /// Type-specific details for the other event types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+    /// Position in the chain, from 1.
+    #[serde(default)]
+    pub seq: u64,
+    /// `hash` of the previous event on the chain (64 zeros for the first).
+    #[serde(default)]
+    pub prev_hash: String,
+    /// SHA-256 (hex) over the previous hash and this event's canonical bytes.
+    #[serde(default)]
+    pub hash: String,
+}
+
+impl Event {
+    /// A new event with the common fields set and every optional field empty; `seq`, `prevHash`
+    /// and `hash` are filled by [`crate::Chain::seal`].
+    pub fn new(
+        event_type: EventType,
+        event_id: String,
+        timestamp: String,
+        identity: &Identity,
+    ) -> Self {
+        Event {
+            event_id,
+            event_type,
+            timestamp,
+            tenant_id: identity.tenant_id.clone(),
+            agent_id: identity.agent_id.clone(),
+            hostname: identity.hostname.clone(),
+            user: identity.user.clone(),
+            session_id: None,
+            server_name: None,
+            source_type: None,
+            tool_name: None,
+            request_id: None,
+            content: None,
+            content_truncated: None,
+            content_sha256: None,
+            session_tool_calls: None,
+            decision: None,
+            policy_version: None,
+            latency_us: None,
+            is_error: None,
+            detail: None,
+            seq: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+/// Who emits events: the fields every event carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Agent (chain owner).
+    pub agent_id: String,
+    /// Machine.
+    pub hostname: String,
+    /// OS user.
+    pub user: String,
+}
