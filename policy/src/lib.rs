@@ -14,6 +14,6 @@ pub use document::{
     SequenceRule, ServerFields, ServerRule, UnknownServers, VersionLabel,
 };
 pub use eval::{Action, Decision, Mode, ServerView, ToolCall, evaluate};
-pub use load::{Format, PolicyError, parse_policy};
+pub use load::{Format, MAX_POLICY_BYTES, PolicyError, parse_policy};
 pub use pattern::{PathGlob, Pattern, ToolGlob};
 pub use session::SessionState;

@@ -1,0 +1,153 @@
+//! The `thoth` command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::proxy::framing::DEFAULT_MAX_MESSAGE_BYTES;
+
+/// Thoth governs the tools AI assistants call: it sits between an MCP client (Claude Desktop)
+/// and each MCP server, and checks every tool call against a signed or local policy.
+#[derive(Debug, Parser)]
+#[command(name = "thoth", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an MCP server behind the governance proxy (what Claude Desktop launches).
+    ///
+    /// Relays MCP messages between this process's stdin/stdout and the server's, unchanged,
+    /// and decides every tools/call before the server sees it. A denied call gets an error
+    /// result that tells the model which rule stopped it. Without a usable policy every tool
+    /// call is denied (fail closed). Logs go to stderr; set THOTH_LOG=debug for more.
+    ///
+    /// Example, in claude_desktop_config.json:
+    ///   "command": "/usr/local/bin/thoth",
+    ///   "args": ["run", "--server", "files", "--policy", "/etc/thoth/policy.yaml",
+    ///            "--events", "/var/log/thoth/events.jsonl", "--",
+    ///            "npx", "-y", "@modelcontextprotocol/server-filesystem", "/Users/ann/projects"]
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+    /// Check and try out policy documents.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Work with behavioral event files.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The server's name, as in claude_desktop_config.json; policy entries match on it.
+    /// Default: derived from the command (e.g. "server-filesystem").
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
+    /// Policy document (YAML or JSON) to enforce.
+    #[arg(long, value_name = "FILE", env = "THOTH_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Append behavioral events (hash-chained JSON lines) to this file; created with mode 0600.
+    #[arg(long, value_name = "FILE", env = "THOTH_EVENTS")]
+    pub events: Option<PathBuf>,
+    /// Largest single message accepted from either side, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
+          value_parser = clap::value_parser!(usize))]
+    pub max_message_bytes: usize,
+    /// Longest arguments/result text kept in an event, in bytes (longer is cut and hashed).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    pub content_max_bytes: usize,
+    /// The MCP server's command and arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files; prints each error with file, line and field. Exit 1 if any fail.
+    Validate {
+        /// Policy files (YAML or JSON).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Show the decision a policy makes for one call, and the rule that makes it.
+    ///
+    /// Example:
+    ///   thoth policy explain policy.yaml --server files \
+    ///     --command "npx -y @modelcontextprotocol/server-filesystem /data" \
+    ///     --tool write_file --args '{"path": "/data/x"}'
+    #[command(verbatim_doc_comment)]
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Policy file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Server name.
+    #[arg(long, value_name = "NAME")]
+    pub server: String,
+    /// The server's command line (split on spaces), for entries that match on `command`.
+    #[arg(long, value_name = "CMDLINE", default_value = "")]
+    pub command: String,
+    /// Tool name.
+    #[arg(long, value_name = "TOOL")]
+    pub tool: String,
+    /// Arguments as a JSON object.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub args: String,
+    /// Tools called earlier in the session, in order (repeat the flag), to try sequence rules
+    /// and progressive escalation. Each is recorded as the policy would have decided it.
+    #[arg(long = "after", value_name = "TOOL")]
+    pub after: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Check the hash chain(s) of an events file; exit 1 and name the line at the first break.
+    Verify {
+        /// Events file (JSON lines, as written by `thoth run --events`).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses arguments and runs; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Policy(PolicyCommand::Validate { files }) => commands::policy::validate(&files),
+        Command::Policy(PolicyCommand::Explain(args)) => commands::policy::explain(&args),
+        Command::Events(EventsCommand::Verify { file, json }) => commands::events::verify(&file, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("thoth: {e:#}");
+            2
+        }
+    }
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("THOTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}

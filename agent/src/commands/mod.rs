@@ -1,0 +1,5 @@
+//! One file per `thoth` subcommand.
+
+pub mod events;
+pub mod policy;
+pub mod run;

@@ -1,0 +1,73 @@
+//! `thoth policy validate` and `thoth policy explain`.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use thoth_policy::{SessionState, ToolCall, evaluate};
+
+use crate::cli::ExplainArgs;
+use crate::proxy::policy::read_policy_file;
+
+pub fn validate(files: &[PathBuf]) -> anyhow::Result<i32> {
+    let mut failed = 0;
+    for f in files {
+        match read_policy_file(f) {
+            Ok((policy, version)) => println!(
+                "ok: {} (version {version}, {} server entr{})",
+                f.display(),
+                policy.servers.len(),
+                if policy.servers.len() == 1 { "y" } else { "ies" }
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} policy file(s) invalid", files.len());
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
+    let (policy, version) = read_policy_file(&a.file).map_err(|e| anyhow::anyhow!(e))?;
+    let args: Value = serde_json::from_str(&a.args)
+        .map_err(|e| anyhow::anyhow!("--args is not valid JSON: {e}"))?;
+    if !args.is_object() {
+        anyhow::bail!("--args must be a JSON object, like '{{\"path\": \"/tmp/x\"}}'");
+    }
+    let argv: Vec<String> = a.command.split_whitespace().map(str::to_owned).collect();
+    let server = policy.resolve(&a.server, &argv);
+    let now = SystemTime::now();
+    let mut session = SessionState::new();
+    let empty = Value::Object(Default::default());
+    for earlier in &a.after {
+        let d = evaluate(&policy, &server, &session, &ToolCall { tool: earlier, arguments: &empty }, now);
+        session.record(earlier, &d, d.action.forwards() || d.action == thoth_policy::Action::StepUp, now);
+    }
+    let d = evaluate(&policy, &server, &session, &ToolCall { tool: &a.tool, arguments: &args }, now);
+    let entry = match server.entry {
+        Some(i) => format!("servers[{i}]"),
+        None => "none (defaults.unknown_servers applies)".into(),
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "action": d.action, "mode": d.mode, "rule": d.rule, "reason": d.reason,
+                "policyVersion": version, "entry": server.entry,
+            })
+        );
+    } else {
+        println!("decision: {}", d.action.as_str());
+        println!("mode:     {}", d.mode.as_str());
+        println!("rule:     {}", d.rule);
+        println!("reason:   {}", d.reason);
+        println!("entry:    {entry}");
+        println!("policy:   {version}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,329 @@
+//! Behavioral events, written off the hot path.
+//!
+//! The relay threads push small records into a bounded in-memory queue (a mutex-protected
+//! deque: no syscall, no thread wake-up on the hot path). A writer thread wakes every few
+//! milliseconds, renders the events (redaction, size cap, UUIDv7, timestamp), puts them on the
+//! hash chain and appends them to the events file under an advisory lock, so several proxies can
+//! share one file. When the queue is full, events are dropped and counted, and the count is
+//! written as an `EVENTS_DROPPED` event: loss is never silent.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use thoth_policy::Decision;
+use thoth_proto::{Chain, ContentLimits, Event, EventDecision, EventType, Identity, render_content};
+
+/// Most events held in memory before new ones are dropped (and counted).
+pub const QUEUE_CAPACITY: usize = 8192;
+/// Most content bytes held in memory; past this, content is left out of queued events.
+pub const QUEUE_BYTE_BUDGET: usize = 64 << 20;
+/// How often the writer wakes up to drain the queue.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+
+/// What the session knows about itself: copied into every event.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Chain owner, tenant, host and user.
+    pub identity: Identity,
+    /// This session's id (UUIDv7).
+    pub session_id: String,
+    /// The MCP server's name.
+    pub server_name: String,
+}
+
+/// The decision part of an event, with the policy version it came from.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    /// The decision; `action` may be rewritten after approval (`approved`, `denied`).
+    pub action: String,
+    /// The evaluator's decision.
+    pub decision: Decision,
+    /// The policy version.
+    pub policy_version: String,
+}
+
+/// One record pushed by the relay.
+#[derive(Debug)]
+pub enum Record {
+    /// `TOOL_CALL_PRE`.
+    Pre {
+        /// When the call arrived.
+        at: SystemTime,
+        /// JSON-RPC id text.
+        request_id: String,
+        /// Tool.
+        tool: String,
+        /// Arguments.
+        arguments: Value,
+        /// The decision.
+        decided: Decided,
+        /// Tools already called in the session.
+        session_tools: Arc<Vec<String>>,
+        /// Time to decide.
+        latency_us: u64,
+    },
+    /// `TOOL_CALL_POST`.
+    Post {
+        /// When the answer went out.
+        at: SystemTime,
+        /// JSON-RPC id text.
+        request_id: String,
+        /// Tool.
+        tool: String,
+        /// The answer line as sent (result, error, or the denial).
+        response: Option<Vec<u8>>,
+        /// The decision that let the call through or stopped it.
+        decided: Decided,
+        /// Tools already called in the session.
+        session_tools: Arc<Vec<String>>,
+        /// From arrival of the call to its answer.
+        latency_us: u64,
+    },
+    /// `APPROVAL_REQUESTED` / `APPROVAL_DECIDED`.
+    Approval {
+        /// When.
+        at: SystemTime,
+        /// Which of the two.
+        kind: EventType,
+        /// JSON-RPC id text of the call.
+        request_id: String,
+        /// Tool.
+        tool: String,
+        /// The decision.
+        decided: Decided,
+        /// Channel and outcome.
+        detail: Value,
+    },
+}
+
+impl Record {
+    fn content_bytes(&self) -> usize {
+        match self {
+            Record::Post { response: Some(r), .. } => r.len(),
+            _ => 0,
+        }
+    }
+}
+
+struct Queue {
+    items: Mutex<VecDeque<Record>>,
+    bytes: AtomicUsize,
+    dropped: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// The relay's handle on the event writer. Cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    queue: Option<Arc<Queue>>,
+    writer: Option<Arc<Mutex<Option<JoinHandle<()>>>>>,
+}
+
+impl EventSink {
+    /// A sink that discards everything (no `--events` file).
+    pub fn disabled() -> Self {
+        Self { queue: None, writer: None }
+    }
+
+    /// Opens (creating, mode 0600) `path` for appending and starts the writer thread.
+    pub fn to_file(path: &Path, info: SessionInfo, limits: ContentLimits) -> std::io::Result<Self> {
+        let mut opts = OpenOptions::new();
+        opts.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(path)?;
+        let queue = Arc::new(Queue {
+            items: Mutex::new(VecDeque::with_capacity(256)),
+            bytes: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let q = queue.clone();
+        let handle = thread::Builder::new()
+            .name("thoth-events".into())
+            .spawn(move || Writer { file, chain: Chain::new(), info, limits, queue: q }.run())?;
+        Ok(Self { queue: Some(queue), writer: Some(Arc::new(Mutex::new(Some(handle)))) })
+    }
+
+    /// Whether events are recorded at all (callers skip building records when not).
+    pub fn enabled(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// Queues a record. Never blocks on IO; drops (and counts) when the queue is full.
+    pub fn push(&self, mut record: Record) {
+        let Some(q) = &self.queue else { return };
+        let size = record.content_bytes();
+        if size > 0 && q.bytes.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTE_BUDGET {
+            q.bytes.fetch_sub(size, Ordering::Relaxed);
+            if let Record::Post { response, .. } = &mut record {
+                *response = None;
+            }
+        }
+        let mut items = q.items.lock().unwrap_or_else(|p| p.into_inner());
+        if items.len() >= QUEUE_CAPACITY {
+            drop(items);
+            q.bytes.fetch_sub(record.content_bytes(), Ordering::Relaxed);
+            q.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        items.push_back(record);
+    }
+
+    /// Writes what is queued and stops the writer, waiting at most `deadline`.
+    pub fn shutdown(&self, deadline: Duration) {
+        let (Some(q), Some(w)) = (&self.queue, &self.writer) else { return };
+        q.stop.store(true, Ordering::SeqCst);
+        let handle = w.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            h.thread().unpark();
+            let (tx, rx) = std::sync::mpsc::channel();
+            thread::spawn(move || {
+                let _ = h.join();
+                let _ = tx.send(());
+            });
+            if rx.recv_timeout(deadline).is_err() {
+                tracing::warn!("event writer did not finish within {deadline:?}; some events may be unwritten");
+            }
+        }
+    }
+}
+
+struct Writer {
+    file: File,
+    chain: Chain,
+    info: SessionInfo,
+    limits: ContentLimits,
+    queue: Arc<Queue>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch: Vec<Record> = Vec::new();
+        let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+        loop {
+            let stopping = self.queue.stop.load(Ordering::SeqCst);
+            {
+                let mut items = self.queue.items.lock().unwrap_or_else(|p| p.into_inner());
+                batch.extend(items.drain(..));
+            }
+            let dropped = self.queue.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                let mut e = self.base(EventType::EventsDropped, SystemTime::now());
+                e.detail = Some(serde_json::json!({
+                    "dropped": dropped,
+                    "reason": "the in-memory event queue was full",
+                }));
+                self.seal_into(e, &mut out);
+            }
+            for record in batch.drain(..) {
+                let bytes = record.content_bytes();
+                let event = self.render(record);
+                self.queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.seal_into(event, &mut out);
+            }
+            if !out.is_empty() {
+                if let Err(e) = self.write(&out) {
+                    tracing::error!(error = %e, "cannot write events; {} bytes of events lost", out.len());
+                }
+                out.clear();
+            }
+            if stopping {
+                return;
+            }
+            thread::park_timeout(DRAIN_EVERY);
+        }
+    }
+
+    fn write(&mut self, out: &[u8]) -> std::io::Result<()> {
+        self.file.lock()?;
+        let r = self.file.write_all(out).and_then(|_| self.file.flush());
+        let _ = self.file.unlock();
+        r
+    }
+
+    fn seal_into(&mut self, mut event: Event, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.chain.seal(&mut event));
+        out.push(b'\n');
+    }
+
+    fn base(&self, kind: EventType, at: SystemTime) -> Event {
+        let mut e = Event::new(
+            kind,
+            uuid::Uuid::now_v7().to_string(),
+            humantime::format_rfc3339_micros(at).to_string(),
+            &self.info.identity,
+        );
+        e.session_id = Some(self.info.session_id.clone());
+        e.server_name = Some(self.info.server_name.clone());
+        e
+    }
+
+    fn tool_event(&self, kind: EventType, at: SystemTime, request_id: String, tool: String, d: &Decided) -> Event {
+        let mut e = self.base(kind, at);
+        e.source_type = Some("agent_tool_call".into());
+        e.tool_name = Some(tool);
+        e.request_id = Some(request_id);
+        e.decision = Some(EventDecision {
+            action: d.action.clone(),
+            mode: d.decision.mode.as_str().into(),
+            rule: d.decision.rule.clone(),
+            reason: d.decision.reason.clone(),
+        });
+        e.policy_version = Some(d.policy_version.clone());
+        e
+    }
+
+    fn set_content(&self, e: &mut Event, value: Value) {
+        let c = render_content(value, self.limits);
+        e.content = Some(c.text);
+        if c.truncated {
+            e.content_truncated = Some(true);
+            e.content_sha256 = c.sha256;
+        }
+    }
+
+    fn render(&self, record: Record) -> Event {
+        match record {
+            Record::Pre { at, request_id, tool, arguments, decided, session_tools, latency_us } => {
+                let mut e = self.tool_event(EventType::ToolCallPre, at, request_id, tool, &decided);
+                self.set_content(&mut e, arguments);
+                e.session_tool_calls = Some(session_tools.as_ref().clone());
+                e.latency_us = Some(latency_us);
+                e
+            }
+            Record::Post { at, request_id, tool, response, decided, session_tools, latency_us } => {
+                let mut e = self.tool_event(EventType::ToolCallPost, at, request_id, tool, &decided);
+                match response.as_deref().map(serde_json::from_slice::<Value>) {
+                    Some(Ok(mut msg)) => {
+                        let is_error = msg.get("error").is_some()
+                            || msg.pointer("/result/isError").and_then(Value::as_bool) == Some(true);
+                        e.is_error = Some(is_error);
+                        let body = match msg.get_mut("result") {
+                            Some(r) => r.take(),
+                            None => msg.get_mut("error").map(Value::take).unwrap_or(Value::Null),
+                        };
+                        self.set_content(&mut e, body);
+                    }
+                    Some(Err(_)) => e.content = Some("[unparseable response]".into()),
+                    None => e.content = Some("[content omitted: event buffer over its byte budget]".into()),
+                }
+                e.session_tool_calls = Some(session_tools.as_ref().clone());
+                e.latency_us = Some(latency_us);
+                e
+            }
+            Record::Approval { at, kind, request_id, tool, decided, detail } => {
+                let mut e = self.tool_event(kind, at, request_id, tool, &decided);
+                e.detail = Some(detail);
+                e
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Classifying JSON-RPC messages without re-serializing them: the proxy looks at `id`, `method`
+//! and, for a few methods, `params` or `result`, and forwards the original bytes.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// JSON-RPC error codes the proxy answers with.
+pub mod code {
+    /// Not JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// JSON, but not a JSON-RPC message the proxy can serve.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// `tools/call` without a usable `params.name`.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The server went away before answering.
+    pub const INTERNAL_ERROR: i64 = -32603;
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct CallParams<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+/// A message, as far as the proxy needs to know it.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// A request (`id` and `method`).
+    Request {
+        /// The id, as its JSON text.
+        id: &'a RawValue,
+        /// The method.
+        method: Cow<'a, str>,
+        /// The params, if any.
+        params: Option<&'a RawValue>,
+    },
+    /// A notification (`method`, no `id`).
+    Notification {
+        /// The method.
+        method: Cow<'a, str>,
+        /// The params, if any.
+        params: Option<&'a RawValue>,
+    },
+    /// A response (`id` and `result` or `error`).
+    Response {
+        /// The id, as its JSON text.
+        id: &'a RawValue,
+        /// The result, when it succeeded.
+        result: Option<&'a RawValue>,
+        /// Whether it carries `error`.
+        is_error: bool,
+    },
+}
+
+/// Why a line is not a message the proxy can serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The error code to answer a client with.
+    pub code: i64,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Classifies one line.
+pub fn classify(line: &[u8]) -> Result<Message<'_>, Invalid> {
+    let env: Envelope<'_> = match serde_json::from_slice(line) {
+        Ok(env) => env,
+        Err(e) => return Err(not_an_envelope(line, e)),
+    };
+    let id = env.id.filter(|id| id.get() != "null");
+    match (id, env.method) {
+        (Some(id), Some(method)) => {
+            check_id(id)?;
+            Ok(Message::Request { id, method, params: env.params })
+        }
+        (None, Some(method)) => Ok(Message::Notification { method, params: env.params }),
+        (Some(id), None) if env.result.is_some() || env.error.is_some() => {
+            check_id(id)?;
+            Ok(Message::Response { id, result: env.result, is_error: env.error.is_some() })
+        }
+        _ => Err(Invalid {
+            code: code::INVALID_REQUEST,
+            message: "not a JSON-RPC request, notification or response".into(),
+        }),
+    }
+}
+
+fn check_id(id: &RawValue) -> Result<(), Invalid> {
+    let t = id.get().as_bytes().first();
+    if matches!(t, Some(b'"') | Some(b'-') | Some(b'0'..=b'9')) {
+        Ok(())
+    } else {
+        Err(Invalid { code: code::INVALID_REQUEST, message: "id must be a string or a number".into() })
+    }
+}
+
+fn not_an_envelope(line: &[u8], e: serde_json::Error) -> Invalid {
+    if serde_json::from_slice::<IgnoredAny>(line).is_err() {
+        return Invalid { code: code::PARSE_ERROR, message: format!("parse error: {e}") };
+    }
+    let first = line.iter().find(|b| !b.is_ascii_whitespace());
+    let message = if first == Some(&b'[') {
+        "JSON-RPC batches are not supported (no MCP revision served here uses them)".to_owned()
+    } else {
+        format!("invalid request: {e}")
+    };
+    Invalid { code: code::INVALID_REQUEST, message }
+}
+
+/// The tool name and arguments of a `tools/call`.
+#[derive(Debug)]
+pub struct ToolCallParams<'a> {
+    /// `params.name`.
+    pub name: Cow<'a, str>,
+    /// `params.arguments` (`Null` when absent).
+    pub arguments: Value,
+}
+
+/// Reads `params` of a `tools/call`; `Err` says why it cannot be decided on.
+pub fn tool_call_params(params: Option<&RawValue>) -> Result<ToolCallParams<'_>, String> {
+    let params = params.ok_or("tools/call without params")?;
+    let p: CallParams<'_> = serde_json::from_str(params.get())
+        .map_err(|e| format!("tools/call params are not usable: {e}"))?;
+    if p.name.is_empty() {
+        return Err("tools/call with an empty tool name".into());
+    }
+    if let Some(args) = &p.arguments {
+        if !args.is_object() && !args.is_null() {
+            return Err("tools/call arguments must be an object".into());
+        }
+    }
+    Ok(ToolCallParams { name: p.name, arguments: p.arguments.unwrap_or(Value::Null) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_each_kind() {
+        let m = classify(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#)
+            .unwrap();
+        assert!(matches!(m, Message::Request { ref method, .. } if method == "tools/call"));
+        let m = classify(br#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#).unwrap();
+        assert!(matches!(m, Message::Notification { .. }));
+        let m = classify(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
+        assert!(matches!(m, Message::Response { is_error: false, .. }));
+        let m = classify(br#"{"jsonrpc":"2.0","id":"a","error":{"code":1}}"#).unwrap();
+        assert!(matches!(m, Message::Response { is_error: true, .. }));
+    }
+
+    #[test]
+    fn escaped_method_names_are_seen_as_written() {
+        let m = classify(br#"{"id":1,"method":"tools\/call","params":{"name":"w"}}"#).unwrap();
+        assert!(matches!(m, Message::Request { ref method, .. } if method == "tools/call"));
+    }
+
+    #[test]
+    fn hostile_shapes_are_refused() {
+        assert_eq!(classify(b"{nope").unwrap_err().code, code::PARSE_ERROR);
+        assert_eq!(classify(b"\xff\xfe").unwrap_err().code, code::PARSE_ERROR);
+        let batch = classify(br#"[{"id":1,"method":"tools/call"}]"#).unwrap_err();
+        assert_eq!(batch.code, code::INVALID_REQUEST);
+        assert!(batch.message.contains("batches"));
+        // Duplicate keys could make the proxy and the server see different methods.
+        let dup = classify(br#"{"id":1,"method":"tools/list","method":"tools/call"}"#).unwrap_err();
+        assert_eq!(dup.code, code::INVALID_REQUEST);
+        assert_eq!(classify(br#"{"id":{},"method":"x"}"#).unwrap_err().code, code::INVALID_REQUEST);
+        assert_eq!(classify(br#"{"id":1}"#).unwrap_err().code, code::INVALID_REQUEST);
+        assert_eq!(classify(b"42").unwrap_err().code, code::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn tool_call_params_are_checked() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        let p = raw(r#"{"name":"w","arguments":{"path":"/x"}}"#);
+        let c = tool_call_params(Some(&p)).unwrap();
+        assert_eq!((c.name.as_ref(), c.arguments["path"].as_str()), ("w", Some("/x")));
+        assert!(tool_call_params(None).is_err());
+        assert!(tool_call_params(Some(&raw(r#"{"arguments":{}}"#))).is_err());
+        assert!(tool_call_params(Some(&raw(r#"{"name":""}"#))).is_err());
+        assert!(tool_call_params(Some(&raw(r#"{"name":"a","name":"b"}"#))).is_err());
+        assert!(tool_call_params(Some(&raw(r#"{"name":"a","arguments":[1]}"#))).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! The policy a proxy enforces, and where it came from.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use thoth_policy::{Format, Policy, PolicyError, ServerView};
+
+/// A policy resolved for one server.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    /// The document.
+    pub policy: Policy,
+    /// Which entry governs this server.
+    pub server: ServerView,
+    /// The version shown in denials and events: the document's `version` (prefixed by its
+    /// `name`), or a digest of the file when it has none.
+    pub version: String,
+}
+
+/// The policy in force, or why there is none (then every call is denied: fail closed).
+#[derive(Debug, Clone)]
+pub enum PolicyState {
+    /// A valid policy.
+    Loaded(Arc<LoadedPolicy>),
+    /// None: the reason is shown to the model in every denial.
+    Missing {
+        /// Why there is no policy.
+        why: String,
+    },
+}
+
+impl PolicyState {
+    /// Whether `tools/list` results must be filtered.
+    pub fn filters_tools(&self) -> bool {
+        match self {
+            PolicyState::Loaded(p) => p.policy.filters_tools(&p.server),
+            PolicyState::Missing { .. } => false,
+        }
+    }
+
+    /// How long to wait for a human.
+    pub fn approval_timeout(&self) -> Duration {
+        match self {
+            PolicyState::Loaded(p) => p.policy.approval_timeout(&p.server),
+            PolicyState::Missing { .. } => Duration::from_secs(45),
+        }
+    }
+}
+
+/// Reads and validates a policy file.
+pub fn read_policy_file(path: &Path) -> Result<(Policy, String), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > thoth_policy::MAX_POLICY_BYTES as u64 {
+        return Err(format!("{} is larger than the {} byte limit", path.display(), thoth_policy::MAX_POLICY_BYTES));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let name = path.display().to_string();
+    let policy = thoth_policy::parse_policy(&text, &name, Format::detect(&name, &text))
+        .map_err(|e: PolicyError| e.to_string())?;
+    let version = match (&policy.name, &policy.version) {
+        (Some(n), Some(v)) => format!("{n}@{v}"),
+        (None, Some(v)) => v.to_string(),
+        (_, None) => {
+            let digest = hex::encode(Sha256::digest(text.as_bytes()));
+            format!("{}sha256:{}", policy.name.as_ref().map(|n| format!("{n}@")).unwrap_or_default(), &digest[..12])
+        }
+    };
+    Ok((policy, version))
+}
+
+/// The policy for one server from `--policy FILE`, or the fail-closed state with the reason.
+pub fn load_for_server(path: Option<&Path>, server: &str, argv: &[String]) -> PolicyState {
+    let Some(path) = path else {
+        return PolicyState::Missing {
+            why: "thoth run was started without --policy, and no agent is available".into(),
+        };
+    };
+    match read_policy_file(path) {
+        Ok((policy, version)) => {
+            let server = policy.resolve(server, argv);
+            PolicyState::Loaded(Arc::new(LoadedPolicy { policy, server, version }))
+        }
+        Err(why) => PolicyState::Missing { why: format!("the policy file is unusable: {why}") },
+    }
+}

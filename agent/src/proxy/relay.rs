@@ -1,0 +1,519 @@
+//! The two relay directions and the state they share.
+//!
+//! Client → server: every line is classified; `tools/call` is decided before anything is
+//! written to the server; everything else is forwarded byte for byte. Server → client: lines are
+//! forwarded byte for byte, except `tools/list` results that policy filters. One mutex guards the
+//! session state; it is held for bookkeeping only, never across IO.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+use thoth_policy::{Action, Decision, Mode, SessionState, ToolCall, evaluate};
+
+use super::events::{Decided, EventSink, Record};
+use super::message::{self, Message, code};
+use super::policy::PolicyState;
+use super::respond::{self, NoApproval};
+
+/// Requests to the server remembered at once (to answer them if the server dies, and to pair
+/// results with calls). Past this, requests are still forwarded but not remembered, and counted.
+pub const MAX_PENDING: usize = 4096;
+/// Calls waiting for a human at once; more are denied as "no approver reachable".
+pub const MAX_PARKED: usize = 64;
+
+/// The client side's output: stdout, one whole message per write, shared by every thread.
+pub struct ClientOut {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl ClientOut {
+    /// Wraps the writer the client reads from.
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        Self { out: Mutex::new(out) }
+    }
+
+    /// Writes one message (adding the newline if `line` lacks it).
+    pub fn send(&self, line: &[u8]) -> io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        out.write_all(line)?;
+        if line.last() != Some(&b'\n') {
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    }
+}
+
+/// A request forwarded to the server and not yet answered.
+enum Pending {
+    ToolCall { tool: String, decided: Decided, started: Instant },
+    ToolsList,
+    Other,
+}
+
+/// A call waiting for a human's answer.
+pub struct Parked {
+    request_id: Box<RawValue>,
+    modern: bool,
+    line: Vec<u8>,
+    tool: String,
+    decided: Decided,
+    started: Instant,
+}
+
+struct State {
+    session: SessionState,
+    tools_snapshot: Arc<Vec<String>>,
+    pending: HashMap<String, Pending>,
+    untracked: u64,
+    parked: HashMap<String, Parked>,
+    next_approval: u64,
+    client_elicitation: bool,
+}
+
+/// Everything both directions share.
+pub struct Relay {
+    /// Toward the client.
+    pub client: ClientOut,
+    /// The event writer.
+    pub events: EventSink,
+    /// The policy in force.
+    pub policy: PolicyState,
+    /// The server's name.
+    pub server_name: String,
+    /// Prefix of the proxy's own request ids (unguessable per session).
+    approval_prefix: String,
+    state: Mutex<State>,
+}
+
+/// What the client side must do after a message was handled.
+pub enum ToServer {
+    /// Nothing.
+    Nothing,
+    /// Write these bytes to the server.
+    Forward(Vec<u8>),
+}
+
+impl Relay {
+    /// A relay for one session.
+    pub fn new(client: ClientOut, events: EventSink, policy: PolicyState, server_name: String, session_id: &str) -> Self {
+        let short: String = session_id.chars().filter(|c| *c != '-').rev().take(12).collect();
+        Relay {
+            client,
+            events,
+            policy,
+            server_name,
+            approval_prefix: format!("thoth-approval-{short}-"),
+            state: Mutex::new(State {
+                session: SessionState::new(),
+                tools_snapshot: Arc::new(Vec::new()),
+                pending: HashMap::new(),
+                untracked: 0,
+                parked: HashMap::new(),
+                next_approval: 0,
+                client_elicitation: false,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reply(&self, line: &[u8]) {
+        if let Err(e) = self.client.send(line) {
+            tracing::debug!(error = %e, "cannot write to the client");
+        }
+    }
+
+    /// Handles one line from the client. Returns what to write to the server.
+    pub fn from_client(self: &Arc<Self>, line: Vec<u8>) -> ToServer {
+        let msg = match message::classify(&line) {
+            Ok(m) => m,
+            Err(inv) => {
+                tracing::warn!(code = inv.code, "client sent an invalid message: {}", inv.message);
+                self.reply(&respond::error(None, inv.code, &inv.message));
+                return ToServer::Nothing;
+            }
+        };
+        match msg {
+            Message::Request { id, method, params } => match method.as_ref() {
+                "tools/call" => {
+                    let id = id.to_owned();
+                    return self.tool_call(&id, params, &line);
+                }
+                "initialize" => {
+                    let elicit = params
+                        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                        .is_some_and(|p| p.pointer("/capabilities/elicitation").is_some_and(|e| !e.is_null()));
+                    let mut st = self.state();
+                    st.client_elicitation = elicit;
+                    track(&mut st, id.get(), Pending::Other);
+                }
+                "tools/list" => {
+                    let filters = self.policy.filters_tools();
+                    let mut st = self.state();
+                    track(&mut st, id.get(), if filters { Pending::ToolsList } else { Pending::Other });
+                }
+                _ => track(&mut self.state(), id.get(), Pending::Other),
+            },
+            Message::Notification { method, params } if method == "notifications/cancelled" => {
+                let target = params
+                    .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                    .and_then(|p| p.get("requestId").map(Value::to_string));
+                if let Some(target) = target {
+                    let parked_id = {
+                        let st = self.state();
+                        st.parked.iter().find(|(_, p)| p.request_id.get() == target).map(|(k, _)| k.clone())
+                    };
+                    if let Some(approval_id) = parked_id {
+                        self.finish_approval(&approval_id, Outcome::CancelledByClient);
+                        return ToServer::Nothing;
+                    }
+                }
+            }
+            Message::Notification { .. } => {}
+            Message::Response { id, result, is_error } => {
+                if let Ok(approval_id) = serde_json::from_str::<String>(id.get()) {
+                    if approval_id.starts_with(&self.approval_prefix) {
+                        let accepted = !is_error
+                            && result
+                                .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+                                .is_some_and(|r| r.get("action").and_then(Value::as_str) == Some("accept"));
+                        let outcome = if accepted { Outcome::Approved } else { Outcome::Declined };
+                        return self.finish_approval(&approval_id, outcome);
+                    }
+                }
+            }
+        }
+        ToServer::Forward(line)
+    }
+
+    fn tool_call(self: &Arc<Self>, id: &RawValue, params: Option<&RawValue>, line: &[u8]) -> ToServer {
+        let started = Instant::now();
+        let at = SystemTime::now();
+        let call = match message::tool_call_params(params) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!("refused a tools/call that cannot be decided on: {why}");
+                self.reply(&respond::error(Some(id), code::INVALID_PARAMS, &why));
+                return ToServer::Nothing;
+            }
+        };
+        let tool = call.name.into_owned();
+        let modern = respond::is_modern(params);
+        let mut st = self.state();
+        let (decision, version) = match &self.policy {
+            PolicyState::Loaded(p) => {
+                let d = evaluate(
+                    &p.policy,
+                    &p.server,
+                    &st.session,
+                    &ToolCall { tool: &tool, arguments: &call.arguments },
+                    at,
+                );
+                (d, p.version.clone())
+            }
+            PolicyState::Missing { why } => (fail_closed(why), "none".to_owned()),
+        };
+        let action = decision.action;
+        let mut decided = Decided { action: action.as_str().into(), decision, policy_version: version };
+        let can_ask = action == Action::StepUp && st.client_elicitation && st.parked.len() < MAX_PARKED;
+        let forwards = action.forwards();
+        st.session.record(&tool, &decided.decision, forwards, at);
+        let snapshot = snapshot(&mut st);
+        let mut approval = None;
+        if forwards {
+            st.pending.remove(id.get());
+            track(&mut st, id.get(), Pending::ToolCall { tool: tool.clone(), decided: decided.clone(), started });
+        } else if can_ask {
+            st.next_approval += 1;
+            let approval_id = format!("{}{}", self.approval_prefix, st.next_approval);
+            st.parked.insert(
+                approval_id.clone(),
+                Parked {
+                    request_id: id.to_owned(),
+                    modern,
+                    line: line.to_vec(),
+                    tool: tool.clone(),
+                    decided: decided.clone(),
+                    started,
+                },
+            );
+            approval = Some(approval_id);
+        } else if action == Action::StepUp {
+            decided.action = "deny".into();
+        }
+        drop(st);
+
+        let latency_us = started.elapsed().as_micros() as u64;
+        if self.events.enabled() {
+            self.events.push(Record::Pre {
+                at,
+                request_id: id.get().to_owned(),
+                tool: tool.clone(),
+                arguments: call.arguments.clone(),
+                decided: decided.clone(),
+                session_tools: snapshot.clone(),
+                latency_us,
+            });
+        }
+        if forwards {
+            if action != Action::Allow {
+                tracing::info!(tool = %tool, action = action.as_str(), rule = %decided.decision.rule, "{}", decided.decision.reason);
+            }
+            return ToServer::Forward(line.to_vec());
+        }
+        if let Some(approval_id) = approval {
+            self.ask(&approval_id, &tool, &call.arguments, &decided);
+            return ToServer::Nothing;
+        }
+        let why = (action == Action::StepUp).then_some(NoApproval::Unreachable);
+        self.deny(id, &tool, &decided, why, modern, started, snapshot);
+        ToServer::Nothing
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deny(
+        &self,
+        id: &RawValue,
+        tool: &str,
+        decided: &Decided,
+        why: Option<NoApproval>,
+        modern: bool,
+        started: Instant,
+        snapshot: Arc<Vec<String>>,
+    ) {
+        tracing::info!(tool = %tool, rule = %decided.decision.rule, "denied: {}", decided.decision.reason);
+        let line = respond::denial(id, tool, &self.server_name, decided, why, modern);
+        self.reply(&line);
+        self.events.push(Record::Post {
+            at: SystemTime::now(),
+            request_id: id.get().to_owned(),
+            tool: tool.to_owned(),
+            response: self.events.enabled().then_some(line),
+            decided: decided.clone(),
+            session_tools: snapshot,
+            latency_us: started.elapsed().as_micros() as u64,
+        });
+    }
+
+    fn ask(self: &Arc<Self>, approval_id: &str, tool: &str, arguments: &Value, decided: &Decided) {
+        let timeout = self.policy.approval_timeout();
+        let secs = timeout.as_secs();
+        let mut preview = arguments.to_string();
+        if preview.len() > 300 {
+            let mut end = 300;
+            while !preview.is_char_boundary(end) {
+                end -= 1;
+            }
+            preview.truncate(end);
+            preview.push_str("...");
+        }
+        let req = respond::approval_request(approval_id, tool, &self.server_name, &preview, decided, secs);
+        self.events.push(Record::Approval {
+            at: SystemTime::now(),
+            kind: thoth_proto::EventType::ApprovalRequested,
+            request_id: self.parked_request_id(approval_id).unwrap_or_default(),
+            tool: tool.to_owned(),
+            decided: decided.clone(),
+            detail: serde_json::json!({"channel": "mcp_elicitation", "approvalId": approval_id, "timeoutSecs": secs}),
+        });
+        self.reply(&req);
+        let relay = Arc::clone(self);
+        let timer_id = approval_id.to_owned();
+        let spawned = std::thread::Builder::new().name("thoth-approval".into()).spawn(move || {
+            std::thread::sleep(timeout);
+            if let ToServer::Forward(_) = relay.finish_approval(&timer_id, Outcome::TimedOut(secs)) {
+                unreachable!("a timed-out approval never forwards");
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the approval timer; denying now");
+            self.finish_approval(approval_id, Outcome::TimedOut(0));
+        }
+    }
+
+    fn parked_request_id(&self, approval_id: &str) -> Option<String> {
+        self.state().parked.get(approval_id).map(|p| p.request_id.get().to_owned())
+    }
+
+    fn finish_approval(&self, approval_id: &str, outcome: Outcome) -> ToServer {
+        let mut st = self.state();
+        let Some(mut parked) = st.parked.remove(approval_id) else {
+            return ToServer::Nothing;
+        };
+        let approved = outcome == Outcome::Approved;
+        let now = SystemTime::now();
+        parked.decided.action = if approved { "approved".into() } else { "denied".into() };
+        if approved {
+            st.session.record(&parked.tool, &Decision { out_of_scope: false, ..parked.decided.decision.clone() }, true, now);
+            track(
+                &mut st,
+                parked.request_id.get(),
+                Pending::ToolCall { tool: parked.tool.clone(), decided: parked.decided.clone(), started: parked.started },
+            );
+        }
+        let snapshot = snapshot(&mut st);
+        drop(st);
+        let outcome_name = match outcome {
+            Outcome::Approved => "approved",
+            Outcome::Declined => "declined",
+            Outcome::CancelledByClient => "cancelled",
+            Outcome::TimedOut(_) => "timed_out",
+        };
+        self.events.push(Record::Approval {
+            at: now,
+            kind: thoth_proto::EventType::ApprovalDecided,
+            request_id: parked.request_id.get().to_owned(),
+            tool: parked.tool.clone(),
+            decided: parked.decided.clone(),
+            detail: serde_json::json!({"channel": "mcp_elicitation", "approvalId": approval_id, "outcome": outcome_name}),
+        });
+        match outcome {
+            Outcome::Approved => return ToServer::Forward(parked.line),
+            Outcome::Declined | Outcome::TimedOut(_) => {
+                let why = match outcome {
+                    Outcome::TimedOut(secs) => {
+                        self.reply(&respond::cancelled(approval_id, "approval timed out"));
+                        NoApproval::TimedOut(secs)
+                    }
+                    _ => NoApproval::Declined,
+                };
+                let p = &parked;
+                self.deny(&p.request_id, &p.tool, &p.decided, Some(why), p.modern, p.started, snapshot);
+            }
+            Outcome::CancelledByClient => {
+                self.reply(&respond::cancelled(approval_id, "the call was cancelled"));
+            }
+        }
+        ToServer::Nothing
+    }
+
+    /// Handles one line from the server. Returns the bytes to forward to the client, if any.
+    pub fn from_server(&self, line: Vec<u8>) {
+        let (id, result) = match message::classify(&line) {
+            Ok(Message::Response { id, result, .. }) => (id.get().to_owned(), result.is_some()),
+            Ok(_) => {
+                self.reply(&line);
+                return;
+            }
+            Err(inv) => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                tracing::warn!("the MCP server wrote something that is not JSON-RPC ({}); dropped: {shown:?}", inv.message);
+                return;
+            }
+        };
+        let pending = self.state().pending.remove(&id);
+        match pending {
+            Some(Pending::ToolsList) if result => self.reply(&self.filter_tools(line)),
+            Some(Pending::ToolCall { tool, decided, started }) => {
+                self.reply(&line);
+                if self.events.enabled() {
+                    let snapshot = self.state().tools_snapshot.clone();
+                    self.events.push(Record::Post {
+                        at: SystemTime::now(),
+                        request_id: id,
+                        tool,
+                        response: Some(line),
+                        decided,
+                        session_tools: snapshot,
+                        latency_us: started.elapsed().as_micros() as u64,
+                    });
+                }
+            }
+            _ => self.reply(&line),
+        }
+    }
+
+    fn filter_tools(&self, line: Vec<u8>) -> Vec<u8> {
+        let PolicyState::Loaded(p) = &self.policy else { return line };
+        let Ok(mut msg) = serde_json::from_slice::<Value>(&line) else { return line };
+        let Some(tools) = msg.pointer_mut("/result/tools").and_then(Value::as_array_mut) else {
+            return line;
+        };
+        let before = tools.len();
+        tools.retain(|t| {
+            t.get("name").and_then(Value::as_str).is_some_and(|name| p.policy.tool_visible(&p.server, name))
+        });
+        if tools.len() == before {
+            return line;
+        }
+        tracing::debug!(hidden = before - tools.len(), "filtered tools/list");
+        let mut out = serde_json::to_vec(&msg).expect("serializing a JSON value into memory");
+        out.push(b'\n');
+        out
+    }
+
+    /// The server is gone: answer every request it left unanswered, and deny parked calls.
+    pub fn server_gone(&self, status: &str) {
+        let (pending, parked) = {
+            let mut st = self.state();
+            (std::mem::take(&mut st.pending), std::mem::take(&mut st.parked))
+        };
+        let message = format!("MCP server \"{}\" exited ({status}) before answering", self.server_name);
+        for (id, p) in pending {
+            let raw = RawValue::from_string(id.clone()).ok();
+            let line = respond::error(raw.as_deref(), code::INTERNAL_ERROR, &message);
+            self.reply(&line);
+            if let Pending::ToolCall { tool, decided, started } = p {
+                self.events.push(Record::Post {
+                    at: SystemTime::now(),
+                    request_id: id,
+                    tool,
+                    response: Some(line),
+                    decided,
+                    session_tools: Arc::new(Vec::new()),
+                    latency_us: started.elapsed().as_micros() as u64,
+                });
+            }
+        }
+        for (_, p) in parked {
+            self.reply(&respond::error(Some(&p.request_id), code::INTERNAL_ERROR, &message));
+        }
+    }
+
+    /// Requests forwarded but not remembered because too many were pending.
+    pub fn untracked(&self) -> u64 {
+        self.state().untracked
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Approved,
+    Declined,
+    CancelledByClient,
+    TimedOut(u64),
+}
+
+fn track(st: &mut State, id: &str, p: Pending) {
+    if st.pending.len() >= MAX_PENDING && !st.pending.contains_key(id) {
+        st.untracked += 1;
+        if st.untracked == 1 || st.untracked.is_power_of_two() {
+            tracing::warn!(untracked = st.untracked, "more than {MAX_PENDING} requests pending; not remembering more");
+        }
+        return;
+    }
+    st.pending.insert(id.to_owned(), p);
+}
+
+fn snapshot(st: &mut State) -> Arc<Vec<String>> {
+    if st.tools_snapshot.len() != st.session.tools_called().count() {
+        st.tools_snapshot = Arc::new(st.session.tools_called().map(str::to_owned).collect());
+    }
+    st.tools_snapshot.clone()
+}
+
+fn fail_closed(why: &str) -> Decision {
+    Decision {
+        action: Action::Deny,
+        mode: Mode::Block,
+        rule: "no_policy".into(),
+        reason: format!("no policy is in force ({why}), and Thoth fails closed"),
+        out_of_scope: false,
+    }
+}
