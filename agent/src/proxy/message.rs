@@ -83,6 +83,10 @@ pub struct Invalid {
 
 /// Classifies one line.
 pub fn classify(line: &[u8]) -> Result<Message<'_>, Invalid> {
+    // serde also reads a struct from an array (fields by position): only objects are messages.
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(not_an_object(line));
+    }
     let env: Envelope<'_> = match serde_json::from_slice(line) {
         Ok(env) => env,
         Err(e) => return Err(not_an_envelope(line, e)),
@@ -115,16 +119,22 @@ fn check_id(id: &RawValue) -> Result<(), Invalid> {
 }
 
 fn not_an_envelope(line: &[u8], e: serde_json::Error) -> Invalid {
-    if serde_json::from_slice::<IgnoredAny>(line).is_err() {
+    if let Err(e) = serde_json::from_slice::<IgnoredAny>(line) {
         return Invalid { code: code::PARSE_ERROR, message: format!("parse error: {e}") };
     }
-    let first = line.iter().find(|b| !b.is_ascii_whitespace());
-    let message = if first == Some(&b'[') {
-        "JSON-RPC batches are not supported (no MCP revision served here uses them)".to_owned()
+    Invalid { code: code::INVALID_REQUEST, message: format!("invalid request: {e}") }
+}
+
+fn not_an_object(line: &[u8]) -> Invalid {
+    if let Err(e) = serde_json::from_slice::<IgnoredAny>(line) {
+        return Invalid { code: code::PARSE_ERROR, message: format!("parse error: {e}") };
+    }
+    let message = if line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        "JSON-RPC batches are not supported (no MCP revision served here uses them)"
     } else {
-        format!("invalid request: {e}")
+        "a JSON-RPC message must be a JSON object"
     };
-    Invalid { code: code::INVALID_REQUEST, message }
+    Invalid { code: code::INVALID_REQUEST, message: message.into() }
 }
 
 /// The tool name and arguments of a `tools/call`.
@@ -188,6 +198,9 @@ mod tests {
         assert_eq!(classify(br#"{"id":{},"method":"x"}"#).unwrap_err().code, code::INVALID_REQUEST);
         assert_eq!(classify(br#"{"id":1}"#).unwrap_err().code, code::INVALID_REQUEST);
         assert_eq!(classify(b"42").unwrap_err().code, code::INVALID_REQUEST);
+        // An array is never read positionally as a request.
+        let positional = classify(br#"[1, "tools/call", {"name": "w"}]"#).unwrap_err();
+        assert_eq!(positional.code, code::INVALID_REQUEST);
     }
 
     #[test]
