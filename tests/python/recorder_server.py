@@ -5,7 +5,7 @@ Usage: recorder_server.py RECORD_FILE [EXIT_CODE]
 Appends every line it receives, byte for byte, to RECORD_FILE. Answers:
   initialize            -> a result (after first writing a notification: messages before the reply)
   tools/list            -> tools "alpha", "beta", "gamma"
-  tools/call            -> text "called NAME"; tool "crash" exits at once (status 3) without
+  tools/call            -> text "called NAME" ("echo": its argument "text"); tool "crash" exits at once (status 3) without
                            answering; tool "garbage" first writes a non-JSON line and a JSON array
   anything else         -> JSON-RPC error -32601
 On end of input it exits with EXIT_CODE (default 0).
@@ -54,8 +54,11 @@ def main():
             if name == "garbage":
                 sys.stdout.write("this is not JSON\n[1,2,3]\n")
                 sys.stdout.flush()
+            text = "called " + str(name)
+            if name == "echo":
+                text = msg["params"].get("arguments", {}).get("text", "")
             send({"jsonrpc": "2.0", "id": mid, "result": {
-                "content": [{"type": "text", "text": "called " + str(name)}], "isError": False}})
+                "content": [{"type": "text", "text": text}], "isError": False}})
         else:
             send({"jsonrpc": "2.0", "id": mid, "error": {"code": -32601, "message": "Method not found"}})
 

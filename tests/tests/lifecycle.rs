@@ -1,0 +1,60 @@
+//! The 2026-07-28 lifecycle (no `initialize`; version and capabilities in `_meta`), with the
+//! official Python SDK on both sides.
+
+use serde_json::json;
+use thoth_e2e::*;
+
+#[test]
+fn the_no_initialize_lifecycle_is_governed() {
+    let dir = tempfile::tempdir().unwrap();
+    let note = dir.path().join("note.txt");
+    let events = dir.path().join("ev.jsonl");
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: notes\n    enforcement: block\n    approved_scope: [echo, read_note]\n    hide_unapproved: true\n",
+    );
+    let python = python();
+    let server = py_script("modern_server.py");
+    let run = mcp_client(
+        ClientOpts { lifecycle: "discover", ..Default::default() },
+        json!([
+            {"op": "list_tools"},
+            {"op": "call", "tool": "echo", "args": {"text": "hi"}},
+            {"op": "call", "tool": "write_note", "args": {"path": note, "text": "secret"}},
+        ]),
+        &["--server", "notes", "--policy", policy.to_str().unwrap(), "--events", events.to_str().unwrap()],
+        &[python.to_str().unwrap(), server.to_str().unwrap()],
+    );
+    assert_eq!(run.tools(), ["echo", "read_note"], "write_note is hidden");
+    let c = run.calls();
+    assert_eq!(c[0]["isError"], false, "{:?}", c[0]);
+    assert_eq!(c[0]["text"], "hi");
+    assert_eq!(c[1]["isError"], true, "{:?}", c[1]);
+    assert!(c[1]["text"].as_str().unwrap().contains("write_note"), "{:?}", c[1]);
+    assert!(!note.exists(), "the blocked call reached the server");
+    wait_for("events", || read_events(&events).len() >= 4);
+    let (code, out, _) = thoth_cmd(&["events", "verify", events.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn the_legacy_lifecycle_works_with_the_python_server_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let note = dir.path().join("note.txt");
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: notes\n    approved_scope: [\"*\"]\n",
+    );
+    let python = python();
+    let server = py_script("modern_server.py");
+    let run = mcp_client(
+        ClientOpts::default(),
+        json!([{"op": "call", "tool": "write_note", "args": {"path": note, "text": "kept"}}]),
+        &["--server", "notes", "--policy", policy.to_str().unwrap()],
+        &[python.to_str().unwrap(), server.to_str().unwrap()],
+    );
+    assert_eq!(run.calls()[0]["isError"], false, "{:?}", run.calls());
+    assert_eq!(std::fs::read_to_string(&note).unwrap(), "kept");
+}
