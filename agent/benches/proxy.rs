@@ -1,1 +1,329 @@
-fn main() {}
+//! Proxy benchmark: `cargo bench -p thoth-agent --bench proxy`.
+//!
+//! Runs `tools/call` round trips against a minimal MCP echo server three ways — direct, through a
+//! no-op byte relay (the floor for any stdio proxy), and through `thoth run` with a realistic
+//! policy (50 servers × 50 tools, argument globs, a sequence rule, events on) — interleaved in
+//! blocks (A B C A B C …) so machine noise hits all three alike. Prints latency percentiles, the
+//! latency each adds over direct, pipelined throughput, thoth's peak RSS and its start-up time.
+//!
+//! The same executable plays the echo server (`--echo-server`) and the relay (`--relay`).
+//! Environment: `BENCH_CALLS` (default 20000), `BENCH_BLOCK` (default 500).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--echo-server") => echo_server(),
+        Some("--relay") => relay(&args[2..]),
+        _ => bench(),
+    }
+}
+
+/// A minimal MCP server: answers `initialize`, and echoes `tools/call` arguments back.
+fn echo_server() {
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    let mut line = String::new();
+    let mut r = stdin.lock();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Some(id) = msg.get("id") else { continue };
+        let reply = match msg["method"].as_str() {
+            Some("initialize") => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
+                "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "echo", "version": "1"}}}),
+            Some("tools/call") => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
+                "content": [{"type": "text", "text": msg["params"]["arguments"].to_string()}],
+                "isError": false}}),
+            _ => serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no"}}),
+        };
+        let mut bytes = serde_json::to_vec(&reply).unwrap();
+        bytes.push(b'\n');
+        if out.write_all(&bytes).and_then(|_| out.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A no-op relay: copies bytes both ways, parses nothing.
+fn relay(cmd: &[String]) {
+    let cmd = &cmd[usize::from(cmd.first().map(String::as_str) == Some("--"))..];
+    let mut child = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut to_child = child.stdin.take().unwrap();
+    let mut from_child = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut out = std::io::stdout();
+        copy_eager(&mut from_child, &mut out);
+    });
+    copy_eager(&mut std::io::stdin(), &mut to_child);
+    drop(to_child);
+    let _ = child.wait();
+}
+
+fn copy_eager(r: &mut dyn Read, w: &mut dyn Write) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if w.write_all(&buf[..n]).and_then(|_| w.flush()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Way {
+    Direct,
+    Relay,
+    Thoth,
+}
+
+const WAYS: [Way; 3] = [Way::Direct, Way::Relay, Way::Thoth];
+
+struct Target {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    ready: Duration,
+    next_id: u64,
+}
+
+fn command(way: Way, policy: &Path, events: &Path) -> Command {
+    let me = std::env::current_exe().unwrap();
+    match way {
+        Way::Direct => {
+            let mut c = Command::new(&me);
+            c.arg("--echo-server");
+            c
+        }
+        Way::Relay => {
+            let mut c = Command::new(&me);
+            c.args(["--relay", "--"]).arg(&me).arg("--echo-server");
+            c
+        }
+        Way::Thoth => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_thoth"));
+            c.args(["run", "--server", "srv-25", "--policy"])
+                .arg(policy)
+                .arg("--events")
+                .arg(events)
+                .arg("--")
+                .arg(&me)
+                .arg("--echo-server");
+            c.env("THOTH_LOG", "warn");
+            c
+        }
+    }
+}
+
+impl Target {
+    fn start(way: Way, policy: &Path, events: &Path) -> Target {
+        let started = Instant::now();
+        let mut child = command(way, policy, events)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn target");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdin
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{},\"clientInfo\":{\"name\":\"bench\",\"version\":\"1\"}}}\n")
+            .unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains("\"result\""), "bad initialize reply: {line}");
+        let ready = started.elapsed();
+        stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").unwrap();
+        Target { child, stdin, stdout, ready, next_id: 1 }
+    }
+
+    fn request(&mut self) -> Vec<u8> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let tool = if id % 7 == 0 { "read_file" } else { "tool_25" };
+        format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{{\"name\":\"{tool}\",\"arguments\":{{\"path\":\"/srv/data/project/src/file_{id}.rs\",\"line\":{id},\"mode\":\"read\"}}}}}}\n"
+        )
+        .into_bytes()
+    }
+
+    /// One call, waited for; returns its latency.
+    fn round_trip(&mut self, line: &mut String) -> Duration {
+        let req = self.request();
+        let t = Instant::now();
+        self.stdin.write_all(&req).unwrap();
+        self.stdin.flush().unwrap();
+        line.clear();
+        self.stdout.read_line(line).unwrap();
+        let d = t.elapsed();
+        assert!(line.contains("\"isError\":false"), "call failed: {line}");
+        d
+    }
+
+    /// `n` calls with up to `window` in flight; returns elapsed time.
+    fn pipelined(&mut self, n: usize, window: usize) -> Duration {
+        let reqs: Vec<Vec<u8>> = (0..n).map(|_| self.request()).collect();
+        let mut line = String::new();
+        let t = Instant::now();
+        let mut sent = 0;
+        let mut got = 0;
+        while got < n {
+            while sent < n && sent - got < window {
+                self.stdin.write_all(&reqs[sent]).unwrap();
+                sent += 1;
+            }
+            self.stdin.flush().unwrap();
+            line.clear();
+            self.stdout.read_line(&mut line).unwrap();
+            assert!(line.contains("\"isError\":false"), "call failed: {line}");
+            got += 1;
+        }
+        t.elapsed()
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn stop(mut self) {
+        drop(self.stdin);
+        let _ = self.child.wait();
+    }
+}
+
+fn write_policy(dir: &Path) -> PathBuf {
+    let mut y = String::from(
+        "name: bench\nversion: 1\ndefaults:\n  enforcement: block\n  unknown_servers: block\nservers:\n",
+    );
+    for s in 0..50 {
+        y.push_str(&format!("  - name: \"srv-{s}\"\n    enforcement: block\n    approved_scope:\n"));
+        for t in 0..50 {
+            y.push_str(&format!("      - tool_{t}\n"));
+        }
+        y.push_str("      - \"read_*\"\n    deny: [\"drop_*\", \"exec_*\"]\n    constraints:\n");
+        y.push_str("      - tool: \"{tool_*,read_*}\"\n        arg: path\n        path_glob: [\"/srv/data/**\", \"/home/*/projects/**\"]\n");
+        y.push_str("      - tool: \"tool_1*\"\n        arg: mode\n        one_of: [read, list]\n");
+        y.push_str("    sequences:\n      - after: \"read_*\"\n        then: \"send_*\"\n        action: deny\n");
+    }
+    let p = dir.join("bench-policy.yaml");
+    std::fs::write(&p, y).unwrap();
+    p
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn bench() {
+    let calls: usize = std::env::var("BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let block: usize = std::env::var("BENCH_BLOCK").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let dir = std::env::temp_dir().join(format!("thoth-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = write_policy(&dir);
+    let events = dir.join("events.jsonl");
+    println!("thoth proxy benchmark: {calls} sequential calls per way, interleaved in blocks of {block}");
+
+    // Start-up: spawn → initialize reply, interleaved, 10 times each.
+    let mut ready: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..10 {
+        for (i, way) in WAYS.iter().enumerate() {
+            let t = Target::start(*way, &policy, &events);
+            ready[i].push(t.ready);
+            t.stop();
+        }
+    }
+
+    let mut targets: Vec<Target> = WAYS.iter().map(|w| Target::start(*w, &policy, &events)).collect();
+    let mut lat: [Vec<Duration>; 3] = Default::default();
+    let mut line = String::new();
+    for t in targets.iter_mut() {
+        for _ in 0..200 {
+            t.round_trip(&mut line); // warm-up
+        }
+    }
+    let mut done = 0;
+    while done < calls {
+        let n = block.min(calls - done);
+        for (i, t) in targets.iter_mut().enumerate() {
+            for _ in 0..n {
+                lat[i].push(t.round_trip(&mut line));
+            }
+        }
+        done += n;
+    }
+    // Pipelined throughput, 16 in flight, interleaved.
+    let mut tput: [Vec<f64>; 3] = Default::default();
+    for _ in 0..5 {
+        for (i, t) in targets.iter_mut().enumerate() {
+            let n = 4000;
+            let el = t.pipelined(n, 16);
+            tput[i].push(n as f64 / el.as_secs_f64());
+        }
+    }
+    let rss = targets[2].peak_rss_kib();
+    for t in targets {
+        t.stop();
+    }
+
+    let mut p50 = [0.0; 3];
+    let mut p99 = [0.0; 3];
+    println!("\n{:<8} {:>10} {:>10} {:>12} {:>14}", "way", "p50 µs", "p99 µs", "ready ms", "calls/s (16)");
+    for (i, way) in WAYS.iter().enumerate() {
+        lat[i].sort();
+        ready[i].sort();
+        tput[i].sort_by(|a, b| a.partial_cmp(b).unwrap());
+        p50[i] = us(pct(&lat[i], 0.50));
+        p99[i] = us(pct(&lat[i], 0.99));
+        println!(
+            "{:<8} {:>10.1} {:>10.1} {:>12.1} {:>14.0}",
+            format!("{way:?}").to_lowercase(),
+            p50[i],
+            p99[i],
+            pct(&ready[i], 0.5).as_secs_f64() * 1e3,
+            tput[i][tput[i].len() / 2],
+        );
+    }
+    let add = |i: usize, p: &[f64; 3]| p[i] - p[0];
+    println!("\nadded over direct:   relay p50 {:.1} µs, p99 {:.1} µs | thoth p50 {:.1} µs, p99 {:.1} µs",
+        add(1, &p50), add(1, &p99), add(2, &p50), add(2, &p99));
+    let r50 = add(2, &p50) / add(1, &p50);
+    let r99 = add(2, &p99) / add(1, &p99);
+    let tp = tput[2][2] / tput[1][2];
+    let ready_extra = (pct(&ready[2], 0.5).as_secs_f64() - pct(&ready[0], 0.5).as_secs_f64()) * 1e3;
+    let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!("thoth/relay added latency: p50 {r50:.2}x, p99 {r99:.2}x (target <= 1.25x)  [{}, {}]",
+        verdict(r50 <= 1.25), verdict(r99 <= 1.25));
+    println!("thoth/relay throughput:    {:.0}% (target >= 80%)  [{}]", tp * 100.0, verdict(tp >= 0.8));
+    match rss {
+        Some(kib) => println!("thoth peak RSS:            {:.1} MB (target <= 15 MB)  [{}]",
+            kib as f64 / 1024.0, verdict(kib as f64 / 1024.0 <= 15.0)),
+        None => println!("thoth peak RSS:            unavailable (no /proc)"),
+    }
+    println!("thoth ready after server:  {ready_extra:.1} ms (target <= 50 ms)  [{}]", verdict(ready_extra <= 50.0));
+    let ev_lines = std::fs::read_to_string(&events).map(|s| s.lines().count()).unwrap_or(0);
+    println!("events written:            {ev_lines}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
