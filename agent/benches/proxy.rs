@@ -7,7 +7,8 @@
 //! latency each adds over direct, pipelined throughput, thoth's peak RSS and its start-up time.
 //!
 //! The same executable plays the echo server (`--echo-server`) and the relay (`--relay`).
-//! Environment: `BENCH_CALLS` (default 20000), `BENCH_BLOCK` (default 500).
+//! Environment: `BENCH_CALLS` (default 20000), `BENCH_BLOCK` (default 500), `BENCH_EVENTS=0`
+//! (run thoth without an events file, to see what events cost).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -119,11 +120,11 @@ fn command(way: Way, policy: &Path, events: &Path) -> Command {
         }
         Way::Thoth => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_thoth"));
-            c.args(["run", "--server", "srv-25", "--policy"])
-                .arg(policy)
-                .arg("--events")
-                .arg(events)
-                .arg("--")
+            c.args(["run", "--server", "srv-25", "--policy"]).arg(policy);
+            if std::env::var("BENCH_EVENTS").as_deref() != Ok("0") {
+                c.arg("--events").arg(events);
+            }
+            c.arg("--")
                 .arg(&me)
                 .arg("--echo-server");
             c.env("THOTH_LOG", "warn");

@@ -2,11 +2,12 @@
 //! pattern is reported with the line it stands on.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-fn build_glob(src: &str, literal_separator: bool) -> Result<GlobMatcher, String> {
+fn parse_glob(src: &str, literal_separator: bool) -> Result<Glob, String> {
     if src.is_empty() {
         return Err("empty pattern: use \"*\" to match everything".into());
     }
@@ -14,8 +15,32 @@ fn build_glob(src: &str, literal_separator: bool) -> Result<GlobMatcher, String>
         .literal_separator(literal_separator)
         .backslash_escape(true)
         .build()
-        .map(|g: Glob| g.compile_matcher())
         .map_err(|e| format!("invalid glob {src:?}: {}", e.kind()))
+}
+
+/// A parsed glob. Patterns without wildcards compare as plain strings; the others compile their
+/// matcher on first use, so a large document costs little to load and only the entries a session
+/// actually uses are ever compiled.
+#[derive(Clone)]
+struct Compiled {
+    glob: Glob,
+    literal: bool,
+    matcher: OnceLock<GlobMatcher>,
+}
+
+impl Compiled {
+    fn new(src: &str, literal_separator: bool) -> Result<Self, String> {
+        let glob = parse_glob(src, literal_separator)?;
+        let literal = !src.contains(['*', '?', '[', ']', '{', '}', '\\']);
+        Ok(Self { glob, literal, matcher: OnceLock::new() })
+    }
+
+    fn is_match(&self, src: &str, candidate: &str) -> bool {
+        if self.literal {
+            return src == candidate;
+        }
+        self.matcher.get_or_init(|| self.glob.compile_matcher()).is_match(candidate)
+    }
 }
 
 macro_rules! glob_type {
@@ -24,13 +49,13 @@ macro_rules! glob_type {
         #[derive(Clone)]
         pub struct $name {
             src: String,
-            matcher: GlobMatcher,
+            compiled: Compiled,
         }
 
         impl $name {
-            /// Compiles `src`, or says why it is not a valid pattern.
+            /// Parses `src`, or says why it is not a valid pattern.
             pub fn new(src: &str) -> Result<Self, String> {
-                Ok(Self { src: src.to_owned(), matcher: build_glob(src, $literal_separator)? })
+                Ok(Self { src: src.to_owned(), compiled: Compiled::new(src, $literal_separator)? })
             }
 
             /// The pattern as the admin wrote it.
@@ -82,7 +107,7 @@ glob_type!(
 impl ToolGlob {
     /// Whether `name` matches.
     pub fn is_match(&self, name: &str) -> bool {
-        self.matcher.is_match(name)
+        self.compiled.is_match(&self.src, name)
     }
 }
 
@@ -91,7 +116,7 @@ impl PathGlob {
     /// separators folded). A path whose `..` would climb above its root never matches.
     pub fn is_match(&self, path: &str) -> bool {
         match normalize_path(path) {
-            Some(p) => self.matcher.is_match(p.as_str()),
+            Some(p) => self.compiled.is_match(&self.src, p.as_str()),
             None => false,
         }
     }
@@ -190,6 +215,11 @@ mod tests {
         assert!(ToolGlob::new("{fetch_url,screenshot}").unwrap().is_match("screenshot"));
         assert!(ToolGlob::new("").is_err());
         assert!(ToolGlob::new("[").is_err());
+        // Literal patterns compare exactly, escapes included.
+        assert!(ToolGlob::new("read_file").unwrap().is_match("read_file"));
+        assert!(!ToolGlob::new("read_file").unwrap().is_match("read_files"));
+        assert!(ToolGlob::new("a\\*").unwrap().is_match("a*"));
+        assert!(!ToolGlob::new("a\\*").unwrap().is_match("ab"));
     }
 
     #[test]

@@ -50,27 +50,57 @@ impl Chain {
         event.seq = self.seq + 1;
         event.prev_hash = self.head.clone();
         event.hash.clear();
-        let mut value = serde_json::to_value(&*event).expect("an event is always valid JSON");
-        let obj = value.as_object_mut().expect("an event is a JSON object");
-        obj.remove("hash");
-        let hash = hash_of(&self.head, &value).expect("the chain head is valid hex");
-        value
-            .as_object_mut()
-            .expect("an event is a JSON object")
-            .insert("hash".into(), Value::String(hash.clone()));
+        let body = canonical_event(event);
+        let hash = hash_bytes(&self.head, &body).expect("the chain head is valid hex");
+        let line = with_hash(body, &hash).unwrap_or_else(|| {
+            event.hash = hash.clone();
+            canonical_event(event)
+        });
         event.hash = hash.clone();
         self.seq += 1;
         self.head = hash;
-        to_canonical(&value)
+        line
     }
 }
 
-fn hash_of(prev_hex: &str, without_hash: &Value) -> Option<String> {
+/// Inserts `"hash"` into the canonical bytes of an event at its sorted place: right before
+/// `"hostname"`, which every event has and which follows `"hash"` in byte order. String values
+/// cannot contain an unescaped `"`, so the first `,"hostname":` is the key itself.
+fn with_hash(body: Vec<u8>, hash: &str) -> Option<Vec<u8>> {
+    const KEY: &[u8] = b",\"hostname\":";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)?;
+    let mut line = Vec::with_capacity(body.len() + hash.len() + 10);
+    line.extend_from_slice(&body[..at]);
+    line.extend_from_slice(b",\"hash\":\"");
+    line.extend_from_slice(hash.as_bytes());
+    line.push(b'"');
+    line.extend_from_slice(&body[at..]);
+    Some(line)
+}
+
+/// The canonical bytes of an event (without `hash` while it is empty). Events without `detail`
+/// serialize canonically as they are (their fields are declared in order); `detail` is free-form
+/// JSON and takes the general path.
+fn canonical_event(event: &Event) -> Vec<u8> {
+    if event.detail.is_none() {
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, event).expect("an event is always valid JSON");
+        out
+    } else {
+        to_canonical(&serde_json::to_value(event).expect("an event is always valid JSON"))
+    }
+}
+
+fn hash_bytes(prev_hex: &str, canonical: &[u8]) -> Option<String> {
     let prev = hex::decode(prev_hex).ok().filter(|b| b.len() == 32)?;
     let mut h = Sha256::new();
     h.update(&prev);
-    h.update(to_canonical(without_hash));
+    h.update(canonical);
     Some(hex::encode(h.finalize()))
+}
+
+fn hash_of(prev_hex: &str, without_hash: &Value) -> Option<String> {
+    hash_bytes(prev_hex, &to_canonical(without_hash))
 }
 
 /// Where and why a chain broke.
@@ -200,6 +230,46 @@ mod tests {
     fn chain_of(n: u32) -> Vec<Vec<u8>> {
         let mut c = Chain::new();
         (0..n).map(|i| c.seal(&mut event("a", i))).collect()
+    }
+
+    #[test]
+    fn events_serialize_in_canonical_form() {
+        let mut e = event("a", 1);
+        e.session_id = Some("s".into());
+        e.server_name = Some("srv".into());
+        e.source_type = Some("agent_tool_call".into());
+        e.request_id = Some("1".into());
+        e.content = Some("{\"k\":\"v\"}".into());
+        e.content_truncated = Some(true);
+        e.content_sha256 = Some("00".into());
+        e.session_tool_calls = Some(vec!["x".into()]);
+        e.decision = Some(crate::EventDecision {
+            action: "allow".into(),
+            mode: "block".into(),
+            reason: "r".into(),
+            rule: "servers[0]".into(),
+        });
+        e.policy_version = Some("1".into());
+        e.latency_us = Some(5);
+        e.is_error = Some(false);
+        e.prev_hash = GENESIS.into();
+        e.hash = "ab".into();
+        let direct = serde_json::to_vec(&e).unwrap();
+        let canonical = to_canonical(&serde_json::to_value(&e).unwrap());
+        assert_eq!(String::from_utf8(direct).unwrap(), String::from_utf8(canonical.clone()).unwrap());
+        // Inserting the hash into the bytes without it gives the same canonical line.
+        let mut unhashed = e.clone();
+        unhashed.hash.clear();
+        unhashed.content = Some(",\"hostname\":".into());
+        let spliced = with_hash(serde_json::to_vec(&unhashed).unwrap(), "ab").unwrap();
+        unhashed.hash = "ab".into();
+        assert_eq!(spliced, to_canonical(&serde_json::to_value(&unhashed).unwrap()));
+        // With detail, sealing still yields canonical lines that verify.
+        let mut c = Chain::new();
+        let mut d = event("a", 2);
+        d.detail = Some(serde_json::json!({"z": 1, "a": {"y": 2, "b": 3}}));
+        let lines = vec![c.seal(&mut e.clone()), c.seal(&mut d)];
+        assert_eq!(verify_lines(&file(&lines)[..]).unwrap().events, 2);
     }
 
     #[test]

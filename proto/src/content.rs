@@ -67,10 +67,42 @@ pub fn redact(value: &mut Value) {
     }
 }
 
-/// Masks secrets in `value`, serializes it, and cuts it to `limits`.
-pub fn render_content(mut value: Value, limits: ContentLimits) -> RenderedContent {
-    redact(&mut value);
-    let text = value.to_string();
+/// Words whose presence (case, `-` and `_` ignored) in JSON text means a key might be secret.
+/// Every key [`is_secret_key`] accepts contains one of them.
+const SUSPECT_WORDS: [&[u8]; 8] =
+    [b"pass", b"secret", b"key", b"auth", b"cookie", b"credential", b"bearer", b"token"];
+
+/// Whether JSON text may hold a secret-looking key (a cheap scan; escapes force the full check).
+fn may_hold_secrets(json: &str) -> bool {
+    if json.contains('\\') {
+        return true;
+    }
+    let folded: Vec<u8> =
+        json.bytes().filter(|b| *b != b'_' && *b != b'-').map(|b| b.to_ascii_lowercase()).collect();
+    (0..folded.len()).any(|i| {
+        let rest = &folded[i..];
+        // One pass: only positions starting a suspect word are compared.
+        matches!(rest[0], b'p' | b's' | b'k' | b'a' | b'c' | b'b' | b't')
+            && SUSPECT_WORDS.iter().any(|w| rest.starts_with(w))
+    })
+}
+
+/// Masks secrets in the JSON text `json`, and cuts it to `limits`. Text that cannot hold a
+/// secret-looking key is kept as it is (no re-serialization); text that is not JSON is kept as
+/// a JSON string.
+pub fn render_content(json: &str, limits: ContentLimits) -> RenderedContent {
+    let json = json.trim();
+    let text = if may_hold_secrets(json) {
+        match serde_json::from_str::<Value>(json) {
+            Ok(mut value) => {
+                redact(&mut value);
+                value.to_string()
+            }
+            Err(_) => Value::String(json.to_owned()).to_string(),
+        }
+    } else {
+        json.to_owned()
+    };
     if text.len() <= limits.max_bytes {
         return RenderedContent { text, truncated: false, sha256: None };
     }
@@ -90,8 +122,9 @@ mod tests {
     #[test]
     fn secrets_are_masked_at_any_depth() {
         let r = render_content(
-            json!({"path": "/a", "API-Key": "k", "nested": [{"password": "p", "max_tokens": 5}],
-                   "headers": {"Authorization": "Bearer x"}, "refresh_token": "r"}),
+            &json!({"path": "/a", "API-Key": "k", "nested": [{"password": "p", "max_tokens": 5}],
+                   "headers": {"Authorization": "Bearer x"}, "refresh_token": "r"})
+            .to_string(),
             ContentLimits::default(),
         );
         assert!(!r.text.contains("\"k\"") && !r.text.contains("Bearer") && !r.text.contains("\"p\""));
@@ -101,8 +134,20 @@ mod tests {
     }
 
     #[test]
+    fn text_without_secrets_is_kept_as_written_and_escapes_do_not_hide_keys() {
+        let raw = r#"{"path": "/srv/a.txt",  "n": 1.50}"#;
+        assert_eq!(render_content(raw, ContentLimits::default()).text, raw);
+        let sneaky = r#"{"p\u0061ssword": "hunter2"}"#;
+        assert!(!render_content(sneaky, ContentLimits::default()).text.contains("hunter2"));
+        let split = r#"{"pass_word": "x1", "Cred-Ential": "x2"}"#;
+        let r = render_content(split, ContentLimits::default()).text;
+        assert!(!r.contains("x1") && !r.contains("x2"), "{r}");
+        assert_eq!(render_content("not json", ContentLimits::default()).text, "not json");
+    }
+
+    #[test]
     fn long_content_is_cut_with_its_hash() {
-        let r = render_content(json!({"s": "é".repeat(100)}), ContentLimits { max_bytes: 51 });
+        let r = render_content(&json!({"s": "é".repeat(100)}).to_string(), ContentLimits { max_bytes: 51 });
         assert!(r.truncated);
         assert!(r.text.len() <= 51);
         assert_eq!(r.sha256.unwrap().len(), 64);

@@ -50,88 +50,91 @@ impl EventType {
     }
 }
 
-/// The decision part of an event.
+/// The decision part of an event (fields in the byte order of their names, as in [`Event`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventDecision {
     /// `allow`, `warn`, `would_block`, `step_up`, `deny` (and, after approval, `approved`).
     pub action: String,
     /// `observe`, `progressive`, `step_up`, `block`, or `allow` for an allowed unknown server.
     pub mode: String,
-    /// The rule that decided (`servers[0].deny[1]`).
-    pub rule: String,
     /// Why.
     pub reason: String,
+    /// The rule that decided (`servers[0].deny[1]`).
+    pub rule: String,
 }
 
 /// One event. Optional fields are absent (not `null`) where they do not apply.
+///
+/// Fields are declared in the byte order of their JSON names, so serializing an event gives its
+/// canonical form directly (see [`crate::Chain::seal`]); a test keeps it so.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
+    /// The agent whose chain this event is on (in standalone use, one per proxy process).
+    pub agent_id: String,
+    /// Arguments (PRE) or result (POST), JSON-serialized, secrets masked, size-capped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// SHA-256 (hex) of the full content (after masking), when it was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
+    /// Set when `content` was cut to the cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_truncated: Option<bool>,
+    /// The decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<EventDecision>,
+    /// Type-specific details for the other event types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
     /// UUIDv7.
     pub event_id: String,
     /// What happened.
     pub event_type: EventType,
-    /// RFC 3339, UTC.
-    pub timestamp: String,
-    /// Tenant (`local` for standalone use).
-    pub tenant_id: String,
-    /// The agent whose chain this event is on (in standalone use, one per proxy process).
-    pub agent_id: String,
+    /// SHA-256 (hex) over the previous hash and this event's canonical bytes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
     /// The machine.
     pub hostname: String,
-    /// The OS user.
-    pub user: String,
-    /// One proxied MCP server connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    /// The MCP server's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_name: Option<String>,
-    /// `agent_tool_call` for tool-call events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_type: Option<String>,
-    /// The tool called.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_name: Option<String>,
-    /// The JSON-RPC id of the call, as JSON text, to pair PRE and POST.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// Arguments (PRE) or result (POST), JSON-serialized, secrets masked, size-capped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    /// Set when `content` was cut to the cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_truncated: Option<bool>,
-    /// SHA-256 (hex) of the full content (after masking), when it was cut.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_sha256: Option<String>,
-    /// Tools already called in this session, in first-call order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_tool_calls: Option<Vec<String>>,
-    /// The decision.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<EventDecision>,
-    /// Version of the policy that decided.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_version: Option<String>,
-    /// PRE: time to decide. POST: time from receiving the call to its answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_us: Option<u64>,
     /// POST: whether the result was an error (`isError`, a JSON-RPC error, or a denial).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_error: Option<bool>,
-    /// Type-specific details for the other event types.
+    /// PRE: time to decide. POST: time from receiving the call to its answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<Value>,
-    /// Position in the chain, from 1.
-    #[serde(default)]
-    pub seq: u64,
+    pub latency_us: Option<u64>,
+    /// Version of the policy that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
     /// `hash` of the previous event on the chain (64 zeros for the first).
     #[serde(default)]
     pub prev_hash: String,
-    /// SHA-256 (hex) over the previous hash and this event's canonical bytes.
+    /// The JSON-RPC id of the call, as JSON text, to pair PRE and POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Position in the chain, from 1.
     #[serde(default)]
-    pub hash: String,
+    pub seq: u64,
+    /// The MCP server's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// One proxied MCP server connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Tools already called in this session, in first-call order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_tool_calls: Option<Vec<String>>,
+    /// `agent_tool_call` for tool-call events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_type: Option<String>,
+    /// Tenant (`local` for standalone use).
+    pub tenant_id: String,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+    /// The tool called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    /// The OS user.
+    pub user: String,
 }
 
 impl Event {

@@ -38,8 +38,8 @@ struct Envelope<'a> {
 struct CallParams<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
-    #[serde(default)]
-    arguments: Option<Value>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
 }
 
 /// A message, as far as the proxy needs to know it.
@@ -67,8 +67,8 @@ pub enum Message<'a> {
         id: &'a RawValue,
         /// The result, when it succeeded.
         result: Option<&'a RawValue>,
-        /// Whether it carries `error`.
-        is_error: bool,
+        /// The error, when it failed.
+        error: Option<&'a RawValue>,
     },
 }
 
@@ -100,7 +100,7 @@ pub fn classify(line: &[u8]) -> Result<Message<'_>, Invalid> {
         (None, Some(method)) => Ok(Message::Notification { method, params: env.params }),
         (Some(id), None) if env.result.is_some() || env.error.is_some() => {
             check_id(id)?;
-            Ok(Message::Response { id, result: env.result, is_error: env.error.is_some() })
+            Ok(Message::Response { id, result: env.result, error: env.error })
         }
         _ => Err(Invalid {
             code: code::INVALID_REQUEST,
@@ -144,6 +144,8 @@ pub struct ToolCallParams<'a> {
     pub name: Cow<'a, str>,
     /// `params.arguments` (`Null` when absent).
     pub arguments: Value,
+    /// `params.arguments` as written (`{}` when absent).
+    pub arguments_raw: &'a str,
 }
 
 /// Reads `params` of a `tools/call`; `Err` says why it cannot be decided on.
@@ -154,12 +156,13 @@ pub fn tool_call_params(params: Option<&RawValue>) -> Result<ToolCallParams<'_>,
     if p.name.is_empty() {
         return Err("tools/call with an empty tool name".into());
     }
-    if let Some(args) = &p.arguments {
-        if !args.is_object() && !args.is_null() {
-            return Err("tools/call arguments must be an object".into());
-        }
+    let raw = p.arguments.map(RawValue::get).unwrap_or("{}");
+    let arguments: Value = serde_json::from_str(raw)
+        .map_err(|e| format!("tools/call arguments are not usable: {e}"))?;
+    if !arguments.is_object() && !arguments.is_null() {
+        return Err("tools/call arguments must be an object".into());
     }
-    Ok(ToolCallParams { name: p.name, arguments: p.arguments.unwrap_or(Value::Null) })
+    Ok(ToolCallParams { name: p.name, arguments, arguments_raw: raw })
 }
 
 #[cfg(test)]
@@ -174,9 +177,9 @@ mod tests {
         let m = classify(br#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#).unwrap();
         assert!(matches!(m, Message::Notification { .. }));
         let m = classify(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
-        assert!(matches!(m, Message::Response { is_error: false, .. }));
+        assert!(matches!(m, Message::Response { result: Some(_), error: None, .. }));
         let m = classify(br#"{"jsonrpc":"2.0","id":"a","error":{"code":1}}"#).unwrap();
-        assert!(matches!(m, Message::Response { is_error: true, .. }));
+        assert!(matches!(m, Message::Response { result: None, error: Some(_), .. }));
     }
 
     #[test]

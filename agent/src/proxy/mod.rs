@@ -214,12 +214,19 @@ fn client_loop(relay: &Arc<Relay>, child_in: ChildStdin, max: usize) {
     loop {
         match read_frame(&mut reader, &mut buf, max) {
             Ok(Frame::Line) => {
-                if let ToServer::Forward(bytes) = relay.from_client(std::mem::take(&mut buf)) {
-                    if server_open {
-                        if let Err(e) = write_line(&mut server, &bytes) {
-                            tracing::warn!(error = %e, "cannot write to the MCP server");
-                            server_open = false;
-                        }
+                let released;
+                let bytes: &[u8] = match relay.from_client(&buf) {
+                    ToServer::Nothing => continue,
+                    ToServer::Original => &buf,
+                    ToServer::Forward(b) => {
+                        released = b;
+                        &released
+                    }
+                };
+                if server_open {
+                    if let Err(e) = write_line(&mut server, bytes) {
+                        tracing::warn!(error = %e, "cannot write to the MCP server");
+                        server_open = false;
                     }
                 }
             }

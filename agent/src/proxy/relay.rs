@@ -93,7 +93,9 @@ pub struct Relay {
 pub enum ToServer {
     /// Nothing.
     Nothing,
-    /// Write these bytes to the server.
+    /// Write the message just handled to the server, as it is.
+    Original,
+    /// Write these bytes to the server (a call released by an approval).
     Forward(Vec<u8>),
 }
 
@@ -130,8 +132,8 @@ impl Relay {
     }
 
     /// Handles one line from the client. Returns what to write to the server.
-    pub fn from_client(self: &Arc<Self>, line: Vec<u8>) -> ToServer {
-        let msg = match message::classify(&line) {
+    pub fn from_client(self: &Arc<Self>, line: &[u8]) -> ToServer {
+        let msg = match message::classify(line) {
             Ok(m) => m,
             Err(inv) => {
                 tracing::warn!(code = inv.code, "client sent an invalid message: {}", inv.message);
@@ -142,8 +144,7 @@ impl Relay {
         match msg {
             Message::Request { id, method, params } => match method.as_ref() {
                 "tools/call" => {
-                    let id = id.to_owned();
-                    return self.tool_call(&id, params, &line);
+                    return self.tool_call(id, params, line);
                 }
                 "initialize" => {
                     let elicit = params
@@ -176,7 +177,8 @@ impl Relay {
                 }
             }
             Message::Notification { .. } => {}
-            Message::Response { id, result, is_error } => {
+            Message::Response { id, result, error } => {
+                let is_error = error.is_some();
                 if let Ok(approval_id) = serde_json::from_str::<String>(id.get()) {
                     if approval_id.starts_with(&self.approval_prefix) {
                         let accepted = !is_error
@@ -189,7 +191,7 @@ impl Relay {
                 }
             }
         }
-        ToServer::Forward(line)
+        ToServer::Original
     }
 
     fn tool_call(self: &Arc<Self>, id: &RawValue, params: Option<&RawValue>, line: &[u8]) -> ToServer {
@@ -255,7 +257,7 @@ impl Relay {
                 at,
                 request_id: id.get().to_owned(),
                 tool: tool.clone(),
-                arguments: call.arguments.clone(),
+                arguments: call.arguments_raw.to_owned(),
                 decided: decided.clone(),
                 session_tools: snapshot.clone(),
                 latency_us,
@@ -265,7 +267,7 @@ impl Relay {
             if action != Action::Allow {
                 tracing::info!(tool = %tool, action = action.as_str(), rule = %decided.decision.rule, "{}", decided.decision.reason);
             }
-            return ToServer::Forward(line.to_vec());
+            return ToServer::Original;
         }
         if let Some(approval_id) = approval {
             self.ask(&approval_id, &tool, &call.arguments, &decided);
@@ -327,9 +329,8 @@ impl Relay {
         let timer_id = approval_id.to_owned();
         let spawned = std::thread::Builder::new().name("thoth-approval".into()).spawn(move || {
             std::thread::sleep(timeout);
-            if let ToServer::Forward(_) = relay.finish_approval(&timer_id, Outcome::TimedOut(secs)) {
-                unreachable!("a timed-out approval never forwards");
-            }
+            // A timed-out approval never forwards anything.
+            relay.finish_approval(&timer_id, Outcome::TimedOut(secs));
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the approval timer; denying now");
@@ -395,8 +396,15 @@ impl Relay {
 
     /// Handles one line from the server. Returns the bytes to forward to the client, if any.
     pub fn from_server(&self, line: Vec<u8>) {
-        let (id, result) = match message::classify(&line) {
-            Ok(Message::Response { id, result, .. }) => (id.get().to_owned(), result.is_some()),
+        let (pending, id, result) = match message::classify(&line) {
+            Ok(Message::Response { id, result, .. }) => {
+                let pending = self.state().pending.remove(id.get());
+                let id = match pending {
+                    Some(Pending::ToolCall { .. }) => id.get().to_owned(),
+                    _ => String::new(),
+                };
+                (pending, id, result.is_some())
+            }
             Ok(_) => {
                 self.reply(&line);
                 return;
@@ -407,7 +415,6 @@ impl Relay {
                 return;
             }
         };
-        let pending = self.state().pending.remove(&id);
         match pending {
             Some(Pending::ToolsList) if result => self.reply(&self.filter_tools(line)),
             Some(Pending::ToolCall { tool, decided, started }) => {
