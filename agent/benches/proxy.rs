@@ -35,7 +35,9 @@ fn echo_server() {
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         let Some(id) = msg.get("id") else { continue };
         let reply = match msg["method"].as_str() {
             Some("initialize") => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
@@ -44,7 +46,9 @@ fn echo_server() {
             Some("tools/call") => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
                 "content": [{"type": "text", "text": msg["params"]["arguments"].to_string()}],
                 "isError": false}}),
-            _ => serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no"}}),
+            _ => {
+                serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no"}})
+            }
         };
         let mut bytes = serde_json::to_vec(&reply).unwrap();
         bytes.push(b'\n');
@@ -120,13 +124,12 @@ fn command(way: Way, policy: &Path, events: &Path) -> Command {
         }
         Way::Thoth => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_thoth"));
-            c.args(["run", "--server", "srv-25", "--policy"]).arg(policy);
+            c.args(["run", "--server", "srv-25", "--policy"])
+                .arg(policy);
             if std::env::var("BENCH_EVENTS").as_deref() != Ok("0") {
                 c.arg("--events").arg(events);
             }
-            c.arg("--")
-                .arg(&me)
-                .arg("--echo-server");
+            c.arg("--").arg(&me).arg("--echo-server");
             c.env("THOTH_LOG", "warn");
             c
         }
@@ -151,14 +154,26 @@ impl Target {
         stdout.read_line(&mut line).unwrap();
         assert!(line.contains("\"result\""), "bad initialize reply: {line}");
         let ready = started.elapsed();
-        stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").unwrap();
-        Target { child, stdin, stdout, ready, next_id: 1 }
+        stdin
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+            .unwrap();
+        Target {
+            child,
+            stdin,
+            stdout,
+            ready,
+            next_id: 1,
+        }
     }
 
     fn request(&mut self) -> Vec<u8> {
         let id = self.next_id;
         self.next_id += 1;
-        let tool = if id % 7 == 0 { "read_file" } else { "tool_25" };
+        let tool = if id.is_multiple_of(7) {
+            "read_file"
+        } else {
+            "tool_25"
+        };
         format!(
             "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{{\"name\":\"{tool}\",\"arguments\":{{\"path\":\"/srv/data/project/src/file_{id}.rs\",\"line\":{id},\"mode\":\"read\"}}}}}}\n"
         )
@@ -201,7 +216,13 @@ impl Target {
 
     fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     }
 
     fn stop(mut self) {
@@ -215,7 +236,9 @@ fn write_policy(dir: &Path) -> PathBuf {
         "name: bench\nversion: 1\ndefaults:\n  enforcement: block\n  unknown_servers: block\nservers:\n",
     );
     for s in 0..50 {
-        y.push_str(&format!("  - name: \"srv-{s}\"\n    enforcement: block\n    approved_scope:\n"));
+        y.push_str(&format!(
+            "  - name: \"srv-{s}\"\n    enforcement: block\n    approved_scope:\n"
+        ));
         for t in 0..50 {
             y.push_str(&format!("      - tool_{t}\n"));
         }
@@ -239,13 +262,21 @@ fn us(d: Duration) -> f64 {
 }
 
 fn bench() {
-    let calls: usize = std::env::var("BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let block: usize = std::env::var("BENCH_BLOCK").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let calls: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let block: usize = std::env::var("BENCH_BLOCK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
     let dir = std::env::temp_dir().join(format!("thoth-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let policy = write_policy(&dir);
     let events = dir.join("events.jsonl");
-    println!("thoth proxy benchmark: {calls} sequential calls per way, interleaved in blocks of {block}");
+    println!(
+        "thoth proxy benchmark: {calls} sequential calls per way, interleaved in blocks of {block}"
+    );
 
     // Start-up: spawn → initialize reply, interleaved, 10 times each.
     let mut ready: [Vec<Duration>; 3] = Default::default();
@@ -257,7 +288,10 @@ fn bench() {
         }
     }
 
-    let mut targets: Vec<Target> = WAYS.iter().map(|w| Target::start(*w, &policy, &events)).collect();
+    let mut targets: Vec<Target> = WAYS
+        .iter()
+        .map(|w| Target::start(*w, &policy, &events))
+        .collect();
     let mut lat: [Vec<Duration>; 3] = Default::default();
     let mut line = String::new();
     for t in targets.iter_mut() {
@@ -291,7 +325,10 @@ fn bench() {
 
     let mut p50 = [0.0; 3];
     let mut p99 = [0.0; 3];
-    println!("\n{:<8} {:>10} {:>10} {:>12} {:>14}", "way", "p50 µs", "p99 µs", "ready ms", "calls/s (16)");
+    println!(
+        "\n{:<8} {:>10} {:>10} {:>12} {:>14}",
+        "way", "p50 µs", "p99 µs", "ready ms", "calls/s (16)"
+    );
     for (i, way) in WAYS.iter().enumerate() {
         lat[i].sort();
         ready[i].sort();
@@ -308,23 +345,43 @@ fn bench() {
         );
     }
     let add = |i: usize, p: &[f64; 3]| p[i] - p[0];
-    println!("\nadded over direct:   relay p50 {:.1} µs, p99 {:.1} µs | thoth p50 {:.1} µs, p99 {:.1} µs",
-        add(1, &p50), add(1, &p99), add(2, &p50), add(2, &p99));
+    println!(
+        "\nadded over direct:   relay p50 {:.1} µs, p99 {:.1} µs | thoth p50 {:.1} µs, p99 {:.1} µs",
+        add(1, &p50),
+        add(1, &p99),
+        add(2, &p50),
+        add(2, &p99)
+    );
     let r50 = add(2, &p50) / add(1, &p50);
     let r99 = add(2, &p99) / add(1, &p99);
     let tp = tput[2][2] / tput[1][2];
     let ready_extra = (pct(&ready[2], 0.5).as_secs_f64() - pct(&ready[0], 0.5).as_secs_f64()) * 1e3;
     let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
-    println!("thoth/relay added latency: p50 {r50:.2}x, p99 {r99:.2}x (target <= 1.25x)  [{}, {}]",
-        verdict(r50 <= 1.25), verdict(r99 <= 1.25));
-    println!("thoth/relay throughput:    {:.0}% (target >= 80%)  [{}]", tp * 100.0, verdict(tp >= 0.8));
+    println!(
+        "thoth/relay added latency: p50 {r50:.2}x, p99 {r99:.2}x (target <= 1.25x)  [{}, {}]",
+        verdict(r50 <= 1.25),
+        verdict(r99 <= 1.25)
+    );
+    println!(
+        "thoth/relay throughput:    {:.0}% (target >= 80%)  [{}]",
+        tp * 100.0,
+        verdict(tp >= 0.8)
+    );
     match rss {
-        Some(kib) => println!("thoth peak RSS:            {:.1} MB (target <= 15 MB)  [{}]",
-            kib as f64 / 1024.0, verdict(kib as f64 / 1024.0 <= 15.0)),
+        Some(kib) => println!(
+            "thoth peak RSS:            {:.1} MB (target <= 15 MB)  [{}]",
+            kib as f64 / 1024.0,
+            verdict(kib as f64 / 1024.0 <= 15.0)
+        ),
         None => println!("thoth peak RSS:            unavailable (no /proc)"),
     }
-    println!("thoth ready after server:  {ready_extra:.1} ms (target <= 50 ms)  [{}]", verdict(ready_extra <= 50.0));
-    let ev_lines = std::fs::read_to_string(&events).map(|s| s.lines().count()).unwrap_or(0);
+    println!(
+        "thoth ready after server:  {ready_extra:.1} ms (target <= 50 ms)  [{}]",
+        verdict(ready_extra <= 50.0)
+    );
+    let ev_lines = std::fs::read_to_string(&events)
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
     println!("events written:            {ev_lines}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,12 @@ use crate::proxy::framing::DEFAULT_MAX_MESSAGE_BYTES;
 /// Thoth governs the tools AI assistants call: it sits between an MCP client (Claude Desktop)
 /// and each MCP server, and checks every tool call against a signed or local policy.
 #[derive(Debug, Parser)]
-#[command(name = "thoth", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "thoth",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -129,7 +134,9 @@ pub fn main() -> i32 {
         Command::Run(args) => commands::run::run(args),
         Command::Policy(PolicyCommand::Validate { files }) => commands::policy::validate(&files),
         Command::Policy(PolicyCommand::Explain(args)) => commands::policy::explain(&args),
-        Command::Events(EventsCommand::Verify { file, json }) => commands::events::verify(&file, json),
+        Command::Events(EventsCommand::Verify { file, json }) => {
+            commands::events::verify(&file, json)
+        }
     };
     match result {
         Ok(code) => code,

@@ -125,7 +125,10 @@ pub struct Progressive {
 
 impl Default for Progressive {
     fn default() -> Self {
-        Self { warn: 2, block_after: 4 }
+        Self {
+            warn: 2,
+            block_after: 4,
+        }
     }
 }
 
@@ -175,9 +178,11 @@ impl TryFrom<ServerFields> for ServerRule {
     type Error = String;
     fn try_from(fields: ServerFields) -> Result<Self, String> {
         if fields.name.is_none() && fields.command.is_none() {
-            return Err("a server entry needs `name` (a glob over the server name), `command` \
+            return Err(
+                "a server entry needs `name` (a glob over the server name), `command` \
                         (a glob over its command line) or both"
-                .into());
+                    .into(),
+            );
         }
         Ok(ServerRule(fields))
     }
@@ -272,7 +277,10 @@ impl TryFrom<RawConstraint> for Constraint {
     type Error = String;
     fn try_from(raw: RawConstraint) -> Result<Self, String> {
         if raw.arg.is_empty() || raw.arg.split('.').any(str::is_empty) {
-            return Err(format!("constraint arg {:?} is not an argument name", raw.arg));
+            return Err(format!(
+                "constraint arg {:?} is not an argument name",
+                raw.arg
+            ));
         }
         if raw.path_glob.is_none() && raw.regex.is_none() && raw.one_of.is_none() {
             return Err(format!(

@@ -127,7 +127,10 @@ impl Policy {
                     })
                 })
         });
-        ServerView { name: name.to_owned(), entry }
+        ServerView {
+            name: name.to_owned(),
+            entry,
+        }
     }
 
     /// Whether `tools/list` should show `tool` of this server.
@@ -145,7 +148,10 @@ impl Policy {
 
     /// Whether any entry of this server hides tools (so `tools/list` replies must be inspected).
     pub fn filters_tools(&self, server: &ServerView) -> bool {
-        server.entry.and_then(|i| self.servers.get(i)).is_some_and(|r| r.hide_unapproved)
+        server
+            .entry
+            .and_then(|i| self.servers.get(i))
+            .is_some_and(|r| r.hide_unapproved)
     }
 
     /// The approval timeout that applies to this server.
@@ -173,11 +179,16 @@ pub fn evaluate(
     call: &ToolCall<'_>,
     now: SystemTime,
 ) -> Decision {
-    let Some((index, rule)) = server.entry.and_then(|i| policy.servers.get(i).map(|r| (i, r)))
+    let Some((index, rule)) = server
+        .entry
+        .and_then(|i| policy.servers.get(i).map(|r| (i, r)))
     else {
         return unknown_server(policy.defaults.unknown_servers, &server.name);
     };
-    let mode: Mode = rule.enforcement.unwrap_or(policy.defaults.enforcement).into();
+    let mode: Mode = rule
+        .enforcement
+        .unwrap_or(policy.defaults.enforcement)
+        .into();
     let at = |part: String| format!("servers[{index}].{part}");
     let tool = call.tool;
 
@@ -185,10 +196,13 @@ pub fn evaluate(
     if verdict.out_of_scope {
         verdict = escalate(policy, rule, mode, session, verdict, &server.name, tool);
     }
-    if let Some(seq) = sequence_verdict(rule, session, tool, now, &at) {
-        if seq.action > verdict.action {
-            verdict = Decision { out_of_scope: verdict.out_of_scope, ..seq };
-        }
+    if let Some(seq) = sequence_verdict(rule, session, tool, now, &at)
+        && seq.action > verdict.action
+    {
+        verdict = Decision {
+            out_of_scope: verdict.out_of_scope,
+            ..seq
+        };
     }
     verdict.mode = mode;
     if mode == Mode::Observe && matches!(verdict.action, Action::StepUp | Action::Deny) {
@@ -214,7 +228,11 @@ fn unknown_server(treatment: UnknownServers, name: &str) -> Decision {
 
 /// Deny list, constraints, step-up list and approved scope, in that order. An out-of-scope
 /// verdict comes back as `Deny` with `out_of_scope` set, for [`escalate`] to adjust by mode.
-fn scope_verdict(rule: &ServerRule, call: &ToolCall<'_>, at: &dyn Fn(String) -> String) -> Decision {
+fn scope_verdict(
+    rule: &ServerRule,
+    call: &ToolCall<'_>,
+    at: &dyn Fn(String) -> String,
+) -> Decision {
     let tool = call.tool;
     let decision = |action, rule: String, reason: String, out_of_scope| Decision {
         action,
@@ -239,7 +257,12 @@ fn scope_verdict(rule: &ServerRule, call: &ToolCall<'_>, at: &dyn Fn(String) -> 
             return decision(Action::Deny, at(format!("constraints[{i}]")), why, true);
         }
     }
-    if let Some((i, g)) = rule.step_up.iter().enumerate().find(|(_, g)| g.is_match(tool)) {
+    if let Some((i, g)) = rule
+        .step_up
+        .iter()
+        .enumerate()
+        .find(|(_, g)| g.is_match(tool))
+    {
         return decision(
             Action::StepUp,
             at(format!("step_up[{i}]")),
@@ -282,7 +305,10 @@ fn escalate(
             let p = rule.progressive.unwrap_or(policy.defaults.progressive);
             let n = session.out_of_scope_calls().saturating_add(1);
             let (action, note) = if n <= p.warn {
-                (Action::Warn, format!("out-of-scope call {n} of {} allowed with a warning", p.warn))
+                (
+                    Action::Warn,
+                    format!("out-of-scope call {n} of {} allowed with a warning", p.warn),
+                )
             } else if n <= p.block_after {
                 (
                     Action::StepUp,
@@ -300,11 +326,19 @@ fn escalate(
                     ),
                 )
             };
-            return Decision { action, reason: format!("{reason}; {note}"), ..verdict };
+            return Decision {
+                action,
+                reason: format!("{reason}; {note}"),
+                ..verdict
+            };
         }
     };
     let _ = tool;
-    Decision { action, reason, ..verdict }
+    Decision {
+        action,
+        reason,
+        ..verdict
+    }
 }
 
 fn sequence_verdict(
@@ -361,7 +395,10 @@ fn check_constraint(c: &Constraint, args: &Value) -> Result<(), String> {
         return if c.allow_missing {
             Ok(())
         } else {
-            Err(format!("argument \"{}\" is required by a constraint but is missing", c.arg))
+            Err(format!(
+                "argument \"{}\" is required by a constraint but is missing",
+                c.arg
+            ))
         };
     };
     let items: Vec<&Value> = match value {
@@ -378,7 +415,10 @@ fn check_value(c: &Constraint, v: &Value) -> Result<(), String> {
     let shown = shorten(v);
     if let Some(globs) = &c.path_glob {
         let Some(s) = v.as_str() else {
-            return Err(format!("argument \"{}\" = {shown} is not a path string", c.arg));
+            return Err(format!(
+                "argument \"{}\" = {shown} is not a path string",
+                c.arg
+            ));
         };
         if !globs.iter().any(|g| g.is_match(s)) {
             let list: Vec<&str> = globs.iter().map(|g| g.as_str()).collect();
@@ -398,14 +438,14 @@ fn check_value(c: &Constraint, v: &Value) -> Result<(), String> {
             ));
         }
     }
-    if let Some(allowed) = &c.one_of {
-        if !allowed.contains(v) {
-            return Err(format!(
-                "argument \"{}\" = {shown} is not one of the allowed values {}",
-                c.arg,
-                Value::Array(allowed.clone())
-            ));
-        }
+    if let Some(allowed) = &c.one_of
+        && !allowed.contains(v)
+    {
+        return Err(format!(
+            "argument \"{}\" = {shown} is not one of the allowed values {}",
+            c.arg,
+            Value::Array(allowed.clone())
+        ));
     }
     Ok(())
 }

@@ -28,7 +28,11 @@ impl Format {
         if lower.ends_with(".yaml") || lower.ends_with(".yml") {
             return Format::Yaml;
         }
-        if text.trim_start().starts_with('{') { Format::Json } else { Format::Yaml }
+        if text.trim_start().starts_with('{') {
+            Format::Json
+        } else {
+            Format::Yaml
+        }
     }
 }
 
@@ -80,7 +84,10 @@ pub fn parse_policy(text: &str, source_name: &str, format: Format) -> Result<Pol
             None,
             None,
             None,
-            format!("document is {} bytes; the limit is {MAX_POLICY_BYTES}", text.len()),
+            format!(
+                "document is {} bytes; the limit is {MAX_POLICY_BYTES}",
+                text.len()
+            ),
         ));
     }
     if text.trim().is_empty() {
@@ -97,7 +104,12 @@ pub fn parse_policy(text: &str, source_name: &str, format: Format) -> Result<Pol
                 err(Some(inner.line()), Some(inner.column()), field, message)
             })?;
             de.end().map_err(|e| {
-                err(Some(e.line()), Some(e.column()), None, strip_position(&e.to_string()))
+                err(
+                    Some(e.line()),
+                    Some(e.column()),
+                    None,
+                    strip_position(&e.to_string()),
+                )
             })?;
             Ok(policy)
         }
@@ -138,14 +150,19 @@ fn refine_yaml_location(
         return (line, column);
     }
     for (i, l) in text.lines().enumerate().skip(line.saturating_sub(1)) {
-        let from = if i + 1 == line { column.saturating_sub(1).min(l.len()) } else { 0 };
+        let from = if i + 1 == line {
+            column.saturating_sub(1).min(l.len())
+        } else {
+            0
+        };
         let Some(rest) = l.get(from..) else { continue };
         let mut search = 0;
         while let Some(pos) = rest[search..].find(last) {
             let at = search + pos;
             let before = rest[..at].chars().next_back();
             let after = rest[at + last.len()..].trim_start();
-            let starts_key = before.is_none_or(|c| c.is_whitespace() || c == '{' || c == ',' || c == '-');
+            let starts_key =
+                before.is_none_or(|c| c.is_whitespace() || c == '{' || c == ',' || c == '-');
             if starts_key && after.starts_with(':') {
                 return (i + 1, from + at + 1);
             }
@@ -160,7 +177,9 @@ fn refine_yaml_location(
 fn strip_yaml_path(msg: &str) -> String {
     if let Some((head, rest)) = msg.split_once(": ") {
         let is_path = !head.is_empty()
-            && head.chars().all(|c| c.is_ascii_alphanumeric() || "_[].".contains(c));
+            && head
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_[].".contains(c));
         if is_path {
             return rest.to_owned();
         }
@@ -202,7 +221,11 @@ mod tests {
     fn bad_glob_and_regex_are_located() {
         let e = yaml("servers:\n  - name: fs\n    approved_scope: [ok, \"[\"]\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
-        assert_eq!(e.field.as_deref(), Some("servers[0].approved_scope[1]"), "{e}");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("servers[0].approved_scope[1]"),
+            "{e}"
+        );
         let e = yaml(
             "servers:\n  - name: fs\n    constraints:\n      - tool: x\n        arg: a\n        regex: \"(\"\n",
         )
@@ -214,7 +237,10 @@ mod tests {
     #[test]
     fn semantic_errors() {
         let e = yaml("defaults:\n  progressive: {warn: 5, block_after: 2}\n").unwrap_err();
-        assert!(e.message.contains("block_after (2) must be at least"), "{e}");
+        assert!(
+            e.message.contains("block_after (2) must be at least"),
+            "{e}"
+        );
         assert_eq!(e.field.as_deref(), Some("defaults.progressive"));
         let e = yaml("servers:\n  - enforcement: block\n").unwrap_err();
         assert!(e.message.contains("needs `name`"), "{e}");
@@ -228,8 +254,12 @@ mod tests {
 
     #[test]
     fn json_errors_are_located() {
-        let e = parse_policy("{\n \"servers\": [\n {\"nme\": 1}]}", "p.json", Format::Json)
-            .unwrap_err();
+        let e = parse_policy(
+            "{\n \"servers\": [\n {\"nme\": 1}]}",
+            "p.json",
+            Format::Json,
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("unknown field `nme`"), "{e}");
         let e = parse_policy("{\"servers\": []} trailing", "p.json", Format::Json).unwrap_err();

@@ -32,14 +32,20 @@ impl Compiled {
     fn new(src: &str, literal_separator: bool) -> Result<Self, String> {
         let glob = parse_glob(src, literal_separator)?;
         let literal = !src.contains(['*', '?', '[', ']', '{', '}', '\\']);
-        Ok(Self { glob, literal, matcher: OnceLock::new() })
+        Ok(Self {
+            glob,
+            literal,
+            matcher: OnceLock::new(),
+        })
     }
 
     fn is_match(&self, src: &str, candidate: &str) -> bool {
         if self.literal {
             return src == candidate;
         }
-        self.matcher.get_or_init(|| self.glob.compile_matcher()).is_match(candidate)
+        self.matcher
+            .get_or_init(|| self.glob.compile_matcher())
+            .is_match(candidate)
     }
 }
 
@@ -147,7 +153,11 @@ pub(crate) fn normalize_path(path: &str) -> Option<String> {
         }
     }
     let joined = parts.join("/");
-    Some(if absolute { format!("/{joined}") } else { joined })
+    Some(if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    })
 }
 
 /// A regular expression that must match an argument value in full (it is anchored at both ends).
@@ -167,10 +177,20 @@ impl Pattern {
                 // regex's own message draws a caret diagram over several lines; its last line
                 // says what is wrong.
                 let text = e.to_string();
-                let what = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-                format!("invalid regex {src:?}: {}", what.trim_start_matches("error: "))
+                let what = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                format!(
+                    "invalid regex {src:?}: {}",
+                    what.trim_start_matches("error: ")
+                )
             })?;
-        Ok(Self { src: src.to_owned(), re })
+        Ok(Self {
+            src: src.to_owned(),
+            re,
+        })
     }
 
     /// Whether the whole of `value` matches.
@@ -212,7 +232,11 @@ mod tests {
         let g = ToolGlob::new("read_*").unwrap();
         assert!(g.is_match("read_text_file"));
         assert!(!g.is_match("write_file"));
-        assert!(ToolGlob::new("{fetch_url,screenshot}").unwrap().is_match("screenshot"));
+        assert!(
+            ToolGlob::new("{fetch_url,screenshot}")
+                .unwrap()
+                .is_match("screenshot")
+        );
         assert!(ToolGlob::new("").is_err());
         assert!(ToolGlob::new("[").is_err());
         // Literal patterns compare exactly, escapes included.

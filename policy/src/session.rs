@@ -39,7 +39,12 @@ impl SessionState {
     /// are remembered, the answer is conservatively "just now" for any glob, so a flood of calls
     /// cannot wash an earlier call out of a sequence rule's sight.
     pub fn last_call_matching(&self, glob: &ToolGlob, now: SystemTime) -> Option<SystemTime> {
-        let found = self.called.iter().filter(|(t, _)| glob.is_match(t)).map(|(_, at)| *at).max();
+        let found = self
+            .called
+            .iter()
+            .filter(|(t, _)| glob.is_match(t))
+            .map(|(_, at)| *at)
+            .max();
         match found {
             Some(at) => Some(at),
             None if self.overflowed => Some(now),

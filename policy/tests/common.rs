@@ -4,7 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use thoth_policy::{Action, Decision, Format, Policy, ServerView, SessionState, ToolCall, evaluate};
+use thoth_policy::{
+    Action, Decision, Format, Policy, ServerView, SessionState, ToolCall, evaluate,
+};
 
 pub fn parse(yaml: &str) -> Policy {
     thoth_policy::parse_policy(yaml, "test.yaml", Format::Yaml).unwrap_or_else(|e| panic!("{e}"))
@@ -36,7 +38,10 @@ impl<'p> Session<'p> {
             self.policy,
             &self.server,
             &self.state,
-            &ToolCall { tool, arguments: &args },
+            &ToolCall {
+                tool,
+                arguments: &args,
+            },
             self.now,
         );
         self.state.record(tool, &d, d.action.forwards(), self.now);

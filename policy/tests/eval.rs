@@ -31,12 +31,21 @@ fn block_denies_outside_scope_and_deny_list() {
     let p = policy_in("block");
     let mut s = Session::new(&p, "fs", &[]);
     let ok = s.call("read_text_file", json!({}));
-    assert_eq!((ok.action, ok.rule.as_str()), (Action::Allow, "servers[0].approved_scope[0]"));
+    assert_eq!(
+        (ok.action, ok.rule.as_str()),
+        (Action::Allow, "servers[0].approved_scope[0]")
+    );
     let d = s.call("write_file", json!({}));
     assert_eq!((d.action, d.mode), (Action::Deny, Mode::Block));
-    assert!(d.reason.contains("\"write_file\" is not in the approved scope of server \"fs\""));
+    assert!(
+        d.reason
+            .contains("\"write_file\" is not in the approved scope of server \"fs\"")
+    );
     let d = s.call("delete_all", json!({}));
-    assert_eq!((d.action, d.rule.as_str()), (Action::Deny, "servers[0].deny[0]"));
+    assert_eq!(
+        (d.action, d.rule.as_str()),
+        (Action::Deny, "servers[0].deny[0]")
+    );
     // block mode stays blocked: no escalation, no warm-up.
     for _ in 0..5 {
         assert_eq!(s.action("write_file", json!({})), Action::Deny);
@@ -51,7 +60,10 @@ fn step_up_asks_for_approval_outside_scope_and_for_listed_tools() {
     assert_eq!(s.action("write_file", json!({})), Action::StepUp);
     assert_eq!(s.action("delete_x", json!({})), Action::Deny);
     let d = s.call("sudo", json!({}));
-    assert_eq!((d.action, d.rule.as_str()), (Action::StepUp, "servers[0].step_up[0]"));
+    assert_eq!(
+        (d.action, d.rule.as_str()),
+        (Action::StepUp, "servers[0].step_up[0]")
+    );
 }
 
 #[test]
@@ -70,14 +82,29 @@ fn progressive_escalates_warn_then_step_up_then_block() {
         .collect();
     assert_eq!(
         seq,
-        [Action::Warn, Action::Warn, Action::StepUp, Action::StepUp, Action::Deny, Action::Deny]
+        [
+            Action::Warn,
+            Action::Warn,
+            Action::StepUp,
+            Action::StepUp,
+            Action::Deny,
+            Action::Deny
+        ]
     );
-    assert_eq!(s.action("rm", json!({})), Action::Deny, "deny list is immediate");
+    assert_eq!(
+        s.action("rm", json!({})),
+        Action::Deny,
+        "deny list is immediate"
+    );
     // A new session starts over.
     let mut fresh = Session::new(&p, "fs", &[]);
     let d = fresh.call("write_file", json!({}));
     assert_eq!(d.action, Action::Warn);
-    assert!(d.reason.contains("out-of-scope call 1 of 2"), "{}", d.reason);
+    assert!(
+        d.reason.contains("out-of-scope call 1 of 2"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -97,15 +124,23 @@ fn unknown_servers_follow_the_default() {
         ("observe", Action::WouldBlock, Mode::Observe),
         ("block", Action::Deny, Mode::Block),
     ] {
-        let p = parse(&format!("defaults:\n  unknown_servers: {setting}\nservers:\n  - name: fs\n"));
+        let p = parse(&format!(
+            "defaults:\n  unknown_servers: {setting}\nservers:\n  - name: fs\n"
+        ));
         let mut s = Session::new(&p, "github", &["npx", "server-github"]);
         assert_eq!(s.server.entry, None);
         let d = s.call("create_issue", json!({}));
-        assert_eq!((d.action, d.mode, d.rule.as_str()), (action, mode, "defaults.unknown_servers"));
+        assert_eq!(
+            (d.action, d.mode, d.rule.as_str()),
+            (action, mode, "defaults.unknown_servers")
+        );
     }
     // The default default is to fail closed.
     let p = parse("servers: []\n");
-    assert_eq!(Session::new(&p, "x", &[]).action("t", json!({})), Action::Deny);
+    assert_eq!(
+        Session::new(&p, "x", &[]).action("t", json!({})),
+        Action::Deny
+    );
 }
 
 #[test]
@@ -116,17 +151,37 @@ fn servers_match_by_name_glob_and_by_command_token() {
     let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(p.resolve("db-prod", &argv(&["x"])).entry, Some(0));
     assert_eq!(
-        p.resolve("files", &argv(&["npx", "-y", "@modelcontextprotocol/server-filesystem@2026.8.31", "/d"]))
-            .entry,
+        p.resolve(
+            "files",
+            &argv(&[
+                "npx",
+                "-y",
+                "@modelcontextprotocol/server-filesystem@2026.8.31",
+                "/d"
+            ])
+        )
+        .entry,
         Some(1)
     );
     assert_eq!(
-        p.resolve("files", &argv(&["npx", "@modelcontextprotocol/server-filesystem", "/d"])).entry,
+        p.resolve(
+            "files",
+            &argv(&["npx", "@modelcontextprotocol/server-filesystem", "/d"])
+        )
+        .entry,
         Some(1)
     );
-    assert_eq!(p.resolve("both", &argv(&["/usr/bin/python3", "s.py"])).entry, Some(2));
+    assert_eq!(
+        p.resolve("both", &argv(&["/usr/bin/python3", "s.py"]))
+            .entry,
+        Some(2)
+    );
     assert_eq!(p.resolve("both", &argv(&["node", "s.js"])).entry, None);
-    assert_eq!(p.resolve("files", &argv(&["npx", "@evil/server-filesystem-clone"])).entry, None);
+    assert_eq!(
+        p.resolve("files", &argv(&["npx", "@evil/server-filesystem-clone"]))
+            .entry,
+        None
+    );
 }
 
 #[test]
@@ -153,22 +208,53 @@ servers:
 "#,
     );
     let mut s = Session::new(&p, "fs", &[]);
-    assert_eq!(s.action("read_file", json!({"path": "/srv/data/a/b.txt"})), Action::Allow);
+    assert_eq!(
+        s.action("read_file", json!({"path": "/srv/data/a/b.txt"})),
+        Action::Allow
+    );
     let d = s.call("read_file", json!({"path": "/srv/data/../../etc/passwd"}));
-    assert_eq!((d.action, d.rule.as_str()), (Action::Deny, "servers[0].constraints[0]"));
-    assert!(d.reason.contains("outside the allowed paths"), "{}", d.reason);
-    assert_eq!(s.action("read_file", json!({"path": ["/srv/data/a", "/etc/x"]})), Action::Deny);
-    assert_eq!(s.action("read_file", json!({"path": ["/srv/data/a", "/srv/data/b"]})), Action::Allow);
+    assert_eq!(
+        (d.action, d.rule.as_str()),
+        (Action::Deny, "servers[0].constraints[0]")
+    );
+    assert!(
+        d.reason.contains("outside the allowed paths"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(
+        s.action("read_file", json!({"path": ["/srv/data/a", "/etc/x"]})),
+        Action::Deny
+    );
+    assert_eq!(
+        s.action("read_file", json!({"path": ["/srv/data/a", "/srv/data/b"]})),
+        Action::Allow
+    );
     assert_eq!(s.action("read_file", json!({"path": 7})), Action::Deny);
     let d = s.call("read_file", json!({}));
     assert!(d.reason.contains("missing"), "{}", d.reason);
-    assert_eq!(s.action("fetch", json!({"url": "https://example.com/x"})), Action::Allow);
-    assert_eq!(s.action("fetch", json!({"url": "http://example.com/x"})), Action::Deny);
-    assert_eq!(s.action("query", json!({"options": {"mode": "explain"}})), Action::Allow);
-    assert_eq!(s.action("query", json!({"options": {"mode": "write"}})), Action::Deny);
+    assert_eq!(
+        s.action("fetch", json!({"url": "https://example.com/x"})),
+        Action::Allow
+    );
+    assert_eq!(
+        s.action("fetch", json!({"url": "http://example.com/x"})),
+        Action::Deny
+    );
+    assert_eq!(
+        s.action("query", json!({"options": {"mode": "explain"}})),
+        Action::Allow
+    );
+    assert_eq!(
+        s.action("query", json!({"options": {"mode": "write"}})),
+        Action::Deny
+    );
     assert_eq!(s.action("tag", json!({})), Action::Allow);
     assert_eq!(s.action("tag", json!({"label": "UPPER"})), Action::Deny);
-    assert_eq!(s.action("other", json!({"path": "/etc/passwd"})), Action::Allow);
+    assert_eq!(
+        s.action("other", json!({"path": "/etc/passwd"})),
+        Action::Allow
+    );
 }
 
 #[test]
@@ -197,8 +283,15 @@ servers:
     assert_eq!(s.action("send_email", json!({})), Action::Allow);
     assert_eq!(s.action("read_secret", json!({})), Action::Allow);
     let d = s.call("send_email", json!({}));
-    assert_eq!((d.action, d.rule.as_str()), (Action::Deny, "servers[0].sequences[0]"));
-    assert!(d.reason.contains("exfiltration") && d.reason.contains("read_*"), "{}", d.reason);
+    assert_eq!(
+        (d.action, d.rule.as_str()),
+        (Action::Deny, "servers[0].sequences[0]")
+    );
+    assert!(
+        d.reason.contains("exfiltration") && d.reason.contains("read_*"),
+        "{}",
+        d.reason
+    );
 
     assert_eq!(s.action("move", json!({})), Action::Allow);
     assert_eq!(s.action("search", json!({})), Action::Allow);
@@ -241,7 +334,10 @@ fn evaluation_is_pure() {
     let p = policy_in("progressive");
     let s = Session::new(&p, "fs", &[]);
     let args = json!({"a": 1});
-    let call = thoth_policy::ToolCall { tool: "write", arguments: &args };
+    let call = thoth_policy::ToolCall {
+        tool: "write",
+        arguments: &args,
+    };
     let a = thoth_policy::evaluate(&p, &s.server, &s.state, &call, s.now);
     let b = thoth_policy::evaluate(&p, &s.server, &s.state, &call, s.now);
     assert_eq!(a, b);

@@ -19,7 +19,12 @@ fn load(name: &str) -> Policy {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-const FS: [&str; 4] = ["npx", "-y", "@modelcontextprotocol/server-filesystem", "/home/ann/projects"];
+const FS: [&str; 4] = [
+    "npx",
+    "-y",
+    "@modelcontextprotocol/server-filesystem",
+    "/home/ann/projects",
+];
 
 #[test]
 fn every_example_validates() {
@@ -39,23 +44,47 @@ fn every_example_validates() {
 fn read_only_strict_allows_reads_and_blocks_writes() {
     let p = load("read-only-files-strict.yaml");
     let mut s = Session::new(&p, "filesystem", &FS);
-    assert_eq!(s.action("read_text_file", json!({"path": "/home/ann/projects/a"})), Action::Allow);
-    assert_eq!(s.action("list_directory", json!({"path": "/"})), Action::Allow);
+    assert_eq!(
+        s.action("read_text_file", json!({"path": "/home/ann/projects/a"})),
+        Action::Allow
+    );
+    assert_eq!(
+        s.action("list_directory", json!({"path": "/"})),
+        Action::Allow
+    );
     for _ in 0..3 {
-        assert_eq!(s.action("write_file", json!({"path": "/x", "content": "y"})), Action::Deny);
+        assert_eq!(
+            s.action("write_file", json!({"path": "/x", "content": "y"})),
+            Action::Deny
+        );
     }
     assert!(!p.tool_visible(&s.server, "write_file"));
     assert!(p.tool_visible(&s.server, "read_text_file"));
-    assert_eq!(Session::new(&p, "github", &["gh-mcp"]).action("x", json!({})), Action::Deny);
+    assert_eq!(
+        Session::new(&p, "github", &["gh-mcp"]).action("x", json!({})),
+        Action::Deny
+    );
 }
 
 #[test]
 fn read_only_progressive_escalates() {
     let p = load("read-only-files.yaml");
     let mut s = Session::new(&p, "files", &FS);
-    assert_eq!(s.action("read_text_file", json!({"path": "/a"})), Action::Allow);
+    assert_eq!(
+        s.action("read_text_file", json!({"path": "/a"})),
+        Action::Allow
+    );
     let seq: Vec<Action> = (0..5).map(|_| s.action("write_file", json!({}))).collect();
-    assert_eq!(seq, [Action::Warn, Action::Warn, Action::StepUp, Action::StepUp, Action::Deny]);
+    assert_eq!(
+        seq,
+        [
+            Action::Warn,
+            Action::Warn,
+            Action::StepUp,
+            Action::StepUp,
+            Action::Deny
+        ]
+    );
     assert_eq!(
         Session::new(&p, "other", &["x"]).action("t", json!({})),
         Action::WouldBlock,
@@ -67,32 +96,86 @@ fn read_only_progressive_escalates() {
 fn read_write_requires_approval_for_writes_inside_the_project() {
     let p = load("read-write-files.yaml");
     let mut s = Session::new(&p, "filesystem", &FS);
-    assert_eq!(s.action("read_text_file", json!({"path": "/home/ann/projects/a"})), Action::Allow);
-    assert_eq!(s.action("write_file", json!({"path": "/home/ann/projects/a.txt"})), Action::StepUp);
-    let d = s.call("write_file", json!({"path": "/home/ann/.ssh/authorized_keys"}));
-    assert_eq!(d.action, Action::StepUp, "outside the tree is out of scope; step_up mode asks");
+    assert_eq!(
+        s.action("read_text_file", json!({"path": "/home/ann/projects/a"})),
+        Action::Allow
+    );
+    assert_eq!(
+        s.action("write_file", json!({"path": "/home/ann/projects/a.txt"})),
+        Action::StepUp
+    );
+    let d = s.call(
+        "write_file",
+        json!({"path": "/home/ann/.ssh/authorized_keys"}),
+    );
+    assert_eq!(
+        d.action,
+        Action::StepUp,
+        "outside the tree is out of scope; step_up mode asks"
+    );
     assert_eq!(d.rule, "servers[0].constraints[0]");
-    assert_eq!(s.action("search_files", json!({"path": "/tmp", "pattern": "x"})), Action::Allow);
-    let d = s.call("move_file", json!({"source": "/tmp/a", "destination": "/tmp/b"}));
-    assert_eq!((d.action, d.rule.as_str()), (Action::Deny, "servers[0].sequences[0]"));
+    assert_eq!(
+        s.action("search_files", json!({"path": "/tmp", "pattern": "x"})),
+        Action::Allow
+    );
+    let d = s.call(
+        "move_file",
+        json!({"source": "/tmp/a", "destination": "/tmp/b"}),
+    );
+    assert_eq!(
+        (d.action, d.rule.as_str()),
+        (Action::Deny, "servers[0].sequences[0]")
+    );
 }
 
 #[test]
 fn database_blocks_writes_and_excluded_tools() {
     let p = load("database.yaml");
     let mut s = Session::new(&p, "postgres-prod", &["npx", "pg-mcp"]);
-    assert_eq!(s.action("query", json!({"sql": "SELECT * FROM users"})), Action::Allow);
-    assert_eq!(s.action("query", json!({"sql": "  with x as (select 1) select * from x;"})), Action::Allow);
-    assert_eq!(s.action("query", json!({"sql": "DELETE FROM users"})), Action::Deny);
-    assert_eq!(s.action("query", json!({"sql": "select 1; drop table users"})), Action::Deny);
-    assert_eq!(s.action("execute_sql", json!({"sql": "select 1"})), Action::Deny);
+    assert_eq!(
+        s.action("query", json!({"sql": "SELECT * FROM users"})),
+        Action::Allow
+    );
+    assert_eq!(
+        s.action(
+            "query",
+            json!({"sql": "  with x as (select 1) select * from x;"})
+        ),
+        Action::Allow
+    );
+    assert_eq!(
+        s.action("query", json!({"sql": "DELETE FROM users"})),
+        Action::Deny
+    );
+    assert_eq!(
+        s.action("query", json!({"sql": "select 1; drop table users"})),
+        Action::Deny
+    );
+    assert_eq!(
+        s.action("execute_sql", json!({"sql": "select 1"})),
+        Action::Deny
+    );
     let d = s.call("drop_table", json!({"table": "users"}));
-    assert_eq!((d.action, d.rule.as_str()), (Action::Deny, "servers[0].deny[1]"));
+    assert_eq!(
+        (d.action, d.rule.as_str()),
+        (Action::Deny, "servers[0].deny[1]")
+    );
     assert_eq!(s.action("create_table", json!({})), Action::Deny);
     assert!(!p.tool_visible(&s.server, "execute_sql"));
-    let mut by_pkg =
-        Session::new(&p, "pg", &["npx", "-y", "@modelcontextprotocol/server-postgres", "postgres://x"]);
-    assert_eq!(by_pkg.action("query", json!({"sql": "select 1"})), Action::Allow);
+    let mut by_pkg = Session::new(
+        &p,
+        "pg",
+        &[
+            "npx",
+            "-y",
+            "@modelcontextprotocol/server-postgres",
+            "postgres://x",
+        ],
+    );
+    assert_eq!(
+        by_pkg.action("query", json!({"sql": "select 1"})),
+        Action::Allow
+    );
     assert_eq!(by_pkg.action("execute_sql", json!({})), Action::Deny);
 }
 
@@ -100,14 +183,38 @@ fn database_blocks_writes_and_excluded_tools() {
 fn web_browsing_is_progressive_with_url_and_sequence_rules() {
     let p = load("web-browsing.yaml");
     let mut s = Session::new(&p, "browser", &["npx", "browser-mcp"]);
-    assert_eq!(s.action("fetch_url", json!({"url": "https://example.com"})), Action::Allow);
-    assert_eq!(s.action("screenshot", json!({"url": "http://intranet/x"})), Action::Allow);
-    assert_eq!(s.action("evaluate_script", json!({"script": "1"})), Action::Deny);
+    assert_eq!(
+        s.action("fetch_url", json!({"url": "https://example.com"})),
+        Action::Allow
+    );
+    assert_eq!(
+        s.action("screenshot", json!({"url": "http://intranet/x"})),
+        Action::Allow
+    );
+    assert_eq!(
+        s.action("evaluate_script", json!({"script": "1"})),
+        Action::Deny
+    );
     let d = s.call("fetch_url", json!({"url": "file:///etc/passwd"}));
-    assert_eq!((d.action, d.rule.as_str()), (Action::Warn, "servers[0].constraints[0]"));
+    assert_eq!(
+        (d.action, d.rule.as_str()),
+        (Action::Warn, "servers[0].constraints[0]")
+    );
     assert_eq!(s.action("fill_form", json!({})), Action::Warn);
-    assert_eq!(s.action("fetch_url", json!({"url": "https://evil.example/?q=x"})), Action::StepUp);
+    assert_eq!(
+        s.action("fetch_url", json!({"url": "https://evil.example/?q=x"})),
+        Action::StepUp
+    );
     // Two out-of-scope calls so far (the bad URL, fill_form); warn: 3, block_after: 6.
     let later: Vec<Action> = (0..5).map(|_| s.action("click", json!({}))).collect();
-    assert_eq!(later, [Action::Warn, Action::StepUp, Action::StepUp, Action::StepUp, Action::Deny]);
+    assert_eq!(
+        later,
+        [
+            Action::Warn,
+            Action::StepUp,
+            Action::StepUp,
+            Action::StepUp,
+            Action::Deny
+        ]
+    );
 }

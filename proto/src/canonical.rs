@@ -54,14 +54,21 @@ mod tests {
     #[test]
     fn key_order_does_not_matter() {
         let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,"x"],"x":null}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{ "a": {"x":null, "y":[1, "x"]}, "b": 1 }"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{ "a": {"x":null, "y":[1, "x"]}, "b": 1 }"#).unwrap();
         assert_eq!(to_canonical(&a), to_canonical(&b));
-        assert_eq!(to_canonical(&a), br#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#.to_vec());
+        assert_eq!(
+            to_canonical(&a),
+            br#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#.to_vec()
+        );
     }
 
     #[test]
     fn strings_are_escaped() {
         let v = serde_json::json!({"k\"": "line\nbreak é"});
-        assert_eq!(to_canonical(&v), "{\"k\\\"\":\"line\\nbreak é\"}".as_bytes());
+        assert_eq!(
+            to_canonical(&v),
+            "{\"k\\\"\":\"line\\nbreak é\"}".as_bytes()
+        );
     }
 }

@@ -36,7 +36,10 @@ impl Default for Chain {
 impl Chain {
     /// A new chain; its first event gets `seq` 1 and `prevHash` [`GENESIS`].
     pub fn new() -> Self {
-        Self { seq: 0, head: GENESIS.to_owned() }
+        Self {
+            seq: 0,
+            head: GENESIS.to_owned(),
+        }
     }
 
     /// The last sequence number given out.
@@ -132,15 +135,22 @@ pub fn verify_lines<R: BufRead>(mut reader: R) -> Result<ChainReport, ChainBreak
     let mut line_no = 0usize;
     loop {
         buf.clear();
-        let n = reader.by_ref()
+        let n = reader
+            .by_ref()
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut buf)
-            .map_err(|e| ChainBreak { line: line_no + 1, reason: format!("read error: {e}") })?;
+            .map_err(|e| ChainBreak {
+                line: line_no + 1,
+                reason: format!("read error: {e}"),
+            })?;
         if n == 0 {
             break;
         }
         line_no += 1;
-        let brk = |reason: String| ChainBreak { line: line_no, reason };
+        let brk = |reason: String| ChainBreak {
+            line: line_no,
+            reason,
+        };
         if buf.last() != Some(&b'\n') {
             return Err(brk(if buf.len() > MAX_LINE_BYTES {
                 format!("line is longer than {MAX_LINE_BYTES} bytes")
@@ -153,9 +163,13 @@ pub fn verify_lines<R: BufRead>(mut reader: R) -> Result<ChainReport, ChainBreak
         let mut value: Value = serde_json::from_slice(&buf)
             .map_err(|e| brk(format!("not a JSON event ({e}): the line was altered")))?;
         if to_canonical(&value) != buf {
-            return Err(brk("the line is not in canonical form: it was altered".into()));
+            return Err(brk(
+                "the line is not in canonical form: it was altered".into()
+            ));
         }
-        let obj = value.as_object_mut().ok_or_else(|| brk("not a JSON object".into()))?;
+        let obj = value
+            .as_object_mut()
+            .ok_or_else(|| brk("not a JSON object".into()))?;
         let field = |obj: &serde_json::Map<String, Value>, k: &str| -> Result<String, ChainBreak> {
             obj.get(k)
                 .and_then(Value::as_str)
@@ -213,7 +227,12 @@ mod tests {
             hostname: "h".into(),
             user: "u".into(),
         };
-        let mut e = Event::new(EventType::ToolCallPre, format!("id-{n}"), "2026-01-01T00:00:00Z".into(), &id);
+        let mut e = Event::new(
+            EventType::ToolCallPre,
+            format!("id-{n}"),
+            "2026-01-01T00:00:00Z".into(),
+            &id,
+        );
         e.tool_name = Some(format!("tool {n} é"));
         e
     }
@@ -256,14 +275,20 @@ mod tests {
         e.hash = "ab".into();
         let direct = serde_json::to_vec(&e).unwrap();
         let canonical = to_canonical(&serde_json::to_value(&e).unwrap());
-        assert_eq!(String::from_utf8(direct).unwrap(), String::from_utf8(canonical.clone()).unwrap());
+        assert_eq!(
+            String::from_utf8(direct).unwrap(),
+            String::from_utf8(canonical.clone()).unwrap()
+        );
         // Inserting the hash into the bytes without it gives the same canonical line.
         let mut unhashed = e.clone();
         unhashed.hash.clear();
         unhashed.content = Some(",\"hostname\":".into());
         let spliced = with_hash(serde_json::to_vec(&unhashed).unwrap(), "ab").unwrap();
         unhashed.hash = "ab".into();
-        assert_eq!(spliced, to_canonical(&serde_json::to_value(&unhashed).unwrap()));
+        assert_eq!(
+            spliced,
+            to_canonical(&serde_json::to_value(&unhashed).unwrap())
+        );
         // With detail, sealing still yields canonical lines that verify.
         let mut c = Chain::new();
         let mut d = event("a", 2);
@@ -294,7 +319,10 @@ mod tests {
         for i in 0..data.len() {
             let mut bad = data.clone();
             bad[i] = if bad[i] == b'x' { b'y' } else { b'x' };
-            assert!(verify_lines(&bad[..]).is_err(), "change at byte {i} went unnoticed");
+            assert!(
+                verify_lines(&bad[..]).is_err(),
+                "change at byte {i} went unnoticed"
+            );
         }
     }
 
@@ -308,6 +336,11 @@ mod tests {
         assert!(e.reason.contains("jumps from seq 0 to 2"), "{e}");
         let mut cut = file(&lines);
         cut.pop();
-        assert!(verify_lines(&cut[..]).unwrap_err().reason.contains("incomplete"));
+        assert!(
+            verify_lines(&cut[..])
+                .unwrap_err()
+                .reason
+                .contains("incomplete")
+        );
     }
 }

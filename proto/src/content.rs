@@ -12,7 +12,9 @@ pub struct ContentLimits {
 
 impl Default for ContentLimits {
     fn default() -> Self {
-        Self { max_bytes: 16 * 1024 }
+        Self {
+            max_bytes: 16 * 1024,
+        }
     }
 }
 
@@ -33,8 +35,11 @@ pub const REDACTED: &str = "[REDACTED]";
 /// Whether a key looks like it holds a secret: `password`, `token`, `api_key`, `authorization`…
 /// (case, `-` and `_` ignored). Counts such as `max_tokens` are not secrets.
 pub fn is_secret_key(key: &str) -> bool {
-    let k: String =
-        key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect();
+    let k: String = key
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
     const CONTAINS: [&str; 10] = [
         "password",
         "passwd",
@@ -69,16 +74,27 @@ pub fn redact(value: &mut Value) {
 
 /// Words whose presence (case, `-` and `_` ignored) in JSON text means a key might be secret.
 /// Every key [`is_secret_key`] accepts contains one of them.
-const SUSPECT_WORDS: [&[u8]; 8] =
-    [b"pass", b"secret", b"key", b"auth", b"cookie", b"credential", b"bearer", b"token"];
+const SUSPECT_WORDS: [&[u8]; 8] = [
+    b"pass",
+    b"secret",
+    b"key",
+    b"auth",
+    b"cookie",
+    b"credential",
+    b"bearer",
+    b"token",
+];
 
 /// Whether JSON text may hold a secret-looking key (a cheap scan; escapes force the full check).
 fn may_hold_secrets(json: &str) -> bool {
     if json.contains('\\') {
         return true;
     }
-    let folded: Vec<u8> =
-        json.bytes().filter(|b| *b != b'_' && *b != b'-').map(|b| b.to_ascii_lowercase()).collect();
+    let folded: Vec<u8> = json
+        .bytes()
+        .filter(|b| *b != b'_' && *b != b'-')
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
     (0..folded.len()).any(|i| {
         let rest = &folded[i..];
         // One pass: only positions starting a suspect word are compared.
@@ -104,14 +120,22 @@ pub fn render_content(json: &str, limits: ContentLimits) -> RenderedContent {
         json.to_owned()
     };
     if text.len() <= limits.max_bytes {
-        return RenderedContent { text, truncated: false, sha256: None };
+        return RenderedContent {
+            text,
+            truncated: false,
+            sha256: None,
+        };
     }
     let sha = hex::encode(Sha256::digest(text.as_bytes()));
     let mut end = limits.max_bytes;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    RenderedContent { text: text[..end].to_owned(), truncated: true, sha256: Some(sha) }
+    RenderedContent {
+        text: text[..end].to_owned(),
+        truncated: true,
+        sha256: Some(sha),
+    }
 }
 
 #[cfg(test)]
@@ -127,7 +151,9 @@ mod tests {
             .to_string(),
             ContentLimits::default(),
         );
-        assert!(!r.text.contains("\"k\"") && !r.text.contains("Bearer") && !r.text.contains("\"p\""));
+        assert!(
+            !r.text.contains("\"k\"") && !r.text.contains("Bearer") && !r.text.contains("\"p\"")
+        );
         assert!(!r.text.contains("\"r\""));
         assert!(r.text.contains("\"max_tokens\":5"), "{}", r.text);
         assert!(r.text.contains("/a"));
@@ -138,16 +164,26 @@ mod tests {
         let raw = r#"{"path": "/srv/a.txt",  "n": 1.50}"#;
         assert_eq!(render_content(raw, ContentLimits::default()).text, raw);
         let sneaky = r#"{"p\u0061ssword": "hunter2"}"#;
-        assert!(!render_content(sneaky, ContentLimits::default()).text.contains("hunter2"));
+        assert!(
+            !render_content(sneaky, ContentLimits::default())
+                .text
+                .contains("hunter2")
+        );
         let split = r#"{"pass_word": "x1", "Cred-Ential": "x2"}"#;
         let r = render_content(split, ContentLimits::default()).text;
         assert!(!r.contains("x1") && !r.contains("x2"), "{r}");
-        assert_eq!(render_content("not json", ContentLimits::default()).text, "not json");
+        assert_eq!(
+            render_content("not json", ContentLimits::default()).text,
+            "not json"
+        );
     }
 
     #[test]
     fn long_content_is_cut_with_its_hash() {
-        let r = render_content(&json!({"s": "é".repeat(100)}).to_string(), ContentLimits { max_bytes: 51 });
+        let r = render_content(
+            &json!({"s": "é".repeat(100)}).to_string(),
+            ContentLimits { max_bytes: 51 },
+        );
         assert!(r.truncated);
         assert!(r.text.len() <= 51);
         assert_eq!(r.sha256.unwrap().len(), 64);

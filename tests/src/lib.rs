@@ -16,7 +16,10 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The built `thoth` binary: `THOTH_BIN`, or next to this test executable's `deps/` folder.
@@ -25,7 +28,10 @@ pub fn thoth() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
     let bin = dir.join(format!("thoth{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
@@ -38,14 +44,22 @@ pub fn thoth() -> PathBuf {
 /// An MCP server installed from npm under tests/node_modules.
 pub fn node_server(name: &str) -> PathBuf {
     let p = repo_root().join("tests/node_modules/.bin").join(name);
-    assert!(p.exists(), "{} is missing: run scripts/setup-peers", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup-peers",
+        p.display()
+    );
     p
 }
 
 /// The Python with the official MCP SDK.
 pub fn python() -> PathBuf {
     let p = repo_root().join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/setup-peers", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup-peers",
+        p.display()
+    );
     p
 }
 
@@ -68,7 +82,11 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// The legacy `initialize` request.
 pub fn initialize(id: u64, elicitation: bool) -> String {
-    let caps = if elicitation { json!({"elicitation": {}}) } else { json!({}) };
+    let caps = if elicitation {
+        json!({"elicitation": {}})
+    } else {
+        json!({})
+    };
     json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": caps,
         "clientInfo": {"name": "thoth-e2e", "version": "0"}}})
@@ -121,7 +139,11 @@ impl Proxy {
                 }
             }
         });
-        Proxy { stdin: child.stdin.take(), child, lines: rx }
+        Proxy {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+        }
     }
 
     /// The process id of `thoth` itself.
@@ -151,7 +173,9 @@ impl Proxy {
 
     /// The next message; panics if none comes within [`WAIT`].
     pub fn recv(&self) -> Value {
-        let line = self.recv_raw(WAIT).expect("a message from the proxy in time");
+        let line = self
+            .recv_raw(WAIT)
+            .expect("a message from the proxy in time");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
     }
 
@@ -161,8 +185,11 @@ impl Proxy {
         let mut before = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.recv_raw(left).unwrap_or_else(|| panic!("no response {id} in time; saw {before:?}"));
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let line = self
+                .recv_raw(left)
+                .unwrap_or_else(|| panic!("no response {id} in time; saw {before:?}"));
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
             if v.get("id") == Some(&id) && v.get("method").is_none() {
                 return (v, before);
             }
@@ -245,8 +272,17 @@ impl ClientRun {
 
     /// The tool names of the first `list_tools` op.
     pub fn tools(&self) -> Vec<String> {
-        let list = self.out.iter().find(|v| v["op"] == "list_tools").expect("a list_tools op");
-        list["tools"].as_array().expect("tools").iter().map(|t| t.as_str().unwrap().to_owned()).collect()
+        let list = self
+            .out
+            .iter()
+            .find(|v| v["op"] == "list_tools")
+            .expect("a list_tools op");
+        list["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect()
     }
 }
 
@@ -260,16 +296,31 @@ pub struct ClientOpts<'a> {
 
 impl Default for ClientOpts<'_> {
     fn default() -> Self {
-        ClientOpts { lifecycle: "initialize", elicit: "none" }
+        ClientOpts {
+            lifecycle: "initialize",
+            elicit: "none",
+        }
     }
 }
 
 /// Runs the official Python MCP client against `thoth run THOTH_ARGS -- SERVER…`.
-pub fn mcp_client(opts: ClientOpts<'_>, ops: Value, thoth_args: &[&str], server: &[&str]) -> ClientRun {
+pub fn mcp_client(
+    opts: ClientOpts<'_>,
+    ops: Value,
+    thoth_args: &[&str],
+    server: &[&str],
+) -> ClientRun {
     let thoth = thoth();
     let out = Command::new(python())
         .arg(py_script("mcp_client.py"))
-        .args(["--lifecycle", opts.lifecycle, "--elicit", opts.elicit, "--timeout", "60"])
+        .args([
+            "--lifecycle",
+            opts.lifecycle,
+            "--elicit",
+            opts.elicit,
+            "--timeout",
+            "60",
+        ])
         .arg("--ops")
         .arg(ops.to_string())
         .arg("--")
@@ -286,9 +337,16 @@ pub fn mcp_client(opts: ClientOpts<'_>, ops: Value, thoth_args: &[&str], server:
     let parsed = stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("client printed non-JSON ({e}): {l}\nstderr: {stderr}")))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("client printed non-JSON ({e}): {l}\nstderr: {stderr}"))
+        })
         .collect();
-    let run = ClientRun { out: parsed, status: out.status, stderr };
+    let run = ClientRun {
+        out: parsed,
+        status: out.status,
+        stderr,
+    };
     assert!(run.status.success(), "the MCP client failed: {run:?}");
     run
 }
@@ -296,7 +354,9 @@ pub fn mcp_client(opts: ClientOpts<'_>, ops: Value, thoth_args: &[&str], server:
 /// Reads an events file as JSON values.
 pub fn read_events(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).expect("event line is JSON")).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+        .collect()
 }
 
 /// Waits until `cond` holds, at most [`WAIT`].
@@ -310,7 +370,10 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Runs `thoth ARGS…` to completion, returning (exit code, stdout, stderr).
 pub fn thoth_cmd(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(thoth()).args(args).output().expect("run thoth");
+    let out = Command::new(thoth())
+        .args(args)
+        .output()
+        .expect("run thoth");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

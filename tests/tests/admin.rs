@@ -6,12 +6,17 @@ use thoth_e2e::*;
 #[test]
 fn validate_accepts_every_shipped_example_and_locates_errors() {
     let examples = std::fs::read_dir(repo_root().join("policy/examples")).unwrap();
-    let files: Vec<String> = examples.map(|e| e.unwrap().path().display().to_string()).collect();
+    let files: Vec<String> = examples
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
     let mut args = vec!["policy", "validate"];
     args.extend(files.iter().map(String::as_str));
     let (code, out, err) = thoth_cmd(&args);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("ok: ")).count(), files.len());
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok: ")).count(),
+        files.len()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = write_file(
@@ -22,7 +27,10 @@ fn validate_accepts_every_shipped_example_and_locates_errors() {
     let (code, out, _) = thoth_cmd(&["policy", "validate", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(out.contains("bad.yaml:7:"), "{out}");
-    assert!(out.contains("servers[0].constraints[0].path_glob[0]"), "{out}");
+    assert!(
+        out.contains("servers[0].constraints[0].path_glob[0]"),
+        "{out}"
+    );
     assert!(out.contains("invalid glob"), "{out}");
     let (code, _, err) = thoth_cmd(&["policy", "validate", "/nonexistent/p.yaml"]);
     assert_eq!(code, 1, "{err}");
@@ -33,8 +41,18 @@ fn explain_prints_the_decision_and_its_rule() {
     let p = example_policy("read-write-files.yaml");
     let fs = "npx -y @modelcontextprotocol/server-filesystem /home/ann/projects";
     let (code, out, err) = thoth_cmd(&[
-        "policy", "explain", p.to_str().unwrap(), "--server", "files", "--command", fs,
-        "--tool", "write_file", "--args", r#"{"path": "/etc/passwd"}"#, "--json",
+        "policy",
+        "explain",
+        p.to_str().unwrap(),
+        "--server",
+        "files",
+        "--command",
+        fs,
+        "--tool",
+        "write_file",
+        "--args",
+        r#"{"path": "/etc/passwd"}"#,
+        "--json",
     ]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -43,15 +61,33 @@ fn explain_prints_the_decision_and_its_rule() {
     assert_eq!(v["policyVersion"], "read-write-files@1");
 
     let (_, out, _) = thoth_cmd(&[
-        "policy", "explain", p.to_str().unwrap(), "--server", "files", "--command", fs,
-        "--after", "search_files", "--tool", "move_file",
-        "--args", r#"{"source": "/tmp/a", "destination": "/tmp/b"}"#,
+        "policy",
+        "explain",
+        p.to_str().unwrap(),
+        "--server",
+        "files",
+        "--command",
+        fs,
+        "--after",
+        "search_files",
+        "--tool",
+        "move_file",
+        "--args",
+        r#"{"source": "/tmp/a", "destination": "/tmp/b"}"#,
     ]);
     assert!(out.contains("decision: deny"), "{out}");
     assert!(out.contains("rule:     servers[0].sequences[0]"), "{out}");
 
     let (code, _, err) = thoth_cmd(&[
-        "policy", "explain", p.to_str().unwrap(), "--server", "x", "--tool", "t", "--args", "[1]",
+        "policy",
+        "explain",
+        p.to_str().unwrap(),
+        "--server",
+        "x",
+        "--tool",
+        "t",
+        "--args",
+        "[1]",
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("--args must be a JSON object"), "{err}");
@@ -61,14 +97,27 @@ fn explain_prints_the_decision_and_its_rule() {
 fn verify_finds_the_line_where_a_chain_breaks() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("ev.jsonl");
-    let policy = write_file(dir.path(), "p.yaml", "servers:\n  - name: notes\n    approved_scope: [echo]\n");
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: notes\n    approved_scope: [echo]\n",
+    );
     let python = python();
     let server = py_script("modern_server.py");
-    let ops: Vec<Value> = (0..3).map(|i| json!({"op": "call", "tool": "echo", "args": {"text": format!("m{i}")}})).collect();
+    let ops: Vec<Value> = (0..3)
+        .map(|i| json!({"op": "call", "tool": "echo", "args": {"text": format!("m{i}")}}))
+        .collect();
     mcp_client(
         ClientOpts::default(),
         Value::Array(ops),
-        &["--server", "notes", "--policy", policy.to_str().unwrap(), "--events", events.to_str().unwrap()],
+        &[
+            "--server",
+            "notes",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
         &[python.to_str().unwrap(), server.to_str().unwrap()],
     );
     wait_for("events", || read_events(&events).len() >= 6);
@@ -79,19 +128,37 @@ fn verify_finds_the_line_where_a_chain_breaks() {
 
     // Change one byte of the fourth event's content: "m1" becomes "m7".
     let original = std::fs::read(&events).unwrap();
-    let fourth_start = original.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2).unwrap().0 + 1;
-    let rel = original[fourth_start..].windows(2).position(|w| w == b"m1").expect("m1 in line 4");
+    let fourth_start = original
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(2)
+        .unwrap()
+        .0
+        + 1;
+    let rel = original[fourth_start..]
+        .windows(2)
+        .position(|w| w == b"m1")
+        .expect("m1 in line 4");
     let mut tampered = original.clone();
     tampered[fourth_start + rel + 1] = b'7';
     std::fs::write(&events, &tampered).unwrap();
     let (code, out, _) = thoth_cmd(&["events", "verify", path]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(":4:"), "the break is reported at line 4: {out}");
+    assert!(
+        out.contains(":4:"),
+        "the break is reported at line 4: {out}"
+    );
     assert!(out.contains("altered"), "{out}");
 
     // Dropping a line is caught too.
     let lines: Vec<&[u8]> = original.split_inclusive(|b| *b == b'\n').collect();
-    let dropped: Vec<u8> = lines.iter().enumerate().filter(|(i, _)| *i != 1).flat_map(|(_, l)| l.to_vec()).collect();
+    let dropped: Vec<u8> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .flat_map(|(_, l)| l.to_vec())
+        .collect();
     std::fs::write(&events, dropped).unwrap();
     let (code, out, _) = thoth_cmd(&["events", "verify", path]);
     assert_eq!(code, 1, "{out}");
@@ -102,7 +169,13 @@ fn verify_finds_the_line_where_a_chain_breaks() {
 fn help_teaches_the_commands() {
     let (code, out, _) = thoth_cmd(&["run", "--help"]);
     assert_eq!(code, 0);
-    for needle in ["--policy", "--events", "--server", "fail closed", "claude_desktop_config.json"] {
+    for needle in [
+        "--policy",
+        "--events",
+        "--server",
+        "fail closed",
+        "claude_desktop_config.json",
+    ] {
         assert!(out.contains(needle), "run --help lacks {needle}:\n{out}");
     }
     let (code, _, err) = thoth_cmd(&["run", "--policy", "p.yaml"]);

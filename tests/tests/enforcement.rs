@@ -5,7 +5,10 @@ use serde_json::json;
 use thoth_e2e::*;
 
 fn fs_server(dir: &std::path::Path) -> Vec<String> {
-    vec![node_server("mcp-server-filesystem").display().to_string(), dir.display().to_string()]
+    vec![
+        node_server("mcp-server-filesystem").display().to_string(),
+        dir.display().to_string(),
+    ]
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -27,13 +30,25 @@ fn block_mode_allows_reads_and_blocks_writes_before_they_reach_the_server() {
             {"op": "call", "tool": "read_text_file", "args": {"path": dir.path().join("notes.txt")}},
             {"op": "call", "tool": "write_file", "args": {"path": target, "content": "pwned"}},
         ]),
-        &["--server", "files", "--policy", policy.to_str().unwrap(), "--events", events.to_str().unwrap()],
+        &[
+            "--server",
+            "files",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
         &strs(&server),
     );
     // tools/list is filtered: only approved tools are shown.
     let tools = run.tools();
     assert!(tools.contains(&"read_text_file".to_string()), "{tools:?}");
-    assert!(!tools.iter().any(|t| t == "write_file" || t == "edit_file" || t == "move_file"), "{tools:?}");
+    assert!(
+        !tools
+            .iter()
+            .any(|t| t == "write_file" || t == "edit_file" || t == "move_file"),
+        "{tools:?}"
+    );
     assert_eq!(tools.len(), 10, "{tools:?}");
 
     let calls = run.calls();
@@ -43,7 +58,12 @@ fn block_mode_allows_reads_and_blocks_writes_before_they_reach_the_server() {
     let denied = calls[1];
     assert_eq!(denied["isError"], true, "{denied:?}");
     let text = denied["text"].as_str().unwrap();
-    for needle in ["write_file", "\"files\"", "servers[0].approved_scope", "read-only-files-strict@1"] {
+    for needle in [
+        "write_file",
+        "\"files\"",
+        "servers[0].approved_scope",
+        "read-only-files-strict@1",
+    ] {
         assert!(text.contains(needle), "denial text lacks {needle}: {text}");
     }
     assert_eq!(denied["meta"]["thoth/decision"]["action"], "deny");
@@ -55,7 +75,12 @@ fn block_mode_allows_reads_and_blocks_writes_before_they_reach_the_server() {
     let evs = read_events(&events);
     let kinds: Vec<(&str, &str)> = evs
         .iter()
-        .map(|e| (e["eventType"].as_str().unwrap(), e["toolName"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["eventType"].as_str().unwrap(),
+                e["toolName"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -68,16 +93,37 @@ fn block_mode_allows_reads_and_blocks_writes_before_they_reach_the_server() {
     );
     for e in &evs {
         for field in [
-            "eventId", "eventType", "timestamp", "tenantId", "agentId", "hostname", "user", "sessionId",
-            "serverName", "sourceType", "toolName", "content", "sessionToolCalls", "decision",
-            "policyVersion", "latencyUs", "seq", "prevHash", "hash",
+            "eventId",
+            "eventType",
+            "timestamp",
+            "tenantId",
+            "agentId",
+            "hostname",
+            "user",
+            "sessionId",
+            "serverName",
+            "sourceType",
+            "toolName",
+            "content",
+            "sessionToolCalls",
+            "decision",
+            "policyVersion",
+            "latencyUs",
+            "seq",
+            "prevHash",
+            "hash",
         ] {
             assert!(e.get(field).is_some(), "event lacks {field}: {e}");
         }
         assert_eq!(e["sourceType"], "agent_tool_call");
         assert_eq!(e["serverName"], "files");
     }
-    assert!(evs[1]["content"].as_str().unwrap().contains("hello from the server"));
+    assert!(
+        evs[1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("hello from the server")
+    );
     assert_eq!(evs[2]["decision"]["action"], "deny");
     assert_eq!(evs[2]["sessionToolCalls"], json!(["read_text_file"]));
     assert!(evs[2]["content"].as_str().unwrap().contains("pwned"));
@@ -91,12 +137,21 @@ fn progressive_mode_warns_then_asks_then_blocks() {
     let events = dir.path().join("ev.jsonl");
     let policy = example_policy("read-only-files.yaml");
     let server = fs_server(dir.path());
-    let write = |n: u32| json!({"op": "call", "tool": "write_file",
-        "args": {"path": dir.path().join(format!("w{n}.txt")), "content": "x"}});
+    let write = |n: u32| {
+        json!({"op": "call", "tool": "write_file",
+        "args": {"path": dir.path().join(format!("w{n}.txt")), "content": "x"}})
+    };
     let run = mcp_client(
         ClientOpts::default(),
         json!([write(1), write(2), write(3), write(4), write(5)]),
-        &["--server", "files", "--policy", policy.to_str().unwrap(), "--events", events.to_str().unwrap()],
+        &[
+            "--server",
+            "files",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
         &strs(&server),
     );
     let calls = run.calls();
@@ -107,14 +162,36 @@ fn progressive_mode_warns_then_asks_then_blocks() {
     // 3rd and 4th need approval; this client cannot show prompts → denied, saying so.
     for c in &calls[2..4] {
         assert_eq!(c["isError"], true, "{c:?}");
-        assert!(c["text"].as_str().unwrap().contains("requires human approval"), "{c:?}");
-        assert!(c["text"].as_str().unwrap().contains("no approver was reachable"), "{c:?}");
+        assert!(
+            c["text"]
+                .as_str()
+                .unwrap()
+                .contains("requires human approval"),
+            "{c:?}"
+        );
+        assert!(
+            c["text"]
+                .as_str()
+                .unwrap()
+                .contains("no approver was reachable"),
+            "{c:?}"
+        );
     }
     // From the 5th on: blocked.
     assert_eq!(calls[4]["isError"], true);
-    assert!(calls[4]["text"].as_str().unwrap().contains("past this session's limit"), "{:?}", calls[4]);
+    assert!(
+        calls[4]["text"]
+            .as_str()
+            .unwrap()
+            .contains("past this session's limit"),
+        "{:?}",
+        calls[4]
+    );
     for n in 3..=5 {
-        assert!(!dir.path().join(format!("w{n}.txt")).exists(), "w{n}.txt was written");
+        assert!(
+            !dir.path().join(format!("w{n}.txt")).exists(),
+            "w{n}.txt was written"
+        );
     }
     wait_for("events", || read_events(&events).len() >= 10);
     let pre: Vec<String> = read_events(&events)
@@ -139,7 +216,14 @@ fn observe_mode_lets_everything_through_and_records_would_block() {
     let run = mcp_client(
         ClientOpts::default(),
         json!([{"op": "call", "tool": "write_file", "args": {"path": target, "content": "ok"}}]),
-        &["--server", "files", "--policy", policy.to_str().unwrap(), "--events", events.to_str().unwrap()],
+        &[
+            "--server",
+            "files",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
         &strs(&server),
     );
     assert_eq!(run.calls()[0]["isError"], false);
@@ -162,18 +246,31 @@ fn step_up_uses_elicitation_when_the_client_supports_it() {
     for (answer, written) in [("accept", true), ("decline", false)] {
         let target = dir.path().join(format!("{answer}.txt"));
         let run = mcp_client(
-            ClientOpts { elicit: answer, ..Default::default() },
+            ClientOpts {
+                elicit: answer,
+                ..Default::default()
+            },
             json!([{"op": "call", "tool": "write_file", "args": {"path": target, "content": answer}}]),
             &["--policy", policy.to_str().unwrap()],
             &strs(&server),
         );
-        let prompt = run.out.iter().find(|v| v["op"] == "elicitation").expect("an approval prompt");
-        assert!(prompt["message"].as_str().unwrap().contains("write_file"), "{prompt}");
+        let prompt = run
+            .out
+            .iter()
+            .find(|v| v["op"] == "elicitation")
+            .expect("an approval prompt");
+        assert!(
+            prompt["message"].as_str().unwrap().contains("write_file"),
+            "{prompt}"
+        );
         let c = run.calls()[0];
         assert_eq!(target.exists(), written, "{answer}: {c:?}");
         assert_eq!(c["isError"], !written, "{answer}: {c:?}");
         if !written {
-            assert!(c["text"].as_str().unwrap().contains("the user declined"), "{c:?}");
+            assert!(
+                c["text"].as_str().unwrap().contains("the user declined"),
+                "{c:?}"
+            );
         }
     }
 }
@@ -222,12 +319,26 @@ servers:
     let c = run.calls();
     assert_eq!(c[0]["text"], "a");
     assert_eq!(c[1]["isError"], true);
-    assert!(c[1]["text"].as_str().unwrap().contains("servers[0].constraints[0]"), "{:?}", c[1]);
+    assert!(
+        c[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("servers[0].constraints[0]"),
+        "{:?}",
+        c[1]
+    );
     assert_eq!(c[2]["isError"], false, "{:?}", c[2]);
     assert!(inside.join("b.txt").exists());
     assert_eq!(c[3]["isError"], false);
     assert_eq!(c[4]["isError"], true);
-    assert!(c[4]["text"].as_str().unwrap().contains("no writing after browsing"), "{:?}", c[4]);
+    assert!(
+        c[4]["text"]
+            .as_str()
+            .unwrap()
+            .contains("no writing after browsing"),
+        "{:?}",
+        c[4]
+    );
     assert!(!inside.join("c.txt").exists());
 }
 
@@ -236,7 +347,11 @@ fn without_a_policy_every_tool_call_is_denied_with_an_explanation() {
     let dir = tempfile::tempdir().unwrap();
     write_file(dir.path(), "a.txt", "a");
     let server = fs_server(dir.path());
-    let bad = write_file(dir.path(), "bad.yaml", "servers:\n  - name: x\n    enforcment: block\n");
+    let bad = write_file(
+        dir.path(),
+        "bad.yaml",
+        "servers:\n  - name: x\n    enforcment: block\n",
+    );
     for args in [vec![], vec!["--policy", bad.to_str().unwrap()]] {
         let run = mcp_client(
             ClientOpts::default(),
@@ -252,7 +367,10 @@ fn without_a_policy_every_tool_call_is_denied_with_an_explanation() {
         assert!(text.contains("no policy is in force"), "{text}");
         assert!(text.contains("no_policy"), "{text}");
         if !args.is_empty() {
-            assert!(text.contains("bad.yaml:3"), "the reason names the broken line: {text}");
+            assert!(
+                text.contains("bad.yaml:3"),
+                "the reason names the broken line: {text}"
+            );
         }
     }
 }

@@ -17,13 +17,23 @@ fn the_no_initialize_lifecycle_is_governed() {
     let python = python();
     let server = py_script("modern_server.py");
     let run = mcp_client(
-        ClientOpts { lifecycle: "discover", ..Default::default() },
+        ClientOpts {
+            lifecycle: "discover",
+            ..Default::default()
+        },
         json!([
             {"op": "list_tools"},
             {"op": "call", "tool": "echo", "args": {"text": "hi"}},
             {"op": "call", "tool": "write_note", "args": {"path": note, "text": "secret"}},
         ]),
-        &["--server", "notes", "--policy", policy.to_str().unwrap(), "--events", events.to_str().unwrap()],
+        &[
+            "--server",
+            "notes",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
         &[python.to_str().unwrap(), server.to_str().unwrap()],
     );
     assert_eq!(run.tools(), ["echo", "read_note"], "write_note is hidden");
@@ -31,7 +41,11 @@ fn the_no_initialize_lifecycle_is_governed() {
     assert_eq!(c[0]["isError"], false, "{:?}", c[0]);
     assert_eq!(c[0]["text"], "hi");
     assert_eq!(c[1]["isError"], true, "{:?}", c[1]);
-    assert!(c[1]["text"].as_str().unwrap().contains("write_note"), "{:?}", c[1]);
+    assert!(
+        c[1]["text"].as_str().unwrap().contains("write_note"),
+        "{:?}",
+        c[1]
+    );
     assert!(!note.exists(), "the blocked call reached the server");
     wait_for("events", || read_events(&events).len() >= 4);
     let (code, out, _) = thoth_cmd(&["events", "verify", events.to_str().unwrap()]);

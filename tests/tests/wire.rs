@@ -22,7 +22,9 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 fn allow_all(dir: &std::path::Path) -> String {
-    write_file(dir, "allow.yaml", "defaults:\n  unknown_servers: allow\n").display().to_string()
+    write_file(dir, "allow.yaml", "defaults:\n  unknown_servers: allow\n")
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -30,7 +32,11 @@ fn an_allowed_result_is_byte_identical_to_the_servers() {
     let dir = tempfile::tempdir().unwrap();
     write_file(dir.path(), "a.txt", "ünïcödé \"quoted\"\n\ttabbed");
     let fs = node_server("mcp-server-filesystem");
-    let req = call(7, "read_text_file", json!({"path": dir.path().join("a.txt")}));
+    let req = call(
+        7,
+        "read_text_file",
+        json!({"path": dir.path().join("a.txt")}),
+    );
     let mut direct_cmd = std::process::Command::new(&fs);
     direct_cmd.arg(dir.path());
     let mut direct = Proxy::spawn(direct_cmd);
@@ -39,7 +45,10 @@ fn an_allowed_result_is_byte_identical_to_the_servers() {
     let want = direct.recv_raw(WAIT).unwrap();
 
     let policy = allow_all(dir.path());
-    let mut proxied = Proxy::start(&["--policy", &policy], &[fs.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    let mut proxied = Proxy::start(
+        &["--policy", &policy],
+        &[fs.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
     proxied.handshake(false);
     proxied.send(&req);
     let got = proxied.recv_raw(WAIT).unwrap();
@@ -74,7 +83,11 @@ fn client_bytes_reach_the_server_unchanged_and_unknown_methods_pass() {
     let (unknown, _) = p.recv_response(json!(3));
     assert_eq!(unknown["error"]["code"], -32601);
     wait_for("the server to record every line", || {
-        std::fs::read_to_string(&record).unwrap_or_default().lines().count() == lines.len()
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == lines.len()
     });
     let want: String = lines.iter().map(|l| format!("{l}\n")).collect();
     assert_eq!(std::fs::read_to_string(&record).unwrap(), want);
@@ -95,7 +108,8 @@ fn server_messages_before_the_initialize_reply_are_relayed_in_order() {
     seen.extend(after);
     // The server sends this unprompted, at start-up; its timing against the reply varies.
     assert!(
-        seen.iter().any(|m| m["method"] == "notifications/tools/list_changed"),
+        seen.iter()
+            .any(|m| m["method"] == "notifications/tools/list_changed"),
         "the server's unprompted notification was lost: {seen:?}"
     );
 }
@@ -110,18 +124,30 @@ fn bad_input_from_either_side_gets_an_error_and_the_proxy_keeps_serving() {
 
     p.send("{this is not json");
     let e = p.recv();
-    assert_eq!((e["id"].clone(), e["error"]["code"].clone()), (Value::Null, json!(-32700)));
+    assert_eq!(
+        (e["id"].clone(), e["error"]["code"].clone()),
+        (Value::Null, json!(-32700))
+    );
     p.send_raw(b"\xff\xfe\x00garbage\n");
     assert_eq!(p.recv()["error"]["code"], -32700);
     p.send(r#"[{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"alpha"}}]"#);
     let batch = p.recv();
     assert_eq!(batch["error"]["code"], -32600);
-    assert!(batch["error"]["message"].as_str().unwrap().contains("batches"));
+    assert!(
+        batch["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("batches")
+    );
     p.send(r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"arguments":{}}}"#);
     let (bad_params, _) = p.recv_response(json!(6));
     assert_eq!(bad_params["error"]["code"], -32602);
     p.send(r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","method":"tools/call","params":{"name":"alpha"}}"#);
-    assert_eq!(p.recv()["error"]["code"], -32600, "duplicate keys are refused");
+    assert_eq!(
+        p.recv()["error"]["code"],
+        -32600,
+        "duplicate keys are refused"
+    );
 
     // Garbage from the server is dropped; the real reply still arrives.
     p.send(&call(8, "garbage", json!({})));
@@ -130,9 +156,16 @@ fn bad_input_from_either_side_gets_an_error_and_the_proxy_keeps_serving() {
     assert!(before.is_empty(), "garbage was forwarded: {before:?}");
 
     p.send(&call(9, "beta", json!({})));
-    assert_eq!(p.recv_response(json!(9)).0["result"]["content"][0]["text"], "called beta");
+    assert_eq!(
+        p.recv_response(json!(9)).0["result"]["content"][0]["text"],
+        "called beta"
+    );
     let received = std::fs::read_to_string(&record).unwrap();
-    assert!(!received.contains("not json") && !received.contains("\"id\":5") && !received.contains("\"id\":6"));
+    assert!(
+        !received.contains("not json")
+            && !received.contains("\"id\":5")
+            && !received.contains("\"id\":6")
+    );
 }
 
 #[test]
@@ -147,7 +180,9 @@ fn a_16_mib_message_passes_both_ways_and_over_limit_messages_are_refused() {
     let big = "é".repeat(8 << 20) + "end";
     p.send(&call(2, "echo", json!({"text": big})));
     let (r, _) = p.recv_response(json!(2));
-    let text = r["result"]["content"][0]["text"].as_str().expect("echoed text");
+    let text = r["result"]["content"][0]["text"]
+        .as_str()
+        .expect("echoed text");
     assert_eq!(text.len(), (16 << 20) + 3);
     assert!(text.ends_with("éend"));
     assert!(std::fs::metadata(&record).unwrap().len() > 16 << 20);
@@ -162,10 +197,21 @@ fn a_16_mib_message_passes_both_ways_and_over_limit_messages_are_refused() {
     // The refusal cannot name the id of a message it did not read: its id is null.
     let (e, _) = small.recv_response(Value::Null);
     assert_eq!(e["error"]["code"], -32600);
-    assert!(e["error"]["message"].as_str().unwrap().contains("limit is 4096 bytes"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit is 4096 bytes"),
+        "{e}"
+    );
     small.send(&call(4, "echo", json!({"message": "still here"})));
     let (r, _) = small.recv_response(json!(4));
-    assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("still here"));
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("still here")
+    );
 }
 
 #[test]
@@ -178,7 +224,13 @@ fn a_server_crash_mid_call_answers_the_call_and_exits_with_the_servers_status() 
     p.send(&call(2, "crash", json!({})));
     let (r, _) = p.recv_response(json!(2));
     assert_eq!(r["error"]["code"], -32603);
-    assert!(r["error"]["message"].as_str().unwrap().contains("exited (exit status 3)"), "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited (exit status 3)"),
+        "{r}"
+    );
     assert_eq!(p.wait(Duration::from_secs(15)).code(), Some(3));
 }
 
@@ -189,7 +241,11 @@ fn a_server_killed_during_a_long_call_is_reported_and_the_status_passed_on() {
     let policy = allow_all(dir.path());
     let mut p = Proxy::start(&["--policy", &policy], &[everything.to_str().unwrap()]);
     p.handshake(false);
-    p.send(&call(2, "trigger-long-running-operation", json!({"duration": 30, "steps": 3})));
+    p.send(&call(
+        2,
+        "trigger-long-running-operation",
+        json!({"duration": 30, "steps": 3}),
+    ));
     let mut kids = Vec::new();
     wait_for("the server process", || {
         kids = children_of(p.pid());
@@ -199,7 +255,10 @@ fn a_server_killed_during_a_long_call_is_reported_and_the_status_passed_on() {
     signal(kids[0], libc_sigkill());
     let (r, _) = p.recv_response(json!(2));
     assert_eq!(r["error"]["code"], -32603, "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("signal 9"), "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("signal 9"),
+        "{r}"
+    );
     assert_eq!(p.wait(Duration::from_secs(15)).code(), Some(128 + 9));
 }
 
@@ -223,7 +282,10 @@ fn sigterm_stops_the_server_and_the_proxy() {
     let fs = node_server("mcp-server-filesystem");
     let dir = tempfile::tempdir().unwrap();
     let policy = allow_all(dir.path());
-    let mut p = Proxy::start(&["--policy", &policy], &[fs.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    let mut p = Proxy::start(
+        &["--policy", &policy],
+        &[fs.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
     p.handshake(false);
     signal(p.pid(), 15);
     let status = p.wait(Duration::from_secs(15));
@@ -240,7 +302,10 @@ fn an_unanswered_approval_times_out_into_a_denial() {
         "p.yaml",
         "servers:\n  - name: rec\n    enforcement: step_up\n    approved_scope: [alpha]\n    approval_timeout_secs: 1\n",
     );
-    let mut p = Proxy::start(&["--server", "rec", "--policy", policy.to_str().unwrap()], &strs(&server));
+    let mut p = Proxy::start(
+        &["--server", "rec", "--policy", policy.to_str().unwrap()],
+        &strs(&server),
+    );
     p.handshake(true);
     p.send(&call(2, "beta", json!({"x": 1})));
     let ask = p.recv();
@@ -249,15 +314,31 @@ fn an_unanswered_approval_times_out_into_a_denial() {
     assert!(ask_id.starts_with("thoth-"), "{ask_id}");
     // Unrelated traffic keeps flowing while the call waits.
     p.send(&call(3, "alpha", json!({})));
-    assert_eq!(p.recv_response(json!(3)).0["result"]["content"][0]["text"], "called alpha");
+    assert_eq!(
+        p.recv_response(json!(3)).0["result"]["content"][0]["text"],
+        "called alpha"
+    );
     let (denied, before) = p.recv_response(json!(2));
-    assert!(before.iter().any(|m| m["method"] == "notifications/cancelled" && m["params"]["requestId"] == ask_id.as_str()));
+    assert!(
+        before
+            .iter()
+            .any(|m| m["method"] == "notifications/cancelled"
+                && m["params"]["requestId"] == ask_id.as_str())
+    );
     assert_eq!(denied["result"]["isError"], true);
-    assert!(denied["result"]["content"][0]["text"].as_str().unwrap().contains("none was given within 1 s"));
+    assert!(
+        denied["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("none was given within 1 s")
+    );
     // A late answer is consumed, not forwarded, and does not release the call.
     p.send(&json!({"jsonrpc": "2.0", "id": ask_id, "result": {"action": "accept"}}).to_string());
     p.send(&call(4, "alpha", json!({})));
     p.recv_response(json!(4));
     let received = std::fs::read_to_string(&record).unwrap();
-    assert!(!received.contains("beta") && !received.contains("thoth-approval"), "{received}");
+    assert!(
+        !received.contains("beta") && !received.contains("thoth-approval"),
+        "{received}"
+    );
 }

@@ -5,8 +5,8 @@ use std::io::BufReader;
 use std::path::Path;
 
 pub fn verify(path: &Path, json: bool) -> anyhow::Result<i32> {
-    let file = File::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let file =
+        File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     match thoth_proto::verify_lines(BufReader::new(file)) {
         Ok(report) => {
             if json {

@@ -17,7 +17,11 @@ pub fn validate(files: &[PathBuf]) -> anyhow::Result<i32> {
                 "ok: {} (version {version}, {} server entr{})",
                 f.display(),
                 policy.servers.len(),
-                if policy.servers.len() == 1 { "y" } else { "ies" }
+                if policy.servers.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
             ),
             Err(e) => {
                 failed += 1;
@@ -45,10 +49,33 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
     let mut session = SessionState::new();
     let empty = Value::Object(Default::default());
     for earlier in &a.after {
-        let d = evaluate(&policy, &server, &session, &ToolCall { tool: earlier, arguments: &empty }, now);
-        session.record(earlier, &d, d.action.forwards() || d.action == thoth_policy::Action::StepUp, now);
+        let d = evaluate(
+            &policy,
+            &server,
+            &session,
+            &ToolCall {
+                tool: earlier,
+                arguments: &empty,
+            },
+            now,
+        );
+        session.record(
+            earlier,
+            &d,
+            d.action.forwards() || d.action == thoth_policy::Action::StepUp,
+            now,
+        );
     }
-    let d = evaluate(&policy, &server, &session, &ToolCall { tool: &a.tool, arguments: &args }, now);
+    let d = evaluate(
+        &policy,
+        &server,
+        &session,
+        &ToolCall {
+            tool: &a.tool,
+            arguments: &args,
+        },
+        now,
+    );
     let entry = match server.entry {
         Some(i) => format!("servers[{i}]"),
         None => "none (defaults.unknown_servers applies)".into(),

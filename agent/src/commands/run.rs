@@ -9,7 +9,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.max_message_bytes < 1024 {
         anyhow::bail!("--max-message-bytes must be at least 1024");
     }
-    let server = args.server.clone().unwrap_or_else(|| default_server_name(&args.command));
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| default_server_name(&args.command));
     let policy = load_for_server(args.policy.as_deref(), &server, &args.command);
     proxy::run(RunConfig {
         server_name: server,
@@ -17,14 +20,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         policy,
         events: args.events,
         max_message_bytes: args.max_message_bytes,
-        content: ContentLimits { max_bytes: args.content_max_bytes.max(64) },
+        content: ContentLimits {
+            max_bytes: args.content_max_bytes.max(64),
+        },
     })
 }
 
 /// A name for a server started without `--server`: the package or script it runs.
 /// `npx -y @modelcontextprotocol/server-filesystem@1.0 /d` → `server-filesystem`.
 pub fn default_server_name(argv: &[String]) -> String {
-    const LAUNCHERS: [&str; 8] = ["npx", "node", "uvx", "uv", "python", "python3", "bunx", "deno"];
+    const LAUNCHERS: [&str; 8] = [
+        "npx", "node", "uvx", "uv", "python", "python3", "bunx", "deno",
+    ];
     let base = |s: &str| -> String {
         let s = s.rsplit(['/', '\\']).next().unwrap_or(s);
         let s = match s.rfind('@') {
@@ -34,12 +41,18 @@ pub fn default_server_name(argv: &[String]) -> String {
         s.trim_end_matches(".exe").to_owned()
     };
     let program = argv.first().map(|p| base(p)).unwrap_or_default();
-    if LAUNCHERS.contains(&program.as_str()) {
-        if let Some(arg) = argv[1..].iter().find(|a| !a.starts_with('-') && *a != "run") {
-            return base(arg);
-        }
+    if LAUNCHERS.contains(&program.as_str())
+        && let Some(arg) = argv[1..]
+            .iter()
+            .find(|a| !a.starts_with('-') && *a != "run")
+    {
+        return base(arg);
     }
-    if program.is_empty() { "mcp-server".into() } else { program }
+    if program.is_empty() {
+        "mcp-server".into()
+    } else {
+        program
+    }
 }
 
 #[cfg(test)]
@@ -52,7 +65,15 @@ mod tests {
 
     #[test]
     fn names_come_from_the_package_or_program() {
-        assert_eq!(name(&["npx", "-y", "@modelcontextprotocol/server-filesystem@1.0", "/d"]), "server-filesystem");
+        assert_eq!(
+            name(&[
+                "npx",
+                "-y",
+                "@modelcontextprotocol/server-filesystem@1.0",
+                "/d"
+            ]),
+            "server-filesystem"
+        );
         assert_eq!(name(&["/usr/local/bin/mcp-github"]), "mcp-github");
         assert_eq!(name(&["python3", "-u", "notes.py"]), "notes.py");
         assert_eq!(name(&["uvx", "mcp-server-fetch"]), "mcp-server-fetch");

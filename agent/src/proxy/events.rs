@@ -21,7 +21,9 @@ use serde_json::value::RawValue;
 use thoth_policy::Decision;
 
 use super::message::{self, Message};
-use thoth_proto::{Chain, ContentLimits, Event, EventDecision, EventType, Identity, render_content};
+use thoth_proto::{
+    Chain, ContentLimits, Event, EventDecision, EventType, Identity, render_content,
+};
 
 /// Most events held in memory before new ones are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 8192;
@@ -109,7 +111,9 @@ pub enum Record {
 impl Record {
     fn content_bytes(&self) -> usize {
         match self {
-            Record::Post { response: Some(r), .. } => r.len(),
+            Record::Post {
+                response: Some(r), ..
+            } => r.len(),
             _ => 0,
         }
     }
@@ -132,7 +136,10 @@ pub struct EventSink {
 impl EventSink {
     /// A sink that discards everything (no `--events` file).
     pub fn disabled() -> Self {
-        Self { queue: None, writer: None }
+        Self {
+            queue: None,
+            writer: None,
+        }
     }
 
     /// Opens (creating, mode 0600) `path` for appending and starts the writer thread.
@@ -151,8 +158,20 @@ impl EventSink {
         let q = queue.clone();
         let handle = thread::Builder::new()
             .name("thoth-events".into())
-            .spawn(move || Writer { file, chain: Chain::new(), info, limits, queue: q }.run())?;
-        Ok(Self { queue: Some(queue), writer: Some(Arc::new(Mutex::new(Some(handle)))) })
+            .spawn(move || {
+                Writer {
+                    file,
+                    chain: Chain::new(),
+                    info,
+                    limits,
+                    queue: q,
+                }
+                .run()
+            })?;
+        Ok(Self {
+            queue: Some(queue),
+            writer: Some(Arc::new(Mutex::new(Some(handle)))),
+        })
     }
 
     /// Whether events are recorded at all (callers skip building records when not).
@@ -182,7 +201,9 @@ impl EventSink {
 
     /// Writes what is queued and stops the writer, waiting at most `deadline`.
     pub fn shutdown(&self, deadline: Duration) {
-        let (Some(q), Some(w)) = (&self.queue, &self.writer) else { return };
+        let (Some(q), Some(w)) = (&self.queue, &self.writer) else {
+            return;
+        };
         q.stop.store(true, Ordering::SeqCst);
         let handle = w.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
@@ -193,7 +214,9 @@ impl EventSink {
                 let _ = tx.send(());
             });
             if rx.recv_timeout(deadline).is_err() {
-                tracing::warn!("event writer did not finish within {deadline:?}; some events may be unwritten");
+                tracing::warn!(
+                    "event writer did not finish within {deadline:?}; some events may be unwritten"
+                );
             }
         }
     }
@@ -270,7 +293,14 @@ impl Writer {
         e
     }
 
-    fn tool_event(&self, kind: EventType, at: SystemTime, request_id: String, tool: String, d: &Decided) -> Event {
+    fn tool_event(
+        &self,
+        kind: EventType,
+        at: SystemTime,
+        request_id: String,
+        tool: String,
+        d: &Decided,
+    ) -> Event {
         let mut e = self.base(kind, at);
         e.source_type = Some("agent_tool_call".into());
         e.tool_name = Some(tool);
@@ -296,15 +326,32 @@ impl Writer {
 
     fn render(&self, record: Record) -> Event {
         match record {
-            Record::Pre { at, request_id, tool, arguments, decided, session_tools, latency_us } => {
+            Record::Pre {
+                at,
+                request_id,
+                tool,
+                arguments,
+                decided,
+                session_tools,
+                latency_us,
+            } => {
                 let mut e = self.tool_event(EventType::ToolCallPre, at, request_id, tool, &decided);
                 self.set_content(&mut e, &arguments);
                 e.session_tool_calls = Some(session_tools.as_ref().clone());
                 e.latency_us = Some(latency_us);
                 e
             }
-            Record::Post { at, request_id, tool, response, decided, session_tools, latency_us } => {
-                let mut e = self.tool_event(EventType::ToolCallPost, at, request_id, tool, &decided);
+            Record::Post {
+                at,
+                request_id,
+                tool,
+                response,
+                decided,
+                session_tools,
+                latency_us,
+            } => {
+                let mut e =
+                    self.tool_event(EventType::ToolCallPost, at, request_id, tool, &decided);
                 match response.as_deref().map(message::classify) {
                     Some(Ok(Message::Response { result, error, .. })) => {
                         let is_error = error.is_some() || result.is_some_and(result_is_error);
@@ -313,13 +360,23 @@ impl Writer {
                         self.set_content(&mut e, body);
                     }
                     Some(_) => e.content = Some("[unparseable response]".into()),
-                    None => e.content = Some("[content omitted: event buffer over its byte budget]".into()),
+                    None => {
+                        e.content =
+                            Some("[content omitted: event buffer over its byte budget]".into())
+                    }
                 }
                 e.session_tool_calls = Some(session_tools.as_ref().clone());
                 e.latency_us = Some(latency_us);
                 e
             }
-            Record::Approval { at, kind, request_id, tool, decided, detail } => {
+            Record::Approval {
+                at,
+                kind,
+                request_id,
+                tool,
+                decided,
+                detail,
+            } => {
                 let mut e = self.tool_event(kind, at, request_id, tool, &decided);
                 e.detail = Some(detail);
                 e
@@ -335,7 +392,10 @@ fn result_is_error(result: &RawValue) -> bool {
         #[serde(rename = "isError", default)]
         is_error: Option<bool>,
     }
-    serde_json::from_str::<Flag>(result.get()).ok().and_then(|f| f.is_error) == Some(true)
+    serde_json::from_str::<Flag>(result.get())
+        .ok()
+        .and_then(|f| f.is_error)
+        == Some(true)
 }
 
 /// The writer yields the CPU to the relay threads when both want it (a 2-core laptop running the

@@ -35,7 +35,11 @@ pub fn read_frame<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> io::R
                 if too_long {
                     return Ok(Frame::TooLong(skipped));
                 }
-                return Ok(if buf.is_empty() { Frame::Eof } else { Frame::Line });
+                return Ok(if buf.is_empty() {
+                    Frame::Eof
+                } else {
+                    Frame::Line
+                });
             }
             let (chunk, done) = match memchr_newline(available) {
                 Some(i) => (&available[..=i], true),
@@ -94,7 +98,11 @@ mod tests {
             let got = frames(b"{\"a\":1}\n\n  \n{\"b\":2}\r\n{\"c\":3}", 100, cap);
             assert_eq!(
                 got,
-                vec![Ok(b"{\"a\":1}\n".to_vec()), Ok(b"{\"b\":2}\r\n".to_vec()), Ok(b"{\"c\":3}".to_vec())]
+                vec![
+                    Ok(b"{\"a\":1}\n".to_vec()),
+                    Ok(b"{\"b\":2}\r\n".to_vec()),
+                    Ok(b"{\"c\":3}".to_vec())
+                ]
             );
         }
     }
@@ -105,7 +113,12 @@ mod tests {
             let got = frames(b"12345\n123456\n1234567890\n12\n", 6, cap);
             assert_eq!(
                 got,
-                vec![Ok(b"12345\n".to_vec()), Ok(b"123456\n".to_vec()), Err(10), Ok(b"12\n".to_vec())]
+                vec![
+                    Ok(b"12345\n".to_vec()),
+                    Ok(b"123456\n".to_vec()),
+                    Err(10),
+                    Ok(b"12\n".to_vec())
+                ]
             );
         }
         assert_eq!(frames(b"1234567", 6, 2), vec![Err(7)]);

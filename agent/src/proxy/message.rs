@@ -95,12 +95,23 @@ pub fn classify(line: &[u8]) -> Result<Message<'_>, Invalid> {
     match (id, env.method) {
         (Some(id), Some(method)) => {
             check_id(id)?;
-            Ok(Message::Request { id, method, params: env.params })
+            Ok(Message::Request {
+                id,
+                method,
+                params: env.params,
+            })
         }
-        (None, Some(method)) => Ok(Message::Notification { method, params: env.params }),
+        (None, Some(method)) => Ok(Message::Notification {
+            method,
+            params: env.params,
+        }),
         (Some(id), None) if env.result.is_some() || env.error.is_some() => {
             check_id(id)?;
-            Ok(Message::Response { id, result: env.result, error: env.error })
+            Ok(Message::Response {
+                id,
+                result: env.result,
+                error: env.error,
+            })
         }
         _ => Err(Invalid {
             code: code::INVALID_REQUEST,
@@ -114,27 +125,42 @@ fn check_id(id: &RawValue) -> Result<(), Invalid> {
     if matches!(t, Some(b'"') | Some(b'-') | Some(b'0'..=b'9')) {
         Ok(())
     } else {
-        Err(Invalid { code: code::INVALID_REQUEST, message: "id must be a string or a number".into() })
+        Err(Invalid {
+            code: code::INVALID_REQUEST,
+            message: "id must be a string or a number".into(),
+        })
     }
 }
 
 fn not_an_envelope(line: &[u8], e: serde_json::Error) -> Invalid {
     if let Err(e) = serde_json::from_slice::<IgnoredAny>(line) {
-        return Invalid { code: code::PARSE_ERROR, message: format!("parse error: {e}") };
+        return Invalid {
+            code: code::PARSE_ERROR,
+            message: format!("parse error: {e}"),
+        };
     }
-    Invalid { code: code::INVALID_REQUEST, message: format!("invalid request: {e}") }
+    Invalid {
+        code: code::INVALID_REQUEST,
+        message: format!("invalid request: {e}"),
+    }
 }
 
 fn not_an_object(line: &[u8]) -> Invalid {
     if let Err(e) = serde_json::from_slice::<IgnoredAny>(line) {
-        return Invalid { code: code::PARSE_ERROR, message: format!("parse error: {e}") };
+        return Invalid {
+            code: code::PARSE_ERROR,
+            message: format!("parse error: {e}"),
+        };
     }
     let message = if line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         "JSON-RPC batches are not supported (no MCP revision served here uses them)"
     } else {
         "a JSON-RPC message must be a JSON object"
     };
-    Invalid { code: code::INVALID_REQUEST, message: message.into() }
+    Invalid {
+        code: code::INVALID_REQUEST,
+        message: message.into(),
+    }
 }
 
 /// The tool name and arguments of a `tools/call`.
@@ -162,7 +188,11 @@ pub fn tool_call_params(params: Option<&RawValue>) -> Result<ToolCallParams<'_>,
     if !arguments.is_object() && !arguments.is_null() {
         return Err("tools/call arguments must be an object".into());
     }
-    Ok(ToolCallParams { name: p.name, arguments, arguments_raw: raw })
+    Ok(ToolCallParams {
+        name: p.name,
+        arguments,
+        arguments_raw: raw,
+    })
 }
 
 #[cfg(test)]
@@ -171,15 +201,30 @@ mod tests {
 
     #[test]
     fn classifies_each_kind() {
-        let m = classify(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#)
-            .unwrap();
+        let m =
+            classify(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#)
+                .unwrap();
         assert!(matches!(m, Message::Request { ref method, .. } if method == "tools/call"));
         let m = classify(br#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#).unwrap();
         assert!(matches!(m, Message::Notification { .. }));
         let m = classify(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
-        assert!(matches!(m, Message::Response { result: Some(_), error: None, .. }));
+        assert!(matches!(
+            m,
+            Message::Response {
+                result: Some(_),
+                error: None,
+                ..
+            }
+        ));
         let m = classify(br#"{"jsonrpc":"2.0","id":"a","error":{"code":1}}"#).unwrap();
-        assert!(matches!(m, Message::Response { result: None, error: Some(_), .. }));
+        assert!(matches!(
+            m,
+            Message::Response {
+                result: None,
+                error: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -198,8 +243,14 @@ mod tests {
         // Duplicate keys could make the proxy and the server see different methods.
         let dup = classify(br#"{"id":1,"method":"tools/list","method":"tools/call"}"#).unwrap_err();
         assert_eq!(dup.code, code::INVALID_REQUEST);
-        assert_eq!(classify(br#"{"id":{},"method":"x"}"#).unwrap_err().code, code::INVALID_REQUEST);
-        assert_eq!(classify(br#"{"id":1}"#).unwrap_err().code, code::INVALID_REQUEST);
+        assert_eq!(
+            classify(br#"{"id":{},"method":"x"}"#).unwrap_err().code,
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            classify(br#"{"id":1}"#).unwrap_err().code,
+            code::INVALID_REQUEST
+        );
         assert_eq!(classify(b"42").unwrap_err().code, code::INVALID_REQUEST);
         // An array is never read positionally as a request.
         let positional = classify(br#"[1, "tools/call", {"name": "w"}]"#).unwrap_err();
@@ -211,7 +262,10 @@ mod tests {
         let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
         let p = raw(r#"{"name":"w","arguments":{"path":"/x"}}"#);
         let c = tool_call_params(Some(&p)).unwrap();
-        assert_eq!((c.name.as_ref(), c.arguments["path"].as_str()), ("w", Some("/x")));
+        assert_eq!(
+            (c.name.as_ref(), c.arguments["path"].as_str()),
+            ("w", Some("/x"))
+        );
         assert!(tool_call_params(None).is_err());
         assert!(tool_call_params(Some(&raw(r#"{"arguments":{}}"#))).is_err());
         assert!(tool_call_params(Some(&raw(r#"{"name":""}"#))).is_err());

@@ -70,9 +70,8 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
         server_name: cfg.server_name.clone(),
     };
     let events = match &cfg.events {
-        Some(path) => EventSink::to_file(path, info, cfg.content).map_err(|e| {
-            anyhow::anyhow!("cannot open the events file {}: {e}", path.display())
-        })?,
+        Some(path) => EventSink::to_file(path, info, cfg.content)
+            .map_err(|e| anyhow::anyhow!("cannot open the events file {}: {e}", path.display()))?,
         None => EventSink::disabled(),
     };
     match &cfg.policy {
@@ -91,8 +90,15 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     let mut child = match spawn(&cfg.argv) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("thoth run: cannot start the MCP server {:?}: {e}", cfg.argv[0]);
-            return Ok(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+            eprintln!(
+                "thoth run: cannot start the MCP server {:?}: {e}",
+                cfg.argv[0]
+            );
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
         }
     };
     let pid = child.id();
@@ -119,11 +125,12 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
                 let _ = tx.send(Supervise::ClientEof);
             })?;
     }
-    let server_thread = {
-        let relay = relay.clone();
-        let tx = tx.clone();
-        let max = cfg.max_message_bytes;
-        thread::Builder::new().name("thoth-server".into()).spawn(move || {
+    let server_thread =
+        {
+            let relay = relay.clone();
+            let tx = tx.clone();
+            let max = cfg.max_message_bytes;
+            thread::Builder::new().name("thoth-server".into()).spawn(move || {
             let mut reader = BufReader::with_capacity(READ_BUFFER, child_out);
             let mut buf = Vec::with_capacity(READ_BUFFER);
             loop {
@@ -142,12 +149,14 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
             }
             let _ = tx.send(Supervise::ServerEof);
         })?
-    };
+        };
     {
         let tx = tx.clone();
-        thread::Builder::new().name("thoth-wait".into()).spawn(move || {
-            let _ = tx.send(Supervise::ChildExited(child.wait()));
-        })?;
+        thread::Builder::new()
+            .name("thoth-wait".into())
+            .spawn(move || {
+                let _ = tx.send(Supervise::ChildExited(child.wait()));
+            })?;
     }
     #[cfg(unix)]
     spawn_signal_thread(tx.clone())?;
@@ -174,8 +183,13 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
                 deadline = Some((GRACE, SIGKILL));
             }
             Err(RecvTimeoutError::Timeout) => {
-                let (_, sig) = deadline.take().expect("timeouts only happen with a deadline");
-                tracing::warn!(signal = sig, "the MCP server did not exit in time; signalling it");
+                let (_, sig) = deadline
+                    .take()
+                    .expect("timeouts only happen with a deadline");
+                tracing::warn!(
+                    signal = sig,
+                    "the MCP server did not exit in time; signalling it"
+                );
                 kill(pid, sig);
                 if sig != SIGKILL {
                     deadline = Some((GRACE, SIGKILL));
@@ -200,7 +214,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     relay.server_gone(&described);
     let untracked = relay.untracked();
     if untracked > 0 {
-        tracing::warn!(untracked, "requests were forwarded without being remembered (too many pending)");
+        tracing::warn!(
+            untracked,
+            "requests were forwarded without being remembered (too many pending)"
+        );
     }
     events.shutdown(Duration::from_secs(3));
     Ok(code)
@@ -223,11 +240,9 @@ fn client_loop(relay: &Arc<Relay>, child_in: ChildStdin, max: usize) {
                         &released
                     }
                 };
-                if server_open {
-                    if let Err(e) = write_line(&mut server, bytes) {
-                        tracing::warn!(error = %e, "cannot write to the MCP server");
-                        server_open = false;
-                    }
+                if server_open && let Err(e) = write_line(&mut server, bytes) {
+                    tracing::warn!(error = %e, "cannot write to the MCP server");
+                    server_open = false;
                 }
             }
             Ok(Frame::TooLong(n)) => {
@@ -236,7 +251,10 @@ fn client_loop(relay: &Arc<Relay>, child_in: ChildStdin, max: usize) {
                      --max-message-bytes)"
                 );
                 tracing::warn!("{msg}");
-                relay.client.send(&respond::error(None, message::code::INVALID_REQUEST, &msg)).ok();
+                relay
+                    .client
+                    .send(&respond::error(None, message::code::INVALID_REQUEST, &msg))
+                    .ok();
             }
             Ok(Frame::Eof) => break,
             Err(e) => {
@@ -285,7 +303,9 @@ fn client_input() -> Box<dyn std::io::Read + Send> {
 #[cfg(unix)]
 fn client_output() -> std::io::Result<Box<dyn Write + Send>> {
     use std::os::fd::AsFd;
-    Ok(Box::new(std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?)))
+    Ok(Box::new(std::fs::File::from(
+        std::io::stdout().as_fd().try_clone_to_owned()?,
+    )))
 }
 
 #[cfg(not(unix))]
@@ -321,13 +341,15 @@ fn kill(_pid: u32, _sig: i32) {
 fn spawn_signal_thread(tx: mpsc::Sender<Supervise>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    thread::Builder::new().name("thoth-signals".into()).spawn(move || {
-        for sig in signals.forever() {
-            if tx.send(Supervise::Signal(sig)).is_err() {
-                return;
+    thread::Builder::new()
+        .name("thoth-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(Supervise::Signal(sig)).is_err() {
+                    return;
+                }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -348,10 +370,10 @@ fn exit_code(status: ExitStatus) -> (i32, String) {
 
 fn current_user() -> String {
     for var in ["USER", "LOGNAME", "USERNAME"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.is_empty() {
-                return v;
-            }
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            return v;
         }
     }
     #[cfg(unix)]

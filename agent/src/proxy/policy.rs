@@ -51,11 +51,17 @@ impl PolicyState {
 
 /// Reads and validates a policy file.
 pub fn read_policy_file(path: &Path) -> Result<(Policy, String), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if meta.len() > thoth_policy::MAX_POLICY_BYTES as u64 {
-        return Err(format!("{} is larger than the {} byte limit", path.display(), thoth_policy::MAX_POLICY_BYTES));
+        return Err(format!(
+            "{} is larger than the {} byte limit",
+            path.display(),
+            thoth_policy::MAX_POLICY_BYTES
+        ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let name = path.display().to_string();
     let policy = thoth_policy::parse_policy(&text, &name, Format::detect(&name, &text))
         .map_err(|e: PolicyError| e.to_string())?;
@@ -64,7 +70,15 @@ pub fn read_policy_file(path: &Path) -> Result<(Policy, String), String> {
         (None, Some(v)) => v.to_string(),
         (_, None) => {
             let digest = hex::encode(Sha256::digest(text.as_bytes()));
-            format!("{}sha256:{}", policy.name.as_ref().map(|n| format!("{n}@")).unwrap_or_default(), &digest[..12])
+            format!(
+                "{}sha256:{}",
+                policy
+                    .name
+                    .as_ref()
+                    .map(|n| format!("{n}@"))
+                    .unwrap_or_default(),
+                &digest[..12]
+            )
         }
     };
     Ok((policy, version))
@@ -80,8 +94,14 @@ pub fn load_for_server(path: Option<&Path>, server: &str, argv: &[String]) -> Po
     match read_policy_file(path) {
         Ok((policy, version)) => {
             let server = policy.resolve(server, argv);
-            PolicyState::Loaded(Arc::new(LoadedPolicy { policy, server, version }))
+            PolicyState::Loaded(Arc::new(LoadedPolicy {
+                policy,
+                server,
+                version,
+            }))
         }
-        Err(why) => PolicyState::Missing { why: format!("the policy file is unusable: {why}") },
+        Err(why) => PolicyState::Missing {
+            why: format!("the policy file is unusable: {why}"),
+        },
     }
 }

@@ -33,7 +33,9 @@ pub struct ClientOut {
 impl ClientOut {
     /// Wraps the writer the client reads from.
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out: Mutex::new(out) }
+        Self {
+            out: Mutex::new(out),
+        }
     }
 
     /// Writes one message (adding the newline if `line` lacks it).
@@ -49,7 +51,11 @@ impl ClientOut {
 
 /// A request forwarded to the server and not yet answered.
 enum Pending {
-    ToolCall { tool: String, decided: Decided, started: Instant },
+    ToolCall {
+        tool: String,
+        decided: Decided,
+        started: Instant,
+    },
     ToolsList,
     Other,
 }
@@ -101,8 +107,19 @@ pub enum ToServer {
 
 impl Relay {
     /// A relay for one session.
-    pub fn new(client: ClientOut, events: EventSink, policy: PolicyState, server_name: String, session_id: &str) -> Self {
-        let short: String = session_id.chars().filter(|c| *c != '-').rev().take(12).collect();
+    pub fn new(
+        client: ClientOut,
+        events: EventSink,
+        policy: PolicyState,
+        server_name: String,
+        session_id: &str,
+    ) -> Self {
+        let short: String = session_id
+            .chars()
+            .filter(|c| *c != '-')
+            .rev()
+            .take(12)
+            .collect();
         Relay {
             client,
             events,
@@ -136,7 +153,11 @@ impl Relay {
         let msg = match message::classify(line) {
             Ok(m) => m,
             Err(inv) => {
-                tracing::warn!(code = inv.code, "client sent an invalid message: {}", inv.message);
+                tracing::warn!(
+                    code = inv.code,
+                    "client sent an invalid message: {}",
+                    inv.message
+                );
                 self.reply(&respond::error(None, inv.code, &inv.message));
                 return ToServer::Nothing;
             }
@@ -149,7 +170,10 @@ impl Relay {
                 "initialize" => {
                     let elicit = params
                         .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
-                        .is_some_and(|p| p.pointer("/capabilities/elicitation").is_some_and(|e| !e.is_null()));
+                        .is_some_and(|p| {
+                            p.pointer("/capabilities/elicitation")
+                                .is_some_and(|e| !e.is_null())
+                        });
                     let mut st = self.state();
                     st.client_elicitation = elicit;
                     track(&mut st, id.get(), Pending::Other);
@@ -157,7 +181,15 @@ impl Relay {
                 "tools/list" => {
                     let filters = self.policy.filters_tools();
                     let mut st = self.state();
-                    track(&mut st, id.get(), if filters { Pending::ToolsList } else { Pending::Other });
+                    track(
+                        &mut st,
+                        id.get(),
+                        if filters {
+                            Pending::ToolsList
+                        } else {
+                            Pending::Other
+                        },
+                    );
                 }
                 _ => track(&mut self.state(), id.get(), Pending::Other),
             },
@@ -168,7 +200,10 @@ impl Relay {
                 if let Some(target) = target {
                     let parked_id = {
                         let st = self.state();
-                        st.parked.iter().find(|(_, p)| p.request_id.get() == target).map(|(k, _)| k.clone())
+                        st.parked
+                            .iter()
+                            .find(|(_, p)| p.request_id.get() == target)
+                            .map(|(k, _)| k.clone())
                     };
                     if let Some(approval_id) = parked_id {
                         self.finish_approval(&approval_id, Outcome::CancelledByClient);
@@ -179,22 +214,33 @@ impl Relay {
             Message::Notification { .. } => {}
             Message::Response { id, result, error } => {
                 let is_error = error.is_some();
-                if let Ok(approval_id) = serde_json::from_str::<String>(id.get()) {
-                    if approval_id.starts_with(&self.approval_prefix) {
-                        let accepted = !is_error
-                            && result
-                                .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
-                                .is_some_and(|r| r.get("action").and_then(Value::as_str) == Some("accept"));
-                        let outcome = if accepted { Outcome::Approved } else { Outcome::Declined };
-                        return self.finish_approval(&approval_id, outcome);
-                    }
+                if let Ok(approval_id) = serde_json::from_str::<String>(id.get())
+                    && approval_id.starts_with(&self.approval_prefix)
+                {
+                    let accepted = !is_error
+                        && result
+                            .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+                            .is_some_and(|r| {
+                                r.get("action").and_then(Value::as_str) == Some("accept")
+                            });
+                    let outcome = if accepted {
+                        Outcome::Approved
+                    } else {
+                        Outcome::Declined
+                    };
+                    return self.finish_approval(&approval_id, outcome);
                 }
             }
         }
         ToServer::Original
     }
 
-    fn tool_call(self: &Arc<Self>, id: &RawValue, params: Option<&RawValue>, line: &[u8]) -> ToServer {
+    fn tool_call(
+        self: &Arc<Self>,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        line: &[u8],
+    ) -> ToServer {
         let started = Instant::now();
         let at = SystemTime::now();
         let call = match message::tool_call_params(params) {
@@ -214,7 +260,10 @@ impl Relay {
                     &p.policy,
                     &p.server,
                     &st.session,
-                    &ToolCall { tool: &tool, arguments: &call.arguments },
+                    &ToolCall {
+                        tool: &tool,
+                        arguments: &call.arguments,
+                    },
                     at,
                 );
                 (d, p.version.clone())
@@ -222,15 +271,28 @@ impl Relay {
             PolicyState::Missing { why } => (fail_closed(why), "none".to_owned()),
         };
         let action = decision.action;
-        let mut decided = Decided { action: action.as_str().into(), decision, policy_version: version };
-        let can_ask = action == Action::StepUp && st.client_elicitation && st.parked.len() < MAX_PARKED;
+        let mut decided = Decided {
+            action: action.as_str().into(),
+            decision,
+            policy_version: version,
+        };
+        let can_ask =
+            action == Action::StepUp && st.client_elicitation && st.parked.len() < MAX_PARKED;
         let forwards = action.forwards();
         st.session.record(&tool, &decided.decision, forwards, at);
         let snapshot = snapshot(&mut st);
         let mut approval = None;
         if forwards {
             st.pending.remove(id.get());
-            track(&mut st, id.get(), Pending::ToolCall { tool: tool.clone(), decided: decided.clone(), started });
+            track(
+                &mut st,
+                id.get(),
+                Pending::ToolCall {
+                    tool: tool.clone(),
+                    decided: decided.clone(),
+                    started,
+                },
+            );
         } else if can_ask {
             st.next_approval += 1;
             let approval_id = format!("{}{}", self.approval_prefix, st.next_approval);
@@ -315,7 +377,14 @@ impl Relay {
             preview.truncate(end);
             preview.push_str("...");
         }
-        let req = respond::approval_request(approval_id, tool, &self.server_name, &preview, decided, secs);
+        let req = respond::approval_request(
+            approval_id,
+            tool,
+            &self.server_name,
+            &preview,
+            decided,
+            secs,
+        );
         self.events.push(Record::Approval {
             at: SystemTime::now(),
             kind: thoth_proto::EventType::ApprovalRequested,
@@ -327,11 +396,13 @@ impl Relay {
         self.reply(&req);
         let relay = Arc::clone(self);
         let timer_id = approval_id.to_owned();
-        let spawned = std::thread::Builder::new().name("thoth-approval".into()).spawn(move || {
-            std::thread::sleep(timeout);
-            // A timed-out approval never forwards anything.
-            relay.finish_approval(&timer_id, Outcome::TimedOut(secs));
-        });
+        let spawned = std::thread::Builder::new()
+            .name("thoth-approval".into())
+            .spawn(move || {
+                std::thread::sleep(timeout);
+                // A timed-out approval never forwards anything.
+                relay.finish_approval(&timer_id, Outcome::TimedOut(secs));
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the approval timer; denying now");
             self.finish_approval(approval_id, Outcome::TimedOut(0));
@@ -339,7 +410,10 @@ impl Relay {
     }
 
     fn parked_request_id(&self, approval_id: &str) -> Option<String> {
-        self.state().parked.get(approval_id).map(|p| p.request_id.get().to_owned())
+        self.state()
+            .parked
+            .get(approval_id)
+            .map(|p| p.request_id.get().to_owned())
     }
 
     fn finish_approval(&self, approval_id: &str, outcome: Outcome) -> ToServer {
@@ -349,13 +423,29 @@ impl Relay {
         };
         let approved = outcome == Outcome::Approved;
         let now = SystemTime::now();
-        parked.decided.action = if approved { "approved".into() } else { "denied".into() };
+        parked.decided.action = if approved {
+            "approved".into()
+        } else {
+            "denied".into()
+        };
         if approved {
-            st.session.record(&parked.tool, &Decision { out_of_scope: false, ..parked.decided.decision.clone() }, true, now);
+            st.session.record(
+                &parked.tool,
+                &Decision {
+                    out_of_scope: false,
+                    ..parked.decided.decision.clone()
+                },
+                true,
+                now,
+            );
             track(
                 &mut st,
                 parked.request_id.get(),
-                Pending::ToolCall { tool: parked.tool.clone(), decided: parked.decided.clone(), started: parked.started },
+                Pending::ToolCall {
+                    tool: parked.tool.clone(),
+                    decided: parked.decided.clone(),
+                    started: parked.started,
+                },
             );
         }
         let snapshot = snapshot(&mut st);
@@ -385,7 +475,15 @@ impl Relay {
                     _ => NoApproval::Declined,
                 };
                 let p = &parked;
-                self.deny(&p.request_id, &p.tool, &p.decided, Some(why), p.modern, p.started, snapshot);
+                self.deny(
+                    &p.request_id,
+                    &p.tool,
+                    &p.decided,
+                    Some(why),
+                    p.modern,
+                    p.started,
+                    snapshot,
+                );
             }
             Outcome::CancelledByClient => {
                 self.reply(&respond::cancelled(approval_id, "the call was cancelled"));
@@ -411,13 +509,20 @@ impl Relay {
             }
             Err(inv) => {
                 let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
-                tracing::warn!("the MCP server wrote something that is not JSON-RPC ({}); dropped: {shown:?}", inv.message);
+                tracing::warn!(
+                    "the MCP server wrote something that is not JSON-RPC ({}); dropped: {shown:?}",
+                    inv.message
+                );
                 return;
             }
         };
         match pending {
             Some(Pending::ToolsList) if result => self.reply(&self.filter_tools(line)),
-            Some(Pending::ToolCall { tool, decided, started }) => {
+            Some(Pending::ToolCall {
+                tool,
+                decided,
+                started,
+            }) => {
                 self.reply(&line);
                 if self.events.enabled() {
                     let snapshot = self.state().tools_snapshot.clone();
@@ -437,14 +542,23 @@ impl Relay {
     }
 
     fn filter_tools(&self, line: Vec<u8>) -> Vec<u8> {
-        let PolicyState::Loaded(p) = &self.policy else { return line };
-        let Ok(mut msg) = serde_json::from_slice::<Value>(&line) else { return line };
-        let Some(tools) = msg.pointer_mut("/result/tools").and_then(Value::as_array_mut) else {
+        let PolicyState::Loaded(p) = &self.policy else {
+            return line;
+        };
+        let Ok(mut msg) = serde_json::from_slice::<Value>(&line) else {
+            return line;
+        };
+        let Some(tools) = msg
+            .pointer_mut("/result/tools")
+            .and_then(Value::as_array_mut)
+        else {
             return line;
         };
         let before = tools.len();
         tools.retain(|t| {
-            t.get("name").and_then(Value::as_str).is_some_and(|name| p.policy.tool_visible(&p.server, name))
+            t.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|name| p.policy.tool_visible(&p.server, name))
         });
         if tools.len() == before {
             return line;
@@ -459,14 +573,25 @@ impl Relay {
     pub fn server_gone(&self, status: &str) {
         let (pending, parked) = {
             let mut st = self.state();
-            (std::mem::take(&mut st.pending), std::mem::take(&mut st.parked))
+            (
+                std::mem::take(&mut st.pending),
+                std::mem::take(&mut st.parked),
+            )
         };
-        let message = format!("MCP server \"{}\" exited ({status}) before answering", self.server_name);
+        let message = format!(
+            "MCP server \"{}\" exited ({status}) before answering",
+            self.server_name
+        );
         for (id, p) in pending {
             let raw = RawValue::from_string(id.clone()).ok();
             let line = respond::error(raw.as_deref(), code::INTERNAL_ERROR, &message);
             self.reply(&line);
-            if let Pending::ToolCall { tool, decided, started } = p {
+            if let Pending::ToolCall {
+                tool,
+                decided,
+                started,
+            } = p
+            {
                 self.events.push(Record::Post {
                     at: SystemTime::now(),
                     request_id: id,
@@ -479,7 +604,11 @@ impl Relay {
             }
         }
         for (_, p) in parked {
-            self.reply(&respond::error(Some(&p.request_id), code::INTERNAL_ERROR, &message));
+            self.reply(&respond::error(
+                Some(&p.request_id),
+                code::INTERNAL_ERROR,
+                &message,
+            ));
         }
     }
 
@@ -501,7 +630,10 @@ fn track(st: &mut State, id: &str, p: Pending) {
     if st.pending.len() >= MAX_PENDING && !st.pending.contains_key(id) {
         st.untracked += 1;
         if st.untracked == 1 || st.untracked.is_power_of_two() {
-            tracing::warn!(untracked = st.untracked, "more than {MAX_PENDING} requests pending; not remembering more");
+            tracing::warn!(
+                untracked = st.untracked,
+                "more than {MAX_PENDING} requests pending; not remembering more"
+            );
         }
         return;
     }

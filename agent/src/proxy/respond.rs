@@ -1,7 +1,7 @@
 //! Messages the proxy itself writes to the client: denials, errors, approval requests.
 
-use serde_json::{Value, json};
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use super::events::Decided;
 
@@ -17,7 +17,8 @@ pub enum NoApproval {
 }
 
 fn id_value(id: Option<&RawValue>) -> Value {
-    id.and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or(Value::Null)
+    id.and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or(Value::Null)
 }
 
 fn line(v: &Value) -> Vec<u8> {
@@ -28,7 +29,9 @@ fn line(v: &Value) -> Vec<u8> {
 
 /// A JSON-RPC error response.
 pub fn error(id: Option<&RawValue>, code: i64, message: &str) -> Vec<u8> {
-    line(&json!({"jsonrpc": "2.0", "id": id_value(id), "error": {"code": code, "message": message}}))
+    line(
+        &json!({"jsonrpc": "2.0", "id": id_value(id), "error": {"code": code, "message": message}}),
+    )
 }
 
 /// The text the model reads when a call is not forwarded. It names the tool, the server, the
