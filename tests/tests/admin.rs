@@ -126,33 +126,32 @@ fn verify_finds_the_line_where_a_chain_breaks() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["events"], 6);
 
-    // Change one byte of the fourth event's content: "m1" becomes "m7".
+    // Change one byte of the content of the event that carries "m1" back: "m1" becomes "m7".
     let original = std::fs::read(&events).unwrap();
-    let fourth_start = original
+    let lines: Vec<&[u8]> = original.split_inclusive(|b| *b == b'\n').collect();
+    let target = lines
         .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(2)
-        .unwrap()
-        .0
-        + 1;
-    let rel = original[fourth_start..]
-        .windows(2)
-        .position(|w| w == b"m1")
-        .expect("m1 in line 4");
+        .position(|l| {
+            let l = String::from_utf8_lossy(l);
+            l.contains("TOOL_CALL_POST") && l.contains("m1")
+        })
+        .expect("the POST event of the second call");
+    let start: usize = lines[..target].iter().map(|l| l.len()).sum();
+    let rel = lines[target].windows(2).position(|w| w == b"m1").unwrap();
     let mut tampered = original.clone();
-    tampered[fourth_start + rel + 1] = b'7';
+    tampered[start + rel + 1] = b'7';
     std::fs::write(&events, &tampered).unwrap();
     let (code, out, _) = thoth_cmd(&["events", "verify", path]);
     assert_eq!(code, 1, "{out}");
+    let at = format!(":{}:", target + 1);
     assert!(
-        out.contains(":4:"),
-        "the break is reported at line 4: {out}"
+        out.contains(&at),
+        "the break is reported at line {}: {out}",
+        target + 1
     );
     assert!(out.contains("altered"), "{out}");
 
     // Dropping a line is caught too.
-    let lines: Vec<&[u8]> = original.split_inclusive(|b| *b == b'\n').collect();
     let dropped: Vec<u8> = lines
         .iter()
         .enumerate()
