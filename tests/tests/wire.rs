@@ -342,3 +342,47 @@ fn an_unanswered_approval_times_out_into_a_denial() {
         "{received}"
     );
 }
+
+#[test]
+fn events_mask_secrets_and_cap_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = recorder(dir.path(), 0);
+    let policy = allow_all(dir.path());
+    let events = dir.path().join("ev.jsonl");
+    let mut p = Proxy::start(
+        &[
+            "--policy",
+            &policy,
+            "--events",
+            events.to_str().unwrap(),
+            "--content-max-bytes",
+            "1024",
+        ],
+        &strs(&server),
+    );
+    p.handshake(false);
+    p.send(&call(
+        2,
+        "alpha",
+        json!({"user": "ann", "password": "hunter2", "headers": {"Authorization": "Bearer abc"}}),
+    ));
+    p.recv_response(json!(2));
+    p.send(&call(3, "echo", json!({"text": "z".repeat(5000)})));
+    p.recv_response(json!(3));
+    p.close_stdin();
+    p.wait(Duration::from_secs(15));
+    let evs = read_events(&events);
+    assert_eq!(evs.len(), 4, "{evs:?}");
+    let pre = evs[0]["content"].as_str().unwrap();
+    assert!(pre.contains("ann") && pre.contains("[REDACTED]"), "{pre}");
+    assert!(
+        !pre.contains("hunter2") && !pre.contains("Bearer abc"),
+        "{pre}"
+    );
+    let post = &evs[3];
+    assert_eq!(post["contentTruncated"], true);
+    assert_eq!(post["content"].as_str().unwrap().len(), 1024);
+    assert_eq!(post["contentSha256"].as_str().unwrap().len(), 64);
+    let raw = std::fs::read_to_string(&events).unwrap();
+    assert!(!raw.contains("hunter2"));
+}
