@@ -72,3 +72,47 @@ fn the_legacy_lifecycle_works_with_the_python_server_too() {
     assert_eq!(run.calls()[0]["isError"], false, "{:?}", run.calls());
     assert_eq!(std::fs::read_to_string(&note).unwrap(), "kept");
 }
+
+#[test]
+fn step_up_in_the_no_initialize_lifecycle_asks_through_input_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: notes\n    enforcement: step_up\n    approved_scope: [echo]\n    approval_timeout_secs: 30\n",
+    );
+    let python = python();
+    let server = py_script("modern_server.py");
+    for (answer, written) in [("accept", true), ("decline", false)] {
+        let note = dir.path().join(format!("{answer}.txt"));
+        let run = mcp_client(
+            ClientOpts {
+                lifecycle: "discover",
+                elicit: answer,
+            },
+            json!([{"op": "call", "tool": "write_note", "args": {"path": note, "text": answer}}]),
+            &["--server", "notes", "--policy", policy.to_str().unwrap()],
+            &[python.to_str().unwrap(), server.to_str().unwrap()],
+        );
+        let prompt = run
+            .out
+            .iter()
+            .find(|v| v["op"] == "elicitation")
+            .expect("an approval prompt");
+        assert!(
+            prompt["message"].as_str().unwrap().contains("write_note"),
+            "{prompt}"
+        );
+        let c = run.calls()[0];
+        assert_eq!(note.exists(), written, "{answer}: {c:?}");
+        assert_eq!(c["isError"], !written, "{answer}: {c:?}");
+        if written {
+            assert!(c["text"].as_str().unwrap().starts_with("wrote"), "{c:?}");
+        } else {
+            assert!(
+                c["text"].as_str().unwrap().contains("the user declined"),
+                "{c:?}"
+            );
+        }
+    }
+}

@@ -386,3 +386,61 @@ fn events_mask_secrets_and_cap_content() {
     let raw = std::fs::read_to_string(&events).unwrap();
     assert!(!raw.contains("hunter2"));
 }
+
+#[test]
+fn an_inline_approval_is_bound_to_its_call_and_used_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, record) = recorder(dir.path(), 0);
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: rec\n    enforcement: step_up\n    approved_scope: [alpha]\n",
+    );
+    let mut p = Proxy::start(
+        &["--server", "rec", "--policy", policy.to_str().unwrap()],
+        &strs(&server),
+    );
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}});
+    let modern_call = |id: u64, args: Value, extra: Value| {
+        let mut params = json!({"name": "beta", "arguments": args, "_meta": meta});
+        if let Value::Object(m) = extra {
+            params.as_object_mut().unwrap().extend(m);
+        }
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
+    };
+    p.send(&modern_call(1, json!({"x": 1}), json!({})));
+    let (ask, _) = p.recv_response(json!(1));
+    assert_eq!(ask["result"]["resultType"], "input_required", "{ask}");
+    let state = ask["result"]["requestState"].as_str().unwrap().to_owned();
+    let accept = json!({"requestState": state, "inputResponses": {"thoth/approval": {"action": "accept", "content": {}}}});
+
+    // The approval does not carry over to other arguments: that call is asked about afresh.
+    p.send(&modern_call(2, json!({"x": 2}), accept.clone()));
+    let (again, _) = p.recv_response(json!(2));
+    assert_eq!(again["result"]["resultType"], "input_required", "{again}");
+    // The state was consumed by that attempt; a new one is needed.
+    let state = again["result"]["requestState"].as_str().unwrap().to_owned();
+    let accept = json!({"requestState": state, "inputResponses": {"thoth/approval": {"action": "accept", "content": {}}}});
+    p.send(&modern_call(3, json!({"x": 2}), accept.clone()));
+    let (done, _) = p.recv_response(json!(3));
+    assert_eq!(
+        done["result"]["content"][0]["text"], "called beta",
+        "{done}"
+    );
+    // Used once: replaying it asks again instead of forwarding.
+    p.send(&modern_call(4, json!({"x": 2}), accept));
+    let (replay, _) = p.recv_response(json!(4));
+    assert_eq!(replay["result"]["resultType"], "input_required", "{replay}");
+
+    let received = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        received.lines().count(),
+        1,
+        "only the approved call reached the server: {received}"
+    );
+    assert!(
+        !received.contains("requestState") && !received.contains("thoth/approval"),
+        "{received}"
+    );
+}

@@ -40,7 +40,16 @@ struct CallParams<'a> {
     name: Cow<'a, str>,
     #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "_meta")]
+    meta: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "requestState")]
+    request_state: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "inputResponses")]
+    input_responses: Option<&'a RawValue>,
 }
+
+/// `_meta` key of the 2026-07-28 lifecycle carrying the client's capabilities.
+pub const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// A message, as far as the proxy needs to know it.
 #[derive(Debug)]
@@ -172,6 +181,12 @@ pub struct ToolCallParams<'a> {
     pub arguments: Value,
     /// `params.arguments` as written (`{}` when absent).
     pub arguments_raw: &'a str,
+    /// Whether `_meta` declares the elicitation capability (2026-07-28 lifecycle).
+    pub meta_elicitation: bool,
+    /// `params.requestState` (2026-07-28: a call re-sent after an `input_required` result).
+    pub request_state: Option<Cow<'a, str>>,
+    /// `params.inputResponses`.
+    pub input_responses: Option<Value>,
 }
 
 /// Reads `params` of a `tools/call`; `Err` says why it cannot be decided on.
@@ -188,10 +203,25 @@ pub fn tool_call_params(params: Option<&RawValue>) -> Result<ToolCallParams<'_>,
     if !arguments.is_object() && !arguments.is_null() {
         return Err("tools/call arguments must be an object".into());
     }
+    let meta_elicitation = p
+        .meta
+        .and_then(|m| serde_json::from_str::<Value>(m.get()).ok())
+        .and_then(|m| m.get(CLIENT_CAPABILITIES_META)?.get("elicitation").cloned())
+        .is_some_and(|e| !e.is_null());
+    let input_responses = match p.input_responses {
+        Some(r) => Some(
+            serde_json::from_str(r.get())
+                .map_err(|e| format!("tools/call inputResponses are not usable: {e}"))?,
+        ),
+        None => None,
+    };
     Ok(ToolCallParams {
         name: p.name,
         arguments,
         arguments_raw: raw,
+        meta_elicitation,
+        request_state: p.request_state,
+        input_responses,
     })
 }
 

@@ -70,8 +70,18 @@ pub struct Parked {
     started: Instant,
 }
 
+/// A call answered with `input_required` (2026-07-28), waiting to be re-sent with our state.
+struct PendingInput {
+    tool: String,
+    digest: String,
+    expires: Instant,
+    decided: Decided,
+    timeout_secs: u64,
+}
+
 struct State {
     session: SessionState,
+    inputs: HashMap<String, PendingInput>,
     tools_snapshot: Arc<Vec<String>>,
     pending: HashMap<String, Pending>,
     untracked: u64,
@@ -132,6 +142,7 @@ impl Relay {
                 pending: HashMap::new(),
                 untracked: 0,
                 parked: HashMap::new(),
+                inputs: HashMap::new(),
                 next_approval: 0,
                 client_elicitation: false,
             }),
@@ -251,8 +262,17 @@ impl Relay {
                 return ToServer::Nothing;
             }
         };
-        let tool = call.name.into_owned();
+        let tool = call.name.to_string();
         let modern = respond::is_modern(params);
+        let ours = call
+            .request_state
+            .as_deref()
+            .filter(|s| s.starts_with(&self.approval_prefix));
+        if let Some(state) = ours
+            && let Some(to_server) = self.resume(id, state, &tool, &call, line, started, modern)
+        {
+            return to_server;
+        }
         let mut st = self.state();
         let (decision, version) = match &self.policy {
             PolicyState::Loaded(p) => {
@@ -276,12 +296,15 @@ impl Relay {
             decision,
             policy_version: version,
         };
-        let can_ask =
-            action == Action::StepUp && st.client_elicitation && st.parked.len() < MAX_PARKED;
+        st.inputs.retain(|_, p| p.expires > started);
+        let room = st.parked.len() + st.inputs.len() < MAX_PARKED;
+        let can_ask = action == Action::StepUp && st.client_elicitation && room;
+        let can_ask_inline = action == Action::StepUp && !can_ask && call.meta_elicitation && room;
         let forwards = action.forwards();
         st.session.record(&tool, &decided.decision, forwards, at);
         let snapshot = snapshot(&mut st);
         let mut approval = None;
+        let mut inline = None;
         if forwards {
             st.pending.remove(id.get());
             track(
@@ -308,6 +331,21 @@ impl Relay {
                 },
             );
             approval = Some(approval_id);
+        } else if can_ask_inline {
+            st.next_approval += 1;
+            let state = format!("{}{}", self.approval_prefix, st.next_approval);
+            let timeout = self.policy.approval_timeout();
+            st.inputs.insert(
+                state.clone(),
+                PendingInput {
+                    tool: tool.clone(),
+                    digest: args_digest(&call.arguments),
+                    expires: started + timeout,
+                    decided: decided.clone(),
+                    timeout_secs: timeout.as_secs(),
+                },
+            );
+            inline = Some(state);
         } else if action == Action::StepUp {
             decided.action = "deny".into();
         }
@@ -329,7 +367,34 @@ impl Relay {
             if action != Action::Allow {
                 tracing::info!(tool = %tool, action = action.as_str(), rule = %decided.decision.rule, "{}", decided.decision.reason);
             }
+            if ours.is_some() {
+                // A stale or foreign approval state of ours must not reach the server.
+                return ToServer::Forward(strip_input_state(line));
+            }
             return ToServer::Original;
+        }
+        if let Some(state) = inline {
+            let timeout = self.policy.approval_timeout().as_secs();
+            let preview = preview(&call.arguments);
+            self.events.push(Record::Approval {
+                at: SystemTime::now(),
+                kind: thoth_proto::EventType::ApprovalRequested,
+                request_id: id.get().to_owned(),
+                tool: tool.clone(),
+                decided: decided.clone(),
+                detail: serde_json::json!({"channel": "mcp_input_required", "approvalId": state, "timeoutSecs": timeout}),
+            });
+            let reply = respond::input_required(
+                id,
+                &state,
+                &tool,
+                &self.server_name,
+                &preview,
+                &decided,
+                timeout,
+            );
+            self.reply(&reply);
+            return ToServer::Nothing;
         }
         if let Some(approval_id) = approval {
             self.ask(&approval_id, &tool, &call.arguments, &decided);
@@ -338,6 +403,103 @@ impl Relay {
         let why = (action == Action::StepUp).then_some(NoApproval::Unreachable);
         self.deny(id, &tool, &decided, why, modern, started, snapshot);
         ToServer::Nothing
+    }
+
+    /// A call re-sent with one of our `requestState`s. `None` when the state is unknown (then the
+    /// call is decided afresh, and the state is stripped before anything is forwarded).
+    #[allow(clippy::too_many_arguments)]
+    fn resume(
+        &self,
+        id: &RawValue,
+        state: &str,
+        tool: &str,
+        call: &message::ToolCallParams<'_>,
+        line: &[u8],
+        started: Instant,
+        modern: bool,
+    ) -> Option<ToServer> {
+        let mut st = self.state();
+        let pending = st.inputs.remove(state)?;
+        if pending.tool != tool || pending.digest != args_digest(&call.arguments) {
+            tracing::warn!(tool = %tool, "an approval was presented for a different call; deciding afresh");
+            return None;
+        }
+        let accepted = call
+            .input_responses
+            .as_ref()
+            .and_then(|r| r.get(respond::INPUT_KEY))
+            .and_then(|r| r.get("action"))
+            .and_then(Value::as_str)
+            == Some("accept");
+        let outcome = if pending.expires < started {
+            Outcome::TimedOut(pending.timeout_secs)
+        } else if accepted {
+            Outcome::Approved
+        } else {
+            Outcome::Declined
+        };
+        let mut decided = pending.decided;
+        decided.action = if outcome == Outcome::Approved {
+            "approved"
+        } else {
+            "denied"
+        }
+        .into();
+        let now = SystemTime::now();
+        if outcome == Outcome::Approved {
+            let d = Decision {
+                out_of_scope: false,
+                ..decided.decision.clone()
+            };
+            st.session.record(tool, &d, true, now);
+            st.pending.remove(id.get());
+            track(
+                &mut st,
+                id.get(),
+                Pending::ToolCall {
+                    tool: tool.to_owned(),
+                    decided: decided.clone(),
+                    started,
+                },
+            );
+        }
+        let snapshot = snapshot(&mut st);
+        drop(st);
+        self.events.push(Record::Approval {
+            at: now,
+            kind: thoth_proto::EventType::ApprovalDecided,
+            request_id: id.get().to_owned(),
+            tool: tool.to_owned(),
+            decided: decided.clone(),
+            detail: serde_json::json!({"channel": "mcp_input_required", "approvalId": state, "outcome": outcome.as_str()}),
+        });
+        Some(match outcome {
+            Outcome::Approved => ToServer::Forward(strip_input_state(line)),
+            Outcome::TimedOut(secs) => {
+                self.deny(
+                    id,
+                    tool,
+                    &decided,
+                    Some(NoApproval::TimedOut(secs)),
+                    modern,
+                    started,
+                    snapshot,
+                );
+                ToServer::Nothing
+            }
+            _ => {
+                self.deny(
+                    id,
+                    tool,
+                    &decided,
+                    Some(NoApproval::Declined),
+                    modern,
+                    started,
+                    snapshot,
+                );
+                ToServer::Nothing
+            }
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -368,15 +530,7 @@ impl Relay {
     fn ask(self: &Arc<Self>, approval_id: &str, tool: &str, arguments: &Value, decided: &Decided) {
         let timeout = self.policy.approval_timeout();
         let secs = timeout.as_secs();
-        let mut preview = arguments.to_string();
-        if preview.len() > 300 {
-            let mut end = 300;
-            while !preview.is_char_boundary(end) {
-                end -= 1;
-            }
-            preview.truncate(end);
-            preview.push_str("...");
-        }
+        let preview = preview(arguments);
         let req = respond::approval_request(
             approval_id,
             tool,
@@ -450,12 +604,7 @@ impl Relay {
         }
         let snapshot = snapshot(&mut st);
         drop(st);
-        let outcome_name = match outcome {
-            Outcome::Approved => "approved",
-            Outcome::Declined => "declined",
-            Outcome::CancelledByClient => "cancelled",
-            Outcome::TimedOut(_) => "timed_out",
-        };
+        let outcome_name = outcome.as_str();
         self.events.push(Record::Approval {
             at: now,
             kind: thoth_proto::EventType::ApprovalDecided,
@@ -624,6 +773,54 @@ enum Outcome {
     Declined,
     CancelledByClient,
     TimedOut(u64),
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Approved => "approved",
+            Outcome::Declined => "declined",
+            Outcome::CancelledByClient => "cancelled",
+            Outcome::TimedOut(_) => "timed_out",
+        }
+    }
+}
+
+/// Arguments as shown in an approval prompt: JSON, cut to 300 bytes.
+fn preview(arguments: &Value) -> String {
+    let mut preview = arguments.to_string();
+    if preview.len() > 300 {
+        let mut end = 300;
+        while !preview.is_char_boundary(end) {
+            end -= 1;
+        }
+        preview.truncate(end);
+        preview.push_str("...");
+    }
+    preview
+}
+
+/// What an approval is bound to: the canonical JSON of the arguments, hashed.
+fn args_digest(arguments: &Value) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(thoth_proto::canonical::to_canonical(
+        arguments,
+    )))
+}
+
+/// The call without the approval round's `requestState` and `inputResponses` (which are ours,
+/// not the server's).
+fn strip_input_state(line: &[u8]) -> Vec<u8> {
+    let Ok(mut msg) = serde_json::from_slice::<Value>(line) else {
+        return line.to_vec();
+    };
+    if let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut) {
+        params.shift_remove("requestState");
+        params.shift_remove("inputResponses");
+    }
+    let mut out = serde_json::to_vec(&msg).expect("serializing a JSON value into memory");
+    out.push(b'\n');
+    out
 }
 
 fn track(st: &mut State, id: &str, p: Pending) {

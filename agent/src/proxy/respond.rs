@@ -117,12 +117,7 @@ pub fn approval_request(
     d: &Decided,
     timeout_secs: u64,
 ) -> Vec<u8> {
-    let message = format!(
-        "Your organization's policy requires approval before the assistant uses the tool \
-         \"{tool}\" on \"{server}\" ({}). Arguments: {arguments_preview}. Accept to allow this one \
-         call; decline to block it. Without an answer within {timeout_secs} s it is blocked.",
-        d.decision.reason
-    );
+    let message = approval_message(tool, server, arguments_preview, d, timeout_secs);
     line(&json!({
         "jsonrpc": "2.0",
         "id": approval_id,
@@ -132,6 +127,54 @@ pub fn approval_request(
             "requestedSchema": {"type": "object", "properties": {}},
         }
     }))
+}
+
+/// The key of the proxy's own entry in `inputRequests` / `inputResponses`.
+pub const INPUT_KEY: &str = "thoth/approval";
+
+/// A 2026-07-28 `input_required` result asking the client to obtain the user's approval and
+/// re-send the call with `requestState`.
+pub fn input_required(
+    id: &RawValue,
+    state: &str,
+    tool: &str,
+    server: &str,
+    arguments_preview: &str,
+    d: &Decided,
+    timeout_secs: u64,
+) -> Vec<u8> {
+    let message = approval_message(tool, server, arguments_preview, d, timeout_secs);
+    line(&json!({
+        "jsonrpc": "2.0",
+        "id": id_value(Some(id)),
+        "result": {
+            "resultType": "input_required",
+            "inputRequests": {INPUT_KEY: {
+                "method": "elicitation/create",
+                "params": {
+                    "mode": "form",
+                    "message": message,
+                    "requestedSchema": {"type": "object", "properties": {}},
+                }
+            }},
+            "requestState": state,
+        }
+    }))
+}
+
+fn approval_message(
+    tool: &str,
+    server: &str,
+    arguments_preview: &str,
+    d: &Decided,
+    timeout_secs: u64,
+) -> String {
+    format!(
+        "Your organization's policy requires approval before the assistant uses the tool \
+         \"{tool}\" on \"{server}\" ({}). Arguments: {arguments_preview}. Accept to allow this one \
+         call; decline to block it. Without an answer within {timeout_secs} s it is blocked.",
+        d.decision.reason
+    )
 }
 
 /// A `notifications/cancelled` for one of the proxy's own requests.
