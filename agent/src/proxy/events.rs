@@ -29,6 +29,8 @@ use thoth_proto::{
 pub const QUEUE_CAPACITY: usize = 8192;
 /// Most content bytes held in memory; past this, content is left out of queued events.
 pub const QUEUE_BYTE_BUDGET: usize = 64 << 20;
+/// The writer appends to the file in pieces of about this size.
+const WRITE_CHUNK: usize = 256 * 1024;
 /// How often the writer wakes up to drain the queue.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
@@ -68,7 +70,7 @@ pub enum Record {
         /// Arguments, as the client wrote them (JSON text).
         arguments: String,
         /// The decision.
-        decided: Decided,
+        decided: Arc<Decided>,
         /// Tools already called in the session.
         session_tools: Arc<Vec<String>>,
         /// Time to decide.
@@ -85,7 +87,7 @@ pub enum Record {
         /// The answer line as sent (result, error, or the denial).
         response: Option<Vec<u8>>,
         /// The decision that let the call through or stopped it.
-        decided: Decided,
+        decided: Arc<Decided>,
         /// Tools already called in the session.
         session_tools: Arc<Vec<String>>,
         /// From arrival of the call to its answer.
@@ -102,7 +104,7 @@ pub enum Record {
         /// Tool.
         tool: String,
         /// The decision.
-        decided: Decided,
+        decided: Arc<Decided>,
         /// Channel and outcome.
         detail: Value,
     },
@@ -160,6 +162,7 @@ impl EventSink {
             .name("thoth-events".into())
             .spawn(move || {
                 Writer {
+                    ids: EventIds::new(),
                     file,
                     chain: Chain::new(),
                     info,
@@ -222,7 +225,37 @@ impl EventSink {
     }
 }
 
+/// UUIDv7 event ids without a system call per id: the 74 "random" bits are a random seed taken
+/// once, plus a counter (ids stay unique and sort by time, then by order of writing).
+struct EventIds {
+    seed: [u8; 10],
+    counter: u64,
+}
+
+impl EventIds {
+    fn new() -> Self {
+        let mut seed = [0u8; 10];
+        seed.copy_from_slice(&uuid::Uuid::now_v7().as_bytes()[6..16]);
+        Self { seed, counter: 0 }
+    }
+
+    fn next(&mut self, at: SystemTime) -> String {
+        self.counter = self.counter.wrapping_add(1);
+        let mut bytes = self.seed;
+        let tail = u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes"));
+        bytes[2..10].copy_from_slice(&tail.wrapping_add(self.counter).to_be_bytes());
+        let millis = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        uuid::Builder::from_unix_timestamp_millis(millis, &bytes)
+            .into_uuid()
+            .to_string()
+    }
+}
+
 struct Writer {
+    ids: EventIds,
     file: File,
     chain: Chain,
     info: SessionInfo,
@@ -234,7 +267,7 @@ impl Writer {
     fn run(mut self) {
         lower_priority();
         let mut batch: Vec<Record> = Vec::new();
-        let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + 64 * 1024);
         loop {
             let stopping = self.queue.stop.load(Ordering::SeqCst);
             {
@@ -255,18 +288,26 @@ impl Writer {
                 let event = self.render(record);
                 self.queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
                 self.seal_into(event, &mut out);
-            }
-            if !out.is_empty() {
-                if let Err(e) = self.write(&out) {
-                    tracing::error!(error = %e, "cannot write events; {} bytes of events lost", out.len());
+                if out.len() >= WRITE_CHUNK {
+                    self.flush(&mut out);
                 }
-                out.clear();
             }
+            self.flush(&mut out);
             if stopping {
                 return;
             }
             thread::park_timeout(DRAIN_EVERY);
         }
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write(out) {
+            tracing::error!(error = %e, "cannot write events; {} bytes of events lost", out.len());
+        }
+        out.clear();
     }
 
     fn write(&mut self, out: &[u8]) -> std::io::Result<()> {
@@ -281,10 +322,10 @@ impl Writer {
         out.push(b'\n');
     }
 
-    fn base(&self, kind: EventType, at: SystemTime) -> Event {
+    fn base(&mut self, kind: EventType, at: SystemTime) -> Event {
         let mut e = Event::new(
             kind,
-            uuid::Uuid::now_v7().to_string(),
+            self.ids.next(at),
             humantime::format_rfc3339_micros(at).to_string(),
             &self.info.identity,
         );
@@ -294,7 +335,7 @@ impl Writer {
     }
 
     fn tool_event(
-        &self,
+        &mut self,
         kind: EventType,
         at: SystemTime,
         request_id: String,
@@ -324,7 +365,7 @@ impl Writer {
         }
     }
 
-    fn render(&self, record: Record) -> Event {
+    fn render(&mut self, record: Record) -> Event {
         match record {
             Record::Pre {
                 at,
@@ -411,3 +452,21 @@ fn lower_priority() {
 
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_unique_ordered_uuid_v7() {
+        let mut ids = EventIds::new();
+        let at = SystemTime::now();
+        let a: Vec<String> = (0..1000).map(|_| ids.next(at)).collect();
+        let mut sorted = a.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), a.len());
+        let u = uuid::Uuid::parse_str(&a[0]).unwrap();
+        assert_eq!(u.get_version_num(), 7);
+    }
+}

@@ -53,7 +53,7 @@ impl ClientOut {
 enum Pending {
     ToolCall {
         tool: String,
-        decided: Decided,
+        decided: Arc<Decided>,
         started: Instant,
     },
     ToolsList,
@@ -66,7 +66,7 @@ pub struct Parked {
     modern: bool,
     line: Vec<u8>,
     tool: String,
-    decided: Decided,
+    decided: Arc<Decided>,
     started: Instant,
 }
 
@@ -75,7 +75,7 @@ struct PendingInput {
     tool: String,
     digest: String,
     expires: Instant,
-    decided: Decided,
+    decided: Arc<Decided>,
     timeout_secs: u64,
 }
 
@@ -291,11 +291,11 @@ impl Relay {
             PolicyState::Missing { why } => (fail_closed(why), "none".to_owned()),
         };
         let action = decision.action;
-        let mut decided = Decided {
+        let mut decided = Arc::new(Decided {
             action: action.as_str().into(),
             decision,
             policy_version: version,
-        };
+        });
         st.inputs.retain(|_, p| p.expires > started);
         let room = st.parked.len() + st.inputs.len() < MAX_PARKED;
         let can_ask = action == Action::StepUp && st.client_elicitation && room;
@@ -347,7 +347,7 @@ impl Relay {
             );
             inline = Some(state);
         } else if action == Action::StepUp {
-            decided.action = "deny".into();
+            Arc::make_mut(&mut decided).action = "deny".into();
         }
         drop(st);
 
@@ -439,7 +439,7 @@ impl Relay {
             Outcome::Declined
         };
         let mut decided = pending.decided;
-        decided.action = if outcome == Outcome::Approved {
+        Arc::make_mut(&mut decided).action = if outcome == Outcome::Approved {
             "approved"
         } else {
             "denied"
@@ -507,7 +507,7 @@ impl Relay {
         &self,
         id: &RawValue,
         tool: &str,
-        decided: &Decided,
+        decided: &Arc<Decided>,
         why: Option<NoApproval>,
         modern: bool,
         started: Instant,
@@ -527,7 +527,13 @@ impl Relay {
         });
     }
 
-    fn ask(self: &Arc<Self>, approval_id: &str, tool: &str, arguments: &Value, decided: &Decided) {
+    fn ask(
+        self: &Arc<Self>,
+        approval_id: &str,
+        tool: &str,
+        arguments: &Value,
+        decided: &Arc<Decided>,
+    ) {
         let timeout = self.policy.approval_timeout();
         let secs = timeout.as_secs();
         let preview = preview(arguments);
@@ -577,7 +583,7 @@ impl Relay {
         };
         let approved = outcome == Outcome::Approved;
         let now = SystemTime::now();
-        parked.decided.action = if approved {
+        Arc::make_mut(&mut parked.decided).action = if approved {
             "approved".into()
         } else {
             "denied".into()
