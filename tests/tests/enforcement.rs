@@ -374,3 +374,27 @@ fn without_a_policy_every_tool_call_is_denied_with_an_explanation() {
         }
     }
 }
+
+#[test]
+fn server_initiated_requests_and_the_clients_answers_pass_through() {
+    // server-everything's trigger-elicitation-request makes the server ask the client a
+    // question mid-call: the request must reach the client and its answer the server, with
+    // nothing consumed by the proxy (it consumes only replies to its own requests).
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: everything\n    enforcement: block\n    approved_scope: [\"*\"]\n",
+    );
+    let everything = node_server("mcp-server-everything");
+    let run = mcp_client(
+        ClientOpts { elicit: "accept", ..Default::default() },
+        json!([{"op": "call", "tool": "trigger-elicitation-request", "args": {}}]),
+        &["--server", "everything", "--policy", policy.to_str().unwrap()],
+        &[everything.to_str().unwrap()],
+    );
+    assert!(run.out.iter().any(|v| v["op"] == "elicitation"), "{:?}", run.out);
+    let c = run.calls()[0];
+    assert_eq!(c["isError"], false, "{c:?}");
+    assert!(c["text"].as_str().unwrap().contains("accept"), "{c:?}");
+}
