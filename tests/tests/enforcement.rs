@@ -388,12 +388,24 @@ fn server_initiated_requests_and_the_clients_answers_pass_through() {
     );
     let everything = node_server("mcp-server-everything");
     let run = mcp_client(
-        ClientOpts { elicit: "accept", ..Default::default() },
+        ClientOpts {
+            elicit: "accept",
+            ..Default::default()
+        },
         json!([{"op": "call", "tool": "trigger-elicitation-request", "args": {}}]),
-        &["--server", "everything", "--policy", policy.to_str().unwrap()],
+        &[
+            "--server",
+            "everything",
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
         &[everything.to_str().unwrap()],
     );
-    assert!(run.out.iter().any(|v| v["op"] == "elicitation"), "{:?}", run.out);
+    assert!(
+        run.out.iter().any(|v| v["op"] == "elicitation"),
+        "{:?}",
+        run.out
+    );
     let c = run.calls()[0];
     assert_eq!(c["isError"], false, "{c:?}");
     assert!(c["text"].as_str().unwrap().contains("accept"), "{c:?}");

@@ -276,7 +276,10 @@ impl Writer {
             }
             let dropped = self.queue.dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
-                tracing::warn!(dropped, "the event queue was full; events were dropped (recorded as EVENTS_DROPPED)");
+                tracing::warn!(
+                    dropped,
+                    "the event queue was full; events were dropped (recorded as EVENTS_DROPPED)"
+                );
                 let mut e = self.base(EventType::EventsDropped, SystemTime::now());
                 e.detail = Some(serde_json::json!({
                     "dropped": dropped,

@@ -302,7 +302,7 @@ impl Relay {
         let can_ask_inline = action == Action::StepUp && !can_ask && call.meta_elicitation && room;
         let forwards = action.forwards();
         st.session.record(&tool, &decided.decision, forwards, at);
-        let snapshot = snapshot(&mut st);
+        let snapshot = refresh_snapshot(&mut st);
         let mut approval = None;
         let mut inline = None;
         if forwards {
@@ -401,7 +401,7 @@ impl Relay {
             return ToServer::Nothing;
         }
         let why = (action == Action::StepUp).then_some(NoApproval::Unreachable);
-        self.deny(id, &tool, &decided, why, modern, started, snapshot);
+        self.deny(id, &tool, &decided, why, modern, started);
         ToServer::Nothing
     }
 
@@ -463,7 +463,7 @@ impl Relay {
                 },
             );
         }
-        let snapshot = snapshot(&mut st);
+        refresh_snapshot(&mut st);
         drop(st);
         self.events.push(Record::Approval {
             at: now,
@@ -483,7 +483,6 @@ impl Relay {
                     Some(NoApproval::TimedOut(secs)),
                     modern,
                     started,
-                    snapshot,
                 );
                 ToServer::Nothing
             }
@@ -495,7 +494,6 @@ impl Relay {
                     Some(NoApproval::Declined),
                     modern,
                     started,
-                    snapshot,
                 );
                 ToServer::Nothing
             }
@@ -511,18 +509,39 @@ impl Relay {
         why: Option<NoApproval>,
         modern: bool,
         started: Instant,
-        snapshot: Arc<Vec<String>>,
     ) {
         tracing::info!(tool = %tool, rule = %decided.decision.rule, "denied: {}", decided.decision.reason);
         let line = respond::denial(id, tool, &self.server_name, decided, why, modern);
         self.reply(&line);
+        self.post_event(
+            id.get().to_owned(),
+            tool.to_owned(),
+            line,
+            decided.clone(),
+            started,
+        );
+    }
+
+    /// Queues the `TOOL_CALL_POST` of a call: its answer as sent to the client.
+    fn post_event(
+        &self,
+        request_id: String,
+        tool: String,
+        response: Vec<u8>,
+        decided: Arc<Decided>,
+        started: Instant,
+    ) {
+        if !self.events.enabled() {
+            return;
+        }
+        let session_tools = self.state().tools_snapshot.clone();
         self.events.push(Record::Post {
             at: SystemTime::now(),
-            request_id: id.get().to_owned(),
-            tool: tool.to_owned(),
-            response: self.events.enabled().then_some(line),
-            decided: decided.clone(),
-            session_tools: snapshot,
+            request_id,
+            tool,
+            response: Some(response),
+            decided,
+            session_tools,
             latency_us: started.elapsed().as_micros() as u64,
         });
     }
@@ -608,7 +627,7 @@ impl Relay {
                 },
             );
         }
-        let snapshot = snapshot(&mut st);
+        refresh_snapshot(&mut st);
         drop(st);
         let outcome_name = outcome.as_str();
         self.events.push(Record::Approval {
@@ -637,7 +656,6 @@ impl Relay {
                     Some(why),
                     p.modern,
                     p.started,
-                    snapshot,
                 );
             }
             Outcome::CancelledByClient => {
@@ -679,18 +697,7 @@ impl Relay {
                 started,
             }) => {
                 self.reply(&line);
-                if self.events.enabled() {
-                    let snapshot = self.state().tools_snapshot.clone();
-                    self.events.push(Record::Post {
-                        at: SystemTime::now(),
-                        request_id: id,
-                        tool,
-                        response: Some(line),
-                        decided,
-                        session_tools: snapshot,
-                        latency_us: started.elapsed().as_micros() as u64,
-                    });
-                }
+                self.post_event(id, tool, line, decided, started);
             }
             _ => self.reply(&line),
         }
@@ -747,15 +754,7 @@ impl Relay {
                 started,
             } = p
             {
-                self.events.push(Record::Post {
-                    at: SystemTime::now(),
-                    request_id: id,
-                    tool,
-                    response: Some(line),
-                    decided,
-                    session_tools: Arc::new(Vec::new()),
-                    latency_us: started.elapsed().as_micros() as u64,
-                });
+                self.post_event(id, tool, line, decided, started);
             }
         }
         for (_, p) in parked {
@@ -843,7 +842,8 @@ fn track(st: &mut State, id: &str, p: Pending) {
     st.pending.insert(id.to_owned(), p);
 }
 
-fn snapshot(st: &mut State) -> Arc<Vec<String>> {
+/// Brings the shared list of called tools up to date and returns it.
+fn refresh_snapshot(st: &mut State) -> Arc<Vec<String>> {
     if st.tools_snapshot.len() != st.session.tools_called().count() {
         st.tools_snapshot = Arc::new(st.session.tools_called().map(str::to_owned).collect());
     }
