@@ -228,9 +228,17 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        // Close our side first, so thoth shuts its server down the normal way (no orphans);
+        // kill only what does not exit in time.
+        self.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(None) = self.child.try_wait() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
