@@ -214,6 +214,17 @@ impl Target {
         t.elapsed()
     }
 
+    /// CPU time (user + system) the process has used so far, all threads.
+    fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Some(Duration::from_micros(ticks * 1_000_000 / hz))
+    }
+
     fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
@@ -319,6 +330,11 @@ fn bench() {
         }
     }
     let rss = targets[2].peak_rss_kib();
+    let total_calls = (200 + calls + 5 * 4000) as f64;
+    let cpu: Vec<Option<f64>> = targets
+        .iter()
+        .map(|t| t.cpu_time().map(|d| d.as_secs_f64() * 1e6 / total_calls))
+        .collect();
     for t in targets {
         t.stop();
     }
@@ -379,6 +395,11 @@ fn bench() {
         "thoth ready after server:  {ready_extra:.1} ms (target <= 50 ms)  [{}]",
         verdict(ready_extra <= 50.0)
     );
+    if let (Some(Some(r)), Some(Some(t))) = (cpu.get(1), cpu.get(2)) {
+        println!(
+            "CPU per call:              relay {r:.1} µs, thoth {t:.1} µs (user + system, all threads)"
+        );
+    }
     let ev_lines = std::fs::read_to_string(&events)
         .map(|s| s.lines().count())
         .unwrap_or(0);

@@ -85,9 +85,11 @@ const SUSPECT_WORDS: [&[u8]; 8] = [
     b"token",
 ];
 
-/// Whether JSON text may hold a secret-looking key (a cheap scan; escapes force the full check).
+/// Whether JSON text may hold a secret-looking key (a cheap scan; `\u` escapes force the full
+/// check).
 fn may_hold_secrets(json: &str) -> bool {
-    if json.contains('\\') {
+    // Only a \u escape can spell a key's letters in disguise (`\"`, `\n`… cannot).
+    if json.contains("\\u") {
         return true;
     }
     let folded: Vec<u8> = json
