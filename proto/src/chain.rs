@@ -160,8 +160,15 @@ pub fn verify_lines<R: BufRead>(mut reader: R) -> Result<ChainReport, ChainBreak
             }));
         }
         buf.pop();
-        let mut value: Value = serde_json::from_slice(&buf)
-            .map_err(|e| brk(format!("not a JSON event ({e}): the line was altered")))?;
+        let mut value: Value = serde_json::from_slice(&buf).map_err(|e| {
+            brk(if e.is_eof() {
+                "the line is cut short: a writer stopped mid-line (crash, full disk) or the \
+                     line was truncated"
+                    .into()
+            } else {
+                format!("not a JSON event ({e}): the line was altered")
+            })
+        })?;
         if to_canonical(&value) != buf {
             return Err(brk(
                 "the line is not in canonical form: it was altered".into()

@@ -444,3 +444,42 @@ fn an_inline_approval_is_bound_to_its_call_and_used_once() {
         "{received}"
     );
 }
+
+#[test]
+fn a_partial_last_line_left_by_a_crash_is_isolated_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = recorder(dir.path(), 0);
+    let policy = allow_all(dir.path());
+    let events = dir.path().join("ev.jsonl");
+    let run_session = |n: u64| {
+        let mut p = Proxy::start(
+            &["--policy", &policy, "--events", events.to_str().unwrap()],
+            &strs(&server),
+        );
+        p.handshake(false);
+        p.send(&call(n, "alpha", json!({})));
+        p.recv_response(json!(n));
+        p.close_stdin();
+        p.wait(Duration::from_secs(15));
+    };
+    run_session(1);
+    // A writer killed mid-write leaves half a line behind.
+    let whole = std::fs::read(&events).unwrap();
+    let first_line_end = whole.iter().position(|b| *b == b'\n').unwrap();
+    std::fs::write(&events, &whole[..first_line_end + 1 + 40]).unwrap();
+    run_session(2);
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(
+        lines[1].len(),
+        40,
+        "the partial line stays alone on its line"
+    );
+    for l in [lines[0], lines[2], lines[3]] {
+        serde_json::from_str::<Value>(l).expect("the other lines are whole events");
+    }
+    let (code, out, _) = thoth_cmd(&["events", "verify", events.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains(":2:") && out.contains("cut short"), "{out}");
+}

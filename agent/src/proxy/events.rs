@@ -147,7 +147,7 @@ impl EventSink {
     /// Opens (creating, mode 0600) `path` for appending and starts the writer thread.
     pub fn to_file(path: &Path, info: SessionInfo, limits: ContentLimits) -> std::io::Result<Self> {
         let mut opts = OpenOptions::new();
-        opts.create(true).append(true);
+        opts.create(true).append(true).read(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let file = opts.open(path)?;
@@ -316,9 +316,36 @@ impl Writer {
 
     fn write(&mut self, out: &[u8]) -> std::io::Result<()> {
         self.file.lock()?;
-        let r = self.file.write_all(out).and_then(|_| self.file.flush());
+        let r = self
+            .start_on_a_fresh_line()
+            .and_then(|_| self.file.write_all(out))
+            .and_then(|_| self.file.flush());
         let _ = self.file.unlock();
         r
+    }
+
+    /// A writer that died mid-line (killed, disk full) leaves a partial last line; appending to
+    /// it would glue our first event onto it. Start on a new line instead, so the damage stays
+    /// one line that `thoth events verify` reports, and every chain after it stays readable.
+    #[cfg(unix)]
+    fn start_on_a_fresh_line(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let len = self.file.metadata()?.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let mut last = [0u8; 1];
+        self.file.read_exact_at(&mut last, len - 1)?;
+        if last[0] != b'\n' {
+            tracing::warn!("the events file ends in a partial line; starting on a new line");
+            self.file.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn start_on_a_fresh_line(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 
     fn seal_into(&mut self, mut event: Event, out: &mut Vec<u8>) {
