@@ -483,3 +483,113 @@ fn a_partial_last_line_left_by_a_crash_is_isolated_and_reported() {
     assert_eq!(code, 1);
     assert!(out.contains(":2:") && out.contains("cut short"), "{out}");
 }
+
+#[test]
+fn a_carriage_return_cannot_smuggle_a_call_past_the_proxy() {
+    // Python's stdio reader splits lines on a bare CR too; JSON allows one between tokens. A
+    // message with CRs inside would look like one notification to a proxy that only splits on
+    // LF, and like a tools/call to the server.
+    let dir = tempfile::tempdir().unwrap();
+    let note = dir.path().join("PWNED");
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: notes\n    approved_scope: [echo]\n",
+    );
+    let python = python();
+    let server = py_script("modern_server.py");
+    let mut p = Proxy::start(
+        &["--server", "notes", "--policy", policy.to_str().unwrap()],
+        &[python.to_str().unwrap(), server.to_str().unwrap()],
+    );
+    p.handshake(false);
+    let hidden = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "write_note", "arguments": {"path": note, "text": "x"}}});
+    let smuggled = format!(
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":\r{hidden}\r}}\n"
+    );
+    p.send_raw(smuggled.as_bytes());
+    let (refused, _) = p.recv_response(Value::Null);
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    p.send(&call(8, "echo", json!({"text": "still serving"})));
+    let (ok, before) = p.recv_response(json!(8));
+    assert!(
+        ok["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("still serving")
+    );
+    assert!(
+        before.iter().all(|m| m.get("id") != Some(&json!(7))),
+        "{before:?}"
+    );
+    assert!(!note.exists(), "the smuggled call reached the server");
+}
+
+#[test]
+fn a_tools_call_without_a_usable_id_never_reaches_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, record) = recorder(dir.path(), 0);
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: rec\n    approved_scope: [alpha]\n",
+    );
+    let mut p = Proxy::start(
+        &["--server", "rec", "--policy", policy.to_str().unwrap()],
+        &strs(&server),
+    );
+    p.handshake(false);
+    for line in [
+        r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"beta"}}"#,
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"beta"}}"#,
+        r#"{"jsonrpc":"2.0","id":1e400,"method":"tools/call","params":{"name":"beta"}}"#,
+        r#"{"jsonrpc":"2.0","id":[1],"method":"tools/call","params":{"name":"beta"}}"#,
+    ] {
+        p.send(line);
+        let (e, _) = p.recv_response(Value::Null);
+        assert_eq!(e["error"]["code"], -32600, "{line} -> {e}");
+    }
+    p.send(&call(9, "alpha", json!({})));
+    p.recv_response(json!(9));
+    let received = std::fs::read_to_string(&record).unwrap();
+    assert!(!received.contains("beta"), "{received}");
+}
+
+#[test]
+fn cancelled_and_re_encoded_ids_do_not_leak_pending_requests() {
+    // 5000 requests the server answers under a re-encoded id, or never (cancelled): the proxy
+    // must still filter tools/list afterwards (it stops remembering requests past 4096).
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = recorder(dir.path(), 0);
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: rec\n    approved_scope: [alpha]\n    hide_unapproved: true\n",
+    );
+    let mut p = Proxy::start(
+        &["--server", "rec", "--policy", policy.to_str().unwrap()],
+        &strs(&server),
+    );
+    p.handshake(false);
+    let mut batch = String::new();
+    for i in 0..5000 {
+        // The recorder answers unknown methods with the id re-encoded by Python's json module.
+        batch.push_str(&format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":\"\\u0078{i}\",\"method\":\"ping/x\"}}\n"
+        ));
+    }
+    p.send_raw(batch.as_bytes());
+    for _ in 0..5000 {
+        p.recv();
+    }
+    p.send(r#"{"jsonrpc":"2.0","id":"last","method":"tools/list"}"#);
+    let (list, _) = p.recv_response(json!("last"));
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha"]);
+}

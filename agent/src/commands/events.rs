@@ -21,6 +21,13 @@ pub fn verify(path: &Path, json: bool) -> anyhow::Result<i32> {
                     report.chains.len(),
                     path.display()
                 );
+                for (agent, seq) in &report.chains {
+                    println!("  {agent}: seq 1..{seq}");
+                }
+                println!(
+                    "Note: without signed chain heads (they come with the agent), events cut from \
+                     the end of a chain, or a whole chain removed, cannot be detected here."
+                );
             }
             Ok(0)
         }

@@ -29,6 +29,8 @@ use thoth_proto::{
 pub const QUEUE_CAPACITY: usize = 8192;
 /// Most content bytes held in memory; past this, content is left out of queued events.
 pub const QUEUE_BYTE_BUDGET: usize = 64 << 20;
+/// What `content` says when it was left out to keep the queue within its byte budget.
+const OMITTED: &str = "[content omitted: the event queue was over its byte budget]";
 /// The writer appends to the file in pieces of about this size.
 const WRITE_CHUNK: usize = 256 * 1024;
 /// How often the writer wakes up to drain the queue.
@@ -67,8 +69,9 @@ pub enum Record {
         request_id: String,
         /// Tool.
         tool: String,
-        /// Arguments, as the client wrote them (JSON text).
-        arguments: String,
+        /// Arguments, as the client wrote them (JSON text); `None` when left out to keep the
+        /// queue within its byte budget.
+        arguments: Option<String>,
         /// The decision.
         decided: Arc<Decided>,
         /// Tools already called in the session.
@@ -116,7 +119,18 @@ impl Record {
             Record::Post {
                 response: Some(r), ..
             } => r.len(),
+            Record::Pre {
+                arguments: Some(a), ..
+            } => a.len(),
             _ => 0,
+        }
+    }
+
+    fn drop_content(&mut self) {
+        match self {
+            Record::Post { response, .. } => *response = None,
+            Record::Pre { arguments, .. } => *arguments = None,
+            Record::Approval { .. } => {}
         }
     }
 }
@@ -188,9 +202,7 @@ impl EventSink {
         let size = record.content_bytes();
         if size > 0 && q.bytes.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTE_BUDGET {
             q.bytes.fetch_sub(size, Ordering::Relaxed);
-            if let Record::Post { response, .. } = &mut record {
-                *response = None;
-            }
+            record.drop_content();
         }
         let mut items = q.items.lock().unwrap_or_else(|p| p.into_inner());
         if items.len() >= QUEUE_CAPACITY {
@@ -408,7 +420,10 @@ impl Writer {
                 latency_us,
             } => {
                 let mut e = self.tool_event(EventType::ToolCallPre, at, request_id, tool, &decided);
-                self.set_content(&mut e, &arguments);
+                match arguments {
+                    Some(a) => self.set_content(&mut e, &a),
+                    None => e.content = Some(OMITTED.into()),
+                }
                 e.session_tool_calls = Some(session_tools.as_ref().clone());
                 e.latency_us = Some(latency_us);
                 e
@@ -432,10 +447,7 @@ impl Writer {
                         self.set_content(&mut e, body);
                     }
                     Some(_) => e.content = Some("[unparseable response]".into()),
-                    None => {
-                        e.content =
-                            Some("[content omitted: event buffer over its byte budget]".into())
-                    }
+                    None => e.content = Some(OMITTED.into()),
                 }
                 e.session_tool_calls = Some(session_tools.as_ref().clone());
                 e.latency_us = Some(latency_us);

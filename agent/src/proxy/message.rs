@@ -22,7 +22,8 @@ pub mod code {
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(borrow, default)]
+    /// `Some("null")` for `"id": null`, `None` when there is no `id` member.
+    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     method: Option<Cow<'a, str>>,
@@ -46,6 +47,11 @@ struct CallParams<'a> {
     request_state: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "inputResponses")]
     input_responses: Option<&'a RawValue>,
+}
+
+/// Keeps `null` as a value: a member that is present is `Some`, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// `_meta` key of the 2026-07-28 lifecycle carrying the client's capabilities.
@@ -96,13 +102,31 @@ pub fn classify(line: &[u8]) -> Result<Message<'_>, Invalid> {
     if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(not_an_object(line));
     }
+    // JSON allows a bare CR between tokens, and some stdio readers (Python's text mode) take it
+    // as a line break: a message with one inside could carry a second message the proxy never
+    // saw. Only the CR of a final CRLF is accepted.
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    if body.contains(&b'\r') {
+        return Err(Invalid {
+            code: code::INVALID_REQUEST,
+            message: "a carriage return inside a message: MCP stdio messages are single lines"
+                .into(),
+        });
+    }
     let env: Envelope<'_> = match serde_json::from_slice(line) {
         Ok(env) => env,
         Err(e) => return Err(not_an_envelope(line, e)),
     };
-    let id = env.id.filter(|id| id.get() != "null");
-    match (id, env.method) {
+    let is_null = |id: &RawValue| id.get() == "null";
+    match (env.id, env.method) {
         (Some(id), Some(method)) => {
+            if is_null(id) {
+                return Err(Invalid {
+                    code: code::INVALID_REQUEST,
+                    message: "a request id must be a string or a number, not null".into(),
+                });
+            }
             check_id(id)?;
             Ok(Message::Request {
                 id,
@@ -110,12 +134,23 @@ pub fn classify(line: &[u8]) -> Result<Message<'_>, Invalid> {
                 params: env.params,
             })
         }
-        (None, Some(method)) => Ok(Message::Notification {
-            method,
-            params: env.params,
-        }),
+        (None, Some(method)) => {
+            if method == "tools/call" {
+                return Err(Invalid {
+                    code: code::INVALID_REQUEST,
+                    message: "tools/call must be a request with an id, not a notification".into(),
+                });
+            }
+            Ok(Message::Notification {
+                method,
+                params: env.params,
+            })
+        }
         (Some(id), None) if env.result.is_some() || env.error.is_some() => {
-            check_id(id)?;
+            // `"id": null` is how JSON-RPC answers a request it could not read.
+            if !(is_null(id) && env.error.is_some()) {
+                check_id(id)?;
+            }
             Ok(Message::Response {
                 id,
                 result: env.result,
@@ -129,9 +164,21 @@ pub fn classify(line: &[u8]) -> Result<Message<'_>, Invalid> {
     }
 }
 
+/// The id as a key that survives a peer re-encoding it (`"\u0078"` and `"x"` are one id).
+pub fn id_key(id: &RawValue) -> String {
+    match serde_json::from_str::<Value>(id.get()) {
+        Ok(v) => v.to_string(),
+        Err(_) => id.get().to_owned(),
+    }
+}
+
 fn check_id(id: &RawValue) -> Result<(), Invalid> {
-    let t = id.get().as_bytes().first();
-    if matches!(t, Some(b'"') | Some(b'-') | Some(b'0'..=b'9')) {
+    let ok = match serde_json::from_str::<Value>(id.get()) {
+        Ok(Value::String(_)) => true,
+        Ok(Value::Number(n)) => n.as_i64().is_some() || n.as_u64().is_some() || n.is_f64(),
+        _ => false,
+    };
+    if ok {
         Ok(())
     } else {
         Err(Invalid {
@@ -258,6 +305,13 @@ mod tests {
     }
 
     #[test]
+    fn id_keys_survive_re_encoding() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        assert_eq!(id_key(&raw(r#""\u0078""#)), id_key(&raw(r#""x""#)));
+        assert_eq!(id_key(&raw("7")), "7");
+    }
+
+    #[test]
     fn escaped_method_names_are_seen_as_written() {
         let m = classify(br#"{"id":1,"method":"tools\/call","params":{"name":"w"}}"#).unwrap();
         assert!(matches!(m, Message::Request { ref method, .. } if method == "tools/call"));
@@ -282,6 +336,24 @@ mod tests {
             code::INVALID_REQUEST
         );
         assert_eq!(classify(b"42").unwrap_err().code, code::INVALID_REQUEST);
+        // A bare CR could hide a second message from the proxy but not from the server.
+        let smuggled = b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":\r{\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":\"w\"}}\r}\n";
+        assert_eq!(classify(smuggled).unwrap_err().code, code::INVALID_REQUEST);
+        assert!(classify(b"{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\r\n").is_ok());
+        // A null id or no id cannot turn a tools/call into something the proxy forwards.
+        let null_id =
+            classify(br#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"w"}}"#);
+        assert_eq!(null_id.unwrap_err().code, code::INVALID_REQUEST);
+        let no_id = classify(br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"w"}}"#);
+        assert_eq!(no_id.unwrap_err().code, code::INVALID_REQUEST);
+        // Ids that cannot be read back are refused.
+        assert_eq!(
+            classify(br#"{"id":1e400,"method":"x"}"#).unwrap_err().code,
+            code::INVALID_REQUEST
+        );
+        // A server's error for a request it could not read has id null, and still passes.
+        let e = classify(br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#);
+        assert!(matches!(e, Ok(Message::Response { .. })));
         // An array is never read positionally as a request.
         let positional = classify(br#"[1, "tools/call", {"name": "w"}]"#).unwrap_err();
         assert_eq!(positional.code, code::INVALID_REQUEST);

@@ -187,35 +187,56 @@ impl Relay {
                         });
                     let mut st = self.state();
                     st.client_elicitation = elicit;
-                    track(&mut st, id.get(), Pending::Other);
+                    track(&mut st, id, Pending::Other);
                 }
                 "tools/list" => {
                     let filters = self.policy.filters_tools();
-                    let mut st = self.state();
-                    track(
-                        &mut st,
-                        id.get(),
-                        if filters {
-                            Pending::ToolsList
-                        } else {
-                            Pending::Other
-                        },
-                    );
+                    let kind = if filters {
+                        Pending::ToolsList
+                    } else {
+                        Pending::Other
+                    };
+                    if !track(&mut self.state(), id, kind) && filters {
+                        // Its answer could not be filtered: refuse rather than show hidden tools.
+                        let msg = "too many requests are pending; tools/list refused, try again";
+                        self.reply(&respond::error(Some(id), code::INTERNAL_ERROR, msg));
+                        return ToServer::Nothing;
+                    }
                 }
-                _ => track(&mut self.state(), id.get(), Pending::Other),
+                _ => {
+                    track(&mut self.state(), id, Pending::Other);
+                }
             },
             Message::Notification { method, params } if method == "notifications/cancelled" => {
                 let target = params
                     .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
                     .and_then(|p| p.get("requestId").map(Value::to_string));
                 if let Some(target) = target {
-                    let parked_id = {
-                        let st = self.state();
-                        st.parked
+                    let (parked_id, cancelled) = {
+                        let mut st = self.state();
+                        // The server should not answer a cancelled request: forget it now.
+                        let cancelled = st.pending.remove(&target);
+                        let parked = st
+                            .parked
                             .iter()
-                            .find(|(_, p)| p.request_id.get() == target)
-                            .map(|(k, _)| k.clone())
+                            .find(|(_, p)| message::id_key(&p.request_id) == target)
+                            .map(|(k, _)| k.clone());
+                        (parked, cancelled)
                     };
+                    if let Some(Pending::ToolCall {
+                        tool,
+                        decided,
+                        started,
+                    }) = cancelled
+                    {
+                        let raw = RawValue::from_string(target.clone()).ok();
+                        let note = respond::error(
+                            raw.as_deref(),
+                            code::INTERNAL_ERROR,
+                            "cancelled by the client before the server answered",
+                        );
+                        self.post_event(target.clone(), tool, note, decided, started);
+                    }
                     if let Some(approval_id) = parked_id {
                         self.finish_approval(&approval_id, Outcome::CancelledByClient);
                         return ToServer::Nothing;
@@ -273,6 +294,13 @@ impl Relay {
         {
             return to_server;
         }
+        // A stale or foreign approval state of ours never reaches the server: the call goes on
+        // without it (or is refused when it cannot be re-encoded).
+        let stripped = match ours.map(|_| strip_input_state(line)) {
+            Some(None) => return self.forward_stripped(id, line),
+            Some(Some(bytes)) => Some(bytes),
+            None => None,
+        };
         let mut st = self.state();
         let (decision, version) = match &self.policy {
             PolicyState::Loaded(p) => {
@@ -306,10 +334,9 @@ impl Relay {
         let mut approval = None;
         let mut inline = None;
         if forwards {
-            st.pending.remove(id.get());
             track(
                 &mut st,
-                id.get(),
+                id,
                 Pending::ToolCall {
                     tool: tool.clone(),
                     decided: decided.clone(),
@@ -324,7 +351,7 @@ impl Relay {
                 Parked {
                     request_id: id.to_owned(),
                     modern,
-                    line: line.to_vec(),
+                    line: stripped.clone().unwrap_or_else(|| line.to_vec()),
                     tool: tool.clone(),
                     decided: decided.clone(),
                     started,
@@ -357,7 +384,7 @@ impl Relay {
                 at,
                 request_id: id.get().to_owned(),
                 tool: tool.clone(),
-                arguments: call.arguments_raw.to_owned(),
+                arguments: Some(call.arguments_raw.to_owned()),
                 decided: decided.clone(),
                 session_tools: snapshot.clone(),
                 latency_us,
@@ -367,9 +394,8 @@ impl Relay {
             if action != Action::Allow {
                 tracing::info!(tool = %tool, action = action.as_str(), rule = %decided.decision.rule, "{}", decided.decision.reason);
             }
-            if ours.is_some() {
-                // A stale or foreign approval state of ours must not reach the server.
-                return ToServer::Forward(strip_input_state(line));
+            if let Some(bytes) = stripped {
+                return ToServer::Forward(bytes);
             }
             return ToServer::Original;
         }
@@ -452,10 +478,9 @@ impl Relay {
                 ..decided.decision.clone()
             };
             st.session.record(tool, &d, true, now);
-            st.pending.remove(id.get());
             track(
                 &mut st,
-                id.get(),
+                id,
                 Pending::ToolCall {
                     tool: tool.to_owned(),
                     decided: decided.clone(),
@@ -474,7 +499,7 @@ impl Relay {
             detail: serde_json::json!({"channel": "mcp_input_required", "approvalId": state, "outcome": outcome.as_str()}),
         });
         Some(match outcome {
-            Outcome::Approved => ToServer::Forward(strip_input_state(line)),
+            Outcome::Approved => self.forward_stripped(id, line),
             Outcome::TimedOut(secs) => {
                 self.deny(
                     id,
@@ -619,7 +644,7 @@ impl Relay {
             );
             track(
                 &mut st,
-                parked.request_id.get(),
+                &parked.request_id,
                 Pending::ToolCall {
                     tool: parked.tool.clone(),
                     decided: parked.decided.clone(),
@@ -669,7 +694,7 @@ impl Relay {
     pub fn from_server(&self, line: Vec<u8>) {
         let (pending, id, result) = match message::classify(&line) {
             Ok(Message::Response { id, result, .. }) => {
-                let pending = self.state().pending.remove(id.get());
+                let pending = self.state().pending.remove(&message::id_key(id));
                 let id = match pending {
                     Some(Pending::ToolCall { .. }) => id.get().to_owned(),
                     _ => String::new(),
@@ -758,11 +783,28 @@ impl Relay {
             }
         }
         for (_, p) in parked {
-            self.reply(&respond::error(
-                Some(&p.request_id),
-                code::INTERNAL_ERROR,
-                &message,
-            ));
+            let line = respond::error(Some(&p.request_id), code::INTERNAL_ERROR, &message);
+            self.reply(&line);
+            self.post_event(
+                p.request_id.get().to_owned(),
+                p.tool,
+                line,
+                p.decided,
+                p.started,
+            );
+        }
+    }
+
+    /// Forwards a call without the approval round's fields; a call they cannot be taken out of
+    /// is refused (it would carry the proxy's state to the server).
+    fn forward_stripped(&self, id: &RawValue, line: &[u8]) -> ToServer {
+        match strip_input_state(line) {
+            Some(bytes) => ToServer::Forward(bytes),
+            None => {
+                let why = "this tools/call cannot be re-encoded without its requestState";
+                self.reply(&respond::error(Some(id), code::INVALID_PARAMS, why));
+                ToServer::Nothing
+            }
         }
     }
 
@@ -815,31 +857,48 @@ fn args_digest(arguments: &Value) -> String {
 
 /// The call without the approval round's `requestState` and `inputResponses` (which are ours,
 /// not the server's).
-fn strip_input_state(line: &[u8]) -> Vec<u8> {
-    let Ok(mut msg) = serde_json::from_slice::<Value>(line) else {
-        return line.to_vec();
-    };
-    if let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut) {
-        params.shift_remove("requestState");
-        params.shift_remove("inputResponses");
-    }
-    let mut out = serde_json::to_vec(&msg).expect("serializing a JSON value into memory");
+fn strip_input_state(line: &[u8]) -> Option<Vec<u8>> {
+    let mut msg = serde_json::from_slice::<Value>(line).ok()?;
+    let params = msg.get_mut("params").and_then(Value::as_object_mut)?;
+    params.shift_remove("requestState");
+    params.shift_remove("inputResponses");
+    let mut out = serde_json::to_vec(&msg).ok()?;
     out.push(b'\n');
-    out
+    Some(out)
 }
 
-fn track(st: &mut State, id: &str, p: Pending) {
-    if st.pending.len() >= MAX_PENDING && !st.pending.contains_key(id) {
-        st.untracked += 1;
-        if st.untracked == 1 || st.untracked.is_power_of_two() {
-            tracing::warn!(
-                untracked = st.untracked,
-                "more than {MAX_PENDING} requests pending; not remembering more"
-            );
+/// Remembers a request forwarded to the server. At the limit, a plain request makes room for a
+/// call or a `tools/list` (whose answers the proxy must see); `false` when nothing could be
+/// remembered.
+fn track(st: &mut State, id: &RawValue, p: Pending) -> bool {
+    let key = message::id_key(id);
+    if st.pending.len() >= MAX_PENDING && !st.pending.contains_key(&key) {
+        let evict = match p {
+            Pending::Other => None,
+            _ => st
+                .pending
+                .iter()
+                .find(|(_, v)| matches!(v, Pending::Other))
+                .map(|(k, _)| k.clone()),
+        };
+        match evict {
+            Some(k) => {
+                st.pending.remove(&k);
+            }
+            None => {
+                st.untracked += 1;
+                if st.untracked == 1 || st.untracked.is_power_of_two() {
+                    tracing::warn!(
+                        untracked = st.untracked,
+                        "more than {MAX_PENDING} requests pending; not remembering more"
+                    );
+                }
+                return false;
+            }
         }
-        return;
     }
-    st.pending.insert(id.to_owned(), p);
+    st.pending.insert(key, p);
+    true
 }
 
 /// Brings the shared list of called tools up to date and returns it.
