@@ -88,7 +88,7 @@ pub enum Record {
         /// Tool.
         tool: String,
         /// The answer line as sent (result, error, or the denial).
-        response: Option<Vec<u8>>,
+        response: Option<Arc<Vec<u8>>>,
         /// The decision that let the call through or stopped it.
         decided: Arc<Decided>,
         /// Tools already called in the session.
@@ -439,7 +439,7 @@ impl Writer {
             } => {
                 let mut e =
                     self.tool_event(EventType::ToolCallPost, at, request_id, tool, &decided);
-                match response.as_deref().map(message::classify) {
+                match response.as_deref().map(|r| message::classify(r)) {
                     Some(Ok(Message::Response { result, error, .. })) => {
                         let is_error = error.is_some() || result.is_some_and(result_is_error);
                         e.is_error = Some(is_error);

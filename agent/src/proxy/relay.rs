@@ -235,7 +235,7 @@ impl Relay {
                             code::INTERNAL_ERROR,
                             "cancelled by the client before the server answered",
                         );
-                        self.post_event(target.clone(), tool, note, decided, started);
+                        self.post_event(target.clone(), tool, Arc::new(note), decided, started);
                     }
                     if let Some(approval_id) = parked_id {
                         self.finish_approval(&approval_id, Outcome::CancelledByClient);
@@ -537,8 +537,7 @@ impl Relay {
     ) {
         tracing::info!(tool = %tool, rule = %decided.decision.rule, "denied: {}", decided.decision.reason);
         let line = respond::denial(id, tool, &self.server_name, decided, why, modern);
-        self.reply(&line);
-        self.post_event(
+        self.answer_call(
             id.get().to_owned(),
             tool.to_owned(),
             line,
@@ -547,12 +546,27 @@ impl Relay {
         );
     }
 
+    /// Sends the answer to a call, its `TOOL_CALL_POST` queued first: once the client has the
+    /// answer it may send its next call, whose `TOOL_CALL_PRE` must come after this event.
+    fn answer_call(
+        &self,
+        request_id: String,
+        tool: String,
+        line: Vec<u8>,
+        decided: Arc<Decided>,
+        started: Instant,
+    ) {
+        let line = Arc::new(line);
+        self.post_event(request_id, tool, line.clone(), decided, started);
+        self.reply(&line);
+    }
+
     /// Queues the `TOOL_CALL_POST` of a call: its answer as sent to the client.
     fn post_event(
         &self,
         request_id: String,
         tool: String,
-        response: Vec<u8>,
+        response: Arc<Vec<u8>>,
         decided: Arc<Decided>,
         started: Instant,
     ) {
@@ -720,10 +734,7 @@ impl Relay {
                 tool,
                 decided,
                 started,
-            }) => {
-                self.reply(&line);
-                self.post_event(id, tool, line, decided, started);
-            }
+            }) => self.answer_call(id, tool, line, decided, started),
             _ => self.reply(&line),
         }
     }
@@ -772,20 +783,18 @@ impl Relay {
         for (id, p) in pending {
             let raw = RawValue::from_string(id.clone()).ok();
             let line = respond::error(raw.as_deref(), code::INTERNAL_ERROR, &message);
-            self.reply(&line);
-            if let Pending::ToolCall {
-                tool,
-                decided,
-                started,
-            } = p
-            {
-                self.post_event(id, tool, line, decided, started);
+            match p {
+                Pending::ToolCall {
+                    tool,
+                    decided,
+                    started,
+                } => self.answer_call(id, tool, line, decided, started),
+                _ => self.reply(&line),
             }
         }
         for (_, p) in parked {
             let line = respond::error(Some(&p.request_id), code::INTERNAL_ERROR, &message);
-            self.reply(&line);
-            self.post_event(
+            self.answer_call(
                 p.request_id.get().to_owned(),
                 p.tool,
                 line,
