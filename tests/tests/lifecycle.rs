@@ -116,3 +116,58 @@ fn step_up_in_the_no_initialize_lifecycle_asks_through_input_required() {
         }
     }
 }
+
+#[test]
+fn the_servers_own_input_round_counts_as_one_call() {
+    // `confirm` makes the server ask the user (input_required), so the client sends the call
+    // twice. Progressive mode must see one out-of-scope call, not two.
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("ev.jsonl");
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: notes\n    enforcement: progressive\n    progressive: {warn: 1, block_after: 1}\n    approved_scope: [echo]\n",
+    );
+    let python = python();
+    let server = py_script("modern_server.py");
+    let run = mcp_client(
+        ClientOpts {
+            lifecycle: "discover",
+            elicit: "accept",
+        },
+        json!([
+            {"op": "call", "tool": "confirm", "args": {"question": "go?"}},
+            {"op": "call", "tool": "confirm", "args": {"question": "again?"}},
+        ]),
+        &[
+            "--server",
+            "notes",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
+        &[
+            python.to_str().unwrap(),
+            server.to_str().unwrap(),
+            "--with-elicit",
+        ],
+    );
+    let c = run.calls();
+    assert_eq!(
+        c[0]["isError"], false,
+        "the first call, both rounds, is the one warned call: {c:?}"
+    );
+    assert!(c[0]["text"].as_str().unwrap().contains("accept"), "{c:?}");
+    assert_eq!(
+        c[1]["isError"], true,
+        "the second call is past the limit: {c:?}"
+    );
+    assert!(
+        c[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("past this session's limit"),
+        "{c:?}"
+    );
+}

@@ -81,6 +81,9 @@ struct PendingInput {
 
 struct State {
     session: SessionState,
+    /// `requestState`s the server issued in `input_required` results, with the call's tool and
+    /// decision (oldest first, bounded).
+    server_states: std::collections::VecDeque<(String, String, Arc<Decided>)>,
     inputs: HashMap<String, PendingInput>,
     tools_snapshot: Arc<Vec<String>>,
     pending: HashMap<String, Pending>,
@@ -143,6 +146,7 @@ impl Relay {
                 untracked: 0,
                 parked: HashMap::new(),
                 inputs: HashMap::new(),
+                server_states: std::collections::VecDeque::new(),
                 next_approval: 0,
                 client_elicitation: false,
             }),
@@ -324,12 +328,35 @@ impl Relay {
             decision,
             policy_version: version,
         });
+        // A call re-sent to finish the server's own input round (2026-07-28) is the same call
+        // continuing: it is decided again, but it does not count again towards escalation, and
+        // escalation alone does not stop it where the first round was let through with a warning.
+        let first_round = call
+            .request_state
+            .as_deref()
+            .filter(|_| ours.is_none())
+            .and_then(|state| take_server_state(&mut st, state, &tool));
+        if let Some(first) = &first_round {
+            let escalated =
+                decided.decision.out_of_scope && decided.decision.mode == Mode::Progressive;
+            if escalated
+                && !decided.decision.action.forwards()
+                && first.decision.action == Action::Warn
+            {
+                decided = first.clone();
+            }
+        }
+        let action = decided.decision.action;
         st.inputs.retain(|_, p| p.expires > started);
         let room = st.parked.len() + st.inputs.len() < MAX_PARKED;
         let can_ask = action == Action::StepUp && st.client_elicitation && room;
         let can_ask_inline = action == Action::StepUp && !can_ask && call.meta_elicitation && room;
         let forwards = action.forwards();
-        st.session.record(&tool, &decided.decision, forwards, at);
+        let counted = Decision {
+            out_of_scope: decided.decision.out_of_scope && first_round.is_none(),
+            ..decided.decision.clone()
+        };
+        st.session.record(&tool, &counted, forwards, at);
         let snapshot = refresh_snapshot(&mut st);
         let mut approval = None;
         let mut inline = None;
@@ -708,9 +735,20 @@ impl Relay {
     pub fn from_server(&self, line: Vec<u8>) {
         let (pending, id, result) = match message::classify(&line) {
             Ok(Message::Response { id, result, .. }) => {
-                let pending = self.state().pending.remove(&message::id_key(id));
+                let mut st = self.state();
+                let pending = st.pending.remove(&message::id_key(id));
                 let id = match pending {
-                    Some(Pending::ToolCall { .. }) => id.get().to_owned(),
+                    Some(Pending::ToolCall {
+                        ref tool,
+                        ref decided,
+                        ..
+                    }) => {
+                        if let Some(state) = result.and_then(server_input_state) {
+                            let entry = (state, tool.clone(), decided.clone());
+                            remember_server_state(&mut st, entry);
+                        }
+                        id.get().to_owned()
+                    }
                     _ => String::new(),
                 };
                 (pending, id, result.is_some())
@@ -874,6 +912,42 @@ fn strip_input_state(line: &[u8]) -> Option<Vec<u8>> {
     let mut out = serde_json::to_vec(&msg).ok()?;
     out.push(b'\n');
     Some(out)
+}
+
+/// `requestState` of a 2026-07-28 `input_required` tools/call result.
+fn server_input_state(result: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct InputRequired {
+        #[serde(rename = "resultType")]
+        result_type: Option<String>,
+        #[serde(rename = "requestState")]
+        request_state: Option<String>,
+    }
+    if !result.get().contains("input_required") {
+        return None;
+    }
+    let r: InputRequired = serde_json::from_str(result.get()).ok()?;
+    (r.result_type.as_deref() == Some("input_required")).then_some(r.request_state?)
+}
+
+/// Server-issued states remembered at once.
+const MAX_SERVER_STATES: usize = 256;
+
+/// The decision of the first round, when `state` was issued by the server for a call to `tool`
+/// (each state is honoured once).
+fn take_server_state(st: &mut State, state: &str, tool: &str) -> Option<Arc<Decided>> {
+    let i = st
+        .server_states
+        .iter()
+        .position(|(s, t, _)| s == state && t == tool)?;
+    st.server_states.remove(i).map(|(_, _, d)| d)
+}
+
+fn remember_server_state(st: &mut State, state: (String, String, Arc<Decided>)) {
+    if st.server_states.len() >= MAX_SERVER_STATES {
+        st.server_states.pop_front();
+    }
+    st.server_states.push_back(state);
 }
 
 /// Remembers a request forwarded to the server. At the limit, a plain request makes room for a
