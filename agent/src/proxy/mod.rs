@@ -5,6 +5,7 @@
 //! supervises shutdown. The relay is synchronous on purpose: each direction is a blocking
 //! read-decide-write loop, which costs the least latency per message (no task hand-offs).
 
+mod approval;
 pub mod events;
 pub mod framing;
 pub mod message;

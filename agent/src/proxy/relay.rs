@@ -14,6 +14,10 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use thoth_policy::{Action, Decision, Mode, SessionState, ToolCall, evaluate};
 
+use super::approval::{
+    Outcome, Parked, PendingInput, args_digest, preview, remember_server_state, server_input_state,
+    strip_input_state, take_server_state,
+};
 use super::events::{Decided, EventSink, Record};
 use super::message::{self, Message, code};
 use super::policy::PolicyState;
@@ -50,7 +54,7 @@ impl ClientOut {
 }
 
 /// A request forwarded to the server and not yet answered.
-enum Pending {
+pub(super) enum Pending {
     ToolCall {
         tool: String,
         decided: Arc<Decided>,
@@ -60,37 +64,18 @@ enum Pending {
     Other,
 }
 
-/// A call waiting for a human's answer.
-pub struct Parked {
-    request_id: Box<RawValue>,
-    modern: bool,
-    line: Vec<u8>,
-    tool: String,
-    decided: Arc<Decided>,
-    started: Instant,
-}
-
-/// A call answered with `input_required` (2026-07-28), waiting to be re-sent with our state.
-struct PendingInput {
-    tool: String,
-    digest: String,
-    expires: Instant,
-    decided: Arc<Decided>,
-    timeout_secs: u64,
-}
-
-struct State {
-    session: SessionState,
+pub(super) struct State {
+    pub(super) session: SessionState,
     /// `requestState`s the server issued in `input_required` results, with the call's tool and
     /// decision (oldest first, bounded).
-    server_states: std::collections::VecDeque<(String, String, Arc<Decided>)>,
-    inputs: HashMap<String, PendingInput>,
-    tools_snapshot: Arc<Vec<String>>,
-    pending: HashMap<String, Pending>,
-    untracked: u64,
-    parked: HashMap<String, Parked>,
-    next_approval: u64,
-    client_elicitation: bool,
+    pub(super) server_states: std::collections::VecDeque<(String, String, Arc<Decided>)>,
+    pub(super) inputs: HashMap<String, PendingInput>,
+    pub(super) tools_snapshot: Arc<Vec<String>>,
+    pub(super) pending: HashMap<String, Pending>,
+    pub(super) untracked: u64,
+    pub(super) parked: HashMap<String, Parked>,
+    pub(super) next_approval: u64,
+    pub(super) client_elicitation: bool,
 }
 
 /// Everything both directions share.
@@ -104,7 +89,7 @@ pub struct Relay {
     /// The server's name.
     pub server_name: String,
     /// Prefix of the proxy's own request ids (unguessable per session).
-    approval_prefix: String,
+    pub(super) approval_prefix: String,
     state: Mutex<State>,
 }
 
@@ -153,11 +138,11 @@ impl Relay {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn reply(&self, line: &[u8]) {
+    pub(super) fn reply(&self, line: &[u8]) {
         if let Err(e) = self.client.send(line) {
             tracing::debug!(error = %e, "cannot write to the client");
         }
@@ -458,102 +443,8 @@ impl Relay {
         ToServer::Nothing
     }
 
-    /// A call re-sent with one of our `requestState`s. `None` when the state is unknown (then the
-    /// call is decided afresh, and the state is stripped before anything is forwarded).
     #[allow(clippy::too_many_arguments)]
-    fn resume(
-        &self,
-        id: &RawValue,
-        state: &str,
-        tool: &str,
-        call: &message::ToolCallParams<'_>,
-        line: &[u8],
-        started: Instant,
-        modern: bool,
-    ) -> Option<ToServer> {
-        let mut st = self.state();
-        let pending = st.inputs.remove(state)?;
-        if pending.tool != tool || pending.digest != args_digest(&call.arguments) {
-            tracing::warn!(tool = %tool, "an approval was presented for a different call; deciding afresh");
-            return None;
-        }
-        let accepted = call
-            .input_responses
-            .as_ref()
-            .and_then(|r| r.get(respond::INPUT_KEY))
-            .and_then(|r| r.get("action"))
-            .and_then(Value::as_str)
-            == Some("accept");
-        let outcome = if pending.expires < started {
-            Outcome::TimedOut(pending.timeout_secs)
-        } else if accepted {
-            Outcome::Approved
-        } else {
-            Outcome::Declined
-        };
-        let mut decided = pending.decided;
-        Arc::make_mut(&mut decided).action = if outcome == Outcome::Approved {
-            "approved"
-        } else {
-            "denied"
-        }
-        .into();
-        let now = SystemTime::now();
-        if outcome == Outcome::Approved {
-            let d = Decision {
-                out_of_scope: false,
-                ..decided.decision.clone()
-            };
-            st.session.record(tool, &d, true, now);
-            track(
-                &mut st,
-                id,
-                Pending::ToolCall {
-                    tool: tool.to_owned(),
-                    decided: decided.clone(),
-                    started,
-                },
-            );
-        }
-        refresh_snapshot(&mut st);
-        drop(st);
-        self.events.push(Record::Approval {
-            at: now,
-            kind: thoth_proto::EventType::ApprovalDecided,
-            request_id: id.get().to_owned(),
-            tool: tool.to_owned(),
-            decided: decided.clone(),
-            detail: serde_json::json!({"channel": "mcp_input_required", "approvalId": state, "outcome": outcome.as_str()}),
-        });
-        Some(match outcome {
-            Outcome::Approved => self.forward_stripped(id, line),
-            Outcome::TimedOut(secs) => {
-                self.deny(
-                    id,
-                    tool,
-                    &decided,
-                    Some(NoApproval::TimedOut(secs)),
-                    modern,
-                    started,
-                );
-                ToServer::Nothing
-            }
-            _ => {
-                self.deny(
-                    id,
-                    tool,
-                    &decided,
-                    Some(NoApproval::Declined),
-                    modern,
-                    started,
-                );
-                ToServer::Nothing
-            }
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn deny(
+    pub(super) fn deny(
         &self,
         id: &RawValue,
         tool: &str,
@@ -575,7 +466,7 @@ impl Relay {
 
     /// Sends the answer to a call, its `TOOL_CALL_POST` queued first: once the client has the
     /// answer it may send its next call, whose `TOOL_CALL_PRE` must come after this event.
-    fn answer_call(
+    pub(super) fn answer_call(
         &self,
         request_id: String,
         tool: String,
@@ -589,7 +480,7 @@ impl Relay {
     }
 
     /// Queues the `TOOL_CALL_POST` of a call: its answer as sent to the client.
-    fn post_event(
+    pub(super) fn post_event(
         &self,
         request_id: String,
         tool: String,
@@ -610,125 +501,6 @@ impl Relay {
             session_tools,
             latency_us: started.elapsed().as_micros() as u64,
         });
-    }
-
-    fn ask(
-        self: &Arc<Self>,
-        approval_id: &str,
-        tool: &str,
-        arguments: &Value,
-        decided: &Arc<Decided>,
-    ) {
-        let timeout = self.policy.approval_timeout();
-        let secs = timeout.as_secs();
-        let preview = preview(arguments);
-        let req = respond::approval_request(
-            approval_id,
-            tool,
-            &self.server_name,
-            &preview,
-            decided,
-            secs,
-        );
-        self.events.push(Record::Approval {
-            at: SystemTime::now(),
-            kind: thoth_proto::EventType::ApprovalRequested,
-            request_id: self.parked_request_id(approval_id).unwrap_or_default(),
-            tool: tool.to_owned(),
-            decided: decided.clone(),
-            detail: serde_json::json!({"channel": "mcp_elicitation", "approvalId": approval_id, "timeoutSecs": secs}),
-        });
-        self.reply(&req);
-        let relay = Arc::clone(self);
-        let timer_id = approval_id.to_owned();
-        let spawned = std::thread::Builder::new()
-            .name("thoth-approval".into())
-            .spawn(move || {
-                std::thread::sleep(timeout);
-                // A timed-out approval never forwards anything.
-                relay.finish_approval(&timer_id, Outcome::TimedOut(secs));
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the approval timer; denying now");
-            self.finish_approval(approval_id, Outcome::TimedOut(0));
-        }
-    }
-
-    fn parked_request_id(&self, approval_id: &str) -> Option<String> {
-        self.state()
-            .parked
-            .get(approval_id)
-            .map(|p| p.request_id.get().to_owned())
-    }
-
-    fn finish_approval(&self, approval_id: &str, outcome: Outcome) -> ToServer {
-        let mut st = self.state();
-        let Some(mut parked) = st.parked.remove(approval_id) else {
-            return ToServer::Nothing;
-        };
-        let approved = outcome == Outcome::Approved;
-        let now = SystemTime::now();
-        Arc::make_mut(&mut parked.decided).action = if approved {
-            "approved".into()
-        } else {
-            "denied".into()
-        };
-        if approved {
-            st.session.record(
-                &parked.tool,
-                &Decision {
-                    out_of_scope: false,
-                    ..parked.decided.decision.clone()
-                },
-                true,
-                now,
-            );
-            track(
-                &mut st,
-                &parked.request_id,
-                Pending::ToolCall {
-                    tool: parked.tool.clone(),
-                    decided: parked.decided.clone(),
-                    started: parked.started,
-                },
-            );
-        }
-        refresh_snapshot(&mut st);
-        drop(st);
-        let outcome_name = outcome.as_str();
-        self.events.push(Record::Approval {
-            at: now,
-            kind: thoth_proto::EventType::ApprovalDecided,
-            request_id: parked.request_id.get().to_owned(),
-            tool: parked.tool.clone(),
-            decided: parked.decided.clone(),
-            detail: serde_json::json!({"channel": "mcp_elicitation", "approvalId": approval_id, "outcome": outcome_name}),
-        });
-        match outcome {
-            Outcome::Approved => return ToServer::Forward(parked.line),
-            Outcome::Declined | Outcome::TimedOut(_) => {
-                let why = match outcome {
-                    Outcome::TimedOut(secs) => {
-                        self.reply(&respond::cancelled(approval_id, "approval timed out"));
-                        NoApproval::TimedOut(secs)
-                    }
-                    _ => NoApproval::Declined,
-                };
-                let p = &parked;
-                self.deny(
-                    &p.request_id,
-                    &p.tool,
-                    &p.decided,
-                    Some(why),
-                    p.modern,
-                    p.started,
-                );
-            }
-            Outcome::CancelledByClient => {
-                self.reply(&respond::cancelled(approval_id, "the call was cancelled"));
-            }
-        }
-        ToServer::Nothing
     }
 
     /// Handles one line from the server. Returns the bytes to forward to the client, if any.
@@ -842,118 +614,16 @@ impl Relay {
         }
     }
 
-    /// Forwards a call without the approval round's fields; a call they cannot be taken out of
-    /// is refused (it would carry the proxy's state to the server).
-    fn forward_stripped(&self, id: &RawValue, line: &[u8]) -> ToServer {
-        match strip_input_state(line) {
-            Some(bytes) => ToServer::Forward(bytes),
-            None => {
-                let why = "this tools/call cannot be re-encoded without its requestState";
-                self.reply(&respond::error(Some(id), code::INVALID_PARAMS, why));
-                ToServer::Nothing
-            }
-        }
-    }
-
     /// Requests forwarded but not remembered because too many were pending.
     pub fn untracked(&self) -> u64 {
         self.state().untracked
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Approved,
-    Declined,
-    CancelledByClient,
-    TimedOut(u64),
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Approved => "approved",
-            Outcome::Declined => "declined",
-            Outcome::CancelledByClient => "cancelled",
-            Outcome::TimedOut(_) => "timed_out",
-        }
-    }
-}
-
-/// Arguments as shown in an approval prompt: JSON, cut to 300 bytes.
-fn preview(arguments: &Value) -> String {
-    let mut preview = arguments.to_string();
-    if preview.len() > 300 {
-        let mut end = 300;
-        while !preview.is_char_boundary(end) {
-            end -= 1;
-        }
-        preview.truncate(end);
-        preview.push_str("...");
-    }
-    preview
-}
-
-/// What an approval is bound to: the canonical JSON of the arguments, hashed.
-fn args_digest(arguments: &Value) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(thoth_proto::canonical::to_canonical(
-        arguments,
-    )))
-}
-
-/// The call without the approval round's `requestState` and `inputResponses` (which are ours,
-/// not the server's).
-fn strip_input_state(line: &[u8]) -> Option<Vec<u8>> {
-    let mut msg = serde_json::from_slice::<Value>(line).ok()?;
-    let params = msg.get_mut("params").and_then(Value::as_object_mut)?;
-    params.shift_remove("requestState");
-    params.shift_remove("inputResponses");
-    let mut out = serde_json::to_vec(&msg).ok()?;
-    out.push(b'\n');
-    Some(out)
-}
-
-/// `requestState` of a 2026-07-28 `input_required` tools/call result.
-fn server_input_state(result: &RawValue) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct InputRequired {
-        #[serde(rename = "resultType")]
-        result_type: Option<String>,
-        #[serde(rename = "requestState")]
-        request_state: Option<String>,
-    }
-    if !result.get().contains("input_required") {
-        return None;
-    }
-    let r: InputRequired = serde_json::from_str(result.get()).ok()?;
-    (r.result_type.as_deref() == Some("input_required")).then_some(r.request_state?)
-}
-
-/// Server-issued states remembered at once.
-const MAX_SERVER_STATES: usize = 256;
-
-/// The decision of the first round, when `state` was issued by the server for a call to `tool`
-/// (each state is honoured once).
-fn take_server_state(st: &mut State, state: &str, tool: &str) -> Option<Arc<Decided>> {
-    let i = st
-        .server_states
-        .iter()
-        .position(|(s, t, _)| s == state && t == tool)?;
-    st.server_states.remove(i).map(|(_, _, d)| d)
-}
-
-fn remember_server_state(st: &mut State, state: (String, String, Arc<Decided>)) {
-    if st.server_states.len() >= MAX_SERVER_STATES {
-        st.server_states.pop_front();
-    }
-    st.server_states.push_back(state);
-}
-
 /// Remembers a request forwarded to the server. At the limit, a plain request makes room for a
 /// call or a `tools/list` (whose answers the proxy must see); `false` when nothing could be
 /// remembered.
-fn track(st: &mut State, id: &RawValue, p: Pending) -> bool {
+pub(super) fn track(st: &mut State, id: &RawValue, p: Pending) -> bool {
     let key = message::id_key(id);
     if st.pending.len() >= MAX_PENDING && !st.pending.contains_key(&key) {
         let evict = match p {
@@ -985,7 +655,7 @@ fn track(st: &mut State, id: &RawValue, p: Pending) -> bool {
 }
 
 /// Brings the shared list of called tools up to date and returns it.
-fn refresh_snapshot(st: &mut State) -> Arc<Vec<String>> {
+pub(super) fn refresh_snapshot(st: &mut State) -> Arc<Vec<String>> {
     if st.tools_snapshot.len() != st.session.tools_called().count() {
         st.tools_snapshot = Arc::new(st.session.tools_called().map(str::to_owned).collect());
     }
