@@ -121,11 +121,30 @@ impl PathGlob {
     /// Whether `path` matches after lexical normalization (`.` and `..` resolved, repeated
     /// separators folded). A path whose `..` would climb above its root never matches.
     pub fn is_match(&self, path: &str) -> bool {
+        if is_normal(path) {
+            return self.compiled.is_match(&self.src, path);
+        }
         match normalize_path(path) {
             Some(p) => self.compiled.is_match(&self.src, p.as_str()),
             None => false,
         }
     }
+}
+
+/// Whether `path` is already what [`normalize_path`] would return (the common case, checked
+/// without allocating).
+fn is_normal(path: &str) -> bool {
+    if cfg!(windows) && path.contains('\\') {
+        return false;
+    }
+    !path.contains('\0')
+        && !path.ends_with('/')
+        && !path.contains("//")
+        && path
+            .split('/')
+            .skip(1)
+            .all(|part| part != "." && part != "..")
+        && !matches!(path.split('/').next(), Some(".") | Some(".."))
 }
 
 /// Lexically normalizes a path. Returns `None` for a path that climbs above its start with `..`
@@ -261,6 +280,15 @@ mod tests {
         assert_eq!(normalize_path("/a/../../b"), None);
         assert_eq!(normalize_path("a/./b/"), Some("a/b".into()));
         assert_eq!(normalize_path("/x\0y"), None);
+        // The allocation-free check agrees with normalization.
+        for p in [
+            "/a/b", "/a//b", "/a/./b", "/a/../b", "a/b", "./a", "../a", "/", "/a/", "", "a/..",
+            "/x\0",
+        ] {
+            if is_normal(p) {
+                assert_eq!(normalize_path(p).as_deref(), Some(p), "{p:?}");
+            }
+        }
     }
 
     #[test]

@@ -166,7 +166,14 @@ pub fn classify(line: &[u8]) -> Result<Message<'_>, Invalid> {
 
 /// The id as a key that survives a peer re-encoding it (`"\u0078"` and `"x"` are one id).
 pub fn id_key(id: &RawValue) -> String {
-    match serde_json::from_str::<Value>(id.get()) {
+    let raw = id.get();
+    // The common cases are already canonical: small integers and strings without escapes.
+    let plain_int = raw.len() < 16 && raw.bytes().all(|b| b.is_ascii_digit());
+    let plain_str = raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\');
+    if plain_int || plain_str {
+        return raw.to_owned();
+    }
+    match serde_json::from_str::<Value>(raw) {
         Ok(v) => v.to_string(),
         Err(_) => id.get().to_owned(),
     }
