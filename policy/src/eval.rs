@@ -194,7 +194,7 @@ pub fn evaluate(
 
     let mut verdict = scope_verdict(rule, call, &at);
     if verdict.out_of_scope {
-        verdict = escalate(policy, rule, mode, session, verdict, &server.name, tool);
+        verdict = escalate(policy, rule, mode, session, verdict, &server.name);
     }
     if let Some(seq) = sequence_verdict(rule, session, tool, now, &at)
         && seq.action > verdict.action
@@ -294,7 +294,6 @@ fn escalate(
     session: &SessionState,
     verdict: Decision,
     server: &str,
-    tool: &str,
 ) -> Decision {
     let reason = format!("{} of server \"{server}\"", verdict.reason);
     let action = match mode {
@@ -333,7 +332,6 @@ fn escalate(
             };
         }
     };
-    let _ = tool;
     Decision {
         action,
         reason,
