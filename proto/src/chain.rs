@@ -49,17 +49,17 @@ impl Chain {
 
     /// Puts `event` on the chain (sets `seq`, `prevHash`, `hash`) and returns the line to write
     /// (without its newline).
-    pub fn seal(&mut self, event: &mut Event) -> Vec<u8> {
+    pub fn seal(&mut self, event: &mut Event<'_>) -> Vec<u8> {
         event.seq = self.seq + 1;
-        event.prev_hash = self.head.clone();
-        event.hash.clear();
+        event.prev_hash = self.head.clone().into();
+        event.hash = "".into();
         let body = canonical_event(event);
         let hash = hash_bytes(&self.head, &body).expect("the chain head is valid hex");
         let line = with_hash(body, &hash).unwrap_or_else(|| {
-            event.hash = hash.clone();
+            event.hash = hash.clone().into();
             canonical_event(event)
         });
-        event.hash = hash.clone();
+        event.hash = hash.clone().into();
         self.seq += 1;
         self.head = hash;
         line
@@ -84,7 +84,7 @@ fn with_hash(body: Vec<u8>, hash: &str) -> Option<Vec<u8>> {
 /// The canonical bytes of an event (without `hash` while it is empty). Events without `detail`
 /// serialize canonically as they are (their fields are declared in order); `detail` is free-form
 /// JSON and takes the general path.
-fn canonical_event(event: &Event) -> Vec<u8> {
+fn canonical_event(event: &Event<'_>) -> Vec<u8> {
     if event.detail.is_none() {
         let mut out = Vec::with_capacity(1024);
         serde_json::to_writer(&mut out, event).expect("an event is always valid JSON");
@@ -227,20 +227,21 @@ mod tests {
     use super::*;
     use crate::event::{EventType, Identity};
 
-    fn event(agent: &str, n: u32) -> Event {
-        let id = Identity {
+    fn event(agent: &str, n: u32) -> Event<'static> {
+        // Tests only: an identity that lives as long as the events built on it.
+        let id: &'static Identity = Box::leak(Box::new(Identity {
             tenant_id: "t".into(),
             agent_id: agent.into(),
             hostname: "h".into(),
             user: "u".into(),
-        };
+        }));
         let mut e = Event::new(
             EventType::ToolCallPre,
             format!("id-{n}"),
             "2026-01-01T00:00:00Z".into(),
-            &id,
+            id,
         );
-        e.tool_name = Some(format!("tool {n} é"));
+        e.tool_name = Some(format!("tool {n} é").into());
         e
     }
 
@@ -268,7 +269,7 @@ mod tests {
         e.content = Some("{\"k\":\"v\"}".into());
         e.content_truncated = Some(true);
         e.content_sha256 = Some("00".into());
-        e.session_tool_calls = Some(vec!["x".into()]);
+        e.session_tool_calls = Some(vec!["x".to_string()].into());
         e.decision = Some(crate::EventDecision {
             action: "allow".into(),
             mode: "block".into(),
@@ -288,7 +289,7 @@ mod tests {
         );
         // Inserting the hash into the bytes without it gives the same canonical line.
         let mut unhashed = e.clone();
-        unhashed.hash.clear();
+        unhashed.hash = "".into();
         unhashed.content = Some(",\"hostname\":".into());
         let spliced = with_hash(serde_json::to_vec(&unhashed).unwrap(), "ab").unwrap();
         unhashed.hash = "ab".into();

@@ -1,5 +1,7 @@
 //! The behavioral event record, exactly as a SIEM receives it (DESIGN: "Behavioral events").
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -52,15 +54,15 @@ impl EventType {
 
 /// The decision part of an event (fields in the byte order of their names, as in [`Event`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventDecision {
+pub struct EventDecision<'a> {
     /// `allow`, `warn`, `would_block`, `step_up`, `deny` (and, after approval, `approved`).
-    pub action: String,
+    pub action: Cow<'a, str>,
     /// `observe`, `progressive`, `step_up`, `block`, or `allow` for an allowed unknown server.
-    pub mode: String,
+    pub mode: Cow<'a, str>,
     /// Why.
-    pub reason: String,
+    pub reason: Cow<'a, str>,
     /// The rule that decided (`servers[0].deny[1]`).
-    pub rule: String,
+    pub rule: Cow<'a, str>,
 }
 
 /// One event. Optional fields are absent (not `null`) where they do not apply.
@@ -69,33 +71,33 @@ pub struct EventDecision {
 /// canonical form directly (see [`crate::Chain::seal`]); a test keeps it so.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Event {
+pub struct Event<'a> {
     /// The agent whose chain this event is on (in standalone use, one per proxy process).
-    pub agent_id: String,
+    pub agent_id: Cow<'a, str>,
     /// Arguments (PRE) or result (POST), JSON-serialized, secrets masked, size-capped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
+    pub content: Option<Cow<'a, str>>,
     /// SHA-256 (hex) of the full content (after masking), when it was cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_sha256: Option<String>,
+    pub content_sha256: Option<Cow<'a, str>>,
     /// Set when `content` was cut to the cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_truncated: Option<bool>,
     /// The decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<EventDecision>,
+    pub decision: Option<EventDecision<'a>>,
     /// Type-specific details for the other event types.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<Value>,
     /// UUIDv7.
-    pub event_id: String,
+    pub event_id: Cow<'a, str>,
     /// What happened.
     pub event_type: EventType,
     /// SHA-256 (hex) over the previous hash and this event's canonical bytes.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub hash: String,
+    #[serde(default, skip_serializing_if = "str_is_empty")]
+    pub hash: Cow<'a, str>,
     /// The machine.
-    pub hostname: String,
+    pub hostname: Cow<'a, str>,
     /// POST: whether the result was an error (`isError`, a JSON-RPC error, or a denial).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_error: Option<bool>,
@@ -104,56 +106,62 @@ pub struct Event {
     pub latency_us: Option<u64>,
     /// Version of the policy that decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_version: Option<String>,
+    pub policy_version: Option<Cow<'a, str>>,
     /// `hash` of the previous event on the chain (64 zeros for the first).
     #[serde(default)]
-    pub prev_hash: String,
+    pub prev_hash: Cow<'a, str>,
     /// The JSON-RPC id of the call, as JSON text, to pair PRE and POST.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    pub request_id: Option<Cow<'a, str>>,
     /// Position in the chain, from 1.
     #[serde(default)]
     pub seq: u64,
     /// The MCP server's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_name: Option<String>,
+    pub server_name: Option<Cow<'a, str>>,
     /// One proxied MCP server connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
+    pub session_id: Option<Cow<'a, str>>,
     /// Tools already called in this session, in first-call order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_tool_calls: Option<Vec<String>>,
+    pub session_tool_calls: Option<Cow<'a, [String]>>,
     /// `agent_tool_call` for tool-call events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_type: Option<String>,
+    pub source_type: Option<Cow<'a, str>>,
     /// Tenant (`local` for standalone use).
-    pub tenant_id: String,
+    pub tenant_id: Cow<'a, str>,
     /// RFC 3339, UTC.
-    pub timestamp: String,
+    pub timestamp: Cow<'a, str>,
     /// The tool called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_name: Option<String>,
+    pub tool_name: Option<Cow<'a, str>>,
     /// The OS user.
-    pub user: String,
+    pub user: Cow<'a, str>,
 }
 
-impl Event {
-    /// A new event with the common fields set and every optional field empty; `seq`, `prevHash`
-    /// and `hash` are filled by [`crate::Chain::seal`].
+// serde's `skip_serializing_if` hands over a reference to the field's own type.
+#[allow(clippy::ptr_arg)]
+fn str_is_empty(s: &Cow<'_, str>) -> bool {
+    s.is_empty()
+}
+
+impl<'a> Event<'a> {
+    /// A new event with the common fields set (borrowing the identity) and every optional field
+    /// empty; `seq`, `prevHash` and `hash` are filled by [`crate::Chain::seal`].
     pub fn new(
         event_type: EventType,
         event_id: String,
         timestamp: String,
-        identity: &Identity,
+        identity: &'a Identity,
     ) -> Self {
         Event {
-            event_id,
+            event_id: Cow::Owned(event_id),
             event_type,
-            timestamp,
-            tenant_id: identity.tenant_id.clone(),
-            agent_id: identity.agent_id.clone(),
-            hostname: identity.hostname.clone(),
-            user: identity.user.clone(),
+            timestamp: Cow::Owned(timestamp),
+            tenant_id: Cow::Borrowed(&identity.tenant_id),
+            agent_id: Cow::Borrowed(&identity.agent_id),
+            hostname: Cow::Borrowed(&identity.hostname),
+            user: Cow::Borrowed(&identity.user),
             session_id: None,
             server_name: None,
             source_type: None,
@@ -169,8 +177,8 @@ impl Event {
             is_error: None,
             detail: None,
             seq: 0,
-            prev_hash: String::new(),
-            hash: String::new(),
+            prev_hash: Cow::Borrowed(""),
+            hash: Cow::Borrowed(""),
         }
     }
 }

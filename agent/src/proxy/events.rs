@@ -7,6 +7,7 @@
 //! share one file. When the queue is full, events are dropped and counted, and the count is
 //! written as an `EVENTS_DROPPED` event: loss is never silent.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -123,6 +124,12 @@ impl Record {
                 arguments: Some(a), ..
             } => a.len(),
             _ => 0,
+        }
+    }
+
+    fn at(&self) -> SystemTime {
+        match self {
+            Record::Pre { at, .. } | Record::Post { at, .. } | Record::Approval { at, .. } => *at,
         }
     }
 
@@ -292,18 +299,24 @@ impl Writer {
                     dropped,
                     "the event queue was full; events were dropped (recorded as EVENTS_DROPPED)"
                 );
-                let mut e = self.base(EventType::EventsDropped, SystemTime::now());
+                let now = SystemTime::now();
+                let mut e = base(
+                    &self.info,
+                    EventType::EventsDropped,
+                    self.ids.next(now),
+                    now,
+                );
                 e.detail = Some(serde_json::json!({
                     "dropped": dropped,
                     "reason": "the in-memory event queue was full",
                 }));
-                self.seal_into(e, &mut out);
+                seal_into(&mut self.chain, &mut e, &mut out);
             }
             for record in batch.drain(..) {
-                let bytes = record.content_bytes();
-                let event = self.render(record);
-                self.queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
-                self.seal_into(event, &mut out);
+                self.write_record(&record, &mut out);
+                self.queue
+                    .bytes
+                    .fetch_sub(record.content_bytes(), Ordering::Relaxed);
                 if out.len() >= WRITE_CHUNK {
                     self.flush(&mut out);
                 }
@@ -360,111 +373,143 @@ impl Writer {
         Ok(())
     }
 
-    fn seal_into(&mut self, mut event: Event, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.chain.seal(&mut event));
-        out.push(b'\n');
+    /// Renders and seals one record. The event borrows from the record and the session info
+    /// (no copies of their strings); only the chain is mutated.
+    fn write_record(&mut self, record: &Record, out: &mut Vec<u8>) {
+        let event_id = self.ids.next(record.at());
+        let mut event = render(&self.info, self.limits, event_id, record);
+        seal_into(&mut self.chain, &mut event, out);
     }
+}
 
-    fn base(&mut self, kind: EventType, at: SystemTime) -> Event {
-        let mut e = Event::new(
-            kind,
-            self.ids.next(at),
-            humantime::format_rfc3339_micros(at).to_string(),
-            &self.info.identity,
-        );
-        e.session_id = Some(self.info.session_id.clone());
-        e.server_name = Some(self.info.server_name.clone());
-        e
+/// Puts `event` on the chain and appends its line to `out`.
+fn seal_into(chain: &mut Chain, event: &mut Event<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&chain.seal(event));
+    out.push(b'\n');
+}
+
+/// The fields every event of this session has.
+fn base<'r>(info: &'r SessionInfo, kind: EventType, event_id: String, at: SystemTime) -> Event<'r> {
+    let mut e = Event::new(
+        kind,
+        event_id,
+        humantime::format_rfc3339_micros(at).to_string(),
+        &info.identity,
+    );
+    e.session_id = Some(Cow::Borrowed(&info.session_id));
+    e.server_name = Some(Cow::Borrowed(&info.server_name));
+    e
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tool_event<'r>(
+    info: &'r SessionInfo,
+    kind: EventType,
+    event_id: String,
+    at: SystemTime,
+    request_id: &'r str,
+    tool: &'r str,
+    d: &'r Decided,
+) -> Event<'r> {
+    let mut e = base(info, kind, event_id, at);
+    e.source_type = Some(Cow::Borrowed("agent_tool_call"));
+    e.tool_name = Some(Cow::Borrowed(tool));
+    e.request_id = Some(Cow::Borrowed(request_id));
+    e.decision = Some(EventDecision {
+        action: Cow::Borrowed(&d.action),
+        mode: Cow::Borrowed(d.decision.mode.as_str()),
+        rule: Cow::Borrowed(&d.decision.rule),
+        reason: Cow::Borrowed(&d.decision.reason),
+    });
+    e.policy_version = Some(Cow::Borrowed(&d.policy_version));
+    e
+}
+
+fn set_content(e: &mut Event<'_>, json: &str, limits: ContentLimits) {
+    let c = render_content(json, limits);
+    e.content = Some(Cow::Owned(c.text));
+    if c.truncated {
+        e.content_truncated = Some(true);
+        e.content_sha256 = c.sha256.map(Cow::Owned);
     }
+}
 
-    fn tool_event(
-        &mut self,
-        kind: EventType,
-        at: SystemTime,
-        request_id: String,
-        tool: String,
-        d: &Decided,
-    ) -> Event {
-        let mut e = self.base(kind, at);
-        e.source_type = Some("agent_tool_call".into());
-        e.tool_name = Some(tool);
-        e.request_id = Some(request_id);
-        e.decision = Some(EventDecision {
-            action: d.action.clone(),
-            mode: d.decision.mode.as_str().into(),
-            rule: d.decision.rule.clone(),
-            reason: d.decision.reason.clone(),
-        });
-        e.policy_version = Some(d.policy_version.clone());
-        e
-    }
-
-    fn set_content(&self, e: &mut Event, json: &str) {
-        let c = render_content(json, self.limits);
-        e.content = Some(c.text);
-        if c.truncated {
-            e.content_truncated = Some(true);
-            e.content_sha256 = c.sha256;
+fn render<'r>(
+    info: &'r SessionInfo,
+    limits: ContentLimits,
+    event_id: String,
+    record: &'r Record,
+) -> Event<'r> {
+    match record {
+        Record::Pre {
+            at,
+            request_id,
+            tool,
+            arguments,
+            decided,
+            session_tools,
+            latency_us,
+        } => {
+            let mut e = tool_event(
+                info,
+                EventType::ToolCallPre,
+                event_id,
+                *at,
+                request_id,
+                tool,
+                decided,
+            );
+            match arguments {
+                Some(a) => set_content(&mut e, a, limits),
+                None => e.content = Some(Cow::Borrowed(OMITTED)),
+            }
+            e.session_tool_calls = Some(Cow::Borrowed(session_tools.as_slice()));
+            e.latency_us = Some(*latency_us);
+            e
         }
-    }
-
-    fn render(&mut self, record: Record) -> Event {
-        match record {
-            Record::Pre {
-                at,
+        Record::Post {
+            at,
+            request_id,
+            tool,
+            response,
+            decided,
+            session_tools,
+            latency_us,
+        } => {
+            let mut e = tool_event(
+                info,
+                EventType::ToolCallPost,
+                event_id,
+                *at,
                 request_id,
                 tool,
-                arguments,
                 decided,
-                session_tools,
-                latency_us,
-            } => {
-                let mut e = self.tool_event(EventType::ToolCallPre, at, request_id, tool, &decided);
-                match arguments {
-                    Some(a) => self.set_content(&mut e, &a),
-                    None => e.content = Some(OMITTED.into()),
+            );
+            match response.as_deref().map(|r| message::classify(r)) {
+                Some(Ok(Message::Response { result, error, .. })) => {
+                    let is_error = error.is_some() || result.is_some_and(result_is_error);
+                    e.is_error = Some(is_error);
+                    let body = result.or(error).map(|r| r.get()).unwrap_or("null");
+                    set_content(&mut e, body, limits);
                 }
-                e.session_tool_calls = Some(session_tools.as_ref().clone());
-                e.latency_us = Some(latency_us);
-                e
+                Some(_) => e.content = Some(Cow::Borrowed("[unparseable response]")),
+                None => e.content = Some(Cow::Borrowed(OMITTED)),
             }
-            Record::Post {
-                at,
-                request_id,
-                tool,
-                response,
-                decided,
-                session_tools,
-                latency_us,
-            } => {
-                let mut e =
-                    self.tool_event(EventType::ToolCallPost, at, request_id, tool, &decided);
-                match response.as_deref().map(|r| message::classify(r)) {
-                    Some(Ok(Message::Response { result, error, .. })) => {
-                        let is_error = error.is_some() || result.is_some_and(result_is_error);
-                        e.is_error = Some(is_error);
-                        let body = result.or(error).map(|r| r.get()).unwrap_or("null");
-                        self.set_content(&mut e, body);
-                    }
-                    Some(_) => e.content = Some("[unparseable response]".into()),
-                    None => e.content = Some(OMITTED.into()),
-                }
-                e.session_tool_calls = Some(session_tools.as_ref().clone());
-                e.latency_us = Some(latency_us);
-                e
-            }
-            Record::Approval {
-                at,
-                kind,
-                request_id,
-                tool,
-                decided,
-                detail,
-            } => {
-                let mut e = self.tool_event(kind, at, request_id, tool, &decided);
-                e.detail = Some(detail);
-                e
-            }
+            e.session_tool_calls = Some(Cow::Borrowed(session_tools.as_slice()));
+            e.latency_us = Some(*latency_us);
+            e
+        }
+        Record::Approval {
+            at,
+            kind,
+            request_id,
+            tool,
+            decided,
+            detail,
+        } => {
+            let mut e = tool_event(info, *kind, event_id, *at, request_id, tool, decided);
+            e.detail = Some(detail.clone());
+            e
         }
     }
 }
