@@ -9,6 +9,7 @@ mod approval;
 pub mod events;
 pub mod framing;
 pub mod message;
+pub mod oracle;
 pub mod policy;
 pub mod relay;
 pub mod respond;
