@@ -1,6 +1,7 @@
 //! Types that cross a process or machine boundary: the behavioral event record (the SIEM-facing
-//! JSON), its canonical form, and the tamper-evident hash chain over it.
+//! JSON), its canonical form, the tamper-evident hash chain over it, and signed policy bundles.
 
+pub mod bundle;
 pub mod canonical;
 pub mod chain;
 pub mod content;
