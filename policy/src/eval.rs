@@ -312,7 +312,7 @@ fn escalate(
                 (
                     Action::StepUp,
                     format!(
-                        "out-of-scope call {n} needs approval; calls after {} are blocked",
+                        "out-of-scope call {n} needs approval (calls after {} are blocked)",
                         p.block_after
                     ),
                 )

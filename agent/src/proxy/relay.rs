@@ -386,7 +386,11 @@ impl Relay {
             );
             inline = Some(state);
         } else if action == Action::StepUp {
-            Arc::make_mut(&mut decided).action = "deny".into();
+            let d = Arc::make_mut(&mut decided);
+            d.action = "deny".into();
+            d.decision
+                .reason
+                .push_str("; no approver reachable, denied");
         }
         drop(st);
 
