@@ -593,3 +593,41 @@ fn cancelled_and_re_encoded_ids_do_not_leak_pending_requests() {
         .collect();
     assert_eq!(names, ["alpha"]);
 }
+
+#[test]
+fn approval_timers_end_with_their_approvals() {
+    // A client that answers every prompt at once must not leave a sleeping timer thread behind
+    // per approval (a slow way to exhaust threads).
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = recorder(dir.path(), 0);
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "servers:\n  - name: rec\n    enforcement: step_up\n    approved_scope: [alpha]\n    approval_timeout_secs: 600\n",
+    );
+    let mut p = Proxy::start(
+        &["--server", "rec", "--policy", policy.to_str().unwrap()],
+        &strs(&server),
+    );
+    p.handshake(true);
+    let threads = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count()
+    };
+    let before = threads(p.pid());
+    for i in 0..30u64 {
+        p.send(&call(100 + i, "beta", json!({})));
+        let ask = p.recv();
+        assert_eq!(ask["method"], "elicitation/create", "{ask}");
+        p.send(
+            &json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"action": "decline"}})
+                .to_string(),
+        );
+        let (denied, _) = p.recv_response(json!(100 + i));
+        assert_eq!(denied["result"]["isError"], true);
+    }
+    wait_for("the timer threads to end", || {
+        threads(p.pid()) <= before + 1
+    });
+}

@@ -25,6 +25,9 @@ pub(super) struct Parked {
     pub(super) tool: String,
     pub(super) decided: Arc<Decided>,
     pub(super) started: Instant,
+    /// The thread that denies the call at its deadline; woken when the call is settled earlier,
+    /// so timers never outlive their approvals.
+    pub(super) timer: Option<std::thread::Thread>,
 }
 
 /// A call answered with `input_required` (2026-07-28), waiting to be re-sent with our state.
@@ -246,19 +249,37 @@ impl Relay {
             decided: decided.clone(),
             detail: serde_json::json!({"channel": "mcp_elicitation", "approvalId": approval_id, "timeoutSecs": secs}),
         });
-        self.reply(&req);
+        let deadline = Instant::now() + timeout;
         let relay = Arc::clone(self);
         let timer_id = approval_id.to_owned();
         let spawned = std::thread::Builder::new()
             .name("thoth-approval".into())
             .spawn(move || {
-                std::thread::sleep(timeout);
-                // A timed-out approval never forwards anything.
-                relay.finish_approval(&timer_id, Outcome::TimedOut(secs));
+                loop {
+                    if !relay.state().parked.contains_key(&timer_id) {
+                        return; // settled before its deadline
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        // A timed-out approval never forwards anything.
+                        relay.finish_approval(&timer_id, Outcome::TimedOut(secs));
+                        return;
+                    }
+                    std::thread::park_timeout(deadline - now);
+                }
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the approval timer; denying now");
-            self.finish_approval(approval_id, Outcome::TimedOut(0));
+        match spawned {
+            Ok(handle) => {
+                // Stored before the request goes out, so no answer can come before it.
+                if let Some(p) = self.state().parked.get_mut(approval_id) {
+                    p.timer = Some(handle.thread().clone());
+                }
+                self.reply(&req);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the approval timer; denying now");
+                self.finish_approval(approval_id, Outcome::TimedOut(0));
+            }
         }
     }
 
@@ -274,6 +295,9 @@ impl Relay {
         let Some(mut parked) = st.parked.remove(approval_id) else {
             return ToServer::Nothing;
         };
+        if let Some(timer) = parked.timer.take() {
+            timer.unpark();
+        }
         let approved = outcome == Outcome::Approved;
         let now = SystemTime::now();
         Arc::make_mut(&mut parked.decided).action = if approved {

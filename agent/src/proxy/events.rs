@@ -230,12 +230,7 @@ impl EventSink {
         let handle = w.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             h.thread().unpark();
-            let (tx, rx) = std::sync::mpsc::channel();
-            thread::spawn(move || {
-                let _ = h.join();
-                let _ = tx.send(());
-            });
-            if rx.recv_timeout(deadline).is_err() {
+            if !super::join_within(h, deadline) {
                 tracing::warn!(
                     "event writer did not finish within {deadline:?}; some events may be unwritten"
                 );

@@ -20,7 +20,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thoth_proto::{ContentLimits, Identity};
 
@@ -164,25 +164,26 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     spawn_signal_thread(tx.clone())?;
     drop(tx);
 
-    let mut deadline: Option<(Duration, i32)> = None;
+    // When to send which signal if the server has not exited by then.
+    let mut deadline: Option<(Instant, i32)> = None;
     let status = loop {
         let msg = match deadline {
-            Some((after, _)) => rx.recv_timeout(after),
+            Some((at, _)) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match msg {
             Ok(Supervise::ChildExited(status)) => break status,
             Ok(Supervise::ClientEof) => {
                 tracing::debug!("the client closed its side; waiting for the server to exit");
-                deadline.get_or_insert((GRACE, SIGTERM));
+                deadline.get_or_insert((Instant::now() + GRACE, SIGTERM));
             }
             Ok(Supervise::ServerEof) => {
-                deadline.get_or_insert((GRACE, SIGTERM));
+                deadline.get_or_insert((Instant::now() + GRACE, SIGTERM));
             }
             Ok(Supervise::Signal(sig)) => {
                 tracing::info!(signal = sig, "stopping the MCP server");
                 kill(pid, SIGTERM);
-                deadline = Some((GRACE, SIGKILL));
+                deadline = Some((Instant::now() + GRACE, SIGKILL));
             }
             Err(RecvTimeoutError::Timeout) => {
                 let (_, sig) = deadline
@@ -194,7 +195,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
                 );
                 kill(pid, sig);
                 if sig != SIGKILL {
-                    deadline = Some((GRACE, SIGKILL));
+                    deadline = Some((Instant::now() + GRACE, SIGKILL));
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {
@@ -203,12 +204,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
         }
     };
     // Let the server reader forward what the server wrote before it exited.
-    let (done_tx, done_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = server_thread.join();
-        let _ = done_tx.send(());
-    });
-    let _ = done_rx.recv_timeout(Duration::from_secs(2));
+    join_within(server_thread, Duration::from_secs(2));
     let (code, described) = match status {
         Ok(s) => exit_code(s),
         Err(e) => (1, format!("unknown status: {e}")),
@@ -223,6 +219,19 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     }
     events.shutdown(Duration::from_secs(3));
     Ok(code)
+}
+
+/// Waits for a thread to finish, at most `limit`; `false` if it did not (it is left running).
+pub(crate) fn join_within<T: Send + 'static>(
+    handle: thread::JoinHandle<T>,
+    limit: Duration,
+) -> bool {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = handle.join();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(limit).is_ok()
 }
 
 fn client_loop(relay: &Arc<Relay>, child_in: ChildStdin, max: usize) {

@@ -367,6 +367,7 @@ impl Relay {
                     tool: tool.clone(),
                     decided: decided.clone(),
                     started,
+                    timer: None,
                 },
             );
             approval = Some(approval_id);

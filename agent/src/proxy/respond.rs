@@ -122,11 +122,19 @@ pub fn approval_request(
         "jsonrpc": "2.0",
         "id": approval_id,
         "method": "elicitation/create",
-        "params": {
-            "message": message,
-            "requestedSchema": {"type": "object", "properties": {}},
-        }
+        "params": elicitation_params(message, false),
     }))
+}
+
+/// `elicitation/create` params asking to accept or decline, with nothing to fill in.
+/// `mode` is sent only where the revision has it (2025-11-25 and later).
+fn elicitation_params(message: String, with_mode: bool) -> Value {
+    let mut params =
+        json!({"message": message, "requestedSchema": {"type": "object", "properties": {}}});
+    if with_mode {
+        params["mode"] = Value::String("form".into());
+    }
+    params
 }
 
 /// The key of the proxy's own entry in `inputRequests` / `inputResponses`.
@@ -151,11 +159,7 @@ pub fn input_required(
             "resultType": "input_required",
             "inputRequests": {INPUT_KEY: {
                 "method": "elicitation/create",
-                "params": {
-                    "mode": "form",
-                    "message": message,
-                    "requestedSchema": {"type": "object", "properties": {}},
-                }
+                "params": elicitation_params(message, true),
             }},
             "requestState": state,
         }
