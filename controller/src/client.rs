@@ -1,0 +1,101 @@
+//! Connecting to a controller as an admin (thothctl), an agent, or an enrolling machine.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// PEM credentials for one client.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The controller CA.
+    pub ca_pem: String,
+    /// Client certificate (absent for enrollment).
+    pub cert_pem: Option<String>,
+    /// Client key.
+    pub key_pem: Option<String>,
+}
+
+impl Credentials {
+    /// Reads `ca.crt`, `client.crt` and `client.key` from a directory.
+    pub fn from_dir(dir: &Path) -> Result<Credentials, String> {
+        let read = |name: &str| -> Result<String, String> {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        Ok(Credentials {
+            ca_pem: read("ca.crt")?,
+            cert_pem: Some(read("client.crt")?),
+            key_pem: Some(read("client.key")?),
+        })
+    }
+}
+
+/// The default credentials directory for thothctl: `$THOTHCTL_CREDENTIALS`, else the local
+/// controller's `admin/`.
+pub fn default_credentials_dir() -> PathBuf {
+    std::env::var_os("THOTHCTL_CREDENTIALS")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| crate::datadir::default_dir().join("admin"), PathBuf::from)
+}
+
+/// An endpoint for `url` (`https://host:port`) with our TLS settings. `request_timeout` applies
+/// to unary calls; leave it `None` for long-lived subscriptions.
+pub fn endpoint(
+    url: &str,
+    creds: &Credentials,
+    request_timeout: Option<Duration>,
+) -> Result<Endpoint, String> {
+    if !url.starts_with("https://") {
+        return Err(format!(
+            "controller URL {url:?} must start with https:// (the controller only speaks TLS)"
+        ));
+    }
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&creds.ca_pem));
+    if let (Some(cert), Some(key)) = (&creds.cert_pem, &creds.key_pem) {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let mut ep = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("bad controller URL {url:?}: {e}"))?
+        .tls_config(tls)
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    if let Some(t) = request_timeout {
+        ep = ep.timeout(t);
+    }
+    Ok(ep)
+}
+
+/// Connects now (so an unreachable controller or a TLS failure is reported here).
+pub async fn connect(
+    url: &str,
+    creds: &Credentials,
+    request_timeout: Option<Duration>,
+) -> Result<Channel, String> {
+    let ep = endpoint(url, creds, request_timeout)?;
+    ep.connect().await.map_err(|e| describe_connect_error(url, &e))
+}
+
+/// Turns a transport error into words a person can act on.
+pub fn describe_connect_error(url: &str, e: &tonic::transport::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    let hint = if msg.contains("Connection refused") {
+        "is the controller running? (start it with `thoth-controller serve`)"
+    } else if msg.contains("certificate") || msg.contains("UnknownIssuer") || msg.contains("tls") {
+        "the controller's certificate does not match the CA you gave (wrong ca.crt, or wrong controller?)"
+    } else if msg.contains("timed out") || msg.contains("deadline") {
+        "the controller did not answer in time (wrong address or a firewall?)"
+    } else {
+        "check the controller URL"
+    };
+    format!("cannot connect to the controller at {url}: {msg}\n  hint: {hint}")
+}

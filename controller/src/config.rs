@@ -1,0 +1,184 @@
+//! `controller.toml`: every setting, with its default. `init` writes a commented copy.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The controller's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerConfig {
+    /// gRPC (TLS 1.3, mTLS) listen address.
+    pub listen: SocketAddr,
+    /// Prometheus metrics and a plain health check over HTTP; `"off"` disables it.
+    pub metrics_listen: String,
+    /// Tenant used when an unscoped admin names none.
+    pub default_tenant: String,
+    /// How long a signed bundle is valid.
+    #[serde(with = "human")]
+    pub bundle_validity: Duration,
+    /// Re-sign the latest bundle of each tenant when it expires within this.
+    #[serde(with = "human")]
+    pub resign_before: Duration,
+    /// How often to look for bundles to re-sign.
+    #[serde(with = "human")]
+    pub resign_check_interval: Duration,
+    /// Default lifetime of an enrollment token.
+    #[serde(with = "human")]
+    pub token_ttl: Duration,
+    /// Lifetime of an agent certificate (agents renew at two thirds).
+    #[serde(with = "human")]
+    pub agent_cert_validity: Duration,
+    /// Largest gRPC request accepted, bytes.
+    pub max_request_bytes: usize,
+    /// Time a client has to finish the TLS handshake.
+    #[serde(with = "human")]
+    pub handshake_timeout: Duration,
+    /// Names and addresses the server certificate covers (used when it is first made).
+    pub server_names: Vec<String>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            listen: "127.0.0.1:7443".parse().expect("address"),
+            metrics_listen: "127.0.0.1:7444".into(),
+            default_tenant: "default".into(),
+            bundle_validity: Duration::from_secs(7 * 86_400),
+            resign_before: Duration::from_secs(3 * 86_400),
+            resign_check_interval: Duration::from_secs(3_600),
+            token_ttl: Duration::from_secs(86_400),
+            agent_cert_validity: Duration::from_secs(30 * 86_400),
+            max_request_bytes: 5 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
+}
+
+mod human {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like \"90s\" or \"7d\": {e}"))
+        })
+    }
+}
+
+/// The file `init` writes: every setting commented, at its default.
+pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is optional; the value shown is the default.
+# Durations are written like "90s", "10m", "24h", "7d".
+
+# gRPC listen address (TLS 1.3; agents and thothctl connect here). Use "0.0.0.0:7443" to serve
+# other machines, and add their name for this host to `server_names` *before* the first start.
+# listen = "127.0.0.1:7443"
+
+# Prometheus metrics (/metrics) and a plain health check (/healthz), over HTTP; "off" disables.
+# metrics_listen = "127.0.0.1:7444"
+
+# Tenant used when an admin certificate for all tenants does not name one.
+# default_tenant = "default"
+
+# How long a signed policy bundle is valid, and when the controller re-signs the latest one of
+# each tenant (when it expires within `resign_before`), checked every `resign_check_interval`.
+# An expired bundle never stops an agent: it keeps enforcing it and reports itself stale.
+# bundle_validity = "7d"
+# resign_before = "3d"
+# resign_check_interval = "1h"
+
+# Default lifetime of an enrollment token (`thothctl token create --ttl` overrides it).
+# token_ttl = "24h"
+
+# Lifetime of an agent's client certificate; agents renew before it ends.
+# agent_cert_validity = "30d"
+
+# Largest request accepted, in bytes (a policy document itself may be at most 4 MiB).
+# max_request_bytes = 5242880
+
+# Time a client has to complete the TLS handshake.
+# handshake_timeout = "10s"
+
+# Names and addresses the server certificate covers. Used when the certificate is made (first
+# start); delete server.crt and server.key to make a new one after changing this.
+# server_names = ["localhost", "127.0.0.1", "::1"]
+"#;
+
+impl ControllerConfig {
+    /// Reads a config file; errors name the file, line and setting.
+    pub fn load(path: &Path) -> Result<ControllerConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let config: ControllerConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The metrics address, `None` when off.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        match self.metrics_listen.as_str() {
+            "" | "off" => Ok(None),
+            addr => addr.parse().map(Some).map_err(|e| {
+                format!("metrics_listen {addr:?} is not an address like \"127.0.0.1:7444\": {e}")
+            }),
+        }
+    }
+
+    /// Cross-field checks.
+    pub fn check(&self) -> Result<(), String> {
+        self.metrics_addr()?;
+        crate::pki::check_tenant(&self.default_tenant).map_err(|e| format!("default_tenant: {e}"))?;
+        if self.resign_before >= self.bundle_validity {
+            return Err(format!(
+                "resign_before ({}) must be shorter than bundle_validity ({})",
+                humantime::format_duration(self.resign_before),
+                humantime::format_duration(self.bundle_validity)
+            ));
+        }
+        if self.resign_check_interval.is_zero() || self.bundle_validity.is_zero() {
+            return Err("resign_check_interval and bundle_validity must be above zero".into());
+        }
+        if self.max_request_bytes < 64 << 10 {
+            return Err("max_request_bytes must be at least 65536".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_parses_to_the_defaults_and_bad_settings_are_named() {
+        let parsed: ControllerConfig = toml::from_str(TEMPLATE).unwrap();
+        assert_eq!(parsed.listen, ControllerConfig::default().listen);
+        let uncommented: String = TEMPLATE
+            .lines()
+            .map(|l| l.strip_prefix("# ").filter(|l| l.contains(" = ")).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed: ControllerConfig = toml::from_str(&uncommented).unwrap();
+        assert_eq!(parsed.bundle_validity, Duration::from_secs(7 * 86_400));
+        parsed.check().unwrap();
+        let err = toml::from_str::<ControllerConfig>("bundle_validty = \"1d\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bundle_validty"), "{err}");
+        let err = toml::from_str::<ControllerConfig>("token_ttl = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a duration"), "{err}");
+        let c = ControllerConfig {
+            resign_before: Duration::from_secs(8 * 86_400),
+            ..ControllerConfig::default()
+        };
+        assert!(c.check().is_err());
+    }
+}

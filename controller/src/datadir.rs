@@ -1,0 +1,316 @@
+//! The controller's data directory: keys, certificates, config and database.
+//!
+//! ```text
+//! controller.toml        settings (commented template)
+//! ca.crt  ca.key         the controller CA (agents pin ca.crt by fingerprint)
+//! server.crt server.key  the TLS server certificate
+//! root.key root.pub      the Ed25519 root key agents pin; it certifies policy-signing keys
+//! signing/<id>.key       policy-signing keys, each with <id>.cert (root-signed), ACTIVE names one
+//! admin/                 the first admin credential for thothctl (ca.crt, client.crt, client.key)
+//! controller.db          the SQLite store
+//! .initialized           written last by init: a directory without it is (re)initialized
+//! ```
+//! Private keys are written with mode 0600, every file atomically.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::SigningKey;
+use thoth_proto::bundle::{Signed, certify};
+
+use crate::config::{ControllerConfig, TEMPLATE};
+use crate::pki::{Ca, Identity, Role};
+
+/// CA lifetime.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// Server and admin certificate lifetime.
+pub const SERVER_VALIDITY: Duration = Duration::from_secs(2 * 365 * 86_400);
+/// Policy-signing key certificate lifetime.
+pub const SIGNING_KEY_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+
+/// The default data directory: `$THOTH_CONTROLLER_DATA`, else `$XDG_DATA_HOME/thoth-controller`,
+/// else `~/.local/share/thoth-controller`.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("THOTH_CONTROLLER_DATA").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("thoth-controller");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/thoth-controller")
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename), with
+/// `mode` on Unix.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    write_atomic(path, bytes, mode).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// An Ed25519 key as a file: the base64 of its 32-byte seed.
+pub fn key_to_text(key: &SigningKey) -> String {
+    format!("{}\n", B64.encode(key.to_bytes()))
+}
+
+/// Reads [`key_to_text`].
+pub fn key_from_text(text: &str, what: &str) -> Result<SigningKey, String> {
+    let bytes: [u8; 32] = B64
+        .decode(text.trim())
+        .map_err(|e| format!("{what}: {e}"))?
+        .try_into()
+        .map_err(|_| format!("{what}: not a 32-byte Ed25519 key"))?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+/// A fresh Ed25519 key.
+pub fn new_ed25519() -> SigningKey {
+    SigningKey::generate(&mut rand_core::OsRng)
+}
+
+/// The active policy-signing key.
+#[derive(Clone)]
+pub struct SigningIdentity {
+    /// Its id.
+    pub key_id: String,
+    /// The key.
+    pub key: SigningKey,
+    /// Its root-signed certificate.
+    pub certificate: Signed,
+    /// When that certificate ends (Unix seconds).
+    pub not_after: i64,
+    /// When it begins.
+    pub not_before: i64,
+}
+
+/// What `init` reports.
+pub struct InitReport {
+    /// Where.
+    pub dir: PathBuf,
+    /// `sha256:…` of the CA certificate.
+    pub ca_fingerprint: String,
+    /// Root public key, base64.
+    pub root_public_key: String,
+}
+
+/// An initialized data directory, loaded.
+pub struct DataDir {
+    /// Where.
+    pub dir: PathBuf,
+    /// Settings.
+    pub config: ControllerConfig,
+    /// CA.
+    pub ca: Ca,
+    /// Server certificate, PEM.
+    pub server_cert_pem: String,
+    /// Server key, PEM.
+    pub server_key_pem: String,
+    /// Root key.
+    pub root: SigningKey,
+    /// Active signing key.
+    pub signing: SigningIdentity,
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Is `dir` an initialized data directory?
+pub fn is_initialized(dir: &Path) -> bool {
+    dir.join(".initialized").is_file()
+}
+
+/// Creates everything in `dir` (which may exist, but must not be initialized).
+pub fn init(dir: &Path, server_names: Option<&[String]>) -> Result<InitReport, String> {
+    if is_initialized(dir) {
+        return Err(format!(
+            "{} is already initialized; nothing was changed (remove it to start over)",
+            dir.display()
+        ));
+    }
+    fs::create_dir_all(dir.join("signing"))
+        .and_then(|()| fs::create_dir_all(dir.join("admin")))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    }
+    let now = SystemTime::now();
+    let config_path = dir.join("controller.toml");
+    if !config_path.exists() {
+        write(&config_path, TEMPLATE.as_bytes(), 0o644)?;
+    }
+    let config = ControllerConfig::load(&config_path)?;
+    let names: Vec<String> = server_names.map_or_else(|| config.server_names.clone(), <[_]>::to_vec);
+    let ca = Ca::generate("Thoth controller CA", now, CA_VALIDITY)?;
+    write(&dir.join("ca.crt"), ca.cert_pem().as_bytes(), 0o644)?;
+    write(&dir.join("ca.key"), ca.key_pem().as_bytes(), 0o600)?;
+    let server = ca.issue_server(&names, now, SERVER_VALIDITY)?;
+    write(&dir.join("server.crt"), server.cert_pem.as_bytes(), 0o644)?;
+    write(&dir.join("server.key"), server.key_pem.as_bytes(), 0o600)?;
+    let root = new_ed25519();
+    write(&dir.join("root.key"), key_to_text(&root).as_bytes(), 0o600)?;
+    let root_pub = B64.encode(root.verifying_key().to_bytes());
+    write(&dir.join("root.pub"), format!("{root_pub}\n").as_bytes(), 0o644)?;
+    new_signing_key(dir, &root, now)?;
+    write_admin_credential(
+        &dir.join("admin"),
+        &ca,
+        &Identity::Admin {
+            name: "admin".into(),
+            role: Role::Admin,
+            tenant: None,
+        },
+        now,
+    )?;
+    write(&dir.join(".initialized"), b"1\n", 0o644)?;
+    Ok(InitReport {
+        dir: dir.to_path_buf(),
+        ca_fingerprint: ca.fingerprint(),
+        root_public_key: root_pub,
+    })
+}
+
+/// Writes `ca.crt`, `client.crt` and `client.key` for an admin identity into `out`.
+pub fn write_admin_credential(
+    out: &Path,
+    ca: &Ca,
+    identity: &Identity,
+    now: SystemTime,
+) -> Result<(), String> {
+    fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let issued = ca.issue_client(identity, now, SERVER_VALIDITY)?;
+    write(&out.join("ca.crt"), ca.cert_pem().as_bytes(), 0o644)?;
+    write(&out.join("client.crt"), issued.cert_pem.as_bytes(), 0o644)?;
+    write(&out.join("client.key"), issued.key_pem.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+/// Makes a policy-signing key, has the root certify it, and makes it the active one.
+pub fn new_signing_key(
+    dir: &Path,
+    root: &SigningKey,
+    now: SystemTime,
+) -> Result<SigningIdentity, String> {
+    let key = new_ed25519();
+    let stamp = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace([':', '-'], "");
+    let key_id = format!(
+        "signing-{}-{}",
+        stamp.trim_end_matches('Z'),
+        &hex::encode(key.verifying_key().to_bytes())[..8]
+    );
+    let not_before = now - Duration::from_secs(300);
+    let certificate = certify(
+        root,
+        &key_id,
+        &key.verifying_key(),
+        not_before,
+        SIGNING_KEY_VALIDITY,
+    );
+    let sdir = dir.join("signing");
+    fs::create_dir_all(&sdir).map_err(|e| format!("cannot create {}: {e}", sdir.display()))?;
+    write(
+        &sdir.join(format!("{key_id}.key")),
+        key_to_text(&key).as_bytes(),
+        0o600,
+    )?;
+    let cert_json = serde_json::to_vec_pretty(&certificate).map_err(|e| e.to_string())?;
+    write(&sdir.join(format!("{key_id}.cert")), &cert_json, 0o644)?;
+    write(&sdir.join("ACTIVE"), format!("{key_id}\n").as_bytes(), 0o644)?;
+    Ok(SigningIdentity {
+        key_id,
+        key,
+        certificate,
+        not_before: unix(not_before),
+        not_after: unix(not_before + SIGNING_KEY_VALIDITY),
+    })
+}
+
+fn load_signing(dir: &Path) -> Result<SigningIdentity, String> {
+    let sdir = dir.join("signing");
+    let key_id = read(&sdir.join("ACTIVE"))?.trim().to_owned();
+    if key_id.is_empty() || key_id.contains(['/', '\\']) || key_id.starts_with('.') {
+        return Err(format!("{}: bad key id", sdir.join("ACTIVE").display()));
+    }
+    let key = key_from_text(&read(&sdir.join(format!("{key_id}.key")))?, &key_id)?;
+    let certificate: Signed = serde_json::from_str(&read(&sdir.join(format!("{key_id}.cert")))?)
+        .map_err(|e| format!("{key_id}.cert: {e}"))?;
+    let bytes = B64
+        .decode(&certificate.bytes)
+        .map_err(|e| format!("{key_id}.cert: {e}"))?;
+    let cert: thoth_proto::bundle::KeyCertificate =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{key_id}.cert: {e}"))?;
+    let t = |s: &str| humantime::parse_rfc3339(s).map(unix).unwrap_or(0);
+    Ok(SigningIdentity {
+        key_id,
+        key,
+        not_before: t(&cert.not_before),
+        not_after: t(&cert.not_after),
+        certificate,
+    })
+}
+
+impl DataDir {
+    /// Loads an initialized directory.
+    pub fn load(dir: &Path) -> Result<DataDir, String> {
+        if !is_initialized(dir) {
+            return Err(format!(
+                "{} is not an initialized controller data directory (run `thoth-controller init --data {}`)",
+                dir.display(),
+                dir.display()
+            ));
+        }
+        let config = ControllerConfig::load(&dir.join("controller.toml"))?;
+        let ca = Ca::load(&read(&dir.join("ca.crt"))?, &read(&dir.join("ca.key"))?)?;
+        let root = key_from_text(&read(&dir.join("root.key"))?, "root.key")?;
+        let signing = load_signing(dir)?;
+        Ok(DataDir {
+            dir: dir.to_path_buf(),
+            config,
+            server_cert_pem: read(&dir.join("server.crt"))?,
+            server_key_pem: read(&dir.join("server.key"))?,
+            ca,
+            root,
+            signing,
+        })
+    }
+
+    /// The database path.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("controller.db")
+    }
+}

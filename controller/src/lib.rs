@@ -1,0 +1,18 @@
+//! The Thoth fleet controller: signed policy bundles over gRPC with mTLS, enrollment, the admin
+//! API, and the storage behind them. The binaries are `thoth-controller`, `thothctl` and
+//! `thoth-loadgen`.
+
+pub mod client;
+pub mod config;
+pub mod controller;
+pub mod datadir;
+pub mod grpc;
+pub mod hub;
+pub mod metrics;
+pub mod pki;
+pub mod server;
+pub mod store;
+
+pub use controller::Controller;
+pub use datadir::DataDir;
+pub use server::{Running, start};

@@ -1,0 +1,268 @@
+//! What the controller keeps, behind one trait so another backend (PostgreSQL, for replicas) can
+//! be added without touching callers. Methods may block: async callers run them on the blocking
+//! pool (see `Controller::db`). Times are Unix seconds unless named `_ms`.
+
+use std::collections::BTreeMap;
+
+pub mod sqlite;
+
+/// Labels on tokens and agents.
+pub type Labels = BTreeMap<String, String>;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness or ordering rule was broken (e.g. a racing push took the version).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend failed (I/O, corruption, a schema from a newer controller).
+    #[error("storage: {0}")]
+    Backend(String),
+    /// Raised by a callback inside a transaction; everything in it is rolled back.
+    #[error("{0}")]
+    Aborted(String),
+}
+
+/// One policy version of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    /// Tenant.
+    pub tenant: String,
+    /// Version (strictly increasing per tenant, from 1).
+    pub version: u64,
+    /// The document as pushed.
+    pub document: String,
+    /// Hex SHA-256 of the document.
+    pub sha256: String,
+    /// The current signed envelope (replaced when re-signed).
+    pub bundle: Vec<u8>,
+    /// Of the current envelope.
+    pub issued_at: i64,
+    /// Of the current envelope.
+    pub expires_at: i64,
+    /// Signing key of the current envelope.
+    pub key_id: String,
+    /// Admin who pushed it.
+    pub pushed_by: String,
+    /// Free text.
+    pub comment: String,
+    /// For a rollback: the version re-issued.
+    pub rollback_of: Option<u64>,
+    /// When it was pushed.
+    pub created_at: i64,
+}
+
+/// An enrollment token (its secret is kept only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public id (for listing and revoking).
+    pub id: String,
+    /// Hex SHA-256 of the secret token.
+    pub hash: String,
+    /// Tenant the token enrolls into.
+    pub tenant: String,
+    /// Created.
+    pub created_at: i64,
+    /// Expires.
+    pub expires_at: i64,
+    /// Enrollments allowed.
+    pub max_uses: u32,
+    /// Enrollments done.
+    pub uses: u32,
+    /// Labels given to agents enrolled with it.
+    pub labels: Labels,
+    /// Revoked by an admin.
+    pub revoked: bool,
+    /// Admin who created it.
+    pub created_by: String,
+    /// Free text.
+    pub comment: String,
+}
+
+/// Why a token cannot enroll.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedeemError {
+    /// No token has this secret.
+    #[error("the enrollment token is not recognised")]
+    Unknown,
+    /// Past its expiry.
+    #[error("the enrollment token {id} expired")]
+    Expired {
+        /// Token id.
+        id: String,
+    },
+    /// Every use is spent.
+    #[error("the enrollment token {id} is used up ({uses} of {max_uses} enrollments)")]
+    Exhausted {
+        /// Token id.
+        id: String,
+        /// Uses.
+        uses: u32,
+        /// Allowed.
+        max_uses: u32,
+    },
+    /// Revoked.
+    #[error("the enrollment token {id} was revoked")]
+    Revoked {
+        /// Token id.
+        id: String,
+    },
+    /// The agent said it belongs to another tenant.
+    #[error("the enrollment token is for another tenant than {asked:?}")]
+    WrongTenant {
+        /// What the agent asserted.
+        asked: String,
+    },
+}
+
+/// An enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentRecord {
+    /// Id (in its certificate).
+    pub agent_id: String,
+    /// Tenant (in its certificate).
+    pub tenant: String,
+    /// Hostname at enrollment, then as reported.
+    pub hostname: String,
+    /// Token labels plus the agent's own.
+    pub labels: Labels,
+    /// Enrolled.
+    pub enrolled_at: i64,
+    /// Last call from it.
+    pub last_seen: Option<i64>,
+    /// Bundle version it reports applied.
+    pub applied_version: u64,
+    /// It reports its bundle expired.
+    pub stale: bool,
+    /// Its last reported error.
+    pub last_error: String,
+    /// When revoked.
+    pub revoked_at: Option<i64>,
+    /// Its current certificate's expiry.
+    pub cert_not_after: i64,
+    /// Last inventory, JSON.
+    pub inventory: Option<String>,
+    /// Agent software version.
+    pub agent_version: String,
+    /// Token it enrolled with.
+    pub token_id: String,
+}
+
+/// What an agent reports.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentReportRecord {
+    /// Applied version.
+    pub applied_version: u64,
+    /// Stale flag.
+    pub stale: bool,
+    /// Last error.
+    pub last_error: String,
+    /// Inventory JSON, when sent.
+    pub inventory: Option<String>,
+    /// Hostname, when sent.
+    pub hostname: Option<String>,
+    /// Agent version.
+    pub agent_version: String,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Assigned by the store (0 when appending).
+    pub id: u64,
+    /// When (Unix milliseconds).
+    pub at_ms: i64,
+    /// Who (admin name).
+    pub actor: String,
+    /// Their role.
+    pub role: String,
+    /// What (`policy.push`, `token.create`, …).
+    pub action: String,
+    /// Tenant acted on (empty: none).
+    pub tenant: String,
+    /// `ok` or why it was refused.
+    pub outcome: String,
+    /// JSON object with details.
+    pub detail: String,
+}
+
+/// The storage contract.
+pub trait Store: Send + Sync + 'static {
+    // --- policy ---
+    /// The newest version of a tenant's policy.
+    fn latest_policy(&self, tenant: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    /// One version.
+    fn policy(&self, tenant: &str, version: u64) -> Result<Option<PolicyRecord>, StoreError>;
+    /// Newest first; `limit` 0 means all.
+    fn policy_history(&self, tenant: &str, limit: u32) -> Result<Vec<PolicyRecord>, StoreError>;
+    /// Adds a version; [`StoreError::Conflict`] unless it is exactly one above the newest.
+    fn insert_policy(&self, record: &PolicyRecord) -> Result<(), StoreError>;
+    /// Replaces the signed envelope of a version (re-signing).
+    fn replace_bundle(
+        &self,
+        tenant: &str,
+        version: u64,
+        bundle: &[u8],
+        issued_at: i64,
+        expires_at: i64,
+        key_id: &str,
+    ) -> Result<(), StoreError>;
+    /// Tenants that have a policy.
+    fn policy_tenants(&self) -> Result<Vec<String>, StoreError>;
+
+    // --- enrollment tokens ---
+    /// Adds a token.
+    fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Tokens of one tenant or all; inactive ones (revoked, expired, used up) only on request.
+    fn list_tokens(
+        &self,
+        tenant: Option<&str>,
+        include_inactive: bool,
+        now: i64,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
+    /// One token by id.
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Marks a token revoked.
+    fn revoke_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// In one transaction: checks the token with this hash and spends one use, then runs `register`
+    /// (which signs the certificate) and stores the agent it returns. Any error rolls it all back.
+    fn enroll(
+        &self,
+        token_hash: &str,
+        asserted_tenant: Option<&str>,
+        now: i64,
+        register: &mut dyn FnMut(&TokenRecord) -> Result<AgentRecord, StoreError>,
+    ) -> Result<Result<AgentRecord, RedeemError>, StoreError>;
+
+    // --- agents ---
+    /// One agent.
+    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    /// Agents of one tenant or all.
+    fn list_agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Marks an agent revoked (idempotent; keeps the first time).
+    fn revoke_agent(&self, agent_id: &str, now: i64) -> Result<Option<AgentRecord>, StoreError>;
+    /// Records a report (and last-seen).
+    fn record_report(
+        &self,
+        agent_id: &str,
+        report: &AgentReportRecord,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Records last-seen only.
+    fn touch_agent(&self, agent_id: &str, now: i64) -> Result<(), StoreError>;
+    /// Records a renewed certificate's expiry.
+    fn set_agent_cert(&self, agent_id: &str, not_after: i64) -> Result<(), StoreError>;
+    /// How many agents of a tenant report this version applied.
+    fn count_applied(&self, tenant: &str, version: u64) -> Result<u64, StoreError>;
+
+    // --- audit ---
+    /// Appends an entry; returns its id.
+    fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError>;
+    /// Entries after `after_id`, oldest first, at most `limit`, of one tenant or all.
+    fn list_audit(
+        &self,
+        tenant: Option<&str>,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+}

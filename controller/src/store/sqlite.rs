@@ -1,0 +1,724 @@
+//! The embedded store: one SQLite file in the data directory (WAL, versioned migrations).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    AgentRecord, AgentReportRecord, AuditRecord, Labels, PolicyRecord, RedeemError, Store,
+    StoreError, TokenRecord,
+};
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran. Never edit one that
+/// has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE policies (
+        tenant TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        document TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        bundle BLOB NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        pushed_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        rollback_of INTEGER,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        max_uses INTEGER NOT NULL,
+        uses INTEGER NOT NULL,
+        labels TEXT NOT NULL,
+        revoked INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL
+    );
+    CREATE TABLE agents (
+        agent_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        enrolled_at INTEGER NOT NULL,
+        last_seen INTEGER,
+        applied_version INTEGER NOT NULL,
+        stale INTEGER NOT NULL,
+        last_error TEXT NOT NULL,
+        revoked_at INTEGER,
+        cert_not_after INTEGER NOT NULL,
+        inventory TEXT,
+        agent_version TEXT NOT NULL,
+        token_id TEXT NOT NULL
+    );
+    CREATE INDEX agents_tenant ON agents (tenant, applied_version);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_tenant ON audit (tenant, id);",
+];
+
+/// SQLite behind a mutex (SQLite has one writer anyway; calls are short).
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn labels_to_json(labels: &Labels) -> String {
+    serde_json::to_string(labels).expect("a string map is valid JSON")
+}
+
+fn labels_from_json(text: &str) -> Labels {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+const POLICY_COLS: &str = "tenant, version, document, sha256, bundle, issued_at, expires_at, key_id, pushed_by, comment, rollback_of, created_at";
+
+fn policy_row(r: &Row<'_>) -> rusqlite::Result<PolicyRecord> {
+    Ok(PolicyRecord {
+        tenant: r.get(0)?,
+        version: r.get::<_, i64>(1)? as u64,
+        document: r.get(2)?,
+        sha256: r.get(3)?,
+        bundle: r.get(4)?,
+        issued_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        key_id: r.get(7)?,
+        pushed_by: r.get(8)?,
+        comment: r.get(9)?,
+        rollback_of: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        created_at: r.get(11)?,
+    })
+}
+
+const TOKEN_COLS: &str =
+    "id, hash, tenant, created_at, expires_at, max_uses, uses, labels, revoked, created_by, comment";
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        hash: r.get(1)?,
+        tenant: r.get(2)?,
+        created_at: r.get(3)?,
+        expires_at: r.get(4)?,
+        max_uses: r.get(5)?,
+        uses: r.get(6)?,
+        labels: labels_from_json(&r.get::<_, String>(7)?),
+        revoked: r.get(8)?,
+        created_by: r.get(9)?,
+        comment: r.get(10)?,
+    })
+}
+
+const AGENT_COLS: &str = "agent_id, tenant, hostname, labels, enrolled_at, last_seen, applied_version, stale, last_error, revoked_at, cert_not_after, inventory, agent_version, token_id";
+
+fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        agent_id: r.get(0)?,
+        tenant: r.get(1)?,
+        hostname: r.get(2)?,
+        labels: labels_from_json(&r.get::<_, String>(3)?),
+        enrolled_at: r.get(4)?,
+        last_seen: r.get(5)?,
+        applied_version: r.get::<_, i64>(6)? as u64,
+        stale: r.get(7)?,
+        last_error: r.get(8)?,
+        revoked_at: r.get(9)?,
+        cert_not_after: r.get(10)?,
+        inventory: r.get(11)?,
+        agent_version: r.get(12)?,
+        token_id: r.get(13)?,
+    })
+}
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        role: r.get(3)?,
+        action: r.get(4)?,
+        tenant: r.get(5)?,
+        outcome: r.get(6)?,
+        detail: r.get(7)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory store (tests).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::setup(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        let have: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)?;
+        let known = MIGRATIONS.len() as i64;
+        if have > known {
+            return Err(backend(format!(
+                "the database has schema version {have}, newer than this controller knows ({known}); run a newer controller"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(have as usize) {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Exclusive)
+                .map_err(backend)?;
+            tx.execute_batch(sql)
+                .map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The schema version (number of migrations applied).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)
+    }
+}
+
+impl Store for SqliteStore {
+    fn latest_policy(&self, tenant: &str) -> Result<Option<PolicyRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {POLICY_COLS} FROM policies WHERE tenant = ?1 ORDER BY version DESC LIMIT 1"
+                ),
+                params![tenant],
+                policy_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn policy(&self, tenant: &str, version: u64) -> Result<Option<PolicyRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {POLICY_COLS} FROM policies WHERE tenant = ?1 AND version = ?2"),
+                params![tenant, version as i64],
+                policy_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn policy_history(&self, tenant: &str, limit: u32) -> Result<Vec<PolicyRecord>, StoreError> {
+        let limit = if limit == 0 { -1 } else { i64::from(limit) };
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {POLICY_COLS} FROM policies WHERE tenant = ?1 ORDER BY version DESC LIMIT ?2"
+            ))
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![tenant, limit], policy_row)
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn insert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let newest: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM policies WHERE tenant = ?1",
+                params![p.tenant],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if p.version as i64 != newest + 1 {
+            return Err(StoreError::Conflict(format!(
+                "tenant {} is at version {newest}; version {} cannot follow it",
+                p.tenant, p.version
+            )));
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO policies ({POLICY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ),
+            params![
+                p.tenant,
+                p.version as i64,
+                p.document,
+                p.sha256,
+                p.bundle,
+                p.issued_at,
+                p.expires_at,
+                p.key_id,
+                p.pushed_by,
+                p.comment,
+                p.rollback_of.map(|v| v as i64),
+                p.created_at
+            ],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
+    fn replace_bundle(
+        &self,
+        tenant: &str,
+        version: u64,
+        bundle: &[u8],
+        issued_at: i64,
+        expires_at: i64,
+        key_id: &str,
+    ) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE policies SET bundle = ?3, issued_at = ?4, expires_at = ?5, key_id = ?6 WHERE tenant = ?1 AND version = ?2",
+                params![tenant, version as i64, bundle, issued_at, expires_at, key_id],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "tenant {tenant} has no version {version}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn policy_tenants(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT DISTINCT tenant FROM policies ORDER BY tenant")
+            .map_err(backend)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ),
+                params![
+                    t.id,
+                    t.hash,
+                    t.tenant,
+                    t.created_at,
+                    t.expires_at,
+                    t.max_uses,
+                    t.uses,
+                    labels_to_json(&t.labels),
+                    t.revoked,
+                    t.created_by,
+                    t.comment
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn list_tokens(
+        &self,
+        tenant: Option<&str>,
+        include_inactive: bool,
+        now: i64,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLS} FROM tokens
+                 WHERE (?1 IS NULL OR tenant = ?1)
+                   AND (?2 OR (revoked = 0 AND expires_at > ?3 AND uses < max_uses))
+                 ORDER BY created_at, id"
+            ))
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![tenant, include_inactive, now], token_row)
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"),
+                params![id],
+                token_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", params![id])
+            .map_err(backend)?;
+        conn.query_row(
+            &format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"),
+            params![id],
+            token_row,
+        )
+        .optional()
+        .map_err(backend)
+    }
+
+    fn enroll(
+        &self,
+        token_hash: &str,
+        asserted_tenant: Option<&str>,
+        now: i64,
+        register: &mut dyn FnMut(&TokenRecord) -> Result<AgentRecord, StoreError>,
+    ) -> Result<Result<AgentRecord, RedeemError>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let token = tx
+            .query_row(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = ?1"),
+                params![token_hash],
+                token_row,
+            )
+            .optional()
+            .map_err(backend)?;
+        let Some(mut token) = token else {
+            return Ok(Err(RedeemError::Unknown));
+        };
+        let refused = if token.revoked {
+            Some(RedeemError::Revoked {
+                id: token.id.clone(),
+            })
+        } else if token.expires_at <= now {
+            Some(RedeemError::Expired {
+                id: token.id.clone(),
+            })
+        } else if token.uses >= token.max_uses {
+            Some(RedeemError::Exhausted {
+                id: token.id.clone(),
+                uses: token.uses,
+                max_uses: token.max_uses,
+            })
+        } else if let Some(asked) = asserted_tenant
+            && asked != token.tenant
+        {
+            Some(RedeemError::WrongTenant {
+                asked: asked.to_owned(),
+            })
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            return Ok(Err(refused));
+        }
+        token.uses += 1;
+        tx.execute(
+            "UPDATE tokens SET uses = uses + 1 WHERE id = ?1",
+            params![token.id],
+        )
+        .map_err(backend)?;
+        let agent = register(&token)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ),
+            params![
+                agent.agent_id,
+                agent.tenant,
+                agent.hostname,
+                labels_to_json(&agent.labels),
+                agent.enrolled_at,
+                agent.last_seen,
+                agent.applied_version as i64,
+                agent.stale,
+                agent.last_error,
+                agent.revoked_at,
+                agent.cert_not_after,
+                agent.inventory,
+                agent.agent_version,
+                agent.token_id
+            ],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(Ok(agent))
+    }
+
+    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?1"),
+                params![agent_id],
+                agent_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn list_agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {AGENT_COLS} FROM agents WHERE (?1 IS NULL OR tenant = ?1) ORDER BY tenant, hostname, agent_id"
+            ))
+            .map_err(backend)?;
+        let rows = stmt.query_map(params![tenant], agent_row).map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn revoke_agent(&self, agent_id: &str, now: i64) -> Result<Option<AgentRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?2) WHERE agent_id = ?1",
+            params![agent_id, now],
+        )
+        .map_err(backend)?;
+        conn.query_row(
+            &format!("SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?1"),
+            params![agent_id],
+            agent_row,
+        )
+        .optional()
+        .map_err(backend)
+    }
+
+    fn record_report(
+        &self,
+        agent_id: &str,
+        r: &AgentReportRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE agents SET last_seen = ?2, applied_version = ?3, stale = ?4, last_error = ?5,
+                    inventory = COALESCE(?6, inventory), hostname = COALESCE(?7, hostname),
+                    agent_version = ?8
+                 WHERE agent_id = ?1",
+                params![
+                    agent_id,
+                    now,
+                    r.applied_version as i64,
+                    r.stale,
+                    r.last_error,
+                    r.inventory,
+                    r.hostname,
+                    r.agent_version
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn touch_agent(&self, agent_id: &str, now: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE agents SET last_seen = ?2 WHERE agent_id = ?1",
+                params![agent_id, now],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn set_agent_cert(&self, agent_id: &str, not_after: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE agents SET cert_not_after = ?2 WHERE agent_id = ?1",
+                params![agent_id, not_after],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn count_applied(&self, tenant: &str, version: u64) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM agents WHERE tenant = ?1 AND applied_version = ?2 AND revoked_at IS NULL",
+                params![tenant, version as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
+    }
+
+    fn append_audit(&self, e: &AuditRecord) -> Result<u64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO audit (at_ms, actor, role, action, tenant, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![e.at_ms, e.actor, e.role, e.action, e.tenant, e.outcome, e.detail],
+        )
+        .map_err(backend)?;
+        Ok(conn.last_insert_rowid() as u64)
+    }
+
+    fn list_audit(
+        &self,
+        tenant: Option<&str>,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.conn();
+        let limit = i64::from(limit.max(1));
+        // after_id 0: the newest `limit` entries; otherwise the oldest after it. Oldest first.
+        let sql = if after_id == 0 {
+            "SELECT * FROM (SELECT id, at_ms, actor, role, action, tenant, outcome, detail FROM audit
+               WHERE (?1 IS NULL OR tenant = ?1) AND id > ?2 ORDER BY id DESC LIMIT ?3) ORDER BY id"
+        } else {
+            "SELECT id, at_ms, actor, role, action, tenant, outcome, detail FROM audit
+               WHERE (?1 IS NULL OR tenant = ?1) AND id > ?2 ORDER BY id LIMIT ?3"
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+        let rows = stmt
+            .query_map(params![tenant, after_id as i64, limit], audit_row)
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: &str, max_uses: u32, expires_at: i64) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            hash: format!("hash-{id}"),
+            tenant: "acme".into(),
+            created_at: 0,
+            expires_at,
+            max_uses,
+            uses: 0,
+            labels: Labels::new(),
+            revoked: false,
+            created_by: "test".into(),
+            comment: String::new(),
+        }
+    }
+
+    fn agent_for(t: &TokenRecord, id: &str) -> AgentRecord {
+        AgentRecord {
+            agent_id: id.into(),
+            tenant: t.tenant.clone(),
+            token_id: t.id.clone(),
+            ..AgentRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_one_time_token_enrolls_once_and_a_failed_registration_spends_nothing() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.insert_token(&token("t1", 1, 100)).unwrap();
+        let failed = s.enroll("hash-t1", None, 10, &mut |_| {
+            Err(StoreError::Aborted("signing failed".into()))
+        });
+        assert!(matches!(failed, Err(StoreError::Aborted(_))));
+        assert_eq!(s.token("t1").unwrap().unwrap().uses, 0);
+        let ok = s
+            .enroll("hash-t1", Some("acme"), 10, &mut |t| Ok(agent_for(t, "a1")))
+            .unwrap();
+        assert_eq!(ok.unwrap().agent_id, "a1");
+        let again = s
+            .enroll("hash-t1", None, 10, &mut |t| Ok(agent_for(t, "a2")))
+            .unwrap();
+        assert!(matches!(again, Err(RedeemError::Exhausted { .. })));
+        assert!(s.agent("a2").unwrap().is_none());
+        s.insert_token(&token("t2", 5, 100)).unwrap();
+        let wrong = s
+            .enroll("hash-t2", Some("other"), 10, &mut |t| Ok(agent_for(t, "a3")))
+            .unwrap();
+        assert!(matches!(wrong, Err(RedeemError::WrongTenant { .. })));
+        let late = s
+            .enroll("hash-t2", None, 100, &mut |t| Ok(agent_for(t, "a3")))
+            .unwrap();
+        assert!(matches!(late, Err(RedeemError::Expired { .. })));
+        assert_eq!(
+            s.enroll("nope", None, 1, &mut |t| Ok(agent_for(t, "a4")))
+                .unwrap(),
+            Err(RedeemError::Unknown)
+        );
+    }
+
+    #[test]
+    fn versions_must_follow_each_other() {
+        let s = SqliteStore::in_memory().unwrap();
+        let mut p = PolicyRecord {
+            tenant: "acme".into(),
+            version: 2,
+            document: "servers: []".into(),
+            sha256: String::new(),
+            bundle: vec![1],
+            issued_at: 0,
+            expires_at: 1,
+            key_id: "k".into(),
+            pushed_by: "me".into(),
+            comment: String::new(),
+            rollback_of: None,
+            created_at: 0,
+        };
+        assert!(matches!(s.insert_policy(&p), Err(StoreError::Conflict(_))));
+        p.version = 1;
+        s.insert_policy(&p).unwrap();
+        assert!(matches!(s.insert_policy(&p), Err(StoreError::Conflict(_))));
+        p.version = 2;
+        s.insert_policy(&p).unwrap();
+        assert_eq!(s.latest_policy("acme").unwrap().unwrap().version, 2);
+        assert_eq!(s.policy_history("acme", 1).unwrap().len(), 1);
+        assert_eq!(s.policy_tenants().unwrap(), vec!["acme".to_owned()]);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_controller_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(err.contains("newer"), "{err}");
+        // A reopen of a current one keeps the data and the schema version.
+        let path2 = dir.path().join("db2");
+        let s = SqliteStore::open(&path2).unwrap();
+        s.insert_token(&token("t", 1, 5)).unwrap();
+        drop(s);
+        let s = SqliteStore::open(&path2).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert!(s.token("t").unwrap().is_some());
+    }
+}
