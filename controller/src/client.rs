@@ -99,3 +99,55 @@ pub fn describe_connect_error(url: &str, e: &tonic::transport::Error) -> String 
     };
     format!("cannot connect to the controller at {url}: {msg}\n  hint: {hint}")
 }
+
+/// What enrolling produced: the agent's credentials and identity.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    /// CA, certificate and the locally made key.
+    pub credentials: Credentials,
+    /// Assigned id.
+    pub agent_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Certificate expiry (Unix seconds).
+    pub not_after: i64,
+}
+
+/// Enrolls: makes a key pair here (the private key never leaves), sends a CSR with the token.
+pub async fn enroll(
+    url: &str,
+    ca_pem: &str,
+    token: &str,
+    tenant: &str,
+    hostname: &str,
+) -> Result<Enrolled, tonic::Status> {
+    let (key_pem, csr) = crate::pki::new_key_and_csr().map_err(tonic::Status::internal)?;
+    let creds = Credentials {
+        ca_pem: ca_pem.to_owned(),
+        cert_pem: None,
+        key_pem: None,
+    };
+    let channel = connect(url, &creds, Some(Duration::from_secs(30)))
+        .await
+        .map_err(tonic::Status::unavailable)?;
+    let resp = thoth_proto::fleet::enrollment_client::EnrollmentClient::new(channel)
+        .enroll(thoth_proto::fleet::EnrollRequest {
+            token: token.to_owned(),
+            csr_der: csr,
+            hostname: hostname.to_owned(),
+            labels: Default::default(),
+            tenant: tenant.to_owned(),
+        })
+        .await?
+        .into_inner();
+    Ok(Enrolled {
+        credentials: Credentials {
+            ca_pem: resp.ca_certificate_pem,
+            cert_pem: Some(resp.certificate_pem),
+            key_pem: Some(key_pem),
+        },
+        agent_id: resp.agent_id,
+        tenant: resp.tenant,
+        not_after: resp.not_after_unix,
+    })
+}

@@ -217,3 +217,17 @@ pub async fn start(
         tasks,
     })
 }
+
+/// Opens the data directory's store and serves it (what `thoth-controller serve` does).
+pub async fn start_data_dir(
+    data: crate::DataDir,
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<Running> {
+    let path = data.db_path();
+    let store = tokio::task::spawn_blocking(move || crate::store::sqlite::SqliteStore::open(&path))
+        .await??;
+    let (cert, key) = (data.server_cert_pem.clone(), data.server_key_pem.clone());
+    let controller = Controller::new(data, Arc::new(store))?;
+    start(controller, &cert, &key, listen, metrics_listen).await
+}

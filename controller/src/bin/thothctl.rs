@@ -1,1 +1,944 @@
-fn main(){}
+//! `thothctl`: see `thothctl --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+use thoth_controller::client::{self, Credentials};
+use thoth_proto::fleet::{self as pb, admin_client::AdminClient};
+use tonic::transport::Channel;
+
+/// Administer a Thoth controller: policy, enrollment tokens, agents, audit.
+///
+/// thothctl talks to the controller over mutual TLS with an admin credential: a directory holding
+/// ca.crt, client.crt and client.key (`thoth-controller init` writes the first one to DATA/admin;
+/// `thoth-controller issue-admin` makes more, each with a role and optional tenant).
+///
+/// Examples:
+///   thothctl policy validate policy/examples/read-only-files.yaml
+///   thothctl policy push policy/examples/read-only-files.yaml --comment "first rollout"
+///   thothctl policy history
+///   thothctl policy diff 1 2
+///   thothctl token create --uses 50 --ttl 7d --label team=finance
+///   thothctl agents list --json
+///
+/// Exit status: 0 success, 1 other error, 2 bad usage, 3 controller unreachable,
+/// 4 refused (authentication or permission), 5 invalid input (e.g. a policy that does not validate).
+#[derive(Parser)]
+#[command(name = "thothctl", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Controller URL [default: CREDENTIALS/controller.url (written by `thoth-controller serve`), else https://127.0.0.1:7443]
+    #[arg(long, env = "THOTH_CONTROLLER", global = true, value_name = "URL")]
+    controller: Option<String>,
+    /// Admin credential directory (ca.crt, client.crt, client.key) [default: $THOTHCTL_CREDENTIALS, else the local controller's admin/]
+    #[arg(long, global = true, value_name = "DIR")]
+    credentials: Option<PathBuf>,
+    /// Tenant to act on [default: your certificate's tenant, or the controller's default tenant]
+    #[arg(long, env = "THOTH_TENANT", global = true)]
+    tenant: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Policy: validate, push, show, history, diff, rollback.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Enrollment tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Enrolled agents: list, show, revoke.
+    #[command(subcommand)]
+    Agents(AgentsCmd),
+    /// The audit log of admin actions (admin role).
+    Audit {
+        /// How many entries (newest).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only entries after this id (for paging).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Show who your credential says you are.
+    Whoami,
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Check policy files locally (no controller needed); errors give file:line:column.
+    Validate {
+        /// Policy files (YAML or JSON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Validate, then publish a file as the tenant's next version; subscribed agents get it at once.
+    Push {
+        /// Policy file (YAML or JSON).
+        file: PathBuf,
+        /// A note kept in the history.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Print a version's document (default: the latest).
+    Show {
+        /// Version (default: latest).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Print the signed bundle envelope instead of the document.
+        #[arg(long)]
+        bundle: bool,
+    },
+    /// List versions, newest first.
+    History {
+        /// How many (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Unified diff between two versions (TO defaults to the latest).
+    Diff {
+        /// Older version.
+        from: u64,
+        /// Newer version (default: latest).
+        to: Option<u64>,
+    },
+    /// Re-issue an old version's document as a new, higher version.
+    Rollback {
+        /// The version to return to.
+        version: u64,
+        /// A note kept in the history.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an enrollment token (printed once; the controller keeps only its hash).
+    Create {
+        /// Lifetime, e.g. 1h, 7d (default: the controller's token_ttl, 24h).
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Label given to agents enrolled with it, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// A note.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List tokens (active ones unless --all).
+    List {
+        /// Include revoked, expired and used-up tokens.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id (tok-…).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCmd {
+    /// List agents with their applied policy version and last contact.
+    List,
+    /// Show one agent, with its inventory.
+    Show {
+        /// Agent id (agt-…).
+        id: String,
+    },
+    /// Revoke an agent: its next call is refused and its subscription closes.
+    Revoke {
+        /// Agent id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Make a new policy-signing key (certified by the root key) and re-sign every tenant's
+    /// latest bundle with it. Agents need no change.
+    Rotate,
+}
+
+/// An error with its exit status.
+struct Fail {
+    code: u8,
+    message: String,
+}
+
+impl Fail {
+    fn new(code: u8, message: impl Into<String>) -> Fail {
+        Fail {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<tonic::Status> for Fail {
+    fn from(s: tonic::Status) -> Fail {
+        use tonic::Code;
+        let (code, what) = match s.code() {
+            Code::Unauthenticated => (4, "not authenticated"),
+            Code::PermissionDenied => (4, "permission denied"),
+            Code::InvalidArgument => (5, "invalid request"),
+            Code::NotFound => (1, "not found"),
+            Code::Unavailable => (3, "controller unavailable"),
+            Code::DeadlineExceeded => (3, "the controller did not answer in time"),
+            Code::ResourceExhausted => (5, "too large"),
+            _ => (1, "error"),
+        };
+        let mut msg = format!("{what}: {}", s.message());
+        if s.code() == Code::Unavailable {
+            msg.push_str("\n  hint: is the controller running? (thoth-controller serve)");
+        }
+        Fail::new(code, msg)
+    }
+}
+
+type Result<T> = std::result::Result<T, Fail>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("thothctl: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("thothctl: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+struct Ctx {
+    global: Global,
+}
+
+impl Ctx {
+    fn tenant(&self) -> String {
+        self.global.tenant.clone().unwrap_or_default()
+    }
+
+    async fn admin(&self) -> Result<AdminClient<Channel>> {
+        let dir = self
+            .global
+            .credentials
+            .clone()
+            .unwrap_or_else(client::default_credentials_dir);
+        let creds = Credentials::from_dir(&dir).map_err(|e| {
+            Fail::new(
+                4,
+                format!(
+                    "no admin credential: {e}\n  hint: pass --credentials DIR (a directory with ca.crt, client.crt, client.key), or run thothctl where `thoth-controller serve` ran"
+                ),
+            )
+        })?;
+        let url = match &self.global.controller {
+            Some(u) => u.clone(),
+            None => std::fs::read_to_string(dir.join("controller.url"))
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "https://127.0.0.1:7443".into()),
+        };
+        let channel = client::connect(&url, &creds, Some(Duration::from_secs(30)))
+            .await
+            .map_err(|e| Fail::new(3, e))?;
+        Ok(AdminClient::new(channel).max_decoding_message_size(64 << 20))
+    }
+
+    fn print_json(&self, v: serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("JSON values serialize")
+        );
+    }
+}
+
+fn when(unix: i64) -> String {
+    if unix <= 0 {
+        return "never".into();
+    }
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(unix as u64);
+    let stamp = humantime::format_rfc3339_seconds(t).to_string();
+    let now = SystemTime::now();
+    let rel = match now.duration_since(t) {
+        Ok(d) => format!("{} ago", short(d)),
+        Err(e) => format!("in {}", short(e.duration())),
+    };
+    format!("{stamp} ({rel})")
+}
+
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn iso(unix: i64) -> serde_json::Value {
+    if unix <= 0 {
+        return serde_json::Value::Null;
+    }
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(unix as u64))
+        .to_string()
+        .into()
+}
+
+/// Prints rows as an aligned table.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn version_json(v: &pb::PolicyVersion) -> serde_json::Value {
+    serde_json::json!({
+        "tenant": v.tenant,
+        "version": v.version,
+        "issuedAt": iso(v.issued_at_unix),
+        "expiresAt": iso(v.expires_at_unix),
+        "sha256": v.sha256,
+        "pushedBy": v.pushed_by,
+        "comment": v.comment,
+        "rollbackOf": (v.rollback_of != 0).then_some(v.rollback_of),
+        "keyId": v.key_id,
+        "agentsApplied": v.agents_applied,
+    })
+}
+
+fn token_json(t: &pb::TokenInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": t.id, "tenant": t.tenant, "createdAt": iso(t.created_at_unix),
+        "expiresAt": iso(t.expires_at_unix), "maxUses": t.max_uses, "uses": t.uses,
+        "labels": t.labels.iter().collect::<std::collections::BTreeMap<_, _>>(), "revoked": t.revoked, "createdBy": t.created_by,
+        "comment": t.comment,
+    })
+}
+
+fn agent_json(a: &pb::AgentInfo) -> serde_json::Value {
+    let inv = a.inventory.as_ref().map(|i| {
+        serde_json::json!({
+            "hostname": i.hostname, "osName": i.os_name, "osVersion": i.os_version, "arch": i.arch,
+            "cpus": i.cpus, "memoryBytes": i.memory_bytes, "uptimeSecs": i.uptime_secs,
+            "configDirs": i.config_dirs, "governedServers": i.governed_servers,
+            "governedConfigs": i.governed_configs,
+        })
+    });
+    serde_json::json!({
+        "agentId": a.agent_id, "tenant": a.tenant, "hostname": a.hostname,
+        "labels": a.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "enrolledAt": iso(a.enrolled_at_unix), "lastSeen": iso(a.last_seen_unix),
+        "appliedVersion": a.applied_version, "stale": a.stale, "lastError": a.last_error,
+        "revoked": a.revoked, "certNotAfter": iso(a.cert_not_after_unix),
+        "connected": a.connected, "agentVersion": a.agent_version, "inventory": inv,
+    })
+}
+
+fn labels_text(labels: &std::collections::HashMap<String, String>) -> String {
+    let sorted: std::collections::BTreeMap<_, _> = labels.iter().collect();
+    sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn read_policy_file(path: &PathBuf) -> Result<String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Fail::new(5, format!("cannot read {}: {e}", path.display())))?;
+    if meta.len() > thoth_policy::MAX_POLICY_BYTES as u64 {
+        return Err(Fail::new(
+            5,
+            format!(
+                "{}: {} bytes, over the {} byte limit for a policy",
+                path.display(),
+                meta.len(),
+                thoth_policy::MAX_POLICY_BYTES
+            ),
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| Fail::new(5, format!("cannot read {}: {e}", path.display())))
+}
+
+fn validate_local(path: &PathBuf) -> Result<String> {
+    let text = read_policy_file(path)?;
+    let name = path.display().to_string();
+    let format = thoth_policy::Format::detect(&name, &text);
+    thoth_policy::parse_policy(&text, &name, format)
+        .map_err(|e| Fail::new(5, format!("policy does not validate: {e}")))?;
+    Ok(text)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx { global: cli.global };
+    match cli.command {
+        Command::Policy(cmd) => policy(&ctx, cmd).await,
+        Command::Token(cmd) => token(&ctx, cmd).await,
+        Command::Agents(cmd) => agents(&ctx, cmd).await,
+        Command::Audit { limit, after } => {
+            let r = ctx
+                .admin()
+                .await?
+                .list_audit(pb::ListAuditRequest {
+                    tenant: ctx.tenant(),
+                    limit,
+                    after_id: after,
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(serde_json::Value::Array(
+                    r.entries
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "id": e.id,
+                                "at": humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(e.at_unix_ms.max(0) as u64)).to_string(),
+                                "actor": e.actor, "role": e.role, "action": e.action,
+                                "tenant": e.tenant, "outcome": e.outcome,
+                                "detail": serde_json::from_str::<serde_json::Value>(&e.detail).unwrap_or(serde_json::Value::Null),
+                            })
+                        })
+                        .collect(),
+                ));
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.id.to_string(),
+                            humantime::format_rfc3339_seconds(
+                                SystemTime::UNIX_EPOCH
+                                    + Duration::from_millis(e.at_unix_ms.max(0) as u64),
+                            )
+                            .to_string(),
+                            format!("{} ({})", e.actor, e.role),
+                            e.action.clone(),
+                            e.tenant.clone(),
+                            e.outcome.clone(),
+                            e.detail.clone(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "WHEN", "WHO", "ACTION", "TENANT", "OUTCOME", "DETAIL"],
+                    &rows,
+                );
+            }
+            Ok(())
+        }
+        Command::Whoami => {
+            let me = ctx
+                .admin()
+                .await?
+                .who_am_i(pb::WhoAmIRequest {})
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(
+                    serde_json::json!({"name": me.name, "role": me.role, "tenantScope": me.tenant_scope}),
+                );
+            } else {
+                println!(
+                    "{} (role {}, tenants: {})",
+                    me.name,
+                    me.role,
+                    if me.tenant_scope == "*" {
+                        "all".to_owned()
+                    } else {
+                        me.tenant_scope
+                    }
+                );
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCmd::Rotate) => {
+            let k = ctx
+                .admin()
+                .await?
+                .rotate_signing_key(pb::RotateSigningKeyRequest {})
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(serde_json::json!({
+                    "keyId": k.key_id, "notBefore": iso(k.not_before_unix),
+                    "notAfter": iso(k.not_after_unix), "resignedTenants": k.resigned_tenants,
+                }));
+            } else {
+                println!(
+                    "new signing key {} (valid until {}); re-signed the latest bundle of: {}",
+                    k.key_id,
+                    when(k.not_after_unix),
+                    if k.resigned_tenants.is_empty() {
+                        "no tenant yet".to_owned()
+                    } else {
+                        k.resigned_tenants.join(", ")
+                    }
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn get_document(ctx: &Ctx, version: u64) -> Result<pb::PolicyDocument> {
+    Ok(ctx
+        .admin()
+        .await?
+        .get_policy(pb::GetPolicyRequest {
+            tenant: ctx.tenant(),
+            version,
+        })
+        .await?
+        .into_inner())
+}
+
+async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
+    match cmd {
+        PolicyCmd::Validate { files } => {
+            let mut failed = Vec::new();
+            for f in &files {
+                match validate_local(f) {
+                    Ok(_) => {
+                        if !ctx.global.json {
+                            println!("{}: ok", f.display());
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("{}", e.message);
+                        failed.push(f.display().to_string());
+                    }
+                }
+            }
+            if ctx.global.json {
+                ctx.print_json(serde_json::json!({"checked": files.len(), "failed": failed}));
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Fail::new(
+                    5,
+                    format!("{} of {} files do not validate", failed.len(), files.len()),
+                ))
+            }
+        }
+        PolicyCmd::Push { file, comment } => {
+            let document = validate_local(&file)?;
+            let v = ctx
+                .admin()
+                .await?
+                .push_policy(pb::PushPolicyRequest {
+                    tenant: ctx.tenant(),
+                    document,
+                    source: file.display().to_string(),
+                    comment,
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(version_json(&v));
+            } else {
+                println!(
+                    "pushed {} as version {} of tenant {} (sha256 {}, expires {})",
+                    file.display(),
+                    v.version,
+                    v.tenant,
+                    &v.sha256[..12.min(v.sha256.len())],
+                    when(v.expires_at_unix)
+                );
+            }
+            Ok(())
+        }
+        PolicyCmd::Show { version, bundle } => {
+            let doc = get_document(ctx, version.unwrap_or(0)).await?;
+            let v = doc.version.unwrap_or_default();
+            if ctx.global.json {
+                let mut j = version_json(&v);
+                j["document"] = doc.document.into();
+                if bundle {
+                    j["bundle"] = String::from_utf8_lossy(&doc.bundle).into_owned().into();
+                }
+                ctx.print_json(j);
+            } else if bundle {
+                println!("{}", String::from_utf8_lossy(&doc.bundle));
+            } else {
+                eprintln!(
+                    "# tenant {}, version {}, pushed by {}, issued {}, expires {}",
+                    v.tenant,
+                    v.version,
+                    v.pushed_by,
+                    when(v.issued_at_unix),
+                    when(v.expires_at_unix)
+                );
+                print!("{}", doc.document);
+                if !doc.document.ends_with('\n') {
+                    println!();
+                }
+            }
+            Ok(())
+        }
+        PolicyCmd::History { limit } => {
+            let h = ctx
+                .admin()
+                .await?
+                .policy_history(pb::PolicyHistoryRequest {
+                    tenant: ctx.tenant(),
+                    limit,
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(serde_json::Value::Array(
+                    h.versions.iter().map(version_json).collect(),
+                ));
+            } else if h.versions.is_empty() {
+                println!("no policy yet: push one with `thothctl policy push FILE`");
+            } else {
+                let rows: Vec<Vec<String>> = h
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        let mut comment = v.comment.clone();
+                        if v.rollback_of != 0 && comment.is_empty() {
+                            comment = format!("rollback to {}", v.rollback_of);
+                        }
+                        vec![
+                            v.version.to_string(),
+                            when(v.issued_at_unix),
+                            v.pushed_by.clone(),
+                            v.sha256[..12.min(v.sha256.len())].to_owned(),
+                            v.agents_applied.to_string(),
+                            comment,
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["VERSION", "SIGNED", "BY", "SHA256", "AGENTS", "COMMENT"],
+                    &rows,
+                );
+            }
+            Ok(())
+        }
+        PolicyCmd::Diff { from, to } => {
+            let a = get_document(ctx, from).await?;
+            let b = get_document(ctx, to.unwrap_or(0)).await?;
+            let bv = b.version.as_ref().map_or(0, |v| v.version);
+            let diff = similar::TextDiff::from_lines(&a.document, &b.document);
+            let text = diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&format!("version {from}"), &format!("version {bv}"))
+                .to_string();
+            if ctx.global.json {
+                ctx.print_json(serde_json::json!({"from": from, "to": bv, "identical": text.is_empty(), "diff": text}));
+            } else if text.is_empty() {
+                println!("versions {from} and {bv} have the same document");
+            } else {
+                print!("{text}");
+            }
+            Ok(())
+        }
+        PolicyCmd::Rollback { version, comment } => {
+            let v = ctx
+                .admin()
+                .await?
+                .rollback_policy(pb::RollbackPolicyRequest {
+                    tenant: ctx.tenant(),
+                    to_version: version,
+                    comment,
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(version_json(&v));
+            } else {
+                println!(
+                    "re-issued version {version} as version {} of tenant {}",
+                    v.version, v.tenant
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
+    match cmd {
+        TokenCmd::Create {
+            ttl,
+            uses,
+            labels,
+            comment,
+        } => {
+            let mut map = std::collections::HashMap::new();
+            for l in labels {
+                let Some((k, v)) = l.split_once('=') else {
+                    return Err(Fail::new(5, format!("label {l:?} is not KEY=VALUE")));
+                };
+                map.insert(k.to_owned(), v.to_owned());
+            }
+            if uses == 0 {
+                return Err(Fail::new(5, "--uses must be at least 1"));
+            }
+            let t = ctx
+                .admin()
+                .await?
+                .create_token(pb::CreateTokenRequest {
+                    tenant: ctx.tenant(),
+                    ttl_secs: ttl.map_or(0, |d| Duration::from(d).as_secs().max(1)),
+                    max_uses: uses,
+                    labels: map,
+                    comment,
+                })
+                .await?
+                .into_inner();
+            let info = t.info.unwrap_or_default();
+            if ctx.global.json {
+                let mut j = token_json(&info);
+                j["token"] = t.token.into();
+                ctx.print_json(j);
+            } else {
+                println!("{}", t.token);
+                eprintln!(
+                    "token {} for tenant {}: {} enrollment(s), expires {}. It is shown only once.",
+                    info.id,
+                    info.tenant,
+                    info.max_uses,
+                    when(info.expires_at_unix)
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::List { all } => {
+            let r = ctx
+                .admin()
+                .await?
+                .list_tokens(pb::ListTokensRequest {
+                    tenant: ctx.global.tenant.clone().unwrap_or_default(),
+                    include_inactive: all,
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(serde_json::Value::Array(
+                    r.tokens.iter().map(token_json).collect(),
+                ));
+            } else {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let rows: Vec<Vec<String>> = r
+                    .tokens
+                    .iter()
+                    .map(|t| {
+                        let state = if t.revoked {
+                            "revoked"
+                        } else if t.expires_at_unix <= now {
+                            "expired"
+                        } else if t.uses >= t.max_uses {
+                            "used up"
+                        } else {
+                            "active"
+                        };
+                        vec![
+                            t.id.clone(),
+                            t.tenant.clone(),
+                            format!("{}/{}", t.uses, t.max_uses),
+                            when(t.expires_at_unix),
+                            state.to_owned(),
+                            labels_text(&t.labels),
+                            t.created_by.clone(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "TENANT", "USES", "EXPIRES", "STATE", "LABELS", "BY"],
+                    &rows,
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::Revoke { id } => {
+            let t = ctx
+                .admin()
+                .await?
+                .revoke_token(pb::RevokeTokenRequest { id })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(token_json(&t));
+            } else {
+                println!("revoked token {} (tenant {})", t.id, t.tenant);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
+    match cmd {
+        AgentsCmd::List => {
+            let r = ctx
+                .admin()
+                .await?
+                .list_agents(pb::ListAgentsRequest {
+                    tenant: ctx.global.tenant.clone().unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(serde_json::Value::Array(
+                    r.agents.iter().map(agent_json).collect(),
+                ));
+            } else if r.agents.is_empty() {
+                println!("no agents enrolled yet: create a token with `thothctl token create`");
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .agents
+                    .iter()
+                    .map(|a| {
+                        let state = if a.revoked {
+                            "revoked"
+                        } else if a.connected {
+                            "connected"
+                        } else {
+                            "offline"
+                        };
+                        let mut policy = a.applied_version.to_string();
+                        if a.stale {
+                            policy.push_str(" (stale)");
+                        }
+                        let inv = a.inventory.clone().unwrap_or_default();
+                        vec![
+                            a.agent_id.clone(),
+                            a.tenant.clone(),
+                            a.hostname.clone(),
+                            if inv.os_name.is_empty() {
+                                "-".into()
+                            } else {
+                                format!("{} {}", inv.os_name, inv.os_version)
+                            },
+                            policy,
+                            state.to_owned(),
+                            when(a.last_seen_unix),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["AGENT", "TENANT", "HOST", "OS", "POLICY", "STATE", "LAST SEEN"],
+                    &rows,
+                );
+            }
+            Ok(())
+        }
+        AgentsCmd::Show { id } => {
+            let a = ctx
+                .admin()
+                .await?
+                .get_agent(pb::GetAgentRequest { agent_id: id })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(agent_json(&a));
+            } else {
+                let inv = a.inventory.clone().unwrap_or_default();
+                let rows = [
+                    ("agent", a.agent_id.clone()),
+                    ("tenant", a.tenant.clone()),
+                    ("hostname", a.hostname.clone()),
+                    ("labels", labels_text(&a.labels)),
+                    ("enrolled", when(a.enrolled_at_unix)),
+                    ("last seen", when(a.last_seen_unix)),
+                    ("connected", a.connected.to_string()),
+                    ("policy version", a.applied_version.to_string()),
+                    ("stale", a.stale.to_string()),
+                    ("last error", a.last_error.clone()),
+                    ("revoked", a.revoked.to_string()),
+                    ("certificate until", when(a.cert_not_after_unix)),
+                    ("agent version", a.agent_version.clone()),
+                    ("os", format!("{} {} ({})", inv.os_name, inv.os_version, inv.arch)),
+                    ("cpus / memory", format!("{} / {} MiB", inv.cpus, inv.memory_bytes >> 20)),
+                    ("uptime", short(Duration::from_secs(inv.uptime_secs))),
+                    ("config dirs", inv.config_dirs.join(", ")),
+                    ("governed", format!("{} servers in {} configs", inv.governed_servers, inv.governed_configs)),
+                ];
+                for (k, v) in rows {
+                    println!("{k:<18} {v}");
+                }
+            }
+            Ok(())
+        }
+        AgentsCmd::Revoke { id, reason } => {
+            let a = ctx
+                .admin()
+                .await?
+                .revoke_agent(pb::RevokeAgentRequest {
+                    agent_id: id,
+                    reason,
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(agent_json(&a));
+            } else {
+                println!(
+                    "revoked agent {} ({}, tenant {}): its next call is refused",
+                    a.agent_id, a.hostname, a.tenant
+                );
+            }
+            Ok(())
+        }
+    }
+}

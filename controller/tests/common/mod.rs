@@ -1,0 +1,184 @@
+//! An in-process controller on 127.0.0.1:0 with real certificates, and real tonic clients.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ed25519_dalek::VerifyingKey;
+use thoth_controller::client::{self, Credentials, Enrolled};
+use thoth_controller::config::ControllerConfig;
+use thoth_controller::pki::{Identity, Role};
+use thoth_controller::{DataDir, Running, datadir, server};
+use thoth_proto::fleet::{self as pb, admin_client::AdminClient, agent_sync_client::AgentSyncClient};
+use tonic::transport::Channel;
+
+pub const POLICY_A: &str = "name: a\nversion: 1\nservers:\n  - name: files\n    enforcement: block\n    approved_scope: [read_text_file]\n";
+pub const POLICY_B: &str = "name: b\nversion: 2\nservers:\n  - name: files\n    enforcement: observe\n    approved_scope: [\"*\"]\n";
+
+pub struct TestController {
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+    pub url: String,
+}
+
+impl TestController {
+    pub async fn start() -> TestController {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut ControllerConfig)) -> TestController {
+        let dir = tempfile::tempdir().unwrap();
+        datadir::init(dir.path(), None).unwrap();
+        let mut t = TestController {
+            dir,
+            running: None,
+            url: String::new(),
+        };
+        t.boot(tune).await;
+        t
+    }
+
+    pub async fn boot(&mut self, tune: impl FnOnce(&mut ControllerConfig)) {
+        let mut data = DataDir::load(self.dir.path()).unwrap();
+        tune(&mut data.config);
+        let running = server::start_data_dir(
+            data,
+            "127.0.0.1:0".parse().unwrap(),
+            Some("127.0.0.1:0".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        self.url = format!("https://{}", running.addr);
+        self.running = Some(running);
+    }
+
+    pub async fn restart(&mut self) {
+        self.running.take().unwrap().shutdown().await;
+        self.boot(|_| {}).await;
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ca.crt")).unwrap()
+    }
+
+    pub fn root(&self) -> VerifyingKey {
+        DataDir::load(self.dir.path())
+            .unwrap()
+            .root
+            .verifying_key()
+    }
+
+    /// Credentials for an admin of `role`, limited to `tenant` when given.
+    pub fn admin_creds(&self, name: &str, role: Role, tenant: Option<&str>) -> Credentials {
+        let out = self.dir.path().join(format!("cred-{name}"));
+        let data = DataDir::load(self.dir.path()).unwrap();
+        datadir::write_admin_credential(
+            &out,
+            &data.ca,
+            &Identity::Admin {
+                name: name.into(),
+                role,
+                tenant: tenant.map(str::to_owned),
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        Credentials::from_dir(&out).unwrap()
+    }
+
+    pub async fn admin_as(&self, creds: &Credentials) -> AdminClient<Channel> {
+        let ch = client::connect(&self.url, creds, Some(Duration::from_secs(20)))
+            .await
+            .unwrap();
+        AdminClient::new(ch)
+    }
+
+    /// The init-made admin (role admin, all tenants).
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        let creds = Credentials::from_dir(&self.dir.path().join("admin")).unwrap();
+        self.admin_as(&creds).await
+    }
+
+    pub async fn token(&self, tenant: &str, uses: u32) -> String {
+        self.admin()
+            .await
+            .create_token(pb::CreateTokenRequest {
+                tenant: tenant.into(),
+                max_uses: uses,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
+
+    pub async fn enroll(&self, tenant: &str) -> Enrolled {
+        let token = self.token(tenant, 1).await;
+        client::enroll(&self.url, &self.ca_pem(), &token, tenant, "test-host")
+            .await
+            .unwrap()
+    }
+
+    pub async fn sync(&self, agent: &Credentials) -> AgentSyncClient<Channel> {
+        let ch = client::connect(&self.url, agent, None).await.unwrap();
+        AgentSyncClient::new(ch)
+    }
+
+    pub async fn push(&self, tenant: &str, doc: &str) -> pb::PolicyVersion {
+        self.admin()
+            .await
+            .push_policy(pb::PushPolicyRequest {
+                tenant: tenant.into(),
+                document: doc.into(),
+                source: "test.yaml".into(),
+                comment: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn history(&self, tenant: &str) -> Vec<pb::PolicyVersion> {
+        self.admin()
+            .await
+            .policy_history(pb::PolicyHistoryRequest {
+                tenant: tenant.into(),
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .versions
+    }
+}
+
+/// Waits for the next update on a subscription, failing after `secs`.
+pub async fn next_update(
+    stream: &mut tonic::Streaming<pb::PolicyUpdate>,
+    secs: u64,
+) -> Result<pb::PolicyUpdate, tonic::Status> {
+    match tokio::time::timeout(Duration::from_secs(secs), stream.message()).await {
+        Ok(Ok(Some(u))) => Ok(u),
+        Ok(Ok(None)) => Err(tonic::Status::cancelled("stream ended")),
+        Ok(Err(s)) => Err(s),
+        Err(_) => panic!("no update within {secs}s"),
+    }
+}
+
+pub fn path(p: &Path) -> PathBuf {
+    p.to_path_buf()
+}
+
+pub fn arc<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}
