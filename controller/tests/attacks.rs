@@ -576,8 +576,10 @@ async fn the_server_speaks_tls_1_3_only() {
                 .map(|s| s.get_ref().1.protocol_version())
         }
     };
-    let err = connect(&[&rustls::version::TLS12]).await;
+    static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    let err = connect(&TLS12).await;
     assert!(err.is_err(), "a TLS 1.2 handshake succeeded");
-    let ok = connect(&[&rustls::version::TLS13]).await.unwrap();
+    let ok = connect(&TLS13).await.unwrap();
     assert_eq!(ok, Some(rustls::ProtocolVersion::TLSv1_3));
 }
