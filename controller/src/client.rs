@@ -36,7 +36,10 @@ impl Credentials {
 pub fn default_credentials_dir() -> PathBuf {
     std::env::var_os("THOTHCTL_CREDENTIALS")
         .filter(|d| !d.is_empty())
-        .map_or_else(|| crate::datadir::default_dir().join("admin"), PathBuf::from)
+        .map_or_else(
+            || crate::datadir::default_dir().join("admin"),
+            PathBuf::from,
+        )
 }
 
 /// An endpoint for `url` (`https://host:port`) with our TLS settings. `request_timeout` applies
@@ -76,7 +79,9 @@ pub async fn connect(
     request_timeout: Option<Duration>,
 ) -> Result<Channel, String> {
     let ep = endpoint(url, creds, request_timeout)?;
-    ep.connect().await.map_err(|e| describe_connect_error(url, &e))
+    ep.connect()
+        .await
+        .map_err(|e| describe_connect_error(url, &e))
 }
 
 /// Turns a transport error into words a person can act on.

@@ -36,6 +36,8 @@ pub struct ControllerConfig {
     /// Time a client has to finish the TLS handshake.
     #[serde(with = "human")]
     pub handshake_timeout: Duration,
+    /// Most connections open at once; more are closed at once (and counted).
+    pub max_connections: usize,
     /// Names and addresses the server certificate covers (used when it is first made).
     pub server_names: Vec<String>,
 }
@@ -53,6 +55,7 @@ impl Default for ControllerConfig {
             agent_cert_validity: Duration::from_secs(30 * 86_400),
             max_request_bytes: 5 << 20,
             handshake_timeout: Duration::from_secs(10),
+            max_connections: 50_000,
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
         }
     }
@@ -66,7 +69,9 @@ mod human {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("{s:?} is not a duration like \"90s\" or \"7d\": {e}"))
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration like \"90s\" or \"7d\": {e}"
+            ))
         })
     }
 }
@@ -104,6 +109,10 @@ pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is opti
 # Time a client has to complete the TLS handshake.
 # handshake_timeout = "10s"
 
+# Most client connections open at once (each agent keeps one); more are closed at once and
+# counted in thoth_connections_refused_total. The open-file limit must allow this many.
+# max_connections = 50000
+
 # Names and addresses the server certificate covers. Used when the certificate is made (first
 # start); delete server.crt and server.key to make a new one after changing this.
 # server_names = ["localhost", "127.0.0.1", "::1"]
@@ -116,7 +125,9 @@ impl ControllerConfig {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let config: ControllerConfig =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
@@ -133,7 +144,8 @@ impl ControllerConfig {
     /// Cross-field checks.
     pub fn check(&self) -> Result<(), String> {
         self.metrics_addr()?;
-        crate::pki::check_tenant(&self.default_tenant).map_err(|e| format!("default_tenant: {e}"))?;
+        crate::pki::check_tenant(&self.default_tenant)
+            .map_err(|e| format!("default_tenant: {e}"))?;
         if self.resign_before >= self.bundle_validity {
             return Err(format!(
                 "resign_before ({}) must be shorter than bundle_validity ({})",
@@ -143,6 +155,9 @@ impl ControllerConfig {
         }
         if self.resign_check_interval.is_zero() || self.bundle_validity.is_zero() {
             return Err("resign_check_interval and bundle_validity must be above zero".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be above zero".into());
         }
         if self.max_request_bytes < 64 << 10 {
             return Err("max_request_bytes must be at least 65536".into());
@@ -161,7 +176,11 @@ mod tests {
         assert_eq!(parsed.listen, ControllerConfig::default().listen);
         let uncommented: String = TEMPLATE
             .lines()
-            .map(|l| l.strip_prefix("# ").filter(|l| l.contains(" = ")).unwrap_or(""))
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| l.contains(" = "))
+                    .unwrap_or("")
+            })
             .collect::<Vec<_>>()
             .join("\n");
         let parsed: ControllerConfig = toml::from_str(&uncommented).unwrap();

@@ -32,8 +32,10 @@ pub fn unix(t: SystemTime) -> i64 {
 }
 
 fn rfc3339(unix: i64) -> String {
-    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
-        .to_string()
+    humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64),
+    )
+    .to_string()
 }
 
 /// Why a push failed.
@@ -118,7 +120,13 @@ impl Controller {
         base64::engine::general_purpose::STANDARD.encode(self.root.verifying_key().to_bytes())
     }
 
-    fn sign(&self, tenant: &str, version: u64, document: &str, now: i64) -> (Vec<u8>, i64, i64, String) {
+    fn sign(
+        &self,
+        tenant: &str,
+        version: u64,
+        document: &str,
+        now: i64,
+    ) -> (Vec<u8>, i64, i64, String) {
         let expires = now + self.config.bundle_validity.as_secs() as i64;
         let payload = BundlePayload {
             tenant: tenant.to_owned(),
@@ -202,7 +210,8 @@ impl Controller {
             let (t, b) = (tenant.clone(), bundle.clone());
             self.db(move |s| s.replace_bundle(&t, latest.version, &b, issued, expires, &key_id))
                 .await?;
-            self.hub.publish(&tenant, latest.version, Bytes::from(bundle));
+            self.hub
+                .publish(&tenant, latest.version, Bytes::from(bundle));
             Metrics::inc(&self.metrics.bundles_resigned);
             tracing::info!(tenant, version = latest.version, "bundle re-signed");
             done.push(tenant);

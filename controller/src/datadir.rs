@@ -49,9 +49,7 @@ pub fn default_dir() -> PathBuf {
 /// `mode` on Unix.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -173,7 +171,8 @@ pub fn init(dir: &Path, server_names: Option<&[String]>) -> Result<InitReport, S
         write(&config_path, TEMPLATE.as_bytes(), 0o644)?;
     }
     let config = ControllerConfig::load(&config_path)?;
-    let names: Vec<String> = server_names.map_or_else(|| config.server_names.clone(), <[_]>::to_vec);
+    let names: Vec<String> =
+        server_names.map_or_else(|| config.server_names.clone(), <[_]>::to_vec);
     let ca = Ca::generate("Thoth controller CA", now, CA_VALIDITY)?;
     write(&dir.join("ca.crt"), ca.cert_pem().as_bytes(), 0o644)?;
     write(&dir.join("ca.key"), ca.key_pem().as_bytes(), 0o600)?;
@@ -183,7 +182,11 @@ pub fn init(dir: &Path, server_names: Option<&[String]>) -> Result<InitReport, S
     let root = new_ed25519();
     write(&dir.join("root.key"), key_to_text(&root).as_bytes(), 0o600)?;
     let root_pub = B64.encode(root.verifying_key().to_bytes());
-    write(&dir.join("root.pub"), format!("{root_pub}\n").as_bytes(), 0o644)?;
+    write(
+        &dir.join("root.pub"),
+        format!("{root_pub}\n").as_bytes(),
+        0o644,
+    )?;
     new_signing_key(dir, &root, now)?;
     write_admin_credential(
         &dir.join("admin"),
@@ -250,7 +253,11 @@ pub fn new_signing_key(
     )?;
     let cert_json = serde_json::to_vec_pretty(&certificate).map_err(|e| e.to_string())?;
     write(&sdir.join(format!("{key_id}.cert")), &cert_json, 0o644)?;
-    write(&sdir.join("ACTIVE"), format!("{key_id}\n").as_bytes(), 0o644)?;
+    write(
+        &sdir.join("ACTIVE"),
+        format!("{key_id}\n").as_bytes(),
+        0o644,
+    )?;
     Ok(SigningIdentity {
         key_id,
         key,

@@ -29,15 +29,19 @@ const MAX_INVENTORY_LIST: usize = 64;
 
 fn internal(e: StoreError) -> Status {
     tracing::error!("storage error: {e}");
-    Status::internal(format!("the controller could not complete the request: {e}"))
+    Status::internal(format!(
+        "the controller could not complete the request: {e}"
+    ))
 }
 
 fn push_status(e: PushError) -> Status {
     match e {
-        PushError::Invalid(msg) => Status::invalid_argument(format!("policy does not validate: {msg}")),
-        PushError::Store(StoreError::Conflict(msg)) => Status::aborted(format!(
-            "another push took this version; retry ({msg})"
-        )),
+        PushError::Invalid(msg) => {
+            Status::invalid_argument(format!("policy does not validate: {msg}"))
+        }
+        PushError::Store(StoreError::Conflict(msg)) => {
+            Status::aborted(format!("another push took this version; retry ({msg})"))
+        }
         PushError::Store(e) => internal(e),
     }
 }
@@ -81,7 +85,8 @@ fn check_labels(labels: &std::collections::HashMap<String, String>) -> Result<La
     for (k, v) in labels {
         let key_ok = !k.is_empty()
             && k.len() <= MAX_LABEL_KEY
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
         if !key_ok {
             return Err(Status::invalid_argument(format!(
                 "label key {k:?}: use 1-{MAX_LABEL_KEY} letters, digits, '.', '_', '-' or '/'"
@@ -158,7 +163,9 @@ impl enrollment_server::Enrollment for EnrollmentService {
             s
         };
         if r.token.is_empty() {
-            return Err(refused(Status::invalid_argument("the enrollment token is empty")));
+            return Err(refused(Status::invalid_argument(
+                "the enrollment token is empty",
+            )));
         }
         check_len("token", &r.token, MAX_TOKEN_LEN).map_err(refused)?;
         if r.csr_der.len() > MAX_CSR_BYTES {
@@ -183,31 +190,33 @@ impl enrollment_server::Enrollment for EnrollmentService {
         let mut cert_pem = String::new();
         let result = tokio::task::spawn_blocking(move || {
             let now = now_unix();
-            let outcome = c2.store.enroll(&hash, asserted.as_deref(), now, &mut |token| {
-                let agent_id = format!("agt-{}", uuid::Uuid::now_v7().simple());
-                let identity = Identity::Agent {
-                    tenant: token.tenant.clone(),
-                    agent_id: agent_id.clone(),
-                };
-                let pem = c2
-                    .ca
-                    .sign_csr(&csr, &identity, SystemTime::now(), validity)
-                    .map_err(StoreError::Aborted)?;
-                let not_after = pki::not_after_unix(&pem).map_err(StoreError::Aborted)?;
-                cert_pem = pem;
-                // The token's labels win over the agent's own.
-                labels.extend(token.labels.clone());
-                Ok(AgentRecord {
-                    agent_id,
-                    tenant: token.tenant.clone(),
-                    hostname: hostname.clone(),
-                    labels: labels.clone(),
-                    enrolled_at: now,
-                    cert_not_after: not_after,
-                    token_id: token.id.clone(),
-                    ..AgentRecord::default()
-                })
-            });
+            let outcome = c2
+                .store
+                .enroll(&hash, asserted.as_deref(), now, &mut |token| {
+                    let agent_id = format!("agt-{}", uuid::Uuid::now_v7().simple());
+                    let identity = Identity::Agent {
+                        tenant: token.tenant.clone(),
+                        agent_id: agent_id.clone(),
+                    };
+                    let pem = c2
+                        .ca
+                        .sign_csr(&csr, &identity, SystemTime::now(), validity)
+                        .map_err(StoreError::Aborted)?;
+                    let not_after = pki::not_after_unix(&pem).map_err(StoreError::Aborted)?;
+                    cert_pem = pem;
+                    // The token's labels win over the agent's own.
+                    labels.extend(token.labels.clone());
+                    Ok(AgentRecord {
+                        agent_id,
+                        tenant: token.tenant.clone(),
+                        hostname: hostname.clone(),
+                        labels: labels.clone(),
+                        enrolled_at: now,
+                        cert_not_after: not_after,
+                        token_id: token.id.clone(),
+                        ..AgentRecord::default()
+                    })
+                });
             outcome.map(|o| o.map(|a| (a, cert_pem)))
         })
         .await
@@ -222,7 +231,12 @@ impl enrollment_server::Enrollment for EnrollmentService {
             Err(e) => return Err(internal(e)),
         };
         Metrics::inc(&ctl.metrics.enrollments);
-        tracing::info!(agent_id = agent.agent_id, tenant = agent.tenant, hostname = agent.hostname, "agent enrolled");
+        tracing::info!(
+            agent_id = agent.agent_id,
+            tenant = agent.tenant,
+            hostname = agent.hostname,
+            "agent enrolled"
+        );
         Ok(Response::new(pb::EnrollResponse {
             agent_id: agent.agent_id,
             tenant: agent.tenant,
@@ -251,7 +265,12 @@ impl enrollment_server::Enrollment for EnrollmentService {
         };
         let pem = ctl
             .ca
-            .sign_csr(&r.csr_der, &identity, SystemTime::now(), ctl.config.agent_cert_validity)
+            .sign_csr(
+                &r.csr_der,
+                &identity,
+                SystemTime::now(),
+                ctl.config.agent_cert_validity,
+            )
             .map_err(Status::invalid_argument)?;
         let not_after = pki::not_after_unix(&pem).map_err(Status::internal)?;
         let id = agent.agent_id.clone();
@@ -363,7 +382,11 @@ impl agent_sync_server::AgentSync for SyncService {
         let r = req.into_inner();
         if !r.tenant.is_empty() && r.tenant != agent.tenant {
             Metrics::inc(&ctl.metrics.auth_refused);
-            tracing::warn!(agent_id = agent.agent_id, asked = r.tenant, "cross-tenant subscribe refused");
+            tracing::warn!(
+                agent_id = agent.agent_id,
+                asked = r.tenant,
+                "cross-tenant subscribe refused"
+            );
             return Err(Status::permission_denied(format!(
                 "agent {} belongs to tenant {:?}, not {:?}",
                 agent.agent_id, agent.tenant, r.tenant
@@ -410,24 +433,31 @@ impl agent_sync_server::AgentSync for SyncService {
                         "inventory.config_dirs: at most {MAX_INVENTORY_LIST} paths of {MAX_TEXT} bytes"
                     )));
                 }
-                for (name, v) in [("os_name", &inv.os_name), ("os_version", &inv.os_version), ("arch", &inv.arch)] {
+                for (name, v) in [
+                    ("os_name", &inv.os_name),
+                    ("os_version", &inv.os_version),
+                    ("arch", &inv.arch),
+                ] {
                     check_len(&format!("inventory.{name}"), v, 128)?;
                 }
                 if !inv.hostname.is_empty() {
                     hostname = Some(inv.hostname.clone());
                 }
-                Some(serde_json::json!({
-                    "hostname": inv.hostname,
-                    "osName": inv.os_name,
-                    "osVersion": inv.os_version,
-                    "arch": inv.arch,
-                    "cpus": inv.cpus,
-                    "memoryBytes": inv.memory_bytes,
-                    "uptimeSecs": inv.uptime_secs,
-                    "configDirs": inv.config_dirs,
-                    "governedServers": inv.governed_servers,
-                    "governedConfigs": inv.governed_configs,
-                }).to_string())
+                Some(
+                    serde_json::json!({
+                        "hostname": inv.hostname,
+                        "osName": inv.os_name,
+                        "osVersion": inv.os_version,
+                        "arch": inv.arch,
+                        "cpus": inv.cpus,
+                        "memoryBytes": inv.memory_bytes,
+                        "uptimeSecs": inv.uptime_secs,
+                        "configDirs": inv.config_dirs,
+                        "governedServers": inv.governed_servers,
+                        "governedConfigs": inv.governed_configs,
+                    })
+                    .to_string(),
+                )
             }
             None => None,
         };
@@ -495,9 +525,16 @@ impl AdminService {
                 "this call needs an admin certificate (thothctl); agent certificates cannot make it",
             ));
         };
-        let caller = AdminCaller { name, role, scope: tenant };
+        let caller = AdminCaller {
+            name,
+            role,
+            scope: tenant,
+        };
         let tenant = if requested.is_empty() {
-            caller.scope.clone().unwrap_or_else(|| ctl.config.default_tenant.clone())
+            caller
+                .scope
+                .clone()
+                .unwrap_or_else(|| ctl.config.default_tenant.clone())
         } else {
             pki::check_tenant(requested).map_err(Status::invalid_argument)?;
             requested.to_owned()
@@ -512,7 +549,11 @@ impl AdminService {
                 "{} has role {}; {action} needs {}",
                 caller.name,
                 caller.role,
-                if need == Need::Admin { "admin" } else { "operator or admin" }
+                if need == Need::Admin {
+                    "admin"
+                } else {
+                    "operator or admin"
+                }
             ))
         } else if let Some(scope) = &caller.scope
             && *scope != tenant
@@ -549,7 +590,13 @@ impl AdminService {
         }
     }
 
-    async fn audit_ok(&self, c: &AdminCaller, action: &str, tenant: &str, detail: serde_json::Value) {
+    async fn audit_ok(
+        &self,
+        c: &AdminCaller,
+        action: &str,
+        tenant: &str,
+        detail: serde_json::Value,
+    ) {
         self.0
             .audit(&c.name, c.role.as_str(), action, tenant, "ok", detail)
             .await;
@@ -601,7 +648,11 @@ fn agent_info(a: &AgentRecord, connected: bool) -> pb::AgentInfo {
             uptime_secs: n("uptimeSecs"),
             config_dirs: v["configDirs"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
             governed_servers: n("governedServers") as u32,
             governed_configs: n("governedConfigs") as u32,
@@ -658,11 +709,17 @@ impl admin_server::Admin for AdminService {
         req: Request<pb::PushPolicyRequest>,
     ) -> Result<Response<pb::PolicyVersion>, Status> {
         let r = req.get_ref();
-        let (c, tenant) = self.admin(&req, "policy.push", Need::Manage, &r.tenant).await?;
+        let (c, tenant) = self
+            .admin(&req, "policy.push", Need::Manage, &r.tenant)
+            .await?;
         let r = req.into_inner();
         check_len("comment", &r.comment, MAX_TEXT)?;
         check_len("source", &r.source, MAX_TEXT)?;
-        let source = if r.source.is_empty() { "<pushed policy>".to_owned() } else { r.source };
+        let source = if r.source.is_empty() {
+            "<pushed policy>".to_owned()
+        } else {
+            r.source
+        };
         let pushed = self
             .0
             .push_policy(&tenant, r.document, &source, &c.name, r.comment, None)
@@ -672,13 +729,25 @@ impl admin_server::Admin for AdminService {
             Err(e) => {
                 let status = push_status(e);
                 self.0
-                    .audit(&c.name, c.role.as_str(), "policy.push", &tenant, &format!("refused: {}", status.message()), serde_json::json!({"source": source}))
+                    .audit(
+                        &c.name,
+                        c.role.as_str(),
+                        "policy.push",
+                        &tenant,
+                        &format!("refused: {}", status.message()),
+                        serde_json::json!({"source": source}),
+                    )
                     .await;
                 return Err(status);
             }
         };
-        self.audit_ok(&c, "policy.push", &tenant, serde_json::json!({"version": p.version, "sha256": p.sha256, "source": source}))
-            .await;
+        self.audit_ok(
+            &c,
+            "policy.push",
+            &tenant,
+            serde_json::json!({"version": p.version, "sha256": p.sha256, "source": source}),
+        )
+        .await;
         Ok(Response::new(version_info(&p, 0)))
     }
 
@@ -687,13 +756,19 @@ impl admin_server::Admin for AdminService {
         req: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyDocument>, Status> {
         let r = req.get_ref();
-        let (_, tenant) = self.admin(&req, "policy.show", Need::Read, &r.tenant).await?;
+        let (_, tenant) = self
+            .admin(&req, "policy.show", Need::Read, &r.tenant)
+            .await?;
         let version = r.version;
         let t = tenant.clone();
         let found = self
             .0
             .db(move |s| {
-                let p = if version == 0 { s.latest_policy(&t)? } else { s.policy(&t, version)? };
+                let p = if version == 0 {
+                    s.latest_policy(&t)?
+                } else {
+                    s.policy(&t, version)?
+                };
                 let applied = match &p {
                     Some(p) => s.count_applied(&t, p.version)?,
                     None => 0,
@@ -704,7 +779,9 @@ impl admin_server::Admin for AdminService {
             .map_err(internal)?;
         let Some((p, applied)) = found else {
             return Err(Status::not_found(if version == 0 {
-                format!("tenant {tenant:?} has no policy yet: push one with `thothctl policy push FILE`")
+                format!(
+                    "tenant {tenant:?} has no policy yet: push one with `thothctl policy push FILE`"
+                )
             } else {
                 format!("tenant {tenant:?} has no policy version {version}")
             }));
@@ -721,7 +798,9 @@ impl admin_server::Admin for AdminService {
         req: Request<pb::PolicyHistoryRequest>,
     ) -> Result<Response<pb::PolicyHistoryResponse>, Status> {
         let r = req.get_ref();
-        let (_, tenant) = self.admin(&req, "policy.history", Need::Read, &r.tenant).await?;
+        let (_, tenant) = self
+            .admin(&req, "policy.history", Need::Read, &r.tenant)
+            .await?;
         let limit = r.limit;
         let versions = self
             .0
@@ -743,11 +822,17 @@ impl admin_server::Admin for AdminService {
         req: Request<pb::RollbackPolicyRequest>,
     ) -> Result<Response<pb::PolicyVersion>, Status> {
         let r = req.get_ref();
-        let (c, tenant) = self.admin(&req, "policy.rollback", Need::Manage, &r.tenant).await?;
+        let (c, tenant) = self
+            .admin(&req, "policy.rollback", Need::Manage, &r.tenant)
+            .await?;
         let r = req.into_inner();
         check_len("comment", &r.comment, MAX_TEXT)?;
         let (t, to) = (tenant.clone(), r.to_version);
-        let old = self.0.db(move |s| s.policy(&t, to)).await.map_err(internal)?;
+        let old = self
+            .0
+            .db(move |s| s.policy(&t, to))
+            .await
+            .map_err(internal)?;
         let Some(old) = old else {
             return Err(Status::not_found(format!(
                 "tenant {tenant:?} has no policy version {to}"
@@ -760,11 +845,23 @@ impl admin_server::Admin for AdminService {
         };
         let p = self
             .0
-            .push_policy(&tenant, old.document, &format!("<version {to}>"), &c.name, comment, Some(to))
+            .push_policy(
+                &tenant,
+                old.document,
+                &format!("<version {to}>"),
+                &c.name,
+                comment,
+                Some(to),
+            )
             .await
             .map_err(push_status)?;
-        self.audit_ok(&c, "policy.rollback", &tenant, serde_json::json!({"toVersion": to, "newVersion": p.version}))
-            .await;
+        self.audit_ok(
+            &c,
+            "policy.rollback",
+            &tenant,
+            serde_json::json!({"toVersion": to, "newVersion": p.version}),
+        )
+        .await;
         Ok(Response::new(version_info(&p, 0)))
     }
 
@@ -773,15 +870,23 @@ impl admin_server::Admin for AdminService {
         req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreatedToken>, Status> {
         let r = req.get_ref();
-        let (c, tenant) = self.admin(&req, "token.create", Need::Manage, &r.tenant).await?;
+        let (c, tenant) = self
+            .admin(&req, "token.create", Need::Manage, &r.tenant)
+            .await?;
         let r = req.into_inner();
         let labels = check_labels(&r.labels)?;
         check_len("comment", &r.comment, MAX_TEXT)?;
         const MAX_TTL: u64 = 365 * 86_400;
         if r.ttl_secs > MAX_TTL {
-            return Err(Status::invalid_argument("a token may live at most 365 days"));
+            return Err(Status::invalid_argument(
+                "a token may live at most 365 days",
+            ));
         }
-        let ttl = if r.ttl_secs == 0 { self.0.config.token_ttl.as_secs() } else { r.ttl_secs };
+        let ttl = if r.ttl_secs == 0 {
+            self.0.config.token_ttl.as_secs()
+        } else {
+            r.ttl_secs
+        };
         let (id, token) = new_token_secret();
         let now = now_unix();
         let record = TokenRecord {
@@ -798,7 +903,10 @@ impl admin_server::Admin for AdminService {
             comment: r.comment,
         };
         let rec = record.clone();
-        self.0.db(move |s| s.insert_token(&rec)).await.map_err(internal)?;
+        self.0
+            .db(move |s| s.insert_token(&rec))
+            .await
+            .map_err(internal)?;
         self.audit_ok(&c, "token.create", &tenant, serde_json::json!({"tokenId": record.id, "maxUses": record.max_uses, "expiresAt": record.expires_at}))
             .await;
         Ok(Response::new(pb::CreatedToken {
@@ -812,7 +920,9 @@ impl admin_server::Admin for AdminService {
         req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let r = req.get_ref();
-        let (c, tenant) = self.admin(&req, "token.list", Need::Read, &r.tenant).await?;
+        let (c, tenant) = self
+            .admin(&req, "token.list", Need::Read, &r.tenant)
+            .await?;
         let scope = Self::list_scope(&c, &r.tenant, tenant);
         let inactive = r.include_inactive;
         let tokens = self
@@ -838,11 +948,23 @@ impl admin_server::Admin for AdminService {
             self.admin(&req, "token.revoke", Need::Manage, "").await?;
             return Err(Status::not_found(format!("no enrollment token {id:?}")));
         };
-        let (c, tenant) = self.admin(&req, "token.revoke", Need::Manage, &token.tenant).await?;
+        let (c, tenant) = self
+            .admin(&req, "token.revoke", Need::Manage, &token.tenant)
+            .await?;
         let i = id.clone();
-        let t = self.0.db(move |s| s.revoke_token(&i)).await.map_err(internal)?;
+        let t = self
+            .0
+            .db(move |s| s.revoke_token(&i))
+            .await
+            .map_err(internal)?;
         let t = t.ok_or_else(|| Status::not_found(format!("no enrollment token {id:?}")))?;
-        self.audit_ok(&c, "token.revoke", &tenant, serde_json::json!({"tokenId": id})).await;
+        self.audit_ok(
+            &c,
+            "token.revoke",
+            &tenant,
+            serde_json::json!({"tokenId": id}),
+        )
+        .await;
         Ok(Response::new(token_info(&t)))
     }
 
@@ -851,7 +973,9 @@ impl admin_server::Admin for AdminService {
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let r = req.get_ref();
-        let (c, tenant) = self.admin(&req, "agent.list", Need::Read, &r.tenant).await?;
+        let (c, tenant) = self
+            .admin(&req, "agent.list", Need::Read, &r.tenant)
+            .await?;
         let scope = Self::list_scope(&c, &r.tenant, tenant);
         let agents = self
             .0
@@ -878,8 +1002,12 @@ impl admin_server::Admin for AdminService {
             self.admin(&req, "agent.show", Need::Read, "").await?;
             return Err(Status::not_found(format!("no agent {id:?}")));
         };
-        self.admin(&req, "agent.show", Need::Read, &agent.tenant).await?;
-        Ok(Response::new(agent_info(&agent, self.0.hub.is_connected(&agent.agent_id))))
+        self.admin(&req, "agent.show", Need::Read, &agent.tenant)
+            .await?;
+        Ok(Response::new(agent_info(
+            &agent,
+            self.0.hub.is_connected(&agent.agent_id),
+        )))
     }
 
     async fn revoke_agent(
@@ -896,7 +1024,9 @@ impl admin_server::Admin for AdminService {
             self.admin(&req, "agent.revoke", Need::Manage, "").await?;
             return Err(Status::not_found(format!("no agent {id:?}")));
         };
-        let (c, tenant) = self.admin(&req, "agent.revoke", Need::Manage, &agent.tenant).await?;
+        let (c, tenant) = self
+            .admin(&req, "agent.revoke", Need::Manage, &agent.tenant)
+            .await?;
         let i = id.clone();
         let a = self
             .0
@@ -905,9 +1035,17 @@ impl admin_server::Admin for AdminService {
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no agent {id:?}")))?;
         self.0.hub.revoked();
-        self.audit_ok(&c, "agent.revoke", &tenant, serde_json::json!({"agentId": id, "reason": reason}))
-            .await;
-        Ok(Response::new(agent_info(&a, self.0.hub.is_connected(&a.agent_id))))
+        self.audit_ok(
+            &c,
+            "agent.revoke",
+            &tenant,
+            serde_json::json!({"agentId": id, "reason": reason}),
+        )
+        .await;
+        Ok(Response::new(agent_info(
+            &a,
+            self.0.hub.is_connected(&a.agent_id),
+        )))
     }
 
     async fn list_audit(
@@ -915,9 +1053,18 @@ impl admin_server::Admin for AdminService {
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
         let r = req.get_ref();
-        let (c, tenant) = self.admin(&req, "audit.list", Need::Admin, &r.tenant).await?;
+        let (c, tenant) = self
+            .admin(&req, "audit.list", Need::Admin, &r.tenant)
+            .await?;
         let scope = Self::list_scope(&c, &r.tenant, tenant);
-        let (after, limit) = (r.after_id, if r.limit == 0 { 100 } else { r.limit.min(10_000) });
+        let (after, limit) = (
+            r.after_id,
+            if r.limit == 0 {
+                100
+            } else {
+                r.limit.min(10_000)
+            },
+        );
         let entries = self
             .0
             .db(move |s| s.list_audit(scope.as_deref(), after, limit))
@@ -955,8 +1102,13 @@ impl admin_server::Admin for AdminService {
             .rotate_signing_key()
             .await
             .map_err(|e| Status::internal(format!("rotation failed: {e}")))?;
-        self.audit_ok(&c, "key.rotate", "", serde_json::json!({"keyId": key.key_id, "resigned": tenants}))
-            .await;
+        self.audit_ok(
+            &c,
+            "key.rotate",
+            "",
+            serde_json::json!({"keyId": key.key_id, "resigned": tenants}),
+        )
+        .await;
         Ok(Response::new(pb::SigningKeyInfo {
             key_id: key.key_id,
             not_before_unix: key.not_before,

@@ -35,12 +35,17 @@ pub struct Metrics {
     pub tls_failures: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: AtomicU64,
     /// Subscriptions open now.
     pub subscriptions: AtomicU64,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 impl Metrics {
@@ -53,18 +58,97 @@ impl Metrics {
     pub fn render(&self, connected_agents: usize) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(2048);
-        counter(&mut out, "thoth_enrollments_total", "Agents enrolled.", "counter", g(&self.enrollments));
-        counter(&mut out, "thoth_enrollments_refused_total", "Enrollments refused (bad token, CSR or tenant).", "counter", g(&self.enrollments_refused));
-        counter(&mut out, "thoth_certificate_renewals_total", "Agent certificates renewed.", "counter", g(&self.renewals));
-        counter(&mut out, "thoth_policy_versions_total", "Policy versions created by push or rollback.", "counter", g(&self.policy_versions));
-        counter(&mut out, "thoth_bundles_resigned_total", "Bundles re-signed before expiry.", "counter", g(&self.bundles_resigned));
-        counter(&mut out, "thoth_bundles_sent_total", "Bundles sent to subscribed agents.", "counter", g(&self.bundles_sent));
-        counter(&mut out, "thoth_agent_reports_total", "Agent status reports received.", "counter", g(&self.reports));
-        counter(&mut out, "thoth_auth_refused_total", "Calls refused for missing identity or permission.", "counter", g(&self.auth_refused));
-        counter(&mut out, "thoth_tls_handshake_failures_total", "TLS handshakes that failed or timed out.", "counter", g(&self.tls_failures));
-        counter(&mut out, "thoth_connections_total", "TCP connections accepted.", "counter", g(&self.connections));
-        counter(&mut out, "thoth_subscriptions_open", "Policy subscriptions open now.", "gauge", g(&self.subscriptions));
-        counter(&mut out, "thoth_agents_connected", "Agents with a subscription open now.", "gauge", connected_agents as u64);
+        counter(
+            &mut out,
+            "thoth_enrollments_total",
+            "Agents enrolled.",
+            "counter",
+            g(&self.enrollments),
+        );
+        counter(
+            &mut out,
+            "thoth_enrollments_refused_total",
+            "Enrollments refused (bad token, CSR or tenant).",
+            "counter",
+            g(&self.enrollments_refused),
+        );
+        counter(
+            &mut out,
+            "thoth_certificate_renewals_total",
+            "Agent certificates renewed.",
+            "counter",
+            g(&self.renewals),
+        );
+        counter(
+            &mut out,
+            "thoth_policy_versions_total",
+            "Policy versions created by push or rollback.",
+            "counter",
+            g(&self.policy_versions),
+        );
+        counter(
+            &mut out,
+            "thoth_bundles_resigned_total",
+            "Bundles re-signed before expiry.",
+            "counter",
+            g(&self.bundles_resigned),
+        );
+        counter(
+            &mut out,
+            "thoth_bundles_sent_total",
+            "Bundles sent to subscribed agents.",
+            "counter",
+            g(&self.bundles_sent),
+        );
+        counter(
+            &mut out,
+            "thoth_agent_reports_total",
+            "Agent status reports received.",
+            "counter",
+            g(&self.reports),
+        );
+        counter(
+            &mut out,
+            "thoth_auth_refused_total",
+            "Calls refused for missing identity or permission.",
+            "counter",
+            g(&self.auth_refused),
+        );
+        counter(
+            &mut out,
+            "thoth_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
+            "counter",
+            g(&self.tls_failures),
+        );
+        counter(
+            &mut out,
+            "thoth_connections_total",
+            "TCP connections accepted.",
+            "counter",
+            g(&self.connections),
+        );
+        counter(
+            &mut out,
+            "thoth_connections_refused_total",
+            "Connections refused at the max_connections limit.",
+            "counter",
+            g(&self.connections_refused),
+        );
+        counter(
+            &mut out,
+            "thoth_subscriptions_open",
+            "Policy subscriptions open now.",
+            "gauge",
+            g(&self.subscriptions),
+        );
+        counter(
+            &mut out,
+            "thoth_agents_connected",
+            "Agents with a subscription open now.",
+            "gauge",
+            connected_agents as u64,
+        );
         out
     }
 }
@@ -80,8 +164,16 @@ async fn handle(
             controller.metrics_text(),
         ),
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        ("GET", _) => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /healthz\n".to_owned()),
-        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".to_owned()),
+        ("GET", _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics or /healthz\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".to_owned(),
+        ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
@@ -101,7 +193,8 @@ pub async fn serve(listener: tokio::net::TcpListener, controller: Arc<Controller
         };
         let controller = Arc::clone(&controller);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&controller), req));
+            let service =
+                hyper::service::service_fn(move |req| handle(Arc::clone(&controller), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(5))

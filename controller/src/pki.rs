@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    SanType, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use sha2::{Digest, Sha256};
 
@@ -455,9 +455,9 @@ mod tests {
         let ca = Ca::generate("test CA", now, 365 * DAY).unwrap();
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(vec!["evil.example".to_owned()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::URI("urn:thoth:admin:admin:*:mallory".try_into().unwrap()));
+        params.subject_alt_names.push(SanType::URI(
+            "urn:thoth:admin:admin:*:mallory".try_into().unwrap(),
+        ));
         let csr = params.serialize_request(&key).unwrap();
         let id = Identity::Agent {
             tenant: "acme".into(),

@@ -94,13 +94,75 @@ impl Running {
     }
 }
 
+/// A TLS connection that holds one of the `max_connections` permits until it closes.
+pub struct Conn {
+    inner: TlsStream<TcpStream>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = <TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
     ctl: Arc<Controller>,
-    tx: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
+    tx: mpsc::Sender<Result<Conn, std::io::Error>>,
 ) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(ctl.config.max_connections));
+    let mut warned = false;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -112,6 +174,20 @@ async fn accept_loop(
             }
         };
         Metrics::inc(&ctl.metrics.connections);
+        // Bounded (invariant 6): over the limit, a connection is closed at once, and counted.
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            Metrics::inc(&ctl.metrics.connections_refused);
+            if !warned {
+                tracing::warn!(
+                    max = ctl.config.max_connections,
+                    "connection limit reached: refusing new connections (max_connections)"
+                );
+                warned = true;
+            }
+            drop(tcp);
+            continue;
+        };
+        warned = false;
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
@@ -119,7 +195,12 @@ async fn accept_loop(
         tokio::spawn(async move {
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    let _ = tx.send(Ok(tls)).await;
+                    let _ = tx
+                        .send(Ok(Conn {
+                            inner: tls,
+                            _permit: permit,
+                        }))
+                        .await;
                 }
                 Ok(Err(e)) => {
                     Metrics::inc(&ctl.metrics.tls_failures);

@@ -114,10 +114,7 @@ async fn a_revoked_agent_is_refused_on_its_next_call_and_its_subscription_closes
     assert!(info.revoked);
     let closed = next_update(&mut stream, 5).await.unwrap_err();
     assert_eq!(closed.code(), Code::PermissionDenied, "{closed:?}");
-    let err = sync
-        .report(pb::AgentReport::default())
-        .await
-        .unwrap_err();
+    let err = sync.report(pb::AgentReport::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("revoked"), "{err:?}");
     let err = sync
@@ -126,7 +123,9 @@ async fn a_revoked_agent_is_refused_on_its_next_call_and_its_subscription_closes
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // Nor can it renew its way back.
-    let ch = client::connect(&c.url, &agent.credentials, None).await.unwrap();
+    let ch = client::connect(&c.url, &agent.credentials, None)
+        .await
+        .unwrap();
     let (_, csr) = thoth_controller::pki::new_key_and_csr().unwrap();
     let err = EnrollmentClient::new(ch)
         .renew(pb::RenewRequest { csr_der: csr })
@@ -141,10 +140,19 @@ async fn a_revoked_agent_is_refused_on_its_next_call_and_its_subscription_closes
         .await
         .unwrap()
         .into_inner();
-    assert!(audit.entries.iter().any(|e| e.action == "agent.revoke" && e.detail.contains("laptop lost")));
+    assert!(
+        audit
+            .entries
+            .iter()
+            .any(|e| e.action == "agent.revoke" && e.detail.contains("laptop lost"))
+    );
 }
 
-async fn enroll_with(c: &TestController, token: &str, tenant: &str) -> Result<client::Enrolled, tonic::Status> {
+async fn enroll_with(
+    c: &TestController,
+    token: &str,
+    tenant: &str,
+) -> Result<client::Enrolled, tonic::Status> {
     client::enroll(&c.url, &c.ca_pem(), token, tenant, "h").await
 }
 
@@ -246,7 +254,10 @@ async fn bad_tokens_are_refused_and_spend_nothing() {
         .into_inner()
         .tokens;
     let multi_info = tokens.iter().find(|t| multi.starts_with(&t.id)).unwrap();
-    assert_eq!(multi_info.uses, 0, "refused enrollments must not spend uses");
+    assert_eq!(
+        multi_info.uses, 0,
+        "refused enrollments must not spend uses"
+    );
     // Only the 3 successful enrollments made agents.
     let agents = admin
         .list_agents(pb::ListAgentsRequest::default())
@@ -281,7 +292,9 @@ async fn an_agent_cannot_ask_for_another_tenants_policy_nor_act_as_an_admin() {
     let u = next_update(&mut s, 5).await.unwrap();
     verify_bundle(&u.bundle, &c.root(), "alpha", None, SystemTime::now()).unwrap();
     // Agent certificates cannot call the admin service.
-    let ch = client::connect(&c.url, &agent.credentials, None).await.unwrap();
+    let ch = client::connect(&c.url, &agent.credentials, None)
+        .await
+        .unwrap();
     let err = AdminClient::new(ch)
         .push_policy(pb::PushPolicyRequest {
             tenant: "alpha".into(),
@@ -340,7 +353,11 @@ async fn admins_act_only_within_their_role_and_tenant_and_refusals_are_audited()
     assert_eq!(err.code(), Code::PermissionDenied);
     // Operators cannot read the audit log or rotate keys.
     assert_eq!(
-        alice.list_audit(pb::ListAuditRequest::default()).await.unwrap_err().code(),
+        alice
+            .list_audit(pb::ListAuditRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
         Code::PermissionDenied
     );
 
@@ -410,7 +427,11 @@ async fn admins_act_only_within_their_role_and_tenant_and_refusals_are_audited()
     assert!(refused.contains(&("alice", "policy.push")), "{refused:?}");
     assert!(refused.contains(&("victor", "policy.push")), "{refused:?}");
     assert!(refused.contains(&("victor", "token.create")), "{refused:?}");
-    assert!(audit.iter().any(|e| e.actor == "alice" && e.action == "policy.push" && e.outcome == "ok"));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.actor == "alice" && e.action == "policy.push" && e.outcome == "ok")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,8 +518,21 @@ async fn tampered_foreign_old_misaddressed_or_expired_bundles_are_rejected_by_th
     payload[at] ^= 0x01;
     let mut flipped = env.clone();
     flipped.payload.bytes = b64.encode(&payload);
-    let err = verify_bundle(&serde_json::to_vec(&flipped).unwrap(), &root, "acme", None, now).unwrap_err();
-    assert!(matches!(err, BundleError::BadSignature { .. } | BundleError::Malformed(_)), "{err:?}");
+    let err = verify_bundle(
+        &serde_json::to_vec(&flipped).unwrap(),
+        &root,
+        "acme",
+        None,
+        now,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BundleError::BadSignature { .. } | BundleError::Malformed(_)
+        ),
+        "{err:?}"
+    );
     // A flipped byte in the envelope's bytes themselves.
     let mut raw = good.clone();
     let i = raw.iter().position(|&b| b == b'"').unwrap() + 3;
@@ -512,16 +546,39 @@ async fn tampered_foreign_old_misaddressed_or_expired_bundles_are_rejected_by_th
     // The signature removed.
     let mut unsigned = env.clone();
     unsigned.payload.signature = String::new();
-    let err = verify_bundle(&serde_json::to_vec(&unsigned).unwrap(), &root, "acme", None, now).unwrap_err();
+    let err = verify_bundle(
+        &serde_json::to_vec(&unsigned).unwrap(),
+        &root,
+        "acme",
+        None,
+        now,
+    )
+    .unwrap_err();
     assert!(matches!(err, BundleError::MissingSignature(_)), "{err:?}");
     // Older than what is applied.
     let err = verify_bundle(&good, &root, "acme", Some(2), now).unwrap_err();
-    assert!(matches!(err, BundleError::Rollback { version: 1, applied: 2 }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            BundleError::Rollback {
+                version: 1,
+                applied: 2
+            }
+        ),
+        "{err:?}"
+    );
     // For another tenant.
     let err = verify_bundle(&good, &root, "beta", None, now).unwrap_err();
     assert!(matches!(err, BundleError::WrongTenant { .. }), "{err:?}");
     // Past its expiry (7 days by default).
-    let err = verify_bundle(&good, &root, "acme", None, now + Duration::from_secs(8 * 86_400)).unwrap_err();
+    let err = verify_bundle(
+        &good,
+        &root,
+        "acme",
+        None,
+        now + Duration::from_secs(8 * 86_400),
+    )
+    .unwrap_err();
     assert!(matches!(err, BundleError::Expired { .. }), "{err:?}");
 }
 
@@ -561,11 +618,12 @@ async fn the_server_speaks_tls_1_3_only() {
         .add(CertificateDer::from_pem_slice(c.ca_pem().as_bytes()).unwrap())
         .unwrap();
     let connect = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
-        let config = rustls::ClientConfig::builder_with_provider(thoth_controller::server::provider())
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth();
+        let config =
+            rustls::ClientConfig::builder_with_provider(thoth_controller::server::provider())
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let addr = c.running().addr;
         async move {
@@ -582,4 +640,47 @@ async fn the_server_speaks_tls_1_3_only() {
     assert!(err.is_err(), "a TLS 1.2 handshake succeeded");
     let ok = connect(&TLS13).await.unwrap();
     assert_eq!(ok, Some(rustls::ProtocolVersion::TLSv1_3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_counted_and_the_rest_keep_working() {
+    let c = TestController::start_with(|cfg| cfg.max_connections = 3).await;
+    let creds = no_cert(&c);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let ch = client::connect(&c.url, &creds, None).await.unwrap();
+        // Make sure each is established (a call goes through).
+        let mut h = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+        h.check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap();
+        held.push(ch);
+    }
+    let fourth = client::connect(&c.url, &creds, Some(Duration::from_secs(5))).await;
+    let refused = match fourth {
+        Err(_) => true,
+        Ok(ch) => tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a connection over the limit was served");
+    let metrics = c.running().controller.metrics_text();
+    assert!(
+        !metrics.contains("thoth_connections_refused_total 0"),
+        "{metrics}"
+    );
+    // The held connections still work.
+    let mut h = tonic_health::pb::health_client::HealthClient::new(held[0].clone());
+    h.check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    // Closing one frees a slot.
+    held.clear();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ch = client::connect(&c.url, &creds, None).await.unwrap();
+    tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
 }

@@ -21,7 +21,13 @@ impl Served {
     fn start() -> Served {
         let home = tempfile::tempdir().unwrap();
         let child = Command::new(CONTROLLER)
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "off",
+            ])
             .env("HOME", home.path())
             .env_remove("XDG_DATA_HOME")
             .env_remove("THOTH_CONTROLLER_DATA")
@@ -78,9 +84,19 @@ fn text(b: &[u8]) -> String {
 fn serve_alone_then_thothctl_pushes_and_shows_history() {
     let s = Served::start();
     let file = examples().join("read-only-files.yaml");
-    let out = s.ctl(&["policy", "push", file.to_str().unwrap(), "--comment", "first"]);
+    let out = s.ctl(&[
+        "policy",
+        "push",
+        file.to_str().unwrap(),
+        "--comment",
+        "first",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("as version 1 of tenant default"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("as version 1 of tenant default"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = s.ctl(&["policy", "history", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -98,20 +114,36 @@ fn serve_alone_then_thothctl_pushes_and_shows_history() {
     let out = s.ctl(&["policy", "show"]);
     assert_eq!(out.stdout, doc);
     let other = examples().join("read-write-files.yaml");
-    assert!(s.ctl(&["policy", "push", other.to_str().unwrap()]).status.success());
+    assert!(
+        s.ctl(&["policy", "push", other.to_str().unwrap()])
+            .status
+            .success()
+    );
     let diff = text(&s.ctl(&["policy", "diff", "1"]).stdout);
-    assert!(diff.contains("--- version 1") && diff.contains("+++ version 2"), "{diff}");
+    assert!(
+        diff.contains("--- version 1") && diff.contains("+++ version 2"),
+        "{diff}"
+    );
     let out = s.ctl(&["policy", "rollback", "1"]);
-    assert!(text(&out.stdout).contains("as version 3"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("as version 3"),
+        "{}",
+        text(&out.stdout)
+    );
 
-    let out = s.ctl(&["token", "create", "--uses", "5", "--label", "team=it", "--json"]);
+    let out = s.ctl(&[
+        "token", "create", "--uses", "5", "--label", "team=it", "--json",
+    ]);
     let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(t["token"].as_str().unwrap().starts_with("tok-"));
     assert_eq!(t["labels"]["team"], "it");
     let agents = text(&s.ctl(&["agents", "list"]).stdout);
     assert!(agents.contains("no agents enrolled yet"), "{agents}");
     let audit = text(&s.ctl(&["audit"]).stdout);
-    assert!(audit.contains("policy.rollback") && audit.contains("token.create"), "{audit}");
+    assert!(
+        audit.contains("policy.rollback") && audit.contains("token.create"),
+        "{audit}"
+    );
 }
 
 #[test]
@@ -119,12 +151,20 @@ fn thothctl_errors_say_what_went_wrong_with_distinct_exit_codes() {
     let s = Served::start();
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "servers:\n  - name: files\n    enforcement: sometimes\n").unwrap();
+    std::fs::write(
+        &bad,
+        "servers:\n  - name: files\n    enforcement: sometimes\n",
+    )
+    .unwrap();
 
     // A policy that does not validate: refused locally with file:line, exit 5, nothing pushed.
     let out = s.ctl(&["policy", "push", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(5));
-    assert!(text(&out.stderr).contains("bad.yaml:3"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("bad.yaml:3"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = s.ctl(&["policy", "validate", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(5));
     let h = text(&s.ctl(&["policy", "history"]).stdout);
@@ -133,10 +173,18 @@ fn thothctl_errors_say_what_went_wrong_with_distinct_exit_codes() {
     // Unreachable controller: exit 3 and a hint.
     let out = s.ctl(&["--controller", "https://127.0.0.1:1", "whoami"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stderr).contains("is the controller running"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is the controller running"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = s.ctl(&["--controller", "http://127.0.0.1:1", "whoami"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stderr).contains("https://"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("https://"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Credentials of another controller: the TLS check fails and says so.
     let other = tempfile::tempdir().unwrap();
@@ -155,12 +203,20 @@ fn thothctl_errors_say_what_went_wrong_with_distinct_exit_codes() {
         "whoami",
     ]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(text(&out.stderr).contains("certificate"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("certificate"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // No credential at all.
     let out = s.ctl(&["--credentials", dir.path().to_str().unwrap(), "whoami"]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(text(&out.stderr).contains("no admin credential"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no admin credential"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A viewer pushing: refused, exit 4.
     let viewer = dir.path().join("viewer");
@@ -173,10 +229,23 @@ fn thothctl_errors_say_what_went_wrong_with_distinct_exit_codes() {
         .unwrap();
     assert!(issued.status.success(), "{}", text(&issued.stderr));
     let good = examples().join("read-only-files.yaml");
-    let out = s.ctl(&["--credentials", viewer.to_str().unwrap(), "policy", "push", good.to_str().unwrap()]);
+    let out = s.ctl(&[
+        "--credentials",
+        viewer.to_str().unwrap(),
+        "policy",
+        "push",
+        good.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(text(&out.stderr).contains("permission denied"), "{}", text(&out.stderr));
-    let me = text(&s.ctl(&["--credentials", viewer.to_str().unwrap(), "whoami"]).stdout);
+    assert!(
+        text(&out.stderr).contains("permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    let me = text(
+        &s.ctl(&["--credentials", viewer.to_str().unwrap(), "whoami"])
+            .stdout,
+    );
     assert!(me.contains("vera (role viewer"), "{me}");
 }
 
@@ -184,20 +253,35 @@ fn thothctl_errors_say_what_went_wrong_with_distinct_exit_codes() {
 fn init_refuses_to_overwrite_and_serve_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let first = Command::new(CONTROLLER).args(["init", "--data"]).arg(&data).output().unwrap();
+    let first = Command::new(CONTROLLER)
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(first.status.success());
     let out = text(&first.stdout);
     assert!(out.contains("CA fingerprint:      sha256:"), "{out}");
     let ca_before = std::fs::read(data.join("ca.crt")).unwrap();
-    let again = Command::new(CONTROLLER).args(["init", "--data"]).arg(&data).output().unwrap();
+    let again = Command::new(CONTROLLER)
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("already initialized"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already initialized"),
+        "{}",
+        text(&again.stderr)
+    );
     assert_eq!(std::fs::read(data.join("ca.crt")).unwrap(), ca_before);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         for key in ["ca.key", "server.key", "root.key", "admin/client.key"] {
-            let mode = std::fs::metadata(data.join(key)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(data.join(key))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "{key} is readable by others");
         }
     }
@@ -209,11 +293,22 @@ fn init_refuses_to_overwrite_and_serve_stops_cleanly_on_sigterm() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(text(&bad.stderr).contains("bundle_validty"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("bundle_validty"),
+        "{}",
+        text(&bad.stderr)
+    );
     std::fs::write(data.join("controller.toml"), "").unwrap();
 
     let mut child = Command::new(CONTROLLER)
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--data",
+        ])
         .arg(&data)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -29,7 +29,8 @@ async fn an_enrolled_agent_receives_each_push_signed_and_reports_it_applied() {
     assert_eq!(pushed.version, 1);
     let update = next_update(&mut stream, 5).await.unwrap();
     assert_eq!(update.version, 1);
-    let verified = verify_bundle(&update.bundle, &c.root(), "acme", None, SystemTime::now()).unwrap();
+    let verified =
+        verify_bundle(&update.bundle, &c.root(), "acme", None, SystemTime::now()).unwrap();
     assert_eq!(verified.payload.version, 1);
     assert_eq!(verified.payload.policy, POLICY_A);
 
@@ -37,8 +38,18 @@ async fn an_enrolled_agent_receives_each_push_signed_and_reports_it_applied() {
     c.push("other", POLICY_B).await;
     c.push("acme", POLICY_B).await;
     let update = next_update(&mut stream, 5).await.unwrap();
-    let verified = verify_bundle(&update.bundle, &c.root(), "acme", Some(1), SystemTime::now()).unwrap();
-    assert_eq!((verified.payload.version, verified.payload.tenant.as_str()), (2, "acme"));
+    let verified = verify_bundle(
+        &update.bundle,
+        &c.root(),
+        "acme",
+        Some(1),
+        SystemTime::now(),
+    )
+    .unwrap();
+    assert_eq!(
+        (verified.payload.version, verified.payload.tenant.as_str()),
+        (2, "acme")
+    );
 
     // The agent reports; the controller records applied version, last-seen and inventory.
     let ack = sync
@@ -110,7 +121,10 @@ async fn state_and_versions_survive_a_restart() {
     c.restart().await;
 
     let history = c.history("acme").await;
-    assert_eq!(history.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(
+        history.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
     // The agent's certificate and enrollment are still good, and it gets the latest at once.
     let mut s = c
         .sync(&agent.credentials)
@@ -155,8 +169,18 @@ async fn after_signing_key_rotation_agents_still_verify_through_the_root() {
 
     // The re-signed bundle (same version) arrives and verifies with the same pinned root.
     let resigned = next_update(&mut s, 5).await.unwrap();
-    let v = verify_bundle(&resigned.bundle, &c.root(), "acme", Some(1), SystemTime::now()).unwrap();
-    assert_eq!((v.payload.version, v.key_id.as_str()), (1, rotated.key_id.as_str()));
+    let v = verify_bundle(
+        &resigned.bundle,
+        &c.root(),
+        "acme",
+        Some(1),
+        SystemTime::now(),
+    )
+    .unwrap();
+    assert_eq!(
+        (v.payload.version, v.key_id.as_str()),
+        (1, rotated.key_id.as_str())
+    );
     c.push("acme", POLICY_B).await;
     let v2 = next_update(&mut s, 5).await.unwrap();
     let v2 = verify_bundle(&v2.bundle, &c.root(), "acme", Some(1), SystemTime::now()).unwrap();
@@ -227,7 +251,8 @@ async fn rollback_re_issues_an_old_document_as_a_new_version_and_history_records
         .unwrap()
         .into_inner();
     assert_eq!(doc.document, POLICY_A);
-    let verified = verify_bundle(&doc.bundle, &c.root(), "acme", Some(2), SystemTime::now()).unwrap();
+    let verified =
+        verify_bundle(&doc.bundle, &c.root(), "acme", Some(2), SystemTime::now()).unwrap();
     assert_eq!(verified.payload.version, 3);
     let missing = c
         .admin()
@@ -282,7 +307,9 @@ async fn health_and_metrics_answer() {
         cert_pem: None,
         key_pem: None,
     };
-    let ch = thoth_controller::client::connect(&c.url, &creds, None).await.unwrap();
+    let ch = thoth_controller::client::connect(&c.url, &creds, None)
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -292,13 +319,17 @@ async fn health_and_metrics_answer() {
         .unwrap()
         .into_inner()
         .status;
-    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     // Prometheus text over HTTP.
     let addr = c.running().metrics_addr.unwrap();
     let body = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -307,5 +338,8 @@ async fn health_and_metrics_answer() {
     .unwrap();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("thoth_policy_versions_total 1"), "{body}");
-    assert!(body.contains("# TYPE thoth_agents_connected gauge"), "{body}");
+    assert!(
+        body.contains("# TYPE thoth_agents_connected gauge"),
+        "{body}"
+    );
 }

@@ -175,7 +175,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if let Some(m) = running.metrics_addr {
                     println!("metrics on http://{m}/metrics");
                 }
-                println!("admin credential for thothctl: {}", dir.join("admin").display());
+                println!(
+                    "admin credential for thothctl: {}",
+                    dir.join("admin").display()
+                );
                 let mut term =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 tokio::select! {
@@ -216,7 +219,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tenant.as_deref().unwrap_or("*"),
                 out.display()
             );
-            println!("use it with: thothctl --credentials {} whoami", out.display());
+            println!(
+                "use it with: thothctl --credentials {} whoami",
+                out.display()
+            );
             Ok(())
         }
         Command::Info { data, json } => {

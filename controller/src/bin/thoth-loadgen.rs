@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use thoth_controller::client::{self, Credentials};
-use thoth_proto::fleet::{self as pb, admin_client::AdminClient, agent_sync_client::AgentSyncClient};
+use thoth_proto::fleet::{
+    self as pb, admin_client::AdminClient, agent_sync_client::AgentSyncClient,
+};
 use tokio::sync::{Semaphore, watch};
 
 /// Load generator for the controller: starts a real `thoth-controller serve` in a temporary
@@ -114,7 +116,14 @@ fn start_controller(bin: &PathBuf) -> anyhow::Result<Controller> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--data",
+        ])
         .arg(&data)
         .env("THOTH_LOG", "warn")
         .stdin(Stdio::null())
@@ -221,7 +230,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut agents = Vec::with_capacity(n);
     for t in tasks {
-        agents.push(t.await?.map_err(|s| anyhow::anyhow!("enroll failed: {s}"))?);
+        agents.push(
+            t.await?
+                .map_err(|s| anyhow::anyhow!("enroll failed: {s}"))?,
+        );
     }
     let enroll_secs = started.elapsed().as_secs_f64();
 
@@ -270,7 +282,11 @@ async fn main() -> anyhow::Result<()> {
                 .message()
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
-            anyhow::ensure!(first.version == 1, "first bundle is version {}", first.version);
+            anyhow::ensure!(
+                first.version == 1,
+                "first bundle is version {}",
+                first.version
+            );
             drop(permit);
             ready.fetch_add(1, Ordering::Relaxed);
             let _ = ready_tx.send(()).await;
@@ -279,7 +295,11 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
             let at = Instant::now();
-            anyhow::ensure!(second.version == 2, "second bundle is version {}", second.version);
+            anyhow::ensure!(
+                second.version == 2,
+                "second bundle is version {}",
+                second.version
+            );
             let _ = arrival_tx.send(at).await;
             // Hold the connection until every agent is measured.
             let _ = release.wait_for(|r| *r).await;
@@ -343,7 +363,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let cpu_push = cpu_secs(pid) - cpu_before;
     let (rss_after, rss_peak) = rss(pid);
-    anyhow::ensure!(wait_all.len() == n, "only {} of {n} agents received the push", wait_all.len());
+    anyhow::ensure!(
+        wait_all.len() == n,
+        "only {} of {n} agents received the push",
+        wait_all.len()
+    );
     let mut after_return: Vec<Duration> = wait_all
         .iter()
         .map(|at| at.saturating_duration_since(push_returned))
@@ -383,7 +407,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         println!("agents                         {n}");
         println!("enroll all                     {enroll_secs:.1} s");
-        println!("connect + subscribe all        {connect_secs:.1} s (controller CPU {connect_cpu:.1} s)");
+        println!(
+            "connect + subscribe all        {connect_secs:.1} s (controller CPU {connect_cpu:.1} s)"
+        );
         println!("push call                      {push_ms:.1} ms");
         println!(
             "delivery after push returned   p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",

@@ -877,7 +877,15 @@ async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
                     })
                     .collect();
                 table(
-                    &["AGENT", "TENANT", "HOST", "OS", "POLICY", "STATE", "LAST SEEN"],
+                    &[
+                        "AGENT",
+                        "TENANT",
+                        "HOST",
+                        "OS",
+                        "POLICY",
+                        "STATE",
+                        "LAST SEEN",
+                    ],
                     &rows,
                 );
             }
@@ -908,11 +916,23 @@ async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
                     ("revoked", a.revoked.to_string()),
                     ("certificate until", when(a.cert_not_after_unix)),
                     ("agent version", a.agent_version.clone()),
-                    ("os", format!("{} {} ({})", inv.os_name, inv.os_version, inv.arch)),
-                    ("cpus / memory", format!("{} / {} MiB", inv.cpus, inv.memory_bytes >> 20)),
+                    (
+                        "os",
+                        format!("{} {} ({})", inv.os_name, inv.os_version, inv.arch),
+                    ),
+                    (
+                        "cpus / memory",
+                        format!("{} / {} MiB", inv.cpus, inv.memory_bytes >> 20),
+                    ),
                     ("uptime", short(Duration::from_secs(inv.uptime_secs))),
                     ("config dirs", inv.config_dirs.join(", ")),
-                    ("governed", format!("{} servers in {} configs", inv.governed_servers, inv.governed_configs)),
+                    (
+                        "governed",
+                        format!(
+                            "{} servers in {} configs",
+                            inv.governed_servers, inv.governed_configs
+                        ),
+                    ),
                 ];
                 for (k, v) in rows {
                     println!("{k:<18} {v}");

@@ -108,8 +108,7 @@ fn policy_row(r: &Row<'_>) -> rusqlite::Result<PolicyRecord> {
     })
 }
 
-const TOKEN_COLS: &str =
-    "id, hash, tenant, created_at, expires_at, max_uses, uses, labels, revoked, created_by, comment";
+const TOKEN_COLS: &str = "id, hash, tenant, created_at, expires_at, max_uses, uses, labels, revoked, created_by, comment";
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     Ok(TokenRecord {
@@ -499,7 +498,9 @@ impl Store for SqliteStore {
                 "SELECT {AGENT_COLS} FROM agents WHERE (?1 IS NULL OR tenant = ?1) ORDER BY tenant, hostname, agent_id"
             ))
             .map_err(backend)?;
-        let rows = stmt.query_map(params![tenant], agent_row).map_err(backend)?;
+        let rows = stmt
+            .query_map(params![tenant], agent_row)
+            .map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)
     }
 
@@ -660,7 +661,9 @@ mod tests {
         assert!(s.agent("a2").unwrap().is_none());
         s.insert_token(&token("t2", 5, 100)).unwrap();
         let wrong = s
-            .enroll("hash-t2", Some("other"), 10, &mut |t| Ok(agent_for(t, "a3")))
+            .enroll("hash-t2", Some("other"), 10, &mut |t| {
+                Ok(agent_for(t, "a3"))
+            })
             .unwrap();
         assert!(matches!(wrong, Err(RedeemError::WrongTenant { .. })));
         let late = s

@@ -10,7 +10,9 @@ use thoth_controller::client::{self, Credentials, Enrolled};
 use thoth_controller::config::ControllerConfig;
 use thoth_controller::pki::{Identity, Role};
 use thoth_controller::{DataDir, Running, datadir, server};
-use thoth_proto::fleet::{self as pb, admin_client::AdminClient, agent_sync_client::AgentSyncClient};
+use thoth_proto::fleet::{
+    self as pb, admin_client::AdminClient, agent_sync_client::AgentSyncClient,
+};
 use tonic::transport::Channel;
 
 pub const POLICY_A: &str = "name: a\nversion: 1\nservers:\n  - name: files\n    enforcement: block\n    approved_scope: [read_text_file]\n";
@@ -71,10 +73,7 @@ impl TestController {
     }
 
     pub fn root(&self) -> VerifyingKey {
-        DataDir::load(self.dir.path())
-            .unwrap()
-            .root
-            .verifying_key()
+        DataDir::load(self.dir.path()).unwrap().root.verifying_key()
     }
 
     /// Credentials for an admin of `role`, limited to `tenant` when given.
