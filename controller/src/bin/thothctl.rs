@@ -299,11 +299,12 @@ fn when(unix: i64) -> String {
 
 fn short(d: Duration) -> String {
     let s = d.as_secs();
+    // Rounded to the nearest unit, so "expires in 7d" right after signing a 7-day bundle.
     match s {
         0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
+        60..=3569 => format!("{}m", (s + 30) / 60),
+        3570..=84_599 => format!("{}h", (s + 1800) / 3600),
+        _ => format!("{}d", (s + 43_200) / 86_400),
     }
 }
 
