@@ -12,6 +12,7 @@ fn main() {
     tonic_prost_build::configure()
         .bytes(".thoth.fleet.v1.PolicyUpdate.bundle")
         .bytes(".thoth.fleet.v1.PolicyDocument.bundle")
+        .bytes(".thoth.fleet.v1.LocalPolicy.bundle")
         .compile_protos(&["proto/fleet.proto"], &["proto"])
         .expect("compile proto/fleet.proto");
 }

@@ -32,9 +32,11 @@ pub enum Command {
     ///
     /// Example, in claude_desktop_config.json:
     ///   "command": "/usr/local/bin/thoth",
-    ///   "args": ["run", "--server", "files", "--policy", "/etc/thoth/policy.yaml",
-    ///            "--events", "/var/log/thoth/events.jsonl", "--",
+    ///   "args": ["run", "--server", "files", "--",
     ///            "npx", "-y", "@modelcontextprotocol/server-filesystem", "/Users/ann/projects"]
+    ///
+    /// Policy comes from the agent (--agent-socket), else its last-known-good bundle
+    /// (--state-dir), else --policy FILE; a new version from the agent applies from the next call.
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Check and try out policy documents.
@@ -43,6 +45,25 @@ pub enum Command {
     /// Work with behavioral event files.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Is this laptop governed? The agent's state, the policy in force and its age, and which
+    /// of your Claude Desktop MCP servers run through thoth. Exit 0 when all is well, 1 if not.
+    Status(StatusArgs),
+    /// The same checks as `status`, as JSON for MDM health checks (exit 0 healthy, 1 not).
+    Health(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's local socket.
+    #[arg(long, value_name = "PATH", env = "THOTH_AGENT_SOCKET",
+          default_value = crate::proxy::source::DEFAULT_AGENT_SOCKET)]
+    pub agent_socket: PathBuf,
+    /// Claude Desktop config to check [default: this user's, for this OS].
+    #[arg(long, value_name = "FILE")]
+    pub claude_config: Option<PathBuf>,
+    /// JSON output (always on for `health`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -51,9 +72,19 @@ pub struct RunArgs {
     /// Default: derived from the command (e.g. "server-filesystem").
     #[arg(long, value_name = "NAME")]
     pub server: Option<String>,
-    /// Policy document (YAML or JSON) to enforce.
+    /// Policy document (YAML or JSON), used only when neither the agent nor its last-known-good
+    /// bundle is available.
     #[arg(long, value_name = "FILE", env = "THOTH_POLICY")]
     pub policy: Option<PathBuf>,
+    /// The agent's local socket: the preferred source of policy (signed; verified here).
+    #[arg(long, value_name = "PATH", env = "THOTH_AGENT_SOCKET",
+          default_value = crate::proxy::source::DEFAULT_AGENT_SOCKET)]
+    pub agent_socket: PathBuf,
+    /// The agent's state directory: its trust file and last-known-good bundle (the fallback when
+    /// the agent is unreachable).
+    #[arg(long, value_name = "DIR", env = "THOTH_STATE_DIR",
+          default_value = crate::proxy::source::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
     /// Append behavioral events (hash-chained JSON lines) to this file; created with mode 0600.
     #[arg(long, value_name = "FILE", env = "THOTH_EVENTS")]
     pub events: Option<PathBuf>,
@@ -137,6 +168,8 @@ pub fn main() -> i32 {
         Command::Events(EventsCommand::Verify { file, json }) => {
             commands::events::verify(&file, json)
         }
+        Command::Status(args) => commands::status::status(&args, false),
+        Command::Health(args) => commands::status::status(&args, true),
     };
     match result {
         Ok(code) => code,

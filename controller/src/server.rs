@@ -223,7 +223,9 @@ pub async fn start(
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
 ) -> anyhow::Result<Running> {
-    let tls = tls_config(controller.ca.cert_pem(), server_cert_pem, server_key_pem)?;
+    // The chain carries the CA too, so that agents can pin it by fingerprint.
+    let chain = format!("{server_cert_pem}\n{}", controller.ca.cert_pem());
+    let tls = tls_config(controller.ca.cert_pem(), &chain, server_key_pem)?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -173,6 +173,38 @@ pub fn verify_bundle(
     applied: Option<u64>,
     now: SystemTime,
 ) -> Result<VerifiedBundle, BundleError> {
+    let (bundle, expired) = verify(envelope, root, tenant, applied, now, false)?;
+    match expired {
+        Some(expires_at) => Err(BundleError::Expired {
+            version: bundle.payload.version,
+            expires_at,
+        }),
+        None => Ok(bundle),
+    }
+}
+
+/// Like [`verify_bundle`], but a bundle whose only fault is its expiry is returned with
+/// `Some(expires_at)`: for the last-known-good bundle, which is still enforced (and reported
+/// stale) after it expires, so that expiry never stops enforcement. The signing key's certificate
+/// having ended counts as expiry too. Every other check applies.
+pub fn verify_bundle_keeping_expired(
+    envelope: &[u8],
+    root: &VerifyingKey,
+    tenant: &str,
+    applied: Option<u64>,
+    now: SystemTime,
+) -> Result<(VerifiedBundle, Option<String>), BundleError> {
+    verify(envelope, root, tenant, applied, now, true)
+}
+
+fn verify(
+    envelope: &[u8],
+    root: &VerifyingKey,
+    tenant: &str,
+    applied: Option<u64>,
+    now: SystemTime,
+    keep_expired: bool,
+) -> Result<(VerifiedBundle, Option<String>), BundleError> {
     if envelope.len() > MAX_BUNDLE_BYTES {
         return Err(malformed(format!(
             "{} bytes, over the {MAX_BUNDLE_BYTES} byte limit",
@@ -203,8 +235,12 @@ pub fn verify_bundle(
     if now < time(&cert.not_before, "notBefore")? {
         return Err(not_valid(format!("valid only from {}", cert.not_before)));
     }
+    let mut expired = None;
     if now > time(&cert.not_after, "notAfter")? {
-        return Err(not_valid(format!("expired at {}", cert.not_after)));
+        if !keep_expired {
+            return Err(not_valid(format!("expired at {}", cert.not_after)));
+        }
+        expired = Some(cert.not_after.clone());
     }
     let key_bytes: [u8; 32] = B64
         .decode(&cert.public_key)
@@ -236,15 +272,15 @@ pub fn verify_bundle(
     }
     time(&payload.issued_at, "issuedAt")?;
     if now > time(&payload.expires_at, "expiresAt")? {
-        return Err(BundleError::Expired {
-            version: payload.version,
-            expires_at: payload.expires_at,
-        });
+        expired.get_or_insert_with(|| payload.expires_at.clone());
     }
-    Ok(VerifiedBundle {
-        payload,
-        key_id: cert.key_id,
-    })
+    Ok((
+        VerifiedBundle {
+            payload,
+            key_id: cert.key_id,
+        },
+        expired,
+    ))
 }
 
 fn sign(key: &SigningKey, bytes: Vec<u8>) -> Signed {
@@ -426,5 +462,33 @@ mod tests {
             let r = verify(&serde_json::to_vec(&e).unwrap(), None, now());
             assert!(r.is_err(), "flip at byte {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn the_last_known_good_reading_keeps_an_expired_bundle_but_nothing_else() {
+        let good = bundle(&payload("acme", 5));
+        let root = key(1).verifying_key();
+        let (v, expired) =
+            verify_bundle_keeping_expired(&good, &root, "acme", None, now() + 8 * DAY).unwrap();
+        assert_eq!((v.payload.version, expired.is_some()), (5, true));
+        // Even past the signing key's certificate: still enforced, reported expired.
+        let (_, expired) =
+            verify_bundle_keeping_expired(&good, &root, "acme", None, now() + 100 * DAY).unwrap();
+        assert!(expired.is_some());
+        let (_, fresh) = verify_bundle_keeping_expired(&good, &root, "acme", None, now()).unwrap();
+        assert_eq!(fresh, None);
+        // Every other fault is still refused.
+        assert!(
+            verify_bundle_keeping_expired(&good, &key(9).verifying_key(), "acme", None, now())
+                .is_err()
+        );
+        assert!(verify_bundle_keeping_expired(&good, &root, "globex", None, now()).is_err());
+        assert!(verify_bundle_keeping_expired(&good, &root, "acme", Some(6), now()).is_err());
+        let mut env: SignedBundle = serde_json::from_slice(&good).unwrap();
+        env.payload.signature.clear();
+        let stripped = serde_json::to_vec(&env).unwrap();
+        assert!(
+            verify_bundle_keeping_expired(&stripped, &root, "acme", None, now() + 8 * DAY).is_err()
+        );
     }
 }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod fleet;
+
 /// How long a test waits for any one expected message.
 pub const WAIT: Duration = Duration::from_secs(30);
 

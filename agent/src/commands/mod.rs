@@ -3,3 +3,4 @@
 pub mod events;
 pub mod policy;
 pub mod run;
+pub mod status;

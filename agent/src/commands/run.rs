@@ -3,7 +3,7 @@
 use thoth_proto::ContentLimits;
 
 use crate::cli::RunArgs;
-use crate::proxy::{self, RunConfig, policy::load_for_server};
+use crate::proxy::{self, RunConfig, source};
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.max_message_bytes < 1024 {
@@ -13,7 +13,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .server
         .clone()
         .unwrap_or_else(|| default_server_name(&args.command));
-    let policy = load_for_server(args.policy.as_deref(), &server, &args.command);
+    let policy = source::start(source::Sources {
+        agent_socket: args.agent_socket.clone(),
+        state_dir: args.state_dir.clone(),
+        policy_file: args.policy.clone(),
+        server: server.clone(),
+        argv: args.command.clone(),
+    });
     proxy::run(RunConfig {
         server_name: server,
         argv: args.command,

@@ -230,7 +230,7 @@ impl Relay {
         arguments: &Value,
         decided: &Arc<Decided>,
     ) {
-        let timeout = self.policy.approval_timeout();
+        let timeout = self.policy.get().approval_timeout();
         let secs = timeout.as_secs();
         let preview = preview(arguments);
         let req = respond::approval_request(

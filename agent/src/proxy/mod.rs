@@ -13,6 +13,7 @@ pub mod oracle;
 pub mod policy;
 pub mod relay;
 pub mod respond;
+pub mod source;
 
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ use thoth_proto::{ContentLimits, Identity};
 
 use self::events::{EventSink, SessionInfo};
 use self::framing::{Frame, read_frame};
-use self::policy::PolicyState;
+use self::policy::{PolicyHandle, PolicyState};
 use self::relay::{ClientOut, Relay, ToServer};
 
 /// How long the server gets to exit after its stdin is closed, and again after SIGTERM.
@@ -40,8 +41,8 @@ pub struct RunConfig {
     pub server_name: String,
     /// The server's command line, program first.
     pub argv: Vec<String>,
-    /// The policy in force.
-    pub policy: PolicyState,
+    /// The policy in force (a watcher may replace it while the proxy runs).
+    pub policy: PolicyHandle,
     /// Where events go (JSON lines), if anywhere.
     pub events: Option<PathBuf>,
     /// Largest message accepted from either side.
@@ -76,7 +77,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
             .map_err(|e| anyhow::anyhow!("cannot open the events file {}: {e}", path.display()))?,
         None => EventSink::disabled(),
     };
-    match &cfg.policy {
+    match &cfg.policy.get() {
         PolicyState::Loaded(p) => tracing::info!(
             server = %cfg.server_name,
             policy.version = %p.version,

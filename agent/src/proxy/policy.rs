@@ -1,7 +1,7 @@
 //! The policy a proxy enforces, and where it came from.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -46,6 +46,42 @@ impl PolicyState {
             PolicyState::Loaded(p) => p.policy.approval_timeout(&p.server),
             PolicyState::Missing { .. } => Duration::from_secs(45),
         }
+    }
+}
+
+/// The policy in force, shared by both directions and replaceable while the proxy runs (a new
+/// version from the agent applies from the next call on).
+#[derive(Debug, Clone)]
+pub struct PolicyHandle(Arc<RwLock<PolicyState>>);
+
+impl PolicyHandle {
+    /// A handle holding `state`.
+    pub fn new(state: PolicyState) -> PolicyHandle {
+        PolicyHandle(Arc::new(RwLock::new(state)))
+    }
+
+    /// The policy in force now (cheap: an `Arc` clone).
+    pub fn get(&self) -> PolicyState {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the policy in force.
+    pub fn set(&self, state: PolicyState) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Sets the starting policy unless the watcher already installed a newer one from the agent.
+    pub fn set_if_missing(&self, state: PolicyState) {
+        let mut cur = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if matches!(&*cur, PolicyState::Missing { why } if why == "starting") {
+            *cur = state;
+        }
+    }
+}
+
+impl From<PolicyState> for PolicyHandle {
+    fn from(state: PolicyState) -> Self {
+        PolicyHandle::new(state)
     }
 }
 

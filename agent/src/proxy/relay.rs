@@ -20,7 +20,7 @@ use super::approval::{
 };
 use super::events::{Decided, EventSink, Record};
 use super::message::{self, Message, code};
-use super::policy::PolicyState;
+use super::policy::{PolicyHandle, PolicyState};
 use super::respond::{self, NoApproval};
 
 /// Requests to the server remembered at once (to answer them if the server dies, and to pair
@@ -84,8 +84,8 @@ pub struct Relay {
     pub client: ClientOut,
     /// The event writer.
     pub events: EventSink,
-    /// The policy in force.
-    pub policy: PolicyState,
+    /// The policy in force (replaced when the agent applies a new version).
+    pub policy: PolicyHandle,
     /// The server's name.
     pub server_name: String,
     /// Prefix of the proxy's own request ids (unguessable per session).
@@ -108,7 +108,7 @@ impl Relay {
     pub fn new(
         client: ClientOut,
         events: EventSink,
-        policy: PolicyState,
+        policy: impl Into<PolicyHandle>,
         server_name: String,
         session_id: &str,
     ) -> Self {
@@ -121,7 +121,7 @@ impl Relay {
         Relay {
             client,
             events,
-            policy,
+            policy: policy.into(),
             server_name,
             approval_prefix: format!("thoth-approval-{short}-"),
             state: Mutex::new(State {
@@ -179,7 +179,7 @@ impl Relay {
                     track(&mut st, id, Pending::Other);
                 }
                 "tools/list" => {
-                    let filters = self.policy.filters_tools();
+                    let filters = self.policy.get().filters_tools();
                     let kind = if filters {
                         Pending::ToolsList
                     } else {
@@ -291,7 +291,8 @@ impl Relay {
             None => None,
         };
         let mut st = self.state();
-        let (decision, version) = match &self.policy {
+        let policy = self.policy.get();
+        let (decision, version) = match &policy {
             PolicyState::Loaded(p) => {
                 let d = evaluate(
                     &p.policy,
@@ -374,7 +375,7 @@ impl Relay {
         } else if can_ask_inline {
             st.next_approval += 1;
             let state = format!("{}{}", self.approval_prefix, st.next_approval);
-            let timeout = self.policy.approval_timeout();
+            let timeout = self.policy.get().approval_timeout();
             st.inputs.insert(
                 state.clone(),
                 PendingInput {
@@ -417,7 +418,7 @@ impl Relay {
             return ToServer::Original;
         }
         if let Some(state) = inline {
-            let timeout = self.policy.approval_timeout().as_secs();
+            let timeout = self.policy.get().approval_timeout().as_secs();
             let preview = preview(&call.arguments);
             self.events.push(Record::Approval {
                 at: SystemTime::now(),
@@ -555,7 +556,8 @@ impl Relay {
     }
 
     fn filter_tools(&self, line: Vec<u8>) -> Vec<u8> {
-        let PolicyState::Loaded(p) = &self.policy else {
+        let policy = self.policy.get();
+        let PolicyState::Loaded(p) = &policy else {
             return line;
         };
         let Ok(mut msg) = serde_json::from_slice::<Value>(&line) else {

@@ -1,0 +1,178 @@
+//! `thoth status` and `thoth health`: is this laptop governed, in words or JSON.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::StatusArgs;
+use crate::daemon::status::Status;
+
+/// This user's Claude Desktop config path on this OS.
+pub fn default_claude_config() -> Option<PathBuf> {
+    if cfg!(windows) {
+        return std::env::var_os("APPDATA").map(|a| {
+            PathBuf::from(a)
+                .join("Claude")
+                .join("claude_desktop_config.json")
+        });
+    }
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    Some(if cfg!(target_os = "macos") {
+        home.join("Library/Application Support/Claude/claude_desktop_config.json")
+    } else {
+        home.join(".config/Claude/claude_desktop_config.json")
+    })
+}
+
+/// One MCP server entry of a Claude Desktop config.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerEntry {
+    name: String,
+    /// governed, not governed, or remote (no command: not launched by Claude Desktop).
+    state: &'static str,
+}
+
+fn read_servers(path: &Path) -> Result<Vec<ServerEntry>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let Some(servers) = v.get("mcpServers") else {
+        return Ok(Vec::new());
+    };
+    let servers = servers
+        .as_object()
+        .ok_or_else(|| format!("{}: mcpServers is not an object", path.display()))?;
+    Ok(servers
+        .iter()
+        .map(|(name, s)| {
+            let cmd = s.get("command").and_then(|c| c.as_str());
+            let first = s
+                .get("args")
+                .and_then(|a| a.as_array())
+                .and_then(|a| a.first())
+                .and_then(|a| a.as_str());
+            let state = match cmd {
+                None => "remote",
+                Some(c)
+                    if Path::new(c).file_stem().and_then(|f| f.to_str()) == Some("thoth")
+                        && first == Some("run") =>
+                {
+                    "governed"
+                }
+                Some(_) => "not governed",
+            };
+            ServerEntry {
+                name: name.clone(),
+                state,
+            }
+        })
+        .collect())
+}
+
+/// Runs `thoth status` (`health` = JSON for MDM). Exit 0 when healthy, 1 when not.
+pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
+    let json = health || args.json;
+    let agent = crate::daemon::local::fetch_status(&args.agent_socket);
+    let config = args.claude_config.clone().or_else(default_claude_config);
+    let servers = config.as_deref().map(|p| {
+        if p.exists() {
+            read_servers(p)
+        } else {
+            Ok(Vec::new())
+        }
+    });
+    let mut problems: Vec<String> = Vec::new();
+    match &agent {
+        Err(why) => problems.push(format!(
+            "the Thoth agent is not running ({why}); proxies enforce the last policy saved on disk. Ask IT, or start the thoth-agent service"
+        )),
+        Ok(s) => {
+            if s.revoked {
+                problems.push("this laptop was revoked by the controller; it keeps its last policy. Ask IT to re-enroll it".into());
+            } else if !s.connected {
+                problems.push(format!(
+                    "the agent cannot reach the controller ({}); the last policy stays in force",
+                    s.last_error.clone().unwrap_or_else(|| "no details".into())
+                ));
+            }
+            match &s.policy {
+                None => problems.push("no policy has arrived yet: every tool call is denied until one does".into()),
+                Some(p) if p.stale => problems.push(format!(
+                    "policy version {} expired at {}; it stays in force until a newer one arrives",
+                    p.version, p.expires_at
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    if let Some(Err(e)) = &servers {
+        problems.push(format!("your Claude Desktop config cannot be read: {e}"));
+    }
+    let ungoverned: Vec<&str> = match &servers {
+        Some(Ok(list)) => list
+            .iter()
+            .filter(|s| s.state == "not governed")
+            .map(|s| s.name.as_str())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !ungoverned.is_empty() {
+        problems.push(format!(
+            "MCP servers not running through thoth: {} (the agent re-wraps them; restart Claude Desktop afterwards)",
+            ungoverned.join(", ")
+        ));
+    }
+    let healthy = problems.is_empty();
+    if json {
+        let agent_json = match &agent {
+            Ok(s) => serde_json::to_value(s)?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let doc = serde_json::json!({
+            "healthy": healthy,
+            "agentRunning": agent.is_ok(),
+            "connected": agent.as_ref().is_ok_and(|s| s.connected),
+            "policyVersion": agent.as_ref().ok().and_then(|s| s.policy.as_ref().map(|p| p.version)),
+            "policyAgeSecs": agent.as_ref().ok().and_then(|s| s.policy.as_ref().map(|p| p.age_secs)),
+            "stale": agent.as_ref().ok().and_then(|s| s.policy.as_ref().map(|p| p.stale)),
+            "claudeConfig": config,
+            "servers": match &servers { Some(Ok(l)) => serde_json::to_value(l)?, _ => serde_json::Value::Array(vec![]) },
+            "problems": problems,
+            "agent": agent_json,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_text(&agent, config.as_deref(), &servers, &problems);
+    }
+    Ok(if healthy { 0 } else { 1 })
+}
+
+fn print_text(
+    agent: &Result<Status, String>,
+    config: Option<&Path>,
+    servers: &Option<Result<Vec<ServerEntry>, String>>,
+    problems: &[String],
+) {
+    match agent {
+        Ok(s) => print!("{}", s.render_text()),
+        Err(_) => println!("agent              not running"),
+    }
+    if let Some(p) = config {
+        println!("claude config      {}", p.display());
+    }
+    if let Some(Ok(list)) = servers {
+        if list.is_empty() {
+            println!("mcp servers        none configured");
+        }
+        for s in list {
+            println!("  {:<16} {}", s.name, s.state);
+        }
+    }
+    if problems.is_empty() {
+        println!("\nAll good: this laptop is governed.");
+    } else {
+        println!();
+        for p in problems {
+            println!("problem: {p}");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `thoth-agent` settings (TOML). `agent/thoth-agent.example.toml` is the documented example.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/thoth";
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/var/run/thoth/agent.sock";
+
+/// The agent's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The controller, `https://host:port`.
+    pub controller_url: String,
+    /// The tenant this machine belongs to.
+    pub tenant: String,
+    /// `sha256:<hex>` of the controller CA certificate (pinned; the system trust store is not used).
+    pub ca_fingerprint: String,
+    /// The controller's root public key (base64 Ed25519), which signs policy-signing keys.
+    pub root_public_key: String,
+    /// Enrollment token (used once, at first start).
+    #[serde(default)]
+    pub enrollment_token: Option<String>,
+    /// A file holding the enrollment token (readable by root only).
+    #[serde(default)]
+    pub enrollment_token_file: Option<PathBuf>,
+    /// Where identity, last-known-good policy and status live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The local endpoint for proxies.
+    #[serde(default = "default_socket")]
+    pub socket_path: PathBuf,
+    /// How often to report status and inventory (with ±20% jitter).
+    #[serde(default = "default_heartbeat", with = "human")]
+    pub heartbeat_interval: Duration,
+    /// Longest wait between reconnection attempts (backoff is exponential with full jitter).
+    #[serde(default = "default_backoff_max", with = "human")]
+    pub reconnect_max: Duration,
+    /// Labels sent at enrollment.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Most events from proxies held in memory (overflow is counted and reported).
+    #[serde(default = "default_event_buffer")]
+    pub event_buffer: usize,
+    /// Override of the users' home root, for discovering Claude Desktop configs (tests).
+    #[serde(default)]
+    pub users_root: Option<PathBuf>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_event_buffer() -> usize {
+    10_000
+}
+
+mod human {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like \"60s\": {e}"))
+        })
+    }
+}
+
+impl AgentConfig {
+    /// Reads and checks a config file; errors name the file, line and setting.
+    pub fn load(path: &Path) -> Result<AgentConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let config: AgentConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Field checks beyond types.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.controller_url.starts_with("https://") {
+            return Err(format!(
+                "controller_url {:?} must start with https://",
+                self.controller_url
+            ));
+        }
+        self.pinned_fingerprint()?;
+        self.root_key()?;
+        let t = &self.tenant;
+        if t.is_empty()
+            || t.len() > 63
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            return Err(format!("tenant {t:?} is not a tenant name"));
+        }
+        if self.heartbeat_interval < Duration::from_secs(1) {
+            return Err("heartbeat_interval must be at least 1s".into());
+        }
+        if self.event_buffer == 0 {
+            return Err("event_buffer must be above zero".into());
+        }
+        Ok(())
+    }
+
+    /// The CA fingerprint as 32 bytes.
+    pub fn pinned_fingerprint(&self) -> Result<[u8; 32], String> {
+        let hex_part = self
+            .ca_fingerprint
+            .strip_prefix("sha256:")
+            .unwrap_or(&self.ca_fingerprint)
+            .replace(':', "");
+        hex::decode(&hex_part)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                format!(
+                    "ca_fingerprint {:?} is not sha256:<64 hex digits> (see `thoth-controller info`)",
+                    self.ca_fingerprint
+                )
+            })
+    }
+
+    /// The root key.
+    pub fn root_key(&self) -> Result<ed25519_dalek::VerifyingKey, String> {
+        parse_root_key(&self.root_public_key)
+    }
+
+    /// The enrollment token, from the setting or the file.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        if let Some(t) = &self.enrollment_token {
+            return Ok(Some(t.trim().to_owned()));
+        }
+        match &self.enrollment_token_file {
+            Some(p) => std::fs::read_to_string(p)
+                .map(|t| Some(t.trim().to_owned()))
+                .map_err(|e| format!("cannot read enrollment_token_file {}: {e}", p.display())),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Reads a base64 Ed25519 public key.
+pub fn parse_root_key(text: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            format!(
+                "root_public_key {text:?} is not a base64 Ed25519 key (see `thoth-controller info`)"
+            )
+        })?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| format!("root_public_key: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_mistakes_are_named() {
+        let text = include_str!("../../thoth-agent.example.toml");
+        let c: AgentConfig = toml::from_str(text).unwrap();
+        c.check().unwrap();
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        let typo = format!("{text}\nheartbeat_intervl = \"5s\"\n");
+        let err = toml::from_str::<AgentConfig>(&typo)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heartbeat_intervl"), "{err}");
+        let bad = AgentConfig {
+            ca_fingerprint: "sha256:abc".into(),
+            ..c.clone()
+        };
+        assert!(bad.check().unwrap_err().contains("ca_fingerprint"));
+        let bad = AgentConfig {
+            controller_url: "http://x".into(),
+            ..c
+        };
+        assert!(bad.check().is_err());
+    }
+}

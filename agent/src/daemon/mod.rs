@@ -1,0 +1,723 @@
+//! `thoth-agent run`: the endpoint daemon. It gives the machine an identity (enrollment with a
+//! locally made key), keeps the verified policy current through one long-lived subscription
+//! (reconnecting with capped, jittered exponential backoff), persists it atomically as
+//! last-known-good so enforcement never depends on the controller being up, serves it to proxies
+//! on a local socket, and reports status and inventory.
+
+pub mod config;
+pub mod inventory;
+pub mod local;
+pub mod state;
+pub mod status;
+pub mod tls;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use prost::bytes::Bytes;
+use thoth_proto::bundle::{BundleError, verify_bundle};
+use thoth_proto::fleet::{
+    self as pb, agent_sync_client::AgentSyncClient, enrollment_client::EnrollmentClient,
+};
+use tokio::sync::{Notify, watch};
+use tonic::transport::Channel;
+
+use config::AgentConfig;
+use state::{IdentityInfo, StateDir, Trust};
+use status::{PolicyStatus, Status, now_rfc3339};
+
+/// The policy in force, as served to proxies.
+#[derive(Debug)]
+pub struct Current {
+    /// Signed bundle bytes.
+    pub bytes: Bytes,
+    /// Version.
+    pub version: u64,
+    /// Expired (still enforced).
+    pub stale: bool,
+    /// Expiry.
+    pub expires_at: SystemTime,
+}
+
+/// Events from proxies held for upload (bounded by count; overflow counted).
+#[derive(Default)]
+pub struct EventBuffer {
+    held: VecDeque<Vec<u8>>,
+}
+
+/// Everything the agent's tasks share.
+pub struct Shared {
+    /// Settings.
+    pub config: AgentConfig,
+    /// Pinned root.
+    pub root: ed25519_dalek::VerifyingKey,
+    /// Pinned CA.
+    pub fingerprint: [u8; 32],
+    /// State directory.
+    pub state: StateDir,
+    /// The policy in force.
+    pub current: watch::Sender<Option<Arc<Current>>>,
+    status: Mutex<Status>,
+    events: Mutex<EventBuffer>,
+    /// Wakes the heartbeat to report at once.
+    pub report_now: Notify,
+    channel: Mutex<Option<Channel>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn unix_to_rfc3339(secs: i64) -> String {
+    rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+}
+
+fn describe(s: &tonic::Status) -> String {
+    let mut m = s.message().to_owned();
+    if m.is_empty() {
+        m = format!("{:?}", s.code());
+    }
+    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+        && let Some(src) = std::error::Error::source(s)
+    {
+        m.push_str(&format!(": {src}"));
+        let mut cur = src.source();
+        while let Some(c) = cur {
+            m.push_str(&format!(": {c}"));
+            cur = c.source();
+        }
+    }
+    m
+}
+
+impl Shared {
+    /// Builds the shared state (no IO beyond what `config` needs).
+    pub fn new(config: AgentConfig) -> Result<Arc<Shared>, String> {
+        let root = config.root_key()?;
+        let fingerprint = config.pinned_fingerprint()?;
+        let state = StateDir::new(config.state_dir.clone());
+        let status = Status {
+            tenant: config.tenant.clone(),
+            controller_url: config.controller_url.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_at: now_rfc3339(),
+            socket: config.socket_path.display().to_string(),
+            state_dir: config.state_dir.display().to_string(),
+            ..Status::default()
+        };
+        Ok(Arc::new(Shared {
+            config,
+            root,
+            fingerprint,
+            state,
+            current: watch::channel(None).0,
+            status: Mutex::new(status),
+            events: Mutex::new(EventBuffer::default()),
+            report_now: Notify::new(),
+            channel: Mutex::new(None),
+        }))
+    }
+
+    /// A snapshot of the status, with computed fields.
+    pub fn status(&self) -> Status {
+        let mut s = lock(&self.status).clone();
+        s.events.held = lock(&self.events).held.len() as u64;
+        s.for_display()
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        let snapshot = {
+            let mut s = lock(&self.status);
+            f(&mut s);
+            s.clone()
+        };
+        // Best effort: status.json is for people and MDM checks when the agent is down.
+        let path = self.state.status_path();
+        if let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) {
+            let _ = state::write_atomic(&path, &bytes, 0o644);
+        }
+    }
+
+    fn raise(&self, event_type: &str, detail: String) {
+        match event_type {
+            "POLICY_REJECTED" => tracing::warn!(event = event_type, "{detail}"),
+            _ => tracing::info!(event = event_type, "{detail}"),
+        }
+        let record = serde_json::json!({
+            "eventType": event_type,
+            "timestamp": now_rfc3339(),
+            "tenantId": self.config.tenant,
+            "agentId": lock(&self.status).agent_id,
+            "hostname": gethostname::gethostname().to_string_lossy(),
+            "sourceType": "agent",
+            "detail": detail,
+        });
+        self.hold_events(vec![record.to_string().into_bytes()]);
+        self.update_status(|s| s.note(event_type, detail));
+    }
+
+    /// Holds events (bounded); returns (accepted, dropped).
+    pub fn hold_events(&self, events: Vec<Vec<u8>>) -> (u32, u32) {
+        let cap = self.config.event_buffer;
+        let mut buf = lock(&self.events);
+        let mut accepted = 0;
+        let mut dropped = 0;
+        for e in events {
+            if buf.held.len() >= cap {
+                // Keep the newest: the oldest goes, and the loss is counted.
+                buf.held.pop_front();
+                dropped += 1;
+            }
+            buf.held.push_back(e);
+            accepted += 1;
+        }
+        drop(buf);
+        let mut s = lock(&self.status);
+        s.events.accepted += u64::from(accepted);
+        s.events.dropped += u64::from(dropped);
+        (accepted, dropped)
+    }
+
+    /// Records a proxy caller.
+    pub fn saw_caller(&self, user: &str, server: &str) {
+        let mut s = lock(&self.status);
+        let c = s.callers.entry(user.to_owned()).or_default();
+        c.calls += 1;
+        c.last_seen = now_rfc3339();
+        if !server.is_empty() && !c.servers.iter().any(|x| x == server) && c.servers.len() < 64 {
+            c.servers.push(server.to_owned());
+        }
+    }
+
+    fn publish(
+        &self,
+        bytes: Vec<u8>,
+        payload: &thoth_proto::bundle::BundlePayload,
+        key_id: &str,
+        stale: bool,
+    ) {
+        let expires_at =
+            humantime::parse_rfc3339(&payload.expires_at).unwrap_or(SystemTime::UNIX_EPOCH);
+        self.current.send_replace(Some(Arc::new(Current {
+            bytes: Bytes::from(bytes),
+            version: payload.version,
+            stale,
+            expires_at,
+        })));
+        let policy = PolicyStatus {
+            version: payload.version,
+            issued_at: payload.issued_at.clone(),
+            expires_at: payload.expires_at.clone(),
+            applied_at: now_rfc3339(),
+            stale,
+            key_id: key_id.to_owned(),
+            age_secs: 0,
+        };
+        self.update_status(|s| s.policy = Some(policy));
+    }
+
+    /// Loads the last-known-good bundle at start: enforced even if expired (then stale); a
+    /// tampered or foreign one is refused (and re-fetched from the controller).
+    pub fn load_lkg(&self) {
+        let trust = Trust {
+            tenant: self.config.tenant.clone(),
+            root_public_key: self.config.root_public_key.clone(),
+        };
+        match self.state.load_lkg(&trust, SystemTime::now()) {
+            Ok(Some(lkg)) => {
+                if let Err(e) = parse_policy(&lkg.bundle.payload) {
+                    self.raise(
+                        "POLICY_REJECTED",
+                        format!("last-known-good policy does not validate: {e}"),
+                    );
+                    return;
+                }
+                let stale = lkg.expired.is_some();
+                tracing::info!(
+                    version = lkg.bundle.payload.version,
+                    stale,
+                    "enforcing the last-known-good policy from disk"
+                );
+                self.publish(lkg.bytes, &lkg.bundle.payload, &lkg.bundle.key_id, stale);
+            }
+            Ok(None) => tracing::info!("no last-known-good policy yet"),
+            Err(e) => {
+                self.raise("POLICY_REJECTED", e.clone());
+                self.update_status(|s| s.last_error = Some(e));
+            }
+        }
+    }
+
+    /// Verifies and applies a bundle from the controller; anything wrong changes nothing.
+    pub fn apply(&self, bytes: &[u8]) {
+        let floor = self.state.applied_floor();
+        let current_version = self.current.borrow().as_ref().map(|c| c.version);
+        let applied = current_version.max((floor > 0).then_some(floor));
+        match verify_bundle(
+            bytes,
+            &self.root,
+            &self.config.tenant,
+            applied,
+            SystemTime::now(),
+        ) {
+            Ok(v) => {
+                if let Err(e) = parse_policy(&v.payload) {
+                    let msg = format!(
+                        "bundle version {} refused: its policy does not validate: {e}",
+                        v.payload.version
+                    );
+                    self.raise("POLICY_REJECTED", msg.clone());
+                    self.update_status(|s| s.last_error = Some(msg));
+                    return;
+                }
+                let same = self
+                    .current
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|c| c.bytes.as_ref() == bytes);
+                if same {
+                    return;
+                }
+                if let Err(e) = self.state.save_lkg(bytes, v.payload.version) {
+                    // Not persisted: do not apply either, so disk and memory never disagree.
+                    let msg = format!("cannot persist policy version {}: {e}", v.payload.version);
+                    self.raise("POLICY_REJECTED", msg.clone());
+                    self.update_status(|s| s.last_error = Some(msg));
+                    return;
+                }
+                let new_version = current_version != Some(v.payload.version);
+                self.publish(bytes.to_vec(), &v.payload, &v.key_id, false);
+                if new_version {
+                    self.raise(
+                        "POLICY_APPLIED",
+                        format!(
+                            "policy version {} applied (signed by {})",
+                            v.payload.version, v.key_id
+                        ),
+                    );
+                } else {
+                    tracing::info!(version = v.payload.version, "re-signed bundle applied");
+                }
+                self.update_status(|s| s.last_error = None);
+                self.report_now.notify_one();
+            }
+            Err(e) => {
+                let msg = format!("bundle refused: {e}");
+                if let BundleError::Expired { .. } = e {
+                    // Keep enforcing last-known-good; stale if that one has expired too.
+                    self.check_stale();
+                }
+                self.raise("POLICY_REJECTED", msg.clone());
+                self.update_status(|s| s.last_error = Some(msg));
+                self.report_now.notify_one();
+            }
+        }
+    }
+
+    /// Marks the policy stale once it has expired (it stays in force).
+    pub fn check_stale(&self) {
+        let cur = self.current.borrow().clone();
+        if let Some(c) = cur
+            && !c.stale
+            && SystemTime::now() > c.expires_at
+        {
+            self.current.send_replace(Some(Arc::new(Current {
+                bytes: c.bytes.clone(),
+                version: c.version,
+                stale: true,
+                expires_at: c.expires_at,
+            })));
+            self.update_status(|s| {
+                if let Some(p) = &mut s.policy {
+                    p.stale = true;
+                }
+            });
+            self.raise(
+                "POLICY_STALE",
+                format!(
+                    "policy version {} expired at {}; it stays in force until a newer one arrives",
+                    c.version,
+                    rfc3339(c.expires_at)
+                ),
+            );
+            self.report_now.notify_one();
+        }
+    }
+
+    fn set_connected(&self, connected: bool, channel: Option<Channel>) {
+        *lock(&self.channel) = channel;
+        self.update_status(|s| {
+            s.connected = connected;
+            if connected {
+                s.last_connected_at = Some(now_rfc3339());
+            }
+        });
+    }
+
+    fn client_cert(&self) -> Option<tls::ClientCert> {
+        let (_, cert, _) = self.state.identity()?;
+        let key = std::fs::read_to_string(self.state.key_path()).ok()?;
+        Some(tls::ClientCert {
+            cert_pem: cert,
+            key_pem: key,
+        })
+    }
+
+    /// Enrolls if this machine has no identity yet.
+    async fn ensure_identity(&self) -> Result<IdentityInfo, String> {
+        if let Some((info, _, ca)) = self.state.identity() {
+            if tls::pem_fingerprint(&ca) != Some(self.fingerprint) {
+                return Err(format!(
+                    "the stored controller CA ({}) does not match ca_fingerprint; re-enroll",
+                    self.state.root().join("identity/ca.crt").display()
+                ));
+            }
+            if info.tenant != self.config.tenant {
+                return Err(format!(
+                    "this agent is enrolled in tenant {:?} but configured for {:?}; re-enroll",
+                    info.tenant, self.config.tenant
+                ));
+            }
+            return Ok(info);
+        }
+        let token = self.config.token()?.filter(|t| !t.is_empty()).ok_or(
+            "not enrolled, and no enrollment token is configured (set enrollment_token_file)",
+        )?;
+        let csr = self.state.csr()?;
+        let ch = tls::controller_channel(
+            &self.config.controller_url,
+            self.fingerprint,
+            None,
+            Some(Duration::from_secs(30)),
+        )?;
+        let resp = EnrollmentClient::new(ch)
+            .enroll(pb::EnrollRequest {
+                token,
+                csr_der: csr,
+                hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+                labels: self.config.labels.clone().into_iter().collect(),
+                tenant: self.config.tenant.clone(),
+            })
+            .await
+            .map_err(|s| format!("enrollment refused: {}", describe(&s)))?
+            .into_inner();
+        if tls::pem_fingerprint(&resp.ca_certificate_pem) != Some(self.fingerprint) {
+            return Err("the controller returned a CA that does not match ca_fingerprint".into());
+        }
+        let info = IdentityInfo {
+            agent_id: resp.agent_id.clone(),
+            tenant: resp.tenant,
+            not_after: resp.not_after_unix,
+            issued_at: now_unix(),
+        };
+        self.state
+            .save_identity(&info, &resp.certificate_pem, &resp.ca_certificate_pem)?;
+        tracing::info!(agent_id = info.agent_id, "enrolled");
+        self.raise("AGENT_ENROLLED", format!("enrolled as {}", info.agent_id));
+        Ok(info)
+    }
+
+    /// Renews the certificate once two thirds of its life have passed.
+    async fn maybe_renew(&self, info: &IdentityInfo, ch: Channel) -> Result<(), String> {
+        let life = (info.not_after - info.issued_at).max(1);
+        if now_unix() < info.issued_at + life * 2 / 3 {
+            return Ok(());
+        }
+        let csr = self.state.csr()?;
+        let resp = EnrollmentClient::new(ch)
+            .renew(pb::RenewRequest { csr_der: csr })
+            .await
+            .map_err(|s| format!("certificate renewal refused: {}", describe(&s)))?
+            .into_inner();
+        let renewed = IdentityInfo {
+            not_after: resp.not_after_unix,
+            issued_at: now_unix(),
+            ..info.clone()
+        };
+        self.state
+            .save_identity(&renewed, &resp.certificate_pem, &resp.ca_certificate_pem)?;
+        tracing::info!(
+            until = unix_to_rfc3339(resp.not_after_unix),
+            "certificate renewed"
+        );
+        Ok(())
+    }
+
+    /// One connection: identity, renewal, subscription until it ends. Returns why it ended.
+    async fn session(self: &Arc<Self>) -> String {
+        let info = match self.ensure_identity().await {
+            Ok(i) => i,
+            Err(e) => return e,
+        };
+        self.update_status(|s| {
+            s.agent_id = Some(info.agent_id.clone());
+            s.enrolled = true;
+            s.certificate_not_after = Some(unix_to_rfc3339(info.not_after));
+        });
+        let Some(cert) = self.client_cert() else {
+            return "the stored agent certificate or key is unreadable; re-enroll".into();
+        };
+        let ch = match tls::controller_channel(
+            &self.config.controller_url,
+            self.fingerprint,
+            Some(&cert),
+            None,
+        ) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if let Err(e) = self.maybe_renew(&info, ch.clone()).await {
+            tracing::warn!("{e}");
+            if e.contains("revoked") {
+                self.mark_revoked(&e);
+                return e;
+            }
+        }
+        let applied = self
+            .current
+            .borrow()
+            .as_ref()
+            .map_or(self.state.applied_floor(), |c| c.version);
+        let stream = AgentSyncClient::new(ch.clone())
+            .subscribe(pb::SubscribeRequest {
+                tenant: self.config.tenant.clone(),
+                applied_version: applied,
+            })
+            .await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(s) => return self.session_error(&s),
+        };
+        tracing::info!(
+            url = self.config.controller_url,
+            "subscribed to policy updates"
+        );
+        self.set_connected(true, Some(ch));
+        self.update_status(|s| {
+            s.revoked = false;
+            if s.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("controller"))
+            {
+                s.last_error = None;
+            }
+        });
+        self.report_now.notify_one();
+        let why = loop {
+            match stream.message().await {
+                Ok(Some(update)) => self.apply(&update.bundle),
+                Ok(None) => break "controller closed the subscription".to_owned(),
+                Err(s) => break self.session_error(&s),
+            }
+        };
+        self.set_connected(false, None);
+        why
+    }
+
+    fn session_error(&self, s: &tonic::Status) -> String {
+        let msg = format!("controller: {}", describe(s));
+        if s.code() == tonic::Code::PermissionDenied && s.message().contains("revoked") {
+            self.mark_revoked(&msg);
+        }
+        msg
+    }
+
+    fn mark_revoked(&self, msg: &str) {
+        let version = self.current.borrow().as_ref().map(|c| c.version);
+        let text = format!(
+            "{msg}. This agent keeps enforcing policy version {}. To re-enroll: stop the agent, remove {}, configure a new enrollment token, start it.",
+            version.map_or("none".into(), |v| v.to_string()),
+            self.state.root().join("identity").display()
+        );
+        tracing::error!("{text}");
+        self.update_status(|s| {
+            s.revoked = true;
+            s.last_error = Some(text);
+        });
+    }
+
+    fn is_revoked(&self) -> bool {
+        lock(&self.status).revoked
+    }
+
+    async fn report(&self) {
+        let Some(ch) = lock(&self.channel).clone() else {
+            return;
+        };
+        let status = self.status();
+        let inventory = {
+            let root = self.config.users_root.clone();
+            tokio::task::spawn_blocking(move || inventory::collect(root.as_deref()))
+                .await
+                .ok()
+        };
+        let report = pb::AgentReport {
+            applied_version: status.policy.as_ref().map_or(0, |p| p.version),
+            stale: status.policy.as_ref().is_some_and(|p| p.stale),
+            last_error: status.last_error.unwrap_or_default(),
+            inventory,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let mut client = AgentSyncClient::new(ch);
+        match tokio::time::timeout(Duration::from_secs(15), client.report(report)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => {
+                let msg = self.session_error(&s);
+                tracing::warn!("report failed: {msg}");
+            }
+            Err(_) => tracing::warn!("report timed out"),
+        }
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn parse_policy(p: &thoth_proto::bundle::BundlePayload) -> Result<(), String> {
+    let source = format!("<bundle v{}>", p.version);
+    thoth_policy::parse_policy(
+        &p.policy,
+        &source,
+        thoth_policy::Format::detect(&source, &p.policy),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// A random fraction in [0, 1).
+fn jitter() -> f64 {
+    let mut b = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Exponential backoff with full jitter: a random wait in [0, min(cap, base·2^n)].
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let ceiling = exp.min(cap);
+    ceiling.mul_f64(jitter()).max(Duration::from_millis(100))
+}
+
+async fn connection_loop(sh: Arc<Shared>) {
+    let mut attempt = 0u32;
+    loop {
+        let started = tokio::time::Instant::now();
+        let why = sh.session().await;
+        if started.elapsed() > Duration::from_secs(30) {
+            attempt = 0;
+        }
+        tracing::warn!("{why}");
+        sh.update_status(|s| {
+            if !s.revoked {
+                s.last_error = Some(why.clone());
+            }
+        });
+        let wait = if sh.is_revoked() {
+            sh.config.reconnect_max
+        } else {
+            backoff(attempt, Duration::from_secs(1), sh.config.reconnect_max)
+        };
+        attempt = attempt.saturating_add(1);
+        tracing::info!("reconnecting in {:.1}s", wait.as_secs_f64());
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn heartbeat_loop(sh: Arc<Shared>) {
+    loop {
+        let every = sh.config.heartbeat_interval.mul_f64(0.8 + 0.4 * jitter());
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = sh.report_now.notified() => {}
+        }
+        sh.report().await;
+    }
+}
+
+async fn stale_loop(sh: Arc<Shared>) {
+    let mut rx = sh.current.subscribe();
+    loop {
+        let until = rx
+            .borrow_and_update()
+            .as_ref()
+            .filter(|c| !c.stale)
+            .map(|c| c.expires_at);
+        match until {
+            Some(t) => {
+                let wait = t
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+                    + Duration::from_millis(50);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => sh.check_stale(),
+                    r = rx.changed() => if r.is_err() { return },
+                }
+            }
+            None => {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let sh = Shared::new(config).map_err(anyhow::Error::msg)?;
+    sh.state.create().map_err(anyhow::Error::msg)?;
+    sh.state
+        .write_trust(&Trust {
+            tenant: sh.config.tenant.clone(),
+            root_public_key: sh.config.root_public_key.clone(),
+        })
+        .map_err(anyhow::Error::msg)?;
+    if let Some((info, _, _)) = sh.state.identity() {
+        sh.update_status(|s| {
+            s.agent_id = Some(info.agent_id.clone());
+            s.enrolled = true;
+            s.certificate_not_after = Some(unix_to_rfc3339(info.not_after));
+        });
+    }
+    sh.load_lkg();
+    let server = local::serve(Arc::clone(&sh)).await?;
+    sh.raise(
+        "AGENT_STARTED",
+        format!(
+            "thoth-agent {} started (pid {}), serving proxies on {}",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            sh.config.socket_path.display()
+        ),
+    );
+    let tasks = [
+        tokio::spawn(connection_loop(Arc::clone(&sh))),
+        tokio::spawn(heartbeat_loop(Arc::clone(&sh))),
+        tokio::spawn(stale_loop(Arc::clone(&sh))),
+    ];
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+            _ = term.recv() => tracing::info!("terminated: stopping"),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    for t in &tasks {
+        t.abort();
+    }
+    server.stop().await;
+    sh.set_connected(false, None);
+    Ok(())
+}

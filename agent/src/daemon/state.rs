@@ -1,0 +1,258 @@
+//! The agent's state directory, shared with proxies (which read the last-known-good bundle and
+//! the trust file, never the private key):
+//!
+//! ```text
+//! trust.json                      tenant + root public key (0644): what proxies verify with
+//! identity/agent.key              the agent's private key (0600, made here, never sent)
+//! identity/agent.crt, ca.crt      its certificate and the pinned controller CA (0644)
+//! identity/agent.json             agent id, tenant, certificate expiry
+//! policy/last-known-good.json     the signed bundle as received (0644), written atomically
+//! policy/applied-version          highest version ever applied (rollback floor)
+//! status.json                     the last status document (0644)
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use thoth_proto::bundle::{VerifiedBundle, verify_bundle_keeping_expired};
+
+/// Writes a file atomically (temp file in the same directory, fsync, rename, fsync the dir).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// What proxies need to verify bundles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Trust {
+    /// The machine's tenant.
+    pub tenant: String,
+    /// The pinned root key (base64).
+    pub root_public_key: String,
+}
+
+/// The agent's identity as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityInfo {
+    /// Assigned at enrollment.
+    pub agent_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Certificate expiry (Unix seconds).
+    pub not_after: i64,
+    /// When it was issued (Unix seconds).
+    pub issued_at: i64,
+}
+
+/// Paths in a state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+fn io(path: &Path, e: std::io::Error) -> String {
+    format!("{}: {e}", path.display())
+}
+
+/// A verified last-known-good bundle.
+#[derive(Debug, Clone)]
+pub struct Lkg {
+    /// The bytes as received.
+    pub bytes: Vec<u8>,
+    /// What verified.
+    pub bundle: VerifiedBundle,
+    /// `Some(when)` when it has expired (still enforced; report stale).
+    pub expired: Option<String>,
+}
+
+impl StateDir {
+    /// A state directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    /// Its root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the layout (root and policy dirs 0755, identity 0700).
+    pub fn create(&self) -> Result<(), String> {
+        for (dir, mode) in [
+            (self.root.clone(), 0o755),
+            (self.root.join("policy"), 0o755),
+            (self.root.join("identity"), 0o700),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+            }
+            #[cfg(not(unix))]
+            let _ = mode;
+        }
+        Ok(())
+    }
+
+    /// The trust file.
+    pub fn trust_path(&self) -> PathBuf {
+        self.root.join("trust.json")
+    }
+
+    /// Writes the trust file.
+    pub fn write_trust(&self, trust: &Trust) -> Result<(), String> {
+        let p = self.trust_path();
+        let bytes = serde_json::to_vec_pretty(trust).expect("trust serializes");
+        write_atomic(&p, &bytes, 0o644).map_err(|e| io(&p, e))
+    }
+
+    /// Reads the trust file.
+    pub fn read_trust(&self) -> Result<Trust, String> {
+        let p = self.trust_path();
+        let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    /// The last-known-good bundle's path.
+    pub fn lkg_path(&self) -> PathBuf {
+        self.root.join("policy").join("last-known-good.json")
+    }
+
+    fn applied_path(&self) -> PathBuf {
+        self.root.join("policy").join("applied-version")
+    }
+
+    /// The highest version ever applied here (0: none).
+    pub fn applied_floor(&self) -> u64 {
+        std::fs::read_to_string(self.applied_path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Persists a verified bundle as last-known-good, then raises the floor.
+    pub fn save_lkg(&self, bytes: &[u8], version: u64) -> Result<(), String> {
+        let p = self.lkg_path();
+        write_atomic(&p, bytes, 0o644).map_err(|e| io(&p, e))?;
+        if version > self.applied_floor() {
+            let a = self.applied_path();
+            write_atomic(&a, format!("{version}\n").as_bytes(), 0o644).map_err(|e| io(&a, e))?;
+        }
+        Ok(())
+    }
+
+    /// Loads and verifies the last-known-good bundle against `trust` (rollback floor included).
+    /// `Ok(None)` when there is none.
+    pub fn load_lkg(&self, trust: &Trust, now: SystemTime) -> Result<Option<Lkg>, String> {
+        let p = self.lkg_path();
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&p, e)),
+        };
+        let root = super::config::parse_root_key(&trust.root_public_key)?;
+        let floor = self.applied_floor();
+        let (bundle, expired) = verify_bundle_keeping_expired(
+            &bytes,
+            &root,
+            &trust.tenant,
+            (floor > 0).then_some(floor),
+            now,
+        )
+        .map_err(|e| format!("{} is refused: {e}", p.display()))?;
+        Ok(Some(Lkg {
+            bytes,
+            bundle,
+            expired,
+        }))
+    }
+
+    /// Identity paths.
+    pub fn key_path(&self) -> PathBuf {
+        self.root.join("identity").join("agent.key")
+    }
+
+    /// The agent's private key, made (0600) on first use.
+    pub fn key_or_new(&self) -> Result<String, String> {
+        let p = self.key_path();
+        match std::fs::read_to_string(&p) {
+            Ok(k) => Ok(k),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                    .map_err(|e| e.to_string())?;
+                let pem = key.serialize_pem();
+                write_atomic(&p, pem.as_bytes(), 0o600).map_err(|e| io(&p, e))?;
+                Ok(pem)
+            }
+            Err(e) => Err(io(&p, e)),
+        }
+    }
+
+    /// A CSR (DER) for the stored key.
+    pub fn csr(&self) -> Result<Vec<u8>, String> {
+        let key = rcgen::KeyPair::from_pem(&self.key_or_new()?).map_err(|e| e.to_string())?;
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .map_err(|e| e.to_string())?;
+        Ok(csr.der().to_vec())
+    }
+
+    /// The stored identity: info, certificate PEM, CA PEM.
+    pub fn identity(&self) -> Option<(IdentityInfo, String, String)> {
+        let dir = self.root.join("identity");
+        let info: IdentityInfo =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("agent.json")).ok()?).ok()?;
+        let cert = std::fs::read_to_string(dir.join("agent.crt")).ok()?;
+        let ca = std::fs::read_to_string(dir.join("ca.crt")).ok()?;
+        Some((info, cert, ca))
+    }
+
+    /// Stores a (new or renewed) certificate.
+    pub fn save_identity(
+        &self,
+        info: &IdentityInfo,
+        cert_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), String> {
+        let dir = self.root.join("identity");
+        for (name, bytes, mode) in [
+            ("agent.crt", cert_pem.as_bytes().to_vec(), 0o644),
+            ("ca.crt", ca_pem.as_bytes().to_vec(), 0o644),
+            (
+                "agent.json",
+                serde_json::to_vec_pretty(info).expect("identity serializes"),
+                0o644,
+            ),
+        ] {
+            let p = dir.join(name);
+            write_atomic(&p, &bytes, mode).map_err(|e| io(&p, e))?;
+        }
+        Ok(())
+    }
+
+    /// The status document's path.
+    pub fn status_path(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+}

@@ -1,0 +1,227 @@
+//! The agent's status document: what `thoth-agent status`, `thoth status` and `thoth health`
+//! show, and what `status.json` keeps.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// Agent-raised events kept for display.
+pub const RECENT_EVENTS: usize = 50;
+
+/// RFC 3339 now.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// The policy in force.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// Bundle version.
+    pub version: u64,
+    /// When the controller signed it.
+    pub issued_at: String,
+    /// When it expires.
+    pub expires_at: String,
+    /// When this agent applied it.
+    pub applied_at: String,
+    /// Expired and no newer one arrived: still enforced.
+    pub stale: bool,
+    /// Signing key.
+    pub key_id: String,
+    /// Seconds since it was signed (filled when shown).
+    #[serde(default)]
+    pub age_secs: u64,
+}
+
+/// Counts of events from proxies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventCounts {
+    /// Accepted into the buffer.
+    pub accepted: u64,
+    /// Held now.
+    pub held: u64,
+    /// Dropped because the buffer was full (never silent: counted here and reported).
+    pub dropped: u64,
+}
+
+/// A proxy caller, by OS user.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallerInfo {
+    /// Calls made.
+    pub calls: u64,
+    /// Last call.
+    pub last_seen: String,
+    /// MCP servers it governs.
+    pub servers: Vec<String>,
+}
+
+/// An event the agent raised (POLICY_APPLIED, POLICY_REJECTED, AGENT_STARTED…).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentEventNote {
+    /// Event type.
+    pub event_type: String,
+    /// When.
+    pub timestamp: String,
+    /// What happened.
+    pub detail: String,
+}
+
+/// The whole document.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Agent id (once enrolled).
+    pub agent_id: Option<String>,
+    /// Tenant.
+    pub tenant: String,
+    /// Controller URL.
+    pub controller_url: String,
+    /// Has a certificate.
+    pub enrolled: bool,
+    /// Subscription open now.
+    pub connected: bool,
+    /// The controller revoked this agent.
+    pub revoked: bool,
+    /// Last time a subscription opened.
+    pub last_connected_at: Option<String>,
+    /// The policy in force.
+    pub policy: Option<PolicyStatus>,
+    /// The last error, in words.
+    pub last_error: Option<String>,
+    /// Certificate expiry.
+    pub certificate_not_after: Option<String>,
+    /// Proxy events.
+    pub events: EventCounts,
+    /// Proxy callers by OS user.
+    pub callers: BTreeMap<String, CallerInfo>,
+    /// Recent agent-raised events, oldest first.
+    pub recent_events: VecDeque<AgentEventNote>,
+    /// Software version.
+    pub agent_version: String,
+    /// Process id.
+    pub pid: u32,
+    /// Started.
+    pub started_at: String,
+    /// Socket path.
+    pub socket: String,
+    /// State directory.
+    pub state_dir: String,
+}
+
+impl Status {
+    /// Fills computed fields (policy age) for display.
+    pub fn for_display(mut self) -> Status {
+        if let Some(p) = &mut self.policy {
+            p.age_secs = humantime::parse_rfc3339(&p.issued_at)
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or(Duration::ZERO)
+                .as_secs();
+            if let Ok(t) = humantime::parse_rfc3339(&p.expires_at)
+                && SystemTime::now() > t
+            {
+                p.stale = true;
+            }
+        }
+        self
+    }
+
+    /// Records an agent-raised event.
+    pub fn note(&mut self, event_type: &str, detail: impl Into<String>) {
+        if self.recent_events.len() >= RECENT_EVENTS {
+            self.recent_events.pop_front();
+        }
+        self.recent_events.push_back(AgentEventNote {
+            event_type: event_type.into(),
+            timestamp: now_rfc3339(),
+            detail: detail.into(),
+        });
+    }
+
+    /// Human-readable lines.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let line = |out: &mut String, k: &str, v: String| {
+            out.push_str(&format!("{k:<18} {v}\n"));
+        };
+        line(
+            &mut out,
+            "agent",
+            self.agent_id
+                .clone()
+                .unwrap_or_else(|| "not enrolled yet".into()),
+        );
+        line(&mut out, "tenant", self.tenant.clone());
+        let conn = if self.revoked {
+            "REVOKED by the controller".to_owned()
+        } else if self.connected {
+            format!("connected to {}", self.controller_url)
+        } else {
+            format!(
+                "not connected to {} (last connected: {})",
+                self.controller_url,
+                self.last_connected_at
+                    .clone()
+                    .unwrap_or_else(|| "never".into())
+            )
+        };
+        line(&mut out, "controller", conn);
+        match &self.policy {
+            Some(p) => line(
+                &mut out,
+                "policy",
+                format!(
+                    "version {} signed {} ago{}, expires {}",
+                    p.version,
+                    humantime::format_duration(Duration::from_secs(p.age_secs)),
+                    if p.stale {
+                        " — STALE (expired; still enforced)"
+                    } else {
+                        ""
+                    },
+                    p.expires_at
+                ),
+            ),
+            None => line(
+                &mut out,
+                "policy",
+                "none yet: every tool call is denied until a policy arrives".into(),
+            ),
+        }
+        line(
+            &mut out,
+            "last error",
+            self.last_error.clone().unwrap_or_else(|| "none".into()),
+        );
+        if let Some(c) = &self.certificate_not_after {
+            line(&mut out, "certificate until", c.clone());
+        }
+        line(
+            &mut out,
+            "events",
+            format!(
+                "{} accepted, {} held, {} dropped",
+                self.events.accepted, self.events.held, self.events.dropped
+            ),
+        );
+        for (user, c) in &self.callers {
+            line(
+                &mut out,
+                "proxies of",
+                format!(
+                    "{user}: {} calls, last {} ({})",
+                    c.calls,
+                    c.last_seen,
+                    c.servers.join(", ")
+                ),
+            );
+        }
+        line(&mut out, "agent version", self.agent_version.clone());
+        out
+    }
+}

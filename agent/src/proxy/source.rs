@@ -1,0 +1,251 @@
+//! Where a proxy's policy comes from, in order: the agent on its local socket (signed bytes,
+//! verified here), the agent's last-known-good bundle on disk (verified here), `--policy FILE`;
+//! with none, every call is denied. A watcher thread follows the agent, so a proxy that is
+//! already running enforces a new version from its next call on, and picks the agent up when it
+//! starts later.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use thoth_proto::bundle::verify_bundle_keeping_expired;
+
+use super::policy::{LoadedPolicy, PolicyHandle, PolicyState, load_for_server};
+use crate::daemon::config::parse_root_key;
+use crate::daemon::state::{StateDir, Trust};
+
+/// Default agent socket: `$THOTH_AGENT_SOCKET` is read by clap; this is the fallback.
+pub const DEFAULT_AGENT_SOCKET: &str = crate::daemon::config::DEFAULT_SOCKET;
+/// Default agent state directory.
+pub const DEFAULT_STATE_DIR: &str = crate::daemon::config::DEFAULT_STATE_DIR;
+
+/// What `thoth run` was told.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The agent's socket.
+    pub agent_socket: PathBuf,
+    /// The agent's state directory (trust.json, last-known-good bundle).
+    pub state_dir: PathBuf,
+    /// `--policy FILE`.
+    pub policy_file: Option<PathBuf>,
+    /// The server's name.
+    pub server: String,
+    /// The server's command line.
+    pub argv: Vec<String>,
+}
+
+/// A verified bundle, resolved for this server.
+fn loaded_from_bundle(
+    bytes: &[u8],
+    trust: &Trust,
+    applied: Option<u64>,
+    src: &Sources,
+) -> Result<(PolicyState, u64), String> {
+    let root = parse_root_key(&trust.root_public_key)?;
+    let (v, expired) =
+        verify_bundle_keeping_expired(bytes, &root, &trust.tenant, applied, SystemTime::now())
+            .map_err(|e| e.to_string())?;
+    let source = format!("<policy bundle v{}>", v.payload.version);
+    let policy = thoth_policy::parse_policy(
+        &v.payload.policy,
+        &source,
+        thoth_policy::Format::detect(&source, &v.payload.policy),
+    )
+    .map_err(|e| e.to_string())?;
+    let server = policy.resolve(&src.server, &src.argv);
+    let mut version = format!("v{}", v.payload.version);
+    if expired.is_some() {
+        version.push_str(" (stale)");
+    }
+    Ok((
+        PolicyState::Loaded(Arc::new(LoadedPolicy {
+            policy,
+            server,
+            version,
+        })),
+        v.payload.version,
+    ))
+}
+
+/// What the agent answered at start.
+enum AgentAnswer {
+    /// A bundle.
+    Bundle(Vec<u8>),
+    /// Reachable, but it has no policy yet.
+    Empty,
+    /// Not reachable.
+    Unreachable(String),
+}
+
+async fn ask_agent(socket: &Path, server: &str) -> AgentAnswer {
+    if !socket.exists() {
+        return AgentAnswer::Unreachable(format!("no agent socket at {}", socket.display()));
+    }
+    let ch = match crate::daemon::tls::local_channel(socket) {
+        Ok(c) => c,
+        Err(e) => return AgentAnswer::Unreachable(e),
+    };
+    let mut client = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch);
+    let req = thoth_proto::fleet::LocalPolicyRequest {
+        server_name: server.to_owned(),
+    };
+    match tokio::time::timeout(Duration::from_secs(1), client.get_policy(req)).await {
+        Ok(Ok(r)) => {
+            let r = r.into_inner();
+            if r.bundle.is_empty() {
+                AgentAnswer::Empty
+            } else {
+                AgentAnswer::Bundle(r.bundle.to_vec())
+            }
+        }
+        Ok(Err(s)) => AgentAnswer::Unreachable(format!("the agent refused: {}", s.message())),
+        Err(_) => AgentAnswer::Unreachable("the agent did not answer within 1 s".into()),
+    }
+}
+
+/// Decides the starting policy and starts the watcher. Returns the handle the relay reads.
+pub fn start(src: Sources) -> PolicyHandle {
+    let (tx, rx) = mpsc::sync_channel::<AgentAnswer>(1);
+    let handle = PolicyHandle::new(PolicyState::Missing {
+        why: "starting".into(),
+    });
+    let watcher_handle = handle.clone();
+    let watcher_src = src.clone();
+    let spawned = std::thread::Builder::new()
+        .name("thoth-policy-watch".into())
+        .spawn(move || watch(watcher_src, watcher_handle, tx));
+    let answer = match spawned {
+        Ok(_) => rx
+            .recv_timeout(Duration::from_millis(1500))
+            .unwrap_or(AgentAnswer::Unreachable(
+                "the agent did not answer in time".into(),
+            )),
+        Err(e) => AgentAnswer::Unreachable(format!("cannot start the policy watcher: {e}")),
+    };
+    let state_dir = StateDir::new(src.state_dir.clone());
+    let trust = state_dir.read_trust();
+    let mut reasons = Vec::new();
+    match (&answer, &trust) {
+        (AgentAnswer::Bundle(bytes), Ok(trust)) => {
+            match loaded_from_bundle(bytes, trust, None, &src) {
+                Ok((state, version)) => {
+                    tracing::info!(version, "policy from the agent");
+                    handle.set_if_missing(state);
+                    return handle;
+                }
+                Err(e) => reasons.push(format!("the agent's policy is refused: {e}")),
+            }
+        }
+        (AgentAnswer::Bundle(_), Err(e)) => {
+            reasons.push(format!("cannot verify the agent's policy: {e}"))
+        }
+        (AgentAnswer::Empty, _) => reasons.push("the agent has no policy yet".into()),
+        (AgentAnswer::Unreachable(why), _) => reasons.push(why.clone()),
+    }
+    match &trust {
+        Ok(trust) => match state_dir.load_lkg(trust, SystemTime::now()) {
+            Ok(Some(lkg)) => match loaded_from_bundle(&lkg.bytes, trust, None, &src) {
+                Ok((state, version)) => {
+                    tracing::info!(version, "policy from the agent's last-known-good bundle");
+                    handle.set_if_missing(state);
+                    return handle;
+                }
+                Err(e) => reasons.push(format!("the last-known-good bundle is refused: {e}")),
+            },
+            Ok(None) => reasons.push(format!(
+                "no last-known-good bundle at {}",
+                state_dir.lkg_path().display()
+            )),
+            Err(e) => reasons.push(e),
+        },
+        Err(e) => reasons.push(format!("no agent trust file ({e})")),
+    }
+    if let Some(file) = &src.policy_file {
+        handle.set_if_missing(load_for_server(Some(file), &src.server, &src.argv));
+        return handle;
+    }
+    reasons.push("no --policy file".into());
+    handle.set_if_missing(PolicyState::Missing {
+        why: reasons.join("; "),
+    });
+    handle
+}
+
+/// The watcher: answers the first question, then follows the agent for as long as the proxy runs.
+fn watch(src: Sources, handle: PolicyHandle, first: mpsc::SyncSender<AgentAnswer>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = first.send(AgentAnswer::Unreachable(e.to_string()));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let _ = first.send(ask_agent(&src.agent_socket, &src.server).await);
+        let mut applied: Option<(u64, Vec<u8>)> = None;
+        let mut attempt = 0u32;
+        loop {
+            if let Err(why) = follow(&src, &handle, &mut applied, &mut attempt).await {
+                tracing::debug!("policy watch: {why}");
+            }
+            let wait = crate::daemon::backoff(
+                attempt,
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+            );
+            attempt = attempt.saturating_add(1);
+            tokio::time::sleep(wait).await;
+        }
+    });
+}
+
+async fn follow(
+    src: &Sources,
+    handle: &PolicyHandle,
+    applied: &mut Option<(u64, Vec<u8>)>,
+    attempt: &mut u32,
+) -> Result<(), String> {
+    if !src.agent_socket.exists() {
+        return Err("no agent socket".into());
+    }
+    let ch = crate::daemon::tls::local_channel(&src.agent_socket)?;
+    let mut client = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch);
+    let mut stream = client
+        .watch_policy(thoth_proto::fleet::LocalPolicyRequest {
+            server_name: src.server.clone(),
+        })
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
+    *attempt = 0;
+    while let Some(update) = stream.message().await.map_err(|s| s.message().to_owned())? {
+        if update.bundle.is_empty()
+            || applied
+                .as_ref()
+                .is_some_and(|(_, b)| b[..] == update.bundle[..])
+        {
+            continue;
+        }
+        let trust = StateDir::new(src.state_dir.clone()).read_trust()?;
+        let floor = applied.as_ref().map(|(v, _)| *v);
+        match loaded_from_bundle(&update.bundle, &trust, floor, src) {
+            Ok((state, version)) => {
+                let changed = applied.as_ref().map(|(v, _)| *v) != Some(version);
+                handle.set(state);
+                *applied = Some((version, update.bundle.to_vec()));
+                if changed {
+                    tracing::info!(
+                        version,
+                        "new policy version from the agent; it applies from the next call"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("policy from the agent refused, keeping the current one: {e}"),
+        }
+    }
+    Err("the agent closed the policy stream".into())
+}
