@@ -10,6 +10,7 @@
 //! Environment: `BENCH_CALLS` (default 20000), `BENCH_BLOCK` (default 500), `BENCH_EVENTS=0`
 //! (run thoth without an events file, to see what events cost).
 
+mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -261,27 +262,6 @@ fn settle(events: &Path, t: &Target) {
     }
 }
 
-fn write_policy(dir: &Path) -> PathBuf {
-    let mut y = String::from(
-        "name: bench\nversion: 1\ndefaults:\n  enforcement: block\n  unknown_servers: block\nservers:\n",
-    );
-    for s in 0..50 {
-        y.push_str(&format!(
-            "  - name: \"srv-{s}\"\n    enforcement: block\n    approved_scope:\n"
-        ));
-        for t in 0..50 {
-            y.push_str(&format!("      - tool_{t}\n"));
-        }
-        y.push_str("      - \"read_*\"\n    deny: [\"drop_*\", \"exec_*\"]\n    constraints:\n");
-        y.push_str("      - tool: \"{tool_*,read_*}\"\n        arg: path\n        path_glob: [\"/srv/data/**\", \"/home/*/projects/**\"]\n");
-        y.push_str("      - tool: \"tool_1*\"\n        arg: mode\n        one_of: [read, list]\n");
-        y.push_str("    sequences:\n      - after: \"read_*\"\n        then: \"send_*\"\n        action: deny\n");
-    }
-    let p = dir.join("bench-policy.yaml");
-    std::fs::write(&p, y).unwrap();
-    p
-}
-
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -289,6 +269,12 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
+}
+
+fn write_policy(dir: &Path) -> PathBuf {
+    let p = dir.join("bench-policy.yaml");
+    std::fs::write(&p, common::policy_50x50()).unwrap();
+    p
 }
 
 fn bench() {

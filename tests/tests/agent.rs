@@ -449,3 +449,32 @@ fn thoth_agent_refuses_bad_settings_with_the_file_and_the_setting() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_agent_renews_its_certificate_before_it_expires_and_stays_connected() {
+    // Certificates valid 9 s: the agent renews at two thirds, over the open connection.
+    let s = Setup::new("agent_cert_validity = \"9s\"\n");
+    let first = s
+        .agent
+        .wait_status("enrolled", |st| st["connected"] == true);
+    let before = first["certificateNotAfter"].as_str().unwrap().to_owned();
+    let st = s.agent.wait_status("renewed", |st| {
+        st["certificateNotAfter"]
+            .as_str()
+            .is_some_and(|c| c > before.as_str())
+    });
+    assert_eq!(st["revoked"], false);
+    // After the first certificate has expired, reconnecting (a controller restart) still works.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let mut s = s;
+    s.controller.restart();
+    s.agent
+        .wait_status("reconnected with the renewed certificate", |st| {
+            st["connected"] == true
+        });
+    let v = s
+        .controller
+        .push(&example_policy("read-only-files-strict.yaml"));
+    s.agent
+        .wait_status("push after renewal", |st| Agent::version(st) == Some(v));
+}

@@ -550,6 +550,24 @@ impl Shared {
         let Some(ch) = lock(&self.channel).clone() else {
             return;
         };
+        // A connection can outlive a certificate: renew on the open channel when it is time.
+        if let Some((info, _, _)) = self.state.identity() {
+            match self.maybe_renew(&info, ch.clone()).await {
+                Ok(()) => {
+                    if let Some((info, _, _)) = self.state.identity() {
+                        self.update_status(|s| {
+                            s.certificate_not_after = Some(unix_to_rfc3339(info.not_after));
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    if e.contains("revoked") {
+                        self.mark_revoked(&e);
+                    }
+                }
+            }
+        }
         let status = self.status();
         let inventory = {
             let root = self.config.users_root.clone();
@@ -720,4 +738,28 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     server.stop().await;
     sh.set_connected(false, None);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_capped_and_grows() {
+        let cap = Duration::from_secs(60);
+        for attempt in 0..40 {
+            let d = backoff(attempt, Duration::from_secs(1), cap);
+            assert!(
+                d <= cap && d >= Duration::from_millis(100),
+                "{attempt}: {d:?}"
+            );
+        }
+        // Full jitter: waits differ between agents (no thundering herd).
+        let waits: std::collections::BTreeSet<u128> = (0..50)
+            .map(|_| backoff(6, Duration::from_secs(1), cap).as_millis())
+            .collect();
+        assert!(waits.len() > 10, "{waits:?}");
+        // Early attempts stay short.
+        assert!((0..50).all(|_| backoff(0, Duration::from_secs(1), cap) <= Duration::from_secs(1)));
+    }
 }

@@ -234,7 +234,11 @@ async fn follow(
         let floor = applied.as_ref().map(|(v, _)| *v);
         match loaded_from_bundle(&update.bundle, &trust, floor, src) {
             Ok((state, version)) => {
-                let changed = applied.as_ref().map(|(v, _)| *v) != Some(version);
+                let label = |s: &PolicyState| match s {
+                    PolicyState::Loaded(p) => p.version.clone(),
+                    PolicyState::Missing { .. } => String::new(),
+                };
+                let changed = label(&handle.get()) != label(&state);
                 handle.set(state);
                 *applied = Some((version, update.bundle.to_vec()));
                 if changed {
