@@ -70,8 +70,12 @@ fn loaded_from_bundle(
 
 /// What the agent answered at start.
 enum AgentAnswer {
-    /// A bundle.
+    /// A bundle (its bytes).
     Bundle(Vec<u8>),
+    /// A bundle, verified and resolved by the watcher (so it is parsed once).
+    Loaded(PolicyState, u64),
+    /// A bundle that does not verify.
+    Refused(String),
     /// Reachable, but it has no policy yet.
     Empty,
     /// Not reachable.
@@ -126,22 +130,16 @@ pub fn start(src: Sources) -> PolicyHandle {
     let state_dir = StateDir::new(src.state_dir.clone());
     let trust = state_dir.read_trust();
     let mut reasons = Vec::new();
-    match (&answer, &trust) {
-        (AgentAnswer::Bundle(bytes), Ok(trust)) => {
-            match loaded_from_bundle(bytes, trust, None, &src) {
-                Ok((state, version)) => {
-                    tracing::info!(version, "policy from the agent");
-                    handle.set_if_missing(state);
-                    return handle;
-                }
-                Err(e) => reasons.push(format!("the agent's policy is refused: {e}")),
-            }
+    match answer {
+        AgentAnswer::Loaded(state, version) => {
+            tracing::info!(version, "policy from the agent");
+            handle.set_if_missing(state);
+            return handle;
         }
-        (AgentAnswer::Bundle(_), Err(e)) => {
-            reasons.push(format!("cannot verify the agent's policy: {e}"))
-        }
-        (AgentAnswer::Empty, _) => reasons.push("the agent has no policy yet".into()),
-        (AgentAnswer::Unreachable(why), _) => reasons.push(why.clone()),
+        AgentAnswer::Bundle(_) => reasons.push("the agent's policy could not be checked".into()),
+        AgentAnswer::Refused(e) => reasons.push(format!("the agent's policy is refused: {e}")),
+        AgentAnswer::Empty => reasons.push("the agent has no policy yet".into()),
+        AgentAnswer::Unreachable(why) => reasons.push(why),
     }
     match &trust {
         Ok(trust) => match state_dir.load_lkg(trust, SystemTime::now()) {
@@ -185,8 +183,24 @@ fn watch(src: Sources, handle: PolicyHandle, first: mpsc::SyncSender<AgentAnswer
         }
     };
     rt.block_on(async move {
-        let _ = first.send(ask_agent(&src.agent_socket, &src.server).await);
         let mut applied: Option<(u64, Vec<u8>)> = None;
+        let answer = match ask_agent(&src.agent_socket, &src.server).await {
+            AgentAnswer::Bundle(bytes) => {
+                match StateDir::new(src.state_dir.clone())
+                    .read_trust()
+                    .map_err(|e| format!("cannot verify it: {e}"))
+                    .and_then(|trust| loaded_from_bundle(&bytes, &trust, None, &src))
+                {
+                    Ok((state, version)) => {
+                        applied = Some((version, bytes));
+                        AgentAnswer::Loaded(state, version)
+                    }
+                    Err(e) => AgentAnswer::Refused(e),
+                }
+            }
+            other => other,
+        };
+        let _ = first.send(answer);
         let mut attempt = 0u32;
         loop {
             if let Err(why) = follow(&src, &handle, &mut applied, &mut attempt).await {
