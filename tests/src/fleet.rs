@@ -195,18 +195,33 @@ impl Agent {
         let state = dir.join("state");
         let socket = dir.join("agent.sock");
         let config = dir.join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "controller_url = \"{}\"\ntenant = \"default\"\nca_fingerprint = \"{fp}\"\nroot_public_key = \"{root}\"\nenrollment_token_file = \"{}\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\nheartbeat_interval = \"2s\"\nreconnect_max = \"2s\"\nusers_root = \"{}\"\n",
-                controller.url(),
-                token_file.display(),
-                state.display(),
-                socket.display(),
-                dir.join("home").display(),
-            ),
-        )
-        .unwrap();
+        // Configured from the shipped example, as an installer would: its placeholders are
+        // replaced and the local paths appended.
+        let example =
+            std::fs::read_to_string(super::repo_root().join("agent/thoth-agent.example.toml"))
+                .unwrap();
+        let mut text = String::new();
+        for line in example.lines() {
+            let line = if line.starts_with("controller_url = ") {
+                format!("controller_url = \"{}\"", controller.url())
+            } else if line.starts_with("ca_fingerprint = ") {
+                format!("ca_fingerprint = \"{fp}\"")
+            } else if line.starts_with("root_public_key = ") {
+                format!("root_public_key = \"{root}\"")
+            } else {
+                line.to_owned()
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "enrollment_token_file = \"{}\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\nheartbeat_interval = \"2s\"\nreconnect_max = \"2s\"\nusers_root = \"{}\"\n",
+            token_file.display(),
+            state.display(),
+            socket.display(),
+            dir.join("home").display(),
+        ));
+        std::fs::write(&config, text).unwrap();
         let mut a = Agent {
             config,
             state,
