@@ -50,6 +50,31 @@ pub enum Command {
     Status(StatusArgs),
     /// The same checks as `status`, as JSON for MDM health checks (exit 0 healthy, 1 not).
     Health(StatusArgs),
+    /// Put thoth in front of every MCP server of a Claude Desktop config (this user's by
+    /// default). Each stdio entry's command becomes `thoth run --server NAME -- ORIGINAL…`; every
+    /// other key, the key order, indentation and line endings are kept; entries without a
+    /// command (remote servers) are left alone. A one-time backup is kept next to the file
+    /// (claude_desktop_config.json.thoth-backup). A file that is not valid JSON is never
+    /// changed: the error and its position are printed and the exit status is 1.
+    /// Restart Claude Desktop afterwards.
+    #[command(name = "wrap-config")]
+    WrapConfig(ConfigArgs),
+    /// Restore every wrapped entry's original command line (the inverse of wrap-config).
+    #[command(name = "unwrap-config")]
+    UnwrapConfig(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The config file [default: this user's Claude Desktop config for this OS].
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Print the change as a diff; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The thoth binary entries should run (wrap only) [default: this program's absolute path].
+    #[arg(long, value_name = "PATH")]
+    pub thoth: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +120,10 @@ pub struct RunArgs {
     /// Longest arguments/result text kept in an event, in bytes (longer is cut and hashed).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
     pub content_max_bytes: usize,
+    /// Set by wrap-config when the original entry had no "args" (so unwrapping restores it
+    /// exactly); no effect on the proxy.
+    #[arg(long, hide = true)]
+    pub no_args: bool,
     /// The MCP server's command and arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -170,6 +199,8 @@ pub fn main() -> i32 {
         }
         Command::Status(args) => commands::status::status(&args, false),
         Command::Health(args) => commands::status::status(&args, true),
+        Command::WrapConfig(args) => commands::config::run(&args, true),
+        Command::UnwrapConfig(args) => commands::config::run(&args, false),
     };
     match result {
         Ok(code) => code,

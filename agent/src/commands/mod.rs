@@ -1,5 +1,6 @@
 //! One file per `thoth` subcommand.
 
+pub mod config;
 pub mod events;
 pub mod policy;
 pub mod run;

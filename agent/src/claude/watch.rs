@@ -1,0 +1,1 @@
+//! The agent's watcher (filled in below).
