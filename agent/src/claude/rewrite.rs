@@ -135,9 +135,7 @@ fn strings(v: &[String]) -> CstInputValue {
     CstInputValue::Array(v.iter().cloned().map(CstInputValue::String).collect())
 }
 
-fn servers<'a>(
-    root_value: &'a Value,
-) -> Result<Option<&'a serde_json::Map<String, Value>>, ConfigError> {
+fn servers(root_value: &Value) -> Result<Option<&serde_json::Map<String, Value>>, ConfigError> {
     let obj = root_value
         .as_object()
         .ok_or_else(|| ConfigError::Shape("the top level is not a JSON object".into()))?;
