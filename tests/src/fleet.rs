@@ -233,6 +233,67 @@ impl Agent {
         a
     }
 
+    /// An agent with no reachable controller (enough for config rollout), managing the homes
+    /// under `users_root`; `extra` is appended to its config.
+    pub fn start_offline(dir: &Path, users_root: &Path, extra: &str) -> Agent {
+        let state = dir.join("state");
+        let socket = dir.join("agent.sock");
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "controller_url = \"https://127.0.0.1:1\"\ntenant = \"default\"\nca_fingerprint = \"sha256:{}\"\nroot_public_key = \"O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\nusers_root = \"{}\"\nthoth_path = \"{}\"\nconfig_rescan_interval = \"1s\"\n{extra}\n",
+                "0".repeat(64),
+                state.display(),
+                socket.display(),
+                users_root.display(),
+                super::thoth().display(),
+            ),
+        )
+        .unwrap();
+        let mut a = Agent {
+            config,
+            state,
+            socket,
+            log: dir.join("agent.log"),
+            child: None,
+        };
+        a.boot();
+        a
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills it with SIGKILL, no cleanup.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process without waiting for its socket.
+    pub fn spawn_only(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let _ = std::fs::remove_file(&self.socket);
+        let child = Command::new(bin("thoth-agent"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("THOTH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
     /// Starts the process.
     pub fn boot(&mut self) {
         let log = std::fs::OpenOptions::new()

@@ -75,6 +75,8 @@ pub fn discover(users_root: Option<&Path>) -> Vec<PathBuf> {
 pub enum Op {
     /// Wrap with this absolute thoth path.
     Wrap(String),
+    /// Wrap with this thoth path and these extra `thoth run` options.
+    WrapWith(String, Vec<String>),
     /// Unwrap.
     Unwrap,
 }
@@ -144,6 +146,7 @@ pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, 
     })?;
     let result = match op {
         Op::Wrap(thoth) => rewrite::wrap(&before, thoth),
+        Op::WrapWith(thoth, extra) => rewrite::wrap_with(&before, thoth, extra),
         Op::Unwrap => rewrite::unwrap(&before),
     }
     .map_err(|source| FileError::Config {
@@ -164,7 +167,7 @@ pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, 
         source,
     };
     let meta = std::fs::metadata(path).map_err(werr)?;
-    if matches!(op, Op::Wrap(_)) {
+    if matches!(op, Op::Wrap(_) | Op::WrapWith(..)) {
         let mut backup = path.as_os_str().to_owned();
         backup.push(BACKUP_SUFFIX);
         let backup = PathBuf::from(backup);

@@ -153,7 +153,7 @@ fn cst_servers(root: &CstRootNode) -> Option<CstObject> {
 }
 
 enum Mode<'a> {
-    Wrap(&'a str),
+    Wrap(&'a str, &'a [String]),
     Unwrap,
 }
 
@@ -227,7 +227,7 @@ fn rewrite(text: &str, mode: Mode<'_>) -> Result<Rewritten, ConfigError> {
         };
         let wrapped = is_wrapped(entry);
         match mode {
-            Mode::Wrap(thoth) => {
+            Mode::Wrap(thoth, extra) => {
                 if wrapped {
                     if command == thoth {
                         report.already.push(name);
@@ -238,6 +238,7 @@ fn rewrite(text: &str, mode: Mode<'_>) -> Result<Rewritten, ConfigError> {
                     continue;
                 }
                 let mut new_args = vec!["run".to_owned(), "--server".to_owned(), name.clone()];
+                new_args.extend(extra.iter().cloned());
                 if args.is_none() {
                     new_args.push(NO_ARGS.to_owned());
                 }
@@ -413,7 +414,13 @@ fn check_only_servers_changed(old: &Value, new: &Value) -> Result<(), ConfigErro
 
 /// Wraps every stdio server so it runs through `thoth` (an absolute path).
 pub fn wrap(text: &str, thoth: &str) -> Result<Rewritten, ConfigError> {
-    rewrite(text, Mode::Wrap(thoth))
+    rewrite(text, Mode::Wrap(thoth, &[]))
+}
+
+/// Like [`wrap`], with extra `thoth run` options placed before `--` (the agent adds
+/// `--agent-socket` and `--state-dir` when its own are not the defaults).
+pub fn wrap_with(text: &str, thoth: &str, extra: &[String]) -> Result<Rewritten, ConfigError> {
+    rewrite(text, Mode::Wrap(thoth, extra))
 }
 
 /// Restores every wrapped server's original command line.

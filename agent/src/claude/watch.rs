@@ -1,1 +1,367 @@
-//! The agent's watcher (filled in below).
+//! The agent's config guardian: wraps every user's Claude Desktop config on start and on each
+//! policy change, watches the config directories (editors and Claude Desktop replace the file
+//! rather than write it in place, so directories are watched, not files), re-wraps within a
+//! second of a change (CONFIG_DRIFT, saying what changed), never touches a file that does not
+//! parse (CONFIG_INVALID), and finds new homes by rescanning. It cannot loop on its own writes:
+//! wrapping is idempotent, so the event its write causes finds nothing to change.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use serde_json::Value;
+
+use super::file::{self, FileError, Op, RELATIVE_PATHS};
+use super::rewrite::{self, is_wrapped};
+use crate::daemon::Shared;
+use crate::daemon::status::{ConfigStatus, now_rfc3339};
+
+/// What the guardian remembers about one file.
+#[derive(Default)]
+struct Known {
+    /// The servers as last seen wrapped (name → entry).
+    servers: Option<serde_json::Map<String, Value>>,
+    /// The text of an invalid file already reported (report once per content).
+    invalid_reported: Option<String>,
+}
+
+/// Describes how `now` differs from what the agent left.
+fn describe_drift(before: &serde_json::Map<String, Value>, now: &serde_json::Map<String, Value>) -> String {
+    let mut parts = Vec::new();
+    let added: Vec<&str> = now.keys().filter(|k| !before.contains_key(*k)).map(String::as_str).collect();
+    let removed: Vec<&str> = before.keys().filter(|k| !now.contains_key(*k)).map(String::as_str).collect();
+    let mut unwrapped = Vec::new();
+    let mut edited = Vec::new();
+    for (k, e) in now {
+        if let Some(b) = before.get(k) {
+            if is_wrapped(b) && !is_wrapped(e) && e.get("command").is_some() {
+                unwrapped.push(k.as_str());
+            } else if b != e {
+                edited.push(k.as_str());
+            }
+        }
+    }
+    if !added.is_empty() {
+        parts.push(format!("server added: {}", added.join(", ")));
+    }
+    if !unwrapped.is_empty() {
+        parts.push(format!("wrapper removed: {}", unwrapped.join(", ")));
+    }
+    if !edited.is_empty() {
+        parts.push(format!("entry edited: {}", edited.join(", ")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("server removed: {}", removed.join(", ")));
+    }
+    if parts.is_empty() {
+        "the file was rewritten".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn servers_of(text: &str) -> Option<serde_json::Map<String, Value>> {
+    let v = rewrite::parse_strict(text.trim_start_matches('\u{feff}')).ok()?;
+    v.get("mcpServers")?.as_object().cloned()
+}
+
+struct Guardian {
+    sh: Arc<Shared>,
+    op: Op,
+    known: BTreeMap<PathBuf, Known>,
+    statuses: BTreeMap<PathBuf, ConfigStatus>,
+    watched: HashSet<PathBuf>,
+}
+
+impl Guardian {
+    fn config_dirs(&self) -> Vec<PathBuf> {
+        file::homes(self.sh.config.users_root.as_deref())
+            .iter()
+            .flat_map(|h| {
+                RELATIVE_PATHS
+                    .iter()
+                    .filter_map(move |r| h.join(r).parent().map(Path::to_path_buf))
+            })
+            .filter(|d| d.is_dir())
+            .collect()
+    }
+
+    fn users_root(&self) -> PathBuf {
+        self.sh.config.users_root.clone().unwrap_or_else(|| {
+            PathBuf::from(if cfg!(target_os = "macos") { "/Users" } else { "/home" })
+        })
+    }
+
+    /// Watches config directories not watched yet (new homes, newly installed Claude Desktop).
+    fn watch_new(&mut self, watcher: &mut notify::RecommendedWatcher) {
+        let root = self.users_root();
+        if !self.watched.contains(&root) && root.is_dir() && watcher.watch(&root, RecursiveMode::NonRecursive).is_ok() {
+            self.watched.insert(root);
+        }
+        for dir in self.config_dirs() {
+            if self.watched.contains(&dir) {
+                continue;
+            }
+            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "watching a Claude Desktop config directory");
+                    self.watched.insert(dir);
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch: {e}"),
+            }
+        }
+    }
+
+    fn all_configs(&self) -> Vec<PathBuf> {
+        file::discover(self.sh.config.users_root.as_deref())
+    }
+
+    fn publish_status(&self) {
+        let configs: Vec<ConfigStatus> = self.statuses.values().cloned().collect();
+        self.sh.update_status(|s| s.configs = configs);
+    }
+
+    fn restart_claude(&self) {
+        let Some(cmd) = self.sh.config.claude_restart_command.clone().filter(|c| !c.trim().is_empty()) else {
+            return;
+        };
+        match std::process::Command::new("sh").arg("-c").arg(&cmd).status() {
+            Ok(st) if st.success() => tracing::info!("ran claude_restart_command"),
+            Ok(st) => tracing::warn!("claude_restart_command exited with {st}"),
+            Err(e) => tracing::warn!("cannot run claude_restart_command: {e}"),
+        }
+    }
+
+    /// Brings one file to the wrapped state; returns whether it wrote.
+    fn process(&mut self, path: &Path, cause: &str) -> bool {
+        for attempt in 0..5 {
+            match self.try_process(path, cause) {
+                Ok(wrote) => return wrote,
+                Err(FileError::Raced { .. }) if attempt < 4 => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    fn try_process(&mut self, path: &Path, cause: &str) -> Result<bool, FileError> {
+        if !path.is_file() {
+            if self.statuses.remove(path).is_some() {
+                self.known.remove(path);
+                self.publish_status();
+            }
+            return Ok(false);
+        }
+        let result = file::rewrite_file(path, &self.op, false);
+        let known = self.known.entry(path.to_path_buf()).or_default();
+        let status = self.statuses.entry(path.to_path_buf()).or_insert_with(|| ConfigStatus {
+            path: path.display().to_string(),
+            ..ConfigStatus::default()
+        });
+        match result {
+            Ok(out) => {
+                let servers = servers_of(&out.after).unwrap_or_default();
+                let remote = servers.values().filter(|e| e.get("command").is_none()).count();
+                let governed = servers.values().filter(|e| is_wrapped(e)).count();
+                status.servers = servers.len() as u32;
+                status.remote = remote as u32;
+                status.governed = governed as u32;
+                status.error = None;
+                status.state = if servers.is_empty() {
+                    "no servers".into()
+                } else if governed + remote == servers.len() {
+                    "governed".into()
+                } else {
+                    "partly governed".into()
+                };
+                known.invalid_reported = None;
+                if out.written {
+                    let r = &out.report;
+                    let mut what = Vec::new();
+                    if !r.wrapped.is_empty() {
+                        what.push(format!("wrapped {}", r.wrapped.join(", ")));
+                    }
+                    if !r.updated.is_empty() {
+                        what.push(format!("updated the thoth path of {}", r.updated.join(", ")));
+                    }
+                    let detail = match (&known.servers, servers_of(&out.before)) {
+                        (Some(before), Some(now)) => {
+                            let drift = describe_drift(before, &now);
+                            self.sh.raise(
+                                "CONFIG_DRIFT",
+                                format!("{}: {drift}; re-wrapped ({})", path.display(), what.join("; ")),
+                            );
+                            drift
+                        }
+                        _ => {
+                            self.sh.raise(
+                                "CONFIG_WRAPPED",
+                                format!("{}: {} ({cause})", path.display(), what.join("; ")),
+                            );
+                            what.join("; ")
+                        }
+                    };
+                    status.last_change = format!("{} {detail}", now_rfc3339());
+                    status.restart_needed = self.sh.config.claude_restart_command.is_none();
+                }
+                for (name, why) in &out.report.skipped {
+                    tracing::warn!(config = %path.display(), server = name, "left alone: {why}");
+                }
+                known.servers = Some(servers);
+                let wrote = out.written;
+                self.publish_status();
+                if wrote {
+                    self.restart_claude();
+                }
+                Ok(wrote)
+            }
+            Err(e @ (FileError::Config { .. } | FileError::NotUtf8 { .. })) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                status.state = "invalid".into();
+                status.error = Some(e.to_string());
+                if known.invalid_reported.as_deref() != Some(text.as_str()) {
+                    known.invalid_reported = Some(text);
+                    self.sh.raise(
+                        "CONFIG_INVALID",
+                        format!("{e}; the file was left untouched and its servers are not governed until it is fixed"),
+                    );
+                }
+                self.publish_status();
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn pass(&mut self, cause: &str) {
+        for path in self.all_configs() {
+            self.process(&path, cause);
+        }
+    }
+}
+
+/// The `thoth` binary wrapped entries run.
+pub fn thoth_path(sh: &Shared) -> Result<PathBuf, String> {
+    let p = match &sh.config.thoth_path {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name(format!("thoth{}", std::env::consts::EXE_SUFFIX)),
+    };
+    let p = std::fs::canonicalize(&p).map_err(|e| format!("thoth binary {}: {e}", p.display()))?;
+    Ok(p)
+}
+
+/// The extra `thoth run` options wrapped entries need to reach this agent.
+fn extra_flags(sh: &Shared) -> Vec<String> {
+    let mut extra = Vec::new();
+    if sh.config.socket_path != Path::new(crate::daemon::config::DEFAULT_SOCKET) {
+        extra.push("--agent-socket".into());
+        extra.push(sh.config.socket_path.display().to_string());
+    }
+    if sh.config.state_dir != Path::new(crate::daemon::config::DEFAULT_STATE_DIR) {
+        extra.push("--state-dir".into());
+        extra.push(sh.config.state_dir.display().to_string());
+    }
+    extra
+}
+
+/// Starts the guardian thread (it runs for the life of the agent).
+pub fn spawn(sh: Arc<Shared>) -> std::io::Result<()> {
+    if !sh.config.wrap_configs {
+        tracing::info!("wrap_configs is off: Claude Desktop configs are not managed");
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("thoth-config-guard".into())
+        .spawn(move || run(sh))
+        .map(|_| ())
+}
+
+fn run(sh: Arc<Shared>) {
+    let thoth = match thoth_path(&sh) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("cannot wrap Claude Desktop configs: {e} (set thoth_path)");
+            tracing::error!("{msg}");
+            sh.update_status(|s| s.last_error = Some(msg));
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+    let mut watcher = match notify::recommended_watcher(move |ev| {
+        let _ = tx.send(ev);
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("cannot watch Claude Desktop configs: {e}");
+            return;
+        }
+    };
+    let mut g = Guardian {
+        op: Op::WrapWith(thoth.display().to_string(), extra_flags(&sh)),
+        sh: Arc::clone(&sh),
+        known: BTreeMap::new(),
+        statuses: BTreeMap::new(),
+        watched: HashSet::new(),
+    };
+    g.watch_new(&mut watcher);
+    g.pass("agent start");
+    let mut policy_seen = sh.current.borrow().as_ref().map(|c| c.version);
+    let mut last_rescan = Instant::now();
+    let rescan = sh.config.config_rescan_interval.max(Duration::from_millis(200));
+    loop {
+        let first = rx.recv_timeout(Duration::from_millis(250));
+        let mut paths: HashSet<PathBuf> = HashSet::new();
+        let mut any = false;
+        if let Ok(ev) = first {
+            any = true;
+            collect(ev, &mut paths);
+            // Gather the burst (an editor's save is several events), briefly.
+            let until = Instant::now() + Duration::from_millis(50);
+            while let Ok(ev) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                collect(ev, &mut paths);
+            }
+        }
+        if any {
+            let configs: HashSet<PathBuf> = paths
+                .iter()
+                .filter(|p| p.file_name().is_some_and(|n| n == file::FILE_NAME))
+                .cloned()
+                .collect();
+            for p in &configs {
+                g.process(p, "the file changed");
+            }
+            // Something else in a watched directory (a new home, a new Claude dir): rescan.
+            if paths.iter().any(|p| !configs.contains(p) && p.is_dir()) {
+                g.watch_new(&mut watcher);
+                g.pass("a new home or Claude Desktop directory");
+            }
+        }
+        let version = sh.current.borrow().as_ref().map(|c| c.version);
+        if version != policy_seen {
+            policy_seen = version;
+            g.pass("policy changed");
+        }
+        if last_rescan.elapsed() >= rescan {
+            last_rescan = Instant::now();
+            g.watch_new(&mut watcher);
+            g.pass("periodic check");
+        }
+    }
+}
+
+fn collect(ev: notify::Result<notify::Event>, paths: &mut HashSet<PathBuf>) {
+    match ev {
+        Ok(ev) => paths.extend(ev.paths),
+        Err(e) => tracing::warn!("watch error: {e}"),
+    }
+}

@@ -51,6 +51,25 @@ pub struct AgentConfig {
     /// Override of the users' home root, for discovering Claude Desktop configs (tests).
     #[serde(default)]
     pub users_root: Option<PathBuf>,
+    /// Keep every user's Claude Desktop config wrapped through `thoth run`.
+    #[serde(default = "default_true")]
+    pub wrap_configs: bool,
+    /// The `thoth` binary wrapped entries run [default: `thoth` next to `thoth-agent`].
+    #[serde(default)]
+    pub thoth_path: Option<PathBuf>,
+    /// A command run (with `sh -c`) after a config changed, e.g. to restart Claude Desktop.
+    #[serde(default)]
+    pub claude_restart_command: Option<String>,
+    /// How often to look for new homes and new Claude Desktop configs.
+    #[serde(default = "default_rescan", with = "human")]
+    pub config_rescan_interval: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_rescan() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_state_dir() -> PathBuf {

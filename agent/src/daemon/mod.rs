@@ -131,7 +131,8 @@ impl Shared {
         s.for_display()
     }
 
-    fn update_status(&self, f: impl FnOnce(&mut Status)) {
+    /// Changes the status (and rewrites status.json).
+    pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
         let snapshot = {
             let mut s = lock(&self.status);
             f(&mut s);
@@ -144,7 +145,8 @@ impl Shared {
         }
     }
 
-    fn raise(&self, event_type: &str, detail: String) {
+    /// Raises an agent event: logged, held for upload, and kept in the status.
+    pub fn raise(&self, event_type: &str, detail: String) {
         match event_type {
             "POLICY_REJECTED" => tracing::warn!(event = event_type, "{detail}"),
             _ => tracing::info!(event = event_type, "{detail}"),
@@ -717,6 +719,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             sh.config.socket_path.display()
         ),
     );
+    crate::claude::watch::spawn(Arc::clone(&sh))?;
     let tasks = [
         tokio::spawn(connection_loop(Arc::clone(&sh))),
         tokio::spawn(heartbeat_loop(Arc::clone(&sh))),

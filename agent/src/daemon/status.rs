@@ -71,6 +71,28 @@ pub struct AgentEventNote {
     pub detail: String,
 }
 
+/// One user's Claude Desktop config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigStatus {
+    /// The file.
+    pub path: String,
+    /// `governed`, `invalid`, `no servers`, `partly governed` or `missing`.
+    pub state: String,
+    /// Servers in the file.
+    pub servers: u32,
+    /// Of which run through thoth.
+    pub governed: u32,
+    /// Remote (URL) entries, not launched by Claude Desktop.
+    pub remote: u32,
+    /// The last change the agent made or saw.
+    pub last_change: String,
+    /// The error, for an invalid file.
+    pub error: Option<String>,
+    /// Claude Desktop must be restarted to apply the agent's last change.
+    pub restart_needed: bool,
+}
+
 /// The whole document.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -109,6 +131,9 @@ pub struct Status {
     pub started_at: String,
     /// Socket path.
     pub socket: String,
+    /// Claude Desktop configs on this machine.
+    #[serde(default)]
+    pub configs: Vec<ConfigStatus>,
     /// State directory.
     pub state_dir: String,
 }
@@ -209,6 +234,24 @@ impl Status {
                 self.events.accepted, self.events.held, self.events.dropped
             ),
         );
+        for c in &self.configs {
+            line(
+                &mut out,
+                "claude config",
+                format!(
+                    "{} — {} ({}/{} servers governed{}){}",
+                    c.path,
+                    c.state,
+                    c.governed,
+                    c.servers.saturating_sub(c.remote),
+                    if c.remote > 0 { format!(", {} remote", c.remote) } else { String::new() },
+                    if c.restart_needed { "; restart Claude Desktop to apply" } else { "" }
+                ),
+            );
+            if let Some(e) = &c.error {
+                line(&mut out, "", format!("  {e}"));
+            }
+        }
         for (user, c) in &self.callers {
             line(
                 &mut out,
