@@ -26,9 +26,13 @@ fn replace(path: &Path, text: &str) {
 fn plain(servers: &[(&str, &str)]) -> String {
     let mut m = serde_json::Map::new();
     for (name, pkg) in servers {
-        m.insert((*name).into(), json!({"command": "npx", "args": ["-y", pkg], "env": {"TOKEN": "s3cret"}}));
+        m.insert(
+            (*name).into(),
+            json!({"command": "npx", "args": ["-y", pkg], "env": {"TOKEN": "s3cret"}}),
+        );
     }
-    serde_json::to_string_pretty(&json!({"globalShortcut": "Alt+Space", "mcpServers": m})).unwrap() + "\n"
+    serde_json::to_string_pretty(&json!({"globalShortcut": "Alt+Space", "mcpServers": m})).unwrap()
+        + "\n"
 }
 
 fn read_json(path: &Path) -> Option<Value> {
@@ -41,7 +45,8 @@ fn all_wrapped(path: &Path) -> bool {
             !m.is_empty()
                 && m.values().all(|e| {
                     e.get("command").is_none()
-                        || (e["command"].as_str().is_some_and(|c| c.ends_with("/thoth")) && e["args"][0] == "run")
+                        || (e["command"].as_str().is_some_and(|c| c.ends_with("/thoth"))
+                            && e["args"][0] == "run")
                 })
         })
     })
@@ -50,7 +55,10 @@ fn all_wrapped(path: &Path) -> bool {
 fn wait(what: &str, secs: u64, mut cond: impl FnMut() -> bool) -> Duration {
     let t0 = Instant::now();
     while !cond() {
-        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     t0.elapsed()
@@ -63,8 +71,17 @@ fn the_agent_wraps_every_home_heals_drift_and_leaves_invalid_files_alone() {
     let ann = users.join("ann");
     let bob = users.join("bob");
     let eve = users.join("eve");
-    replace(&config_at(&ann), &plain(&[("files", "@modelcontextprotocol/server-filesystem"), ("memory", "@modelcontextprotocol/server-memory")]));
-    replace(&config_at(&bob), &plain(&[("github", "@modelcontextprotocol/server-github")]));
+    replace(
+        &config_at(&ann),
+        &plain(&[
+            ("files", "@modelcontextprotocol/server-filesystem"),
+            ("memory", "@modelcontextprotocol/server-memory"),
+        ]),
+    );
+    replace(
+        &config_at(&bob),
+        &plain(&[("github", "@modelcontextprotocol/server-github")]),
+    );
     let broken = "{\n  \"mcpServers\": {\n    \"x\": {\"command\": \"npx\",},\n  }\n}\n";
     replace(&config_at(&eve), broken);
     #[cfg(unix)]
@@ -73,32 +90,54 @@ fn the_agent_wraps_every_home_heals_drift_and_leaves_invalid_files_alone() {
         std::fs::set_permissions(config_at(&bob), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let agent = Agent::start_offline(dir.path(), &users, "");
-    wait("ann and bob wrapped", 10, || all_wrapped(&config_at(&ann)) && all_wrapped(&config_at(&bob)));
+    wait("ann and bob wrapped", 10, || {
+        all_wrapped(&config_at(&ann)) && all_wrapped(&config_at(&bob))
+    });
     // Everything but command/args is kept; the wrapper reaches this agent.
     let v = read_json(&config_at(&ann)).unwrap();
     assert_eq!(v["globalShortcut"], "Alt+Space");
     assert_eq!(v["mcpServers"]["files"]["env"]["TOKEN"], "s3cret");
-    let args: Vec<String> = serde_json::from_value(v["mcpServers"]["files"]["args"].clone()).unwrap();
+    let args: Vec<String> =
+        serde_json::from_value(v["mcpServers"]["files"]["args"].clone()).unwrap();
     assert_eq!(&args[..3], ["run", "--server", "files"]);
     assert!(args.contains(&"--agent-socket".to_owned()), "{args:?}");
-    assert_eq!(&args[args.len() - 3..], ["npx", "-y", "@modelcontextprotocol/server-filesystem"]);
+    assert_eq!(
+        &args[args.len() - 3..],
+        ["npx", "-y", "@modelcontextprotocol/server-filesystem"]
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(config_at(&bob)).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(config_at(&bob))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
     }
     // A one-time backup of the original.
     let backup = PathBuf::from(format!("{}.thoth-backup", config_at(&ann).display()));
-    assert!(std::fs::read_to_string(&backup).unwrap().contains("\"command\": \"npx\""));
+    assert!(
+        std::fs::read_to_string(&backup)
+            .unwrap()
+            .contains("\"command\": \"npx\"")
+    );
     // The invalid file: byte for byte untouched, CONFIG_INVALID raised with the position.
-    let st = agent.wait_status("CONFIG_INVALID", |s| s["recentEvents"].to_string().contains("CONFIG_INVALID"));
+    let st = agent.wait_status("CONFIG_INVALID", |s| {
+        s["recentEvents"].to_string().contains("CONFIG_INVALID")
+    });
     assert_eq!(std::fs::read_to_string(config_at(&eve)).unwrap(), broken);
     let events = st["recentEvents"].to_string();
     assert!(events.contains("line 3"), "{events}");
     let configs = st["configs"].as_array().unwrap();
     assert_eq!(configs.len(), 3, "{configs:?}");
     assert!(configs.iter().any(|c| c["state"] == "invalid"));
-    assert_eq!(configs.iter().filter(|c| c["state"] == "governed").count(), 2);
+    assert_eq!(
+        configs.iter().filter(|c| c["state"] == "governed").count(),
+        2
+    );
 
     // Drift: a user removes the wrapper and adds a server; healed within a second or so.
     let healed = wait("healed", 10, || {
@@ -109,11 +148,22 @@ fn the_agent_wraps_every_home_heals_drift_and_leaves_invalid_files_alone() {
     });
     let _ = healed;
     let t0 = Instant::now();
-    replace(&config_at(&ann), &plain(&[("files", "@modelcontextprotocol/server-filesystem"), ("fetch", "mcp-server-fetch")]));
-    wait("re-wrapped after drift", 10, || all_wrapped(&config_at(&ann)) && read_json(&config_at(&ann)).is_some_and(|v| v["mcpServers"].get("fetch").is_some()));
+    replace(
+        &config_at(&ann),
+        &plain(&[
+            ("files", "@modelcontextprotocol/server-filesystem"),
+            ("fetch", "mcp-server-fetch"),
+        ]),
+    );
+    wait("re-wrapped after drift", 10, || {
+        all_wrapped(&config_at(&ann))
+            && read_json(&config_at(&ann)).is_some_and(|v| v["mcpServers"].get("fetch").is_some())
+    });
     let took = t0.elapsed();
     eprintln!("drift healed in {took:?}");
-    let st = agent.wait_status("CONFIG_DRIFT", |s| s["recentEvents"].to_string().contains("CONFIG_DRIFT"));
+    let st = agent.wait_status("CONFIG_DRIFT", |s| {
+        s["recentEvents"].to_string().contains("CONFIG_DRIFT")
+    });
     let events = st["recentEvents"].to_string();
     assert!(events.contains("wrapper removed: files"), "{events}");
     assert!(events.contains("server added: fetch"), "{events}");
@@ -123,7 +173,9 @@ fn the_agent_wraps_every_home_heals_drift_and_leaves_invalid_files_alone() {
     replace(&config_at(&eve), &plain(&[("x", "x")]));
     let zoe = users.join("zoe");
     replace(&config_at(&zoe), &plain(&[("y", "y")]));
-    wait("eve fixed and zoe found", 15, || all_wrapped(&config_at(&eve)) && all_wrapped(&config_at(&zoe)));
+    wait("eve fixed and zoe found", 15, || {
+        all_wrapped(&config_at(&eve)) && all_wrapped(&config_at(&zoe))
+    });
 }
 
 #[test]
@@ -143,7 +195,10 @@ fn a_drift_storm_never_shows_a_broken_file_ends_wrapped_and_does_not_loop() {
             let mut reads = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let text = std::fs::read_to_string(&path).unwrap();
-                assert!(serde_json::from_str::<Value>(&text).is_ok(), "a broken file was seen: {text:?}");
+                assert!(
+                    serde_json::from_str::<Value>(&text).is_ok(),
+                    "a broken file was seen: {text:?}"
+                );
                 reads += 1;
             }
             reads
@@ -153,8 +208,13 @@ fn a_drift_storm_never_shows_a_broken_file_ends_wrapped_and_does_not_loop() {
     let mut n = 0;
     while t0.elapsed() < Duration::from_secs(3) {
         n += 1;
-        let servers: Vec<(String, String)> = (0..(n % 7 + 1)).map(|i| (format!("s{i}"), format!("pkg{i}"))).collect();
-        let refs: Vec<(&str, &str)> = servers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let servers: Vec<(String, String)> = (0..(n % 7 + 1))
+            .map(|i| (format!("s{i}"), format!("pkg{i}")))
+            .collect();
+        let refs: Vec<(&str, &str)> = servers
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         replace(&path, &plain(&refs));
         std::thread::sleep(Duration::from_millis(15));
     }
@@ -175,8 +235,15 @@ fn a_drift_storm_never_shows_a_broken_file_ends_wrapped_and_does_not_loop() {
     let c0 = cpu(pid);
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu(pid) - c0;
-    assert!(used < 0.3, "the agent used {used} s of CPU in 3 quiet seconds");
-    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime, "the agent rewrote a wrapped file");
+    assert!(
+        used < 0.3,
+        "the agent used {used} s of CPU in 3 quiet seconds"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        mtime,
+        "the agent rewrote a wrapped file"
+    );
 }
 
 #[test]
@@ -184,8 +251,13 @@ fn killing_the_agent_mid_rewrite_never_leaves_a_truncated_file() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("home");
     let path = config_at(&users.join("ann"));
-    let servers: Vec<(String, String)> = (0..300).map(|i| (format!("server-{i}"), format!("@acme/mcp-{i}"))).collect();
-    let refs: Vec<(&str, &str)> = servers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let servers: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("server-{i}"), format!("@acme/mcp-{i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = servers
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let original = plain(&refs);
     replace(&path, &original);
     let mut agent = Agent::start_offline(dir.path(), &users, "");
@@ -199,7 +271,11 @@ fn killing_the_agent_mid_rewrite_never_leaves_a_truncated_file() {
         std::thread::sleep(Duration::from_millis(5 + (i * 13) % 160));
         agent.kill9();
         let now = std::fs::read_to_string(&path).unwrap();
-        assert!(now == original || now == wrapped, "kill {i}: the file is neither version ({} bytes)", now.len());
+        assert!(
+            now == original || now == wrapped,
+            "kill {i}: the file is neither version ({} bytes)",
+            now.len()
+        );
         if now == wrapped {
             seen_wrapped += 1;
         }
@@ -225,24 +301,44 @@ fn wrap_config_and_unwrap_config_from_the_command_line() {
     let (code, out, err) = thoth_cmd(&["wrap-config", "--dry-run", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("+    \"files\": {\"command\": \""), "{out}");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), original, "dry run wrote");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        original,
+        "dry run wrote"
+    );
     let (code, out, _) = thoth_cmd(&["wrap-config", path.to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert!(out.contains("wrapped: files") && out.contains("remote"), "{out}");
+    assert!(
+        out.contains("wrapped: files") && out.contains("remote"),
+        "{out}"
+    );
     let v = read_json(&path).unwrap();
-    assert_eq!(v["mcpServers"]["files"]["command"], json!(std::fs::canonicalize(thoth()).unwrap()));
+    assert_eq!(
+        v["mcpServers"]["files"]["command"],
+        json!(std::fs::canonicalize(thoth()).unwrap())
+    );
     let (code, out, _) = thoth_cmd(&["wrap-config", path.to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert!(out.contains("already governed: files") && out.contains("nothing to change"), "{out}");
+    assert!(
+        out.contains("already governed: files") && out.contains("nothing to change"),
+        "{out}"
+    );
     let (code, _, _) = thoth_cmd(&["unwrap-config", path.to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), original, "unwrap restores the bytes");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        original,
+        "unwrap restores the bytes"
+    );
     // A file that does not parse: error with its position, exit 1, untouched.
     let bad = "{\"mcpServers\": {\"a\": {\"command\": \"x\"}},}";
     std::fs::write(&path, bad).unwrap();
     let (code, _, err) = thoth_cmd(&["wrap-config", path.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("line 1, column") && err.contains("not changed"), "{err}");
+    assert!(
+        err.contains("line 1, column") && err.contains("not changed"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), bad);
     std::fs::write(&path, "{\"mcpServers\": [1]}").unwrap();
     let (code, _, err) = thoth_cmd(&["unwrap-config", path.to_str().unwrap()]);
@@ -294,7 +390,10 @@ fn a_wrapped_entry_launched_as_claude_desktop_would_is_governed_by_the_agents_po
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines[0]["isError"], false, "{text}");
     assert_eq!(lines[1]["isError"], true, "{text}");
     assert!(!work.join("b.txt").exists());

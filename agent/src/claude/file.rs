@@ -172,10 +172,18 @@ pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, 
         backup.push(BACKUP_SUFFIX);
         let backup = PathBuf::from(backup);
         if !backup.exists() {
-            replace(&backup, before.as_bytes(), &meta, None).map_err(werr)?;
+            // The directory is synced once, by the replacement below (same directory).
+            replace(&backup, before.as_bytes(), &meta, None, false).map_err(werr)?;
         }
     }
-    replace(path, result.text.as_bytes(), &meta, Some(before.as_bytes())).map_err(|e| {
+    replace(
+        path,
+        result.text.as_bytes(),
+        &meta,
+        Some(before.as_bytes()),
+        true,
+    )
+    .map_err(|e| {
         if e.kind() == std::io::ErrorKind::Interrupted {
             FileError::Raced {
                 path: path.to_path_buf(),
@@ -199,6 +207,7 @@ fn replace(
     bytes: &[u8],
     meta: &std::fs::Metadata,
     expect: Option<&[u8]>,
+    sync_dir: bool,
 ) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
@@ -227,7 +236,7 @@ fn replace(
         ));
     }
     tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(dir) {
+    if sync_dir && let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())

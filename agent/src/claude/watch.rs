@@ -29,10 +29,21 @@ struct Known {
 }
 
 /// Describes how `now` differs from what the agent left.
-fn describe_drift(before: &serde_json::Map<String, Value>, now: &serde_json::Map<String, Value>) -> String {
+fn describe_drift(
+    before: &serde_json::Map<String, Value>,
+    now: &serde_json::Map<String, Value>,
+) -> String {
     let mut parts = Vec::new();
-    let added: Vec<&str> = now.keys().filter(|k| !before.contains_key(*k)).map(String::as_str).collect();
-    let removed: Vec<&str> = before.keys().filter(|k| !now.contains_key(*k)).map(String::as_str).collect();
+    let added: Vec<&str> = now
+        .keys()
+        .filter(|k| !before.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    let removed: Vec<&str> = before
+        .keys()
+        .filter(|k| !now.contains_key(*k))
+        .map(String::as_str)
+        .collect();
     let mut unwrapped = Vec::new();
     let mut edited = Vec::new();
     for (k, e) in now {
@@ -91,14 +102,21 @@ impl Guardian {
 
     fn users_root(&self) -> PathBuf {
         self.sh.config.users_root.clone().unwrap_or_else(|| {
-            PathBuf::from(if cfg!(target_os = "macos") { "/Users" } else { "/home" })
+            PathBuf::from(if cfg!(target_os = "macos") {
+                "/Users"
+            } else {
+                "/home"
+            })
         })
     }
 
     /// Watches config directories not watched yet (new homes, newly installed Claude Desktop).
     fn watch_new(&mut self, watcher: &mut notify::RecommendedWatcher) {
         let root = self.users_root();
-        if !self.watched.contains(&root) && root.is_dir() && watcher.watch(&root, RecursiveMode::NonRecursive).is_ok() {
+        if !self.watched.contains(&root)
+            && root.is_dir()
+            && watcher.watch(&root, RecursiveMode::NonRecursive).is_ok()
+        {
             self.watched.insert(root);
         }
         for dir in self.config_dirs() {
@@ -125,10 +143,20 @@ impl Guardian {
     }
 
     fn restart_claude(&self) {
-        let Some(cmd) = self.sh.config.claude_restart_command.clone().filter(|c| !c.trim().is_empty()) else {
+        let Some(cmd) = self
+            .sh
+            .config
+            .claude_restart_command
+            .clone()
+            .filter(|c| !c.trim().is_empty())
+        else {
             return;
         };
-        match std::process::Command::new("sh").arg("-c").arg(&cmd).status() {
+        match std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+        {
             Ok(st) if st.success() => tracing::info!("ran claude_restart_command"),
             Ok(st) => tracing::warn!("claude_restart_command exited with {st}"),
             Err(e) => tracing::warn!("cannot run claude_restart_command: {e}"),
@@ -162,14 +190,20 @@ impl Guardian {
         }
         let result = file::rewrite_file(path, &self.op, false);
         let known = self.known.entry(path.to_path_buf()).or_default();
-        let status = self.statuses.entry(path.to_path_buf()).or_insert_with(|| ConfigStatus {
-            path: path.display().to_string(),
-            ..ConfigStatus::default()
-        });
+        let status = self
+            .statuses
+            .entry(path.to_path_buf())
+            .or_insert_with(|| ConfigStatus {
+                path: path.display().to_string(),
+                ..ConfigStatus::default()
+            });
         match result {
             Ok(out) => {
                 let servers = servers_of(&out.after).unwrap_or_default();
-                let remote = servers.values().filter(|e| e.get("command").is_none()).count();
+                let remote = servers
+                    .values()
+                    .filter(|e| e.get("command").is_none())
+                    .count();
                 let governed = servers.values().filter(|e| is_wrapped(e)).count();
                 status.servers = servers.len() as u32;
                 status.remote = remote as u32;
@@ -190,14 +224,21 @@ impl Guardian {
                         what.push(format!("wrapped {}", r.wrapped.join(", ")));
                     }
                     if !r.updated.is_empty() {
-                        what.push(format!("updated the thoth path of {}", r.updated.join(", ")));
+                        what.push(format!(
+                            "updated the thoth path of {}",
+                            r.updated.join(", ")
+                        ));
                     }
                     let detail = match (&known.servers, servers_of(&out.before)) {
                         (Some(before), Some(now)) => {
                             let drift = describe_drift(before, &now);
                             self.sh.raise(
                                 "CONFIG_DRIFT",
-                                format!("{}: {drift}; re-wrapped ({})", path.display(), what.join("; ")),
+                                format!(
+                                    "{}: {drift}; re-wrapped ({})",
+                                    path.display(),
+                                    what.join("; ")
+                                ),
                             );
                             drift
                         }
@@ -317,7 +358,10 @@ fn run(sh: Arc<Shared>) {
     g.pass("agent start");
     let mut policy_seen = sh.current.borrow().as_ref().map(|c| c.version);
     let mut last_rescan = Instant::now();
-    let rescan = sh.config.config_rescan_interval.max(Duration::from_millis(200));
+    let rescan = sh
+        .config
+        .config_rescan_interval
+        .max(Duration::from_millis(200));
     loop {
         let first = rx.recv_timeout(Duration::from_millis(250));
         let mut paths: HashSet<PathBuf> = HashSet::new();
@@ -326,7 +370,7 @@ fn run(sh: Arc<Shared>) {
             any = true;
             collect(ev, &mut paths);
             // Gather the burst (an editor's save is several events), briefly.
-            let until = Instant::now() + Duration::from_millis(50);
+            let until = Instant::now() + Duration::from_millis(20);
             while let Ok(ev) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 collect(ev, &mut paths);
             }

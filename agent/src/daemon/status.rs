@@ -244,8 +244,16 @@ impl Status {
                     c.state,
                     c.governed,
                     c.servers.saturating_sub(c.remote),
-                    if c.remote > 0 { format!(", {} remote", c.remote) } else { String::new() },
-                    if c.restart_needed { "; restart Claude Desktop to apply" } else { "" }
+                    if c.remote > 0 {
+                        format!(", {} remote", c.remote)
+                    } else {
+                        String::new()
+                    },
+                    if c.restart_needed {
+                        "; restart Claude Desktop to apply"
+                    } else {
+                        ""
+                    }
                 ),
             );
             if let Some(e) = &c.error {
