@@ -398,3 +398,35 @@ fn a_wrapped_entry_launched_as_claude_desktop_would_is_governed_by_the_agents_po
     assert_eq!(lines[1]["isError"], true, "{text}");
     assert!(!work.join("b.txt").exists());
 }
+
+#[test]
+fn the_command_line_round_trips_every_corpus_file() {
+    let corpus = repo_root().join("agent/tests/corpus/claude");
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&corpus).unwrap() {
+        let src = entry.unwrap().path();
+        let name = src.file_name().unwrap().to_string_lossy().into_owned();
+        let copy = dir.path().join(&name);
+        std::fs::copy(&src, &copy).unwrap();
+        let before = std::fs::read(&copy).unwrap();
+        let (wrap_code, _, err) = thoth_cmd(&["wrap-config", copy.to_str().unwrap()]);
+        if !name.starts_with("valid-") {
+            assert_eq!(wrap_code, 1, "{name}: {err}");
+            assert_eq!(std::fs::read(&copy).unwrap(), before, "{name} was changed");
+            continue;
+        }
+        assert_eq!(wrap_code, 0, "{name}: {err}");
+        let (code, _, err) = thoth_cmd(&["unwrap-config", copy.to_str().unwrap()]);
+        assert_eq!(code, 0, "{name}: {err}");
+        if name != "valid-already-wrapped.json" {
+            assert_eq!(
+                std::fs::read(&copy).unwrap(),
+                before,
+                "{name}: not restored byte for byte"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 15);
+}

@@ -7,41 +7,7 @@ use thoth_proto::fleet as pb;
 
 /// Claude Desktop config files of every user under `users_root` (or the OS's home root).
 pub fn claude_configs(users_root: Option<&Path>) -> Vec<PathBuf> {
-    let root = users_root.map_or_else(
-        || {
-            PathBuf::from(if cfg!(target_os = "macos") {
-                "/Users"
-            } else {
-                "/home"
-            })
-        },
-        Path::to_path_buf,
-    );
-    let mut homes: Vec<PathBuf> = std::fs::read_dir(&root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    if users_root.is_none() && Path::new("/root").is_dir() {
-        homes.push(PathBuf::from("/root"));
-    }
-    homes.sort();
-    let mut found = Vec::new();
-    for home in homes {
-        for rel in [
-            "Library/Application Support/Claude/claude_desktop_config.json",
-            ".config/Claude/claude_desktop_config.json",
-            "AppData/Roaming/Claude/claude_desktop_config.json",
-        ] {
-            let p = home.join(rel);
-            if p.is_file() {
-                found.push(p);
-            }
-        }
-    }
-    found
+    crate::claude::file::discover(users_root)
 }
 
 /// (servers in the file, servers running through `thoth run`) of one config; `None` if it does
@@ -52,19 +18,7 @@ pub fn governed_counts(config: &Path) -> Option<(usize, usize)> {
     let servers = v.get("mcpServers")?.as_object()?;
     let governed = servers
         .values()
-        .filter(|s| {
-            let cmd = s.get("command").and_then(|c| c.as_str()).unwrap_or("");
-            let first = s
-                .get("args")
-                .and_then(|a| a.as_array())
-                .and_then(|a| a.first())
-                .and_then(|a| a.as_str());
-            let base = Path::new(cmd)
-                .file_stem()
-                .and_then(|f| f.to_str())
-                .unwrap_or("");
-            base == "thoth" && first == Some("run")
-        })
+        .filter(|s| crate::claude::rewrite::is_wrapped(s))
         .count();
     Some((servers.len(), governed))
 }
