@@ -1,26 +1,9 @@
 //! `thoth status` and `thoth health`: is this laptop governed, in words or JSON.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cli::StatusArgs;
 use crate::daemon::status::Status;
-
-/// This user's Claude Desktop config path on this OS.
-pub fn default_claude_config() -> Option<PathBuf> {
-    if cfg!(windows) {
-        return std::env::var_os("APPDATA").map(|a| {
-            PathBuf::from(a)
-                .join("Claude")
-                .join("claude_desktop_config.json")
-        });
-    }
-    let home = PathBuf::from(std::env::var_os("HOME")?);
-    Some(if cfg!(target_os = "macos") {
-        home.join("Library/Application Support/Claude/claude_desktop_config.json")
-    } else {
-        home.join(".config/Claude/claude_desktop_config.json")
-    })
-}
 
 /// One MCP server entry of a Claude Desktop config.
 #[derive(Debug, serde::Serialize)]
@@ -44,21 +27,12 @@ fn read_servers(path: &Path) -> Result<Vec<ServerEntry>, String> {
     Ok(servers
         .iter()
         .map(|(name, s)| {
-            let cmd = s.get("command").and_then(|c| c.as_str());
-            let first = s
-                .get("args")
-                .and_then(|a| a.as_array())
-                .and_then(|a| a.first())
-                .and_then(|a| a.as_str());
-            let state = match cmd {
-                None => "remote",
-                Some(c)
-                    if Path::new(c).file_stem().and_then(|f| f.to_str()) == Some("thoth")
-                        && first == Some("run") =>
-                {
-                    "governed"
-                }
-                Some(_) => "not governed",
+            let state = if s.get("command").is_none() {
+                "remote"
+            } else if crate::claude::rewrite::is_wrapped(s) {
+                "governed"
+            } else {
+                "not governed"
             };
             ServerEntry {
                 name: name.clone(),
@@ -72,7 +46,10 @@ fn read_servers(path: &Path) -> Result<Vec<ServerEntry>, String> {
 pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
     let json = health || args.json;
     let agent = crate::daemon::local::fetch_status(&args.agent_socket);
-    let config = args.claude_config.clone().or_else(default_claude_config);
+    let config = args
+        .claude_config
+        .clone()
+        .or_else(crate::claude::file::default_path);
     let servers = config.as_deref().map(|p| {
         if p.exists() {
             read_servers(p)
