@@ -66,6 +66,58 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// A chain that continues after `seq` whose last hash is `head` (e.g. recovered from disk).
+    pub fn resume(seq: u64, head: String) -> Self {
+        Self { seq, head }
+    }
+
+    /// The last hash (the next event's `prevHash`).
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
+    /// Puts an event given as a JSON object on the chain: sets `seq` and `prevHash`, computes
+    /// `hash` over the canonical bytes without it, and returns the canonical line (hash included).
+    pub fn seal_value(&mut self, event: &mut serde_json::Map<String, Value>) -> Vec<u8> {
+        event.insert("seq".into(), Value::from(self.seq + 1));
+        event.insert("prevHash".into(), Value::from(self.head.clone()));
+        event.remove("hash");
+        let v = Value::Object(std::mem::take(event));
+        let hash = hash_of(&self.head, &v).expect("the chain head is valid hex");
+        let Value::Object(mut m) = v else {
+            unreachable!("built from an object")
+        };
+        m.insert("hash".into(), Value::from(hash.clone()));
+        let line = to_canonical(&Value::Object(m.clone()));
+        *event = m;
+        self.seq += 1;
+        self.head = hash;
+        line
+    }
+}
+
+/// Checks one event line against the previous hash: its `prevHash` must be `prev` and its
+/// `hash` must be the hash of its canonical bytes without `hash`. Returns (seq, hash).
+pub fn check_link(line: &[u8], prev: &str) -> Result<(u64, String), String> {
+    let v: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let seq = v.get("seq").and_then(Value::as_u64).ok_or("no seq")?;
+    let prev_hash = v.get("prevHash").and_then(Value::as_str).ok_or("no prevHash")?;
+    let hash = v.get("hash").and_then(Value::as_str).ok_or("no hash")?.to_owned();
+    if prev_hash != prev {
+        return Err(format!("seq {seq}: prevHash does not match the previous event's hash"));
+    }
+    let mut without = v.clone();
+    if let Some(m) = without.as_object_mut() {
+        m.remove("hash");
+    }
+    let want = hash_of(prev, &without).ok_or("bad prevHash")?;
+    if want != hash {
+        return Err(format!("seq {seq}: hash does not match the event's content"));
+    }
+    Ok((seq, hash))
+}
+
 /// Inserts `"hash"` into the canonical bytes of an event at its sorted place: right before
 /// `"hostname"`, which every event has and which follows `"hash"` in byte order. String values
 /// cannot contain an unescaped `"`, so the first `,"hostname":` is the key itself.

@@ -48,6 +48,10 @@ pub struct AgentConfig {
     /// Most events from proxies held in memory (overflow is counted and reported).
     #[serde(default = "default_event_buffer")]
     pub event_buffer: usize,
+    /// Largest size of the on-disk event spool; past it the oldest events go (counted, and
+    /// reported as EVENTS_DROPPED).
+    #[serde(default = "default_spool_max")]
+    pub spool_max_bytes: u64,
     /// Override of the users' home root, for discovering Claude Desktop configs (tests).
     #[serde(default)]
     pub users_root: Option<PathBuf>,
@@ -83,6 +87,9 @@ fn default_heartbeat() -> Duration {
 }
 fn default_backoff_max() -> Duration {
     Duration::from_secs(60)
+}
+fn default_spool_max() -> u64 {
+    256 << 20
 }
 fn default_event_buffer() -> usize {
     10_000
@@ -135,6 +142,9 @@ impl AgentConfig {
         }
         if self.heartbeat_interval < Duration::from_secs(1) {
             return Err("heartbeat_interval must be at least 1s".into());
+        }
+        if self.spool_max_bytes < 64 << 10 {
+            return Err("spool_max_bytes must be at least 65536".into());
         }
         if self.event_buffer == 0 {
             return Err("event_buffer must be above zero".into());

@@ -7,15 +7,17 @@
 pub mod config;
 pub mod inventory;
 pub mod local;
+pub mod pipeline;
+pub mod spool;
 pub mod state;
 pub mod status;
 pub mod tls;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use prost::bytes::Bytes;
+use serde_json::Value;
 use thoth_proto::bundle::{BundleError, verify_bundle};
 use thoth_proto::fleet::{
     self as pb, agent_sync_client::AgentSyncClient, enrollment_client::EnrollmentClient,
@@ -40,11 +42,6 @@ pub struct Current {
     pub expires_at: SystemTime,
 }
 
-/// Events from proxies held for upload (bounded by count; overflow counted).
-#[derive(Default)]
-pub struct EventBuffer {
-    held: VecDeque<Vec<u8>>,
-}
 
 /// Everything the agent's tasks share.
 pub struct Shared {
@@ -59,7 +56,7 @@ pub struct Shared {
     /// The policy in force.
     pub current: watch::Sender<Option<Arc<Current>>>,
     status: Mutex<Status>,
-    events: Mutex<EventBuffer>,
+    spool: std::sync::OnceLock<pipeline::SpoolHandle>,
     /// Wakes the heartbeat to report at once.
     pub report_now: Notify,
     channel: Mutex<Option<Channel>>,
@@ -118,7 +115,7 @@ impl Shared {
             state,
             current: watch::channel(None).0,
             status: Mutex::new(status),
-            events: Mutex::new(EventBuffer::default()),
+            spool: std::sync::OnceLock::new(),
             report_now: Notify::new(),
             channel: Mutex::new(None),
         }))
@@ -127,7 +124,16 @@ impl Shared {
     /// A snapshot of the status, with computed fields.
     pub fn status(&self) -> Status {
         let mut s = lock(&self.status).clone();
-        s.events.held = lock(&self.events).held.len() as u64;
+        if let Some(sp) = self.spool.get() {
+            let st = lock(&sp.stats).clone();
+            s.events.held = st.seq - st.acked;
+            s.events.dropped = st.lost + st.refused;
+            s.events.seq = st.seq;
+            s.events.durable = st.durable;
+            s.events.acked = st.acked;
+            s.events.spool_bytes = st.bytes;
+            s.events.corrupt = st.corrupt;
+        }
         s.for_display()
     }
 
@@ -151,38 +157,48 @@ impl Shared {
             "POLICY_REJECTED" => tracing::warn!(event = event_type, "{detail}"),
             _ => tracing::info!(event = event_type, "{detail}"),
         }
-        let record = serde_json::json!({
-            "eventType": event_type,
-            "timestamp": now_rfc3339(),
-            "tenantId": self.config.tenant,
-            "agentId": lock(&self.status).agent_id,
-            "hostname": gethostname::gethostname().to_string_lossy(),
-            "sourceType": "agent",
-            "detail": detail,
-        });
-        self.hold_events(vec![record.to_string().into_bytes()]);
+        let record = self.agent_event(event_type, Value::String(detail.clone()));
+        if let Some(sp) = self.spool.get() {
+            sp.append(record);
+        }
         self.update_status(|s| s.note(event_type, detail));
     }
 
-    /// Holds events (bounded); returns (accepted, dropped).
-    pub fn hold_events(&self, events: Vec<Vec<u8>>) -> (u32, u32) {
-        let cap = self.config.event_buffer;
-        let mut buf = lock(&self.events);
-        let mut accepted = 0;
-        let mut dropped = 0;
+    /// An event the agent itself raises, as a JSON object ready for the chain.
+    pub fn agent_event(&self, event_type: &str, detail: Value) -> serde_json::Map<String, Value> {
+        let agent_id = lock(&self.status).agent_id.clone();
+        agent_event_map(&self.config.tenant, agent_id.as_deref(), event_type, detail)
+    }
+
+    /// Takes events from a proxy (JSON objects): identity fields come from the agent and the
+    /// caller's OS user, never from the proxy. Returns (accepted, dropped).
+    pub fn spool_events(&self, events: Vec<Vec<u8>>, user: &str) -> (u32, u32) {
+        let Some(sp) = self.spool.get() else {
+            return (0, events.len() as u32);
+        };
+        let agent_id = lock(&self.status)
+            .agent_id
+            .clone()
+            .unwrap_or_else(|| "unenrolled".into());
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        let (mut accepted, mut dropped) = (0, 0);
         for e in events {
-            if buf.held.len() >= cap {
-                // Keep the newest: the oldest goes, and the loss is counted.
-                buf.held.pop_front();
+            let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&e) else {
+                dropped += 1;
+                continue;
+            };
+            m.insert("tenantId".into(), Value::from(self.config.tenant.clone()));
+            m.insert("agentId".into(), Value::from(agent_id.clone()));
+            m.insert("hostname".into(), Value::from(hostname.clone()));
+            m.insert("user".into(), Value::from(user.to_owned()));
+            if sp.append(m) {
+                accepted += 1;
+            } else {
                 dropped += 1;
             }
-            buf.held.push_back(e);
-            accepted += 1;
         }
-        drop(buf);
         let mut s = lock(&self.status);
         s.events.accepted += u64::from(accepted);
-        s.events.dropped += u64::from(dropped);
         (accepted, dropped)
     }
 
@@ -596,6 +612,28 @@ impl Shared {
     }
 }
 
+/// An agent-raised event as a JSON object.
+pub fn agent_event_map(
+    tenant: &str,
+    agent_id: Option<&str>,
+    event_type: &str,
+    detail: Value,
+) -> serde_json::Map<String, Value> {
+    let Value::Object(m) = serde_json::json!({
+        "eventId": uuid::Uuid::now_v7().to_string(),
+        "eventType": event_type,
+        "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+        "tenantId": tenant,
+        "agentId": agent_id.unwrap_or("unenrolled"),
+        "hostname": gethostname::gethostname().to_string_lossy(),
+        "sourceType": "agent",
+        "detail": detail,
+    }) else {
+        unreachable!("an object literal")
+    };
+    m
+}
+
 fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -649,6 +687,28 @@ async fn connection_loop(sh: Arc<Shared>) {
         attempt = attempt.saturating_add(1);
         tracing::info!("reconnecting in {:.1}s", wait.as_secs_f64());
         tokio::time::sleep(wait).await;
+    }
+}
+
+async fn upload_loop(sh: Arc<Shared>) {
+    let mut attempt = 0u32;
+    loop {
+        let ch = lock(&sh.channel).clone();
+        let id = lock(&sh.status).agent_id.clone();
+        let key = std::fs::read_to_string(sh.state.key_path()).ok();
+        let (Some(ch), Some(id), Some(key), Some(spool)) = (ch, id, key, sh.spool.get()) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let started = tokio::time::Instant::now();
+        if let Err(e) = pipeline::upload(spool, ch, &id, &key).await {
+            tracing::warn!("{e}");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            attempt = 0;
+        }
+        tokio::time::sleep(backoff(attempt, Duration::from_millis(500), sh.config.reconnect_max)).await;
+        attempt = attempt.saturating_add(1);
     }
 }
 
@@ -708,6 +768,22 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             s.certificate_not_after = Some(unix_to_rfc3339(info.not_after));
         });
     }
+    let (tenant, sid) = (
+        sh.config.tenant.clone(),
+        sh.state.identity().map(|(i, _, _)| i.agent_id),
+    );
+    let (spool, recovery) = pipeline::start(
+        &sh.state.root().join("spool"),
+        sh.config.spool_max_bytes,
+        move |t, d| agent_event_map(&tenant, sid.as_deref(), t, d),
+    )?;
+    let _ = sh.spool.set(spool);
+    for note in &recovery.corrupt {
+        sh.raise("SPOOL_CORRUPT", format!("{note}; the record was not uploaded"));
+    }
+    if recovery.truncated_bytes > 0 {
+        tracing::warn!(bytes = recovery.truncated_bytes, "cut a torn record off the spool (an unsynced write before a crash)");
+    }
     sh.load_lkg();
     let server = local::serve(Arc::clone(&sh)).await?;
     sh.raise(
@@ -721,6 +797,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     crate::claude::watch::spawn(Arc::clone(&sh))?;
     let tasks = [
+        tokio::spawn(upload_loop(Arc::clone(&sh))),
         tokio::spawn(connection_loop(Arc::clone(&sh))),
         tokio::spawn(heartbeat_loop(Arc::clone(&sh))),
         tokio::spawn(stale_loop(Arc::clone(&sh))),

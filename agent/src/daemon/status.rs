@@ -45,6 +45,21 @@ pub struct EventCounts {
     pub held: u64,
     /// Dropped because the buffer was full (never silent: counted here and reported).
     pub dropped: u64,
+    /// Last sequence number on the agent's chain.
+    #[serde(default)]
+    pub seq: u64,
+    /// Durable (fsynced) up to.
+    #[serde(default)]
+    pub durable: u64,
+    /// Acknowledged by the controller up to.
+    #[serde(default)]
+    pub acked: u64,
+    /// Spool size on disk.
+    #[serde(default)]
+    pub spool_bytes: u64,
+    /// Corrupt spool records found (reported, never uploaded).
+    #[serde(default)]
+    pub corrupt: u64,
 }
 
 /// A proxy caller, by OS user.
@@ -230,8 +245,12 @@ impl Status {
             &mut out,
             "events",
             format!(
-                "{} accepted, {} held, {} dropped",
-                self.events.accepted, self.events.held, self.events.dropped
+                "{} accepted from proxies; chain at {}, {} waiting for the controller, {} dropped, {} KiB spooled",
+                self.events.accepted,
+                self.events.seq,
+                self.events.held,
+                self.events.dropped,
+                self.events.spool_bytes / 1024
             ),
         );
         for c in &self.configs {

@@ -166,12 +166,39 @@ impl EventSink {
     }
 
     /// Opens (creating, mode 0600) `path` for appending and starts the writer thread.
-    pub fn to_file(path: &Path, info: SessionInfo, limits: ContentLimits) -> std::io::Result<Self> {
+    pub fn to_file(
+        path: &Path,
+        info: SessionInfo,
+        limits: ContentLimits,
+        agent: Option<std::path::PathBuf>,
+    ) -> std::io::Result<Self> {
         let mut opts = OpenOptions::new();
         opts.create(true).append(true).read(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let file = opts.open(path)?;
+        Self::start(Some(file), agent, info, limits)
+    }
+
+    /// Events to the agent only (no file).
+    pub fn to_agent(
+        socket: std::path::PathBuf,
+        info: SessionInfo,
+        limits: ContentLimits,
+    ) -> std::io::Result<Self> {
+        Self::start(None, Some(socket), info, limits)
+    }
+
+    fn start(
+        file: Option<File>,
+        agent: Option<std::path::PathBuf>,
+        info: SessionInfo,
+        limits: ContentLimits,
+    ) -> std::io::Result<Self> {
+        let forwarder = match agent {
+            Some(socket) => Some(Arc::new(super::forward::Forwarder::start(socket)?)),
+            None => None,
+        };
         let queue = Arc::new(Queue {
             items: Mutex::new(VecDeque::with_capacity(256)),
             bytes: AtomicUsize::new(0),
@@ -185,6 +212,7 @@ impl EventSink {
                 Writer {
                     ids: EventIds::new(),
                     file,
+                    forwarder,
                     chain: Chain::new(),
                     info,
                     limits,
@@ -270,7 +298,8 @@ impl EventIds {
 
 struct Writer {
     ids: EventIds,
-    file: File,
+    file: Option<File>,
+    forwarder: Option<Arc<super::forward::Forwarder>>,
     chain: Chain,
     info: SessionInfo,
     limits: ContentLimits,
@@ -318,6 +347,9 @@ impl Writer {
             }
             self.flush(&mut out);
             if stopping {
+                if let Some(f) = &self.forwarder {
+                    f.shutdown(Duration::from_secs(2));
+                }
                 return;
             }
             thread::park_timeout(DRAIN_EVERY);
@@ -328,6 +360,15 @@ impl Writer {
         if out.is_empty() {
             return;
         }
+        if let Some(f) = &self.forwarder {
+            for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                f.push(line.to_vec());
+            }
+        }
+        if self.file.is_none() {
+            out.clear();
+            return;
+        }
         if let Err(e) = self.write(out) {
             tracing::error!(error = %e, "cannot write events; {} bytes of events lost", out.len());
         }
@@ -335,12 +376,16 @@ impl Writer {
     }
 
     fn write(&mut self, out: &[u8]) -> std::io::Result<()> {
-        self.file.lock()?;
-        let r = self
-            .start_on_a_fresh_line()
-            .and_then(|_| self.file.write_all(out))
-            .and_then(|_| self.file.flush());
-        let _ = self.file.unlock();
+        let Some(file) = self.file.as_ref() else {
+            return Ok(());
+        };
+        file.lock()?;
+        let r = self.start_on_a_fresh_line().and_then(|_| {
+            let mut f = self.file.as_ref().expect("checked");
+            f.write_all(out)?;
+            f.flush()
+        });
+        let _ = self.file.as_ref().expect("checked").unlock();
         r
     }
 
@@ -350,15 +395,18 @@ impl Writer {
     #[cfg(unix)]
     fn start_on_a_fresh_line(&mut self) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let len = self.file.metadata()?.len();
+        let Some(mut file) = self.file.as_ref() else {
+            return Ok(());
+        };
+        let len = file.metadata()?.len();
         if len == 0 {
             return Ok(());
         }
         let mut last = [0u8; 1];
-        self.file.read_exact_at(&mut last, len - 1)?;
+        file.read_exact_at(&mut last, len - 1)?;
         if last[0] != b'\n' {
             tracing::warn!("the events file ends in a partial line; starting on a new line");
-            self.file.write_all(b"\n")?;
+            file.write_all(b"\n")?;
         }
         Ok(())
     }

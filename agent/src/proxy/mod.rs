@@ -7,6 +7,7 @@
 
 mod approval;
 pub mod events;
+pub mod forward;
 pub mod framing;
 pub mod message;
 pub mod oracle;
@@ -49,6 +50,8 @@ pub struct RunConfig {
     pub max_message_bytes: usize,
     /// Event content limits.
     pub content: ContentLimits,
+    /// Send events to the agent at this socket too.
+    pub agent_events: Option<PathBuf>,
 }
 
 enum Supervise {
@@ -73,9 +76,13 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
         server_name: cfg.server_name.clone(),
     };
     let events = match &cfg.events {
-        Some(path) => EventSink::to_file(path, info, cfg.content)
+        Some(path) => EventSink::to_file(path, info, cfg.content, cfg.agent_events.clone())
             .map_err(|e| anyhow::anyhow!("cannot open the events file {}: {e}", path.display()))?,
-        None => EventSink::disabled(),
+        None => match &cfg.agent_events {
+            Some(socket) => EventSink::to_agent(socket.clone(), info, cfg.content)
+                .map_err(|e| anyhow::anyhow!("cannot start the event forwarder: {e}"))?,
+            None => EventSink::disabled(),
+        },
     };
     match &cfg.policy.get() {
         PolicyState::Loaded(p) => tracing::info!(
