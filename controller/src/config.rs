@@ -40,6 +40,8 @@ pub struct ControllerConfig {
     pub max_connections: usize,
     /// Names and addresses the server certificate covers (used when it is first made).
     pub server_names: Vec<String>,
+    /// SIEM sinks (`[[sinks]]`).
+    pub sinks: Vec<crate::sinks::SinkConfig>,
 }
 
 impl Default for ControllerConfig {
@@ -57,6 +59,7 @@ impl Default for ControllerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 50_000,
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            sinks: Vec::new(),
         }
     }
 }
@@ -116,6 +119,37 @@ pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is opti
 # Names and addresses the server certificate covers. Used when the certificate is made (first
 # start); delete server.crt and server.key to make a new one after changing this.
 # server_names = ["localhost", "127.0.0.1", "::1"]
+
+# SIEM sinks: any number. Each reads the event store by its own cursor, delivers at least once
+# and retries with backoff; `tenants` and `event_types` filter (empty: all). Field names are the
+# events' camelCase names. Lag is the metric thoth_sink_lag_events{sink="…"}.
+#
+# [[sinks]]
+# name = "siem-file"
+# kind = "jsonl"                       # JSON lines, rotated past max_bytes, keep files
+# path = "/var/log/thoth/events.jsonl"
+# max_bytes = 104857600
+# keep = 5
+#
+# [[sinks]]
+# name = "rsyslog"
+# kind = "syslog"                      # RFC 5424 over TCP, octet-counting framing
+# address = "127.0.0.1:6514"
+# tls = false                          # true: TLS, trusting ca_file
+# event_types = ["TOOL_CALL_PRE", "TOOL_CALL_POST", "CHAIN_ALERT"]
+#
+# [[sinks]]
+# name = "splunk"
+# kind = "splunk_hec"
+# url = "https://splunk.example.com:8088/services/collector/event"
+# token = "00000000-0000-0000-0000-000000000000"
+# ca_file = "/etc/thoth/splunk-ca.pem"
+#
+# [[sinks]]
+# name = "hook"
+# kind = "webhook"                     # POST a JSON array; X-Thoth-Signature: sha256=<HMAC>
+# url = "http://127.0.0.1:9000/thoth"
+# secret = "change me"
 "#;
 
 impl ControllerConfig {
@@ -156,6 +190,13 @@ impl ControllerConfig {
         if self.resign_check_interval.is_zero() || self.bundle_validity.is_zero() {
             return Err("resign_check_interval and bundle_validity must be above zero".into());
         }
+        let mut names = std::collections::HashSet::new();
+        for s in &self.sinks {
+            s.check()?;
+            if !names.insert(s.name.clone()) {
+                return Err(format!("two sinks are named {:?}", s.name));
+            }
+        }
         if self.max_connections == 0 {
             return Err("max_connections must be above zero".into());
         }
@@ -174,7 +215,8 @@ mod tests {
     fn the_template_parses_to_the_defaults_and_bad_settings_are_named() {
         let parsed: ControllerConfig = toml::from_str(TEMPLATE).unwrap();
         assert_eq!(parsed.listen, ControllerConfig::default().listen);
-        let uncommented: String = TEMPLATE
+        let settings = TEMPLATE.split("# SIEM sinks").next().unwrap();
+        let uncommented: String = settings
             .lines()
             .map(|l| {
                 l.strip_prefix("# ")
@@ -186,6 +228,19 @@ mod tests {
         let parsed: ControllerConfig = toml::from_str(&uncommented).unwrap();
         assert_eq!(parsed.bundle_validity, Duration::from_secs(7 * 86_400));
         parsed.check().unwrap();
+        // The sink examples, uncommented, are valid sinks.
+        let sinks: String = TEMPLATE
+            .split("# SIEM sinks")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with("[[") || l.contains(" = "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let with_sinks: ControllerConfig = toml::from_str(&sinks).unwrap();
+        assert_eq!(with_sinks.sinks.len(), 4);
+        with_sinks.check().unwrap();
         let err = toml::from_str::<ControllerConfig>("bundle_validty = \"1d\"")
             .unwrap_err()
             .to_string();

@@ -66,6 +66,10 @@ pub struct Controller {
     signing: RwLock<SigningIdentity>,
     // Serializes version assignment (the store also refuses a version that does not follow).
     push_lock: tokio::sync::Mutex<()>,
+    /// Per-sink lag.
+    pub sink_lag: crate::sinks::SinkLag,
+    /// Bumped after each event commit (sinks wake on it).
+    pub events_tick: tokio::sync::watch::Sender<u64>,
 }
 
 impl Controller {
@@ -88,6 +92,8 @@ impl Controller {
             root: data.root,
             signing: RwLock::new(data.signing),
             push_lock: tokio::sync::Mutex::new(()),
+            events_tick: tokio::sync::watch::channel(0).0,
+            sink_lag: crate::sinks::SinkLag::default(),
         }))
     }
 
@@ -103,9 +109,16 @@ impl Controller {
             .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
     }
 
+    /// Wakes the sinks after a commit.
+    pub fn events_committed(&self) {
+        self.events_tick.send_modify(|n| *n += 1);
+    }
+
     /// The metrics text.
     pub fn metrics_text(&self) -> String {
-        self.metrics.render(self.hub.connected_count())
+        let mut text = self.metrics.render(self.hub.connected_count());
+        text.push_str(&self.sink_lag.render());
+        text
     }
 
     /// The active signing key's id and certificate validity.

@@ -102,6 +102,14 @@ fn check_labels(labels: &std::collections::HashMap<String, String>) -> Result<La
     Ok(out)
 }
 
+/// An enrolled, unrevoked agent calling with its certificate (for other modules).
+pub async fn agent_caller_pub<T>(
+    ctl: &Controller,
+    req: &Request<T>,
+) -> Result<AgentRecord, Status> {
+    agent_caller(ctl, req).await
+}
+
 /// An enrolled, unrevoked agent calling with its certificate.
 async fn agent_caller<T>(ctl: &Controller, req: &Request<T>) -> Result<AgentRecord, Status> {
     let Identity::Agent { tenant, agent_id } = identity(ctl, req)? else {
@@ -1082,6 +1090,57 @@ impl admin_server::Admin for AdminService {
                     tenant: e.tenant,
                     outcome: e.outcome,
                     detail: e.detail,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn query_events(
+        &self,
+        req: Request<pb::EventQuery>,
+    ) -> Result<Response<pb::EventList>, Status> {
+        let r = req.get_ref();
+        let (c, tenant) = self
+            .admin(&req, "events.query", Need::Read, &r.tenant)
+            .await?;
+        let scope = Self::list_scope(&c, &r.tenant, tenant);
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        for (name, v) in [("since", &r.since), ("until", &r.until)] {
+            if !v.is_empty() && humantime::parse_rfc3339_weak(v).is_err() {
+                return Err(Status::invalid_argument(format!(
+                    "{name} {v:?} is not an RFC 3339 time like 2026-11-24T10:00:00Z"
+                )));
+            }
+        }
+        let filter = crate::store::EventFilter {
+            tenant: scope,
+            agent_id: opt(&r.agent_id),
+            session_id: opt(&r.session_id),
+            tool_name: opt(&r.tool_name),
+            event_types: opt(&r.event_type).into_iter().collect(),
+            since: opt(&r.since),
+            until: opt(&r.until),
+            after_id: r.after_id,
+            limit: if r.limit == 0 {
+                100
+            } else {
+                r.limit.min(10_000)
+            },
+            newest: true,
+            ..Default::default()
+        };
+        let events = self
+            .0
+            .db(move |s| s.query_events(&filter))
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::EventList {
+            events: events
+                .into_iter()
+                .map(|e| pb::StoredEvent {
+                    id: e.id,
+                    json: e.json,
+                    chain_ok: e.chain_ok,
                 })
                 .collect(),
         }))

@@ -8,9 +8,11 @@ pub mod controller;
 pub mod datadir;
 pub mod grpc;
 pub mod hub;
+pub mod ingest;
 pub mod metrics;
 pub mod pki;
 pub mod server;
+pub mod sinks;
 pub mod store;
 
 pub use controller::Controller;

@@ -39,6 +39,12 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Subscriptions open now.
     pub subscriptions: AtomicU64,
+    /// Events committed from agents.
+    pub events_ingested: AtomicU64,
+    /// Event batches committed.
+    pub event_batches: AtomicU64,
+    /// Chain gaps and breaks recorded.
+    pub chain_alerts: AtomicU64,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {

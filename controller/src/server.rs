@@ -260,6 +260,7 @@ pub async fn start(
         }
     }));
 
+    tasks.extend(crate::sinks::start_all(&controller));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<EnrollmentServer<EnrollmentService>>()
@@ -279,6 +280,12 @@ pub async fn start(
         .add_service(
             AgentSyncServer::new(SyncService(Arc::clone(&controller)))
                 .max_decoding_message_size(max),
+        )
+        .add_service(
+            thoth_proto::fleet::event_upload_server::EventUploadServer::new(
+                crate::ingest::UploadService(Arc::clone(&controller)),
+            )
+            .max_decoding_message_size(64 << 20),
         )
         .add_service(
             AdminServer::new(AdminService(Arc::clone(&controller)))

@@ -186,6 +186,60 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// One stored behavioral event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredEventRecord {
+    /// The store's cursor (0 when inserting).
+    pub id: u64,
+    /// `eventId` (unique: duplicates are ignored).
+    pub event_id: String,
+    /// Tenant, from the uploading agent's certificate.
+    pub tenant: String,
+    /// Agent, from its certificate.
+    pub agent_id: String,
+    /// Chain position (0 for controller alerts).
+    pub seq: u64,
+    /// `eventType`.
+    pub event_type: String,
+    /// `sessionId`.
+    pub session_id: String,
+    /// `toolName`.
+    pub tool_name: String,
+    /// `timestamp` (RFC 3339).
+    pub timestamp: String,
+    /// The chain verified.
+    pub chain_ok: bool,
+    /// The event JSON, as received.
+    pub json: String,
+}
+
+/// A filter over stored events.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Tenant (None: all).
+    pub tenant: Option<String>,
+    /// Agent.
+    pub agent_id: Option<String>,
+    /// Session.
+    pub session_id: Option<String>,
+    /// Tool.
+    pub tool_name: Option<String>,
+    /// Event types (empty: all).
+    pub event_types: Vec<String>,
+    /// Tenants (empty: all; for sinks).
+    pub tenants: Vec<String>,
+    /// timestamp >= since.
+    pub since: Option<String>,
+    /// timestamp <= until.
+    pub until: Option<String>,
+    /// After this cursor.
+    pub after_id: u64,
+    /// At most.
+    pub limit: u32,
+    /// With after_id 0: the newest `limit` (else the oldest after `after_id`).
+    pub newest: bool,
+}
+
 /// The storage contract.
 pub trait Store: Send + Sync + 'static {
     // --- policy ---
@@ -254,6 +308,26 @@ pub trait Store: Send + Sync + 'static {
     fn set_agent_cert(&self, agent_id: &str, not_after: i64) -> Result<(), StoreError>;
     /// How many agents of a tenant report this version applied.
     fn count_applied(&self, tenant: &str, version: u64) -> Result<u64, StoreError>;
+
+    // --- events ---
+    /// The last (seq, hash) committed for an agent's chain.
+    fn chain_state(&self, agent_id: &str) -> Result<Option<(u64, String)>, StoreError>;
+    /// In one transaction: stores events (ignoring `eventId`s already stored) and moves the
+    /// agent's chain state. Returns how many were new.
+    fn commit_events(
+        &self,
+        agent_id: &str,
+        events: &[StoredEventRecord],
+        new_state: Option<(u64, String)>,
+    ) -> Result<u64, StoreError>;
+    /// Events matching a filter, oldest first.
+    fn query_events(&self, filter: &EventFilter) -> Result<Vec<StoredEventRecord>, StoreError>;
+    /// The highest event cursor.
+    fn max_event_id(&self) -> Result<u64, StoreError>;
+    /// A sink's cursor.
+    fn sink_cursor(&self, sink: &str) -> Result<u64, StoreError>;
+    /// Moves a sink's cursor.
+    fn set_sink_cursor(&self, sink: &str, id: u64) -> Result<(), StoreError>;
 
     // --- audit ---
     /// Appends an entry; returns its id.

@@ -102,10 +102,19 @@ impl Chain {
 pub fn check_link(line: &[u8], prev: &str) -> Result<(u64, String), String> {
     let v: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
     let seq = v.get("seq").and_then(Value::as_u64).ok_or("no seq")?;
-    let prev_hash = v.get("prevHash").and_then(Value::as_str).ok_or("no prevHash")?;
-    let hash = v.get("hash").and_then(Value::as_str).ok_or("no hash")?.to_owned();
+    let prev_hash = v
+        .get("prevHash")
+        .and_then(Value::as_str)
+        .ok_or("no prevHash")?;
+    let hash = v
+        .get("hash")
+        .and_then(Value::as_str)
+        .ok_or("no hash")?
+        .to_owned();
     if prev_hash != prev {
-        return Err(format!("seq {seq}: prevHash does not match the previous event's hash"));
+        return Err(format!(
+            "seq {seq}: prevHash does not match the previous event's hash"
+        ));
     }
     let mut without = v.clone();
     if let Some(m) = without.as_object_mut() {
@@ -113,7 +122,9 @@ pub fn check_link(line: &[u8], prev: &str) -> Result<(u64, String), String> {
     }
     let want = hash_of(prev, &without).ok_or("bad prevHash")?;
     if want != hash {
-        return Err(format!("seq {seq}: hash does not match the event's content"));
+        return Err(format!(
+            "seq {seq}: hash does not match the event's content"
+        ));
     }
     Ok((seq, hash))
 }

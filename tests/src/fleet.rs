@@ -371,3 +371,43 @@ impl Drop for Agent {
         self.stop();
     }
 }
+
+/// Sends `n` synthetic tool-call events to an agent's local socket, as proxies do, in batches.
+pub fn emit_events(socket: &Path, n: usize, tag: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = thoth_agent::daemon::tls::local_channel(socket).unwrap();
+        let mut c = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch);
+        let mut accepted = 0u64;
+        let mut i = 0;
+        while i < n {
+            let batch: Vec<Vec<u8>> = (i..(i + 500).min(n))
+                .map(|k| {
+                    serde_json::json!({
+                        "eventId": format!("{tag}-{k:08}"),
+                        "eventType": "TOOL_CALL_PRE",
+                        "timestamp": "2026-11-24T10:00:00.000000Z",
+                        "sessionId": tag,
+                        "serverName": "load",
+                        "sourceType": "agent_tool_call",
+                        "toolName": "read_text_file",
+                        "content": format!("{{\"k\":{k}}}"),
+                    })
+                    .to_string()
+                    .into_bytes()
+                })
+                .collect();
+            i += batch.len();
+            let r = c
+                .emit_events(thoth_proto::fleet::LocalEvents { events: batch })
+                .await
+                .unwrap()
+                .into_inner();
+            accepted += u64::from(r.accepted);
+        }
+        accepted
+    })
+}

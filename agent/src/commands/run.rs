@@ -26,7 +26,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         policy,
         events: args.events,
         max_message_bytes: args.max_message_bytes,
-        agent_events: args.agent_socket.exists().then(|| args.agent_socket.clone()),
+        agent_events: args
+            .agent_socket
+            .exists()
+            .then(|| args.agent_socket.clone()),
         content: ContentLimits {
             max_bytes: args.content_max_bytes.max(64),
         },

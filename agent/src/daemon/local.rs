@@ -135,7 +135,7 @@ impl local_agent_server::LocalAgent for LocalService {
             good.push(e);
         }
         self.0.saw_caller(&user, "");
-        let (accepted, dropped) = self.0.spool_events(good, &user);
+        let (accepted, dropped) = self.0.spool_events(good, &user).await;
         Ok(Response::new(pb::LocalEventsAck { accepted, dropped }))
     }
 

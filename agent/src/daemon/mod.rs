@@ -42,7 +42,6 @@ pub struct Current {
     pub expires_at: SystemTime,
 }
 
-
 /// Everything the agent's tasks share.
 pub struct Shared {
     /// Settings.
@@ -172,34 +171,34 @@ impl Shared {
 
     /// Takes events from a proxy (JSON objects): identity fields come from the agent and the
     /// caller's OS user, never from the proxy. Returns (accepted, dropped).
-    pub fn spool_events(&self, events: Vec<Vec<u8>>, user: &str) -> (u32, u32) {
+    pub async fn spool_events(&self, events: Vec<Vec<u8>>, user: &str) -> (u32, u32) {
         let Some(sp) = self.spool.get() else {
             return (0, events.len() as u32);
         };
-        let agent_id = lock(&self.status)
-            .agent_id
-            .clone()
-            .unwrap_or_else(|| "unenrolled".into());
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
-        let (mut accepted, mut dropped) = (0, 0);
+        let mut maps = Vec::with_capacity(events.len());
+        let mut bad = 0;
         for e in events {
             let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&e) else {
-                dropped += 1;
+                bad += 1;
                 continue;
             };
-            m.insert("tenantId".into(), Value::from(self.config.tenant.clone()));
-            m.insert("agentId".into(), Value::from(agent_id.clone()));
             m.insert("hostname".into(), Value::from(hostname.clone()));
             m.insert("user".into(), Value::from(user.to_owned()));
-            if sp.append(m) {
-                accepted += 1;
-            } else {
-                dropped += 1;
-            }
+            maps.push(m);
         }
+        // Answered once durable: a proxy whose call fails re-sends (de-duplicated by eventId).
+        let (accepted, dropped) = sp.append_durable(maps).await;
         let mut s = lock(&self.status);
         s.events.accepted += u64::from(accepted);
-        (accepted, dropped)
+        (accepted, dropped + bad)
+    }
+
+    /// Tells the spool who this agent is (events wait for it).
+    fn set_spool_identity(&self, agent_id: &str) {
+        if let Some(sp) = self.spool.get() {
+            *lock(&sp.identity) = Some((agent_id.to_owned(), self.config.tenant.clone()));
+        }
     }
 
     /// Records a proxy caller.
@@ -478,6 +477,7 @@ impl Shared {
             s.enrolled = true;
             s.certificate_not_after = Some(unix_to_rfc3339(info.not_after));
         });
+        self.set_spool_identity(&info.agent_id);
         let Some(cert) = self.client_cert() else {
             return "the stored agent certificate or key is unreadable; re-enroll".into();
         };
@@ -707,7 +707,12 @@ async fn upload_loop(sh: Arc<Shared>) {
         if started.elapsed() > Duration::from_secs(30) {
             attempt = 0;
         }
-        tokio::time::sleep(backoff(attempt, Duration::from_millis(500), sh.config.reconnect_max)).await;
+        tokio::time::sleep(backoff(
+            attempt,
+            Duration::from_millis(500),
+            sh.config.reconnect_max,
+        ))
+        .await;
         attempt = attempt.saturating_add(1);
     }
 }
@@ -778,11 +783,20 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         move |t, d| agent_event_map(&tenant, sid.as_deref(), t, d),
     )?;
     let _ = sh.spool.set(spool);
+    if let Some((info, _, _)) = sh.state.identity() {
+        sh.set_spool_identity(&info.agent_id);
+    }
     for note in &recovery.corrupt {
-        sh.raise("SPOOL_CORRUPT", format!("{note}; the record was not uploaded"));
+        sh.raise(
+            "SPOOL_CORRUPT",
+            format!("{note}; the record was not uploaded"),
+        );
     }
     if recovery.truncated_bytes > 0 {
-        tracing::warn!(bytes = recovery.truncated_bytes, "cut a torn record off the spool (an unsynced write before a crash)");
+        tracing::warn!(
+            bytes = recovery.truncated_bytes,
+            "cut a torn record off the spool (an unsynced write before a crash)"
+        );
     }
     sh.load_lkg();
     let server = local::serve(Arc::clone(&sh)).await?;

@@ -21,13 +21,18 @@ pub const BATCH: usize = 500;
 /// Events sent but not yet acknowledged, at most.
 pub const IN_FLIGHT: u64 = 5_000;
 
+/// Durable events as (seq, canonical bytes).
+pub type Records = Vec<(u64, Vec<u8>)>;
+
 enum Cmd {
     Append(Map<String, Value>),
+    /// Appends a batch, answering (accepted, duplicates, last seq) once appended.
+    Batch(Vec<Map<String, Value>>, oneshot::Sender<(u32, u32, u64)>),
     Ack(u64),
     Read {
         after: u64,
         max: usize,
-        reply: oneshot::Sender<std::io::Result<Vec<(u64, Vec<u8>)>>>,
+        reply: oneshot::Sender<std::io::Result<Records>>,
     },
 }
 
@@ -54,6 +59,8 @@ pub struct SpoolStats {
 #[derive(Clone)]
 pub struct SpoolHandle {
     tx: SyncSender<Cmd>,
+    /// The agent id and tenant stamped on every event (events wait until it is known).
+    pub identity: Arc<Mutex<Option<(String, String)>>>,
     /// The durable sequence number.
     pub durable: watch::Receiver<u64>,
     /// Counters.
@@ -74,6 +81,22 @@ impl SpoolHandle {
                 false
             }
         }
+    }
+
+    /// Appends a batch from a proxy and waits until it is durable. Returns (accepted, dropped).
+    pub async fn append_durable(&self, events: Vec<Map<String, Value>>) -> (u32, u32) {
+        let n = events.len() as u32;
+        let (reply, rx) = oneshot::channel();
+        if self.tx.try_send(Cmd::Batch(events, reply)).is_err() {
+            lock(&self.stats).refused += u64::from(n);
+            return (0, n);
+        }
+        let Ok((accepted, dups, last)) = rx.await else {
+            return (0, n);
+        };
+        let mut durable = self.durable.clone();
+        let _ = durable.wait_for(|d| *d >= last).await;
+        (accepted + dups, n - accepted - dups)
     }
 
     /// Records an acknowledgement.
@@ -99,6 +122,17 @@ pub fn start(
     agent_event: impl Fn(&str, Value) -> Map<String, Value> + Send + 'static,
 ) -> std::io::Result<(SpoolHandle, super::spool::Recovery)> {
     let (mut spool, recovery) = Spool::open(dir, max_bytes)?;
+    // Event ids already on the chain (from the unacknowledged spool, then as appended), so a
+    // proxy re-sending after a lost answer does not put an event on the chain twice.
+    let mut seen: std::collections::HashSet<String> = spool
+        .read_after(spool.acked(), usize::MAX)?
+        .iter()
+        .filter_map(|(_, r)| serde_json::from_slice::<Value>(r).ok())
+        .filter_map(|v| v.get("eventId").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let mut seen_order: std::collections::VecDeque<String> = seen.iter().cloned().collect();
+    let identity: Arc<Mutex<Option<(String, String)>>> = Arc::new(Mutex::new(None));
+    let ident = Arc::clone(&identity);
     let (tx, rx) = mpsc::sync_channel::<Cmd>(CHANNEL);
     let (durable_tx, durable) = watch::channel(spool.synced());
     let stats = Arc::new(Mutex::new(SpoolStats {
@@ -114,9 +148,13 @@ pub fn start(
         .name("thoth-spool".into())
         .spawn(move || {
             let mut last_sync = Instant::now();
+            let mut waiting: std::collections::VecDeque<Cmd> = std::collections::VecDeque::new();
             loop {
+                let who = lock(&ident).clone();
                 let wait = if spool.seq() > spool.synced() {
                     GROUP_COMMIT.saturating_sub(last_sync.elapsed())
+                } else if !waiting.is_empty() {
+                    Duration::from_millis(100)
                 } else {
                     Duration::from_secs(3600)
                 };
@@ -128,19 +166,68 @@ pub fn start(
                         return;
                     }
                 };
+                // Until the agent knows who it is, events wait (bounded; overflow counted).
+                let cmd = match (cmd, &who) {
+                    (Some(c @ (Cmd::Append(_) | Cmd::Batch(..))), None) => {
+                        if waiting.len() < CHANNEL {
+                            waiting.push_back(c);
+                        } else {
+                            lock(&st).refused += 1;
+                        }
+                        None
+                    }
+                    (None, Some(_)) if !waiting.is_empty() => waiting.pop_front(),
+                    (c, Some(_)) if !waiting.is_empty() => {
+                        if let Some(c) = c {
+                            waiting.push_back(c);
+                        }
+                        waiting.pop_front()
+                    }
+                    (c, _) => c,
+                };
+                let stamp = |m: &mut Map<String, Value>| {
+                    if let Some((agent, tenant)) = &who {
+                        m.insert("agentId".into(), Value::from(agent.clone()));
+                        m.insert("tenantId".into(), Value::from(tenant.clone()));
+                    }
+                };
+                let mut remember = |id: Option<String>| -> bool {
+                    let Some(id) = id else { return true };
+                    if seen.contains(&id) {
+                        return false;
+                    }
+                    seen.insert(id.clone());
+                    seen_order.push_back(id);
+                    if seen_order.len() > 200_000
+                        && let Some(old) = seen_order.pop_front()
+                    {
+                        seen.remove(&old);
+                    }
+                    true
+                };
                 match cmd {
-                    Some(Cmd::Append(e)) => {
+                    Some(Cmd::Batch(events, reply)) => {
+                        let (mut accepted, mut dups) = (0u32, 0u32);
+                        for mut e in events {
+                            let id = e.get("eventId").and_then(Value::as_str).map(str::to_owned);
+                            if !remember(id) {
+                                dups += 1;
+                                continue;
+                            }
+                            stamp(&mut e);
+                            match spool.append(e) {
+                                Ok(_) => accepted += 1,
+                                Err(err) => tracing::error!("cannot append to the event spool: {err}"),
+                            }
+                        }
+                        let _ = reply.send((accepted, dups, spool.seq()));
+                    }
+                    Some(Cmd::Append(mut e)) => {
+                        stamp(&mut e);
+                        let id = e.get("eventId").and_then(Value::as_str).map(str::to_owned);
+                        remember(id);
                         if let Err(e) = spool.append(e) {
                             tracing::error!("cannot append to the event spool: {e}");
-                        }
-                        if spool.lost_pending > 0 {
-                            let lost = std::mem::take(&mut spool.lost_pending);
-                            tracing::warn!(lost, "the event spool was full: the oldest events were dropped");
-                            let ev = agent_event(
-                                "EVENTS_DROPPED",
-                                serde_json::json!({"dropped": lost, "reason": "the agent's event spool reached its size limit; the oldest events were deleted"}),
-                            );
-                            let _ = spool.append(ev);
                         }
                     }
                     Some(Cmd::Ack(seq)) => {
@@ -153,14 +240,25 @@ pub fn start(
                     }
                     None => {}
                 }
+                if spool.lost_pending > 0 {
+                    let lost = std::mem::take(&mut spool.lost_pending);
+                    tracing::warn!(lost, "the event spool was full: the oldest events were dropped");
+                    let mut ev = agent_event(
+                        "EVENTS_DROPPED",
+                        serde_json::json!({"dropped": lost, "reason": "the agent's event spool reached its size limit; the oldest events were deleted"}),
+                    );
+                    stamp(&mut ev);
+                    let _ = spool.append(ev);
+                }
                 if spool.seq() > spool.synced() && last_sync.elapsed() >= GROUP_COMMIT {
                     match spool.sync() {
-                        Ok(()) => {
-                            last_sync = Instant::now();
-                            durable_tx.send_replace(spool.synced());
-                        }
+                        Ok(()) => last_sync = Instant::now(),
                         Err(e) => tracing::error!("cannot sync the event spool: {e}"),
                     }
+                }
+                // A segment rotation also syncs: publish whatever is durable now.
+                if *durable_tx.borrow() != spool.synced() {
+                    durable_tx.send_replace(spool.synced());
                 }
                 let mut s = lock(&st);
                 s.seq = spool.seq();
@@ -173,6 +271,7 @@ pub fn start(
     Ok((
         SpoolHandle {
             tx,
+            identity,
             durable,
             stats,
         },

@@ -47,6 +47,7 @@ pub struct Spool {
     chain: Chain,
     acked: u64,
     synced_seq: u64,
+    written_seq: u64,
     dirty: bool,
     /// Events lost to the size bound, not yet recorded as EVENTS_DROPPED.
     pub lost_pending: u64,
@@ -58,9 +59,11 @@ fn seg_name(first_seq: u64) -> String {
     format!("seg-{first_seq:020}.log")
 }
 
-/// Reads every valid record of a segment: (payloads, corrupt notes, offset after the last good
-/// record).
-fn read_segment(path: &Path) -> std::io::Result<(Vec<Vec<u8>>, Vec<String>, u64, bool)> {
+/// A segment read back: payloads, corrupt notes, offset after the last good record, torn tail.
+type SegmentRead = (Vec<Vec<u8>>, Vec<String>, u64, bool);
+
+/// Reads every valid record of a segment.
+fn read_segment(path: &Path) -> std::io::Result<SegmentRead> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
     let mut out = Vec::new();
@@ -134,10 +137,16 @@ impl Spool {
                 let len = std::fs::metadata(path)?.len();
                 if i == last_index {
                     // The unsynced tail of the last write before a crash: cut it off.
-                    OpenOptions::new().write(true).open(path)?.set_len(good_end)?;
+                    OpenOptions::new()
+                        .write(true)
+                        .open(path)?
+                        .set_len(good_end)?;
                     rec.truncated_bytes += len - good_end;
                 } else {
-                    rec.corrupt.push(format!("{}: a torn record in a closed segment", path.display()));
+                    rec.corrupt.push(format!(
+                        "{}: a torn record in a closed segment",
+                        path.display()
+                    ));
                 }
             }
             rec.records += records.len() as u64;
@@ -185,6 +194,7 @@ impl Spool {
                 chain,
                 acked,
                 synced_seq: synced,
+                written_seq: synced,
                 dirty: false,
                 lost_pending: 0,
                 lost_total: 0,
@@ -233,16 +243,17 @@ impl Spool {
 
     /// Chains and appends one event (a JSON object); not yet durable until [`Spool::sync`].
     pub fn append(&mut self, mut event: serde_json::Map<String, Value>) -> std::io::Result<u64> {
-        let line = self.chain.seal_value(&mut event);
-        let seq = self.chain.seq();
         let need_new = match self.segments.back() {
             None => true,
             Some(s) => self.current.is_none() || s.bytes >= self.segment_bytes,
         };
         if need_new {
+            // Close the previous segment durably before the next one starts.
             self.sync()?;
-            self.open_current(seq)?;
+            self.open_current(self.chain.seq() + 1)?;
         }
+        let line = self.chain.seal_value(&mut event);
+        let seq = self.chain.seq();
         let mut rec = Vec::with_capacity(line.len() + 8);
         rec.extend_from_slice(&(line.len() as u32).to_le_bytes());
         rec.extend_from_slice(&crc32fast::hash(&line).to_le_bytes());
@@ -254,12 +265,13 @@ impl Spool {
         let seg = self.segments.back_mut().expect("a current segment");
         seg.bytes += rec.len() as u64;
         seg.last_seq = seq;
+        self.written_seq = seq;
         self.dirty = true;
         self.enforce_bound();
         Ok(seq)
     }
 
-    /// Makes everything appended durable (fdatasync).
+    /// Makes everything written durable (fdatasync).
     pub fn sync(&mut self) -> std::io::Result<()> {
         if self.dirty {
             if let Some(f) = &self.current {
@@ -267,7 +279,7 @@ impl Spool {
             }
             self.dirty = false;
         }
-        self.synced_seq = self.chain.seq();
+        self.synced_seq = self.written_seq;
         Ok(())
     }
 
@@ -302,7 +314,10 @@ impl Spool {
             0o600,
         )?;
         while self.segments.len() > 1
-            && self.segments.front().is_some_and(|s| s.last_seq <= self.acked)
+            && self
+                .segments
+                .front()
+                .is_some_and(|s| s.last_seq <= self.acked)
         {
             let s = self.segments.pop_front().expect("non-empty");
             let _ = std::fs::remove_file(&s.path);
@@ -320,7 +335,9 @@ impl Spool {
             }
             let (records, _, _, _) = read_segment(&seg.path)?;
             for r in records {
-                let Some((seq, _)) = seq_hash(&r) else { continue };
+                let Some((seq, _)) = seq_hash(&r) else {
+                    continue;
+                };
                 if seq > after && seq <= self.synced_seq {
                     out.push((seq, r));
                     if out.len() >= max {
@@ -338,7 +355,8 @@ mod tests {
     use super::*;
 
     fn ev(i: u64) -> serde_json::Map<String, Value> {
-        let Value::Object(m) = serde_json::json!({"eventId": format!("e{i}"), "eventType": "TOOL_CALL_PRE", "hostname": "h", "timestamp": "t"}) else {
+        let Value::Object(m) = serde_json::json!({"eventId": format!("e{i}"), "eventType": "TOOL_CALL_PRE", "hostname": "h", "timestamp": "t"})
+        else {
             unreachable!()
         };
         m
@@ -418,6 +436,10 @@ mod tests {
         drop(s);
         let (s, _) = Spool::open(dir.path(), 64 << 10).unwrap();
         assert_eq!(s.acked(), 2000);
-        assert_eq!(s.seq(), 2000, "the chain continues after the acknowledged head");
+        assert_eq!(
+            s.seq(),
+            2000,
+            "the chain continues after the acknowledged head"
+        );
     }
 }

@@ -134,17 +134,27 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
                 failures = 0;
                 let dropped = r.into_inner().dropped;
                 if dropped > 0 {
-                    tracing::warn!(dropped, "the agent could not keep some events (counted there)");
+                    tracing::warn!(
+                        dropped,
+                        "the agent could not keep some events (counted there)"
+                    );
                 }
             }
             Err(e) => {
                 if stopping {
-                    tracing::warn!(lost = batch.len(), "events not delivered to the agent at exit: {e}");
+                    tracing::warn!(
+                        lost = batch.len(),
+                        "events not delivered to the agent at exit: {e}"
+                    );
                     return;
                 }
                 client = None;
                 failures = failures.saturating_add(1);
-                let wait = crate::daemon::backoff(failures, Duration::from_millis(200), Duration::from_secs(5));
+                let wait = crate::daemon::backoff(
+                    failures,
+                    Duration::from_millis(200),
+                    Duration::from_secs(5),
+                );
                 tracing::debug!("agent unreachable for events ({e}); retrying in {wait:?}");
                 retry_at = Instant::now() + wait;
                 requeue(&s, batch);

@@ -70,6 +70,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
+    /// Behavioral events stored by the controller: query, or follow live.
+    #[command(subcommand)]
+    Events(EventsCmd),
     /// Show who your credential says you are.
     Whoami,
     /// Signing keys.
@@ -171,6 +174,45 @@ enum AgentsCmd {
         /// Why (kept in the audit log).
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct EventFilterArgs {
+    /// Only this agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Only this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Only this tool.
+    #[arg(long)]
+    tool: Option<String>,
+    /// Only this event type (TOOL_CALL_PRE, TOOL_CALL_POST, CHAIN_ALERT, …).
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// From this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Until this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// The newest matching events (oldest first).
+    Query {
+        #[command(flatten)]
+        filter: EventFilterArgs,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Follow matching events as they arrive (Ctrl-C to stop).
+    Tail {
+        #[command(flatten)]
+        filter: EventFilterArgs,
     },
 }
 
@@ -480,6 +522,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Events(cmd) => events(&ctx, cmd).await,
         Command::Whoami => {
             let me = ctx
                 .admin()
@@ -960,6 +1003,121 @@ async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
                 );
             }
             Ok(())
+        }
+    }
+}
+
+fn event_query(ctx: &Ctx, f: &EventFilterArgs, limit: u32, after: u64) -> pb::EventQuery {
+    pb::EventQuery {
+        tenant: ctx.global.tenant.clone().unwrap_or_default(),
+        agent_id: f.agent.clone().unwrap_or_default(),
+        session_id: f.session.clone().unwrap_or_default(),
+        tool_name: f.tool.clone().unwrap_or_default(),
+        event_type: f.event_type.clone().unwrap_or_default(),
+        since: f.since.clone().unwrap_or_default(),
+        until: f.until.clone().unwrap_or_default(),
+        limit,
+        after_id: after,
+    }
+}
+
+fn print_events(ctx: &Ctx, events: &[pb::StoredEvent], header: bool) {
+    if ctx.global.json {
+        for e in events {
+            println!("{}", e.json);
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.json).unwrap_or_default();
+            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+            let action = v
+                .get("decision")
+                .and_then(|d| d.get("action"))
+                .and_then(|a| a.as_str())
+                .unwrap_or("")
+                .to_owned();
+            vec![
+                s("timestamp"),
+                s("eventType"),
+                s("agentId"),
+                s("user"),
+                s("serverName"),
+                s("toolName"),
+                action,
+                v.get("seq").map(|x| x.to_string()).unwrap_or_default(),
+                if e.chain_ok {
+                    "ok".into()
+                } else {
+                    "ALERT".into()
+                },
+            ]
+        })
+        .collect();
+    if header {
+        table(
+            &[
+                "TIME", "TYPE", "AGENT", "USER", "SERVER", "TOOL", "ACTION", "SEQ", "CHAIN",
+            ],
+            &rows,
+        );
+    } else {
+        for r in rows {
+            println!("{}", r.join("  "));
+        }
+    }
+}
+
+async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
+    match cmd {
+        EventsCmd::Query { filter, limit } => {
+            let r = ctx
+                .admin()
+                .await?
+                .query_events(event_query(ctx, &filter, limit, 0))
+                .await?
+                .into_inner();
+            if r.events.is_empty() && !ctx.global.json {
+                println!("no matching events");
+            } else {
+                print_events(ctx, &r.events, true);
+            }
+            Ok(())
+        }
+        EventsCmd::Tail { filter } => {
+            let mut admin = ctx.admin().await?;
+            let first = admin
+                .query_events(event_query(ctx, &filter, 10, 0))
+                .await?
+                .into_inner();
+            print_events(ctx, &first.events, true);
+            let mut after = first.events.last().map_or(0, |e| e.id);
+            if after == 0 {
+                // Start from the newest stored event, whatever matches.
+                let latest = admin
+                    .query_events(pb::EventQuery {
+                        tenant: ctx.global.tenant.clone().unwrap_or_default(),
+                        limit: 1,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                after = latest.events.last().map_or(0, |e| e.id);
+            }
+            loop {
+                let r = admin
+                    .query_events(event_query(ctx, &filter, 1000, after))
+                    .await?
+                    .into_inner();
+                if let Some(last) = r.events.last() {
+                    after = last.id;
+                    print_events(ctx, &r.events, false);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
         }
     }
 }

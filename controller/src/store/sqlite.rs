@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    AgentRecord, AgentReportRecord, AuditRecord, Labels, PolicyRecord, RedeemError, Store,
-    StoreError, TokenRecord,
+    AgentRecord, AgentReportRecord, AuditRecord, EventFilter, Labels, PolicyRecord, RedeemError,
+    Store, StoreError, StoredEventRecord, TokenRecord,
 };
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran. Never edit one that
@@ -70,6 +70,33 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX audit_tenant ON audit (tenant, id);",
+    // 2: behavioral events, per-agent chain state, sink cursors.
+    "CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        tool_name TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        chain_ok INTEGER NOT NULL,
+        json TEXT NOT NULL
+    );
+    CREATE INDEX events_tenant_time ON events (tenant, timestamp);
+    CREATE INDEX events_agent ON events (agent_id, seq);
+    CREATE INDEX events_tool ON events (tool_name);
+    CREATE INDEX events_session ON events (session_id);
+    CREATE TABLE chains (
+        agent_id TEXT PRIMARY KEY,
+        last_seq INTEGER NOT NULL,
+        last_hash TEXT NOT NULL
+    );
+    CREATE TABLE sink_cursors (
+        sink TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    );",
 ];
 
 /// SQLite behind a mutex (SQLite has one writer anyway; calls are short).
@@ -576,6 +603,161 @@ impl Store for SqliteStore {
             )
             .map(|n| n as u64)
             .map_err(backend)
+    }
+
+    fn chain_state(&self, agent_id: &str) -> Result<Option<(u64, String)>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT last_seq, last_hash FROM chains WHERE agent_id = ?1",
+                params![agent_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn commit_events(
+        &self,
+        agent_id: &str,
+        events: &[StoredEventRecord],
+        new_state: Option<(u64, String)>,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let mut new = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(backend)?;
+            for e in events {
+                new += stmt
+                    .execute(params![
+                        e.event_id,
+                        e.tenant,
+                        e.agent_id,
+                        e.seq as i64,
+                        e.event_type,
+                        e.session_id,
+                        e.tool_name,
+                        e.timestamp,
+                        e.chain_ok,
+                        e.json
+                    ])
+                    .map_err(backend)? as u64;
+            }
+        }
+        if let Some((seq, hash)) = new_state {
+            tx.execute(
+                "INSERT INTO chains (agent_id, last_seq, last_hash) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(agent_id) DO UPDATE SET last_seq = excluded.last_seq, last_hash = excluded.last_hash",
+                params![agent_id, seq as i64, hash],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(new)
+    }
+
+    fn query_events(&self, f: &EventFilter) -> Result<Vec<StoredEventRecord>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json FROM events WHERE id > ?1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![(f.after_id as i64).into()];
+        let mut add = |sql: &mut String, clause: &str, v: String| {
+            args.push(v.into());
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        };
+        if let Some(t) = &f.tenant {
+            add(&mut sql, "tenant =", t.clone());
+        }
+        if let Some(a) = &f.agent_id {
+            add(&mut sql, "agent_id =", a.clone());
+        }
+        if let Some(s2) = &f.session_id {
+            add(&mut sql, "session_id =", s2.clone());
+        }
+        if let Some(t) = &f.tool_name {
+            add(&mut sql, "tool_name =", t.clone());
+        }
+        if let Some(t) = &f.since {
+            add(&mut sql, "timestamp >=", t.clone());
+        }
+        if let Some(t) = &f.until {
+            add(&mut sql, "timestamp <=", t.clone());
+        }
+        for (col, list) in [("event_type", &f.event_types), ("tenant", &f.tenants)] {
+            if !list.is_empty() {
+                let mut marks = Vec::new();
+                for v in list {
+                    args.push(v.clone().into());
+                    marks.push(format!("?{}", args.len()));
+                }
+                sql.push_str(&format!(" AND {col} IN ({})", marks.join(", ")));
+            }
+        }
+        let limit = i64::from(f.limit.clamp(1, 10_000));
+        if f.newest && f.after_id == 0 {
+            sql = format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT {limit}) ORDER BY id");
+        } else {
+            sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+        }
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql).map_err(backend)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(StoredEventRecord {
+                    id: r.get::<_, i64>(0)? as u64,
+                    event_id: r.get(1)?,
+                    tenant: r.get(2)?,
+                    agent_id: r.get(3)?,
+                    seq: r.get::<_, i64>(4)? as u64,
+                    event_type: r.get(5)?,
+                    session_id: r.get(6)?,
+                    tool_name: r.get(7)?,
+                    timestamp: r.get(8)?,
+                    chain_ok: r.get(9)?,
+                    json: r.get(10)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn max_event_id(&self) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|v| v as u64)
+            .map_err(backend)
+    }
+
+    fn sink_cursor(&self, sink: &str) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT last_id FROM sink_cursors WHERE sink = ?1",
+                params![sink],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0) as u64)
+            .map_err(backend)
+    }
+
+    fn set_sink_cursor(&self, sink: &str, id: u64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO sink_cursors (sink, last_id) VALUES (?1, ?2)
+                 ON CONFLICT(sink) DO UPDATE SET last_id = excluded.last_id",
+                params![sink, id as i64],
+            )
+            .map_err(backend)?;
+        Ok(())
     }
 
     fn append_audit(&self, e: &AuditRecord) -> Result<u64, StoreError> {

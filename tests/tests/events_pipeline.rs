@@ -1,0 +1,287 @@
+//! Behavioral events end to end: proxy → agent (chain, durable spool) → controller (verify,
+//! de-duplicate, commit, acknowledge) → SIEM sinks, with real crashes and outages.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use thoth_e2e::fleet::{Agent, Controller, emit_events};
+use thoth_e2e::*;
+
+fn fs_server(dir: &Path) -> Vec<String> {
+    vec![
+        node_server("mcp-server-filesystem").display().to_string(),
+        dir.display().to_string(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sink_config(dir: &Path) -> (String, std::path::PathBuf) {
+    let file = dir.join("siem/events.jsonl");
+    (
+        format!(
+            "[[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{}\"\n",
+            file.display()
+        ),
+        file,
+    )
+}
+
+#[test]
+fn a_governed_call_reaches_the_controller_and_the_jsonl_sink_with_a_verified_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    write_file(&work, "a.txt", "hello");
+    let (sinks, file) = sink_config(dir.path());
+    let controller = Controller::start(dir.path(), &sinks);
+    let agent = Agent::start(dir.path(), &controller);
+    let v = controller.push(&example_policy("read-only-files-strict.yaml"));
+    agent.wait_status("policy", |s| Agent::version(s) == Some(v));
+    let mut args: Vec<String> = vec!["--server".into(), "files".into()];
+    args.extend(agent.proxy_args());
+    let run = mcp_client(
+        ClientOpts::default(),
+        json!([
+            {"op": "call", "tool": "read_text_file", "args": {"path": work.join("a.txt")}},
+            {"op": "call", "tool": "write_file", "args": {"path": work.join("b.txt"), "content": "x", "password": "hunter2"}},
+        ]),
+        &strs(&args),
+        &strs(&fs_server(&work)),
+    );
+    assert_eq!(run.calls()[1]["isError"], true);
+    // PRE and POST of both calls arrive in the SIEM file with DESIGN's fields.
+    wait("four tool events in the sink", 30, || {
+        jsonl(&file)
+            .iter()
+            .filter(|e| {
+                e["eventType"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("TOOL_CALL"))
+            })
+            .count()
+            >= 4
+    });
+    let events = jsonl(&file);
+    let pre = events
+        .iter()
+        .find(|e| e["eventType"] == "TOOL_CALL_PRE" && e["toolName"] == "read_text_file")
+        .unwrap();
+    for field in [
+        "eventId",
+        "eventType",
+        "timestamp",
+        "tenantId",
+        "agentId",
+        "hostname",
+        "user",
+        "sessionId",
+        "serverName",
+        "sourceType",
+        "toolName",
+        "content",
+        "sessionToolCalls",
+        "decision",
+        "policyVersion",
+        "latencyUs",
+        "seq",
+        "prevHash",
+        "hash",
+    ] {
+        assert!(pre.get(field).is_some(), "{field} missing from {pre}");
+    }
+    let st = agent.status().unwrap();
+    assert_eq!(
+        pre["agentId"], st["agentId"],
+        "identity comes from the agent"
+    );
+    assert_eq!(pre["tenantId"], "default");
+    assert_eq!(pre["policyVersion"], format!("v{v}"));
+    let denied = events
+        .iter()
+        .find(|e| e["eventType"] == "TOOL_CALL_PRE" && e["toolName"] == "write_file")
+        .unwrap();
+    assert_eq!(denied["decision"]["action"], "deny");
+    assert!(
+        !denied["content"].as_str().unwrap().contains("hunter2"),
+        "secrets are masked: {denied}"
+    );
+    // The sink file is one unbroken chain from seq 1 (thoth events verify).
+    let (code, out, err) = thoth_cmd(&["events", "verify", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    // And the controller's query finds them.
+    let out = controller.ctl_ok(&["--json", "events", "query", "--tool", "read_text_file"]);
+    let found: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(found.len(), 2, "{out}");
+    assert!(found.iter().all(|e| e["toolName"] == "read_text_file"));
+    let table = controller.ctl_ok(&["events", "query", "--type", "TOOL_CALL_PRE"]);
+    assert!(
+        table.starts_with("TIME") && table.contains("write_file") && table.contains("deny"),
+        "{table}"
+    );
+}
+
+#[test]
+fn sigkill_while_events_are_in_flight_loses_nothing_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sinks, _file) = sink_config(dir.path());
+    let controller = Controller::start(dir.path(), &sinks);
+    let mut agent = Agent::start(dir.path(), &controller);
+    agent.wait_status("connected", |s| s["connected"] == true);
+    let accepted = emit_events(&agent.socket, 10_000, "crash");
+    assert_eq!(accepted, 10_000);
+    // Kill it while the upload is under way (whatever is durable must survive).
+    std::thread::sleep(Duration::from_millis(30));
+    agent.kill9();
+    agent.boot();
+    // Everything durable at the kill arrives exactly once, with an unbroken chain.
+    agent.wait_status("the spool drained", |st| {
+        st["events"]["acked"] == st["events"]["seq"]
+            && st["events"]["seq"].as_u64().unwrap_or(0) > 0
+    });
+    let out = controller.ctl_ok(&[
+        "--json",
+        "events",
+        "query",
+        "--session",
+        "crash",
+        "--limit",
+        "10000",
+    ]);
+    let got: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: std::collections::BTreeSet<&str> =
+        got.iter().map(|e| e["eventId"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), got.len(), "duplicates stored");
+    // The agent answers a proxy only once its events are durable, so all of them arrive.
+    assert_eq!(got.len(), 10_000, "events lost");
+    let alerts = controller.ctl_ok(&["--json", "events", "query", "--type", "CHAIN_ALERT"]);
+    assert!(alerts.trim().is_empty(), "chain alerts: {alerts}");
+}
+
+#[test]
+fn a_controller_outage_grows_the_spool_and_everything_is_delivered_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sinks, file) = sink_config(dir.path());
+    let mut controller = Controller::start(dir.path(), &sinks);
+    let agent = Agent::start(dir.path(), &controller);
+    agent.wait_status("connected", |s| s["connected"] == true);
+    controller.stop();
+    assert_eq!(emit_events(&agent.socket, 3_000, "outage"), 3_000);
+    let st = agent.wait_status("spooled", |s| {
+        s["events"]["durable"].as_u64().unwrap_or(0) >= 3_000
+    });
+    assert!(
+        st["events"]["spoolBytes"].as_u64().unwrap() > 100_000,
+        "{st}"
+    );
+    controller.restart();
+    wait("all 3000 in the sink", 60, || {
+        jsonl(&file)
+            .iter()
+            .filter(|e| e["sessionId"] == "outage")
+            .count()
+            == 3_000
+    });
+    agent.wait_status("acknowledged", |s| {
+        s["events"]["acked"] == s["events"]["seq"]
+    });
+}
+
+#[test]
+fn a_tiny_spool_counts_and_reports_overflow_and_a_flipped_byte_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sinks, file) = sink_config(dir.path());
+    let controller = Controller::start(dir.path(), &sinks);
+    let mut agent = Agent::start(dir.path(), &controller);
+    agent.wait_status("connected", |s| s["connected"] == true);
+    agent.stop();
+    // Tiny spool, controller unreachable: overflow.
+    let cfg = std::fs::read_to_string(&agent.config).unwrap();
+    let offline = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("controller_url") {
+                "controller_url = \"https://127.0.0.1:1\"".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        &agent.config,
+        format!("{offline}\nspool_max_bytes = 65536\n"),
+    )
+    .unwrap();
+    agent.boot();
+    emit_events(&agent.socket, 3_000, "tiny");
+    let st = agent.wait_status("overflow counted", |s| {
+        s["events"]["dropped"].as_u64().unwrap_or(0) > 0
+    });
+    let dropped = st["events"]["dropped"].as_u64().unwrap();
+    assert!(dropped > 1_000, "{st}");
+    // Flip a byte in a spool segment, restart: detected and reported.
+    agent.stop();
+    let seg = std::fs::read_dir(agent.state.join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .min()
+        .unwrap();
+    let mut data = std::fs::read(&seg).unwrap();
+    let i = 8 + 40;
+    data[i] ^= 0x55;
+    std::fs::write(&seg, data).unwrap();
+    std::fs::write(&agent.config, cfg).unwrap();
+    agent.boot();
+    let st = agent.wait_status("corruption reported", |s| {
+        s["recentEvents"].to_string().contains("SPOOL_CORRUPT")
+    });
+    assert!(st["events"]["corrupt"].as_u64().unwrap() >= 1, "{st}");
+    // The loss reaches the SIEM as an EVENTS_DROPPED event, and nothing corrupt is delivered.
+    let st = agent.wait_status("the spool drained", |s| {
+        s["events"]["acked"] == s["events"]["seq"]
+    });
+    wait("EVENTS_DROPPED in the sink", 30, || {
+        jsonl(&file)
+            .iter()
+            .any(|e| e["eventType"] == "EVENTS_DROPPED")
+    });
+    let _ = st;
+    let drop_event = jsonl(&file)
+        .into_iter()
+        .find(|e| e["eventType"] == "EVENTS_DROPPED")
+        .unwrap();
+    assert!(
+        drop_event["detail"]["dropped"].as_u64().unwrap() > 0,
+        "{drop_event}"
+    );
+}
