@@ -285,3 +285,150 @@ fn a_tiny_spool_counts_and_reports_overflow_and_a_flipped_byte_is_reported() {
         "{drop_event}"
     );
 }
+
+#[test]
+fn splunk_hec_and_the_webhook_get_the_exact_format_auth_and_hmac() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("http.jsonl");
+    let mut server = std::process::Command::new(python())
+        .arg(py_script("http_sink.py"))
+        .arg("--capture")
+        .arg(&capture)
+        .args(["--secret", "s3cret-key"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port = port.trim();
+    let sinks = format!(
+        "[[sinks]]\nname = \"splunk\"\nkind = \"splunk_hec\"\nurl = \"http://127.0.0.1:{port}/services/collector/event\"\ntoken = \"hec-token-1\"\n\n[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/thoth\"\nsecret = \"s3cret-key\"\nevent_types = [\"TOOL_CALL_PRE\"]\n"
+    );
+    let controller = Controller::start(dir.path(), &sinks);
+    let agent = Agent::start(dir.path(), &controller);
+    agent.wait_status("connected", |s| s["connected"] == true);
+    emit_events(&agent.socket, 20, "http");
+    let requests = || -> Vec<Value> {
+        std::fs::read_to_string(&capture)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait("both sinks delivered the 20 events", 30, || {
+        let r = requests();
+        let hec: usize = r
+            .iter()
+            .filter(|q| q["path"] == "/services/collector/event")
+            .map(|q| {
+                q["body"]
+                    .as_str()
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.contains("\"sessionId\":\"http\""))
+                    .count()
+            })
+            .sum();
+        let hook: usize = r
+            .iter()
+            .filter(|q| q["path"] == "/thoth")
+            .map(|q| {
+                serde_json::from_str::<Vec<Value>>(q["body"].as_str().unwrap())
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["sessionId"] == "http")
+                    .count()
+            })
+            .sum();
+        hec >= 20 && hook >= 20
+    });
+    let r = requests();
+    let hec = r
+        .iter()
+        .find(|q| q["path"] == "/services/collector/event")
+        .unwrap();
+    assert_eq!(hec["headers"]["authorization"], "Splunk hec-token-1");
+    let first: Value =
+        serde_json::from_str(hec["body"].as_str().unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(first["sourcetype"], "thoth:event");
+    assert!(
+        first["time"].as_f64().is_some() && first["event"]["eventId"].is_string(),
+        "{first}"
+    );
+    for q in r.iter().filter(|q| q["path"] == "/thoth") {
+        assert_eq!(q["hmacOk"], true, "bad HMAC: {q}");
+        let events: Vec<Value> = serde_json::from_str(q["body"].as_str().unwrap()).unwrap();
+        assert!(
+            events.iter().all(|e| e["eventType"] == "TOOL_CALL_PRE"),
+            "the filter leaked: {q}"
+        );
+    }
+    let _ = server.kill();
+}
+
+#[test]
+fn rsyslog_receives_rfc5424_over_tcp_with_structured_data() {
+    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("rsyslogd is missing: scripts/setup-peers installs it (apt-get install rsyslog)");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rsyslog.out");
+    let port = thoth_e2e::fleet::free_port();
+    let conf = dir.path().join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{d}\")\nmodule(load=\"imtcp\")\ntemplate(name=\"t\" type=\"string\" string=\"%APP-NAME%|%MSGID%|%STRUCTURED-DATA%|%msg%\\n\")\nruleset(name=\"thoth\") {{ action(type=\"omfile\" file=\"{o}\" template=\"t\") }}\ninput(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\" ruleset=\"thoth\")\n",
+            d = dir.path().display(),
+            o = out.display(),
+        ),
+    )
+    .unwrap();
+    let mut rs = std::process::Command::new(rsyslogd)
+        .args(["-n", "-f"])
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.path().join("rsyslog.pid"))
+        .spawn()
+        .unwrap();
+    wait("rsyslog listening", 20, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let sinks = format!(
+        "[[sinks]]\nname = \"rsyslog\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n"
+    );
+    let controller = Controller::start(dir.path(), &sinks);
+    let agent = Agent::start(dir.path(), &controller);
+    agent.wait_status("connected", |s| s["connected"] == true);
+    emit_events(&agent.socket, 50, "syslog");
+    wait("rsyslog wrote the 50 events", 30, || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"sessionId\":\"syslog\""))
+            .count()
+            >= 50
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"sessionId\":\"syslog\""))
+        .unwrap();
+    let parts: Vec<&str> = line.splitn(4, '|').collect();
+    assert_eq!(parts[0], "thoth", "{line}");
+    assert_eq!(parts[1], "TOOL_CALL_PRE", "{line}");
+    assert!(
+        parts[2].starts_with("[thoth@32473 eventId=\"syslog-")
+            && parts[2].contains("toolName=\"read_text_file\"")
+            && parts[2].contains("tenantId=\"default\""),
+        "{line}"
+    );
+    let ev: Value = serde_json::from_str(parts[3].trim()).unwrap();
+    assert_eq!(ev["toolName"], "read_text_file");
+    let _ = rs.kill();
+    let _ = rs.wait();
+}
