@@ -367,6 +367,7 @@ fn splunk_hec_and_the_webhook_get_the_exact_format_auth_and_hmac() {
         );
     }
     let _ = server.kill();
+    let _ = server.wait();
 }
 
 #[test]
