@@ -86,6 +86,49 @@ pub struct Defaults {
     /// ~60 s tool-call timeout). Between 1 and 600.
     #[serde(default = "Defaults::default_timeout", deserialize_with = "de_timeout")]
     pub approval_timeout_secs: u64,
+    /// What behavioral events keep of call content.
+    #[serde(default)]
+    pub events: EventSettings,
+}
+
+/// Privacy of event content: a size cap (the SHA-256 of the whole is kept when cut) and extra
+/// key words whose values are masked, besides the built-in ones (`password`, `token`, `secret`,
+/// `api_key`, `authorization`…).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Longest content kept, in bytes (64 to 1048576). Default: 16384, or `--content-max-bytes`.
+    #[serde(default, deserialize_with = "de_content_max")]
+    pub content_max_bytes: Option<usize>,
+    /// More key words to mask (case, `_` and `-` ignored; a key containing one is masked).
+    #[serde(default, deserialize_with = "de_redact_keys")]
+    pub redact_keys: Vec<String>,
+}
+
+fn de_content_max<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let v = usize::deserialize(d)?;
+    if !(64..=1 << 20).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "content_max_bytes must be between 64 and 1048576, not {v}"
+        )));
+    }
+    Ok(Some(v))
+}
+
+fn de_redact_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    if v.len() > 100 {
+        return Err(serde::de::Error::custom("at most 100 redact_keys"));
+    }
+    for k in &v {
+        let folded: String = k.chars().filter(|c| *c != '_' && *c != '-').collect();
+        if folded.is_empty() || k.len() > 64 {
+            return Err(serde::de::Error::custom(format!(
+                "redact_keys entry {k:?} must have 1-64 characters besides '_' and '-'"
+            )));
+        }
+    }
+    Ok(v)
 }
 
 impl Defaults {
@@ -107,6 +150,7 @@ impl Default for Defaults {
             unknown_servers: Self::default_unknown(),
             progressive: Progressive::default(),
             approval_timeout_secs: Self::default_timeout(),
+            events: EventSettings::default(),
         }
     }
 }

@@ -8,14 +8,26 @@ use sha2::{Digest, Sha256};
 pub struct ContentLimits {
     /// Longest content kept, in bytes. Longer content is cut and its SHA-256 recorded.
     pub max_bytes: usize,
+    /// More key words to mask, besides the built-in ones (lowercase, without `_` and `-`; a key
+    /// containing one is masked). Set once per process, from the policy.
+    pub extra_secret_keys: &'static [String],
 }
 
 impl Default for ContentLimits {
     fn default() -> Self {
         Self {
             max_bytes: 16 * 1024,
+            extra_secret_keys: &[],
         }
     }
+}
+
+/// A key or text folded for matching: lowercase, without `_` and `-`.
+pub fn fold(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Content ready for an event.
@@ -57,17 +69,27 @@ pub fn is_secret_key(key: &str) -> bool {
 
 /// Masks the values of secret-looking keys, at any depth.
 pub fn redact(value: &mut Value) {
+    redact_with(value, &[]);
+}
+
+/// Masks the values of secret-looking keys and of keys containing one of `extra` (folded words).
+pub fn redact_with(value: &mut Value, extra: &[String]) {
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                if is_secret_key(k) && !v.is_null() {
+                let secret = is_secret_key(k)
+                    || (!extra.is_empty() && {
+                        let f = fold(k);
+                        extra.iter().any(|w| f.contains(w.as_str()))
+                    });
+                if secret && !v.is_null() {
                     *v = Value::String(REDACTED.into());
                 } else {
-                    redact(v);
+                    redact_with(v, extra);
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::Array(items) => items.iter_mut().for_each(|i| redact_with(i, extra)),
         _ => {}
     }
 }
@@ -110,10 +132,16 @@ fn may_hold_secrets(json: &str) -> bool {
 /// a JSON string.
 pub fn render_content(json: &str, limits: ContentLimits) -> RenderedContent {
     let json = json.trim();
-    let text = if may_hold_secrets(json) {
+    let extra = limits.extra_secret_keys;
+    let suspect = may_hold_secrets(json)
+        || (!extra.is_empty() && {
+            let f = fold(json);
+            extra.iter().any(|w| f.contains(w.as_str()))
+        });
+    let text = if suspect {
         match serde_json::from_str::<Value>(json) {
             Ok(mut value) => {
-                redact(&mut value);
+                redact_with(&mut value, extra);
                 value.to_string()
             }
             Err(_) => Value::String(json.to_owned()).to_string(),
@@ -184,10 +212,33 @@ mod tests {
     fn long_content_is_cut_with_its_hash() {
         let r = render_content(
             &json!({"s": "é".repeat(100)}).to_string(),
-            ContentLimits { max_bytes: 51 },
+            ContentLimits {
+                max_bytes: 51,
+                ..ContentLimits::default()
+            },
         );
         assert!(r.truncated);
         assert!(r.text.len() <= 51);
         assert_eq!(r.sha256.unwrap().len(), 64);
+    }
+
+    #[test]
+    fn policy_words_mask_more_keys() {
+        static EXTRA: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        let extra = EXTRA.get_or_init(|| vec![fold("SSN"), fold("iban")]);
+        let limits = ContentLimits {
+            extra_secret_keys: extra,
+            ..ContentLimits::default()
+        };
+        let r = render_content(
+            r#"{"customer_ssn":"123-45-6789","IBAN":"FR76","name":"x"}"#,
+            limits,
+        );
+        assert_eq!(
+            r.text,
+            r#"{"customer_ssn":"[REDACTED]","IBAN":"[REDACTED]","name":"x"}"#
+        );
+        let plain = render_content(r#"{"customer_ssn":"1"}"#, ContentLimits::default());
+        assert!(plain.text.contains("\"1\""));
     }
 }

@@ -433,3 +433,63 @@ fn rsyslog_receives_rfc5424_over_tcp_with_structured_data() {
     let _ = rs.kill();
     let _ = rs.wait();
 }
+
+#[test]
+fn content_cap_and_masked_keys_are_set_by_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "a.txt", "hello");
+    let policy = write_file(
+        dir.path(),
+        "p.yaml",
+        "defaults:\n  events:\n    content_max_bytes: 120\n    redact_keys: [ssn, customer-iban]\nservers:\n  - name: files\n    enforcement: observe\n    approved_scope: [\"*\"]\n",
+    );
+    let events = dir.path().join("ev.jsonl");
+    let long = "x".repeat(500);
+    let args = [
+        "--server",
+        "files",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+        "--agent-socket",
+        "/nonexistent/agent.sock",
+        "--state-dir",
+        "/nonexistent",
+    ];
+    mcp_client(
+        ClientOpts::default(),
+        json!([{"op": "call", "tool": "read_text_file", "args": {"path": dir.path().join("a.txt"), "SSN": "123-45-6789", "customerIban": "FR76"}},
+               {"op": "call", "tool": "read_text_file", "args": {"path": dir.path().join("a.txt"), "note": long}}]),
+        &args,
+        &strs(&fs_server(dir.path())),
+    );
+    let evs = jsonl(&events);
+    let pres: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["eventType"] == "TOOL_CALL_PRE")
+        .collect();
+    let first = pres[0]["content"].as_str().unwrap();
+    assert!(
+        first.contains("\"SSN\":\"[REDACTED]\"")
+            && first.contains("\"customerIban\":\"[REDACTED]\""),
+        "{first}"
+    );
+    assert!(!first.contains("123-45"), "{first}");
+    assert_eq!(pres[1]["contentTruncated"], true);
+    assert_eq!(pres[1]["content"].as_str().unwrap().len(), 120);
+    assert_eq!(pres[1]["contentSha256"].as_str().unwrap().len(), 64);
+    // A bad setting is refused with its position.
+    let bad = write_file(
+        dir.path(),
+        "bad.yaml",
+        "defaults:\n  events:\n    content_max_bytes: 10\nservers: []\n",
+    );
+    let (code, out, err) = thoth_cmd(&["policy", "validate", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    let all = format!("{out}{err}");
+    assert!(
+        all.contains("bad.yaml:3") && all.contains("content_max_bytes"),
+        "{all}"
+    );
+}

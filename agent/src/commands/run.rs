@@ -20,6 +20,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         server: server.clone(),
         argv: args.command.clone(),
     });
+    // Event privacy comes from the policy in force at start (a later version applies to proxies
+    // started after it), else from --content-max-bytes.
+    let mut content = ContentLimits {
+        max_bytes: args.content_max_bytes.max(64),
+        ..ContentLimits::default()
+    };
+    if let proxy::policy::PolicyState::Loaded(p) = policy.get() {
+        let ev = &p.policy.defaults.events;
+        if let Some(max) = ev.content_max_bytes {
+            content.max_bytes = max;
+        }
+        if !ev.redact_keys.is_empty() {
+            let words: Vec<String> = ev
+                .redact_keys
+                .iter()
+                .map(|k| thoth_proto::content::fold(k))
+                .collect();
+            // Set once for the life of this process.
+            content.extra_secret_keys = Box::leak(words.into_boxed_slice());
+        }
+    }
     proxy::run(RunConfig {
         server_name: server,
         argv: args.command,
@@ -30,9 +51,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .agent_socket
             .exists()
             .then(|| args.agent_socket.clone()),
-        content: ContentLimits {
-            max_bytes: args.content_max_bytes.max(64),
-        },
+        content,
     })
 }
 
