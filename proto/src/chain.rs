@@ -84,11 +84,14 @@ impl Chain {
         event.insert("prevHash".into(), Value::from(self.head.clone()));
         event.remove("hash");
         let v = Value::Object(std::mem::take(event));
-        let hash = hash_of(&self.head, &v).expect("the chain head is valid hex");
+        let body = to_canonical(&v);
+        let hash = hash_bytes(&self.head, &body).expect("the chain head is valid hex");
         let Value::Object(mut m) = v else {
             unreachable!("built from an object")
         };
         m.insert("hash".into(), Value::from(hash.clone()));
+        // Serialized again rather than spliced: a nested object may hold a `"hostname"` key too.
+        drop(body);
         let line = to_canonical(&Value::Object(m.clone()));
         *event = m;
         self.seq += 1;

@@ -493,3 +493,58 @@ fn content_cap_and_masked_keys_are_set_by_the_policy() {
         "{all}"
     );
 }
+
+#[test]
+fn syslog_over_tls_delivers_octet_counted_rfc5424() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // The controller's own CA and server certificate serve as the syslog server's identity.
+    let (placeholder, _) = sink_config(dir.path());
+    let mut controller = Controller::start(dir.path(), &placeholder);
+    let capture = dir.path().join("tls-syslog.txt");
+    let mut server = std::process::Command::new(python())
+        .arg(py_script("syslog_tls_sink.py"))
+        .arg("--cert")
+        .arg(controller.data.join("server.crt"))
+        .arg("--key")
+        .arg(controller.data.join("server.key"))
+        .arg("--capture")
+        .arg(&capture)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let cfg = format!(
+        "[[sinks]]\nname = \"tls-syslog\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{}\"\ntls = true\nca_file = \"{}\"\n",
+        port.trim(),
+        controller.data.join("ca.crt").display()
+    );
+    std::fs::write(controller.data.join("controller.toml"), cfg).unwrap();
+    controller.restart();
+    let agent = Agent::start(dir.path(), &controller);
+    agent.wait_status("connected", |s| s["connected"] == true);
+    emit_events(&agent.socket, 30, "tls");
+    wait("30 events over TLS", 30, || {
+        std::fs::read_to_string(&capture)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"sessionId\":\"tls\""))
+            .count()
+            >= 30
+    });
+    let text = std::fs::read_to_string(&capture).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"sessionId\":\"tls\""))
+        .unwrap();
+    assert!(
+        line.starts_with("<134>1 2026-11-24T10:00:00.000000Z ")
+            && line.contains(" thoth - TOOL_CALL_PRE [thoth@32473 "),
+        "{line}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
