@@ -197,6 +197,8 @@ impl Guardian {
                 path: path.display().to_string(),
                 ..ConfigStatus::default()
             });
+        // The status is published (status.json rewritten) only when it changed.
+        let before = status.clone();
         match result {
             Ok(out) => {
                 let servers = servers_of(&out.after).unwrap_or_default();
@@ -258,7 +260,9 @@ impl Guardian {
                 }
                 known.servers = Some(servers);
                 let wrote = out.written;
-                self.publish_status();
+                if *status != before {
+                    self.publish_status();
+                }
                 if wrote {
                     self.restart_claude();
                 }
@@ -268,6 +272,7 @@ impl Guardian {
                 let text = std::fs::read_to_string(path).unwrap_or_default();
                 status.state = "invalid".into();
                 status.error = Some(e.to_string());
+                let changed = *status != before;
                 if known.invalid_reported.as_deref() != Some(text.as_str()) {
                     known.invalid_reported = Some(text);
                     self.sh.raise(
@@ -275,7 +280,9 @@ impl Guardian {
                         format!("{e}; the file was left untouched and its servers are not governed until it is fixed"),
                     );
                 }
-                self.publish_status();
+                if changed {
+                    self.publish_status();
+                }
                 Ok(false)
             }
             Err(e) => Err(e),
