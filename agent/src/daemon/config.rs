@@ -45,9 +45,6 @@ pub struct AgentConfig {
     /// Labels sent at enrollment.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Most events from proxies held in memory (overflow is counted and reported).
-    #[serde(default = "default_event_buffer")]
-    pub event_buffer: usize,
     /// Largest size of the on-disk event spool; past it the oldest events go (counted, and
     /// reported as EVENTS_DROPPED).
     #[serde(default = "default_spool_max")]
@@ -90,9 +87,6 @@ fn default_backoff_max() -> Duration {
 }
 fn default_spool_max() -> u64 {
     256 << 20
-}
-fn default_event_buffer() -> usize {
-    10_000
 }
 
 mod human {
@@ -145,9 +139,6 @@ impl AgentConfig {
         }
         if self.spool_max_bytes < 64 << 10 {
             return Err("spool_max_bytes must be at least 65536".into());
-        }
-        if self.event_buffer == 0 {
-            return Err("event_buffer must be above zero".into());
         }
         Ok(())
     }
