@@ -578,4 +578,31 @@ mod tests {
         assert!(m.ends_with(ev));
         assert_eq!(hmac_header("k", b"x").len(), 7 + 64);
     }
+
+    #[test]
+    fn the_jsonl_sink_rotates_and_keeps_the_newest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let sink = JsonlSink {
+            path: path.clone(),
+            max_bytes: 1000,
+            keep: 2,
+        };
+        for i in 0..30 {
+            sink.write(&[format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(100))])
+                .unwrap();
+        }
+        assert!(path.exists());
+        assert!(rotated(&path, 1).exists() && rotated(&path, 2).exists());
+        assert!(
+            !rotated(&path, 3).exists(),
+            "more than `keep` rotated files"
+        );
+        let last = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            last.contains("\"n\":29"),
+            "the newest event is in the current file"
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() <= 1000 + 120);
+    }
 }

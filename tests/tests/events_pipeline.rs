@@ -548,3 +548,67 @@ fn syslog_over_tls_delivers_octet_counted_rfc5424() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn a_dead_sink_blocks_neither_ingest_nor_other_sinks_and_tail_follows_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_sink, file) = sink_config(dir.path());
+    let sinks = format!(
+        "{file_sink}\n[[sinks]]\nname = \"dead\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/nothing\"\nsecret = \"x\"\n"
+    );
+    let controller = Controller::start(dir.path(), &sinks);
+    let agent = Agent::start(dir.path(), &controller);
+    agent.wait_status("connected", |s| s["connected"] == true);
+    // Follow live with thothctl events tail.
+    let mut tail = std::process::Command::new(thoth_e2e::fleet::bin("thothctl"))
+        .arg("--credentials")
+        .arg(controller.data.join("admin"))
+        .args([
+            "--controller",
+            &controller.url(),
+            "--json",
+            "events",
+            "tail",
+            "--session",
+            "live",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    emit_events(&agent.socket, 200, "live");
+    wait(
+        "the file sink got all 200 despite the dead webhook",
+        30,
+        || {
+            jsonl(&file)
+                .iter()
+                .filter(|e| e["sessionId"] == "live")
+                .count()
+                == 200
+        },
+    );
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen < 200 && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["sessionId"], "live");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 200, "tail showed {seen} of 200 live events");
+    agent.wait_status("all acknowledged", |s| {
+        s["events"]["acked"] == s["events"]["seq"]
+    });
+    let _ = tail.kill();
+    let _ = tail.wait();
+}
