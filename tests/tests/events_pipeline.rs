@@ -38,6 +38,37 @@ fn wait(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A real rsyslogd on a free loopback port, writing APP|MSGID|SD|MSG lines to a file.
+fn start_rsyslog(dir: &Path) -> (std::process::Child, u16, std::path::PathBuf) {
+    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("rsyslogd is missing: scripts/setup-peers installs it (apt-get install rsyslog)");
+    let out = dir.join("rsyslog.out");
+    let port = thoth_e2e::fleet::free_port();
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{d}\")\nmodule(load=\"imtcp\")\ntemplate(name=\"t\" type=\"string\" string=\"%APP-NAME%|%MSGID%|%STRUCTURED-DATA%|%msg%\\n\")\nruleset(name=\"thoth\") {{ action(type=\"omfile\" file=\"{o}\" template=\"t\") }}\ninput(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\" ruleset=\"thoth\")\n",
+            d = dir.display(),
+            o = out.display(),
+        ),
+    )
+    .unwrap();
+    let rs = std::process::Command::new(rsyslogd)
+        .args(["-n", "-f"])
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("rsyslog.pid"))
+        .spawn()
+        .unwrap();
+    wait("rsyslog listening", 20, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (rs, port, out)
+}
+
 fn sink_config(dir: &Path) -> (String, std::path::PathBuf) {
     let file = dir.join("siem/events.jsonl");
     (
@@ -56,6 +87,10 @@ fn a_governed_call_reaches_the_controller_and_the_jsonl_sink_with_a_verified_cha
     std::fs::create_dir_all(&work).unwrap();
     write_file(&work, "a.txt", "hello");
     let (sinks, file) = sink_config(dir.path());
+    let (mut rs, port, syslog_out) = start_rsyslog(dir.path());
+    let sinks = format!(
+        "{sinks}\n[[sinks]]\nname = \"rsyslog\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n"
+    );
     let controller = Controller::start(dir.path(), &sinks);
     let agent = Agent::start(dir.path(), &controller);
     let v = controller.push(&example_policy("read-only-files-strict.yaml"));
@@ -144,6 +179,15 @@ fn a_governed_call_reaches_the_controller_and_the_jsonl_sink_with_a_verified_cha
         table.starts_with("TIME") && table.contains("write_file") && table.contains("deny"),
         "{table}"
     );
+    // And rsyslog has the denied call, with its structured data.
+    wait("rsyslog got the denied call", 30, || {
+        std::fs::read_to_string(&syslog_out)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("toolName=\"write_file\"") && l.contains("action=\"deny\""))
+    });
+    let _ = rs.kill();
+    let _ = rs.wait();
 }
 
 #[test]
@@ -372,33 +416,8 @@ fn splunk_hec_and_the_webhook_get_the_exact_format_auth_and_hmac() {
 
 #[test]
 fn rsyslog_receives_rfc5424_over_tcp_with_structured_data() {
-    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("rsyslogd is missing: scripts/setup-peers installs it (apt-get install rsyslog)");
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("rsyslog.out");
-    let port = thoth_e2e::fleet::free_port();
-    let conf = dir.path().join("rsyslog.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "global(workDirectory=\"{d}\")\nmodule(load=\"imtcp\")\ntemplate(name=\"t\" type=\"string\" string=\"%APP-NAME%|%MSGID%|%STRUCTURED-DATA%|%msg%\\n\")\nruleset(name=\"thoth\") {{ action(type=\"omfile\" file=\"{o}\" template=\"t\") }}\ninput(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\" ruleset=\"thoth\")\n",
-            d = dir.path().display(),
-            o = out.display(),
-        ),
-    )
-    .unwrap();
-    let mut rs = std::process::Command::new(rsyslogd)
-        .args(["-n", "-f"])
-        .arg(&conf)
-        .arg("-i")
-        .arg(dir.path().join("rsyslog.pid"))
-        .spawn()
-        .unwrap();
-    wait("rsyslog listening", 20, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let (mut rs, port, out) = start_rsyslog(dir.path());
     let sinks = format!(
         "[[sinks]]\nname = \"rsyslog\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n"
     );
