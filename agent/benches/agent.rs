@@ -12,8 +12,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use common::{Killer, bin, pct};
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use thoth_agent::daemon::tls::{self, ClientCert};
@@ -28,32 +30,6 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-fn bin(name: &str) -> PathBuf {
-    let p = bin_dir().join(name);
-    if !p.exists() {
-        eprintln!(
-            "{} is missing: run `cargo build --release --workspace --bins` first",
-            p.display()
-        );
-        std::process::exit(1);
-    }
-    p
-}
-
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -74,10 +50,6 @@ fn cpu_secs(pid: u32) -> f64 {
     // SAFETY: sysconf is always safe.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (t(11) + t(12)) / hz
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn ms(d: Duration) -> f64 {

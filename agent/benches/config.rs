@@ -6,10 +6,13 @@
 //!
 //! `BENCH_DRIFTS` (default 100) sets how many foreign writes are timed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pct;
 use serde_json::json;
 use thoth_agent::claude::file::{self, Op};
 
@@ -39,10 +42,6 @@ fn wrapped(path: &Path) -> bool {
                 .as_object()
                 .is_some_and(|m| m.values().all(thoth_agent::claude::rewrite::is_wrapped))
         })
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() {

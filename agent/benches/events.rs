@@ -7,41 +7,17 @@
 //!
 //! `BENCH_EVENTS` (default 100000) sets the load.
 
+mod common;
+
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Killer, bin};
 use serde_json::{Map, Value, json};
 use thoth_agent::daemon::pipeline;
 use thoth_agent::daemon::tls;
 use thoth_proto::fleet::{self as pb, local_agent_client::LocalAgentClient};
-
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn bin(name: &str) -> PathBuf {
-    let p = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join(name);
-    if !p.exists() {
-        eprintln!(
-            "{} is missing: cargo build --release --workspace --bins",
-            p.display()
-        );
-        std::process::exit(1);
-    }
-    p
-}
 
 fn event(i: usize, tag: &str) -> Value {
     json!({

@@ -20,3 +20,37 @@ pub fn policy_50x50() -> String {
     }
     y
 }
+
+/// A built binary of this workspace, next to the bench executable's `deps/` folder.
+pub fn bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps/..")
+        .join(name);
+    if !p.exists() {
+        eprintln!(
+            "{} is missing: run `cargo build --release --workspace --bins` first",
+            p.display()
+        );
+        std::process::exit(1);
+    }
+    p
+}
+
+/// A child process stopped with SIGTERM when dropped.
+pub struct Killer(pub std::process::Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// The `p` quantile of sorted durations.
+pub fn pct(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
