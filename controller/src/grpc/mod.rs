@@ -1,0 +1,497 @@
+//! The gRPC services: enrollment, agent sync and administration. Identity comes from the verified
+//! client certificate only (invariant 5); every admin mutation and every refusal is audited.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::Stream;
+use sha2::{Digest, Sha256};
+use thoth_proto::fleet::{self as pb, admin_server, agent_sync_server, enrollment_server};
+use tonic::{Request, Response, Status};
+
+use crate::controller::{Controller, PushError, now_unix};
+use crate::hub::Published;
+use crate::metrics::Metrics;
+use crate::pki::{self, Identity, Role};
+use crate::store::{
+    AgentRecord, AgentReportRecord, Labels, PolicyRecord, RedeemError, StoreError, TokenRecord,
+};
+
+const MAX_TOKEN_LEN: usize = 256;
+const MAX_CSR_BYTES: usize = 16 << 10;
+const MAX_HOSTNAME_LEN: usize = 253;
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_KEY: usize = 63;
+const MAX_LABEL_VALUE: usize = 255;
+const MAX_TEXT: usize = 1024;
+const MAX_INVENTORY_LIST: usize = 64;
+
+fn internal(e: StoreError) -> Status {
+    tracing::error!("storage error: {e}");
+    Status::internal(format!(
+        "the controller could not complete the request: {e}"
+    ))
+}
+
+fn push_status(e: PushError) -> Status {
+    match e {
+        PushError::Invalid(msg) => {
+            Status::invalid_argument(format!("policy does not validate: {msg}"))
+        }
+        PushError::Store(StoreError::Conflict(msg)) => {
+            Status::aborted(format!("another push took this version; retry ({msg})"))
+        }
+        PushError::Store(e) => internal(e),
+    }
+}
+
+/// The verified identity of the caller, from its client certificate.
+fn identity<T>(ctl: &Controller, req: &Request<T>) -> Result<Identity, Status> {
+    let Some(certs) = req.peer_certs() else {
+        Metrics::inc(&ctl.metrics.auth_refused);
+        return Err(Status::unauthenticated(
+            "a client certificate is required: enroll the agent, or use an admin credential",
+        ));
+    };
+    let Some(leaf) = certs.first() else {
+        Metrics::inc(&ctl.metrics.auth_refused);
+        return Err(Status::unauthenticated("a client certificate is required"));
+    };
+    Identity::from_cert_der(leaf).map_err(|e| {
+        Metrics::inc(&ctl.metrics.auth_refused);
+        Status::permission_denied(e)
+    })
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes, over the {max} byte limit",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_labels(labels: &std::collections::HashMap<String, String>) -> Result<Labels, Status> {
+    if labels.len() > MAX_LABELS {
+        return Err(Status::invalid_argument(format!(
+            "{} labels, over the limit of {MAX_LABELS}",
+            labels.len()
+        )));
+    }
+    let mut out = Labels::new();
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_LABEL_KEY
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        if !key_ok {
+            return Err(Status::invalid_argument(format!(
+                "label key {k:?}: use 1-{MAX_LABEL_KEY} letters, digits, '.', '_', '-' or '/'"
+            )));
+        }
+        if v.len() > MAX_LABEL_VALUE || v.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(format!(
+                "label {k}: the value must be at most {MAX_LABEL_VALUE} bytes with no control characters"
+            )));
+        }
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(out)
+}
+
+/// An enrolled, unrevoked agent calling with its certificate (for other modules).
+pub async fn agent_caller_pub<T>(
+    ctl: &Controller,
+    req: &Request<T>,
+) -> Result<AgentRecord, Status> {
+    agent_caller(ctl, req).await
+}
+
+/// An enrolled, unrevoked agent calling with its certificate.
+async fn agent_caller<T>(ctl: &Controller, req: &Request<T>) -> Result<AgentRecord, Status> {
+    let Identity::Agent { tenant, agent_id } = identity(ctl, req)? else {
+        Metrics::inc(&ctl.metrics.auth_refused);
+        return Err(Status::permission_denied(
+            "this call is for agents; an admin certificate cannot make it",
+        ));
+    };
+    let id = agent_id.clone();
+    let agent = ctl.db(move |s| s.agent(&id)).await.map_err(internal)?;
+    let Some(agent) = agent.filter(|a| a.tenant == tenant) else {
+        Metrics::inc(&ctl.metrics.auth_refused);
+        return Err(Status::permission_denied(format!(
+            "agent {agent_id} is not enrolled with this controller"
+        )));
+    };
+    if let Some(at) = agent.revoked_at {
+        Metrics::inc(&ctl.metrics.auth_refused);
+        return Err(Status::permission_denied(format!(
+            "agent {agent_id} was revoked at {}; it must be enrolled again with a new token",
+            rfc3339(at)
+        )));
+    }
+    Ok(agent)
+}
+
+fn rfc3339(unix: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64),
+    )
+    .to_string()
+}
+
+fn hostname_ok(h: &str) -> Result<(), Status> {
+    check_len("hostname", h, MAX_HOSTNAME_LEN)?;
+    if h.chars().any(char::is_control) {
+        return Err(Status::invalid_argument("hostname has control characters"));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Enrollment
+
+/// The Enrollment service.
+pub struct EnrollmentService(pub Arc<Controller>);
+
+#[tonic::async_trait]
+impl enrollment_server::Enrollment for EnrollmentService {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let ctl = Arc::clone(&self.0);
+        let r = req.into_inner();
+        let refused = |s: Status| {
+            Metrics::inc(&ctl.metrics.enrollments_refused);
+            tracing::warn!("enrollment refused: {}", s.message());
+            s
+        };
+        if r.token.is_empty() {
+            return Err(refused(Status::invalid_argument(
+                "the enrollment token is empty",
+            )));
+        }
+        check_len("token", &r.token, MAX_TOKEN_LEN).map_err(refused)?;
+        if r.csr_der.len() > MAX_CSR_BYTES {
+            return Err(refused(Status::invalid_argument(format!(
+                "the CSR is {} bytes, over the {MAX_CSR_BYTES} byte limit",
+                r.csr_der.len()
+            ))));
+        }
+        hostname_ok(&r.hostname).map_err(refused)?;
+        let mut labels = check_labels(&r.labels).map_err(refused)?;
+        if !r.tenant.is_empty() {
+            pki::check_tenant(&r.tenant).map_err(|e| refused(Status::invalid_argument(e)))?;
+        }
+        // Verify the CSR before spending a token use.
+        pki::parse_csr(&r.csr_der).map_err(|e| refused(Status::invalid_argument(e)))?;
+        let hash = hex::encode(Sha256::digest(r.token.as_bytes()));
+        let asserted = (!r.tenant.is_empty()).then(|| r.tenant.clone());
+        let validity = ctl.config.agent_cert_validity;
+        let c2 = Arc::clone(&ctl);
+        let csr = r.csr_der.clone();
+        let hostname = r.hostname.clone();
+        let mut cert_pem = String::new();
+        let result = tokio::task::spawn_blocking(move || {
+            let now = now_unix();
+            let outcome = c2
+                .store
+                .enroll(&hash, asserted.as_deref(), now, &mut |token| {
+                    let agent_id = format!("agt-{}", uuid::Uuid::now_v7().simple());
+                    let identity = Identity::Agent {
+                        tenant: token.tenant.clone(),
+                        agent_id: agent_id.clone(),
+                    };
+                    let pem = c2
+                        .ca
+                        .sign_csr(&csr, &identity, SystemTime::now(), validity)
+                        .map_err(StoreError::Aborted)?;
+                    let not_after = pki::not_after_unix(&pem).map_err(StoreError::Aborted)?;
+                    cert_pem = pem;
+                    // The token's labels win over the agent's own.
+                    labels.extend(token.labels.clone());
+                    Ok(AgentRecord {
+                        agent_id,
+                        tenant: token.tenant.clone(),
+                        hostname: hostname.clone(),
+                        labels: labels.clone(),
+                        enrolled_at: now,
+                        cert_not_after: not_after,
+                        token_id: token.id.clone(),
+                        ..AgentRecord::default()
+                    })
+                });
+            outcome.map(|o| o.map(|a| (a, cert_pem)))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let (agent, cert_pem) = match result {
+            Ok(Ok(done)) => done,
+            Ok(Err(e @ RedeemError::WrongTenant { .. })) => {
+                return Err(refused(Status::permission_denied(e.to_string())));
+            }
+            Ok(Err(e)) => return Err(refused(Status::unauthenticated(e.to_string()))),
+            Err(StoreError::Aborted(e)) => return Err(refused(Status::invalid_argument(e))),
+            Err(e) => return Err(internal(e)),
+        };
+        Metrics::inc(&ctl.metrics.enrollments);
+        tracing::info!(
+            agent_id = agent.agent_id,
+            tenant = agent.tenant,
+            hostname = agent.hostname,
+            "agent enrolled"
+        );
+        Ok(Response::new(pb::EnrollResponse {
+            agent_id: agent.agent_id,
+            tenant: agent.tenant,
+            certificate_pem: cert_pem,
+            ca_certificate_pem: ctl.ca.cert_pem().to_owned(),
+            not_after_unix: agent.cert_not_after,
+        }))
+    }
+
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let ctl = &self.0;
+        let agent = agent_caller(ctl, &req).await?;
+        let r = req.into_inner();
+        if r.csr_der.len() > MAX_CSR_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "the CSR is {} bytes, over the {MAX_CSR_BYTES} byte limit",
+                r.csr_der.len()
+            )));
+        }
+        let identity = Identity::Agent {
+            tenant: agent.tenant.clone(),
+            agent_id: agent.agent_id.clone(),
+        };
+        let pem = ctl
+            .ca
+            .sign_csr(
+                &r.csr_der,
+                &identity,
+                SystemTime::now(),
+                ctl.config.agent_cert_validity,
+            )
+            .map_err(Status::invalid_argument)?;
+        let not_after = pki::not_after_unix(&pem).map_err(Status::internal)?;
+        let id = agent.agent_id.clone();
+        ctl.db(move |s| s.set_agent_cert(&id, not_after))
+            .await
+            .map_err(internal)?;
+        Metrics::inc(&ctl.metrics.renewals);
+        tracing::info!(agent_id = agent.agent_id, "certificate renewed");
+        Ok(Response::new(pb::EnrollResponse {
+            agent_id: agent.agent_id,
+            tenant: agent.tenant,
+            certificate_pem: pem,
+            ca_certificate_pem: ctl.ca.cert_pem().to_owned(),
+            not_after_unix: not_after,
+        }))
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Agent sync
+
+/// The AgentSync service.
+pub struct SyncService(pub Arc<Controller>);
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::PolicyUpdate, Status>> + Send>>;
+
+struct Subscription {
+    ctl: Arc<Controller>,
+    agent_id: String,
+    bundles: tokio::sync::watch::Receiver<Option<Arc<Published>>>,
+    revocations: tokio::sync::watch::Receiver<u64>,
+    first: bool,
+    done: bool,
+    _connected: crate::hub::ConnectedGuard,
+    _open: OpenGuard,
+}
+
+struct OpenGuard(Arc<Controller>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .subscriptions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Subscription {
+    fn update(&self, p: &Published) -> pb::PolicyUpdate {
+        Metrics::inc(&self.ctl.metrics.bundles_sent);
+        pb::PolicyUpdate {
+            bundle: p.bundle.clone(),
+            version: p.version,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Result<pb::PolicyUpdate, Status>> {
+        if self.done {
+            return None;
+        }
+        if self.first {
+            self.first = false;
+            let current = self.bundles.borrow_and_update().clone();
+            if let Some(p) = current {
+                return Some(Ok(self.update(&p)));
+            }
+        }
+        loop {
+            tokio::select! {
+                changed = self.bundles.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    let current = self.bundles.borrow_and_update().clone();
+                    if let Some(p) = current {
+                        return Some(Ok(self.update(&p)));
+                    }
+                }
+                changed = self.revocations.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    let id = self.agent_id.clone();
+                    let agent = self.ctl.db(move |s| s.agent(&id)).await;
+                    if let Ok(Some(a)) = agent && a.revoked_at.is_some() {
+                        self.done = true;
+                        tracing::info!(agent_id = self.agent_id, "subscription closed: agent revoked");
+                        return Some(Err(Status::permission_denied(format!(
+                            "agent {} was revoked", self.agent_id
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl agent_sync_server::AgentSync for SyncService {
+    type SubscribeStream = UpdateStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let ctl = Arc::clone(&self.0);
+        let agent = agent_caller(&ctl, &req).await?;
+        let r = req.into_inner();
+        if !r.tenant.is_empty() && r.tenant != agent.tenant {
+            Metrics::inc(&ctl.metrics.auth_refused);
+            tracing::warn!(
+                agent_id = agent.agent_id,
+                asked = r.tenant,
+                "cross-tenant subscribe refused"
+            );
+            return Err(Status::permission_denied(format!(
+                "agent {} belongs to tenant {:?}, not {:?}",
+                agent.agent_id, agent.tenant, r.tenant
+            )));
+        }
+        let id = agent.agent_id.clone();
+        let _ = ctl.db(move |s| s.touch_agent(&id, now_unix())).await;
+        ctl.metrics
+            .subscriptions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sub = Subscription {
+            bundles: ctl.hub.subscribe(&agent.tenant),
+            revocations: ctl.hub.revocations(),
+            _connected: ctl.hub.connect(&agent.agent_id),
+            _open: OpenGuard(Arc::clone(&ctl)),
+            agent_id: agent.agent_id,
+            first: true,
+            done: false,
+            ctl,
+        };
+        let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+            sub.next().await.map(|item| (item, sub))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report(
+        &self,
+        req: Request<pb::AgentReport>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        let ctl = &self.0;
+        let agent = agent_caller(ctl, &req).await?;
+        let r = req.into_inner();
+        check_len("last_error", &r.last_error, 4 * MAX_TEXT)?;
+        check_len("agent_version", &r.agent_version, 64)?;
+        let mut hostname = None;
+        let inventory = match r.inventory {
+            Some(inv) => {
+                hostname_ok(&inv.hostname)?;
+                if inv.config_dirs.len() > MAX_INVENTORY_LIST
+                    || inv.config_dirs.iter().any(|d| d.len() > MAX_TEXT)
+                {
+                    return Err(Status::invalid_argument(format!(
+                        "inventory.config_dirs: at most {MAX_INVENTORY_LIST} paths of {MAX_TEXT} bytes"
+                    )));
+                }
+                for (name, v) in [
+                    ("os_name", &inv.os_name),
+                    ("os_version", &inv.os_version),
+                    ("arch", &inv.arch),
+                ] {
+                    check_len(&format!("inventory.{name}"), v, 128)?;
+                }
+                if !inv.hostname.is_empty() {
+                    hostname = Some(inv.hostname.clone());
+                }
+                Some(
+                    serde_json::json!({
+                        "hostname": inv.hostname,
+                        "osName": inv.os_name,
+                        "osVersion": inv.os_version,
+                        "arch": inv.arch,
+                        "cpus": inv.cpus,
+                        "memoryBytes": inv.memory_bytes,
+                        "uptimeSecs": inv.uptime_secs,
+                        "configDirs": inv.config_dirs,
+                        "governedServers": inv.governed_servers,
+                        "governedConfigs": inv.governed_configs,
+                    })
+                    .to_string(),
+                )
+            }
+            None => None,
+        };
+        let record = AgentReportRecord {
+            applied_version: r.applied_version,
+            stale: r.stale,
+            last_error: r.last_error,
+            inventory,
+            hostname,
+            agent_version: r.agent_version,
+        };
+        let (id, tenant) = (agent.agent_id.clone(), agent.tenant.clone());
+        let latest = ctl
+            .db(move |s| {
+                s.record_report(&id, &record, now_unix())?;
+                Ok(s.latest_policy(&tenant)?.map_or(0, |p| p.version))
+            })
+            .await
+            .map_err(internal)?;
+        Metrics::inc(&ctl.metrics.reports);
+        Ok(Response::new(pb::ReportAck {
+            latest_version: latest,
+            server_time_unix: now_unix(),
+        }))
+    }
+}
+
+mod admin;
+pub use admin::AdminService;
