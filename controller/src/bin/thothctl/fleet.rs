@@ -1,0 +1,367 @@
+//! thothctl's token, agents and events commands.
+
+use super::*;
+
+pub async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
+    match cmd {
+        TokenCmd::Create {
+            ttl,
+            uses,
+            labels,
+            comment,
+        } => {
+            let mut map = std::collections::HashMap::new();
+            for l in labels {
+                let Some((k, v)) = l.split_once('=') else {
+                    return Err(Fail::new(5, format!("label {l:?} is not KEY=VALUE")));
+                };
+                map.insert(k.to_owned(), v.to_owned());
+            }
+            if uses == 0 {
+                return Err(Fail::new(5, "--uses must be at least 1"));
+            }
+            let t = ctx
+                .admin()
+                .await?
+                .create_token(pb::CreateTokenRequest {
+                    tenant: ctx.tenant(),
+                    ttl_secs: ttl.map_or(0, |d| Duration::from(d).as_secs().max(1)),
+                    max_uses: uses,
+                    labels: map,
+                    comment,
+                })
+                .await?
+                .into_inner();
+            let info = t.info.unwrap_or_default();
+            if ctx.global.json {
+                let mut j = token_json(&info);
+                j["token"] = t.token.into();
+                ctx.print_json(j);
+            } else {
+                println!("{}", t.token);
+                eprintln!(
+                    "token {} for tenant {}: {} enrollment(s), expires {}. It is shown only once.",
+                    info.id,
+                    info.tenant,
+                    info.max_uses,
+                    when(info.expires_at_unix)
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::List { all } => {
+            let r = ctx
+                .admin()
+                .await?
+                .list_tokens(pb::ListTokensRequest {
+                    tenant: ctx.global.tenant.clone().unwrap_or_default(),
+                    include_inactive: all,
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(serde_json::Value::Array(
+                    r.tokens.iter().map(token_json).collect(),
+                ));
+            } else {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let rows: Vec<Vec<String>> = r
+                    .tokens
+                    .iter()
+                    .map(|t| {
+                        let state = if t.revoked {
+                            "revoked"
+                        } else if t.expires_at_unix <= now {
+                            "expired"
+                        } else if t.uses >= t.max_uses {
+                            "used up"
+                        } else {
+                            "active"
+                        };
+                        vec![
+                            t.id.clone(),
+                            t.tenant.clone(),
+                            format!("{}/{}", t.uses, t.max_uses),
+                            when(t.expires_at_unix),
+                            state.to_owned(),
+                            labels_text(&t.labels),
+                            t.created_by.clone(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "TENANT", "USES", "EXPIRES", "STATE", "LABELS", "BY"],
+                    &rows,
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::Revoke { id } => {
+            let t = ctx
+                .admin()
+                .await?
+                .revoke_token(pb::RevokeTokenRequest { id })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(token_json(&t));
+            } else {
+                println!("revoked token {} (tenant {})", t.id, t.tenant);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
+    match cmd {
+        AgentsCmd::List => {
+            let r = ctx
+                .admin()
+                .await?
+                .list_agents(pb::ListAgentsRequest {
+                    tenant: ctx.global.tenant.clone().unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(serde_json::Value::Array(
+                    r.agents.iter().map(agent_json).collect(),
+                ));
+            } else if r.agents.is_empty() {
+                println!("no agents enrolled yet: create a token with `thothctl token create`");
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .agents
+                    .iter()
+                    .map(|a| {
+                        let state = if a.revoked {
+                            "revoked"
+                        } else if a.connected {
+                            "connected"
+                        } else {
+                            "offline"
+                        };
+                        let mut policy = a.applied_version.to_string();
+                        if a.stale {
+                            policy.push_str(" (stale)");
+                        }
+                        let inv = a.inventory.clone().unwrap_or_default();
+                        vec![
+                            a.agent_id.clone(),
+                            a.tenant.clone(),
+                            a.hostname.clone(),
+                            if inv.os_name.is_empty() {
+                                "-".into()
+                            } else {
+                                format!("{} {}", inv.os_name, inv.os_version)
+                            },
+                            policy,
+                            state.to_owned(),
+                            when(a.last_seen_unix),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "AGENT",
+                        "TENANT",
+                        "HOST",
+                        "OS",
+                        "POLICY",
+                        "STATE",
+                        "LAST SEEN",
+                    ],
+                    &rows,
+                );
+            }
+            Ok(())
+        }
+        AgentsCmd::Show { id } => {
+            let a = ctx
+                .admin()
+                .await?
+                .get_agent(pb::GetAgentRequest { agent_id: id })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(agent_json(&a));
+            } else {
+                let inv = a.inventory.clone().unwrap_or_default();
+                let rows = [
+                    ("agent", a.agent_id.clone()),
+                    ("tenant", a.tenant.clone()),
+                    ("hostname", a.hostname.clone()),
+                    ("labels", labels_text(&a.labels)),
+                    ("enrolled", when(a.enrolled_at_unix)),
+                    ("last seen", when(a.last_seen_unix)),
+                    ("connected", a.connected.to_string()),
+                    ("policy version", a.applied_version.to_string()),
+                    ("stale", a.stale.to_string()),
+                    ("last error", a.last_error.clone()),
+                    ("revoked", a.revoked.to_string()),
+                    ("certificate until", when(a.cert_not_after_unix)),
+                    ("agent version", a.agent_version.clone()),
+                    (
+                        "os",
+                        format!("{} {} ({})", inv.os_name, inv.os_version, inv.arch),
+                    ),
+                    (
+                        "cpus / memory",
+                        format!("{} / {} MiB", inv.cpus, inv.memory_bytes >> 20),
+                    ),
+                    ("uptime", short(Duration::from_secs(inv.uptime_secs))),
+                    ("config dirs", inv.config_dirs.join(", ")),
+                    (
+                        "governed",
+                        format!(
+                            "{} servers in {} configs",
+                            inv.governed_servers, inv.governed_configs
+                        ),
+                    ),
+                ];
+                for (k, v) in rows {
+                    println!("{k:<18} {v}");
+                }
+            }
+            Ok(())
+        }
+        AgentsCmd::Revoke { id, reason } => {
+            let a = ctx
+                .admin()
+                .await?
+                .revoke_agent(pb::RevokeAgentRequest {
+                    agent_id: id,
+                    reason,
+                })
+                .await?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(agent_json(&a));
+            } else {
+                println!(
+                    "revoked agent {} ({}, tenant {}): its next call is refused",
+                    a.agent_id, a.hostname, a.tenant
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn event_query(ctx: &Ctx, f: &EventFilterArgs, limit: u32, after: u64) -> pb::EventQuery {
+    pb::EventQuery {
+        tenant: ctx.global.tenant.clone().unwrap_or_default(),
+        agent_id: f.agent.clone().unwrap_or_default(),
+        session_id: f.session.clone().unwrap_or_default(),
+        tool_name: f.tool.clone().unwrap_or_default(),
+        event_type: f.event_type.clone().unwrap_or_default(),
+        since: f.since.clone().unwrap_or_default(),
+        until: f.until.clone().unwrap_or_default(),
+        limit,
+        after_id: after,
+    }
+}
+
+pub fn print_events(ctx: &Ctx, events: &[pb::StoredEvent], header: bool) {
+    if ctx.global.json {
+        for e in events {
+            println!("{}", e.json);
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.json).unwrap_or_default();
+            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+            let action = v
+                .get("decision")
+                .and_then(|d| d.get("action"))
+                .and_then(|a| a.as_str())
+                .unwrap_or("")
+                .to_owned();
+            vec![
+                s("timestamp"),
+                s("eventType"),
+                s("agentId"),
+                s("user"),
+                s("serverName"),
+                s("toolName"),
+                action,
+                v.get("seq").map(|x| x.to_string()).unwrap_or_default(),
+                if e.chain_ok {
+                    "ok".into()
+                } else {
+                    "ALERT".into()
+                },
+            ]
+        })
+        .collect();
+    if header {
+        table(
+            &[
+                "TIME", "TYPE", "AGENT", "USER", "SERVER", "TOOL", "ACTION", "SEQ", "CHAIN",
+            ],
+            &rows,
+        );
+    } else {
+        for r in rows {
+            println!("{}", r.join("  "));
+        }
+    }
+}
+
+pub async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
+    match cmd {
+        EventsCmd::Query { filter, limit } => {
+            let r = ctx
+                .admin()
+                .await?
+                .query_events(event_query(ctx, &filter, limit, 0))
+                .await?
+                .into_inner();
+            if r.events.is_empty() && !ctx.global.json {
+                println!("no matching events");
+            } else {
+                print_events(ctx, &r.events, true);
+            }
+            Ok(())
+        }
+        EventsCmd::Tail { filter } => {
+            let mut admin = ctx.admin().await?;
+            let first = admin
+                .query_events(event_query(ctx, &filter, 10, 0))
+                .await?
+                .into_inner();
+            print_events(ctx, &first.events, true);
+            let mut after = first.events.last().map_or(0, |e| e.id);
+            if after == 0 {
+                // Start from the newest stored event, whatever matches.
+                let latest = admin
+                    .query_events(pb::EventQuery {
+                        tenant: ctx.global.tenant.clone().unwrap_or_default(),
+                        limit: 1,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                after = latest.events.last().map_or(0, |e| e.id);
+            }
+            loop {
+                let r = admin
+                    .query_events(event_query(ctx, &filter, 1000, after))
+                    .await?
+                    .into_inner();
+                if let Some(last) = r.events.last() {
+                    after = last.id;
+                    print_events(ctx, &r.events, false);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
