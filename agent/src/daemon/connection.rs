@@ -1,0 +1,313 @@
+//! The agent's side of the controller connection: enrollment, renewal, the policy
+//! subscription, status reports, and the loops that keep them going.
+
+use super::*;
+
+impl Shared {
+    pub(super) fn set_connected(&self, connected: bool, channel: Option<Channel>) {
+        *lock(&self.channel) = channel;
+        self.update_status(|s| {
+            s.connected = connected;
+            if connected {
+                s.last_connected_at = Some(now_rfc3339());
+            }
+        });
+    }
+
+    pub(super) fn client_cert(&self) -> Option<tls::ClientCert> {
+        let (_, cert, _) = self.state.identity()?;
+        let key = std::fs::read_to_string(self.state.key_path()).ok()?;
+        Some(tls::ClientCert {
+            cert_pem: cert,
+            key_pem: key,
+        })
+    }
+
+    /// Enrolls if this machine has no identity yet.
+    pub(super) async fn ensure_identity(&self) -> Result<IdentityInfo, String> {
+        if let Some((info, _, ca)) = self.state.identity() {
+            if tls::pem_fingerprint(&ca) != Some(self.fingerprint) {
+                return Err(format!(
+                    "the stored controller CA ({}) does not match ca_fingerprint; re-enroll",
+                    self.state.root().join("identity/ca.crt").display()
+                ));
+            }
+            if info.tenant != self.config.tenant {
+                return Err(format!(
+                    "this agent is enrolled in tenant {:?} but configured for {:?}; re-enroll",
+                    info.tenant, self.config.tenant
+                ));
+            }
+            return Ok(info);
+        }
+        let token = self.config.token()?.filter(|t| !t.is_empty()).ok_or(
+            "not enrolled, and no enrollment token is configured (set enrollment_token_file)",
+        )?;
+        let csr = self.state.csr()?;
+        let ch = tls::controller_channel(
+            &self.config.controller_url,
+            self.fingerprint,
+            None,
+            Some(Duration::from_secs(30)),
+        )?;
+        let resp = EnrollmentClient::new(ch)
+            .enroll(pb::EnrollRequest {
+                token,
+                csr_der: csr,
+                hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+                labels: self.config.labels.clone().into_iter().collect(),
+                tenant: self.config.tenant.clone(),
+            })
+            .await
+            .map_err(|s| format!("enrollment refused: {}", describe(&s)))?
+            .into_inner();
+        if tls::pem_fingerprint(&resp.ca_certificate_pem) != Some(self.fingerprint) {
+            return Err("the controller returned a CA that does not match ca_fingerprint".into());
+        }
+        let info = IdentityInfo {
+            agent_id: resp.agent_id.clone(),
+            tenant: resp.tenant,
+            not_after: resp.not_after_unix,
+            issued_at: now_unix(),
+        };
+        self.state
+            .save_identity(&info, &resp.certificate_pem, &resp.ca_certificate_pem)?;
+        tracing::info!(agent_id = info.agent_id, "enrolled");
+        self.raise("AGENT_ENROLLED", format!("enrolled as {}", info.agent_id));
+        Ok(info)
+    }
+
+    /// Renews the certificate once two thirds of its life have passed.
+    pub(super) async fn maybe_renew(&self, info: &IdentityInfo, ch: Channel) -> Result<(), String> {
+        let life = (info.not_after - info.issued_at).max(1);
+        if now_unix() < info.issued_at + life * 2 / 3 {
+            return Ok(());
+        }
+        let csr = self.state.csr()?;
+        let resp = EnrollmentClient::new(ch)
+            .renew(pb::RenewRequest { csr_der: csr })
+            .await
+            .map_err(|s| format!("certificate renewal refused: {}", describe(&s)))?
+            .into_inner();
+        let renewed = IdentityInfo {
+            not_after: resp.not_after_unix,
+            issued_at: now_unix(),
+            ..info.clone()
+        };
+        self.state
+            .save_identity(&renewed, &resp.certificate_pem, &resp.ca_certificate_pem)?;
+        tracing::info!(
+            until = unix_to_rfc3339(resp.not_after_unix),
+            "certificate renewed"
+        );
+        Ok(())
+    }
+
+    /// One connection: identity, renewal, subscription until it ends. Returns why it ended.
+    pub(super) async fn session(self: &Arc<Self>) -> String {
+        let info = match self.ensure_identity().await {
+            Ok(i) => i,
+            Err(e) => return e,
+        };
+        self.update_status(|s| {
+            s.agent_id = Some(info.agent_id.clone());
+            s.enrolled = true;
+            s.certificate_not_after = Some(unix_to_rfc3339(info.not_after));
+        });
+        self.set_spool_identity(&info.agent_id);
+        let Some(cert) = self.client_cert() else {
+            return "the stored agent certificate or key is unreadable; re-enroll".into();
+        };
+        let ch = match tls::controller_channel(
+            &self.config.controller_url,
+            self.fingerprint,
+            Some(&cert),
+            None,
+        ) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if let Err(e) = self.maybe_renew(&info, ch.clone()).await {
+            tracing::warn!("{e}");
+            if e.contains("revoked") {
+                self.mark_revoked(&e);
+                return e;
+            }
+        }
+        let applied = self
+            .current
+            .borrow()
+            .as_ref()
+            .map_or(self.state.applied_floor(), |c| c.version);
+        let stream = AgentSyncClient::new(ch.clone())
+            .subscribe(pb::SubscribeRequest {
+                tenant: self.config.tenant.clone(),
+                applied_version: applied,
+            })
+            .await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(s) => return self.session_error(&s),
+        };
+        tracing::info!(
+            url = self.config.controller_url,
+            "subscribed to policy updates"
+        );
+        self.set_connected(true, Some(ch));
+        self.update_status(|s| {
+            s.revoked = false;
+            if s.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("controller"))
+            {
+                s.last_error = None;
+            }
+        });
+        self.report_now.notify_one();
+        let why = loop {
+            match stream.message().await {
+                Ok(Some(update)) => self.apply(&update.bundle),
+                Ok(None) => break "controller closed the subscription".to_owned(),
+                Err(s) => break self.session_error(&s),
+            }
+        };
+        self.set_connected(false, None);
+        why
+    }
+
+    pub(super) fn session_error(&self, s: &tonic::Status) -> String {
+        let msg = format!("controller: {}", describe(s));
+        if s.code() == tonic::Code::PermissionDenied && s.message().contains("revoked") {
+            self.mark_revoked(&msg);
+        }
+        msg
+    }
+
+    pub(super) fn mark_revoked(&self, msg: &str) {
+        let version = self.current.borrow().as_ref().map(|c| c.version);
+        let text = format!(
+            "{msg}. This agent keeps enforcing policy version {}. To re-enroll: stop the agent, remove {}, configure a new enrollment token, start it.",
+            version.map_or("none".into(), |v| v.to_string()),
+            self.state.root().join("identity").display()
+        );
+        tracing::error!("{text}");
+        self.update_status(|s| {
+            s.revoked = true;
+            s.last_error = Some(text);
+        });
+    }
+
+    pub(super) fn is_revoked(&self) -> bool {
+        lock(&self.status).revoked
+    }
+
+    pub(super) async fn report(&self) {
+        let Some(ch) = lock(&self.channel).clone() else {
+            return;
+        };
+        // A connection can outlive a certificate: renew on the open channel when it is time.
+        if let Some((info, _, _)) = self.state.identity() {
+            match self.maybe_renew(&info, ch.clone()).await {
+                Ok(()) => {
+                    if let Some((info, _, _)) = self.state.identity() {
+                        self.update_status(|s| {
+                            s.certificate_not_after = Some(unix_to_rfc3339(info.not_after));
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    if e.contains("revoked") {
+                        self.mark_revoked(&e);
+                    }
+                }
+            }
+        }
+        let status = self.status();
+        let inventory = {
+            let root = self.config.users_root.clone();
+            tokio::task::spawn_blocking(move || inventory::collect(root.as_deref()))
+                .await
+                .ok()
+        };
+        let report = pb::AgentReport {
+            applied_version: status.policy.as_ref().map_or(0, |p| p.version),
+            stale: status.policy.as_ref().is_some_and(|p| p.stale),
+            last_error: status.last_error.unwrap_or_default(),
+            inventory,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let mut client = AgentSyncClient::new(ch);
+        match tokio::time::timeout(Duration::from_secs(15), client.report(report)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => {
+                let msg = self.session_error(&s);
+                tracing::warn!("report failed: {msg}");
+            }
+            Err(_) => tracing::warn!("report timed out"),
+        }
+    }
+}
+
+pub(super) async fn connection_loop(sh: Arc<Shared>) {
+    let mut attempt = 0u32;
+    loop {
+        let started = tokio::time::Instant::now();
+        let why = sh.session().await;
+        if started.elapsed() > Duration::from_secs(30) {
+            attempt = 0;
+        }
+        tracing::warn!("{why}");
+        sh.update_status(|s| {
+            if !s.revoked {
+                s.last_error = Some(why.clone());
+            }
+        });
+        let wait = if sh.is_revoked() {
+            sh.config.reconnect_max
+        } else {
+            backoff(attempt, Duration::from_secs(1), sh.config.reconnect_max)
+        };
+        attempt = attempt.saturating_add(1);
+        tracing::info!("reconnecting in {:.1}s", wait.as_secs_f64());
+        tokio::time::sleep(wait).await;
+    }
+}
+
+pub(super) async fn upload_loop(sh: Arc<Shared>) {
+    let mut attempt = 0u32;
+    loop {
+        let ch = lock(&sh.channel).clone();
+        let id = lock(&sh.status).agent_id.clone();
+        let key = std::fs::read_to_string(sh.state.key_path()).ok();
+        let (Some(ch), Some(id), Some(key), Some(spool)) = (ch, id, key, sh.spool.get()) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let started = tokio::time::Instant::now();
+        if let Err(e) = pipeline::upload(spool, ch, &id, &key).await {
+            tracing::warn!("{e}");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            attempt = 0;
+        }
+        tokio::time::sleep(backoff(
+            attempt,
+            Duration::from_millis(500),
+            sh.config.reconnect_max,
+        ))
+        .await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+pub(super) async fn heartbeat_loop(sh: Arc<Shared>) {
+    loop {
+        let every = sh.config.heartbeat_interval.mul_f64(0.8 + 0.4 * jitter());
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = sh.report_now.notified() => {}
+        }
+        sh.report().await;
+    }
+}
