@@ -207,8 +207,7 @@ impl event_upload_server::EventUpload for UploadService {
                         return;
                     }
                 };
-                let result =
-                    ingest(&ctl, &agent.tenant, &agent.agent_id, &batch, &public_key).await;
+                let result = ingest(&ctl, &agent.tenant, &agent.agent_id, batch, &public_key).await;
                 let failed = result.is_err();
                 if tx.send(result).await.is_err() || failed {
                     return;
@@ -225,7 +224,7 @@ async fn ingest(
     ctl: &Arc<Controller>,
     tenant: &str,
     agent_id: &str,
-    batch: &pb::EventBatch,
+    batch: pb::EventBatch,
     key: &[u8],
 ) -> Result<pb::EventAck, Status> {
     let id = agent_id.to_owned();
@@ -233,7 +232,12 @@ async fn ingest(
         .db(move |s| s.chain_state(&id))
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-    let (records, new_state, acked) = check_batch(tenant, agent_id, state, batch, key)?;
+    // Parsing and hashing a batch is CPU work: off the async workers.
+    let (t, a, b, k) = (tenant.to_owned(), agent_id.to_owned(), batch, key.to_vec());
+    let (records, new_state, acked) =
+        tokio::task::spawn_blocking(move || check_batch(&t, &a, state, &b, &k))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
     let alerts = records
         .iter()
         .filter(|r| r.event_type == "CHAIN_ALERT")

@@ -56,6 +56,8 @@ pub struct Shared {
     /// The policy in force.
     pub current: watch::Sender<Option<Arc<Current>>>,
     status: Mutex<Status>,
+    status_dirty: std::sync::atomic::AtomicBool,
+    status_writer: Mutex<Option<std::thread::Thread>>,
     spool: std::sync::OnceLock<pipeline::SpoolHandle>,
     /// Wakes the heartbeat to report at once.
     pub report_now: Notify,
@@ -115,6 +117,8 @@ impl Shared {
             state,
             current: watch::channel(None).0,
             status: Mutex::new(status),
+            status_dirty: std::sync::atomic::AtomicBool::new(false),
+            status_writer: Mutex::new(None),
             spool: std::sync::OnceLock::new(),
             report_now: Notify::new(),
             channel: Mutex::new(None),
@@ -139,16 +143,40 @@ impl Shared {
 
     /// Changes the status (and rewrites status.json).
     pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
-        let snapshot = {
-            let mut s = lock(&self.status);
-            f(&mut s);
-            s.clone()
-        };
-        // Best effort: status.json is for people and MDM checks when the agent is down.
-        let path = self.state.status_path();
-        if let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) {
-            let _ = state::write_atomic(&path, &bytes, 0o644);
+        f(&mut lock(&self.status));
+        // status.json (for people and MDM checks when the agent is down) is written by its own
+        // thread, at most every 500 ms: no file IO here, which async tasks call.
+        self.status_dirty
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = lock(&self.status_writer).as_ref() {
+            t.unpark();
         }
+    }
+
+    /// Starts the thread that writes status.json when the status changed.
+    pub fn start_status_writer(self: &Arc<Self>) -> std::io::Result<()> {
+        let weak = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("thoth-status".into())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(Duration::from_secs(5));
+                    let Some(sh) = weak.upgrade() else { return };
+                    if sh
+                        .status_dirty
+                        .swap(false, std::sync::atomic::Ordering::AcqRel)
+                    {
+                        let snapshot = lock(&sh.status).clone();
+                        if let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) {
+                            let _ = state::write_atomic(&sh.state.status_path(), &bytes, 0o644);
+                        }
+                    }
+                    drop(sh);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })?;
+        *lock(&self.status_writer) = Some(handle.thread().clone());
+        Ok(())
     }
 
     /// Raises an agent event: logged, held for upload, and kept in the status.
@@ -454,6 +482,7 @@ async fn stale_loop(sh: Arc<Shared>) {
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let sh = Shared::new(config).map_err(anyhow::Error::msg)?;
     sh.state.create().map_err(anyhow::Error::msg)?;
+    sh.start_status_writer()?;
     sh.state
         .write_trust(&Trust {
             tenant: sh.config.tenant.clone(),
