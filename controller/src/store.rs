@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod migrations;
 pub mod sqlite;
 
 /// Labels on tokens and agents.

@@ -1,0 +1,90 @@
+//! The SQLite schema, as an append-only list of migrations.
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran. Never edit one that
+/// has shipped: append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE policies (
+        tenant TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        document TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        bundle BLOB NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        pushed_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        rollback_of INTEGER,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        max_uses INTEGER NOT NULL,
+        uses INTEGER NOT NULL,
+        labels TEXT NOT NULL,
+        revoked INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL
+    );
+    CREATE TABLE agents (
+        agent_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        enrolled_at INTEGER NOT NULL,
+        last_seen INTEGER,
+        applied_version INTEGER NOT NULL,
+        stale INTEGER NOT NULL,
+        last_error TEXT NOT NULL,
+        revoked_at INTEGER,
+        cert_not_after INTEGER NOT NULL,
+        inventory TEXT,
+        agent_version TEXT NOT NULL,
+        token_id TEXT NOT NULL
+    );
+    CREATE INDEX agents_tenant ON agents (tenant, applied_version);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_tenant ON audit (tenant, id);",
+    // 2: behavioral events, per-agent chain state, sink cursors.
+    "CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        tool_name TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        chain_ok INTEGER NOT NULL,
+        json TEXT NOT NULL
+    );
+    CREATE INDEX events_tenant_time ON events (tenant, timestamp);
+    CREATE INDEX events_agent ON events (agent_id, seq);
+    CREATE INDEX events_tool ON events (tool_name);
+    CREATE INDEX events_session ON events (session_id);
+    CREATE TABLE chains (
+        agent_id TEXT PRIMARY KEY,
+        last_seq INTEGER NOT NULL,
+        last_hash TEXT NOT NULL
+    );
+    CREATE TABLE sink_cursors (
+        sink TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    );",
+];

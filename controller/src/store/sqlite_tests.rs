@@ -1,0 +1,112 @@
+//! Tests of the SQLite store.
+
+use super::*;
+
+fn token(id: &str, max_uses: u32, expires_at: i64) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        hash: format!("hash-{id}"),
+        tenant: "acme".into(),
+        created_at: 0,
+        expires_at,
+        max_uses,
+        uses: 0,
+        labels: Labels::new(),
+        revoked: false,
+        created_by: "test".into(),
+        comment: String::new(),
+    }
+}
+
+fn agent_for(t: &TokenRecord, id: &str) -> AgentRecord {
+    AgentRecord {
+        agent_id: id.into(),
+        tenant: t.tenant.clone(),
+        token_id: t.id.clone(),
+        ..AgentRecord::default()
+    }
+}
+
+#[test]
+fn a_one_time_token_enrolls_once_and_a_failed_registration_spends_nothing() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.insert_token(&token("t1", 1, 100)).unwrap();
+    let failed = s.enroll("hash-t1", None, 10, &mut |_| {
+        Err(StoreError::Aborted("signing failed".into()))
+    });
+    assert!(matches!(failed, Err(StoreError::Aborted(_))));
+    assert_eq!(s.token("t1").unwrap().unwrap().uses, 0);
+    let ok = s
+        .enroll("hash-t1", Some("acme"), 10, &mut |t| Ok(agent_for(t, "a1")))
+        .unwrap();
+    assert_eq!(ok.unwrap().agent_id, "a1");
+    let again = s
+        .enroll("hash-t1", None, 10, &mut |t| Ok(agent_for(t, "a2")))
+        .unwrap();
+    assert!(matches!(again, Err(RedeemError::Exhausted { .. })));
+    assert!(s.agent("a2").unwrap().is_none());
+    s.insert_token(&token("t2", 5, 100)).unwrap();
+    let wrong = s
+        .enroll("hash-t2", Some("other"), 10, &mut |t| {
+            Ok(agent_for(t, "a3"))
+        })
+        .unwrap();
+    assert!(matches!(wrong, Err(RedeemError::WrongTenant { .. })));
+    let late = s
+        .enroll("hash-t2", None, 100, &mut |t| Ok(agent_for(t, "a3")))
+        .unwrap();
+    assert!(matches!(late, Err(RedeemError::Expired { .. })));
+    assert_eq!(
+        s.enroll("nope", None, 1, &mut |t| Ok(agent_for(t, "a4")))
+            .unwrap(),
+        Err(RedeemError::Unknown)
+    );
+}
+
+#[test]
+fn versions_must_follow_each_other() {
+    let s = SqliteStore::in_memory().unwrap();
+    let mut p = PolicyRecord {
+        tenant: "acme".into(),
+        version: 2,
+        document: "servers: []".into(),
+        sha256: String::new(),
+        bundle: vec![1],
+        issued_at: 0,
+        expires_at: 1,
+        key_id: "k".into(),
+        pushed_by: "me".into(),
+        comment: String::new(),
+        rollback_of: None,
+        created_at: 0,
+    };
+    assert!(matches!(s.insert_policy(&p), Err(StoreError::Conflict(_))));
+    p.version = 1;
+    s.insert_policy(&p).unwrap();
+    assert!(matches!(s.insert_policy(&p), Err(StoreError::Conflict(_))));
+    p.version = 2;
+    s.insert_policy(&p).unwrap();
+    assert_eq!(s.latest_policy("acme").unwrap().unwrap().version, 2);
+    assert_eq!(s.policy_history("acme", 1).unwrap().len(), 1);
+    assert_eq!(s.policy_tenants().unwrap(), vec!["acme".to_owned()]);
+}
+
+#[test]
+fn a_database_from_a_newer_controller_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path).err().unwrap().to_string();
+    assert!(err.contains("newer"), "{err}");
+    // A reopen of a current one keeps the data and the schema version.
+    let path2 = dir.path().join("db2");
+    let s = SqliteStore::open(&path2).unwrap();
+    s.insert_token(&token("t", 1, 5)).unwrap();
+    drop(s);
+    let s = SqliteStore::open(&path2).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    assert!(s.token("t").unwrap().is_some());
+}
