@@ -69,33 +69,7 @@ fn main() {
     let starts = env_num("BENCH_STARTS", 100) as usize;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("controller");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://127.0.0.1:{port}");
-    let _controller = Killer(
-        Command::new(bin("thoth-controller"))
-            .args([
-                "serve",
-                "--metrics-listen",
-                "off",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data",
-            ])
-            .arg(&data)
-            .env("THOTH_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !data.join("admin/controller.url").exists() {
-        assert!(Instant::now() < deadline, "controller did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_controller, url) = common::start_controller(&data);
     let ca = std::fs::read_to_string(data.join("ca.crt")).unwrap();
     let fp = tls::pem_fingerprint(&ca).unwrap();
     let root = std::fs::read_to_string(data.join("root.pub"))

@@ -103,31 +103,7 @@ fn main() {
         format!("[[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{}\"\nmax_bytes = 10000000000\nbatch = 5000\n", sink.display()),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://127.0.0.1:{port}");
-    let _controller = Killer(
-        Command::new(bin("thoth-controller"))
-            .args([
-                "serve",
-                "--metrics-listen",
-                "off",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data",
-            ])
-            .arg(&data)
-            .env("THOTH_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while !data.join("admin/controller.url").exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_controller, url) = common::start_controller(&data);
     let out = Command::new(bin("thothctl"))
         .arg("--credentials")
         .arg(data.join("admin"))

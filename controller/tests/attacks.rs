@@ -599,13 +599,7 @@ async fn hostile_bytes_on_the_port_do_not_disturb_the_controller() {
     .unwrap();
     assert_eq!(c.push("acme", POLICY_A).await.version, 1);
     let agent = c.enroll("acme").await;
-    let mut s = c
-        .sync(&agent.credentials)
-        .await
-        .subscribe(pb::SubscribeRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = c.subscribe(&agent.credentials).await;
     assert_eq!(next_update(&mut s, 5).await.unwrap().version, 1);
 }
 

@@ -96,13 +96,7 @@ async fn a_subscriber_gets_the_current_bundle_at_once_and_many_subscribers_get_a
     let mut streams = Vec::new();
     for _ in 0..5 {
         let agent = c.enroll("acme").await;
-        let mut s = c
-            .sync(&agent.credentials)
-            .await
-            .subscribe(pb::SubscribeRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+        let mut s = c.subscribe(&agent.credentials).await;
         assert_eq!(next_update(&mut s, 5).await.unwrap().version, 1);
         streams.push(s);
     }
@@ -126,13 +120,7 @@ async fn state_and_versions_survive_a_restart() {
         vec![2, 1]
     );
     // The agent's certificate and enrollment are still good, and it gets the latest at once.
-    let mut s = c
-        .sync(&agent.credentials)
-        .await
-        .subscribe(pb::SubscribeRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = c.subscribe(&agent.credentials).await;
     let u = next_update(&mut s, 5).await.unwrap();
     let v = verify_bundle(&u.bundle, &c.root(), "acme", Some(2), SystemTime::now()).unwrap();
     assert_eq!(v.payload.policy, POLICY_B);
@@ -145,13 +133,7 @@ async fn after_signing_key_rotation_agents_still_verify_through_the_root() {
     let c = TestController::start().await;
     c.push("acme", POLICY_A).await;
     let agent = c.enroll("acme").await;
-    let mut s = c
-        .sync(&agent.credentials)
-        .await
-        .subscribe(pb::SubscribeRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = c.subscribe(&agent.credentials).await;
     let first = next_update(&mut s, 5).await.unwrap();
     let old_key = verify_bundle(&first.bundle, &c.root(), "acme", None, SystemTime::now())
         .unwrap()
@@ -197,13 +179,7 @@ async fn bundles_are_re_signed_well_before_they_expire() {
     .await;
     c.push("acme", POLICY_A).await;
     let agent = c.enroll("acme").await;
-    let mut s = c
-        .sync(&agent.credentials)
-        .await
-        .subscribe(pb::SubscribeRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = c.subscribe(&agent.credentials).await;
     let first = next_update(&mut s, 5).await.unwrap();
     let first = verify_bundle(&first.bundle, &c.root(), "acme", None, SystemTime::now()).unwrap();
     // Within a few seconds, the same version comes again with a later expiry.

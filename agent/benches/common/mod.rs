@@ -54,3 +54,32 @@ impl Drop for Killer {
 pub fn pct(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
+
+/// Starts `thoth-controller serve` on a free loopback port with data in `data` (initialized
+/// first if it is not); returns the process and its URL once it listens.
+pub fn start_controller(data: &std::path::Path) -> (Killer, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(bin("thoth-controller"))
+        .args(["serve", "--metrics-listen", "off", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data")
+        .arg(data)
+        .env("THOTH_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let killer = Killer(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !data.join("admin/controller.url").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the controller did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (killer, format!("https://127.0.0.1:{port}"))
+}

@@ -133,6 +133,16 @@ impl TestController {
         AgentSyncClient::new(ch)
     }
 
+    /// An open policy subscription for an agent (its own tenant, nothing applied yet).
+    pub async fn subscribe(&self, agent: &Credentials) -> tonic::Streaming<pb::PolicyUpdate> {
+        self.sync(agent)
+            .await
+            .subscribe(pb::SubscribeRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn push(&self, tenant: &str, doc: &str) -> pb::PolicyVersion {
         self.admin()
             .await
