@@ -12,8 +12,10 @@ use tokio::sync::{oneshot, watch};
 
 use super::spool::Spool;
 
-/// Events waiting for the spool thread (past this, emits are refused and counted).
-pub const CHANNEL: usize = 65_536;
+/// Commands waiting for the spool thread (past this, emits are refused and counted). A proxy's
+/// batch is one command, so this holds far more events; the channel's slots are allocated up
+/// front, so it is kept small (65,536 slots cost ~5 MiB of resident memory).
+pub const CHANNEL: usize = 4_096;
 /// Longest wait before an appended event is made durable.
 pub const GROUP_COMMIT: Duration = Duration::from_millis(50);
 /// Events per upload batch.
