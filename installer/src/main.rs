@@ -1,14 +1,23 @@
 //! `thoth-installer`: see `thoth-installer --help`.
 
-use std::collections::BTreeMap;
+mod layout;
+mod reach;
+mod service;
+mod settings;
+mod tx;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use thoth_agent::claude::file as claude;
-use thoth_agent::daemon::config::{AgentConfig, parse_root_key};
 use thoth_agent::daemon::state::write_atomic;
+
+use layout::{Layout, Platform};
+use settings::{Resolved, toml_str};
+use tx::{Tx, perm};
 
 /// Installs the Thoth agent on this machine, silently and idempotently (what MDM runs), reports
 /// its state for MDM checks, and removes it cleanly (restoring every user's Claude Desktop config).
@@ -18,12 +27,24 @@ use thoth_agent::daemon::state::write_atomic;
 ///   thoth-installer status --json
 ///   thoth-installer uninstall
 ///
-/// Settings may also come from the MDM's managed configuration (Linux: /etc/thoth/managed.toml);
-/// flags win over managed settings, which win over defaults.
+/// Settings may also come from the MDM's managed configuration, with the same names
+/// (controller, tenant, enroll_token or enroll_token_file, ca_fingerprint, root_key, labels):
+///   Linux    /etc/thoth/managed.toml
+///   macOS    a configuration profile for the com.thoth.agent domain
+///            (/Library/Managed Preferences/com.thoth.agent.plist)
+///   Windows  string values under HKLM\SOFTWARE\Policies\Thoth (labels as k=v,k=v)
+/// Flags win over managed settings, which win over the current installation's settings: run
+/// `install` again with no settings to repair or upgrade in place.
 ///
-/// Exit status: 0 done, 1 other error, 2 bad arguments, 3 installed but the controller is not
-/// reachable yet (the agent enrolls when it is), 4 permission denied, 5 already installed (nothing
-/// changed).
+/// Exit status:
+///   0  installed / done
+///   1  other error (nothing half-installed: a failed install puts back what was there)
+///   2  bad arguments or settings (nothing changed)
+///   3  installed, but the controller is not reachable now; the agent enrolls when it is
+///   4  permission denied (run as root / Administrator)
+///   5  already installed with these settings; nothing changed
+///   6  installed, but the controller answered with a CA that is not the pinned one
+///      (check --ca-fingerprint): the agent cannot enroll until the settings are fixed
 #[derive(Parser)]
 #[command(name = "thoth-installer", version, verbatim_doc_comment)]
 struct Cli {
@@ -37,7 +58,7 @@ enum Command {
     Install(InstallArgs),
     /// Stop and remove the agent, unwrap every user's Claude Desktop config, remove the files.
     Uninstall {
-        /// Keep the state directory (identity, policy) and settings.
+        /// Keep the settings and the state directory (identity, policy) for a reinstall.
         #[arg(long)]
         keep_data: bool,
         #[command(flatten)]
@@ -45,9 +66,19 @@ enum Command {
     },
     /// What is installed and how it is doing (for a Jamf extension attribute or Intune detection).
     Status {
-        /// JSON output.
-        #[arg(long)]
+        /// JSON output (one object; see packaging/README.md for the fields).
+        #[arg(long, conflicts_with = "summary")]
         json: bool,
+        /// One line (what a Jamf extension attribute shows), e.g.
+        /// "thoth 0.1.0 running, enrolled, policy v3, 2/2 configs governed".
+        #[arg(long)]
+        summary: bool,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Print the agent's service definition for a platform (systemd unit, launchd plist, or the
+    /// sc.exe commands of the Windows service), as install writes it.
+    Service {
         #[command(flatten)]
         root: RootArgs,
     },
@@ -55,9 +86,27 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct RootArgs {
-    /// Install under this root instead of / (tests, images); the service is not started there.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    prefix: PathBuf,
+    /// Install under this root instead of the system root (tests, images, package payloads); no
+    /// service is registered or started there.
+    #[arg(long, value_name = "DIR")]
+    prefix: Option<PathBuf>,
+    /// Lay out for this operating system [default: this one]. Another one needs --prefix.
+    #[arg(long, value_enum, env = "THOTH_INSTALLER_PLATFORM")]
+    platform: Option<Platform>,
+}
+
+impl RootArgs {
+    fn layout(&self) -> Result<Layout, Fail> {
+        let platform = self.platform.unwrap_or_else(Platform::native);
+        let system_prefix = self.prefix.as_deref().is_none_or(|p| p == Path::new("/"));
+        if platform != Platform::native() && system_prefix {
+            return Err(bad(format!(
+                "--platform {} lays out another operating system's files: give --prefix DIR too",
+                platform.name()
+            )));
+        }
+        Ok(Layout::new(self.prefix.clone(), platform))
+    }
 }
 
 #[derive(Args)]
@@ -81,29 +130,17 @@ struct InstallArgs {
     /// The controller's root public key (`thoth-controller info`).
     #[arg(long)]
     root_key: Option<String>,
-    /// Labels, k=v,k=v.
+    /// Labels, k=v,k=v (added to managed labels; a flag wins for the same key).
     #[arg(long)]
     labels: Option<String>,
-    /// Do not start the service.
+    /// Do not register or start the service.
     #[arg(long)]
     no_start: bool,
-    /// Where the thoth and thoth-agent binaries to install are [default: next to this program].
+    /// Where the binaries to install are [default: next to this program].
     #[arg(long, value_name = "DIR")]
     from: Option<PathBuf>,
     #[command(flatten)]
     root: RootArgs,
-}
-
-/// Managed settings (what an MDM profile provides), all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Managed {
-    controller: Option<String>,
-    tenant: Option<String>,
-    enroll_token_file: Option<PathBuf>,
-    ca_fingerprint: Option<String>,
-    root_key: Option<String>,
-    labels: Option<BTreeMap<String, String>>,
 }
 
 /// What install recorded, for status and uninstall.
@@ -117,7 +154,9 @@ struct Manifest {
     tenant: String,
 }
 
-struct Fail(u8, String);
+/// An error with its exit status.
+#[derive(Debug)]
+pub struct Fail(u8, String);
 
 impl<E: std::fmt::Display> From<E> for Fail {
     fn from(e: E) -> Fail {
@@ -125,51 +164,9 @@ impl<E: std::fmt::Display> From<E> for Fail {
     }
 }
 
-fn bad(msg: impl Into<String>) -> Fail {
+/// A bad argument or setting: exit 2.
+pub fn bad(msg: impl Into<String>) -> Fail {
     Fail(2, msg.into())
-}
-
-/// Paths of an installation under a root.
-struct Layout {
-    root: PathBuf,
-}
-
-impl Layout {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-    fn bin_dir(&self) -> PathBuf {
-        self.p("usr/local/bin")
-    }
-    fn etc(&self) -> PathBuf {
-        self.p("etc/thoth")
-    }
-    fn state(&self) -> PathBuf {
-        self.p("var/lib/thoth")
-    }
-    fn socket(&self) -> PathBuf {
-        self.p("run/thoth/agent.sock")
-    }
-    fn unit(&self) -> PathBuf {
-        self.p("etc/systemd/system/thoth-agent.service")
-    }
-    fn manifest(&self) -> PathBuf {
-        self.state().join("install.json")
-    }
-    fn users_root(&self) -> PathBuf {
-        if self.is_system() {
-            PathBuf::from(if cfg!(target_os = "macos") {
-                "/Users"
-            } else {
-                "/home"
-            })
-        } else {
-            self.p("home")
-        }
-    }
-    fn is_system(&self) -> bool {
-        self.root == Path::new("/")
-    }
 }
 
 fn main() -> ExitCode {
@@ -177,9 +174,17 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Install(a) => install(a),
         Command::Uninstall { keep_data, root } => {
-            uninstall(&Layout { root: root.prefix }, keep_data)
+            root.layout().and_then(|l| uninstall(&l, keep_data))
         }
-        Command::Status { json, root } => status(&Layout { root: root.prefix }, json),
+        Command::Status {
+            json,
+            summary,
+            root,
+        } => root.layout().and_then(|l| status(&l, json, summary)),
+        Command::Service { root } => root.layout().map(|l| {
+            print!("{}", service::render(&l));
+            0
+        }),
     };
     match r {
         Ok(code) => ExitCode::from(code),
@@ -188,15 +193,6 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-/// The systemd unit, hardened.
-fn systemd_unit(l: &Layout) -> String {
-    format!(
-        "# Installed by thoth-installer. Changes are overwritten by the next install.\n[Unit]\nDescription=Thoth agent: governs the MCP servers AI assistants use\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nType=simple\nExecStart={bin}/thoth-agent run --config {etc}/agent.toml\nRestart=always\nRestartSec=5\nRuntimeDirectory=thoth\nRuntimeDirectoryMode=0755\nStateDirectory=thoth\nNoNewPrivileges=yes\nProtectSystem=full\nProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\nPrivateTmp=yes\n\n[Install]\nWantedBy=multi-user.target\n",
-        bin = l.bin_dir().display(),
-        etc = l.etc().display(),
-    )
 }
 
 fn agent_toml(l: &Layout, s: &Resolved) -> String {
@@ -209,221 +205,75 @@ fn agent_toml(l: &Layout, s: &Resolved) -> String {
             .collect();
         labels = format!("labels = {{ {} }}\n", parts.join(", "));
     }
+    let path = |p: PathBuf| toml_str(&p.display().to_string());
     format!(
         "# Written by thoth-installer; see agent/thoth-agent.example.toml for every setting.\ncontroller_url = {}\ntenant = {}\nca_fingerprint = {}\nroot_public_key = {}\nenrollment_token_file = {}\nstate_dir = {}\nsocket_path = {}\nusers_root = {}\nthoth_path = {}\n{labels}",
         toml_str(&s.controller),
         toml_str(&s.tenant),
         toml_str(&s.ca_fingerprint),
         toml_str(&s.root_key),
-        toml_str(&l.etc().join("enrollment-token").display().to_string()),
-        toml_str(&l.state().display().to_string()),
-        toml_str(&l.socket().display().to_string()),
-        toml_str(&l.users_root().display().to_string()),
-        toml_str(&l.bin_dir().join("thoth").display().to_string()),
-    )
-}
-
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
-}
-
-struct Resolved {
-    controller: String,
-    tenant: String,
-    token: Option<String>,
-    ca_fingerprint: String,
-    root_key: String,
-    labels: BTreeMap<String, String>,
-}
-
-fn resolve(a: &InstallArgs, l: &Layout) -> Result<Resolved, Fail> {
-    let managed_path = l.etc().join("managed.toml");
-    let managed: Managed = match std::fs::read_to_string(&managed_path) {
-        Ok(t) => toml::from_str(&t).map_err(|e| bad(format!("{}: {e}", managed_path.display())))?,
-        Err(_) => Managed::default(),
-    };
-    let pick = |flag: &Option<String>, m: &Option<String>, name: &str| -> Result<String, Fail> {
-        flag.clone().or_else(|| m.clone()).ok_or_else(|| {
-            bad(format!(
-                "--{name} is required (or set it in {})",
-                managed_path.display()
-            ))
-        })
-    };
-    let token = match (
-        &a.enroll_token,
-        &a.enroll_token_file,
-        &managed.enroll_token_file,
-    ) {
-        (Some(t), _, _) => Some(t.trim().to_owned()),
-        (None, Some(f), _) | (None, None, Some(f)) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| {
-                    bad(format!(
-                        "cannot read the enrollment token file {}: {e}",
-                        f.display()
-                    ))
-                })?
-                .trim()
-                .to_owned(),
-        ),
-        _ => None,
-    };
-    let mut labels = managed.labels.clone().unwrap_or_default();
-    if let Some(text) = &a.labels {
-        for part in text.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| bad(format!("label {part:?} is not key=value")))?;
-            labels.insert(k.trim().to_owned(), v.trim().to_owned());
-        }
-    }
-    let r = Resolved {
-        controller: pick(&a.controller, &managed.controller, "controller")?,
-        tenant: pick(&a.tenant, &managed.tenant, "tenant")?,
-        ca_fingerprint: pick(&a.ca_fingerprint, &managed.ca_fingerprint, "ca-fingerprint")?,
-        root_key: pick(&a.root_key, &managed.root_key, "root-key")?,
-        token,
-        labels,
-    };
-    // The agent's own checks, so a bad value is refused now rather than at first start.
-    let probe = format!(
-        "controller_url = {}\ntenant = {}\nca_fingerprint = {}\nroot_public_key = {}\n",
-        toml_str(&r.controller),
-        toml_str(&r.tenant),
-        toml_str(&r.ca_fingerprint),
-        toml_str(&r.root_key)
-    );
-    let cfg: AgentConfig = toml::from_str(&probe).map_err(|e| bad(e.to_string()))?;
-    cfg.check().map_err(bad)?;
-    parse_root_key(&r.root_key).map_err(bad)?;
-    Ok(r)
-}
-
-/// One reversible change.
-enum Undo {
-    Restore(PathBuf, Vec<u8>, u32),
-    Remove(PathBuf),
-}
-
-struct Tx {
-    undo: Vec<Undo>,
-    written: Vec<PathBuf>,
-}
-
-impl Tx {
-    fn write(&mut self, path: &Path, bytes: &[u8], mode: u32, step: &str) -> Result<bool, Fail> {
-        if std::env::var("THOTH_INSTALLER_FAIL_AT").as_deref() == Ok(step) {
-            return Err(Fail(1, format!("injected failure at {step}")));
-        }
-        self.written.push(path.to_path_buf());
-        let old = std::fs::read(path).ok();
-        #[cfg(unix)]
-        let old_mode = {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(path)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0o644)
-        };
-        #[cfg(not(unix))]
-        let old_mode = 0o644;
-        if old.as_deref() == Some(bytes) {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                if old_mode & 0o7777 != mode {
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                        .map_err(|e| perm(path, e))?;
-                    return Ok(true);
-                }
-            }
-            return Ok(false);
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| perm(dir, e))?;
-        }
-        write_atomic(path, bytes, mode).map_err(|e| perm(path, e))?;
-        self.undo.push(match old {
-            Some(b) => Undo::Restore(path.to_path_buf(), b, old_mode),
-            None => Undo::Remove(path.to_path_buf()),
-        });
-        Ok(true)
-    }
-
-    fn rollback(self) {
-        for u in self.undo.into_iter().rev() {
-            match u {
-                Undo::Restore(p, b, m) => {
-                    let _ = write_atomic(&p, &b, m);
-                }
-                Undo::Remove(p) => {
-                    let _ = std::fs::remove_file(&p);
-                }
-            }
-        }
-    }
-}
-
-fn perm(path: &Path, e: std::io::Error) -> Fail {
-    let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
-        4
-    } else {
-        1
-    };
-    Fail(
-        code,
-        format!(
-            "{}: {e}{}",
-            path.display(),
-            if code == 4 { " (run as root)" } else { "" }
-        ),
+        path(l.etc().join("enrollment-token")),
+        path(l.state()),
+        path(l.socket()),
+        path(l.users_root()),
+        path(l.bin_dir().join(l.exe("thoth"))),
     )
 }
 
 fn install(a: InstallArgs) -> Result<u8, Fail> {
-    let l = Layout {
-        root: a.root.prefix.clone(),
-    };
-    let s = resolve(&a, &l)?;
+    let l = a.root.layout()?;
+    let source = settings::managed(&l)?;
+    let s = settings::resolve(
+        &settings::Flags {
+            controller: &a.controller,
+            tenant: &a.tenant,
+            enroll_token: &a.enroll_token,
+            enroll_token_file: &a.enroll_token_file,
+            ca_fingerprint: &a.ca_fingerprint,
+            root_key: &a.root_key,
+            labels: &a.labels,
+        },
+        &source,
+    )?;
+    let here = std::env::current_exe()?;
     let from = match &a.from {
         Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
+        None => here.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
     let mut bins = Vec::new();
-    for name in ["thoth", "thoth-agent"] {
-        let src = from.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    for name in ["thoth", "thoth-agent", "thoth-installer"] {
+        let exe = l.exe(name);
+        let mut src = from.join(&exe);
+        if name == "thoth-installer" && !src.exists() && l.platform == Platform::native() {
+            src = here.clone();
+        }
         let bytes = std::fs::read(&src).map_err(|e| {
             bad(format!(
                 "cannot read {}: {e} (use --from DIR)",
                 src.display()
             ))
         })?;
-        bins.push((name, bytes));
+        bins.push((exe, bytes));
     }
-    let mut tx = Tx {
-        undo: Vec::new(),
-        written: Vec::new(),
-    };
+    let mut tx = Tx::default();
     let result = (|| -> Result<bool, Fail> {
         let mut changed = false;
-        for (name, bytes) in &bins {
+        for (exe, bytes) in &bins {
             changed |= tx.write(
-                &l.bin_dir().join(name),
+                &l.bin_dir().join(exe),
                 bytes,
                 0o755,
-                &format!("bin:{name}"),
+                &format!("bin:{}", exe.trim_end_matches(".exe")),
             )?;
         }
-        if let Some(token) = &s.token {
-            changed |= tx.write(
-                &l.etc().join("enrollment-token"),
-                format!("{token}\n").as_bytes(),
-                0o600,
-                "token",
-            )?;
+        // A new token, or the one already there (kept, and made root-only again if it was not).
+        let token_path = l.etc().join("enrollment-token");
+        let token = match &s.token {
+            Some(t) => Some(format!("{t}\n").into_bytes()),
+            None => std::fs::read(&token_path).ok(),
+        };
+        if let Some(token) = token {
+            changed |= tx.write(&token_path, &token, 0o600, "token")?;
         }
         changed |= tx.write(
             &l.etc().join("agent.toml"),
@@ -431,8 +281,18 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
             0o644,
             "config",
         )?;
-        changed |= tx.write(&l.unit(), systemd_unit(&l).as_bytes(), 0o644, "unit")?;
-        std::fs::create_dir_all(l.state()).map_err(|e| perm(&l.state(), e))?;
+        if let Some(unit) = l.service_file() {
+            changed |= tx.write(&unit, service::render(&l).as_bytes(), 0o644, "unit")?;
+        }
+        for dir in [
+            Some(l.state()),
+            l.log_file().and_then(|f| f.parent().map(Path::to_path_buf)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            std::fs::create_dir_all(&dir).map_err(|e| perm(&dir, e))?;
+        }
         Ok(changed)
     })();
     let changed = match result {
@@ -464,24 +324,18 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
     )
     .map_err(|e| perm(&l.manifest(), e))?;
     println!(
-        "installed thoth {} under {}",
+        "installed thoth {} under {} ({})",
         manifest.version,
-        l.root.display()
+        l.root.display(),
+        l.platform.name()
     );
-    if l.is_system() && !a.no_start && Path::new("/bin/systemctl").exists() {
-        for args in [
-            &["daemon-reload"][..],
-            &["enable", "--now", "thoth-agent"],
-            &["restart", "thoth-agent"],
-        ] {
-            let ok = std::process::Command::new("systemctl")
-                .args(args)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
-                eprintln!("thoth-installer: systemctl {} failed", args.join(" "));
-            }
+    if l.system && !a.no_start {
+        let failures = service::run(&service::start_plan(&l));
+        if failures.is_empty() {
+            println!("the agent service is registered and started");
+        }
+        for f in &failures {
+            eprintln!("thoth-installer: {f}");
         }
     } else {
         println!(
@@ -493,33 +347,29 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
             }
         );
     }
-    if !reachable(&s.controller) {
-        eprintln!(
-            "thoth-installer: the controller at {} is not reachable now; the agent will enroll when it is",
-            s.controller
-        );
-        return Ok(3);
+    match reach::probe(&s.controller, &s.ca_fingerprint, Duration::from_secs(5)) {
+        reach::Reach::Trusted => {
+            println!(
+                "the controller at {} answered with the pinned CA",
+                s.controller
+            );
+            Ok(0)
+        }
+        reach::Reach::Unreachable(why) => {
+            eprintln!(
+                "thoth-installer: the controller at {} is not reachable now ({why}); the agent will enroll when it is",
+                s.controller
+            );
+            Ok(3)
+        }
+        reach::Reach::Untrusted(why) => {
+            eprintln!(
+                "thoth-installer: the controller at {} is not the pinned one ({why}); check the CA fingerprint with `thoth-controller info` and install again",
+                s.controller
+            );
+            Ok(6)
+        }
     }
-    Ok(0)
-}
-
-fn reachable(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("https://") else {
-        return false;
-    };
-    let authority = rest.split('/').next().unwrap_or("");
-    let addr = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:443")
-    };
-    use std::net::ToSocketAddrs;
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| {
-            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(3)).is_ok()
-        })
 }
 
 fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
@@ -527,11 +377,12 @@ fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
         println!("thoth is not installed under {}", l.root.display());
         return Ok(0);
     };
-    let manifest: Manifest = serde_json::from_str(&text)?;
-    if l.is_system() && Path::new("/bin/systemctl").exists() {
-        let _ = std::process::Command::new("systemctl")
-            .args(["disable", "--now", "thoth-agent"])
-            .status();
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Fail(1, format!("{}: {e}", l.manifest().display())))?;
+    if l.system {
+        for f in service::run(&service::stop_plan(l)) {
+            eprintln!("thoth-installer: {f}");
+        }
     }
     // Every user's Claude Desktop config back to its original entries.
     let mut restored = 0;
@@ -543,24 +394,47 @@ fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
         }
     }
     for f in &manifest.files {
-        if keep_data && (f.starts_with(l.etc())) {
+        if keep_data && f.starts_with(l.etc()) && !f.starts_with(l.state()) {
             continue;
         }
-        let _ = std::fs::remove_file(f);
+        match std::fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(perm(f, e)),
+        }
     }
-    let _ = std::fs::remove_file(l.manifest());
-    if !keep_data {
-        let _ = std::fs::remove_dir_all(l.state());
-        let _ = std::fs::remove_dir_all(l.etc());
+    if keep_data {
+        let _ = std::fs::remove_file(l.manifest());
+    } else {
+        for dir in [Some(l.state()), Some(l.etc())]
+            .into_iter()
+            .chain([l.log_file().and_then(|f| f.parent().map(Path::to_path_buf))])
+            .flatten()
+        {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(perm(&dir, e)),
+            }
+        }
+    }
+    // The directory that held only our binaries (Windows: Program Files\Thoth).
+    if l.platform == Platform::Windows {
+        let _ = std::fs::remove_dir(l.bin_dir());
     }
     println!(
-        "uninstalled thoth from {}; {restored} Claude Desktop config(s) restored",
-        l.root.display()
+        "uninstalled thoth from {}; {restored} Claude Desktop config(s) restored{}",
+        l.root.display(),
+        if keep_data {
+            "; settings and identity kept"
+        } else {
+            ""
+        }
     );
     Ok(0)
 }
 
-fn status(l: &Layout, json: bool) -> Result<u8, Fail> {
+fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> {
     let manifest: Option<Manifest> = std::fs::read_to_string(l.manifest())
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
@@ -581,6 +455,23 @@ fn status(l: &Layout, json: bool) -> Result<u8, Fail> {
         (Some(_), Some(_)) => "running",
         (Some(_), None) => "stopped",
     };
+    let policy = agent
+        .as_ref()
+        .and_then(|a| a.policy.as_ref().map(|p| p.version));
+    let line = match &manifest {
+        None => "not installed".to_owned(),
+        Some(m) => format!(
+            "thoth {} {service}, {}, {}, {governed}/{} configs governed",
+            m.version,
+            if identity.is_some() {
+                "enrolled"
+            } else {
+                "not enrolled"
+            },
+            policy.map_or("no policy".to_owned(), |v| format!("policy v{v}")),
+            configs.len()
+        ),
+    };
     let doc = serde_json::json!({
         "installed": manifest.is_some(),
         "version": manifest.as_ref().map(|m| m.version.clone()),
@@ -590,11 +481,14 @@ fn status(l: &Layout, json: bool) -> Result<u8, Fail> {
         "service": service,
         "enrolled": identity.is_some(),
         "agentId": identity.as_ref().and_then(|i| i.get("agentId").cloned()),
-        "policyVersion": agent.as_ref().and_then(|a| a.policy.as_ref().map(|p| p.version)),
+        "policyVersion": policy,
         "configs": configs.len(),
         "governedConfigs": governed,
+        "summary": line,
     });
-    if json {
+    if summary {
+        println!("{line}");
+    } else if json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for (k, v) in doc.as_object().expect("object") {

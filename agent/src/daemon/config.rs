@@ -145,20 +145,7 @@ impl AgentConfig {
 
     /// The CA fingerprint as 32 bytes.
     pub fn pinned_fingerprint(&self) -> Result<[u8; 32], String> {
-        let hex_part = self
-            .ca_fingerprint
-            .strip_prefix("sha256:")
-            .unwrap_or(&self.ca_fingerprint)
-            .replace(':', "");
-        hex::decode(&hex_part)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| {
-                format!(
-                    "ca_fingerprint {:?} is not sha256:<64 hex digits> (see `thoth-controller info`)",
-                    self.ca_fingerprint
-                )
-            })
+        parse_fingerprint(&self.ca_fingerprint)
     }
 
     /// The root key.
@@ -178,6 +165,22 @@ impl AgentConfig {
             None => Ok(None),
         }
     }
+}
+
+/// Parses a CA fingerprint, `sha256:<64 hex digits>` (colons between bytes allowed).
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let hex_part = text
+        .strip_prefix("sha256:")
+        .unwrap_or(text)
+        .replace(':', "");
+    hex::decode(&hex_part)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            format!(
+                "ca_fingerprint {text:?} is not sha256:<64 hex digits> (see `thoth-controller info`)"
+            )
+        })
 }
 
 /// Reads a base64 Ed25519 public key.

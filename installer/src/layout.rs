@@ -1,0 +1,218 @@
+//! Where an installation's files go, per operating system, under a root (`/` on a laptop, a
+//! temp directory in tests and images).
+
+use std::path::{Path, PathBuf};
+
+/// The operating system an installation is laid out for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Platform {
+    /// systemd, /etc/thoth, /var/lib/thoth.
+    Linux,
+    /// launchd, /Library/Application Support/Thoth.
+    Macos,
+    /// A Windows service, C:\Program Files\Thoth and C:\ProgramData\Thoth.
+    Windows,
+}
+
+impl Platform {
+    /// The platform this program runs on.
+    pub fn native() -> Platform {
+        if cfg!(target_os = "macos") {
+            Platform::Macos
+        } else if cfg!(windows) {
+            Platform::Windows
+        } else {
+            Platform::Linux
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Linux => "linux",
+            Platform::Macos => "macos",
+            Platform::Windows => "windows",
+        }
+    }
+}
+
+/// The macOS managed-preferences domain (the `PayloadType` of the configuration profile).
+pub const MACOS_DOMAIN: &str = "com.thoth.agent";
+/// The Windows policy registry key MDM (Intune, GPO) writes settings to.
+pub const WINDOWS_POLICY_KEY: &str = r"HKLM\SOFTWARE\Policies\Thoth";
+/// The Windows service name.
+pub const WINDOWS_SERVICE: &str = "ThothAgent";
+/// The launchd label.
+pub const LAUNCHD_LABEL: &str = "com.thoth.agent";
+/// The systemd unit name.
+pub const SYSTEMD_UNIT: &str = "thoth-agent.service";
+
+/// Paths of an installation under a root.
+pub struct Layout {
+    /// The root everything is under.
+    pub root: PathBuf,
+    /// Which operating system's layout.
+    pub platform: Platform,
+    /// True when `root` is the real system root (services are registered and started).
+    pub system: bool,
+}
+
+impl Layout {
+    /// The layout for `platform` under `prefix` (`None`: the system root of this machine).
+    pub fn new(prefix: Option<PathBuf>, platform: Platform) -> Layout {
+        match prefix {
+            Some(root) => {
+                let system = root == Path::new("/") && platform == Platform::native();
+                Layout {
+                    root,
+                    platform,
+                    system,
+                }
+            }
+            None => Layout {
+                root: system_root(),
+                platform,
+                system: true,
+            },
+        }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        let mut path = self.root.clone();
+        for part in rel.split('/') {
+            path.push(part);
+        }
+        path
+    }
+
+    /// Where `thoth`, `thoth-agent` and `thoth-installer` go.
+    pub fn bin_dir(&self) -> PathBuf {
+        match self.platform {
+            Platform::Linux | Platform::Macos => self.p("usr/local/bin"),
+            Platform::Windows => self.p("Program Files/Thoth"),
+        }
+    }
+
+    /// Settings: `agent.toml`, the enrollment token, Linux's `managed.toml`.
+    pub fn etc(&self) -> PathBuf {
+        match self.platform {
+            Platform::Linux => self.p("etc/thoth"),
+            Platform::Macos => self.p("Library/Application Support/Thoth"),
+            Platform::Windows => self.p("ProgramData/Thoth"),
+        }
+    }
+
+    /// The agent's state: identity, policy, spool, the install manifest.
+    pub fn state(&self) -> PathBuf {
+        match self.platform {
+            Platform::Linux => self.p("var/lib/thoth"),
+            Platform::Macos | Platform::Windows => self.etc().join("state"),
+        }
+    }
+
+    /// The agent's local socket.
+    pub fn socket(&self) -> PathBuf {
+        match self.platform {
+            Platform::Linux => self.p("run/thoth/agent.sock"),
+            Platform::Macos => self.p("var/run/thoth/agent.sock"),
+            Platform::Windows => self.etc().join("agent.sock"),
+        }
+    }
+
+    /// The service definition file, where there is one (Windows keeps it in the registry).
+    pub fn service_file(&self) -> Option<PathBuf> {
+        match self.platform {
+            Platform::Linux => Some(self.p("etc/systemd/system").join(SYSTEMD_UNIT)),
+            Platform::Macos => Some(
+                self.p("Library/LaunchDaemons")
+                    .join(format!("{LAUNCHD_LABEL}.plist")),
+            ),
+            Platform::Windows => None,
+        }
+    }
+
+    /// The agent's log file, for platforms whose service manager writes one.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        match self.platform {
+            Platform::Macos => Some(self.p("Library/Logs/Thoth/agent.log")),
+            Platform::Linux | Platform::Windows => None,
+        }
+    }
+
+    /// The file MDM managed settings are read from (Windows: the policy registry instead).
+    pub fn managed_file(&self) -> Option<PathBuf> {
+        match self.platform {
+            Platform::Linux => Some(self.etc().join("managed.toml")),
+            Platform::Macos => Some(
+                self.p("Library/Managed Preferences")
+                    .join(format!("{MACOS_DOMAIN}.plist")),
+            ),
+            Platform::Windows => None,
+        }
+    }
+
+    /// What install recorded.
+    pub fn manifest(&self) -> PathBuf {
+        self.state().join("install.json")
+    }
+
+    /// Where users' home directories are.
+    pub fn users_root(&self) -> PathBuf {
+        match self.platform {
+            Platform::Linux => self.p("home"),
+            Platform::Macos | Platform::Windows => self.p("Users"),
+        }
+    }
+
+    /// The executable name of a binary on this layout's platform.
+    pub fn exe(&self, name: &str) -> String {
+        match self.platform {
+            Platform::Windows => format!("{name}.exe"),
+            _ => name.to_owned(),
+        }
+    }
+}
+
+fn system_root() -> PathBuf {
+    if cfg!(windows) {
+        let drive = std::env::var("SystemDrive").unwrap_or_else(|_| "C:".into());
+        PathBuf::from(format!("{drive}\\"))
+    } else {
+        PathBuf::from("/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_platform_lays_out_under_the_prefix() {
+        let l = Layout::new(Some("/tmp/r".into()), Platform::Macos);
+        assert!(!l.system);
+        assert_eq!(
+            l.etc(),
+            Path::new("/tmp/r/Library/Application Support/Thoth")
+        );
+        assert_eq!(
+            l.managed_file().unwrap(),
+            Path::new("/tmp/r/Library/Managed Preferences/com.thoth.agent.plist")
+        );
+        assert_eq!(
+            l.service_file().unwrap(),
+            Path::new("/tmp/r/Library/LaunchDaemons/com.thoth.agent.plist")
+        );
+        let w = Layout::new(Some("/tmp/r".into()), Platform::Windows);
+        assert_eq!(w.bin_dir(), Path::new("/tmp/r/Program Files/Thoth"));
+        assert_eq!(w.exe("thoth"), "thoth.exe");
+        assert!(w.service_file().is_none());
+        let l = Layout::new(Some("/".into()), Platform::native());
+        assert!(l.system);
+        let other = if Platform::native() == Platform::Linux {
+            Platform::Macos
+        } else {
+            Platform::Linux
+        };
+        assert!(!Layout::new(Some("/".into()), other).system);
+    }
+}

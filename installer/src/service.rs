@@ -1,0 +1,237 @@
+//! The agent's service definition per platform — the templates in `packaging/service/`, filled
+//! in with this layout's paths — and the commands that register, start and remove it.
+
+use crate::layout::{LAUNCHD_LABEL, Layout, Platform, SYSTEMD_UNIT, WINDOWS_SERVICE};
+
+const SYSTEMD: &str = include_str!("../../packaging/service/thoth-agent.service");
+const LAUNCHD: &str = include_str!("../../packaging/service/com.thoth.agent.plist");
+const WINDOWS: &str = include_str!("../../packaging/service/thoth-agent.windows.txt");
+
+/// The service definition for `l`: a systemd unit, a launchd plist, or sc.exe command lines.
+pub fn render(l: &Layout) -> String {
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    let bin = path(l.bin_dir());
+    let etc = path(l.etc());
+    match l.platform {
+        Platform::Linux => fill(SYSTEMD, &[("@BIN@", &bin), ("@ETC@", &etc)]),
+        Platform::Macos => {
+            let log = path(l.log_file().expect("macOS has a log file"));
+            fill(
+                LAUNCHD,
+                &[
+                    ("@BIN@", &xml_escape(&bin)),
+                    ("@ETC@", &xml_escape(&etc)),
+                    ("@LOG@", &xml_escape(&log)),
+                ],
+            )
+        }
+        Platform::Windows => {
+            let win = |s: String| s.replace('/', "\\");
+            fill(WINDOWS, &[("@BIN@", &win(bin)), ("@ETC@", &win(etc))])
+        }
+    }
+}
+
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_owned();
+    for (k, v) in values {
+        out = out.replace(k, v);
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The sc.exe argument lines of a rendered Windows definition (comments and blanks dropped).
+pub fn windows_lines(rendered: &str) -> Vec<&str> {
+    rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// One command: program and arguments. `raw` is a Windows command line passed as is (sc.exe
+/// parses its own quoting).
+#[derive(Debug, PartialEq)]
+pub struct Cmd {
+    pub program: &'static str,
+    pub args: Vec<String>,
+    pub raw: Option<String>,
+    /// A failure is expected and harmless (stopping what is not running).
+    pub may_fail: bool,
+}
+
+fn cmd(program: &'static str, args: &[&str], may_fail: bool) -> Cmd {
+    Cmd {
+        program,
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        raw: None,
+        may_fail,
+    }
+}
+
+/// What to run to (re)register and start the service after its definition was written.
+pub fn start_plan(l: &Layout) -> Vec<Cmd> {
+    match l.platform {
+        Platform::Linux => vec![
+            cmd("systemctl", &["daemon-reload"], false),
+            cmd("systemctl", &["enable", SYSTEMD_UNIT], false),
+            cmd("systemctl", &["restart", SYSTEMD_UNIT], false),
+        ],
+        Platform::Macos => {
+            let plist = l.service_file().expect("macOS has a plist");
+            let target = format!("system/{LAUNCHD_LABEL}");
+            vec![
+                cmd("launchctl", &["bootout", &target], true),
+                cmd(
+                    "launchctl",
+                    &["bootstrap", "system", &plist.display().to_string()],
+                    false,
+                ),
+                cmd("launchctl", &["enable", &target], false),
+                cmd("launchctl", &["kickstart", "-k", &target], false),
+            ]
+        }
+        Platform::Windows => {
+            let mut plan = vec![
+                cmd("sc.exe", &["stop", WINDOWS_SERVICE], true),
+                cmd("sc.exe", &["delete", WINDOWS_SERVICE], true),
+            ];
+            let rendered = render(l);
+            for line in windows_lines(&rendered) {
+                plan.push(Cmd {
+                    program: "sc.exe",
+                    args: Vec::new(),
+                    raw: Some(line.to_owned()),
+                    may_fail: false,
+                });
+            }
+            plan.push(cmd("sc.exe", &["start", WINDOWS_SERVICE], false));
+            plan
+        }
+    }
+}
+
+/// What to run to stop and unregister the service (before its definition is removed).
+pub fn stop_plan(l: &Layout) -> Vec<Cmd> {
+    match l.platform {
+        Platform::Linux => vec![
+            cmd("systemctl", &["disable", "--now", SYSTEMD_UNIT], true),
+            cmd("systemctl", &["daemon-reload"], true),
+        ],
+        Platform::Macos => vec![cmd(
+            "launchctl",
+            &["bootout", &format!("system/{LAUNCHD_LABEL}")],
+            true,
+        )],
+        Platform::Windows => vec![
+            cmd("sc.exe", &["stop", WINDOWS_SERVICE], true),
+            cmd("sc.exe", &["delete", WINDOWS_SERVICE], true),
+        ],
+    }
+}
+
+/// Runs a plan; returns the failures that were not expected.
+pub fn run(plan: &[Cmd]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for c in plan {
+        let mut command = std::process::Command::new(c.program);
+        command.args(&c.args);
+        #[cfg(windows)]
+        if let Some(raw) = &c.raw {
+            use std::os::windows::process::CommandExt;
+            command.raw_arg(raw);
+        }
+        let shown = c.raw.clone().unwrap_or_else(|| c.args.join(" "));
+        match command.output() {
+            Ok(o) if o.status.success() => {}
+            _ if c.may_fail => {}
+            Ok(o) => failures.push(format!(
+                "{} {shown} failed: {}",
+                c.program,
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => failures.push(format!("{} {shown}: {e}", c.program)),
+        }
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(p: Platform) -> Layout {
+        Layout::new(Some("/opt/root dir".into()), p)
+    }
+
+    #[test]
+    fn the_systemd_unit_runs_the_installed_agent_with_its_config() {
+        let unit = render(&layout(Platform::Linux));
+        assert!(unit.contains(
+            "ExecStart=/opt/root dir/usr/local/bin/thoth-agent run --config /opt/root dir/etc/thoth/agent.toml"
+        ));
+        assert!(!unit.contains('@'), "a placeholder was left: {unit}");
+    }
+
+    #[test]
+    fn the_launchd_plist_is_a_valid_plist_with_the_agent_arguments() {
+        let l = Layout::new(Some("/tmp/a&b".into()), Platform::Macos);
+        let text = render(&l);
+        let v: plist::Value = plist::from_bytes(text.as_bytes()).expect("valid plist");
+        let d = v.as_dictionary().unwrap();
+        assert_eq!(d["Label"].as_string(), Some(LAUNCHD_LABEL));
+        let args: Vec<&str> = d["ProgramArguments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_string().unwrap())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "/tmp/a&b/usr/local/bin/thoth-agent",
+                "run",
+                "--config",
+                "/tmp/a&b/Library/Application Support/Thoth/agent.toml"
+            ]
+        );
+        assert_eq!(d["KeepAlive"].as_boolean(), Some(true));
+        assert_eq!(d["RunAtLoad"].as_boolean(), Some(true));
+    }
+
+    #[test]
+    fn the_windows_service_is_registered_with_restart_on_failure() {
+        let l = layout(Platform::Windows);
+        let text = render(&l);
+        let lines = windows_lines(&text);
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("create ThothAgent binPath= "));
+        assert!(
+            lines[0].contains(r#"\"\opt\root dir\Program Files\Thoth\thoth-agent.exe\" run --config \"\opt\root dir\ProgramData\Thoth\agent.toml\""#),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[2].contains("actions= restart/5000"));
+        let plan = start_plan(&l);
+        assert_eq!(plan.last().unwrap().args, ["start", WINDOWS_SERVICE]);
+        assert_eq!(plan.iter().filter(|c| c.raw.is_some()).count(), 4);
+    }
+
+    #[test]
+    fn stopping_never_fails_the_uninstall_when_the_service_is_already_gone() {
+        for p in [Platform::Linux, Platform::Macos, Platform::Windows] {
+            assert!(stop_plan(&layout(p)).iter().all(|c| c.may_fail));
+        }
+        let failures = run(&[cmd("/nonexistent/thoth-test", &[], true)]);
+        assert!(failures.is_empty());
+        let failures = run(&[cmd("/nonexistent/thoth-test", &["x"], false)]);
+        assert_eq!(failures.len(), 1);
+    }
+}

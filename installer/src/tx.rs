@@ -1,0 +1,100 @@
+//! Install as a transaction: each file write is recorded and undone, newest first, on failure.
+
+use std::path::{Path, PathBuf};
+
+use thoth_agent::daemon::state::write_atomic;
+
+use crate::Fail;
+
+/// One reversible change.
+enum Undo {
+    Restore(PathBuf, Vec<u8>, u32),
+    Remove(PathBuf),
+}
+
+/// The writes of one install.
+#[derive(Default)]
+pub struct Tx {
+    undo: Vec<Undo>,
+    /// Every file install is responsible for (written or already right).
+    pub written: Vec<PathBuf>,
+}
+
+impl Tx {
+    /// Writes `bytes` at `path` with `mode` unless it is already so; true if anything changed.
+    /// `step` names the step for failure injection (`THOTH_INSTALLER_FAIL_AT`).
+    pub fn write(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        step: &str,
+    ) -> Result<bool, Fail> {
+        if std::env::var("THOTH_INSTALLER_FAIL_AT").as_deref() == Ok(step) {
+            return Err(Fail(1, format!("injected failure at {step}")));
+        }
+        self.written.push(path.to_path_buf());
+        let old = std::fs::read(path).ok();
+        #[cfg(unix)]
+        let old_mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0o644)
+        };
+        #[cfg(not(unix))]
+        let old_mode = 0o644;
+        if old.as_deref() == Some(bytes) {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if old_mode & 0o7777 != mode {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| perm(path, e))?;
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| perm(dir, e))?;
+        }
+        write_atomic(path, bytes, mode).map_err(|e| perm(path, e))?;
+        self.undo.push(match old {
+            Some(b) => Undo::Restore(path.to_path_buf(), b, old_mode),
+            None => Undo::Remove(path.to_path_buf()),
+        });
+        Ok(true)
+    }
+
+    /// Puts back everything written, newest first.
+    pub fn rollback(self) {
+        for u in self.undo.into_iter().rev() {
+            match u {
+                Undo::Restore(p, b, m) => {
+                    let _ = write_atomic(&p, &b, m);
+                }
+                Undo::Remove(p) => {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+    }
+}
+
+/// An IO error on `path` as a failure: exit 4 when permission was denied.
+pub fn perm(path: &Path, e: std::io::Error) -> Fail {
+    let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+        4
+    } else {
+        1
+    };
+    Fail(
+        code,
+        format!(
+            "{}: {e}{}",
+            path.display(),
+            if code == 4 { " (run as root)" } else { "" }
+        ),
+    )
+}

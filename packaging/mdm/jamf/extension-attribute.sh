@@ -1,0 +1,21 @@
+#!/bin/bash
+# Jamf Pro extension attribute "Thoth agent": one line per computer, for smart groups and
+# inventory reports.
+#
+# In Jamf Pro: Settings > Computer Management > Extension Attributes > New; Data Type: String;
+# Input Type: Script; paste this file. Example values:
+#   thoth 0.1.0 running, enrolled, policy v7, 2/2 configs governed
+#   thoth 0.1.0 stopped, not enrolled, no policy, 0/1 configs governed
+#   not installed
+# A smart group "Thoth needs attention" can then match: does not contain "running, enrolled",
+# or does not contain "configs governed" with equal counts.
+
+INSTALLER="${THOTH_INSTALLER:-/usr/local/bin/thoth-installer}"
+if [ -x "$INSTALLER" ]; then
+  # THOTH_INSTALLER_EXTRA is for testing this script (e.g. --prefix DIR).
+  # shellcheck disable=SC2086
+  result="$("$INSTALLER" status --summary ${THOTH_INSTALLER_EXTRA:-} 2>/dev/null)"
+else
+  result="not installed"
+fi
+echo "<result>${result:-not installed}</result>"
