@@ -14,7 +14,13 @@ INSTALLER="${THOTH_INSTALLER:-/usr/local/bin/thoth-installer}"
 if [ -x "$INSTALLER" ]; then
   # THOTH_INSTALLER_EXTRA is for testing this script (e.g. --prefix DIR).
   # shellcheck disable=SC2086
-  result="$("$INSTALLER" status --summary ${THOTH_INSTALLER_EXTRA:-} 2>/dev/null)"
+  result="$("$INSTALLER" status --summary ${THOTH_INSTALLER_EXTRA:-} 2>&1)"
+  rc=$?
+  # 0: installed, 1: not installed; anything else is the installer failing: show why.
+  if [ "$rc" -gt 1 ]; then
+    result="error: ${result#error: }"
+    [ "$result" = "error: " ] && result="error: thoth-installer status exited $rc"
+  fi
 else
   result="not installed"
 fi
