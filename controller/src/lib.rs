@@ -11,6 +11,7 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod pki;
+pub mod quickstart;
 pub mod server;
 pub mod sinks;
 pub mod store;

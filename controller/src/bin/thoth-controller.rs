@@ -69,6 +69,29 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// See the whole fleet work on this machine in about a minute: starts a controller, installs
+    /// an agent into a sandbox laptop with thoth-installer, lets it wrap a user's Claude Desktop
+    /// config, pushes the read-only example policy, makes one allowed and one blocked tool call
+    /// exactly as Claude Desktop would, and shows the events in a JSON lines SIEM file and in
+    /// `thothctl events query`. Everything lives in a temp directory; nothing is installed on
+    /// this machine. Leaves the fleet running for you to try things (Ctrl-C stops it), or
+    /// stops with --once. Needs the filesystem MCP server (scripts/setup-peers installs it).
+    Quickstart {
+        /// Stop everything at the end (and remove the temp directory) instead of leaving the
+        /// fleet running.
+        #[arg(long)]
+        once: bool,
+        /// Work in this directory (empty or absent) instead of a new temp directory; it is kept.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Keep the temp directory after --once.
+        #[arg(long)]
+        keep: bool,
+        /// The filesystem MCP server to launch [default: tests/node_modules/.bin/mcp-server-filesystem
+        /// of this checkout], e.g. 'npx -y @modelcontextprotocol/server-filesystem'.
+        #[arg(long, value_name = "COMMAND")]
+        mcp_server: Option<String>,
+    },
     /// Print what agents need to trust this controller: the CA fingerprint and the root key.
     Info {
         /// Data directory.
@@ -225,6 +248,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Quickstart {
+            once,
+            dir,
+            keep,
+            mcp_server,
+        } => thoth_controller::quickstart::run(thoth_controller::quickstart::Options {
+            dir,
+            once,
+            keep,
+            mcp_server,
+        })
+        .map_err(|f| anyhow::anyhow!("quickstart {} failed: {}", f.step, f.reason)),
         Command::Info { data, json } => {
             let dir = data.unwrap_or_else(datadir::default_dir);
             let data = DataDir::load(&dir).map_err(anyhow::Error::msg)?;
