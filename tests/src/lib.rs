@@ -320,7 +320,22 @@ pub fn mcp_client(
     thoth_args: &[&str],
     server: &[&str],
 ) -> ClientRun {
-    let thoth = thoth();
+    let mut args: Vec<String> = vec!["run".into()];
+    args.extend(thoth_args.iter().map(|a| (*a).to_owned()));
+    args.push("--".into());
+    args.extend(server.iter().map(|a| (*a).to_owned()));
+    mcp_client_exec(opts, ops, &thoth().display().to_string(), &args, &[])
+}
+
+/// Runs the official Python MCP client against the server `command args` with `env` added:
+/// what Claude Desktop does with an `mcpServers` entry.
+pub fn mcp_client_exec(
+    opts: ClientOpts<'_>,
+    ops: Value,
+    command: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> ClientRun {
     let out = Command::new(python())
         .arg(py_script("mcp_client.py"))
         .args([
@@ -334,11 +349,9 @@ pub fn mcp_client(
         .arg("--ops")
         .arg(ops.to_string())
         .arg("--")
-        .arg(&thoth)
-        .arg("run")
-        .args(thoth_args)
-        .arg("--")
-        .args(server)
+        .arg(command)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .expect("run the Python MCP client");

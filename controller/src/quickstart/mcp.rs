@@ -117,7 +117,12 @@ impl Session {
     }
 
     /// Calls a tool.
-    pub fn call(&mut self, tool: &str, args: Value, timeout: Duration) -> Result<CallResult, String> {
+    pub fn call(
+        &mut self,
+        tool: &str,
+        args: Value,
+        timeout: Duration,
+    ) -> Result<CallResult, String> {
         let r = self.request(
             "tools/call",
             json!({"name": tool, "arguments": args}),

@@ -131,7 +131,11 @@ impl Run {
 
     fn ok(&self, what: impl std::fmt::Display) {
         let took = self.step_started.elapsed().as_secs_f64();
-        let mark = if self.color { "\x1b[32m✓\x1b[0m" } else { "✓" };
+        let mark = if self.color {
+            "\x1b[32m✓\x1b[0m"
+        } else {
+            "✓"
+        };
         println!("      {mark} {what} ({took:.1} s)");
     }
 
@@ -191,11 +195,7 @@ impl Run {
     }
 
     /// Waits for `cond`, failing with `what` after `WAIT`, or as soon as a process died.
-    fn wait<T>(
-        &mut self,
-        what: &str,
-        mut cond: impl FnMut() -> Option<T>,
-    ) -> Result<T, Failure> {
+    fn wait<T>(&mut self, what: &str, mut cond: impl FnMut() -> Option<T>) -> Result<T, Failure> {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(v) = cond() {
@@ -279,7 +279,11 @@ pub fn run(opts: Options) -> Result<(), Failure> {
     }
     let dir = match &opts.dir {
         Some(d) => {
-            if d.exists() && std::fs::read_dir(d).map(|mut r| r.next().is_some()).unwrap_or(true) {
+            if d.exists()
+                && std::fs::read_dir(d)
+                    .map(|mut r| r.next().is_some())
+                    .unwrap_or(true)
+            {
                 return Err(pre(format!("{} is not empty", d.display())));
             }
             std::fs::create_dir_all(d).map_err(|e| pre(format!("{}: {e}", d.display())))?;
@@ -340,16 +344,26 @@ pub fn run(opts: Options) -> Result<(), Failure> {
 
 fn next_steps(r: &Run, total: f64) {
     let d = r.dir.display();
-    let ctl = format!("{} --credentials {d}/controller/admin", r.bin("thothctl").display());
-    println!("\nAll {STEPS} steps passed in {total:.1} s. The controller and the agent keep running; try:");
+    let ctl = format!(
+        "{} --credentials {d}/controller/admin",
+        r.bin("thothctl").display()
+    );
+    println!(
+        "\nAll {STEPS} steps passed in {total:.1} s. The controller and the agent keep running; try:"
+    );
     println!("  {ctl} agents list                 # the laptop, its inventory and policy version");
     println!("  {ctl} events tail                 # live events (make calls below to see them)");
-    println!("  {ctl} policy push policy/examples/read-write-files.yaml   # then call write_file again");
+    println!(
+        "  {ctl} policy push policy/examples/read-write-files.yaml   # then call write_file again"
+    );
     println!("  {ctl} policy rollback             # back to the read-only version");
     println!("  tail -f {d}/siem/events.jsonl     # what a SIEM receives");
     println!("  edit {d}/laptop/home/alex/.config/Claude/claude_desktop_config.json");
     println!("                                    # remove the wrapper: the agent puts it back");
-    println!("  {} status --prefix {d}/laptop", r.bin("thoth-installer").display());
+    println!(
+        "  {} status --prefix {d}/laptop",
+        r.bin("thoth-installer").display()
+    );
     println!("Ctrl-C stops the controller and the agent; then delete {d}.");
 }
 
@@ -380,12 +394,28 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     let data_s = data.display().to_string();
     r.show(
         "thoth-controller",
-        &["serve", "--data", &data_s, "--listen", "127.0.0.1:0", "--metrics-listen", "off"],
+        &[
+            "serve",
+            "--data",
+            &data_s,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ],
     );
     let log = dir.join("controller.log");
     let logf = std::fs::File::create(&log).map_err(|e| r.fail(e.to_string()))?;
     let child = Command::new(r.bin("thoth-controller"))
-        .args(["serve", "--data", &data_s, "--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .args([
+            "serve",
+            "--data",
+            &data_s,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(logf)
@@ -403,11 +433,23 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
     })?;
-    r.ok(format!("serving on {url}; events go to $QS/siem/events.jsonl"));
+    r.ok(format!(
+        "serving on {url}; events go to $QS/siem/events.jsonl"
+    ));
 
     // 2. A token, and what agents pin.
     r.step("Create an enrollment token and read what agents must pin");
-    let out = r.thothctl(&["--json", "token", "create", "--uses", "1", "--ttl", "1h", "--label", "site=quickstart"])?;
+    let out = r.thothctl(&[
+        "--json",
+        "token",
+        "create",
+        "--uses",
+        "1",
+        "--ttl",
+        "1h",
+        "--label",
+        "site=quickstart",
+    ])?;
     let token = serde_json::from_str::<Value>(&out)
         .ok()
         .and_then(|v| v["token"].as_str().map(str::to_owned))
@@ -420,8 +462,14 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
         &["info", "--json", "--data", &data_s],
     )?;
     let info: Value = serde_json::from_str(&info).map_err(|e| r.fail(e.to_string()))?;
-    let fp = info["caFingerprint"].as_str().unwrap_or_default().to_owned();
-    let root_key = info["rootPublicKey"].as_str().unwrap_or_default().to_owned();
+    let fp = info["caFingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let root_key = info["rootPublicKey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     r.ok(format!(
         "token for one enrollment, valid 1 h (saved 0600 in $QS/enrollment-token; the controller keeps only its hash); CA {}…",
         &fp[..fp.len().min(23)]
@@ -430,8 +478,11 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     // 3. A user with Claude Desktop on the laptop.
     r.step("A laptop user, alex, whose Claude Desktop runs the filesystem MCP server");
     std::fs::create_dir_all(&docs).map_err(|e| r.fail(e.to_string()))?;
-    std::fs::write(docs.join("notes.txt"), "Quarterly numbers are in the shared drive.\n")
-        .map_err(|e| r.fail(e.to_string()))?;
+    std::fs::write(
+        docs.join("notes.txt"),
+        "Quarterly numbers are in the shared drive.\n",
+    )
+    .map_err(|e| r.fail(e.to_string()))?;
     let original = serde_json::to_string_pretty(&json!({
         "mcpServers": {
             "files": {
@@ -443,7 +494,8 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     }))
     .map_err(|e| r.fail(e.to_string()))?
         + "\n";
-    std::fs::create_dir_all(config.parent().expect("has a parent")).map_err(|e| r.fail(e.to_string()))?;
+    std::fs::create_dir_all(config.parent().expect("has a parent"))
+        .map_err(|e| r.fail(e.to_string()))?;
     std::fs::write(&config, &original).map_err(|e| r.fail(e.to_string()))?;
     r.ok(format!(
         "$QS/laptop/home/alex/.config/Claude/claude_desktop_config.json: \"files\" runs {}",
@@ -456,13 +508,30 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     let token_s = token_file.display().to_string();
     let bins_s = r.bins.display().to_string();
     let args = [
-        "install", "--prefix", &laptop_s, "--no-start", "--controller", &url, "--tenant", "default",
-        "--enroll-token-file", &token_s, "--ca-fingerprint", &fp, "--root-key", &root_key,
-        "--labels", "team=finance", "--from", &bins_s,
+        "install",
+        "--prefix",
+        &laptop_s,
+        "--no-start",
+        "--controller",
+        &url,
+        "--tenant",
+        "default",
+        "--enroll-token-file",
+        &token_s,
+        "--ca-fingerprint",
+        &fp,
+        "--root-key",
+        &root_key,
+        "--labels",
+        "team=finance",
+        "--from",
+        &bins_s,
     ];
     let (code, _) = r.run("thoth-installer", &args, &args)?;
     if code != 0 {
-        return Err(r.fail(format!("the installer could not reach the controller at {url} (exit {code})")));
+        return Err(r.fail(format!(
+            "the installer could not reach the controller at {url} (exit {code})"
+        )));
     }
     r.ok("installed under $QS/laptop: binaries, agent.toml, the token (0600), the systemd unit; the controller answered with the pinned CA");
 
@@ -471,7 +540,10 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     let agent_toml = laptop.join("etc/thoth/agent.toml");
     let agent_bin = laptop.join("usr/local/bin/thoth-agent");
     r.show(
-        &agent_bin.display().to_string().replace(&dir.display().to_string(), "$QS"),
+        &agent_bin
+            .display()
+            .to_string()
+            .replace(&dir.display().to_string(), "$QS"),
         &["run", "--config", &agent_toml.display().to_string()],
     );
     let log = dir.join("agent.log");
@@ -494,7 +566,9 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&identity).ok()?).ok()?;
         v["agentId"].as_str().map(str::to_owned)
     })?;
-    r.ok(format!("enrolled as agent {agent_id} (its key never left the laptop)"));
+    r.ok(format!(
+        "enrolled as agent {agent_id} (its key never left the laptop)"
+    ));
     let thoth = laptop.join("usr/local/bin/thoth").display().to_string();
     let entry = r.wait("the agent to wrap alex's config", || {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&config).ok()?).ok()?;
@@ -503,7 +577,12 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     })?;
     let args_shown: Vec<String> = entry["args"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str()).map(|s| s.replace(&dir.display().to_string(), "$QS")).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .map(|s| s.replace(&dir.display().to_string(), "$QS"))
+                .collect()
+        })
         .unwrap_or_default();
     r.ok(format!(
         "config wrapped: \"files\" now runs $QS/laptop/usr/local/bin/thoth {}",
@@ -534,7 +613,10 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
         v.as_array()?
             .iter()
-            .any(|a| a["agentId"].as_str() == Some(agent_id.as_str()) && a["appliedVersion"].as_u64() == Some(version))
+            .any(|a| {
+                a["agentId"].as_str() == Some(agent_id.as_str())
+                    && a["appliedVersion"].as_u64() == Some(version)
+            })
             .then_some(())
     })?;
     r.ok(format!(
@@ -544,21 +626,32 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
 
     // 7. Claude Desktop's part.
     r.step("Act as Claude Desktop: launch \"files\" from the rewritten config, call two tools");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&config).map_err(|e| r.fail(e.to_string()))?)
-        .map_err(|e| r.fail(e.to_string()))?;
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).map_err(|e| r.fail(e.to_string()))?)
+            .map_err(|e| r.fail(e.to_string()))?;
     let e = &v["mcpServers"]["files"];
     let command = e["command"].as_str().unwrap_or_default().to_owned();
     let args: Vec<String> = e["args"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     let env: Vec<(String, String)> = e["env"]
         .as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
         .unwrap_or_default();
-    let proxy_log = std::fs::File::create(dir.join("proxy.log")).map_err(|e| r.fail(e.to_string()))?;
-    let mut session = mcp::Session::launch(&command, &args, &env, Stdio::from(proxy_log), CALL_TIMEOUT)
-        .map_err(|e| r.fail(format!("{e}; see $QS/proxy.log")))?;
+    let proxy_log =
+        std::fs::File::create(dir.join("proxy.log")).map_err(|e| r.fail(e.to_string()))?;
+    let mut session =
+        mcp::Session::launch(&command, &args, &env, Stdio::from(proxy_log), CALL_TIMEOUT)
+            .map_err(|e| r.fail(format!("{e}; see $QS/proxy.log")))?;
     let notes = docs.join("notes.txt");
     let read = session
         .call("read_text_file", json!({"path": notes}), CALL_TIMEOUT)
@@ -566,15 +659,25 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     if read.is_error {
         return Err(r.fail(format!("the read was refused: {}", read.text)));
     }
-    r.say(format!("read_text_file notes.txt  → allowed: {:?}", read.text.trim()));
+    r.say(format!(
+        "read_text_file notes.txt  → allowed: {:?}",
+        read.text.trim()
+    ));
     let write = session
-        .call("write_file", json!({"path": notes, "content": "overwritten by the assistant"}), CALL_TIMEOUT)
+        .call(
+            "write_file",
+            json!({"path": notes, "content": "overwritten by the assistant"}),
+            CALL_TIMEOUT,
+        )
         .map_err(|e| r.fail(e))?;
     session.close(Duration::from_secs(5));
     if !write.is_error {
         return Err(r.fail(format!("the write was not blocked: {}", write.text)));
     }
-    r.say(format!("write_file notes.txt      → BLOCKED: {:?}", first_line(&write.text)));
+    r.say(format!(
+        "write_file notes.txt      → BLOCKED: {:?}",
+        first_line(&write.text)
+    ));
     let now = std::fs::read_to_string(&notes).unwrap_or_default();
     if now != "Quarterly numbers are in the shared drive.\n" {
         return Err(r.fail("notes.txt changed: the blocked write reached the server"));
@@ -585,13 +688,25 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     r.step("See the events in the SIEM file and in the controller");
     let found = r.wait("both calls' events in the SIEM file", || {
         let text = std::fs::read_to_string(&sink).ok()?;
-        let events: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
         let pick = |tool: &str, action: &str| {
-            events.iter().find(|e| {
-                e["eventType"] == "TOOL_CALL_PRE" && e["toolName"] == tool && e["decision"]["action"] == action
-            }).cloned()
+            events
+                .iter()
+                .find(|e| {
+                    e["eventType"] == "TOOL_CALL_PRE"
+                        && e["toolName"] == tool
+                        && e["decision"]["action"] == action
+                })
+                .cloned()
         };
-        Some((pick("read_text_file", "allow")?, pick("write_file", "deny")?, events.len()))
+        Some((
+            pick("read_text_file", "allow")?,
+            pick("write_file", "deny")?,
+            events.len(),
+        ))
     })?;
     let (allowed, denied, n) = found;
     for e in [&allowed, &denied] {
@@ -640,7 +755,9 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt;
         o.mode(0o600);
     }
-    let mut f = o.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f = o
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     f.write_all(format!("{text}\n").as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))
 }
