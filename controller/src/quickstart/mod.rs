@@ -186,6 +186,26 @@ impl Run {
         Ok((code, stdout))
     }
 
+    /// Starts a long-running process (shown as `shown ARGS`) with its stderr in `log`.
+    fn spawn(
+        &self,
+        name: &'static str,
+        (program, shown): (&Path, &str),
+        args: &[&str],
+        log: PathBuf,
+    ) -> Result<Proc, Failure> {
+        self.show(shown, args);
+        let logf = std::fs::File::create(&log).map_err(|e| self.fail(e.to_string()))?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .map_err(|e| self.fail(format!("cannot start the {name}: {e}")))?;
+        Ok(Proc { name, child, log })
+    }
+
     fn thothctl(&self, args: &[&str]) -> Result<String, Failure> {
         let creds = self.dir.join("controller/admin");
         let creds = creds.to_str().unwrap_or_default();
@@ -392,40 +412,21 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     );
     std::fs::write(data.join("controller.toml"), toml).map_err(|e| r.fail(e.to_string()))?;
     let data_s = data.display().to_string();
-    r.show(
-        "thoth-controller",
-        &[
-            "serve",
-            "--data",
-            &data_s,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ],
-    );
-    let log = dir.join("controller.log");
-    let logf = std::fs::File::create(&log).map_err(|e| r.fail(e.to_string()))?;
-    let child = Command::new(r.bin("thoth-controller"))
-        .args([
-            "serve",
-            "--data",
-            &data_s,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(logf)
-        .spawn()
-        .map_err(|e| r.fail(format!("cannot start the controller: {e}")))?;
-    r.controller = Some(Proc {
-        name: "controller",
-        child,
-        log,
-    });
+    let serve = [
+        "serve",
+        "--data",
+        &data_s,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+    ];
+    r.controller = Some(r.spawn(
+        "controller",
+        (&r.bin("thoth-controller"), "thoth-controller"),
+        &serve,
+        dir.join("controller.log"),
+    )?);
     let url_file = data.join("admin/controller.url");
     let url = r.wait("the controller to listen", || {
         std::fs::read_to_string(&url_file)
@@ -533,34 +534,19 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
             "the installer could not reach the controller at {url} (exit {code})"
         )));
     }
-    r.ok("installed under $QS/laptop: binaries, agent.toml, the token (0600), the systemd unit; the controller answered with the pinned CA");
+    r.ok("installed under $QS/laptop: binaries, agent.toml, the token (0600), the service definition; the controller answered with the pinned CA");
 
     // 5. The agent.
     r.step("Start the agent (as systemd would) and watch it enroll and wrap the config");
     let agent_toml = laptop.join("etc/thoth/agent.toml");
     let agent_bin = laptop.join("usr/local/bin/thoth-agent");
-    r.show(
-        &agent_bin
-            .display()
-            .to_string()
-            .replace(&dir.display().to_string(), "$QS"),
-        &["run", "--config", &agent_toml.display().to_string()],
-    );
-    let log = dir.join("agent.log");
-    let logf = std::fs::File::create(&log).map_err(|e| r.fail(e.to_string()))?;
-    let child = Command::new(&agent_bin)
-        .args(["run", "--config"])
-        .arg(&agent_toml)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(logf)
-        .spawn()
-        .map_err(|e| r.fail(format!("cannot start the agent: {e}")))?;
-    r.agent = Some(Proc {
-        name: "agent",
-        child,
-        log,
-    });
+    let agent_toml_s = agent_toml.display().to_string();
+    r.agent = Some(r.spawn(
+        "agent",
+        (&agent_bin, "$QS/laptop/usr/local/bin/thoth-agent"),
+        &["run", "--config", &agent_toml_s],
+        dir.join("agent.log"),
+    )?);
     let identity = laptop.join("var/lib/thoth/identity/agent.json");
     let agent_id = r.wait("the agent to enroll", || {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&identity).ok()?).ok()?;
