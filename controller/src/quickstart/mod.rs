@@ -350,10 +350,17 @@ pub fn run(opts: Options) -> Result<(), Failure> {
                 return Ok(());
             }
             next_steps(&r, total);
-            // Until Ctrl-C (which reaches the controller and the agent too: same process group).
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
+            // Until Ctrl-C or SIGTERM; then the agent and the controller are stopped cleanly.
+            wait_for_signal();
+            println!("\nstopping the agent and the controller…");
+            if let Some(mut a) = r.agent.take() {
+                a.stop();
             }
+            if let Some(mut c) = r.controller.take() {
+                c.stop();
+            }
+            println!("stopped; the sandbox stays in {}", dir.display());
+            Ok(())
         }
         Err(f) => {
             println!("\nThe sandbox is kept for a look: {}", dir.display());
@@ -362,29 +369,50 @@ pub fn run(opts: Options) -> Result<(), Failure> {
     }
 }
 
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() {
+    #[cfg(unix)]
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    while !STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn next_steps(r: &Run, total: f64) {
     let d = r.dir.display();
-    let ctl = format!(
-        "{} --credentials {d}/controller/admin",
-        r.bin("thothctl").display()
-    );
     println!(
-        "\nAll {STEPS} steps passed in {total:.1} s. The controller and the agent keep running; try:"
+        "\nAll {STEPS} steps passed in {total:.1} s. The controller and the agent keep running."
     );
-    println!("  {ctl} agents list                 # the laptop, its inventory and policy version");
-    println!("  {ctl} events tail                 # live events (make calls below to see them)");
+    println!("In another terminal:");
     println!(
-        "  {ctl} policy push policy/examples/read-write-files.yaml   # then call write_file again"
+        "  export PATH={}:$PATH THOTHCTL_CREDENTIALS={d}/controller/admin",
+        r.bins.display()
     );
-    println!("  {ctl} policy rollback             # back to the read-only version");
-    println!("  tail -f {d}/siem/events.jsonl     # what a SIEM receives");
-    println!("  edit {d}/laptop/home/alex/.config/Claude/claude_desktop_config.json");
+    println!("  thothctl agents list              # the laptop: inventory, applied policy version");
+    println!(
+        "  thothctl events query             # every event so far (thothctl events tail: live)"
+    );
+    println!("  thothctl policy push policy/examples/read-only-files.yaml");
+    println!("                                    # progressive: watch agents list show version 2");
+    println!(
+        "  thothctl policy rollback 1        # back to the strict read-only document, as version 3"
+    );
+    println!("  tail -f {d}/siem/events.jsonl   # what a SIEM receives");
+    println!("  vi {d}/laptop/home/alex/.config/Claude/claude_desktop_config.json");
     println!("                                    # remove the wrapper: the agent puts it back");
-    println!(
-        "  {} status --prefix {d}/laptop",
-        r.bin("thoth-installer").display()
-    );
-    println!("Ctrl-C stops the controller and the agent; then delete {d}.");
+    println!("  thoth-installer status --prefix {d}/laptop");
+    println!("  thoth-installer uninstall --prefix {d}/laptop   # alex's config back as it was");
+    println!("Ctrl-C here stops the controller and the agent (the sandbox stays in {d}).");
 }
 
 fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
