@@ -192,6 +192,21 @@ fn the_whole_chain_from_install_to_uninstall() {
     // v1, block mode: a session as Claude Desktop starts it — read allowed, write blocked.
     let v1 = controller.push(&example_policy("read-only-files-strict.yaml"));
     wait_for("v1 applied", || applied(&controller, &agent_id) == Some(v1));
+    // What MDM sees: installed, running, enrolled, the applied version, the config governed.
+    let st = Command::new(bin("thoth-installer"))
+        .args(["status", "--json", "--prefix"])
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["service"], "running", "{st}");
+    assert_eq!(st["enrolled"], true);
+    assert_eq!(st["agentId"], agent_id.as_str());
+    assert_eq!(st["policyVersion"].as_u64(), Some(v1));
+    assert_eq!(
+        (st["configs"].as_u64(), st["governedConfigs"].as_u64()),
+        (Some(1), Some(1))
+    );
     let a = docs.join("a.txt");
     let run = mcp_client_exec(
         ClientOpts::default(),
