@@ -5,13 +5,16 @@
 //! a JSON lines SIEM file and in `thothctl events query`.
 
 mod mcp;
+mod runner;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use runner::Run;
 
 /// The policy the quickstart pushes (shipped in `policy/examples/`).
 const POLICY: &str = include_str!("../../../policy/examples/read-only-files-strict.yaml");
@@ -38,211 +41,6 @@ pub struct Failure {
     pub step: String,
     /// Why.
     pub reason: String,
-}
-
-/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        #[cfg(unix)]
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(s)) => Some(format!(
-                "the {} exited ({s}); its log {}:\n{}",
-                self.name,
-                self.log.display(),
-                tail(&self.log, 15)
-            )),
-            _ => None,
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| format!("        {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-struct Run {
-    dir: PathBuf,
-    bins: PathBuf,
-    step: usize,
-    title: &'static str,
-    started: Instant,
-    step_started: Instant,
-    color: bool,
-    controller: Option<Proc>,
-    agent: Option<Proc>,
-}
-
-impl Run {
-    fn step(&mut self, title: &'static str) {
-        self.step += 1;
-        self.title = title;
-        self.step_started = Instant::now();
-        let head = format!("[{}/{STEPS}] {title}", self.step);
-        if self.color {
-            println!("\n\x1b[1m{head}\x1b[0m");
-        } else {
-            println!("\n{head}");
-        }
-    }
-
-    fn fail(&self, reason: impl Into<String>) -> Failure {
-        Failure {
-            step: format!("step {}/{STEPS} ({})", self.step, self.title),
-            reason: reason.into(),
-        }
-    }
-
-    fn ok(&self, what: impl std::fmt::Display) {
-        let took = self.step_started.elapsed().as_secs_f64();
-        let mark = if self.color {
-            "\x1b[32m✓\x1b[0m"
-        } else {
-            "✓"
-        };
-        println!("      {mark} {what} ({took:.1} s)");
-    }
-
-    fn say(&self, what: impl std::fmt::Display) {
-        println!("      {what}");
-    }
-
-    /// Shows a command as a user would type it (paths shortened to the sandbox).
-    fn show(&self, program: &str, args: &[&str]) {
-        let dir = self.dir.display().to_string();
-        let line = std::iter::once(program.to_owned())
-            .chain(args.iter().map(|a| {
-                let a = a.replace(&dir, "$QS");
-                if a.contains(' ') { format!("'{a}'") } else { a }
-            }))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let line = format!("$ {line}");
-        if self.color {
-            println!("      \x1b[2m{line}\x1b[0m");
-        } else {
-            println!("      {line}");
-        }
-        let _ = std::io::stdout().flush();
-    }
-
-    fn bin(&self, name: &str) -> PathBuf {
-        self.bins
-            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-    }
-
-    /// Runs one of our binaries, shown; returns stdout, or the failure with stderr.
-    fn run(&self, name: &str, args: &[&str], shown: &[&str]) -> Result<(i32, String), Failure> {
-        self.show(name, shown);
-        let out = Command::new(self.bin(name))
-            .args(args)
-            .output()
-            .map_err(|e| self.fail(format!("cannot run {}: {e}", self.bin(name).display())))?;
-        let code = out.status.code().unwrap_or(-1);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if code != 0 && !(name == "thoth-installer" && code == 3) {
-            return Err(self.fail(format!(
-                "{name} exited {code}: {}{}",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                stdout.trim()
-            )));
-        }
-        Ok((code, stdout))
-    }
-
-    /// Starts a long-running process (shown as `shown ARGS`) with its stderr in `log`.
-    fn spawn(
-        &self,
-        name: &'static str,
-        (program, shown): (&Path, &str),
-        args: &[&str],
-        log: PathBuf,
-    ) -> Result<Proc, Failure> {
-        self.show(shown, args);
-        let logf = std::fs::File::create(&log).map_err(|e| self.fail(e.to_string()))?;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .map_err(|e| self.fail(format!("cannot start the {name}: {e}")))?;
-        Ok(Proc { name, child, log })
-    }
-
-    fn thothctl(&self, args: &[&str]) -> Result<String, Failure> {
-        let creds = self.dir.join("controller/admin");
-        let creds = creds.to_str().unwrap_or_default();
-        let mut all = vec!["--credentials", creds];
-        all.extend_from_slice(args);
-        self.run("thothctl", &all, args).map(|(_, out)| out)
-    }
-
-    /// Waits for `cond`, failing with `what` after `WAIT`, or as soon as a process died.
-    fn wait<T>(&mut self, what: &str, mut cond: impl FnMut() -> Option<T>) -> Result<T, Failure> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = cond() {
-                return Ok(v);
-            }
-            let died = [&mut self.controller, &mut self.agent]
-                .into_iter()
-                .flatten()
-                .find_map(|p| p.exited());
-            if let Some(why) = died {
-                return Err(self.fail(why));
-            }
-            if Instant::now() > deadline {
-                let mut why = format!("{what}: nothing after {} s", WAIT.as_secs());
-                for p in [&self.controller, &self.agent].into_iter().flatten() {
-                    why.push_str(&format!(
-                        "\n      the {} log ({}):\n{}",
-                        p.name,
-                        p.log.display(),
-                        tail(&p.log, 10)
-                    ));
-                }
-                return Err(self.fail(why));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 /// Where the filesystem MCP server is: `tests/node_modules/.bin` of this checkout (what
