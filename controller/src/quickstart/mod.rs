@@ -124,6 +124,7 @@ pub fn run(opts: Options) -> Result<(), Failure> {
         color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         controller: None,
         agent: None,
+        extra_logs: Vec::new(),
     };
     println!("Thoth quickstart: a controller, a laptop with the agent, Claude Desktop's config,");
     println!("a policy, two tool calls and their events, all on this machine, in");
@@ -482,7 +483,6 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
             CALL_TIMEOUT,
         )
         .map_err(|e| r.fail(e))?;
-    session.close(Duration::from_secs(5));
     if !write.is_error {
         return Err(r.fail(format!("the write was not blocked: {}", write.text)));
     }
@@ -498,12 +498,26 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
 
     // 8. The events.
     r.step("See the events in the SIEM file and in the controller");
+    let mut seen = String::from("no file yet");
     let found = r.wait("both calls' events in the SIEM file", || {
         let text = std::fs::read_to_string(&sink).ok()?;
         let events: Vec<Value> = text
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
+        seen = format!(
+            "{} event(s): {}",
+            events.len(),
+            events
+                .iter()
+                .map(|e| format!(
+                    "{} {}",
+                    e["eventType"].as_str().unwrap_or("?"),
+                    e["toolName"].as_str().unwrap_or("")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let pick = |tool: &str, action: &str| {
             events
                 .iter()
@@ -519,7 +533,14 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
             pick("write_file", "deny")?,
             events.len(),
         ))
+    });
+    let found = found.map_err(|mut f| {
+        f.reason
+            .push_str(&format!("\n      the SIEM file had {seen}"));
+        f
     })?;
+    // The server ran on meanwhile, as under Claude Desktop; now the session ends.
+    session.close(Duration::from_secs(5));
     let (allowed, denied, n) = found;
     for e in [&allowed, &denied] {
         r.say(format!(

@@ -75,6 +75,8 @@ pub(super) struct Run {
     pub(super) color: bool,
     pub(super) controller: Option<Proc>,
     pub(super) agent: Option<Proc>,
+    /// More logs to show when a wait times out (the proxy's).
+    pub(super) extra_logs: Vec<PathBuf>,
 }
 
 impl Run {
@@ -214,6 +216,9 @@ impl Run {
                         p.log.display(),
                         tail(&p.log, 10)
                     ));
+                }
+                for log in &self.extra_logs {
+                    why.push_str(&format!("\n      {}:\n{}", log.display(), tail(log, 10)));
                 }
                 return Err(self.fail(why));
             }
