@@ -47,9 +47,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         policy,
         events: args.events,
         max_message_bytes: args.max_message_bytes,
-        agent_events: args
-            .agent_socket
-            .exists()
+        // Events go to the agent when it is running, and also when it is installed but down
+        // (restarting, upgrading): the forwarder retries, and keeps at exit what it could not
+        // deliver for the next proxy. A machine without an agent sends none.
+        agent_events: (args.agent_socket.exists() || args.state_dir.join("trust.json").exists())
             .then(|| args.agent_socket.clone()),
         content,
     })

@@ -196,7 +196,10 @@ impl EventSink {
         limits: ContentLimits,
     ) -> std::io::Result<Self> {
         let forwarder = match agent {
-            Some(socket) => Some(Arc::new(super::forward::Forwarder::start(socket)?)),
+            Some(socket) => Some(Arc::new(super::forward::Forwarder::start(
+                socket,
+                super::forward::pending_dir(),
+            )?)),
             None => None,
         };
         let queue = Arc::new(Queue {

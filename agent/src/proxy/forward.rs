@@ -1,6 +1,12 @@
 //! Sends a proxy's events to the agent over its local socket, off the hot path: a bounded
 //! in-memory queue (overflow counted and sent as `EVENTS_DROPPED`) drained by a thread that
 //! retries with backoff while the agent is unreachable. Tool calls never wait for it.
+//!
+//! What the agent has not acknowledged when the proxy exits (the agent down or restarting, or
+//! too slow to make them durable within the exit deadline) is kept in the user's pending
+//! directory (`~/.local/state/thoth/pending`, one 0600 file per exit); the next proxy that
+//! starts sends those first and deletes the files once the agent has them. The agent drops
+//! duplicates by `eventId`, so an event sent twice is stored once.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -17,8 +23,28 @@ const BATCH: usize = 500;
 
 struct Shared {
     queue: Mutex<(VecDeque<Vec<u8>>, usize)>,
+    /// The batch being sent (kept on exit if the send does not finish).
+    inflight: Mutex<Vec<Vec<u8>>>,
     dropped: AtomicU64,
     stop: AtomicBool,
+    pending: Option<PathBuf>,
+}
+
+/// Most bytes kept in the pending directory (beyond it, events are dropped with a warning).
+const MAX_PENDING_BYTES: u64 = 64 << 20;
+
+/// Where this user's undelivered events are kept: `$XDG_STATE_HOME/thoth/pending`, else
+/// `~/.local/state/thoth/pending` (`%LOCALAPPDATA%\thoth\pending` on Windows).
+pub fn pending_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("thoth/pending"));
+    }
+    if cfg!(windows) {
+        return std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("thoth\\pending"));
+    }
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/state/thoth/pending"))
 }
 
 /// The forwarder.
@@ -28,12 +54,15 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts forwarding to the agent at `socket`.
-    pub fn start(socket: PathBuf) -> std::io::Result<Forwarder> {
+    /// Starts forwarding to the agent at `socket`; `pending` is where undelivered events are
+    /// kept at exit and picked up from at start (none: they are lost at exit, with a warning).
+    pub fn start(socket: PathBuf, pending: Option<PathBuf>) -> std::io::Result<Forwarder> {
         let shared = Arc::new(Shared {
             queue: Mutex::new((VecDeque::new(), 0)),
+            inflight: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            pending,
         });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -61,10 +90,9 @@ impl Forwarder {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.thread().unpark();
-            if !super::join_within(t, deadline) {
-                let left = self.shared.queue.lock().map(|q| q.0.len()).unwrap_or(0);
-                tracing::warn!(left, "events not delivered to the agent before exit");
-            }
+            // Whether or not the thread finished, what it did not deliver is kept.
+            let _ = super::join_within(t, deadline);
+            keep_undelivered(&self.shared);
         }
     }
 }
@@ -81,6 +109,7 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
     > = None;
     let mut failures = 0u32;
     let mut retry_at = Instant::now();
+    let mut claimed = load_pending(&s);
     loop {
         let stopping = s.stop.load(Ordering::SeqCst);
         let mut batch: Vec<Vec<u8>> = {
@@ -92,16 +121,15 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
         };
         let dropped = s.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            let ev = serde_json::json!({
-                "eventId": uuid::Uuid::now_v7().to_string(),
-                "eventType": "EVENTS_DROPPED",
-                "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-                "sourceType": "proxy",
-                "detail": {"dropped": dropped, "reason": "the proxy's queue for the agent was full"},
-            });
-            batch.insert(0, ev.to_string().into_bytes());
+            batch.insert(0, dropped_event(dropped).into_bytes());
         }
         if batch.is_empty() {
+            if !claimed.is_empty() {
+                // Everything picked up from earlier proxies is with the agent now.
+                for f in claimed.drain(..) {
+                    let _ = std::fs::remove_file(&f);
+                }
+            }
             if stopping {
                 return;
             }
@@ -113,6 +141,7 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
             std::thread::park_timeout(Duration::from_millis(50));
             continue;
         }
+        *s.inflight.lock().unwrap_or_else(|p| p.into_inner()) = batch.clone();
         let sent = rt.block_on(async {
             if client.is_none() {
                 let ch = crate::daemon::tls::local_channel(&socket)?;
@@ -129,6 +158,7 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
             .map_err(|_| "timeout".to_owned())?
             .map_err(|s| s.message().to_owned())
         });
+        s.inflight.lock().unwrap_or_else(|p| p.into_inner()).clear();
         match sent {
             Ok(r) => {
                 failures = 0;
@@ -142,10 +172,8 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
             }
             Err(e) => {
                 if stopping {
-                    tracing::warn!(
-                        lost = batch.len(),
-                        "events not delivered to the agent at exit: {e}"
-                    );
+                    tracing::warn!("the agent did not take the events at exit: {e}");
+                    requeue(&s, batch);
                     return;
                 }
                 client = None;
@@ -173,4 +201,127 @@ fn requeue(s: &Shared, batch: Vec<Vec<u8>>) {
         q.1 += line.len();
         q.0.push_front(line);
     }
+}
+
+/// The events an earlier proxy could not deliver, put first in the queue; returns the files,
+/// to delete once they are delivered. Lines that are not JSON objects are skipped.
+fn load_pending(s: &Shared) -> Vec<PathBuf> {
+    let Some(dir) = &s.pending else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut lines = Vec::new();
+    let mut bytes = 0usize;
+    let mut claimed = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read(&f) else {
+            continue;
+        };
+        if bytes + text.len() > MAX_BYTES / 2 {
+            break; // the rest waits for the next proxy
+        }
+        bytes += text.len();
+        for line in text.split(|b| *b == b'\n') {
+            if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).is_ok() {
+                lines.push(line.to_vec());
+            }
+        }
+        claimed.push(f);
+    }
+    if !lines.is_empty() {
+        tracing::info!(
+            events = lines.len(),
+            "sending events an earlier proxy could not deliver"
+        );
+    }
+    requeue(s, lines);
+    claimed
+}
+
+/// Writes what is still queued or in flight to a new file in the pending directory.
+fn keep_undelivered(s: &Shared) {
+    let mut lines: Vec<Vec<u8>> =
+        std::mem::take(&mut *s.inflight.lock().unwrap_or_else(|p| p.into_inner()));
+    {
+        let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+        lines.extend(q.0.drain(..));
+        q.1 = 0;
+    }
+    let dropped = s.dropped.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        lines.push(dropped_event(dropped).into_bytes());
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let Some(dir) = &s.pending else {
+        tracing::warn!(
+            lost = lines.len(),
+            "events not delivered to the agent before exit (no pending directory)"
+        );
+        return;
+    };
+    match write_pending(dir, &lines) {
+        Ok(path) => tracing::warn!(
+            events = lines.len(),
+            file = %path.display(),
+            "the agent did not take every event before exit; kept for the next proxy"
+        ),
+        Err(e) => tracing::warn!(
+            lost = lines.len(),
+            "events not delivered to the agent before exit: {e}"
+        ),
+    }
+}
+
+fn write_pending(dir: &std::path::Path, lines: &[Vec<u8>]) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let used: u64 = std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let size: usize = lines.iter().map(|l| l.len() + 1).sum();
+    if used + size as u64 > MAX_PENDING_BYTES {
+        return Err(format!(
+            "{} already holds {used} bytes (limit {MAX_PENDING_BYTES})",
+            dir.display()
+        ));
+    }
+    let name = format!(
+        "{}-{}.jsonl",
+        humantime::format_rfc3339_micros(std::time::SystemTime::now())
+            .to_string()
+            .replace(':', ""),
+        std::process::id()
+    );
+    let path = dir.join(name);
+    let mut body = Vec::with_capacity(size);
+    for l in lines {
+        body.extend_from_slice(l);
+        body.push(b'\n');
+    }
+    crate::daemon::state::write_atomic(&path, &body, 0o600)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn dropped_event(dropped: u64) -> String {
+    serde_json::json!({
+        "eventId": uuid::Uuid::now_v7().to_string(),
+        "eventType": "EVENTS_DROPPED",
+        "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        "sourceType": "proxy",
+        "detail": {"dropped": dropped, "reason": "the proxy's queue for the agent was full"},
+    })
+    .to_string()
 }
