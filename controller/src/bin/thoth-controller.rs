@@ -13,7 +13,12 @@ use thoth_controller::server;
 /// The Thoth fleet controller: it signs and serves policy bundles to enrolled agents over gRPC
 /// (TLS 1.3, mutual TLS), issues their identities, and keeps the audit log.
 ///
-/// Quick start on one machine:
+/// See everything work first (a controller, an agent, a policy, tool calls, events; in a temp
+/// directory):
+///
+///   thoth-controller quickstart --once
+///
+/// A controller on one machine:
 ///
 ///   thoth-controller serve                       # creates ~/.local/share/thoth-controller
 ///   thothctl policy push policy/examples/read-only-files.yaml
@@ -69,7 +74,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-    /// See the whole fleet work on this machine in about a minute: starts a controller, installs
+    /// See the whole fleet work on this machine in a few seconds: starts a controller, installs
     /// an agent into a sandbox laptop with thoth-installer, lets it wrap a user's Claude Desktop
     /// config, pushes the read-only example policy, makes one allowed and one blocked tool call
     /// exactly as Claude Desktop would, and shows the events in a JSON lines SIEM file and in
