@@ -146,15 +146,7 @@ impl Session {
     /// Closes stdin (how a client ends a stdio session) and waits for the server to exit.
     pub fn close(mut self, timeout: Duration) {
         self.stdin.take();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::runner::wait_or_kill(&mut self.child, timeout);
     }
 }
 
