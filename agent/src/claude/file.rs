@@ -61,6 +61,80 @@ pub fn homes(users_root: Option<&Path>) -> Vec<PathBuf> {
     homes
 }
 
+/// The largest config read (Claude Desktop's are a few KiB; this bounds what a hostile file
+/// can make the agent or the installer hold in memory).
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Reads a config the way a root process must read a file in a user's home: never through a
+/// symlink (`O_NOFOLLOW`), never blocking on a FIFO (`O_NONBLOCK`), only a regular file, at most
+/// [`MAX_CONFIG_BYTES`], and, when running as root, only a file owned by the owner of its
+/// directory (a hard link to someone else's file is refused). Returns the bytes and the
+/// metadata of what was read.
+pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
+    use std::io::Read;
+    let refuse = |kind, why: String| std::io::Error::new(kind, why);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return refuse(
+                std::io::ErrorKind::InvalidInput,
+                "it is a symbolic link (not followed)".into(),
+            );
+        }
+        e
+    })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(refuse(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file".into(),
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(refuse(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than the {MAX_CONFIG_BYTES} a Claude Desktop config can be",
+                meta.len()
+            ),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let dir_uid = std::fs::metadata(dir)?.uid();
+            if meta.uid() != dir_uid {
+                return Err(refuse(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "owned by uid {}, not by the owner of its directory (uid {dir_uid}): not touched",
+                        meta.uid()
+                    ),
+                ));
+            }
+        }
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(refuse(
+            std::io::ErrorKind::InvalidInput,
+            "grew past the size limit while being read".into(),
+        ));
+    }
+    Ok((bytes, meta))
+}
+
 /// Every existing config under the homes.
 pub fn discover(users_root: Option<&Path>) -> Vec<PathBuf> {
     homes(users_root)
@@ -137,7 +211,7 @@ pub struct FileOutcome {
 
 /// Rewrites one file (or, with `dry_run`, computes the result only).
 pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, FileError> {
-    let bytes = std::fs::read(path).map_err(|source| FileError::Read {
+    let (bytes, meta) = read_config(path).map_err(|source| FileError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -166,7 +240,6 @@ pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, 
         path: path.to_path_buf(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(werr)?;
     if matches!(op, Op::Wrap(_) | Op::WrapWith(..)) {
         let mut backup = path.as_os_str().to_owned();
         backup.push(BACKUP_SUFFIX);
@@ -228,7 +301,7 @@ fn replace(
     let _ = meta;
     tmp.as_file().sync_all()?;
     if let Some(expect) = expect
-        && std::fs::read(path)? != expect
+        && read_config(path)?.0 != expect
     {
         return Err(std::io::Error::new(
             std::io::ErrorKind::Interrupted,
@@ -252,4 +325,68 @@ pub fn diff(path: &Path, before: &str, after: &str) -> String {
             &format!("{} (rewritten)", path.display()),
         )
         .to_string()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "{\"mcpServers\": {\"files\": {\"command\": \"npx\", \"args\": []}}}\n";
+
+    #[test]
+    fn a_symlink_a_fifo_and_an_oversized_file_are_refused_without_following_or_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("someone-elses.json");
+        std::fs::write(&other, CONFIG).unwrap();
+        let link = dir.path().join("claude_desktop_config.json");
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        let e = read_config(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // Rewriting through the link is refused too, and neither file changes.
+        assert!(rewrite_file(&link, &Op::Wrap("/t/thoth".into()), false).is_err());
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), CONFIG);
+        // A FIFO: refused at once (a blocking open would hang the agent or the installer).
+        let fifo = dir.path().join("fifo.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = read_config(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        // A sparse file far past the limit: refused without reading it.
+        let big = dir.path().join("big.json");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_CONFIG_BYTES * 256)
+            .unwrap();
+        let e = read_config(&big).unwrap_err();
+        assert!(e.to_string().contains("bytes"), "{e}");
+        assert_eq!(read_config(&other).unwrap().0, CONFIG.as_bytes());
+    }
+
+    #[test]
+    fn as_root_a_file_not_owned_by_its_directorys_owner_is_not_touched() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: the ownership rule applies to root only");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("claude_desktop_config.json");
+        std::fs::write(&p, CONFIG).unwrap();
+        // As a hard link to another user's file would look: owned by someone else.
+        std::os::unix::fs::chown(&p, Some(54321), Some(54321)).unwrap();
+        let e = read_config(&p).unwrap_err();
+        assert!(e.to_string().contains("not touched"), "{e}");
+        assert!(rewrite_file(&p, &Op::Wrap("/t/thoth".into()), false).is_err());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), CONFIG);
+        // Owned like its directory: fine.
+        std::os::unix::fs::chown(dir.path(), Some(54321), Some(54321)).unwrap();
+        assert!(read_config(&p).is_ok());
+    }
 }

@@ -269,7 +269,9 @@ impl Guardian {
                 Ok(wrote)
             }
             Err(e @ (FileError::Config { .. } | FileError::NotUtf8 { .. })) => {
-                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let text = file::read_config(path)
+                    .map(|(b, _)| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
                 status.state = "invalid".into();
                 status.error = Some(e.to_string());
                 let changed = *status != before;

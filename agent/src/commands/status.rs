@@ -15,7 +15,10 @@ struct ServerEntry {
 }
 
 fn read_servers(path: &Path) -> Result<Vec<ServerEntry>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (bytes, _) =
+        crate::claude::file::read_config(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
         .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
     let Some(servers) = v.get("mcpServers") else {

@@ -13,7 +13,8 @@ pub fn claude_configs(users_root: Option<&Path>) -> Vec<PathBuf> {
 /// (servers in the file, servers running through `thoth run`) of one config; `None` if it does
 /// not parse.
 pub fn governed_counts(config: &Path) -> Option<(usize, usize)> {
-    let text = std::fs::read_to_string(config).ok()?;
+    let (bytes, _) = crate::claude::file::read_config(config).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
     let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).ok()?;
     let servers = v.get("mcpServers")?.as_object()?;
     let governed = servers
