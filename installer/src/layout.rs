@@ -55,6 +55,9 @@ pub struct Layout {
     pub platform: Platform,
     /// True when `root` is the real system root (services are registered and started).
     pub system: bool,
+    /// Where the files will be seen from when they run, if not `root` (a system image built
+    /// under a prefix: the paths written into the files are the image's own).
+    pub seen_from: Option<PathBuf>,
 }
 
 impl Layout {
@@ -67,13 +70,25 @@ impl Layout {
                     root,
                     platform,
                     system,
+                    seen_from: None,
                 }
             }
             None => Layout {
                 root: system_root(),
                 platform,
                 system: true,
+                seen_from: None,
             },
+        }
+    }
+
+    /// The same layout as the installed software will see it (for paths written into files).
+    pub fn as_seen(&self) -> Layout {
+        Layout {
+            root: self.seen_from.clone().unwrap_or_else(|| self.root.clone()),
+            platform: self.platform,
+            system: self.system,
+            seen_from: None,
         }
     }
 

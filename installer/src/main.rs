@@ -13,7 +13,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use thoth_agent::claude::file as claude;
-use thoth_agent::daemon::state::write_atomic;
 
 use layout::{Layout, Platform};
 use settings::{Resolved, toml_str};
@@ -45,6 +44,7 @@ use tx::{Tx, perm};
 ///   5  already installed with these settings; nothing changed
 ///   6  installed, but the controller answered with a CA that is not the pinned one
 ///      (check --ca-fingerprint): the agent cannot enroll until the settings are fixed
+///   7  installed, but the agent service could not be started (the message says why)
 #[derive(Parser)]
 #[command(name = "thoth-installer", version, verbatim_doc_comment)]
 struct Cli {
@@ -93,6 +93,11 @@ struct RootArgs {
     /// Lay out for this operating system [default: this one]. Another one needs --prefix.
     #[arg(long, value_enum, env = "THOTH_INSTALLER_PLATFORM")]
     platform: Option<Platform>,
+    /// With --prefix: the tree is a system image that will run as its own root, so paths
+    /// written into the files (agent.toml, the service) are the image's, without the prefix.
+    /// Without it the software runs from under the prefix (a sandbox, as in quickstart).
+    #[arg(long, requires = "prefix")]
+    image: bool,
 }
 
 impl RootArgs {
@@ -105,7 +110,15 @@ impl RootArgs {
                 platform.name()
             )));
         }
-        Ok(Layout::new(self.prefix.clone(), platform))
+        let mut l = Layout::new(self.prefix.clone(), platform);
+        if self.image {
+            l.seen_from = Some(PathBuf::from(if platform == Platform::Windows {
+                "C:\\"
+            } else {
+                "/"
+            }));
+        }
+        Ok(l)
     }
 }
 
@@ -255,8 +268,19 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
         })?;
         bins.push((exe, bytes));
     }
+    let old: Option<Manifest> = std::fs::read_to_string(l.manifest())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let version = env!("CARGO_PKG_VERSION");
     let mut tx = Tx::default();
     let result = (|| -> Result<bool, Fail> {
+        // Directories first, with explicit modes (an MDM script's umask must not make them
+        // unreadable to users' proxies, which read the trust file and last-known-good policy).
+        let mut dirs = vec![l.bin_dir(), l.etc(), l.state()];
+        dirs.extend(l.log_file().and_then(|f| f.parent().map(Path::to_path_buf)));
+        for dir in &dirs {
+            tx.dir(dir, 0o755)?;
+        }
         let mut changed = false;
         for (exe, bytes) in &bins {
             changed |= tx.write(
@@ -275,23 +299,30 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
         if let Some(token) = token {
             changed |= tx.write(&token_path, &token, 0o600, "token")?;
         }
+        let seen = l.as_seen();
         changed |= tx.write(
             &l.etc().join("agent.toml"),
-            agent_toml(&l, &s).as_bytes(),
+            agent_toml(&seen, &s).as_bytes(),
             0o644,
             "config",
         )?;
         if let Some(unit) = l.service_file() {
-            changed |= tx.write(&unit, service::render(&l).as_bytes(), 0o644, "unit")?;
+            changed |= tx.write(&unit, service::render(&seen).as_bytes(), 0o644, "unit")?;
         }
-        for dir in [
-            Some(l.state()),
-            l.log_file().and_then(|f| f.parent().map(Path::to_path_buf)),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            std::fs::create_dir_all(&dir).map_err(|e| perm(&dir, e))?;
+        // The manifest, in the same transaction, whenever anything changed or it is missing or
+        // from another version.
+        if changed || old.as_ref().is_none_or(|m| m.version != version) {
+            let manifest = Manifest {
+                version: version.into(),
+                installed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
+                files: tx.written.clone(),
+                controller: s.controller.clone(),
+                tenant: s.tenant.clone(),
+            };
+            let json = serde_json::to_string_pretty(&manifest)?;
+            tx.write(&l.manifest(), json.as_bytes(), 0o644, "manifest")?;
+            changed = true;
         }
         Ok(changed)
     })();
@@ -305,37 +336,26 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
             ));
         }
     };
-    let manifest = Manifest {
-        version: env!("CARGO_PKG_VERSION").into(),
-        installed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        files: tx.written.clone(),
-        controller: s.controller.clone(),
-        tenant: s.tenant.clone(),
-    };
-    let old = std::fs::read_to_string(l.manifest()).ok();
-    if !changed && old.is_some() {
-        println!("thoth is already installed with these settings; nothing changed");
-        return Ok(5);
+    if changed {
+        println!(
+            "installed thoth {version} under {} ({})",
+            l.root.display(),
+            l.platform.name()
+        );
+    } else {
+        println!("thoth {version} is already installed with these settings; nothing changed");
     }
-    write_atomic(
-        &l.manifest(),
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-        0o644,
-    )
-    .map_err(|e| perm(&l.manifest(), e))?;
-    println!(
-        "installed thoth {} under {} ({})",
-        manifest.version,
-        l.root.display(),
-        l.platform.name()
-    );
+    // The service: (re)started when anything changed, when it is not running, or when the
+    // running agent is older than the binary on disk (a package manager replaced it).
+    let mut start_failed = Vec::new();
     if l.system && !a.no_start {
-        let failures = service::run(&service::start_plan(&l));
-        if failures.is_empty() {
-            println!("the agent service is registered and started");
-        }
-        for f in &failures {
-            eprintln!("thoth-installer: {f}");
+        if changed || agent_outdated(&l) {
+            start_failed = service::run(&service::start_plan(&l));
+            if start_failed.is_empty() {
+                println!("the agent service is registered and (re)started");
+            }
+        } else {
+            println!("the agent service is running the installed version");
         }
     } else {
         println!(
@@ -346,6 +366,18 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
                 "not the system root"
             }
         );
+    }
+    if !start_failed.is_empty() {
+        for f in &start_failed {
+            eprintln!("thoth-installer: {f}");
+        }
+        return Err(Fail(
+            7,
+            "the files are installed but the agent service could not be started (see above); run install again once fixed".into(),
+        ));
+    }
+    if !changed {
+        return Ok(5);
     }
     match reach::probe(&s.controller, &s.ca_fingerprint, Duration::from_secs(5)) {
         reach::Reach::Trusted => {
@@ -370,6 +402,21 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
             Ok(6)
         }
     }
+}
+
+/// True when the agent is not answering on its socket, runs another version, or started
+/// before its binary was last replaced.
+fn agent_outdated(l: &Layout) -> bool {
+    let Ok(st) = thoth_agent::daemon::local::fetch_status(&l.socket()) else {
+        return true;
+    };
+    if st.agent_version != env!("CARGO_PKG_VERSION") {
+        return true;
+    }
+    let binary =
+        std::fs::metadata(l.bin_dir().join(l.exe("thoth-agent"))).and_then(|m| m.modified());
+    let started = humantime::parse_rfc3339_weak(&st.started_at);
+    matches!((binary, started), (Ok(b), Ok(s)) if b > s)
 }
 
 fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {

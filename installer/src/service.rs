@@ -13,7 +13,19 @@ pub fn render(l: &Layout) -> String {
     let bin = path(l.bin_dir());
     let etc = path(l.etc());
     match l.platform {
-        Platform::Linux => fill(SYSTEMD, &[("@BIN@", &bin), ("@ETC@", &etc)]),
+        Platform::Linux => {
+            // systemd splits ExecStart on spaces unless an argument is quoted.
+            let quote = |p: String| {
+                if p.contains(char::is_whitespace) || p.contains('"') {
+                    format!("\"{}\"", p.replace('\\', "\\\\").replace('"', "\\\""))
+                } else {
+                    p
+                }
+            };
+            let agent = quote(path(l.bin_dir().join("thoth-agent")));
+            let config = quote(path(l.etc().join("agent.toml")));
+            fill(SYSTEMD, &[("@AGENT@", &agent), ("@CONFIG@", &config)])
+        }
         Platform::Macos => {
             let log = path(l.log_file().expect("macOS has a log file"));
             fill(
@@ -175,8 +187,8 @@ mod tests {
     fn the_systemd_unit_runs_the_installed_agent_with_its_config() {
         let unit = render(&layout(Platform::Linux));
         assert!(unit.contains(
-            "ExecStart=/opt/root dir/usr/local/bin/thoth-agent run --config /opt/root dir/etc/thoth/agent.toml"
-        ));
+            "ExecStart=\"/opt/root dir/usr/local/bin/thoth-agent\" run --config \"/opt/root dir/etc/thoth/agent.toml\""
+        ), "{unit}");
         assert!(!unit.contains('@'), "a placeholder was left: {unit}");
     }
 

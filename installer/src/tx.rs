@@ -10,6 +10,7 @@ use crate::Fail;
 enum Undo {
     Restore(PathBuf, Vec<u8>, u32),
     Remove(PathBuf),
+    RemoveDir(PathBuf),
 }
 
 /// The writes of one install.
@@ -57,7 +58,7 @@ impl Tx {
             return Ok(false);
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| perm(dir, e))?;
+            self.dir(dir, 0o755)?;
         }
         write_atomic(path, bytes, mode).map_err(|e| perm(path, e))?;
         self.undo.push(match old {
@@ -65,6 +66,33 @@ impl Tx {
             None => Undo::Remove(path.to_path_buf()),
         });
         Ok(true)
+    }
+
+    /// Creates `dir` (and missing parents) with `mode` if it does not exist, recording it for
+    /// rollback; an existing directory gets `mode` only if it is one this install made.
+    pub fn dir(&mut self, dir: &Path, mode: u32) -> Result<(), Fail> {
+        let mut missing = Vec::new();
+        let mut d = Some(dir);
+        while let Some(p) = d {
+            if p.exists() {
+                break;
+            }
+            missing.push(p.to_path_buf());
+            d = p.parent();
+        }
+        for p in missing.into_iter().rev() {
+            std::fs::create_dir(&p).map_err(|e| perm(&p, e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| perm(&p, e))?;
+            }
+            self.undo.push(Undo::RemoveDir(p));
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        Ok(())
     }
 
     /// Puts back everything written, newest first.
@@ -76,6 +104,9 @@ impl Tx {
                 }
                 Undo::Remove(p) => {
                     let _ = std::fs::remove_file(&p);
+                }
+                Undo::RemoveDir(p) => {
+                    let _ = std::fs::remove_dir(&p);
                 }
             }
         }

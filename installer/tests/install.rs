@@ -413,3 +413,83 @@ fn another_platforms_layout_needs_a_prefix_and_unknown_managed_settings_are_name
     );
     assert!(!prefix.join("usr").exists());
 }
+
+#[test]
+fn a_strict_umask_still_leaves_directories_readable_and_an_image_holds_its_own_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("root");
+    let token = tmp.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    // As from an MDM script that set umask 077.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 077; exec {INSTALLER} install --controller https://127.0.0.1:1 --tenant acme --enroll-token-file {} --ca-fingerprint {FP} --root-key {ROOT_KEY} --no-start --image --prefix {} --from {}",
+            token.display(),
+            prefix.display(),
+            bins().display()
+        ))
+        .env_remove("THOTH_INSTALLER_PLATFORM")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    for d in [
+        "etc",
+        "etc/thoth",
+        "var/lib/thoth",
+        "usr/local/bin",
+        "etc/systemd/system",
+    ] {
+        assert_eq!(mode(&prefix.join(d)), 0o755, "{d}");
+    }
+    assert_eq!(mode(&prefix.join("etc/thoth/enrollment-token")), 0o600);
+    assert_eq!(mode(&prefix.join("etc/thoth/agent.toml")), 0o644);
+    // --image: the files name the image's own paths, not the prefix.
+    let cfg = std::fs::read_to_string(prefix.join("etc/thoth/agent.toml")).unwrap();
+    assert!(!cfg.contains(prefix.to_str().unwrap()), "{cfg}");
+    assert!(cfg.contains("state_dir = \"/var/lib/thoth\""), "{cfg}");
+    assert!(
+        cfg.contains("thoth_path = \"/usr/local/bin/thoth\""),
+        "{cfg}"
+    );
+    let unit =
+        std::fs::read_to_string(prefix.join("etc/systemd/system/thoth-agent.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/thoth-agent run --config /etc/thoth/agent.toml"),
+        "{unit}"
+    );
+    // Uninstall still finds and removes what it wrote under the prefix.
+    let out = run(&["uninstall", "--prefix", prefix.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!prefix.join("usr/local/bin/thoth").exists());
+    assert!(
+        !prefix
+            .join("etc/systemd/system/thoth-agent.service")
+            .exists()
+    );
+}
+
+#[test]
+fn a_manifest_that_cannot_be_written_rolls_the_whole_install_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("root");
+    // Something in the way of install.json.
+    std::fs::create_dir_all(prefix.join("var/lib/thoth/install.json")).unwrap();
+    let out = install(&prefix, "acme", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("put back"), "{}", text(&out));
+    for rel in [
+        "usr/local/bin/thoth",
+        "usr/local/bin/thoth-agent",
+        "etc/thoth/agent.toml",
+        "etc/thoth/enrollment-token",
+        "etc/systemd/system/thoth-agent.service",
+    ] {
+        assert!(!prefix.join(rel).exists(), "{rel} left behind");
+    }
+    let st = run(
+        &["status", "--json", "--prefix", prefix.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(st.status.code(), Some(1));
+}
