@@ -440,14 +440,24 @@ fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
             Err(e) => eprintln!("thoth-installer: {e} (left as it was)"),
         }
     }
+    // Every file, going on past failures (so one locked file does not leave the rest), and
+    // never the running installer itself (Windows cannot delete a running .exe; the package
+    // manager that put it there removes it).
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
+    let mut failures: Vec<Fail> = Vec::new();
     for f in &manifest.files {
         if keep_data && f.starts_with(l.etc()) && !f.starts_with(l.state()) {
+            continue;
+        }
+        if here.is_some() && f.canonicalize().ok() == here && cfg!(windows) {
             continue;
         }
         match std::fs::remove_file(f) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(perm(f, e)),
+            Err(e) => failures.push(perm(f, e)),
         }
     }
     if keep_data {
@@ -461,13 +471,26 @@ fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(perm(&dir, e)),
+                Err(e) => failures.push(perm(&dir, e)),
             }
         }
     }
     // The directory that held only our binaries (Windows: Program Files\Thoth).
     if l.platform == Platform::Windows {
         let _ = std::fs::remove_dir(l.bin_dir());
+    }
+    if let Some(first) = failures.first() {
+        for f in &failures {
+            eprintln!("thoth-installer: {}", f.1);
+        }
+        return Err(Fail(
+            first.0,
+            format!(
+                "uninstalled from {} with {} file(s) left (above); {restored} Claude Desktop config(s) restored",
+                l.root.display(),
+                failures.len()
+            ),
+        ));
     }
     println!(
         "uninstalled thoth from {}; {restored} Claude Desktop config(s) restored{}",

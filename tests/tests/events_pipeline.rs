@@ -683,6 +683,25 @@ fn calls_made_while_the_agent_is_down_reach_the_controller_once_it_is_back() {
     );
     let kept = std::fs::read_to_string(&files[0]).unwrap();
     assert!(kept.contains("while-down-1"), "{kept}");
+    let first = kept.lines().count();
+    // Another session while the agent is still down takes the file over: its events are kept
+    // once, with the earlier ones, never copied again.
+    let run = mcp_client_exec(
+        ClientOpts::default(),
+        json!([{"op": "call", "tool": "read_text_file", "args": {"path": work.join("a.txt"), "tag": "while-down-2"}}]),
+        &thoth,
+        &args,
+        &env,
+    );
+    assert_eq!(run.calls()[0]["isError"], false);
+    let files: Vec<_> = std::fs::read_dir(&pending)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let kept = std::fs::read_to_string(&files[0]).unwrap();
+    assert_eq!(kept.lines().count(), first + 2, "{kept}");
+    assert!(kept.contains("while-down-1") && kept.contains("while-down-2"));
     // The agent is back; the next proxy sends them first, and the files go.
     agent.boot();
     let run = mcp_client_exec(
@@ -701,7 +720,7 @@ fn calls_made_while_the_agent_is_down_reach_the_controller_once_it_is_back() {
                 .filter(|e| e["eventType"] == "TOOL_CALL_PRE" && e["toolName"] == tool)
                 .count()
         };
-        pre("read_text_file") == 2 && pre("write_file") == 1
+        pre("read_text_file") == 3 && pre("write_file") == 1
     });
     wait("the pending file removed", 10, || {
         std::fs::read_dir(&pending).map_or(true, |mut r| r.next().is_none())

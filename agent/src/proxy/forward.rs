@@ -5,8 +5,9 @@
 //! What the agent has not acknowledged when the proxy exits (the agent down or restarting, or
 //! too slow to make them durable within the exit deadline) is kept in the user's pending
 //! directory (`~/.local/state/thoth/pending`, one 0600 file per exit); the next proxy that
-//! starts sends those first and deletes the files once the agent has them. The agent drops
-//! duplicates by `eventId`, so an event sent twice is stored once.
+//! starts takes those files (reads, then removes them) and sends their events first, keeping
+//! them again at its own exit if the agent is still away. The agent drops duplicates by
+//! `eventId`, so an event sent twice is stored once.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -109,7 +110,7 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
     > = None;
     let mut failures = 0u32;
     let mut retry_at = Instant::now();
-    let mut claimed = load_pending(&s);
+    load_pending(&s);
     loop {
         let stopping = s.stop.load(Ordering::SeqCst);
         let mut batch: Vec<Vec<u8>> = {
@@ -124,12 +125,6 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
             batch.insert(0, dropped_event(dropped).into_bytes());
         }
         if batch.is_empty() {
-            if !claimed.is_empty() {
-                // Everything picked up from earlier proxies is with the agent now.
-                for f in claimed.drain(..) {
-                    let _ = std::fs::remove_file(&f);
-                }
-            }
             if stopping {
                 return;
             }
@@ -203,37 +198,49 @@ fn requeue(s: &Shared, batch: Vec<Vec<u8>>) {
     }
 }
 
-/// The events an earlier proxy could not deliver, put first in the queue; returns the files,
-/// to delete once they are delivered. Lines that are not JSON objects are skipped.
-fn load_pending(s: &Shared) -> Vec<PathBuf> {
+/// The events earlier proxies could not deliver, put first in the queue. Each file is removed
+/// once read: from then on its events are this proxy's to deliver, or to keep again at exit
+/// (so they are never kept twice). Lines that are not JSON objects are skipped.
+fn load_pending(s: &Shared) {
     let Some(dir) = &s.pending else {
-        return Vec::new();
+        return;
     };
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+        return;
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+    let mut files: Vec<(PathBuf, u64)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let meta = e.metadata().ok()?;
+            let p = e.path();
+            (meta.is_file() && p.extension().is_some_and(|x| x == "jsonl"))
+                .then_some((p, meta.len()))
+        })
         .collect();
     files.sort();
     let mut lines = Vec::new();
-    let mut bytes = 0usize;
-    let mut claimed = Vec::new();
-    for f in files {
+    let mut budget = MAX_BYTES as u64 / 2;
+    for (f, len) in files {
+        if len > MAX_BYTES as u64 {
+            tracing::warn!(file = %f.display(), bytes = len, "a pending events file too large to send; removed");
+            let _ = std::fs::remove_file(&f);
+            continue;
+        }
+        if len > budget {
+            continue; // for the next proxy
+        }
         let Ok(text) = std::fs::read(&f) else {
             continue;
         };
-        if bytes + text.len() > MAX_BYTES / 2 {
-            break; // the rest waits for the next proxy
+        if std::fs::remove_file(&f).is_err() {
+            continue; // another proxy took it
         }
-        bytes += text.len();
+        budget -= len;
         for line in text.split(|b| *b == b'\n') {
             if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).is_ok() {
                 lines.push(line.to_vec());
             }
         }
-        claimed.push(f);
     }
     if !lines.is_empty() {
         tracing::info!(
@@ -242,7 +249,6 @@ fn load_pending(s: &Shared) -> Vec<PathBuf> {
         );
     }
     requeue(s, lines);
-    claimed
 }
 
 /// Writes what is still queued or in flight to a new file in the pending directory.

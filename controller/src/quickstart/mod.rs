@@ -460,6 +460,18 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
                 .collect()
         })
         .unwrap_or_default();
+    // alex's session: its own home, so nothing of this machine's user (say, events a real
+    // proxy kept for later in ~/.local/state/thoth) is touched.
+    let mut env = env;
+    for (k, v) in [
+        ("HOME", home.clone()),
+        ("XDG_STATE_HOME", home.join(".local/state")),
+    ] {
+        if !env.iter().any(|(name, _)| name == k) {
+            env.push((k.to_owned(), v.display().to_string()));
+        }
+    }
+    r.extra_logs.push(dir.join("proxy.log"));
     let proxy_log =
         std::fs::File::create(dir.join("proxy.log")).map_err(|e| r.fail(e.to_string()))?;
     let mut session =
