@@ -345,6 +345,19 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
     } else {
         println!("thoth {version} is already installed with these settings; nothing changed");
     }
+    if l.system && l.platform == Platform::Windows {
+        let failed = service::run(&service::windows_acl_plan(&l));
+        if !failed.is_empty() {
+            return Err(Fail(
+                1,
+                format!(
+                    "cannot restrict access to {}: {}",
+                    l.etc().display(),
+                    failed.join("; ")
+                ),
+            ));
+        }
+    }
     // The service: (re)started when anything changed, when it is not running, or when the
     // running agent is older than the binary on disk (a package manager replaced it).
     let mut start_failed = Vec::new();

@@ -149,6 +149,42 @@ pub fn stop_plan(l: &Layout) -> Vec<Cmd> {
     }
 }
 
+/// Windows: what makes `ProgramData\Thoth` readable by users but writable by SYSTEM and
+/// Administrators only, and the enrollment token readable by them only (`write_atomic`'s Unix
+/// modes mean nothing there). Groups by SID: their names are localized.
+pub fn windows_acl_plan(l: &Layout) -> Vec<Cmd> {
+    if l.platform != Platform::Windows {
+        return Vec::new();
+    }
+    let etc = l.etc().display().to_string();
+    let token = l.etc().join("enrollment-token").display().to_string();
+    vec![
+        cmd(
+            "icacls",
+            &[
+                &etc,
+                "/inheritance:r",
+                "/grant:r",
+                "*S-1-5-18:(OI)(CI)F",
+                "*S-1-5-32-544:(OI)(CI)F",
+                "*S-1-5-32-545:(OI)(CI)RX",
+            ],
+            false,
+        ),
+        cmd(
+            "icacls",
+            &[
+                &token,
+                "/inheritance:r",
+                "/grant:r",
+                "*S-1-5-18:F",
+                "*S-1-5-32-544:F",
+            ],
+            true,
+        ),
+    ]
+}
+
 /// Runs a plan; returns the failures that were not expected.
 pub fn run(plan: &[Cmd]) -> Vec<String> {
     let mut failures = Vec::new();
@@ -234,6 +270,29 @@ mod tests {
         let plan = start_plan(&l);
         assert_eq!(plan.last().unwrap().args, ["start", WINDOWS_SERVICE]);
         assert_eq!(plan.iter().filter(|c| c.raw.is_some()).count(), 4);
+    }
+
+    #[test]
+    fn on_windows_the_token_is_for_system_and_administrators_only_by_sid() {
+        assert!(windows_acl_plan(&layout(Platform::Linux)).is_empty());
+        let plan = windows_acl_plan(&layout(Platform::Windows));
+        let token = &plan[1].args;
+        assert!(token[0].ends_with("enrollment-token"));
+        assert_eq!(
+            token[1..],
+            [
+                "/inheritance:r",
+                "/grant:r",
+                "*S-1-5-18:F",
+                "*S-1-5-32-544:F"
+            ]
+        );
+        assert!(
+            !plan[0]
+                .args
+                .iter()
+                .any(|a| a.contains("S-1-5-32-545:(OI)(CI)F"))
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 $installer = Join-Path $env:ProgramFiles 'Thoth\thoth-installer.exe'
 if (Test-Path $installer) {
     & $installer uninstall
-    if ($LASTEXITCODE -ne 0) { Write-Error "thoth-installer uninstall failed ($LASTEXITCODE)"; exit $LASTEXITCODE }
+    # A file left behind (locked) is reported but does not stop the MSI removal below.
+    if ($LASTEXITCODE -ne 0) { [Console]::Error.WriteLine("thoth-installer uninstall: exit $LASTEXITCODE") }
 }
 # The MSI's product code, from its uninstall entry (DisplayName is the WiX Product Name).
 $entries = Get-ChildItem 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall' |

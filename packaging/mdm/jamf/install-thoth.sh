@@ -15,8 +15,10 @@
 #   $9  labels                  k=v,k=v (optional)
 #
 # Jamf passes $1-$3 (mount point, computer name, user name) itself. The token is handed to the
-# installer in a root-only temp file, never on a command line, so it is not in `ps` output or in
-# the Jamf policy log.
+# installer in a root-only temp file, never on its command line, and is not printed to the Jamf
+# policy log. Jamf itself passes script parameters as arguments, so the token is visible in `ps`
+# for this script's short life: to avoid even that, put enroll_token in the configuration
+# profile instead and leave parameter 6 empty.
 #
 # Exit status (shown in the policy log): 0 installed and reaching the controller; 3 installed,
 # controller not reachable yet (the agent enrolls on its own later: Jamf still reports success);
@@ -46,7 +48,7 @@ token_file=""
 cleanup() { [ -n "$token_file" ] && rm -f "$token_file"; }
 trap cleanup EXIT
 if [ -n "${6:-}" ]; then
-  umask 077
+  # mktemp makes the file 0600; the umask stays as it was for the installer.
   token_file="$(mktemp "${TMPDIR:-/tmp}/thoth-token.XXXXXX")"
   printf '%s\n' "$6" >"$token_file"
   args+=(--enroll-token-file "$token_file")
