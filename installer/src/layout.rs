@@ -103,7 +103,10 @@ impl Layout {
     /// Where `thoth`, `thoth-agent` and `thoth-installer` go.
     pub fn bin_dir(&self) -> PathBuf {
         match self.platform {
-            Platform::Linux | Platform::Macos => self.p("usr/local/bin"),
+            Platform::Linux => self.p("usr/local/bin"),
+            // Not /usr/local/bin: on Intel Macs with Homebrew it belongs to a user, who could
+            // replace what root runs.
+            Platform::Macos => self.etc().join("bin"),
             Platform::Windows => self.p("Program Files/Thoth"),
         }
     }

@@ -268,6 +268,9 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
         })?;
         bins.push((exe, bytes));
     }
+    if l.system {
+        check_bin_dir(&l.bin_dir())?;
+    }
     let old: Option<Manifest> = std::fs::read_to_string(l.manifest())
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
@@ -417,6 +420,39 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
     }
 }
 
+/// Root runs the agent from the bin directory: refuse one that someone else could write to.
+fn check_bin_dir(dir: &Path) -> Result<(), Fail> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let Ok(meta) = std::fs::metadata(dir) else {
+            return Ok(()); // created by this install, root-owned
+        };
+        let mode = meta.permissions().mode();
+        if meta.uid() != 0 || mode & 0o002 != 0 {
+            return Err(Fail(
+                1,
+                format!(
+                    "{} is owned by uid {} with mode {:o}: whoever can write there could replace the programs root runs; make it root-owned and not world-writable",
+                    dir.display(),
+                    meta.uid(),
+                    mode & 0o7777
+                ),
+            ));
+        }
+        if mode & 0o020 != 0 {
+            eprintln!(
+                "thoth-installer: warning: {} is group-writable (gid {}); members of that group could replace the programs root runs",
+                dir.display(),
+                meta.gid()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 /// True when the agent is not answering on its socket, runs another version, or started
 /// before its binary was last replaced.
 fn agent_outdated(l: &Layout) -> bool {
@@ -461,7 +497,11 @@ fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
         .and_then(|p| p.canonicalize().ok());
     let mut failures: Vec<Fail> = Vec::new();
     for f in &manifest.files {
-        if keep_data && f.starts_with(l.etc()) && !f.starts_with(l.state()) {
+        if keep_data
+            && f.starts_with(l.etc())
+            && !f.starts_with(l.state())
+            && !f.starts_with(l.bin_dir())
+        {
             continue;
         }
         if here.is_some() && f.canonicalize().ok() == here && cfg!(windows) {
@@ -586,4 +626,30 @@ fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> {
         }
     }
     Ok(if manifest.is_some() { 0 } else { 1 })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_bin_dir_others_can_write_to_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = |m| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(m));
+        set(0o777).unwrap();
+        let e = check_bin_dir(dir.path()).unwrap_err();
+        assert!(e.1.contains("not world-writable"), "{}", e.1);
+        set(0o775).unwrap(); // group-writable: a warning only
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert_eq!(check_bin_dir(dir.path()).is_ok(), root);
+        if root {
+            set(0o755).unwrap();
+            std::os::unix::fs::chown(dir.path(), Some(54321), None).unwrap();
+            let e = check_bin_dir(dir.path()).unwrap_err();
+            assert!(e.1.contains("uid 54321"), "{}", e.1);
+        }
+        assert!(check_bin_dir(&dir.path().join("absent")).is_ok());
+    }
 }

@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(
             args,
             [
-                "/tmp/a&b/usr/local/bin/thoth-agent",
+                "/tmp/a&b/Library/Application Support/Thoth/bin/thoth-agent",
                 "run",
                 "--config",
                 "/tmp/a&b/Library/Application Support/Thoth/agent.toml"

@@ -338,17 +338,16 @@ fn the_macos_pkg_payload_and_scripts_install_from_the_profile_on_a_target_volume
     assert_eq!(
         tree(&stage.join("payload")),
         [
-            "usr/",
-            "usr/local/",
-            "usr/local/bin/",
-            "usr/local/bin/thoth",
-            "usr/local/bin/thoth-agent",
-            "usr/local/bin/thoth-installer",
-            "usr/local/share/",
-            "usr/local/share/doc/",
-            "usr/local/share/doc/thoth/",
-            "usr/local/share/doc/thoth/agent.example.toml",
-            "usr/local/share/doc/thoth/uninstall.sh",
+            "Library/",
+            "Library/Application Support/",
+            "Library/Application Support/Thoth/",
+            "Library/Application Support/Thoth/bin/",
+            "Library/Application Support/Thoth/bin/thoth",
+            "Library/Application Support/Thoth/bin/thoth-agent",
+            "Library/Application Support/Thoth/bin/thoth-installer",
+            "Library/Application Support/Thoth/doc/",
+            "Library/Application Support/Thoth/doc/agent.example.toml",
+            "Library/Application Support/Thoth/doc/uninstall.sh",
         ]
     );
     for s in ["preinstall", "postinstall"] {
@@ -415,5 +414,10 @@ fn the_macos_pkg_payload_and_scripts_install_from_the_profile_on_a_target_volume
     let o = c.output().unwrap();
     assert!(o.status.success());
     assert!(text(&o).contains("configuration profile"), "{}", text(&o));
-    assert!(!bare.join("Library").exists());
+    assert!(
+        !bare
+            .join("Library/Application Support/Thoth/agent.toml")
+            .exists()
+    );
+    assert!(!bare.join("Library/LaunchDaemons").exists());
 }

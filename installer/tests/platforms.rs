@@ -40,6 +40,10 @@ fn macos_install_from_the_configuration_profile_lays_out_the_launch_daemon_and_u
             "Library/Application Support/",
             "Library/Application Support/Thoth/",
             "Library/Application Support/Thoth/agent.toml",
+            "Library/Application Support/Thoth/bin/",
+            "Library/Application Support/Thoth/bin/thoth",
+            "Library/Application Support/Thoth/bin/thoth-agent",
+            "Library/Application Support/Thoth/bin/thoth-installer",
             "Library/Application Support/Thoth/enrollment-token",
             "Library/Application Support/Thoth/state/",
             "Library/Application Support/Thoth/state/install.json",
@@ -49,12 +53,6 @@ fn macos_install_from_the_configuration_profile_lays_out_the_launch_daemon_and_u
             "Library/Logs/Thoth/",
             "Library/Managed Preferences/",
             "Library/Managed Preferences/com.thoth.agent.plist",
-            "usr/",
-            "usr/local/",
-            "usr/local/bin/",
-            "usr/local/bin/thoth",
-            "usr/local/bin/thoth-agent",
-            "usr/local/bin/thoth-installer",
         ]
     );
     let support = root.join("Library/Application Support/Thoth");
@@ -94,7 +92,7 @@ fn macos_install_from_the_configuration_profile_lays_out_the_launch_daemon_and_u
     assert_eq!(
         args,
         [
-            root.join("usr/local/bin/thoth-agent").display().to_string(),
+            support.join("bin/thoth-agent").display().to_string(),
             "run".into(),
             "--config".into(),
             support.join("agent.toml").display().to_string(),

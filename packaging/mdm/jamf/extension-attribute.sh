@@ -10,7 +10,7 @@
 # A smart group "Thoth needs attention" can then match: does not contain "running, enrolled",
 # or does not contain "configs governed" with equal counts.
 
-INSTALLER="${THOTH_INSTALLER:-/usr/local/bin/thoth-installer}"
+INSTALLER="${THOTH_INSTALLER:-/Library/Application Support/Thoth/bin/thoth-installer}"
 if [ -x "$INSTALLER" ]; then
   # THOTH_INSTALLER_EXTRA is for testing this script (e.g. --prefix DIR).
   # shellcheck disable=SC2086

@@ -25,7 +25,7 @@
 # anything else is a failure, with the installer's message above it.
 
 set -u
-INSTALLER="${THOTH_INSTALLER:-/usr/local/bin/thoth-installer}"
+INSTALLER="${THOTH_INSTALLER:-/Library/Application Support/Thoth/bin/thoth-installer}"
 
 if [ ! -x "$INSTALLER" ]; then
   echo "thoth: $INSTALLER is missing: install the Thoth package before this script" >&2

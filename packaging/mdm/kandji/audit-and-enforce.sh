@@ -9,7 +9,7 @@
 # Kandji runs this on every check-in: exit 0 = compliant (nothing to do); exit 1 = (re)install
 # the package, which runs its postinstall and so repairs the agent in place.
 
-INSTALLER="${THOTH_INSTALLER:-/usr/local/bin/thoth-installer}"
+INSTALLER="${THOTH_INSTALLER:-/Library/Application Support/Thoth/bin/thoth-installer}"
 MIN_VERSION="${THOTH_MIN_VERSION:-0.1.0}"
 
 # True if version $1 >= $2 (dotted numbers).

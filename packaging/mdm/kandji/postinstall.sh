@@ -6,7 +6,7 @@
 # changed). This script makes the outcome visible in Kandji's log, and fails the install when
 # the settings are missing or wrong, so Kandji shows it and retries.
 
-INSTALLER="${THOTH_INSTALLER:-/usr/local/bin/thoth-installer}"
+INSTALLER="${THOTH_INSTALLER:-/Library/Application Support/Thoth/bin/thoth-installer}"
 # THOTH_INSTALLER_EXTRA is for testing this script (e.g. --prefix DIR --no-start).
 # shellcheck disable=SC2086
 "$INSTALLER" install ${THOTH_INSTALLER_EXTRA:-}
