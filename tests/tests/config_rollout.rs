@@ -430,3 +430,36 @@ fn the_command_line_round_trips_every_corpus_file() {
     }
     assert!(checked >= 15);
 }
+
+#[test]
+fn a_config_that_is_a_symlink_is_refused_reported_and_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("home");
+    let mallory = users.join("mallory");
+    // Someone else's config, and mallory's "config" pointing at it.
+    let victim = dir.path().join("victim.json");
+    let original = plain(&[("files", "@modelcontextprotocol/server-filesystem")]);
+    std::fs::write(&victim, &original).unwrap();
+    let link = config_at(&mallory);
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let agent = Agent::start_offline(dir.path(), &users, "");
+    let st = agent.wait_status("CONFIG_INVALID for the symlink", |s| {
+        s["recentEvents"].to_string().contains("symbolic link")
+    });
+    let configs = st["configs"].as_array().unwrap();
+    assert!(
+        configs
+            .iter()
+            .any(|c| c["state"] == "refused" && c["error"].to_string().contains("symbolic link")),
+        "{configs:?}"
+    );
+    // Neither the link nor its target changed.
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), original);
+}

@@ -287,6 +287,27 @@ impl Guardian {
                 }
                 Ok(false)
             }
+            Err(e @ FileError::Read { .. }) => {
+                // Refused (a symlink, a FIFO, too large, someone else's file) or unreadable:
+                // not governed, and said so once per reason.
+                let why = e.to_string();
+                status.state = "refused".into();
+                status.error = Some(why.clone());
+                let changed = *status != before;
+                if known.invalid_reported.as_deref() != Some(why.as_str()) {
+                    known.invalid_reported = Some(why);
+                    self.sh.raise(
+                        "CONFIG_INVALID",
+                        format!(
+                            "{e}; the file was left untouched and its servers are not governed"
+                        ),
+                    );
+                }
+                if changed {
+                    self.publish_status();
+                }
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
