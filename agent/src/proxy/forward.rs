@@ -4,10 +4,10 @@
 //!
 //! What the agent has not acknowledged when the proxy exits (the agent down or restarting, or
 //! too slow to make them durable within the exit deadline) is kept in the user's pending
-//! directory (`~/.local/state/thoth/pending`, one 0600 file per exit); the next proxy that
-//! starts takes those files (reads, then removes them) and sends their events first, keeping
-//! them again at its own exit if the agent is still away. The agent drops duplicates by
-//! `eventId`, so an event sent twice is stored once.
+//! directory (`~/.local/state/thoth/pending`, 0600 files of at most 8 MiB); the next proxy
+//! that starts takes those files over (renamed `.taken-PID`) and sends their events first; the
+//! files go once the agent has them, or once the proxy kept them again at its exit. The agent
+//! drops duplicates by `eventId`, so an event sent twice is stored once.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -26,6 +26,8 @@ struct Shared {
     queue: Mutex<(VecDeque<Vec<u8>>, usize)>,
     /// The batch being sent (kept on exit if the send does not finish).
     inflight: Mutex<Vec<Vec<u8>>>,
+    /// Pending files this proxy took over (deleted once their events are delivered or kept).
+    taken: Mutex<Vec<PathBuf>>,
     dropped: AtomicU64,
     stop: AtomicBool,
     pending: Option<PathBuf>,
@@ -61,6 +63,7 @@ impl Forwarder {
         let shared = Arc::new(Shared {
             queue: Mutex::new((VecDeque::new(), 0)),
             inflight: Mutex::new(Vec::new()),
+            taken: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             pending,
@@ -157,6 +160,11 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
         match sent {
             Ok(r) => {
                 failures = 0;
+                let empty = s.queue.lock().map(|q| q.0.is_empty()).unwrap_or(false);
+                if empty {
+                    // Everything taken from earlier proxies went before what is queued now.
+                    release_taken(&s);
+                }
                 let dropped = r.into_inner().dropped;
                 if dropped > 0 {
                     tracing::warn!(
@@ -198,9 +206,28 @@ fn requeue(s: &Shared, batch: Vec<Vec<u8>>) {
     }
 }
 
-/// The events earlier proxies could not deliver, put first in the queue. Each file is removed
-/// once read: from then on its events are this proxy's to deliver, or to keep again at exit
-/// (so they are never kept twice). Lines that are not JSON objects are skipped.
+/// Largest pending file written (larger undelivered backlogs are split).
+const PENDING_FILE_BYTES: usize = 8 << 20;
+
+/// Whether process `pid` is alive (a proxy that took pending files and may still send them).
+fn alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
+    }
+}
+
+/// The events earlier proxies could not deliver, put first in the queue. Each file is taken by
+/// renaming it to `NAME.taken-PID`: it is deleted once its events reached the agent, or once
+/// this proxy kept them again at exit; a taken file whose proxy died is taken over again. Lines
+/// that are not JSON objects are skipped.
 fn load_pending(s: &Shared) {
     let Some(dir) = &s.pending else {
         return;
@@ -211,36 +238,52 @@ fn load_pending(s: &Shared) {
     let mut files: Vec<(PathBuf, u64)> = entries
         .filter_map(|e| {
             let e = e.ok()?;
-            let meta = e.metadata().ok()?;
-            let p = e.path();
-            (meta.is_file() && p.extension().is_some_and(|x| x == "jsonl"))
-                .then_some((p, meta.len()))
+            let meta = e.metadata().ok()?; // does not follow symlinks
+            if !meta.is_file() {
+                return None;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let takeable = name.ends_with(".jsonl")
+                || name
+                    .rsplit_once(".jsonl.taken-")
+                    .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| !alive(pid));
+            takeable.then_some((e.path(), meta.len()))
         })
         .collect();
     files.sort();
     let mut lines = Vec::new();
-    let mut budget = MAX_BYTES as u64 / 2;
+    let mut bytes = 0u64;
+    let mut taken = Vec::new();
     for (f, len) in files {
-        if len > MAX_BYTES as u64 {
+        if len > (MAX_BYTES / 2) as u64 {
             tracing::warn!(file = %f.display(), bytes = len, "a pending events file too large to send; removed");
             let _ = std::fs::remove_file(&f);
             continue;
         }
-        if len > budget {
-            continue; // for the next proxy
+        if bytes + len > (MAX_BYTES / 2) as u64 || lines.len() >= MAX_EVENTS / 2 {
+            break; // the rest waits for the next proxy
         }
-        let Ok(text) = std::fs::read(&f) else {
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let base = name.split(".taken-").next().unwrap_or(&name).to_owned();
+        let mine = f.with_file_name(format!("{base}.taken-{}", std::process::id()));
+        if std::fs::rename(&f, &mine).is_err() {
+            continue; // another proxy took it first
+        }
+        let Ok(text) = std::fs::read(&mine) else {
             continue;
         };
-        if std::fs::remove_file(&f).is_err() {
-            continue; // another proxy took it
-        }
-        budget -= len;
+        bytes += len;
         for line in text.split(|b| *b == b'\n') {
             if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).is_ok() {
                 lines.push(line.to_vec());
             }
         }
+        taken.push(mine);
     }
     if !lines.is_empty() {
         tracing::info!(
@@ -249,9 +292,17 @@ fn load_pending(s: &Shared) {
         );
     }
     requeue(s, lines);
+    *s.taken.lock().unwrap_or_else(|p| p.into_inner()) = taken;
 }
 
-/// Writes what is still queued or in flight to a new file in the pending directory.
+/// Deletes the taken pending files (their events are with the agent, or kept again).
+fn release_taken(s: &Shared) {
+    for f in std::mem::take(&mut *s.taken.lock().unwrap_or_else(|p| p.into_inner())) {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// Writes what is still queued or in flight to new files in the pending directory.
 fn keep_undelivered(s: &Shared) {
     let mut lines: Vec<Vec<u8>> =
         std::mem::take(&mut *s.inflight.lock().unwrap_or_else(|p| p.into_inner()));
@@ -265,6 +316,7 @@ fn keep_undelivered(s: &Shared) {
         lines.push(dropped_event(dropped).into_bytes());
     }
     if lines.is_empty() {
+        release_taken(s);
         return;
     }
     let Some(dir) = &s.pending else {
@@ -275,11 +327,16 @@ fn keep_undelivered(s: &Shared) {
         return;
     };
     match write_pending(dir, &lines) {
-        Ok(path) => tracing::warn!(
-            events = lines.len(),
-            file = %path.display(),
-            "the agent did not take every event before exit; kept for the next proxy"
-        ),
+        Ok(n) => {
+            // Only now: until these files exist, the taken ones are the only copy.
+            release_taken(s);
+            tracing::warn!(
+                events = lines.len(),
+                files = n,
+                dir = %dir.display(),
+                "the agent did not take every event before exit; kept for the next proxy"
+            );
+        }
         Err(e) => tracing::warn!(
             lost = lines.len(),
             "events not delivered to the agent before exit: {e}"
@@ -287,7 +344,8 @@ fn keep_undelivered(s: &Shared) {
     }
 }
 
-fn write_pending(dir: &std::path::Path, lines: &[Vec<u8>]) -> Result<PathBuf, String> {
+/// Writes `lines` as files of at most [`PENDING_FILE_BYTES`]; returns how many.
+fn write_pending(dir: &std::path::Path, lines: &[Vec<u8>]) -> Result<usize, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let used: u64 = std::fs::read_dir(dir)
         .map(|r| {
@@ -303,22 +361,30 @@ fn write_pending(dir: &std::path::Path, lines: &[Vec<u8>]) -> Result<PathBuf, St
             dir.display()
         ));
     }
-    let name = format!(
-        "{}-{}.jsonl",
-        humantime::format_rfc3339_micros(std::time::SystemTime::now())
-            .to_string()
-            .replace(':', ""),
-        std::process::id()
-    );
-    let path = dir.join(name);
-    let mut body = Vec::with_capacity(size);
+    let stamp = humantime::format_rfc3339_micros(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "");
+    let mut n = 0;
+    let mut body = Vec::new();
+    let flush = |body: &mut Vec<u8>, n: &mut usize| -> Result<(), String> {
+        let path = dir.join(format!("{stamp}-{}-{:04}.jsonl", std::process::id(), *n));
+        crate::daemon::state::write_atomic(&path, body, 0o600)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        *n += 1;
+        body.clear();
+        Ok(())
+    };
     for l in lines {
+        if !body.is_empty() && body.len() + l.len() + 1 > PENDING_FILE_BYTES {
+            flush(&mut body, &mut n)?;
+        }
         body.extend_from_slice(l);
         body.push(b'\n');
     }
-    crate::daemon::state::write_atomic(&path, &body, 0o600)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path)
+    if !body.is_empty() {
+        flush(&mut body, &mut n)?;
+    }
+    Ok(n)
 }
 
 fn dropped_event(dropped: u64) -> String {
@@ -330,4 +396,71 @@ fn dropped_event(dropped: u64) -> String {
         "detail": {"dropped": dropped, "reason": "the proxy's queue for the agent was full"},
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(dir: &std::path::Path) -> Shared {
+        Shared {
+            queue: Mutex::new((VecDeque::new(), 0)),
+            inflight: Mutex::new(Vec::new()),
+            taken: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            pending: Some(dir.to_path_buf()),
+        }
+    }
+
+    fn event(i: usize, pad: usize) -> Vec<u8> {
+        format!("{{\"eventId\":\"e{i}\",\"pad\":\"{}\"}}", "x".repeat(pad)).into_bytes()
+    }
+
+    #[test]
+    fn a_large_backlog_is_split_and_taken_files_of_dead_proxies_are_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path());
+        // 12 MiB of events: two files of at most 8 MiB.
+        let lines: Vec<Vec<u8>> = (0..12).map(|i| event(i, 1 << 20)).collect();
+        assert_eq!(write_pending(dir.path(), &lines).unwrap(), 2);
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            assert!(e.unwrap().metadata().unwrap().len() <= PENDING_FILE_BYTES as u64 + (2 << 20));
+        }
+        // A file taken by a proxy that died, and one taken by a live one (this process).
+        std::fs::write(dir.path().join("a.jsonl.taken-999999999"), event(100, 1)).unwrap();
+        let live = dir
+            .path()
+            .join(format!("b.jsonl.taken-{}", std::process::id()));
+        std::fs::write(&live, event(200, 1)).unwrap();
+        std::fs::write(dir.path().join("c.jsonl"), b"not json\n").unwrap();
+        load_pending(&s);
+        let q = s.queue.lock().unwrap();
+        let ids: Vec<String> = q
+            .0
+            .iter()
+            .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["eventId"].to_string())
+            .collect();
+        assert!(
+            ids.contains(&"\"e100\"".to_owned()),
+            "the dead proxy's file is taken over"
+        );
+        assert!(
+            !ids.contains(&"\"e200\"".to_owned()),
+            "a live proxy's file is left to it"
+        );
+        assert!(live.exists());
+        drop(q);
+        // Kept again at exit: new files, and the taken ones are gone.
+        keep_undelivered(&s);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.contains(".taken-999999999")),
+            "{names:?}"
+        );
+        assert!(names.iter().any(|n| n.starts_with("b.jsonl.taken-")));
+    }
 }
