@@ -82,6 +82,27 @@ impl Layout {
         }
     }
 
+    /// `path` (under `root`) as the installed software will see it (the image's own path).
+    pub fn seen_path(&self, path: &Path) -> PathBuf {
+        match (&self.seen_from, path.strip_prefix(&self.root)) {
+            (Some(seen), Ok(rel)) => seen.join(rel),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// A path recorded by an install (sandbox: under the prefix; image: the image's own) as
+    /// it is here, under `root`.
+    pub fn real_path(&self, path: &Path) -> PathBuf {
+        if self.system || path.starts_with(&self.root) {
+            return path.to_path_buf();
+        }
+        let rel: PathBuf = path
+            .components()
+            .skip_while(|c| !matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        self.root.join(rel)
+    }
+
     /// The same layout as the installed software will see it (for paths written into files).
     pub fn as_seen(&self) -> Layout {
         Layout {

@@ -284,6 +284,17 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
         for dir in &dirs {
             tx.dir(dir, 0o755)?;
         }
+        // Thoth's own directories get their mode back on every run (a repair); shared ones
+        // (/usr/local/bin) are left as they are.
+        #[cfg(unix)]
+        for dir in dirs.iter().filter(|d| {
+            d.starts_with(l.etc())
+                || *d == &l.state()
+                || l.log_file().is_some_and(|f| f.starts_with(d))
+        }) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        }
         let mut changed = false;
         for (exe, bytes) in &bins {
             changed |= tx.write(
@@ -319,7 +330,7 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
                 version: version.into(),
                 installed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
-                files: tx.written.clone(),
+                files: tx.written.iter().map(|f| l.seen_path(f)).collect(),
                 controller: s.controller.clone(),
                 tenant: s.tenant.clone(),
             };
@@ -339,6 +350,14 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
             ));
         }
     };
+    // Files an earlier version installed that this one no longer does (a moved directory).
+    if let Some(old) = &old {
+        for f in old.files.iter().map(|f| l.real_path(f)) {
+            if !tx.written.contains(&f) && f != l.manifest() && std::fs::remove_file(&f).is_ok() {
+                println!("removed {} (no longer part of thoth)", f.display());
+            }
+        }
+    }
     if changed {
         println!(
             "installed thoth {version} under {} ({})",
@@ -462,10 +481,27 @@ fn agent_outdated(l: &Layout) -> bool {
     if st.agent_version != env!("CARGO_PKG_VERSION") {
         return true;
     }
-    let binary =
-        std::fs::metadata(l.bin_dir().join(l.exe("thoth-agent"))).and_then(|m| m.modified());
-    let started = humantime::parse_rfc3339_weak(&st.started_at);
-    matches!((binary, started), (Ok(b), Ok(s)) if b > s)
+    // When the binary was last replaced: its change time (package managers keep the package's
+    // modification time, but cannot set ctime), in whole seconds like `started_at`.
+    let Ok(meta) = std::fs::metadata(l.bin_dir().join(l.exe("thoth-agent"))) else {
+        return false;
+    };
+    #[cfg(unix)]
+    let replaced = {
+        use std::os::unix::fs::MetadataExt;
+        meta.ctime()
+    };
+    #[cfg(not(unix))]
+    let replaced = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
+    let started = humantime::parse_rfc3339_weak(&st.started_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
+    replaced > started
 }
 
 fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
@@ -496,7 +532,9 @@ fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
         .ok()
         .and_then(|p| p.canonicalize().ok());
     let mut failures: Vec<Fail> = Vec::new();
-    for f in &manifest.files {
+    let files: Vec<PathBuf> = manifest.files.iter().map(|f| l.real_path(f)).collect();
+    let mut left: Vec<PathBuf> = Vec::new();
+    for f in &files {
         if keep_data
             && f.starts_with(l.etc())
             && !f.starts_with(l.state())
@@ -510,7 +548,10 @@ fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
         match std::fs::remove_file(f) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => failures.push(perm(f, e)),
+            Err(e) => {
+                failures.push(perm(f, e));
+                left.push(f.clone());
+            }
         }
     }
     if keep_data {
@@ -535,6 +576,17 @@ fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
     if let Some(first) = failures.first() {
         for f in &failures {
             eprintln!("thoth-installer: {}", f.1);
+        }
+        // What is left stays on record, so running uninstall again finishes the job.
+        if !left.is_empty() {
+            let rest = Manifest {
+                files: left.iter().map(|f| l.seen_path(f)).collect(),
+                ..manifest
+            };
+            if let Ok(json) = serde_json::to_string_pretty(&rest) {
+                let _ =
+                    thoth_agent::daemon::state::write_atomic(&l.manifest(), json.as_bytes(), 0o644);
+            }
         }
         return Err(Fail(
             first.0,

@@ -68,8 +68,8 @@ impl Tx {
         Ok(true)
     }
 
-    /// Creates `dir` (and missing parents) with `mode` if it does not exist, recording it for
-    /// rollback; an existing directory gets `mode` only if it is one this install made.
+    /// Creates `dir` (and missing parents) with `mode` if it does not exist, recording each one
+    /// made for rollback; an existing directory is left as it is.
     pub fn dir(&mut self, dir: &Path, mode: u32) -> Result<(), Fail> {
         let mut missing = Vec::new();
         let mut d = Some(dir);

@@ -458,6 +458,34 @@ fn a_strict_umask_still_leaves_directories_readable_and_an_image_holds_its_own_p
         unit.contains("ExecStart=/usr/local/bin/thoth-agent run --config /etc/thoth/agent.toml"),
         "{unit}"
     );
+    // The manifest records the image's own paths too.
+    let manifest = std::fs::read_to_string(prefix.join("var/lib/thoth/install.json")).unwrap();
+    assert!(
+        manifest.contains("\"/usr/local/bin/thoth-agent\""),
+        "{manifest}"
+    );
+    assert!(!manifest.contains(prefix.to_str().unwrap()), "{manifest}");
+    // A later repair puts a directory's mode back.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        prefix.join("etc/thoth"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let again = run(
+        &[
+            "install",
+            "--no-start",
+            "--image",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--from",
+            bins().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(again.status.code(), Some(5), "{}", text(&again));
+    assert_eq!(mode(&prefix.join("etc/thoth")), 0o755);
     // Uninstall still finds and removes what it wrote under the prefix.
     let out = run(&["uninstall", "--prefix", prefix.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", text(&out));
