@@ -335,6 +335,18 @@ fn install_again_without_settings_repairs_in_place_and_keeps_the_settings() {
         "[Service]\nExecStart=/bin/false\n",
     )
     .unwrap();
+    // A file an earlier version installed that this one does not: removed by the upgrade.
+    let stale = prefix.join("usr/local/share/doc/thoth/uninstall.sh");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, "old").unwrap();
+    let mpath = prefix.join("var/lib/thoth/install.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    m["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(stale.display().to_string().into());
+    std::fs::write(&mpath, m.to_string()).unwrap();
     let from = bins();
     let args = [
         "install",
@@ -345,6 +357,7 @@ fn install_again_without_settings_repairs_in_place_and_keeps_the_settings() {
         from.to_str().unwrap(),
     ];
     let out = run(&args, &[]);
+    assert!(!stale.exists(), "the stale file is gone: {}", text(&out));
     assert_eq!(out.status.code(), Some(3), "repaired: {}", text(&out));
     assert!(prefix.join("usr/local/bin/thoth").exists());
     assert_eq!(mode(&prefix.join("etc/thoth/enrollment-token")), 0o600);
