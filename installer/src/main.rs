@@ -385,6 +385,11 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
     let mut start_failed = Vec::new();
     if l.system && !a.no_start {
         if changed || agent_outdated(&l) {
+            if l.platform == Platform::Windows {
+                // sc.exe cannot re-create a service that is still stopping.
+                service::run(&service::stop_plan(&l));
+                service::wait_stopped(&l);
+            }
             start_failed = service::run(&service::start_plan(&l));
             if start_failed.is_empty() {
                 println!("the agent service is registered and (re)started");
@@ -515,6 +520,7 @@ fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
         for f in service::run(&service::stop_plan(l)) {
             eprintln!("thoth-installer: {f}");
         }
+        service::wait_stopped(l);
     }
     // Every user's Claude Desktop config back to its original entries.
     let mut restored = 0;

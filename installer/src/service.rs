@@ -157,8 +157,15 @@ pub fn windows_acl_plan(l: &Layout) -> Vec<Cmd> {
         return Vec::new();
     }
     let etc = l.etc().display().to_string();
-    let token = l.etc().join("enrollment-token").display().to_string();
-    vec![
+    let token = l.etc().join("enrollment-token");
+    let mut plan = vec![
+        // Owned by Administrators all the way down (a user who pre-created a directory would
+        // otherwise keep the owner's right to change its permissions).
+        cmd(
+            "icacls",
+            &[&etc, "/setowner", "*S-1-5-32-544", "/T", "/C"],
+            false,
+        ),
         cmd(
             "icacls",
             &[
@@ -168,10 +175,15 @@ pub fn windows_acl_plan(l: &Layout) -> Vec<Cmd> {
                 "*S-1-5-18:(OI)(CI)F",
                 "*S-1-5-32-544:(OI)(CI)F",
                 "*S-1-5-32-545:(OI)(CI)RX",
+                "/T",
+                "/C",
             ],
             false,
         ),
-        cmd(
+    ];
+    if token.exists() {
+        let token = token.display().to_string();
+        plan.push(cmd(
             "icacls",
             &[
                 &token,
@@ -180,9 +192,30 @@ pub fn windows_acl_plan(l: &Layout) -> Vec<Cmd> {
                 "*S-1-5-18:F",
                 "*S-1-5-32-544:F",
             ],
-            true,
-        ),
-    ]
+            false,
+        ));
+    }
+    plan
+}
+
+/// Windows: waits (up to 30 s) until the service is stopped or gone; `sc.exe stop` returns
+/// before it is, and its binary stays locked until then.
+pub fn wait_stopped(l: &Layout) {
+    if l.platform != Platform::Windows || !l.system || !cfg!(windows) {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match std::process::Command::new("sc.exe")
+            .args(["query", WINDOWS_SERVICE])
+            .output()
+        {
+            Ok(o) if String::from_utf8_lossy(&o.stdout).contains("STOPPED") => return,
+            Ok(o) if o.status.code() == Some(1060) => return, // does not exist
+            Err(_) => return,
+            _ => std::thread::sleep(std::time::Duration::from_millis(250)),
+        }
+    }
 }
 
 /// Runs a plan; returns the failures that were not expected.
@@ -275,8 +308,22 @@ mod tests {
     #[test]
     fn on_windows_the_token_is_for_system_and_administrators_only_by_sid() {
         assert!(windows_acl_plan(&layout(Platform::Linux)).is_empty());
-        let plan = windows_acl_plan(&layout(Platform::Windows));
-        let token = &plan[1].args;
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(Some(dir.path().to_path_buf()), Platform::Windows);
+        assert_eq!(
+            windows_acl_plan(&l).len(),
+            2,
+            "no token: nothing more to lock"
+        );
+        std::fs::create_dir_all(l.etc()).unwrap();
+        std::fs::write(l.etc().join("enrollment-token"), "t").unwrap();
+        let plan = windows_acl_plan(&l);
+        assert!(plan.iter().all(|c| !c.may_fail));
+        assert_eq!(
+            plan[0].args[1..],
+            ["/setowner", "*S-1-5-32-544", "/T", "/C"]
+        );
+        let token = &plan[2].args;
         assert!(token[0].ends_with("enrollment-token"));
         assert_eq!(
             token[1..],
@@ -288,10 +335,9 @@ mod tests {
             ]
         );
         assert!(
-            !plan[0]
+            plan[1]
                 .args
-                .iter()
-                .any(|a| a.contains("S-1-5-32-545:(OI)(CI)F"))
+                .contains(&"*S-1-5-32-545:(OI)(CI)RX".to_owned())
         );
     }
 

@@ -111,7 +111,10 @@ pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)>
         use std::os::unix::fs::MetadataExt;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
-            let dir = path.parent().unwrap_or(Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let dir_uid = std::fs::metadata(dir)?.uid();
             if meta.uid() != dir_uid {
                 return Err(refuse(
@@ -282,7 +285,10 @@ fn replace(
     expect: Option<&[u8]>,
     sync_dir: bool,
 ) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".thoth-tmp-")
         .tempfile_in(dir)?;

@@ -58,6 +58,9 @@ if ($EnrollToken) {
     Set-Content -Path $tokenFile -Value $EnrollToken -NoNewline
     $installArgs += @('--enroll-token-file', $tokenFile)
 }
+# The installer's messages go to stderr; Windows PowerShell must not turn them into errors that
+# replace its exit code.
+$ErrorActionPreference = 'Continue'
 try {
     & $installer @installArgs
     $rc = $LASTEXITCODE
