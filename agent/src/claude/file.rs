@@ -278,6 +278,12 @@ pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, 
 
 /// Atomically replaces `path` with `bytes`, giving the new file `meta`'s mode and owner. With
 /// `expect`, refuses (ErrorKind::Interrupted) if the file no longer holds those bytes.
+///
+/// On Unix everything happens relative to one handle on the directory, opened without
+/// following a symlink and (as root) only if it belongs to the file's owner: the temp file is
+/// created, checked and renamed there, so swapping the directory (or one above it) for a
+/// symlink mid-way cannot make root write anywhere else.
+#[cfg(unix)]
 fn replace(
     path: &Path,
     bytes: &[u8],
@@ -285,6 +291,120 @@ fn replace(
     expect: Option<&[u8]>,
     sync_dir: bool,
 ) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = CString::new(
+        path.file_name()
+            .ok_or_else(|| invalid("no file name"))?
+            .as_bytes(),
+    )
+    .map_err(|_| invalid("a NUL in the file name"))?;
+    let dirf = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && dirf.metadata()?.uid() != meta.uid() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "its directory does not belong to the file's owner",
+        ));
+    }
+    let dfd = dirf.as_raw_fd();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp_name = CString::new(format!(
+        ".thoth-tmp-{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
+    .expect("no NUL");
+    // SAFETY: valid NUL-terminated names relative to an open directory descriptor.
+    let tfd = unsafe {
+        libc::openat(
+            dfd,
+            tmp_name.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if tfd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: tfd was just opened and is owned by nothing else.
+    let mut tmp = unsafe { std::fs::File::from_raw_fd(tfd) };
+    let unlink_tmp = || {
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dfd, tmp_name.as_ptr(), 0) };
+    };
+    let result = (|| -> std::io::Result<()> {
+        tmp.write_all(bytes)?;
+        tmp.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        let fd_meta = tmp.metadata()?;
+        if fd_meta.uid() != meta.uid() || fd_meta.gid() != meta.gid() {
+            std::os::unix::fs::fchown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
+        }
+        tmp.sync_all()?;
+        if let Some(expect) = expect {
+            // SAFETY: as above.
+            let cfd = unsafe {
+                libc::openat(
+                    dfd,
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                )
+            };
+            if cfd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: cfd was just opened and is owned by nothing else.
+            let current = unsafe { std::fs::File::from_raw_fd(cfd) };
+            let mut now = Vec::new();
+            current.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut now)?;
+            if now != expect {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "changed meanwhile",
+                ));
+            }
+        }
+        // SAFETY: as above.
+        if unsafe { libc::renameat(dfd, tmp_name.as_ptr(), dfd, name.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        unlink_tmp();
+    }
+    result?;
+    if sync_dir {
+        let _ = dirf.sync_all();
+    }
+    Ok(())
+}
+
+/// Atomically replaces `path` with `bytes` (temp file, then rename). With `expect`, refuses
+/// (ErrorKind::Interrupted) if the file no longer holds those bytes.
+#[cfg(not(unix))]
+fn replace(
+    path: &Path,
+    bytes: &[u8],
+    meta: &std::fs::Metadata,
+    expect: Option<&[u8]>,
+    sync_dir: bool,
+) -> std::io::Result<()> {
+    let _ = meta;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -293,18 +413,6 @@ fn replace(
         .prefix(".thoth-tmp-")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        let fd_meta = tmp.as_file().metadata()?;
-        if fd_meta.uid() != meta.uid() || fd_meta.gid() != meta.gid() {
-            std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()))?;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
     tmp.as_file().sync_all()?;
     if let Some(expect) = expect
         && read_config(path)?.0 != expect
@@ -373,6 +481,47 @@ mod tests {
         let e = read_config(&big).unwrap_err();
         assert!(e.to_string().contains("bytes"), "{e}");
         assert_eq!(read_config(&other).unwrap().0, CONFIG.as_bytes());
+    }
+
+    #[test]
+    fn a_directory_that_is_a_symlink_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("elsewhere");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("claude_desktop_config.json"), CONFIG).unwrap();
+        // ~/.config/Claude swapped for a symlink to another directory.
+        let link = dir.path().join("Claude");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let r = rewrite_file(
+            &link.join("claude_desktop_config.json"),
+            &Op::Wrap("/t/thoth".into()),
+            false,
+        );
+        assert!(r.is_err(), "written through a symlinked directory");
+        assert_eq!(
+            std::fs::read_to_string(real.join("claude_desktop_config.json")).unwrap(),
+            CONFIG
+        );
+        // No temp file was left in either place.
+        for d in [&real, dir.path()] {
+            assert!(
+                std::fs::read_dir(d).unwrap().all(|e| !e
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".thoth-tmp-")),
+                "{}",
+                d.display()
+            );
+        }
+        // The same file through its real directory is wrapped.
+        let ok = rewrite_file(
+            &real.join("claude_desktop_config.json"),
+            &Op::Wrap("/t/thoth".into()),
+            false,
+        )
+        .unwrap();
+        assert!(ok.written);
     }
 
     #[test]
