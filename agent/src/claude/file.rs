@@ -111,10 +111,7 @@ pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)>
         use std::os::unix::fs::MetadataExt;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
+            let dir = parent_dir(path);
             let dir_uid = std::fs::metadata(dir)?.uid();
             if meta.uid() != dir_uid {
                 return Err(refuse(
@@ -136,6 +133,13 @@ pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)>
         ));
     }
     Ok((bytes, meta))
+}
+
+/// The directory a path is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Every existing config under the homes.
@@ -297,10 +301,7 @@ fn replace(
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = CString::new(
         path.file_name()
             .ok_or_else(|| invalid("no file name"))?
@@ -405,10 +406,7 @@ fn replace(
     sync_dir: bool,
 ) -> std::io::Result<()> {
     let _ = meta;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".thoth-tmp-")
         .tempfile_in(dir)?;
