@@ -15,7 +15,9 @@ pub fn render(l: &Layout) -> String {
     match l.platform {
         Platform::Linux => {
             // systemd splits ExecStart on spaces unless an argument is quoted.
+            // `%` starts a specifier in unit files: doubled.
             let quote = |p: String| {
+                let p = p.replace('%', "%%");
                 if p.contains(char::is_whitespace) || p.contains('"') {
                     format!("\"{}\"", p.replace('\\', "\\\\").replace('"', "\\\""))
                 } else {
