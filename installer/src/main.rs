@@ -4,7 +4,9 @@ mod layout;
 mod reach;
 mod service;
 mod settings;
+mod status;
 mod tx;
+mod uninstall;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,11 +14,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use thoth_agent::claude::file as claude;
 
 use layout::{Layout, Platform};
 use settings::{Resolved, toml_str};
-use tx::{Tx, perm};
+use tx::Tx;
 
 /// Installs the Thoth agent on this machine, silently and idempotently (what MDM runs), reports
 /// its state for MDM checks, and removes it cleanly (restoring every user's Claude Desktop config).
@@ -159,7 +160,7 @@ struct InstallArgs {
 /// What install recorded, for status and uninstall.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Manifest {
+pub(crate) struct Manifest {
     version: String,
     installed_at: String,
     files: Vec<PathBuf>,
@@ -186,14 +187,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Install(a) => install(a),
-        Command::Uninstall { keep_data, root } => {
-            root.layout().and_then(|l| uninstall(&l, keep_data))
-        }
+        Command::Uninstall { keep_data, root } => root
+            .layout()
+            .and_then(|l| uninstall::uninstall(&l, keep_data)),
         Command::Status {
             json,
             summary,
             root,
-        } => root.layout().and_then(|l| status(&l, json, summary)),
+        } => root
+            .layout()
+            .and_then(|l| status::status(&l, json, summary)),
         Command::Service { root } => root.layout().map(|l| {
             print!("{}", service::render(&l));
             0
@@ -507,183 +510,6 @@ fn agent_outdated(l: &Layout) -> bool {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs() as i64);
     replaced > started
-}
-
-fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
-    let Ok(text) = std::fs::read_to_string(l.manifest()) else {
-        println!("thoth is not installed under {}", l.root.display());
-        return Ok(0);
-    };
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| Fail(1, format!("{}: {e}", l.manifest().display())))?;
-    if l.system {
-        for f in service::run(&service::stop_plan(l)) {
-            eprintln!("thoth-installer: {f}");
-        }
-        service::wait_stopped(l);
-    }
-    // Every user's Claude Desktop config back to its original entries.
-    let mut restored = 0;
-    for cfg in claude::discover(Some(&l.users_root())) {
-        match claude::rewrite_file(&cfg, &claude::Op::Unwrap, false) {
-            Ok(o) if o.written => restored += 1,
-            Ok(_) => {}
-            Err(e) => eprintln!("thoth-installer: {e} (left as it was)"),
-        }
-    }
-    // Every file, going on past failures (so one locked file does not leave the rest), and
-    // never the running installer itself (Windows cannot delete a running .exe; the package
-    // manager that put it there removes it).
-    let here = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.canonicalize().ok());
-    let mut failures: Vec<Fail> = Vec::new();
-    let files: Vec<PathBuf> = manifest.files.iter().map(|f| l.real_path(f)).collect();
-    let mut left: Vec<PathBuf> = Vec::new();
-    for f in &files {
-        if keep_data
-            && f.starts_with(l.etc())
-            && !f.starts_with(l.state())
-            && !f.starts_with(l.bin_dir())
-        {
-            continue;
-        }
-        if here.is_some() && f.canonicalize().ok() == here && cfg!(windows) {
-            continue;
-        }
-        match std::fs::remove_file(f) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                failures.push(perm(f, e));
-                left.push(f.clone());
-            }
-        }
-    }
-    if keep_data {
-        let _ = std::fs::remove_file(l.manifest());
-    } else {
-        for dir in [Some(l.state()), Some(l.etc())]
-            .into_iter()
-            .chain([l.log_file().and_then(|f| f.parent().map(Path::to_path_buf))])
-            .flatten()
-        {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => failures.push(perm(&dir, e)),
-            }
-        }
-    }
-    // The directory that held only our binaries (Windows: Program Files\Thoth).
-    if l.platform == Platform::Windows {
-        let _ = std::fs::remove_dir(l.bin_dir());
-    }
-    if let Some(first) = failures.first() {
-        for f in &failures {
-            eprintln!("thoth-installer: {}", f.1);
-        }
-        // What is left stays on record, so running uninstall again finishes the job.
-        if !left.is_empty() {
-            let rest = Manifest {
-                files: left.iter().map(|f| l.seen_path(f)).collect(),
-                ..manifest
-            };
-            if let Ok(json) = serde_json::to_string_pretty(&rest) {
-                let _ =
-                    thoth_agent::daemon::state::write_atomic(&l.manifest(), json.as_bytes(), 0o644);
-            }
-        }
-        return Err(Fail(
-            first.0,
-            format!(
-                "uninstalled from {} with {} file(s) left (above); {restored} Claude Desktop config(s) restored",
-                l.root.display(),
-                failures.len()
-            ),
-        ));
-    }
-    println!(
-        "uninstalled thoth from {}; {restored} Claude Desktop config(s) restored{}",
-        l.root.display(),
-        if keep_data {
-            "; settings and identity kept"
-        } else {
-            ""
-        }
-    );
-    Ok(0)
-}
-
-fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> {
-    let manifest: Option<Manifest> = std::fs::read_to_string(l.manifest())
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let agent = thoth_agent::daemon::local::fetch_status(&l.socket()).ok();
-    let identity: Option<serde_json::Value> =
-        std::fs::read_to_string(l.state().join("identity/agent.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-    let configs = claude::discover(Some(&l.users_root()));
-    let governed = configs
-        .iter()
-        .filter(|c| {
-            thoth_agent::daemon::inventory::governed_counts(c).is_some_and(|(t, g)| t > 0 && g == t)
-        })
-        .count();
-    let service = match (&manifest, &agent) {
-        (None, _) => "not installed",
-        (Some(_), Some(_)) => "running",
-        (Some(_), None) => "stopped",
-    };
-    let policy = agent
-        .as_ref()
-        .and_then(|a| a.policy.as_ref().map(|p| p.version));
-    let line = match &manifest {
-        None => "not installed".to_owned(),
-        Some(m) => format!(
-            "thoth {} {service}, {}, {}, {governed}/{} configs governed",
-            m.version,
-            if identity.is_some() {
-                "enrolled"
-            } else {
-                "not enrolled"
-            },
-            policy.map_or("no policy".to_owned(), |v| format!("policy v{v}")),
-            configs.len()
-        ),
-    };
-    let doc = serde_json::json!({
-        "installed": manifest.is_some(),
-        "version": manifest.as_ref().map(|m| m.version.clone()),
-        "installedAt": manifest.as_ref().map(|m| m.installed_at.clone()),
-        "controller": manifest.as_ref().map(|m| m.controller.clone()),
-        "tenant": manifest.as_ref().map(|m| m.tenant.clone()),
-        "service": service,
-        "enrolled": identity.is_some(),
-        "agentId": identity.as_ref().and_then(|i| i.get("agentId").cloned()),
-        "policyVersion": policy,
-        "configs": configs.len(),
-        "governedConfigs": governed,
-        "summary": line,
-    });
-    if summary {
-        println!("{line}");
-    } else if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        for (k, v) in doc.as_object().expect("object") {
-            println!(
-                "{k:<16} {}",
-                if v.is_null() {
-                    "-".to_owned()
-                } else {
-                    v.to_string().trim_matches('"').to_owned()
-                }
-            );
-        }
-    }
-    Ok(if manifest.is_some() { 0 } else { 1 })
 }
 
 #[cfg(all(test, unix))]

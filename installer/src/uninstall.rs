@@ -1,0 +1,116 @@
+//! `thoth-installer uninstall`: stop and unregister the service, give every user's Claude
+//! Desktop config its original entries back, remove what install recorded.
+
+use std::path::{Path, PathBuf};
+
+use thoth_agent::claude::file as claude;
+
+use crate::layout::{Layout, Platform};
+use crate::tx::perm;
+use crate::{Fail, Manifest, service};
+
+pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
+    let Ok(text) = std::fs::read_to_string(l.manifest()) else {
+        println!("thoth is not installed under {}", l.root.display());
+        return Ok(0);
+    };
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Fail(1, format!("{}: {e}", l.manifest().display())))?;
+    if l.system {
+        for f in service::run(&service::stop_plan(l)) {
+            eprintln!("thoth-installer: {f}");
+        }
+        service::wait_stopped(l);
+    }
+    // Every user's Claude Desktop config back to its original entries.
+    let mut restored = 0;
+    for cfg in claude::discover(Some(&l.users_root())) {
+        match claude::rewrite_file(&cfg, &claude::Op::Unwrap, false) {
+            Ok(o) if o.written => restored += 1,
+            Ok(_) => {}
+            Err(e) => eprintln!("thoth-installer: {e} (left as it was)"),
+        }
+    }
+    // Every file, going on past failures (so one locked file does not leave the rest), and
+    // never the running installer itself (Windows cannot delete a running .exe; the package
+    // manager that put it there removes it).
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
+    let mut failures: Vec<Fail> = Vec::new();
+    let files: Vec<PathBuf> = manifest.files.iter().map(|f| l.real_path(f)).collect();
+    let mut left: Vec<PathBuf> = Vec::new();
+    for f in &files {
+        if keep_data
+            && f.starts_with(l.etc())
+            && !f.starts_with(l.state())
+            && !f.starts_with(l.bin_dir())
+        {
+            continue;
+        }
+        if here.is_some() && f.canonicalize().ok() == here && cfg!(windows) {
+            continue;
+        }
+        match std::fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                failures.push(perm(f, e));
+                left.push(f.clone());
+            }
+        }
+    }
+    if keep_data {
+        let _ = std::fs::remove_file(l.manifest());
+    } else {
+        for dir in [Some(l.state()), Some(l.etc())]
+            .into_iter()
+            .chain([l.log_file().and_then(|f| f.parent().map(Path::to_path_buf))])
+            .flatten()
+        {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => failures.push(perm(&dir, e)),
+            }
+        }
+    }
+    // The directory that held only our binaries (Windows: Program Files\Thoth).
+    if l.platform == Platform::Windows {
+        let _ = std::fs::remove_dir(l.bin_dir());
+    }
+    if let Some(first) = failures.first() {
+        for f in &failures {
+            eprintln!("thoth-installer: {}", f.1);
+        }
+        // What is left stays on record, so running uninstall again finishes the job.
+        if !left.is_empty() {
+            let rest = Manifest {
+                files: left.iter().map(|f| l.seen_path(f)).collect(),
+                ..manifest
+            };
+            if let Ok(json) = serde_json::to_string_pretty(&rest) {
+                let _ =
+                    thoth_agent::daemon::state::write_atomic(&l.manifest(), json.as_bytes(), 0o644);
+            }
+        }
+        return Err(Fail(
+            first.0,
+            format!(
+                "uninstalled from {} with {} file(s) left (above); {restored} Claude Desktop config(s) restored",
+                l.root.display(),
+                failures.len()
+            ),
+        ));
+    }
+    println!(
+        "uninstalled thoth from {}; {restored} Claude Desktop config(s) restored{}",
+        l.root.display(),
+        if keep_data {
+            "; settings and identity kept"
+        } else {
+            ""
+        }
+    );
+    Ok(0)
+}
