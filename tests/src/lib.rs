@@ -119,6 +119,7 @@ impl Proxy {
 
     /// Starts any command with piped stdin/stdout (used for the direct, proxy-less baseline).
     pub fn spawn(mut cmd: Command) -> Proxy {
+        isolate(&mut cmd);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -313,6 +314,22 @@ impl Default for ClientOpts<'_> {
     }
 }
 
+/// This test's own state directory for the proxies it starts: a proxy keeps events its agent
+/// did not take in `$XDG_STATE_HOME/thoth/pending` and the next proxy sends them, so tests
+/// running side by side must not share the runner's home.
+pub fn state_home() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("a temp dir"))
+        .path()
+}
+
+fn isolate(cmd: &mut Command) {
+    let set = |k: &str| cmd.get_envs().any(|(name, _)| name == k);
+    if !set("HOME") && !set("XDG_STATE_HOME") {
+        cmd.env("XDG_STATE_HOME", state_home());
+    }
+}
+
 /// Runs the official Python MCP client against `thoth run THOTH_ARGS -- SERVER…`.
 pub fn mcp_client(
     opts: ClientOpts<'_>,
@@ -336,7 +353,10 @@ pub fn mcp_client_exec(
     args: &[String],
     env: &[(String, String)],
 ) -> ClientRun {
-    let out = Command::new(python())
+    let mut cmd = Command::new(python());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    isolate(&mut cmd);
+    let out = cmd
         .arg(py_script("mcp_client.py"))
         .args([
             "--lifecycle",
@@ -351,7 +371,6 @@ pub fn mcp_client_exec(
         .arg("--")
         .arg(command)
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .expect("run the Python MCP client");

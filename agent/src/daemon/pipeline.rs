@@ -305,11 +305,22 @@ pub async fn upload(
     let mut acked = lock(&spool.stats).acked;
     let mut sent = acked;
     let mut durable = spool.durable.clone();
+    let mut empty_reads = 0u32;
     loop {
         let have = *durable.borrow_and_update();
         if have > sent && sent - acked < IN_FLIGHT {
             let events = spool.read(sent, BATCH).await.map_err(|e| e.to_string())?;
+            if let Some((first, _)) = events.first()
+                && *first != sent + 1
+            {
+                tracing::warn!(
+                    expected = sent + 1,
+                    got = first,
+                    "the spool skipped records (corrupt); the controller will report the gap"
+                );
+            }
             if let Some((last_seq, last)) = events.last() {
+                empty_reads = 0;
                 let hash = serde_json::from_slice::<Value>(last)
                     .ok()
                     .and_then(|v| v.get("hash").and_then(Value::as_str).map(str::to_owned))
@@ -331,7 +342,19 @@ pub async fn upload(
                     .map_err(|_| "the upload stream closed".to_owned())?;
                 continue;
             }
-            // Everything durable was skipped (corrupt records): move on.
+            // Nothing readable although durable: corrupt records (reported at recovery). Make
+            // sure before moving on, so that a transient empty read can never skip events.
+            empty_reads += 1;
+            if empty_reads < 3 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+            tracing::warn!(
+                from = sent + 1,
+                to = have,
+                "unreadable spool records skipped"
+            );
+            empty_reads = 0;
             sent = have;
             continue;
         }
