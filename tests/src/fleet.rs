@@ -41,6 +41,18 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A `[[sinks]]` entry for a JSON lines SIEM file under `dir`, and the file.
+pub fn jsonl_sink(dir: &Path) -> (String, PathBuf) {
+    let file = dir.join("siem/events.jsonl");
+    (
+        format!(
+            "[[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{}\"\n",
+            file.display()
+        ),
+        file,
+    )
+}
+
 /// A controller process.
 pub struct Controller {
     /// Its data directory.

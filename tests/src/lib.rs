@@ -54,6 +54,40 @@ pub fn node_server(name: &str) -> PathBuf {
     p
 }
 
+/// The npm filesystem MCP server serving `dir`, as a command line.
+pub fn fs_server(dir: &Path) -> Vec<String> {
+    vec![
+        node_server("mcp-server-filesystem").display().to_string(),
+        dir.display().to_string(),
+    ]
+}
+
+/// Borrowed views of owned strings (for argument lists).
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The JSON objects of a JSON lines file (missing file: none; lines that are not JSON skipped).
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits until `cond` holds, at most `secs` seconds.
+pub fn wait_secs(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The Python with the official MCP SDK.
 pub fn python() -> PathBuf {
     let p = repo_root().join(".venv/bin/python");

@@ -7,17 +7,6 @@ use serde_json::{Value, json};
 use thoth_e2e::fleet::{Agent, Controller};
 use thoth_e2e::*;
 
-fn fs_server(dir: &Path) -> Vec<String> {
-    vec![
-        node_server("mcp-server-filesystem").display().to_string(),
-        dir.display().to_string(),
-    ]
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 /// Reads a.txt then writes b.txt through a proxy fed by `agent`; returns (read blocked, write blocked).
 fn read_and_write(agent: &Agent, work: &Path, extra: &[&str]) -> (bool, bool, String) {
     let mut args: Vec<String> = vec!["--server".into(), "files".into()];

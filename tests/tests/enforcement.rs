@@ -4,17 +4,6 @@
 use serde_json::json;
 use thoth_e2e::*;
 
-fn fs_server(dir: &std::path::Path) -> Vec<String> {
-    vec![
-        node_server("mcp-server-filesystem").display().to_string(),
-        dir.display().to_string(),
-    ]
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 #[test]
 fn block_mode_allows_reads_and_blocks_writes_before_they_reach_the_server() {
     let dir = tempfile::tempdir().unwrap();

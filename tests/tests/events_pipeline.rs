@@ -5,38 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use thoth_e2e::fleet::{Agent, Controller, emit_events};
+use thoth_e2e::fleet::{Agent, Controller, emit_events, jsonl_sink};
 use thoth_e2e::*;
-
-fn fs_server(dir: &Path) -> Vec<String> {
-    vec![
-        node_server("mcp-server-filesystem").display().to_string(),
-        dir.display().to_string(),
-    ]
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn wait(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A real rsyslogd on a free loopback port, writing APP|MSGID|SD|MSG lines to a file.
 fn start_rsyslog(dir: &Path) -> (std::process::Child, u16, std::path::PathBuf) {
@@ -63,21 +33,10 @@ fn start_rsyslog(dir: &Path) -> (std::process::Child, u16, std::path::PathBuf) {
         .arg(dir.join("rsyslog.pid"))
         .spawn()
         .unwrap();
-    wait("rsyslog listening", 20, || {
+    wait_secs("rsyslog listening", 20, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     (rs, port, out)
-}
-
-fn sink_config(dir: &Path) -> (String, std::path::PathBuf) {
-    let file = dir.join("siem/events.jsonl");
-    (
-        format!(
-            "[[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{}\"\n",
-            file.display()
-        ),
-        file,
-    )
 }
 
 #[test]
@@ -86,7 +45,7 @@ fn a_governed_call_reaches_the_controller_and_the_jsonl_sink_with_a_verified_cha
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     write_file(&work, "a.txt", "hello");
-    let (sinks, file) = sink_config(dir.path());
+    let (sinks, file) = jsonl_sink(dir.path());
     let (mut rs, port, syslog_out) = start_rsyslog(dir.path());
     let sinks = format!(
         "{sinks}\n[[sinks]]\nname = \"rsyslog\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n"
@@ -108,8 +67,8 @@ fn a_governed_call_reaches_the_controller_and_the_jsonl_sink_with_a_verified_cha
     );
     assert_eq!(run.calls()[1]["isError"], true);
     // PRE and POST of both calls arrive in the SIEM file with DESIGN's fields.
-    wait("four tool events in the sink", 30, || {
-        jsonl(&file)
+    wait_secs("four tool events in the sink", 30, || {
+        read_jsonl(&file)
             .iter()
             .filter(|e| {
                 e["eventType"]
@@ -119,7 +78,7 @@ fn a_governed_call_reaches_the_controller_and_the_jsonl_sink_with_a_verified_cha
             .count()
             >= 4
     });
-    let events = jsonl(&file);
+    let events = read_jsonl(&file);
     let pre = events
         .iter()
         .find(|e| e["eventType"] == "TOOL_CALL_PRE" && e["toolName"] == "read_text_file")
@@ -180,7 +139,7 @@ fn a_governed_call_reaches_the_controller_and_the_jsonl_sink_with_a_verified_cha
         "{table}"
     );
     // And rsyslog has the denied call, with its structured data.
-    wait("rsyslog got the denied call", 30, || {
+    wait_secs("rsyslog got the denied call", 30, || {
         std::fs::read_to_string(&syslog_out)
             .unwrap_or_default()
             .lines()
@@ -193,7 +152,7 @@ fn a_governed_call_reaches_the_controller_and_the_jsonl_sink_with_a_verified_cha
 #[test]
 fn sigkill_while_events_are_in_flight_loses_nothing_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (sinks, _file) = sink_config(dir.path());
+    let (sinks, _file) = jsonl_sink(dir.path());
     let controller = Controller::start(dir.path(), &sinks);
     let mut agent = Agent::start(dir.path(), &controller);
     agent.wait_status("connected", |s| s["connected"] == true);
@@ -233,7 +192,7 @@ fn sigkill_while_events_are_in_flight_loses_nothing_and_duplicates_nothing() {
 #[test]
 fn a_controller_outage_grows_the_spool_and_everything_is_delivered_after() {
     let dir = tempfile::tempdir().unwrap();
-    let (sinks, file) = sink_config(dir.path());
+    let (sinks, file) = jsonl_sink(dir.path());
     let mut controller = Controller::start(dir.path(), &sinks);
     let agent = Agent::start(dir.path(), &controller);
     agent.wait_status("connected", |s| s["connected"] == true);
@@ -247,8 +206,8 @@ fn a_controller_outage_grows_the_spool_and_everything_is_delivered_after() {
         "{st}"
     );
     controller.restart();
-    wait("all 3000 in the sink", 60, || {
-        jsonl(&file)
+    wait_secs("all 3000 in the sink", 60, || {
+        read_jsonl(&file)
             .iter()
             .filter(|e| e["sessionId"] == "outage")
             .count()
@@ -262,7 +221,7 @@ fn a_controller_outage_grows_the_spool_and_everything_is_delivered_after() {
 #[test]
 fn a_tiny_spool_counts_and_reports_overflow_and_a_flipped_byte_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let (sinks, file) = sink_config(dir.path());
+    let (sinks, file) = jsonl_sink(dir.path());
     let controller = Controller::start(dir.path(), &sinks);
     let mut agent = Agent::start(dir.path(), &controller);
     agent.wait_status("connected", |s| s["connected"] == true);
@@ -314,13 +273,13 @@ fn a_tiny_spool_counts_and_reports_overflow_and_a_flipped_byte_is_reported() {
     let st = agent.wait_status("the spool drained", |s| {
         s["events"]["acked"] == s["events"]["seq"]
     });
-    wait("EVENTS_DROPPED in the sink", 30, || {
-        jsonl(&file)
+    wait_secs("EVENTS_DROPPED in the sink", 30, || {
+        read_jsonl(&file)
             .iter()
             .any(|e| e["eventType"] == "EVENTS_DROPPED")
     });
     let _ = st;
-    let drop_event = jsonl(&file)
+    let drop_event = read_jsonl(&file)
         .into_iter()
         .find(|e| e["eventType"] == "EVENTS_DROPPED")
         .unwrap();
@@ -362,7 +321,7 @@ fn splunk_hec_and_the_webhook_get_the_exact_format_auth_and_hmac() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
-    wait("both sinks delivered the 20 events", 30, || {
+    wait_secs("both sinks delivered the 20 events", 30, || {
         let r = requests();
         let hec: usize = r
             .iter()
@@ -425,7 +384,7 @@ fn rsyslog_receives_rfc5424_over_tcp_with_structured_data() {
     let agent = Agent::start(dir.path(), &controller);
     agent.wait_status("connected", |s| s["connected"] == true);
     emit_events(&agent.socket, 50, "syslog");
-    wait("rsyslog wrote the 50 events", 30, || {
+    wait_secs("rsyslog wrote the 50 events", 30, || {
         std::fs::read_to_string(&out)
             .unwrap_or_default()
             .lines()
@@ -483,7 +442,7 @@ fn content_cap_and_masked_keys_are_set_by_the_policy() {
         &args,
         &strs(&fs_server(dir.path())),
     );
-    let evs = jsonl(&events);
+    let evs = read_jsonl(&events);
     let pres: Vec<&Value> = evs
         .iter()
         .filter(|e| e["eventType"] == "TOOL_CALL_PRE")
@@ -518,7 +477,7 @@ fn syslog_over_tls_delivers_octet_counted_rfc5424() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     // The controller's own CA and server certificate serve as the syslog server's identity.
-    let (placeholder, _) = sink_config(dir.path());
+    let (placeholder, _) = jsonl_sink(dir.path());
     let mut controller = Controller::start(dir.path(), &placeholder);
     let capture = dir.path().join("tls-syslog.txt");
     let mut server = std::process::Command::new(python())
@@ -546,7 +505,7 @@ fn syslog_over_tls_delivers_octet_counted_rfc5424() {
     let agent = Agent::start(dir.path(), &controller);
     agent.wait_status("connected", |s| s["connected"] == true);
     emit_events(&agent.socket, 30, "tls");
-    wait("30 events over TLS", 30, || {
+    wait_secs("30 events over TLS", 30, || {
         std::fs::read_to_string(&capture)
             .unwrap_or_default()
             .lines()
@@ -571,7 +530,7 @@ fn syslog_over_tls_delivers_octet_counted_rfc5424() {
 #[test]
 fn a_dead_sink_blocks_neither_ingest_nor_other_sinks_and_tail_follows_live() {
     let dir = tempfile::tempdir().unwrap();
-    let (file_sink, file) = sink_config(dir.path());
+    let (file_sink, file) = jsonl_sink(dir.path());
     let sinks = format!(
         "{file_sink}\n[[sinks]]\nname = \"dead\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/nothing\"\nsecret = \"x\"\n"
     );
@@ -604,11 +563,11 @@ fn a_dead_sink_blocks_neither_ingest_nor_other_sinks_and_tail_follows_live() {
     });
     std::thread::sleep(Duration::from_millis(700));
     emit_events(&agent.socket, 200, "live");
-    wait(
+    wait_secs(
         "the file sink got all 200 despite the dead webhook",
         30,
         || {
-            jsonl(&file)
+            read_jsonl(&file)
                 .iter()
                 .filter(|e| e["sessionId"] == "live")
                 .count()
@@ -630,108 +589,4 @@ fn a_dead_sink_blocks_neither_ingest_nor_other_sinks_and_tail_follows_live() {
     });
     let _ = tail.kill();
     let _ = tail.wait();
-}
-
-#[test]
-fn calls_made_while_the_agent_is_down_reach_the_controller_once_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    write_file(&work, "a.txt", "hello");
-    let home = dir.path().join("home-ann");
-    std::fs::create_dir_all(&home).unwrap();
-    let (sinks, file) = sink_config(dir.path());
-    let controller = Controller::start(dir.path(), &sinks);
-    let mut agent = Agent::start(dir.path(), &controller);
-    let v = controller.push(&example_policy("read-only-files-strict.yaml"));
-    agent.wait_status("policy", |s| Agent::version(s) == Some(v));
-    let mut args: Vec<String> = vec!["run".into(), "--server".into(), "files".into()];
-    args.extend(agent.proxy_args());
-    args.push("--".into());
-    args.extend(fs_server(&work));
-    let env = [("HOME".to_owned(), home.display().to_string())];
-    let thoth = thoth().display().to_string();
-    // The agent is down (restarting, being upgraded): the proxy enforces the last-known-good
-    // policy, and keeps the events it could not deliver in the user's pending directory.
-    agent.stop();
-    let run = mcp_client_exec(
-        ClientOpts::default(),
-        json!([
-            {"op": "call", "tool": "read_text_file", "args": {"path": work.join("a.txt"), "tag": "while-down-1"}},
-            {"op": "call", "tool": "write_file", "args": {"path": work.join("b.txt"), "content": "x"}},
-        ]),
-        &thoth,
-        &args,
-        &env,
-    );
-    assert_eq!(run.calls()[0]["isError"], false, "{:?}", run.calls());
-    assert_eq!(run.calls()[1]["isError"], true, "{:?}", run.calls());
-    let pending = home.join(".local/state/thoth/pending");
-    let files: Vec<_> = std::fs::read_dir(&pending)
-        .map(|r| r.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    assert_eq!(
-        files.len(),
-        1,
-        "one pending file: {files:?}\n{}",
-        run.stderr
-    );
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let kept = std::fs::read_to_string(&files[0]).unwrap();
-    assert!(kept.contains("while-down-1"), "{kept}");
-    let first = kept.lines().count();
-    // Another session while the agent is still down takes the file over: its events are kept
-    // once, with the earlier ones, never copied again.
-    let run = mcp_client_exec(
-        ClientOpts::default(),
-        json!([{"op": "call", "tool": "read_text_file", "args": {"path": work.join("a.txt"), "tag": "while-down-2"}}]),
-        &thoth,
-        &args,
-        &env,
-    );
-    assert_eq!(run.calls()[0]["isError"], false);
-    let files: Vec<_> = std::fs::read_dir(&pending)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    let kept = std::fs::read_to_string(&files[0]).unwrap();
-    assert_eq!(kept.lines().count(), first + 2, "{kept}");
-    assert!(kept.contains("while-down-1") && kept.contains("while-down-2"));
-    // The agent is back; the next proxy sends them first, and the files go.
-    agent.boot();
-    let run = mcp_client_exec(
-        ClientOpts::default(),
-        json!([{"op": "call", "tool": "read_text_file", "args": {"path": work.join("a.txt"), "tag": "after"}}]),
-        &thoth,
-        &args,
-        &env,
-    );
-    assert_eq!(run.calls()[0]["isError"], false);
-    wait("all three calls in the sink", 30, || {
-        let events = jsonl(&file);
-        let pre = |tool: &str| {
-            events
-                .iter()
-                .filter(|e| e["eventType"] == "TOOL_CALL_PRE" && e["toolName"] == tool)
-                .count()
-        };
-        pre("read_text_file") == 3 && pre("write_file") == 1
-    });
-    wait("the pending file removed", 10, || {
-        std::fs::read_dir(&pending).map_or(true, |mut r| r.next().is_none())
-    });
-    // Exactly once each, on one verified chain.
-    let events = jsonl(&file);
-    let ids: std::collections::HashSet<&str> = events
-        .iter()
-        .map(|e| e["eventId"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids.len(), events.len(), "no duplicates");
-    let (code, out, err) = thoth_cmd(&["events", "verify", file.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}{err}");
 }

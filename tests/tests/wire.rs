@@ -17,10 +17,6 @@ fn recorder(dir: &std::path::Path, exit: i32) -> (Vec<String>, std::path::PathBu
     (cmd, record)
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 fn allow_all(dir: &std::path::Path) -> String {
     write_file(dir, "allow.yaml", "defaults:\n  unknown_servers: allow\n")
         .display()
