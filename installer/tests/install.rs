@@ -204,15 +204,16 @@ fn uninstall_restores_every_users_config_byte_for_byte_and_removes_the_files() {
         original,
         "the config is not restored"
     );
-    for rel in [
-        "usr/local/bin/thoth",
-        "usr/local/bin/thoth-agent",
-        "etc/thoth",
-        "var/lib/thoth",
-        "etc/systemd/system/thoth-agent.service",
-    ] {
-        assert!(!prefix.join(rel).exists(), "{rel} left behind");
-    }
+    assert_absent(
+        &prefix,
+        &[
+            "usr/local/bin/thoth",
+            "usr/local/bin/thoth-agent",
+            "etc/thoth",
+            "var/lib/thoth",
+            "etc/systemd/system/thoth-agent.service",
+        ],
+    );
     let st = run(
         &["status", "--json", "--prefix", prefix.to_str().unwrap()],
         &[],
@@ -519,15 +520,16 @@ fn a_manifest_that_cannot_be_written_rolls_the_whole_install_back() {
     let out = install(&prefix, "acme", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("put back"), "{}", text(&out));
-    for rel in [
-        "usr/local/bin/thoth",
-        "usr/local/bin/thoth-agent",
-        "etc/thoth/agent.toml",
-        "etc/thoth/enrollment-token",
-        "etc/systemd/system/thoth-agent.service",
-    ] {
-        assert!(!prefix.join(rel).exists(), "{rel} left behind");
-    }
+    assert_absent(
+        &prefix,
+        &[
+            "usr/local/bin/thoth",
+            "usr/local/bin/thoth-agent",
+            "etc/thoth/agent.toml",
+            "etc/thoth/enrollment-token",
+            "etc/systemd/system/thoth-agent.service",
+        ],
+    );
     let st = run(
         &["status", "--json", "--prefix", prefix.to_str().unwrap()],
         &[],

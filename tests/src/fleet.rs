@@ -306,22 +306,9 @@ impl Agent {
         self.child = Some(child);
     }
 
-    /// Starts the process.
+    /// Starts the process and waits until it answers on its socket.
     pub fn boot(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(bin("thoth-agent"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("THOTH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.spawn_only();
         super::wait_for("the agent socket", || self.status().is_some());
     }
 

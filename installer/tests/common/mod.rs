@@ -102,3 +102,10 @@ pub fn write_managed_prefs(root: &Path, settings: &plist::Dictionary) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     plist::to_file_binary(&p, &plist::Value::Dictionary(settings.clone())).unwrap();
 }
+
+/// Asserts that none of `rels` exists under `root`.
+pub fn assert_absent(root: &Path, rels: &[&str]) {
+    for rel in rels {
+        assert!(!root.join(rel).exists(), "{rel} left behind");
+    }
+}
