@@ -181,6 +181,56 @@ fn peer_public_key<T>(req: &Request<T>) -> Option<Vec<u8>> {
     Some(cert.public_key().subject_public_key.data.to_vec())
 }
 
+fn peer_cert_der<T>(req: &Request<T>) -> Option<Vec<u8>> {
+    Some(req.peer_certs()?.first()?.to_vec())
+}
+
+/// After a batch that stores new events, the signed head it came with (verified by
+/// [`check_batch`]) is stored too, as a `CHAIN_HEAD` controller record carrying the signature and
+/// the agent's certificate, in the same commit and after the batch's events: sinks export it like
+/// any event, and `thoth events verify` / `thothctl events verify` check the chain against it
+/// with nothing but the CA (the chain alone is unkeyed: it can be re-hashed after an edit).
+fn push_chain_head(
+    records: &mut Vec<StoredEventRecord>,
+    tenant: &str,
+    agent_id: &str,
+    head: Option<&pb::ChainHead>,
+    cert_der: &[u8],
+) {
+    let Some(head) = head else { return };
+    if !records
+        .iter()
+        .any(|r| r.agent_id == agent_id && r.seq > 0 && r.event_type != "CHAIN_ALERT")
+    {
+        return;
+    }
+    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let signed = thoth_proto::evidence::SignedHead {
+        tenant_id: tenant.to_owned(),
+        agent_id: agent_id.to_owned(),
+        seq: head.seq,
+        hash: head.hash.clone(),
+        signature: head.signature.clone(),
+        certificate: cert_der.to_vec(),
+        timestamp: now.clone(),
+    };
+    records.push(StoredEventRecord {
+        event_id: event_id.clone(),
+        tenant: tenant.to_owned(),
+        agent_id: agent_id.to_owned(),
+        seq: 0,
+        event_type: thoth_proto::evidence::CHAIN_HEAD.into(),
+        timestamp: now,
+        chain_ok: true,
+        json: String::from_utf8(thoth_proto::canonical::to_canonical(
+            &signed.to_record(&event_id),
+        ))
+        .expect("canonical JSON is UTF-8"),
+        ..StoredEventRecord::default()
+    });
+}
+
 #[tonic::async_trait]
 impl event_upload_server::EventUpload for UploadService {
     type UploadStream = AckStream;
@@ -193,6 +243,8 @@ impl event_upload_server::EventUpload for UploadService {
         let agent = crate::grpc::agent_caller_pub(&ctl, &req).await?;
         let public_key = peer_public_key(&req)
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let cert_der =
+            peer_cert_der(&req).ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let mut input = req.into_inner();
         // The loop reads batches in order and answers each after its commit.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::EventAck, Status>>(16);
@@ -207,7 +259,15 @@ impl event_upload_server::EventUpload for UploadService {
                         return;
                     }
                 };
-                let result = ingest(&ctl, &agent.tenant, &agent.agent_id, batch, &public_key).await;
+                let result = ingest(
+                    &ctl,
+                    &agent.tenant,
+                    &agent.agent_id,
+                    batch,
+                    &public_key,
+                    &cert_der,
+                )
+                .await;
                 let failed = result.is_err();
                 if tx.send(result).await.is_err() || failed {
                     return;
@@ -226,15 +286,17 @@ async fn ingest(
     agent_id: &str,
     batch: pb::EventBatch,
     key: &[u8],
+    cert_der: &[u8],
 ) -> Result<pb::EventAck, Status> {
     let id = agent_id.to_owned();
     let state = ctl
         .db(move |s| s.chain_state(&id))
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
+    let head = batch.head.clone();
     // Parsing and hashing a batch is CPU work: off the async workers.
     let (t, a, b, k) = (tenant.to_owned(), agent_id.to_owned(), batch, key.to_vec());
-    let (records, new_state, acked) =
+    let (mut records, new_state, acked) =
         tokio::task::spawn_blocking(move || check_batch(&t, &a, state, &b, &k))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
@@ -243,6 +305,7 @@ async fn ingest(
         .filter(|r| r.event_type == "CHAIN_ALERT")
         .count() as u64;
     let n = records.len() as u64 - alerts;
+    push_chain_head(&mut records, tenant, agent_id, head.as_ref(), cert_der);
     let id = agent_id.to_owned();
     ctl.db(move |s| s.commit_events(&id, &records, new_state))
         .await

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::canonical::to_canonical;
 use crate::event::Event;
+use crate::evidence::{CHAIN_HEAD, SignedHead, TrustAnchors};
 
 /// `prevHash` of the first event of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -185,18 +186,68 @@ pub struct ChainBreak {
 /// What a successful verification saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainReport {
-    /// Events verified.
+    /// Chain events verified (controller records not counted).
     pub events: u64,
-    /// Last sequence number per chain (`agentId`).
+    /// Last sequence number per chain (`agentId`), in its latest epoch.
     pub chains: BTreeMap<String, u64>,
+    /// Per chain, the last sequence number a verified signed head covers (latest epoch).
+    pub signed: BTreeMap<String, u64>,
+    /// Events no verified signed head covers (after a chain's last head, or in a chain with none).
+    pub unsigned: u64,
+    /// Signed heads (`CHAIN_HEAD` records) verified.
+    pub heads: u64,
+    /// Whether the heads' certificates were checked against a CA.
+    pub ca_checked: bool,
+    /// Chains that started again at seq 1 (agent, line): a spool lost or restored, alerted by the
+    /// controller. The events before and after are each verified.
+    pub restarts: Vec<(String, usize)>,
+    /// `CHAIN_ALERT` records of the controller (line, detail): breaks it saw at ingest.
+    pub alerts: Vec<(usize, String)>,
+    /// Other controller records (not on any agent chain).
+    pub controller_records: u64,
+}
+
+/// The overall result of a verification that found no break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every event is covered by a signed head whose certificate chains to the given CA.
+    Ok,
+    /// Every event is covered by a signed head, but no CA was given: the certificates are not
+    /// known to be the fleet's.
+    SignedUnanchored,
+    /// Some events are not covered by any signed head: they are hash-linked only (unkeyed), so
+    /// anyone who can write the file could have rewritten them.
+    Unsigned,
+}
+
+impl ChainReport {
+    /// The verdict.
+    pub fn verdict(&self) -> Verdict {
+        if self.unsigned > 0 {
+            Verdict::Unsigned
+        } else if !self.ca_checked && self.events > 0 {
+            Verdict::SignedUnanchored
+        } else {
+            Verdict::Ok
+        }
+    }
 }
 
 /// Verifies every chain in a file of event lines (one chain per `agentId`; chains may be
 /// interleaved, as when several proxies append to one file). Each chain must start at `seq` 1
-/// with the genesis `prevHash` and continue without gaps.
-pub fn verify_lines<R: BufRead>(mut reader: R) -> Result<ChainReport, ChainBreak> {
-    let mut report = ChainReport::default();
-    let mut heads: BTreeMap<String, (u64, String)> = BTreeMap::new();
+/// with the genesis `prevHash` and continue without gaps. Signed heads are checked without a CA
+/// (see [`verify_evidence`]).
+pub fn verify_lines<R: BufRead>(reader: R) -> Result<ChainReport, ChainBreak> {
+    verify_evidence(reader, None)
+}
+
+/// Like [`verify_lines`], and every `CHAIN_HEAD` record must match its chain, its signature
+/// must verify with its certificate, which must name the agent and, with `ca`, chain to it.
+pub fn verify_evidence<R: BufRead>(
+    mut reader: R,
+    ca: Option<&TrustAnchors>,
+) -> Result<ChainReport, ChainBreak> {
+    let mut v = Verifier::new(ca);
     let mut buf = Vec::new();
     let mut line_no = 0usize;
     loop {
@@ -213,20 +264,57 @@ pub fn verify_lines<R: BufRead>(mut reader: R) -> Result<ChainReport, ChainBreak
             break;
         }
         line_no += 1;
-        let brk = |reason: String| ChainBreak {
-            line: line_no,
-            reason,
-        };
         if buf.last() != Some(&b'\n') {
-            return Err(brk(if buf.len() > MAX_LINE_BYTES {
-                format!("line is longer than {MAX_LINE_BYTES} bytes")
-            } else {
-                "last line is incomplete (no newline): the file was cut or is still being written"
-                    .into()
-            }));
+            return Err(ChainBreak {
+                line: line_no,
+                reason: if buf.len() > MAX_LINE_BYTES {
+                    format!("line is longer than {MAX_LINE_BYTES} bytes")
+                } else {
+                    "last line is incomplete (no newline): the file was cut or is still being \
+                     written"
+                        .into()
+                },
+            });
         }
         buf.pop();
-        let mut value: Value = serde_json::from_slice(&buf).map_err(|e| {
+        v.push(line_no, &buf)?;
+    }
+    Ok(v.finish())
+}
+
+/// One agent chain in the current epoch.
+#[derive(Default)]
+struct AgentChain {
+    /// Hash of the event at seq i+1 (raw SHA-256).
+    hashes: Vec<[u8; 32]>,
+    /// Last seq a verified head covers.
+    signed: u64,
+}
+
+/// Verifies records one at a time (lines of a file, or rows of a store, in commit order).
+pub struct Verifier<'a> {
+    ca: Option<&'a TrustAnchors>,
+    chains: BTreeMap<String, AgentChain>,
+    report: ChainReport,
+}
+
+impl<'a> Verifier<'a> {
+    /// A verifier; with `ca`, signed heads' certificates must chain to it.
+    pub fn new(ca: Option<&'a TrustAnchors>) -> Self {
+        Verifier {
+            ca,
+            chains: BTreeMap::new(),
+            report: ChainReport {
+                ca_checked: ca.is_some(),
+                ..ChainReport::default()
+            },
+        }
+    }
+
+    /// Checks one record (without its newline); `line` is its 1-based position, for reports.
+    pub fn push(&mut self, line: usize, bytes: &[u8]) -> Result<(), ChainBreak> {
+        let brk = |reason: String| ChainBreak { line, reason };
+        let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
             brk(if e.is_eof() {
                 "the line is cut short: a writer stopped mid-line (crash, full disk) or the \
                      line was truncated"
@@ -235,14 +323,21 @@ pub fn verify_lines<R: BufRead>(mut reader: R) -> Result<ChainReport, ChainBreak
                 format!("not a JSON event ({e}): the line was altered")
             })
         })?;
-        if to_canonical(&value) != buf {
+        let obj = value
+            .as_object_mut()
+            .ok_or_else(|| brk("not a JSON object".into()))?;
+        // A controller record (a CHAIN_ALERT, a CHAIN_HEAD) is on no agent chain: it has no hash.
+        if !obj.contains_key("hash")
+            && obj.get("sourceType").and_then(Value::as_str) == Some("controller")
+        {
+            return self.controller_record(line, &value);
+        }
+        if to_canonical(&value) != bytes {
             return Err(brk(
                 "the line is not in canonical form: it was altered".into()
             ));
         }
-        let obj = value
-            .as_object_mut()
-            .ok_or_else(|| brk("not a JSON object".into()))?;
+        let obj = value.as_object_mut().expect("checked above");
         let field = |obj: &serde_json::Map<String, Value>, k: &str| -> Result<String, ChainBreak> {
             obj.get(k)
                 .and_then(Value::as_str)
@@ -256,22 +351,31 @@ pub fn verify_lines<R: BufRead>(mut reader: R) -> Result<ChainReport, ChainBreak
             .get("seq")
             .and_then(Value::as_u64)
             .ok_or_else(|| brk("field \"seq\" is missing or not a number".into()))?;
-        let (want_seq, want_prev) = match heads.get(&agent) {
-            Some((s, h)) => (s + 1, h.as_str()),
-            None => (1, GENESIS),
+        let (last, want_prev) = match self.chains.get(&agent) {
+            Some(c) if !c.hashes.is_empty() => (
+                c.hashes.len() as u64,
+                hex::encode(c.hashes[c.hashes.len() - 1]),
+            ),
+            _ => (0, GENESIS.to_owned()),
         };
-        if seq != want_seq {
-            return Err(brk(format!(
-                "chain of agent \"{agent}\" jumps from seq {} to {seq}: events are missing or \
-                 out of order",
-                want_seq - 1
-            )));
-        }
-        if prev != want_prev {
-            return Err(brk(format!(
-                "prevHash of seq {seq} (agent \"{agent}\") does not match the previous event's \
-                 hash: an earlier event was altered or removed"
-            )));
+        if seq == 1 && prev == GENESIS && last > 0 {
+            // The agent's chain started again (its spool was lost): a new epoch.
+            let old = self.chains.remove(&agent).unwrap_or_default();
+            self.report.unsigned += old.hashes.len() as u64 - old.signed;
+            self.report.restarts.push((agent.clone(), line));
+        } else {
+            if seq != last + 1 {
+                return Err(brk(format!(
+                    "chain of agent \"{agent}\" jumps from seq {last} to {seq}: events are \
+                     missing or out of order"
+                )));
+            }
+            if prev != want_prev {
+                return Err(brk(format!(
+                    "prevHash of seq {seq} (agent \"{agent}\") does not match the previous \
+                     event's hash: an earlier event was altered or removed"
+                )));
+            }
         }
         obj.remove("hash");
         let computed = hash_of(&prev, &value).ok_or_else(|| brk("prevHash is not hex".into()))?;
@@ -281,11 +385,72 @@ pub fn verify_lines<R: BufRead>(mut reader: R) -> Result<ChainReport, ChainBreak
                  altered"
             )));
         }
-        heads.insert(agent.clone(), (seq, hash));
-        report.chains.insert(agent, seq);
-        report.events += 1;
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(&hash, &mut raw).map_err(|_| brk("hash is not hex".into()))?;
+        self.chains
+            .entry(agent.clone())
+            .or_default()
+            .hashes
+            .push(raw);
+        self.report.chains.insert(agent, seq);
+        self.report.events += 1;
+        Ok(())
     }
-    Ok(report)
+
+    fn controller_record(&mut self, line: usize, v: &Value) -> Result<(), ChainBreak> {
+        let brk = |reason: String| ChainBreak { line, reason };
+        match v.get("eventType").and_then(Value::as_str) {
+            Some(CHAIN_HEAD) => {
+                let head = SignedHead::from_record(v).map_err(brk)?;
+                let who = format!(
+                    "signed head of agent \"{}\" at seq {}",
+                    head.agent_id, head.seq
+                );
+                let chain = self.chains.get_mut(&head.agent_id);
+                let len = chain.as_ref().map_or(0, |c| c.hashes.len() as u64);
+                if head.seq == 0 || head.seq > len {
+                    return Err(brk(format!(
+                        "{who}: the chain before it reaches only seq {len}: signed events were \
+                         removed"
+                    )));
+                }
+                let chain = chain.expect("len > 0");
+                if hex::encode(chain.hashes[head.seq as usize - 1]) != head.hash {
+                    return Err(brk(format!(
+                        "{who}: the agent signed hash {} but the chain has {} there: the events \
+                         were altered (and re-hashed)",
+                        head.hash,
+                        hex::encode(chain.hashes[head.seq as usize - 1])
+                    )));
+                }
+                head.check(self.ca)
+                    .map_err(|e| brk(format!("{who}: {e}")))?;
+                chain.signed = chain.signed.max(head.seq);
+                self.report
+                    .signed
+                    .insert(head.agent_id.clone(), chain.signed);
+                self.report.heads += 1;
+            }
+            Some("CHAIN_ALERT") => {
+                let detail = match v.get("detail") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(d) => d.to_string(),
+                    None => String::new(),
+                };
+                self.report.alerts.push((line, detail));
+            }
+            _ => self.report.controller_records += 1,
+        }
+        Ok(())
+    }
+
+    /// The report, once every record was pushed.
+    pub fn finish(mut self) -> ChainReport {
+        for c in self.chains.values() {
+            self.report.unsigned += c.hashes.len() as u64 - c.signed;
+        }
+        self.report
+    }
 }
 
 #[cfg(test)]

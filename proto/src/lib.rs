@@ -6,8 +6,9 @@ pub mod canonical;
 pub mod chain;
 pub mod content;
 pub mod event;
+pub mod evidence;
 
-pub use chain::{Chain, ChainBreak, ChainReport, verify_lines};
+pub use chain::{Chain, ChainBreak, ChainReport, Verdict, Verifier, verify_evidence, verify_lines};
 pub use content::{ContentLimits, RenderedContent, render_content};
 pub use event::{Event, EventDecision, EventType, Identity};
 
