@@ -1,11 +1,12 @@
 //! The evaluator: a pure function of (policy, server, session state, call, time) → decision.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::document::{Constraint, Enforcement, Policy, SeqAction, ServerRule, UnknownServers};
+use crate::pattern::{PathGlob, normalize_path};
 use crate::session::SessionState;
 
 /// What happens to a call.
@@ -171,13 +172,49 @@ fn strip_npm_version(tok: &str) -> Option<&str> {
     (at > 0).then(|| &tok[..at])
 }
 
-/// Decides one call. Pure: the same arguments always give the same decision.
+/// How a path argument is resolved before `path_glob` constraints match it. The policy does no
+/// IO: the caller that can see the file system (the proxy) resolves, the evaluator matches.
+pub trait PathResolver {
+    /// Every path `path` may designate when the server uses it (with symlinks followed), each
+    /// absolute or, for a relative `path` that stays in the server's directory, relative to it;
+    /// `Err` says why it cannot be resolved (the constraint then refuses the call).
+    fn resolve(&self, path: &str) -> Result<Vec<String>, String>;
+}
+
+/// Lexical resolution only (`.`, `..` and repeated separators folded; no file system): what a
+/// policy means where there is no file system to look at (`thoth policy explain`, simulation).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lexical;
+
+impl PathResolver for Lexical {
+    fn resolve(&self, path: &str) -> Result<Vec<String>, String> {
+        normalize_path(path)
+            .map(|p| vec![p])
+            .ok_or_else(|| "it climbs above its root or holds a NUL byte".into())
+    }
+}
+
+/// Decides one call, path arguments resolved lexically ([`Lexical`]). Pure: the same arguments
+/// always give the same decision. `now` is a monotonic instant: sequence windows are measured on
+/// it, so a wall clock set back or forward cannot open or close them.
 pub fn evaluate(
     policy: &Policy,
     server: &ServerView,
     session: &SessionState,
     call: &ToolCall<'_>,
-    now: SystemTime,
+    now: Instant,
+) -> Decision {
+    evaluate_with(policy, server, session, call, now, &Lexical)
+}
+
+/// Decides one call, path arguments resolved by `paths` (the proxy follows symlinks).
+pub fn evaluate_with(
+    policy: &Policy,
+    server: &ServerView,
+    session: &SessionState,
+    call: &ToolCall<'_>,
+    now: Instant,
+    paths: &dyn PathResolver,
 ) -> Decision {
     let Some((index, rule)) = server
         .entry
@@ -192,7 +229,7 @@ pub fn evaluate(
     let at = |part: String| format!("servers[{index}].{part}");
     let tool = call.tool;
 
-    let mut verdict = scope_verdict(rule, call, &at);
+    let mut verdict = scope_verdict(rule, call, paths, &at);
     if verdict.out_of_scope {
         verdict = escalate(policy, rule, mode, session, verdict, &server.name);
     }
@@ -231,6 +268,7 @@ fn unknown_server(treatment: UnknownServers, name: &str) -> Decision {
 fn scope_verdict(
     rule: &ServerRule,
     call: &ToolCall<'_>,
+    paths: &dyn PathResolver,
     at: &dyn Fn(String) -> String,
 ) -> Decision {
     let tool = call.tool;
@@ -253,7 +291,7 @@ fn scope_verdict(
         if !c.tool.is_match(tool) {
             continue;
         }
-        if let Err(why) = check_constraint(c, call.arguments) {
+        if let Err(why) = check_constraint(c, call.arguments, paths) {
             return decision(Action::Deny, at(format!("constraints[{i}]")), why, true);
         }
     }
@@ -343,7 +381,7 @@ fn sequence_verdict(
     rule: &ServerRule,
     session: &SessionState,
     tool: &str,
-    now: SystemTime,
+    now: Instant,
     at: &dyn Fn(String) -> String,
 ) -> Option<Decision> {
     let mut best: Option<Decision> = None;
@@ -355,7 +393,7 @@ fn sequence_verdict(
             continue;
         };
         if let Some(window) = seq.within_secs {
-            let age = now.duration_since(prev).unwrap_or(Duration::ZERO);
+            let age = now.saturating_duration_since(prev);
             if age > Duration::from_secs(window) {
                 continue;
             }
@@ -384,7 +422,7 @@ fn sequence_verdict(
 }
 
 /// Checks one constraint; `Err` says which argument broke it and how.
-fn check_constraint(c: &Constraint, args: &Value) -> Result<(), String> {
+fn check_constraint(c: &Constraint, args: &Value, paths: &dyn PathResolver) -> Result<(), String> {
     let mut value = Some(args);
     for key in c.arg.split('.') {
         value = value.and_then(|v| v.get(key));
@@ -404,12 +442,12 @@ fn check_constraint(c: &Constraint, args: &Value) -> Result<(), String> {
         v => vec![v],
     };
     for item in items {
-        check_value(c, item)?;
+        check_value(c, item, paths)?;
     }
     Ok(())
 }
 
-fn check_value(c: &Constraint, v: &Value) -> Result<(), String> {
+fn check_value(c: &Constraint, v: &Value, paths: &dyn PathResolver) -> Result<(), String> {
     let shown = shorten(v);
     if let Some(globs) = &c.path_glob {
         let Some(s) = v.as_str() else {
@@ -418,12 +456,28 @@ fn check_value(c: &Constraint, v: &Value) -> Result<(), String> {
                 c.arg
             ));
         };
-        if !globs.iter().any(|g| g.is_match(s)) {
-            let list: Vec<&str> = globs.iter().map(|g| g.as_str()).collect();
-            return Err(format!(
-                "argument \"{}\" = {shown} is outside the allowed paths {list:?}",
-                c.arg
-            ));
+        let list = || -> Vec<&str> { globs.iter().map(|g| g.as_str()).collect() };
+        let resolved = paths.resolve(s).map_err(|why| {
+            format!(
+                "argument \"{}\" = {shown} cannot be checked against the allowed paths {:?}: {why}",
+                c.arg,
+                list()
+            )
+        })?;
+        // Every place the path may designate must be allowed.
+        for r in &resolved {
+            if !globs.iter().any(|g| path_allowed(g, r, paths)) {
+                let via = if r != s {
+                    format!(" resolves to \"{r}\", which")
+                } else {
+                    String::new()
+                };
+                return Err(format!(
+                    "argument \"{}\" = {shown}{via} is outside the allowed paths {:?}",
+                    c.arg,
+                    list()
+                ));
+            }
         }
     }
     if let Some(re) = &c.regex {
@@ -446,6 +500,27 @@ fn check_value(c: &Constraint, v: &Value) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether the resolved path `r` is inside `g`. The glob names paths as the admin wrote them; when
+/// its fixed leading directory itself resolves elsewhere (`/tmp` → `/private/tmp` on macOS), a
+/// path under the resolved directory is matched as the same path under the written one.
+fn path_allowed(g: &PathGlob, r: &str, paths: &dyn PathResolver) -> bool {
+    if g.is_match(r) {
+        return true;
+    }
+    let Some(prefix) = g.literal_prefix() else {
+        return false;
+    };
+    let Ok(real) = paths.resolve(prefix) else {
+        return false;
+    };
+    real.iter().any(|real| {
+        real != prefix
+            && r.strip_prefix(real.as_str())
+                .filter(|rest| rest.starts_with('/'))
+                .is_some_and(|rest| g.is_match(&format!("{prefix}{rest}")))
+    })
 }
 
 /// A value as shown in a reason: JSON, cut to a readable length.

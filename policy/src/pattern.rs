@@ -131,6 +131,24 @@ impl PathGlob {
     }
 }
 
+impl PathGlob {
+    /// The leading directory of the pattern that holds no wildcard (`/srv/data` of
+    /// `/srv/data/**/*.txt`), lexically normalized; `None` when there is none (`/`, `*`, `./*`).
+    /// The last component is never part of it, so a literal pattern yields its directory.
+    pub fn literal_prefix(&self) -> Option<&str> {
+        let src = self.src.as_str();
+        if cfg!(windows) && src.contains('\\') {
+            return None;
+        }
+        let wild = src
+            .find(['*', '?', '[', ']', '{', '}', '\\'])
+            .unwrap_or(src.len());
+        let dir = &src[..src[..wild].rfind('/')?];
+        let keep = dir.trim_end_matches('/');
+        (!keep.is_empty() && keep != "." && is_normal(keep)).then_some(keep)
+    }
+}
+
 /// Whether `path` is already what [`normalize_path`] would return (the common case, checked
 /// without allocating).
 fn is_normal(path: &str) -> bool {
@@ -278,6 +296,17 @@ mod tests {
         assert!(one.is_match("/srv/a.txt"));
         assert!(!one.is_match("/srv/sub/a.txt"));
         assert_eq!(normalize_path("/a/../../b"), None);
+        assert_eq!(g.literal_prefix(), Some("/srv/data"));
+        assert_eq!(one.literal_prefix(), Some("/srv"));
+        assert_eq!(
+            PathGlob::new("/a/b.txt").unwrap().literal_prefix(),
+            Some("/a")
+        );
+        assert_eq!(PathGlob::new("/*").unwrap().literal_prefix(), None);
+        assert_eq!(
+            PathGlob::new("public/**").unwrap().literal_prefix(),
+            Some("public")
+        );
         assert_eq!(normalize_path("a/./b/"), Some("a/b".into()));
         assert_eq!(normalize_path("/x\0y"), None);
         // The allocation-free check agrees with normalization.

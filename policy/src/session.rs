@@ -1,6 +1,6 @@
 //! What the evaluator remembers about one session (one proxied MCP server connection).
 
-use std::time::SystemTime;
+use std::time::Instant;
 
 use crate::eval::Decision;
 use crate::pattern::ToolGlob;
@@ -12,9 +12,9 @@ pub const MAX_REMEMBERED_TOOLS: usize = 512;
 /// The state of one session, updated by the caller after each decision with [`SessionState::record`].
 #[derive(Debug, Clone, Default)]
 pub struct SessionState {
-    /// Distinct tools forwarded in this session, in first-call order, with the time of the last
-    /// call to each.
-    called: Vec<(String, SystemTime)>,
+    /// Distinct tools forwarded in this session, in first-call order, with the (monotonic) time
+    /// of the last call to each.
+    called: Vec<(String, Instant)>,
     overflowed: bool,
     out_of_scope: u32,
 }
@@ -38,7 +38,7 @@ impl SessionState {
     /// When a tool matching `glob` was last forwarded. Once more distinct tools were called than
     /// are remembered, the answer is conservatively "just now" for any glob, so a flood of calls
     /// cannot wash an earlier call out of a sequence rule's sight.
-    pub fn last_call_matching(&self, glob: &ToolGlob, now: SystemTime) -> Option<SystemTime> {
+    pub fn last_call_matching(&self, glob: &ToolGlob, now: Instant) -> Option<Instant> {
         let found = self
             .called
             .iter()
@@ -53,7 +53,7 @@ impl SessionState {
     }
 
     /// Records the outcome of a call: `forwarded` says whether it reached the server.
-    pub fn record(&mut self, tool: &str, decision: &Decision, forwarded: bool, now: SystemTime) {
+    pub fn record(&mut self, tool: &str, decision: &Decision, forwarded: bool, now: Instant) {
         if decision.out_of_scope {
             self.out_of_scope = self.out_of_scope.saturating_add(1);
         }

@@ -1,7 +1,7 @@
 //! Helpers shared by the policy tests.
 #![allow(dead_code)]
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use thoth_policy::{
@@ -17,7 +17,7 @@ pub struct Session<'p> {
     pub policy: &'p Policy,
     pub server: ServerView,
     pub state: SessionState,
-    pub now: SystemTime,
+    pub now: Instant,
 }
 
 impl<'p> Session<'p> {
@@ -27,7 +27,7 @@ impl<'p> Session<'p> {
             policy,
             server: policy.resolve(name, &argv),
             state: SessionState::new(),
-            now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            now: Instant::now(),
         }
     }
 

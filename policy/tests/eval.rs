@@ -342,3 +342,64 @@ fn evaluation_is_pure() {
     let b = thoth_policy::evaluate(&p, &s.server, &s.state, &call, s.now);
     assert_eq!(a, b);
 }
+
+/// A file system made of symlinks only, resolved the way the proxy's resolver does.
+struct Links(&'static [(&'static str, &'static str)]);
+
+impl thoth_policy::PathResolver for Links {
+    fn resolve(&self, path: &str) -> Result<Vec<String>, String> {
+        let mut out = path.to_owned();
+        for _ in 0..8 {
+            let Some((from, to)) = self
+                .0
+                .iter()
+                .find(|(from, _)| out == *from || out.starts_with(&format!("{from}/")))
+            else {
+                break;
+            };
+            out = format!("{to}{}", &out[from.len()..]);
+        }
+        Ok(vec![out])
+    }
+}
+
+#[test]
+fn path_constraints_match_the_resolved_path() {
+    let p = parse(
+        "servers:\n  - name: fs\n    approved_scope: [\"*\"]\n    constraints: [{tool: \"*\", arg: path, path_glob: [\"/tmp/pub/**\"]}]\n",
+    );
+    let server = p.resolve("fs", &[]);
+    let links = Links(&[
+        ("/tmp/pub/link.txt", "/tmp/notes.txt"),
+        ("/tmp/pub/dir", "/home/ann/private"),
+        ("/tmp", "/private/tmp"),
+    ]);
+    let decide = |path: &str| {
+        let args = json!({ "path": path });
+        thoth_policy::evaluate_with(
+            &p,
+            &server,
+            &thoth_policy::SessionState::new(),
+            &thoth_policy::ToolCall {
+                tool: "read_file",
+                arguments: &args,
+            },
+            std::time::Instant::now(),
+            &links,
+        )
+    };
+    // A symlinked file and a write through a symlinked directory land outside: refused, and the
+    // reason names where the path really goes.
+    let d = decide("/tmp/pub/link.txt");
+    assert_eq!(d.action, Action::Deny);
+    assert!(d.reason.contains("/private/tmp/notes.txt"), "{}", d.reason);
+    assert_eq!(decide("/tmp/pub/dir/new.txt").action, Action::Deny);
+    // The allowed tree itself sits behind a symlink (/tmp → /private/tmp): still allowed.
+    assert_eq!(decide("/tmp/pub/a.txt").action, Action::Allow);
+    // Lexically the same paths pass, which is the hole this closes.
+    let mut s = Session::new(&p, "fs", &[]);
+    assert_eq!(
+        s.action("r", json!({"path": "/tmp/pub/link.txt"})),
+        Action::Allow
+    );
+}

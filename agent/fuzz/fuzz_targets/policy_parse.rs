@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
             let server = policy.resolve("files", &argv);
             let mut session = SessionState::new();
             let args = serde_json::json!({"path": "/srv/../etc/passwd", "url": "http://x"});
-            let now = std::time::SystemTime::UNIX_EPOCH;
+            let now = std::time::Instant::now();
             for tool in ["read_file", "write_file", "x"] {
                 let d = evaluate(&policy, &server, &session, &ToolCall { tool, arguments: &args }, now);
                 session.record(tool, &d, d.action.forwards(), now);

@@ -1,7 +1,7 @@
 //! `thoth policy validate` and `thoth policy explain`.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::Instant;
 
 use serde_json::Value;
 use thoth_policy::{SessionState, ToolCall, evaluate};
@@ -45,7 +45,7 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
     }
     let argv: Vec<String> = a.command.split_whitespace().map(str::to_owned).collect();
     let server = policy.resolve(&a.server, &argv);
-    let now = SystemTime::now();
+    let now = Instant::now();
     let mut session = SessionState::new();
     let empty = Value::Object(Default::default());
     for earlier in &a.after {

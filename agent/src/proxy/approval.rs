@@ -169,7 +169,8 @@ impl Relay {
             "denied"
         }
         .into();
-        let now = SystemTime::now();
+        let now = Instant::now();
+        let at = SystemTime::now();
         if outcome == Outcome::Approved {
             let d = Decision {
                 out_of_scope: false,
@@ -189,7 +190,7 @@ impl Relay {
         refresh_snapshot(&mut st);
         drop(st);
         self.events.push(Record::Approval {
-            at: now,
+            at,
             kind: thoth_proto::EventType::ApprovalDecided,
             request_id: id.get().to_owned(),
             tool: tool.to_owned(),
@@ -299,7 +300,8 @@ impl Relay {
             timer.unpark();
         }
         let approved = outcome == Outcome::Approved;
-        let now = SystemTime::now();
+        let now = Instant::now();
+        let at = SystemTime::now();
         Arc::make_mut(&mut parked.decided).action = if approved {
             "approved".into()
         } else {
@@ -329,7 +331,7 @@ impl Relay {
         drop(st);
         let outcome_name = outcome.as_str();
         self.events.push(Record::Approval {
-            at: now,
+            at,
             kind: thoth_proto::EventType::ApprovalDecided,
             request_id: parked.request_id.get().to_owned(),
             tool: parked.tool.clone(),

@@ -168,14 +168,34 @@ pub fn classify(line: &[u8]) -> Result<Message<'_>, Invalid> {
 pub fn id_key(id: &RawValue) -> String {
     let raw = id.get();
     // The common cases are already canonical: small integers and strings without escapes.
-    let plain_int = raw.len() < 16 && raw.bytes().all(|b| b.is_ascii_digit());
+    let plain_int = raw.len() < 16
+        && raw.bytes().all(|b| b.is_ascii_digit())
+        && (raw == "0" || !raw.starts_with('0'));
     let plain_str = raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\');
     if plain_int || plain_str {
         return raw.to_owned();
     }
     match serde_json::from_str::<Value>(raw) {
-        Ok(v) => v.to_string(),
+        Ok(v) => id_key_value(&v),
         Err(_) => id.get().to_owned(),
+    }
+}
+
+/// [`id_key`] of an id already decoded (e.g. a cancellation's `requestId`). Numbers are keyed
+/// by value, as a server reads them: `2`, `2.0`, `2e0`, `20e-1` and `-0` vs `0` are one id (a
+/// JavaScript server re-encodes `2.0` as `2`; a Python server compares them equal), and integers
+/// beyond 2^53, which a JavaScript server cannot tell apart, are keyed by their nearest double.
+pub fn id_key_value(v: &Value) -> String {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.2e18 => {
+                // Exact for |f| < 2^53; beyond that, the double's own integer value.
+                format!("{}", f as i64)
+            }
+            Some(f) if f.is_finite() => format!("{f:e}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
     }
 }
 
@@ -316,6 +336,24 @@ mod tests {
         let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
         assert_eq!(id_key(&raw(r#""\u0078""#)), id_key(&raw(r#""x""#)));
         assert_eq!(id_key(&raw("7")), "7");
+    }
+
+    #[test]
+    fn numeric_ids_are_keyed_by_value_as_servers_read_them() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        for same in ["2.0", "2e0", "20e-1", "2E0", "0.2e1", "2.000"] {
+            assert_eq!(id_key(&raw(same)), "2", "{same}");
+        }
+        assert_eq!(id_key(&raw("-0")), id_key(&raw("0")));
+        assert_eq!(id_key(&raw("-0.0")), "0");
+        assert_ne!(id_key(&raw("2.5")), id_key(&raw("2")));
+        assert_ne!(id_key(&raw("\"2\"")), id_key(&raw("2")));
+        // A JavaScript server reads both as 9007199254740992.
+        assert_eq!(
+            id_key(&raw("9007199254740993")),
+            id_key(&raw("9007199254740992"))
+        );
+        assert_eq!(id_key_value(&serde_json::json!(2.0)), id_key(&raw("2")));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod framing;
 pub mod message;
 pub mod oracle;
+pub mod paths;
 pub mod policy;
 pub mod relay;
 pub mod respond;

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
-use thoth_policy::{Action, Decision, Mode, SessionState, ToolCall, evaluate};
+use thoth_policy::{Action, Decision, Mode, SessionState, ToolCall, evaluate_with};
 
 use super::approval::{
     Outcome, Parked, PendingInput, args_digest, preview, remember_server_state, server_input_state,
@@ -20,12 +20,16 @@ use super::approval::{
 };
 use super::events::{Decided, EventSink, Record};
 use super::message::{self, Message, code};
+use super::paths::FsResolver;
 use super::policy::{PolicyHandle, PolicyState};
 use super::respond::{self, NoApproval};
 
 /// Requests to the server remembered at once (to answer them if the server dies, and to pair
 /// results with calls). Past this, requests are still forwarded but not remembered, and counted.
 pub const MAX_PENDING: usize = 4096;
+/// What a call's `TOOL_CALL_POST` says when the client cancelled it after it was forwarded.
+pub const CANCELLED_AFTER_FORWARDING: &str =
+    "cancelled by the client after forwarding; the server may have acted";
 /// Calls waiting for a human at once; more are denied as "no approver reachable".
 pub const MAX_PARKED: usize = 64;
 
@@ -162,6 +166,24 @@ impl Relay {
                 return ToServer::Nothing;
             }
         };
+        if let Message::Request { id, method, .. } = &msg
+            && self.id_in_use(id)
+        {
+            // Two requests under one id would let the server's single answer be paired with
+            // either (a call's result shown unfiltered, a tools/list answered as a call, a call
+            // left without its POST event): the second one never reaches the server.
+            tracing::warn!(
+                method = %method,
+                id = id.get(),
+                "refused a request whose id is still in use by a pending request"
+            );
+            let why = format!(
+                "request id {} is already in use by a request still pending; use a new id",
+                id.get()
+            );
+            self.reply(&respond::error(Some(id), code::INVALID_REQUEST, &why));
+            return ToServer::Nothing;
+        }
         match msg {
             Message::Request { id, method, params } => match method.as_ref() {
                 "tools/call" => {
@@ -199,7 +221,7 @@ impl Relay {
             Message::Notification { method, params } if method == "notifications/cancelled" => {
                 let target = params
                     .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
-                    .and_then(|p| p.get("requestId").map(Value::to_string));
+                    .and_then(|p| p.get("requestId").map(message::id_key_value));
                 if let Some(target) = target {
                     let (parked_id, cancelled) = {
                         let mut st = self.state();
@@ -219,10 +241,12 @@ impl Relay {
                     }) = cancelled
                     {
                         let raw = RawValue::from_string(target.clone()).ok();
+                        // The call was forwarded: the server may well have acted on it already
+                        // (a cancellation races the work), so the record must not say otherwise.
                         let note = respond::error(
                             raw.as_deref(),
                             code::INTERNAL_ERROR,
-                            "cancelled by the client before the server answered",
+                            CANCELLED_AFTER_FORWARDING,
                         );
                         self.post_event(target.clone(), tool, Arc::new(note), decided, started);
                     }
@@ -294,7 +318,8 @@ impl Relay {
         let policy = self.policy.get();
         let (decision, version) = match &policy {
             PolicyState::Loaded(p) => {
-                let d = evaluate(
+                // Sequence windows on the monotonic clock; paths as the server will resolve them.
+                let d = evaluate_with(
                     &p.policy,
                     &p.server,
                     &st.session,
@@ -302,7 +327,8 @@ impl Relay {
                         tool: &tool,
                         arguments: &call.arguments,
                     },
-                    at,
+                    started,
+                    &FsResolver,
                 );
                 (d, p.version.clone())
             }
@@ -342,7 +368,7 @@ impl Relay {
             out_of_scope: decided.decision.out_of_scope && first_round.is_none(),
             ..decided.decision.clone()
         };
-        st.session.record(&tool, &counted, forwards, at);
+        st.session.record(&tool, &counted, forwards, started);
         let snapshot = refresh_snapshot(&mut st);
         let mut approval = None;
         let mut inline = None;
@@ -621,6 +647,18 @@ impl Relay {
         }
     }
 
+    /// Whether a request id (as the server will read it) is held by a request not yet answered:
+    /// forwarded and pending, or parked for a human.
+    fn id_in_use(&self, id: &RawValue) -> bool {
+        let key = message::id_key(id);
+        let st = self.state();
+        st.pending.contains_key(&key)
+            || st
+                .parked
+                .values()
+                .any(|p| message::id_key(&p.request_id) == key)
+    }
+
     /// Requests forwarded but not remembered because too many were pending.
     pub fn untracked(&self) -> u64 {
         self.state().untracked
@@ -676,5 +714,302 @@ fn fail_closed(why: &str) -> Decision {
         rule: "no_policy".into(),
         reason: format!("no policy is in force ({why}), and Thoth fails closed"),
         out_of_scope: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use thoth_proto::{ContentLimits, Identity};
+
+    use super::*;
+    use crate::proxy::events::SessionInfo;
+    use crate::proxy::policy::LoadedPolicy;
+
+    /// What the relay wrote to the client.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<Value> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    struct Harness {
+        relay: Arc<Relay>,
+        out: Captured,
+        events: PathBuf,
+    }
+
+    fn harness(policy: &str) -> Harness {
+        let policy =
+            thoth_policy::parse_policy(policy, "p.yaml", thoth_policy::Format::Yaml).unwrap();
+        let server = policy.resolve("s", &[]);
+        let state = PolicyState::Loaded(Arc::new(LoadedPolicy {
+            policy,
+            server,
+            version: "1".into(),
+        }));
+        let dir = std::env::temp_dir().join(format!("thoth-relay-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let events = dir.join("events.jsonl");
+        let info = SessionInfo {
+            identity: Identity {
+                tenant_id: "t".into(),
+                agent_id: "a".into(),
+                hostname: "h".into(),
+                user: "u".into(),
+            },
+            session_id: "s1".into(),
+            server_name: "s".into(),
+        };
+        let sink = EventSink::to_file(&events, info, ContentLimits::default(), None).unwrap();
+        let out = Captured::default();
+        let relay = Arc::new(Relay::new(
+            ClientOut::new(Box::new(out.clone())),
+            sink,
+            state,
+            "s".into(),
+            "01a20abe-2043-7512-8916-ba4700421315",
+        ));
+        Harness { relay, out, events }
+    }
+
+    impl Harness {
+        /// Ends the session and returns the events written.
+        fn finish(&self) -> Vec<Value> {
+            self.relay.server_gone("exit status 0");
+            self.relay.events.shutdown(Duration::from_secs(5));
+            let text = std::fs::read_to_string(&self.events).unwrap();
+            let _ = std::fs::remove_dir_all(self.events.parent().unwrap());
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    fn posts(events: &[Value]) -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["eventType"] == "TOOL_CALL_POST")
+            .collect()
+    }
+
+    const ALLOW: &str = "servers:\n  - name: s\n    enforcement: block\n    approved_scope: [read]\n    hide_unapproved: true\n";
+
+    fn call(id: &str) -> Vec<u8> {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read","arguments":{{}}}}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn a_numeric_id_the_server_re_encodes_still_pairs_with_its_call() {
+        for id in ["2.0", "2e0", "20e-1"] {
+            let h = harness(ALLOW);
+            assert!(matches!(h.relay.from_client(&call(id)), ToServer::Original));
+            // A JavaScript server answers `2`.
+            h.relay.from_server(
+                br#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"the secret notes"}]}}"#
+                    .to_vec(),
+            );
+            let events = h.finish();
+            let posts = posts(&events);
+            assert_eq!(posts.len(), 1, "{id}: {events:?}");
+            assert!(
+                posts[0]["content"]
+                    .as_str()
+                    .unwrap()
+                    .contains("the secret notes"),
+                "{id}: the POST must hold what the client got: {}",
+                posts[0]
+            );
+            assert_eq!(posts[0]["isError"], false, "{id}");
+            // The client got the content and no made-up error.
+            assert_eq!(h.out.lines().len(), 1, "{id}");
+        }
+    }
+
+    #[test]
+    fn a_second_request_under_a_pending_id_is_refused_not_forwarded() {
+        let h = harness(ALLOW);
+        assert!(matches!(
+            h.relay.from_client(&call("5")),
+            ToServer::Original
+        ));
+        for again in ["5", "5.0", "50e-1"] {
+            assert!(
+                matches!(h.relay.from_client(&call(again)), ToServer::Nothing),
+                "{again}"
+            );
+            let ping = format!(r#"{{"jsonrpc":"2.0","id":{again},"method":"ping"}}"#);
+            assert!(matches!(
+                h.relay.from_client(ping.as_bytes()),
+                ToServer::Nothing
+            ));
+        }
+        let refusals = h.out.lines();
+        assert_eq!(refusals.len(), 6);
+        assert!(
+            refusals
+                .iter()
+                .all(|r| r["error"]["code"] == code::INVALID_REQUEST)
+        );
+        h.relay
+            .from_server(br#"{"jsonrpc":"2.0","id":5,"result":{"content":[]}}"#.to_vec());
+        // Answered: the id is free again.
+        assert!(matches!(
+            h.relay.from_client(&call("5")),
+            ToServer::Original
+        ));
+        let events = h.finish();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["eventType"] == "TOOL_CALL_PRE")
+                .count(),
+            2,
+            "refused duplicates are not decided"
+        );
+        // Both forwarded calls have their POST.
+        assert_eq!(posts(&events).len(), 2);
+    }
+
+    #[test]
+    fn a_call_cancelled_after_forwarding_is_recorded_as_possibly_done() {
+        let h = harness(ALLOW);
+        assert!(matches!(
+            h.relay.from_client(&call("7")),
+            ToServer::Original
+        ));
+        let cancel =
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7.0}}"#;
+        assert!(matches!(h.relay.from_client(cancel), ToServer::Original));
+        let events = h.finish();
+        let posts = posts(&events);
+        assert_eq!(posts.len(), 1, "{events:?}");
+        let content = posts[0]["content"].as_str().unwrap();
+        assert!(
+            content.contains(CANCELLED_AFTER_FORWARDING),
+            "the POST must not claim the call did not happen: {content}"
+        );
+    }
+
+    #[test]
+    fn tools_list_stays_filtered_whatever_the_id_tricks() {
+        let listed = |id: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"read"}},{{"name":"delete_all"}}]}}}}"#
+            )
+            .into_bytes()
+        };
+        let names = |v: &Value| -> Vec<String> {
+            v["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // An id the server re-encodes.
+        let h = harness(ALLOW);
+        let list = br#"{"jsonrpc":"2.0","id":3.0,"method":"tools/list"}"#;
+        assert!(matches!(h.relay.from_client(list), ToServer::Original));
+        h.relay.from_server(listed("3"));
+        let out = h.out.lines();
+        assert_eq!(names(&out[0]), ["read"], "{out:?}");
+        h.finish();
+        // An id reused by a second request while the list is pending.
+        let h = harness(ALLOW);
+        let list = br#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#;
+        assert!(matches!(h.relay.from_client(list), ToServer::Original));
+        let ping = br#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#;
+        assert!(matches!(h.relay.from_client(ping), ToServer::Nothing));
+        h.relay.from_server(listed("4"));
+        let out = h.out.lines();
+        assert_eq!(out[0]["error"]["code"], code::INVALID_REQUEST);
+        assert_eq!(names(&out[1]), ["read"], "{out:?}");
+        h.finish();
+    }
+}
+
+#[cfg(all(test, unix))]
+mod path_tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::proxy::policy::LoadedPolicy;
+
+    fn relay(policy: &str) -> Arc<Relay> {
+        let policy =
+            thoth_policy::parse_policy(policy, "p.yaml", thoth_policy::Format::Yaml).unwrap();
+        let server = policy.resolve("fs", &[]);
+        Arc::new(Relay::new(
+            ClientOut::new(Box::new(io::sink())),
+            EventSink::disabled(),
+            PolicyState::Loaded(Arc::new(LoadedPolicy {
+                policy,
+                server,
+                version: "1".into(),
+            })),
+            "fs".into(),
+            "01a20abe-2043-7512-8916-ba4700421315",
+        ))
+    }
+
+    #[test]
+    fn path_constraints_follow_symlinks_out_of_the_allowed_tree() {
+        let root = std::env::temp_dir().join(format!("thoth-symlinks-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(root.join("public")).unwrap();
+        std::fs::create_dir_all(root.join("private")).unwrap();
+        std::fs::write(root.join("notes.txt"), "secret").unwrap();
+        std::fs::write(root.join("public/a.txt"), "ok").unwrap();
+        symlink("../notes.txt", root.join("public/link.txt")).unwrap();
+        symlink("../private", root.join("public/dir")).unwrap();
+        let root = std::fs::canonicalize(root).unwrap();
+        let r = relay(&format!(
+            "servers:\n  - name: fs\n    enforcement: block\n    approved_scope: [read_file, write_file]\n    constraints: [{{tool: \"*\", arg: path, path_glob: [\"{}/public/**\"]}}]\n",
+            root.display()
+        ));
+        let call = |id: u32, tool: &str, rel: &str| {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"path":"{}/{rel}","content":"x"}}}}}}"#,
+                root.display()
+            );
+            matches!(r.from_client(line.as_bytes()), ToServer::Original)
+        };
+        assert!(call(1, "read_file", "public/a.txt"), "inside: forwarded");
+        assert!(
+            !call(2, "read_file", "public/link.txt"),
+            "a link to ../notes.txt"
+        );
+        assert!(
+            !call(3, "write_file", "public/dir/new.txt"),
+            "a write through a symlinked directory"
+        );
+        assert!(
+            !call(4, "write_file", "public/dir/../../notes.txt"),
+            "`..` after a symlinked directory"
+        );
+        assert!(
+            call(5, "write_file", "public/new/deeper.txt"),
+            "new files inside"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
