@@ -1,26 +1,35 @@
-//! Event ingest: the EventUpload service. For each batch from an agent, the chain is checked
-//! against what the controller already holds for that agent (a gap or a break becomes a
-//! CHAIN_ALERT event, and the events are still kept, marked), the signed chain head is verified
-//! with the agent's certificate key, events are de-duplicated by `eventId` and committed, and
-//! only then is the batch acknowledged.
+//! Event ingest: the EventUpload service. A batch from an agent is read and its signed chain
+//! head verified with the agent's certificate key (batch-level: a bad head or too many events
+//! fail the batch). Then, in one store transaction, each event is checked against the agent's
+//! chain as the controller holds it: an identical re-send is skipped; a gap, a break, a restart
+//! (seq 1 from genesis after a head above 0), a rewind (a seq at or below the head with other
+//! content) or a different record under a stored `eventId` becomes a CHAIN_ALERT event, and the
+//! events are still stored, marked. An event that cannot be stored (not JSON, no seq, no
+//! eventId, too large) is recorded as an alert (its seq, the reason and the SHA-256 of its
+//! bytes, never its content) instead of failing the batch. Only after the commit is the batch
+//! acknowledged, up to the signed head.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use thoth_proto::chain::{GENESIS, check_link};
 use thoth_proto::fleet::{self as pb, event_upload_server};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::Controller;
 use crate::metrics::Metrics;
-use crate::store::StoredEventRecord;
+use crate::store::{ChainDecision, ChainView, Store, StoreError, StoredEventRecord};
 
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 5_000;
 /// Largest single event.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Longest `eventId`.
+pub const MAX_EVENT_ID: usize = 64;
 
 /// The message a chain head signature covers (the agent signs the same bytes).
 pub fn head_message(agent_id: &str, seq: u64, hash: &str) -> Vec<u8> {
@@ -31,17 +40,124 @@ fn text(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
 }
 
-/// What a checked batch yields: records (alerts included), the new chain state, the seq to ack.
-pub type Checked = (Vec<StoredEventRecord>, Option<(u64, String)>, u64);
+/// A usable event of a batch.
+#[derive(Debug, Clone)]
+struct Parsed {
+    seq: u64,
+    event_id: String,
+    hash: String,
+    prev_hash: String,
+    /// `hash` is the hash of the event over its own `prevHash`.
+    sealed: Result<(), String>,
+    event_type: String,
+    session_id: String,
+    tool_name: String,
+    timestamp: String,
+    json: String,
+}
 
-/// Checks a batch and turns it into records (alerts included). Pure: no IO.
-pub fn check_batch(
-    tenant: &str,
+/// One line of a batch, as read before the chain is known.
+#[derive(Debug, Clone)]
+enum Line {
+    Event(Parsed),
+    /// Not storable: recorded as an alert.
+    Refused {
+        seq: Option<u64>,
+        hash: Option<String>,
+        reason: String,
+        sha256: String,
+    },
+}
+
+impl Line {
+    fn position(&self) -> (Option<u64>, Option<&str>) {
+        match self {
+            Line::Event(p) => (Some(p.seq), Some(&p.hash)),
+            Line::Refused { seq, hash, .. } => (*seq, hash.as_deref()),
+        }
+    }
+}
+
+fn read_line(line: &[u8]) -> Line {
+    let refused = |seq, hash, reason: String| Line::Refused {
+        seq,
+        hash,
+        reason,
+        sha256: hex::encode(Sha256::digest(line)),
+    };
+    if line.len() > MAX_EVENT_BYTES {
+        return refused(
+            None,
+            None,
+            format!(
+                "{} bytes, over the {MAX_EVENT_BYTES} byte limit for an event",
+                line.len()
+            ),
+        );
+    }
+    let v: Value = match serde_json::from_slice(line) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return refused(None, None, "not a JSON object".into()),
+        Err(e) => return refused(None, None, format!("not JSON ({e})")),
+    };
+    let hash = v.get("hash").and_then(Value::as_str).map(str::to_owned);
+    let Some(seq) = v.get("seq").and_then(Value::as_u64) else {
+        return refused(None, hash, "no seq".into());
+    };
+    let event_id = text(&v, "eventId");
+    if event_id.is_empty() || event_id.len() > MAX_EVENT_ID {
+        return refused(
+            Some(seq),
+            hash,
+            format!("no eventId of 1-{MAX_EVENT_ID} characters"),
+        );
+    }
+    let prev_hash = text(&v, "prevHash");
+    Line::Event(Parsed {
+        seq,
+        sealed: check_link(line, &prev_hash).map(|_| ()),
+        event_id,
+        hash: hash.unwrap_or_default(),
+        prev_hash,
+        event_type: text(&v, "eventType"),
+        session_id: text(&v, "sessionId"),
+        tool_name: text(&v, "toolName"),
+        timestamp: text(&v, "timestamp"),
+        json: String::from_utf8_lossy(line).into_owned(),
+    })
+}
+
+/// A batch read, with its signed head verified; what is left needs the agent's chain.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    lines: Vec<Line>,
+    /// The verified signed head (None for an empty batch).
+    pub head: Option<pb::ChainHead>,
+    /// The seq to acknowledge once committed (the signed head's).
+    pub acked: u64,
+}
+
+impl Prepared {
+    /// The eventIds of the batch's usable events.
+    pub fn event_ids(&self) -> Vec<String> {
+        self.lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Event(p) => Some(p.event_id.clone()),
+                Line::Refused { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// Reads a batch and verifies its signed chain head with the agent's key. Pure: no IO. Fails
+/// only for what concerns the whole batch (too many events, no head, a head that does not name
+/// the batch's last event or does not verify); a bad event is kept as [`Line::Refused`].
+pub fn prepare(
     agent_id: &str,
-    state: Option<(u64, String)>,
     batch: &pb::EventBatch,
     public_key: &[u8],
-) -> Result<Checked, Status> {
+) -> Result<Prepared, Status> {
     if batch.events.len() > MAX_BATCH_EVENTS {
         return Err(Status::invalid_argument(format!(
             "{} events in one batch, over the limit of {MAX_BATCH_EVENTS}",
@@ -52,105 +168,24 @@ pub fn check_batch(
         .head
         .as_ref()
         .ok_or_else(|| Status::invalid_argument("the batch has no signed chain head"))?;
-    let (mut last_seq, mut last_hash) = state.clone().unwrap_or((0, GENESIS.to_owned()));
-    let mut out = Vec::with_capacity(batch.events.len());
-    let mut alerts = 0;
-    let mut batch_last: Option<(u64, String)> = None;
-    let alert = |detail: String, seq: u64| StoredEventRecord {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        tenant: tenant.to_owned(),
-        agent_id: agent_id.to_owned(),
-        seq: 0,
-        event_type: "CHAIN_ALERT".into(),
-        timestamp: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-        chain_ok: false,
-        json: serde_json::json!({
-            "eventId": uuid::Uuid::now_v7().to_string(),
-            "eventType": "CHAIN_ALERT",
-            "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-            "tenantId": tenant,
-            "agentId": agent_id,
-            "sourceType": "controller",
-            "seq": seq,
-            "detail": detail,
-        })
-        .to_string(),
-        ..StoredEventRecord::default()
-    };
-    for line in &batch.events {
-        if line.len() > MAX_EVENT_BYTES {
-            return Err(Status::invalid_argument("an event is over 1 MiB"));
-        }
-        let v: Value = serde_json::from_slice(line)
-            .map_err(|e| Status::invalid_argument(format!("an event is not JSON: {e}")))?;
-        let seq = v
-            .get("seq")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| Status::invalid_argument("an event has no seq"))?;
-        let event_id = text(&v, "eventId");
-        if event_id.is_empty() || event_id.len() > 64 {
-            return Err(Status::invalid_argument("an event has no usable eventId"));
-        }
-        let hash = text(&v, "hash");
-        if let Some((prev_seq, _)) = &batch_last
-            && seq <= *prev_seq
-        {
-            return Err(Status::invalid_argument(
-                "events in a batch must be in sequence order",
-            ));
-        }
-        batch_last = Some((seq, hash.clone()));
-        if seq <= last_seq {
-            // Already held (a re-send after a lost acknowledgement): de-duplicated by eventId.
-            continue;
-        }
-        let mut ok = true;
-        if seq != last_seq + 1 {
-            ok = false;
-            alerts += 1;
-            out.push(alert(
-                format!(
-                    "gap in the chain of {agent_id}: events {} to {} are missing",
-                    last_seq + 1,
-                    seq - 1
-                ),
-                seq,
-            ));
-            if let Err(e) = check_link(line, &text(&v, "prevHash")) {
-                out.push(alert(
-                    format!("event {seq} of {agent_id} does not hash correctly: {e}"),
-                    seq,
-                ));
-            }
-        } else if let Err(e) = check_link(line, &last_hash) {
-            ok = false;
-            alerts += 1;
-            out.push(alert(
-                format!("chain break at {agent_id} seq {seq}: {e}"),
-                seq,
-            ));
-        }
-        last_seq = seq;
-        last_hash = hash;
-        out.push(StoredEventRecord {
-            id: 0,
-            event_id,
-            tenant: tenant.to_owned(),
-            agent_id: agent_id.to_owned(),
-            seq,
-            event_type: text(&v, "eventType"),
-            session_id: text(&v, "sessionId"),
-            tool_name: text(&v, "toolName"),
-            timestamp: text(&v, "timestamp"),
-            chain_ok: ok,
-            json: String::from_utf8_lossy(line).into_owned(),
+    let lines: Vec<Line> = batch.events.iter().map(|l| read_line(l)).collect();
+    if lines.is_empty() {
+        return Ok(Prepared {
+            lines,
+            head: None,
+            acked: 0,
         });
     }
-    // The signed head must name the batch's last event, and verify with the agent's key.
-    let Some((bseq, bhash)) = batch_last else {
-        return Ok((out, state, 0));
+    // The signed head must name the batch's last event (as the agent read it: a hash it could
+    // not read is empty), or, when even its seq is unreadable, be at or above every other one.
+    let matches = match lines.last().map(Line::position) {
+        Some((Some(seq), hash)) => head.seq == seq && head.hash == hash.unwrap_or(""),
+        _ => lines
+            .iter()
+            .filter_map(|l| l.position().0)
+            .all(|s| s <= head.seq),
     };
-    if head.seq != bseq || head.hash != bhash {
+    if !matches {
         return Err(Status::invalid_argument(
             "the chain head does not match the batch's last event",
         ));
@@ -166,8 +201,233 @@ pub fn check_batch(
     .map_err(|_| {
         Status::permission_denied("the chain head signature does not verify with this agent's key")
     })?;
-    let _ = alerts;
-    Ok((out, Some((last_seq, last_hash)), bseq))
+    Ok(Prepared {
+        lines,
+        acked: head.seq,
+        head: Some(head.clone()),
+    })
+}
+
+/// A CHAIN_ALERT record about `seq` of the agent's chain (0: none).
+fn alert(
+    tenant: &str,
+    agent_id: &str,
+    seq: Option<u64>,
+    kind: &str,
+    detail: String,
+    extra: Value,
+) -> StoredEventRecord {
+    let id = uuid::Uuid::now_v7().to_string();
+    let timestamp = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    let mut json = serde_json::json!({
+        "eventId": id,
+        "eventType": "CHAIN_ALERT",
+        "timestamp": timestamp,
+        "tenantId": tenant,
+        "agentId": agent_id,
+        "sourceType": "controller",
+        "seq": seq,
+        "alert": kind,
+        "detail": detail,
+    });
+    if let (Some(m), Value::Object(extra)) = (json.as_object_mut(), extra) {
+        m.extend(extra);
+    }
+    StoredEventRecord {
+        event_id: id,
+        tenant: tenant.to_owned(),
+        agent_id: agent_id.to_owned(),
+        seq: 0,
+        event_type: "CHAIN_ALERT".into(),
+        timestamp,
+        chain_ok: false,
+        json: json.to_string(),
+        ..StoredEventRecord::default()
+    }
+}
+
+/// Checks a prepared batch against the agent's chain as stored, and turns it into records
+/// (alerts included) and the chain state to keep. Pure: no IO.
+pub fn check(tenant: &str, agent_id: &str, view: &ChainView, batch: &Prepared) -> ChainDecision {
+    let (mut head_seq, mut head_hash) = view.state.clone().unwrap_or((0, GENESIS.to_owned()));
+    let mut moved = false;
+    let mut seen: HashMap<&str, Vec<&str>> = view
+        .seen
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.iter().map(String::as_str).collect()))
+        .collect();
+    let mut out = Vec::with_capacity(batch.lines.len());
+    let alert = |seq, kind, detail, extra| alert(tenant, agent_id, seq, kind, detail, extra);
+    for line in &batch.lines {
+        let p = match line {
+            Line::Refused {
+                seq,
+                hash,
+                reason,
+                sha256,
+            } => {
+                let which = seq.map_or("an event".to_owned(), |s| format!("event {s}"));
+                out.push(alert(
+                    *seq,
+                    "refused",
+                    format!("{which} of {agent_id} was refused and not stored: {reason}"),
+                    serde_json::json!({"reason": reason, "sha256": sha256}),
+                ));
+                // Its place in the chain is known: the next event links to it.
+                if let (Some(s), Some(h)) = (seq, hash)
+                    && *s == head_seq + 1
+                {
+                    (head_seq, head_hash, moved) = (*s, h.clone(), true);
+                }
+                continue;
+            }
+            Line::Event(p) => p,
+        };
+        let stored = seen.get(p.event_id.as_str());
+        if stored.is_some_and(|v| v.contains(&p.json.as_str())) {
+            // An identical re-send (e.g. after a lost acknowledgement): already held.
+            continue;
+        }
+        let subject = serde_json::json!({"subjectEventId": p.event_id});
+        let mut ok = true;
+        if let Some(v) = stored {
+            ok = false;
+            out.push(alert(
+                Some(p.seq),
+                "event_id_reused",
+                format!(
+                    "eventId {} of {agent_id} (seq {}) was already stored with other content ({} record(s)); this record is stored too",
+                    p.event_id,
+                    p.seq,
+                    v.len()
+                ),
+                subject.clone(),
+            ));
+        }
+        let self_check = |out: &mut Vec<StoredEventRecord>| {
+            if let Err(e) = &p.sealed {
+                out.push(alert(
+                    Some(p.seq),
+                    "bad_hash",
+                    format!("event {} of {agent_id} does not hash correctly: {e}", p.seq),
+                    subject.clone(),
+                ));
+            }
+        };
+        if p.seq <= head_seq {
+            ok = false;
+            if p.seq == 1 && p.prev_hash == GENESIS {
+                out.push(alert(
+                    Some(p.seq),
+                    "chain_restart",
+                    format!(
+                        "the chain of {agent_id} restarted at seq 1 after seq {head_seq} (its spool was lost, or its disk restored): a new chain begins, its events are stored"
+                    ),
+                    subject.clone(),
+                ));
+            } else {
+                out.push(alert(
+                    Some(p.seq),
+                    "chain_rewind",
+                    format!(
+                        "the chain of {agent_id} went back from seq {head_seq} to seq {} with events not seen before (a disk restored from a backup?): they are stored",
+                        p.seq
+                    ),
+                    subject.clone(),
+                ));
+            }
+            self_check(&mut out);
+        } else if p.seq != head_seq + 1 {
+            ok = false;
+            out.push(alert(
+                Some(p.seq),
+                "chain_gap",
+                format!(
+                    "gap in the chain of {agent_id}: events {} to {} are missing",
+                    head_seq + 1,
+                    p.seq - 1
+                ),
+                subject.clone(),
+            ));
+            self_check(&mut out);
+        } else if p.prev_hash != head_hash || p.sealed.is_err() {
+            ok = false;
+            let why = match &p.sealed {
+                Err(e) if p.prev_hash == head_hash => e.clone(),
+                _ => format!("prevHash does not match the hash of seq {head_seq}"),
+            };
+            out.push(alert(
+                Some(p.seq),
+                "chain_break",
+                format!("chain break at {agent_id} seq {}: {why}", p.seq),
+                subject.clone(),
+            ));
+        }
+        (head_seq, head_hash, moved) = (p.seq, p.hash.clone(), true);
+        seen.entry(p.event_id.as_str())
+            .or_default()
+            .push(p.json.as_str());
+        out.push(StoredEventRecord {
+            id: 0,
+            event_id: p.event_id.clone(),
+            tenant: tenant.to_owned(),
+            agent_id: agent_id.to_owned(),
+            seq: p.seq,
+            event_type: p.event_type.clone(),
+            session_id: p.session_id.clone(),
+            tool_name: p.tool_name.clone(),
+            timestamp: p.timestamp.clone(),
+            chain_ok: ok,
+            json: p.json.clone(),
+        });
+    }
+    (out, moved.then_some((head_seq, head_hash)))
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Agent events newly stored.
+    pub stored: u64,
+    /// CHAIN_ALERT events recorded.
+    pub alerts: u64,
+    /// The seq acknowledged.
+    pub acked: u64,
+}
+
+/// Checks a prepared batch against the agent's chain and commits it with its signed head, in
+/// one store transaction (blocking). `cert_der` is the agent's certificate.
+pub fn commit(
+    store: &dyn Store,
+    tenant: &str,
+    agent_id: &str,
+    batch: &Prepared,
+    cert_der: &[u8],
+) -> Result<Ingested, StoreError> {
+    let (mut alerts, mut controller_records) = (0, 0);
+    let new = store.commit_checked(tenant, agent_id, &batch.event_ids(), &mut |view| {
+        let mut decision = check(tenant, agent_id, view, batch);
+        push_chain_head(
+            &mut decision.0,
+            tenant,
+            agent_id,
+            batch.head.as_ref(),
+            cert_der,
+        );
+        alerts = decision
+            .0
+            .iter()
+            .filter(|r| r.event_type == "CHAIN_ALERT")
+            .count() as u64;
+        // Alerts and heads (seq 0) are always new records.
+        controller_records = decision.0.iter().filter(|r| r.seq == 0).count() as u64;
+        decision
+    })?;
+    Ok(Ingested {
+        stored: new.saturating_sub(controller_records),
+        alerts,
+        acked: batch.acked,
+    })
 }
 
 /// The EventUpload service.
@@ -186,7 +446,7 @@ fn peer_cert_der<T>(req: &Request<T>) -> Option<Vec<u8>> {
 }
 
 /// After a batch that stores new events, the signed head it came with (verified by
-/// [`check_batch`]) is stored too, as a `CHAIN_HEAD` controller record carrying the signature and
+/// [`prepare`]) is stored too, as a `CHAIN_HEAD` controller record carrying the signature and
 /// the agent's certificate, in the same commit and after the batch's events: sinks export it like
 /// any event, and `thoth events verify` / `thothctl events verify` check the chain against it
 /// with nothing but the CA (the chain alone is unkeyed: it can be re-hashed after an edit).
@@ -246,28 +506,48 @@ impl event_upload_server::EventUpload for UploadService {
         let cert_der =
             peer_cert_der(&req).ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let mut input = req.into_inner();
-        // The loop reads batches in order and answers each after its commit.
+        // The loop reads batches in order and answers each after its commit. A revocation ends
+        // the stream at once (even an idle one), and each batch re-checks it.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::EventAck, Status>>(16);
         let ctl = Arc::clone(&self.0);
+        let mut revocations = ctl.hub.revocations();
         tokio::spawn(async move {
             loop {
-                let batch = match input.message().await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => return,
-                    Err(s) => {
-                        tracing::debug!(agent = agent.agent_id, "upload stream ended: {s}");
-                        return;
+                let batch = tokio::select! {
+                    m = input.message() => match m {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return,
+                        Err(s) => {
+                            tracing::debug!(agent = agent.agent_id, "upload stream ended: {s}");
+                            return;
+                        }
+                    },
+                    changed = revocations.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if let Err(s) = still_enrolled(&ctl, &agent.agent_id).await {
+                            tracing::info!(agent_id = agent.agent_id, "upload stream closed: {}", s.message());
+                            let _ = tx.send(Err(s)).await;
+                            return;
+                        }
+                        continue;
                     }
                 };
-                let result = ingest(
-                    &ctl,
-                    &agent.tenant,
-                    &agent.agent_id,
-                    batch,
-                    &public_key,
-                    &cert_der,
-                )
-                .await;
+                let result = match still_enrolled(&ctl, &agent.agent_id).await {
+                    Ok(()) => {
+                        ingest(
+                            &ctl,
+                            &agent.tenant,
+                            &agent.agent_id,
+                            batch,
+                            &public_key,
+                            &cert_der,
+                        )
+                        .await
+                    }
+                    Err(s) => Err(s),
+                };
                 let failed = result.is_err();
                 if tx.send(result).await.is_err() || failed {
                     return;
@@ -280,6 +560,27 @@ impl event_upload_server::EventUpload for UploadService {
     }
 }
 
+/// Refuses an agent revoked since its stream opened.
+async fn still_enrolled(ctl: &Arc<Controller>, agent_id: &str) -> Result<(), Status> {
+    let id = agent_id.to_owned();
+    let agent = ctl
+        .db(move |s| s.agent(&id))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    match agent {
+        Some(a) if a.revoked_at.is_none() => Ok(()),
+        Some(_) => {
+            Metrics::inc(&ctl.metrics.auth_refused);
+            Err(Status::permission_denied(format!(
+                "agent {agent_id} was revoked; it must be enrolled again with a new token"
+            )))
+        }
+        None => Err(Status::permission_denied(format!(
+            "agent {agent_id} is not enrolled with this controller"
+        ))),
+    }
+}
+
 async fn ingest(
     ctl: &Arc<Controller>,
     tenant: &str,
@@ -288,38 +589,297 @@ async fn ingest(
     key: &[u8],
     cert_der: &[u8],
 ) -> Result<pb::EventAck, Status> {
-    let id = agent_id.to_owned();
-    let state = ctl
-        .db(move |s| s.chain_state(&id))
+    // Parsing and hashing a batch is CPU work: off the async workers, outside the store's lock.
+    let (a, k) = (agent_id.to_owned(), key.to_vec());
+    let prepared = tokio::task::spawn_blocking(move || prepare(&a, &batch, &k))
         .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let head = batch.head.clone();
-    // Parsing and hashing a batch is CPU work: off the async workers.
-    let (t, a, b, k) = (tenant.to_owned(), agent_id.to_owned(), batch, key.to_vec());
-    let (mut records, new_state, acked) =
-        tokio::task::spawn_blocking(move || check_batch(&t, &a, state, &b, &k))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-    let alerts = records
-        .iter()
-        .filter(|r| r.event_type == "CHAIN_ALERT")
-        .count() as u64;
-    let n = records.len() as u64 - alerts;
-    push_chain_head(&mut records, tenant, agent_id, head.as_ref(), cert_der);
-    let id = agent_id.to_owned();
-    ctl.db(move |s| s.commit_events(&id, &records, new_state))
+        .map_err(|e| Status::internal(e.to_string()))??;
+    let (t, a, c) = (tenant.to_owned(), agent_id.to_owned(), cert_der.to_vec());
+    let done = ctl
+        .db(move |s| commit(s, &t, &a, &prepared, &c))
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
     ctl.metrics
         .events_ingested
-        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    if alerts > 0 {
+        .fetch_add(done.stored, std::sync::atomic::Ordering::Relaxed);
+    if done.alerts > 0 {
         ctl.metrics
             .chain_alerts
-            .fetch_add(alerts, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(agent_id, alerts, "chain alerts recorded");
+            .fetch_add(done.alerts, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(agent_id, alerts = done.alerts, "chain alerts recorded");
     }
     ctl.events_committed();
     Metrics::inc(&ctl.metrics.event_batches);
-    Ok(pb::EventAck { acked_seq: acked })
+    Ok(pb::EventAck {
+        acked_seq: done.acked,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventFilter;
+    use crate::store::sqlite::SqliteStore;
+    use rcgen::SigningKey as _;
+    use thoth_proto::chain::Chain;
+
+    struct Agent {
+        id: String,
+        tenant: String,
+        key: rcgen::KeyPair,
+    }
+
+    impl Agent {
+        fn new(id: &str, tenant: &str) -> Agent {
+            Agent {
+                id: id.into(),
+                tenant: tenant.into(),
+                key: rcgen::KeyPair::generate().unwrap(),
+            }
+        }
+
+        /// A batch of lines whose signed head is (seq, hash).
+        fn batch(&self, lines: Vec<Vec<u8>>, seq: u64, hash: &str) -> pb::EventBatch {
+            pb::EventBatch {
+                events: lines,
+                head: Some(pb::ChainHead {
+                    seq,
+                    hash: hash.into(),
+                    signature: self.key.sign(&head_message(&self.id, seq, hash)).unwrap(),
+                }),
+            }
+        }
+
+        /// A batch of well-formed lines, its head naming the last.
+        fn good_batch(&self, lines: Vec<Vec<u8>>) -> pb::EventBatch {
+            let v: Value = serde_json::from_slice(lines.last().unwrap()).unwrap();
+            let (seq, hash) = (v["seq"].as_u64().unwrap(), text(&v, "hash"));
+            self.batch(lines, seq, &hash)
+        }
+
+        fn prepare(&self, batch: &pb::EventBatch) -> Result<Prepared, Status> {
+            prepare(&self.id, batch, self.key.public_key_raw())
+        }
+
+        fn upload(&self, store: &dyn Store, batch: &pb::EventBatch) -> Ingested {
+            let p = self.prepare(batch).unwrap();
+            commit(store, &self.tenant, &self.id, &p, b"certificate").unwrap()
+        }
+
+        /// Stored events of its chain (seq > 0), in commit order.
+        fn events(&self, store: &dyn Store) -> Vec<StoredEventRecord> {
+            self.records(store)
+                .into_iter()
+                .filter(|r| r.seq > 0)
+                .collect()
+        }
+
+        fn alerts(&self, store: &dyn Store) -> Vec<Value> {
+            self.records(store)
+                .into_iter()
+                .filter(|r| r.event_type == "CHAIN_ALERT")
+                .map(|r| serde_json::from_str(&r.json).unwrap())
+                .collect()
+        }
+
+        fn records(&self, store: &dyn Store) -> Vec<StoredEventRecord> {
+            store
+                .query_events(&EventFilter {
+                    agent_id: Some(self.id.clone()),
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .unwrap()
+        }
+    }
+
+    /// A sealed event with this eventId (None: without one).
+    fn event(chain: &mut Chain, id: Option<&str>) -> Vec<u8> {
+        let mut m = serde_json::Map::new();
+        if let Some(id) = id {
+            m.insert("eventId".into(), id.into());
+        }
+        m.insert("eventType".into(), "TOOL_CALL_PRE".into());
+        m.insert("timestamp".into(), "2026-11-30T10:00:00Z".into());
+        m.insert("toolName".into(), "write_file".into());
+        chain.seal_value(&mut m)
+    }
+
+    fn kinds(alerts: &[Value]) -> Vec<&str> {
+        alerts
+            .iter()
+            .map(|a| a["alert"].as_str().unwrap())
+            .collect()
+    }
+
+    fn ids(events: &[StoredEventRecord]) -> Vec<&str> {
+        events.iter().map(|e| e.event_id.as_str()).collect()
+    }
+
+    #[test]
+    fn event_ids_belong_to_their_agent_and_a_reused_id_is_stored_and_alerted() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (a, b) = (Agent::new("agt-a", "acme"), Agent::new("agt-b", "beta"));
+        // Tenant B's agent uploads first, with the ids A's events will carry.
+        let mut cb = Chain::new();
+        b.upload(
+            &store,
+            &b.good_batch(vec![event(&mut cb, Some("x1")), event(&mut cb, Some("x2"))]),
+        );
+        let mut ca = Chain::new();
+        let first = a.good_batch(vec![event(&mut ca, Some("x1")), event(&mut ca, Some("x2"))]);
+        let done = a.upload(&store, &first);
+        assert_eq!((done.stored, done.alerts, done.acked), (2, 0, 2));
+        assert_eq!(
+            ids(&a.events(&store)),
+            ["x1", "x2"],
+            "A's events were pre-empted"
+        );
+        assert!(a.alerts(&store).is_empty());
+        // A re-send of the same records (a lost acknowledgement): nothing new, no alert.
+        let again = a.upload(&store, &first);
+        assert_eq!((again.stored, again.alerts, again.acked), (0, 0, 2));
+        // A different record under a seen id: stored, and alerted.
+        let reused = a.good_batch(vec![event(&mut ca, Some("x1"))]);
+        let done = a.upload(&store, &reused);
+        assert_eq!((done.stored, done.alerts), (1, 1));
+        assert_eq!(ids(&a.events(&store)), ["x1", "x2", "x1"]);
+        let alerts = a.alerts(&store);
+        assert_eq!(kinds(&alerts), ["event_id_reused"]);
+        assert_eq!(alerts[0]["subjectEventId"], "x1");
+        assert_eq!(alerts[0]["seq"], 3);
+        assert!(!a.events(&store)[2].chain_ok);
+        // B's chain is untouched.
+        assert_eq!(ids(&b.events(&store)), ["x1", "x2"]);
+        assert!(b.alerts(&store).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_or_rewound_chain_is_alerted_and_its_events_stored() {
+        let store = SqliteStore::in_memory().unwrap();
+        let a = Agent::new("agt-a", "acme");
+        let mut old = Chain::new();
+        let lines: Vec<_> = (1..=5)
+            .map(|i| event(&mut old, Some(&format!("o{i}"))))
+            .collect();
+        a.upload(&store, &a.good_batch(lines));
+        // The spool is deleted: a new chain from seq 1 and the genesis hash.
+        let mut new = Chain::new();
+        let restart = a.good_batch(vec![
+            event(&mut new, Some("n1")),
+            event(&mut new, Some("n2")),
+        ]);
+        let done = a.upload(&store, &restart);
+        assert_eq!((done.stored, done.alerts, done.acked), (2, 1, 2));
+        assert_eq!(kinds(&a.alerts(&store)), ["chain_restart"]);
+        // Its identical re-send is de-duplicated; it goes on without alerts.
+        assert_eq!(a.upload(&store, &restart).stored, 0);
+        a.upload(&store, &a.good_batch(vec![event(&mut new, Some("n3"))]));
+        assert_eq!(a.alerts(&store).len(), 1);
+        let events = a.events(&store);
+        assert_eq!(
+            ids(&events),
+            ["o1", "o2", "o3", "o4", "o5", "n1", "n2", "n3"]
+        );
+        let flags: Vec<bool> = events.iter().map(|e| e.chain_ok).collect();
+        assert_eq!(flags, [true, true, true, true, true, false, true, true]);
+        // A disk restored from a backup taken at seq 1: seq 2 and 3 again, other events.
+        let (_, seq1_hash) = check_link(&restart.events[0], GENESIS).unwrap();
+        let mut restored = Chain::resume(1, seq1_hash);
+        let rewind = a.good_batch(vec![
+            event(&mut restored, Some("r2")),
+            event(&mut restored, Some("r3")),
+            event(&mut restored, Some("r4")),
+        ]);
+        let done = a.upload(&store, &rewind);
+        assert_eq!((done.stored, done.alerts, done.acked), (3, 1, 4));
+        assert_eq!(kinds(&a.alerts(&store)), ["chain_restart", "chain_rewind"]);
+        assert_eq!(
+            ids(&a.events(&store))[8..],
+            ["r2", "r3", "r4"],
+            "the rewound chain's events were dropped"
+        );
+        assert_eq!(a.upload(&store, &rewind).stored, 0);
+        assert_eq!(a.alerts(&store).len(), 2);
+    }
+
+    #[test]
+    fn one_bad_event_is_recorded_as_an_alert_and_the_rest_of_the_batch_is_stored() {
+        let store = SqliteStore::in_memory().unwrap();
+        let a = Agent::new("agt-a", "acme");
+        let mut c = Chain::new();
+        let not_json = b"SECRET-CONTENT {not json".to_vec();
+        let lines = vec![
+            event(&mut c, Some("e1")),
+            not_json.clone(),
+            event(&mut c, Some("e2")),
+            event(&mut c, None), // seq 3: no eventId
+            event(&mut c, Some("e4")),
+        ];
+        // seq 5: over the size limit.
+        let mut big = serde_json::Map::new();
+        big.insert("eventId".into(), "e5".into());
+        big.insert("content".into(), "SECRET-CONTENT".repeat(80_000).into());
+        let mut lines = lines;
+        lines.push(c.seal_value(&mut big));
+        lines.push(event(&mut c, Some("e6")));
+        let batch = a.good_batch(lines.clone());
+        let done = a.upload(&store, &batch);
+        assert_eq!(done.acked, 6, "the batch must be acknowledged whole");
+        assert_eq!(ids(&a.events(&store)), ["e1", "e2", "e4", "e6"]);
+        let alerts = a.alerts(&store);
+        assert_eq!(
+            kinds(&alerts),
+            ["refused", "refused", "refused", "chain_gap"],
+            "{alerts:#?}"
+        );
+        let sha = |l: &[u8]| hex::encode(Sha256::digest(l));
+        assert_eq!(alerts[0]["sha256"], sha(&not_json));
+        assert!(alerts[0]["reason"].as_str().unwrap().contains("not JSON"));
+        assert_eq!(alerts[1]["seq"], 3);
+        assert_eq!(alerts[1]["sha256"], sha(&lines[3]));
+        assert!(alerts[1]["reason"].as_str().unwrap().contains("eventId"));
+        assert_eq!(alerts[2]["sha256"], sha(&lines[5]));
+        assert!(alerts[2]["reason"].as_str().unwrap().contains("limit"));
+        for r in a.records(&store) {
+            if r.event_type == "CHAIN_ALERT" {
+                assert!(
+                    !r.json.contains("SECRET"),
+                    "an alert carries the bad event's content"
+                );
+            }
+        }
+        // Seq 3 was refused but its place in the chain known: seq 4 links without a break; seq 5
+        // (unreadable) is a gap.
+        assert!(
+            alerts[3]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("events 5 to 5")
+        );
+        // A batch ending with an unreadable event: the head names its seq, the hash as read.
+        let mut c2 = Chain::resume(6, text(&serde_json::from_slice(&lines[6]).unwrap(), "hash"));
+        let last_bad = a.batch(
+            vec![event(&mut c2, Some("e7")), b"\xff\xfe".to_vec()],
+            8,
+            "",
+        );
+        assert_eq!(a.upload(&store, &last_bad).acked, 8);
+        assert_eq!(ids(&a.events(&store))[4..], ["e7"]);
+        // What concerns the whole batch still fails it.
+        let mut forged = a.good_batch(vec![event(&mut c2, Some("e9"))]);
+        forged.head.as_mut().unwrap().signature[10] ^= 1;
+        assert_eq!(
+            a.prepare(&forged).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        let too_many = a.good_batch(vec![event(&mut c2, Some("e10")); MAX_BATCH_EVENTS + 1]);
+        assert_eq!(
+            a.prepare(&too_many).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let mut wrong_head = a.good_batch(vec![event(&mut c2, Some("e11"))]);
+        wrong_head.head.as_mut().unwrap().seq += 1;
+        assert!(a.prepare(&wrong_head).is_err());
+    }
 }

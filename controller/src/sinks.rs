@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::controller::Controller;
-use crate::store::{EventFilter, StoredEventRecord};
+use crate::store::{EventFilter, Store, StoreError, StoredEventRecord};
 
 /// One sink's settings (`[[sinks]]` in controller.toml).
 #[derive(Debug, Clone, Deserialize)]
@@ -100,48 +100,155 @@ impl SinkConfig {
     }
 }
 
-/// Lag per sink, for metrics.
+/// One sink's gauges and counters, for metrics.
 #[derive(Default)]
-pub struct SinkLag(pub Mutex<HashMap<String, Arc<AtomicU64>>>);
+pub struct SinkStats {
+    /// Events stored after the sink's cursor (not yet delivered or passed).
+    pub lag: AtomicU64,
+    /// Store reads or cursor writes that failed (the sink backs off, nothing is skipped).
+    pub store_errors: AtomicU64,
+    /// Deliveries that failed (retried with backoff).
+    pub delivery_failures: AtomicU64,
+    /// Events delivered.
+    pub delivered: AtomicU64,
+}
+
+/// Stats per sink, for metrics.
+#[derive(Default)]
+pub struct SinkLag(pub Mutex<HashMap<String, Arc<SinkStats>>>);
 
 impl SinkLag {
     /// Prometheus lines.
     pub fn render(&self) -> String {
         let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::from(
-            "# HELP thoth_sink_lag_events Events stored but not yet delivered by a sink.\n# TYPE thoth_sink_lag_events gauge\n",
-        );
         let mut names: Vec<_> = m.keys().collect();
         names.sort();
-        for n in names {
-            out.push_str(&format!(
-                "thoth_sink_lag_events{{sink=\"{n}\"}} {}\n",
-                m[n].load(Ordering::Relaxed)
-            ));
+        let mut out = String::new();
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&SinkStats) -> &AtomicU64,
+        );
+        let families: [Family; 4] = [
+            (
+                "thoth_sink_lag_events",
+                "Events stored but not yet delivered by a sink.",
+                "gauge",
+                |s| &s.lag,
+            ),
+            (
+                "thoth_sink_store_errors_total",
+                "Store reads or cursor writes of a sink that failed (it backs off and retries).",
+                "counter",
+                |s| &s.store_errors,
+            ),
+            (
+                "thoth_sink_delivery_failures_total",
+                "Deliveries of a sink that failed (retried with backoff).",
+                "counter",
+                |s| &s.delivery_failures,
+            ),
+            (
+                "thoth_sink_delivered_events_total",
+                "Events a sink delivered.",
+                "counter",
+                |s| &s.delivered,
+            ),
+        ];
+        for (metric, help, kind, get) in families {
+            out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} {kind}\n"));
+            for n in &names {
+                out.push_str(&format!(
+                    "{metric}{{sink=\"{n}\"}} {}\n",
+                    get(&m[*n]).load(Ordering::Relaxed)
+                ));
+            }
         }
         out
     }
 }
 
+/// What a sink reads: the event store, by cursor. Calls may block (the sink runs them on the
+/// blocking pool). Cursors must be given out in commit order (see [`crate::store::Store`]).
+pub trait EventSource: Send + Sync + 'static {
+    /// The sink's saved cursor (0: from the start).
+    fn cursor(&self, sink: &str) -> Result<u64, StoreError>;
+    /// Saves the sink's cursor.
+    fn set_cursor(&self, sink: &str, id: u64) -> Result<(), StoreError>;
+    /// The highest committed cursor.
+    fn high_water(&self) -> Result<u64, StoreError>;
+    /// Events matching the filter, oldest first.
+    fn events(&self, filter: &EventFilter) -> Result<Vec<StoredEventRecord>, StoreError>;
+}
+
+/// The controller's store as a sink's event source.
+pub struct StoreSource(pub Arc<dyn Store>);
+
+impl EventSource for StoreSource {
+    fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
+        self.0.sink_cursor(sink)
+    }
+    fn set_cursor(&self, sink: &str, id: u64) -> Result<(), StoreError> {
+        self.0.set_sink_cursor(sink, id)
+    }
+    fn high_water(&self) -> Result<u64, StoreError> {
+        self.0.max_event_id()
+    }
+    fn events(&self, filter: &EventFilter) -> Result<Vec<StoredEventRecord>, StoreError> {
+        self.0.query_events(filter)
+    }
+}
+
 /// Starts every configured sink.
 pub fn start_all(ctl: &Arc<Controller>) -> Vec<tokio::task::JoinHandle<()>> {
+    let source: Arc<dyn EventSource> = Arc::new(StoreSource(Arc::clone(&ctl.store)));
     ctl.config
         .sinks
         .iter()
         .cloned()
         .map(|cfg| {
-            let lag = Arc::new(AtomicU64::new(0));
+            let stats = Arc::new(SinkStats::default());
             ctl.sink_lag
                 .0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(cfg.name.clone(), Arc::clone(&lag));
-            tokio::spawn(run(Arc::clone(ctl), cfg, lag))
+                .insert(cfg.name.clone(), Arc::clone(&stats));
+            tokio::spawn(run(
+                Arc::clone(&source),
+                ctl.events_tick.subscribe(),
+                cfg,
+                stats,
+            ))
         })
         .collect()
 }
 
-async fn run(ctl: Arc<Controller>, cfg: SinkConfig, lag: Arc<AtomicU64>) {
+async fn on_source<R: Send + 'static>(
+    source: &Arc<dyn EventSource>,
+    f: impl FnOnce(&dyn EventSource) -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, StoreError> {
+    let source = Arc::clone(source);
+    tokio::task::spawn_blocking(move || f(source.as_ref()))
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+}
+
+/// Runs one sink until the task is dropped: reads events after its cursor, delivers them, and
+/// moves the cursor only past what it delivered (or what it read and did not need), in commit
+/// order. `tick` changes after each commit.
+///
+/// The high-water mark is read BEFORE the query, and the query is bounded by it: every event at
+/// or below it was committed before it was read (cursors are given out in commit order), so the
+/// query sees all of them, and passing the mark after an empty (or short) read skips nothing.
+/// Reading it after the query (as before) could pass a batch committed in between. Store errors
+/// move nothing: they are logged, counted, and retried with backoff.
+pub async fn run(
+    source: Arc<dyn EventSource>,
+    mut tick: tokio::sync::watch::Receiver<u64>,
+    cfg: SinkConfig,
+    stats: Arc<SinkStats>,
+) {
     let mut sink = match Delivery::new(&cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -149,54 +256,107 @@ async fn run(ctl: Arc<Controller>, cfg: SinkConfig, lag: Arc<AtomicU64>) {
             return;
         }
     };
-    let mut tick = ctl.events_tick.subscribe();
-    let mut attempt = 0u32;
     tracing::info!(sink = cfg.name, kind = cfg.kind, "sink started");
-    loop {
+    let mut attempt = 0u32;
+    let mut store_attempt = 0u32;
+    let store_failed = |what: &str, e: StoreError, attempt: &mut u32| {
+        stats.store_errors.fetch_add(1, Ordering::Relaxed);
+        let wait = backoff(*attempt);
+        *attempt = attempt.saturating_add(1);
+        tracing::warn!(sink = cfg.name, "{what} failed ({e}); retrying in {wait:?}");
+        wait
+    };
+    // The cursor as saved, and as reached (they differ only while saving fails).
+    let mut saved = loop {
         let name = cfg.name.clone();
-        let cursor = ctl.db(move |s| s.sink_cursor(&name)).await.unwrap_or(0);
+        match on_source(&source, move |s| s.cursor(&name)).await {
+            Ok(c) => break c,
+            Err(e) => {
+                let wait = store_failed("reading the sink cursor", e, &mut store_attempt);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    let mut cursor = saved;
+    loop {
+        if saved != cursor {
+            let (name, c) = (cfg.name.clone(), cursor);
+            match on_source(&source, move |s| s.set_cursor(&name, c)).await {
+                Ok(()) => saved = cursor,
+                Err(e) => {
+                    let wait = store_failed("saving the sink cursor", e, &mut store_attempt);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+        }
+        // Mark the commits seen so far before reading: a commit after this wakes the wait below.
+        tick.borrow_and_update();
+        let limit = cfg.batch.max(1);
         let filter = EventFilter {
             after_id: cursor,
-            limit: cfg.batch.max(1),
+            limit,
             tenants: cfg.tenants.clone(),
             event_types: cfg.event_types.clone(),
             ..Default::default()
         };
-        let events = ctl
-            .db(move |s| s.query_events(&filter))
-            .await
-            .unwrap_or_default();
-        let max = ctl.db(|s| s.max_event_id()).await.unwrap_or(0);
-        lag.store(max.saturating_sub(cursor), Ordering::Relaxed);
-        let Some(last) = events.last().map(|e| e.id) else {
-            if max > cursor {
-                // Only non-matching events after the cursor: move past them.
-                let name = cfg.name.clone();
-                let _ = ctl.db(move |s| s.set_sink_cursor(&name, max)).await;
-                lag.store(0, Ordering::Relaxed);
-                continue;
+        let read = on_source(&source, move |s| {
+            let high = s.high_water()?;
+            if high <= filter.after_id {
+                return Ok((high, Vec::new()));
             }
-            let _ = tokio::time::timeout(Duration::from_secs(2), tick.changed()).await;
-            continue;
-        };
-        match sink.deliver(&events).await {
-            Ok(()) => {
-                attempt = 0;
-                let name = cfg.name.clone();
-                if let Err(e) = ctl.db(move |s| s.set_sink_cursor(&name, last)).await {
-                    tracing::error!(sink = cfg.name, "cannot save the sink cursor: {e}");
-                }
+            let events = s.events(&EventFilter {
+                upto_id: high,
+                ..filter
+            })?;
+            Ok((high, events))
+        })
+        .await;
+        let (high, events) = match read {
+            Ok(r) => {
+                store_attempt = 0;
+                r
             }
             Err(e) => {
-                let wait = crate::sinks::backoff(attempt);
+                let wait = store_failed("reading events", e, &mut store_attempt);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        stats
+            .lag
+            .store(high.saturating_sub(cursor), Ordering::Relaxed);
+        if high <= cursor {
+            let _ = tokio::time::timeout(Duration::from_secs(2), tick.changed()).await;
+            continue;
+        }
+        // Past the last delivered event; past the mark when the read was not cut by the limit.
+        let reached = if events.len() < limit as usize {
+            high
+        } else {
+            events.last().map_or(high, |e| e.id)
+        };
+        if !events.is_empty() {
+            if let Err(e) = sink.deliver(&events).await {
+                stats.delivery_failures.fetch_add(1, Ordering::Relaxed);
+                let wait = backoff(attempt);
                 attempt = attempt.saturating_add(1);
                 tracing::warn!(
                     sink = cfg.name,
                     "delivery failed ({e}); retrying in {wait:?}"
                 );
                 tokio::time::sleep(wait).await;
+                continue;
             }
+            attempt = 0;
+            stats
+                .delivered
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
         }
+        cursor = reached;
+        stats
+            .lag
+            .store(high.saturating_sub(cursor), Ordering::Relaxed);
     }
 }
 
@@ -577,6 +737,247 @@ mod tests {
         assert!(m.contains(" seq=\"7\""), "{m}");
         assert!(m.ends_with(ev));
         assert_eq!(hmac_header("k", b"x").len(), 7 + 64);
+    }
+
+    use crate::store::sqlite::SqliteStore;
+    use std::sync::atomic::AtomicU32;
+
+    fn ev(i: u64, ty: &str) -> StoredEventRecord {
+        StoredEventRecord {
+            event_id: format!("e{i}"),
+            tenant: "acme".into(),
+            agent_id: "agt-1".into(),
+            seq: i,
+            event_type: ty.into(),
+            json: format!(r#"{{"eventId":"e{i}","eventType":"{ty}"}}"#),
+            ..StoredEventRecord::default()
+        }
+    }
+
+    fn jsonl_sink(dir: &std::path::Path, event_types: &[&str]) -> SinkConfig {
+        SinkConfig {
+            name: "siem".into(),
+            kind: "jsonl".into(),
+            tenants: vec![],
+            event_types: event_types.iter().map(|t| t.to_string()).collect(),
+            path: Some(dir.join("events.jsonl")),
+            max_bytes: default_max_bytes(),
+            keep: 1,
+            address: None,
+            tls: false,
+            ca_file: None,
+            server_name: None,
+            url: None,
+            token: None,
+            secret: None,
+            batch: 7,
+        }
+    }
+
+    fn delivered(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["eventId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// Waits until the sink wrote `want` events (or the deadline passed), then returns them.
+    async fn wait_delivered(dir: &std::path::Path, want: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = delivered(dir);
+            if got.len() >= want || tokio::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A store where another writer commits a batch right after each of the sink's first reads
+    /// (of the high-water mark and of events): commits racing the sink.
+    struct Racing {
+        store: SqliteStore,
+        tick: tokio::sync::watch::Sender<u64>,
+        rounds: AtomicU32,
+        next: AtomicU64,
+    }
+
+    const RACING_ROUNDS: u32 = 8;
+
+    impl Racing {
+        /// Commits 3 events the sink ignores and 2 it wants.
+        fn race(&self) {
+            if self.rounds.fetch_add(1, Ordering::SeqCst) >= RACING_ROUNDS {
+                return;
+            }
+            let batch: Vec<_> = [
+                "AGENT_STARTED",
+                "TOOL_CALL_PRE",
+                "CONFIG_WRAPPED",
+                "TOOL_CALL_PRE",
+                "AGENT_STARTED",
+            ]
+            .iter()
+            .map(|t| ev(self.next.fetch_add(1, Ordering::SeqCst), t))
+            .collect();
+            self.store.commit_events("agt-1", &batch, None).unwrap();
+            self.tick.send_modify(|n| *n += 1);
+        }
+    }
+
+    impl EventSource for Racing {
+        fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
+            self.store.sink_cursor(sink)
+        }
+        fn set_cursor(&self, sink: &str, id: u64) -> Result<(), StoreError> {
+            self.store.set_sink_cursor(sink, id)
+        }
+        fn high_water(&self) -> Result<u64, StoreError> {
+            let r = self.store.max_event_id();
+            self.race();
+            r
+        }
+        fn events(&self, filter: &EventFilter) -> Result<Vec<StoredEventRecord>, StoreError> {
+            let r = self.store.query_events(filter);
+            self.race();
+            r
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_never_skips_events_committed_while_it_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::in_memory().unwrap();
+        // Events the sink filters out: its first reads come back empty.
+        let seed: Vec<_> = (1..=4).map(|i| ev(1000 + i, "AGENT_STARTED")).collect();
+        store.commit_events("agt-1", &seed, None).unwrap();
+        let (tick, rx) = tokio::sync::watch::channel(0);
+        let source = Arc::new(Racing {
+            store,
+            tick,
+            rounds: AtomicU32::new(0),
+            next: AtomicU64::new(1),
+        });
+        let stats = Arc::new(SinkStats::default());
+        let task = tokio::spawn(run(
+            Arc::clone(&source) as Arc<dyn EventSource>,
+            rx,
+            jsonl_sink(dir.path(), &["TOOL_CALL_PRE"]),
+            Arc::clone(&stats),
+        ));
+        // The racing writer is done once RACING_ROUNDS reads happened; then every wanted event
+        // must arrive, once, in commit order.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while source.rounds.load(Ordering::SeqCst) < RACING_ROUNDS {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the sink stopped reading"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let want_all: Vec<String> = source
+            .store
+            .query_events(&EventFilter {
+                limit: 10_000,
+                event_types: vec!["TOOL_CALL_PRE".into()],
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(want_all.len(), 2 * RACING_ROUNDS as usize);
+        let got = wait_delivered(dir.path(), want_all.len()).await;
+        assert_eq!(got, want_all, "events committed during a read were skipped");
+        // Nothing pending: the cursor reached the last event, the lag is 0.
+        let max = source.store.max_event_id().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while source.store.sink_cursor("siem").unwrap() != max {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cursor never reached {max}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.lag.load(Ordering::Relaxed), 0);
+        task.abort();
+    }
+
+    /// A store whose first cursor read, first event read and first cursor write fail.
+    struct Failing {
+        store: SqliteStore,
+        fail_cursor: AtomicU32,
+        fail_events: AtomicU32,
+        fail_set: AtomicU32,
+    }
+
+    fn fail_once(n: &AtomicU32) -> Result<(), StoreError> {
+        if n.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(StoreError::Backend("disk I/O error".into()));
+        }
+        Ok(())
+    }
+
+    impl EventSource for Failing {
+        fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
+            fail_once(&self.fail_cursor)?;
+            self.store.sink_cursor(sink)
+        }
+        fn set_cursor(&self, sink: &str, id: u64) -> Result<(), StoreError> {
+            fail_once(&self.fail_set)?;
+            self.store.set_sink_cursor(sink, id)
+        }
+        fn high_water(&self) -> Result<u64, StoreError> {
+            self.store.max_event_id()
+        }
+        fn events(&self, filter: &EventFilter) -> Result<Vec<StoredEventRecord>, StoreError> {
+            fail_once(&self.fail_events)?;
+            self.store.query_events(filter)
+        }
+    }
+
+    #[tokio::test]
+    async fn store_errors_move_no_cursor_and_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::in_memory().unwrap();
+        // The sink already delivered up to event 3 before a restart.
+        let events: Vec<_> = (1..=20).map(|i| ev(i, "TOOL_CALL_PRE")).collect();
+        store.commit_events("agt-1", &events, None).unwrap();
+        store.set_sink_cursor("siem", 3).unwrap();
+        let source = Arc::new(Failing {
+            store,
+            fail_cursor: AtomicU32::new(0),
+            fail_events: AtomicU32::new(0),
+            fail_set: AtomicU32::new(0),
+        });
+        let stats = Arc::new(SinkStats::default());
+        let (_tick, rx) = tokio::sync::watch::channel(0);
+        let task = tokio::spawn(run(
+            Arc::clone(&source) as Arc<dyn EventSource>,
+            rx,
+            jsonl_sink(dir.path(), &[]),
+            Arc::clone(&stats),
+        ));
+        let want: Vec<String> = (4..=20).map(|i| format!("e{i}")).collect();
+        let got = wait_delivered(dir.path(), want.len()).await;
+        assert_eq!(got, want, "a failed read skipped or re-sent events");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while source.store.sink_cursor("siem").unwrap() != 20 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cursor was never saved"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.store_errors.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.delivered.load(Ordering::Relaxed), 17);
+        task.abort();
     }
 
     #[test]

@@ -192,7 +192,8 @@ pub struct AuditRecord {
 pub struct StoredEventRecord {
     /// The store's cursor (0 when inserting).
     pub id: u64,
-    /// `eventId` (unique: duplicates are ignored).
+    /// `eventId`: a record identical to one stored under the same (tenant, agent, eventId) is
+    /// ignored; a different record under a stored eventId is stored too (ingest alerts on it).
     pub event_id: String,
     /// Tenant, from the uploading agent's certificate.
     pub tenant: String,
@@ -235,13 +236,34 @@ pub struct EventFilter {
     pub until: Option<String>,
     /// After this cursor.
     pub after_id: u64,
+    /// Up to this cursor, inclusive (0: no bound).
+    pub upto_id: u64,
     /// At most.
     pub limit: u32,
     /// With after_id 0: the newest `limit` (else the oldest after `after_id`).
     pub newest: bool,
 }
 
+/// What ingest sees of one agent inside the transaction that commits its batch.
+#[derive(Debug, Clone, Default)]
+pub struct ChainView {
+    /// The last (seq, hash) committed for the agent's chain.
+    pub state: Option<(u64, String)>,
+    /// For each asked eventId, the JSON of every record stored under it for this tenant and agent.
+    pub seen: std::collections::HashMap<String, Vec<String>>,
+}
+
+/// What ingest decided for a batch: the records to store (alerts included) and the chain state
+/// to keep (None: unchanged).
+pub type ChainDecision = (Vec<StoredEventRecord>, Option<(u64, String)>);
+
 /// The storage contract.
+///
+/// Event cursors (`StoredEventRecord::id`) are given out in commit order: once an event with id
+/// N is visible to a reader, every event that becomes visible later has an id above N. Sinks
+/// rely on it to move their cursor past events they did not need to deliver (see
+/// `sinks::run`). A backend must guarantee it (SQLite: ids are taken inside the write
+/// transaction, and SQLite has one writer at a time; PostgreSQL sequences would NOT do it alone).
 pub trait Store: Send + Sync + 'static {
     // --- policy ---
     /// The newest version of a tenant's policy.
@@ -313,17 +335,29 @@ pub trait Store: Send + Sync + 'static {
     // --- events ---
     /// The last (seq, hash) committed for an agent's chain.
     fn chain_state(&self, agent_id: &str) -> Result<Option<(u64, String)>, StoreError>;
-    /// In one transaction: stores events (ignoring `eventId`s already stored) and moves the
-    /// agent's chain state. Returns how many were new.
+    /// In one transaction: stores events (skipping a record identical to one stored under the
+    /// same tenant, agent and `eventId`) and moves the agent's chain state. Returns how many
+    /// were new.
     fn commit_events(
         &self,
         agent_id: &str,
         events: &[StoredEventRecord],
         new_state: Option<(u64, String)>,
     ) -> Result<u64, StoreError>;
+    /// In one transaction: reads the agent's [`ChainView`] (its chain state and the records stored
+    /// under `event_ids`), runs `check` on it, stores the records it returns as
+    /// [`Store::commit_events`] does and moves the chain state. Concurrent batches of one agent
+    /// are thereby checked one after the other. Returns how many records were new.
+    fn commit_checked(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        event_ids: &[String],
+        check: &mut dyn FnMut(&ChainView) -> ChainDecision,
+    ) -> Result<u64, StoreError>;
     /// Events matching a filter, oldest first.
     fn query_events(&self, filter: &EventFilter) -> Result<Vec<StoredEventRecord>, StoreError>;
-    /// The highest event cursor.
+    /// The highest event cursor committed (every event at or below it is visible).
     fn max_event_id(&self) -> Result<u64, StoreError>;
     /// A sink's cursor.
     fn sink_cursor(&self, sink: &str) -> Result<u64, StoreError>;

@@ -87,4 +87,36 @@ pub const MIGRATIONS: &[&str] = &[
         sink TEXT PRIMARY KEY,
         last_id INTEGER NOT NULL
     );",
+    // 3: events are de-duplicated per (tenant, agent, eventId) and only for the identical record,
+    // so the global UNIQUE on event_id goes (one agent could pre-empt another's ids). SQLite
+    // cannot drop a constraint: the table is rebuilt with its ids, and the AUTOINCREMENT
+    // high-water mark is carried over so that no id is ever given out twice (sink cursors point
+    // past it).
+    "CREATE TABLE events_v3 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        tool_name TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        chain_ok INTEGER NOT NULL,
+        json TEXT NOT NULL
+    );
+    INSERT INTO events_v3 (id, event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json)
+        SELECT id, event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json
+        FROM events ORDER BY id;
+    DELETE FROM sqlite_sequence WHERE name = 'events_v3';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'events_v3', MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                                COALESCE((SELECT MAX(id) FROM events), 0));
+    DROP TABLE events;
+    ALTER TABLE events_v3 RENAME TO events;
+    CREATE INDEX events_tenant_time ON events (tenant, timestamp);
+    CREATE INDEX events_agent ON events (agent_id, seq);
+    CREATE INDEX events_tool ON events (tool_name);
+    CREATE INDEX events_session ON events (session_id);
+    CREATE INDEX events_agent_event ON events (tenant, agent_id, event_id);",
 ];

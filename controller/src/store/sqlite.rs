@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
 use super::{
-    AgentRecord, AgentReportRecord, AuditRecord, EventFilter, Labels, PolicyRecord, RedeemError,
-    Store, StoreError, StoredEventRecord, TokenRecord,
+    AgentRecord, AgentReportRecord, AuditRecord, ChainDecision, ChainView, EventFilter, Labels,
+    PolicyRecord, RedeemError, Store, StoreError, StoredEventRecord, TokenRecord,
 };
 
 /// SQLite behind a mutex (SQLite has one writer anyway; calls are short).
@@ -154,6 +154,57 @@ impl SqliteStore {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(backend)
     }
+}
+
+/// Inserts events inside `tx` (a write transaction) and moves the agent's chain state.
+///
+/// Cursor order: `id` is INTEGER PRIMARY KEY AUTOINCREMENT, taken here while the transaction
+/// holds SQLite's single write lock (IMMEDIATE), which it keeps until commit. So the ids of one
+/// commit are all above those of every commit before it and below those of every commit after
+/// it: ids become visible in increasing order (the `Store` contract sinks rely on), and
+/// AUTOINCREMENT never gives out an id twice, even after the highest rows are deleted.
+fn insert_events(
+    tx: &rusqlite::Transaction<'_>,
+    agent_id: &str,
+    events: &[StoredEventRecord],
+    new_state: Option<(u64, String)>,
+) -> Result<u64, StoreError> {
+    let mut new = 0;
+    {
+        // An identical record under the same (tenant, agent, eventId) is a re-send: skipped.
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
+                 WHERE NOT EXISTS (SELECT 1 FROM events WHERE tenant = ?2 AND agent_id = ?3 AND event_id = ?1 AND json = ?10)",
+            )
+            .map_err(backend)?;
+        for e in events {
+            new += stmt
+                .execute(params![
+                    e.event_id,
+                    e.tenant,
+                    e.agent_id,
+                    e.seq as i64,
+                    e.event_type,
+                    e.session_id,
+                    e.tool_name,
+                    e.timestamp,
+                    e.chain_ok,
+                    e.json
+                ])
+                .map_err(backend)? as u64;
+        }
+    }
+    if let Some((seq, hash)) = new_state {
+        tx.execute(
+            "INSERT INTO chains (agent_id, last_seq, last_hash) VALUES (?1, ?2, ?3)
+             ON CONFLICT(agent_id) DO UPDATE SET last_seq = excluded.last_seq, last_hash = excluded.last_hash",
+            params![agent_id, seq as i64, hash],
+        )
+        .map_err(backend)?;
+    }
+    Ok(new)
 }
 
 impl Store for SqliteStore {
@@ -538,39 +589,58 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend)?;
-        let mut new = 0;
+        let new = insert_events(&tx, agent_id, events, new_state)?;
+        tx.commit().map_err(backend)?;
+        Ok(new)
+    }
+
+    fn commit_checked(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        event_ids: &[String],
+        check: &mut dyn FnMut(&ChainView) -> ChainDecision,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        // IMMEDIATE: the write lock is taken before the chain is read, so what `check` sees is
+        // what the commit builds on.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let state = tx
+            .query_row(
+                "SELECT last_seq, last_hash FROM chains WHERE agent_id = ?1",
+                params![agent_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()
+            .map_err(backend)?;
+        let mut view = ChainView {
+            state,
+            seen: Default::default(),
+        };
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "SELECT json FROM events WHERE tenant = ?1 AND agent_id = ?2 AND event_id = ?3 ORDER BY id",
                 )
                 .map_err(backend)?;
-            for e in events {
-                new += stmt
-                    .execute(params![
-                        e.event_id,
-                        e.tenant,
-                        e.agent_id,
-                        e.seq as i64,
-                        e.event_type,
-                        e.session_id,
-                        e.tool_name,
-                        e.timestamp,
-                        e.chain_ok,
-                        e.json
-                    ])
-                    .map_err(backend)? as u64;
+            for id in event_ids {
+                if view.seen.contains_key(id) {
+                    continue;
+                }
+                let rows = stmt
+                    .query_map(params![tenant, agent_id, id], |r| r.get::<_, String>(0))
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)?;
+                if !rows.is_empty() {
+                    view.seen.insert(id.clone(), rows);
+                }
             }
         }
-        if let Some((seq, hash)) = new_state {
-            tx.execute(
-                "INSERT INTO chains (agent_id, last_seq, last_hash) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(agent_id) DO UPDATE SET last_seq = excluded.last_seq, last_hash = excluded.last_hash",
-                params![agent_id, seq as i64, hash],
-            )
-            .map_err(backend)?;
-        }
+        let (records, new_state) = check(&view);
+        let new = insert_events(&tx, agent_id, &records, new_state)?;
         tx.commit().map_err(backend)?;
         Ok(new)
     }
@@ -601,6 +671,10 @@ impl Store for SqliteStore {
         }
         if let Some(t) = &f.until {
             add(&mut sql, "timestamp <=", t.clone());
+        }
+        if f.upto_id > 0 {
+            args.push((f.upto_id as i64).into());
+            sql.push_str(&format!(" AND id <= ?{}", args.len()));
         }
         for (col, list) in [("event_type", &f.event_types), ("tenant", &f.tenants)] {
             if !list.is_empty() {

@@ -110,3 +110,66 @@ fn a_database_from_a_newer_controller_is_refused() {
     assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
     assert!(s.token("t").unwrap().is_some());
 }
+
+fn event(agent: &str, id: &str, seq: u64, json: &str) -> StoredEventRecord {
+    StoredEventRecord {
+        event_id: id.into(),
+        tenant: if agent == "agt-b" { "beta" } else { "acme" }.into(),
+        agent_id: agent.into(),
+        seq,
+        event_type: "TOOL_CALL_PRE".into(),
+        json: json.into(),
+        ..StoredEventRecord::default()
+    }
+}
+
+#[test]
+fn an_old_database_upgrades_and_event_ids_are_scoped_to_their_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    // A database as the controller before migration 3 left it: event 5 was deleted, so the
+    // AUTOINCREMENT mark (5) is above MAX(id) (4).
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        for i in 1..=5 {
+            conn.execute(
+                "INSERT INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json)
+                 VALUES (?1, 'beta', 'agt-b', ?2, 'TOOL_CALL_PRE', '', '', '', 1, ?3)",
+                params![format!("e{i}"), i, format!("{{\"n\":{i}}}")],
+            )
+            .unwrap();
+        }
+        conn.execute("DELETE FROM events WHERE id = 5", []).unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    assert_eq!(s.max_event_id().unwrap(), 4, "the events were kept");
+    // Agent A (another tenant) uses ids agent B already used: stored, not ignored.
+    let a = [
+        event("agt-a", "e1", 1, "{\"a\":1}"),
+        event("agt-a", "e2", 2, "{\"a\":2}"),
+    ];
+    assert_eq!(s.commit_events("agt-a", &a, None).unwrap(), 2);
+    let ids: Vec<u64> = s
+        .query_events(&EventFilter {
+            agent_id: Some("agt-a".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![6, 7],
+        "an id once given out (5) is never given again"
+    );
+    // The identical record is a re-send (skipped); a different one under a seen id is stored.
+    assert_eq!(s.commit_events("agt-a", &a[..1], None).unwrap(), 0);
+    let other = event("agt-a", "e1", 9, "{\"a\":\"other\"}");
+    assert_eq!(s.commit_events("agt-a", &[other], None).unwrap(), 1);
+}
