@@ -93,16 +93,53 @@ pub fn describe_connect_error(url: &str, e: &tonic::transport::Error) -> String 
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    let hint = if msg.contains("Connection refused") {
+    let hint = connect_hint(&msg);
+    format!("cannot connect to the controller at {url}: {msg}\n  hint: {hint}")
+}
+
+/// The hint for a connection failure, from its message chain. Only a certificate the client
+/// refused is blamed on the CA: a connection the controller closed or reset during the handshake
+/// (its connection limits, an overload) or one that timed out says so instead.
+pub fn connect_hint(msg: &str) -> &'static str {
+    let has = |needles: &[&str]| needles.iter().any(|n| msg.contains(n));
+    if has(&["Connection refused"]) {
         "is the controller running? (start it with `thoth-controller serve`)"
-    } else if msg.contains("certificate") || msg.contains("UnknownIssuer") || msg.contains("tls") {
+    } else if has(&[
+        "invalid peer certificate",
+        "UnknownIssuer",
+        "BadSignature",
+        "NotValidForName",
+        "certificate verify",
+        "CertNotValidForName",
+    ]) {
         "the controller's certificate does not match the CA you gave (wrong ca.crt, or wrong controller?)"
-    } else if msg.contains("timed out") || msg.contains("deadline") {
-        "the controller did not answer in time (wrong address or a firewall?)"
+    } else if has(&[
+        "CertificateRequired",
+        "certificate required",
+        "BadCertificate",
+        "bad certificate",
+        "UnknownCA",
+        "unknown ca",
+        "CertificateRevoked",
+        "certificate revoked",
+        "CertificateExpired",
+        "certificate expired",
+    ]) {
+        "the controller refused your client certificate (expired, revoked, or from another controller?)"
+    } else if has(&["timed out", "deadline", "Timeout", "elapsed"]) {
+        "the controller did not answer in time: it may be overloaded or at its connection limits, or the address is wrong or filtered by a firewall"
+    } else if has(&[
+        "eof",
+        "EOF",
+        "Connection reset",
+        "connection reset",
+        "Broken pipe",
+        "closed",
+    ]) {
+        "the controller closed the connection before it was set up: it may be at its connection limits (max_connections, max_unauthenticated_per_address) or restarting; try again, and see thoth_connections_refused_total in its metrics"
     } else {
         "check the controller URL"
-    };
-    format!("cannot connect to the controller at {url}: {msg}\n  hint: {hint}")
+    }
 }
 
 /// What enrolling produced: the agent's credentials and identity.

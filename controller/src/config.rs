@@ -38,6 +38,15 @@ pub struct ControllerConfig {
     pub handshake_timeout: Duration,
     /// Most connections open at once; more are closed at once (and counted).
     pub max_connections: usize,
+    /// A connection with no request in progress for this long is closed, unless it carries a
+    /// client certificate and has made a request (agents keep theirs open). The first request
+    /// must come within it too: a TLS connection without a request holds nothing for long.
+    #[serde(with = "human")]
+    pub idle_timeout: Duration,
+    /// Most connections one address may hold without a client certificate (handshaking,
+    /// enrolling, health checks); more are closed at once (and counted). Authenticated
+    /// connections (agents and admins behind one NAT) do not count.
+    pub max_unauthenticated_per_address: usize,
     /// Names and addresses the server certificate covers (used when it is first made).
     pub server_names: Vec<String>,
     /// SIEM sinks (`[[sinks]]`).
@@ -58,6 +67,8 @@ impl Default for ControllerConfig {
             max_request_bytes: 5 << 20,
             handshake_timeout: Duration::from_secs(10),
             max_connections: 50_000,
+            idle_timeout: Duration::from_secs(30),
+            max_unauthenticated_per_address: 256,
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             sinks: Vec::new(),
         }
@@ -115,6 +126,15 @@ pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is opti
 # Most client connections open at once (each agent keeps one); more are closed at once and
 # counted in thoth_connections_refused_total. The open-file limit must allow this many.
 # max_connections = 50000
+
+# A connection with no request in progress for this long is closed, unless it carries a client
+# certificate and has made a request (agents keep theirs). The first request must come within it.
+# idle_timeout = "30s"
+
+# Most connections one address may hold without a client certificate (handshaking, enrolling,
+# health checks); more are closed at once and counted in thoth_connections_refused_total.
+# Authenticated connections (many agents behind one NAT) do not count.
+# max_unauthenticated_per_address = 256
 
 # Names and addresses the server certificate covers. Used when the certificate is made (first
 # start); delete server.crt and server.key to make a new one after changing this.
@@ -197,8 +217,13 @@ impl ControllerConfig {
                 return Err(format!("two sinks are named {:?}", s.name));
             }
         }
-        if self.max_connections == 0 {
-            return Err("max_connections must be above zero".into());
+        if self.max_connections == 0 || self.max_unauthenticated_per_address == 0 {
+            return Err(
+                "max_connections and max_unauthenticated_per_address must be above zero".into(),
+            );
+        }
+        if self.idle_timeout.is_zero() {
+            return Err("idle_timeout must be above zero".into());
         }
         if self.max_request_bytes < 64 << 10 {
             return Err("max_request_bytes must be at least 65536".into());

@@ -1,9 +1,11 @@
 //! Serving: TLS 1.3 (rustls, aws-lc-rs) with optional client certificates verified against our
 //! CA, the gRPC services, health, metrics, and the maintenance job.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject;
@@ -33,6 +35,7 @@ pub fn tls_config(
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
+    admins: Arc<crate::admins::AdminGate>,
 ) -> anyhow::Result<rustls::ServerConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -42,6 +45,10 @@ pub fn tls_config(
         .allow_unauthenticated()
         .build()
         .context("client verifier")?;
+    let verifier = Arc::new(GatedVerifier {
+        inner: verifier,
+        admins,
+    });
     let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("server certificate")?;
@@ -54,6 +61,67 @@ pub fn tls_config(
         .context("server certificate and key")?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// The CA's verifier, then the admin deny list: a revoked admin credential fails the handshake.
+#[derive(Debug)]
+struct GatedVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    admins: Arc<crate::admins::AdminGate>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for GatedVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if let Some(why) = self.admins.refusal_for_der(end_entity) {
+            tracing::warn!("TLS handshake refused: {why}");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// A running controller.
@@ -94,10 +162,119 @@ impl Running {
     }
 }
 
-/// A TLS connection that holds one of the `max_connections` permits until it closes.
+/// What the server knows of one open connection: whether it carries a client certificate,
+/// whether it has made a request, how many are in progress, and when the last one ended.
+#[derive(Debug)]
+struct ConnState {
+    authenticated: bool,
+    requested: AtomicBool,
+    in_flight: AtomicUsize,
+    last_active: Mutex<Instant>,
+}
+
+impl ConnState {
+    /// Idle rules no longer apply: an authenticated client that has made a request (agents
+    /// keep their subscription, admins their session) is bounded by keepalive instead.
+    fn exempt(&self) -> bool {
+        self.authenticated && self.requested.load(Ordering::Acquire)
+    }
+}
+
+/// Open connections by peer address (unique among live connections), so that requests can
+/// mark theirs active.
+type Registry = Arc<Mutex<HashMap<SocketAddr, Arc<ConnState>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Unauthenticated connections (handshaking, or without a client certificate) per address.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One unauthenticated connection of one address; released on drop (or once it authenticates).
+#[derive(Debug)]
+struct AddrSlot {
+    counts: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddrSlot> {
+        let mut m = lock(&self.0);
+        let n = m.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddrSlot {
+            counts: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddrSlot {
+    fn drop(&mut self) {
+        let mut m = lock(&self.counts.0);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A TLS connection that holds one of the `max_connections` permits until it closes (and, while
+/// unauthenticated, one of its address's slots). Unless exempt (see [`ConnState::exempt`]), it
+/// is closed once no request has been in progress for `idle` — a connection that never sends
+/// its HTTP/2 preface or a request holds its permit no longer than that.
 pub struct Conn {
     inner: TlsStream<TcpStream>,
+    state: Arc<ConnState>,
+    idle: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    registry: Registry,
+    peer: SocketAddr,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _addr_slot: Option<AddrSlot>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let mut r = lock(&self.registry);
+        if r.get(&self.peer)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.state))
+        {
+            r.remove(&self.peer);
+        }
+    }
+}
+
+impl Conn {
+    /// `Ready(())` once the connection has been idle too long.
+    fn poll_idle(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::future::Future as _;
+        if self.state.exempt() {
+            return std::task::Poll::Pending;
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let next = if self.state.in_flight.load(Ordering::Acquire) > 0 {
+                Instant::now() + self.idle
+            } else {
+                let last = *lock(&self.state.last_active);
+                if last.elapsed() >= self.idle {
+                    return std::task::Poll::Ready(());
+                }
+                last + self.idle
+            };
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(next));
+        }
+        std::task::Poll::Pending
+    }
 }
 
 impl tonic::transport::server::Connected for Conn {
@@ -114,6 +291,13 @@ impl tokio::io::AsyncRead for Conn {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if self.poll_idle(cx).is_ready() {
+            tracing::debug!(peer = %self.peer, "closing a connection idle without a request");
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "idle without a request",
+            )));
+        }
         std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -154,15 +338,137 @@ impl tokio::io::AsyncWrite for Conn {
     }
 }
 
+/// Marks a connection active from the start of a request until its response body ends.
+#[derive(Debug)]
+struct Active(Arc<ConnState>);
+
+impl Active {
+    fn new(state: Arc<ConnState>) -> Active {
+        state.requested.store(true, Ordering::Release);
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        Active(state)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        *lock(&self.0.last_active) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The layer that tells each connection's [`ConnState`] about its requests.
+#[derive(Clone)]
+struct ActivityLayer(Registry);
+
+impl<S> tower::Layer<S> for ActivityLayer {
+    type Service = Activity<S>;
+
+    fn layer(&self, inner: S) -> Activity<S> {
+        Activity {
+            inner,
+            registry: Arc::clone(&self.0),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Activity<S> {
+    inner: S,
+    registry: Registry,
+}
+
+type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<S> tower::Service<HttpRequest> for Activity<S>
+where
+    S: tower::Service<HttpRequest, Response = HttpResponse>,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let state = req
+            .extensions()
+            .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+            .and_then(|i| i.get_ref().remote_addr())
+            .and_then(|peer| lock(&self.registry).get(&peer).cloned());
+        let active = state.map(Active::new);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            Ok(match active {
+                // Streaming responses count as in progress until their body ends.
+                Some(active) => resp.map(|body| {
+                    tonic::body::Body::new(ActiveBody {
+                        inner: body,
+                        _active: active,
+                    })
+                }),
+                None => resp,
+            })
+        })
+    }
+}
+
+struct ActiveBody {
+    inner: tonic::body::Body,
+    _active: Active,
+}
+
+impl hyper::body::Body for ActiveBody {
+    type Data = prost::bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn refused(ctl: &Controller, warned: &mut bool, what: std::fmt::Arguments<'_>) {
+    Metrics::inc(&ctl.metrics.connections_refused);
+    if !*warned {
+        tracing::warn!("{what}");
+        *warned = true;
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
     ctl: Arc<Controller>,
+    registry: Registry,
     tx: mpsc::Sender<Result<Conn, std::io::Error>>,
 ) {
     let limit = Arc::new(tokio::sync::Semaphore::new(ctl.config.max_connections));
+    let per_address = Arc::new(PerAddress::default());
+    let max_per_address = ctl.config.max_unauthenticated_per_address;
+    let idle = ctl.config.idle_timeout;
     let mut warned = false;
+    let mut warned_address = false;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -174,16 +480,30 @@ async fn accept_loop(
             }
         };
         Metrics::inc(&ctl.metrics.connections);
+        // One address cannot take every slot with connections that never authenticate.
+        let Some(addr_slot) = per_address.take(peer.ip(), max_per_address) else {
+            refused(
+                &ctl,
+                &mut warned_address,
+                format_args!(
+                    "{} holds {max_per_address} unauthenticated connections: refusing more from it (max_unauthenticated_per_address)",
+                    peer.ip()
+                ),
+            );
+            drop(tcp);
+            continue;
+        };
+        warned_address = false;
         // Bounded (invariant 6): over the limit, a connection is closed at once, and counted.
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            Metrics::inc(&ctl.metrics.connections_refused);
-            if !warned {
-                tracing::warn!(
-                    max = ctl.config.max_connections,
-                    "connection limit reached: refusing new connections (max_connections)"
-                );
-                warned = true;
-            }
+            refused(
+                &ctl,
+                &mut warned,
+                format_args!(
+                    "connection limit reached: refusing new connections (max_connections = {})",
+                    ctl.config.max_connections
+                ),
+            );
             drop(tcp);
             continue;
         };
@@ -192,15 +512,34 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         let ctl = Arc::clone(&ctl);
+        let registry = Arc::clone(&registry);
         tokio::spawn(async move {
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    let _ = tx
-                        .send(Ok(Conn {
-                            inner: tls,
-                            _permit: permit,
-                        }))
-                        .await;
+                    let authenticated = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty());
+                    let state = Arc::new(ConnState {
+                        authenticated,
+                        requested: AtomicBool::new(false),
+                        in_flight: AtomicUsize::new(0),
+                        last_active: Mutex::new(Instant::now()),
+                    });
+                    lock(&registry).insert(peer, Arc::clone(&state));
+                    let conn = Conn {
+                        inner: tls,
+                        state,
+                        idle,
+                        timer: Box::pin(tokio::time::sleep(idle)),
+                        registry,
+                        peer,
+                        _permit: permit,
+                        // A certificate our CA signed: no longer counted against its address.
+                        _addr_slot: (!authenticated).then_some(addr_slot),
+                    };
+                    let _ = tx.send(Ok(conn)).await;
                 }
                 Ok(Err(e)) => {
                     Metrics::inc(&ctl.metrics.tls_failures);
@@ -225,7 +564,12 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     // The chain carries the CA too, so that agents can pin it by fingerprint.
     let chain = format!("{server_cert_pem}\n{}", controller.ca.cert_pem());
-    let tls = tls_config(controller.ca.cert_pem(), &chain, server_key_pem)?;
+    let tls = tls_config(
+        controller.ca.cert_pem(),
+        &chain,
+        server_key_pem,
+        Arc::clone(&controller.admins),
+    )?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -243,11 +587,13 @@ pub async fn start(
         None => None,
     };
     let (tx, rx) = mpsc::channel(1024);
+    let registry = Registry::default();
     tasks.push(tokio::spawn(accept_loop(
         listener,
         TlsAcceptor::from(Arc::new(tls)),
         controller.config.handshake_timeout,
         Arc::clone(&controller),
+        Arc::clone(&registry),
         tx,
     )));
     let ctl = Arc::clone(&controller);
@@ -272,6 +618,7 @@ pub async fn start(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(64))
+        .layer(ActivityLayer(registry))
         .add_service(health_service)
         .add_service(
             EnrollmentServer::new(EnrollmentService(Arc::clone(&controller)))
