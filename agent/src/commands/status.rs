@@ -74,6 +74,11 @@ pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
                     s.last_error.clone().unwrap_or_else(|| "no details".into())
                 ));
             }
+            if let Some(e) = &s.events.error {
+                problems.push(format!(
+                    "{e}; governed calls are recorded on this laptop but do not reach the controller"
+                ));
+            }
             match &s.policy {
                 None => problems.push("no policy has arrived yet: every tool call is denied until one does".into()),
                 Some(p) if p.stale => problems.push(format!(

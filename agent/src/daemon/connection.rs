@@ -287,6 +287,10 @@ pub(super) async fn upload_loop(sh: Arc<Shared>) {
         let started = tokio::time::Instant::now();
         if let Err(e) = pipeline::upload(spool, ch, &id, &key).await {
             tracing::warn!("{e}");
+            // The moment the upload counts as stalled, the controller hears of it (heartbeat).
+            if lock(&spool.upload).failures == pipeline::STALL_ATTEMPTS {
+                sh.report_now.notify_one();
+            }
         }
         if started.elapsed() > Duration::from_secs(30) {
             attempt = 0;

@@ -12,8 +12,6 @@ use super::Shared;
 
 /// Largest batch of events accepted per call.
 const MAX_EVENTS_PER_CALL: usize = 1000;
-/// Largest single event.
-const MAX_EVENT_BYTES: usize = 256 << 10;
 
 /// The OS user behind a local call.
 #[cfg(unix)]
@@ -123,20 +121,20 @@ impl local_agent_server::LocalAgent for LocalService {
                 events.len()
             )));
         }
-        let mut good = Vec::with_capacity(events.len());
-        for e in events {
-            if e.len() > MAX_EVENT_BYTES
-                || serde_json::from_slice::<serde::de::IgnoredAny>(&e).is_err()
-            {
-                return Err(Status::invalid_argument(
-                    "an event is not a JSON record of at most 256 KiB; nothing from this call was kept",
-                ));
-            }
-            good.push(e);
-        }
         self.0.saw_caller(&user, "");
-        let (accepted, dropped) = self.0.spool_events(good, &user).await;
-        Ok(Response::new(pb::LocalEventsAck { accepted, dropped }))
+        // Each event is checked on its own: a bad one is refused (counted, reported), the rest
+        // are kept. A spool that cannot write answers at once, so the proxy keeps its events.
+        let out = self
+            .0
+            .spool_events(events, &user)
+            .await
+            .map_err(Status::unavailable)?;
+        Ok(Response::new(pb::LocalEventsAck {
+            accepted: out.accepted,
+            dropped: out.dropped,
+            refused: out.refused,
+            refusal: out.reason,
+        }))
     }
 
     async fn request_approval(

@@ -137,6 +137,22 @@ impl Shared {
             s.events.acked = st.acked;
             s.events.spool_bytes = st.bytes;
             s.events.corrupt = st.corrupt;
+            s.events.id_reused = st.id_reused;
+            let up = lock(&sp.upload);
+            s.events.quarantined = up.quarantined;
+            // An upload that makes no progress while events wait, or a spool that cannot
+            // write, is an error everywhere the status goes (CLIs, heartbeat, thothctl).
+            let problem = st
+                .write_error
+                .clone()
+                .or_else(|| up.stalled(s.events.held, st.waiting_since));
+            drop(up);
+            if let Some(p) = problem {
+                s.events.error = Some(p.clone());
+                if s.connected || s.last_error.is_none() {
+                    s.last_error = Some(p);
+                }
+            }
         }
         s.for_display()
     }
@@ -198,29 +214,61 @@ impl Shared {
         agent_event_map(&self.config.tenant, agent_id.as_deref(), event_type, detail)
     }
 
-    /// Takes events from a proxy (JSON objects): identity fields come from the agent and the
-    /// caller's OS user, never from the proxy. Returns (accepted, dropped).
-    pub async fn spool_events(&self, events: Vec<Vec<u8>>, user: &str) -> (u32, u32) {
+    /// Takes events from a proxy: each is checked and made the agent's on its own
+    /// ([`pipeline::admit`]: types a proxy may send, schema, size; identity fields from the
+    /// agent and the caller's OS user, never from the proxy); the bad ones are refused one by
+    /// one, counted and reported, the rest kept. `Err` when the spool cannot write now (the proxy
+    /// keeps its events and re-sends them).
+    pub async fn spool_events(
+        &self,
+        events: Vec<Vec<u8>>,
+        user: &str,
+    ) -> Result<pipeline::EmitOutcome, String> {
         let Some(sp) = self.spool.get() else {
-            return (0, events.len() as u32);
+            return Err("the agent's event spool is not open".into());
         };
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
-        let mut maps = Vec::with_capacity(events.len());
-        let mut bad = 0;
-        for e in events {
-            let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&e) else {
-                bad += 1;
-                continue;
-            };
-            m.insert("hostname".into(), Value::from(hostname.clone()));
-            m.insert("user".into(), Value::from(user.to_owned()));
-            maps.push(m);
+        let now = SystemTime::now();
+        let mut admitted = Vec::with_capacity(events.len());
+        let (mut refused, mut reason) = (0u32, String::new());
+        for e in &events {
+            match pipeline::admit(e, user, &hostname, now) {
+                Ok(a) => admitted.push(a),
+                Err(why) => {
+                    refused += 1;
+                    if reason.is_empty() {
+                        reason = why;
+                    }
+                }
+            }
         }
-        // Answered once durable: a proxy whose call fails re-sends (de-duplicated by eventId).
-        let (accepted, dropped) = sp.append_durable(maps).await;
-        let mut s = lock(&self.status);
-        s.events.accepted += u64::from(accepted);
-        (accepted, dropped + bad)
+        if refused > 0 {
+            tracing::warn!(user, refused, "refused events from a proxy: {reason}");
+            {
+                let mut s = lock(&self.status);
+                s.events.refused += u64::from(refused);
+                s.events.last_refusal = Some(format!("{user}: {reason}"));
+            }
+            if let Some(detail) = sp.note_refused(user, u64::from(refused), &reason) {
+                sp.append(self.agent_event("EVENTS_REFUSED", detail));
+                self.update_status(|s| {
+                    s.note(
+                        "EVENTS_REFUSED",
+                        format!("{refused} events from {user} refused: {reason}"),
+                    )
+                });
+            }
+        }
+        // Answered once durable: a proxy whose call fails re-sends (an identical record from
+        // the same caller is de-duplicated).
+        let (accepted, dropped) = sp.append_durable(admitted).await.map_err(|e| e.0)?;
+        lock(&self.status).events.accepted += u64::from(accepted);
+        Ok(pipeline::EmitOutcome {
+            accepted,
+            dropped,
+            refused,
+            reason,
+        })
     }
 
     /// Tells the spool who this agent is (events wait for it).

@@ -56,9 +56,30 @@ pub struct Spool {
     /// The most recent records (seq, bytes), so uploading does not re-read segment files.
     cache: VecDeque<(u64, Vec<u8>)>,
     cache_bytes: usize,
-    /// Records written but not yet flushed to the file.
+    /// Records written but not yet flushed to the file. A write that fails part-way drains what
+    /// reached the file, so a retry goes on from the exact byte where it stopped: the segment is
+    /// never rewritten, never holds a record twice.
     buffer: Vec<u8>,
     cursor: Option<ReadCursor>,
+    /// Tests: bytes the "disk" still takes (writes past it fail part-way, like a full disk).
+    #[cfg(test)]
+    pub(crate) space: Option<std::sync::Arc<TestDisk>>,
+}
+
+/// Most bytes held in memory while the segment cannot be written; past it, appends are refused.
+const MAX_BUFFER: usize = 8 << 20;
+
+/// A record set aside because the controller keeps refusing it.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// Its event id.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// Its size.
+    pub bytes: usize,
+    /// Where its copy is kept.
+    pub file: PathBuf,
 }
 
 /// Most bytes of recent records kept in memory for upload.
@@ -211,6 +232,8 @@ impl Spool {
                 cache_bytes: 0,
                 buffer: Vec::with_capacity(1 << 20),
                 cursor: None,
+                #[cfg(test)]
+                space: None,
             },
             rec,
         ))
@@ -243,7 +266,12 @@ impl Spool {
 
     fn open_current(&mut self, first_seq: u64) -> std::io::Result<()> {
         let path = self.dir.join(seg_name(first_seq));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut opts = OpenOptions::new();
+        opts.create(true).append(true);
+        // Every user's tool arguments and results: the agent's alone.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(&path)?;
         self.segments.push_back(Segment {
             path,
             first_seq,
@@ -254,8 +282,13 @@ impl Spool {
         Ok(())
     }
 
-    /// Chains and appends one event (a JSON object); not yet durable until [`Spool::sync`].
+    /// Chains and appends one event (a JSON object); not yet durable until [`Spool::sync`]. An
+    /// error means the event was not taken (nothing of it is on the chain).
     pub fn append(&mut self, mut event: serde_json::Map<String, Value>) -> std::io::Result<u64> {
+        if self.buffer.len() >= MAX_BUFFER {
+            // The file has not taken what is held: take nothing more until it does.
+            self.flush()?;
+        }
         let need_new = match self.segments.back() {
             None => true,
             Some(s) => self.current.is_none() || s.bytes >= self.segment_bytes,
@@ -275,7 +308,9 @@ impl Spool {
         self.buffer.extend_from_slice(&line);
         let rec_len = self.buffer.len() - start;
         if self.buffer.len() >= 1 << 20 {
-            self.flush()?;
+            // The record is on the chain and held: a failed write is retried by the next flush
+            // or sync (which report it), so it must not fail this append.
+            let _ = self.flush();
         }
         let seg = self.segments.back_mut().expect("a current segment");
         seg.bytes += rec_len as u64;
@@ -294,12 +329,29 @@ impl Spool {
         Ok(seq)
     }
 
+    /// Writes the held bytes to the current segment. What reached the file is drained as it
+    /// goes, so after a partial write (disk full) the held bytes are exactly what is missing.
     fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buffer.is_empty() {
-            if let Some(f) = self.current.as_mut() {
-                f.write_all(&self.buffer)?;
+        while !self.buffer.is_empty() {
+            let Some(f) = self.current.as_mut() else {
+                self.buffer.clear();
+                break;
+            };
+            #[cfg(test)]
+            let r = match &self.space {
+                Some(space) => limited_write(f, &self.buffer, space),
+                None => f.write(&self.buffer),
+            };
+            #[cfg(not(test))]
+            let r = f.write(&self.buffer);
+            match r {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.buffer.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            self.buffer.clear();
         }
         Ok(())
     }
@@ -367,16 +419,55 @@ impl Spool {
     /// Durable, unacknowledged events after `after`, in order, at most `max` (payloads with
     /// their seq). Corrupt records are skipped (and were reported at recovery).
     pub fn read_after(&mut self, after: u64, max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+        self.read_after_bytes(after, max, usize::MAX)
+    }
+
+    /// Sets the record `seq` aside: a copy goes to `quarantine/SEQ.json` in the spool directory
+    /// (0600; at most 64 files are kept). `None` when the record is not readable any more.
+    pub fn quarantine(&mut self, seq: u64) -> std::io::Result<Option<Quarantined>> {
+        let Some((s, payload)) = self.read_after(seq - 1, 1)?.into_iter().next() else {
+            return Ok(None);
+        };
+        if s != seq {
+            return Ok(None);
+        }
+        let v: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+        let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let dir = self.dir.join("quarantine");
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join(format!("{seq:020}.json"));
+        let kept = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
+        if kept < 64 {
+            crate::daemon::state::write_atomic(&file, &payload, 0o600)?;
+        }
+        Ok(Some(Quarantined {
+            event_id: text("eventId"),
+            event_type: text("eventType"),
+            bytes: payload.len(),
+            file,
+        }))
+    }
+
+    /// [`Spool::read_after`], stopping once the events read hold `max_bytes` (at least one).
+    pub fn read_after_bytes(
+        &mut self,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let full = |bytes: usize, next: usize, n: usize| n > 0 && bytes + next > max_bytes;
         // Recent records come from memory.
         if let Some((first, _)) = self.cache.front()
             && *first <= after + 1
         {
             let skip = (after + 1 - first) as usize;
             for (seq, r) in self.cache.iter().skip(skip) {
-                if *seq > self.synced_seq || out.len() >= max {
+                if *seq > self.synced_seq || out.len() >= max || full(bytes, r.len(), out.len()) {
                     break;
                 }
+                bytes += r.len();
                 out.push((*seq, r.clone()));
             }
             return Ok(out);
@@ -411,7 +502,7 @@ impl Spool {
                 }
             }
         }
-        self.flush()?;
+        // Records up to `synced_seq` are in the files: nothing to flush (which could fail).
         for (path, mut offset) in segs {
             let mut f = std::io::BufReader::new(File::open(&path)?);
             std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
@@ -440,6 +531,10 @@ impl Spool {
                     return Ok(out);
                 }
                 if seq > after {
+                    if full(bytes, payload.len(), out.len()) {
+                        return Ok(out);
+                    }
+                    bytes += payload.len();
                     out.push((seq, payload));
                     self.cursor = Some(ReadCursor {
                         path: path.clone(),
@@ -454,6 +549,28 @@ impl Spool {
         }
         Ok(out)
     }
+}
+
+/// Tests: a disk with `space` bytes left; `refused` counts the writes it failed.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct TestDisk {
+    pub space: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+/// Tests: a write to a [`TestDisk`], failing part-way like a full disk.
+#[cfg(test)]
+fn limited_write(f: &mut File, buf: &[u8], disk: &TestDisk) -> std::io::Result<usize> {
+    use std::sync::atomic::Ordering;
+    let left = disk.space.load(Ordering::SeqCst) as usize;
+    if left == 0 {
+        disk.refused.fetch_add(1, Ordering::SeqCst);
+        return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+    }
+    let n = f.write(&buf[..buf.len().min(left)])?;
+    disk.space.fetch_sub(n as u64, Ordering::SeqCst);
+    Ok(n)
 }
 
 /// Where the last read from disk stopped.
@@ -555,6 +672,70 @@ mod tests {
             2000,
             "the chain continues after the acknowledged head"
         );
+    }
+
+    /// Finding 13.12: a write that fails part-way (disk full) used to be retried by rewriting
+    /// the whole buffer after the part already written, corrupting the segment.
+    #[test]
+    fn a_full_disk_never_rewrites_or_corrupts_a_segment() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path(), 1 << 30).unwrap();
+        let disk = std::sync::Arc::new(TestDisk::default());
+        disk.space.store(3_000, Ordering::SeqCst);
+        s.space = Some(disk.clone());
+        for i in 0..50 {
+            s.append(ev(i)).unwrap();
+        }
+        // The disk takes 3,000 bytes, then refuses: not durable, and retries fail too.
+        assert!(s.sync().is_err());
+        assert!(s.sync().is_err());
+        assert_eq!(s.synced(), 0);
+        // More events while it is full are held (bounded), not lost.
+        for i in 50..60 {
+            s.append(ev(i)).unwrap();
+        }
+        assert!(s.sync().is_err());
+        disk.space.store(u64::MAX / 2, Ordering::SeqCst);
+        s.sync().unwrap();
+        assert_eq!(s.synced(), 60);
+        drop(s);
+        let (mut s, rec) = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert!(rec.corrupt.is_empty(), "{:?}", rec.corrupt);
+        assert_eq!((rec.records, rec.truncated_bytes), (60, 0));
+        let all = s.read_after(0, 1000).unwrap();
+        let mut prev = thoth_proto::chain::GENESIS.to_owned();
+        for (i, (seq, line)) in all.iter().enumerate() {
+            assert_eq!(*seq, i as u64 + 1);
+            prev = thoth_proto::chain::check_link(line, &prev).unwrap().1;
+        }
+    }
+
+    #[test]
+    fn reads_are_capped_by_bytes_as_well_as_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path(), 1 << 30).unwrap();
+        for i in 0..100 {
+            let mut e = ev(i);
+            e.insert("pad".into(), Value::from("x".repeat(10_000)));
+            s.append(e).unwrap();
+        }
+        s.sync().unwrap();
+        for cached in [true, false] {
+            if !cached {
+                s.cache.clear();
+                s.cache_bytes = 0;
+            }
+            let got = s.read_after_bytes(0, 500, 100_000).unwrap();
+            let bytes: usize = got.iter().map(|(_, r)| r.len()).sum();
+            assert!(
+                bytes <= 100_000 && got.len() >= 9,
+                "{} events, {bytes} bytes",
+                got.len()
+            );
+            // A single record larger than the cap still goes (alone).
+            assert_eq!(s.read_after_bytes(0, 500, 10).unwrap().len(), 1);
+        }
     }
 
     #[test]

@@ -60,6 +60,22 @@ pub struct EventCounts {
     /// Corrupt spool records found (reported, never uploaded).
     #[serde(default)]
     pub corrupt: u64,
+    /// Events from proxies refused (invalid, or of a type a proxy may not send).
+    #[serde(default)]
+    pub refused: u64,
+    /// The last refusal: whose, and why.
+    #[serde(default)]
+    pub last_refusal: Option<String>,
+    /// Proxy events kept although their caller had used the id for a different record
+    /// (flagged `eventIdReused`).
+    #[serde(default)]
+    pub id_reused: u64,
+    /// Records the controller kept refusing, set aside (`EVENT_QUARANTINED`).
+    #[serde(default)]
+    pub quarantined: u64,
+    /// The upload is stalled, or the spool cannot write: in words (also the `last_error`).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// A proxy caller, by OS user.
@@ -245,14 +261,22 @@ impl Status {
             &mut out,
             "events",
             format!(
-                "{} accepted from proxies; chain at {}, {} waiting for the controller, {} dropped, {} KiB spooled",
+                "{} accepted from proxies, {} refused; chain at {}, {} waiting for the controller, {} dropped, {} quarantined, {} KiB spooled",
                 self.events.accepted,
+                self.events.refused,
                 self.events.seq,
                 self.events.held,
                 self.events.dropped,
+                self.events.quarantined,
                 self.events.spool_bytes / 1024
             ),
         );
+        if let Some(e) = &self.events.error {
+            line(&mut out, "EVENTS", format!("ERROR: {e}"));
+        }
+        if let Some(r) = &self.events.last_refusal {
+            line(&mut out, "last refused", r.clone());
+        }
         for c in &self.configs {
             line(
                 &mut out,

@@ -270,25 +270,31 @@ impl EventSink {
     }
 }
 
-/// UUIDv7 event ids without a system call per id: the 74 "random" bits are a random seed taken
-/// once, plus a counter (ids stay unique and sort by time, then by order of writing).
+/// UUIDv7 event ids without a system call per id: the 74 "random" bits are a keyed hash
+/// (SHA-256 under a secret key drawn once from the OS) of a counter, so ids stay unique but no
+/// one can derive the next ids from earlier ones (ids seen in a shared file or a SIEM do not
+/// give away a session's future ids).
 struct EventIds {
-    seed: [u8; 10],
+    key: [u8; 32],
     counter: u64,
 }
 
 impl EventIds {
     fn new() -> Self {
-        let mut seed = [0u8; 10];
-        seed.copy_from_slice(&uuid::Uuid::now_v7().as_bytes()[6..16]);
-        Self { seed, counter: 0 }
+        let mut key = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+        Self { key, counter: 0 }
     }
 
     fn next(&mut self, at: SystemTime) -> String {
+        use sha2::Digest as _;
         self.counter = self.counter.wrapping_add(1);
-        let mut bytes = self.seed;
-        let tail = u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes"));
-        bytes[2..10].copy_from_slice(&tail.wrapping_add(self.counter).to_be_bytes());
+        let mut h = sha2::Sha256::new();
+        h.update(self.key);
+        h.update(self.counter.to_le_bytes());
+        let digest = h.finalize();
+        let mut bytes = [0u8; 10];
+        bytes.copy_from_slice(&digest[..10]);
         let millis = at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -602,5 +608,31 @@ mod tests {
         assert_eq!(sorted.len(), a.len());
         let u = uuid::Uuid::parse_str(&a[0]).unwrap();
         assert_eq!(u.get_version_num(), 7);
+    }
+
+    /// Finding 13.2: ids were a seed plus a counter, so one id gave away every later one. Now
+    /// the random part of consecutive ids (same millisecond) shares nothing predictable.
+    #[test]
+    fn event_ids_cannot_be_derived_from_earlier_ones() {
+        let mut ids = EventIds::new();
+        let at = SystemTime::now();
+        let rand_part = |s: &str| {
+            let b = *uuid::Uuid::parse_str(s).unwrap().as_bytes();
+            u64::from_be_bytes(b[8..16].try_into().unwrap()) & 0x3fff_ffff_ffff_ffff
+        };
+        let a: Vec<u64> = (0..64).map(|_| rand_part(&ids.next(at))).collect();
+        // With seed + counter, the next id is the previous one plus one.
+        let successors = a
+            .windows(2)
+            .filter(|w| w[1] == w[0].wrapping_add(1))
+            .count();
+        assert_eq!(successors, 0, "ids follow each other: {a:x?}");
+        // And another session's ids share nothing with these.
+        let mut other = EventIds::new();
+        let b: Vec<u64> = (0..64).map(|_| rand_part(&other.next(at))).collect();
+        assert!(a.iter().all(|x| !b.contains(x)));
+        // Bits differ all over, not just in the low ones.
+        let differing = (a[0] ^ a[1]).count_ones();
+        assert!(differing > 8, "{:x} vs {:x}", a[0], a[1]);
     }
 }

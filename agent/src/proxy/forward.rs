@@ -165,7 +165,16 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
                     // Everything taken from earlier proxies went before what is queued now.
                     release_taken(&s);
                 }
-                let dropped = r.into_inner().dropped;
+                let r = r.into_inner();
+                if r.refused > 0 {
+                    // Refused events are invalid: sending them again would not help.
+                    tracing::warn!(
+                        refused = r.refused,
+                        "the agent refused some events (counted there): {}",
+                        r.refusal
+                    );
+                }
+                let dropped = r.dropped;
                 if dropped > 0 {
                     tracing::warn!(
                         dropped,
