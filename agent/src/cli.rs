@@ -175,11 +175,17 @@ pub struct ExplainArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// Check the hash chain(s) of an events file; exit 1 and name the line at the first break.
+    /// Check the hash chain(s) of an events file and its signed chain heads (CHAIN_HEAD
+    /// records, exported by the controller); exit 1 and name the line at the first break.
+    /// With --ca, exit 0 only if every event is covered by a signed head whose certificate
+    /// chains to that CA and names its agent (3: intact but not all signed).
     Verify {
-        /// Events file (JSON lines, as written by `thoth run --events`).
+        /// Events file (JSON lines: `thoth run --events`, or a controller's SIEM file).
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// The controller's CA (PEM): the agents' certificates in signed heads must chain to it.
+        #[arg(long, value_name = "CA.pem")]
+        ca: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -194,8 +200,8 @@ pub fn main() -> i32 {
         Command::Run(args) => commands::run::run(args),
         Command::Policy(PolicyCommand::Validate { files }) => commands::policy::validate(&files),
         Command::Policy(PolicyCommand::Explain(args)) => commands::policy::explain(&args),
-        Command::Events(EventsCommand::Verify { file, json }) => {
-            commands::events::verify(&file, json)
+        Command::Events(EventsCommand::Verify { file, ca, json }) => {
+            commands::events::verify(&file, ca.as_deref(), json)
         }
         Command::Status(args) => commands::status::status(&args, false),
         Command::Health(args) => commands::status::status(&args, true),

@@ -70,6 +70,8 @@ pub struct Controller {
     pub sink_lag: crate::sinks::SinkLag,
     /// Bumped after each event commit (sinks wake on it).
     pub events_tick: tokio::sync::watch::Sender<u64>,
+    /// Admin credentials: the deny list checked at every handshake and request.
+    pub admins: Arc<crate::admins::AdminGate>,
 }
 
 impl Controller {
@@ -82,7 +84,9 @@ impl Controller {
                 hub.publish(&tenant, p.version, Bytes::from(p.bundle));
             }
         }
+        let admins = Arc::new(crate::admins::AdminGate::load(Arc::clone(&store))?);
         Ok(Arc::new(Controller {
+            admins,
             config: data.config,
             store,
             ca: data.ca,

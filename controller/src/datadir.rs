@@ -188,7 +188,7 @@ pub fn init(dir: &Path, server_names: Option<&[String]>) -> Result<InitReport, S
         0o644,
     )?;
     new_signing_key(dir, &root, now)?;
-    write_admin_credential(
+    let admin_cert = write_admin_credential(
         &dir.join("admin"),
         &ca,
         &Identity::Admin {
@@ -198,6 +198,7 @@ pub fn init(dir: &Path, server_names: Option<&[String]>) -> Result<InitReport, S
         },
         now,
     )?;
+    record_admin_credential(dir, &admin_cert, "init")?;
     write(&dir.join(".initialized"), b"1\n", 0o644)?;
     Ok(InitReport {
         dir: dir.to_path_buf(),
@@ -206,18 +207,34 @@ pub fn init(dir: &Path, server_names: Option<&[String]>) -> Result<InitReport, S
     })
 }
 
-/// Writes `ca.crt`, `client.crt` and `client.key` for an admin identity into `out`.
+/// Writes `ca.crt`, `client.crt` and `client.key` for an admin identity into `out`; returns the
+/// certificate (PEM), for [`record_admin_credential`].
 pub fn write_admin_credential(
     out: &Path,
     ca: &Ca,
     identity: &Identity,
     now: SystemTime,
-) -> Result<(), String> {
+) -> Result<String, String> {
     fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let issued = ca.issue_client(identity, now, SERVER_VALIDITY)?;
     write(&out.join("ca.crt"), ca.cert_pem().as_bytes(), 0o644)?;
     write(&out.join("client.crt"), issued.cert_pem.as_bytes(), 0o644)?;
     write(&out.join("client.key"), issued.key_pem.as_bytes(), 0o600)?;
+    Ok(issued.cert_pem)
+}
+
+/// Records an issued admin credential in the data directory's store (`thothctl admins list`
+/// shows it, `thothctl admins revoke` can revoke it). Works while the controller runs.
+pub fn record_admin_credential(dir: &Path, cert_pem: &str, source: &str) -> Result<(), String> {
+    let der = crate::pki::cert_pem_to_der(cert_pem)?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let record = crate::admins::record_for(&der, source, now)?;
+    let store = crate::store::sqlite::SqliteStore::open(&dir.join("controller.db"))
+        .map_err(|e| format!("recording the admin credential: {e}"))?;
+    crate::store::Store::record_admin(&store, &record)
+        .map_err(|e| format!("recording the admin credential: {e}"))?;
     Ok(())
 }
 

@@ -2,10 +2,12 @@
 //! API, and the storage behind them. The binaries are `thoth-controller`, `thothctl` and
 //! `thoth-loadgen`.
 
+pub mod admins;
 pub mod client;
 pub mod config;
 pub mod controller;
 pub mod datadir;
+pub mod evidence;
 pub mod grpc;
 pub mod hub;
 pub mod ingest;

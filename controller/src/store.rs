@@ -166,6 +166,32 @@ pub struct AgentReportRecord {
     pub agent_version: String,
 }
 
+/// An issued admin credential (its certificate), recorded when `init` / `issue-admin` made it
+/// or, for one issued before admins were recorded, at its first use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminCredentialRecord {
+    /// `sha256:<hex>` of the certificate (DER): the credential's id.
+    pub fingerprint: String,
+    /// The admin name in the certificate.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// Its tenant scope (empty: all tenants).
+    pub tenant: String,
+    /// Certificate expiry (Unix seconds).
+    pub not_after: i64,
+    /// When it was recorded (Unix seconds).
+    pub recorded_at: i64,
+    /// `init`, `issue-admin` or `first use`.
+    pub source: String,
+    /// When it was revoked (Unix seconds).
+    pub revoked_at: Option<i64>,
+    /// Who revoked it.
+    pub revoked_by: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// One audit-log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -363,6 +389,20 @@ pub trait Store: Send + Sync + 'static {
     fn sink_cursor(&self, sink: &str) -> Result<u64, StoreError>;
     /// Moves a sink's cursor.
     fn set_sink_cursor(&self, sink: &str, id: u64) -> Result<(), StoreError>;
+
+    // --- admin credentials ---
+    /// Records an issued admin credential; false (and no change) if it is already recorded.
+    fn record_admin(&self, record: &AdminCredentialRecord) -> Result<bool, StoreError>;
+    /// Every recorded admin credential, oldest first.
+    fn list_admins(&self) -> Result<Vec<AdminCredentialRecord>, StoreError>;
+    /// Revokes the unrevoked credentials whose fingerprint or name is `id_or_name`; returns them.
+    fn revoke_admins(
+        &self,
+        id_or_name: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<AdminCredentialRecord>, StoreError>;
 
     // --- audit ---
     /// Appends an entry; returns its id.

@@ -233,6 +233,93 @@ impl ChainReport {
     }
 }
 
+impl ChainReport {
+    /// The verdict's word and the text that explains it (`source`: the file or store checked).
+    pub fn describe(&self, source: &str) -> Vec<String> {
+        let n = format!(
+            "{} events on {} chain(s) in {source}",
+            self.events,
+            self.chains.len()
+        );
+        let mut out = vec![match self.verdict() {
+            Verdict::Ok => format!(
+                "OK: {n}; every event is covered by a signed chain head whose certificate chains \
+                 to the CA and names its agent"
+            ),
+            Verdict::SignedUnanchored => format!(
+                "SIGNED, CA NOT CHECKED: {n}; every event is covered by a signed chain head, but \
+                 the certificates were not checked against a CA: pass --ca (the controller's CA) \
+                 to prove they are the fleet's agents"
+            ),
+            Verdict::Unsigned => format!(
+                "UNSIGNED: {n} hash-link without a break, but {} event(s) are covered by no \
+                 signed chain head: the hash chain alone is unkeyed, so whoever could write the \
+                 data could have edited and re-hashed them",
+                self.unsigned
+            ),
+        }];
+        for (agent, seq) in &self.chains {
+            let signed = self.signed.get(agent).copied().unwrap_or(0);
+            out.push(if signed == *seq {
+                format!("  {agent}: seq 1..{seq}, signed through seq {seq}")
+            } else if signed == 0 {
+                format!("  {agent}: seq 1..{seq}, no signed head")
+            } else {
+                format!(
+                    "  {agent}: seq 1..{seq}, signed through seq {signed}; seq {}..{seq} unsigned",
+                    signed + 1
+                )
+            });
+        }
+        for (agent, line) in &self.restarts {
+            out.push(format!(
+                "  restart: the chain of {agent} starts again at seq 1 on line {line} (its spool \
+                 was lost or restored)"
+            ));
+        }
+        for (line, detail) in &self.alerts {
+            out.push(format!("  controller alert (line {line}): {detail}"));
+        }
+        if self.verdict() == Verdict::Unsigned {
+            out.push(if self.heads == 0 {
+                "Note: no signed chain heads at all. A file a standalone proxy wrote (thoth run \
+                 --events, no agent) never has any: its chain shows accidental damage, not a \
+                 deliberate rewrite. Events the controller stored come with signed heads: their \
+                 absence there means the heads were removed."
+                    .to_owned()
+            } else {
+                "Note: events after a chain's last signed head are not proven. The controller \
+                 stores a head right after each batch, so only data cut between a batch and its \
+                 head ends unsigned without an edit."
+                    .to_owned()
+            });
+        }
+        out
+    }
+
+    /// The report as JSON (`ok` only for [`Verdict::Ok`]; `verdict` names it).
+    pub fn to_json(&self) -> Value {
+        let verdict = match self.verdict() {
+            Verdict::Ok => "ok",
+            Verdict::SignedUnanchored => "signed_ca_not_checked",
+            Verdict::Unsigned => "unsigned",
+        };
+        serde_json::json!({
+            "ok": self.verdict() == Verdict::Ok,
+            "broken": false,
+            "verdict": verdict,
+            "events": self.events,
+            "chains": self.chains,
+            "signedThrough": self.signed,
+            "unsigned": self.unsigned,
+            "heads": self.heads,
+            "caChecked": self.ca_checked,
+            "restarts": self.restarts.iter().map(|(a, l)| serde_json::json!({"agentId": a, "line": l})).collect::<Vec<_>>(),
+            "alerts": self.alerts.iter().map(|(l, d)| serde_json::json!({"line": l, "detail": d})).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// Verifies every chain in a file of event lines (one chain per `agentId`; chains may be
 /// interleaved, as when several proxies append to one file). Each chain must start at `seq` 1
 /// with the genesis `prevHash` and continue without gaps. Signed heads are checked without a CA
@@ -563,6 +650,36 @@ mod tests {
                 "change at byte {i} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn unsigned_restarted_and_alerted_chains_are_reported_not_called_ok() {
+        // A standalone proxy's file: intact, but nothing signed (unkeyed by design).
+        let data = file(&chain_of(3));
+        let r = verify_lines(&data[..]).unwrap();
+        assert_eq!(
+            (r.verdict(), r.unsigned, r.heads),
+            (Verdict::Unsigned, 3, 0)
+        );
+        assert!(r.describe("f")[0].starts_with("UNSIGNED"));
+        assert_eq!(r.to_json()["ok"], false);
+        // A chain that starts again at seq 1 (a lost spool), and a controller alert about it.
+        let alert = br#"{"agentId":"a","detail":"restart","eventType":"CHAIN_ALERT","sourceType":"controller"}"#;
+        let mut lines = chain_of(2);
+        lines.push(alert.to_vec());
+        lines.extend(chain_of(2));
+        let r = verify_lines(&file(&lines)[..]).unwrap();
+        assert_eq!(r.restarts, vec![("a".to_owned(), 4)]);
+        assert_eq!(r.alerts, vec![(3, "restart".to_owned())]);
+        assert_eq!((r.events, r.unsigned), (4, 4));
+        // A head with no chain before it, or a malformed one, is a break.
+        let head = br#"{"agentId":"a","detail":{"certificate":"","hash":"00","seq":1,"signature":""},"eventType":"CHAIN_HEAD","sourceType":"controller","tenantId":"t","timestamp":"2026-01-01T00:00:00Z"}"#;
+        let e = verify_lines(&file(&[head.to_vec()])[..]).unwrap_err();
+        assert!(e.reason.contains("signed events were removed"), "{e}");
+        let mut lines = chain_of(1);
+        lines.push(head.to_vec());
+        let e = verify_lines(&file(&lines)[..]).unwrap_err();
+        assert!(e.reason.contains("re-hashed"), "{e}");
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl SignedHead {
         )
         .map_err(|_| "the signature does not verify with the certificate's key".to_owned())?;
         let want = agent_uri(&self.tenant_id, &self.agent_id);
-        if !uri_names(&self.certificate)?.iter().any(|u| *u == want) {
+        if !uri_names(&self.certificate)?.contains(&want) {
             return Err(format!(
                 "the certificate does not name agent {:?} of tenant {:?}",
                 self.agent_id, self.tenant_id

@@ -4,38 +4,49 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-pub fn verify(path: &Path, json: bool) -> anyhow::Result<i32> {
+use thoth_proto::Verdict;
+use thoth_proto::evidence::TrustAnchors;
+
+/// Exit code when nothing is broken but, with `--ca`, not every event is proven (unsigned).
+pub const EXIT_NOT_PROVEN: i32 = 3;
+
+/// Verifies the hash chains of an events file and the signed chain heads in it. Exit 0: intact
+/// (and, with `--ca`, every event covered by a signed head from that CA); 1: broken;
+/// [`EXIT_NOT_PROVEN`]: with `--ca`, intact but some events unsigned.
+pub fn verify(path: &Path, ca: Option<&Path>, json: bool) -> anyhow::Result<i32> {
+    let anchors = match ca {
+        Some(p) => {
+            let pem = std::fs::read(p)
+                .map_err(|e| anyhow::anyhow!("cannot read the CA {}: {e}", p.display()))?;
+            Some(
+                TrustAnchors::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("CA {}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
     let file =
         File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    match thoth_proto::verify_lines(BufReader::new(file)) {
+    match thoth_proto::verify_evidence(BufReader::new(file), anchors.as_ref()) {
         Ok(report) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "events": report.events, "chains": report.chains})
-                );
+                println!("{}", report.to_json());
             } else {
-                println!(
-                    "OK: {} events on {} chain(s) verified in {}",
-                    report.events,
-                    report.chains.len(),
-                    path.display()
-                );
-                for (agent, seq) in &report.chains {
-                    println!("  {agent}: seq 1..{seq}");
+                for line in report.describe(&path.display().to_string()) {
+                    println!("{line}");
                 }
-                println!(
-                    "Note: without signed chain heads (they come with the agent), events cut from \
-                     the end of a chain, or a whole chain removed, cannot be detected here."
-                );
             }
-            Ok(0)
+            Ok(if ca.is_some() && report.verdict() != Verdict::Ok {
+                EXIT_NOT_PROVEN
+            } else {
+                0
+            })
         }
         Err(brk) => {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": false, "line": brk.line, "reason": brk.reason})
+                    serde_json::json!({"ok": false, "broken": true, "verdict": "broken", "line": brk.line, "reason": brk.reason})
                 );
             } else {
                 println!("BROKEN: {}:{}: {}", path.display(), brk.line, brk.reason);

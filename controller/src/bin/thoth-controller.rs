@@ -237,7 +237,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 role,
                 tenant: tenant.clone(),
             };
-            datadir::write_admin_credential(&out, &data.ca, &identity, SystemTime::now())
+            let cert =
+                datadir::write_admin_credential(&out, &data.ca, &identity, SystemTime::now())
+                    .map_err(anyhow::Error::msg)?;
+            datadir::record_admin_credential(&dir, &cert, "issue-admin")
                 .map_err(anyhow::Error::msg)?;
             if let Ok(url) = std::fs::read_to_string(dir.join("admin").join("controller.url")) {
                 let _ = datadir::write_atomic(&out.join("controller.url"), url.as_bytes(), 0o644);

@@ -19,6 +19,8 @@ struct AdminCaller {
     name: String,
     role: Role,
     scope: Option<String>,
+    /// `sha256:<hex>` of the caller's certificate.
+    fingerprint: String,
 }
 
 /// The Admin service.
@@ -41,11 +43,27 @@ impl AdminService {
                 "this call needs an admin certificate (thothctl); agent certificates cannot make it",
             ));
         };
+        let leaf = req
+            .peer_certs()
+            .and_then(|c| c.first().map(|c| c.to_vec()))
+            .unwrap_or_default();
         let caller = AdminCaller {
             name,
             role,
             scope: tenant,
+            fingerprint: pki::fingerprint(&leaf),
         };
+        // A credential issued before credentials were recorded is recorded at its first use,
+        // so that it can be listed and revoked by id.
+        if !ctl.admins.is_recorded(&caller.fingerprint)
+            && let Ok(rec) = crate::admins::record_for(&leaf, "first use", now_unix())
+        {
+            let r = rec.clone();
+            ctl.db(move |s| s.record_admin(&r))
+                .await
+                .map_err(internal)?;
+            ctl.admins.note(&rec);
+        }
         let tenant = if requested.is_empty() {
             caller
                 .scope
@@ -131,6 +149,25 @@ fn version_info(p: &PolicyRecord, applied: u64) -> pb::PolicyVersion {
         rollback_of: p.rollback_of.unwrap_or(0),
         key_id: p.key_id.clone(),
         agents_applied: applied,
+    }
+}
+
+fn admin_info(
+    a: &crate::store::AdminCredentialRecord,
+    caller: &AdminCaller,
+) -> pb::AdminCredential {
+    pb::AdminCredential {
+        id: a.fingerprint.clone(),
+        name: a.name.clone(),
+        role: a.role.clone(),
+        tenant_scope: a.tenant.clone(),
+        not_after_unix: a.not_after,
+        recorded_at_unix: a.recorded_at,
+        source: a.source.clone(),
+        revoked_at_unix: a.revoked_at.unwrap_or(0),
+        revoked_by: a.revoked_by.clone(),
+        reason: a.reason.clone(),
+        current: a.fingerprint == caller.fingerprint,
     }
 }
 
@@ -634,7 +671,7 @@ impl admin_server::Admin for AdminService {
             } else {
                 r.limit.min(10_000)
             },
-            newest: true,
+            newest: !r.oldest_first,
             ..Default::default()
         };
         let events = self
@@ -651,6 +688,102 @@ impl admin_server::Admin for AdminService {
                     chain_ok: e.chain_ok,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn list_admins(
+        &self,
+        req: Request<pb::ListAdminsRequest>,
+    ) -> Result<Response<pb::ListAdminsResponse>, Status> {
+        let (c, _) = self.admin(&req, "admins.list", Need::Admin, "").await?;
+        let admins = self.0.db(|s| s.list_admins()).await.map_err(internal)?;
+        Ok(Response::new(pb::ListAdminsResponse {
+            admins: admins.iter().map(|a| admin_info(a, &c)).collect(),
+        }))
+    }
+
+    async fn revoke_admin(
+        &self,
+        req: Request<pb::RevokeAdminRequest>,
+    ) -> Result<Response<pb::ListAdminsResponse>, Status> {
+        let (c, _) = self.admin(&req, "admins.revoke", Need::Admin, "").await?;
+        let r = req.into_inner();
+        let target = r.id_or_name.trim().to_owned();
+        check_len("reason", &r.reason, 1000)?;
+        if c.scope.is_some() {
+            return Err(Status::permission_denied(
+                "revoking admin credentials needs an admin certificate for all tenants",
+            ));
+        }
+        if target.is_empty() {
+            return Err(Status::invalid_argument(
+                "name a credential id or an admin name",
+            ));
+        }
+        let known = self.0.db(|s| s.list_admins()).await.map_err(internal)?;
+        let matching: Vec<_> = known
+            .iter()
+            .filter(|a| a.revoked_at.is_none() && (a.fingerprint == target || a.name == target))
+            .collect();
+        if matching.iter().any(|a| a.fingerprint == c.fingerprint) {
+            return Err(Status::failed_precondition(format!(
+                "{target} includes the credential of this call: revoke it with another admin's \
+                 credential (so that an admin always remains)"
+            )));
+        }
+        let by_name = !target.starts_with("sha256:");
+        if !by_name && matching.is_empty() {
+            return Err(Status::not_found(format!(
+                "no unrevoked admin credential {target}"
+            )));
+        }
+        if by_name {
+            pki::check_admin_name(&target).map_err(Status::invalid_argument)?;
+        }
+        let now = now_unix();
+        let (by, reason, t) = (c.name.clone(), r.reason.clone(), target.clone());
+        let mut revoked = self
+            .0
+            .db(move |s| {
+                let mut out = s.revoke_admins(&t, &by, &reason, now)?;
+                if by_name {
+                    // Every unrecorded credential of this name (issued before credentials were
+                    // recorded) is refused too: it is unknown by fingerprint.
+                    let row = crate::store::AdminCredentialRecord {
+                        fingerprint: crate::admins::unrecorded_id(&t),
+                        name: t.clone(),
+                        recorded_at: now,
+                        source: "revoked by name".into(),
+                        revoked_at: Some(now),
+                        revoked_by: by.clone(),
+                        reason: reason.clone(),
+                        ..Default::default()
+                    };
+                    if s.record_admin(&row)? {
+                        out.push(row);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(internal)?;
+        for a in &revoked {
+            self.0.admins.note(a);
+        }
+        revoked.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+        self.audit_ok(
+            &c,
+            "admins.revoke",
+            "",
+            serde_json::json!({
+                "target": target,
+                "reason": r.reason,
+                "revoked": revoked.iter().map(|a| a.fingerprint.clone()).collect::<Vec<_>>(),
+            }),
+        )
+        .await;
+        Ok(Response::new(pb::ListAdminsResponse {
+            admins: revoked.iter().map(|a| admin_info(a, &c)).collect(),
         }))
     }
 

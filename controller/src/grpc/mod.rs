@@ -58,10 +58,18 @@ fn identity<T>(ctl: &Controller, req: &Request<T>) -> Result<Identity, Status> {
         Metrics::inc(&ctl.metrics.auth_refused);
         return Err(Status::unauthenticated("a client certificate is required"));
     };
-    Identity::from_cert_der(leaf).map_err(|e| {
+    let id = Identity::from_cert_der(leaf).map_err(|e| {
         Metrics::inc(&ctl.metrics.auth_refused);
         Status::permission_denied(e)
-    })
+    })?;
+    // The admin deny list, at every request (a revoked admin's open connection is refused too).
+    if let Identity::Admin { name, .. } = &id
+        && let Some(why) = ctl.admins.refusal(&pki::fingerprint(leaf), name)
+    {
+        Metrics::inc(&ctl.metrics.auth_refused);
+        return Err(Status::unauthenticated(why));
+    }
+    Ok(id)
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {

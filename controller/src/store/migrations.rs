@@ -119,4 +119,20 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_tool ON events (tool_name);
     CREATE INDEX events_session ON events (session_id);
     CREATE INDEX events_agent_event ON events (tenant, agent_id, event_id);",
+    // Admin credentials (issue 13, finding 17): every issued admin certificate is recorded (by
+    // fingerprint) so it can be listed and revoked; a revoked one is refused at the TLS handshake
+    // and at each request.
+    "CREATE TABLE admin_credentials (
+        fingerprint TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        not_after INTEGER NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        revoked_at INTEGER,
+        revoked_by TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX admin_credentials_name ON admin_credentials (name);",
 ];

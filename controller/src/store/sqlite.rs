@@ -7,8 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
 use super::{
-    AgentRecord, AgentReportRecord, AuditRecord, ChainDecision, ChainView, EventFilter, Labels,
-    PolicyRecord, RedeemError, Store, StoreError, StoredEventRecord, TokenRecord,
+    AdminCredentialRecord, AgentRecord, AgentReportRecord, AuditRecord, ChainDecision, ChainView,
+    EventFilter, Labels, PolicyRecord, RedeemError, Store, StoreError, StoredEventRecord,
+    TokenRecord,
 };
 
 /// SQLite behind a mutex (SQLite has one writer anyway; calls are short).
@@ -208,6 +209,79 @@ fn insert_events(
 }
 
 impl Store for SqliteStore {
+    fn record_admin(&self, a: &AdminCredentialRecord) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO admin_credentials (fingerprint, name, role, tenant, not_after, recorded_at, source, revoked_at, revoked_by, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    a.fingerprint,
+                    a.name,
+                    a.role,
+                    a.tenant,
+                    a.not_after,
+                    a.recorded_at,
+                    a.source,
+                    a.revoked_at,
+                    a.revoked_by,
+                    a.reason
+                ],
+            )
+            .map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    fn list_admins(&self) -> Result<Vec<AdminCredentialRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT fingerprint, name, role, tenant, not_after, recorded_at, source, revoked_at, revoked_by, reason
+                 FROM admin_credentials ORDER BY recorded_at, name",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(AdminCredentialRecord {
+                    fingerprint: r.get(0)?,
+                    name: r.get(1)?,
+                    role: r.get(2)?,
+                    tenant: r.get(3)?,
+                    not_after: r.get(4)?,
+                    recorded_at: r.get(5)?,
+                    source: r.get(6)?,
+                    revoked_at: r.get(7)?,
+                    revoked_by: r.get(8)?,
+                    reason: r.get(9)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn revoke_admins(
+        &self,
+        id_or_name: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<AdminCredentialRecord>, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE admin_credentials SET revoked_at = ?1, revoked_by = ?2, reason = ?3
+                 WHERE revoked_at IS NULL AND (fingerprint = ?4 OR name = ?4)",
+                params![now, by, reason, id_or_name],
+            )
+            .map_err(backend)?;
+        Ok(self
+            .list_admins()?
+            .into_iter()
+            .filter(|a| {
+                (a.fingerprint == id_or_name || a.name == id_or_name) && a.revoked_at == Some(now)
+            })
+            .collect())
+    }
+
     fn latest_policy(&self, tenant: &str) -> Result<Option<PolicyRecord>, StoreError> {
         self.conn()
             .query_row(

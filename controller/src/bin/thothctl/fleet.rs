@@ -262,6 +262,7 @@ pub fn event_query(ctx: &Ctx, f: &EventFilterArgs, limit: u32, after: u64) -> pb
         until: f.until.clone().unwrap_or_default(),
         limit,
         after_id: after,
+        oldest_first: false,
     }
 }
 
@@ -292,8 +293,9 @@ pub fn print_events(ctx: &Ctx, events: &[pb::StoredEvent], header: bool) {
                 s("toolName"),
                 action,
                 v.get("seq").map(|x| x.to_string()).unwrap_or_default(),
+                // What ingest saw, stored with the row: not proof (`events verify` is).
                 if e.chain_ok {
-                    "ok".into()
+                    "linked".into()
                 } else {
                     "ALERT".into()
                 },
@@ -303,7 +305,15 @@ pub fn print_events(ctx: &Ctx, events: &[pb::StoredEvent], header: bool) {
     if header {
         table(
             &[
-                "TIME", "TYPE", "AGENT", "USER", "SERVER", "TOOL", "ACTION", "SEQ", "CHAIN",
+                "TIME",
+                "TYPE",
+                "AGENT",
+                "USER",
+                "SERVER",
+                "TOOL",
+                "ACTION",
+                "SEQ",
+                "AT INGEST",
             ],
             &rows,
         );
@@ -316,6 +326,57 @@ pub fn print_events(ctx: &Ctx, events: &[pb::StoredEvent], header: bool) {
 
 pub async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
     match cmd {
+        EventsCmd::Verify { agent, ca } => {
+            let ca = ca.unwrap_or_else(|| {
+                ctx.global
+                    .credentials
+                    .clone()
+                    .unwrap_or_else(client::default_credentials_dir)
+                    .join("ca.crt")
+            });
+            let pem = std::fs::read(&ca)
+                .map_err(|e| Fail::new(5, format!("cannot read the CA {}: {e}", ca.display())))?;
+            let anchors = thoth_proto::evidence::TrustAnchors::from_pem(&pem)
+                .map_err(|e| Fail::new(5, format!("CA {}: {e}", ca.display())))?;
+            let mut admin = ctx.admin().await?;
+            let verdict = thoth_controller::evidence::verify_stored(
+                &mut admin,
+                &ctx.tenant(),
+                agent.as_deref().unwrap_or(""),
+                &anchors,
+            )
+            .await?;
+            match verdict {
+                thoth_controller::evidence::StoredVerdict::Broken { id, reason } => {
+                    if ctx.global.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "broken": true, "verdict": "broken", "id": id, "reason": reason})
+                        );
+                    } else {
+                        println!("BROKEN: stored event {id}: {reason}");
+                    }
+                    Err(Fail::new(1, "the stored events do not verify"))
+                }
+                thoth_controller::evidence::StoredVerdict::Intact(report) => {
+                    if ctx.global.json {
+                        println!("{}", report.to_json());
+                    } else {
+                        for line in report.describe("the controller's store") {
+                            println!("{line}");
+                        }
+                    }
+                    if report.verdict() == thoth_proto::Verdict::Ok {
+                        Ok(())
+                    } else {
+                        Err(Fail::new(
+                            3,
+                            "not every stored event is covered by a signed chain head",
+                        ))
+                    }
+                }
+            }
+        }
         EventsCmd::Query { filter, limit } => {
             let r = ctx
                 .admin()

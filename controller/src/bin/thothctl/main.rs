@@ -9,6 +9,7 @@ use thoth_controller::client::{self, Credentials};
 use thoth_proto::fleet::{self as pb, admin_client::AdminClient};
 use tonic::transport::Channel;
 
+mod admins;
 mod fleet;
 mod render;
 use fleet::{agents, events, token};
@@ -83,6 +84,9 @@ enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Admin credentials: list, revoke (admin role).
+    #[command(subcommand)]
+    Admins(admins::AdminsCmd),
 }
 
 #[derive(Subcommand)]
@@ -218,6 +222,18 @@ enum EventsCmd {
     Tail {
         #[command(flatten)]
         filter: EventFilterArgs,
+    },
+    /// Verify the stored events: recompute every hash chain and check each signed chain head
+    /// (its signature, and that the agent's certificate chains to the CA and names the agent).
+    /// Exit 0: every event is covered by a valid signed head; 1: broken; 3: intact but some
+    /// events are unsigned.
+    Verify {
+        /// Only this agent's chain.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The CA the agents' certificates must chain to (default: the credential's ca.crt).
+        #[arg(long, value_name = "CA.pem")]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -431,6 +447,7 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 println!(
                     "{} (role {}, tenants: {})",
+        Command::Admins(cmd) => admins::admins(&ctx, cmd).await,
                     me.name,
                     me.role,
                     if me.tenant_scope == "*" {
