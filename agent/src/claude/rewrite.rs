@@ -41,6 +41,9 @@ pub struct Report {
     pub already: Vec<String>,
     /// Wrapper pointing at another thoth path, updated.
     pub updated: Vec<String>,
+    /// Wrapper whose arguments before `--` were not the canonical form: rewritten to it (the
+    /// command after `--` kept), with what differed.
+    pub rewrapped: Vec<(String, String)>,
     /// Unwrapped now.
     pub unwrapped: Vec<String>,
     /// No `command` (URL / remote servers): left untouched.
@@ -52,7 +55,10 @@ pub struct Report {
 impl Report {
     /// Whether anything changed.
     pub fn changed(&self) -> bool {
-        !(self.wrapped.is_empty() && self.updated.is_empty() && self.unwrapped.is_empty())
+        !(self.wrapped.is_empty()
+            && self.updated.is_empty()
+            && self.rewrapped.is_empty()
+            && self.unwrapped.is_empty())
     }
 }
 
@@ -109,6 +115,128 @@ pub fn is_wrapped(entry: &Value) -> bool {
     is_thoth_path(cmd) && first == Some("run")
 }
 
+/// The arguments before `--` the agent writes for the server `name` (`extra`: the options that
+/// reach this agent, `no_args`: the original entry had no `args`).
+pub fn canonical_head(name: &str, extra: &[String], no_args: bool) -> Vec<String> {
+    let mut head = vec!["run".to_owned(), "--server".to_owned(), name.to_owned()];
+    head.extend(extra.iter().cloned());
+    if no_args {
+        head.push(NO_ARGS.to_owned());
+    }
+    head
+}
+
+/// How a wrapped entry's arguments before `--` differ from what the agent would write: `None`
+/// when they are exactly the canonical form; else what was added and what is missing, in words
+/// (`added --policy /home/ann/allow.yaml; missing --server files`). Any difference is drift: an
+/// option before `--` can point the proxy at another policy, socket or state directory.
+pub fn wrapper_difference(name: &str, args: &[Value], extra: &[String]) -> Option<String> {
+    let strs: Vec<&str> = match args.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
+        Some(s) => s,
+        None => return Some("arguments that are not strings".into()),
+    };
+    let Some(sep) = strs.iter().position(|a| *a == "--") else {
+        return Some("no \"--\" before the server's command".into());
+    };
+    let (head, tail) = (&strs[..sep], &strs[sep + 1..]);
+    if tail.is_empty() {
+        return Some("no server command after \"--\"".into());
+    }
+    let no_args = tail.len() == 1 && head.contains(&NO_ARGS);
+    let canonical = canonical_head(name, extra, no_args);
+    if head
+        .iter()
+        .copied()
+        .eq(canonical.iter().map(String::as_str))
+    {
+        return None;
+    }
+    // Compared option by option (`--flag value` is one), so the difference reads as written.
+    let canonical: Vec<&str> = canonical.iter().map(String::as_str).collect();
+    let mut missing = options(&canonical);
+    let mut added = Vec::new();
+    for o in options(head) {
+        match missing.iter().position(|m| *m == o) {
+            Some(i) => {
+                missing.remove(i);
+            }
+            None => added.push(o),
+        }
+    }
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("added {}", added.join(" ")));
+    }
+    if !missing.is_empty() {
+        parts.push(format!("missing {}", missing.join(" ")));
+    }
+    if parts.is_empty() {
+        parts.push(format!("options reordered ({})", head.join(" ")));
+    }
+    Some(parts.join("; "))
+}
+
+/// Arguments grouped into options: `--flag value` is one, a lone word or `--switch` another.
+fn options(args: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i];
+        let takes_value = a.starts_with("--") && a != NO_ARGS && !a.contains('=');
+        match args.get(i + 1) {
+            Some(v) if takes_value && !v.starts_with("--") => {
+                out.push(format!("{a} {v}"));
+                i += 2;
+            }
+            _ => {
+                out.push(a.to_owned());
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Environment variables that make the dynamic loader run other code inside a process
+/// (`thoth run` refuses to govern with them; the guardian reports entries that set them).
+pub fn is_loader_variable(name: &str) -> bool {
+    matches!(name, "LD_PRELOAD" | "LD_AUDIT" | "LD_LIBRARY_PATH") || name.starts_with("DYLD_")
+}
+
+/// The loader variables an entry's `env` sets (see [`is_loader_variable`]).
+pub fn loader_variables(entry: &Value) -> Vec<String> {
+    entry
+        .get("env")
+        .and_then(Value::as_object)
+        .map(|env| {
+            env.keys()
+                .filter(|k| is_loader_variable(k))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether an entry is governed as the agent would leave it: wrapped, with the canonical
+/// arguments before `--`, and no loader variable in its `env`. `Err` says why not.
+pub fn governed(name: &str, entry: &Value, extra: &[String]) -> Result<(), String> {
+    if !is_wrapped(entry) {
+        return Err("not wrapped".into());
+    }
+    let args = entry
+        .get("args")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if let Some(diff) = wrapper_difference(name, args, extra) {
+        return Err(format!("wrapper altered: {diff}"));
+    }
+    let vars = loader_variables(entry);
+    if !vars.is_empty() {
+        return Err(format!("env sets {}", vars.join(", ")));
+    }
+    Ok(())
+}
+
 fn is_thoth_path(cmd: &str) -> bool {
     let base = cmd.rsplit(['/', '\\']).next().unwrap_or(cmd);
     base == "thoth" || base.eq_ignore_ascii_case("thoth.exe")
@@ -153,7 +281,10 @@ fn cst_servers(root: &CstRootNode) -> Option<CstObject> {
 }
 
 enum Mode<'a> {
-    Wrap(&'a str, &'a [String]),
+    /// Wrap with this thoth and these extra options; `strict`: a wrapped entry must also be in
+    /// the canonical form (the agent), else only its thoth path is updated (`wrap-config`, where
+    /// a standalone user may have added `--policy` on purpose).
+    Wrap(&'a str, &'a [String], bool),
     Unwrap,
 }
 
@@ -227,9 +358,39 @@ fn rewrite(text: &str, mode: Mode<'_>) -> Result<Rewritten, ConfigError> {
         };
         let wrapped = is_wrapped(entry);
         match mode {
-            Mode::Wrap(thoth, extra) => {
+            Mode::Wrap(thoth, extra, strict) => {
                 if wrapped {
-                    if command == thoth {
+                    let all = args.clone().unwrap_or_default();
+                    let values: Vec<Value> = all.iter().cloned().map(Value::String).collect();
+                    let diff = strict
+                        .then(|| wrapper_difference(&name, &values, extra))
+                        .flatten();
+                    if let Some(diff) = diff {
+                        // Re-wrapped around the command after the first `--`, whatever came
+                        // before it.
+                        let Some(sep) = all.iter().position(|a| a == "--") else {
+                            report.skipped.push((
+                                name,
+                                format!("a thoth wrapper with {diff}, and no command to keep"),
+                            ));
+                            continue;
+                        };
+                        let tail = &all[sep + 1..];
+                        if tail.is_empty() {
+                            report.skipped.push((
+                                name,
+                                format!("a thoth wrapper with {diff}, and no command to keep"),
+                            ));
+                            continue;
+                        }
+                        let no_args = tail.len() == 1 && all[..sep].iter().any(|a| a == NO_ARGS);
+                        let mut new_args = canonical_head(&name, extra, no_args);
+                        new_args.push("--".to_owned());
+                        new_args.extend(tail.iter().cloned());
+                        set_prop(&cst_obj, "command", CstInputValue::String(thoth.to_owned()));
+                        set_prop(&cst_obj, "args", strings(&new_args));
+                        report.rewrapped.push((name, diff));
+                    } else if command == thoth {
                         report.already.push(name);
                     } else {
                         set_prop(&cst_obj, "command", CstInputValue::String(thoth.to_owned()));
@@ -414,13 +575,30 @@ fn check_only_servers_changed(old: &Value, new: &Value) -> Result<(), ConfigErro
 
 /// Wraps every stdio server so it runs through `thoth` (an absolute path).
 pub fn wrap(text: &str, thoth: &str) -> Result<Rewritten, ConfigError> {
-    rewrite(text, Mode::Wrap(thoth, &[]))
+    rewrite(text, Mode::Wrap(thoth, &[], false))
 }
 
 /// Like [`wrap`], with extra `thoth run` options placed before `--` (the agent adds
-/// `--agent-socket` and `--state-dir` when its own are not the defaults).
+/// `--agent-socket` and `--state-dir` when its own are not the defaults), and strict: a wrapped
+/// entry whose arguments before `--` are not exactly the canonical form is re-wrapped
+/// ([`Report::rewrapped`]).
 pub fn wrap_with(text: &str, thoth: &str, extra: &[String]) -> Result<Rewritten, ConfigError> {
-    rewrite(text, Mode::Wrap(thoth, extra))
+    rewrite(text, Mode::Wrap(thoth, extra, true))
+}
+
+/// The extra `thoth run` options a wrapped entry needs to reach the agent at `socket` with its
+/// state in `state_dir` (none for the defaults): part of the canonical form.
+pub fn canonical_extra(socket: &std::path::Path, state_dir: &std::path::Path) -> Vec<String> {
+    let mut extra = Vec::new();
+    if socket != std::path::Path::new(crate::daemon::config::DEFAULT_SOCKET) {
+        extra.push("--agent-socket".into());
+        extra.push(socket.display().to_string());
+    }
+    if state_dir != std::path::Path::new(crate::daemon::config::DEFAULT_STATE_DIR) {
+        extra.push("--state-dir".into());
+        extra.push(state_dir.display().to_string());
+    }
+    extra
 }
 
 /// Restores every wrapped server's original command line.
@@ -477,6 +655,53 @@ mod tests {
         // A wrapper pointing at an old thoth is updated.
         let moved = wrap(&w.text, "/opt/thoth/bin/thoth").unwrap();
         assert_eq!(moved.report.updated, vec!["files", "bare"]);
+    }
+
+    #[test]
+    fn a_wrapper_altered_before_the_separator_is_drift_and_re_wrapped() {
+        let text = r#"{"mcpServers": {"files": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "files", "--policy", "/home/ann/allow.yaml", "--agent-socket", "/home/ann/nosock", "--state-dir", "/home/ann/st", "--", "npx", "-y", "server-filesystem", "/home/ann"], "env": {"LD_PRELOAD": "/home/ann/faketime.so"}}, "bare": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "bare", "--no-args", "--", "/opt/mcp"]}}}"#;
+        let v: Value = serde_json::from_str(text).unwrap();
+        let files = &v["mcpServers"]["files"];
+        assert!(is_wrapped(files), "it looks wrapped: that was the hole");
+        let why = governed("files", files, &[]).unwrap_err();
+        assert!(why.contains("added --policy /home/ann/allow.yaml --agent-socket /home/ann/nosock --state-dir /home/ann/st"), "{why}");
+        assert!(governed("bare", &v["mcpServers"]["bare"], &[]).is_ok());
+        // The agent's socket is part of the canonical form.
+        let extra = vec!["--agent-socket".to_owned(), "/run/x.sock".to_owned()];
+        assert!(governed("bare", &v["mcpServers"]["bare"], &extra).is_err());
+        // Another server's name is drift too.
+        assert!(governed("other", &v["mcpServers"]["bare"], &[]).is_err());
+
+        let w = wrap_with(text, THOTH, &[]).unwrap();
+        assert_eq!(w.report.rewrapped.len(), 1, "{:?}", w.report);
+        assert_eq!(w.report.rewrapped[0].0, "files");
+        assert!(w.report.rewrapped[0].1.contains("--policy"));
+        assert_eq!(w.report.already, vec!["bare"]);
+        let after: Value = serde_json::from_str(&w.text).unwrap();
+        assert_eq!(
+            after["mcpServers"]["files"]["args"],
+            serde_json::json!([
+                "run",
+                "--server",
+                "files",
+                "--",
+                "npx",
+                "-y",
+                "server-filesystem",
+                "/home/ann"
+            ])
+        );
+        // Only command and args change: env stays (the proxy refuses to run with it, and the
+        // entry is reported).
+        assert_eq!(after["mcpServers"]["files"]["env"], files["env"]);
+        assert_eq!(
+            loader_variables(&after["mcpServers"]["files"]),
+            ["LD_PRELOAD"]
+        );
+        let again = wrap_with(&w.text, THOTH, &[]).unwrap();
+        assert!(!again.report.changed());
+        // wrap-config (standalone) keeps options a user added on purpose.
+        assert!(wrap(text, THOTH).unwrap().report.rewrapped.is_empty());
     }
 
     #[test]

@@ -26,6 +26,8 @@ struct Known {
     servers: Option<serde_json::Map<String, Value>>,
     /// The text of an invalid file already reported (report once per content).
     invalid_reported: Option<String>,
+    /// Entries whose `env` sets loader variables, as last reported (report once per change).
+    loader_reported: Vec<String>,
 }
 
 /// Describes how `now` differs from what the agent left.
@@ -48,6 +50,9 @@ fn describe_drift(
     let mut edited = Vec::new();
     for (k, e) in now {
         if let Some(b) = before.get(k) {
+            if b == e {
+                continue;
+            }
             if is_wrapped(b) && !is_wrapped(e) && e.get("command").is_some() {
                 unwrapped.push(k.as_str());
             } else if b != e {
@@ -189,6 +194,10 @@ impl Guardian {
             return Ok(false);
         }
         let result = file::rewrite_file(path, &self.op, false);
+        let extra = match &self.op {
+            Op::WrapWith(_, extra) => extra.clone(),
+            _ => Vec::new(),
+        };
         let known = self.known.entry(path.to_path_buf()).or_default();
         let status = self
             .statuses
@@ -206,7 +215,33 @@ impl Guardian {
                     .values()
                     .filter(|e| e.get("command").is_none())
                     .count();
-                let governed = servers.values().filter(|e| is_wrapped(e)).count();
+                let governed = servers
+                    .iter()
+                    .filter(|(name, e)| rewrite::governed(name, e, &extra).is_ok())
+                    .count();
+                // An entry whose env makes the loader run other code in the proxy: the proxy
+                // refuses to govern with it (every call denied); the admins hear of it here.
+                let loaders: Vec<String> = servers
+                    .iter()
+                    .filter_map(|(name, e)| {
+                        let vars = rewrite::loader_variables(e);
+                        (!vars.is_empty()).then(|| format!("{name} ({})", vars.join(", ")))
+                    })
+                    .collect();
+                if loaders != known.loader_reported {
+                    if !loaders.is_empty() {
+                        self.sh.raise(
+                            "CONFIG_DRIFT",
+                            format!(
+                                "{}: env sets dynamic loader variables for {}; thoth run refuses \
+                                 to govern with them and denies every tool call of these servers",
+                                path.display(),
+                                loaders.join(", ")
+                            ),
+                        );
+                    }
+                    known.loader_reported = loaders;
+                }
                 status.servers = servers.len() as u32;
                 status.remote = remote as u32;
                 status.governed = governed as u32;
@@ -231,9 +266,39 @@ impl Guardian {
                             r.updated.join(", ")
                         ));
                     }
-                    let detail = match (&known.servers, servers_of(&out.before)) {
-                        (Some(before), Some(now)) => {
-                            let drift = describe_drift(before, &now);
+                    let altered: Vec<String> = r
+                        .rewrapped
+                        .iter()
+                        .map(|(name, diff)| format!("wrapper of {name} altered ({diff})"))
+                        .collect();
+                    if !altered.is_empty() {
+                        what.push(format!(
+                            "restored the wrapper of {}",
+                            r.rewrapped
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                    let drift_base = match (&known.servers, servers_of(&out.before)) {
+                        (Some(b), Some(now)) => Some((b.clone(), now)),
+                        // An altered wrapper is drift even when this agent never saw the file
+                        // before (edited while the agent was stopped).
+                        (None, Some(now)) if !altered.is_empty() => Some((now.clone(), now)),
+                        _ => None,
+                    };
+                    let detail = match &drift_base {
+                        Some((before, now)) => {
+                            let mut drift = describe_drift(before, now);
+                            if !altered.is_empty() {
+                                if drift == "the file was rewritten" {
+                                    drift.clear();
+                                } else {
+                                    drift.push_str("; ");
+                                }
+                                drift.push_str(&altered.join("; "));
+                            }
                             self.sh.raise(
                                 "CONFIG_DRIFT",
                                 format!(
@@ -333,16 +398,7 @@ pub fn thoth_path(sh: &Shared) -> Result<PathBuf, String> {
 
 /// The extra `thoth run` options wrapped entries need to reach this agent.
 fn extra_flags(sh: &Shared) -> Vec<String> {
-    let mut extra = Vec::new();
-    if sh.config.socket_path != Path::new(crate::daemon::config::DEFAULT_SOCKET) {
-        extra.push("--agent-socket".into());
-        extra.push(sh.config.socket_path.display().to_string());
-    }
-    if sh.config.state_dir != Path::new(crate::daemon::config::DEFAULT_STATE_DIR) {
-        extra.push("--state-dir".into());
-        extra.push(sh.config.state_dir.display().to_string());
-    }
-    extra
+    rewrite::canonical_extra(&sh.config.socket_path, &sh.config.state_dir)
 }
 
 /// Starts the guardian thread (it runs for the life of the agent).
@@ -437,5 +493,88 @@ fn collect(ev: notify::Result<notify::Event>, paths: &mut HashSet<PathBuf>) {
     match ev {
         Ok(ev) => paths.extend(ev.paths),
         Err(e) => tracing::warn!("watch error: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::config::AgentConfig;
+
+    fn guardian(home: &Path) -> Guardian {
+        let mut config: AgentConfig =
+            toml::from_str(include_str!("../../thoth-agent.example.toml")).unwrap();
+        config.state_dir = home.join("state");
+        config.users_root = Some(home.to_path_buf());
+        let sh = Shared::new(config).unwrap();
+        let extra = extra_flags(&sh);
+        Guardian {
+            op: Op::WrapWith("/usr/local/bin/thoth".into(), extra),
+            sh,
+            known: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            watched: HashSet::new(),
+        }
+    }
+
+    fn drift_notes(g: &Guardian) -> Vec<String> {
+        g.sh.status()
+            .recent_events
+            .iter()
+            .filter(|e| e.event_type == "CONFIG_DRIFT")
+            .map(|e| e.detail.clone())
+            .collect()
+    }
+
+    #[test]
+    fn an_opt_out_wrapper_is_drift_re_wrapped_and_not_counted_as_governed() {
+        let home = std::env::temp_dir().join(format!("thoth-guard-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&home).unwrap();
+        let mut g = guardian(&home);
+        let state = home.join("state").display().to_string();
+        let canonical = |name: &str| {
+            format!(
+                r#"["run", "--server", "{name}", "--state-dir", "{state}", "--", "npx", "server-filesystem", "/home/ann"]"#
+            )
+        };
+        let path = home.join("claude_desktop_config.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"mcpServers": {{"files": {{"command": "/usr/local/bin/thoth", "args": {}}}}}}}"#,
+                canonical("files")
+            ),
+        )
+        .unwrap();
+        assert!(
+            !g.process(&path, "start"),
+            "already canonical: nothing to do"
+        );
+        assert_eq!(g.statuses[&path].state, "governed");
+        // The user keeps `thoth run` but points it at their own policy, socket and state.
+        let opted_out = format!(
+            r#"{{"mcpServers": {{"files": {{"command": "/usr/local/bin/thoth", "args": ["run", "--server", "files", "--policy", "/home/ann/allow.yaml", "--agent-socket", "/home/ann/nosock", "--state-dir", "/home/ann/st", "--", "npx", "server-filesystem", "/home/ann"], "env": {{"LD_PRELOAD": "/usr/lib/faketime/libfaketime.so.1", "FAKETIME": "+1d"}}}}}}}}"#
+        );
+        std::fs::write(&path, &opted_out).unwrap();
+        assert!(g.process(&path, "the file changed"), "re-wrapped");
+        let after: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let want: Value = serde_json::from_str(&canonical("files")).unwrap();
+        assert_eq!(after["mcpServers"]["files"]["args"], want);
+        let notes = drift_notes(&g).join("\n");
+        assert!(
+            notes.contains("added --policy /home/ann/allow.yaml --agent-socket /home/ann/nosock --state-dir /home/ann/st"),
+            "CONFIG_DRIFT says what was added: {notes}"
+        );
+        assert!(
+            notes.contains("LD_PRELOAD"),
+            "the loader variable is reported: {notes}"
+        );
+        // env is the user's (only command and args are ever changed), so the entry stays
+        // "partly governed" until it is removed; the proxy denies every call meanwhile.
+        assert_eq!(g.statuses[&path].state, "partly governed");
+        let reported = drift_notes(&g).len();
+        assert!(!g.process(&path, "periodic check"));
+        assert_eq!(drift_notes(&g).len(), reported, "reported once");
+        std::fs::remove_dir_all(&home).unwrap();
     }
 }

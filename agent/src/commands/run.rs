@@ -13,13 +13,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .server
         .clone()
         .unwrap_or_else(|| default_server_name(&args.command));
-    let policy = source::start(source::Sources {
-        agent_socket: args.agent_socket.clone(),
-        state_dir: args.state_dir.clone(),
-        policy_file: args.policy.clone(),
-        server: server.clone(),
-        argv: args.command.clone(),
-    });
+    let managed = source::managed();
+    let sources = sources_for(&args, managed.as_ref(), &server);
+    let refusal = loader_refusal();
+    if let Some(why) = &refusal {
+        tracing::error!("{why}");
+    }
+    let agent_events = match &managed {
+        // Managed: events always go to the agent (the forwarder retries while it is down).
+        Some(_) => Some(sources.agent_socket.clone()),
+        // Events go to the agent when it is running, and also when it is installed but down
+        // (restarting, upgrading): the forwarder retries, and keeps at exit what it could not
+        // deliver for the next proxy. A machine without an agent sends none.
+        None => (sources.agent_socket.exists() || sources.state_dir.join("trust.json").exists())
+            .then(|| sources.agent_socket.clone()),
+    };
+    let policy = source::start(sources);
     // Event privacy comes from the policy in force at start (a later version applies to proxies
     // started after it), else from --content-max-bytes.
     let mut content = ContentLimits {
@@ -47,13 +56,115 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         policy,
         events: args.events,
         max_message_bytes: args.max_message_bytes,
-        // Events go to the agent when it is running, and also when it is installed but down
-        // (restarting, upgrading): the forwarder retries, and keeps at exit what it could not
-        // deliver for the next proxy. A machine without an agent sends none.
-        agent_events: (args.agent_socket.exists() || args.state_dir.join("trust.json").exists())
-            .then(|| args.agent_socket.clone()),
+        agent_events,
         content,
+        refusal,
     })
+}
+
+/// Where the policy comes from. On a machine with an installed agent (managed), only from the
+/// agent and its state directory: `--policy`, `--agent-socket` and `--state-dir` (and their
+/// environment variables) are ignored, and the log says so.
+fn sources_for(args: &RunArgs, managed: Option<&source::Managed>, server: &str) -> source::Sources {
+    let mut src = source::Sources {
+        agent_socket: args.agent_socket.clone(),
+        state_dir: args.state_dir.clone(),
+        policy_file: args.policy.clone(),
+        server: server.to_owned(),
+        argv: args.command.clone(),
+    };
+    if let Some(m) = managed {
+        let mut ignored = Vec::new();
+        if let Some(p) = src.policy_file.take() {
+            ignored.push(format!("--policy {}", p.display()));
+        }
+        if src.agent_socket != m.socket {
+            ignored.push(format!("--agent-socket {}", src.agent_socket.display()));
+        }
+        if src.state_dir != m.state_dir {
+            ignored.push(format!("--state-dir {}", src.state_dir.display()));
+        }
+        src.agent_socket = m.socket.clone();
+        src.state_dir = m.state_dir.clone();
+        if ignored.is_empty() {
+            tracing::debug!(evidence = %m.evidence.display(), "managed by the installed agent");
+        } else {
+            tracing::warn!(
+                evidence = %m.evidence.display(),
+                "this machine is managed by an installed Thoth agent: ignoring {} (policy comes \
+                 only from the agent at {} and its state in {})",
+                ignored.join(", "),
+                m.socket.display(),
+                m.state_dir.display()
+            );
+        }
+    }
+    src
+}
+
+/// Why the proxy refuses to govern: dynamic loader variables in its environment can run other
+/// code inside this process (a fake clock, a hooked `write`), so no decision it makes could be
+/// trusted. The proxy still runs, and denies every call saying why (fail closed, with events).
+fn loader_refusal() -> Option<String> {
+    let vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.to_str()?;
+            (crate::claude::rewrite::is_loader_variable(k) && !v.is_empty()).then(|| k.to_owned())
+        })
+        .filter(|k| k != "LD_LIBRARY_PATH" || library_path_used())
+        .collect();
+    (!vars.is_empty()).then(|| {
+        format!(
+            "thoth run refuses to govern with {} set in its environment (they make the loader \
+             run other code inside the proxy); remove them from the MCP server's entry",
+            vars.join(", ")
+        )
+    })
+}
+
+/// Whether `LD_LIBRARY_PATH` may have changed what this process loaded: some mapped library
+/// comes from one of its directories that is not root-owned (a user could have put it there).
+/// Test runners set it to directories holding none of our libraries; it is harmless then.
+/// Where this cannot be checked, it counts as used.
+fn library_path_used() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Some(dirs) = std::env::var_os("LD_LIBRARY_PATH") else {
+            return false;
+        };
+        let dirs: Vec<std::path::PathBuf> = std::env::split_paths(&dirs)
+            .map(|d| {
+                // An empty entry means the working directory.
+                let d = if d.as_os_str().is_empty() {
+                    ".".into()
+                } else {
+                    d
+                };
+                std::fs::canonicalize(&d).unwrap_or(d)
+            })
+            .filter(|d| !source::root_owned(d))
+            .collect();
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return true;
+        };
+        let exe = std::env::current_exe().ok();
+        maps.lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter(|p| p.starts_with('/'))
+            .filter(|p| exe.as_deref() != Some(std::path::Path::new(p)))
+            .any(|p| {
+                let p = std::path::Path::new(p);
+                let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+                real.parent()
+                    .is_some_and(|parent| dirs.iter().any(|d| d == parent))
+                    || p.parent()
+                        .is_some_and(|parent| dirs.iter().any(|d| d == parent))
+            })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        true
+    }
 }
 
 /// A name for a server started without `--server`: the package or script it runs.

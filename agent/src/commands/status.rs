@@ -12,9 +12,15 @@ struct ServerEntry {
     name: String,
     /// governed, not governed, or remote (no command: not launched by Claude Desktop).
     state: &'static str,
+    /// Why a wrapped entry is not governed (its wrapper altered, a loader variable in its env).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<String>,
 }
 
-fn read_servers(path: &Path) -> Result<Vec<ServerEntry>, String> {
+/// `extra`: the options the agent's canonical wrapper carries, when an agent is installed or
+/// answering (then a wrapper must be exactly the canonical form to count as governed); `None`
+/// for a standalone `thoth` (any `thoth run` wrapper counts).
+fn read_servers(path: &Path, extra: Option<&[String]>) -> Result<Vec<ServerEntry>, String> {
     let (bytes, _) =
         crate::claude::file::read_config(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text =
@@ -30,8 +36,19 @@ fn read_servers(path: &Path) -> Result<Vec<ServerEntry>, String> {
     Ok(servers
         .iter()
         .map(|(name, s)| {
+            let mut why = None;
             let state = if s.get("command").is_none() {
                 "remote"
+            } else if let Some(extra) = extra {
+                match crate::claude::rewrite::governed(name, s, extra) {
+                    Ok(()) => "governed",
+                    Err(w) => {
+                        if crate::claude::rewrite::is_wrapped(s) {
+                            why = Some(w);
+                        }
+                        "not governed"
+                    }
+                }
             } else if crate::claude::rewrite::is_wrapped(s) {
                 "governed"
             } else {
@@ -40,6 +57,7 @@ fn read_servers(path: &Path) -> Result<Vec<ServerEntry>, String> {
             ServerEntry {
                 name: name.clone(),
                 state,
+                why,
             }
         })
         .collect())
@@ -53,9 +71,18 @@ pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
         .claude_config
         .clone()
         .or_else(crate::claude::file::default_path);
+    // With an agent (answering, or installed), a wrapper counts only in its canonical form.
+    let extra = match &agent {
+        Ok(s) => Some(crate::claude::rewrite::canonical_extra(
+            Path::new(&s.socket),
+            Path::new(&s.state_dir),
+        )),
+        Err(_) => crate::proxy::source::managed()
+            .map(|m| crate::claude::rewrite::canonical_extra(&m.socket, &m.state_dir)),
+    };
     let servers = config.as_deref().map(|p| {
         if p.exists() {
-            read_servers(p)
+            read_servers(p, extra.as_deref())
         } else {
             Ok(Vec::new())
         }
@@ -92,11 +119,14 @@ pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
     if let Some(Err(e)) = &servers {
         problems.push(format!("your Claude Desktop config cannot be read: {e}"));
     }
-    let ungoverned: Vec<&str> = match &servers {
+    let ungoverned: Vec<String> = match &servers {
         Some(Ok(list)) => list
             .iter()
             .filter(|s| s.state == "not governed")
-            .map(|s| s.name.as_str())
+            .map(|s| match &s.why {
+                Some(why) => format!("{} ({why})", s.name),
+                None => s.name.clone(),
+            })
             .collect(),
         _ => Vec::new(),
     };
@@ -149,7 +179,10 @@ fn print_text(
             println!("mcp servers        none configured");
         }
         for s in list {
-            println!("  {:<16} {}", s.name, s.state);
+            match &s.why {
+                Some(why) => println!("  {:<16} {} ({why})", s.name, s.state),
+                None => println!("  {:<16} {}", s.name, s.state),
+            }
         }
     }
     if problems.is_empty() {

@@ -53,6 +53,9 @@ pub struct RunConfig {
     pub content: ContentLimits,
     /// Send events to the agent at this socket too.
     pub agent_events: Option<PathBuf>,
+    /// Deny every tool call for this reason, whatever the policy (e.g. loader variables in the
+    /// environment).
+    pub refusal: Option<String>,
 }
 
 enum Supervise {
@@ -123,6 +126,9 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
         cfg.server_name.clone(),
         &session_id,
     ));
+    if let Some(why) = cfg.refusal {
+        relay.refuse_all(why);
+    }
     let (tx, rx) = mpsc::channel::<Supervise>();
 
     {

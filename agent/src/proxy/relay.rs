@@ -94,6 +94,8 @@ pub struct Relay {
     pub server_name: String,
     /// Prefix of the proxy's own request ids (unguessable per session).
     pub(super) approval_prefix: String,
+    /// When set, every tool call is denied with this reason (rule `refused`), whatever the policy.
+    refusal: std::sync::OnceLock<String>,
     state: Mutex<State>,
 }
 
@@ -128,6 +130,7 @@ impl Relay {
             policy: policy.into(),
             server_name,
             approval_prefix: format!("thoth-approval-{short}-"),
+            refusal: std::sync::OnceLock::new(),
             state: Mutex::new(State {
                 session: SessionState::new(),
                 tools_snapshot: Arc::new(Vec::new()),
@@ -140,6 +143,11 @@ impl Relay {
                 client_elicitation: false,
             }),
         }
+    }
+
+    /// From now on, denies every tool call for `why` (fail closed), whatever the policy says.
+    pub fn refuse_all(&self, why: String) {
+        let _ = self.refusal.set(why);
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
@@ -317,6 +325,21 @@ impl Relay {
         let mut st = self.state();
         let policy = self.policy.get();
         let (decision, version) = match &policy {
+            _ if self.refusal.get().is_some() => {
+                let why = self.refusal.get().map_or("", String::as_str);
+                let d = Decision {
+                    action: Action::Deny,
+                    mode: Mode::Block,
+                    rule: "refused".into(),
+                    reason: format!("{why}; Thoth fails closed"),
+                    out_of_scope: false,
+                };
+                let version = match &policy {
+                    PolicyState::Loaded(p) => p.version.clone(),
+                    PolicyState::Missing { .. } => "none".to_owned(),
+                };
+                (d, version)
+            }
             PolicyState::Loaded(p) => {
                 // Sequence windows on the monotonic clock; paths as the server will resolve them.
                 let d = evaluate_with(

@@ -35,6 +35,109 @@ pub struct Sources {
     pub argv: Vec<String>,
 }
 
+/// The installed agent's settings file, per OS.
+pub const INSTALLED_CONFIG: &str = if cfg!(target_os = "macos") {
+    "/Library/Application Support/Thoth/agent.toml"
+} else if cfg!(windows) {
+    "C:\\ProgramData\\Thoth\\agent.toml"
+} else {
+    "/etc/thoth/agent.toml"
+};
+
+/// Test seam: names an `agent.toml` to treat as the installed one when the machine has none.
+/// It can only turn managed mode on (a machine with an installed agent ignores it), so it
+/// gives a user nothing they could not do on an unmanaged machine anyway.
+pub const TEST_MANAGED_CONFIG_ENV: &str = "THOTH_TEST_MANAGED_CONFIG";
+
+/// A machine with an installed agent: where the proxy must get its policy, whatever its
+/// arguments or environment say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    /// What made this machine managed (the root-owned file).
+    pub evidence: PathBuf,
+    /// The agent's socket.
+    pub socket: PathBuf,
+    /// The agent's state directory.
+    pub state_dir: PathBuf,
+}
+
+/// The part of `agent.toml` a proxy needs (read leniently: any other setting is the agent's).
+#[derive(serde::Deserialize)]
+struct InstalledPaths {
+    #[serde(default = "default_state_dir_path")]
+    state_dir: PathBuf,
+    #[serde(default = "default_socket_path")]
+    socket_path: PathBuf,
+}
+
+fn default_state_dir_path() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+fn default_socket_path() -> PathBuf {
+    PathBuf::from(DEFAULT_AGENT_SOCKET)
+}
+
+/// Whether `path` and every directory above it belong to root (uid 0) and are writable by no
+/// one else, so an ordinary user can neither have written it nor swap it.
+#[cfg(unix)]
+pub fn root_owned(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    real.ancestors().all(|p| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            // A sticky directory (/tmp) protects its entries, but not from being the parent of
+            // a user's file: refuse it too.
+            m.uid() == 0 && m.mode() & 0o022 == 0
+        })
+    })
+}
+
+#[cfg(not(unix))]
+pub fn root_owned(_path: &Path) -> bool {
+    // Windows: ProgramData\Thoth is locked to Administrators by the installer; the ACL check
+    // is not done here yet, so managed mode is not detected from files on Windows.
+    false
+}
+
+fn managed_from(config: &Path) -> Option<Managed> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let (socket, state_dir) = match toml::from_str::<InstalledPaths>(&text) {
+        Ok(p) => (p.socket_path, p.state_dir),
+        // The agent is installed, whatever else is wrong with its file.
+        Err(_) => (default_socket_path(), default_state_dir_path()),
+    };
+    Some(Managed {
+        evidence: config.to_path_buf(),
+        socket,
+        state_dir,
+    })
+}
+
+/// Managed mode, from root-owned files only: the installed `agent.toml`, else the default state
+/// directory holding a root-owned trust file. Never from arguments; the environment can only
+/// name a test config when neither exists.
+pub fn managed() -> Option<Managed> {
+    let config = Path::new(INSTALLED_CONFIG);
+    if root_owned(config)
+        && let Some(m) = managed_from(config)
+    {
+        return Some(m);
+    }
+    let trust = Path::new(DEFAULT_STATE_DIR).join("trust.json");
+    if root_owned(&trust) {
+        return Some(Managed {
+            evidence: trust,
+            socket: default_socket_path(),
+            state_dir: default_state_dir_path(),
+        });
+    }
+    let seam = std::env::var_os(TEST_MANAGED_CONFIG_ENV)?;
+    managed_from(Path::new(&seam))
+}
+
 /// A verified bundle, resolved for this server.
 fn loaded_from_bundle(
     bytes: &[u8],
