@@ -275,7 +275,7 @@ pub fn check(tenant: &str, agent_id: &str, view: &ChainView, batch: &Prepared) -
                 ));
                 // Its place in the chain is known: the next event links to it.
                 if let (Some(s), Some(h)) = (seq, hash)
-                    && *s == head_seq + 1
+                    && Some(*s) == head_seq.checked_add(1)
                 {
                     (head_seq, head_hash, moved) = (*s, h.clone(), true);
                 }

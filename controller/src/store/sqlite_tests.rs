@@ -173,3 +173,52 @@ fn an_old_database_upgrades_and_event_ids_are_scoped_to_their_agent() {
     let other = event("agt-a", "e1", 9, "{\"a\":\"other\"}");
     assert_eq!(s.commit_events("agt-a", &[other], None).unwrap(), 1);
 }
+
+/// The contract sinks rely on: event ids become visible in increasing order, so a reader that
+/// sees the high-water mark M sees every event at or below M. Two writers (two connections, as
+/// two processes would be) commit batches side by side while a reader checks it.
+#[test]
+fn event_ids_become_visible_in_commit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let reader = SqliteStore::open(&path).unwrap();
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let s = SqliteStore::open(&path).unwrap();
+                for b in 0..40 {
+                    let batch: Vec<_> = (0..25)
+                        .map(|i| event("agt-a", &format!("w{w}-{b}-{i}"), i, "{}"))
+                        .collect();
+                    s.commit_events("agt-a", &batch, None).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut checks = 0;
+    while writers.iter().any(|w| !w.is_finished()) || checks == 0 {
+        let high = reader.max_event_id().unwrap();
+        if high == 0 {
+            continue; // (upto_id 0 means no bound)
+        }
+        let seen = reader
+            .query_events(&EventFilter {
+                upto_id: high,
+                limit: 10_000,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            seen.len() as u64,
+            high,
+            "an id at or below {high} was not visible"
+        );
+        assert!(seen.iter().enumerate().all(|(i, e)| e.id == i as u64 + 1));
+        checks += 1;
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(reader.max_event_id().unwrap(), 2 * 40 * 25);
+}
