@@ -433,6 +433,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Events(cmd) => events(&ctx, cmd).await,
+        Command::Admins(cmd) => admins::admins(&ctx, cmd).await,
         Command::Whoami => {
             let me = ctx
                 .admin()
@@ -447,7 +448,6 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 println!(
                     "{} (role {}, tenants: {})",
-        Command::Admins(cmd) => admins::admins(&ctx, cmd).await,
                     me.name,
                     me.role,
                     if me.tenant_scope == "*" {
