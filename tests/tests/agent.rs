@@ -352,14 +352,20 @@ fn status_lists_which_of_the_users_servers_are_governed() {
         .push(&example_policy("read-only-files-strict.yaml"));
     s.agent
         .wait_status("v1", |st| Agent::version(st) == Some(v1));
+    // A wrapper counts as governed only in the exact form the agent writes (with this agent's
+    // socket and state directory, as they are not the defaults).
+    let mut files_args = vec!["run".to_owned(), "--server".into(), "files".into()];
+    files_args.extend(s.agent.proxy_args());
+    files_args.extend(["--".into(), "npx".into(), "x".into()]);
     let config = write_file(
         s.dir.path(),
         "claude_desktop_config.json",
-        r#"{"mcpServers": {
-            "files": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "files", "--", "npx", "x"]},
+        &json!({"mcpServers": {
+            "files": {"command": "/usr/local/bin/thoth", "args": files_args},
             "github": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-github"]},
             "remote": {"url": "https://example.com/mcp"}
-        }}"#,
+        }})
+        .to_string(),
     );
     let (code, out, _) = thoth_cmd(&[
         "health",

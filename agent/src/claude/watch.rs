@@ -552,10 +552,8 @@ mod tests {
         );
         assert_eq!(g.statuses[&path].state, "governed");
         // The user keeps `thoth run` but points it at their own policy, socket and state.
-        let opted_out = format!(
-            r#"{{"mcpServers": {{"files": {{"command": "/usr/local/bin/thoth", "args": ["run", "--server", "files", "--policy", "/home/ann/allow.yaml", "--agent-socket", "/home/ann/nosock", "--state-dir", "/home/ann/st", "--", "npx", "server-filesystem", "/home/ann"], "env": {{"LD_PRELOAD": "/usr/lib/faketime/libfaketime.so.1", "FAKETIME": "+1d"}}}}}}}}"#
-        );
-        std::fs::write(&path, &opted_out).unwrap();
+        let opted_out = r#"{"mcpServers": {"files": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "files", "--policy", "/home/ann/allow.yaml", "--agent-socket", "/home/ann/nosock", "--state-dir", "/home/ann/st", "--", "npx", "server-filesystem", "/home/ann"], "env": {"LD_PRELOAD": "/usr/lib/faketime/libfaketime.so.1", "FAKETIME": "+1d"}}}}"#;
+        std::fs::write(&path, opted_out).unwrap();
         assert!(g.process(&path, "the file changed"), "re-wrapped");
         let after: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let want: Value = serde_json::from_str(&canonical("files")).unwrap();
