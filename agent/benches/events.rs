@@ -64,13 +64,16 @@ fn main() {
             let sp = spool.clone();
             tasks.push(tokio::spawn(async move {
                 for b in 0..(n / 16 / 500) {
-                    let batch: Vec<Map<String, Value>> = (0..500)
-                        .map(|i| match event(w * 10_000_000 + b * 500 + i, "spool") {
-                            Value::Object(m) => m,
-                            _ => unreachable!(),
+                    // As the agent takes them from a proxy: checked and made the agent's.
+                    let now = std::time::SystemTime::now();
+                    let batch: Vec<pipeline::Admitted> = (0..500)
+                        .map(|i| {
+                            let e = event(w * 10_000_000 + b * 500 + i, "spool");
+                            pipeline::admit(e.to_string().as_bytes(), "bench", "host", now)
+                                .unwrap()
                         })
                         .collect();
-                    sp.append_durable(batch).await;
+                    sp.append_durable(batch).await.unwrap();
                 }
             }));
         }
@@ -181,7 +184,7 @@ fn main() {
             .unwrap();
             let sink = sink.clone();
             lat.push(tokio::spawn(async move {
-                let needle = format!("\"eventId\":\"{id}\"");
+                let needle = format!("\"proxyEventId\":\"{id}\"");
                 let mut offset = 0u64;
                 loop {
                     if let Ok(f) = std::fs::File::open(&sink) {

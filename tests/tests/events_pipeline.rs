@@ -401,7 +401,8 @@ fn rsyslog_receives_rfc5424_over_tcp_with_structured_data() {
     assert_eq!(parts[0], "thoth", "{line}");
     assert_eq!(parts[1], "TOOL_CALL_PRE", "{line}");
     assert!(
-        parts[2].starts_with("[thoth@32473 eventId=\"syslog-")
+        // The exported eventId is the agent's (UUIDv7); the proxy's id is kept as proxyEventId.
+        parts[2].starts_with("[thoth@32473 eventId=\"")
             && parts[2].contains("toolName=\"read_text_file\"")
             && parts[2].contains("tenantId=\"default\""),
         "{line}"

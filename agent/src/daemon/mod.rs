@@ -254,7 +254,7 @@ impl Shared {
                 self.update_status(|s| {
                     s.note(
                         "EVENTS_REFUSED",
-                        format!("{refused} events from {user} refused: {reason}"),
+                        format!("{refused} events from a proxy refused: {reason}"),
                     )
                 });
             }

@@ -1209,6 +1209,51 @@ mod tests {
         server.stop().await;
     }
 
+    /// Finding 13.1, status side: a stalled upload said "connected, no error" everywhere. Now
+    /// it is the status's error (`thoth-agent status`, `thoth status`) and its `last_error`,
+    /// which the heartbeat carries to the controller (`thothctl agents list/show`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_upload_is_an_error_in_the_status_and_the_heartbeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shared(dir.path());
+        sh.update_status(|s| s.connected = true);
+        let sp = sh.spool.get().unwrap();
+        assert!(sp.append(agent_event("TEST", Value::from(1))));
+        wait_until("the event durable", 10, || *sp.durable.borrow() >= 1).await;
+        assert!(sh.status().last_error.is_none(), "nothing failed yet");
+        {
+            let mut u = lock(&sp.upload);
+            u.failures = STALL_ATTEMPTS;
+            u.last_error = Some("event upload: an event has no usable eventId".into());
+        }
+        let st = sh.status();
+        let err = st.last_error.clone().unwrap();
+        assert!(
+            err.contains("stalled") && err.contains("no usable eventId"),
+            "{err}"
+        );
+        assert_eq!(st.events.error.as_deref(), Some(err.as_str()));
+        assert!(st.render_text().contains("ERROR: event upload stalled"));
+        // Waiting longer than STALL_AFTER without an acknowledgement is a stall too.
+        {
+            let mut u = lock(&sp.upload);
+            u.failures = 0;
+            u.progress_at = Instant::now() - STALL_AFTER - Duration::from_secs(1);
+        }
+        lock(&sp.stats).waiting_since = Some(Instant::now() - STALL_AFTER - Duration::from_secs(1));
+        assert!(
+            sh.status()
+                .last_error
+                .unwrap()
+                .contains("no acknowledgement")
+        );
+        // Acknowledged: no error.
+        sp.ack(1);
+        wait_until("the ack recorded", 10, || lock(&sp.stats).acked == 1).await;
+        lock(&sp.upload).progressed();
+        assert!(sh.status().last_error.is_none());
+    }
+
     /// Finding 13.2: de-duplication was by the caller-supplied eventId across all users, so a
     /// user who pre-sent another's next id made that user's real event vanish. Now it is per
     /// caller and only for an identical record; the exported id is the agent's.

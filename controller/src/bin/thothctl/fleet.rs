@@ -137,8 +137,12 @@ pub async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
                     .agents
                     .iter()
                     .map(|a| {
+                        // An agent's reported error (a stalled event upload, a refused
+                        // policy…) shows here too, not only in `agents show`.
                         let state = if a.revoked {
                             "revoked"
+                        } else if a.connected && !a.last_error.is_empty() {
+                            "connected, ERROR"
                         } else if a.connected {
                             "connected"
                         } else {
@@ -370,7 +374,7 @@ pub async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
                         Ok(())
                     } else {
                         Err(Fail::new(
-                            3,
+                            6,
                             "not every stored event is covered by a signed chain head",
                         ))
                     }
