@@ -37,6 +37,10 @@ pub enum Command {
     ///
     /// Policy comes from the agent (--agent-socket), else its last-known-good bundle
     /// (--state-dir), else --policy FILE; a new version from the agent applies from the next call.
+    /// On a machine with an installed agent (its root-owned agent.toml or trust file), --policy,
+    /// --agent-socket and --state-dir are ignored (the log says so): policy comes only from
+    /// that agent. With LD_PRELOAD, LD_AUDIT, DYLD_* (or an LD_LIBRARY_PATH that loaded a library
+    /// from a directory a user can write) in the environment, every tool call is denied.
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Check and try out policy documents.
