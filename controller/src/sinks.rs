@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::controller::Controller;
-use crate::store::{EventFilter, Store, StoreError, StoredEventRecord};
+use crate::store::{EventFilter, MAX_EVENTS_PER_QUERY, Store, StoreError, StoredEventRecord};
 
 /// One sink's settings (`[[sinks]]` in controller.toml).
 #[derive(Debug, Clone, Deserialize)]
@@ -292,7 +292,8 @@ pub async fn run(
         }
         // Mark the commits seen so far before reading: a commit after this wakes the wait below.
         tick.borrow_and_update();
-        let limit = cfg.batch.max(1);
+        // As the store will cut it: a read as long as the limit may have been cut.
+        let limit = cfg.batch.clamp(1, MAX_EVENTS_PER_QUERY);
         let filter = EventFilter {
             after_id: cursor,
             limit,
@@ -977,6 +978,28 @@ mod tests {
         }
         assert_eq!(stats.store_errors.load(Ordering::Relaxed), 3);
         assert_eq!(stats.delivered.load(Ordering::Relaxed), 17);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_batch_setting_above_the_store_limit_skips_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::in_memory().unwrap();
+        let n = MAX_EVENTS_PER_QUERY as u64 + 5;
+        let events: Vec<_> = (1..=n).map(|i| ev(i, "TOOL_CALL_PRE")).collect();
+        store.commit_events("agt-1", &events, None).unwrap();
+        let mut cfg = jsonl_sink(dir.path(), &[]);
+        cfg.batch = 2 * MAX_EVENTS_PER_QUERY;
+        let (_tick, rx) = tokio::sync::watch::channel(0);
+        let task = tokio::spawn(run(
+            Arc::new(StoreSource(Arc::new(store))),
+            rx,
+            cfg,
+            Arc::new(SinkStats::default()),
+        ));
+        let got = wait_delivered(dir.path(), n as usize).await;
+        assert_eq!(got.len() as u64, n);
+        assert_eq!(got.last().unwrap(), &format!("e{n}"));
         task.abort();
     }
 

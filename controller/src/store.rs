@@ -241,6 +241,9 @@ pub struct StoredEventRecord {
     pub json: String,
 }
 
+/// Most events one [`Store::query_events`] returns (a larger `limit` is cut to it).
+pub const MAX_EVENTS_PER_QUERY: u32 = 10_000;
+
 /// A filter over stored events.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {

@@ -760,7 +760,7 @@ impl Store for SqliteStore {
                 sql.push_str(&format!(" AND {col} IN ({})", marks.join(", ")));
             }
         }
-        let limit = i64::from(f.limit.clamp(1, 10_000));
+        let limit = i64::from(f.limit.clamp(1, super::MAX_EVENTS_PER_QUERY));
         if f.newest && f.after_id == 0 {
             sql = format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT {limit}) ORDER BY id");
         } else {
