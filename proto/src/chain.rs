@@ -242,6 +242,7 @@ impl ChainReport {
             self.chains.len()
         );
         let mut out = vec![match self.verdict() {
+            Verdict::Ok if self.events == 0 => format!("OK: no events in {source}"),
             Verdict::Ok => format!(
                 "OK: {n}; every event is covered by a signed chain head whose certificate chains \
                  to the CA and names its agent"

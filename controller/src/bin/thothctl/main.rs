@@ -225,7 +225,7 @@ enum EventsCmd {
     },
     /// Verify the stored events: recompute every hash chain and check each signed chain head
     /// (its signature, and that the agent's certificate chains to the CA and names the agent).
-    /// Exit 0: every event is covered by a valid signed head; 1: broken; 3: intact but some
+    /// Exit 0: every event is covered by a valid signed head; 1: broken; 6: intact but some
     /// events are unsigned.
     Verify {
         /// Only this agent's chain.
