@@ -7,7 +7,9 @@
 //! directory (`~/.local/state/thoth/pending`, 0600 files of at most 8 MiB); the next proxy
 //! that starts takes those files over (renamed `.taken-PID`) and sends their events first; the
 //! files go once the agent has them, or once the proxy kept them again at its exit. The agent
-//! drops duplicates by `eventId`, so an event sent twice is stored once.
+//! drops an identical re-send from the same OS user (by the proxy's `eventId` and the record's
+//! content), so an event sent twice is stored once. Events the agent refuses (invalid, or of a
+//! type a proxy may not send) are counted there and not sent again.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
