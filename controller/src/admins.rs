@@ -61,7 +61,10 @@ impl AdminGate {
         s.recorded.insert(a.fingerprint.clone());
         if a.revoked_at.is_some() {
             s.revoked.insert(a.fingerprint.clone());
-            s.revoked_names.insert(a.name.clone());
+            // Revoked by name: its unrecorded credentials go too (one revoked by id: only it).
+            if a.fingerprint == unrecorded_id(&a.name) {
+                s.revoked_names.insert(a.name.clone());
+            }
         }
     }
 

@@ -17,7 +17,9 @@ use tonic::transport::Channel;
 /// A credential made the way `thoth-controller issue-admin` makes one (recorded), or the way
 /// older versions did (`record: false`: never recorded).
 fn issue(t: &TestController, name: &str, role: Role, record: bool) -> Credentials {
-    let out = t.data().join(format!("cred-{name}"));
+    let out = t
+        .data()
+        .join(format!("cred-{name}-{}", uuid::Uuid::now_v7()));
     let data = thoth_controller::DataDir::load(t.data()).unwrap();
     let cert = datadir::write_admin_credential(
         &out,
@@ -110,6 +112,9 @@ async fn a_revoked_admin_is_refused_on_its_open_connection_and_at_the_next_hands
         !e.message().contains("was revoked"),
         "the handshake, not the request layer, refuses it: {e}"
     );
+    // Revoked by id, only that credential goes: another (even unrecorded) one of bob works.
+    let bob2 = issue(&t, "bob", Role::Operator, false);
+    assert_eq!(fresh_call(&t, &bob2).await.unwrap(), "bob");
     // Everyone else still works; the revocation is listed and audited.
     assert_eq!(whoami(&mut admin).await.unwrap(), "admin");
     let carol = issue(&t, "carol", Role::Viewer, true);
