@@ -69,8 +69,7 @@ fn main() {
                     let batch: Vec<pipeline::Admitted> = (0..500)
                         .map(|i| {
                             let e = event(w * 10_000_000 + b * 500 + i, "spool");
-                            pipeline::admit(e.to_string().as_bytes(), "bench", "host", now)
-                                .unwrap()
+                            pipeline::admit(e.to_string().as_bytes(), "bench", "host", now).unwrap()
                         })
                         .collect();
                     sp.append_durable(batch).await.unwrap();
