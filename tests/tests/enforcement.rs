@@ -399,3 +399,52 @@ fn server_initiated_requests_and_the_clients_answers_pass_through() {
     assert_eq!(c["isError"], false, "{c:?}");
     assert!(c["text"].as_str().unwrap().contains("accept"), "{c:?}");
 }
+
+/// Path constraints match where a path really leads: a symlink in the allowed tree pointing
+/// out of it is refused for reads and for writes through a symlinked directory, while the real
+/// filesystem server (allowed the whole temp dir) would have followed both.
+#[cfg(unix)]
+#[test]
+fn path_constraints_follow_symlinks_out_of_the_allowed_tree() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let public = root.join("public");
+    std::fs::create_dir(&public).unwrap();
+    std::fs::create_dir(root.join("private")).unwrap();
+    write_file(&public, "a.txt", "a");
+    write_file(&root, "notes.txt", "the secret notes");
+    symlink("../notes.txt", public.join("link.txt")).unwrap();
+    symlink("../private", public.join("dir")).unwrap();
+    let policy = write_file(
+        &root,
+        "p.yaml",
+        &format!(
+            "servers:\n  - name: files\n    enforcement: block\n    approved_scope: [read_text_file, write_file]\n    constraints:\n      - {{tool: \"*_file\", arg: path, path_glob: [\"{}/**\"]}}\n",
+            public.display()
+        ),
+    );
+    let server = fs_server(&root);
+    let run = mcp_client(
+        ClientOpts::default(),
+        json!([
+            {"op": "call", "tool": "read_text_file", "args": {"path": public.join("a.txt")}},
+            {"op": "call", "tool": "read_text_file", "args": {"path": public.join("link.txt")}},
+            {"op": "call", "tool": "write_file", "args": {"path": public.join("dir/new.txt"), "content": "x"}},
+        ]),
+        &["--server", "files", "--policy", policy.to_str().unwrap()],
+        &strs(&server),
+    );
+    let c = run.calls();
+    assert_eq!(c[0]["text"], "a", "{:?}", c[0]);
+    for (i, what) in [(1, "notes.txt"), (2, "private/new.txt")] {
+        assert_eq!(c[i]["isError"], true, "{:?}", c[i]);
+        let text = c[i]["text"].as_str().unwrap();
+        assert!(
+            text.contains("servers[0].constraints[0]") && text.contains(what),
+            "the denial names the rule and where the path leads: {text}"
+        );
+        assert!(!text.contains("the secret notes"), "{text}");
+    }
+    assert!(!root.join("private/new.txt").exists());
+}
