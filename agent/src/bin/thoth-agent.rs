@@ -114,7 +114,8 @@ fn main() -> ExitCode {
                     }
                     let healthy = status.connected
                         && status.policy.as_ref().is_some_and(|p| !p.stale)
-                        && !status.revoked;
+                        && !status.revoked
+                        && status.events.error.is_none();
                     if healthy {
                         ExitCode::SUCCESS
                     } else {
