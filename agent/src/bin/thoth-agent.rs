@@ -112,6 +112,7 @@ fn main() -> ExitCode {
                     } else {
                         print!("{}", status.render_text());
                     }
+                    // A stalled event upload or a spool that cannot write is a problem.
                     let healthy = status.connected
                         && status.policy.as_ref().is_some_and(|p| !p.stale)
                         && !status.revoked
