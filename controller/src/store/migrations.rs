@@ -119,7 +119,7 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_tool ON events (tool_name);
     CREATE INDEX events_session ON events (session_id);
     CREATE INDEX events_agent_event ON events (tenant, agent_id, event_id);",
-    // Admin credentials (issue 13, finding 17): every issued admin certificate is recorded (by
+    // 4: admin credentials (issue 13, finding 17): every issued admin certificate is recorded (by
     // fingerprint) so it can be listed and revoked; a revoked one is refused at the TLS handshake
     // and at each request.
     "CREATE TABLE admin_credentials (
