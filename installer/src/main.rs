@@ -1,5 +1,23 @@
 //! `thoth-installer`: see `thoth-installer --help`.
 
+/// `println!` that never panics: a closed stdout (`thoth-installer … | head`) is ignored, so an
+/// install or uninstall always finishes (or rolls back) and exits with its own status.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see `say!`).
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        let _ = write!(out, $($arg)*).and_then(|()| out.flush());
+    }};
+}
+
 mod layout;
 mod reach;
 mod service;
@@ -198,7 +216,7 @@ fn main() -> ExitCode {
             .layout()
             .and_then(|l| status::status(&l, json, summary)),
         Command::Service { root } => root.layout().map(|l| {
-            print!("{}", service::render(&l));
+            say_raw!("{}", service::render(&l));
             0
         }),
     };
@@ -282,10 +300,17 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
     let result = (|| -> Result<bool, Fail> {
         // Directories first, with explicit modes (an MDM script's umask must not make them
         // unreadable to users' proxies, which read the trust file and last-known-good policy).
+        // The state directory is 0711: proxies open those two by name, but nobody else lists
+        // it or reads the spool and status inside (the agent keeps those 0600/0700).
+        let dir_mode = |d: &Path| if d == l.state() { 0o711 } else { 0o755 };
         let mut dirs = vec![l.bin_dir(), l.etc(), l.state()];
         dirs.extend(l.log_file().and_then(|f| f.parent().map(Path::to_path_buf)));
         for dir in &dirs {
-            tx.dir(dir, 0o755)?;
+            // Missing parents (/var/lib in an image) get the usual 0755.
+            if let Some(parent) = dir.parent() {
+                tx.dir(parent, 0o755)?;
+            }
+            tx.dir(dir, dir_mode(dir))?;
         }
         // Thoth's own directories get their mode back on every run (a repair); shared ones
         // (/usr/local/bin) are left as they are.
@@ -296,7 +321,7 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
                 || l.log_file().is_some_and(|f| f.starts_with(d))
         }) {
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode(dir)));
         }
         let mut changed = false;
         for (exe, bytes) in &bins {
@@ -357,18 +382,18 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
     if let Some(old) = &old {
         for f in old.files.iter().map(|f| l.real_path(f)) {
             if !tx.written.contains(&f) && f != l.manifest() && std::fs::remove_file(&f).is_ok() {
-                println!("removed {} (no longer part of thoth)", f.display());
+                say!("removed {} (no longer part of thoth)", f.display());
             }
         }
     }
     if changed {
-        println!(
+        say!(
             "installed thoth {version} under {} ({})",
             l.root.display(),
             l.platform.name()
         );
     } else {
-        println!("thoth {version} is already installed with these settings; nothing changed");
+        say!("thoth {version} is already installed with these settings; nothing changed");
     }
     if l.system && l.platform == Platform::Windows {
         let failed = service::run(&service::windows_acl_plan(&l));
@@ -395,13 +420,13 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
             }
             start_failed = service::run(&service::start_plan(&l));
             if start_failed.is_empty() {
-                println!("the agent service is registered and (re)started");
+                say!("the agent service is registered and (re)started");
             }
         } else {
-            println!("the agent service is running the installed version");
+            say!("the agent service is running the installed version");
         }
     } else {
-        println!(
+        say!(
             "the service was not started ({})",
             if a.no_start {
                 "--no-start"
@@ -424,7 +449,7 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
     }
     match reach::probe(&s.controller, &s.ca_fingerprint, Duration::from_secs(5)) {
         reach::Reach::Trusted => {
-            println!(
+            say!(
                 "the controller at {} answered with the pinned CA",
                 s.controller
             );

@@ -264,6 +264,23 @@ mod tests {
     }
 
     #[test]
+    fn the_systemd_unit_keeps_the_state_private_and_bounds_the_agent() {
+        let unit = render(&layout(Platform::Linux));
+        let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+        for want in [
+            // Spool and status are the agent's alone; proxies open two files by name.
+            "StateDirectoryMode=0711",
+            "UMask=0077",
+            // Local users cannot exhaust descriptors or memory past these.
+            "LimitNOFILE=65536",
+            "MemoryMax=1G",
+        ] {
+            assert!(lines.contains(&want), "{want} missing from:\n{unit}");
+        }
+        assert!(!unit.contains("0755\nUMask") && !lines.contains(&"UMask=0022"));
+    }
+
+    #[test]
     fn the_launchd_plist_is_a_valid_plist_with_the_agent_arguments() {
         let l = Layout::new(Some("/tmp/a&b".into()), Platform::Macos);
         let text = render(&l);
@@ -287,6 +304,12 @@ mod tests {
         );
         assert_eq!(d["KeepAlive"].as_boolean(), Some(true));
         assert_eq!(d["RunAtLoad"].as_boolean(), Some(true));
+        // Files the agent makes are private unless it says so; descriptors are bounded.
+        assert_eq!(d["Umask"].as_signed_integer(), Some(0o077));
+        for limits in ["SoftResourceLimits", "HardResourceLimits"] {
+            let l = d[limits].as_dictionary().unwrap();
+            assert_eq!(l["NumberOfFiles"].as_signed_integer(), Some(65536));
+        }
     }
 
     #[test]

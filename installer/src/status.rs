@@ -59,12 +59,12 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> 
         "summary": line,
     });
     if summary {
-        println!("{line}");
+        say!("{line}");
     } else if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        say!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for (k, v) in doc.as_object().expect("object") {
-            println!(
+            say!(
                 "{k:<16} {}",
                 if v.is_null() {
                     "-".to_owned()

@@ -11,7 +11,7 @@ use crate::{Fail, Manifest, service};
 
 pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
     let Ok(text) = std::fs::read_to_string(l.manifest()) else {
-        println!("thoth is not installed under {}", l.root.display());
+        say!("thoth is not installed under {}", l.root.display());
         return Ok(0);
     };
     let manifest: Manifest = serde_json::from_str(&text)
@@ -103,7 +103,7 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
             ),
         ));
     }
-    println!(
+    say!(
         "uninstalled thoth from {}; {restored} Claude Desktop config(s) restored{}",
         l.root.display(),
         if keep_data {

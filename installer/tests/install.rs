@@ -78,7 +78,9 @@ fn install_lays_out_the_tree_with_the_right_modes_and_never_prints_the_token() {
         ("etc/thoth/enrollment-token", 0o600),
         ("etc/thoth/agent.toml", 0o644),
         ("etc/systemd/system/thoth-agent.service", 0o644),
-        ("var/lib/thoth", 0o755),
+        // Proxies open the trust file and last-known-good policy in it by name; nobody lists
+        // it or reads the spool and status the agent keeps there.
+        ("var/lib/thoth", 0o711),
         ("var/lib/thoth/install.json", 0o644),
     ] {
         assert_eq!(mode(&prefix.join(rel)), m, "{rel}");
@@ -450,12 +452,13 @@ fn a_strict_umask_still_leaves_directories_readable_and_an_image_holds_its_own_p
     for d in [
         "etc",
         "etc/thoth",
-        "var/lib/thoth",
+        "var/lib",
         "usr/local/bin",
         "etc/systemd/system",
     ] {
         assert_eq!(mode(&prefix.join(d)), 0o755, "{d}");
     }
+    assert_eq!(mode(&prefix.join("var/lib/thoth")), 0o711);
     assert_eq!(mode(&prefix.join("etc/thoth/enrollment-token")), 0o600);
     assert_eq!(mode(&prefix.join("etc/thoth/agent.toml")), 0o644);
     // --image: the files name the image's own paths, not the prefix.

@@ -13,23 +13,49 @@ use super::Shared;
 /// Largest batch of events accepted per call.
 const MAX_EVENTS_PER_CALL: usize = 1000;
 
-/// The OS user behind a local call.
+/// The uid behind a local call (from the socket's peer credentials).
 #[cfg(unix)]
-fn caller<T>(req: &Request<T>) -> String {
-    let uid = req
-        .extensions()
+fn caller_uid<T>(req: &Request<T>) -> Option<u32> {
+    req.extensions()
         .get::<tonic::transport::server::UdsConnectInfo>()
         .and_then(|i| i.peer_cred)
-        .map(|c| c.uid());
+        .map(|c| c.uid())
+}
+
+#[cfg(not(unix))]
+fn caller_uid<T>(_req: &Request<T>) -> Option<u32> {
+    None
+}
+
+/// The name of a caller's uid.
+fn name_of(uid: Option<u32>) -> String {
     match uid {
+        #[cfg(unix)]
         Some(uid) => user_name(uid).unwrap_or_else(|| format!("uid {uid}")),
+        #[cfg(not(unix))]
+        Some(uid) => format!("uid {uid}"),
         None => "unknown".into(),
     }
 }
 
-#[cfg(not(unix))]
-fn caller<T>(_req: &Request<T>) -> String {
-    "unknown".into()
+/// The OS user behind a local call.
+fn caller<T>(req: &Request<T>) -> String {
+    name_of(caller_uid(req))
+}
+
+/// Whether `uid` may see every user's status: root, and the agent's own user (who can read its
+/// state directory anyway).
+fn sees_all(uid: Option<u32>) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions.
+        uid.is_some_and(|u| u == 0 || u == unsafe { libc::geteuid() })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = uid;
+        true
+    }
 }
 
 /// The login name of `uid`.
@@ -152,11 +178,297 @@ impl local_agent_server::LocalAgent for LocalService {
 
     async fn status(
         &self,
-        _req: Request<pb::LocalStatusRequest>,
+        req: Request<pb::LocalStatusRequest>,
     ) -> Result<Response<pb::LocalStatus>, Status> {
-        let json =
-            serde_json::to_string(&self.0.status()).map_err(|e| Status::internal(e.to_string()))?;
+        // Every user sees their own part only; root (and the agent's user) sees all.
+        let uid = caller_uid(&req);
+        let mut status = self.0.status();
+        if !sees_all(uid) {
+            status = status.only_for(uid.unwrap_or(u32::MAX), &name_of(uid));
+        }
+        let json = serde_json::to_string(&status).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::LocalStatus { json }))
+    }
+}
+
+/// Largest message a proxy may send: an event batch, which the proxy caps at
+/// `proxy::forward::BATCH_BYTES` (plus one event of at most 256 KiB); nothing else a proxy sends
+/// comes near.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Connections one local user may hold open at once (each proxy holds one or two).
+pub const MAX_CONNECTIONS_PER_USER: usize = 128;
+/// Request bytes one local user may have in flight (received, not yet decoded) at once, over all
+/// their connections: partial messages cannot grow the agent past this per user.
+pub const MAX_INFLIGHT_BYTES_PER_USER: usize = 16 << 20;
+/// Streams per connection, and the HTTP/2 windows (what one connection may buffer unread).
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+const WINDOW_BYTES: u32 = 256 << 10;
+
+/// What each local user (by uid) holds: connections and request bytes in flight. A user can
+/// exhaust only their own share; root and every other user keep theirs.
+#[derive(Debug)]
+pub struct Limits {
+    per_user_connections: usize,
+    total_connections: usize,
+    per_user_bytes: usize,
+    used: std::sync::Mutex<Usage>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+/// Connections in all, and per uid (connections, request bytes in flight).
+type Usage = (usize, std::collections::HashMap<u32, (usize, usize)>);
+
+/// The key of a caller whose uid could not be read.
+const UNKNOWN_UID: u32 = u32::MAX;
+
+impl Limits {
+    /// Caps: connections per user and in all, bytes in flight per user.
+    pub fn new(
+        per_user_connections: usize,
+        total_connections: usize,
+        per_user_bytes: usize,
+    ) -> Arc<Limits> {
+        Arc::new(Limits {
+            per_user_connections,
+            total_connections,
+            per_user_bytes,
+            used: std::sync::Mutex::new((0, Default::default())),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, Usage> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection slot for `uid`, or `None` at its cap (or the total cap).
+    fn connect(self: &Arc<Self>, uid: u32) -> Option<ConnSlot> {
+        let mut u = self.used();
+        if u.0 >= self.total_connections {
+            return None;
+        }
+        let e = u.1.entry(uid).or_default();
+        if e.0 >= self.per_user_connections {
+            return None;
+        }
+        e.0 += 1;
+        u.0 += 1;
+        Some(ConnSlot {
+            limits: Arc::clone(self),
+            uid,
+        })
+    }
+
+    /// Takes `n` bytes of `uid`'s in-flight budget; false (nothing taken) when over it.
+    fn take_bytes(&self, uid: u32, n: usize) -> bool {
+        let mut u = self.used();
+        let e = u.1.entry(uid).or_default();
+        if e.1 + n > self.per_user_bytes {
+            return false;
+        }
+        e.1 += n;
+        true
+    }
+
+    fn release_bytes(&self, uid: u32, n: usize) {
+        let mut u = self.used();
+        if let Some(e) = u.1.get_mut(&uid) {
+            e.1 = e.1.saturating_sub(n);
+            if *e == (0, 0) {
+                u.1.remove(&uid);
+            }
+        }
+    }
+
+    /// Connections refused at a cap so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One open connection of one user; its slot is released when the connection closes.
+#[derive(Debug)]
+struct ConnSlot {
+    limits: Arc<Limits>,
+    uid: u32,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut u = self.limits.used();
+        u.0 = u.0.saturating_sub(1);
+        if let Some(e) = u.1.get_mut(&self.uid) {
+            e.0 = e.0.saturating_sub(1);
+            if *e == (0, 0) {
+                u.1.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// An accepted local connection holding its user's slot.
+#[cfg(unix)]
+struct LocalConn {
+    inner: tokio::net::UnixStream,
+    _slot: ConnSlot,
+}
+
+#[cfg(unix)]
+impl tonic::transport::server::Connected for LocalConn {
+    type ConnectInfo = tonic::transport::server::UdsConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+#[cfg(unix)]
+impl tokio::io::AsyncRead for LocalConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+#[cfg(unix)]
+impl tokio::io::AsyncWrite for LocalConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Counts each request's body bytes against its user's in-flight budget while tonic buffers
+/// them, and fails the request once the user is over it (partial messages hold no more).
+#[derive(Clone)]
+struct BudgetLayer(Arc<Limits>);
+
+impl<S> tower::Layer<S> for BudgetLayer {
+    type Service = Budget<S>;
+
+    fn layer(&self, inner: S) -> Budget<S> {
+        Budget {
+            inner,
+            limits: Arc::clone(&self.0),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Budget<S> {
+    inner: S,
+    limits: Arc<Limits>,
+}
+
+type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+
+impl<S> tower::Service<HttpRequest> for Budget<S>
+where
+    S: tower::Service<HttpRequest>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let uid = caller_uid_http(&req).unwrap_or(UNKNOWN_UID);
+        let limits = Arc::clone(&self.limits);
+        let req = req.map(|body| {
+            tonic::body::Body::new(CountedBody {
+                inner: body,
+                limits,
+                uid,
+                held: 0,
+            })
+        });
+        self.inner.call(req)
+    }
+}
+
+#[cfg(unix)]
+fn caller_uid_http(req: &HttpRequest) -> Option<u32> {
+    req.extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+        .map(|c| c.uid())
+}
+
+#[cfg(not(unix))]
+fn caller_uid_http(_req: &HttpRequest) -> Option<u32> {
+    None
+}
+
+struct CountedBody {
+    inner: tonic::body::Body,
+    limits: Arc<Limits>,
+    uid: u32,
+    held: usize,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = prost::bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let n = data.len();
+            if !this.limits.take_bytes(this.uid, n) {
+                return std::task::Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                    "this user already has {} MiB of requests in flight to the agent; try again when they finish",
+                    this.limits.per_user_bytes >> 20
+                )))));
+            }
+            this.held += n;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        self.limits.release_bytes(self.uid, self.held);
     }
 }
 
@@ -164,21 +476,129 @@ impl local_agent_server::LocalAgent for LocalService {
 pub struct LocalServer {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    accept: tokio::task::JoinHandle<()>,
     path: std::path::PathBuf,
+    /// Its per-user caps, as used now.
+    pub limits: Arc<Limits>,
 }
 
 impl LocalServer {
     /// Stops serving and removes the socket.
     pub async fn stop(self) {
+        self.accept.abort();
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
+/// Raises this process's soft file-descriptor limit to its hard limit (at most 65,536) and
+/// returns the soft limit in force.
+#[cfg(unix)]
+fn raise_fd_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 1024;
+        }
+        let want = rl.rlim_max.min(65_536);
+        if rl.rlim_cur < want {
+            let new = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
+                rl.rlim_cur = want;
+            }
+        }
+    }
+    rl.rlim_cur
+}
+
+/// Accepts connections: each one takes a slot of its user's (peer uid) share; over the share
+/// it is closed at once. Out of descriptors (EMFILE, ENFILE) or memory, it backs off instead of
+/// spinning, and says so at most once a minute.
+#[cfg(unix)]
+async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    limits: Arc<Limits>,
+    tx: tokio::sync::mpsc::Sender<Result<LocalConn, std::io::Error>>,
+) {
+    let mut failures = 0u32;
+    let mut last_warned: Option<std::time::Instant> = None;
+    let mut warn = |what: String| {
+        if last_warned.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60)) {
+            tracing::warn!("{what}");
+            last_warned = Some(std::time::Instant::now());
+        }
+    };
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => {
+                failures = 0;
+                s
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = std::time::Duration::from_millis(10u64 << failures.min(7));
+                warn(format!(
+                    "local endpoint: accept failed ({e}); backing off {} ms",
+                    wait.as_millis()
+                ));
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let uid = stream.peer_cred().ok().map_or(UNKNOWN_UID, |c| c.uid());
+        let Some(slot) = limits.connect(uid) else {
+            limits
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn(format!(
+                "local endpoint: {} already has {} connections open (or the agent has {}); refusing more",
+                name_of(Some(uid)),
+                limits.per_user_connections,
+                limits.total_connections
+            ));
+            drop(stream);
+            continue;
+        };
+        if tx
+            .send(Ok(LocalConn {
+                inner: stream,
+                _slot: slot,
+            }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Binds the socket (replacing a stale one) and serves.
 #[cfg(unix)]
 pub async fn serve(sh: Arc<Shared>) -> anyhow::Result<LocalServer> {
+    let fds = raise_fd_limit();
+    // Room for the agent's own files and its controller connection.
+    let total = usize::try_from(fds.saturating_sub(128))
+        .unwrap_or(usize::MAX)
+        .clamp(16, 4096);
+    let limits = Limits::new(
+        MAX_CONNECTIONS_PER_USER.min(total / 4).max(4),
+        total,
+        MAX_INFLIGHT_BYTES_PER_USER,
+    );
+    serve_with(sh, limits).await
+}
+
+/// [`serve`] with given caps.
+#[cfg(unix)]
+pub async fn serve_with(sh: Arc<Shared>, limits: Arc<Limits>) -> anyhow::Result<LocalServer> {
     use anyhow::Context as _;
     let path = sh.config.socket_path.clone();
     if let Some(dir) = path.parent() {
@@ -202,13 +622,19 @@ pub async fn serve(sh: Arc<Shared>) -> anyhow::Result<LocalServer> {
         // Every desktop user's proxy must reach it; the agent decides what each may do.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
     }
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let accept = tokio::spawn(accept_loop(listener, Arc::clone(&limits), tx));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(32)
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .initial_stream_window_size(Some(WINDOW_BYTES))
+        .initial_connection_window_size(Some(WINDOW_BYTES))
+        .layer(BudgetLayer(Arc::clone(&limits)))
         .add_service(
             local_agent_server::LocalAgentServer::new(LocalService(Arc::clone(&sh)))
-                .max_decoding_message_size(16 << 20),
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let task = tokio::spawn(async move {
         if let Err(e) = router
@@ -221,7 +647,13 @@ pub async fn serve(sh: Arc<Shared>) -> anyhow::Result<LocalServer> {
         }
     });
     tracing::info!(socket = %path.display(), "serving proxies");
-    Ok(LocalServer { stop, task, path })
+    Ok(LocalServer {
+        stop,
+        task,
+        accept,
+        path,
+        limits,
+    })
 }
 
 /// Asks a running agent for its status (blocking; for CLIs). `Err` says why it is unreachable.

@@ -184,7 +184,7 @@ impl Shared {
                     {
                         let snapshot = lock(&sh.status).clone();
                         if let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) {
-                            let _ = state::write_atomic(&sh.state.status_path(), &bytes, 0o644);
+                            let _ = sh.state.write_status(&bytes);
                         }
                     }
                     drop(sh);

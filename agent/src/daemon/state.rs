@@ -1,15 +1,26 @@
-//! The agent's state directory, shared with proxies (which read the last-known-good bundle and
-//! the trust file, never the private key):
+//! The agent's state directory. It is shared with proxies only as far as they must read it (the
+//! trust file and the last-known-good bundle, by name); everything else — the spool with every
+//! user's tool arguments and results, the status naming every user's servers and configs, the
+//! private key — is the agent's alone:
 //!
 //! ```text
+//! (state dir)                     0711: others may open names they know, never list
 //! trust.json                      tenant + root public key (0644): what proxies verify with
+//! install.json                    the installer's manifest (0644)
+//! identity/                       0700
 //! identity/agent.key              the agent's private key (0600, made here, never sent)
-//! identity/agent.crt, ca.crt      its certificate and the pinned controller CA (0644)
+//! identity/agent.crt, ca.crt      its certificate and the pinned controller CA
 //! identity/agent.json             agent id, tenant, certificate expiry
+//! policy/                         0711
 //! policy/last-known-good.json     the signed bundle as received (0644), written atomically
-//! policy/applied-version          highest version ever applied (rollback floor)
-//! status.json                     the last status document (0644)
+//! policy/applied-version          highest version ever applied (rollback floor, 0644: proxies
+//!                                 check it too)
+//! spool/                          0700; segments and cursors 0600
+//! status.json                     the last status document (0600)
 //! ```
+//!
+//! [`StateDir::create`] also repairs what an older version left open: anything not in the
+//! readable list above loses its group and other permission bits.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -96,23 +107,66 @@ impl StateDir {
         &self.root
     }
 
-    /// Creates the layout (root and policy dirs 0755, identity 0700).
+    /// Creates the layout and (re)applies its modes: root and policy 0711, identity and spool
+    /// 0700; files proxies read stay 0644, every other file and directory is closed to group
+    /// and others (a repair of an install an older version left readable).
     pub fn create(&self) -> Result<(), String> {
         for (dir, mode) in [
-            (self.root.clone(), 0o755),
-            (self.root.join("policy"), 0o755),
+            (self.root.clone(), 0o711),
+            (self.root.join("policy"), 0o711),
             (self.root.join("identity"), 0o700),
+            (self.root.join("spool"), 0o700),
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| io(&dir, e))?;
             }
             #[cfg(not(unix))]
             let _ = mode;
         }
+        #[cfg(unix)]
+        self.close_private()?;
         Ok(())
+    }
+
+    /// Takes group and other bits off everything in the state directory except what proxies
+    /// read by name. Symlinks are not followed (their own mode means nothing).
+    #[cfg(unix)]
+    fn close_private(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        fn walk(path: &Path, public: &dyn Fn(&Path) -> bool) -> Result<(), String> {
+            let meta = match std::fs::symlink_metadata(path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io(path, e)),
+            };
+            if meta.file_type().is_symlink() {
+                return Ok(());
+            }
+            let mode = meta.permissions().mode() & 0o7777;
+            if !public(path) && mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & !0o077))
+                    .map_err(|e| io(path, e))?;
+            }
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(path).map_err(|e| io(path, e))? {
+                    walk(&entry.map_err(|e| io(path, e))?.path(), public)?;
+                }
+            }
+            Ok(())
+        }
+        let readable = [
+            self.root.clone(),
+            self.trust_path(),
+            self.root.join("install.json"),
+            self.root.join("policy"),
+            self.lkg_path(),
+            self.applied_path(),
+        ];
+        walk(&self.root, &|p: &Path| readable.iter().any(|r| r == p))
     }
 
     /// The trust file.
@@ -237,12 +291,12 @@ impl StateDir {
     ) -> Result<(), String> {
         let dir = self.root.join("identity");
         for (name, bytes, mode) in [
-            ("agent.crt", cert_pem.as_bytes().to_vec(), 0o644),
-            ("ca.crt", ca_pem.as_bytes().to_vec(), 0o644),
+            ("agent.crt", cert_pem.as_bytes().to_vec(), 0o600),
+            ("ca.crt", ca_pem.as_bytes().to_vec(), 0o600),
             (
                 "agent.json",
                 serde_json::to_vec_pretty(info).expect("identity serializes"),
-                0o644,
+                0o600,
             ),
         ] {
             let p = dir.join(name);
@@ -255,10 +309,104 @@ impl StateDir {
     pub fn status_path(&self) -> PathBuf {
         self.root.join("status.json")
     }
+
+    /// Writes the status document (0600: it names every user's servers and configs).
+    pub fn write_status(&self, bytes: &[u8]) -> std::io::Result<()> {
+        write_atomic(&self.status_path(), bytes, 0o600)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn start_closes_what_an_older_version_left_readable_and_keeps_what_proxies_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        // What an older agent left under UMask=0022 and StateDirectoryMode=0755.
+        let files = [
+            "trust.json",
+            "install.json",
+            "status.json",
+            "identity/agent.crt",
+            "identity/agent.json",
+            "policy/last-known-good.json",
+            "policy/applied-version",
+            "spool/seg-00000000000000000001.log",
+            "spool/acked",
+            "spool/head",
+            "spool/.tmp-abc",
+        ];
+        for f in files {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"x").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        for d in ["", "identity", "policy", "spool"] {
+            std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let s = StateDir::new(&root);
+        s.create().unwrap();
+        let mode = |f: &str| {
+            std::fs::symlink_metadata(root.join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        // Proxies open these by name; nobody else lists the directory.
+        assert_eq!(mode(""), 0o711);
+        assert_eq!(mode("policy"), 0o711);
+        for f in [
+            "trust.json",
+            "install.json",
+            "policy/last-known-good.json",
+            "policy/applied-version",
+        ] {
+            assert_eq!(mode(f), 0o644, "{f}");
+        }
+        // Everything else is the agent's alone.
+        assert_eq!(mode("identity"), 0o700);
+        assert_eq!(mode("spool"), 0o700);
+        for f in files.iter().filter(|f| {
+            f.starts_with("spool/") || f.starts_with("identity/") || **f == "status.json"
+        }) {
+            assert_eq!(mode(f), 0o600, "{f}");
+        }
+        // And what it writes from now on.
+        s.write_status(b"{}").unwrap();
+        assert_eq!(mode("status.json"), 0o600);
+        s.save_identity(
+            &IdentityInfo {
+                agent_id: "a".into(),
+                tenant: "acme".into(),
+                not_after: 0,
+                issued_at: 0,
+            },
+            "c",
+            "ca",
+        )
+        .unwrap();
+        for f in [
+            "identity/agent.crt",
+            "identity/ca.crt",
+            "identity/agent.json",
+        ] {
+            assert_eq!(mode(f), 0o600, "{f}");
+        }
+        let (mut spool, _) =
+            super::super::spool::Spool::open(&root.join("spool2"), 1 << 20).unwrap();
+        spool.append(serde_json::Map::new()).unwrap();
+        spool.sync().unwrap();
+        for e in std::fs::read_dir(root.join("spool2")).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(m & 0o077, 0, "{}: {:o}", p.display(), m);
+        }
+    }
+
     use std::time::Duration;
 
     use base64::Engine;

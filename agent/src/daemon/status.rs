@@ -14,6 +14,21 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// The owner of a config file (of its directory once it is gone).
+#[cfg(unix)]
+fn owner_uid(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .or_else(|| std::fs::symlink_metadata(path.parent()?).ok())
+        .map(|m| m.uid())
+}
+
+#[cfg(not(unix))]
+fn owner_uid(_path: &std::path::Path) -> Option<u32> {
+    None
+}
+
 /// The policy in force.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -197,6 +212,30 @@ impl Status {
             timestamp: now_rfc3339(),
             detail: detail.into(),
         });
+    }
+
+    /// What a local user other than root (and the agent's own user) may see: their own proxy
+    /// callers, the configs in their own home, and the agent events about those; counts,
+    /// policy and connection state as they are. Another user's servers, config paths and
+    /// drift are not theirs to read.
+    pub fn only_for(mut self, uid: u32, user: &str) -> Status {
+        self.callers.retain(|name, _| name == user);
+        // The last refused event names its user: shown to that user only.
+        if !self
+            .events
+            .last_refusal
+            .as_deref()
+            .is_some_and(|r| r.starts_with(&format!("{user}: ")))
+        {
+            self.events.last_refusal = None;
+        }
+        self.configs
+            .retain(|c| owner_uid(std::path::Path::new(&c.path)) == Some(uid));
+        let own: Vec<&str> = self.configs.iter().map(|c| c.path.as_str()).collect();
+        self.recent_events.retain(|n| {
+            !n.event_type.starts_with("CONFIG_") || own.iter().any(|p| n.detail.starts_with(p))
+        });
+        self
     }
 
     /// Human-readable lines.

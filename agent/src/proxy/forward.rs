@@ -23,6 +23,9 @@ pub const MAX_EVENTS: usize = 20_000;
 /// Most bytes waiting for the agent.
 pub const MAX_BYTES: usize = 32 << 20;
 const BATCH: usize = 500;
+/// Largest batch in bytes: with one event of at most 256 KiB past it, well under the agent's
+/// `daemon::local::MAX_MESSAGE_BYTES`.
+pub const BATCH_BYTES: usize = 2 << 20;
 
 struct Shared {
     queue: Mutex<(VecDeque<Vec<u8>>, usize)>,
@@ -120,7 +123,14 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
         let stopping = s.stop.load(Ordering::SeqCst);
         let mut batch: Vec<Vec<u8>> = {
             let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let n = q.0.len().min(BATCH);
+            // At most BATCH events and BATCH_BYTES (at least one event): a batch always fits
+            // the agent's message limit.
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < q.0.len().min(BATCH) && (n == 0 || bytes + q.0[n].len() <= BATCH_BYTES) {
+                bytes += q.0[n].len();
+                n += 1;
+            }
             let b: Vec<Vec<u8>> = q.0.drain(..n).collect();
             q.1 -= b.iter().map(Vec::len).sum::<usize>();
             b
