@@ -52,6 +52,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    thoth_agent::cli::quiet_on_closed_stdout();
     let filter = tracing_subscriber::EnvFilter::try_from_env("THOTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

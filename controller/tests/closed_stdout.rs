@@ -1,0 +1,52 @@
+//! `thothctl … | head` and `thoth-controller … | head` end quietly when the reader goes away
+//! (issue 13, finding 18), instead of panicking in `println!` on EPIPE.
+
+#![cfg(unix)]
+
+use std::process::Command;
+
+/// Runs `cmd` with its stdout a pipe whose reading end is already closed (`… | head` after
+/// `head` has exited): the program must end quietly — success, or killed by SIGPIPE as a shell
+/// filter is — and never panic.
+fn assert_quiet_into_closed_pipe(mut cmd: std::process::Command) {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{cmd:?}: {stderr}"
+    );
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{cmd:?} ended with {:?}: {stderr}",
+        out.status
+    );
+}
+
+#[test]
+fn thothctl_ends_quietly_when_its_reader_has_gone() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/examples");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_thothctl"));
+    cmd.args(["policy", "validate"]);
+    for f in std::fs::read_dir(&examples).unwrap() {
+        cmd.arg(f.unwrap().path());
+    }
+    assert_quiet_into_closed_pipe(cmd);
+}
+
+#[test]
+fn thoth_controller_ends_quietly_when_its_reader_has_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_thoth-controller"));
+    cmd.args(["init", "--data"]).arg(dir.path().join("data"));
+    assert_quiet_into_closed_pipe(cmd);
+}
