@@ -358,8 +358,9 @@ impl tokio::io::AsyncWrite for LocalConn {
     }
 }
 
-/// Counts each request's body bytes against its user's in-flight budget while tonic buffers
-/// them, and fails the request once the user is over it (partial messages hold no more).
+/// Counts each request's body bytes against its user's in-flight budget from the moment tonic
+/// buffers them until the call is answered, and fails a request that would take the user over
+/// it (partial messages, or messages waiting in handlers, hold no more).
 #[derive(Clone)]
 struct BudgetLayer(Arc<Limits>);
 
@@ -385,10 +386,11 @@ type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
 impl<S> tower::Service<HttpRequest> for Budget<S>
 where
     S: tower::Service<HttpRequest>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(
         &mut self,
@@ -398,17 +400,39 @@ where
     }
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
-        let uid = caller_uid_http(&req).unwrap_or(UNKNOWN_UID);
-        let limits = Arc::clone(&self.limits);
+        let held = Arc::new(Held {
+            limits: Arc::clone(&self.limits),
+            uid: caller_uid_http(&req).unwrap_or(UNKNOWN_UID),
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+        });
         let req = req.map(|body| {
             tonic::body::Body::new(CountedBody {
                 inner: body,
-                limits,
-                uid,
-                held: 0,
+                held: Arc::clone(&held),
             })
         });
-        self.inner.call(req)
+        let fut = self.inner.call(req);
+        // The bytes stay counted until the call is answered: a decoded message waiting in a
+        // handler is as much in flight as one still arriving.
+        Box::pin(async move {
+            let out = fut.await;
+            drop(held);
+            out
+        })
+    }
+}
+
+/// The request bytes one call holds of its user's budget; given back when both the body and
+/// the call are done.
+struct Held {
+    limits: Arc<Limits>,
+    uid: u32,
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.limits.release_bytes(self.uid, *self.bytes.get_mut());
     }
 }
 
@@ -427,9 +451,7 @@ fn caller_uid_http(_req: &HttpRequest) -> Option<u32> {
 
 struct CountedBody {
     inner: tonic::body::Body,
-    limits: Arc<Limits>,
-    uid: u32,
-    held: usize,
+    held: Arc<Held>,
 }
 
 impl http_body::Body for CountedBody {
@@ -446,13 +468,14 @@ impl http_body::Body for CountedBody {
             && let Some(data) = frame.data_ref()
         {
             let n = data.len();
-            if !this.limits.take_bytes(this.uid, n) {
+            let h = &this.held;
+            if !h.limits.take_bytes(h.uid, n) {
                 return std::task::Poll::Ready(Some(Err(Status::resource_exhausted(format!(
                     "this user already has {} MiB of requests in flight to the agent; try again when they finish",
-                    this.limits.per_user_bytes >> 20
+                    h.limits.per_user_bytes >> 20
                 )))));
             }
-            this.held += n;
+            h.bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
         polled
     }
@@ -463,12 +486,6 @@ impl http_body::Body for CountedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for CountedBody {
-    fn drop(&mut self) {
-        self.limits.release_bytes(self.uid, self.held);
     }
 }
 
