@@ -196,35 +196,7 @@ pub enum EventsCommand {
     },
 }
 
-/// `… | head`: a closed stdout ends the program quietly, as it ends a Unix filter (killed by
-/// SIGPIPE, status 141 in a shell), instead of a panic in `println!`. SIGPIPE itself stays
-/// ignored, so that a write to a closed socket (the agent's, which may close a connection over
-/// a user's cap) is an error the command reports: only the panic `println!` raises on a closed
-/// stdout is turned into that quiet end. The proxy and the daemon do not print with `println!`.
-pub fn quiet_on_closed_stdout() {
-    #[cfg(unix)]
-    {
-        let default = std::panic::take_hook();
-        let epipe = format!("(os error {})", libc::EPIPE);
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let msg = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if msg.starts_with("failed printing to stdout") && msg.contains(&epipe) {
-                // SAFETY: restores the default action and raises the signal on this process.
-                unsafe {
-                    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-                    libc::raise(libc::SIGPIPE);
-                }
-                std::process::exit(141);
-            }
-            default(info);
-        }));
-    }
-}
+pub use thoth_proto::stdout::quiet_on_closed_stdout;
 
 /// Parses arguments and runs; returns the process exit code.
 pub fn main() -> i32 {

@@ -31,10 +31,7 @@ pub const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Longest `eventId`.
 pub const MAX_EVENT_ID: usize = 64;
 
-/// The message a chain head signature covers (the agent signs the same bytes).
-pub fn head_message(agent_id: &str, seq: u64, hash: &str) -> Vec<u8> {
-    format!("thoth-chain-head:v1:{agent_id}:{seq}:{hash}").into_bytes()
-}
+pub use thoth_proto::evidence::head_message;
 
 fn text(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_owned()

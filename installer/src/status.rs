@@ -16,10 +16,13 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> 
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
     let configs = claude::discover(Some(&l.users_root()));
+    // Governed means wrapped exactly as this installation's agent writes it.
+    let extra = thoth_agent::claude::rewrite::canonical_extra(&l.socket(), &l.state());
     let governed = configs
         .iter()
         .filter(|c| {
-            thoth_agent::daemon::inventory::governed_counts(c).is_some_and(|(t, g)| t > 0 && g == t)
+            thoth_agent::daemon::inventory::governed_counts(c, &extra)
+                .is_some_and(|(t, g)| t > 0 && g == t)
         })
         .count();
     let service = match (&manifest, &agent) {

@@ -189,7 +189,19 @@ fn uninstall_restores_every_users_config_byte_for_byte_and_removes_the_files() {
         .output()
         .unwrap();
     assert!(w.status.success(), "{}", text(&w));
-    assert_ne!(std::fs::read_to_string(&cfg).unwrap(), original);
+    // The agent's form names this installation's socket and state dir (anything else is drift,
+    // and not counted as governed).
+    let wrapped = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "\"--server\", \"files\", \"--\"",
+        &format!(
+            "\"--server\", \"files\", \"--agent-socket\", \"{}\", \"--state-dir\", \"{}\", \"--\"",
+            prefix.join("run/thoth/agent.sock").display(),
+            prefix.join("var/lib/thoth").display()
+        ),
+        1,
+    );
+    assert_ne!(wrapped, original);
+    std::fs::write(&cfg, &wrapped).unwrap();
     let st = run(
         &["status", "--json", "--prefix", prefix.to_str().unwrap()],
         &[],

@@ -7,6 +7,7 @@ pub mod chain;
 pub mod content;
 pub mod event;
 pub mod evidence;
+pub mod stdout;
 
 pub use chain::{Chain, ChainBreak, ChainReport, Verdict, Verifier, verify_evidence, verify_lines};
 pub use content::{ContentLimits, RenderedContent, render_content};

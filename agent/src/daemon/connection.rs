@@ -226,7 +226,11 @@ impl Shared {
         let status = self.status();
         let inventory = {
             let root = self.config.users_root.clone();
-            tokio::task::spawn_blocking(move || inventory::collect(root.as_deref()))
+            let extra = crate::claude::rewrite::canonical_extra(
+                &self.config.socket_path,
+                &self.config.state_dir,
+            );
+            tokio::task::spawn_blocking(move || inventory::collect(root.as_deref(), &extra))
                 .await
                 .ok()
         };

@@ -10,29 +10,31 @@ pub fn claude_configs(users_root: Option<&Path>) -> Vec<PathBuf> {
     crate::claude::file::discover(users_root)
 }
 
-/// (servers in the file, servers running through `thoth run`) of one config; `None` if it does
-/// not parse.
-pub fn governed_counts(config: &Path) -> Option<(usize, usize)> {
+/// (servers in the file, servers governed) of one config; `None` if it does not parse. A server
+/// counts as governed only when its wrapper is exactly the one the agent writes (`extra`: the
+/// agent's own socket and state-dir arguments) and its `env` carries no loader variable — the
+/// same test as the config guardian's and `thoth status`'s.
+pub fn governed_counts(config: &Path, extra: &[String]) -> Option<(usize, usize)> {
     let (bytes, _) = crate::claude::file::read_config(config).ok()?;
     let text = String::from_utf8(bytes).ok()?;
     let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).ok()?;
     let servers = v.get("mcpServers")?.as_object()?;
     let governed = servers
-        .values()
-        .filter(|s| crate::claude::rewrite::is_wrapped(s))
+        .iter()
+        .filter(|(name, s)| crate::claude::rewrite::governed(name, s, extra).is_ok())
         .count();
     Some((servers.len(), governed))
 }
 
-/// The inventory sent with each heartbeat.
-pub fn collect(users_root: Option<&Path>) -> pb::Inventory {
+/// The inventory sent with each heartbeat (`extra`: see [`governed_counts`]).
+pub fn collect(users_root: Option<&Path>, extra: &[String]) -> pb::Inventory {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     let configs = claude_configs(users_root);
     let mut servers = 0u32;
     let mut governed_configs = 0u32;
     for c in &configs {
-        if let Some((total, governed)) = governed_counts(c) {
+        if let Some((total, governed)) = governed_counts(c, extra) {
             servers += governed as u32;
             if total > 0 && governed == total {
                 governed_configs += 1;

@@ -821,10 +821,7 @@ pub(crate) fn spawn(
     })
 }
 
-/// The message a chain head signature covers.
-pub fn head_message(agent_id: &str, seq: u64, hash: &str) -> Vec<u8> {
-    format!("thoth-chain-head:v1:{agent_id}:{seq}:{hash}").into_bytes()
-}
+pub use thoth_proto::evidence::head_message;
 
 /// Whether a status from the controller refuses the batch's content (as opposed to a broken
 /// connection or a server fault): the same batch would be refused again.

@@ -142,24 +142,9 @@ fn raise_fd_limit() {
     }
 }
 
-/// `… | head`: a closed stdout ends the program quietly (killed by SIGPIPE, status 141 in a
-/// shell), as any Unix filter does, instead of a panic in `println!`. Only for commands that
-/// print: the daemons and the proxy keep SIGPIPE ignored, so that a closed pipe or socket is an
-/// error they handle.
-#[cfg(unix)]
-fn quiet_on_closed_stdout() {
-    // SAFETY: resets one signal's disposition, before any thread is started.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    #[cfg(unix)]
-    if !matches!(cli.command, Command::Serve { .. }) {
-        quiet_on_closed_stdout();
-    }
+    thoth_proto::stdout::quiet_on_closed_stdout();
     init_logging();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -568,14 +568,16 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     r.ok(format!("{n} events in $QS/siem/events.jsonl"));
     let sink_s = sink.display().to_string();
     let thoth_bin = laptop.join("usr/local/bin/thoth");
-    r.show("thoth", &["events", "verify", &sink_s]);
+    let ca_s = data.join("ca.crt").display().to_string();
+    r.show("thoth", &["events", "verify", &sink_s, "--ca", &ca_s]);
     let verify = Command::new(&thoth_bin)
-        .args(["events", "verify", &sink_s])
+        .args(["events", "verify", &sink_s, "--ca", &ca_s])
         .output()
         .map_err(|e| r.fail(e.to_string()))?;
     if !verify.status.success() {
         return Err(r.fail(format!(
-            "the SIEM file's hash chain does not verify: {}",
+            "the SIEM file's hash chain and signed heads do not verify: {} {}",
+            String::from_utf8_lossy(&verify.stdout).trim(),
             String::from_utf8_lossy(&verify.stderr).trim()
         )));
     }
@@ -584,7 +586,7 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     for line in table.lines() {
         r.say(line);
     }
-    r.ok("the hash chain verifies end to end, and the controller has the same events");
+    r.ok("the hash chain and the agent's signed heads verify end to end against the CA, and the controller has the same events");
     Ok(())
 }
 

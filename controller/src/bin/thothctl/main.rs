@@ -284,8 +284,7 @@ type Result<T> = std::result::Result<T, Fail>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    #[cfg(unix)]
-    quiet_on_closed_stdout();
+    thoth_proto::stdout::quiet_on_closed_stdout();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -302,18 +301,6 @@ fn main() -> ExitCode {
             eprintln!("thothctl: {}", f.message);
             ExitCode::from(f.code)
         }
-    }
-}
-
-/// `… | head`: a closed stdout ends the program quietly (killed by SIGPIPE, status 141 in a
-/// shell), as any Unix filter does, instead of a panic in `println!`. Only for commands that
-/// print: the daemons and the proxy keep SIGPIPE ignored, so that a closed pipe or socket is an
-/// error they handle.
-#[cfg(unix)]
-fn quiet_on_closed_stdout() {
-    // SAFETY: resets one signal's disposition, before any thread is started.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
