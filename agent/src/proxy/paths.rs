@@ -39,18 +39,20 @@ impl PathResolver for FsResolver {
                 .map_err(|e| format!("the working directory cannot be read: {e}"))?;
             (cwd, true)
         };
-        let walked = walk(&base, p)?;
+        // One link budget for the whole resolution, however the walks nest.
+        let mut links = 0usize;
+        let walked = walk(&base, p, &mut links)?;
         let mut out = vec![walked];
         // Normalized first: `..` removes the component before it, whatever that is.
         if p.components().any(|c| c == Component::ParentDir) {
             let lexical = thoth_policy::Lexical.resolve(&base.join(p).to_string_lossy())?;
-            let lexical = walk(Path::new("/"), Path::new(&lexical[0]))?;
+            let lexical = walk(Path::new("/"), Path::new(&lexical[0]), &mut 0)?;
             if lexical != out[0] {
                 out.push(lexical);
             }
         }
         let cwd_real = if relative {
-            Some(walk(Path::new("/"), &base)?)
+            Some(walk(Path::new("/"), &base, &mut 0)?)
         } else {
             None
         };
@@ -79,14 +81,15 @@ fn shown(r: &Path, cwd: Option<&Path>) -> String {
 
 /// Walks `path` from `base` (itself canonical or treated as such): each component is looked up
 /// while the path so far exists (a symlink is replaced by its canonical target); from the first
-/// missing component on, the rest is lexical.
-fn walk(base: &Path, path: &Path) -> Result<PathBuf, String> {
+/// missing component on, the rest is lexical. `links` counts the symlinks followed so far, in
+/// this walk and in every walk it started for a dangling link's target (each of which may come
+/// back to the same link: `a -> x/../a` with `x` missing), so a cycle ends at [`MAX_LINKS`].
+fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, String> {
     let mut cur = match std::fs::canonicalize(base) {
         Ok(b) => b,
         Err(_) => base.to_path_buf(),
     };
     let mut tail: Vec<std::ffi::OsString> = Vec::new();
-    let mut links = 0usize;
     for c in path.components() {
         match c {
             Component::RootDir => {
@@ -107,8 +110,8 @@ fn walk(base: &Path, path: &Path) -> Result<PathBuf, String> {
                 let next = cur.join(name);
                 match std::fs::symlink_metadata(&next) {
                     Ok(m) if m.file_type().is_symlink() => {
-                        links += 1;
-                        if links > MAX_LINKS {
+                        *links += 1;
+                        if *links > MAX_LINKS {
                             return Err("too many symbolic links".into());
                         }
                         cur = std::fs::canonicalize(&next).or_else(|e| {
@@ -136,13 +139,14 @@ fn walk(base: &Path, path: &Path) -> Result<PathBuf, String> {
     Ok(cur)
 }
 
-/// Where a dangling symlink points, resolved in turn (the link's directory is `dir`).
-fn dangling_target(link: &Path, dir: &Path, links: usize) -> Result<PathBuf, String> {
-    if links > MAX_LINKS {
+/// Where a dangling symlink points, resolved in turn (the link's directory is `dir`), on the
+/// caller's link budget.
+fn dangling_target(link: &Path, dir: &Path, links: &mut usize) -> Result<PathBuf, String> {
+    if *links > MAX_LINKS {
         return Err("too many symbolic links".into());
     }
     let target = std::fs::read_link(link).map_err(|e| format!("{}: {e}", link.display()))?;
-    walk(dir, &target)
+    walk(dir, &target, links)
 }
 
 #[cfg(unix)]
@@ -202,6 +206,31 @@ mod tests {
         assert!(
             FsResolver
                 .resolve(&format!("{}/loop/x", root.display()))
+                .is_err()
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_dangling_link_back_to_itself_is_refused_not_a_stack_overflow() {
+        // `a -> x/../a` with `x` missing: the kernel says ENOENT, the lexical walk of the target
+        // pops `x` and reaches `a` again. Each round spends the one budget.
+        let root = tree();
+        symlink("x/../a", root.join("a")).unwrap();
+        for p in ["a", "a/b", "public/../a"] {
+            let r = FsResolver.resolve(&format!("{}/{p}", root.display()));
+            assert!(
+                r.as_ref()
+                    .is_err_and(|e| e.contains("too many symbolic links")),
+                "{p}: {r:?}"
+            );
+        }
+        // Two links taking turns.
+        symlink("y/../c", root.join("b")).unwrap();
+        symlink("z/../b", root.join("c")).unwrap();
+        assert!(
+            FsResolver
+                .resolve(&format!("{}/b", root.display()))
                 .is_err()
         );
         std::fs::remove_dir_all(&root).unwrap();
