@@ -200,39 +200,160 @@ pub const MAX_CONNECTIONS_PER_USER: usize = 128;
 /// Request bytes one local user may have in flight (received, not yet decoded) at once, over all
 /// their connections: partial messages cannot grow the agent past this per user.
 pub const MAX_INFLIGHT_BYTES_PER_USER: usize = 16 << 20;
+/// Request bytes every local user together may have in flight: many users (or many uids) cannot
+/// grow the agent past this either.
+pub const MAX_INFLIGHT_BYTES_TOTAL: usize = 192 << 20;
 /// Streams per connection, and the HTTP/2 windows (what one connection may buffer unread).
 const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 const WINDOW_BYTES: u32 = 256 << 10;
 
-/// What each local user (by uid) holds: connections and request bytes in flight. A user can
-/// exhaust only their own share; root and every other user keep theirs.
+/// Which budget a uid draws on: login users their own; a subordinate uid (rootless containers,
+/// `/etc/subuid`) its owner's; any other uid above `UID_MAX` (`/etc/login.defs`) one shared
+/// bucket, so a user cannot multiply their share by connecting under many uids.
+#[derive(Debug, Clone)]
+pub struct Owners {
+    uid_max: u32,
+    /// Subordinate ranges: (first uid, count, owner uid).
+    ranges: Vec<(u32, u32, u32)>,
+}
+
+impl Default for Owners {
+    fn default() -> Self {
+        Owners {
+            uid_max: 60_000,
+            ranges: Vec::new(),
+        }
+    }
+}
+
+impl Owners {
+    /// From the texts of `/etc/login.defs` and `/etc/subuid`; `resolve` gives a login name's uid.
+    pub fn parse(login_defs: &str, subuid: &str, resolve: impl Fn(&str) -> Option<u32>) -> Owners {
+        let uid_max = login_defs
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("UID_MAX")).then(|| w.next()?.parse::<u32>().ok())?
+            })
+            .next_back()
+            .unwrap_or(60_000);
+        let ranges = subuid
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.trim().splitn(3, ':');
+                let (who, first, count) = (f.next()?, f.next()?, f.next()?);
+                let owner = who.parse::<u32>().ok().or_else(|| resolve(who))?;
+                Some((first.parse().ok()?, count.parse().ok()?, owner))
+            })
+            .collect();
+        Owners { uid_max, ranges }
+    }
+
+    /// Reads `/etc/login.defs` and `/etc/subuid` (blocking: at start only).
+    #[cfg(unix)]
+    pub fn load() -> Owners {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        Owners::parse(&read("/etc/login.defs"), &read("/etc/subuid"), user_uid)
+    }
+
+    /// The budget key of `uid`.
+    pub fn key(&self, uid: u32) -> u32 {
+        if uid <= self.uid_max {
+            return uid;
+        }
+        self.ranges
+            .iter()
+            .find(|(first, count, _)| uid >= *first && uid - first < *count)
+            .map_or(UNKNOWN_UID, |r| r.2)
+    }
+}
+
+/// The uid of login name `name`.
+#[cfg(unix)]
+fn user_uid(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwnam_r writes into the buffers we own, sized as given.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    (rc == 0 && !out.is_null()).then_some(pwd.pw_uid)
+}
+
+/// What each local user holds: connections and request bytes in flight, keyed by their owning
+/// login user ([`Owners`]). A user can exhaust only their own share; the totals are capped too,
+/// and their last quarter is kept for root and users holding little (its last eighth for root
+/// alone), so neither many users nor many uids can lock root or a light user out.
 #[derive(Debug)]
 pub struct Limits {
     per_user_connections: usize,
     total_connections: usize,
     per_user_bytes: usize,
+    total_bytes: usize,
+    owners: Owners,
     used: std::sync::Mutex<Usage>,
     refused: std::sync::atomic::AtomicU64,
 }
 
-/// Connections in all, and per uid (connections, request bytes in flight).
-type Usage = (usize, std::collections::HashMap<u32, (usize, usize)>);
+/// Connections and bytes in all, and per budget key.
+#[derive(Debug, Default)]
+struct Usage {
+    connections: usize,
+    bytes: usize,
+    by: std::collections::HashMap<u32, (usize, usize)>,
+}
 
-/// The key of a caller whose uid could not be read.
+/// The key of a caller whose uid could not be read, and of uids above `UID_MAX` that no
+/// login user owns.
 const UNKNOWN_UID: u32 = u32::MAX;
 
+/// Whether a holder of `held` (of `per_user`) may take from a total with `left` of `total` left
+/// after taking: the last eighth is root's, the eighth before it also for a user holding less
+/// than an eighth of their own cap.
+fn may_take(key: u32, held: usize, per_user: usize, left: usize, total: usize) -> bool {
+    key == 0 || left >= total / 4 || (left >= total / 8 && held < (per_user / 8).max(1))
+}
+
 impl Limits {
-    /// Caps: connections per user and in all, bytes in flight per user.
+    /// Caps: connections per user and in all, bytes in flight per user (and
+    /// [`MAX_INFLIGHT_BYTES_TOTAL`] in all); uids keyed by [`Owners::default`].
     pub fn new(
         per_user_connections: usize,
         total_connections: usize,
         per_user_bytes: usize,
     ) -> Arc<Limits> {
+        Limits::with(
+            per_user_connections,
+            total_connections,
+            per_user_bytes,
+            MAX_INFLIGHT_BYTES_TOTAL,
+            Owners::default(),
+        )
+    }
+
+    /// Every cap given, and how uids map to budgets.
+    pub fn with(
+        per_user_connections: usize,
+        total_connections: usize,
+        per_user_bytes: usize,
+        total_bytes: usize,
+        owners: Owners,
+    ) -> Arc<Limits> {
         Arc::new(Limits {
             per_user_connections,
             total_connections,
             per_user_bytes,
-            used: std::sync::Mutex::new((0, Default::default())),
+            total_bytes,
+            owners,
+            used: std::sync::Mutex::new(Usage::default()),
             refused: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -241,43 +362,65 @@ impl Limits {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection slot for `uid`, or `None` at its cap (or the total cap).
+    /// A connection slot for `uid`, or `None` at its owner's cap, or at the total (its last
+    /// quarter only for root and light users, see [`may_take`]).
     fn connect(self: &Arc<Self>, uid: u32) -> Option<ConnSlot> {
+        let key = self.owners.key(uid);
         let mut u = self.used();
-        if u.0 >= self.total_connections {
+        let held = u.by.get(&key).map_or(0, |e| e.0);
+        if held >= self.per_user_connections {
             return None;
         }
-        let e = u.1.entry(uid).or_default();
-        if e.0 >= self.per_user_connections {
+        let free = self.total_connections.saturating_sub(u.connections);
+        if free == 0
+            || !may_take(
+                key,
+                held,
+                self.per_user_connections,
+                free - 1,
+                self.total_connections,
+            )
+        {
             return None;
         }
-        e.0 += 1;
-        u.0 += 1;
+        u.by.entry(key).or_default().0 += 1;
+        u.connections += 1;
         Some(ConnSlot {
             limits: Arc::clone(self),
-            uid,
+            uid: key,
         })
     }
 
-    /// Takes `n` bytes of `uid`'s in-flight budget; false (nothing taken) when over it.
+    /// Takes `n` bytes of `uid`'s in-flight budget; false (nothing taken) when over it or over
+    /// the total (its last quarter only for root and light users, see [`may_take`]).
     fn take_bytes(&self, uid: u32, n: usize) -> bool {
+        let key = self.owners.key(uid);
         let mut u = self.used();
-        let e = u.1.entry(uid).or_default();
-        if e.1 + n > self.per_user_bytes {
+        let held = u.by.get(&key).map_or(0, |e| e.1);
+        if held + n > self.per_user_bytes {
             return false;
         }
-        e.1 += n;
+        let free = self.total_bytes.saturating_sub(u.bytes);
+        if n > free || !may_take(key, held, self.per_user_bytes, free - n, self.total_bytes) {
+            return false;
+        }
+        u.by.entry(key).or_default().1 += n;
+        u.bytes += n;
         true
     }
 
     fn release_bytes(&self, uid: u32, n: usize) {
+        let key = self.owners.key(uid);
         let mut u = self.used();
-        if let Some(e) = u.1.get_mut(&uid) {
-            e.1 = e.1.saturating_sub(n);
-            if *e == (0, 0) {
-                u.1.remove(&uid);
-            }
+        let Some(e) = u.by.get_mut(&key) else {
+            return;
+        };
+        let n = n.min(e.1);
+        e.1 -= n;
+        if *e == (0, 0) {
+            u.by.remove(&key);
         }
+        u.bytes = u.bytes.saturating_sub(n);
     }
 
     /// Connections refused at a cap so far.
@@ -286,7 +429,8 @@ impl Limits {
     }
 }
 
-/// One open connection of one user; its slot is released when the connection closes.
+/// One open connection of one user (its budget key); its slot is released when the connection
+/// closes.
 #[derive(Debug)]
 struct ConnSlot {
     limits: Arc<Limits>,
@@ -296,11 +440,11 @@ struct ConnSlot {
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         let mut u = self.limits.used();
-        u.0 = u.0.saturating_sub(1);
-        if let Some(e) = u.1.get_mut(&self.uid) {
+        u.connections = u.connections.saturating_sub(1);
+        if let Some(e) = u.by.get_mut(&self.uid) {
             e.0 = e.0.saturating_sub(1);
             if *e == (0, 0) {
-                u.1.remove(&self.uid);
+                u.by.remove(&self.uid);
             }
         }
     }
@@ -471,7 +615,7 @@ impl http_body::Body for CountedBody {
             let h = &this.held;
             if !h.limits.take_bytes(h.uid, n) {
                 return std::task::Poll::Ready(Some(Err(Status::resource_exhausted(format!(
-                    "this user already has {} MiB of requests in flight to the agent; try again when they finish",
+                    "this user already has {} MiB of requests in flight to the agent (or all users together have too much); try again when they finish",
                     h.limits.per_user_bytes >> 20
                 )))));
             }
@@ -547,9 +691,10 @@ async fn accept_loop(
 ) {
     let mut failures = 0u32;
     let mut last_warned: Option<std::time::Instant> = None;
-    let mut warn = |what: String| {
+    // The message (which may look up a user name: blocking) is built only when it is logged.
+    let mut warn = |what: &dyn Fn() -> String| {
         if last_warned.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60)) {
-            tracing::warn!("{what}");
+            tracing::warn!("{}", what());
             last_warned = Some(std::time::Instant::now());
         }
     };
@@ -562,10 +707,12 @@ async fn accept_loop(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let wait = std::time::Duration::from_millis(10u64 << failures.min(7));
-                warn(format!(
-                    "local endpoint: accept failed ({e}); backing off {} ms",
-                    wait.as_millis()
-                ));
+                warn(&|| {
+                    format!(
+                        "local endpoint: accept failed ({e}); backing off {} ms",
+                        wait.as_millis()
+                    )
+                });
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -575,12 +722,14 @@ async fn accept_loop(
             limits
                 .refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            warn(format!(
-                "local endpoint: {} already has {} connections open (or the agent has {}); refusing more",
-                name_of(Some(uid)),
-                limits.per_user_connections,
-                limits.total_connections
-            ));
+            warn(&|| {
+                format!(
+                    "local endpoint: {} already has {} connections open (or the agent has {}); refusing more",
+                    name_of(Some(uid)),
+                    limits.per_user_connections,
+                    limits.total_connections
+                )
+            });
             drop(stream);
             continue;
         };
@@ -605,10 +754,15 @@ pub async fn serve(sh: Arc<Shared>) -> anyhow::Result<LocalServer> {
     let total = usize::try_from(fds.saturating_sub(128))
         .unwrap_or(usize::MAX)
         .clamp(16, 4096);
-    let limits = Limits::new(
+    let owners = tokio::task::spawn_blocking(Owners::load)
+        .await
+        .unwrap_or_default();
+    let limits = Limits::with(
         MAX_CONNECTIONS_PER_USER.min(total / 4).max(4),
         total,
         MAX_INFLIGHT_BYTES_PER_USER,
+        MAX_INFLIGHT_BYTES_TOTAL,
+        owners,
     );
     serve_with(sh, limits).await
 }
@@ -706,4 +860,102 @@ pub fn fetch_status(socket: &std::path::Path) -> Result<super::status::Status, S
         })?;
         serde_json::from_str(&resp.into_inner().json).map_err(|e| format!("unreadable status: {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owners() -> Owners {
+        Owners::parse(
+            "# comment\nUID_MAX\t\t\t60000\n",
+            "alice:100000:65536\n1001:165536:65536\n",
+            |n| (n == "alice").then_some(1000),
+        )
+    }
+
+    #[test]
+    fn subordinate_uids_draw_on_their_owners_budget_and_others_keep_theirs() {
+        let o = owners();
+        assert_eq!(o.key(1000), 1000);
+        assert_eq!(o.key(100_005), 1000);
+        assert_eq!(o.key(165_536 + 7), 1001);
+        assert_eq!(o.key(4_000_000), UNKNOWN_UID);
+        // 4 connections per user, 64 in all (as 128 / 4096 on a real agent).
+        let limits = Limits::with(4, 64, 1 << 20, 16 << 20, o);
+        // 32 sub-uids of alice try 128 connections each: they get alice's 4, in all.
+        let mut held = Vec::new();
+        for sub in 0..32 {
+            for _ in 0..128 {
+                if let Some(s) = limits.connect(100_000 + sub) {
+                    held.push(s);
+                }
+            }
+        }
+        assert_eq!(
+            held.len(),
+            4,
+            "alice's sub-uids held {} connections",
+            held.len()
+        );
+        // Uids nobody owns share one small bucket.
+        let strays: Vec<_> = (0..1000)
+            .filter_map(|i| limits.connect(5_000_000 + i))
+            .collect();
+        assert_eq!(strays.len(), 4);
+        // Root, alice herself (at her cap: refused) and another user.
+        assert!(limits.connect(0).is_some());
+        assert!(limits.connect(1000).is_none());
+        assert!(limits.connect(1002).is_some());
+        // Bytes too: alice's sub-uids share her 1 MiB.
+        assert!(limits.take_bytes(100_001, 1 << 19));
+        assert!(limits.take_bytes(100_002, 1 << 19));
+        assert!(!limits.take_bytes(100_003, 1));
+        assert!(limits.take_bytes(1002, 1 << 19));
+    }
+
+    #[test]
+    fn many_users_cannot_fill_the_totals_root_and_light_users_keep_a_share() {
+        // 8 connections and 1 MiB per user; 32 connections and 8 MiB in all.
+        let limits = Limits::with(8, 32, 1 << 20, 8 << 20, Owners::default());
+        let mut held = Vec::new();
+        for uid in 1000..1003 {
+            while let Some(s) = limits.connect(uid) {
+                held.push(s);
+            }
+        }
+        // Heavy users stop at three quarters of the total...
+        assert!(limits.connect(1000).is_none());
+        assert_eq!(held.len(), 24);
+        // ...a user holding nothing still gets in, and past the next eighth root alone does.
+        let light: Vec<_> = (2000..2100).filter_map(|u| limits.connect(u)).collect();
+        assert_eq!(light.len(), 4);
+        let root: Vec<_> = (0..8).filter_map(|_| limits.connect(0)).collect();
+        assert_eq!(root.len(), 4);
+        assert!(limits.connect(2200).is_none());
+        drop((held, light, root));
+
+        let mut heavy = 0;
+        for uid in 1000..1006 {
+            while limits.take_bytes(uid, 256 << 10) {
+                heavy += 256 << 10;
+            }
+        }
+        assert_eq!(heavy, 6 << 20, "heavy users held {heavy} bytes");
+        assert!(limits.take_bytes(2001, 64 << 10), "a light user is refused");
+        let mut light = 64 << 10;
+        for uid in 2002..2100 {
+            while limits.take_bytes(uid, 64 << 10) {
+                light += 64 << 10;
+            }
+        }
+        assert_eq!(light, 1 << 20, "light users held {light} bytes");
+        assert!(limits.take_bytes(0, 1 << 20), "root is refused");
+        assert!(!limits.take_bytes(0, 1));
+        // Released bytes come back to the totals.
+        for uid in 1000..1100 {
+            limits.release_bytes(uid, 1 << 20);
+        }
+        assert!(limits.take_bytes(1000, 1 << 20));
+    }
 }
