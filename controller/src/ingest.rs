@@ -9,7 +9,7 @@
 //! bytes, never its content) instead of failing the batch. Only after the commit is the batch
 //! acknowledged, up to the signed head.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -22,7 +22,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::Controller;
 use crate::metrics::Metrics;
-use crate::store::{ChainDecision, ChainView, Store, StoreError, StoredEventRecord};
+use crate::store::{
+    ChainDecision, ChainView, MAX_RECORDS_PER_EVENT_ID, Store, StoreError, StoredEventRecord,
+    record_digest,
+};
 
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 5_000;
@@ -51,6 +54,8 @@ struct Parsed {
     tool_name: String,
     timestamp: String,
     json: String,
+    /// [`record_digest`] of `json`: what de-duplication compares.
+    digest: String,
 }
 
 /// One line of a batch, as read before the chain is known.
@@ -61,6 +66,7 @@ enum Line {
     Refused {
         seq: Option<u64>,
         hash: Option<String>,
+        prev_hash: Option<String>,
         reason: String,
         sha256: String,
     },
@@ -75,17 +81,32 @@ impl Line {
     }
 }
 
+/// The chain fields of an event, read without keeping anything else: serde skips every other
+/// field (however large) without building it.
+#[derive(serde::Deserialize)]
+struct ChainFields {
+    seq: Option<u64>,
+    hash: Option<String>,
+    #[serde(rename = "prevHash")]
+    prev_hash: Option<String>,
+}
+
 fn read_line(line: &[u8]) -> Line {
-    let refused = |seq, hash, reason: String| Line::Refused {
+    let refused = |seq, hash, prev_hash, reason: String| Line::Refused {
         seq,
         hash,
+        prev_hash,
         reason,
         sha256: hex::encode(Sha256::digest(line)),
     };
     if line.len() > MAX_EVENT_BYTES {
+        // Refused, but its place in the chain is still read, so the next event links to it.
+        let at = serde_json::from_slice::<ChainFields>(line).ok();
+        let (seq, hash, prev) = at.map_or((None, None, None), |f| (f.seq, f.hash, f.prev_hash));
         return refused(
-            None,
-            None,
+            seq,
+            hash,
+            prev,
             format!(
                 "{} bytes, over the {MAX_EVENT_BYTES} byte limit for an event",
                 line.len()
@@ -94,18 +115,20 @@ fn read_line(line: &[u8]) -> Line {
     }
     let v: Value = match serde_json::from_slice(line) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return refused(None, None, "not a JSON object".into()),
-        Err(e) => return refused(None, None, format!("not JSON ({e})")),
+        Ok(_) => return refused(None, None, None, "not a JSON object".into()),
+        Err(e) => return refused(None, None, None, format!("not JSON ({e})")),
     };
     let hash = v.get("hash").and_then(Value::as_str).map(str::to_owned);
+    let prev = v.get("prevHash").and_then(Value::as_str).map(str::to_owned);
     let Some(seq) = v.get("seq").and_then(Value::as_u64) else {
-        return refused(None, hash, "no seq".into());
+        return refused(None, hash, prev, "no seq".into());
     };
     let event_id = text(&v, "eventId");
     if event_id.is_empty() || event_id.len() > MAX_EVENT_ID {
         return refused(
             Some(seq),
             hash,
+            prev,
             format!("no eventId of 1-{MAX_EVENT_ID} characters"),
         );
     }
@@ -121,7 +144,18 @@ fn read_line(line: &[u8]) -> Line {
         tool_name: text(&v, "toolName"),
         timestamp: text(&v, "timestamp"),
         json: String::from_utf8_lossy(line).into_owned(),
+        digest: String::new(),
     })
+    .with_digest()
+}
+
+impl Line {
+    fn with_digest(mut self) -> Line {
+        if let Line::Event(p) = &mut self {
+            p.digest = record_digest(&p.json);
+        }
+        self
+    }
 }
 
 /// A batch read, with its signed head verified; what is left needs the agent's chain.
@@ -135,12 +169,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The eventIds of the batch's usable events.
-    pub fn event_ids(&self) -> Vec<String> {
+    /// The (eventId, digest) of the batch's usable events.
+    pub fn keys(&self) -> Vec<(String, String)> {
         self.lines
             .iter()
             .filter_map(|l| match l {
-                Line::Event(p) => Some(p.event_id.clone()),
+                Line::Event(p) => Some((p.event_id.clone(), p.digest.clone())),
                 Line::Refused { .. } => None,
             })
             .collect()
@@ -248,55 +282,106 @@ fn alert(
 pub fn check(tenant: &str, agent_id: &str, view: &ChainView, batch: &Prepared) -> ChainDecision {
     let (mut head_seq, mut head_hash) = view.state.clone().unwrap_or((0, GENESIS.to_owned()));
     let mut moved = false;
-    let mut seen: HashMap<&str, Vec<&str>> = view
+    // Per eventId: records stored (the store's count, then this batch's) and their digests.
+    let mut seen: HashMap<&str, (u64, HashSet<&str>)> = view
         .seen
         .iter()
-        .map(|(k, v)| (k.as_str(), v.iter().map(String::as_str).collect()))
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                (v.records, v.digests.iter().map(String::as_str).collect()),
+            )
+        })
         .collect();
     let mut out = Vec::with_capacity(batch.lines.len());
     let alert = |seq, kind, detail, extra| alert(tenant, agent_id, seq, kind, detail, extra);
+    // A refused event is not stored; an alert says so, with its seq and hash when they could be
+    // read (the verifier carries the chain over it), and when it links to the chain as held, its
+    // place is kept: the next event links to it.
+    let refuse = |out: &mut Vec<StoredEventRecord>,
+                  head: (u64, &str),
+                  seq: Option<u64>,
+                  hash: Option<&str>,
+                  prev_hash: Option<&str>,
+                  reason: &str,
+                  sha256: &str|
+     -> Option<(u64, String)> {
+        let which = seq.map_or("an event".to_owned(), |s| format!("event {s}"));
+        let mut extra = serde_json::json!({"reason": reason, "sha256": sha256});
+        if let Some(h) = hash {
+            extra["eventHash"] = h.into();
+        }
+        out.push(alert(
+            seq,
+            "refused",
+            format!("{which} of {agent_id} was refused and not stored: {reason}"),
+            extra,
+        ));
+        match (seq, hash) {
+            (Some(s), Some(h)) if Some(s) == head.0.checked_add(1) && prev_hash == Some(head.1) => {
+                Some((s, h.to_owned()))
+            }
+            _ => None,
+        }
+    };
     for line in &batch.lines {
         let p = match line {
             Line::Refused {
                 seq,
                 hash,
+                prev_hash,
                 reason,
                 sha256,
             } => {
-                let which = seq.map_or("an event".to_owned(), |s| format!("event {s}"));
-                out.push(alert(
+                if let Some(at) = refuse(
+                    &mut out,
+                    (head_seq, &head_hash),
                     *seq,
-                    "refused",
-                    format!("{which} of {agent_id} was refused and not stored: {reason}"),
-                    serde_json::json!({"reason": reason, "sha256": sha256}),
-                ));
-                // Its place in the chain is known: the next event links to it.
-                if let (Some(s), Some(h)) = (seq, hash)
-                    && Some(*s) == head_seq.checked_add(1)
-                {
-                    (head_seq, head_hash, moved) = (*s, h.clone(), true);
+                    hash.as_deref(),
+                    prev_hash.as_deref(),
+                    reason,
+                    sha256,
+                ) {
+                    (head_seq, head_hash, moved) = (at.0, at.1, true);
                 }
                 continue;
             }
             Line::Event(p) => p,
         };
         let stored = seen.get(p.event_id.as_str());
-        if stored.is_some_and(|v| v.contains(&p.json.as_str())) {
+        if stored.is_some_and(|(_, d)| d.contains(p.digest.as_str())) {
             // An identical re-send (e.g. after a lost acknowledgement): already held.
+            continue;
+        }
+        let held = stored.map_or(0, |(n, _)| *n);
+        if held >= MAX_RECORDS_PER_EVENT_ID {
+            // A flood of records under one id: the record is not stored (nor compared again).
+            if let Some(at) = refuse(
+                &mut out,
+                (head_seq, &head_hash),
+                Some(p.seq),
+                Some(&p.hash),
+                Some(&p.prev_hash),
+                &format!(
+                    "eventId {} already holds {MAX_RECORDS_PER_EVENT_ID} different records",
+                    p.event_id
+                ),
+                &p.digest,
+            ) {
+                (head_seq, head_hash, moved) = (at.0, at.1, true);
+            }
             continue;
         }
         let subject = serde_json::json!({"subjectEventId": p.event_id});
         let mut ok = true;
-        if let Some(v) = stored {
+        if held > 0 {
             ok = false;
             out.push(alert(
                 Some(p.seq),
                 "event_id_reused",
                 format!(
-                    "eventId {} of {agent_id} (seq {}) was already stored with other content ({} record(s)); this record is stored too",
-                    p.event_id,
-                    p.seq,
-                    v.len()
+                    "eventId {} of {agent_id} (seq {}) was already stored with other content ({held} record(s)); this record is stored too",
+                    p.event_id, p.seq,
                 ),
                 subject.clone(),
             ));
@@ -361,9 +446,9 @@ pub fn check(tenant: &str, agent_id: &str, view: &ChainView, batch: &Prepared) -
             ));
         }
         (head_seq, head_hash, moved) = (p.seq, p.hash.clone(), true);
-        seen.entry(p.event_id.as_str())
-            .or_default()
-            .push(p.json.as_str());
+        let entry = seen.entry(p.event_id.as_str()).or_default();
+        entry.0 += 1;
+        entry.1.insert(p.digest.as_str());
         out.push(StoredEventRecord {
             id: 0,
             event_id: p.event_id.clone(),
@@ -402,7 +487,7 @@ pub fn commit(
     cert_der: &[u8],
 ) -> Result<Ingested, StoreError> {
     let (mut alerts, mut controller_records) = (0, 0);
-    let new = store.commit_checked(tenant, agent_id, &batch.event_ids(), &mut |view| {
+    let new = store.commit_checked(tenant, agent_id, &batch.keys(), &mut |view| {
         let mut decision = check(tenant, agent_id, view, batch);
         push_chain_head(
             &mut decision.0,
@@ -751,6 +836,41 @@ mod tests {
         assert!(b.alerts(&store).is_empty());
     }
 
+    /// A flood of different records under one eventId: past the cap each is refused (an alert
+    /// with its seq and hash, no body kept), the chain goes on over them, and a re-send of the
+    /// records stored is still recognised.
+    #[test]
+    fn a_flood_of_records_under_one_event_id_is_capped_and_the_chain_goes_on() {
+        let store = SqliteStore::in_memory().unwrap();
+        let a = Agent::new("agt-a", "acme");
+        let mut c = Chain::new();
+        let cap = MAX_RECORDS_PER_EVENT_ID as usize;
+        let flood: Vec<_> = (0..cap + 12).map(|_| event(&mut c, Some("x"))).collect();
+        let batch = a.good_batch(flood.clone());
+        let done = a.upload(&store, &batch);
+        assert_eq!(
+            done.stored, cap as u64,
+            "more than the cap stored under one id"
+        );
+        assert_eq!(done.acked, (cap + 12) as u64);
+        let alerts = a.alerts(&store);
+        let refused: Vec<&Value> = alerts.iter().filter(|a| a["alert"] == "refused").collect();
+        assert_eq!(refused.len(), 12);
+        assert_eq!(alerts.len(), cap - 1 + 12, "{alerts:#?}");
+        let line: Value = serde_json::from_slice(&flood[cap]).unwrap();
+        assert_eq!(refused[0]["seq"], cap + 1);
+        assert_eq!(refused[0]["eventHash"], line["hash"]);
+        assert!(refused[0]["reason"].as_str().unwrap().contains("eventId x"));
+        // The chain goes on over the refused records: the next event links, no gap.
+        let next = a.upload(&store, &a.good_batch(vec![event(&mut c, Some("y"))]));
+        assert_eq!((next.stored, next.alerts), (1, 0));
+        assert!(a.events(&store).last().unwrap().chain_ok);
+        // A re-send: the stored records are recognised by digest, the rest refused again.
+        let again = a.upload(&store, &batch);
+        assert_eq!(again.stored, 0);
+        assert_eq!(a.events(&store).len(), cap + 1);
+    }
+
     #[test]
     fn a_restarted_or_rewound_chain_is_alerted_and_its_events_stored() {
         let store = SqliteStore::in_memory().unwrap();
@@ -825,9 +945,10 @@ mod tests {
         assert_eq!(done.acked, 6, "the batch must be acknowledged whole");
         assert_eq!(ids(&a.events(&store)), ["e1", "e2", "e4", "e6"]);
         let alerts = a.alerts(&store);
+        // Seq 5 is over the size limit, but its place in the chain is read: no gap after it.
         assert_eq!(
             kinds(&alerts),
-            ["refused", "refused", "refused", "chain_gap"],
+            ["refused", "refused", "refused"],
             "{alerts:#?}"
         );
         let sha = |l: &[u8]| hex::encode(Sha256::digest(l));
@@ -838,6 +959,9 @@ mod tests {
         assert!(alerts[1]["reason"].as_str().unwrap().contains("eventId"));
         assert_eq!(alerts[2]["sha256"], sha(&lines[5]));
         assert!(alerts[2]["reason"].as_str().unwrap().contains("limit"));
+        let big_line: Value = serde_json::from_slice(&lines[5]).unwrap();
+        assert_eq!(alerts[2]["seq"], 5);
+        assert_eq!(alerts[2]["eventHash"], big_line["hash"]);
         for r in a.records(&store) {
             if r.event_type == "CHAIN_ALERT" {
                 assert!(
@@ -846,14 +970,10 @@ mod tests {
                 );
             }
         }
-        // Seq 3 was refused but its place in the chain known: seq 4 links without a break; seq 5
-        // (unreadable) is a gap.
-        assert!(
-            alerts[3]["detail"]
-                .as_str()
-                .unwrap()
-                .contains("events 5 to 5")
-        );
+        // Seq 3 and 5 were refused but their places in the chain known: seq 4 and 6 link
+        // without a break.
+        let flags: Vec<bool> = a.events(&store).iter().map(|e| e.chain_ok).collect();
+        assert_eq!(flags, [true, true, true, true]);
         // A batch ending with an unreadable event: the head names its seq, the hash as read.
         let mut c2 = Chain::resume(6, text(&serde_json::from_slice(&lines[6]).unwrap(), "hash"));
         let last_bad = a.batch(

@@ -278,8 +278,28 @@ pub struct EventFilter {
 pub struct ChainView {
     /// The last (seq, hash) committed for the agent's chain.
     pub state: Option<(u64, String)>,
-    /// For each asked eventId, the JSON of every record stored under it for this tenant and agent.
-    pub seen: std::collections::HashMap<String, Vec<String>>,
+    /// For each asked eventId stored before for this tenant and agent: how many records it
+    /// holds and which of the asked digests are among them. Bodies are never loaded.
+    pub seen: std::collections::HashMap<String, SeenEventId>,
+}
+
+/// Most distinct records stored under one (tenant, agent, `eventId`): past it, ingest stores an
+/// alert instead of the record, so a flood of records under one id costs no more than any event.
+pub const MAX_RECORDS_PER_EVENT_ID: u64 = 8;
+
+/// What the store holds under one (tenant, agent, `eventId`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeenEventId {
+    /// Records stored under it (counted up to [`MAX_RECORDS_PER_EVENT_ID`] + 1).
+    pub records: u64,
+    /// Which of the asked SHA-256 digests (hex, of the record's JSON) are stored under it.
+    pub digests: std::collections::HashSet<String>,
+}
+
+/// The digest a stored record is de-duplicated by: hex SHA-256 of its JSON.
+pub fn record_digest(json: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(json.as_bytes()))
 }
 
 /// What ingest decided for a batch: the records to store (alerts included) and the chain state
@@ -373,15 +393,16 @@ pub trait Store: Send + Sync + 'static {
         events: &[StoredEventRecord],
         new_state: Option<(u64, String)>,
     ) -> Result<u64, StoreError>;
-    /// In one transaction: reads the agent's [`ChainView`] (its chain state and the records stored
-    /// under `event_ids`), runs `check` on it, stores the records it returns as
-    /// [`Store::commit_events`] does and moves the chain state. Concurrent batches of one agent
-    /// are thereby checked one after the other. Returns how many records were new.
+    /// In one transaction: reads the agent's [`ChainView`] (its chain state and, for each
+    /// (eventId, digest) of `keys`, how many records the id holds and whether that digest is one
+    /// of them: indexed look-ups, never the stored bodies), runs `check` on it, stores the records
+    /// it returns as [`Store::commit_events`] does and moves the chain state. Concurrent batches of
+    /// one agent are thereby checked one after the other. Returns how many records were new.
     fn commit_checked(
         &self,
         tenant: &str,
         agent_id: &str,
-        event_ids: &[String],
+        keys: &[(String, String)],
         check: &mut dyn FnMut(&ChainView) -> ChainDecision,
     ) -> Result<u64, StoreError>;
     /// Events matching a filter, oldest first.

@@ -135,4 +135,13 @@ pub const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     CREATE INDEX admin_credentials_name ON admin_credentials (name);",
+    // 5: ingest de-duplicates by digest (SHA-256 of the record's JSON), through an index, never by
+    // loading and comparing stored bodies. Existing rows get their digest right after this runs,
+    // in the same transaction (`sqlite::backfill_digests`: SQLite has no SHA-256).
+    "ALTER TABLE events ADD COLUMN digest TEXT;
+    CREATE INDEX events_agent_event_digest ON events (tenant, agent_id, event_id, digest);
+    DROP INDEX events_agent_event;",
 ];
+
+/// The migration (1-based) after which existing events get their digest.
+pub const DIGEST_MIGRATION: usize = 5;

@@ -5,11 +5,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::migrations::MIGRATIONS;
+use super::migrations::{DIGEST_MIGRATION, MIGRATIONS};
 use super::{
     AdminCredentialRecord, AgentRecord, AgentReportRecord, AuditRecord, ChainDecision, ChainView,
-    EventFilter, Labels, PolicyRecord, RedeemError, Store, StoreError, StoredEventRecord,
-    TokenRecord,
+    EventFilter, Labels, MAX_RECORDS_PER_EVENT_ID, PolicyRecord, RedeemError, SeenEventId, Store,
+    StoreError, StoredEventRecord, TokenRecord, record_digest,
 };
 
 /// SQLite behind a mutex (SQLite has one writer anyway; calls are short).
@@ -135,6 +135,9 @@ impl SqliteStore {
                 .map_err(backend)?;
             tx.execute_batch(sql)
                 .map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
+            if i + 1 == DIGEST_MIGRATION {
+                backfill_digests(&tx).map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(backend)?;
             tx.commit().map_err(backend)?;
@@ -157,6 +160,18 @@ impl SqliteStore {
     }
 }
 
+/// Gives every stored event without one its digest (once, inside the migration that adds it).
+fn backfill_digests(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let mut read = tx.prepare("SELECT id, json FROM events WHERE digest IS NULL")?;
+    let mut write = tx.prepare("UPDATE events SET digest = ?2 WHERE id = ?1")?;
+    let mut rows = read.query([])?;
+    while let Some(r) = rows.next()? {
+        let (id, json): (i64, String) = (r.get(0)?, r.get(1)?);
+        write.execute(params![id, record_digest(&json)])?;
+    }
+    Ok(())
+}
+
 /// Inserts events inside `tx` (a write transaction) and moves the agent's chain state.
 ///
 /// Cursor order: `id` is INTEGER PRIMARY KEY AUTOINCREMENT, taken here while the transaction
@@ -172,15 +187,17 @@ fn insert_events(
 ) -> Result<u64, StoreError> {
     let mut new = 0;
     {
-        // An identical record under the same (tenant, agent, eventId) is a re-send: skipped.
+        // An identical record under the same (tenant, agent, eventId) is a re-send: skipped. It is
+        // found by its digest through the index, never by comparing stored bodies.
         let mut stmt = tx
             .prepare_cached(
-                "INSERT INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
-                 WHERE NOT EXISTS (SELECT 1 FROM events WHERE tenant = ?2 AND agent_id = ?3 AND event_id = ?1 AND json = ?10)",
+                "INSERT INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json, digest)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
+                 WHERE NOT EXISTS (SELECT 1 FROM events WHERE tenant = ?2 AND agent_id = ?3 AND event_id = ?1 AND digest = ?11)",
             )
             .map_err(backend)?;
         for e in events {
+            let digest = record_digest(&e.json);
             new += stmt
                 .execute(params![
                     e.event_id,
@@ -192,7 +209,8 @@ fn insert_events(
                     e.tool_name,
                     e.timestamp,
                     e.chain_ok,
-                    e.json
+                    e.json,
+                    digest
                 ])
                 .map_err(backend)? as u64;
         }
@@ -672,7 +690,7 @@ impl Store for SqliteStore {
         &self,
         tenant: &str,
         agent_id: &str,
-        event_ids: &[String],
+        keys: &[(String, String)],
         check: &mut dyn FnMut(&ChainView) -> ChainDecision,
     ) -> Result<u64, StoreError> {
         let mut conn = self.conn();
@@ -694,22 +712,50 @@ impl Store for SqliteStore {
             seen: Default::default(),
         };
         {
-            let mut stmt = tx
+            // Index look-ups only: how many records an id holds (counting stops past the cap) and
+            // whether a digest is among them. No stored body is read.
+            let mut count = tx
                 .prepare_cached(
-                    "SELECT json FROM events WHERE tenant = ?1 AND agent_id = ?2 AND event_id = ?3 ORDER BY id",
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE tenant = ?1 AND agent_id = ?2 AND event_id = ?3 LIMIT ?4)",
                 )
                 .map_err(backend)?;
-            for id in event_ids {
-                if view.seen.contains_key(id) {
+            let mut has = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM events WHERE tenant = ?1 AND agent_id = ?2 AND event_id = ?3 AND digest = ?4)",
+                )
+                .map_err(backend)?;
+            let mut counted = std::collections::HashMap::<&str, u64>::new();
+            for (id, digest) in keys {
+                let records = match counted.get(id.as_str()) {
+                    Some(n) => *n,
+                    None => {
+                        let n = count
+                            .query_row(
+                                params![
+                                    tenant,
+                                    agent_id,
+                                    id,
+                                    (MAX_RECORDS_PER_EVENT_ID + 1) as i64
+                                ],
+                                |r| r.get::<_, i64>(0),
+                            )
+                            .map_err(backend)? as u64;
+                        counted.insert(id, n);
+                        n
+                    }
+                };
+                if records == 0 {
                     continue;
                 }
-                let rows = stmt
-                    .query_map(params![tenant, agent_id, id], |r| r.get::<_, String>(0))
-                    .map_err(backend)?
-                    .collect::<Result<Vec<_>, _>>()
+                let stored: bool = has
+                    .query_row(params![tenant, agent_id, id, digest], |r| r.get(0))
                     .map_err(backend)?;
-                if !rows.is_empty() {
-                    view.seen.insert(id.clone(), rows);
+                let seen = view.seen.entry(id.clone()).or_insert_with(|| SeenEventId {
+                    records,
+                    ..SeenEventId::default()
+                });
+                if stored {
+                    seen.digests.insert(digest.clone());
                 }
             }
         }

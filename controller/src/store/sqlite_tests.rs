@@ -222,3 +222,49 @@ fn event_ids_become_visible_in_commit_order() {
     }
     assert_eq!(reader.max_event_id().unwrap(), 2 * 40 * 25);
 }
+
+/// Migration 5: events stored before digests existed get theirs, so an identical re-send of one
+/// is still recognised (by digest, through the index), and what ingest sees of an id is a count
+/// and the digests asked for, never the stored bodies.
+#[test]
+fn events_stored_before_digests_are_backfilled_and_looked_up_by_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for m in &MIGRATIONS[..4] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        for i in 1..=3 {
+            conn.execute(
+                "INSERT INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json)
+                 VALUES ('x', 'acme', 'agt-a', ?1, 'TOOL_CALL_PRE', '', '', '', 1, ?2)",
+                params![i, format!("{{\"n\":{i}}}")],
+            )
+            .unwrap();
+        }
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let old = event("agt-a", "x", 2, "{\"n\":2}");
+    assert_eq!(s.commit_events("agt-a", &[old], None).unwrap(), 0);
+    let keys = vec![
+        ("x".to_owned(), record_digest("{\"n\":2}")),
+        ("x".to_owned(), record_digest("{\"n\":9}")),
+        ("y".to_owned(), record_digest("{\"n\":1}")),
+    ];
+    let mut viewed = None;
+    s.commit_checked("acme", "agt-a", &keys, &mut |v| {
+        viewed = Some(v.clone());
+        (Vec::new(), None)
+    })
+    .unwrap();
+    let seen = viewed.unwrap().seen;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen["x"].records, 3);
+    assert_eq!(
+        seen["x"].digests,
+        [record_digest("{\"n\":2}")].into_iter().collect()
+    );
+}
