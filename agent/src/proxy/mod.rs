@@ -225,11 +225,11 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
         Err(e) => (1, format!("unknown status: {e}")),
     };
     relay.server_gone(&described);
-    let untracked = relay.untracked();
-    if untracked > 0 {
+    let refused = relay.untracked();
+    if refused > 0 {
         tracing::warn!(
-            untracked,
-            "requests were forwarded without being remembered (too many pending)"
+            refused,
+            "requests were refused, not forwarded, because too many were pending"
         );
     }
     events.shutdown(Duration::from_secs(3));

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -25,8 +25,16 @@ use super::policy::{PolicyHandle, PolicyState};
 use super::respond::{self, NoApproval};
 
 /// Requests to the server remembered at once (to answer them if the server dies, and to pair
-/// results with calls). Past this, requests are still forwarded but not remembered, and counted.
+/// results with calls), counting calls waiting for a human and cancelled requests the server may
+/// still answer. Past this, new requests are refused (a tools/call is denied), never forwarded
+/// unremembered, and nothing remembered is forgotten to make room.
 pub const MAX_PENDING: usize = 4096;
+/// How long a request the client cancelled after it was forwarded keeps its id in use: a late
+/// answer within this time is recorded and relayed as any answer (MCP clients ignore it), and
+/// cannot be paired with a new request under the same id. Later, it is dropped.
+pub const CANCELLED_KEPT: Duration = Duration::from_secs(600);
+/// How a late answer to a cancelled call is marked in its second `TOOL_CALL_POST`.
+pub const ANSWERED_AFTER_CANCEL: &str = "answered by the server after the client cancelled it";
 /// What a call's `TOOL_CALL_POST` says when the client cancelled it after it was forwarded.
 pub const CANCELLED_AFTER_FORWARDING: &str =
     "cancelled by the client after forwarding; the server may have acted";
@@ -66,6 +74,14 @@ pub(super) enum Pending {
     },
     ToolsList,
     Other,
+    /// Cancelled by the client after it was forwarded: the server may still answer it. `call`:
+    /// the call's tool, decision and start, when it was a `tools/call`; `list`: a `tools/list`
+    /// whose answer is filtered.
+    Cancelled {
+        call: Option<(String, Arc<Decided>, Instant)>,
+        list: bool,
+        until: Instant,
+    },
 }
 
 pub(super) struct State {
@@ -206,7 +222,10 @@ impl Relay {
                         });
                     let mut st = self.state();
                     st.client_elicitation = elicit;
-                    track(&mut st, id, Pending::Other);
+                    if !track(&mut st, id, Pending::Other) {
+                        drop(st);
+                        return self.refuse_busy(id, &method);
+                    }
                 }
                 "tools/list" => {
                     let filters = self.policy.get().filters_tools();
@@ -215,15 +234,14 @@ impl Relay {
                     } else {
                         Pending::Other
                     };
-                    if !track(&mut self.state(), id, kind) && filters {
-                        // Its answer could not be filtered: refuse rather than show hidden tools.
-                        let msg = "too many requests are pending; tools/list refused, try again";
-                        self.reply(&respond::error(Some(id), code::INTERNAL_ERROR, msg));
-                        return ToServer::Nothing;
+                    if !track(&mut self.state(), id, kind) {
+                        return self.refuse_busy(id, &method);
                     }
                 }
                 _ => {
-                    track(&mut self.state(), id, Pending::Other);
+                    if !track(&mut self.state(), id, Pending::Other) {
+                        return self.refuse_busy(id, &method);
+                    }
                 }
             },
             Message::Notification { method, params } if method == "notifications/cancelled" => {
@@ -233,8 +251,26 @@ impl Relay {
                 if let Some(target) = target {
                     let (parked_id, cancelled) = {
                         let mut st = self.state();
-                        // The server should not answer a cancelled request: forget it now.
-                        let cancelled = st.pending.remove(&target);
+                        // The server should not answer a cancelled request, but it may: its id
+                        // stays in use for a while, and a late answer is recorded, not relayed.
+                        let cancelled = match st.pending.get(&target) {
+                            None | Some(Pending::Cancelled { .. }) => None,
+                            Some(_) => st.pending.remove(&target),
+                        };
+                        if let Some(p) = &cancelled {
+                            let call = match p {
+                                Pending::ToolCall {
+                                    tool,
+                                    decided,
+                                    started,
+                                } => Some((tool.clone(), decided.clone(), *started)),
+                                _ => None,
+                            };
+                            let list = matches!(p, Pending::ToolsList);
+                            let until = Instant::now() + CANCELLED_KEPT;
+                            st.pending
+                                .insert(target.clone(), Pending::Cancelled { call, list, until });
+                        }
                         let parked = st
                             .parked
                             .iter()
@@ -286,6 +322,15 @@ impl Relay {
             }
         }
         ToServer::Original
+    }
+
+    /// Refuses a request the proxy cannot remember (too many pending): forwarded, its answer
+    /// could not be paired, filtered or recorded.
+    fn refuse_busy(&self, id: &RawValue, method: &str) -> ToServer {
+        let msg =
+            format!("too many requests are pending on this server; {method} refused, try again");
+        self.reply(&respond::error(Some(id), code::INTERNAL_ERROR, &msg));
+        ToServer::Nothing
     }
 
     fn tool_call(
@@ -381,8 +426,24 @@ impl Relay {
                 decided = first.clone();
             }
         }
-        let action = decided.decision.action;
         st.inputs.retain(|_, p| p.expires > started);
+        // A call that would hold its id (forwarded, or waiting for a human) must be remembered,
+        // or its answer would reach the client unpaired and unrecorded: denied when it cannot be.
+        let holds_id =
+            decided.decision.action.forwards() || decided.decision.action == Action::StepUp;
+        if holds_id && !has_room(&mut st, &message::id_key(id)) {
+            count_busy(&mut st);
+            let d = Arc::make_mut(&mut decided);
+            d.action = "deny".into();
+            d.decision.action = Action::Deny;
+            d.decision.out_of_scope = false;
+            d.decision.rule = "too_many_pending".into();
+            d.decision.reason = format!(
+                "more than {MAX_PENDING} requests are pending on this server, so the call was not \
+                 forwarded; try again when some are answered"
+            );
+        }
+        let action = decided.decision.action;
         let room = st.parked.len() + st.inputs.len() < MAX_PARKED;
         let can_ask = action == Action::StepUp && st.client_elicitation && room;
         let can_ask_inline = action == Action::StepUp && !can_ask && call.meta_elicitation && room;
@@ -576,6 +637,7 @@ impl Relay {
                         }
                         id.get().to_owned()
                     }
+                    Some(Pending::Cancelled { .. }) => id.get().to_owned(),
                     _ => String::new(),
                 };
                 (pending, id, result.is_some())
@@ -600,7 +662,29 @@ impl Relay {
                 decided,
                 started,
             }) => self.answer_call(id, tool, line, decided, started),
-            _ => self.reply(&line),
+            Some(Pending::Cancelled { call, list, .. }) => {
+                // Relayed like any answer (the client ignores it, and no new request can hold
+                // its id yet); what the server did after all is recorded in a second POST.
+                if let Some((tool, decided, started)) = call {
+                    let mut late = (*decided).clone();
+                    late.decision.reason =
+                        format!("{}; {ANSWERED_AFTER_CANCEL}", late.decision.reason);
+                    self.answer_call(id, tool, line, Arc::new(late), started);
+                } else if list && result {
+                    self.reply(&self.filter_tools(line));
+                } else {
+                    self.reply(&line);
+                }
+            }
+            Some(_) => self.reply(&line),
+            None => {
+                // Every forwarded request is remembered: this answers none (a cancelled one past
+                // CANCELLED_KEPT, or a made-up id). The client would have nothing to pair it with.
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                tracing::warn!(
+                    "the MCP server answered a request that is not pending; dropped: {shown:?}"
+                );
+            }
         }
     }
 
@@ -655,6 +739,8 @@ impl Relay {
                     decided,
                     started,
                 } => self.answer_call(id, tool, line, decided, started),
+                // Its POST was written at the cancellation; the client expects no answer.
+                Pending::Cancelled { .. } => {}
                 _ => self.reply(&line),
             }
         }
@@ -675,48 +761,57 @@ impl Relay {
     fn id_in_use(&self, id: &RawValue) -> bool {
         let key = message::id_key(id);
         let st = self.state();
-        st.pending.contains_key(&key)
-            || st
-                .parked
-                .values()
-                .any(|p| message::id_key(&p.request_id) == key)
+        let now = Instant::now();
+        st.pending.get(&key).is_some_and(|p| match p {
+            Pending::Cancelled { until, .. } => *until > now,
+            _ => true,
+        }) || st
+            .parked
+            .values()
+            .any(|p| message::id_key(&p.request_id) == key)
     }
 
-    /// Requests forwarded but not remembered because too many were pending.
+    /// Requests refused (a call denied) because too many were pending.
     pub fn untracked(&self) -> u64 {
         self.state().untracked
     }
 }
 
-/// Remembers a request forwarded to the server. At the limit, a plain request makes room for a
-/// call or a `tools/list` (whose answers the proxy must see); `false` when nothing could be
-/// remembered.
+/// Whether a request under `key` can be remembered: pending requests, parked calls and inline
+/// approvals together stay under [`MAX_PENDING`] (a parked call or an approval moving to
+/// `pending` takes the place it already held). Cancelled requests past [`CANCELLED_KEPT`] are
+/// forgotten first; nothing else is ever evicted, as its answer is still due.
+pub(super) fn has_room(st: &mut State, key: &str) -> bool {
+    if st.pending.contains_key(key) {
+        // Only an expired cancelled request can be there (`id_in_use`): replaced.
+        return true;
+    }
+    let used = |st: &State| st.pending.len() + st.parked.len() + st.inputs.len();
+    if used(st) >= MAX_PENDING {
+        let now = Instant::now();
+        st.pending
+            .retain(|_, p| !matches!(p, Pending::Cancelled { until, .. } if *until <= now));
+    }
+    used(st) < MAX_PENDING
+}
+
+fn count_busy(st: &mut State) {
+    st.untracked += 1;
+    if st.untracked == 1 || st.untracked.is_power_of_two() {
+        tracing::warn!(
+            refused = st.untracked,
+            "more than {MAX_PENDING} requests pending; refusing new ones"
+        );
+    }
+}
+
+/// Remembers a request about to be forwarded to the server; `false` (and nothing remembered)
+/// when there is no room ([`has_room`]): the caller must then not forward it.
 pub(super) fn track(st: &mut State, id: &RawValue, p: Pending) -> bool {
     let key = message::id_key(id);
-    if st.pending.len() >= MAX_PENDING && !st.pending.contains_key(&key) {
-        let evict = match p {
-            Pending::Other => None,
-            _ => st
-                .pending
-                .iter()
-                .find(|(_, v)| matches!(v, Pending::Other))
-                .map(|(k, _)| k.clone()),
-        };
-        match evict {
-            Some(k) => {
-                st.pending.remove(&k);
-            }
-            None => {
-                st.untracked += 1;
-                if st.untracked == 1 || st.untracked.is_power_of_two() {
-                    tracing::warn!(
-                        untracked = st.untracked,
-                        "more than {MAX_PENDING} requests pending; not remembering more"
-                    );
-                }
-                return false;
-            }
-        }
+    if !has_room(st, &key) {
+        count_busy(st);
+        return false;
     }
     st.pending.insert(key, p);
     true
@@ -931,6 +1026,137 @@ mod tests {
             content.contains(CANCELLED_AFTER_FORWARDING),
             "the POST must not claim the call did not happen: {content}"
         );
+    }
+
+    #[test]
+    fn a_late_answer_to_a_cancelled_call_is_recorded_and_its_id_stays_taken_until_then() {
+        let h = harness(ALLOW);
+        assert!(matches!(
+            h.relay.from_client(&call("5")),
+            ToServer::Original
+        ));
+        let cancel =
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}"#;
+        assert!(matches!(h.relay.from_client(cancel), ToServer::Original));
+        // The server has not answered yet: a new request under 5 would be paired with that
+        // answer.
+        assert!(matches!(h.relay.from_client(&call("5")), ToServer::Nothing));
+        assert_eq!(h.out.lines()[0]["error"]["code"], code::INVALID_REQUEST);
+        // The late answer: relayed as the server wrote it (the client ignores it), recorded.
+        h.relay.from_server(
+            br#"{"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"the secret notes"}]}}"#
+                .to_vec(),
+        );
+        assert_eq!(h.out.lines().len(), 2, "{:?}", h.out.lines());
+        // Answered: 5 is free, and its own answer reaches the client.
+        assert!(matches!(
+            h.relay.from_client(&call("5")),
+            ToServer::Original
+        ));
+        h.relay
+            .from_server(br#"{"jsonrpc":"2.0","id":5,"result":{"content":[]}}"#.to_vec());
+        let out = h.out.lines();
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[2]["result"]["content"], serde_json::json!([]));
+        // A cancelled tools/list answered late is still filtered.
+        let list = br#"{"jsonrpc":"2.0","id":6,"method":"tools/list"}"#;
+        assert!(matches!(h.relay.from_client(list), ToServer::Original));
+        let cancel =
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":6}}"#;
+        h.relay.from_client(cancel);
+        h.relay.from_server(
+            br#"{"jsonrpc":"2.0","id":6,"result":{"tools":[{"name":"read"},{"name":"delete_all"}]}}"#
+                .to_vec(),
+        );
+        let out = h.out.lines();
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert_eq!(
+            out[3]["result"]["tools"],
+            serde_json::json!([{"name": "read"}])
+        );
+        let events = h.finish();
+        let posts = posts(&events);
+        assert_eq!(posts.len(), 3, "{events:?}");
+        assert!(
+            posts[0]["content"]
+                .as_str()
+                .unwrap()
+                .contains(CANCELLED_AFTER_FORWARDING)
+        );
+        assert!(
+            posts[1]["content"]
+                .as_str()
+                .unwrap()
+                .contains("the secret notes"),
+            "what the server returned is recorded: {}",
+            posts[1]
+        );
+        assert!(
+            posts[1]["decision"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains(ANSWERED_AFTER_CANCEL),
+            "{}",
+            posts[1]
+        );
+    }
+
+    #[test]
+    fn at_the_pending_limit_new_requests_are_refused_and_nothing_is_forgotten() {
+        let h = harness(ALLOW);
+        let ping = |id: usize| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+        for id in 1..=MAX_PENDING {
+            assert!(matches!(
+                h.relay.from_client(ping(id).as_bytes()),
+                ToServer::Original
+            ));
+        }
+        // A call: denied, not forwarded untracked (nor by forgetting a ping).
+        assert!(matches!(
+            h.relay.from_client(&call("100000")),
+            ToServer::Nothing
+        ));
+        let out = h.out.lines();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["id"], 100000);
+        assert_eq!(out[0]["result"]["isError"], true, "{}", out[0]);
+        assert!(
+            out[0].to_string().contains("too_many_pending"),
+            "{}",
+            out[0]
+        );
+        // Any other request: refused.
+        assert!(matches!(
+            h.relay.from_client(ping(100001).as_bytes()),
+            ToServer::Nothing
+        ));
+        assert_eq!(h.out.lines()[1]["error"]["code"], code::INTERNAL_ERROR);
+        assert_eq!(h.relay.untracked(), 2);
+        // Every ping is still remembered: its answer is relayed, and its id stays taken until
+        // then.
+        assert!(matches!(
+            h.relay.from_client(ping(1).as_bytes()),
+            ToServer::Nothing
+        ));
+        for id in 1..=MAX_PENDING {
+            h.relay.from_server(
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#).into_bytes(),
+            );
+        }
+        assert_eq!(h.out.lines().len(), 3 + MAX_PENDING);
+        // Room again.
+        assert!(matches!(
+            h.relay.from_client(&call("100000")),
+            ToServer::Original
+        ));
+        let events = h.finish();
+        let pres: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["eventType"] == "TOOL_CALL_PRE")
+            .collect();
+        assert_eq!(pres.len(), 2);
+        assert_eq!(pres[0]["decision"]["action"], "deny");
+        assert_eq!(posts(&events).len(), 2);
     }
 
     #[test]
