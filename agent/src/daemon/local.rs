@@ -74,7 +74,8 @@ pub fn user_name(uid: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
-struct LocalService(Arc<Shared>);
+/// The service, with the caps (whose [`Owners`] say whose spool quota a caller's events use).
+struct LocalService(Arc<Shared>, Arc<Limits>);
 
 fn local_policy(sh: &Shared, cur: Option<&Arc<super::Current>>) -> pb::LocalPolicy {
     let status = sh.status();
@@ -139,7 +140,14 @@ impl local_agent_server::LocalAgent for LocalService {
         &self,
         req: Request<pb::LocalEvents>,
     ) -> Result<Response<pb::LocalEventsAck>, Status> {
-        let user = caller(&req);
+        let uid = caller_uid(&req);
+        let user = name_of(uid);
+        // Subordinate uids use their owner's spool quota; uids nobody owns share one.
+        let owner = match uid.map(|u| (u, self.1.owners.key(u))) {
+            Some((u, k)) if u == k => user.clone(),
+            Some((_, UNKNOWN_UID)) | None => "uids without a login user".to_owned(),
+            Some((_, k)) => name_of(Some(k)),
+        };
         let events = req.into_inner().events;
         if events.len() > MAX_EVENTS_PER_CALL {
             return Err(Status::invalid_argument(format!(
@@ -152,7 +160,7 @@ impl local_agent_server::LocalAgent for LocalService {
         // are kept. A spool that cannot write answers at once, so the proxy keeps its events.
         let out = self
             .0
-            .spool_events(events, &user)
+            .spool_events_as(events, &user, &owner)
             .await
             .map_err(Status::unavailable)?;
         Ok(Response::new(pb::LocalEventsAck {
@@ -804,8 +812,11 @@ pub async fn serve_with(sh: Arc<Shared>, limits: Arc<Limits>) -> anyhow::Result<
         .initial_connection_window_size(Some(WINDOW_BYTES))
         .layer(BudgetLayer(Arc::clone(&limits)))
         .add_service(
-            local_agent_server::LocalAgentServer::new(LocalService(Arc::clone(&sh)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            local_agent_server::LocalAgentServer::new(LocalService(
+                Arc::clone(&sh),
+                Arc::clone(&limits),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let task = tokio::spawn(async move {
         if let Err(e) = router

@@ -197,6 +197,7 @@ impl Shared {
 
     /// Raises an agent event: logged, held for upload, and kept in the status.
     pub fn raise(&self, event_type: &str, detail: String) {
+        let detail = bound_text(&detail);
         match event_type {
             "POLICY_REJECTED" => tracing::warn!(event = event_type, "{detail}"),
             _ => tracing::info!(event = event_type, "{detail}"),
@@ -224,24 +225,45 @@ impl Shared {
         events: Vec<Vec<u8>>,
         user: &str,
     ) -> Result<pipeline::EmitOutcome, String> {
+        self.spool_events_as(events, user, user).await
+    }
+
+    /// [`Shared::spool_events`], counting the events against `owner`'s spool quota (the login
+    /// user owning the caller's uid).
+    pub async fn spool_events_as(
+        &self,
+        events: Vec<Vec<u8>>,
+        user: &str,
+        owner: &str,
+    ) -> Result<pipeline::EmitOutcome, String> {
         let Some(sp) = self.spool.get() else {
             return Err("the agent's event spool is not open".into());
         };
-        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
-        let now = SystemTime::now();
-        let mut admitted = Vec::with_capacity(events.len());
-        let (mut refused, mut reason) = (0u32, String::new());
-        for e in &events {
-            match pipeline::admit(e, user, &hostname, now) {
-                Ok(a) => admitted.push(a),
-                Err(why) => {
-                    refused += 1;
-                    if reason.is_empty() {
-                        reason = why;
+        // Parsing and checking up to 1000 events is CPU work: off the async workers.
+        let (u, o) = (user.to_owned(), owner.to_owned());
+        let (admitted, refused, reason) = tokio::task::spawn_blocking(move || {
+            let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+            let now = SystemTime::now();
+            let mut admitted = Vec::with_capacity(events.len());
+            let (mut refused, mut reason) = (0u32, String::new());
+            for e in &events {
+                match pipeline::admit(e, &u, &hostname, now) {
+                    Ok(mut a) => {
+                        a.owner.clone_from(&o);
+                        admitted.push(a);
+                    }
+                    Err(why) => {
+                        refused += 1;
+                        if reason.is_empty() {
+                            reason = why;
+                        }
                     }
                 }
             }
-        }
+            (admitted, refused, reason)
+        })
+        .await
+        .map_err(|e| format!("checking the events failed: {e}"))?;
         if refused > 0 {
             tracing::warn!(user, refused, "refused events from a proxy: {reason}");
             {
@@ -445,7 +467,52 @@ impl Shared {
     }
 }
 
-/// An agent-raised event as a JSON object.
+/// Longest string an agent-raised event's detail keeps whole.
+pub const MAX_DETAIL_TEXT: usize = 8 << 10;
+/// Largest detail an agent-raised event carries (the controller refuses events over 1 MiB).
+pub const MAX_DETAIL_BYTES: usize = 64 << 10;
+
+/// `text` if at most [`MAX_DETAIL_TEXT`] bytes; else its start, its length and the SHA-256 of
+/// the whole.
+pub fn bound_text(text: &str) -> String {
+    if text.len() <= MAX_DETAIL_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_DETAIL_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    format!(
+        "{}… [truncated: {} bytes in all, sha256 {sha}]",
+        &text[..end],
+        text.len()
+    )
+}
+
+/// An agent event's detail, bounded: long strings cut ([`bound_text`]); a detail still over
+/// [`MAX_DETAIL_BYTES`] replaced by its start, length and SHA-256.
+pub fn bound_detail(detail: Value) -> Value {
+    fn cut(v: Value) -> Value {
+        match v {
+            Value::String(s) if s.len() > MAX_DETAIL_TEXT => Value::String(bound_text(&s)),
+            Value::Array(a) => Value::Array(a.into_iter().map(cut).collect()),
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, cut(v))).collect()),
+            v => v,
+        }
+    }
+    let whole = detail.to_string();
+    if whole.len() <= MAX_DETAIL_BYTES {
+        return detail;
+    }
+    let cut = cut(detail);
+    if cut.to_string().len() <= MAX_DETAIL_BYTES {
+        return cut;
+    }
+    Value::String(bound_text(&whole))
+}
+
+/// An agent-raised event as a JSON object; its detail bounded ([`bound_detail`]).
 pub fn agent_event_map(
     tenant: &str,
     agent_id: Option<&str>,
@@ -460,7 +527,7 @@ pub fn agent_event_map(
         "agentId": agent_id.unwrap_or("unenrolled"),
         "hostname": gethostname::gethostname().to_string_lossy(),
         "sourceType": "agent",
-        "detail": detail,
+        "detail": bound_detail(detail),
     }) else {
         unreachable!("an object literal")
     };
@@ -608,6 +675,43 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review M5: an event the agent raised itself carried a user's ~3.9 MB of wrapper
+    /// arguments (CONFIG_DRIFT "added --x AAAA…"); the controller refuses events over 1 MiB, so
+    /// it jammed the upload. Now every agent event's detail is bounded, with the whole's digest.
+    #[test]
+    fn agent_events_are_bounded_with_the_digest_of_the_whole() {
+        use sha2::Digest as _;
+        let huge = format!(
+            "~/.config/Claude/x.json: added --x {}",
+            "A".repeat(3_900_000)
+        );
+        let sha = hex::encode(sha2::Sha256::digest(huge.as_bytes()));
+        let ev = agent_event_map("t", Some("a"), "CONFIG_DRIFT", Value::String(huge.clone()));
+        let text = Value::Object(ev).to_string();
+        assert!(
+            text.len() < 80 << 10,
+            "an agent event of {} bytes",
+            text.len()
+        );
+        assert!(
+            text.contains(&sha) && text.contains("added --x AAAA"),
+            "{}",
+            &text[..200]
+        );
+        // Many small parts are bounded too.
+        let parts: Vec<String> = (0..100_000).map(|i| format!("--arg{i}")).collect();
+        let ev = agent_event_map(
+            "t",
+            None,
+            "CONFIG_DRIFT",
+            serde_json::json!({"added": parts}),
+        );
+        assert!(Value::Object(ev).to_string().len() < 80 << 10);
+        // A small detail is kept as it is.
+        let ev = agent_event_map("t", None, "AGENT_STARTED", serde_json::json!({"v": "1"}));
+        assert_eq!(ev["detail"], serde_json::json!({"v": "1"}));
+    }
 
     #[test]
     fn backoff_is_jittered_capped_and_grows() {

@@ -226,6 +226,75 @@ pub struct Admitted {
     key: String,
     /// What makes two records identical.
     digest: [u8; 32],
+    /// Whose spool quota the record counts against (the caller's owning login user).
+    pub(crate) owner: String,
+    /// About what the record takes in the spool.
+    size: u64,
+}
+
+/// Unacknowledged proxy records per owner, as runs of one owner's records: what each user holds
+/// of the spool (their quota), and whose records the size bound deleted.
+#[derive(Default)]
+struct Owed {
+    /// (first seq, last seq, owner, bytes, records), oldest first.
+    runs: VecDeque<(u64, u64, Arc<str>, u64, u64)>,
+    by: HashMap<Arc<str>, u64>,
+}
+
+impl Owed {
+    fn add(&mut self, seq: u64, owner: &str, bytes: u64) {
+        *self.by.entry(Arc::from(owner)).or_default() += bytes;
+        match self.runs.back_mut() {
+            Some(r) if &*r.2 == owner => {
+                r.1 = seq;
+                r.3 += bytes;
+                r.4 += 1;
+            }
+            _ => self.runs.push_back((seq, seq, Arc::from(owner), bytes, 1)),
+        }
+    }
+
+    fn held(&self, owner: &str) -> u64 {
+        self.by.get(owner).copied().unwrap_or(0)
+    }
+
+    /// Forgets records at or before `upto` (a run cut in two is shared out in proportion);
+    /// returns how many records per owner.
+    fn release(&mut self, upto: u64) -> std::collections::BTreeMap<String, u64> {
+        let mut gone = std::collections::BTreeMap::new();
+        while let Some(r) = self.runs.front_mut() {
+            if r.0 > upto {
+                break;
+            }
+            let (n, bytes) = if r.1 <= upto {
+                (r.4, r.3)
+            } else {
+                let n = (upto - r.0 + 1).min(r.4 - 1);
+                let bytes = r.3 / r.4 * n;
+                r.0 = upto + 1;
+                r.3 -= bytes;
+                r.4 -= n;
+                (n, bytes)
+            };
+            let owner = Arc::clone(&r.2);
+            if r.1 <= upto {
+                self.runs.pop_front();
+            }
+            if n > 0 {
+                *gone.entry(owner.to_string()).or_default() += n;
+            }
+            if let Some(b) = self.by.get_mut(&owner) {
+                *b = b.saturating_sub(bytes);
+                if *b == 0 {
+                    self.by.remove(&owner);
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        gone
+    }
 }
 
 /// Fields the agent owns: whatever a proxy puts there is replaced or removed.
@@ -290,6 +359,48 @@ fn optional(
     }
 }
 
+/// Deepest nesting of a proxy event's JSON.
+pub const MAX_EVENT_DEPTH: usize = 16;
+/// Most values (array elements and object members, counted together) in a proxy event's JSON:
+/// parsed, each takes far more memory than its bytes (`[0,0,…]` grows ~16 times).
+pub const MAX_EVENT_VALUES: usize = 4_096;
+
+/// Refuses JSON nested deeper than [`MAX_EVENT_DEPTH`] or with more than [`MAX_EVENT_VALUES`]
+/// values, before it is parsed (a scan of the bytes: strings skipped, escapes honoured).
+fn json_shape(raw: &[u8]) -> Result<(), String> {
+    let (mut depth, mut values, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in raw {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                values += 1;
+                if depth > MAX_EVENT_DEPTH {
+                    return Err(format!("an event nested deeper than {MAX_EVENT_DEPTH}"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' => values += 1,
+            _ => {}
+        }
+        if values > MAX_EVENT_VALUES {
+            return Err(format!(
+                "an event of more than {MAX_EVENT_VALUES} JSON values"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks one event from a proxy and makes it the agent's: only the types a proxy may send, the
 /// fields each must have with the right types, at most [`MAX_PROXY_EVENT_BYTES`]; identity fields
 /// (`user`, `hostname`, `sourceType`, chain fields) come from the agent and the caller's OS user,
@@ -302,6 +413,7 @@ pub fn admit(raw: &[u8], user: &str, hostname: &str, now: SystemTime) -> Result<
             raw.len()
         ));
     }
+    json_shape(raw)?;
     let mut m = match serde_json::from_slice::<Value>(raw) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return Err("an event is not a JSON object".into()),
@@ -391,6 +503,8 @@ pub fn admit(raw: &[u8], user: &str, hostname: &str, now: SystemTime) -> Result<
         event: m,
         key: dedup_key(user, &proxy_id),
         digest,
+        owner: user.to_owned(),
+        size: raw.len() as u64 + 512,
     })
 }
 
@@ -426,8 +540,11 @@ impl SpoolHandle {
         }
         let (reply, rx) = oneshot::channel();
         if self.tx.try_send(Cmd::Batch(events, reply)).is_err() {
+            // Behind: the proxy keeps the events and re-sends them (never counted as dropped).
             lock(&self.stats).refused += u64::from(n);
-            return Ok((0, n));
+            return Err(SpoolUnavailable(
+                "the agent's event spool is busy; keep the events and re-send them".into(),
+            ));
         }
         let (accepted, dups, last) = match rx.await {
             Ok(Ok(r)) => r,
@@ -573,7 +690,11 @@ pub(crate) fn spawn(
         map: HashMap::new(),
         order: VecDeque::new(),
     };
-    for (_, r) in spool.read_after(spool.acked(), usize::MAX)? {
+    let mut owed = Owed::default();
+    // Each user may hold at most this much of the spool unacknowledged: one user cannot fill
+    // it and make the size bound delete another user's evidence.
+    let quota = spool.max_bytes() / 4;
+    for (seq, r) in spool.read_after(spool.acked(), usize::MAX)? {
         let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&r) else {
             continue;
         };
@@ -584,6 +705,7 @@ pub(crate) fn spawn(
             continue;
         };
         seen.remember(&dedup_key(user, pid), digest(&m));
+        owed.add(seq, user, r.len() as u64);
     }
     let identity: Arc<Mutex<Option<(String, String)>>> = Arc::new(Mutex::new(None));
     let ident = Arc::clone(&identity);
@@ -651,9 +773,26 @@ pub(crate) fn spawn(
                 };
                 match cmd {
                     Some(Cmd::Batch(events, reply)) => {
+                        let mut want: HashMap<&str, u64> = HashMap::new();
+                        for a in &events {
+                            *want.entry(a.owner.as_str()).or_default() += a.size;
+                        }
+                        let over = want
+                            .iter()
+                            .find(|(o, n)| owed.held(o) + **n > quota)
+                            .map(|(o, _)| (*o).to_owned());
                         if let Some(e) = health_tx.borrow().clone() {
                             // Nothing is taken that cannot be written: the proxy keeps it.
                             let _ = reply.send(Err(e));
+                        } else if let Some(owner) = over {
+                            // Over quota: refused now, kept by the proxy, re-sent when the
+                            // controller has taken this user's earlier events.
+                            lock(&st).refused += events.len() as u64;
+                            let _ = reply.send(Err(format!(
+                                "{owner} already has {} MiB of events waiting for the controller in the agent's spool (the limit per user is {} MiB); keep the events and re-send them later",
+                                owed.held(&owner) >> 20,
+                                quota >> 20
+                            )));
                         } else {
                             let (mut accepted, mut dups, mut reused) = (0u32, 0u32, 0u64);
                             let mut failed = None;
@@ -674,8 +813,9 @@ pub(crate) fn spawn(
                                 );
                                 stamp(&mut e);
                                 match spool.append(e) {
-                                    Ok(_) => {
+                                    Ok(seq) => {
                                         seen.remember(&a.key, a.digest);
+                                        owed.add(seq, &a.owner, a.size);
                                         accepted += 1;
                                     }
                                     Err(err) => {
@@ -701,6 +841,7 @@ pub(crate) fn spawn(
                         if let Err(e) = spool.ack(seq) {
                             tracing::error!("cannot record an acknowledgement: {e}");
                         }
+                        owed.release(spool.acked());
                     }
                     Some(Cmd::Quarantine { seq, reason }) => {
                         let detail = match spool.quarantine(seq) {
@@ -709,7 +850,8 @@ pub(crate) fn spawn(
                                 "eventId": q.event_id,
                                 "eventType": q.event_type,
                                 "bytes": q.bytes,
-                                "file": q.file.display().to_string(),
+                                "file": q.file.map(|f| f.display().to_string()),
+                                "rotatedOut": q.rotated_out,
                                 "reason": reason,
                             }),
                             Ok(None) => serde_json::json!({"seq": seq, "reason": reason, "file": null}),
@@ -733,10 +875,12 @@ pub(crate) fn spawn(
                 }
                 if spool.lost_pending > 0 && failing.is_none() {
                     let lost = std::mem::take(&mut spool.lost_pending);
-                    tracing::warn!(lost, "the event spool was full: the oldest events were dropped");
+                    // Whose events were deleted (proxy events by user; the rest are the agent's).
+                    let by_user = owed.release(spool.first_held().saturating_sub(1));
+                    tracing::warn!(lost, ?by_user, "the event spool was full: the oldest events were dropped");
                     let mut ev = agent_event(
                         "EVENTS_DROPPED",
-                        serde_json::json!({"dropped": lost, "reason": "the agent's event spool reached its size limit; the oldest events were deleted"}),
+                        serde_json::json!({"dropped": lost, "byUser": by_user, "reason": "the agent's event spool reached its size limit; the oldest events were deleted"}),
                     );
                     stamp(&mut ev);
                     let _ = spool.append(ev);
@@ -1506,5 +1650,135 @@ mod tests {
                 .is_none()
         );
         server.abort();
+    }
+
+    /// Review L14: a 256 KiB event of `[0,0,0,…]` (or deep nesting) parsed into a Value takes
+    /// ~16 times its size; now such shapes are refused before parsing, real events still pass.
+    #[test]
+    fn events_with_too_many_values_or_too_deep_are_refused_before_parsing() {
+        let now = SystemTime::now();
+        let ts = now_text();
+        let mut ev = pre("e1", &ts, "{\"a\": [1, 2, 3]}");
+        ev["sessionToolCalls"] = serde_json::json!(["read_file", "write_file"]);
+        assert!(admit(&bytes(&ev), "u", "h", now).is_ok());
+        let mut wide = pre("e2", &ts, "{}");
+        wide["extra"] = Value::Array(vec![Value::from(0); 100_000]);
+        let raw = bytes(&wide);
+        assert!(raw.len() < MAX_PROXY_EVENT_BYTES);
+        let err = admit(&raw, "u", "h", now).unwrap_err();
+        assert!(err.contains("values"), "{err}");
+        let mut deep = pre("e3", &ts, "{}");
+        let mut v = Value::from(0);
+        for _ in 0..64 {
+            v = Value::Array(vec![v]);
+        }
+        deep["extra"] = v;
+        let err = admit(&bytes(&deep), "u", "h", now).unwrap_err();
+        assert!(err.contains("deeper"), "{err}");
+        // Commas and brackets inside strings (escaped quotes too) are not counted.
+        let text = format!("\\\"[{}", ",".repeat(100_000));
+        assert!(admit(&bytes(&pre("e4", &ts, &text)), "u", "h", now).is_ok());
+    }
+
+    /// Review M2: a spool thread behind (its channel full) answered `Ok((0, n))`, which the
+    /// proxy counts as dropped and never re-sends. Now it is "unavailable": the proxy keeps them.
+    #[tokio::test]
+    async fn a_full_spool_channel_answers_unavailable_so_the_proxy_keeps_its_events() {
+        let (tx, rx) = mpsc::sync_channel::<Cmd>(1);
+        tx.try_send(Cmd::Ack(0)).unwrap();
+        let sp = SpoolHandle {
+            tx,
+            identity: Arc::new(Mutex::new(None)),
+            durable: watch::channel(0).1,
+            health: watch::channel(None).1,
+            stats: Arc::default(),
+            upload: Arc::new(Mutex::new(UploadState::default())),
+            refusals: Arc::default(),
+        };
+        let now = SystemTime::now();
+        let ev = admit(&bytes(&pre("e1", &now_text(), "{}")), "alice", "h", now).unwrap();
+        let got = sp.append_durable(vec![ev]).await;
+        assert!(got.is_err(), "a full channel answered {got:?}");
+        drop(rx);
+    }
+
+    fn quota_spool(dir: &std::path::Path) -> SpoolHandle {
+        let (spool, _) = Spool::open(dir, 1 << 20).unwrap();
+        let sp = spawn(spool, 0, agent_event).unwrap();
+        *lock(&sp.identity) = Some(("agent-1".into(), "default".into()));
+        sp
+    }
+
+    /// Sends `user`'s events (8 KiB each, four a call) until the spool refuses a call; returns
+    /// how many were taken.
+    async fn fill(sp: &SpoolHandle, user: &str, max: usize) -> usize {
+        let now = SystemTime::now();
+        let ts = now_text();
+        let content = "x".repeat(8 << 10);
+        let mut taken = 0;
+        while taken < max {
+            let batch: Vec<Admitted> = (taken..max.min(taken + 4))
+                .map(|i| {
+                    let raw = bytes(&pre(&format!("{user}-{i}"), &ts, &content));
+                    admit(&raw, user, "h", now).unwrap()
+                })
+                .collect();
+            let n = batch.len() as u32;
+            match sp.append_durable(batch).await {
+                Ok((a, 0)) if a == n => taken += n as usize,
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => {
+                    assert!(e.0.contains("per user"), "{}", e.0);
+                    return taken;
+                }
+            }
+        }
+        taken
+    }
+
+    /// Review M4: one user flooding the shared spool made its size bound delete other users'
+    /// unsent events. Now each user may hold a quarter of it unacknowledged; past that their
+    /// events are refused as unavailable (their proxy keeps them), and nobody else's are lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_user_over_quota_is_refused_and_cannot_evict_another_users_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = quota_spool(dir.path());
+        assert_eq!(fill(&sp, "alice", 4).await, 4);
+        // 400 events of 8 KiB = over three times the whole spool.
+        let taken = fill(&sp, "mallory", 400).await;
+        assert!(
+            taken < 40,
+            "mallory put {taken} events of 8 KiB in a 1 MiB spool"
+        );
+        assert_eq!(lock(&sp.stats).lost, 0, "events were deleted");
+        let recs = records(&sp).await;
+        assert_eq!(recs.iter().filter(|r| r["user"] == "alice").count(), 4);
+        // Alice is not refused; and once mallory's events are acknowledged, mallory is taken again.
+        assert_eq!(fill(&sp, "alice", 1).await, 1);
+        sp.ack(lock(&sp.stats).seq);
+        wait_until("the ack", 10, || lock(&sp.stats).acked > 0).await;
+        assert_eq!(fill(&sp, "mallory", 1).await, 1);
+    }
+
+    /// Review M4: if the size bound still deletes events (many users at their quota), the
+    /// EVENTS_DROPPED event says whose events were lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_dropped_names_whose_events_the_size_bound_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = quota_spool(dir.path());
+        for u in ["u1", "u2", "u3", "u4", "u5", "u6"] {
+            fill(&sp, u, 400).await;
+        }
+        wait_until("lost events", 10, || lock(&sp.stats).lost > 0).await;
+        let recs = records(&sp).await;
+        let dropped = recs
+            .iter()
+            .find(|r| r["eventType"] == "EVENTS_DROPPED")
+            .expect("an EVENTS_DROPPED event");
+        let by = dropped["detail"]["byUser"].as_object().expect("byUser");
+        assert!(
+            by.get("u1").and_then(Value::as_u64).unwrap_or(0) > 0,
+            "{dropped}"
+        );
     }
 }

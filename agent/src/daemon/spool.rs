@@ -78,9 +78,14 @@ pub struct Quarantined {
     pub event_type: String,
     /// Its size.
     pub bytes: usize,
-    /// Where its copy is kept.
-    pub file: PathBuf,
+    /// Where its copy is kept (`None`: it could not be written).
+    pub file: Option<PathBuf>,
+    /// Older copies deleted to keep the directory at [`QUARANTINE_KEPT`] files (this time).
+    pub rotated_out: usize,
 }
+
+/// Quarantined copies kept: past it the oldest are deleted.
+pub const QUARANTINE_KEPT: usize = 64;
 
 /// Most bytes of recent records kept in memory for upload.
 const CACHE_BYTES: usize = 32 << 20;
@@ -369,6 +374,20 @@ impl Spool {
         Ok(())
     }
 
+    /// The size bound in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// The oldest unacknowledged seq still held (records before it were acknowledged or lost).
+    pub fn first_held(&self) -> u64 {
+        let first = self
+            .segments
+            .front()
+            .map_or(self.chain.seq() + 1, |s| s.first_seq);
+        first.max(self.acked + 1)
+    }
+
     fn enforce_bound(&mut self) {
         while self.bytes() > self.max_bytes && self.segments.len() > 1 {
             let old = self.segments.pop_front().expect("len > 1");
@@ -423,7 +442,8 @@ impl Spool {
     }
 
     /// Sets the record `seq` aside: a copy goes to `quarantine/SEQ.json` in the spool directory
-    /// (0600; at most 64 files are kept). `None` when the record is not readable any more.
+    /// (0600); the oldest copies are deleted so at most [`QUARANTINE_KEPT`] remain. `None` when
+    /// the record is not readable any more.
     pub fn quarantine(&mut self, seq: u64) -> std::io::Result<Option<Quarantined>> {
         let Some((s, payload)) = self.read_after(seq - 1, 1)?.into_iter().next() else {
             return Ok(None);
@@ -435,16 +455,27 @@ impl Spool {
         let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         let dir = self.dir.join("quarantine");
         std::fs::create_dir_all(&dir)?;
-        let file = dir.join(format!("{seq:020}.json"));
-        let kept = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
-        if kept < 64 {
-            crate::daemon::state::write_atomic(&file, &payload, 0o600)?;
+        let mut old: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        old.sort();
+        let mut rotated_out = 0;
+        for p in &old[..old.len().saturating_sub(QUARANTINE_KEPT - 1)] {
+            if std::fs::remove_file(p).is_ok() {
+                rotated_out += 1;
+            }
         }
+        let file = dir.join(format!("{seq:020}.json"));
+        let file = crate::daemon::state::write_atomic(&file, &payload, 0o600)
+            .is_ok()
+            .then_some(file);
         Ok(Some(Quarantined {
             event_id: text("eventId"),
             event_type: text("eventType"),
             bytes: payload.len(),
             file,
+            rotated_out,
         }))
     }
 
@@ -766,5 +797,34 @@ mod tests {
         // A read from an arbitrary point (a reconnect after an ack) starts at the right event.
         let again = s.read_after(1500, 10).unwrap();
         assert_eq!(again[0].0, 1501);
+    }
+
+    /// Review L12: past 64 quarantined records no copy was written, yet EVENT_QUARANTINED
+    /// named a file; nothing ever cleaned the directory. Now the oldest copies rotate out, the
+    /// file named is always there (or none is named), and the directory stays bounded.
+    #[test]
+    fn quarantined_copies_rotate_and_the_file_named_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        for i in 0..100 {
+            s.append(ev(i)).unwrap();
+        }
+        s.sync().unwrap();
+        let mut rotated = 0;
+        for seq in 1..=100 {
+            let q = s.quarantine(seq).unwrap().unwrap();
+            let f = q.file.expect("a copy is kept");
+            assert!(
+                f.exists(),
+                "quarantine {seq} names {} which is not there",
+                f.display()
+            );
+            rotated += q.rotated_out;
+        }
+        let kept = std::fs::read_dir(dir.path().join("quarantine"))
+            .unwrap()
+            .count();
+        assert_eq!(kept, QUARANTINE_KEPT);
+        assert_eq!(rotated, 100 - QUARANTINE_KEPT);
     }
 }
