@@ -352,16 +352,19 @@ fn status_lists_which_of_the_users_servers_are_governed() {
         .push(&example_policy("read-only-files-strict.yaml"));
     s.agent
         .wait_status("v1", |st| Agent::version(st) == Some(v1));
-    // A wrapper counts as governed only in the exact form the agent writes (with this agent's
+    // A wrapper counts as governed only in the exact form the agent writes (this agent's thoth,
     // socket and state directory, as they are not the defaults).
     let mut files_args = vec!["run".to_owned(), "--server".into(), "files".into()];
     files_args.extend(s.agent.proxy_args());
     files_args.extend(["--".into(), "npx".into(), "x".into()]);
+    let agents_thoth = std::fs::canonicalize(thoth()).unwrap();
     let config = write_file(
         s.dir.path(),
         "claude_desktop_config.json",
         &json!({"mcpServers": {
-            "files": {"command": "/usr/local/bin/thoth", "args": files_args},
+            "files": {"command": agents_thoth, "args": files_args.clone()},
+            // Another binary named thoth, with the same arguments: not governed.
+            "other": {"command": "/usr/local/bin/thoth", "args": files_args},
             "github": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-github"]},
             "remote": {"url": "https://example.com/mcp"}
         }})
@@ -395,6 +398,10 @@ fn status_lists_which_of_the_users_servers_are_governed() {
     );
     assert!(
         states.contains(&("github".into(), "not governed".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("other".into(), "not governed".into())),
         "{states:?}"
     );
     assert!(

@@ -217,11 +217,16 @@ pub fn loader_variables(entry: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether an entry is governed as the agent would leave it: wrapped, with the canonical
-/// arguments before `--`, and no loader variable in its `env`. `Err` says why not.
-pub fn governed(name: &str, entry: &Value, extra: &[String]) -> Result<(), String> {
+/// Whether an entry is governed as the agent would leave it: wrapped, running the agent's own
+/// `thoth` (`thoth`: its canonical path; a binary that is merely named `thoth` may be anything),
+/// with the canonical arguments before `--`, and no loader variable in its `env`. `Err` says why
+/// not.
+pub fn governed(name: &str, entry: &Value, thoth: &str, extra: &[String]) -> Result<(), String> {
     if !is_wrapped(entry) {
         return Err("not wrapped".into());
+    }
+    if let Some(diff) = command_difference(entry, thoth) {
+        return Err(format!("wrapper altered: {diff}"));
     }
     let args = entry
         .get("args")
@@ -235,6 +240,13 @@ pub fn governed(name: &str, entry: &Value, extra: &[String]) -> Result<(), Strin
         return Err(format!("env sets {}", vars.join(", ")));
     }
     Ok(())
+}
+
+/// How a wrapped entry's command differs from the agent's `thoth` (its canonical path), if it
+/// does.
+pub fn command_difference(entry: &Value, thoth: &str) -> Option<String> {
+    let cmd = entry.get("command").and_then(Value::as_str).unwrap_or("");
+    (cmd != thoth).then(|| format!("command {cmd} instead of {thoth}"))
 }
 
 fn is_thoth_path(cmd: &str) -> bool {
@@ -362,8 +374,16 @@ fn rewrite(text: &str, mode: Mode<'_>) -> Result<Rewritten, ConfigError> {
                 if wrapped {
                     let all = args.clone().unwrap_or_default();
                     let values: Vec<Value> = all.iter().cloned().map(Value::String).collect();
+                    // Strict (the agent): another `thoth` than the agent's is drift too, not a
+                    // path to update quietly (a binary named `thoth` may be anything).
                     let diff = strict
-                        .then(|| wrapper_difference(&name, &values, extra))
+                        .then(|| {
+                            let args = wrapper_difference(&name, &values, extra);
+                            match (command_difference(entry, thoth), args) {
+                                (Some(c), Some(a)) => Some(format!("{c}; {a}")),
+                                (c, a) => c.or(a),
+                            }
+                        })
                         .flatten();
                     if let Some(diff) = diff {
                         // Re-wrapped around the command after the first `--`, whatever came
@@ -663,14 +683,14 @@ mod tests {
         let v: Value = serde_json::from_str(text).unwrap();
         let files = &v["mcpServers"]["files"];
         assert!(is_wrapped(files), "it looks wrapped: that was the hole");
-        let why = governed("files", files, &[]).unwrap_err();
+        let why = governed("files", files, THOTH, &[]).unwrap_err();
         assert!(why.contains("added --policy /home/ann/allow.yaml --agent-socket /home/ann/nosock --state-dir /home/ann/st"), "{why}");
-        assert!(governed("bare", &v["mcpServers"]["bare"], &[]).is_ok());
+        assert!(governed("bare", &v["mcpServers"]["bare"], THOTH, &[]).is_ok());
         // The agent's socket is part of the canonical form.
         let extra = vec!["--agent-socket".to_owned(), "/run/x.sock".to_owned()];
-        assert!(governed("bare", &v["mcpServers"]["bare"], &extra).is_err());
+        assert!(governed("bare", &v["mcpServers"]["bare"], THOTH, &extra).is_err());
         // Another server's name is drift too.
-        assert!(governed("other", &v["mcpServers"]["bare"], &[]).is_err());
+        assert!(governed("other", &v["mcpServers"]["bare"], THOTH, &[]).is_err());
 
         let w = wrap_with(text, THOTH, &[]).unwrap();
         assert_eq!(w.report.rewrapped.len(), 1, "{:?}", w.report);
@@ -702,6 +722,44 @@ mod tests {
         assert!(!again.report.changed());
         // wrap-config (standalone) keeps options a user added on purpose.
         assert!(wrap(text, THOTH).unwrap().report.rewrapped.is_empty());
+    }
+
+    #[test]
+    fn a_wrapper_running_another_thoth_is_not_governed_and_is_drift_for_the_agent() {
+        // The user's own program named `thoth`, with the canonical arguments.
+        let text = r#"{"mcpServers": {"files": {"command": "/home/ann/bin/thoth", "args": ["run", "--server", "files", "--", "npx", "server-filesystem", "/home/ann"]}}}"#;
+        let v: Value = serde_json::from_str(text).unwrap();
+        let files = &v["mcpServers"]["files"];
+        assert!(is_wrapped(files));
+        let why = governed("files", files, THOTH, &[]).unwrap_err();
+        assert!(
+            why.contains("command /home/ann/bin/thoth instead of /usr/local/bin/thoth"),
+            "{why}"
+        );
+        // The agent (strict) re-wraps it as drift, saying so; it is not a path update.
+        let w = wrap_with(text, THOTH, &[]).unwrap();
+        assert!(w.report.updated.is_empty(), "{:?}", w.report);
+        assert_eq!(w.report.rewrapped.len(), 1, "{:?}", w.report);
+        assert!(
+            w.report.rewrapped[0]
+                .1
+                .contains("command /home/ann/bin/thoth"),
+            "{:?}",
+            w.report
+        );
+        let after: Value = serde_json::from_str(&w.text).unwrap();
+        assert_eq!(after["mcpServers"]["files"]["command"], THOTH);
+        assert!(governed("files", &after["mcpServers"]["files"], THOTH, &[]).is_ok());
+        // Altered arguments too: both said.
+        let both = text.replace(r#""files", "--""#, r#""files", "--policy", "/tmp/p", "--""#);
+        let w = wrap_with(&both, THOTH, &[]).unwrap();
+        let diff = &w.report.rewrapped[0].1;
+        assert!(
+            diff.contains("command /home/ann/bin/thoth") && diff.contains("added --policy /tmp/p"),
+            "{diff}"
+        );
+        // wrap-config (standalone, not strict) still just points it at this thoth.
+        assert_eq!(wrap(text, THOTH).unwrap().report.updated, ["files"]);
     }
 
     #[test]

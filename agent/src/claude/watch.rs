@@ -194,9 +194,9 @@ impl Guardian {
             return Ok(false);
         }
         let result = file::rewrite_file(path, &self.op, false);
-        let extra = match &self.op {
-            Op::WrapWith(_, extra) => extra.clone(),
-            _ => Vec::new(),
+        let (thoth, extra) = match &self.op {
+            Op::WrapWith(thoth, extra) => (thoth.clone(), extra.clone()),
+            _ => (String::new(), Vec::new()),
         };
         let known = self.known.entry(path.to_path_buf()).or_default();
         let status = self
@@ -217,7 +217,7 @@ impl Guardian {
                     .count();
                 let governed = servers
                     .iter()
-                    .filter(|(name, e)| rewrite::governed(name, e, &extra).is_ok())
+                    .filter(|(name, e)| rewrite::governed(name, e, &thoth, &extra).is_ok())
                     .count();
                 // An entry whose env makes the loader run other code in the proxy: the proxy
                 // refuses to govern with it (every call denied); the admins hear of it here.
@@ -386,7 +386,13 @@ impl Guardian {
 
 /// The `thoth` binary wrapped entries run.
 pub fn thoth_path(sh: &Shared) -> Result<PathBuf, String> {
-    let p = match &sh.config.thoth_path {
+    canonical_thoth(&sh.config)
+}
+
+/// The `thoth` binary an agent with `config` wraps entries with, canonical: a wrapper governs
+/// only when its command is exactly this path.
+pub fn canonical_thoth(config: &crate::daemon::config::AgentConfig) -> Result<PathBuf, String> {
+    let p = match &config.thoth_path {
         Some(p) => p.clone(),
         None => std::env::current_exe()
             .map_err(|e| e.to_string())?
@@ -524,6 +530,44 @@ mod tests {
             .filter(|e| e.event_type == "CONFIG_DRIFT")
             .map(|e| e.detail.clone())
             .collect()
+    }
+
+    #[test]
+    fn a_wrapper_running_another_thoth_is_drift_on_first_sight() {
+        // Edited while the agent was stopped: the agent's first look at the file.
+        let home = std::env::temp_dir().join(format!("thoth-guard-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&home).unwrap();
+        let mut g = guardian(&home);
+        let state = home.join("state").display().to_string();
+        let path = home.join("claude_desktop_config.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"mcpServers": {{"files": {{"command": "/home/ann/bin/thoth", "args": ["run", "--server", "files", "--state-dir", "{state}", "--", "npx", "server-filesystem", "/home/ann"]}}}}}}"#
+            ),
+        )
+        .unwrap();
+        assert!(g.process(&path, "agent start"), "re-wrapped");
+        let after: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(
+            after["mcpServers"]["files"]["command"],
+            "/usr/local/bin/thoth"
+        );
+        let notes = drift_notes(&g).join("\n");
+        assert!(
+            notes.contains("command /home/ann/bin/thoth instead of /usr/local/bin/thoth"),
+            "CONFIG_DRIFT, not a quiet path update: {notes}"
+        );
+        let wrapped: Vec<String> =
+            g.sh.status()
+                .recent_events
+                .iter()
+                .filter(|e| e.event_type == "CONFIG_WRAPPED")
+                .map(|e| e.detail.clone())
+                .collect();
+        assert!(wrapped.is_empty(), "{wrapped:?}");
+        assert_eq!(g.statuses[&path].state, "governed");
+        std::fs::remove_dir_all(&home).unwrap();
     }
 
     #[test]

@@ -17,10 +17,13 @@ struct ServerEntry {
     why: Option<String>,
 }
 
-/// `extra`: the options the agent's canonical wrapper carries, when an agent is installed or
-/// answering (then a wrapper must be exactly the canonical form to count as governed); `None`
-/// for a standalone `thoth` (any `thoth run` wrapper counts).
-fn read_servers(path: &Path, extra: Option<&[String]>) -> Result<Vec<ServerEntry>, String> {
+/// `canonical`: the agent's thoth path and the options its canonical wrapper carries, when an
+/// agent is installed or answering (then a wrapper must be exactly the canonical form to count as
+/// governed); `None` for a standalone `thoth` (any `thoth run` wrapper counts).
+fn read_servers(
+    path: &Path,
+    canonical: Option<(&str, &[String])>,
+) -> Result<Vec<ServerEntry>, String> {
     let (bytes, _) =
         crate::claude::file::read_config(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text =
@@ -39,8 +42,8 @@ fn read_servers(path: &Path, extra: Option<&[String]>) -> Result<Vec<ServerEntry
             let mut why = None;
             let state = if s.get("command").is_none() {
                 "remote"
-            } else if let Some(extra) = extra {
-                match crate::claude::rewrite::governed(name, s, extra) {
+            } else if let Some((thoth, extra)) = canonical {
+                match crate::claude::rewrite::governed(name, s, thoth, extra) {
                     Ok(()) => "governed",
                     Err(w) => {
                         if crate::claude::rewrite::is_wrapped(s) {
@@ -80,9 +83,21 @@ pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
         Err(_) => crate::proxy::source::managed()
             .map(|m| crate::claude::rewrite::canonical_extra(&m.socket, &m.state_dir)),
     };
+    // The agent's thoth, as it reports it; else this very binary (what an installed agent runs).
+    let thoth = agent
+        .as_ref()
+        .ok()
+        .and_then(|s| s.thoth_path.clone())
+        .or_else(|| {
+            std::env::current_exe()
+                .and_then(std::fs::canonicalize)
+                .ok()
+                .map(|p| p.display().to_string())
+        })
+        .unwrap_or_default();
     let servers = config.as_deref().map(|p| {
         if p.exists() {
-            read_servers(p, extra.as_deref())
+            read_servers(p, extra.as_deref().map(|e| (thoth.as_str(), e)))
         } else {
             Ok(Vec::new())
         }

@@ -230,7 +230,11 @@ impl Shared {
                 &self.config.socket_path,
                 &self.config.state_dir,
             );
-            tokio::task::spawn_blocking(move || inventory::collect(root.as_deref(), &extra))
+            // No usable thoth binary: no wrapper can be the agent's, none counts as governed.
+            let thoth = crate::claude::watch::canonical_thoth(&self.config)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            tokio::task::spawn_blocking(move || inventory::collect(root.as_deref(), &thoth, &extra))
                 .await
                 .ok()
         };

@@ -108,6 +108,9 @@ impl Shared {
             started_at: now_rfc3339(),
             socket: config.socket_path.display().to_string(),
             state_dir: config.state_dir.display().to_string(),
+            thoth_path: crate::claude::watch::canonical_thoth(&config)
+                .ok()
+                .map(|p| p.display().to_string()),
             ..Status::default()
         };
         Ok(Arc::new(Shared {

@@ -182,6 +182,10 @@ pub struct Status {
     pub configs: Vec<ConfigStatus>,
     /// State directory.
     pub state_dir: String,
+    /// The canonical `thoth` binary wrapped entries run (a wrapper with another command is not
+    /// governed), when it exists.
+    #[serde(default)]
+    pub thoth_path: Option<String>,
 }
 
 impl Status {
