@@ -555,7 +555,7 @@ fn a_tools_call_without_a_usable_id_never_reaches_the_server() {
 #[test]
 fn cancelled_and_re_encoded_ids_do_not_leak_pending_requests() {
     // 5000 requests the server answers under a re-encoded id, or never (cancelled): the proxy
-    // must still filter tools/list afterwards (it stops remembering requests past 4096).
+    // must still filter tools/list afterwards (past 4096 pending it refuses new requests).
     let dir = tempfile::tempdir().unwrap();
     let (server, _) = recorder(dir.path(), 0);
     let policy = write_file(

@@ -1102,6 +1102,38 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_id_is_free_after_its_time_and_an_answer_to_nothing_pending_is_dropped() {
+        let h = harness(ALLOW);
+        h.relay.from_client(&call("8"));
+        let cancel =
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":8}}"#;
+        h.relay.from_client(cancel);
+        assert!(matches!(h.relay.from_client(&call("8")), ToServer::Nothing));
+        // CANCELLED_KEPT later (its deadline moved instead of waiting).
+        for p in h.relay.state().pending.values_mut() {
+            if let Pending::Cancelled { until, .. } = p {
+                *until = Instant::now();
+            }
+        }
+        assert!(matches!(
+            h.relay.from_client(&call("8")),
+            ToServer::Original
+        ));
+        h.relay
+            .from_server(br#"{"jsonrpc":"2.0","id":8,"result":{"content":[]}}"#.to_vec());
+        // A second answer under 8 (the old call's, too late) or a made-up id: nothing to pair.
+        for id in ["8", "99", "\"x\""] {
+            h.relay.from_server(
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[]}}}}"#).into_bytes(),
+            );
+        }
+        let out = h.out.lines();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[1]["id"], 8);
+        h.finish();
+    }
+
+    #[test]
     fn at_the_pending_limit_new_requests_are_refused_and_nothing_is_forgotten() {
         let h = harness(ALLOW);
         let ping = |id: usize| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
