@@ -99,11 +99,14 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "controller_url = \"{url}\"\ntenant = \"default\"\nca_fingerprint = \"sha256:{}\"\nroot_public_key = \"{root}\"\nenrollment_token = \"{token}\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\nusers_root = \"{}\"\n",
+            "controller_url = \"{url}\"\ntenant = \"default\"\nca_fingerprint = \"sha256:{}\"\nroot_public_key = \"{root}\"\nenrollment_token = \"{token}\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\nusers_root = \"{}\"\nthoth_path = \"{}\"\n",
             hex::encode(fp),
             state.display(),
             socket.display(),
-            dir.path().join("home").display()
+            dir.path().join("home").display(),
+            // This process plays the proxies (policy watch, proxy starts): the agent serves
+            // policy only to its installed thoth.
+            std::env::current_exe().unwrap().display()
         ),
     )
     .unwrap();

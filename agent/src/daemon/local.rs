@@ -17,8 +17,8 @@ const MAX_EVENTS_PER_CALL: usize = 1000;
 #[cfg(unix)]
 fn caller_uid<T>(req: &Request<T>) -> Option<u32> {
     req.extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
+        .get::<super::peer::ConnInfo>()
+        .and_then(|i| i.uds.peer_cred)
         .map(|c| c.uid())
 }
 
@@ -97,6 +97,13 @@ impl local_agent_server::LocalAgent for LocalService {
         req: Request<pb::LocalPolicyRequest>,
     ) -> Result<Response<pb::LocalPolicy>, Status> {
         let user = caller(&req);
+        super::peer::gate(
+            &self.0,
+            req.extensions().get(),
+            &user,
+            super::peer::Call::Policy,
+        )
+        .await?;
         let server = req
             .get_ref()
             .server_name
@@ -115,6 +122,13 @@ impl local_agent_server::LocalAgent for LocalService {
         req: Request<pb::LocalPolicyRequest>,
     ) -> Result<Response<Self::WatchPolicyStream>, Status> {
         let user = caller(&req);
+        super::peer::gate(
+            &self.0,
+            req.extensions().get(),
+            &user,
+            super::peer::Call::Policy,
+        )
+        .await?;
         let server = req
             .get_ref()
             .server_name
@@ -140,6 +154,7 @@ impl local_agent_server::LocalAgent for LocalService {
         &self,
         req: Request<pb::LocalEvents>,
     ) -> Result<Response<pb::LocalEventsAck>, Status> {
+        let conn = req.extensions().get::<super::peer::ConnInfo>().cloned();
         let uid = caller_uid(&req);
         let user = name_of(uid);
         // Subordinate uids use their owner's spool quota; uids nobody owns share one.
@@ -156,6 +171,7 @@ impl local_agent_server::LocalAgent for LocalService {
             )));
         }
         self.0.saw_caller(&user, "");
+        super::peer::gate(&self.0, conn.as_ref(), &user, super::peer::Call::Events).await?;
         // Each event is checked on its own: a bad one is refused (counted, reported), the rest
         // are kept. A spool that cannot write answers at once, so the proxy keeps its events.
         let out = self
@@ -467,10 +483,11 @@ struct LocalConn {
 
 #[cfg(unix)]
 impl tonic::transport::server::Connected for LocalConn {
-    type ConnectInfo = tonic::transport::server::UdsConnectInfo;
+    type ConnectInfo = super::peer::ConnInfo;
 
+    /// The peer's credentials, and the process that connected (for the proxy check).
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        super::peer::ConnInfo::of(&self.inner)
     }
 }
 
@@ -591,8 +608,8 @@ impl Drop for Held {
 #[cfg(unix)]
 fn caller_uid_http(req: &HttpRequest) -> Option<u32> {
     req.extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
+        .get::<super::peer::ConnInfo>()
+        .and_then(|i| i.uds.peer_cred)
         .map(|c| c.uid())
 }
 

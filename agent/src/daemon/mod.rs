@@ -8,6 +8,7 @@ pub mod config;
 mod connection;
 pub mod inventory;
 pub mod local;
+pub mod peer;
 pub mod pipeline;
 pub mod spool;
 pub mod state;
@@ -62,6 +63,8 @@ pub struct Shared {
     /// Wakes the heartbeat to report at once.
     pub report_now: Notify,
     channel: Mutex<Option<Channel>>,
+    /// Failed proxy checks lately reported, per user and kind.
+    peer_reports: peer::Raised,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,6 +128,7 @@ impl Shared {
             spool: std::sync::OnceLock::new(),
             report_now: Notify::new(),
             channel: Mutex::new(None),
+            peer_reports: peer::Raised::default(),
         }))
     }
 

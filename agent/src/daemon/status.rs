@@ -236,7 +236,12 @@ impl Status {
         self.configs
             .retain(|c| owner_uid(std::path::Path::new(&c.path)) == Some(uid));
         let own: Vec<&str> = self.configs.iter().map(|c| c.path.as_str()).collect();
+        let mine = format!("{user}: ");
         self.recent_events.retain(|n| {
+            // A failed proxy check names its user first (daemon::peer).
+            if n.event_type == "PROXY_TAMPERED" {
+                return n.detail.starts_with(&mine);
+            }
             !n.event_type.starts_with("CONFIG_") || own.iter().any(|p| n.detail.starts_with(p))
         });
         self

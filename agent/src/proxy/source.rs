@@ -183,6 +183,9 @@ enum AgentAnswer {
     Empty,
     /// Not reachable.
     Unreachable(String),
+    /// The agent refuses to serve this process (it failed the agent's check of the proxy, e.g.
+    /// a preloaded library): no other source may stand in, every call is denied.
+    Denied(String),
 }
 
 async fn ask_agent(socket: &Path, server: &str) -> AgentAnswer {
@@ -205,6 +208,9 @@ async fn ask_agent(socket: &Path, server: &str) -> AgentAnswer {
             } else {
                 AgentAnswer::Bundle(r.bundle.to_vec())
             }
+        }
+        Ok(Err(s)) if s.code() == tonic::Code::PermissionDenied => {
+            AgentAnswer::Denied(s.message().to_owned())
         }
         Ok(Err(s)) => AgentAnswer::Unreachable(format!("the agent refused: {}", s.message())),
         Err(_) => AgentAnswer::Unreachable("the agent did not answer within 1 s".into()),
@@ -243,6 +249,11 @@ pub fn start(src: Sources) -> PolicyHandle {
         AgentAnswer::Refused(e) => reasons.push(format!("the agent's policy is refused: {e}")),
         AgentAnswer::Empty => reasons.push("the agent has no policy yet".into()),
         AgentAnswer::Unreachable(why) => reasons.push(why),
+        AgentAnswer::Denied(why) => {
+            tracing::error!("{why}");
+            handle.set_if_missing(PolicyState::Missing { why });
+            return handle;
+        }
     }
     match &trust {
         Ok(trust) => match state_dir.load_lkg(trust, SystemTime::now()) {
@@ -331,13 +342,22 @@ async fn follow(
     }
     let ch = crate::daemon::tls::local_channel(&src.agent_socket)?;
     let mut client = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch);
-    let mut stream = client
+    let mut stream = match client
         .watch_policy(thoth_proto::fleet::LocalPolicyRequest {
             server_name: src.server.clone(),
         })
         .await
-        .map_err(|s| s.message().to_owned())?
-        .into_inner();
+    {
+        Ok(s) => s.into_inner(),
+        Err(s) if s.code() == tonic::Code::PermissionDenied => {
+            // The agent refuses this process: whatever policy it had, it now has none.
+            let why = s.message().to_owned();
+            handle.set(PolicyState::Missing { why: why.clone() });
+            *applied = None;
+            return Err(why);
+        }
+        Err(s) => return Err(s.message().to_owned()),
+    };
     *attempt = 0;
     while let Some(update) = stream.message().await.map_err(|s| s.message().to_owned())? {
         if update.bundle.is_empty()
