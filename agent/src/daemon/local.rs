@@ -225,8 +225,9 @@ pub const MAX_CONNECTIONS_PER_USER: usize = 128;
 /// their connections: partial messages cannot grow the agent past this per user.
 pub const MAX_INFLIGHT_BYTES_PER_USER: usize = 16 << 20;
 /// Request bytes every local user together may have in flight: many users (or many uids) cannot
-/// grow the agent past this either.
-pub const MAX_INFLIGHT_BYTES_TOTAL: usize = 192 << 20;
+/// grow the agent past this either (parsed events take a few times their bytes, see
+/// `pipeline::MAX_EVENT_VALUES`; the agent runs with MemoryMax=1G).
+pub const MAX_INFLIGHT_BYTES_TOTAL: usize = 64 << 20;
 /// Streams per connection, and the HTTP/2 windows (what one connection may buffer unread).
 const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 const WINDOW_BYTES: u32 = 256 << 10;

@@ -361,12 +361,14 @@ fn optional(
 
 /// Deepest nesting of a proxy event's JSON.
 pub const MAX_EVENT_DEPTH: usize = 16;
-/// Most values (array elements and object members, counted together) in a proxy event's JSON:
-/// parsed, each takes far more memory than its bytes (`[0,0,…]` grows ~16 times).
-pub const MAX_EVENT_VALUES: usize = 4_096;
+/// Most values (array elements, object keys and members, counted together) in a proxy event's
+/// JSON, and at most one per 4 of its bytes (plus 64): parsed, each value takes 32 bytes or more,
+/// so `[0,0,…]` would grow ~16 times; real events (long strings, names) are far below either.
+pub const MAX_EVENT_VALUES: usize = 16_384;
 
-/// Refuses JSON nested deeper than [`MAX_EVENT_DEPTH`] or with more than [`MAX_EVENT_VALUES`]
-/// values, before it is parsed (a scan of the bytes: strings skipped, escapes honoured).
+/// Refuses JSON nested deeper than [`MAX_EVENT_DEPTH`] or with more values than
+/// [`MAX_EVENT_VALUES`] allows, before it is parsed (a scan of the bytes: strings skipped,
+/// escapes honoured), so what a parsed event takes stays within a few times its size.
 fn json_shape(raw: &[u8]) -> Result<(), String> {
     let (mut depth, mut values, mut in_str, mut esc) = (0usize, 0usize, false, false);
     for &b in raw {
@@ -389,7 +391,7 @@ fn json_shape(raw: &[u8]) -> Result<(), String> {
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
-            b',' => values += 1,
+            b',' | b':' => values += 1,
             _ => {}
         }
         if values > MAX_EVENT_VALUES {
@@ -397,6 +399,12 @@ fn json_shape(raw: &[u8]) -> Result<(), String> {
                 "an event of more than {MAX_EVENT_VALUES} JSON values"
             ));
         }
+    }
+    if values > raw.len() / 4 + 64 {
+        return Err(format!(
+            "an event of {values} JSON values in {} bytes (at most one per 4 bytes)",
+            raw.len()
+        ));
     }
     Ok(())
 }
@@ -1661,6 +1669,18 @@ mod tests {
         let mut ev = pre("e1", &ts, "{\"a\": [1, 2, 3]}");
         ev["sessionToolCalls"] = serde_json::json!(["read_file", "write_file"]);
         assert!(admit(&bytes(&ev), "u", "h", now).is_ok());
+        // A session that called a thousand one-letter tools is still an event.
+        let mut many = pre("e5", &ts, "{}");
+        let tools: Vec<String> = (0..1000u32)
+            .map(|i| char::from(b'a' + (i % 26) as u8).to_string())
+            .collect();
+        many["sessionToolCalls"] = serde_json::json!(tools);
+        assert!(admit(&bytes(&many), "u", "h", now).is_ok());
+        // Small values packed densely are refused even when few.
+        let mut dense = pre("e6", &ts, "{}");
+        dense["extra"] = Value::Array(vec![Value::from(0); 3_000]);
+        let err = admit(&bytes(&dense), "u", "h", now).unwrap_err();
+        assert!(err.contains("values"), "{err}");
         let mut wide = pre("e2", &ts, "{}");
         wide["extra"] = Value::Array(vec![Value::from(0); 100_000]);
         let raw = bytes(&wide);
