@@ -1,14 +1,16 @@
 //! Admin credentials: every issued admin certificate is recorded (by `init` and `issue-admin`,
 //! or at its first use for one issued before they were recorded) so that `thothctl admins
-//! list|revoke` can see and revoke it. The [`AdminGate`] holds the deny list in memory and is
-//! consulted at every TLS handshake (the client-certificate verifier) and at every request, so a
-//! revoked admin's next connection and the next call on an open connection are both refused.
+//! list|revoke` can see and revoke it. The [`AdminGate`] holds the deny list in memory (revoked
+//! admin credentials, and revoked agent ids) and is consulted at every TLS handshake (the
+//! client-certificate verifier, memory only) and at every request, so a revoked admin's (or
+//! agent's) next connection and the next call on an open connection are both refused.
 //!
 //! Revoking by name also refuses every *unrecorded* credential of that name: a certificate
 //! issued before credentials were recorded, and never used since, is unknown by fingerprint.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::pki::{self, Identity};
 use crate::store::{AdminCredentialRecord, Store, StoreError};
@@ -23,14 +25,26 @@ struct State {
     revoked: HashSet<String>,
     revoked_names: HashSet<String>,
     recorded: HashSet<String>,
+    /// Negative cache: unrecorded credentials of a revoked name found unrecorded in the store,
+    /// and when. Within [`RECHECK`], their handshakes are refused without reading the store.
+    checked_unknown: HashMap<String, Instant>,
+    /// Revoked agent ids: their certificates are refused at the handshake too.
+    revoked_agents: HashSet<String>,
 }
 
-/// The deny list (and which credentials are recorded), in memory.
+/// How long a credential found unrecorded (of a revoked name) is refused before the store is
+/// read again for it (an `issue-admin` in another process may record it meanwhile).
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// Most entries in the negative cache (expired ones are dropped first).
+const MAX_CHECKED: usize = 10_000;
+
+/// The deny list (and which credentials are recorded), in memory. Nothing here reads the store
+/// on the handshake or request path: [`AdminGate::settle`] (async, off the TLS verifier) is the
+/// one place that reads it, for an unknown credential of a revoked name, at most once per
+/// [`RECHECK`] per credential.
 pub struct AdminGate {
     state: RwLock<State>,
-    /// Read again for an unknown credential of a revoked name: `issue-admin` may have recorded
-    /// it while the controller runs.
-    store: Option<Arc<dyn Store>>,
 }
 
 impl std::fmt::Debug for AdminGate {
@@ -44,21 +58,32 @@ impl AdminGate {
     pub fn load(store: Arc<dyn Store>) -> Result<AdminGate, StoreError> {
         let gate = AdminGate {
             state: RwLock::default(),
-            store: None,
         };
         for a in store.list_admins()? {
             gate.note(&a);
         }
-        Ok(AdminGate {
-            store: Some(store),
-            ..gate
-        })
+        for a in store.list_agents(None)? {
+            if a.revoked_at.is_some() {
+                gate.agent_revoked(&a.agent_id);
+            }
+        }
+        Ok(gate)
     }
 
-    /// Takes a recorded (or just revoked) credential into account.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a recorded (or just revoked) credential into account. Monotone: a credential
+    /// noted revoked stays revoked whatever is noted later.
     pub fn note(&self, a: &AdminCredentialRecord) {
-        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.write();
         s.recorded.insert(a.fingerprint.clone());
+        s.checked_unknown.remove(&a.fingerprint);
         if a.revoked_at.is_some() {
             s.revoked.insert(a.fingerprint.clone());
             // Revoked by name: its unrecorded credentials go too (one revoked by id: only it).
@@ -68,35 +93,73 @@ impl AdminGate {
         }
     }
 
-    /// Whether this credential is recorded.
-    pub fn is_recorded(&self, fingerprint: &str) -> bool {
-        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-        s.recorded.contains(fingerprint)
+    /// An agent was revoked: its certificate is refused at every later handshake.
+    pub fn agent_revoked(&self, agent_id: &str) {
+        self.write().revoked_agents.insert(agent_id.to_owned());
     }
 
-    /// Why an admin credential must be refused, if it must.
-    pub fn refusal(&self, fingerprint: &str, name: &str) -> Option<String> {
-        let unknown_of_revoked_name = {
-            let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-            !s.recorded.contains(fingerprint) && s.revoked_names.contains(name)
-        };
-        if unknown_of_revoked_name && let Some(store) = &self.store {
-            // Rare (a revoked name): was it issued and recorded since?
-            match store.list_admins() {
-                Ok(all) => {
-                    for a in all.iter().filter(|a| a.fingerprint == fingerprint) {
-                        self.note(a);
-                    }
-                }
-                Err(e) => tracing::warn!("reading admin credentials: {e}"),
+    /// Whether this credential is recorded.
+    pub fn is_recorded(&self, fingerprint: &str) -> bool {
+        self.read().recorded.contains(fingerprint)
+    }
+
+    /// Found unrecorded in the store within [`RECHECK`] (the negative cache).
+    fn checked_recently(s: &State, fingerprint: &str) -> bool {
+        s.checked_unknown
+            .get(fingerprint)
+            .is_some_and(|at| at.elapsed() < RECHECK)
+    }
+
+    fn unknown_of_revoked_name(s: &State, fingerprint: &str, name: &str) -> bool {
+        !s.recorded.contains(fingerprint) && s.revoked_names.contains(name)
+    }
+
+    /// For an unknown credential of a revoked name (the request path, before [`Self::refusal`]):
+    /// reads the store once (off the async workers) in case `issue-admin` recorded it since,
+    /// and remembers a negative answer for [`RECHECK`].
+    pub async fn settle(&self, ctl: &crate::controller::Controller, fingerprint: &str, name: &str) {
+        {
+            let s = self.read();
+            if !Self::unknown_of_revoked_name(&s, fingerprint, name)
+                || Self::checked_recently(&s, fingerprint)
+            {
+                return;
             }
         }
-        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let fp = fingerprint.to_owned();
+        match ctl
+            .db(move |st| {
+                Ok(st
+                    .list_admins()?
+                    .into_iter()
+                    .filter(|a| a.fingerprint == fp)
+                    .collect::<Vec<_>>())
+            })
+            .await
+        {
+            Ok(found) if !found.is_empty() => found.iter().for_each(|a| self.note(a)),
+            Ok(_) => {
+                let mut s = self.write();
+                if s.checked_unknown.len() >= MAX_CHECKED {
+                    s.checked_unknown.retain(|_, at| at.elapsed() < RECHECK);
+                }
+                if s.checked_unknown.len() < MAX_CHECKED {
+                    s.checked_unknown
+                        .insert(fingerprint.to_owned(), Instant::now());
+                }
+            }
+            Err(e) => tracing::warn!("reading admin credentials: {e}"),
+        }
+    }
+
+    /// Why an admin credential must be refused, if it must (memory only).
+    pub fn refusal(&self, fingerprint: &str, name: &str) -> Option<String> {
+        let s = self.read();
         if s.revoked.contains(fingerprint) {
             Some(format!(
                 "the admin credential of {name} ({fingerprint}) was revoked"
             ))
-        } else if !s.recorded.contains(fingerprint) && s.revoked_names.contains(name) {
+        } else if Self::unknown_of_revoked_name(&s, fingerprint, name) {
             Some(format!(
                 "admin {name} was revoked, and this credential ({fingerprint}) is not one issued since"
             ))
@@ -106,12 +169,32 @@ impl AdminGate {
     }
 
     /// For a client certificate (DER) at the handshake: why to refuse it, if it is a revoked
-    /// admin credential. Agent certificates are not this gate's (agents are revoked by id).
+    /// admin credential (memory only, never the store). An unknown credential of a revoked name
+    /// is refused here once the request path found it unrecorded (negative cache); before that,
+    /// its handshake completes and its first request is refused (or served, if `issue-admin`
+    /// recorded it since). An agent certificate is refused when its agent was revoked.
     pub fn refusal_for_der(&self, der: &[u8]) -> Option<String> {
-        match Identity::from_cert_der(der) {
-            Ok(Identity::Admin { name, .. }) => self.refusal(&pki::fingerprint(der), &name),
-            _ => None,
+        let name = match Identity::from_cert_der(der) {
+            Ok(Identity::Admin { name, .. }) => name,
+            Ok(Identity::Agent { agent_id, .. }) => {
+                return self
+                    .read()
+                    .revoked_agents
+                    .contains(&agent_id)
+                    .then(|| format!("agent {agent_id} was revoked"));
+            }
+            _ => return None,
+        };
+        let fingerprint = pki::fingerprint(der);
+        {
+            let s = self.read();
+            if Self::unknown_of_revoked_name(&s, &fingerprint, &name)
+                && !Self::checked_recently(&s, &fingerprint)
+            {
+                return None;
+            }
         }
+        self.refusal(&fingerprint, &name)
     }
 }
 

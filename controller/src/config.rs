@@ -43,9 +43,13 @@ pub struct ControllerConfig {
     /// must come within it too: a TLS connection without a request holds nothing for long.
     #[serde(with = "human")]
     pub idle_timeout: Duration,
-    /// Most connections one address may hold without a client certificate (handshaking,
-    /// enrolling, health checks); more are closed at once (and counted). Authenticated
-    /// connections (agents and admins behind one NAT) do not count.
+    /// A connection that has not made an authorised request (an enrolled, unrevoked agent, an
+    /// admin not revoked) is closed this long after it was accepted, whatever is in progress.
+    #[serde(with = "human")]
+    pub unauthorised_lifetime: Duration,
+    /// Most connections one address (an IPv6 /64) may hold before they make an authorised
+    /// request (handshaking, enrolling, health checks, refused certificates); more are closed at
+    /// once (and counted). Authorised connections (agents and admins behind one NAT) do not count.
     pub max_unauthenticated_per_address: usize,
     /// Names and addresses the server certificate covers (used when it is first made).
     pub server_names: Vec<String>,
@@ -68,6 +72,7 @@ impl Default for ControllerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 50_000,
             idle_timeout: Duration::from_secs(30),
+            unauthorised_lifetime: Duration::from_secs(60),
             max_unauthenticated_per_address: 256,
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             sinks: Vec::new(),
@@ -131,9 +136,14 @@ pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is opti
 # certificate and has made a request (agents keep theirs). The first request must come within it.
 # idle_timeout = "30s"
 
-# Most connections one address may hold without a client certificate (handshaking, enrolling,
-# health checks); more are closed at once and counted in thoth_connections_refused_total.
-# Authenticated connections (many agents behind one NAT) do not count.
+# A connection that has not made an authorised request (an enrolled, unrevoked agent, an admin
+# not revoked) is closed this long after it was accepted, whatever it has in progress.
+# unauthorised_lifetime = "60s"
+
+# Most connections one address (an IPv6 /64) may hold before they make an authorised request
+# (handshaking, enrolling, health checks, refused certificates); more are closed at once and
+# counted in thoth_connections_refused_total. Authorised connections (many agents behind one
+# NAT) do not count.
 # max_unauthenticated_per_address = 256
 
 # Names and addresses the server certificate covers. Used when the certificate is made (first
@@ -222,8 +232,8 @@ impl ControllerConfig {
                 "max_connections and max_unauthenticated_per_address must be above zero".into(),
             );
         }
-        if self.idle_timeout.is_zero() {
-            return Err("idle_timeout must be above zero".into());
+        if self.idle_timeout.is_zero() || self.unauthorised_lifetime.is_zero() {
+            return Err("idle_timeout and unauthorised_lifetime must be above zero".into());
         }
         if self.max_request_bytes < 64 << 10 {
             return Err("max_request_bytes must be at least 65536".into());

@@ -162,21 +162,40 @@ impl Running {
     }
 }
 
-/// What the server knows of one open connection: whether it carries a client certificate,
-/// whether it has made a request, how many are in progress, and when the last one ended.
+/// What the server knows of one open connection: whether it has made an authorised request, how many are in progress, when the last one
+/// ended, and when it must close unless authorised by then.
 #[derive(Debug)]
 struct ConnState {
-    authenticated: bool,
-    requested: AtomicBool,
+    authorised: AtomicBool,
     in_flight: AtomicUsize,
     last_active: Mutex<Instant>,
+    /// Accept time + `unauthorised_lifetime`.
+    deadline: Instant,
+    /// Its address's slot, held until it is authorised (or closes).
+    addr_slot: Mutex<Option<AddrSlot>>,
 }
 
 impl ConnState {
-    /// Idle rules no longer apply: an authenticated client that has made a request (agents
-    /// keep their subscription, admins their session) is bounded by keepalive instead.
+    /// Idle rules and the lifetime no longer apply: a client that has made an authorised request
+    /// (agents keep their subscription, admins their session) is bounded by keepalive instead.
+    /// A certificate alone is not enough: a revoked agent's still completes the handshake.
     fn exempt(&self) -> bool {
-        self.authenticated && self.requested.load(Ordering::Acquire)
+        self.authorised.load(Ordering::Acquire)
+    }
+}
+
+/// A handle on a request's connection, in its extensions: the services call
+/// [`ConnAuth::authorise`] once the caller is authorised.
+#[derive(Debug, Clone)]
+pub struct ConnAuth(Arc<ConnState>);
+
+impl ConnAuth {
+    /// The connection made an authorised request: exempt from the idle timeout and the
+    /// unauthorised lifetime, and no longer counted against its address.
+    pub fn authorise(&self) {
+        if !self.0.authorised.swap(true, Ordering::AcqRel) {
+            lock(&self.0.addr_slot).take();
+        }
     }
 }
 
@@ -188,11 +207,68 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Unauthenticated connections (handshaking, or without a client certificate) per address.
+/// Connections not yet authorised (handshaking, without a client certificate, or with one that
+/// has made no authorised request) per address; IPv6 addresses by /64 (one host gets a whole
+/// /64), IPv4-mapped IPv6 as IPv4.
 #[derive(Debug, Default)]
 struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
 
-/// One unauthenticated connection of one address; released on drop (or once it authenticates).
+/// Most connections one client certificate (by fingerprint) may hold at once, authorised or
+/// not: a stolen certificate cannot take every `max_connections` permit.
+const MAX_PER_IDENTITY: usize = 256;
+
+/// Open connections per client certificate.
+#[derive(Debug, Default)]
+struct PerIdentity(Mutex<HashMap<String, usize>>);
+
+/// One connection of one certificate; released on drop.
+#[derive(Debug)]
+struct IdentitySlot {
+    counts: Arc<PerIdentity>,
+    id: String,
+}
+
+impl PerIdentity {
+    fn take(self: &Arc<Self>, id: String, max: usize) -> Option<IdentitySlot> {
+        let mut m = lock(&self.0);
+        let n = m.entry(id.clone()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IdentitySlot {
+            counts: Arc::clone(self),
+            id,
+        })
+    }
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut m = lock(&self.counts.0);
+        if let Some(n) = m.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// The key an address is counted under.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
+/// One connection of one address not authorised yet; released on drop (or once authorised).
 #[derive(Debug)]
 struct AddrSlot {
     counts: Arc<PerAddress>,
@@ -201,6 +277,7 @@ struct AddrSlot {
 
 impl PerAddress {
     fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddrSlot> {
+        let ip = address_key(ip);
         let mut m = lock(&self.0);
         let n = m.entry(ip).or_default();
         if *n >= max {
@@ -226,10 +303,12 @@ impl Drop for AddrSlot {
     }
 }
 
-/// A TLS connection that holds one of the `max_connections` permits until it closes (and, while
-/// unauthenticated, one of its address's slots). Unless exempt (see [`ConnState::exempt`]), it
-/// is closed once no request has been in progress for `idle` — a connection that never sends
-/// its HTTP/2 preface or a request holds its permit no longer than that.
+/// A TLS connection that holds one of the `max_connections` permits until it closes (and, until
+/// authorised, one of its address's slots). Unless exempt (see [`ConnState::exempt`]), it is
+/// closed once no request has been in progress for `idle` — a connection that never sends its
+/// HTTP/2 preface or a request holds its permit no longer than that — and in any case at its
+/// deadline (`unauthorised_lifetime` after accept), whatever is in progress: an endless
+/// request, or one cheap request every `idle`, holds nothing longer than that either.
 pub struct Conn {
     inner: TlsStream<TcpStream>,
     state: Arc<ConnState>,
@@ -238,7 +317,7 @@ pub struct Conn {
     registry: Registry,
     peer: SocketAddr,
     _permit: tokio::sync::OwnedSemaphorePermit,
-    _addr_slot: Option<AddrSlot>,
+    _identity_slot: Option<IdentitySlot>,
 }
 
 impl Drop for Conn {
@@ -260,6 +339,9 @@ impl Conn {
             return std::task::Poll::Pending;
         }
         while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.state.deadline {
+                return std::task::Poll::Ready(());
+            }
             let next = if self.state.in_flight.load(Ordering::Acquire) > 0 {
                 Instant::now() + self.idle
             } else {
@@ -269,9 +351,9 @@ impl Conn {
                 }
                 last + self.idle
             };
-            self.timer
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(next));
+            self.timer.as_mut().reset(tokio::time::Instant::from_std(
+                next.min(self.state.deadline),
+            ));
         }
         std::task::Poll::Pending
     }
@@ -292,10 +374,10 @@ impl tokio::io::AsyncRead for Conn {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         if self.poll_idle(cx).is_ready() {
-            tracing::debug!(peer = %self.peer, "closing a connection idle without a request");
+            tracing::debug!(peer = %self.peer, "closing a connection idle or not authorised in time");
             return std::task::Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "idle without a request",
+                "idle, or not authorised in time",
             )));
         }
         std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -344,7 +426,6 @@ struct Active(Arc<ConnState>);
 
 impl Active {
     fn new(state: Arc<ConnState>) -> Active {
-        state.requested.store(true, Ordering::Release);
         state.in_flight.fetch_add(1, Ordering::AcqRel);
         Active(state)
     }
@@ -379,6 +460,9 @@ struct Activity<S> {
 }
 
 type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+
+/// The streaming health method.
+const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
 
 impl<S> tower::Service<HttpRequest> for Activity<S>
@@ -398,12 +482,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: HttpRequest) -> Self::Future {
+    fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         let state = req
             .extensions()
             .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
             .and_then(|i| i.get_ref().remote_addr())
             .and_then(|peer| lock(&self.registry).get(&peer).cloned());
+        // An endless health stream is for authorised clients: anyone else gets Check only.
+        if req.uri().path() == HEALTH_WATCH && !state.as_ref().is_some_and(|s| s.exempt()) {
+            let resp = tonic::Status::permission_denied(
+                "Health/Watch needs an authorised client certificate; use Health/Check",
+            )
+            .into_http();
+            return Box::pin(async move { Ok(resp) });
+        }
+        if let Some(s) = &state {
+            req.extensions_mut().insert(ConnAuth(Arc::clone(s)));
+        }
         let active = state.map(Active::new);
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -465,8 +560,10 @@ async fn accept_loop(
 ) {
     let limit = Arc::new(tokio::sync::Semaphore::new(ctl.config.max_connections));
     let per_address = Arc::new(PerAddress::default());
+    let per_identity = Arc::new(PerIdentity::default());
     let max_per_address = ctl.config.max_unauthenticated_per_address;
     let idle = ctl.config.idle_timeout;
+    let lifetime = ctl.config.unauthorised_lifetime;
     let mut warned = false;
     let mut warned_address = false;
     loop {
@@ -480,14 +577,15 @@ async fn accept_loop(
             }
         };
         Metrics::inc(&ctl.metrics.connections);
+        let accepted = Instant::now();
         // One address cannot take every slot with connections that never authenticate.
         let Some(addr_slot) = per_address.take(peer.ip(), max_per_address) else {
             refused(
                 &ctl,
                 &mut warned_address,
                 format_args!(
-                    "{} holds {max_per_address} unauthenticated connections: refusing more from it (max_unauthenticated_per_address)",
-                    peer.ip()
+                    "{} holds {max_per_address} connections not authorised yet: refusing more from it (max_unauthenticated_per_address)",
+                    address_key(peer.ip())
                 ),
             );
             drop(tcp);
@@ -513,19 +611,35 @@ async fn accept_loop(
         let tx = tx.clone();
         let ctl = Arc::clone(&ctl);
         let registry = Arc::clone(&registry);
+        let per_identity = Arc::clone(&per_identity);
         tokio::spawn(async move {
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    let authenticated = tls
+                    let leaf = tls
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .is_some_and(|c| !c.is_empty());
+                        .and_then(|c| c.first())
+                        .map(|c| crate::pki::fingerprint(c));
+                    let identity_slot = match leaf {
+                        Some(fp) => match per_identity.take(fp.clone(), MAX_PER_IDENTITY) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                Metrics::inc(&ctl.metrics.connections_refused);
+                                tracing::debug!(%peer, "certificate {fp} holds {MAX_PER_IDENTITY} connections: refusing more");
+                                return;
+                            }
+                        },
+                        None => None,
+                    };
                     let state = Arc::new(ConnState {
-                        authenticated,
-                        requested: AtomicBool::new(false),
+                        authorised: AtomicBool::new(false),
                         in_flight: AtomicUsize::new(0),
                         last_active: Mutex::new(Instant::now()),
+                        deadline: accepted + lifetime,
+                        // Counted against its address until authorised: a certificate our CA
+                        // signed (a revoked agent's too) is not enough.
+                        addr_slot: Mutex::new(Some(addr_slot)),
                     });
                     lock(&registry).insert(peer, Arc::clone(&state));
                     let conn = Conn {
@@ -536,8 +650,7 @@ async fn accept_loop(
                         registry,
                         peer,
                         _permit: permit,
-                        // A certificate our CA signed: no longer counted against its address.
-                        _addr_slot: (!authenticated).then_some(addr_slot),
+                        _identity_slot: identity_slot,
                     };
                     let _ = tx.send(Ok(conn)).await;
                 }
@@ -667,4 +780,25 @@ pub async fn start_data_dir(
     let (cert, key) = (data.server_cert_pem.clone(), data.server_key_pem.clone());
     let controller = Controller::new(data, Arc::new(store))?;
     start(controller, &cert, &key, listen, metrics_listen).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_count_by_64_and_ipv4_by_address() {
+        let counts = Arc::new(PerAddress::default());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _one = counts.take(a, 1).expect("first of its /64");
+        assert!(counts.take(b, 1).is_none(), "same /64, other address");
+        assert!(counts.take(other, 1).is_some(), "another /64");
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let _v4 = counts.take(v4, 1).unwrap();
+        assert!(counts.take(mapped, 1).is_none(), "IPv4-mapped is its IPv4");
+        assert!(counts.take("192.0.2.2".parse().unwrap(), 1).is_some());
+    }
 }

@@ -416,10 +416,14 @@ pub trait Store: Send + Sync + 'static {
 
     // --- admin credentials ---
     /// Records an issued admin credential; false (and no change) if it is already recorded.
+    /// One recorded at its first use (`source` "first use": it was unrecorded) of a name revoked
+    /// as a whole is recorded revoked (atomically).
     fn record_admin(&self, record: &AdminCredentialRecord) -> Result<bool, StoreError>;
     /// Every recorded admin credential, oldest first.
     fn list_admins(&self) -> Result<Vec<AdminCredentialRecord>, StoreError>;
     /// Revokes the unrevoked credentials whose fingerprint or name is `id_or_name`; returns them.
+    /// By name, in the same transaction, also records the name's `unrecorded:NAME` row (revoked),
+    /// so that [`Store::record_admin`] records any later credential of the name revoked.
     fn revoke_admins(
         &self,
         id_or_name: &str,

@@ -186,3 +186,96 @@ async fn credentials_issued_before_recording_are_recorded_at_first_use_and_revoc
     assert_eq!(fresh_call(&t, &erin2).await.unwrap(), "erin");
     assert_eq!(whoami(&mut admin).await.unwrap(), "admin");
 }
+
+fn der_of(creds: &Credentials) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_slice(creds.cert_pem.as_ref().unwrap().as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// Issue 13 review (L11): a first use that passed the deny list just before a revocation by
+/// name, and records its credential just after it, records it revoked: it does not survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_use_recorded_just_after_a_revocation_by_name_is_recorded_revoked() {
+    use thoth_controller::store::Store;
+    let t = TestController::start().await;
+    let erin = issue(&t, "erin", Role::Operator, false);
+    let der = der_of(&erin);
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        thoth_controller::store::sqlite::SqliteStore::open(&dir.path().join("db.sqlite")).unwrap(),
+    );
+    let now = 1_700_000_000;
+    // The revocation by name commits...
+    store
+        .revoke_admins("erin", "admin", "laptop stolen", now)
+        .unwrap();
+    // ...then the racing first use records the credential it checked before...
+    let first_use = thoth_controller::admins::record_for(&der, "first use", now + 1).unwrap();
+    store.record_admin(&first_use).unwrap();
+    // ...(and the revocation's own "every unrecorded credential of erin" row, as a separate
+    // step did before: a no-op now that the revocation wrote it in its transaction).
+    store
+        .record_admin(&thoth_controller::store::AdminCredentialRecord {
+            fingerprint: thoth_controller::admins::unrecorded_id("erin"),
+            name: "erin".into(),
+            recorded_at: now,
+            source: "revoked by name".into(),
+            revoked_at: Some(now),
+            revoked_by: "admin".into(),
+            reason: "laptop stolen".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let row = store
+        .list_admins()
+        .unwrap()
+        .into_iter()
+        .find(|a| a.fingerprint == first_use.fingerprint)
+        .expect("recorded");
+    assert_eq!(row.revoked_at, Some(now), "{row:?}");
+    assert_eq!(
+        (row.revoked_by.as_str(), row.reason.as_str()),
+        ("admin", "laptop stolen")
+    );
+    // And the deny list (loaded, or noted from the stored row) refuses it.
+    let gate = thoth_controller::admins::AdminGate::load(store.clone()).unwrap();
+    assert!(gate.refusal(&first_use.fingerprint, "erin").is_some());
+    assert!(gate.refusal_for_der(&der).is_some());
+    // A credential recorded for another name is recorded as it is.
+    let frank = issue(&t, "frank", Role::Operator, false);
+    let rec = thoth_controller::admins::record_for(&der_of(&frank), "first use", now).unwrap();
+    store.record_admin(&rec).unwrap();
+    assert!(
+        store
+            .list_admins()
+            .unwrap()
+            .iter()
+            .any(|a| a.fingerprint == rec.fingerprint && a.revoked_at.is_none())
+    );
+}
+
+/// Issue 13 review (L11): the TLS verifier never reads the store. An unknown credential of a
+/// revoked name completes its first handshake and is refused by the request layer, which reads
+/// the store once (off the verifier); its later handshakes are refused from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_credential_of_a_revoked_name_is_looked_up_once_by_the_request_layer_not_the_handshake()
+ {
+    let t = TestController::start().await;
+    let erin = issue(&t, "erin", Role::Operator, false);
+    let mut admin = t.admin().await;
+    revoke(&mut admin, "erin").await.unwrap();
+    let e = fresh_call(&t, &erin).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    assert!(
+        e.message().contains("is not one issued since"),
+        "the request layer, not a store read in the handshake, refuses it: {e}"
+    );
+    // Known unrecorded now (negative cache): refused at the handshake.
+    let e = fresh_call(&t, &erin).await.unwrap_err();
+    assert!(!e.message().contains("is not one issued since"), "{e}");
+    // One issued and recorded since works at once.
+    let erin2 = issue(&t, "erin", Role::Operator, true);
+    assert_eq!(fresh_call(&t, &erin2).await.unwrap(), "erin");
+}

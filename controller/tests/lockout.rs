@@ -1,7 +1,9 @@
-//! The controller's edge against a network attacker without a certificate (issue 13, finding 9):
-//! TLS connections that never send an HTTP/2 preface or a request cannot hold the
-//! `max_connections` permits, one address cannot hold more than its share, and a refused client
-//! is told so rather than told that its CA is wrong.
+//! The controller's edge against a network attacker without a certificate (issue 13, finding 9,
+//! and its review): TLS connections that never send an HTTP/2 preface or a request cannot hold
+//! the `max_connections` permits, nor can a connection that never makes an authorised request
+//! (an endless request, a cheap request now and then, a revoked certificate) hold one past its
+//! lifetime; one address cannot hold more than its share, and a refused client is told so rather
+//! than told that its CA is wrong.
 
 mod common;
 
@@ -184,4 +186,303 @@ async fn an_agents_quiet_subscription_outlives_the_idle_timeout() {
     // The agent's subscription, quiet all along, still delivers.
     assert_eq!(c.push("acme", POLICY_B).await.version, 2);
     assert_eq!(next_update(&mut sub, 5).await.unwrap().version, 2);
+}
+
+// --- Issue 13 review (H1): what a peer that is never authorised can hold -----------------------
+
+/// A TLS connection from `from`, with `cert` (an agent's or admin's credentials) or none.
+async fn tls_from(
+    c: &TestController,
+    from: &str,
+    cert: Option<&Credentials>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(c.ca_pem().as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(thoth_controller::server::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match cert {
+        Some(creds) => {
+            let chain = CertificateDer::pem_slice_iter(creds.cert_pem.as_ref().unwrap().as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(
+                creds.key_pem.as_ref().unwrap().as_bytes(),
+            )
+            .unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
+    let tcp = sock.connect(c.running().addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() as u32;
+    let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The HEADERS (and, when `body`, the DATA with an empty message) of a gRPC call on `stream`;
+/// without `body` the request never ends.
+fn grpc_request(stream: u32, path: &str, body: bool) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (k, v) in [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        // Literal header field without indexing, new name, no Huffman.
+        block.push(0);
+        block.push(k.len() as u8);
+        block.extend_from_slice(k.as_bytes());
+        block.push(v.len() as u8);
+        block.extend_from_slice(v.as_bytes());
+    }
+    let mut out = frame(1, 0x4, stream, &block);
+    if body {
+        out.extend(frame(0, 0x1, stream, &[0, 0, 0, 0, 0]));
+    }
+    out
+}
+
+const CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// Speaks HTTP/2 on `conn`: the preface, then `first` requests, then one more health check every
+/// `every` (if some), reading whatever the server sends; returns how long until the server
+/// closed the connection, or panics at `within`.
+async fn held_until_closed(
+    mut conn: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    first: &[(&str, bool)],
+    every: Option<Duration>,
+    within: Duration,
+) -> Duration {
+    use tokio::io::AsyncWriteExt;
+    let start = Instant::now();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    let mut stream = 1;
+    for (path, body) in first {
+        out.extend(grpc_request(stream, path, *body));
+        stream += 2;
+    }
+    if conn.write_all(&out).await.is_err() {
+        return start.elapsed();
+    }
+    let mut acked = false;
+    let mut buf = [0u8; 4096];
+    let mut next = every.map(|e| Instant::now() + e);
+    loop {
+        assert!(
+            start.elapsed() < within,
+            "the server kept a connection that was never authorised for {within:?}"
+        );
+        let wait = next
+            .map(|n| n.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(200))
+            .min(Duration::from_millis(200));
+        match tokio::time::timeout(wait, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) if !acked => {
+                acked = true;
+                // The server's SETTINGS (its first frame): acknowledge them.
+                if conn.write_all(&frame(4, 0x1, 0, &[])).await.is_err() {
+                    return start.elapsed();
+                }
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        if let (Some(n), Some(e)) = (next, every)
+            && Instant::now() >= n
+        {
+            if conn
+                .write_all(&grpc_request(stream, CHECK, true))
+                .await
+                .is_err()
+            {
+                return start.elapsed();
+            }
+            stream += 2;
+            next = Some(Instant::now() + e);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_ends_holds_a_connection_no_longer_than_the_unauthorised_lifetime() {
+    let c = TestController::start_with(|cfg| {
+        cfg.idle_timeout = Duration::from_secs(1);
+        cfg.unauthorised_lifetime = Duration::from_secs(2);
+    })
+    .await;
+    // HEADERS of an Enroll and never its DATA: the request is in progress forever.
+    let conn = tls_from(&c, ATTACKER, None).await.unwrap();
+    let held = held_until_closed(
+        conn,
+        &[("/thoth.fleet.v1.Enrollment/Enroll", false), (CHECK, false)],
+        None,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(held >= Duration::from_millis(1500), "closed after {held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cheap_health_check_every_few_seconds_holds_a_connection_no_longer_than_the_lifetime() {
+    let c = TestController::start_with(|cfg| {
+        cfg.idle_timeout = Duration::from_secs(1);
+        cfg.unauthorised_lifetime = Duration::from_secs(3);
+    })
+    .await;
+    let conn = tls_from(&c, ATTACKER, None).await.unwrap();
+    let held = held_until_closed(
+        conn,
+        &[(CHECK, true)],
+        Some(Duration::from_millis(300)),
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(held >= Duration::from_millis(2500), "closed after {held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watch_is_refused_to_a_client_without_a_certificate_and_check_still_served() {
+    let c = TestController::start().await;
+    let anon = Credentials {
+        ca_pem: c.ca_pem(),
+        cert_pem: None,
+        key_pem: None,
+    };
+    let ch = client::connect(&c.url, &anon, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let e = health
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect_err("an endless stream for a client without a certificate");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+}
+
+async fn revoked_agent(c: &TestController) -> Credentials {
+    let agent = c.enroll("acme").await;
+    c.admin()
+        .await
+        .revoke_agent(thoth_proto::fleet::RevokeAgentRequest {
+            agent_id: agent.agent_id.clone(),
+            reason: "stolen laptop".into(),
+        })
+        .await
+        .unwrap();
+    agent.credentials
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_and_a_request_that_authorises_nothing_do_not_exempt_from_the_idle_timeout() {
+    let c = TestController::start_with(|cfg| {
+        cfg.idle_timeout = Duration::from_secs(1);
+        cfg.unauthorised_lifetime = Duration::from_secs(600);
+    })
+    .await;
+    let agent = c.enroll("acme").await;
+    // Its certificate completes the handshake; one request that authorises nothing (a health
+    // check), then silence: idle, so closed.
+    let conn = tls_from(&c, ATTACKER, Some(&agent.credentials))
+        .await
+        .unwrap();
+    held_until_closed(conn, &[(CHECK, true)], None, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_agent_certificate_is_refused_at_the_handshake() {
+    let c = TestController::start().await;
+    let creds = revoked_agent(&c).await;
+    let ch = client::connect(&c.url, &creds, Some(Duration::from_secs(5))).await;
+    let err = match ch {
+        Err(e) => e,
+        Ok(ch) => thoth_proto::fleet::agent_sync_client::AgentSyncClient::new(ch)
+            .subscribe(thoth_proto::fleet::SubscribeRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string(),
+    };
+    assert!(
+        !err.contains("was revoked at"),
+        "the handshake, not the request layer, refuses it: {err}"
+    );
+    // Also after a restart (the deny list is loaded from the store).
+    let mut c = c;
+    c.restart().await;
+    let ch = client::connect(&c.url, &creds, Some(Duration::from_secs(5))).await;
+    if let Ok(ch) = ch {
+        let e = thoth_proto::fleet::agent_sync_client::AgentSyncClient::new(ch)
+            .subscribe(thoth_proto::fleet::SubscribeRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(!e.message().contains("was revoked at"), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_with_a_certificate_count_against_their_address_until_authorised() {
+    let c = TestController::start_with(|cfg| {
+        cfg.max_unauthenticated_per_address = 2;
+        cfg.idle_timeout = Duration::from_secs(600);
+        cfg.unauthorised_lifetime = Duration::from_secs(600);
+    })
+    .await;
+    // A certificate (an enrolled agent's) that makes no request.
+    let creds = c.enroll("acme").await.credentials;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..5 {
+        match tls_from(&c, ATTACKER, Some(&creds)).await {
+            Ok(conn) => held.push(conn),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((held.len(), refused), (2, 3));
+    // Authorised connections stop counting: more agents behind one address (127.0.0.1 here)
+    // than the cap keep their subscriptions.
+    let agent = c.enroll("acme").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut subs = Vec::new();
+    while subs.len() < 4 {
+        match client::connect(&c.url, &agent.credentials, Some(Duration::from_secs(5))).await {
+            Ok(ch) => {
+                let mut sync = thoth_proto::fleet::agent_sync_client::AgentSyncClient::new(ch);
+                subs.push(
+                    sync.subscribe(thoth_proto::fleet::SubscribeRequest::default())
+                        .await
+                        .unwrap()
+                        .into_inner(),
+                );
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

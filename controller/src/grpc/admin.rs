@@ -37,6 +37,15 @@ impl AdminService {
         requested: &str,
     ) -> Result<(AdminCaller, String), Status> {
         let ctl = &self.0;
+        if let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned())
+            && let Ok(Identity::Admin { name, .. }) = Identity::from_cert_der(&leaf)
+        {
+            // An unknown credential of a revoked name: the store is read here (once, off the
+            // TLS verifier), in case `issue-admin` recorded it since.
+            ctl.admins
+                .settle(ctl, &pki::fingerprint(&leaf), &name)
+                .await;
+        }
         let Identity::Admin { name, role, tenant } = identity(ctl, req)? else {
             Metrics::inc(&ctl.metrics.auth_refused);
             return Err(Status::permission_denied(
@@ -58,12 +67,29 @@ impl AdminService {
         if !ctl.admins.is_recorded(&caller.fingerprint)
             && let Ok(rec) = crate::admins::record_for(&leaf, "first use", now_unix())
         {
-            let r = rec.clone();
-            ctl.db(move |s| s.record_admin(&r))
+            let fp = rec.fingerprint.clone();
+            // Recorded revoked if its name was revoked meanwhile (one statement): note what
+            // was stored, and check again.
+            let stored = ctl
+                .db(move |s| {
+                    s.record_admin(&rec)?;
+                    Ok(s.list_admins()?
+                        .into_iter()
+                        .filter(|a| a.fingerprint == fp)
+                        .collect::<Vec<_>>())
+                })
                 .await
                 .map_err(internal)?;
-            ctl.admins.note(&rec);
+            for a in &stored {
+                ctl.admins.note(a);
+            }
+            if let Some(why) = ctl.admins.refusal(&caller.fingerprint, &caller.name) {
+                Metrics::inc(&ctl.metrics.auth_refused);
+                return Err(Status::unauthenticated(why));
+            }
         }
+        // A credential the deny list lets through: this connection is authorised.
+        super::authorised(req);
         let tenant = if requested.is_empty() {
             caller
                 .scope
@@ -587,6 +613,8 @@ impl admin_server::Admin for AdminService {
             .await
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no agent {id:?}")))?;
+        // Its certificate is refused at the handshake from now on.
+        self.0.admins.agent_revoked(&a.agent_id);
         self.0.hub.revoked();
         self.audit_ok(
             &c,
@@ -745,25 +773,9 @@ impl admin_server::Admin for AdminService {
         let mut revoked = self
             .0
             .db(move |s| {
-                let mut out = s.revoke_admins(&t, &by, &reason, now)?;
-                if by_name {
-                    // Every unrecorded credential of this name (issued before credentials were
-                    // recorded) is refused too: it is unknown by fingerprint.
-                    let row = crate::store::AdminCredentialRecord {
-                        fingerprint: crate::admins::unrecorded_id(&t),
-                        name: t.clone(),
-                        recorded_at: now,
-                        source: "revoked by name".into(),
-                        revoked_at: Some(now),
-                        revoked_by: by.clone(),
-                        reason: reason.clone(),
-                        ..Default::default()
-                    };
-                    if s.record_admin(&row)? {
-                        out.push(row);
-                    }
-                }
-                Ok(out)
+                // By name, this also refuses every unrecorded credential of the name (issued
+                // before credentials were recorded: unknown by fingerprint), in one transaction.
+                s.revoke_admins(&t, &by, &reason, now)
             })
             .await
             .map_err(internal)?;

@@ -141,7 +141,17 @@ async fn agent_caller<T>(ctl: &Controller, req: &Request<T>) -> Result<AgentReco
             rfc3339(at)
         )));
     }
+    authorised(req);
     Ok(agent)
+}
+
+/// Tells the server that this request's connection made an authorised request (an enrolled,
+/// unrevoked agent; an admin the deny list lets through): from now on it is bounded by
+/// keepalive, not by the limits on connections not yet authorised.
+fn authorised<T>(req: &Request<T>) {
+    if let Some(conn) = req.extensions().get::<crate::server::ConnAuth>() {
+        conn.authorise();
+    }
 }
 
 fn rfc3339(unix: i64) -> String {
