@@ -61,6 +61,8 @@ fn sees_all(uid: Option<u32>) -> bool {
 /// The login name of `uid`.
 #[cfg(unix)]
 pub fn user_name(uid: u32) -> Option<String> {
+    #[cfg(test)]
+    tests::LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut buf = vec![0 as libc::c_char; 4096];
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -894,6 +896,48 @@ pub fn fetch_status(socket: &std::path::Path) -> Result<super::status::Status, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// User-name lookups (blocking `getpwuid_r`) in this test process.
+    pub(super) static LOOKUPS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    /// Review L13: every refused connection looked its user's name up (a blocking
+    /// `getpwuid_r`, NSS/LDAP on a managed laptop) inside the accept loop, before the
+    /// once-a-minute limiter. Now the message is built only when it is logged.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_connections_do_not_look_user_names_up_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../thoth-agent.example.toml");
+        let mut c: super::super::config::AgentConfig = toml::from_str(text).unwrap();
+        c.state_dir = dir.path().join("state");
+        c.socket_path = dir.path().join("agent.sock");
+        c.wrap_configs = false;
+        let sh = super::super::Shared::new(c).unwrap();
+        let limits = Limits::with(1, 64, 1 << 20, 4 << 20, Owners::default());
+        let server = serve_with(Arc::clone(&sh), limits).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..40 {
+            held.push(
+                tokio::net::UnixStream::connect(&sh.config.socket_path)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while server.limits.refused() < 39 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} refused",
+                server.limits.refused()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let n = LOOKUPS.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n <= 1, "{n} user-name lookups for 39 refused connections");
+        drop(held);
+        server.stop().await;
+    }
 
     fn owners() -> Owners {
         Owners::parse(
