@@ -6,7 +6,7 @@
 
 use thoth_proto::evidence::TrustAnchors;
 use thoth_proto::fleet::{self as pb, admin_client::AdminClient};
-use thoth_proto::{ChainBreak, ChainReport, Verifier};
+use thoth_proto::{ChainReport, Verifier};
 use tonic::transport::Channel;
 
 /// Rows read per request.
@@ -16,12 +16,15 @@ const PAGE: u32 = 5_000;
 pub enum StoredVerdict {
     /// No break; the report says how much is signed.
     Intact(ChainReport),
-    /// A break, at the stored event with this store id.
+    /// At least one break. Verification went on past each one (the chain that broke in a new
+    /// epoch): `report.breaks` lists them all, their `line` being the store's event id.
     Broken {
-        /// The store's id of the event where the break shows.
+        /// The store's id of the event where the first break shows.
         id: u64,
-        /// What is wrong.
+        /// What is wrong there.
         reason: String,
+        /// Everything found, every break included.
+        report: ChainReport,
     },
 }
 
@@ -49,14 +52,20 @@ pub async fn verify_stored(
             .into_inner()
             .events;
         for e in &page {
-            if let Err(ChainBreak { reason, .. }) = verifier.push(e.id as usize, e.json.as_bytes())
-            {
-                return Ok(StoredVerdict::Broken { id: e.id, reason });
-            }
+            // A break is kept in the report; the rest is verified all the same.
+            let _ = verifier.push(e.id as usize, e.json.as_bytes());
             after = e.id;
         }
         if page.len() < PAGE as usize {
-            return Ok(StoredVerdict::Intact(verifier.finish()));
+            let report = verifier.finish();
+            return Ok(match report.breaks.first() {
+                Some(b) => StoredVerdict::Broken {
+                    id: b.line as u64,
+                    reason: b.reason.clone(),
+                    report,
+                },
+                None => StoredVerdict::Intact(report),
+            });
         }
     }
 }

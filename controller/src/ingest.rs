@@ -871,6 +871,70 @@ mod tests {
         assert_eq!(a.events(&store).len(), cap + 1);
     }
 
+    /// An event over the size limit is refused, but its place in the chain is read: the next
+    /// event links (no gap alert), and verifying what is stored finds one break (the hole, named
+    /// as the refusal) and verifies every chain on after it.
+    #[test]
+    fn after_an_oversize_event_the_stored_chains_verify_around_one_break() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (a, b) = (Agent::new("agt-a", "acme"), Agent::new("agt-b", "acme"));
+        // Events as an agent seals them: with its agentId (the verifier follows chains by it).
+        let ev = |c: &mut Chain, agent: &Agent, id: &str, content: &str| {
+            let mut m = serde_json::Map::new();
+            for (k, v) in [
+                ("eventId", id),
+                ("agentId", &agent.id),
+                ("eventType", "TOOL_CALL_PRE"),
+                ("content", content),
+            ] {
+                m.insert(k.into(), v.into());
+            }
+            c.seal_value(&mut m)
+        };
+        let (mut c, mut cb) = (Chain::new(), Chain::new());
+        let first = vec![
+            ev(&mut c, &a, "a1", ""),
+            ev(&mut c, &a, "big", &"x".repeat(MAX_EVENT_BYTES)),
+            ev(&mut c, &a, "a3", ""),
+            ev(&mut c, &a, "a4", ""),
+        ];
+        a.upload(&store, &a.good_batch(first));
+        let second = vec![ev(&mut cb, &b, "b1", ""), ev(&mut cb, &b, "b2", "")];
+        b.upload(&store, &b.good_batch(second));
+        a.upload(&store, &a.good_batch(vec![ev(&mut c, &a, "a5", "")]));
+        assert_eq!(kinds(&a.alerts(&store)), ["refused"]);
+        assert!(
+            a.events(&store).iter().all(|e| e.chain_ok),
+            "the event after the refused one was taken for a gap"
+        );
+        // Every stored record in commit order, as `thothctl events verify` reads them (signed
+        // heads aside: these test agents have no certificate).
+        let mut verifier = thoth_proto::Verifier::new(None);
+        let all = store
+            .query_events(&EventFilter {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .unwrap();
+        for r in all.iter().filter(|r| r.event_type != "CHAIN_HEAD") {
+            let _ = verifier.push(r.id as usize, r.json.as_bytes());
+        }
+        let r = verifier.finish();
+        assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
+        assert!(
+            r.breaks[0]
+                .reason
+                .contains("seq 2 of agent \"agt-a\" missing")
+                && r.breaks[0].reason.contains("refused"),
+            "{:?}",
+            r.breaks[0]
+        );
+        assert_eq!(r.chains["agt-a"], 5);
+        assert_eq!(r.first["agt-a"], 3);
+        assert_eq!(r.chains["agt-b"], 2);
+        assert_eq!(r.events, 4 + 2, "a1, a3..a5 and b1..b2 verified");
+    }
+
     #[test]
     fn a_restarted_or_rewound_chain_is_alerted_and_its_events_stored() {
         let store = SqliteStore::in_memory().unwrap();

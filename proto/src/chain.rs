@@ -183,13 +183,19 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
-/// What a successful verification saw.
+/// What a verification saw. A break does not end it: the chain that broke goes on in a new
+/// epoch from the event after the break, every other chain is unaffected, and every break is
+/// listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainReport {
+    /// Every break found, in file order.
+    pub breaks: Vec<ChainBreak>,
     /// Chain events verified (controller records not counted).
     pub events: u64,
     /// Last sequence number per chain (`agentId`), in its latest epoch.
     pub chains: BTreeMap<String, u64>,
+    /// First sequence number verified per chain in its latest epoch (1 unless it broke).
+    pub first: BTreeMap<String, u64>,
     /// Per chain, the last sequence number a verified signed head covers (latest epoch).
     pub signed: BTreeMap<String, u64>,
     /// Events no verified signed head covers (after a chain's last head, or in a chain with none).
@@ -207,9 +213,12 @@ pub struct ChainReport {
     pub controller_records: u64,
 }
 
-/// The overall result of a verification that found no break.
+/// The overall result of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// At least one chain is broken (see [`ChainReport::breaks`]); what is around the breaks was
+    /// verified all the same.
+    Broken,
     /// Every event is covered by a signed head whose certificate chains to the given CA.
     Ok,
     /// Every event is covered by a signed head, but no CA was given: the certificates are not
@@ -223,7 +232,9 @@ pub enum Verdict {
 impl ChainReport {
     /// The verdict.
     pub fn verdict(&self) -> Verdict {
-        if self.unsigned > 0 {
+        if !self.breaks.is_empty() {
+            Verdict::Broken
+        } else if self.unsigned > 0 {
             Verdict::Unsigned
         } else if !self.ca_checked && self.events > 0 {
             Verdict::SignedUnanchored
@@ -242,6 +253,12 @@ impl ChainReport {
             self.chains.len()
         );
         let mut out = vec![match self.verdict() {
+            Verdict::Broken => format!(
+                "BROKEN: {} break(s) in {source}; around them, {n} verified, {} of them covered \
+                 by no signed chain head",
+                self.breaks.len(),
+                self.unsigned
+            ),
             Verdict::Ok if self.events == 0 => format!("OK: no events in {source}"),
             Verdict::Ok => format!(
                 "OK: {n}; every event is covered by a signed chain head whose certificate chains \
@@ -260,14 +277,15 @@ impl ChainReport {
             ),
         }];
         for (agent, seq) in &self.chains {
+            let first = self.first.get(agent).copied().unwrap_or(1);
             let signed = self.signed.get(agent).copied().unwrap_or(0);
             out.push(if signed == *seq {
-                format!("  {agent}: seq 1..{seq}, signed through seq {seq}")
-            } else if signed == 0 {
-                format!("  {agent}: seq 1..{seq}, no signed head")
+                format!("  {agent}: seq {first}..{seq}, signed through seq {seq}")
+            } else if signed < first {
+                format!("  {agent}: seq {first}..{seq}, no signed head")
             } else {
                 format!(
-                    "  {agent}: seq 1..{seq}, signed through seq {signed}; seq {}..{seq} unsigned",
+                    "  {agent}: seq {first}..{seq}, signed through seq {signed}; seq {}..{seq} unsigned",
                     signed + 1
                 )
             });
@@ -301,13 +319,15 @@ impl ChainReport {
     /// The report as JSON (`ok` only for [`Verdict::Ok`]; `verdict` names it).
     pub fn to_json(&self) -> Value {
         let verdict = match self.verdict() {
+            Verdict::Broken => "broken",
             Verdict::Ok => "ok",
             Verdict::SignedUnanchored => "signed_ca_not_checked",
             Verdict::Unsigned => "unsigned",
         };
-        serde_json::json!({
+        let mut out = serde_json::json!({
             "ok": self.verdict() == Verdict::Ok,
-            "broken": false,
+            "broken": !self.breaks.is_empty(),
+            "breaks": self.breaks.iter().map(|b| serde_json::json!({"line": b.line, "reason": b.reason})).collect::<Vec<_>>(),
             "verdict": verdict,
             "events": self.events,
             "chains": self.chains,
@@ -317,7 +337,13 @@ impl ChainReport {
             "caChecked": self.ca_checked,
             "restarts": self.restarts.iter().map(|(a, l)| serde_json::json!({"agentId": a, "line": l})).collect::<Vec<_>>(),
             "alerts": self.alerts.iter().map(|(l, d)| serde_json::json!({"line": l, "detail": d})).collect::<Vec<_>>(),
-        })
+        });
+        // The first break, where a reader of one break looks for it.
+        if let Some(b) = self.breaks.first() {
+            out["line"] = b.line.into();
+            out["reason"] = b.reason.clone().into();
+        }
+        out
     }
 }
 
@@ -331,58 +357,142 @@ pub fn verify_lines<R: BufRead>(reader: R) -> Result<ChainReport, ChainBreak> {
 
 /// Like [`verify_lines`], and every `CHAIN_HEAD` record must match its chain, its signature
 /// must verify with its certificate, which must name the agent and, with `ca`, chain to it.
+/// Fails with the first break (see [`verify_report`] for all of them).
 pub fn verify_evidence<R: BufRead>(
-    mut reader: R,
+    reader: R,
     ca: Option<&TrustAnchors>,
 ) -> Result<ChainReport, ChainBreak> {
+    let report = verify_report(reader, ca);
+    match report.breaks.first() {
+        Some(b) => Err(b.clone()),
+        None => Ok(report),
+    }
+}
+
+/// Verifies a whole file as [`verify_evidence`] does, but a break does not stop it: the chain
+/// that broke goes on in a new epoch, every break is listed in the report
+/// ([`Verdict::Broken`]), and what is around the breaks, for every agent, is verified all the
+/// same. A line too long is a break and skipped; a read error is a break that ends the file.
+pub fn verify_report<R: BufRead>(mut reader: R, ca: Option<&TrustAnchors>) -> ChainReport {
     let mut v = Verifier::new(ca);
     let mut buf = Vec::new();
     let mut line_no = 0usize;
+    let read_error = |v: &mut Verifier<'_>, line: usize, e: std::io::Error| {
+        v.report.breaks.push(ChainBreak {
+            line,
+            reason: format!("read error: {e}"),
+        });
+    };
     loop {
         buf.clear();
-        let n = reader
+        let n = match reader
             .by_ref()
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut buf)
-            .map_err(|e| ChainBreak {
-                line: line_no + 1,
-                reason: format!("read error: {e}"),
-            })?;
+        {
+            Ok(n) => n,
+            Err(e) => {
+                read_error(&mut v, line_no + 1, e);
+                break;
+            }
+        };
         if n == 0 {
             break;
         }
         line_no += 1;
         if buf.last() != Some(&b'\n') {
-            return Err(ChainBreak {
+            if buf.len() <= MAX_LINE_BYTES {
+                v.report.breaks.push(ChainBreak {
+                    line: line_no,
+                    reason: "last line is incomplete (no newline): the file was cut or is still \
+                             being written"
+                        .into(),
+                });
+                break;
+            }
+            v.report.breaks.push(ChainBreak {
                 line: line_no,
-                reason: if buf.len() > MAX_LINE_BYTES {
-                    format!("line is longer than {MAX_LINE_BYTES} bytes")
-                } else {
-                    "last line is incomplete (no newline): the file was cut or is still being \
-                     written"
-                        .into()
-                },
+                reason: format!("line is longer than {MAX_LINE_BYTES} bytes: not checked"),
             });
+            // Skip the rest of it, a bounded piece at a time.
+            loop {
+                buf.clear();
+                match reader
+                    .by_ref()
+                    .take(MAX_LINE_BYTES as u64)
+                    .read_until(b'\n', &mut buf)
+                {
+                    Ok(0) => break,
+                    Ok(_) if buf.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        read_error(&mut v, line_no, e);
+                        return v.finish();
+                    }
+                }
+            }
+            continue;
         }
         buf.pop();
-        v.push(line_no, &buf)?;
+        let _ = v.push(line_no, &buf);
     }
-    Ok(v.finish())
+    v.finish()
 }
 
 /// One agent chain in the current epoch.
 #[derive(Default)]
 struct AgentChain {
-    /// Hash of the event at seq i+1 (raw SHA-256).
+    /// Seq of `hashes[0]`.
+    base: u64,
+    /// Hash of the event at seq `base + i` (raw SHA-256): the events verified in this epoch.
     hashes: Vec<[u8; 32]>,
     /// Last seq a verified head covers.
     signed: u64,
+    /// The seq and hash the next event follows, when not the last of `hashes` (an epoch that
+    /// starts after a refused or altered event: its claimed hash).
+    tip: Option<(u64, String)>,
+    /// The break of the run of refused events this (still empty) epoch starts after: its index in
+    /// the report and its first seq (a run of refusals is one break).
+    refused: Option<(usize, u64)>,
+}
+
+impl AgentChain {
+    /// The seq and hash the next event must follow.
+    fn tip(&self) -> (u64, String) {
+        match (&self.tip, self.hashes.last()) {
+            (Some(t), _) => t.clone(),
+            (None, Some(h)) => (self.base + self.hashes.len() as u64 - 1, hex::encode(h)),
+            (None, None) => (0, GENESIS.to_owned()),
+        }
+    }
+
+    /// Events of the epoch no verified head covers.
+    fn unsigned(&self) -> u64 {
+        let len = self.hashes.len() as u64;
+        let covered = if self.signed >= self.base && len > 0 {
+            (self.signed - self.base + 1).min(len)
+        } else {
+            0
+        };
+        len - covered
+    }
+
+    fn append(&mut self, seq: u64, hash: [u8; 32]) {
+        if self.hashes.is_empty() {
+            self.base = seq;
+        }
+        self.hashes.push(hash);
+        self.tip = None;
+        self.refused = None;
+    }
 }
 
 /// Verifies records one at a time (lines of a file, or rows of a store, in commit order).
 pub struct Verifier<'a> {
     ca: Option<&'a TrustAnchors>,
     chains: BTreeMap<String, AgentChain>,
+    /// Controller alerts naming an agent's seq: (agent, seq) → the alert's line.
+    alerted: BTreeMap<(String, u64), usize>,
     report: ChainReport,
 }
 
@@ -392,6 +502,7 @@ impl<'a> Verifier<'a> {
         Verifier {
             ca,
             chains: BTreeMap::new(),
+            alerted: BTreeMap::new(),
             report: ChainReport {
                 ca_checked: ca.is_some(),
                 ..ChainReport::default()
@@ -400,7 +511,40 @@ impl<'a> Verifier<'a> {
     }
 
     /// Checks one record (without its newline); `line` is its 1-based position, for reports.
+    /// A break is kept in the report and also returned; the verifier goes on either way (the
+    /// chain that broke starts a new epoch after it).
     pub fn push(&mut self, line: usize, bytes: &[u8]) -> Result<(), ChainBreak> {
+        let r = self.record(line, bytes);
+        if let Err(b) = &r {
+            self.report.breaks.push(b.clone());
+        }
+        r
+    }
+
+    /// Ends the agent's epoch (its unproven events counted) and starts a new one.
+    fn new_epoch(&mut self, agent: &str) -> &mut AgentChain {
+        if let Some(old) = self.chains.remove(agent) {
+            self.report.unsigned += old.unsigned();
+        }
+        self.chains.entry(agent.to_owned()).or_default()
+    }
+
+    /// Why a break at seqs `lo..=hi` of `agent` may have come about.
+    fn explain(&self, agent: &str, lo: u64, hi: u64) -> String {
+        let (lo, hi) = (lo.min(hi), hi.max(lo));
+        match self
+            .alerted
+            .range((agent.to_owned(), lo)..=(agent.to_owned(), hi))
+            .next()
+        {
+            Some((_, l)) => format!(
+                " (the controller alerted it at ingest, line {l}); the chain goes on from here"
+            ),
+            None => "; the chain goes on from here".to_owned(),
+        }
+    }
+
+    fn record(&mut self, line: usize, bytes: &[u8]) -> Result<(), ChainBreak> {
         let brk = |reason: String| ChainBreak { line, reason };
         let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
             brk(if e.is_eof() {
@@ -420,12 +564,6 @@ impl<'a> Verifier<'a> {
         {
             return self.controller_record(line, &value);
         }
-        if to_canonical(&value) != bytes {
-            return Err(brk(
-                "the line is not in canonical form: it was altered".into()
-            ));
-        }
-        let obj = value.as_object_mut().expect("checked above");
         let field = |obj: &serde_json::Map<String, Value>, k: &str| -> Result<String, ChainBreak> {
             obj.get(k)
                 .and_then(Value::as_str)
@@ -439,47 +577,76 @@ impl<'a> Verifier<'a> {
             .get("seq")
             .and_then(Value::as_u64)
             .ok_or_else(|| brk("field \"seq\" is missing or not a number".into()))?;
-        let (last, want_prev) = match self.chains.get(&agent) {
-            Some(c) if !c.hashes.is_empty() => (
-                c.hashes.len() as u64,
-                hex::encode(c.hashes[c.hashes.len() - 1]),
-            ),
-            _ => (0, GENESIS.to_owned()),
+        // An altered event: not verified; its chain goes on from the hash it claims.
+        let altered = |v: &mut Self, reason: String| {
+            v.new_epoch(&agent).tip = Some((seq, hash.clone()));
+            Err(brk(reason))
         };
+        if to_canonical(&value) != bytes {
+            let why = self.explain(&agent, seq, seq);
+            return altered(
+                self,
+                format!(
+                    "seq {seq} (agent \"{agent}\") is not in canonical form: the line was \
+                     altered{why}"
+                ),
+            );
+        }
+        let (last, want_prev) = self
+            .chains
+            .get(&agent)
+            .map_or((0, GENESIS.to_owned()), AgentChain::tip);
+        let mut link = None;
         if seq == 1 && prev == GENESIS && last > 0 {
             // The agent's chain started again (its spool was lost): a new epoch.
-            let old = self.chains.remove(&agent).unwrap_or_default();
-            self.report.unsigned += old.hashes.len() as u64 - old.signed;
+            self.new_epoch(&agent);
             self.report.restarts.push((agent.clone(), line));
-        } else {
-            if seq != last + 1 {
-                return Err(brk(format!(
-                    "chain of agent \"{agent}\" jumps from seq {last} to {seq}: events are \
-                     missing or out of order"
-                )));
-            }
-            if prev != want_prev {
-                return Err(brk(format!(
-                    "prevHash of seq {seq} (agent \"{agent}\") does not match the previous \
-                     event's hash: an earlier event was altered or removed"
-                )));
-            }
+        } else if seq != last + 1 {
+            link = Some(format!(
+                "chain of agent \"{agent}\" jumps from seq {last} to {seq}: events are missing \
+                 or out of order{}",
+                self.explain(&agent, last + 1, seq)
+            ));
+        } else if prev != want_prev {
+            link = Some(format!(
+                "prevHash of seq {seq} (agent \"{agent}\") does not match the previous event's \
+                 hash: an earlier event was altered or removed{}",
+                self.explain(&agent, seq, seq)
+            ));
         }
+        let obj = value.as_object_mut().expect("checked above");
         obj.remove("hash");
-        let computed = hash_of(&prev, &value).ok_or_else(|| brk("prevHash is not hex".into()))?;
-        if computed != hash {
-            return Err(brk(format!(
-                "hash of seq {seq} (agent \"{agent}\") does not match its content: the event was \
-                 altered"
-            )));
-        }
+        let computed = hash_of(&prev, &value).ok_or_else(|| brk("prevHash is not hex".into()));
         let mut raw = [0u8; 32];
-        hex::decode_to_slice(&hash, &mut raw).map_err(|_| brk("hash is not hex".into()))?;
-        self.chains
-            .entry(agent.clone())
-            .or_default()
-            .hashes
-            .push(raw);
+        let own = match computed {
+            Ok(c) if c == hash && hex::decode_to_slice(&hash, &mut raw).is_ok() => Ok(raw),
+            Ok(_) => Err(format!(
+                "hash of seq {seq} (agent \"{agent}\") does not match its content: the event was \
+                 altered{}",
+                self.explain(&agent, seq, seq)
+            )),
+            Err(e) => Err(e.reason),
+        };
+        let raw = match (own, link) {
+            (Err(why), link) => {
+                let reason = link.map_or(why.clone(), |l| format!("{l}; and {why}"));
+                return altered(self, reason);
+            }
+            (Ok(raw), Some(l)) => {
+                // A new epoch starts at this event (it hashes correctly over its own prevHash).
+                self.new_epoch(&agent).append(seq, raw);
+                self.report.first.insert(agent.clone(), seq);
+                self.report.chains.insert(agent, seq);
+                self.report.events += 1;
+                return Err(brk(l));
+            }
+            (Ok(raw), None) => raw,
+        };
+        let chain = self.chains.entry(agent.clone()).or_default();
+        if chain.hashes.is_empty() {
+            self.report.first.insert(agent.clone(), seq);
+        }
+        chain.append(seq, raw);
         self.report.chains.insert(agent, seq);
         self.report.events += 1;
         Ok(())
@@ -494,29 +661,46 @@ impl<'a> Verifier<'a> {
                     "signed head of agent \"{}\" at seq {}",
                     head.agent_id, head.seq
                 );
-                let chain = self.chains.get_mut(&head.agent_id);
-                let len = chain.as_ref().map_or(0, |c| c.hashes.len() as u64);
-                if head.seq == 0 || head.seq > len {
+                let Some(chain) = self.chains.get_mut(&head.agent_id) else {
                     return Err(brk(format!(
-                        "{who}: the chain before it reaches only seq {len}: signed events were \
+                        "{who}: the chain before it reaches only seq 0: signed events were \
                          removed"
                     )));
-                }
-                let chain = chain.expect("len > 0");
-                if hex::encode(chain.hashes[head.seq as usize - 1]) != head.hash {
+                };
+                let (tip, tip_hash) = chain.tip();
+                let len = chain.hashes.len() as u64;
+                let have = if head.seq >= chain.base && head.seq < chain.base + len {
+                    hex::encode(chain.hashes[(head.seq - chain.base) as usize])
+                } else if head.seq == tip {
+                    // The claimed hash of a refused or altered event: nothing verified to cover.
+                    tip_hash
+                } else if head.seq > tip || head.seq == 0 {
                     return Err(brk(format!(
-                        "{who}: the agent signed hash {} but the chain has {} there: the events \
-                         were altered (and re-hashed)",
-                        head.hash,
-                        hex::encode(chain.hashes[head.seq as usize - 1])
+                        "{who}: the chain before it reaches only seq {tip}: signed events were \
+                         removed"
+                    )));
+                } else {
+                    return Err(brk(format!(
+                        "{who}: it is before the chain's current epoch (from seq {}, after a \
+                         break): it cannot be checked",
+                        chain.base
+                    )));
+                };
+                if have != head.hash {
+                    return Err(brk(format!(
+                        "{who}: the agent signed hash {} but the chain has {have} there: the \
+                         events were altered (and re-hashed)",
+                        head.hash
                     )));
                 }
                 head.check(self.ca)
                     .map_err(|e| brk(format!("{who}: {e}")))?;
                 chain.signed = chain.signed.max(head.seq);
-                self.report
-                    .signed
-                    .insert(head.agent_id.clone(), chain.signed);
+                if len > 0 && chain.signed >= chain.base {
+                    self.report
+                        .signed
+                        .insert(head.agent_id.clone(), chain.signed);
+                }
                 self.report.heads += 1;
             }
             Some("CHAIN_ALERT") => {
@@ -526,16 +710,73 @@ impl<'a> Verifier<'a> {
                     None => String::new(),
                 };
                 self.report.alerts.push((line, detail));
+                let agent = v.get("agentId").and_then(Value::as_str);
+                let seq = v.get("seq").and_then(Value::as_u64);
+                if let (Some(agent), Some(seq)) = (agent, seq) {
+                    self.alerted.insert((agent.to_owned(), seq), line);
+                    let hash = v.get("eventHash").and_then(Value::as_str);
+                    if v.get("alert").and_then(Value::as_str) == Some("refused")
+                        && let Some(hash) = hash
+                    {
+                        return self.refused(line, agent, seq, hash);
+                    }
+                }
             }
             _ => self.report.controller_records += 1,
         }
         Ok(())
     }
 
+    /// The controller refused the agent's event `seq` (hash as claimed) and did not store it:
+    /// when it is the next of the chain, the chain has a hole there (a break), and goes on after
+    /// it in a new epoch. Consecutive refusals are one break.
+    fn refused(
+        &mut self,
+        line: usize,
+        agent: &str,
+        seq: u64,
+        hash: &str,
+    ) -> Result<(), ChainBreak> {
+        let (tip, _) = self
+            .chains
+            .get(agent)
+            .map_or((0, String::new()), AgentChain::tip);
+        if seq != tip + 1 {
+            return Ok(());
+        }
+        let run = self.chains.get(agent).and_then(|c| c.refused);
+        let reason = |first: u64| {
+            let which = if first == seq {
+                format!("seq {seq}")
+            } else {
+                format!("seq {first}..{seq}")
+            };
+            format!(
+                "{which} of agent \"{agent}\" missing: the controller refused and did not store \
+                 it (alert on line {line}); the chain goes on after it, and no signed head after \
+                 it covers the events before it"
+            )
+        };
+        if let Some((at, first)) = run {
+            self.report.breaks[at].reason = reason(first);
+            let chain = self.chains.get_mut(agent).expect("a run is on a chain");
+            chain.tip = Some((seq, hash.to_owned()));
+            return Ok(());
+        }
+        let at = self.report.breaks.len();
+        let chain = self.new_epoch(agent);
+        chain.tip = Some((seq, hash.to_owned()));
+        chain.refused = Some((at, seq));
+        Err(ChainBreak {
+            line,
+            reason: reason(seq),
+        })
+    }
+
     /// The report, once every record was pushed.
     pub fn finish(mut self) -> ChainReport {
         for c in self.chains.values() {
-            self.report.unsigned += c.hashes.len() as u64 - c.signed;
+            self.report.unsigned += c.unsigned();
         }
         self.report
     }
@@ -681,6 +922,85 @@ mod tests {
         lines.push(head.to_vec());
         let e = verify_lines(&file(&lines)[..]).unwrap_err();
         assert!(e.reason.contains("re-hashed"), "{e}");
+    }
+
+    /// A break does not end the verification: every break is listed, the chain that broke goes
+    /// on after it, and the other chains are verified as if nothing happened.
+    #[test]
+    fn every_break_is_reported_and_verification_goes_on_after_it() {
+        let (mut a, mut b) = (Chain::new(), Chain::new());
+        let mut lines = Vec::new();
+        for i in 1..=6 {
+            lines.push(a.seal(&mut event("a", i)));
+            lines.push(b.seal(&mut event("b", i)));
+        }
+        // a's seq 2 (line 3) altered in place; a's seq 5 (line 9) removed: a's seq 6 is on line 10.
+        lines[2] = String::from_utf8(lines[2].clone())
+            .unwrap()
+            .replace("tool 2", "tool 7")
+            .into_bytes();
+        lines.remove(8);
+        let data = file(&lines);
+        let r = verify_report(&data[..], None);
+        let at: Vec<usize> = r.breaks.iter().map(|b| b.line).collect();
+        assert_eq!(at, [3, 10], "{:#?}", r.breaks);
+        assert!(r.breaks[0].reason.contains("altered"), "{:?}", r.breaks[0]);
+        assert!(
+            r.breaks[1].reason.contains("jumps from seq 4 to 6"),
+            "{:?}",
+            r.breaks[1]
+        );
+        assert_eq!(r.verdict(), Verdict::Broken);
+        assert_eq!(r.to_json()["broken"], true);
+        assert!(r.describe("f")[0].starts_with("BROKEN: 2 break(s)"));
+        // Everything else verified: b whole, a around its breaks (seq 1, 3, 4, 6).
+        assert_eq!(r.chains.get("b"), Some(&6));
+        assert_eq!(r.chains.get("a"), Some(&6));
+        assert_eq!(r.first.get("a"), Some(&6));
+        assert_eq!(r.events, 6 + 4);
+        // The strict form still fails, with the first break.
+        assert_eq!(verify_lines(&data[..]).unwrap_err().line, 3);
+        // A line too long is a break, skipped; the lines after it are read (seq 2 on line 3
+        // links to seq 1).
+        let mut long = b"{\"x\":\"".to_vec();
+        long.resize(MAX_LINE_BYTES + 10, b'y');
+        let mut lines = chain_of(2);
+        lines.insert(1, long);
+        let r = verify_report(&file(&lines)[..], None);
+        assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
+        assert_eq!(r.breaks[0].line, 2);
+        assert!(r.breaks[0].reason.contains("longer than"));
+        assert_eq!((r.events, r.chains.get("a")), (2, Some(&2)));
+    }
+
+    /// A controller record of an event it refused (over the size limit) names its seq and hash:
+    /// the hole is one break, explained, and the chain goes on after it without another.
+    #[test]
+    fn a_refused_event_is_one_break_and_its_chain_goes_on() {
+        let mut a = Chain::new();
+        let mut lines: Vec<Vec<u8>> = (1..=2).map(|i| a.seal(&mut event("a", i))).collect();
+        let mut refused = Vec::new();
+        for i in 3..=5 {
+            let mut e = event("a", i);
+            a.seal(&mut e);
+            refused.push(to_canonical(&serde_json::json!({
+                "agentId": "a", "alert": "refused", "eventType": "CHAIN_ALERT",
+                "eventHash": e.hash, "seq": i, "sourceType": "controller",
+                "detail": format!("event {i} was refused"),
+            })));
+        }
+        lines.extend(refused);
+        lines.extend((6..=7).map(|i| a.seal(&mut event("a", i))));
+        let r = verify_report(&file(&lines)[..], None);
+        assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
+        assert_eq!(r.breaks[0].line, 3);
+        assert!(
+            r.breaks[0].reason.contains("seq 3..5") && r.breaks[0].reason.contains("refused"),
+            "{:?}",
+            r.breaks[0]
+        );
+        assert_eq!((r.events, r.first["a"], r.chains["a"]), (4, 6, 7));
+        assert_eq!(r.alerts.len(), 3);
     }
 
     #[test]

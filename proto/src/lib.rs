@@ -9,7 +9,9 @@ pub mod event;
 pub mod evidence;
 pub mod stdout;
 
-pub use chain::{Chain, ChainBreak, ChainReport, Verdict, Verifier, verify_evidence, verify_lines};
+pub use chain::{
+    Chain, ChainBreak, ChainReport, Verdict, Verifier, verify_evidence, verify_lines, verify_report,
+};
 pub use content::{ContentLimits, RenderedContent, render_content};
 pub use event::{Event, EventDecision, EventType, Identity};
 

@@ -27,31 +27,22 @@ pub fn verify(path: &Path, ca: Option<&Path>, json: bool) -> anyhow::Result<i32>
     };
     let file =
         File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    match thoth_proto::verify_evidence(BufReader::new(file), anchors.as_ref()) {
-        Ok(report) => {
-            if json {
-                println!("{}", report.to_json());
-            } else {
-                for line in report.describe(&path.display().to_string()) {
-                    println!("{line}");
-                }
-            }
-            Ok(if ca.is_some() && report.verdict() != Verdict::Ok {
-                EXIT_NOT_PROVEN
-            } else {
-                0
-            })
+    // Every break is reported, and everything around them verified (not only up to the first).
+    let report = thoth_proto::verify_report(BufReader::new(file), anchors.as_ref());
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        for brk in &report.breaks {
+            println!("BROKEN: {}:{}: {}", path.display(), brk.line, brk.reason);
         }
-        Err(brk) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "broken": true, "verdict": "broken", "line": brk.line, "reason": brk.reason})
-                );
-            } else {
-                println!("BROKEN: {}:{}: {}", path.display(), brk.line, brk.reason);
-            }
-            Ok(1)
+        for line in report.describe(&path.display().to_string()) {
+            println!("{line}");
         }
     }
+    Ok(match report.verdict() {
+        Verdict::Broken => 1,
+        Verdict::Ok => 0,
+        _ if ca.is_some() => EXIT_NOT_PROVEN,
+        _ => 0,
+    })
 }

@@ -351,14 +351,19 @@ pub async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
             )
             .await?;
             match verdict {
-                thoth_controller::evidence::StoredVerdict::Broken { id, reason } => {
+                thoth_controller::evidence::StoredVerdict::Broken { id, report, .. } => {
+                    // Every break, and what was verified around them.
                     if ctx.global.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"ok": false, "broken": true, "verdict": "broken", "id": id, "reason": reason})
-                        );
+                        let mut j = report.to_json();
+                        j["id"] = id.into();
+                        println!("{j}");
                     } else {
-                        println!("BROKEN: stored event {id}: {reason}");
+                        for b in &report.breaks {
+                            println!("BROKEN: stored event {}: {}", b.line, b.reason);
+                        }
+                        for line in report.describe("the controller's store") {
+                            println!("{line}");
+                        }
                     }
                     Err(Fail::new(1, "the stored events do not verify"))
                 }
