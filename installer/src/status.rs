@@ -16,12 +16,16 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> 
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
     let configs = claude::discover(Some(&l.users_root()));
-    // Governed means wrapped exactly as this installation's agent writes it.
+    // Governed means wrapped exactly as this installation's agent writes it: its thoth binary
+    // (as the agent resolves it), its socket and state dir.
+    let bin = l.bin_dir().join(l.exe("thoth"));
+    let thoth = std::fs::canonicalize(&bin).unwrap_or(bin);
+    let thoth = thoth.display().to_string();
     let extra = thoth_agent::claude::rewrite::canonical_extra(&l.socket(), &l.state());
     let governed = configs
         .iter()
         .filter(|c| {
-            thoth_agent::daemon::inventory::governed_counts(c, &extra)
+            thoth_agent::daemon::inventory::governed_counts(c, &thoth, &extra)
                 .is_some_and(|(t, g)| t > 0 && g == t)
         })
         .count();

@@ -310,6 +310,30 @@ fn a_revoked_agent_says_so_and_keeps_its_policy() {
 }
 
 #[test]
+fn an_agent_revoked_while_it_was_down_says_so_when_it_comes_back() {
+    // The controller refuses a revoked agent's certificate at the handshake (an alert, not a
+    // PERMISSION_DENIED answer): the agent must still know it is revoked.
+    let mut s = Setup::new("");
+    let v1 = s
+        .controller
+        .push(&example_policy("read-only-files-strict.yaml"));
+    let st = s
+        .agent
+        .wait_status("v1", |st| Agent::version(st) == Some(v1));
+    let id = st["agentId"].as_str().unwrap().to_owned();
+    s.agent.stop();
+    s.controller
+        .ctl_ok(&["agents", "revoke", &id, "--reason", "test"]);
+    s.agent.boot();
+    let st = s.agent.wait_status("revoked", |st| st["revoked"] == true);
+    assert!(
+        st["lastError"].as_str().unwrap().contains("re-enroll"),
+        "{st}"
+    );
+    assert_eq!(Agent::version(&st), Some(v1));
+}
+
+#[test]
 fn a_proxy_with_no_agent_and_no_bundle_fails_closed_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     write_file(dir.path(), "a.txt", "a");

@@ -177,7 +177,9 @@ impl Shared {
 
     pub(super) fn session_error(&self, s: &tonic::Status) -> String {
         let msg = format!("controller: {}", describe(s));
-        if s.code() == tonic::Code::PermissionDenied && s.message().contains("revoked") {
+        if (s.code() == tonic::Code::PermissionDenied && s.message().contains("revoked"))
+            || refused_as_revoked(s)
+        {
             self.mark_revoked(&msg);
         }
         msg
@@ -322,4 +324,18 @@ pub(super) async fn heartbeat_loop(sh: Arc<Shared>) {
         }
         sh.report().await;
     }
+}
+
+/// Whether the controller refused this agent's certificate at the TLS handshake as revoked (the
+/// `certificate_revoked` alert it sends to an agent that was revoked while it was away): the
+/// alert is somewhere in the status's chain of sources.
+fn refused_as_revoked(s: &tonic::Status) -> bool {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(s);
+    while let Some(err) = e {
+        if format!("{err:?}").contains("CertificateRevoked") {
+            return true;
+        }
+        e = err.source();
+    }
+    false
 }
