@@ -221,13 +221,18 @@ fn status_does_not_call_an_altered_wrapper_governed() {
     let config = dir.join("agent.toml");
     std::fs::write(&config, "").unwrap();
     let claude = dir.join("claude_desktop_config.json");
+    // The agent's own thoth (this config names none: the one beside the running binary).
+    let thoth = std::fs::canonicalize(env!("CARGO_BIN_EXE_thoth")).unwrap();
+    let thoth = serde_json::to_string(&thoth.display().to_string()).unwrap();
     std::fs::write(
         &claude,
-        r#"{"mcpServers": {
-  "files": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "files", "--policy", "/home/ann/allow.yaml", "--", "npx", "server-filesystem"]},
-  "notes": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "notes", "--", "python3", "notes.py"]},
-  "timed": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "timed", "--", "uvx", "t"], "env": {"LD_PRELOAD": "/usr/lib/faketime/libfaketime.so.1"}}
-}}"#,
+        format!(
+            r#"{{"mcpServers": {{
+  "files": {{"command": {thoth}, "args": ["run", "--server", "files", "--policy", "/home/ann/allow.yaml", "--", "npx", "server-filesystem"]}},
+  "notes": {{"command": {thoth}, "args": ["run", "--server", "notes", "--", "python3", "notes.py"]}},
+  "timed": {{"command": {thoth}, "args": ["run", "--server", "timed", "--", "uvx", "t"], "env": {{"LD_PRELOAD": "/usr/lib/faketime/libfaketime.so.1"}}}}
+}}}}"#
+        ),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_thoth"))
