@@ -12,7 +12,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file","arguments":{"path":"/tmp/x"}}}"#;
+mod common;
+
+/// `one_call` with string arguments and environment.
+fn one_call(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Value, String) {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let env: Vec<(&str, &std::ffi::OsStr)> = env
+        .iter()
+        .map(|(k, v)| (*k, std::ffi::OsStr::new(v)))
+        .collect();
+    common::one_call(dir, &args, &env)
+}
 const ALLOW_ALL: &str =
     "servers:\n  - name: s\n    enforcement: block\n    approved_scope: [\"*\"]\n";
 
@@ -20,52 +30,6 @@ fn temp_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("thoth-opt-out-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Runs `thoth run ARGS -- cat` with `env`, sends one call, returns (the first line back, stderr).
-fn one_call(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Value, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_thoth"));
-    cmd.arg("run")
-        .args(["--server", "s"])
-        .args(args)
-        .args(["--", "cat"])
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("THOTH_") || k == "LD_PRELOAD" || k.starts_with("DYLD_") {
-            cmd.env_remove(k);
-        }
-    }
-    // Pending events stay in this test's directory.
-    cmd.env("HOME", dir).env("XDG_STATE_HOME", dir.join("xdg"));
-    cmd.env("THOTH_LOG", "info");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{CALL}").unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("an answer within 30 s");
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "thoth run did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    (serde_json::from_str(&line).unwrap(), err)
 }
 
 fn forwarded(answer: &Value) -> bool {

@@ -23,7 +23,21 @@ use thoth_agent::daemon::state::Trust;
 use thoth_agent::daemon::{Shared, config::AgentConfig, local};
 use thoth_proto::bundle::{BundlePayload, certify, sign_bundle};
 
-const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file","arguments":{"path":"/tmp/x"}}}"#;
+mod common;
+
+/// Runs `thoth run --server s` against the agent in `dir` with `env`, sends one call; returns
+/// (the first line back, the proxy's log).
+fn one_call(dir: &Path, env: &[(&str, &Path)]) -> (Value, String) {
+    let (socket, state) = (dir.join("agent.sock"), dir.join("state"));
+    let args = [
+        std::ffi::OsStr::new("--agent-socket"),
+        socket.as_os_str(),
+        std::ffi::OsStr::new("--state-dir"),
+        state.as_os_str(),
+    ];
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    common::one_call(dir, &args, &env)
+}
 const ALLOW_ALL: &str =
     "servers:\n  - name: s\n    enforcement: block\n    approved_scope: [\"*\"]\n";
 
@@ -122,58 +136,6 @@ fn hiding_library(dir: &Path, scrub: bool) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     lib
-}
-
-/// Runs `thoth run --server s` against the agent in `dir` with `env`, sends one call; returns
-/// (the first line back, the proxy's log).
-fn one_call(dir: &Path, env: &[(&str, &Path)]) -> (Value, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_thoth"));
-    cmd.arg("run")
-        .args(["--server", "s", "--agent-socket"])
-        .arg(dir.join("agent.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--", "cat"])
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("THOTH_") || k == "LD_PRELOAD" || k.starts_with("DYLD_") {
-            cmd.env_remove(k);
-        }
-    }
-    // Pending events stay in this test's directory.
-    cmd.env("HOME", dir).env("XDG_STATE_HOME", dir.join("xdg"));
-    cmd.env("THOTH_LOG", "info");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{CALL}").unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("an answer within 30 s");
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "thoth run did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    (
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}\n{err}")),
-        err,
-    )
 }
 
 fn forwarded(answer: &Value) -> bool {

@@ -240,6 +240,22 @@ impl Owed {
         self.by.get(owner).copied().unwrap_or(0)
     }
 
+    /// Whether making `need` bytes of room (oldest records first, as the size bound deletes)
+    /// would delete records of someone other than `owner`.
+    fn evicts_other(&self, owner: &str, need: u64) -> bool {
+        let mut freed = 0;
+        for r in &self.runs {
+            if freed >= need {
+                return false;
+            }
+            if &*r.2 != owner {
+                return true;
+            }
+            freed += r.3;
+        }
+        false
+    }
+
     /// Forgets records at or before `upto` (a run cut in two is shared out in proportion);
     /// returns how many records per owner.
     fn release(&mut self, upto: u64) -> std::collections::BTreeMap<String, u64> {
@@ -462,8 +478,10 @@ pub(crate) fn spawn(
         order: VecDeque::new(),
     };
     let mut owed = Owed::default();
-    // Each user may hold at most this much of the spool unacknowledged: one user cannot fill
-    // it and make the size bound delete another user's evidence.
+    // A user holding more than this much of the spool unacknowledged may not make the size
+    // bound delete another user's evidence: while the spool has room anyone may use it (a
+    // laptop with one user keeps its whole outage tolerance), and a user may always displace
+    // their own oldest records.
     let quota = spool.max_bytes() / 4;
     for (seq, r) in spool.read_after(spool.acked(), usize::MAX)? {
         let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&r) else {
@@ -548,9 +566,15 @@ pub(crate) fn spawn(
                         for a in &events {
                             *want.entry(a.owner.as_str()).or_default() += a.size;
                         }
+                        let total: u64 = want.values().sum();
+                        let need = (spool.bytes() + total).saturating_sub(spool.max_bytes());
                         let over = want
                             .iter()
-                            .find(|(o, n)| owed.held(o) + **n > quota)
+                            .find(|(o, n)| {
+                                need > 0
+                                    && owed.held(o) + **n > quota
+                                    && owed.evicts_other(o, need)
+                            })
                             .map(|(o, _)| (*o).to_owned());
                         if let Some(e) = health_tx.borrow().clone() {
                             // Nothing is taken that cannot be written: the proxy keeps it.

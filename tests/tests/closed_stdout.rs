@@ -1,9 +1,12 @@
-//! `thoth … | head` and `thoth-agent … | head` end quietly when the reader goes away (issue 13,
-//! finding 18), instead of panicking in `println!` on EPIPE.
+//! Every Thoth CLI ends quietly when its reader goes away (`… | head`; issue 13, finding 18),
+//! instead of panicking in `println!` on EPIPE: `thoth`, `thoth-agent`, `thothctl`,
+//! `thoth-controller` and `thoth-installer`, the built binaries.
 
 #![cfg(unix)]
 
 use std::process::Command;
+
+use thoth_e2e::fleet::bin;
 
 /// Runs `cmd` with its stdout a pipe whose reading end is already closed (`… | head` after
 /// `head` has exited): the program must end quietly — success, or killed by SIGPIPE as a shell
@@ -38,7 +41,7 @@ fn examples() -> std::path::PathBuf {
 
 #[test]
 fn thoth_ends_quietly_when_its_reader_has_gone() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_thoth"));
+    let mut cmd = Command::new(bin("thoth"));
     cmd.args(["policy", "validate"])
         .arg(examples().join("database.yaml"));
     assert_quiet_into_closed_pipe(cmd);
@@ -63,7 +66,36 @@ fn thoth_agent_ends_quietly_when_its_reader_has_gone() {
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_thoth-agent"));
+    let mut cmd = Command::new(bin("thoth-agent"));
     cmd.args(["check-config", "--config"]).arg(&config);
+    assert_quiet_into_closed_pipe(cmd);
+}
+
+#[test]
+fn thothctl_ends_quietly_when_its_reader_has_gone() {
+    let examples = examples();
+    let mut cmd = Command::new(bin("thothctl"));
+    cmd.args(["policy", "validate"]);
+    for f in std::fs::read_dir(&examples).unwrap() {
+        cmd.arg(f.unwrap().path());
+    }
+    assert_quiet_into_closed_pipe(cmd);
+}
+
+#[test]
+fn thoth_controller_ends_quietly_when_its_reader_has_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("thoth-controller"));
+    cmd.args(["init", "--data"]).arg(dir.path().join("data"));
+    assert_quiet_into_closed_pipe(cmd);
+}
+
+#[test]
+fn thoth_installer_ends_quietly_when_its_reader_has_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("thoth-installer"));
+    cmd.args(["service", "--platform", "linux", "--prefix"])
+        .arg(dir.path())
+        .env_remove("THOTH_INSTALLER_PLATFORM");
     assert_quiet_into_closed_pipe(cmd);
 }
