@@ -4,11 +4,8 @@
 //! These run the real `thoth` binary with `cat` as the MCP server: a forwarded call comes back
 //! as its own echo, a denied one as the proxy's error result.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::Value;
 

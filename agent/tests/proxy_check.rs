@@ -10,11 +10,10 @@
 
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use ed25519_dalek::SigningKey;
