@@ -53,7 +53,9 @@ pub async fn verify_stored(
             .events;
         for e in &page {
             // A break is kept in the report; the rest is verified all the same.
-            let _ = verifier.push(e.id as usize, e.json.as_bytes());
+            // Whether a row is the controller's own record is decided by the store (provenance),
+            // never by its JSON: an agent cannot plant "controller" alerts.
+            let _ = verifier.push_stored(e.id as usize, e.json.as_bytes(), e.controller);
             after = e.id;
         }
         if page.len() < PAGE as usize {

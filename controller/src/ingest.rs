@@ -4,8 +4,8 @@
 //! chain as the controller holds it: an identical re-send is skipped; a gap, a break, a restart
 //! (seq 1 from genesis after a head above 0), a rewind (a seq at or below the head with other
 //! content) or a different record under a stored `eventId` becomes a CHAIN_ALERT event, and the
-//! events are still stored, marked. An event that cannot be stored (not JSON, no seq, no
-//! eventId, too large) is recorded as an alert (its seq, the reason and the SHA-256 of its
+//! events are still stored, marked. An event that cannot be stored (not JSON, no seq or seq 0,
+//! no hash, no eventId, too large, or claiming `sourceType: "controller"`) is recorded as an alert (its seq, the reason and the SHA-256 of its
 //! bytes, never its content) instead of failing the batch. Only after the commit is the batch
 //! acknowledged, up to the signed head.
 
@@ -123,6 +123,28 @@ fn read_line(line: &[u8]) -> Line {
     let Some(seq) = v.get("seq").and_then(Value::as_u64) else {
         return refused(None, hash, prev, "no seq".into());
     };
+    // What the store holds at seq 0, and what has no hash or says it is the controller's, is
+    // the controller's own record (a CHAIN_ALERT, a CHAIN_HEAD) to a verifier: an agent's line
+    // must never pass for one (a forged "refused" alert would break another agent's chain).
+    if seq == 0 {
+        return refused(
+            None,
+            hash,
+            prev,
+            "seq 0 (an agent's chain starts at 1)".into(),
+        );
+    }
+    if hash.is_none() {
+        return refused(Some(seq), None, prev, "no hash".into());
+    }
+    if v.get("sourceType").and_then(Value::as_str) == Some("controller") {
+        return refused(
+            Some(seq),
+            hash,
+            prev,
+            "sourceType \"controller\" (only the controller's own records carry it)".into(),
+        );
+    }
     let event_id = text(&v, "eventId");
     if event_id.is_empty() || event_id.len() > MAX_EVENT_ID {
         return refused(
@@ -917,7 +939,7 @@ mod tests {
             })
             .unwrap();
         for r in all.iter().filter(|r| r.event_type != "CHAIN_HEAD") {
-            let _ = verifier.push(r.id as usize, r.json.as_bytes());
+            let _ = verifier.push_stored(r.id as usize, r.json.as_bytes(), r.seq == 0);
         }
         let r = verifier.finish();
         assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
@@ -933,6 +955,85 @@ mod tests {
         assert_eq!(r.first["agt-a"], 3);
         assert_eq!(r.chains["agt-b"], 2);
         assert_eq!(r.events, 4 + 2, "a1, a3..a5 and b1..b2 verified");
+    }
+
+    /// A hostile agent uploads lines made to look like the controller's records (a "refused"
+    /// alert about another agent's seq, with no hash; a hashed line claiming sourceType
+    /// controller; seq 0): each is refused (an alert about the uploader's own chain), none is
+    /// stored as sent, and verifying the store by provenance finds the victim's chain whole.
+    #[test]
+    fn lines_posing_as_controller_records_are_refused_and_do_not_break_another_chain() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (victim, evil) = (Agent::new("agt-v", "acme"), Agent::new("agt-e", "acme"));
+        let sealed = |c: &mut Chain, agent: &Agent, id: &str| {
+            let mut m = serde_json::Map::new();
+            m.insert("eventId".into(), id.into());
+            m.insert("agentId".into(), agent.id.clone().into());
+            m.insert("eventType".into(), "TOOL_CALL_PRE".into());
+            c.seal_value(&mut m)
+        };
+        let mut cv = Chain::new();
+        let v_lines: Vec<_> = (1..=4)
+            .map(|i| sealed(&mut cv, &victim, &format!("v{i}")))
+            .collect();
+        victim.upload(&store, &victim.good_batch(v_lines[..2].to_vec()));
+        let v3: Value = serde_json::from_slice(&v_lines[2]).unwrap();
+        // seq 1: a "controller" refusal of the victim's seq 3, no hash.
+        let forged_alert = serde_json::to_vec(&serde_json::json!({
+            "eventId": "f1", "eventType": "CHAIN_ALERT", "sourceType": "controller",
+            "alert": "refused", "agentId": victim.id, "seq": 3, "eventHash": v3["hash"],
+            "detail": "event 3 of agt-v was refused",
+        }))
+        .unwrap();
+        let mut ce = Chain::new();
+        let e1 = sealed(&mut ce, &evil, "e1");
+        // seq 2: hashed and linked, but claiming to be the controller's.
+        let mut m = serde_json::Map::new();
+        m.insert("eventId".into(), "f2".into());
+        m.insert("sourceType".into(), "controller".into());
+        let claims = ce.seal_value(&mut m);
+        let seq0 = serde_json::to_vec(&serde_json::json!({
+            "eventId": "f3", "seq": 0, "hash": "00", "prevHash": GENESIS,
+        }))
+        .unwrap();
+        let next = sealed(&mut ce, &evil, "e3");
+        let batch = evil.good_batch(vec![e1, forged_alert.clone(), claims, seq0, next]);
+        let done = evil.upload(&store, &batch);
+        assert_eq!(
+            (done.stored, done.alerts),
+            (2, 3),
+            "{:#?}",
+            evil.records(&store)
+        );
+        assert_eq!(ids(&evil.events(&store)), ["e1", "e3"]);
+        let alerts = evil.alerts(&store);
+        assert_eq!(kinds(&alerts), ["refused", "refused", "refused"]);
+        assert!(alerts.iter().all(|a| a["agentId"] == evil.id.as_str()));
+        assert!(alerts[0]["reason"].as_str().unwrap().contains("no hash"));
+        assert!(alerts[1]["reason"].as_str().unwrap().contains("sourceType"));
+        assert!(alerts[2]["reason"].as_str().unwrap().contains("seq 0"));
+        for r in evil.records(&store) {
+            assert!(!r.event_id.starts_with('f'), "stored as sent: {r:?}");
+        }
+        victim.upload(&store, &victim.good_batch(v_lines[2..].to_vec()));
+        // A tenant-wide verification, as `thothctl events verify` reads the rows.
+        let mut verifier = thoth_proto::Verifier::new(None);
+        let all = store
+            .query_events(&EventFilter {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .unwrap();
+        for r in all.iter().filter(|r| r.event_type != "CHAIN_HEAD") {
+            let _ = verifier.push_stored(r.id as usize, r.json.as_bytes(), r.seq == 0);
+        }
+        let r = verifier.finish();
+        assert_eq!((r.first["agt-v"], r.chains["agt-v"]), (1, 4));
+        assert!(
+            r.breaks.iter().all(|b| !b.reason.contains("agt-v")),
+            "{:#?}",
+            r.breaks
+        );
     }
 
     #[test]

@@ -451,9 +451,6 @@ struct AgentChain {
     /// The seq and hash the next event follows, when not the last of `hashes` (an epoch that
     /// starts after a refused or altered event: its claimed hash).
     tip: Option<(u64, String)>,
-    /// The break of the run of refused events this (still empty) epoch starts after: its index in
-    /// the report and its first seq (a run of refusals is one break).
-    refused: Option<(usize, u64)>,
 }
 
 impl AgentChain {
@@ -483,7 +480,6 @@ impl AgentChain {
         }
         self.hashes.push(hash);
         self.tip = None;
-        self.refused = None;
     }
 }
 
@@ -514,7 +510,29 @@ impl<'a> Verifier<'a> {
     /// A break is kept in the report and also returned; the verifier goes on either way (the
     /// chain that broke starts a new epoch after it).
     pub fn push(&mut self, line: usize, bytes: &[u8]) -> Result<(), ChainBreak> {
-        let r = self.record(line, bytes);
+        self.push_from(line, bytes, None)
+    }
+
+    /// Checks one record of a store, as [`Verifier::push`] does, except that whether it is the
+    /// controller's own record (a `CHAIN_ALERT`, a `CHAIN_HEAD`) is decided by where it came
+    /// from (`controller`: the store wrote it itself), never by its content: an agent's record
+    /// that claims to be the controller's is verified as the agent event it is (and breaks).
+    pub fn push_stored(
+        &mut self,
+        line: usize,
+        bytes: &[u8],
+        controller: bool,
+    ) -> Result<(), ChainBreak> {
+        self.push_from(line, bytes, Some(controller))
+    }
+
+    fn push_from(
+        &mut self,
+        line: usize,
+        bytes: &[u8],
+        controller: Option<bool>,
+    ) -> Result<(), ChainBreak> {
+        let r = self.record(line, bytes, controller);
         if let Err(b) = &r {
             self.report.breaks.push(b.clone());
         }
@@ -544,7 +562,14 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    fn record(&mut self, line: usize, bytes: &[u8]) -> Result<(), ChainBreak> {
+    /// `controller`: whether the record is known to be the controller's (None: a file's line,
+    /// decided by its content).
+    fn record(
+        &mut self,
+        line: usize,
+        bytes: &[u8],
+        controller: Option<bool>,
+    ) -> Result<(), ChainBreak> {
         let brk = |reason: String| ChainBreak { line, reason };
         let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
             brk(if e.is_eof() {
@@ -559,9 +584,12 @@ impl<'a> Verifier<'a> {
             .as_object_mut()
             .ok_or_else(|| brk("not a JSON object".into()))?;
         // A controller record (a CHAIN_ALERT, a CHAIN_HEAD) is on no agent chain: it has no hash.
-        if !obj.contains_key("hash")
-            && obj.get("sourceType").and_then(Value::as_str) == Some("controller")
-        {
+        // In a store, where it came from says so; in a file, its content.
+        let from_controller = controller.unwrap_or_else(|| {
+            !obj.contains_key("hash")
+                && obj.get("sourceType").and_then(Value::as_str) == Some("controller")
+        });
+        if from_controller {
             return self.controller_record(line, &value);
         }
         let field = |obj: &serde_json::Map<String, Value>, k: &str| -> Result<String, ChainBreak> {
@@ -729,7 +757,8 @@ impl<'a> Verifier<'a> {
 
     /// The controller refused the agent's event `seq` (hash as claimed) and did not store it:
     /// when it is the next of the chain, the chain has a hole there (a break), and goes on after
-    /// it in a new epoch. Consecutive refusals are one break.
+    /// it in a new epoch. Each refused seq is a break of its own (consecutive refusals are not
+    /// merged: forged refusals put in place of deleted events each count).
     fn refused(
         &mut self,
         line: usize,
@@ -744,32 +773,14 @@ impl<'a> Verifier<'a> {
         if seq != tip + 1 {
             return Ok(());
         }
-        let run = self.chains.get(agent).and_then(|c| c.refused);
-        let reason = |first: u64| {
-            let which = if first == seq {
-                format!("seq {seq}")
-            } else {
-                format!("seq {first}..{seq}")
-            };
-            format!(
-                "{which} of agent \"{agent}\" missing: the controller refused and did not store \
-                 it (alert on line {line}); the chain goes on after it, and no signed head after \
-                 it covers the events before it"
-            )
-        };
-        if let Some((at, first)) = run {
-            self.report.breaks[at].reason = reason(first);
-            let chain = self.chains.get_mut(agent).expect("a run is on a chain");
-            chain.tip = Some((seq, hash.to_owned()));
-            return Ok(());
-        }
-        let at = self.report.breaks.len();
-        let chain = self.new_epoch(agent);
-        chain.tip = Some((seq, hash.to_owned()));
-        chain.refused = Some((at, seq));
+        self.new_epoch(agent).tip = Some((seq, hash.to_owned()));
         Err(ChainBreak {
             line,
-            reason: reason(seq),
+            reason: format!(
+                "seq {seq} of agent \"{agent}\" missing: the controller refused and did not store \
+                 it (alert on line {line}); the chain goes on after it, and no signed head after \
+                 it covers the events before it"
+            ),
         })
     }
 
@@ -973,34 +984,108 @@ mod tests {
         assert_eq!((r.events, r.chains.get("a")), (2, Some(&2)));
     }
 
+    /// A controller "refused" alert about agent `agent`'s event `seq` whose hash is `hash`.
+    fn refusal(agent: &str, seq: u32, hash: &str) -> Vec<u8> {
+        to_canonical(&serde_json::json!({
+            "agentId": agent, "alert": "refused", "eventType": "CHAIN_ALERT",
+            "eventHash": hash, "seq": seq, "sourceType": "controller",
+            "detail": format!("event {seq} was refused"),
+        }))
+    }
+
     /// A controller record of an event it refused (over the size limit) names its seq and hash:
-    /// the hole is one break, explained, and the chain goes on after it without another.
+    /// the hole is a break, explained, and the chain goes on after it. Consecutive refusals are
+    /// each a break of their own.
     #[test]
     fn a_refused_event_is_one_break_and_its_chain_goes_on() {
         let mut a = Chain::new();
         let mut lines: Vec<Vec<u8>> = (1..=2).map(|i| a.seal(&mut event("a", i))).collect();
-        let mut refused = Vec::new();
         for i in 3..=5 {
             let mut e = event("a", i);
             a.seal(&mut e);
-            refused.push(to_canonical(&serde_json::json!({
-                "agentId": "a", "alert": "refused", "eventType": "CHAIN_ALERT",
-                "eventHash": e.hash, "seq": i, "sourceType": "controller",
-                "detail": format!("event {i} was refused"),
-            })));
+            lines.push(refusal("a", i, &e.hash));
         }
-        lines.extend(refused);
         lines.extend((6..=7).map(|i| a.seal(&mut event("a", i))));
         let r = verify_report(&file(&lines)[..], None);
-        assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
-        assert_eq!(r.breaks[0].line, 3);
-        assert!(
-            r.breaks[0].reason.contains("seq 3..5") && r.breaks[0].reason.contains("refused"),
-            "{:?}",
-            r.breaks[0]
-        );
+        assert_eq!(r.breaks.len(), 3, "{:#?}", r.breaks);
+        for (b, seq) in r.breaks.iter().zip(3..) {
+            assert_eq!(b.line, seq);
+            assert!(
+                b.reason
+                    .contains(&format!("seq {seq} of agent \"a\" missing"))
+                    && b.reason.contains("refused"),
+                "{b:?}"
+            );
+        }
         assert_eq!((r.events, r.first["a"], r.chains["a"]), (4, 6, 7));
         assert_eq!(r.alerts.len(), 3);
+    }
+
+    /// After a genuine refusal, an editor deletes the events that follow and puts forged
+    /// refusals (their claimed hashes) in their place: each forged refusal is a break more.
+    #[test]
+    fn forged_refusals_after_a_real_one_each_add_a_break() {
+        let mut a = Chain::new();
+        let mut lines: Vec<Vec<u8>> = (1..=2).map(|i| a.seal(&mut event("a", i))).collect();
+        let mut hidden = Vec::new();
+        for i in 3..=5 {
+            let mut e = event("a", i);
+            let line = a.seal(&mut e);
+            hidden.push((line, e.hash.to_string()));
+        }
+        let rest: Vec<Vec<u8>> = (6..=7).map(|i| a.seal(&mut event("a", i))).collect();
+        // The genuine file: seq 3 refused, 4 and 5 stored.
+        let mut genuine = lines.clone();
+        genuine.push(refusal("a", 3, &hidden[0].1));
+        genuine.extend(hidden[1..].iter().map(|(l, _)| l.clone()));
+        genuine.extend(rest.clone());
+        let before = verify_report(&file(&genuine)[..], None);
+        assert_eq!(before.breaks.len(), 1, "{:#?}", before.breaks);
+        // The edited file: 4 and 5 deleted, forged refusals in their place.
+        lines.extend((3..=5).map(|i| refusal("a", i, &hidden[i as usize - 3].1)));
+        lines.extend(rest);
+        let after = verify_report(&file(&lines)[..], None);
+        assert_eq!(after.breaks.len(), 3, "{:#?}", after.breaks);
+        assert!(after.breaks[2].reason.contains("seq 5 of agent"));
+    }
+
+    /// In a store, a record is the controller's by where it came from: an agent's row that
+    /// looks like a controller "refused" alert about another agent's chain is verified as the
+    /// agent event it claims to be (and breaks), and the other agent's chain is untouched.
+    #[test]
+    fn a_stored_agent_row_never_passes_for_a_controller_record() {
+        let mut victim = Chain::new();
+        let lines: Vec<(Vec<u8>, String)> = (1..=5)
+            .map(|i| {
+                let mut e = event("victim", i);
+                let l = victim.seal(&mut e);
+                (l, e.hash.to_string())
+            })
+            .collect();
+        let forged = refusal("victim", 3, &lines[2].1);
+        let mut v = Verifier::new(None);
+        for (i, (l, _)) in lines[..2].iter().enumerate() {
+            v.push_stored(i + 1, l, false).unwrap();
+        }
+        // The hostile agent's row, stored as an agent's (seq > 0 in the store).
+        assert!(v.push_stored(3, &forged, false).is_err());
+        for (i, (l, _)) in lines[2..].iter().enumerate() {
+            v.push_stored(i + 4, l, false).unwrap();
+        }
+        // A genuine controller row (stored by the controller itself) is still one.
+        let alert = br#"{"agentId":"victim","detail":"note","eventType":"CHAIN_ALERT","sourceType":"controller"}"#;
+        v.push_stored(9, alert, true).unwrap();
+        let r = v.finish();
+        assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
+        assert_eq!(r.breaks[0].line, 3);
+        assert!(!r.breaks[0].reason.contains("refused"), "{:?}", r.breaks[0]);
+        assert_eq!((r.events, r.first["victim"], r.chains["victim"]), (5, 1, 5));
+        assert_eq!(r.alerts, [(9, "note".to_owned())]);
+        // The same rows read by content (a file) would blame the controller.
+        let mut by_content = Verifier::new(None);
+        let _ = by_content.push(1, &lines[0].0);
+        let _ = by_content.push(2, &lines[1].0);
+        assert!(by_content.push(3, &forged).is_err());
     }
 
     #[test]

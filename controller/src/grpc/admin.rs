@@ -714,6 +714,9 @@ impl admin_server::Admin for AdminService {
                     id: e.id,
                     json: e.json,
                     chain_ok: e.chain_ok,
+                    // Ingest stores an agent's event at its seq (from 1; seq 0 is refused), its
+                    // own records at 0.
+                    controller: e.seq == 0,
                 })
                 .collect(),
         }))
