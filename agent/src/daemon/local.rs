@@ -99,10 +99,12 @@ impl local_agent_server::LocalAgent for LocalService {
         req: Request<pb::LocalPolicyRequest>,
     ) -> Result<Response<pb::LocalPolicy>, Status> {
         let user = caller(&req);
+        let owner = self.1.owners.key(caller_uid(&req).unwrap_or(UNKNOWN_UID));
         super::peer::gate(
             &self.0,
             req.extensions().get(),
             &user,
+            owner,
             super::peer::Call::Policy,
         )
         .await?;
@@ -124,10 +126,12 @@ impl local_agent_server::LocalAgent for LocalService {
         req: Request<pb::LocalPolicyRequest>,
     ) -> Result<Response<Self::WatchPolicyStream>, Status> {
         let user = caller(&req);
+        let owner = self.1.owners.key(caller_uid(&req).unwrap_or(UNKNOWN_UID));
         super::peer::gate(
             &self.0,
             req.extensions().get(),
             &user,
+            owner,
             super::peer::Call::Policy,
         )
         .await?;
@@ -173,7 +177,15 @@ impl local_agent_server::LocalAgent for LocalService {
             )));
         }
         self.0.saw_caller(&user, "");
-        super::peer::gate(&self.0, conn.as_ref(), &user, super::peer::Call::Events).await?;
+        let key = self.1.owners.key(uid.unwrap_or(UNKNOWN_UID));
+        super::peer::gate(
+            &self.0,
+            conn.as_ref(),
+            &user,
+            key,
+            super::peer::Call::Events,
+        )
+        .await?;
         // Each event is checked on its own: a bad one is refused (counted, reported), the rest
         // are kept. A spool that cannot write answers at once, so the proxy keeps its events.
         let out = self

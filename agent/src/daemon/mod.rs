@@ -63,8 +63,10 @@ pub struct Shared {
     /// Wakes the heartbeat to report at once.
     pub report_now: Notify,
     channel: Mutex<Option<Channel>>,
-    /// Failed proxy checks lately reported, per user and kind.
+    /// Failed proxy checks lately reported, per owner and kind.
     peer_reports: peer::Raised,
+    /// What proxy checks share (the installed thoth, bounds on checks at once).
+    peer_checks: peer::Checks,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,6 +118,7 @@ impl Shared {
                 .map(|p| p.display().to_string()),
             ..Status::default()
         };
+        let peer_checks = peer::Checks::new(&config);
         Ok(Arc::new(Shared {
             config,
             root,
@@ -129,6 +132,7 @@ impl Shared {
             report_now: Notify::new(),
             channel: Mutex::new(None),
             peer_reports: peer::Raised::default(),
+            peer_checks,
         }))
     }
 

@@ -17,15 +17,52 @@
 //!   and a library that also wiped its name from the environment block), or from an anonymous
 //!   file (`memfd`).
 //!
-//! Not covered: code injected after the check by a process of the same user (ptrace, which the
-//! kernel allows between processes of one user unless Yama forbids it), a library an
-//! administrator installed in a root-owned directory, and other systems than Linux, where no
-//! check is made ([`verify`] answers `Unchecked`).
+//! - it shares the agent's user namespace, and the agent's or pid 1's mount namespace (inside a
+//!   user namespace of their own, `unshare -Urm`, a user can bind any binary over a path; what
+//!   the agent sees of paths would say nothing).
+//!
+//! A connection is checked when it first calls and again only after [`RECHECK`] (an open
+//! `WatchPolicy` stream on that timer too); between checks a call only confirms that the
+//! process that connected still runs. Checks are bounded: [`MAX_CHECKS`] at once, one per owner
+//! (a login user with their sub-uids), the memory map and environment read up to a size, and a
+//! reason names a few findings and counts the rest.
+//!
+//! This is a tripwire for naive or accidental preloads, not a boundary against a process of the
+//! same user. Not covered: code injected after the check (ptrace, which the kernel allows
+//! between processes of one user unless Yama forbids it); a library that scrubs its traces
+//! (overwrites its `LD_PRELOAD=` bytes in the environment block, copies its code to anonymous
+//! memory and unmaps its file: anonymous executable memory is not judged, JIT runtimes have it
+//! too); a process that connects and hands the socket on (a tampered parent makes the socket,
+//! its child connects and then execs the installed thoth with a clean environment: the peer
+//! credentials name the child, which passes, while the parent speaks on the socket; the agent
+//! cannot tell which process writes to a shared socket); a library an administrator installed
+//! in a root-owned directory; and other systems than Linux, where no check is made ([`verify`]
+//! answers `Unchecked`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long a connection's verdict holds: a connection is checked when it first calls, and
+/// again only once this has passed (an open `WatchPolicy` stream too, on a timer).
+pub const RECHECK: Duration = Duration::from_secs(60);
+/// Checks running at once over every connection (each reads `/proc` on a blocking thread); one
+/// owner (login user with their sub-uids) runs at most one at a time.
+pub const MAX_CHECKS: usize = 3;
+/// Most bytes of `/proc/<pid>/maps` read; a larger map is refused as unverifiable (a `thoth`
+/// maps some tens of KiB).
+pub const MAX_MAPS_BYTES: u64 = 1 << 20;
+/// Most executable file mappings examined; more are refused as unverifiable.
+pub const MAX_CODE_MAPPINGS: usize = 2048;
+/// Most bytes of `/proc/<pid>/environ` read; a larger block is refused as unverifiable.
+pub const MAX_ENVIRON_BYTES: u64 = 4 << 20;
+/// Names (paths, variables) a refusal's reason lists; the rest are counted.
+const MAX_NAMED: usize = 8;
+/// Longest name (in characters) a reason lists as it is; longer ones are cut.
+const MAX_NAME_CHARS: usize = 256;
 
 /// What the local endpoint knows about a connection: tonic's Unix-socket information, and the
 /// process that connected, identified when the connection was accepted.
@@ -36,6 +73,9 @@ pub struct ConnInfo {
     pub uds: tonic::transport::server::UdsConnectInfo,
     /// The connecting process (pid and start time), when it could be identified.
     pub process: Option<Process>,
+    /// This connection's last verdict and when it was reached (shared by its calls: one check
+    /// in flight per connection, none again before [`RECHECK`]).
+    pub checked: Arc<tokio::sync::Mutex<Option<(Verdict, Instant)>>>,
 }
 
 /// A process, identified by pid and start time (so a reused pid is a different process).
@@ -72,6 +112,7 @@ impl ConnInfo {
         ConnInfo {
             uds,
             process: pid.and_then(|pid| identify(stream, pid)),
+            checked: Arc::default(),
         }
     }
 }
@@ -172,10 +213,61 @@ pub enum Verdict {
     Refused(Kind, String),
 }
 
-/// Checks the process behind a connection against the installed `thoth` at `thoth`
-/// (blocking: reads `/proc`).
+/// A name as a reason lists it: at most [`MAX_NAME_CHARS`] characters.
+fn clip(name: &str) -> String {
+    match name.char_indices().nth(MAX_NAME_CHARS) {
+        None => name.to_owned(),
+        Some((i, _)) => format!("{}…", &name[..i]),
+    }
+}
+
+/// The first [`MAX_NAMED`] of `names` (each clipped), and how many more there are.
+fn list(names: &[String]) -> String {
+    let mut out = names
+        .iter()
+        .take(MAX_NAMED)
+        .map(|n| clip(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_NAMED {
+        out.push_str(&format!(" and {} more", names.len() - MAX_NAMED));
+    }
+    out
+}
+
+/// At most `limit` bytes of the file at `path`; `None` when it holds more.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut out)?;
+    Ok((out.len() as u64 <= limit).then_some(out))
+}
+
+/// The `(major, minor)` device numbers of `dev` (an `st_dev`), as `/proc/<pid>/maps` shows them.
+fn major_minor(dev: u64) -> (u64, u64) {
+    (
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff),
+    )
+}
+
+/// A file's identity as `/proc/<pid>/maps` shows it: device (major, minor) and inode.
+type FileId = (u64, u64, u64);
+
 #[cfg(target_os = "linux")]
-pub fn verify(process: Option<Process>, thoth: &Path) -> Verdict {
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    let (major, minor) = major_minor(m.dev());
+    (major, minor, m.ino())
+}
+
+/// Checks the process behind a connection against the installed `thoth` at `thoth`; `known`
+/// holds the (`st_dev`, inode) pairs the agent has seen at that path (so a proxy still running
+/// a binary an upgrade replaced is recognised). Blocking: reads `/proc`, within bounds
+/// ([`MAX_MAPS_BYTES`], [`MAX_CODE_MAPPINGS`], [`MAX_ENVIRON_BYTES`]).
+#[cfg(target_os = "linux")]
+pub fn verify(process: Option<Process>, thoth: &Path, known: &[(u64, u64)]) -> Verdict {
     let Some(p) = process else {
         return Verdict::Refused(
             Kind::Unverifiable,
@@ -192,47 +284,80 @@ pub fn verify(process: Option<Process>, thoth: &Path) -> Verdict {
             format!("cannot read {what} of process {}: {e}", p.pid),
         )
     };
+    let too_large = |what: &str| {
+        Verdict::Refused(
+            Kind::Unverifiable,
+            format!("{what} of process {} is too large to check", p.pid),
+        )
+    };
+    // Its namespaces: an unprivileged user can remount (bind another binary over the installed
+    // thoth's path, hide a directory) only inside a user namespace of their own, where this
+    // agent's view of paths says nothing. A proxy Claude Desktop starts runs in the agent's.
+    if let Some(why) = other_namespace(&proc) {
+        return Verdict::Refused(Kind::Unverifiable, why);
+    }
     // The executable.
     let exe_link = match std::fs::read_link(proc.join("exe")) {
         Ok(l) => l,
         Err(e) => return unverifiable("the executable", e),
     };
-    match exe_is_thoth(&proc.join("exe"), &exe_link, thoth) {
-        Ok(true) => {}
-        Ok(false) => found.push((
-            Kind::NotInstalledThoth,
-            format!(
-                "it runs {}, not the installed thoth ({})",
-                exe_link.display(),
-                thoth.display()
-            ),
-        )),
+    let exe = match exe_is_thoth(&proc.join("exe"), &exe_link, thoth, known) {
+        Ok((true, id)) => Some(id),
+        Ok((false, _)) => {
+            found.push((
+                Kind::NotInstalledThoth,
+                format!(
+                    "it runs {}, not the installed thoth ({})",
+                    clip(&exe_link.display().to_string()),
+                    thoth.display()
+                ),
+            ));
+            None
+        }
         Err(e) => return unverifiable("the executable", e),
-    }
+    };
     // The environment block it started with.
-    let environ = match std::fs::read(proc.join("environ")) {
-        Ok(b) => b,
+    let environ = match read_bounded(&proc.join("environ"), MAX_ENVIRON_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return too_large("the environment"),
         Err(e) => return unverifiable("the environment", e),
     };
     let vars = loader_variables(&environ);
+    drop(environ);
     if !vars.is_empty() {
         found.push((
             Kind::LoaderVariable,
-            format!("its environment sets {}", vars.join(", ")),
+            format!("its environment sets {}", list(&vars)),
         ));
     }
     // The code it has mapped.
-    let maps = match std::fs::read_to_string(proc.join("maps")) {
-        Ok(m) => m,
+    let maps = match read_bounded(&proc.join("maps"), MAX_MAPS_BYTES) {
+        Ok(Some(m)) => match String::from_utf8(m) {
+            Ok(m) => m,
+            Err(e) => return unverifiable("the memory map", std::io::Error::other(e)),
+        },
+        Ok(None) => return too_large("the memory map"),
         Err(e) => return unverifiable("the memory map", e),
     };
-    let bad = writable_code(&proc, &maps, &exe_link);
+    let bad = match writable_code(&proc, &maps, exe) {
+        Ok(bad) => bad,
+        Err(n) => {
+            return Verdict::Refused(
+                Kind::Unverifiable,
+                format!(
+                    "process {} maps code from over {n} places, too many to check",
+                    p.pid
+                ),
+            );
+        }
+    };
+    drop(maps);
     if !bad.is_empty() {
         found.push((
             Kind::Library,
             format!(
                 "it runs code from {} (a non-root user can write there)",
-                bad.join(", ")
+                list(&bad)
             ),
         ));
     }
@@ -259,27 +384,74 @@ pub fn verify(process: Option<Process>, thoth: &Path) -> Verdict {
 /// Not checked on other systems (macOS: no `/proc`; a `proc_pidpath` and `DYLD_*` check would
 /// go here).
 #[cfg(not(target_os = "linux"))]
-pub fn verify(_process: Option<Process>, _thoth: &Path) -> Verdict {
+pub fn verify(_process: Option<Process>, _thoth: &Path, _known: &[(u64, u64)]) -> Verdict {
     Verdict::Unchecked
+}
+
+/// Why the process at `proc` does not share the agent's user namespace, or its mount namespace
+/// with the agent or with pid 1 (the agent's service may have a mount namespace of its own), if
+/// it does not.
+#[cfg(target_os = "linux")]
+fn other_namespace(proc: &Path) -> Option<String> {
+    let ns = |dir: &Path, which: &str| std::fs::read_link(dir.join("ns").join(which)).ok();
+    let me = Path::new("/proc/self");
+    if let Some(mine) = ns(me, "user")
+        && ns(proc, "user").as_ref() != Some(&mine)
+    {
+        return Some(
+            "it runs in another user namespace than the agent (a proxy Claude Desktop starts \
+             runs in the agent's)"
+                .into(),
+        );
+    }
+    if let Some(mine) = ns(me, "mnt") {
+        let theirs = ns(proc, "mnt");
+        if theirs.as_ref() != Some(&mine) && theirs != ns(Path::new("/proc/1"), "mnt") {
+            return Some(
+                "it runs in another mount namespace than the system's (a proxy Claude Desktop \
+                 starts runs in the system's)"
+                    .into(),
+            );
+        }
+    }
+    None
 }
 
 /// Whether the executable behind `exe` (`/proc/<pid>/exe`, whose target is `link`) is the
 /// installed `thoth`: the same file, or (after an upgrade replaced it while the proxy ran) a
-/// deleted root-owned file that was at that path in a root-owned directory.
+/// deleted (no links left) root-owned file the agent saw at that path (`known`), or, for one it
+/// did not see (the agent restarted since), that was at that path in a root-owned directory.
+/// With the file's identity as the memory map shows it.
 #[cfg(target_os = "linux")]
-fn exe_is_thoth(exe: &Path, link: &Path, thoth: &Path) -> std::io::Result<bool> {
+fn exe_is_thoth(
+    exe: &Path,
+    link: &Path,
+    thoth: &Path,
+    known: &[(u64, u64)],
+) -> std::io::Result<(bool, FileId)> {
     use std::os::unix::fs::MetadataExt;
     let running = std::fs::metadata(exe)?;
+    let id = file_id(&running);
     if let Ok(installed) = std::fs::metadata(thoth)
         && (installed.dev(), installed.ino()) == (running.dev(), running.ino())
     {
-        return Ok(true);
+        return Ok((true, id));
+    }
+    // A bind mount or another link of a root-owned binary has links left; a replaced one not.
+    let replaced_root_file =
+        running.nlink() == 0 && running.uid() == 0 && running.mode() & 0o022 == 0;
+    if !replaced_root_file {
+        return Ok((false, id));
+    }
+    if known.contains(&(running.dev(), running.ino())) {
+        return Ok((true, id));
     }
     let replaced = format!("{} (deleted)", thoth.display());
-    Ok(link.as_os_str() == replaced.as_str()
-        && running.uid() == 0
-        && running.mode() & 0o022 == 0
-        && thoth.parent().is_some_and(crate::proxy::source::root_owned))
+    Ok((
+        link.as_os_str() == replaced.as_str()
+            && thoth.parent().is_some_and(crate::proxy::source::root_owned),
+        id,
+    ))
 }
 
 /// The loader variables set (non-empty) in a NUL-separated environment block.
@@ -304,16 +476,20 @@ fn loader_variables(environ: &[u8]) -> Vec<String> {
 
 /// The files of executable mappings in `maps` (of the process at `proc`) that a non-root user
 /// could have written: owned by one, writable by group or others, in a directory one can
-/// write, or anonymous (`memfd`). The executable itself (`exe`) is judged by [`exe_is_thoth`].
+/// write, or anonymous (`memfd`). The executable itself (`exe`: device and inode, as the map
+/// shows them) is judged by [`exe_is_thoth`]. `Err` with the limit when there are more than
+/// [`MAX_CODE_MAPPINGS`] executable file mappings.
 #[cfg(target_os = "linux")]
-fn writable_code(proc: &Path, maps: &str, exe: &Path) -> Vec<String> {
+fn writable_code(proc: &Path, maps: &str, exe: Option<FileId>) -> Result<Vec<String>, usize> {
     use std::os::unix::fs::MetadataExt;
     let mut dirs: HashMap<PathBuf, bool> = HashMap::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     let mut bad: Vec<String> = Vec::new();
+    let mut code = 0usize;
     for line in maps.lines() {
         // address perms offset dev inode path (the path may hold spaces)
         let mut f = line.splitn(6, ' ');
-        let (Some(range), Some(perms), Some(_), Some(_), Some(inode)) =
+        let (Some(range), Some(perms), Some(_), Some(dev), Some(inode)) =
             (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
@@ -322,7 +498,21 @@ fn writable_code(proc: &Path, maps: &str, exe: &Path) -> Vec<String> {
         if !perms.contains('x') || inode == "0" || !path.starts_with('/') {
             continue;
         }
-        if Path::new(path) == exe || bad.iter().any(|b| b == path) {
+        code += 1;
+        if code > MAX_CODE_MAPPINGS {
+            return Err(MAX_CODE_MAPPINGS);
+        }
+        let id = dev.split_once(':').and_then(|(major, minor)| {
+            Some((
+                u64::from_str_radix(major, 16).ok()?,
+                u64::from_str_radix(minor, 16).ok()?,
+                inode.parse::<u64>().ok()?,
+            ))
+        });
+        if id.is_some() && id == exe {
+            continue;
+        }
+        if !seen.insert(path) {
             continue;
         }
         let name = path.strip_suffix(" (deleted)").unwrap_or(path);
@@ -351,7 +541,7 @@ fn writable_code(proc: &Path, maps: &str, exe: &Path) -> Vec<String> {
             bad.push(path.to_owned());
         }
     }
-    bad
+    Ok(bad)
 }
 
 /// Which call a process makes: policy is served to a verified proxy only; events are taken from
@@ -364,42 +554,211 @@ pub enum Call {
     Events,
 }
 
-/// Checks the process behind a proxy call ([`verify`], off the async workers). A refused one
-/// is reported as a `PROXY_TAMPERED` event (at most once an hour per user and kind); a policy
-/// call from it is refused with `PERMISSION_DENIED` saying why, which a proxy takes as "no
-/// policy" (it then denies every call: fail closed).
+/// What the checks of every connection share: the installed `thoth` (its canonical path,
+/// resolved at most once per [`RECHECK`], and the files seen there), and the bounds on checks
+/// running at once ([`MAX_CHECKS`] in all, one per owner).
+#[derive(Debug)]
+pub struct Checks {
+    slots: Arc<tokio::sync::Semaphore>,
+    owners: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    installed: Mutex<Installed>,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    runs: AtomicUsize,
+}
+
+/// The installed `thoth` as last resolved, and the (`st_dev`, inode) of the files seen there.
+#[derive(Debug, Default)]
+struct Installed {
+    path: Option<(Result<PathBuf, String>, Instant)>,
+    known: VecDeque<(u64, u64)>,
+}
+
+/// Files remembered as the installed `thoth` (upgrades while proxies still run the old one).
+const KNOWN_BINARIES: usize = 16;
+
+impl Checks {
+    /// For an agent with `config`: notes the installed `thoth` it finds now.
+    pub fn new(config: &super::config::AgentConfig) -> Checks {
+        let c = Checks {
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS)),
+            owners: Mutex::default(),
+            installed: Mutex::default(),
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            runs: AtomicUsize::new(0),
+        };
+        let _ = c.installed(config);
+        c
+    }
+
+    /// The canonical installed `thoth` (resolved again once [`RECHECK`] has passed), and the
+    /// files seen at it, the one there now included. Blocking.
+    fn installed(
+        &self,
+        config: &super::config::AgentConfig,
+    ) -> (Result<PathBuf, String>, Vec<(u64, u64)>) {
+        let cached = {
+            let i = self.installed.lock().unwrap_or_else(|p| p.into_inner());
+            i.path
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < RECHECK)
+                .map(|(p, _)| p.clone())
+        };
+        let path = cached.unwrap_or_else(|| crate::claude::watch::canonical_thoth(config));
+        let now = path.as_ref().ok().and_then(|p| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+        });
+        let mut i = self.installed.lock().unwrap_or_else(|p| p.into_inner());
+        if i.path
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= RECHECK)
+        {
+            i.path = Some((path.clone(), Instant::now()));
+        }
+        if let Some(id) = now
+            && !i.known.contains(&id)
+        {
+            if i.known.len() >= KNOWN_BINARIES {
+                i.known.pop_front();
+            }
+            i.known.push_back(id);
+        }
+        (path, i.known.iter().copied().collect())
+    }
+
+    /// The lock that keeps `owner` to one check at a time.
+    fn owner(&self, owner: u32) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= 1024 {
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        Arc::clone(m.entry(owner).or_default())
+    }
+
+    /// Checks run so far.
+    pub fn runs(&self) -> usize {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// Most checks that ran at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a running check (and the peak) while held.
+struct Running<'a>(&'a Checks);
+
+impl<'a> Running<'a> {
+    fn new(c: &'a Checks) -> Running<'a> {
+        c.runs.fetch_add(1, Ordering::Relaxed);
+        let now = c.running.fetch_add(1, Ordering::AcqRel) + 1;
+        c.peak.fetch_max(now, Ordering::AcqRel);
+        Running(c)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs one check of `process` (for `owner`): one at a time per owner, [`MAX_CHECKS`] in all,
+/// on a blocking thread. With the installed `thoth`'s path, or why it is not known.
+async fn check(
+    sh: &Arc<super::Shared>,
+    process: Option<Process>,
+    owner: u32,
+) -> (Verdict, Option<PathBuf>) {
+    let lock = sh.peer_checks.owner(owner);
+    let _mine = lock.lock().await;
+    let Ok(slot) = Arc::clone(&sh.peer_checks.slots).acquire_owned().await else {
+        return (
+            Verdict::Refused(Kind::Unverifiable, "the agent is stopping".into()),
+            None,
+        );
+    };
+    let shared = Arc::clone(sh);
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let c = &shared.peer_checks;
+        let _running = Running::new(c);
+        match c.installed(&shared.config) {
+            (Ok(path), known) => (verify(process, &path, &known), Some(path)),
+            (Err(e), _) => (
+                Verdict::Refused(
+                    Kind::Unverifiable,
+                    format!("the installed thoth is not known: {e}"),
+                ),
+                None,
+            ),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| (Verdict::Refused(Kind::Unverifiable, e.to_string()), None))
+}
+
+/// The verdict on the process behind a connection: its last one while younger than
+/// [`RECHECK`] (and while the process that connected still runs), else a new check.
+async fn verdict_of(
+    sh: &Arc<super::Shared>,
+    info: Option<&ConnInfo>,
+    owner: u32,
+) -> (Verdict, bool) {
+    let Some(info) = info else {
+        return (check(sh, None, owner).await.0, true);
+    };
+    let mut last = info.checked.lock().await;
+    if let Some((v, at)) = &*last
+        && at.elapsed() < RECHECK
+    {
+        // The socket may have been handed on: the process that connected must still be there.
+        #[cfg(target_os = "linux")]
+        if let Some(p) = info.process
+            && start_time(p.pid) != Some(p.start)
+        {
+            return (
+                Verdict::Refused(
+                    Kind::Unverifiable,
+                    format!("process {} that connected has exited", p.pid),
+                ),
+                false,
+            );
+        }
+        return (v.clone(), false);
+    }
+    let (v, _) = check(sh, info.process, owner).await;
+    *last = Some((v.clone(), Instant::now()));
+    (v, true)
+}
+
+/// Checks the process behind a proxy call ([`verify`], off the async workers, once per
+/// connection per [`RECHECK`]; `owner` is the caller's budget key, see `local::Owners`). A
+/// refused one is reported as a `PROXY_TAMPERED` event (at most once an hour per owner and
+/// kind, and [`MAX_RAISED`] an hour in all); a policy call from it is refused with
+/// `PERMISSION_DENIED` saying why, which a proxy takes as "no policy" (it then denies every
+/// call: fail closed).
 pub async fn gate(
-    sh: &std::sync::Arc<super::Shared>,
+    sh: &Arc<super::Shared>,
     info: Option<&ConnInfo>,
     user: &str,
+    owner: u32,
     call: Call,
 ) -> Result<(), tonic::Status> {
     let uid = info.and_then(ConnInfo::uid);
     let process = info.and_then(|i| i.process);
-    let thoth = crate::claude::watch::thoth_path(sh);
-    let verdict = match &thoth {
-        Ok(path) => {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || verify(process, &path))
-                .await
-                .unwrap_or_else(|e| Verdict::Refused(Kind::Unverifiable, e.to_string()))
-        }
-        Err(e) => Verdict::Refused(
-            Kind::Unverifiable,
-            format!("the installed thoth is not known: {e}"),
-        ),
-    };
+    let (verdict, fresh) = verdict_of(sh, info, owner).await;
     let Verdict::Refused(kind, reason) = verdict else {
         return Ok(());
     };
     // Events from a process that is not thoth at all are not a proxy's (tests, tools): taken
-    // without a report. A tampered thoth is reported whatever it calls.
-    let report = call == Call::Policy || matches!(kind, Kind::LoaderVariable | Kind::Library);
-    if report
-        && let Some(held_back) =
-            sh.peer_reports
-                .should_raise(uid.unwrap_or(u32::MAX), kind, Instant::now())
-    {
+    // without a report. A tampered thoth is reported whatever it calls, once per check.
+    let report =
+        fresh && (call == Call::Policy || matches!(kind, Kind::LoaderVariable | Kind::Library));
+    if report && let Some(held_back) = sh.peer_reports.should_raise(owner, kind, Instant::now()) {
         let what = match call {
             Call::Policy => "policy refused",
             Call::Events => "its events are kept",
@@ -410,6 +769,14 @@ pub async fn gate(
             pid = process.map(|p| p.pid),
             "a proxy of {user} failed the agent's check ({what}): {reason}"
         );
+        let installed = sh
+            .peer_checks
+            .installed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .path
+            .as_ref()
+            .and_then(|(p, _)| p.as_ref().ok().map(|p| p.display().to_string()));
         let detail = serde_json::json!({
             "user": user,
             "uid": uid,
@@ -417,7 +784,7 @@ pub async fn gate(
             "kind": kind.as_str(),
             "reason": reason,
             "call": match call { Call::Policy => "policy", Call::Events => "events" },
-            "installedThoth": thoth.as_ref().ok().map(|p| p.display().to_string()),
+            "installedThoth": installed,
             "heldBack": held_back,
         });
         if let Some(sp) = sh.spool.get() {
@@ -434,37 +801,63 @@ pub async fn gate(
     }
 }
 
-/// How often the same finding for the same user is raised as an event.
+/// How often the same finding for the same owner is raised as an event.
 pub const EVENT_PERIOD: Duration = Duration::from_secs(3600);
+/// Findings raised as events per [`EVENT_PERIOD`] over every owner (the rest are counted and
+/// said in the next one).
+pub const MAX_RAISED: u64 = 64;
+/// (Owner, kind) pairs remembered; past it, new pairs are held back until old ones expire.
+const MAX_RAISED_KEYS: usize = 4096;
 
-/// Which findings were raised lately, per (uid, kind), to raise each at most once a period
-/// (the rest are counted and said in the next one).
+/// Which findings were raised lately, per (owner, kind), to raise each at most once a period,
+/// and [`MAX_RAISED`] a period in all (the rest are counted and said in the next one).
 #[derive(Debug, Default)]
-pub struct Raised(Mutex<HashMap<(u32, Kind), (Instant, u64)>>);
+pub struct Raised(Mutex<RaisedState>);
+
+#[derive(Debug, Default)]
+struct RaisedState {
+    by: HashMap<(u32, Kind), (Instant, u64)>,
+    /// The current period's start, findings raised in it, and those held back for the cap.
+    period: Option<Instant>,
+    raised: u64,
+    held: u64,
+}
 
 impl Raised {
-    /// Whether to raise `kind` for `uid` now; with how many were held back since the last one.
-    pub fn should_raise(&self, uid: u32, kind: Kind, now: Instant) -> Option<u64> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 4096 {
-            m.retain(|_, (t, _)| now.duration_since(*t) < EVENT_PERIOD);
+    /// Whether to raise `kind` for `owner` now; with how many were held back since the last one
+    /// (of this owner and kind, and any held back for the overall cap).
+    pub fn should_raise(&self, owner: u32, kind: Kind, now: Instant) -> Option<u64> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let s = &mut *s;
+        if s.period
+            .is_none_or(|t| now.saturating_duration_since(t) >= EVENT_PERIOD)
+        {
+            s.period = Some(now);
+            s.raised = 0;
         }
-        match m.get_mut(&(uid, kind)) {
-            Some((t, held)) if now.duration_since(*t) < EVENT_PERIOD => {
+        if s.by.len() >= MAX_RAISED_KEYS {
+            s.by.retain(|_, (t, _)| now.saturating_duration_since(*t) < EVENT_PERIOD);
+        }
+        let full = s.by.len() >= MAX_RAISED_KEYS;
+        let held = match s.by.get_mut(&(owner, kind)) {
+            Some((t, held)) if now.saturating_duration_since(*t) < EVENT_PERIOD => {
                 *held += 1;
-                None
+                return None;
             }
-            Some((t, held)) => {
-                let n = *held;
-                *t = now;
-                *held = 0;
-                Some(n)
+            Some((_, held)) => *held,
+            None if full => {
+                s.held += 1;
+                return None;
             }
-            None => {
-                m.insert((uid, kind), (now, 0));
-                Some(0)
-            }
+            None => 0,
+        };
+        if s.raised >= MAX_RAISED {
+            s.held += 1;
+            return None;
         }
+        s.raised += 1;
+        s.by.insert((owner, kind), (now, 0));
+        Some(held + std::mem::take(&mut s.held))
     }
 }
 
@@ -527,7 +920,7 @@ mod tests {
             pid: std::process::id(),
             start: start_time(std::process::id()).unwrap(),
         };
-        let v = verify(Some(me), Path::new("/nonexistent/thoth"));
+        let v = verify(Some(me), Path::new("/nonexistent/thoth"), &[]);
         assert!(
             matches!(v, Verdict::Refused(Kind::NotInstalledThoth, _)),
             "{v:?}"
@@ -539,10 +932,271 @@ mod tests {
                 ..me
             }),
             &std::env::current_exe().unwrap(),
+            &[],
         );
         assert!(
             matches!(v, Verdict::Refused(Kind::Unverifiable, _)),
             "{v:?}"
         );
+    }
+
+    /// An agent whose installed thoth is this test binary (so this process passes the check).
+    #[cfg(target_os = "linux")]
+    fn agent_of_this_binary(dir: &Path) -> Arc<crate::daemon::Shared> {
+        let text = include_str!("../../thoth-agent.example.toml");
+        let mut c: crate::daemon::config::AgentConfig = toml::from_str(text).unwrap();
+        c.state_dir = dir.join("state");
+        c.socket_path = dir.join("agent.sock");
+        c.wrap_configs = false;
+        c.thoth_path = Some(std::env::current_exe().unwrap());
+        crate::daemon::Shared::new(c).unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn conn_of_this_process() -> ConnInfo {
+        ConnInfo {
+            uds: tonic::transport::server::UdsConnectInfo {
+                peer_addr: None,
+                peer_cred: None,
+            },
+            process: Some(Process {
+                pid: std::process::id(),
+                start: start_time(std::process::id()).unwrap(),
+            }),
+            checked: Arc::default(),
+        }
+    }
+
+    /// Review H1: every GetPolicy/WatchPolicy/EmitEvents call ran a full /proc check on a new
+    /// blocking thread, with no bound on how many ran at once. Now a connection is checked once
+    /// (again only after RECHECK), one owner runs one check at a time, MAX_CHECKS run in all.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_is_checked_once_and_few_checks_run_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = agent_of_this_binary(dir.path());
+        let conn = conn_of_this_process();
+        for _ in 0..50 {
+            gate(&sh, Some(&conn), "ann", 1000, Call::Policy)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            sh.peer_checks.runs(),
+            1,
+            "checks for 50 calls on one connection"
+        );
+
+        // 64 connections of one owner at once: one check at a time.
+        let calls = (0..64).map(|_| {
+            let sh = Arc::clone(&sh);
+            tokio::spawn(async move {
+                let conn = conn_of_this_process();
+                gate(&sh, Some(&conn), "ann", 1000, Call::Events).await
+            })
+        });
+        for c in futures_util::future::join_all(calls).await {
+            c.unwrap().unwrap();
+        }
+        assert_eq!(sh.peer_checks.runs(), 65);
+        assert_eq!(sh.peer_checks.peak(), 1, "checks of one owner at once");
+
+        // 64 owners at once: MAX_CHECKS at most.
+        let calls = (0..64u32).map(|i| {
+            let sh = Arc::clone(&sh);
+            tokio::spawn(async move {
+                let conn = conn_of_this_process();
+                gate(&sh, Some(&conn), "bob", 2000 + i, Call::Events).await
+            })
+        });
+        for c in futures_util::future::join_all(calls).await {
+            c.unwrap().unwrap();
+        }
+        assert_eq!(sh.peer_checks.runs(), 129);
+        assert!(
+            sh.peer_checks.peak() <= MAX_CHECKS,
+            "{} checks at once",
+            sh.peer_checks.peak()
+        );
+    }
+
+    /// Review H1: a process with many long-named executable mappings made every reason (log
+    /// line, event, status note, the error sent back) as large as its memory map. Now a reason
+    /// names a few and counts the rest.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_reason_names_a_few_writable_libraries_and_counts_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // ~4 KiB paths: nested directories of 250-character names.
+        let mut deep = dir.path().to_path_buf();
+        for i in 0..15 {
+            deep.push(format!("{i:0>250}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let page = 4096;
+        let mut maps = Vec::new();
+        for i in 0..150 {
+            let f = deep.join(format!("lib{i}.so"));
+            std::fs::write(&f, vec![0u8; page]).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+            let file = std::fs::File::open(&f).unwrap();
+            // SAFETY: a fresh private mapping of a file we own; unmapped below.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    page,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE,
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    0,
+                )
+            };
+            assert_ne!(
+                addr,
+                libc::MAP_FAILED,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+            maps.push(addr);
+        }
+        let me = Process {
+            pid: std::process::id(),
+            start: start_time(std::process::id()).unwrap(),
+        };
+        let v = verify(Some(me), &std::env::current_exe().unwrap(), &[]);
+        for addr in maps {
+            // SAFETY: mapped above, `page` bytes.
+            unsafe { libc::munmap(addr, page) };
+        }
+        let Verdict::Refused(Kind::Library, reason) = v else {
+            panic!("{v:?}");
+        };
+        assert!(reason.len() < 4096, "a reason of {} bytes", reason.len());
+        assert!(reason.contains("and 142 more"), "{reason}");
+    }
+
+    /// Review H1: the memory map was read whole and every executable mapping examined. Now
+    /// past MAX_MAPS_BYTES or MAX_CODE_MAPPINGS the process is refused as unverifiable.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_map_too_large_to_check_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("maps");
+        std::fs::write(&big, vec![b'x'; MAX_MAPS_BYTES as usize + 1]).unwrap();
+        assert!(read_bounded(&big, MAX_MAPS_BYTES).unwrap().is_none());
+        std::fs::write(&big, vec![b'x'; 10]).unwrap();
+        assert_eq!(
+            read_bounded(&big, MAX_MAPS_BYTES).unwrap().unwrap().len(),
+            10
+        );
+
+        let line = |i: usize| {
+            format!(
+                "7f{i:010x}000-7f{i:010x}fff r-xp 00000000 fe:00 {} /usr/lib/x{i}.so\n",
+                i + 1
+            )
+        };
+        let many: String = (0..=MAX_CODE_MAPPINGS).map(line).collect();
+        let proc = Path::new("/proc/self");
+        assert_eq!(writable_code(proc, &many, None), Err(MAX_CODE_MAPPINGS));
+        let few: String = (0..MAX_CODE_MAPPINGS).map(line).collect();
+        assert!(writable_code(proc, &few, None).is_ok());
+    }
+
+    /// Review M1: a mapping whose path reads as the executable's was skipped by its name; a
+    /// bind mount in a private mount namespace made any file read so. Now only the executable's
+    /// own device and inode are skipped.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_the_executables_own_file_is_skipped_not_its_name() {
+        let maps = "7f0000000000-7f0000001000 r-xp 00000000 fe:00 999 /memfd:thoth\n\
+                    7f0000002000-7f0000003000 r-xp 00000000 fe:00 123 /memfd:thoth\n";
+        let bad = writable_code(Path::new("/proc/self"), maps, Some((0xfe, 0, 123))).unwrap();
+        assert_eq!(bad, ["/memfd:thoth"]);
+        assert_eq!(major_minor(0xfe00), (0xfe, 0));
+        assert_eq!(major_minor((259 << 8) | 3), (259, 3));
+    }
+
+    /// Review M1: in a user namespace of their own (`unshare -Urm`), a user can bind any
+    /// root-owned binary over the installed thoth's path and hide directories: what the agent
+    /// sees of paths says nothing there. Such a process is refused as unverifiable.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_process_in_another_user_namespace_is_refused() {
+        let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+        let started = |mut cmd: std::process::Command| {
+            let mut child = cmd.spawn().unwrap();
+            let pid = child.id();
+            // Wait (with a deadline) until it runs sleep (unshare execs it).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+                if exe.as_deref() == Some(sleep.as_path()) {
+                    break;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(status);
+                }
+                assert!(Instant::now() < deadline, "{pid} did not start sleep");
+                std::thread::yield_now();
+            }
+            let p = Process {
+                pid,
+                start: start_time(pid).unwrap(),
+            };
+            Ok((child, p))
+        };
+        let mut plain = std::process::Command::new(&sleep);
+        plain.arg("30");
+        let (mut child, p) = started(plain).unwrap();
+        let v = verify(Some(p), &sleep, &[]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(v, Verdict::Verified, "the control");
+
+        let mut inside = std::process::Command::new("unshare");
+        inside.arg("-U").arg(&sleep).arg("30");
+        match started(inside) {
+            Ok((mut child, p)) => {
+                let v = verify(Some(p), &sleep, &[]);
+                child.kill().unwrap();
+                child.wait().unwrap();
+                assert!(
+                    matches!(&v, Verdict::Refused(Kind::Unverifiable, r) if r.contains("user namespace")),
+                    "{v:?}"
+                );
+            }
+            // This system forbids unprivileged user namespaces: the attack is not open here.
+            Err(status) => eprintln!("unshare -U failed ({status}): user namespaces are off"),
+        }
+    }
+
+    /// Review M2: PROXY_TAMPERED was limited per raw uid, so a user's 65,536 sub-uids could
+    /// raise ~260,000 events an hour, and the map of those raised never shrank. Now the caller
+    /// keys by owner, MAX_RAISED are raised per period in all (the rest counted into the next
+    /// one), and the map is bounded.
+    #[test]
+    fn tampered_reports_are_capped_over_every_owner() {
+        let r = Raised::default();
+        let t = Instant::now();
+        let raised = (0..10_000u32)
+            .filter(|u| r.should_raise(100_000 + u, Kind::Library, t).is_some())
+            .count() as u64;
+        assert_eq!(raised, MAX_RAISED);
+        assert!(r.0.lock().unwrap().by.len() <= MAX_RAISED_KEYS);
+        // The next period's first event says how many were held back.
+        let next = r.should_raise(1000, Kind::Library, t + EVENT_PERIOD);
+        assert_eq!(next, Some(10_000 - MAX_RAISED));
+    }
+
+    /// Review H1: a status note kept its whole detail (a reason as large as a memory map),
+    /// cloned for every local call and written to status.json every 500 ms.
+    #[test]
+    fn a_status_note_is_cut() {
+        let mut s = crate::daemon::status::Status::default();
+        s.note("PROXY_TAMPERED", "x".repeat(1 << 20));
+        let kept = s.recent_events[0].detail.chars().count();
+        assert!(kept <= crate::daemon::status::NOTE_CHARS + 1, "{kept}");
     }
 }

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Agent-raised events kept for display.
 pub const RECENT_EVENTS: usize = 50;
+/// Longest detail (in characters) a noted event keeps: the status is cloned for every local
+/// call and written to status.json.
+pub const NOTE_CHARS: usize = 2048;
 
 /// RFC 3339 now.
 pub fn now_rfc3339() -> String {
@@ -206,15 +209,20 @@ impl Status {
         self
     }
 
-    /// Records an agent-raised event.
+    /// Records an agent-raised event (its detail cut to [`NOTE_CHARS`] characters).
     pub fn note(&mut self, event_type: &str, detail: impl Into<String>) {
         if self.recent_events.len() >= RECENT_EVENTS {
             self.recent_events.pop_front();
         }
+        let mut detail = detail.into();
+        if let Some((cut, _)) = detail.char_indices().nth(NOTE_CHARS) {
+            detail.truncate(cut);
+            detail.push('…');
+        }
         self.recent_events.push_back(AgentEventNote {
             event_type: event_type.into(),
             timestamp: now_rfc3339(),
-            detail: detail.into(),
+            detail,
         });
     }
 
