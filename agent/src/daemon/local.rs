@@ -92,6 +92,23 @@ fn local_policy(sh: &Shared, cur: Option<&Arc<super::Current>>) -> pb::LocalPoli
 
 type PolicyStream = Pin<Box<dyn Stream<Item = Result<pb::LocalPolicy, Status>> + Send>>;
 
+/// How often the process behind an open `WatchPolicy` stream is checked again.
+const WATCH_RECHECK: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(200)
+} else {
+    super::peer::RECHECK
+};
+
+/// An open `WatchPolicy` stream: the policy it follows, and whom to check again.
+struct Watch {
+    rx: tokio::sync::watch::Receiver<Option<Arc<super::Current>>>,
+    sh: Arc<Shared>,
+    conn: Option<super::peer::ConnInfo>,
+    user: String,
+    owner: u32,
+    first: bool,
+}
+
 #[tonic::async_trait]
 impl local_agent_server::LocalAgent for LocalService {
     async fn get_policy(
@@ -142,17 +159,46 @@ impl local_agent_server::LocalAgent for LocalService {
             .take(128)
             .collect::<String>();
         self.0.saw_caller(&user, &server);
-        let rx = self.0.current.subscribe();
-        let sh = Arc::clone(&self.0);
-        let stream =
-            futures_util::stream::unfold((rx, sh, true), |(mut rx, sh, first)| async move {
-                if !first && rx.changed().await.is_err() {
-                    return None;
+        // The process behind the stream is checked again every RECHECK while it is open; once
+        // refused, the stream ends with the refusal (the proxy then asks again and is denied).
+        let conn = req.extensions().get::<super::peer::ConnInfo>().cloned();
+        let watch = Watch {
+            rx: self.0.current.subscribe(),
+            sh: Arc::clone(&self.0),
+            conn,
+            user,
+            owner,
+            first: true,
+        };
+        let stream = futures_util::stream::unfold(Some(watch), |w| async move {
+            let mut w = w?;
+            if !w.first {
+                loop {
+                    tokio::select! {
+                        changed = w.rx.changed() => {
+                            changed.ok()?;
+                            break;
+                        }
+                        () = tokio::time::sleep(WATCH_RECHECK) => {
+                            let gate = super::peer::gate(
+                                &w.sh,
+                                w.conn.as_ref(),
+                                &w.user,
+                                w.owner,
+                                super::peer::Call::Policy,
+                            );
+                            if let Err(refused) = gate.await {
+                                return Some((Err(refused), None));
+                            }
+                        }
+                    }
                 }
-                let cur = rx.borrow_and_update().clone();
-                let item = local_policy(&sh, cur.as_ref());
-                Some((Ok(item), (rx, sh, false)))
-            });
+            }
+            w.first = false;
+            let cur = w.rx.borrow_and_update().clone();
+            let item = local_policy(&w.sh, cur.as_ref());
+            Some((Ok(item), Some(w)))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -1042,5 +1088,61 @@ mod tests {
             limits.release_bytes(uid, 1 << 20);
         }
         assert!(limits.take_bytes(1000, 1 << 20));
+    }
+
+    /// Review H1/M1: a WatchPolicy stream was checked once, when it opened, and then served
+    /// policy for as long as it stayed open. Now its process is checked again on a timer, and
+    /// the stream ends with the refusal.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_policy_stream_is_checked_again_and_ends_when_refused() {
+        use futures_util::StreamExt as _;
+        let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../thoth-agent.example.toml");
+        let mut c: super::super::config::AgentConfig = toml::from_str(text).unwrap();
+        c.state_dir = dir.path().join("state");
+        c.socket_path = dir.path().join("agent.sock");
+        c.wrap_configs = false;
+        c.thoth_path = Some(sleep.clone());
+        let sh = super::super::Shared::new(c).unwrap();
+        // The "proxy": a process running the installed binary.
+        let mut child = std::process::Command::new(&sleep)
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_ref() != Some(&sleep) {
+            assert!(std::time::Instant::now() < deadline, "sleep did not start");
+            tokio::task::yield_now().await;
+        }
+        let conn = super::super::peer::ConnInfo {
+            uds: tonic::transport::server::UdsConnectInfo {
+                peer_addr: None,
+                peer_cred: None,
+            },
+            process: super::super::peer::Process::of(pid),
+            checked: Arc::default(),
+        };
+        let svc = LocalService(Arc::clone(&sh), Limits::new(4, 64, 1 << 20));
+        let mut req = Request::new(pb::LocalPolicyRequest {
+            server_name: "s".into(),
+        });
+        req.extensions_mut().insert(conn);
+        let mut stream = local_agent_server::LocalAgent::watch_policy(&svc, req)
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(stream.next().await.unwrap().is_ok());
+        // The process goes: the next check refuses, and the stream says so and ends.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+            .await
+            .expect("the open stream was not checked again");
+        let refused = next.unwrap().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(stream.next().await.is_none());
     }
 }

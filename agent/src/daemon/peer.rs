@@ -87,6 +87,17 @@ pub struct Process {
     pub start: u64,
 }
 
+impl Process {
+    /// The process with `pid` now (its start time read), if it runs.
+    #[cfg(target_os = "linux")]
+    pub fn of(pid: u32) -> Option<Process> {
+        Some(Process {
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+}
+
 impl ConnInfo {
     /// The peer's uid.
     pub fn uid(&self) -> Option<u32> {
