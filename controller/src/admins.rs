@@ -168,6 +168,19 @@ impl AdminGate {
         }
     }
 
+    /// Why a verified certificate's identity must be refused, if it must (memory only): a
+    /// revoked agent, or an admin credential [`Self::refusal`] refuses.
+    pub fn refusal_for(&self, id: &Identity, fingerprint: &str) -> Option<String> {
+        match id {
+            Identity::Agent { agent_id, .. } => self
+                .read()
+                .revoked_agents
+                .contains(agent_id)
+                .then(|| format!("agent {agent_id} was revoked")),
+            Identity::Admin { name, .. } => self.refusal(fingerprint, name),
+        }
+    }
+
     /// For a client certificate (DER) at the handshake: why to refuse it, if it is a revoked
     /// admin credential (memory only, never the store). An unknown credential of a revoked name
     /// is refused here once the request path found it unrecorded (negative cache); before that,

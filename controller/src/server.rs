@@ -167,6 +167,16 @@ impl Running {
 #[derive(Debug)]
 struct ConnState {
     authorised: AtomicBool,
+    /// Its verified client certificate's identity and fingerprint (None: no certificate).
+    peer: Option<(crate::pki::Identity, String)>,
+    /// The deny list (revoked agents, revoked admin credentials), in memory.
+    gate: Arc<crate::admins::AdminGate>,
+    /// Authorised once, and its certificate revoked since: it closes soon (see [`REVOKED_LINGER`]).
+    revoked: AtomicBool,
+    /// When it was found revoked.
+    revoked_at: Mutex<Option<Instant>>,
+    /// Wakes the connection's reads when it is revoked, so that it closes even when quiet.
+    waker: futures_util::task::AtomicWaker,
     in_flight: AtomicUsize,
     last_active: Mutex<Instant>,
     /// Accept time + `unauthorised_lifetime`.
@@ -180,9 +190,36 @@ impl ConnState {
     /// (agents keep their subscription, admins their session) is bounded by keepalive instead.
     /// A certificate alone is not enough: a revoked agent's still completes the handshake.
     fn exempt(&self) -> bool {
-        self.authorised.load(Ordering::Acquire)
+        self.authorised.load(Ordering::Acquire) && !self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Its certificate, as far as memory knows (no store read): verified, and neither a revoked
+    /// agent's nor an admin credential the deny list refuses.
+    fn allowed(&self) -> bool {
+        self.peer
+            .as_ref()
+            .is_some_and(|(id, fp)| self.gate.refusal_for(id, fp).is_none())
+    }
+
+    /// After a revocation: an authorised connection whose certificate is now refused is marked
+    /// revoked and woken, and closes at once (its permit and certificate slot freed).
+    fn recheck(&self) {
+        if self.authorised.load(Ordering::Acquire)
+            && !self.revoked.load(Ordering::Acquire)
+            && !self.allowed()
+        {
+            *lock(&self.revoked_at) = Some(Instant::now());
+            self.revoked.store(true, Ordering::Release);
+            self.waker.wake();
+        }
     }
 }
+
+/// A revoked certificate's connection closes once no request has been in progress on it for
+/// this long (its streams end with a "revoked" status first, and that status is sent)...
+const REVOKED_LINGER: Duration = Duration::from_millis(500);
+/// ... and in any case this long after the revocation, whatever is in progress.
+const REVOKED_GRACE: Duration = Duration::from_secs(10);
 
 /// A handle on a request's connection, in its extensions: the services call
 /// [`ConnAuth::authorise`] once the caller is authorised.
@@ -193,10 +230,26 @@ impl ConnAuth {
     /// The connection made an authorised request: exempt from the idle timeout and the
     /// unauthorised lifetime, and no longer counted against its address.
     pub fn authorise(&self) {
+        if !self.0.allowed() {
+            return;
+        }
         if !self.0.authorised.swap(true, Ordering::AcqRel) {
             lock(&self.0.addr_slot).take();
         }
     }
+
+    /// The store refused the caller after all (an agent not enrolled here, or revoked): the
+    /// connection is under the idle and lifetime rules again.
+    pub fn withdraw(&self) {
+        self.0.authorised.store(false, Ordering::Release);
+    }
+}
+
+/// Whether a request on `path` is one that authorises its connection when its certificate is
+/// allowed (an agent's or admin's call; not health checks, nor enrollment, which anyone may
+/// make).
+fn authorising(path: &str) -> bool {
+    path.starts_with("/thoth.fleet.v1.") && path != "/thoth.fleet.v1.Enrollment/Enroll"
 }
 
 /// Open connections by peer address (unique among live connections), so that requests can
@@ -314,6 +367,8 @@ pub struct Conn {
     state: Arc<ConnState>,
     idle: Duration,
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// [`Conn::poll_idle`] has seen it revoked (and moved its timer to the short rules).
+    revoked_seen: bool,
     registry: Registry,
     peer: SocketAddr,
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -335,25 +390,39 @@ impl Conn {
     /// `Ready(())` once the connection has been idle too long.
     fn poll_idle(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         use std::future::Future as _;
-        if self.state.exempt() {
-            return std::task::Poll::Pending;
+        let (mut idle, mut deadline) = (self.idle, self.state.deadline);
+        if self.state.authorised.load(Ordering::Acquire) {
+            self.state.waker.register(cx.waker());
+            if !self.state.revoked.load(Ordering::Acquire) {
+                return std::task::Poll::Pending;
+            }
+            // Revoked since it was authorised: the idle and lifetime rules again, short ones.
+            let at = lock(&self.state.revoked_at).unwrap_or_else(Instant::now);
+            (idle, deadline) = (REVOKED_LINGER, at + REVOKED_GRACE);
+            if !self.revoked_seen {
+                // The timer still runs on the long rules (or is long spent): check now.
+                self.revoked_seen = true;
+                self.timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(Instant::now()));
+            }
         }
         while self.timer.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= self.state.deadline {
+            if Instant::now() >= deadline {
                 return std::task::Poll::Ready(());
             }
             let next = if self.state.in_flight.load(Ordering::Acquire) > 0 {
-                Instant::now() + self.idle
+                Instant::now() + idle
             } else {
                 let last = *lock(&self.state.last_active);
-                if last.elapsed() >= self.idle {
+                if last.elapsed() >= idle {
                     return std::task::Poll::Ready(());
                 }
-                last + self.idle
+                last + idle
             };
-            self.timer.as_mut().reset(tokio::time::Instant::from_std(
-                next.min(self.state.deadline),
-            ));
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(next.min(deadline)));
         }
         std::task::Poll::Pending
     }
@@ -497,7 +566,14 @@ where
             return Box::pin(async move { Ok(resp) });
         }
         if let Some(s) = &state {
-            req.extensions_mut().insert(ConnAuth(Arc::clone(s)));
+            let auth = ConnAuth(Arc::clone(s));
+            // Authorised from memory when the request starts (a verified certificate the deny
+            // list does not refuse), not after the store read the service does next: a slow
+            // store cannot make a legitimate first request outlive the unauthorised lifetime.
+            if authorising(req.uri().path()) {
+                auth.authorise();
+            }
+            req.extensions_mut().insert(auth);
         }
         let active = state.map(Active::new);
         let fut = self.inner.call(req);
@@ -620,8 +696,16 @@ async fn accept_loop(
                         .1
                         .peer_certificates()
                         .and_then(|c| c.first())
-                        .map(|c| crate::pki::fingerprint(c));
-                    let identity_slot = match leaf {
+                        .map(|c| {
+                            (
+                                crate::pki::fingerprint(c),
+                                crate::pki::Identity::from_cert_der(c),
+                            )
+                        });
+                    let peer_id = leaf
+                        .as_ref()
+                        .and_then(|(fp, id)| id.as_ref().ok().map(|id| (id.clone(), fp.clone())));
+                    let identity_slot = match leaf.map(|(fp, _)| fp) {
                         Some(fp) => match per_identity.take(fp.clone(), MAX_PER_IDENTITY) {
                             Some(slot) => Some(slot),
                             None => {
@@ -634,6 +718,11 @@ async fn accept_loop(
                     };
                     let state = Arc::new(ConnState {
                         authorised: AtomicBool::new(false),
+                        peer: peer_id,
+                        gate: Arc::clone(&ctl.admins),
+                        revoked: AtomicBool::new(false),
+                        revoked_at: Mutex::new(None),
+                        waker: futures_util::task::AtomicWaker::new(),
                         in_flight: AtomicUsize::new(0),
                         last_active: Mutex::new(Instant::now()),
                         deadline: accepted + lifetime,
@@ -647,6 +736,7 @@ async fn accept_loop(
                         state,
                         idle,
                         timer: Box::pin(tokio::time::sleep(idle)),
+                        revoked_seen: false,
                         registry,
                         peer,
                         _permit: permit,
@@ -709,6 +799,17 @@ pub async fn start(
         Arc::clone(&registry),
         tx,
     )));
+    // A revocation (agent or admin) closes the connections its certificate holds open.
+    let (ctl, open) = (Arc::clone(&controller), Arc::clone(&registry));
+    tasks.push(tokio::spawn(async move {
+        let mut revocations = ctl.hub.revocations();
+        while revocations.changed().await.is_ok() {
+            let states: Vec<Arc<ConnState>> = lock(&open).values().cloned().collect();
+            for s in states {
+                s.recheck();
+            }
+        }
+    }));
     let ctl = Arc::clone(&controller);
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(ctl.config.resign_check_interval);

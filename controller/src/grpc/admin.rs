@@ -785,6 +785,8 @@ impl admin_server::Admin for AdminService {
         for a in &revoked {
             self.0.admins.note(a);
         }
+        // Connections the revoked credentials hold open are closed.
+        self.0.hub.revoked();
         revoked.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
         self.audit_ok(
             &c,

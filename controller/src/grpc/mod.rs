@@ -130,12 +130,16 @@ async fn agent_caller<T>(ctl: &Controller, req: &Request<T>) -> Result<AgentReco
     let agent = ctl.db(move |s| s.agent(&id)).await.map_err(internal)?;
     let Some(agent) = agent.filter(|a| a.tenant == tenant) else {
         Metrics::inc(&ctl.metrics.auth_refused);
+        withdraw(req);
         return Err(Status::permission_denied(format!(
             "agent {agent_id} is not enrolled with this controller"
         )));
     };
     if let Some(at) = agent.revoked_at {
         Metrics::inc(&ctl.metrics.auth_refused);
+        // Memory learns it too (a revocation by another process on the same store).
+        ctl.admins.agent_revoked(&agent_id);
+        withdraw(req);
         return Err(Status::permission_denied(format!(
             "agent {agent_id} was revoked at {}; it must be enrolled again with a new token",
             rfc3339(at)
@@ -147,10 +151,19 @@ async fn agent_caller<T>(ctl: &Controller, req: &Request<T>) -> Result<AgentReco
 
 /// Tells the server that this request's connection made an authorised request (an enrolled,
 /// unrevoked agent; an admin the deny list lets through): from now on it is bounded by
-/// keepalive, not by the limits on connections not yet authorised.
+/// keepalive, not by the limits on connections not yet authorised. (The server already did so
+/// from memory when the request started; this confirms it after the store was read.)
 fn authorised<T>(req: &Request<T>) {
     if let Some(conn) = req.extensions().get::<crate::server::ConnAuth>() {
         conn.authorise();
+    }
+}
+
+/// The store refused a caller the server authorised from memory: its connection is under the
+/// limits on connections not yet authorised again.
+fn withdraw<T>(req: &Request<T>) {
+    if let Some(conn) = req.extensions().get::<crate::server::ConnAuth>() {
+        conn.withdraw();
     }
 }
 
