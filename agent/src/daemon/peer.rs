@@ -15,7 +15,7 @@
 //! - no executable mapping (`/proc/<pid>/maps`) comes from a file a non-root user owns or can
 //!   write, or from a directory a non-root user can write (this also covers `LD_LIBRARY_PATH`,
 //!   and a library that also wiped its name from the environment block), or from an anonymous
-//!   file (`memfd`).
+//!   file (`memfd`), and no executable memory is anonymous (a `thoth` has none).
 //!
 //! - it shares the agent's user namespace, and the agent's or pid 1's mount namespace (inside a
 //!   user namespace of their own, `unshare -Urm`, a user can bind any binary over a path; what
@@ -29,10 +29,10 @@
 //!
 //! This is a tripwire for naive or accidental preloads, not a boundary against a process of the
 //! same user. Not covered: code injected after the check (ptrace, which the kernel allows
-//! between processes of one user unless Yama forbids it); a library that scrubs its traces
-//! (overwrites its `LD_PRELOAD=` bytes in the environment block, copies its code to anonymous
-//! memory and unmaps its file: anonymous executable memory is not judged, JIT runtimes have it
-//! too); a process that connects and hands the socket on (a tampered parent makes the socket,
+//! between processes of one user unless Yama forbids it), caught only if still visible at the
+//! next check; a library that scrubs its traces (overwrites its `LD_PRELOAD=` bytes in the
+//! environment block, then writes its code into a private, copy-on-write mapping of a
+//! root-owned file and unmaps its own: the map shows only root's file); a process that connects and hands the socket on (a tampered parent makes the socket,
 //! its child connects and then execs the installed thoth with a clean environment: the peer
 //! credentials name the child, which passes, while the parent speaks on the socket; the agent
 //! cannot tell which process writes to a shared socket); a library an administrator installed
@@ -487,7 +487,7 @@ fn loader_variables(environ: &[u8]) -> Vec<String> {
 
 /// The files of executable mappings in `maps` (of the process at `proc`) that a non-root user
 /// could have written: owned by one, writable by group or others, in a directory one can
-/// write, or anonymous (`memfd`). The executable itself (`exe`: device and inode, as the map
+/// write, or anonymous (`memfd`); and executable memory no file backs. The executable itself (`exe`: device and inode, as the map
 /// shows them) is judged by [`exe_is_thoth`]. `Err` with the limit when there are more than
 /// [`MAX_CODE_MAPPINGS`] executable file mappings.
 #[cfg(target_os = "linux")]
@@ -506,7 +506,18 @@ fn writable_code(proc: &Path, maps: &str, exe: Option<FileId>) -> Result<Vec<Str
             continue;
         };
         let path = f.next().unwrap_or("").trim_start();
-        if !perms.contains('x') || inode == "0" || !path.starts_with('/') {
+        if !perms.contains('x') {
+            continue;
+        }
+        // Executable memory no file backs (a `thoth` has none; a library that copied its code
+        // there and unmapped its file has). The kernel's own (`[vdso]`) are not.
+        if inode == "0" && (path.is_empty() || path.starts_with("[anon")) {
+            if seen.insert("") {
+                bad.push("anonymous executable memory".to_owned());
+            }
+            continue;
+        }
+        if inode == "0" || !path.starts_with('/') {
             continue;
         }
         code += 1;
@@ -1045,41 +1056,17 @@ mod tests {
             deep.push(format!("{i:0>250}"));
         }
         std::fs::create_dir_all(&deep).unwrap();
-        let page = 4096;
-        let mut maps = Vec::new();
+        let mut files = Vec::new();
         for i in 0..150 {
             let f = deep.join(format!("lib{i}.so"));
-            std::fs::write(&f, vec![0u8; page]).unwrap();
+            std::fs::write(&f, vec![0u8; 4096]).unwrap();
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
-            let file = std::fs::File::open(&f).unwrap();
-            // SAFETY: a fresh private mapping of a file we own; unmapped below.
-            let addr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    page,
-                    libc::PROT_READ | libc::PROT_EXEC,
-                    libc::MAP_PRIVATE,
-                    std::os::fd::AsRawFd::as_raw_fd(&file),
-                    0,
-                )
-            };
-            assert_ne!(
-                addr,
-                libc::MAP_FAILED,
-                "{}",
-                std::io::Error::last_os_error()
-            );
-            maps.push(addr);
+            files.push(std::fs::File::open(&f).unwrap());
         }
-        let me = Process {
-            pid: std::process::id(),
-            start: start_time(std::process::id()).unwrap(),
-        };
-        let v = verify(Some(me), &std::env::current_exe().unwrap(), &[]);
-        for addr in maps {
-            // SAFETY: mapped above, `page` bytes.
-            unsafe { libc::munmap(addr, page) };
-        }
+        let fds: Vec<libc::c_int> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        let child = Mapping::start(&fds);
+        let v = verify(Some(child.0), &std::env::current_exe().unwrap(), &[]);
+        drop(child);
         let Verdict::Refused(Kind::Library, reason) = v else {
             panic!("{v:?}");
         };
@@ -1209,5 +1196,86 @@ mod tests {
         s.note("PROXY_TAMPERED", "x".repeat(1 << 20));
         let kept = s.recent_events[0].detail.chars().count();
         assert!(kept <= crate::daemon::status::NOTE_CHARS + 1, "{kept}");
+    }
+
+    /// A child of this process (forked, so it runs this test binary) that has mapped one page
+    /// of each of `fds` executable (-1: anonymous memory), until dropped.
+    #[cfg(target_os = "linux")]
+    struct Mapping(Process);
+
+    #[cfg(target_os = "linux")]
+    impl Mapping {
+        fn start(fds: &[libc::c_int]) -> Mapping {
+            let mut pipe = [0 as libc::c_int; 2];
+            // SAFETY: pipe writes two descriptors into the array we own.
+            assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+            // SAFETY: the child makes system calls only (no allocation) on data made before the
+            // fork, then waits to be killed.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "{}", std::io::Error::last_os_error());
+            if pid == 0 {
+                unsafe {
+                    for &fd in fds {
+                        let flags = if fd < 0 {
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
+                        } else {
+                            libc::MAP_PRIVATE
+                        };
+                        let prot = libc::PROT_READ | libc::PROT_EXEC;
+                        if libc::mmap(std::ptr::null_mut(), 4096, prot, flags, fd, 0)
+                            == libc::MAP_FAILED
+                        {
+                            libc::_exit(1);
+                        }
+                    }
+                    libc::write(pipe[1], b"x".as_ptr().cast(), 1);
+                    loop {
+                        libc::pause();
+                    }
+                }
+            }
+            let mut byte = 0u8;
+            // SAFETY: plain reads and closes of the pipe we made.
+            let n = unsafe {
+                libc::close(pipe[1]);
+                let n = libc::read(pipe[0], (&raw mut byte).cast(), 1);
+                libc::close(pipe[0]);
+                n
+            };
+            let pid = u32::try_from(pid).unwrap();
+            let m = Mapping(Process::of(pid).unwrap());
+            assert_eq!(n, 1, "the child could not map its files");
+            m
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            let pid = self.0.pid as libc::pid_t;
+            // SAFETY: our own child, killed and reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
+    /// Review M1(b): a preloaded library could copy its code into anonymous executable memory
+    /// and unmap its file; mappings no file backs were skipped. A thoth has none: now refused.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn anonymous_executable_memory_is_refused() {
+        let me = std::env::current_exe().unwrap();
+        let clean = Mapping::start(&[]);
+        assert_eq!(verify(Some(clean.0), &me, &[]), Verdict::Verified);
+        drop(clean);
+        let child = Mapping::start(&[-1]);
+        let v = verify(Some(child.0), &me, &[]);
+        drop(child);
+        assert!(
+            matches!(&v, Verdict::Refused(Kind::Library, r) if r.contains("anonymous executable memory")),
+            "{v:?}"
+        );
     }
 }
