@@ -137,11 +137,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX admin_credentials_name ON admin_credentials (name);",
     // 5: ingest de-duplicates by digest (SHA-256 of the record's JSON), through an index, never by
     // loading and comparing stored bodies. Existing rows get their digest right after this runs,
-    // in the same transaction (`sqlite::backfill_digests`: SQLite has no SHA-256).
-    "ALTER TABLE events ADD COLUMN digest TEXT;
-    CREATE INDEX events_agent_event_digest ON events (tenant, agent_id, event_id, digest);
-    DROP INDEX events_agent_event;",
+    // in the same transaction (`sqlite::backfill_digests`: SQLite has no SHA-256), and only then
+    // is the index built ([`DIGEST_INDEX`]), once, instead of being updated row by row.
+    "ALTER TABLE events ADD COLUMN digest TEXT;",
 ];
 
 /// The migration (1-based) after which existing events get their digest.
 pub const DIGEST_MIGRATION: usize = 5;
+
+/// The rest of migration 5, in its transaction after the backfill: the digest index.
+pub const DIGEST_INDEX: &str =
+    "CREATE INDEX events_agent_event_digest ON events (tenant, agent_id, event_id, digest);
+    DROP INDEX events_agent_event;";

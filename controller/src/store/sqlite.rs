@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::migrations::{DIGEST_MIGRATION, MIGRATIONS};
+use super::migrations::{DIGEST_INDEX, DIGEST_MIGRATION, MIGRATIONS};
 use super::{
     AdminCredentialRecord, AgentRecord, AgentReportRecord, AuditRecord, ChainDecision, ChainView,
     EventFilter, Labels, MAX_RECORDS_PER_EVENT_ID, PolicyRecord, RedeemError, SeenEventId, Store,
@@ -136,7 +136,11 @@ impl SqliteStore {
             tx.execute_batch(sql)
                 .map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
             if i + 1 == DIGEST_MIGRATION {
-                backfill_digests(&tx).map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
+                // The index after the backfill: built once from the filled column rather than
+                // updated by every row's UPDATE.
+                backfill_digests(&tx)
+                    .and_then(|()| tx.execute_batch(DIGEST_INDEX))
+                    .map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
             }
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(backend)?;

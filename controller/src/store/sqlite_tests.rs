@@ -247,6 +247,23 @@ fn events_stored_before_digests_are_backfilled_and_looked_up_by_digest() {
     }
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    // Every row has its digest, and the digest index (built after the backfill) replaced the
+    // old one.
+    {
+        let conn = Connection::open(&path).unwrap();
+        let q = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(q("SELECT count(*) FROM events WHERE digest IS NULL"), 0);
+        assert_eq!(
+            q(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_agent_event_digest'"
+            ),
+            1
+        );
+        assert_eq!(
+            q("SELECT count(*) FROM sqlite_master WHERE name = 'events_agent_event'"),
+            0
+        );
+    }
     let old = event("agt-a", "x", 2, "{\"n\":2}");
     assert_eq!(s.commit_events("agt-a", &[old], None).unwrap(), 0);
     let keys = vec![
