@@ -73,9 +73,10 @@ pub struct ConnInfo {
     pub uds: tonic::transport::server::UdsConnectInfo,
     /// The connecting process (pid and start time), when it could be identified.
     pub process: Option<Process>,
-    /// This connection's last verdict and when it was reached (shared by its calls: one check
-    /// in flight per connection, none again before [`RECHECK`]).
-    pub checked: Arc<tokio::sync::Mutex<Option<(Verdict, Instant)>>>,
+    /// This connection's last verdict, when it was reached, and whether it was reported
+    /// (shared by its calls: one check in flight per connection, none again before
+    /// [`RECHECK`]).
+    pub checked: Arc<tokio::sync::Mutex<Option<(Verdict, Instant, bool)>>>,
 }
 
 /// A process, identified by pid and start time (so a reused pid is a different process).
@@ -725,16 +726,27 @@ async fn check(
 
 /// The verdict on the process behind a connection: its last one while younger than
 /// [`RECHECK`] (and while the process that connected still runs), else a new check.
+/// With whether to report it: a refusal worth reporting for `call` (any for a policy call, a
+/// tampered thoth's for events) that this connection's verdict has not been reported for.
 async fn verdict_of(
     sh: &Arc<super::Shared>,
     info: Option<&ConnInfo>,
     owner: u32,
+    call: Call,
 ) -> (Verdict, bool) {
+    let reportable = |v: &Verdict| match v {
+        Verdict::Refused(kind, _) => {
+            call == Call::Policy || matches!(kind, Kind::LoaderVariable | Kind::Library)
+        }
+        _ => false,
+    };
     let Some(info) = info else {
-        return (check(sh, None, owner).await.0, true);
+        let v = check(sh, None, owner).await.0;
+        let report = reportable(&v);
+        return (v, report);
     };
     let mut last = info.checked.lock().await;
-    if let Some((v, at)) = &*last
+    if let Some((v, at, reported)) = &mut *last
         && at.elapsed() < RECHECK
     {
         // The socket may have been handed on: the process that connected must still be there.
@@ -750,11 +762,14 @@ async fn verdict_of(
                 false,
             );
         }
-        return (v.clone(), false);
+        let report = !*reported && reportable(v);
+        *reported |= report;
+        return (v.clone(), report);
     }
     let (v, _) = check(sh, info.process, owner).await;
-    *last = Some((v.clone(), Instant::now()));
-    (v, true)
+    let report = reportable(&v);
+    *last = Some((v.clone(), Instant::now(), report));
+    (v, report)
 }
 
 /// Checks the process behind a proxy call ([`verify`], off the async workers, once per
@@ -772,14 +787,12 @@ pub async fn gate(
 ) -> Result<(), tonic::Status> {
     let uid = info.and_then(ConnInfo::uid);
     let process = info.and_then(|i| i.process);
-    let (verdict, fresh) = verdict_of(sh, info, owner).await;
+    // Events from a process that is not thoth at all are not a proxy's (tests, tools): taken
+    // without a report. A tampered thoth is reported whatever it calls, once per check.
+    let (verdict, report) = verdict_of(sh, info, owner, call).await;
     let Verdict::Refused(kind, reason) = verdict else {
         return Ok(());
     };
-    // Events from a process that is not thoth at all are not a proxy's (tests, tools): taken
-    // without a report. A tampered thoth is reported whatever it calls, once per check.
-    let report =
-        fresh && (call == Call::Policy || matches!(kind, Kind::LoaderVariable | Kind::Library));
     if report && let Some(held_back) = sh.peer_reports.should_raise(owner, kind, Instant::now()) {
         let what = match call {
             Call::Policy => "policy refused",
@@ -1277,5 +1290,40 @@ mod tests {
             matches!(&v, Verdict::Refused(Kind::Library, r) if r.contains("anonymous executable memory")),
             "{v:?}"
         );
+    }
+
+    /// A connection's verdict is reported once: a policy call after an events call (whose
+    /// refusal of a process that is not thoth is not reported) still reports it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_refusal_is_reported_once_when_a_policy_call_meets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../thoth-agent.example.toml");
+        let mut c: crate::daemon::config::AgentConfig = toml::from_str(text).unwrap();
+        c.state_dir = dir.path().join("state");
+        c.socket_path = dir.path().join("agent.sock");
+        c.wrap_configs = false;
+        c.thoth_path = Some(std::fs::canonicalize("/bin/sleep").unwrap());
+        let sh = crate::daemon::Shared::new(c).unwrap();
+        let conn = conn_of_this_process();
+        let notes = |sh: &crate::daemon::Shared| {
+            sh.status()
+                .recent_events
+                .iter()
+                .filter(|n| n.event_type == "PROXY_TAMPERED")
+                .count()
+        };
+        gate(&sh, Some(&conn), "ann", 1000, Call::Events)
+            .await
+            .unwrap();
+        assert_eq!(notes(&sh), 0);
+        for _ in 0..3 {
+            let e = gate(&sh, Some(&conn), "ann", 1000, Call::Policy)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        }
+        assert_eq!(notes(&sh), 1);
+        assert_eq!(sh.peer_checks.runs(), 1);
     }
 }
