@@ -418,7 +418,9 @@ fn other_namespace(proc: &Path) -> Option<String> {
     }
     if let Some(mine) = ns(me, "mnt") {
         let theirs = ns(proc, "mnt");
-        if theirs.as_ref() != Some(&mine) && theirs != ns(Path::new("/proc/1"), "mnt") {
+        if theirs.is_none()
+            || (theirs.as_ref() != Some(&mine) && theirs != ns(Path::new("/proc/1"), "mnt"))
+        {
             return Some(
                 "it runs in another mount namespace than the system's (a proxy Claude Desktop \
                  starts runs in the system's)"
@@ -1136,28 +1138,7 @@ mod tests {
     #[test]
     fn a_process_in_another_user_namespace_is_refused() {
         let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
-        let started = |mut cmd: std::process::Command| {
-            let mut child = cmd.spawn().unwrap();
-            let pid = child.id();
-            // Wait (with a deadline) until it runs sleep (unshare execs it).
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-                if exe.as_deref() == Some(sleep.as_path()) {
-                    break;
-                }
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(status);
-                }
-                assert!(Instant::now() < deadline, "{pid} did not start sleep");
-                std::thread::yield_now();
-            }
-            let p = Process {
-                pid,
-                start: start_time(pid).unwrap(),
-            };
-            Ok((child, p))
-        };
+        let started = |cmd| started_sleep(cmd, &sleep);
         let mut plain = std::process::Command::new(&sleep);
         plain.arg("30");
         let (mut child, p) = started(plain).unwrap();
@@ -1325,5 +1306,53 @@ mod tests {
         }
         assert_eq!(notes(&sh), 1);
         assert_eq!(sh.peer_checks.runs(), 1);
+    }
+
+    /// Starts `cmd`, which ends up running `sleep` (its canonical path); waits (with a
+    /// deadline) until it does. `Err` when it exits first.
+    #[cfg(target_os = "linux")]
+    fn started_sleep(
+        mut cmd: std::process::Command,
+        sleep: &Path,
+    ) -> Result<(std::process::Child, Process), std::process::ExitStatus> {
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            if exe.as_deref() == Some(sleep) {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(status);
+            }
+            assert!(Instant::now() < deadline, "{pid} did not start sleep");
+            std::thread::yield_now();
+        }
+        Ok((child, Process::of(pid).unwrap()))
+    }
+
+    /// Review M1: a mount namespace of its own (root made it, or a user inside their own user
+    /// namespace): the agent's view of paths says nothing there. Refused as unverifiable.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_process_in_another_mount_namespace_is_refused() {
+        let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+        let mut inside = std::process::Command::new("unshare");
+        inside.arg("-m").arg(&sleep).arg("30");
+        match started_sleep(inside, &sleep) {
+            Ok((mut child, p)) => {
+                let v = verify(Some(p), &sleep, &[]);
+                child.kill().unwrap();
+                child.wait().unwrap();
+                assert!(
+                    matches!(&v, Verdict::Refused(Kind::Unverifiable, r) if r.contains("mount namespace")),
+                    "{v:?}"
+                );
+            }
+            // Not root here: only a user namespace of one's own gives a mount namespace, which
+            // the user namespace test covers.
+            Err(status) => eprintln!("unshare -m failed ({status}): not root"),
+        }
     }
 }
