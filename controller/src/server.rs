@@ -175,6 +175,8 @@ struct ConnState {
     revoked: AtomicBool,
     /// When it was found revoked.
     revoked_at: Mutex<Option<Instant>>,
+    /// The store refused its caller after memory let it through: never authorised again.
+    withdrawn: AtomicBool,
     /// Wakes the connection's reads when it is revoked, so that it closes even when quiet.
     waker: futures_util::task::AtomicWaker,
     in_flight: AtomicUsize,
@@ -230,7 +232,7 @@ impl ConnAuth {
     /// The connection made an authorised request: exempt from the idle timeout and the
     /// unauthorised lifetime, and no longer counted against its address.
     pub fn authorise(&self) {
-        if !self.0.allowed() {
+        if self.0.withdrawn.load(Ordering::Acquire) || !self.0.allowed() {
             return;
         }
         if !self.0.authorised.swap(true, Ordering::AcqRel) {
@@ -239,8 +241,10 @@ impl ConnAuth {
     }
 
     /// The store refused the caller after all (an agent not enrolled here, or revoked): the
-    /// connection is under the idle and lifetime rules again.
+    /// connection is under the idle and lifetime rules again, for good (its later requests do
+    /// not authorise it from memory again).
     pub fn withdraw(&self) {
+        self.0.withdrawn.store(true, Ordering::Release);
         self.0.authorised.store(false, Ordering::Release);
     }
 }
@@ -722,6 +726,7 @@ async fn accept_loop(
                         gate: Arc::clone(&ctl.admins),
                         revoked: AtomicBool::new(false),
                         revoked_at: Mutex::new(None),
+                        withdrawn: AtomicBool::new(false),
                         waker: futures_util::task::AtomicWaker::new(),
                         in_flight: AtomicUsize::new(0),
                         last_active: Mutex::new(Instant::now()),

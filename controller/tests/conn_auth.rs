@@ -56,10 +56,19 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+const REPORT: &str = "/thoth.fleet.v1.AgentSync/Report";
+
 /// The HTTP/2 preface and one complete gRPC call (an empty message) to `path` on stream 1.
 fn preface_and_call(path: &str) -> Vec<u8> {
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend(frame(4, 0, 0, &[]));
+    out.extend(call(1, path));
+    out
+}
+
+/// One complete gRPC call (an empty message) to `path` on `stream`.
+fn call(stream: u32, path: &str) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut block = Vec::new();
     for (k, v) in [
         (":method", "POST"),
@@ -75,8 +84,8 @@ fn preface_and_call(path: &str) -> Vec<u8> {
         block.push(v.len() as u8);
         block.extend_from_slice(v.as_bytes());
     }
-    out.extend(frame(1, 0x4, 1, &block));
-    out.extend(frame(0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    out.extend(frame(1, 0x4, stream, &block));
+    out.extend(frame(0, 0x1, stream, &[0, 0, 0, 0, 0]));
     out
 }
 
@@ -140,7 +149,7 @@ async fn a_revoked_agents_open_authorised_connection_is_closed() {
     let agent = c.enroll("acme").await;
     let mut conn = tls_with(&c, &agent.credentials).await;
     // An authorised request (Report reads the agent from the store, and finds it enrolled).
-    call_and_wait_answer(&mut conn, "/thoth.fleet.v1.AgentSync/Report").await;
+    call_and_wait_answer(&mut conn, REPORT).await;
     c.admin()
         .await
         .revoke_agent(pb::RevokeAgentRequest {
@@ -217,4 +226,50 @@ async fn an_agents_first_request_is_not_cut_by_a_slow_store() {
         .expect("no answer once the store was released")
         .unwrap();
     answer.expect("the first request was cut while it waited for the store");
+}
+
+/// A certificate our CA signed for an agent the store does not know: memory lets its request
+/// start authorised, the store refuses it, and from then on its connection is under the idle
+/// and lifetime rules again: requests made now and then do not keep it open past its lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_the_store_refuses_is_not_authorised_again_by_its_next_requests() {
+    let c = TestController::start_with(|cfg| {
+        cfg.idle_timeout = Duration::from_secs(1);
+        cfg.unauthorised_lifetime = Duration::from_secs(2);
+    })
+    .await;
+    let out = c.data().join("cred-ghost");
+    let data = thoth_controller::DataDir::load(c.data()).unwrap();
+    thoth_controller::datadir::write_admin_credential(
+        &out,
+        &data.ca,
+        &thoth_controller::pki::Identity::Agent {
+            tenant: "acme".into(),
+            agent_id: "agt-ghost".into(),
+        },
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let ghost = Credentials::from_dir(&out).unwrap();
+    let mut conn = tls_with(&c, &ghost).await;
+    let start = Instant::now();
+    // A Report (refused: not enrolled), then another every 300 ms on the same connection,
+    // until the server closes it at its lifetime.
+    call_and_wait_answer(&mut conn, REPORT).await;
+    let mut stream = 3u32;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "a refused certificate's connection outlived its lifetime"
+        );
+        match tokio::time::timeout(Duration::from_millis(300), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        if conn.write_all(&call(stream, REPORT)).await.is_err() {
+            break;
+        }
+        stream += 2;
+    }
 }
