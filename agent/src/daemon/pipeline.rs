@@ -61,6 +61,11 @@ const DURABLE_WAIT: Duration = Duration::from_secs(4);
 /// (caller, proxy event id) keys remembered for de-duplication.
 const SEEN_MAX: usize = 200_000;
 
+/// The field of a proxy record naming whose spool quota it counts against, when that is not its
+/// `user` (a subordinate uid's record counts against the login user owning the uid). The
+/// agent's: whatever a proxy puts there is removed.
+pub const QUOTA_OWNER: &str = "quotaOwner";
+
 /// Durable events as (seq, canonical bytes).
 pub type Records = Vec<(u64, Vec<u8>)>;
 
@@ -214,20 +219,66 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Unacknowledged proxy records per owner, as runs of one owner's records: what each user holds
-/// of the spool (their quota), and whose records the size bound deleted.
+/// Who may make the size bound delete one of the agent's own records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Displace {
+    /// Evidence about users or the fleet (CONFIG_DRIFT, PROXY_TAMPERED, POLICY_REJECTED, ...):
+    /// counts as someone else's for every user.
+    Nobody,
+    /// Says nothing about any user (AGENT_STARTED, AGENT_ENROLLED).
+    Anyone,
+    /// The spool's own EVENTS_DROPPED when every record it reports lost was this owner's.
+    Owner(Arc<str>),
+}
+
+/// In the spool's EVENTS_DROPPED: how many of the records lost were the agent's evidence (its
+/// records other than AGENT_STARTED / AGENT_ENROLLED and earlier EVENTS_DROPPED about the same
+/// single owner).
+const EVIDENCE_LOST: &str = "agentEvidenceLost";
+
+/// Who may displace the agent record `m` (decided from its content alone, so a restart
+/// rebuilds the same answer).
+fn displace(m: &Map<String, Value>) -> Displace {
+    match m.get("eventType").and_then(Value::as_str) {
+        Some("AGENT_STARTED" | "AGENT_ENROLLED") => Displace::Anyone,
+        Some("EVENTS_DROPPED") => {
+            let detail = m.get("detail");
+            let evidence = detail
+                .and_then(|d| d.get(EVIDENCE_LOST))
+                .and_then(Value::as_u64);
+            let by = detail
+                .and_then(|d| d.get("byUser"))
+                .and_then(Value::as_object);
+            // Only when it reports one owner's losses and none of the agent's evidence.
+            match (by, evidence) {
+                (Some(by), Some(0)) if by.len() == 1 => {
+                    Displace::Owner(Arc::from(by.keys().next().expect("one").as_str()))
+                }
+                _ => Displace::Nobody,
+            }
+        }
+        _ => Displace::Nobody,
+    }
+}
+
+/// Unacknowledged records by owner: proxy records as runs of consecutive records of one owner
+/// (what each user holds of the spool, their quota, and whose records the size bound deleted),
+/// and the agent's own records with who may displace them.
 #[derive(Default)]
 struct Owed {
-    /// (first seq, last seq, owner, bytes, records), oldest first.
+    /// (first seq, last seq, owner, bytes, records), oldest first; the seqs of a run are
+    /// consecutive.
     runs: VecDeque<(u64, u64, Arc<str>, u64, u64)>,
     by: HashMap<Arc<str>, u64>,
+    /// The agent's records (seq, who may displace it), oldest first.
+    agent: VecDeque<(u64, Displace)>,
 }
 
 impl Owed {
     fn add(&mut self, seq: u64, owner: &str, bytes: u64) {
         *self.by.entry(Arc::from(owner)).or_default() += bytes;
         match self.runs.back_mut() {
-            Some(r) if &*r.2 == owner => {
+            Some(r) if &*r.2 == owner && r.1 + 1 == seq => {
                 r.1 = seq;
                 r.3 += bytes;
                 r.4 += 1;
@@ -236,22 +287,64 @@ impl Owed {
         }
     }
 
+    fn add_agent(&mut self, seq: u64, who: Displace) {
+        self.agent.push_back((seq, who));
+    }
+
     fn held(&self, owner: &str) -> u64 {
         self.by.get(owner).copied().unwrap_or(0)
     }
 
-    /// Whether making `need` bytes of room (oldest records first, as the size bound deletes)
-    /// would delete records of someone other than `owner`.
-    fn evicts_other(&self, owner: &str, need: u64) -> bool {
+    /// Whether every record from `from` to `to` is `owner`'s to displace (a record this does
+    /// not know, such as a corrupt one, is not).
+    fn only(&self, owner: &str, from: u64, to: u64) -> bool {
+        let mut covered = 0;
+        let i = self.runs.partition_point(|r| r.1 < from);
+        for r in self.runs.range(i..) {
+            if r.0 > to {
+                break;
+            }
+            if &*r.2 != owner {
+                return false;
+            }
+            covered += r.1.min(to) - r.0.max(from) + 1;
+        }
+        let i = self.agent.partition_point(|a| a.0 < from);
+        for (seq, who) in self.agent.range(i..) {
+            if *seq > to {
+                break;
+            }
+            match who {
+                Displace::Anyone => {}
+                Displace::Owner(o) if &**o == owner => {}
+                _ => return false,
+            }
+            covered += 1;
+        }
+        covered == to - from + 1
+    }
+
+    /// Whether making `need` bytes of room would delete a record that is not `owner`'s to
+    /// displace. The size bound deletes whole segments (`spans`: first seq, last seq, bytes,
+    /// oldest first), so every record in each segment it would delete counts, not only the
+    /// owner's run at the front. Records at or before `acked` are delivered and do not count.
+    fn evicts_other(
+        &self,
+        owner: &str,
+        need: u64,
+        acked: u64,
+        spans: impl Iterator<Item = (u64, u64, u64)>,
+    ) -> bool {
         let mut freed = 0;
-        for r in &self.runs {
+        for (first, last, bytes) in spans {
             if freed >= need {
                 return false;
             }
-            if &*r.2 != owner {
+            let from = first.max(acked + 1);
+            if from <= last && !self.only(owner, from, last) {
                 return true;
             }
-            freed += r.3;
+            freed += bytes;
         }
         false
     }
@@ -260,6 +353,9 @@ impl Owed {
     /// returns how many records per owner.
     fn release(&mut self, upto: u64) -> std::collections::BTreeMap<String, u64> {
         let mut gone = std::collections::BTreeMap::new();
+        while self.agent.front().is_some_and(|a| a.0 <= upto) {
+            self.agent.pop_front();
+        }
         while let Some(r) = self.runs.front_mut() {
             if r.0 > upto {
                 break;
@@ -491,10 +587,13 @@ pub(crate) fn spawn(
             m.get("user").and_then(Value::as_str),
             m.get("proxyEventId").and_then(Value::as_str),
         ) else {
+            owed.add_agent(seq, displace(&m));
             continue;
         };
         seen.remember(&dedup_key(user, pid), digest(&m));
-        owed.add(seq, user, r.len() as u64);
+        // A sub-uid's record names the sub-uid; its quota is its owner's.
+        let owner = m.get(QUOTA_OWNER).and_then(Value::as_str).unwrap_or(user);
+        owed.add(seq, owner, r.len() as u64);
     }
     let identity: Arc<Mutex<Option<(String, String)>>> = Arc::new(Mutex::new(None));
     let ident = Arc::clone(&identity);
@@ -573,7 +672,12 @@ pub(crate) fn spawn(
                             .find(|(o, n)| {
                                 need > 0
                                     && owed.held(o) + **n > quota
-                                    && owed.evicts_other(o, need)
+                                    && owed.evicts_other(
+                                        o,
+                                        need,
+                                        spool.acked(),
+                                        spool.segment_spans(),
+                                    )
                             })
                             .map(|(o, _)| (*o).to_owned());
                         if let Some(e) = health_tx.borrow().clone() {
@@ -607,6 +711,10 @@ pub(crate) fn spawn(
                                     Value::from(uuid::Uuid::now_v7().to_string()),
                                 );
                                 stamp(&mut e);
+                                if e.get("user").and_then(Value::as_str) != Some(a.owner.as_str()) {
+                                    // So a restart counts it against the same owner.
+                                    e.insert(QUOTA_OWNER.into(), Value::from(a.owner.clone()));
+                                }
                                 match spool.append(e) {
                                     Ok(seq) => {
                                         seen.remember(&a.key, a.digest);
@@ -628,8 +736,10 @@ pub(crate) fn spawn(
                     }
                     Some(Cmd::Append(mut e)) => {
                         stamp(&mut e);
-                        if failing.is_some() || spool.append(e).is_err() {
-                            lock(&st).refused += 1;
+                        let who = displace(&e);
+                        match failing.is_none().then(|| spool.append(e)) {
+                            Some(Ok(seq)) => owed.add_agent(seq, who),
+                            _ => lock(&st).refused += 1,
                         }
                     }
                     Some(Cmd::Ack(seq)) => {
@@ -654,8 +764,9 @@ pub(crate) fn spawn(
                         };
                         let mut ev = agent_event("EVENT_QUARANTINED", detail);
                         stamp(&mut ev);
-                        if failing.is_some() || spool.append(ev).is_err() {
-                            lock(&st).refused += 1;
+                        match failing.is_none().then(|| spool.append(ev)) {
+                            Some(Ok(seq)) => owed.add_agent(seq, Displace::Nobody),
+                            _ => lock(&st).refused += 1,
                         }
                     }
                     Some(Cmd::Read {
@@ -671,14 +782,35 @@ pub(crate) fn spawn(
                 if spool.lost_pending > 0 && failing.is_none() {
                     let lost = std::mem::take(&mut spool.lost_pending);
                     // Whose events were deleted (proxy events by user; the rest are the agent's).
-                    let by_user = owed.release(spool.first_held().saturating_sub(1));
-                    tracing::warn!(lost, ?by_user, "the event spool was full: the oldest events were dropped");
+                    let upto = spool.first_held().saturating_sub(1);
+                    let agent_gone: Vec<Displace> = owed
+                        .agent
+                        .iter()
+                        .take_while(|a| a.0 <= upto)
+                        .map(|a| a.1.clone())
+                        .collect();
+                    let by_user = owed.release(upto);
+                    let sole = (by_user.len() == 1)
+                        .then(|| by_user.keys().next().map(String::as_str))
+                        .flatten();
+                    let evidence = agent_gone
+                        .iter()
+                        .filter(|d| match d {
+                            Displace::Anyone => false,
+                            Displace::Owner(o) => Some(&**o) != sole,
+                            Displace::Nobody => true,
+                        })
+                        .count();
+                    tracing::warn!(lost, ?by_user, evidence, "the event spool was full: the oldest events were dropped");
                     let mut ev = agent_event(
                         "EVENTS_DROPPED",
-                        serde_json::json!({"dropped": lost, "byUser": by_user, "reason": "the agent's event spool reached its size limit; the oldest events were deleted"}),
+                        serde_json::json!({"dropped": lost, "byUser": by_user, EVIDENCE_LOST: evidence, "reason": "the agent's event spool reached its size limit; the oldest events were deleted"}),
                     );
                     stamp(&mut ev);
-                    let _ = spool.append(ev);
+                    let who = displace(&ev);
+                    if let Ok(seq) = spool.append(ev) {
+                        owed.add_agent(seq, who);
+                    }
                 }
                 let due = match &failing {
                     Some(f) => Instant::now() >= f.retry_at,

@@ -388,6 +388,14 @@ impl Spool {
         first.max(self.acked + 1)
     }
 
+    /// Each segment as (first seq, last seq, bytes), oldest first: the size bound deletes whole
+    /// segments from the front, so this is what deciding who it would delete must look at.
+    pub fn segment_spans(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.segments
+            .iter()
+            .map(|s| (s.first_seq, s.last_seq, s.bytes))
+    }
+
     fn enforce_bound(&mut self) {
         while self.bytes() > self.max_bytes && self.segments.len() > 1 {
             let old = self.segments.pop_front().expect("len > 1");

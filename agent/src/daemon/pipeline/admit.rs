@@ -35,8 +35,9 @@ pub struct Admitted {
 }
 
 /// Fields the agent owns: whatever a proxy puts there is replaced or removed.
-const AGENT_FIELDS: [&str; 11] = [
+const AGENT_FIELDS: [&str; 12] = [
     "agentId",
+    QUOTA_OWNER,
     "tenantId",
     "hostname",
     "user",
@@ -50,8 +51,9 @@ const AGENT_FIELDS: [&str; 11] = [
 ];
 /// Fields left out of a record's identity digest: assigned when it is appended, or relative to
 /// the time it arrived (a re-send of the same record must compare equal).
-const NOT_DIGESTED: [&str; 8] = [
+const NOT_DIGESTED: [&str; 9] = [
     "eventId",
+    QUOTA_OWNER,
     "agentId",
     "tenantId",
     "seq",

@@ -611,3 +611,150 @@ async fn events_dropped_names_whose_events_the_size_bound_deleted() {
         "{dropped}"
     );
 }
+
+/// Sends `n` of `user`'s events (8 KiB each, four a call) counted against `owner`, ids
+/// `{tag}-{i}`, until the spool refuses a call (it must say why: the per-user limit); returns
+/// how many were taken.
+async fn send_as(sp: &SpoolHandle, user: &str, owner: &str, tag: &str, n: usize) -> usize {
+    let now = SystemTime::now();
+    let ts = now_text();
+    let content = "x".repeat(8 << 10);
+    let mut taken = 0;
+    while taken < n {
+        let batch: Vec<Admitted> = (taken..n.min(taken + 4))
+            .map(|i| {
+                let raw = bytes(&pre(&format!("{tag}-{i}"), &ts, &content));
+                let mut a = admit(&raw, user, "h", now).unwrap();
+                a.owner = owner.to_owned();
+                a
+            })
+            .collect();
+        let k = batch.len() as u32;
+        match sp.append_durable(batch).await {
+            Ok((a, 0)) if a == k => taken += k as usize,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert!(e.0.contains("per user"), "{}", e.0);
+                return taken;
+            }
+        }
+    }
+    taken
+}
+
+/// Review M3 (round 2): the quota check added up the attacker's own run of records, but the
+/// size bound deletes whole segments. Mallory's run starts the oldest segment and is larger
+/// than any one call needs, so the check passed, and the whole segment went, with alice's
+/// record and the agent's PROXY_TAMPERED about mallory after the run. Now the deletion is
+/// simulated segment by segment: a segment holding anything that is not mallory's stops her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_starting_the_oldest_segment_cannot_delete_the_rest_of_it() {
+    for with_alice in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 MiB: segments of 128 KiB, a quota of 256 KiB.
+        let sp = quota_spool(dir.path());
+        // Mallory's run of ~70 KiB starts the oldest segment: more than any call of hers needs.
+        assert_eq!(send_as(&sp, "mallory", "mallory", "m0", 8).await, 8);
+        if with_alice {
+            assert_eq!(send_as(&sp, "alice", "alice", "a", 1).await, 1);
+        }
+        assert!(sp.append(agent_event(
+            "PROXY_TAMPERED",
+            serde_json::json!({"user": "mallory"})
+        )));
+        let taken = send_as(&sp, "mallory", "mallory", "m1", 400).await;
+        assert!(
+            taken < 128,
+            "mallory put {taken} events of 8 KiB in a 1 MiB spool (alice too: {with_alice})"
+        );
+        assert_eq!(lock(&sp.stats).lost, 0, "events were deleted");
+        let recs = records(&sp).await;
+        if with_alice {
+            assert_eq!(recs.iter().filter(|r| r["user"] == "alice").count(), 1);
+        }
+        assert_eq!(
+            recs.iter()
+                .filter(|r| r["eventType"] == "PROXY_TAMPERED")
+                .count(),
+            1
+        );
+    }
+}
+
+/// Review M3 (round 2): after a restart the held records were counted by their `user`, which
+/// for a subordinate uid is the uid's own name, not the login user owning it: alice's holdings
+/// through her sub-uid were forgotten, and she could push out bob's events again. The owner is
+/// now kept in the record (`quotaOwner`), so a restart rebuilds the same holdings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holdings_survive_a_restart_under_the_owner_of_a_sub_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = quota_spool(dir.path());
+    assert_eq!(send_as(&sp, "bob", "bob", "b", 4).await, 4);
+    // ~870 KiB through alice's sub-uid: room there was, so all taken.
+    assert_eq!(send_as(&sp, "alice-sub", "alice", "s", 100).await, 100);
+    let recs = records(&sp).await;
+    assert!(
+        recs.iter()
+            .filter(|r| r["user"] == "alice-sub")
+            .all(|r| r[QUOTA_OWNER] == "alice"),
+        "the owner is not in the records"
+    );
+    assert!(
+        recs.iter()
+            .filter(|r| r["user"] == "bob")
+            .all(|r| r.get(QUOTA_OWNER).is_none())
+    );
+    // Restart: the spool thread ends when the last handle goes.
+    let stats = Arc::clone(&sp.stats);
+    drop(sp);
+    wait_until("the spool thread ended", 10, || {
+        Arc::strong_count(&stats) == 1
+    })
+    .await;
+    let sp = quota_spool(dir.path());
+    // Alice (as herself now) already holds far over a quarter: she may not delete bob's.
+    let taken = send_as(&sp, "alice", "alice", "a", 100).await;
+    assert!(
+        taken < 30,
+        "alice put {taken} more events in after a restart"
+    );
+    assert_eq!(lock(&sp.stats).lost, 0, "events were deleted");
+    let recs = records(&sp).await;
+    assert_eq!(recs.iter().filter(|r| r["user"] == "bob").count(), 4);
+}
+
+/// The quota owner is the agent's field: a proxy cannot pick whose quota its events use.
+#[test]
+fn a_proxy_cannot_set_the_quota_owner() {
+    let mut v = pre("e1", &now_text(), "{}");
+    v[QUOTA_OWNER] = Value::from("bob");
+    let a = admit(&bytes(&v), "mallory", "h", SystemTime::now()).unwrap();
+    assert!(a.event.get(QUOTA_OWNER).is_none());
+    assert_eq!(a.owner, "mallory");
+}
+
+/// The rule's intent kept: a lone user keeps the whole spool's outage tolerance and goes on
+/// displacing their own oldest records, past the agent's start record (about nobody) and the
+/// spool's own EVENTS_DROPPED naming only their losses; evidence about users is never theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_user_displaces_their_own_oldest_past_the_agents_start_and_their_own_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = quota_spool(dir.path());
+    assert!(sp.append(agent_event("AGENT_STARTED", serde_json::json!({}))));
+    // 400 events of 8 KiB: over three times the 1 MiB spool, all taken.
+    assert_eq!(send_as(&sp, "alice", "alice", "a", 400).await, 400);
+    let recs = records(&sp).await;
+    assert!(lock(&sp.stats).lost > 0);
+    assert!(
+        recs.iter().all(|r| r["eventType"] != "AGENT_STARTED"),
+        "the start record was not displaced"
+    );
+    // A PROXY_TAMPERED about her, now in the oldest segments' way, stops her.
+    assert!(sp.append(agent_event(
+        "PROXY_TAMPERED",
+        serde_json::json!({"user": "alice"})
+    )));
+    assert!(send_as(&sp, "alice", "alice", "b", 400).await < 400);
+    let recs = records(&sp).await;
+    assert!(recs.iter().any(|r| r["eventType"] == "PROXY_TAMPERED"));
+}
