@@ -53,9 +53,11 @@ pub async fn verify_stored(
             .events;
         for e in &page {
             // A break is kept in the report; the rest is verified all the same.
-            // Whether a row is the controller's own record is decided by the store (provenance),
-            // never by its JSON: an agent cannot plant "controller" alerts.
-            let _ = verifier.push_stored(e.id as usize, e.json.as_bytes(), e.controller);
+            // Whether a row is the controller's own record, and whose chain an agent's event is
+            // on, is decided by the store (provenance), never by its JSON: an agent can plant
+            // neither "controller" alerts nor events on another agent's chain.
+            let _ =
+                verifier.push_stored(e.id as usize, e.json.as_bytes(), e.controller, &e.agent_id);
             after = e.id;
         }
         if page.len() < PAGE as usize {

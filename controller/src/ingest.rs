@@ -939,7 +939,7 @@ mod tests {
             })
             .unwrap();
         for r in all.iter().filter(|r| r.event_type != "CHAIN_HEAD") {
-            let _ = verifier.push_stored(r.id as usize, r.json.as_bytes(), r.seq == 0);
+            let _ = verifier.push_stored(r.id as usize, r.json.as_bytes(), r.seq == 0, &r.agent_id);
         }
         let r = verifier.finish();
         assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
@@ -1025,7 +1025,7 @@ mod tests {
             })
             .unwrap();
         for r in all.iter().filter(|r| r.event_type != "CHAIN_HEAD") {
-            let _ = verifier.push_stored(r.id as usize, r.json.as_bytes(), r.seq == 0);
+            let _ = verifier.push_stored(r.id as usize, r.json.as_bytes(), r.seq == 0, &r.agent_id);
         }
         let r = verifier.finish();
         assert_eq!((r.first["agt-v"], r.chains["agt-v"]), (1, 4));

@@ -513,26 +513,29 @@ impl<'a> Verifier<'a> {
         self.push_from(line, bytes, None)
     }
 
-    /// Checks one record of a store, as [`Verifier::push`] does, except that whether it is the
-    /// controller's own record (a `CHAIN_ALERT`, a `CHAIN_HEAD`) is decided by where it came
-    /// from (`controller`: the store wrote it itself), never by its content: an agent's record
-    /// that claims to be the controller's is verified as the agent event it is (and breaks).
+    /// Checks one record of a store, as [`Verifier::push`] does, except that what the record
+    /// is comes from where it came from, never from its content: whether it is the controller's
+    /// own record (a `CHAIN_ALERT`, a `CHAIN_HEAD`) from `controller` (the store wrote it
+    /// itself), and an agent's event must name the agent that uploaded it (`agent`). An agent's
+    /// record that claims to be the controller's, or another agent's event, is a break that
+    /// touches no other chain.
     pub fn push_stored(
         &mut self,
         line: usize,
         bytes: &[u8],
         controller: bool,
+        agent: &str,
     ) -> Result<(), ChainBreak> {
-        self.push_from(line, bytes, Some(controller))
+        self.push_from(line, bytes, Some((controller, agent)))
     }
 
     fn push_from(
         &mut self,
         line: usize,
         bytes: &[u8],
-        controller: Option<bool>,
+        stored: Option<(bool, &str)>,
     ) -> Result<(), ChainBreak> {
-        let r = self.record(line, bytes, controller);
+        let r = self.record(line, bytes, stored);
         if let Err(b) = &r {
             self.report.breaks.push(b.clone());
         }
@@ -562,13 +565,13 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    /// `controller`: whether the record is known to be the controller's (None: a file's line,
-    /// decided by its content).
+    /// `stored`: for a store's row, whether the store wrote it itself and the agent that
+    /// uploaded it (None: a file's line, taken for what its content says).
     fn record(
         &mut self,
         line: usize,
         bytes: &[u8],
-        controller: Option<bool>,
+        stored: Option<(bool, &str)>,
     ) -> Result<(), ChainBreak> {
         let brk = |reason: String| ChainBreak { line, reason };
         let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
@@ -585,7 +588,7 @@ impl<'a> Verifier<'a> {
             .ok_or_else(|| brk("not a JSON object".into()))?;
         // A controller record (a CHAIN_ALERT, a CHAIN_HEAD) is on no agent chain: it has no hash.
         // In a store, where it came from says so; in a file, its content.
-        let from_controller = controller.unwrap_or_else(|| {
+        let from_controller = stored.map(|(c, _)| c).unwrap_or_else(|| {
             !obj.contains_key("hash")
                 && obj.get("sourceType").and_then(Value::as_str) == Some("controller")
         });
@@ -601,6 +604,14 @@ impl<'a> Verifier<'a> {
         let hash = field(obj, "hash")?;
         let prev = field(obj, "prevHash")?;
         let agent = field(obj, "agentId")?;
+        if let Some((_, uploader)) = stored
+            && uploader != agent
+        {
+            return Err(brk(format!(
+                "an event stored as agent \"{uploader}\"'s names agent \"{agent}\": not \
+                 verified, and no chain of either is touched by it"
+            )));
+        }
         let seq = obj
             .get("seq")
             .and_then(Value::as_u64)
@@ -1065,16 +1076,16 @@ mod tests {
         let forged = refusal("victim", 3, &lines[2].1);
         let mut v = Verifier::new(None);
         for (i, (l, _)) in lines[..2].iter().enumerate() {
-            v.push_stored(i + 1, l, false).unwrap();
+            v.push_stored(i + 1, l, false, "victim").unwrap();
         }
         // The hostile agent's row, stored as an agent's (seq > 0 in the store).
-        assert!(v.push_stored(3, &forged, false).is_err());
+        assert!(v.push_stored(3, &forged, false, "victim").is_err());
         for (i, (l, _)) in lines[2..].iter().enumerate() {
-            v.push_stored(i + 4, l, false).unwrap();
+            v.push_stored(i + 4, l, false, "victim").unwrap();
         }
         // A genuine controller row (stored by the controller itself) is still one.
         let alert = br#"{"agentId":"victim","detail":"note","eventType":"CHAIN_ALERT","sourceType":"controller"}"#;
-        v.push_stored(9, alert, true).unwrap();
+        v.push_stored(9, alert, true, "victim").unwrap();
         let r = v.finish();
         assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
         assert_eq!(r.breaks[0].line, 3);
@@ -1086,6 +1097,35 @@ mod tests {
         let _ = by_content.push(1, &lines[0].0);
         let _ = by_content.push(2, &lines[1].0);
         assert!(by_content.push(3, &forged).is_err());
+    }
+
+    /// In a store, an agent's event is on the chain of the agent that uploaded it: a hostile
+    /// agent's well-formed event naming another agent (its seq, its prevHash) is a break of its
+    /// own, and the other agent's chain is verified whole.
+    #[test]
+    fn a_stored_event_naming_another_agent_touches_no_chain_of_it() {
+        let mut victim = Chain::new();
+        let lines: Vec<Vec<u8>> = (1..=4)
+            .map(|i| victim.seal(&mut event("victim", i)))
+            .collect();
+        // What the hostile agent uploads: seq 3 of "victim", over victim's real seq 2.
+        let mut fork = Chain::new();
+        for i in 1..=2 {
+            fork.seal(&mut event("victim", i));
+        }
+        let mut other = event("victim", 3);
+        other.tool_name = Some("forged".into());
+        let forged = fork.seal(&mut other);
+        let mut v = Verifier::new(None);
+        v.push_stored(1, &lines[0], false, "victim").unwrap();
+        v.push_stored(2, &lines[1], false, "victim").unwrap();
+        let e = v.push_stored(3, &forged, false, "evil").unwrap_err();
+        assert!(e.reason.contains("stored as agent \"evil\""), "{e}");
+        v.push_stored(4, &lines[2], false, "victim").unwrap();
+        v.push_stored(5, &lines[3], false, "victim").unwrap();
+        let r = v.finish();
+        assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
+        assert_eq!((r.events, r.first["victim"], r.chains["victim"]), (4, 1, 4));
     }
 
     #[test]

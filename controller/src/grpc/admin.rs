@@ -717,6 +717,7 @@ impl admin_server::Admin for AdminService {
                     // Ingest stores an agent's event at its seq (from 1; seq 0 is refused), its
                     // own records at 0.
                     controller: e.seq == 0,
+                    agent_id: e.agent_id,
                 })
                 .collect(),
         }))
