@@ -698,8 +698,9 @@ async fn check(
     process: Option<Process>,
     owner: u32,
 ) -> (Verdict, Option<PathBuf>) {
-    let lock = sh.peer_checks.owner(owner);
-    let _mine = lock.lock().await;
+    // Both held by the blocking task, which runs on when the call is dropped: a caller who
+    // gives up does not free a place for another check before this one ends.
+    let mine = sh.peer_checks.owner(owner).lock_owned().await;
     let Ok(slot) = Arc::clone(&sh.peer_checks.slots).acquire_owned().await else {
         return (
             Verdict::Refused(Kind::Unverifiable, "the agent is stopping".into()),
@@ -708,7 +709,7 @@ async fn check(
     };
     let shared = Arc::clone(sh);
     tokio::task::spawn_blocking(move || {
-        let _slot = slot;
+        let _held = (slot, mine);
         let c = &shared.peer_checks;
         let _running = Running::new(c);
         match c.installed(&shared.config) {
@@ -1193,13 +1194,18 @@ mod tests {
     }
 
     /// A child of this process (forked, so it runs this test binary) that has mapped one page
-    /// of each of `fds` executable (-1: anonymous memory), until dropped.
+    /// of each of `fds` and of the files at `paths` executable (fd -1: anonymous memory), until
+    /// dropped.
     #[cfg(target_os = "linux")]
     struct Mapping(Process);
 
     #[cfg(target_os = "linux")]
     impl Mapping {
         fn start(fds: &[libc::c_int]) -> Mapping {
+            Mapping::with(fds, &[])
+        }
+
+        fn with(fds: &[libc::c_int], paths: &[std::ffi::CString]) -> Mapping {
             let mut pipe = [0 as libc::c_int; 2];
             // SAFETY: pipe writes two descriptors into the array we own.
             assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
@@ -1221,6 +1227,23 @@ mod tests {
                         {
                             libc::_exit(1);
                         }
+                    }
+                    for path in paths {
+                        let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
+                        let prot = libc::PROT_READ | libc::PROT_EXEC;
+                        if fd < 0
+                            || libc::mmap(
+                                std::ptr::null_mut(),
+                                4096,
+                                prot,
+                                libc::MAP_PRIVATE,
+                                fd,
+                                0,
+                            ) == libc::MAP_FAILED
+                        {
+                            libc::_exit(1);
+                        }
+                        libc::close(fd);
                     }
                     libc::write(pipe[1], b"x".as_ptr().cast(), 1);
                     loop {
@@ -1354,5 +1377,44 @@ mod tests {
             // the user namespace test covers.
             Err(status) => eprintln!("unshare -m failed ({status}): not root"),
         }
+    }
+
+    /// A call dropped while its check runs (the blocking check runs on) keeps its owner's
+    /// place until the check ends: an owner cannot run more checks at once by giving up calls.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_call_keeps_its_owners_place_until_its_check_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = agent_of_this_binary(dir.path());
+        // A process whose check takes a while: many libraries, each in a directory of its own.
+        let paths: Vec<std::ffi::CString> = (0..1500)
+            .map(|i| {
+                let d = dir.path().join(format!("d{i}"));
+                std::fs::create_dir(&d).unwrap();
+                let f = d.join("lib.so");
+                std::fs::write(&f, [0u8; 4096]).unwrap();
+                std::ffi::CString::new(f.into_os_string().into_encoded_bytes()).unwrap()
+            })
+            .collect();
+        let slow = Mapping::with(&[], &paths);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for _ in 0..16 {
+            let before = sh.peer_checks.runs();
+            let call = {
+                let sh = Arc::clone(&sh);
+                let conn = ConnInfo {
+                    process: Some(slow.0),
+                    ..conn_of_this_process()
+                };
+                tokio::spawn(async move { gate(&sh, Some(&conn), "ann", 1000, Call::Events).await })
+            };
+            while sh.peer_checks.runs() == before {
+                assert!(Instant::now() < deadline, "the check did not start");
+                tokio::task::yield_now().await;
+            }
+            call.abort();
+        }
+        drop(slow);
+        assert_eq!(sh.peer_checks.peak(), 1, "checks of one owner at once");
     }
 }
