@@ -1,0 +1,339 @@
+use super::*;
+use crate::event::{EventType, Identity};
+
+fn event(agent: &str, n: u32) -> Event<'static> {
+    // Tests only: an identity that lives as long as the events built on it.
+    let id: &'static Identity = Box::leak(Box::new(Identity {
+        tenant_id: "t".into(),
+        agent_id: agent.into(),
+        hostname: "h".into(),
+        user: "u".into(),
+    }));
+    let mut e = Event::new(
+        EventType::ToolCallPre,
+        format!("id-{n}"),
+        "2026-01-01T00:00:00Z".into(),
+        id,
+    );
+    e.tool_name = Some(format!("tool {n} é").into());
+    e
+}
+
+fn file(lines: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend_from_slice(l);
+        out.push(b'\n');
+    }
+    out
+}
+
+fn chain_of(n: u32) -> Vec<Vec<u8>> {
+    let mut c = Chain::new();
+    (0..n).map(|i| c.seal(&mut event("a", i))).collect()
+}
+
+#[test]
+fn events_serialize_in_canonical_form() {
+    let mut e = event("a", 1);
+    e.session_id = Some("s".into());
+    e.server_name = Some("srv".into());
+    e.source_type = Some("agent_tool_call".into());
+    e.request_id = Some("1".into());
+    e.content = Some("{\"k\":\"v\"}".into());
+    e.content_truncated = Some(true);
+    e.content_sha256 = Some("00".into());
+    e.session_tool_calls = Some(vec!["x".to_string()].into());
+    e.decision = Some(crate::EventDecision {
+        action: "allow".into(),
+        mode: "block".into(),
+        reason: "r".into(),
+        rule: "servers[0]".into(),
+    });
+    e.policy_version = Some("1".into());
+    e.latency_us = Some(5);
+    e.is_error = Some(false);
+    e.prev_hash = GENESIS.into();
+    e.hash = "ab".into();
+    let direct = serde_json::to_vec(&e).unwrap();
+    let canonical = to_canonical(&serde_json::to_value(&e).unwrap());
+    assert_eq!(
+        String::from_utf8(direct).unwrap(),
+        String::from_utf8(canonical.clone()).unwrap()
+    );
+    // Inserting the hash into the bytes without it gives the same canonical line.
+    let mut unhashed = e.clone();
+    unhashed.hash = "".into();
+    unhashed.content = Some(",\"hostname\":".into());
+    let spliced = with_hash(serde_json::to_vec(&unhashed).unwrap(), "ab").unwrap();
+    unhashed.hash = "ab".into();
+    assert_eq!(
+        spliced,
+        to_canonical(&serde_json::to_value(&unhashed).unwrap())
+    );
+    // With detail, sealing still yields canonical lines that verify.
+    let mut c = Chain::new();
+    let mut d = event("a", 2);
+    d.detail = Some(serde_json::json!({"z": 1, "a": {"y": 2, "b": 3}}));
+    let lines = vec![c.seal(&mut e.clone()), c.seal(&mut d)];
+    assert_eq!(verify_lines(&file(&lines)[..]).unwrap().events, 2);
+}
+
+#[test]
+fn a_sealed_chain_verifies() {
+    let mut a = Chain::new();
+    let mut b = Chain::new();
+    let lines = vec![
+        a.seal(&mut event("a", 1)),
+        b.seal(&mut event("b", 1)),
+        a.seal(&mut event("a", 2)),
+    ];
+    let r = verify_lines(&file(&lines)[..]).unwrap();
+    assert_eq!(r.events, 3);
+    assert_eq!(r.chains.get("a"), Some(&2));
+    assert_eq!(r.chains.get("b"), Some(&1));
+    assert_eq!(verify_lines(&b""[..]).unwrap().events, 0);
+}
+
+#[test]
+fn every_single_byte_change_is_detected() {
+    let data = file(&chain_of(3));
+    for i in 0..data.len() {
+        let mut bad = data.clone();
+        bad[i] = if bad[i] == b'x' { b'y' } else { b'x' };
+        assert!(
+            verify_lines(&bad[..]).is_err(),
+            "change at byte {i} went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn unsigned_restarted_and_alerted_chains_are_reported_not_called_ok() {
+    // A standalone proxy's file: intact, but nothing signed (unkeyed by design).
+    let data = file(&chain_of(3));
+    let r = verify_lines(&data[..]).unwrap();
+    assert_eq!(
+        (r.verdict(), r.unsigned, r.heads),
+        (Verdict::Unsigned, 3, 0)
+    );
+    assert!(r.describe("f")[0].starts_with("UNSIGNED"));
+    assert_eq!(r.to_json()["ok"], false);
+    // A chain that starts again at seq 1 (a lost spool), and a controller alert about it.
+    let alert = br#"{"agentId":"a","detail":"restart","eventType":"CHAIN_ALERT","sourceType":"controller"}"#;
+    let mut lines = chain_of(2);
+    lines.push(alert.to_vec());
+    lines.extend(chain_of(2));
+    let r = verify_lines(&file(&lines)[..]).unwrap();
+    assert_eq!(r.restarts, vec![("a".to_owned(), 4)]);
+    assert_eq!(r.alerts, vec![(3, "restart".to_owned())]);
+    assert_eq!((r.events, r.unsigned), (4, 4));
+    // A head with no chain before it, or a malformed one, is a break.
+    let head = br#"{"agentId":"a","detail":{"certificate":"","hash":"00","seq":1,"signature":""},"eventType":"CHAIN_HEAD","sourceType":"controller","tenantId":"t","timestamp":"2026-01-01T00:00:00Z"}"#;
+    let e = verify_lines(&file(&[head.to_vec()])[..]).unwrap_err();
+    assert!(e.reason.contains("signed events were removed"), "{e}");
+    let mut lines = chain_of(1);
+    lines.push(head.to_vec());
+    let e = verify_lines(&file(&lines)[..]).unwrap_err();
+    assert!(e.reason.contains("re-hashed"), "{e}");
+}
+
+/// A break does not end the verification: every break is listed, the chain that broke goes
+/// on after it, and the other chains are verified as if nothing happened.
+#[test]
+fn every_break_is_reported_and_verification_goes_on_after_it() {
+    let (mut a, mut b) = (Chain::new(), Chain::new());
+    let mut lines = Vec::new();
+    for i in 1..=6 {
+        lines.push(a.seal(&mut event("a", i)));
+        lines.push(b.seal(&mut event("b", i)));
+    }
+    // a's seq 2 (line 3) altered in place; a's seq 5 (line 9) removed: a's seq 6 is on line 10.
+    lines[2] = String::from_utf8(lines[2].clone())
+        .unwrap()
+        .replace("tool 2", "tool 7")
+        .into_bytes();
+    lines.remove(8);
+    let data = file(&lines);
+    let r = verify_report(&data[..], None);
+    let at: Vec<usize> = r.breaks.iter().map(|b| b.line).collect();
+    assert_eq!(at, [3, 10], "{:#?}", r.breaks);
+    assert!(r.breaks[0].reason.contains("altered"), "{:?}", r.breaks[0]);
+    assert!(
+        r.breaks[1].reason.contains("jumps from seq 4 to 6"),
+        "{:?}",
+        r.breaks[1]
+    );
+    assert_eq!(r.verdict(), Verdict::Broken);
+    assert_eq!(r.to_json()["broken"], true);
+    assert!(r.describe("f")[0].starts_with("BROKEN: 2 break(s)"));
+    // Everything else verified: b whole, a around its breaks (seq 1, 3, 4, 6).
+    assert_eq!(r.chains.get("b"), Some(&6));
+    assert_eq!(r.chains.get("a"), Some(&6));
+    assert_eq!(r.first.get("a"), Some(&6));
+    assert_eq!(r.events, 6 + 4);
+    // The strict form still fails, with the first break.
+    assert_eq!(verify_lines(&data[..]).unwrap_err().line, 3);
+    // A line too long is a break, skipped; the lines after it are read (seq 2 on line 3
+    // links to seq 1).
+    let mut long = b"{\"x\":\"".to_vec();
+    long.resize(MAX_LINE_BYTES + 10, b'y');
+    let mut lines = chain_of(2);
+    lines.insert(1, long);
+    let r = verify_report(&file(&lines)[..], None);
+    assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
+    assert_eq!(r.breaks[0].line, 2);
+    assert!(r.breaks[0].reason.contains("longer than"));
+    assert_eq!((r.events, r.chains.get("a")), (2, Some(&2)));
+}
+
+/// A controller "refused" alert about agent `agent`'s event `seq` whose hash is `hash`.
+fn refusal(agent: &str, seq: u32, hash: &str) -> Vec<u8> {
+    to_canonical(&serde_json::json!({
+        "agentId": agent, "alert": "refused", "eventType": "CHAIN_ALERT",
+        "eventHash": hash, "seq": seq, "sourceType": "controller",
+        "detail": format!("event {seq} was refused"),
+    }))
+}
+
+/// A controller record of an event it refused (over the size limit) names its seq and hash:
+/// the hole is a break, explained, and the chain goes on after it. Consecutive refusals are
+/// each a break of their own.
+#[test]
+fn a_refused_event_is_one_break_and_its_chain_goes_on() {
+    let mut a = Chain::new();
+    let mut lines: Vec<Vec<u8>> = (1..=2).map(|i| a.seal(&mut event("a", i))).collect();
+    for i in 3..=5 {
+        let mut e = event("a", i);
+        a.seal(&mut e);
+        lines.push(refusal("a", i, &e.hash));
+    }
+    lines.extend((6..=7).map(|i| a.seal(&mut event("a", i))));
+    let r = verify_report(&file(&lines)[..], None);
+    assert_eq!(r.breaks.len(), 3, "{:#?}", r.breaks);
+    for (b, seq) in r.breaks.iter().zip(3..) {
+        assert_eq!(b.line, seq);
+        assert!(
+            b.reason
+                .contains(&format!("seq {seq} of agent \"a\" missing"))
+                && b.reason.contains("refused"),
+            "{b:?}"
+        );
+    }
+    assert_eq!((r.events, r.first["a"], r.chains["a"]), (4, 6, 7));
+    assert_eq!(r.alerts.len(), 3);
+}
+
+/// After a genuine refusal, an editor deletes the events that follow and puts forged
+/// refusals (their claimed hashes) in their place: each forged refusal is a break more.
+#[test]
+fn forged_refusals_after_a_real_one_each_add_a_break() {
+    let mut a = Chain::new();
+    let mut lines: Vec<Vec<u8>> = (1..=2).map(|i| a.seal(&mut event("a", i))).collect();
+    let mut hidden = Vec::new();
+    for i in 3..=5 {
+        let mut e = event("a", i);
+        let line = a.seal(&mut e);
+        hidden.push((line, e.hash.to_string()));
+    }
+    let rest: Vec<Vec<u8>> = (6..=7).map(|i| a.seal(&mut event("a", i))).collect();
+    // The genuine file: seq 3 refused, 4 and 5 stored.
+    let mut genuine = lines.clone();
+    genuine.push(refusal("a", 3, &hidden[0].1));
+    genuine.extend(hidden[1..].iter().map(|(l, _)| l.clone()));
+    genuine.extend(rest.clone());
+    let before = verify_report(&file(&genuine)[..], None);
+    assert_eq!(before.breaks.len(), 1, "{:#?}", before.breaks);
+    // The edited file: 4 and 5 deleted, forged refusals in their place.
+    lines.extend((3..=5).map(|i| refusal("a", i, &hidden[i as usize - 3].1)));
+    lines.extend(rest);
+    let after = verify_report(&file(&lines)[..], None);
+    assert_eq!(after.breaks.len(), 3, "{:#?}", after.breaks);
+    assert!(after.breaks[2].reason.contains("seq 5 of agent"));
+}
+
+/// In a store, a record is the controller's by where it came from: an agent's row that
+/// looks like a controller "refused" alert about another agent's chain is verified as the
+/// agent event it claims to be (and breaks), and the other agent's chain is untouched.
+#[test]
+fn a_stored_agent_row_never_passes_for_a_controller_record() {
+    let mut victim = Chain::new();
+    let lines: Vec<(Vec<u8>, String)> = (1..=5)
+        .map(|i| {
+            let mut e = event("victim", i);
+            let l = victim.seal(&mut e);
+            (l, e.hash.to_string())
+        })
+        .collect();
+    let forged = refusal("victim", 3, &lines[2].1);
+    let mut v = Verifier::new(None);
+    for (i, (l, _)) in lines[..2].iter().enumerate() {
+        v.push_stored(i + 1, l, false, "victim").unwrap();
+    }
+    // The hostile agent's row, stored as an agent's (seq > 0 in the store).
+    assert!(v.push_stored(3, &forged, false, "victim").is_err());
+    for (i, (l, _)) in lines[2..].iter().enumerate() {
+        v.push_stored(i + 4, l, false, "victim").unwrap();
+    }
+    // A genuine controller row (stored by the controller itself) is still one.
+    let alert = br#"{"agentId":"victim","detail":"note","eventType":"CHAIN_ALERT","sourceType":"controller"}"#;
+    v.push_stored(9, alert, true, "victim").unwrap();
+    let r = v.finish();
+    assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
+    assert_eq!(r.breaks[0].line, 3);
+    assert!(!r.breaks[0].reason.contains("refused"), "{:?}", r.breaks[0]);
+    assert_eq!((r.events, r.first["victim"], r.chains["victim"]), (5, 1, 5));
+    assert_eq!(r.alerts, [(9, "note".to_owned())]);
+    // The same rows read by content (a file) would blame the controller.
+    let mut by_content = Verifier::new(None);
+    let _ = by_content.push(1, &lines[0].0);
+    let _ = by_content.push(2, &lines[1].0);
+    assert!(by_content.push(3, &forged).is_err());
+}
+
+/// In a store, an agent's event is on the chain of the agent that uploaded it: a hostile
+/// agent's well-formed event naming another agent (its seq, its prevHash) is a break of its
+/// own, and the other agent's chain is verified whole.
+#[test]
+fn a_stored_event_naming_another_agent_touches_no_chain_of_it() {
+    let mut victim = Chain::new();
+    let lines: Vec<Vec<u8>> = (1..=4)
+        .map(|i| victim.seal(&mut event("victim", i)))
+        .collect();
+    // What the hostile agent uploads: seq 3 of "victim", over victim's real seq 2.
+    let mut fork = Chain::new();
+    for i in 1..=2 {
+        fork.seal(&mut event("victim", i));
+    }
+    let mut other = event("victim", 3);
+    other.tool_name = Some("forged".into());
+    let forged = fork.seal(&mut other);
+    let mut v = Verifier::new(None);
+    v.push_stored(1, &lines[0], false, "victim").unwrap();
+    v.push_stored(2, &lines[1], false, "victim").unwrap();
+    let e = v.push_stored(3, &forged, false, "evil").unwrap_err();
+    assert!(e.reason.contains("stored as agent \"evil\""), "{e}");
+    v.push_stored(4, &lines[2], false, "victim").unwrap();
+    v.push_stored(5, &lines[3], false, "victim").unwrap();
+    let r = v.finish();
+    assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
+    assert_eq!((r.events, r.first["victim"], r.chains["victim"]), (4, 1, 4));
+}
+
+#[test]
+fn removed_and_reordered_lines_are_detected() {
+    let lines = chain_of(3);
+    let e = verify_lines(&file(&[lines[0].clone(), lines[2].clone()])[..]).unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.reason.contains("jumps from seq 1 to 3"), "{e}");
+    let e = verify_lines(&file(&[lines[1].clone()])[..]).unwrap_err();
+    assert!(e.reason.contains("jumps from seq 0 to 2"), "{e}");
+    let mut cut = file(&lines);
+    cut.pop();
+    assert!(
+        verify_lines(&cut[..])
+            .unwrap_err()
+            .reason
+            .contains("incomplete")
+    );
+}
