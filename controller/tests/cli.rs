@@ -69,6 +69,24 @@ impl Served {
     }
 }
 
+impl Served {
+    /// `thothctl [--credentials DIR] ARGS`: (exit code, stdout and stderr).
+    fn ctl_as(&self, creds: Option<&Path>, args: &[&str]) -> (i32, String) {
+        let mut all: Vec<&str> = Vec::new();
+        let dir;
+        if let Some(c) = creds {
+            dir = c.display().to_string();
+            all.extend(["--credentials", dir.as_str()]);
+        }
+        all.extend_from_slice(args);
+        let out = self.ctl(&all);
+        (
+            out.status.code().unwrap_or(-1),
+            format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        )
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -331,4 +349,48 @@ fn init_refuses_to_overwrite_and_serve_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn issue_admin_records_and_thothctl_admins_revoke_refuses_the_next_call() {
+    // `issue-admin` records what it issues; `thothctl admins revoke` refuses its next call.
+    let s = Served::start();
+    let bob = s.home.path().join("bob");
+    let out = Command::new(CONTROLLER)
+        .args(["issue-admin", "--data"])
+        .arg(s.data())
+        .args(["--name", "bob", "--role", "operator", "--out"])
+        .arg(&bob)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, text) = s.ctl_as(Some(&bob), &["whoami"]);
+    assert_eq!(code, 0, "{text}");
+
+    let (code, text) = s.ctl_as(None, &["admins", "list"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("bob") && text.contains("issue-admin"),
+        "{text}"
+    );
+    assert!(
+        text.contains("admin") && text.contains("init") && text.contains("(you)"),
+        "{text}"
+    );
+    // An operator cannot list or revoke admins.
+    let (code, text) = s.ctl_as(Some(&bob), &["admins", "revoke", "admin"]);
+    assert_eq!(code, 4, "{text}");
+
+    let (code, text) = s.ctl_as(None, &["admins", "revoke", "bob", "--reason", "left"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("REVOKED") && text.contains("left"), "{text}");
+    let (code, text) = s.ctl_as(Some(&bob), &["whoami"]);
+    assert_ne!(code, 0, "a revoked admin's next call is refused: {text}");
+    let (code, text) = s.ctl_as(None, &["whoami"]);
+    assert_eq!(code, 0, "{text}");
+
+    // Nothing stored yet: nothing to prove, nothing broken.
+    let (code, text) = s.ctl_as(None, &["events", "verify"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("OK: no events"), "{text}");
 }
