@@ -48,14 +48,6 @@ async fn tls_with(c: &TestController, creds: &Credentials) -> Tls {
         .unwrap()
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let n = payload.len() as u32;
-    let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 const REPORT: &str = "/thoth.fleet.v1.AgentSync/Report";
 
 /// The HTTP/2 preface and one complete gRPC call (an empty message) to `path` on stream 1.
@@ -68,25 +60,7 @@ fn preface_and_call(path: &str) -> Vec<u8> {
 
 /// One complete gRPC call (an empty message) to `path` on `stream`.
 fn call(stream: u32, path: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut block = Vec::new();
-    for (k, v) in [
-        (":method", "POST"),
-        (":scheme", "https"),
-        (":path", path),
-        (":authority", "localhost"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ] {
-        block.push(0);
-        block.push(k.len() as u8);
-        block.extend_from_slice(k.as_bytes());
-        block.push(v.len() as u8);
-        block.extend_from_slice(v.as_bytes());
-    }
-    out.extend(frame(1, 0x4, stream, &block));
-    out.extend(frame(0, 0x1, stream, &[0, 0, 0, 0, 0]));
-    out
+    grpc_request(stream, path, true)
 }
 
 /// Makes one call to `path` on a raw connection and reads until its answer ends (a HEADERS

@@ -191,3 +191,41 @@ pub fn path(p: &Path) -> PathBuf {
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
+
+// Raw HTTP/2, for tests that must send what no client library sends (requests that never
+// end, calls on a connection held open by hand).
+
+/// One HTTP/2 frame.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() as u32;
+    let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The HEADERS (and, when `body`, the DATA with an empty message) of a gRPC call on `stream`;
+/// without `body` the request never ends.
+pub fn grpc_request(stream: u32, path: &str, body: bool) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (k, v) in [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        // Literal header field without indexing, new name, no Huffman.
+        block.push(0);
+        block.push(k.len() as u8);
+        block.extend_from_slice(k.as_bytes());
+        block.push(v.len() as u8);
+        block.extend_from_slice(v.as_bytes());
+    }
+    let mut out = frame(1, 0x4, stream, &block);
+    if body {
+        out.extend(frame(0, 0x1, stream, &[0, 0, 0, 0, 0]));
+    }
+    out
+}
