@@ -540,28 +540,7 @@ fn quota_spool(dir: &std::path::Path) -> SpoolHandle {
 /// Sends `user`'s events (8 KiB each, four a call) until the spool refuses a call; returns
 /// how many were taken.
 async fn fill(sp: &SpoolHandle, user: &str, max: usize) -> usize {
-    let now = SystemTime::now();
-    let ts = now_text();
-    let content = "x".repeat(8 << 10);
-    let mut taken = 0;
-    while taken < max {
-        let batch: Vec<Admitted> = (taken..max.min(taken + 4))
-            .map(|i| {
-                let raw = bytes(&pre(&format!("{user}-{i}"), &ts, &content));
-                admit(&raw, user, "h", now).unwrap()
-            })
-            .collect();
-        let n = batch.len() as u32;
-        match sp.append_durable(batch).await {
-            Ok((a, 0)) if a == n => taken += n as usize,
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => {
-                assert!(e.0.contains("per user"), "{}", e.0);
-                return taken;
-            }
-        }
-    }
-    taken
+    send_as(sp, user, user, user, max).await
 }
 
 /// Review M4: one user flooding the shared spool made its size bound delete other users'
