@@ -268,7 +268,13 @@ impl local_agent_server::LocalAgent for LocalService {
         let uid = caller_uid(&req);
         let mut status = self.0.status();
         if !sees_all(uid) {
-            status = status.only_for(uid.unwrap_or(u32::MAX), &name_of(uid));
+            // The user-name lookup (NSS) and the stat of each config file block: off the
+            // async workers.
+            status = tokio::task::spawn_blocking(move || {
+                status.only_for(uid.unwrap_or(u32::MAX), &name_of(uid))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         }
         let json = serde_json::to_string(&status).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::LocalStatus { json }))
