@@ -235,8 +235,9 @@ fn a_drift_storm_never_shows_a_broken_file_ends_wrapped_and_does_not_loop() {
     let c0 = cpu(pid);
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu(pid) - c0;
+    // (Its own reads used to wake it: ~0.25 s of CPU every 3 s, for ever; now ~0.01 s.)
     assert!(
-        used < 0.3,
+        used < 0.1,
         "the agent used {used} s of CPU in 3 quiet seconds"
     );
     assert_eq!(

@@ -5,7 +5,7 @@
 //! parse (CONFIG_INVALID), and finds new homes by rescanning. It cannot loop on its own writes:
 //! wrapping is idempotent, so the event its write causes finds nothing to change.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -90,6 +90,25 @@ struct Guardian {
     known: BTreeMap<PathBuf, Known>,
     statuses: BTreeMap<PathBuf, ConfigStatus>,
     watched: HashSet<PathBuf>,
+    /// Each config as it was when last processed (device, inode, size, change time): the
+    /// periodic check skips a file still exactly so. The change time cannot be set back by a
+    /// user (any write or `utimes` moves it), so an edit is never skipped.
+    processed: HashMap<PathBuf, Stamp>,
+}
+
+/// What identifies a config file's content without reading it (see `Guardian::processed`).
+type Stamp = (u64, u64, u64, i64, i64);
+
+#[cfg(unix)]
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.ctime(), m.ctime_nsec()))
+}
+
+#[cfg(not(unix))]
+fn stamp(_: &Path) -> Option<Stamp> {
+    None
 }
 
 impl Guardian {
@@ -170,9 +189,15 @@ impl Guardian {
 
     /// Brings one file to the wrapped state; returns whether it wrote.
     fn process(&mut self, path: &Path, cause: &str) -> bool {
+        self.processed.remove(path);
         for attempt in 0..5 {
             match self.try_process(path, cause) {
-                Ok(wrote) => return wrote,
+                Ok(wrote) => {
+                    if let Some(st) = stamp(path) {
+                        self.processed.insert(path.to_path_buf(), st);
+                    }
+                    return wrote;
+                }
                 Err(FileError::Raced { .. }) if attempt < 4 => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -382,6 +407,19 @@ impl Guardian {
             self.process(&path, cause);
         }
     }
+
+    /// The periodic check: like [`Self::pass`], but a file unchanged since it was last processed
+    /// is not read again (edits arrive as watch events; this pass is for what the watch
+    /// missed, and for new homes).
+    fn pass_changed(&mut self, cause: &str) {
+        for path in self.all_configs() {
+            let now = stamp(&path);
+            if now.is_some() && self.processed.get(&path) == now.as_ref() {
+                continue;
+            }
+            self.process(&path, cause);
+        }
+    }
 }
 
 /// The `thoth` binary wrapped entries run.
@@ -445,6 +483,7 @@ fn run(sh: Arc<Shared>) {
         known: BTreeMap::new(),
         statuses: BTreeMap::new(),
         watched: HashSet::new(),
+        processed: HashMap::new(),
     };
     g.watch_new(&mut watcher);
     g.pass("agent start");
@@ -490,13 +529,18 @@ fn run(sh: Arc<Shared>) {
         if last_rescan.elapsed() >= rescan {
             last_rescan = Instant::now();
             g.watch_new(&mut watcher);
-            g.pass("periodic check");
+            g.pass_changed("periodic check");
         }
     }
 }
 
 fn collect(ev: notify::Result<notify::Event>, paths: &mut HashSet<PathBuf>) {
     match ev {
+        // A file opened, read or closed unwritten (the guardian's own reads among them)
+        // changes nothing: reacting to it made the guardian re-read its files in a loop.
+        Ok(ev)
+            if matches!(ev.kind, notify::EventKind::Access(a)
+                if a != notify::event::AccessKind::Close(notify::event::AccessMode::Write)) => {}
         Ok(ev) => paths.extend(ev.paths),
         Err(e) => tracing::warn!("watch error: {e}"),
     }
@@ -520,6 +564,7 @@ mod tests {
             known: BTreeMap::new(),
             statuses: BTreeMap::new(),
             watched: HashSet::new(),
+            processed: HashMap::new(),
         }
     }
 
