@@ -110,7 +110,7 @@ impl Controller {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
-            .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+            .map_err(|e| StoreError::backend(format!("storage task failed: {e}")))?
     }
 
     /// Wakes the sinks after a commit.

@@ -10,11 +10,13 @@ pub mod datadir;
 pub mod evidence;
 pub mod grpc;
 pub mod hub;
+pub mod ids;
 pub mod ingest;
 pub mod metrics;
 pub mod pki;
 pub mod quickstart;
 pub mod server;
+pub mod service;
 pub mod sinks;
 pub mod store;
 

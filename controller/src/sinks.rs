@@ -231,7 +231,7 @@ async fn on_source<R: Send + 'static>(
     let source = Arc::clone(source);
     tokio::task::spawn_blocking(move || f(source.as_ref()))
         .await
-        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+        .map_err(|e| StoreError::backend(format!("storage task failed: {e}")))?
 }
 
 /// Runs one sink until the task is dropped: reads events after its cursor, delivers them, and

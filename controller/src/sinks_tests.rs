@@ -191,7 +191,7 @@ struct Failing {
 
 fn fail_once(n: &AtomicU32) -> Result<(), StoreError> {
     if n.fetch_add(1, Ordering::SeqCst) == 0 {
-        return Err(StoreError::Backend("disk I/O error".into()));
+        return Err(StoreError::backend("disk I/O error"));
     }
     Ok(())
 }

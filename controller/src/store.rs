@@ -13,15 +13,43 @@ pub type Labels = BTreeMap<String, String>;
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// What an update names does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
     /// A uniqueness or ordering rule was broken (e.g. a racing push took the version).
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The backend failed (I/O, corruption, a schema from a newer controller).
-    #[error("storage: {0}")]
-    Backend(String),
+    /// Stored data cannot be read back (a damaged file, a row that does not decode).
+    #[error("storage is corrupt ({what}): {detail}")]
+    Corrupt {
+        /// What was being read.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The backend is busy or unreachable for now (locked, pool exhausted, task lost): a retry
+    /// may succeed.
+    #[error("storage busy: {0}")]
+    Busy(String),
+    /// The backend failed (I/O, a schema from a newer controller, …).
+    #[error("storage: {source}")]
+    Backend {
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Raised by a callback inside a transaction; everything in it is rolled back.
     #[error("{0}")]
     Aborted(String),
+}
+
+impl StoreError {
+    /// A backend failure from an error or a message.
+    pub fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Backend {
+            source: source.into(),
+        }
+    }
 }
 
 /// One policy version of a tenant.

@@ -10,39 +10,36 @@ use sha2::{Digest, Sha256};
 use thoth_proto::fleet::{self as pb, admin_server, agent_sync_server, enrollment_server};
 use tonic::{Request, Response, Status};
 
-use crate::controller::{Controller, PushError, now_unix};
+use crate::controller::{Controller, now_unix};
 use crate::hub::Published;
 use crate::metrics::Metrics;
-use crate::pki::{self, Identity, Role};
-use crate::store::{
-    AgentRecord, AgentReportRecord, Labels, PolicyRecord, RedeemError, StoreError, TokenRecord,
-};
+use crate::pki::{self, Identity};
+use crate::service::{self, MAX_TEXT, ServiceError};
+use crate::store::{AgentRecord, AgentReportRecord, Labels, RedeemError, StoreError};
 
 const MAX_TOKEN_LEN: usize = 256;
 const MAX_CSR_BYTES: usize = 16 << 10;
 const MAX_HOSTNAME_LEN: usize = 253;
-const MAX_LABELS: usize = 32;
-const MAX_LABEL_KEY: usize = 63;
-const MAX_LABEL_VALUE: usize = 255;
-const MAX_TEXT: usize = 1024;
 const MAX_INVENTORY_LIST: usize = 64;
 
 fn internal(e: StoreError) -> Status {
-    tracing::error!("storage error: {e}");
-    Status::internal(format!(
-        "the controller could not complete the request: {e}"
-    ))
+    ServiceError::from(e).into()
 }
 
-fn push_status(e: PushError) -> Status {
-    match e {
-        PushError::Invalid(msg) => {
-            Status::invalid_argument(format!("policy does not validate: {msg}"))
+/// The one place a service error becomes a gRPC status.
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Status {
+        match e {
+            ServiceError::Unauthenticated(m) => Status::unauthenticated(m),
+            ServiceError::PermissionDenied(m) => Status::permission_denied(m),
+            ServiceError::InvalidArgument(m) => Status::invalid_argument(m),
+            ServiceError::NotFound(m) => Status::not_found(m),
+            ServiceError::AlreadyExists(m) => Status::already_exists(m),
+            ServiceError::Conflict(m) => Status::aborted(m),
+            ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ServiceError::Unavailable(m) => Status::unavailable(m),
+            ServiceError::Internal(m) => Status::internal(m),
         }
-        PushError::Store(StoreError::Conflict(msg)) => {
-            Status::aborted(format!("another push took this version; retry ({msg})"))
-        }
-        PushError::Store(e) => internal(e),
     }
 }
 
@@ -73,41 +70,11 @@ fn identity<T>(ctl: &Controller, req: &Request<T>) -> Result<Identity, Status> {
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
-    if value.len() > max {
-        return Err(Status::invalid_argument(format!(
-            "{field} is {} bytes, over the {max} byte limit",
-            value.len()
-        )));
-    }
-    Ok(())
+    Ok(service::check_len(field, value, max)?)
 }
 
 fn check_labels(labels: &std::collections::HashMap<String, String>) -> Result<Labels, Status> {
-    if labels.len() > MAX_LABELS {
-        return Err(Status::invalid_argument(format!(
-            "{} labels, over the limit of {MAX_LABELS}",
-            labels.len()
-        )));
-    }
-    let mut out = Labels::new();
-    for (k, v) in labels {
-        let key_ok = !k.is_empty()
-            && k.len() <= MAX_LABEL_KEY
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
-        if !key_ok {
-            return Err(Status::invalid_argument(format!(
-                "label key {k:?}: use 1-{MAX_LABEL_KEY} letters, digits, '.', '_', '-' or '/'"
-            )));
-        }
-        if v.len() > MAX_LABEL_VALUE || v.chars().any(char::is_control) {
-            return Err(Status::invalid_argument(format!(
-                "label {k}: the value must be at most {MAX_LABEL_VALUE} bytes with no control characters"
-            )));
-        }
-        out.insert(k.clone(), v.clone());
-    }
-    Ok(out)
+    Ok(service::check_labels(labels)?)
 }
 
 /// An enrolled, unrevoked agent calling with its certificate (for other modules).

@@ -17,8 +17,32 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// A SQLite failure, typed: busy or locked (a retry may succeed), corrupt, or anything else.
+fn backend(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Busy(e.to_string())
+        }
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+            what: "the SQLite database".into(),
+            detail: e.to_string(),
+        },
+        _ => match e {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt {
+                what: "a stored row".into(),
+                detail: e.to_string(),
+            },
+            e => StoreError::backend(e),
+        },
+    }
+}
+
+/// A failure described in words.
+fn failed(msg: String) -> StoreError {
+    StoreError::backend(msg)
 }
 
 fn labels_to_json(labels: &Labels) -> String {
@@ -104,7 +128,7 @@ impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)
-            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
         Self::setup(conn)
     }
 
@@ -125,7 +149,7 @@ impl SqliteStore {
             .map_err(backend)?;
         let known = MIGRATIONS.len() as i64;
         if have > known {
-            return Err(backend(format!(
+            return Err(failed(format!(
                 "the database has schema version {have}, newer than this controller knows ({known}); run a newer controller"
             )));
         }
@@ -134,13 +158,13 @@ impl SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Exclusive)
                 .map_err(backend)?;
             tx.execute_batch(sql)
-                .map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
+                .map_err(|e| failed(format!("migration {}: {e}", i + 1)))?;
             if i + 1 == DIGEST_MIGRATION {
                 // The index after the backfill: built once from the filled column rather than
                 // updated by every row's UPDATE.
                 backfill_digests(&tx)
                     .and_then(|()| tx.execute_batch(DIGEST_INDEX))
-                    .map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
+                    .map_err(|e| failed(format!("migration {}: {e}", i + 1)))?;
             }
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(backend)?;
