@@ -33,17 +33,9 @@ pub const SERVER_VALIDITY: Duration = Duration::from_secs(2 * 365 * 86_400);
 pub const SIGNING_KEY_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 
 /// The default data directory: `$THOTH_CONTROLLER_DATA`, else `$XDG_DATA_HOME/thoth-controller`,
-/// else `~/.local/share/thoth-controller`.
-pub fn default_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("THOTH_CONTROLLER_DATA").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("thoth-controller");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".local/share/thoth-controller")
-}
+/// else `~/.local/share/thoth-controller` (defined in thoth-client, where `thothctl` finds the
+/// local admin credential too).
+pub use thoth_client::default_data_dir as default_dir;
 
 /// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename), with
 /// `mode` on Unix.

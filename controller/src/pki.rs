@@ -387,14 +387,6 @@ pub fn parse_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, Stri
     })
 }
 
-/// A new P-256 key and a CSR for it (DER); used by agents and tests.
-pub fn new_key_and_csr() -> Result<(String, Vec<u8>), String> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let params = CertificateParams::default();
-    let csr = params.serialize_request(&key).map_err(err)?;
-    Ok((key.serialize_pem(), csr.der().to_vec()))
-}
-
 /// `sha256:<hex>` of DER bytes.
 pub fn fingerprint(der: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(der)))

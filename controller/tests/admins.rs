@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::TestController;
-use thoth_controller::client::{self, Credentials};
+use thoth_client::{self as client, Credentials};
 use thoth_controller::datadir;
 use thoth_controller::pki::{Identity, Role};
 use thoth_proto::fleet::{self as pb, admin_client::AdminClient};

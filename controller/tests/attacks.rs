@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{POLICY_A, POLICY_B, TestController, next_update};
-use thoth_controller::client::{self, Credentials};
+use thoth_client::{self as client, Credentials};
 use thoth_controller::pki::{Ca, Identity, Role};
 use thoth_proto::bundle::{BundleError, SignedBundle, verify_bundle};
 use thoth_proto::fleet::{
@@ -125,7 +125,7 @@ async fn a_revoked_agent_is_refused_on_its_next_call_and_its_subscription_closes
     // Nor can it renew its way back: its certificate is refused at the handshake now (the
     // deny list), so a new connection serves it nothing.
     if let Ok(ch) = client::connect(&c.url, &agent.credentials, None).await {
-        let (_, csr) = thoth_controller::pki::new_key_and_csr().unwrap();
+        let (_, csr) = thoth_client::new_key_and_csr().unwrap();
         let err = EnrollmentClient::new(ch)
             .renew(pb::RenewRequest { csr_der: csr })
             .await
@@ -221,7 +221,7 @@ async fn bad_tokens_are_refused_and_spend_nothing() {
 
     // A CSR that does not verify: refused, and the token keeps its use.
     let ch = client::connect(&c.url, &no_cert(&c), None).await.unwrap();
-    let (_, mut csr) = thoth_controller::pki::new_key_and_csr().unwrap();
+    let (_, mut csr) = thoth_client::new_key_and_csr().unwrap();
     let n = csr.len();
     csr[n - 5] ^= 0x40;
     let err = EnrollmentClient::new(ch.clone())

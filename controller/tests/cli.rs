@@ -5,7 +5,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_thoth-controller");
-const THOTHCTL: &str = env!("CARGO_BIN_EXE_thothctl");
+
+/// `thothctl` (crate thothctl), built next to `thoth-controller`.
+fn thothctl() -> PathBuf {
+    let p =
+        Path::new(CONTROLLER).with_file_name(format!("thothctl{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/examples")
@@ -54,7 +65,7 @@ impl Served {
     }
 
     fn ctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(THOTHCTL);
+        let mut cmd = Command::new(thothctl());
         cmd.args(args)
             .env("HOME", self.home.path())
             .env_remove("XDG_DATA_HOME")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use thoth_controller::client::{self, Credentials};
+use thoth_client::{self as client, Credentials};
 use thoth_controller::pki::Role;
 use thoth_proto::fleet as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -248,17 +248,17 @@ async fn rollback_re_issues_an_old_document_as_a_new_version_and_history_records
 async fn renewal_over_mtls_issues_a_fresh_certificate_for_the_same_identity() {
     let c = TestController::start().await;
     let agent = c.enroll("acme").await;
-    let ch = thoth_controller::client::connect(&c.url, &agent.credentials, None)
+    let ch = thoth_client::connect(&c.url, &agent.credentials, None)
         .await
         .unwrap();
-    let (key_pem, csr) = thoth_controller::pki::new_key_and_csr().unwrap();
+    let (key_pem, csr) = thoth_client::new_key_and_csr().unwrap();
     let renewed = pb::enrollment_client::EnrollmentClient::new(ch)
         .renew(pb::RenewRequest { csr_der: csr })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(renewed.agent_id, agent.agent_id);
-    let creds = thoth_controller::client::Credentials {
+    let creds = thoth_client::Credentials {
         ca_pem: c.ca_pem(),
         cert_pem: Some(renewed.certificate_pem),
         key_pem: Some(key_pem),
@@ -278,14 +278,12 @@ async fn health_and_metrics_answer() {
     let c = TestController::start().await;
     c.push("acme", POLICY_A).await;
     // grpc.health.v1 over the TLS port, without a client certificate.
-    let creds = thoth_controller::client::Credentials {
+    let creds = thoth_client::Credentials {
         ca_pem: c.ca_pem(),
         cert_pem: None,
         key_pem: None,
     };
-    let ch = thoth_controller::client::connect(&c.url, &creds, None)
-        .await
-        .unwrap();
+    let ch = thoth_client::connect(&c.url, &creds, None).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {

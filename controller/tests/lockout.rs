@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use thoth_controller::client::{self, Credentials};
+use thoth_client::{self as client, Credentials};
 use tokio::io::AsyncReadExt;
 
 /// Another loopback address than the clients' 127.0.0.1 (Linux routes all of 127/8 to lo).

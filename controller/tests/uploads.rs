@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::TestController;
 use rcgen::SigningKey as _;
-use thoth_controller::client::{self, Enrolled};
+use thoth_client::{self as client, Enrolled};
 use thoth_controller::ingest::head_message;
 use thoth_controller::store::EventFilter;
 use thoth_proto::chain::Chain;

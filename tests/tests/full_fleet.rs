@@ -4,7 +4,7 @@
 //! config (the official Python MCP client, and a raw JSON-RPC session kept open), policy pushes
 //! and a rollback reaching a running proxy, progressive escalation, events verified in the
 //! controller and the sink, an agent crash and restart, and an uninstall restoring the config.
-//! Also the README's first command: `thoth-controller quickstart --once`.
+//! Also the README's first command: `thoth-quickstart --once` (crate thoth-devtools).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -426,8 +426,8 @@ fn the_whole_chain_from_install_to_uninstall() {
 fn the_quickstart_completes_the_narrated_flow_and_says_which_step_failed_when_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("qs");
-    let out = Command::new(bin("thoth-controller"))
-        .args(["quickstart", "--once", "--dir"])
+    let out = Command::new(bin("thoth-quickstart"))
+        .args(["--once", "--dir"])
         .arg(&work)
         .output()
         .unwrap();
@@ -462,14 +462,8 @@ fn the_quickstart_completes_the_narrated_flow_and_says_which_step_failed_when_on
         "the agent was stopped"
     );
     // A server that cannot start: the step that failed is named, with why.
-    let out = Command::new(bin("thoth-controller"))
-        .args([
-            "quickstart",
-            "--once",
-            "--mcp-server",
-            "/nonexistent/mcp-server",
-            "--dir",
-        ])
+    let out = Command::new(bin("thoth-quickstart"))
+        .args(["--once", "--mcp-server", "/nonexistent/mcp-server", "--dir"])
         .arg(dir.path().join("broken"))
         .output()
         .unwrap();
@@ -480,8 +474,8 @@ fn the_quickstart_completes_the_narrated_flow_and_says_which_step_failed_when_on
         "{err}"
     );
     // A directory that is not empty is refused before anything starts.
-    let out = Command::new(bin("thoth-controller"))
-        .args(["quickstart", "--once", "--dir"])
+    let out = Command::new(bin("thoth-quickstart"))
+        .args(["--once", "--dir"])
         .arg(&work)
         .output()
         .unwrap();

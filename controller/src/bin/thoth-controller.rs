@@ -16,7 +16,7 @@ use thoth_controller::server;
 /// See everything work first (a controller, an agent, a policy, tool calls, events; in a temp
 /// directory):
 ///
-///   thoth-controller quickstart --once
+///   thoth-quickstart --once        # crate thoth-devtools
 ///
 /// A controller on one machine:
 ///
@@ -74,29 +74,6 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-    /// See the whole fleet work on this machine in a few seconds: starts a controller, installs
-    /// an agent into a sandbox laptop with thoth-installer, lets it wrap a user's Claude Desktop
-    /// config, pushes the read-only example policy, makes one allowed and one blocked tool call
-    /// exactly as Claude Desktop would, and shows the events in a JSON lines SIEM file and in
-    /// `thothctl events query`. Everything lives in a temp directory; nothing is installed on
-    /// this machine. Leaves the fleet running for you to try things (Ctrl-C stops it), or
-    /// stops with --once. Needs the filesystem MCP server (scripts/setup-peers installs it).
-    Quickstart {
-        /// Stop everything at the end (and remove the temp directory) instead of leaving the
-        /// fleet running.
-        #[arg(long)]
-        once: bool,
-        /// Work in this directory (empty or absent) instead of a new temp directory; it is kept.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        /// Keep the temp directory after --once.
-        #[arg(long)]
-        keep: bool,
-        /// The filesystem MCP server to launch [default: tests/node_modules/.bin/mcp-server-filesystem
-        /// of this checkout], e.g. 'npx -y @modelcontextprotocol/server-filesystem'.
-        #[arg(long, value_name = "COMMAND")]
-        mcp_server: Option<String>,
-    },
     /// Print what agents need to trust this controller: the CA fingerprint and the root key.
     Info {
         /// Data directory.
@@ -143,6 +120,15 @@ fn raise_fd_limit() {
 }
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "quickstart")
+    {
+        eprintln!(
+            "thoth-controller: the quickstart is `thoth-quickstart` (crate thoth-devtools), e.g. `thoth-quickstart --once`"
+        );
+        return std::process::ExitCode::from(2);
+    }
     let cli = Cli::parse();
     thoth_proto::stdout::quiet_on_closed_stdout();
     init_logging();
@@ -257,18 +243,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Quickstart {
-            once,
-            dir,
-            keep,
-            mcp_server,
-        } => thoth_controller::quickstart::run(thoth_controller::quickstart::Options {
-            dir,
-            once,
-            keep,
-            mcp_server,
-        })
-        .map_err(|f| anyhow::anyhow!("quickstart {} failed: {}", f.step, f.reason)),
         Command::Info { data, json } => {
             let dir = data.unwrap_or_else(datadir::default_dir);
             let data = DataDir::load(&dir).map_err(anyhow::Error::msg)?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::VerifyingKey;
-use thoth_controller::client::{self, Credentials, Enrolled};
+use thoth_client::{self as client, Credentials, Enrolled};
 use thoth_controller::config::ControllerConfig;
 use thoth_controller::pki::{Identity, Role};
 use thoth_controller::{DataDir, Running, datadir, server};

@@ -1,4 +1,4 @@
-//! `thoth-controller quickstart`: the whole fleet on this machine, in a temp directory, narrated
+//! `thoth-quickstart`: the whole fleet on this machine, in a temp directory, narrated
 //! step by step — a controller, an agent installed into a sandbox laptop by `thoth-installer`,
 //! a user's Claude Desktop config wrapped by the agent, a policy push, one allowed and one
 //! blocked tool call made exactly as Claude Desktop would make them, and the events arriving in
@@ -74,7 +74,13 @@ pub fn run(opts: Options) -> Result<(), Failure> {
         step: "setup".into(),
         reason,
     };
-    for name in ["thothctl", "thoth-installer", "thoth-agent", "thoth"] {
+    for name in [
+        "thoth-controller",
+        "thothctl",
+        "thoth-installer",
+        "thoth-agent",
+        "thoth",
+    ] {
         let p = bins.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         if !p.exists() {
             return Err(pre(format!(

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
-use thoth_controller::client::{self, Credentials};
+use thoth_client::{self as client, Credentials};
 use thoth_proto::fleet::{
     self as pb, admin_client::AdminClient, agent_sync_client::AgentSyncClient,
 };
@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 /// (p50/p99/max after the push returned), with the controller's RSS and CPU.
 ///
 /// Example (the target; needs `ulimit -n` above 2×N+100 for both processes):
-///   cargo build --release -p thoth-controller
+///   cargo build --release -p thoth-controller -p thoth-devtools
 ///   target/release/thoth-loadgen --agents 10000
 #[derive(Parser)]
 #[command(name = "thoth-loadgen", version, verbatim_doc_comment)]

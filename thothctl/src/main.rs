@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
-use thoth_controller::client::{self, Credentials};
+use thoth_client::{self as client, Credentials};
 use thoth_proto::fleet::{self as pb, admin_client::AdminClient};
 use tonic::transport::Channel;
 

@@ -1,8 +1,14 @@
-//! Connecting to a controller as an admin (thothctl), an agent, or an enrolling machine.
+//! thoth-client: connecting to a controller as an admin (`thothctl`), an agent, or an enrolling
+//! machine; the local controller's default directories; a key and CSR made on this machine; and
+//! verifying the events a controller stored ([`evidence`]). No storage, no server: `thothctl`
+//! and the dev tools are built on this crate, not on `thoth-controller`.
+
+pub mod evidence;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// PEM credentials for one client.
@@ -31,15 +37,35 @@ impl Credentials {
     }
 }
 
+/// The default controller data directory: `$THOTH_CONTROLLER_DATA`, else
+/// `$XDG_DATA_HOME/thoth-controller`, else `~/.local/share/thoth-controller`. The controller
+/// keeps its data there; `thothctl` on the same machine finds the first admin credential in it.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("THOTH_CONTROLLER_DATA").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("thoth-controller");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/thoth-controller")
+}
+
 /// The default credentials directory for thothctl: `$THOTHCTL_CREDENTIALS`, else the local
 /// controller's `admin/`.
 pub fn default_credentials_dir() -> PathBuf {
     std::env::var_os("THOTHCTL_CREDENTIALS")
         .filter(|d| !d.is_empty())
-        .map_or_else(
-            || crate::datadir::default_dir().join("admin"),
-            PathBuf::from,
-        )
+        .map_or_else(|| default_data_dir().join("admin"), PathBuf::from)
+}
+
+/// A new P-256 key and a CSR for it (DER): the private key is made here and never leaves.
+pub fn new_key_and_csr() -> Result<(String, Vec<u8>), String> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .map_err(|e| e.to_string())?;
+    Ok((key.serialize_pem(), csr.der().to_vec()))
 }
 
 /// An endpoint for `url` (`https://host:port`) with our TLS settings. `request_timeout` applies
@@ -163,7 +189,7 @@ pub async fn enroll(
     tenant: &str,
     hostname: &str,
 ) -> Result<Enrolled, tonic::Status> {
-    let (key_pem, csr) = crate::pki::new_key_and_csr().map_err(tonic::Status::internal)?;
+    let (key_pem, csr) = new_key_and_csr().map_err(tonic::Status::internal)?;
     let creds = Credentials {
         ca_pem: ca_pem.to_owned(),
         cert_pem: None,

@@ -343,7 +343,7 @@ pub async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
             let anchors = thoth_proto::evidence::TrustAnchors::from_pem(&pem)
                 .map_err(|e| Fail::new(5, format!("CA {}: {e}", ca.display())))?;
             let mut admin = ctx.admin().await?;
-            let verdict = thoth_controller::evidence::verify_stored(
+            let verdict = thoth_client::evidence::verify_stored(
                 &mut admin,
                 &ctx.tenant(),
                 agent.as_deref().unwrap_or(""),
@@ -351,7 +351,7 @@ pub async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
             )
             .await?;
             match verdict {
-                thoth_controller::evidence::StoredVerdict::Broken { id, report, .. } => {
+                thoth_client::evidence::StoredVerdict::Broken { id, report, .. } => {
                     // Every break, and what was verified around them.
                     if ctx.global.json {
                         let mut j = report.to_json();
@@ -367,7 +367,7 @@ pub async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
                     }
                     Err(Fail::new(1, "the stored events do not verify"))
                 }
-                thoth_controller::evidence::StoredVerdict::Intact(report) => {
+                thoth_client::evidence::StoredVerdict::Intact(report) => {
                     if ctx.global.json {
                         println!("{}", report.to_json());
                     } else {
