@@ -825,7 +825,12 @@ pub async fn start(
         }
     }));
 
-    tasks.extend(crate::sinks::start_all(&controller));
+    tasks.extend(crate::sinks::start_all(
+        Arc::new(crate::sinks::StoreSource(Arc::clone(&controller.store))),
+        &controller.config.sinks,
+        &controller.events_tick,
+        &controller.sink_lag,
+    ));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<EnrollmentServer<EnrollmentService>>()
