@@ -18,9 +18,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use thoth_agent::daemon::tls::{self, ClientCert};
 use thoth_agent::proxy::policy::PolicyState;
 use thoth_agent::proxy::source::{self, Sources};
+use thoth_endpoint::tls::{self, ClientCert};
 use thoth_proto::fleet::{
     self as pb, admin_client::AdminClient, local_agent_client::LocalAgentClient,
 };

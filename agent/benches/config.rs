@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::pct;
 use serde_json::json;
-use thoth_agent::claude::file::{self, Op};
+use thoth_hosts::claude::file::{self, Op};
 
 fn config_text(user: usize, servers: usize) -> String {
     let mut m = serde_json::Map::new();
@@ -40,7 +40,7 @@ fn wrapped(path: &Path) -> bool {
         .is_some_and(|v| {
             v["mcpServers"]
                 .as_object()
-                .is_some_and(|m| m.values().all(thoth_agent::claude::rewrite::is_wrapped))
+                .is_some_and(|m| m.values().all(thoth_hosts::claude::rewrite::is_wrapped))
         })
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{Killer, bin};
 use serde_json::{Map, Value, json};
 use thoth_agent::daemon::pipeline;
-use thoth_agent::daemon::tls;
+use thoth_endpoint::tls;
 use thoth_proto::fleet::{self as pb, local_agent_client::LocalAgentClient};
 
 fn event(i: usize, tag: &str) -> Value {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use thoth_agent::daemon::{Shared, config::AgentConfig, local, status::ConfigStatus};
+use thoth_agent::daemon::{Shared, local};
+use thoth_endpoint::{config::AgentConfig, status::ConfigStatus};
 
 const NOBODY: u32 = 65534;
 
@@ -269,7 +270,7 @@ async fn partial_large_messages_do_not_grow_the_agent_past_a_bound() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut calls = Vec::new();
     let channels: Vec<_> = (0..4)
-        .map(|_| thoth_agent::daemon::tls::local_channel(&socket).unwrap())
+        .map(|_| thoth_endpoint::tls::local_channel(&socket).unwrap())
         .collect();
     for i in 0..CALLS {
         let mut ch = channels[i % channels.len()].clone();
@@ -336,7 +337,7 @@ async fn partial_large_messages_do_not_grow_the_agent_past_a_bound() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut c = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(
-            thoth_agent::daemon::tls::local_channel(&socket).unwrap(),
+            thoth_endpoint::tls::local_channel(&socket).unwrap(),
         );
         match c
             .emit_events(thoth_proto::fleet::LocalEvents {

@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
-use thoth_agent::daemon::state::Trust;
-use thoth_agent::daemon::{Shared, config::AgentConfig, local};
+use thoth_agent::daemon::{Shared, local};
+use thoth_endpoint::config::AgentConfig;
+use thoth_endpoint::state::Trust;
 use thoth_proto::bundle::{BundlePayload, certify, sign_bundle};
 
 mod common;

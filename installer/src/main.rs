@@ -508,7 +508,7 @@ fn check_bin_dir(dir: &Path) -> Result<(), Fail> {
 /// True when the agent is not answering on its socket, runs another version, or started
 /// before its binary was last replaced.
 fn agent_outdated(l: &Layout) -> bool {
-    let Ok(st) = thoth_agent::daemon::local::fetch_status(&l.socket()) else {
+    let Ok(st) = thoth_endpoint::ipc::fetch_status(&l.socket()) else {
         return true;
     };
     if st.agent_version != env!("CARGO_PKG_VERSION") {

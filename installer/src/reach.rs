@@ -6,7 +6,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use thoth_agent::daemon::config::parse_fingerprint;
+use thoth_endpoint::config::parse_fingerprint;
 
 /// The outcome of probing the controller.
 #[derive(Debug, PartialEq)]
@@ -61,7 +61,7 @@ pub fn probe(url: &str, ca_fingerprint: &str, timeout: Duration) -> Reach {
     };
     let _ = tcp.set_read_timeout(Some(timeout));
     let _ = tcp.set_write_timeout(Some(timeout));
-    let config = match thoth_agent::daemon::tls::client_config(fp, None) {
+    let config = match thoth_endpoint::tls::client_config(fp, None) {
         Ok(c) => c,
         Err(e) => return Reach::Untrusted(e),
     };

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use thoth_agent::daemon::config::{AgentConfig, parse_root_key};
+use thoth_endpoint::config::{AgentConfig, parse_root_key};
 
 use crate::layout::{Layout, Platform, WINDOWS_POLICY_KEY};
 use crate::{Fail, bad};

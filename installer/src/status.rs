@@ -1,7 +1,7 @@
 //! `thoth-installer status`: what is installed and how it is doing, for people (a table), MDM
 //! detection (`--json`) and a Jamf extension attribute (`--summary`).
 
-use thoth_agent::claude::file as claude;
+use thoth_hosts::claude::file as claude;
 
 use crate::layout::Layout;
 use crate::{Fail, Manifest};
@@ -10,7 +10,7 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> 
     let manifest: Option<Manifest> = std::fs::read_to_string(l.manifest())
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
-    let agent = thoth_agent::daemon::local::fetch_status(&l.socket()).ok();
+    let agent = thoth_endpoint::ipc::fetch_status(&l.socket()).ok();
     let identity: Option<serde_json::Value> =
         std::fs::read_to_string(l.state().join("identity/agent.json"))
             .ok()
@@ -21,11 +21,11 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> 
     let bin = l.bin_dir().join(l.exe("thoth"));
     let thoth = std::fs::canonicalize(&bin).unwrap_or(bin);
     let thoth = thoth.display().to_string();
-    let extra = thoth_agent::claude::rewrite::canonical_extra(&l.socket(), &l.state());
+    let extra = thoth_hosts::claude::rewrite::canonical_extra(&l.socket(), &l.state());
     let governed = configs
         .iter()
         .filter(|c| {
-            thoth_agent::daemon::inventory::governed_counts(c, &thoth, &extra)
+            thoth_hosts::claude::governed_counts(c, &thoth, &extra)
                 .is_some_and(|(t, g)| t > 0 && g == t)
         })
         .count();

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use thoth_agent::daemon::state::write_atomic;
+use thoth_endpoint::state::write_atomic;
 
 use crate::Fail;
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use thoth_agent::claude::file as claude;
+use thoth_hosts::claude::file as claude;
 
 use crate::layout::{Layout, Platform};
 use crate::tx::perm;
@@ -91,7 +91,7 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
             };
             if let Ok(json) = serde_json::to_string_pretty(&rest) {
                 let _ =
-                    thoth_agent::daemon::state::write_atomic(&l.manifest(), json.as_bytes(), 0o644);
+                    thoth_endpoint::state::write_atomic(&l.manifest(), json.as_bytes(), 0o644);
             }
         }
         return Err(Fail(

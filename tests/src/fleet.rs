@@ -378,7 +378,7 @@ pub fn emit_events(socket: &Path, n: usize, tag: &str) -> u64 {
         .build()
         .unwrap();
     rt.block_on(async {
-        let ch = thoth_agent::daemon::tls::local_channel(socket).unwrap();
+        let ch = thoth_endpoint::tls::local_channel(socket).unwrap();
         let mut c = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch);
         let mut accepted = 0u64;
         let mut i = 0;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use thoth_agent::daemon::{self, config::AgentConfig};
+use thoth_agent::daemon;
+use thoth_endpoint::config::AgentConfig;
 
 /// The Thoth agent: runs on each laptop (installed by MDM). It enrolls with the controller, keeps
 /// the signed policy current (and enforceable offline, from its last-known-good copy), serves it
@@ -52,7 +53,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    thoth_agent::cli::quiet_on_closed_stdout();
+    thoth_proto::stdout::quiet_on_closed_stdout();
     let filter = tracing_subscriber::EnvFilter::try_from_env("THOTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match daemon::local::fetch_status(&socket) {
+            match thoth_endpoint::ipc::fetch_status(&socket) {
                 Ok(status) => {
                     if json {
                         println!(

@@ -1,7 +1,7 @@
 //! `thoth wrap-config` and `thoth unwrap-config`.
 
-use crate::claude::file::{self, FileError, Op};
 use crate::cli::ConfigArgs;
+use thoth_hosts::claude::file::{self, FileError, Op};
 
 /// Runs either command; returns the exit code (0 done, 1 refused or failed).
 pub fn run(args: &ConfigArgs, wrap: bool) -> anyhow::Result<i32> {

@@ -109,7 +109,8 @@ fn loader_refusal() -> Option<String> {
     let vars: Vec<String> = std::env::vars_os()
         .filter_map(|(k, v)| {
             let k = k.to_str()?;
-            (crate::claude::rewrite::is_loader_variable(k) && !v.is_empty()).then(|| k.to_owned())
+            (thoth_hosts::claude::rewrite::is_loader_variable(k) && !v.is_empty())
+                .then(|| k.to_owned())
         })
         .filter(|k| k != "LD_LIBRARY_PATH" || library_path_used())
         .collect();
@@ -142,7 +143,7 @@ fn library_path_used() -> bool {
                 };
                 std::fs::canonicalize(&d).unwrap_or(d)
             })
-            .filter(|d| !source::root_owned(d))
+            .filter(|d| !thoth_endpoint::state::root_owned(d))
             .collect();
         let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
             return true;

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::cli::StatusArgs;
-use crate::daemon::status::Status;
+use thoth_endpoint::status::Status;
 
 /// One MCP server entry of a Claude Desktop config.
 #[derive(Debug, serde::Serialize)]
@@ -24,8 +24,8 @@ fn read_servers(
     path: &Path,
     canonical: Option<(&str, &[String])>,
 ) -> Result<Vec<ServerEntry>, String> {
-    let (bytes, _) =
-        crate::claude::file::read_config(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (bytes, _) = thoth_hosts::claude::file::read_config(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let text =
         String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
@@ -43,16 +43,16 @@ fn read_servers(
             let state = if s.get("command").is_none() {
                 "remote"
             } else if let Some((thoth, extra)) = canonical {
-                match crate::claude::rewrite::governed(name, s, thoth, extra) {
+                match thoth_hosts::claude::rewrite::governed(name, s, thoth, extra) {
                     Ok(()) => "governed",
                     Err(w) => {
-                        if crate::claude::rewrite::is_wrapped(s) {
+                        if thoth_hosts::claude::rewrite::is_wrapped(s) {
                             why = Some(w);
                         }
                         "not governed"
                     }
                 }
-            } else if crate::claude::rewrite::is_wrapped(s) {
+            } else if thoth_hosts::claude::rewrite::is_wrapped(s) {
                 "governed"
             } else {
                 "not governed"
@@ -69,19 +69,19 @@ fn read_servers(
 /// Runs `thoth status` (`health` = JSON for MDM). Exit 0 when healthy, 1 when not.
 pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
     let json = health || args.json;
-    let agent = crate::daemon::local::fetch_status(&args.agent_socket);
+    let agent = thoth_endpoint::ipc::fetch_status(&args.agent_socket);
     let config = args
         .claude_config
         .clone()
-        .or_else(crate::claude::file::default_path);
+        .or_else(thoth_hosts::claude::file::default_path);
     // With an agent (answering, or installed), a wrapper counts only in its canonical form.
     let extra = match &agent {
-        Ok(s) => Some(crate::claude::rewrite::canonical_extra(
+        Ok(s) => Some(thoth_hosts::claude::rewrite::canonical_extra(
             Path::new(&s.socket),
             Path::new(&s.state_dir),
         )),
         Err(_) => crate::proxy::source::managed()
-            .map(|m| crate::claude::rewrite::canonical_extra(&m.socket, &m.state_dir)),
+            .map(|m| thoth_hosts::claude::rewrite::canonical_extra(&m.socket, &m.state_dir)),
     };
     // The agent's thoth, as it reports it; else this very binary (what an installed agent runs).
     let thoth = agent

@@ -2,6 +2,8 @@
 //! subscription, status reports, and the loops that keep them going.
 
 use super::*;
+use thoth_endpoint::backoff::{backoff, jitter};
+use thoth_endpoint::tls;
 
 impl Shared {
     pub(super) fn set_connected(&self, connected: bool, channel: Option<Channel>) {
@@ -228,12 +230,12 @@ impl Shared {
         let status = self.status();
         let inventory = {
             let root = self.config.users_root.clone();
-            let extra = crate::claude::rewrite::canonical_extra(
+            let extra = thoth_hosts::claude::rewrite::canonical_extra(
                 &self.config.socket_path,
                 &self.config.state_dir,
             );
             // No usable thoth binary: no wrapper can be the agent's, none counts as governed.
-            let thoth = crate::claude::watch::canonical_thoth(&self.config)
+            let thoth = crate::watch::canonical_thoth(&self.config)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
             tokio::task::spawn_blocking(move || inventory::collect(root.as_deref(), &thoth, &extra))

@@ -7,26 +7,10 @@ use thoth_proto::fleet as pb;
 
 /// Claude Desktop config files of every user under `users_root` (or the OS's home root).
 pub fn claude_configs(users_root: Option<&Path>) -> Vec<PathBuf> {
-    crate::claude::file::discover(users_root)
+    thoth_hosts::claude::file::discover(users_root)
 }
 
-/// (servers in the file, servers governed) of one config; `None` if it does not parse. A server
-/// counts as governed only when its wrapper is exactly the one the agent writes (`thoth`: the
-/// agent's canonical thoth path; `extra`: its own socket and state-dir arguments) and its `env`
-/// carries no loader variable — the same test as the config guardian's and `thoth status`'s.
-pub fn governed_counts(config: &Path, thoth: &str, extra: &[String]) -> Option<(usize, usize)> {
-    let (bytes, _) = crate::claude::file::read_config(config).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).ok()?;
-    let servers = v.get("mcpServers")?.as_object()?;
-    let governed = servers
-        .iter()
-        .filter(|(name, s)| crate::claude::rewrite::governed(name, s, thoth, extra).is_ok())
-        .count();
-    Some((servers.len(), governed))
-}
-
-/// The inventory sent with each heartbeat (`thoth`, `extra`: see [`governed_counts`]).
+/// The inventory sent with each heartbeat (`thoth`, `extra`: see [`thoth_hosts::claude::governed_counts`]).
 pub fn collect(users_root: Option<&Path>, thoth: &str, extra: &[String]) -> pb::Inventory {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
@@ -34,7 +18,7 @@ pub fn collect(users_root: Option<&Path>, thoth: &str, extra: &[String]) -> pb::
     let mut servers = 0u32;
     let mut governed_configs = 0u32;
     for c in &configs {
-        if let Some((total, governed)) = governed_counts(c, thoth, extra) {
+        if let Some((total, governed)) = thoth_hosts::claude::governed_counts(c, thoth, extra) {
             servers += governed as u32;
             if total > 0 && governed == total {
                 governed_configs += 1;

@@ -11,7 +11,7 @@ pub(super) static LOOKUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::A
 async fn refused_connections_do_not_look_user_names_up_each_time() {
     let dir = tempfile::tempdir().unwrap();
     let text = include_str!("../../thoth-agent.example.toml");
-    let mut c: super::super::config::AgentConfig = toml::from_str(text).unwrap();
+    let mut c: thoth_endpoint::config::AgentConfig = toml::from_str(text).unwrap();
     c.state_dir = dir.path().join("state");
     c.socket_path = dir.path().join("agent.sock");
     c.wrap_configs = false;
@@ -144,7 +144,7 @@ async fn an_open_policy_stream_is_checked_again_and_ends_when_refused() {
     let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let text = include_str!("../../thoth-agent.example.toml");
-    let mut c: super::super::config::AgentConfig = toml::from_str(text).unwrap();
+    let mut c: thoth_endpoint::config::AgentConfig = toml::from_str(text).unwrap();
     c.state_dir = dir.path().join("state");
     c.socket_path = dir.path().join("agent.sock");
     c.wrap_configs = false;

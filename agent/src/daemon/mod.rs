@@ -4,16 +4,12 @@
 //! last-known-good so enforcement never depends on the controller being up, serves it to proxies
 //! on a local socket, and reports status and inventory.
 
-pub mod config;
 mod connection;
 pub mod inventory;
 pub mod local;
 pub mod peer;
 pub mod pipeline;
 pub mod spool;
-pub mod state;
-pub mod status;
-pub mod tls;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -27,9 +23,9 @@ use thoth_proto::fleet::{
 use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
 
-use config::AgentConfig;
-use state::{IdentityInfo, StateDir, Trust};
-use status::{PolicyStatus, Status, now_rfc3339};
+use thoth_endpoint::config::AgentConfig;
+use thoth_endpoint::state::{IdentityInfo, StateDir, Trust};
+use thoth_endpoint::status::{PolicyStatus, Status, now_rfc3339};
 
 /// The policy in force, as served to proxies.
 #[derive(Debug)]
@@ -113,7 +109,7 @@ impl Shared {
             started_at: now_rfc3339(),
             socket: config.socket_path.display().to_string(),
             state_dir: config.state_dir.display().to_string(),
-            thoth_path: crate::claude::watch::canonical_thoth(&config)
+            thoth_path: crate::watch::canonical_thoth(&config)
                 .ok()
                 .map(|p| p.display().to_string()),
             ..Status::default()
@@ -562,20 +558,6 @@ fn parse_policy(p: &thoth_proto::bundle::BundlePayload) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// A random fraction in [0, 1).
-fn jitter() -> f64 {
-    let mut b = [0u8; 8];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Exponential backoff with full jitter: a random wait in [0, min(cap, base·2^n)].
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16));
-    let ceiling = exp.min(cap);
-    ceiling.mul_f64(jitter()).max(Duration::from_millis(100))
-}
-
 async fn stale_loop(sh: Arc<Shared>) {
     let mut rx = sh.current.subscribe();
     loop {
@@ -658,7 +640,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             sh.config.socket_path.display()
         ),
     );
-    crate::claude::watch::spawn(Arc::clone(&sh))?;
+    crate::watch::spawn(Arc::clone(&sh))?;
     let tasks = [
         tokio::spawn(connection::upload_loop(Arc::clone(&sh))),
         tokio::spawn(connection::connection_loop(Arc::clone(&sh))),
@@ -722,24 +704,5 @@ mod tests {
         // A small detail is kept as it is.
         let ev = agent_event_map("t", None, "AGENT_STARTED", serde_json::json!({"v": "1"}));
         assert_eq!(ev["detail"], serde_json::json!({"v": "1"}));
-    }
-
-    #[test]
-    fn backoff_is_jittered_capped_and_grows() {
-        let cap = Duration::from_secs(60);
-        for attempt in 0..40 {
-            let d = backoff(attempt, Duration::from_secs(1), cap);
-            assert!(
-                d <= cap && d >= Duration::from_millis(100),
-                "{attempt}: {d:?}"
-            );
-        }
-        // Full jitter: waits differ between agents (no thundering herd).
-        let waits: std::collections::BTreeSet<u128> = (0..50)
-            .map(|_| backoff(6, Duration::from_secs(1), cap).as_millis())
-            .collect();
-        assert!(waits.len() > 10, "{waits:?}");
-        // Early attempts stay short.
-        assert!((0..50).all(|_| backoff(0, Duration::from_secs(1), cap) <= Duration::from_secs(1)));
     }
 }

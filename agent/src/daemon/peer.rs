@@ -463,7 +463,9 @@ fn exe_is_thoth(
     let replaced = format!("{} (deleted)", thoth.display());
     Ok((
         link.as_os_str() == replaced.as_str()
-            && thoth.parent().is_some_and(crate::proxy::source::root_owned),
+            && thoth
+                .parent()
+                .is_some_and(thoth_endpoint::state::root_owned),
         id,
     ))
 }
@@ -479,7 +481,7 @@ fn loader_variables(environ: &[u8]) -> Vec<String> {
             let name = std::str::from_utf8(&kv[..eq]).ok()?;
             (eq + 1 < kv.len()
                 && name != "LD_LIBRARY_PATH"
-                && crate::claude::rewrite::is_loader_variable(name))
+                && thoth_hosts::claude::rewrite::is_loader_variable(name))
             .then(|| name.to_owned())
         })
         .collect();
@@ -560,7 +562,7 @@ fn writable_code(proc: &Path, maps: &str, exe: Option<FileId>) -> Result<Vec<Str
                 .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
             *dirs
                 .entry(dir.clone())
-                .or_insert_with(|| crate::proxy::source::root_owned(&dir))
+                .or_insert_with(|| thoth_endpoint::state::root_owned(&dir))
         };
         if !(file_ok && dir_ok()) {
             bad.push(path.to_owned());
@@ -604,7 +606,7 @@ const KNOWN_BINARIES: usize = 16;
 
 impl Checks {
     /// For an agent with `config`: notes the installed `thoth` it finds now.
-    pub fn new(config: &super::config::AgentConfig) -> Checks {
+    pub fn new(config: &thoth_endpoint::config::AgentConfig) -> Checks {
         let c = Checks {
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS)),
             owners: Mutex::default(),
@@ -621,7 +623,7 @@ impl Checks {
     /// files seen at it, the one there now included. Blocking.
     fn installed(
         &self,
-        config: &super::config::AgentConfig,
+        config: &thoth_endpoint::config::AgentConfig,
     ) -> (Result<PathBuf, String>, Vec<(u64, u64)>) {
         let cached = {
             let i = self.installed.lock().unwrap_or_else(|p| p.into_inner());
@@ -630,7 +632,7 @@ impl Checks {
                 .filter(|(_, at)| at.elapsed() < RECHECK)
                 .map(|(p, _)| p.clone())
         };
-        let path = cached.unwrap_or_else(|| crate::claude::watch::canonical_thoth(config));
+        let path = cached.unwrap_or_else(|| crate::watch::canonical_thoth(config));
         let now = path.as_ref().ok().and_then(|p| {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))

@@ -27,7 +27,7 @@ fn findings_are_raised_once_a_period_per_user_and_kind() {
 
 #[test]
 fn a_user_sees_only_their_own_failed_checks_in_the_status() {
-    let mut s = crate::daemon::status::Status::default();
+    let mut s = thoth_endpoint::status::Status::default();
     s.note(
         "PROXY_TAMPERED",
         "ann: its environment sets LD_PRELOAD (policy refused)",
@@ -80,7 +80,7 @@ fn this_process_is_not_the_installed_thoth() {
 #[cfg(target_os = "linux")]
 fn agent_of_this_binary(dir: &Path) -> Arc<crate::daemon::Shared> {
     let text = include_str!("../../thoth-agent.example.toml");
-    let mut c: crate::daemon::config::AgentConfig = toml::from_str(text).unwrap();
+    let mut c: thoth_endpoint::config::AgentConfig = toml::from_str(text).unwrap();
     c.state_dir = dir.join("state");
     c.socket_path = dir.join("agent.sock");
     c.wrap_configs = false;
@@ -285,10 +285,10 @@ fn tampered_reports_are_capped_over_every_owner() {
 /// cloned for every local call and written to status.json every 500 ms.
 #[test]
 fn a_status_note_is_cut() {
-    let mut s = crate::daemon::status::Status::default();
+    let mut s = thoth_endpoint::status::Status::default();
     s.note("PROXY_TAMPERED", "x".repeat(1 << 20));
     let kept = s.recent_events[0].detail.chars().count();
-    assert!(kept <= crate::daemon::status::NOTE_CHARS + 1, "{kept}");
+    assert!(kept <= thoth_endpoint::status::NOTE_CHARS + 1, "{kept}");
 }
 
 /// A child of this process (forked, so it runs this test binary) that has mapped one page
@@ -395,7 +395,7 @@ fn anonymous_executable_memory_is_refused() {
 async fn a_cached_refusal_is_reported_once_when_a_policy_call_meets_it() {
     let dir = tempfile::tempdir().unwrap();
     let text = include_str!("../../thoth-agent.example.toml");
-    let mut c: crate::daemon::config::AgentConfig = toml::from_str(text).unwrap();
+    let mut c: thoth_endpoint::config::AgentConfig = toml::from_str(text).unwrap();
     c.state_dir = dir.path().join("state");
     c.socket_path = dir.path().join("agent.sock");
     c.wrap_configs = false;

@@ -421,12 +421,12 @@ impl Spool {
             return Ok(());
         }
         self.acked = seq.min(self.chain.seq());
-        crate::daemon::state::write_atomic(
+        thoth_endpoint::state::write_atomic(
             &self.dir.join("acked"),
             format!("{}\n", self.acked).as_bytes(),
             0o600,
         )?;
-        crate::daemon::state::write_atomic(
+        thoth_endpoint::state::write_atomic(
             &self.dir.join("head"),
             format!("{} {}\n", self.chain.seq(), self.chain.head()).as_bytes(),
             0o600,
@@ -475,7 +475,7 @@ impl Spool {
             }
         }
         let file = dir.join(format!("{seq:020}.json"));
-        let file = crate::daemon::state::write_atomic(&file, &payload, 0o600)
+        let file = thoth_endpoint::state::write_atomic(&file, &payload, 0o600)
             .is_ok()
             .then_some(file);
         Ok(Some(Quarantined {

@@ -211,3 +211,20 @@ fn quarantined_copies_rotate_and_the_file_named_exists() {
     assert_eq!(kept, QUARANTINE_KEPT);
     assert_eq!(rotated, 100 - QUARANTINE_KEPT);
 }
+
+/// The spool's files are private (moved from the state dir's permission test).
+#[cfg(unix)]
+#[test]
+fn spool_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (mut spool, _) = Spool::open(&root.join("spool2"), 1 << 20).unwrap();
+    spool.append(serde_json::Map::new()).unwrap();
+    spool.sync().unwrap();
+    for e in std::fs::read_dir(root.join("spool2")).unwrap() {
+        let p = e.unwrap().path();
+        let m = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(m & 0o077, 0, "{}: {:o}", p.display(), m);
+    }
+}

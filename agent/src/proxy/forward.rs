@@ -154,7 +154,7 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
         *s.inflight.lock().unwrap_or_else(|p| p.into_inner()) = batch.clone();
         let sent = rt.block_on(async {
             if client.is_none() {
-                let ch = crate::daemon::tls::local_channel(&socket)?;
+                let ch = thoth_endpoint::tls::local_channel(&socket)?;
                 client = Some(thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch));
             }
             let c = client.as_mut().expect("set above");
@@ -202,7 +202,7 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
                 }
                 client = None;
                 failures = failures.saturating_add(1);
-                let wait = crate::daemon::backoff(
+                let wait = thoth_endpoint::backoff::backoff(
                     failures,
                     Duration::from_millis(200),
                     Duration::from_secs(5),
@@ -389,7 +389,7 @@ fn write_pending(dir: &std::path::Path, lines: &[Vec<u8>]) -> Result<usize, Stri
     let mut body = Vec::new();
     let flush = |body: &mut Vec<u8>, n: &mut usize| -> Result<(), String> {
         let path = dir.join(format!("{stamp}-{}-{:04}.jsonl", std::process::id(), *n));
-        crate::daemon::state::write_atomic(&path, body, 0o600)
+        thoth_endpoint::state::write_atomic(&path, body, 0o600)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         *n += 1;
         body.clear();

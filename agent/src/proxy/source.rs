@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime};
 use thoth_proto::bundle::verify_bundle_keeping_expired;
 
 use super::policy::{LoadedPolicy, PolicyHandle, PolicyState, load_for_server};
-use crate::daemon::config::parse_root_key;
-use crate::daemon::state::{StateDir, Trust};
+use thoth_endpoint::config::parse_root_key;
+use thoth_endpoint::state::{StateDir, Trust, root_owned};
 
 /// Default agent socket: `$THOTH_AGENT_SOCKET` is read by clap; this is the fallback.
-pub const DEFAULT_AGENT_SOCKET: &str = crate::daemon::config::DEFAULT_SOCKET;
+pub const DEFAULT_AGENT_SOCKET: &str = thoth_endpoint::config::DEFAULT_SOCKET;
 /// Default agent state directory.
-pub const DEFAULT_STATE_DIR: &str = crate::daemon::config::DEFAULT_STATE_DIR;
+pub const DEFAULT_STATE_DIR: &str = thoth_endpoint::config::DEFAULT_STATE_DIR;
 
 /// What `thoth run` was told.
 #[derive(Debug, Clone)]
@@ -76,30 +76,6 @@ fn default_state_dir_path() -> PathBuf {
 
 fn default_socket_path() -> PathBuf {
     PathBuf::from(DEFAULT_AGENT_SOCKET)
-}
-
-/// Whether `path` and every directory above it belong to root (uid 0) and are writable by no
-/// one else, so an ordinary user can neither have written it nor swap it.
-#[cfg(unix)]
-pub fn root_owned(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(real) = std::fs::canonicalize(path) else {
-        return false;
-    };
-    real.ancestors().all(|p| {
-        std::fs::metadata(p).is_ok_and(|m| {
-            // A sticky directory (/tmp) protects its entries, but not from being the parent of
-            // a user's file: refuse it too.
-            m.uid() == 0 && m.mode() & 0o022 == 0
-        })
-    })
-}
-
-#[cfg(not(unix))]
-pub fn root_owned(_path: &Path) -> bool {
-    // Windows: ProgramData\Thoth is locked to Administrators by the installer; the ACL check
-    // is not done here yet, so managed mode is not detected from files on Windows.
-    false
 }
 
 fn managed_from(config: &Path) -> Option<Managed> {
@@ -192,7 +168,7 @@ async fn ask_agent(socket: &Path, server: &str) -> AgentAnswer {
     if !socket.exists() {
         return AgentAnswer::Unreachable(format!("no agent socket at {}", socket.display()));
     }
-    let ch = match crate::daemon::tls::local_channel(socket) {
+    let ch = match thoth_endpoint::tls::local_channel(socket) {
         Ok(c) => c,
         Err(e) => return AgentAnswer::Unreachable(e),
     };
@@ -320,7 +296,7 @@ fn watch(src: Sources, handle: PolicyHandle, first: mpsc::SyncSender<AgentAnswer
             if let Err(why) = follow(&src, &handle, &mut applied, &mut attempt).await {
                 tracing::debug!("policy watch: {why}");
             }
-            let wait = crate::daemon::backoff(
+            let wait = thoth_endpoint::backoff::backoff(
                 attempt,
                 Duration::from_millis(500),
                 Duration::from_secs(10),
@@ -340,7 +316,7 @@ async fn follow(
     if !src.agent_socket.exists() {
         return Err("no agent socket".into());
     }
-    let ch = crate::daemon::tls::local_channel(&src.agent_socket)?;
+    let ch = thoth_endpoint::tls::local_channel(&src.agent_socket)?;
     let mut client = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch);
     let mut stream = match client
         .watch_policy(thoth_proto::fleet::LocalPolicyRequest {

@@ -57,7 +57,7 @@ async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 /// A Shared agent over a temp dir, its spool open and its identity known.
 fn shared(dir: &std::path::Path) -> Arc<super::super::Shared> {
     let text = include_str!("../../../thoth-agent.example.toml");
-    let mut c: super::super::config::AgentConfig = toml::from_str(text).unwrap();
+    let mut c: thoth_endpoint::config::AgentConfig = toml::from_str(text).unwrap();
     c.state_dir = dir.join("state");
     c.socket_path = dir.join("agent.sock");
     c.wrap_configs = false;
@@ -77,7 +77,7 @@ async fn bad_events_are_refused_one_by_one_and_the_rest_is_kept_as_the_agents() 
     let dir = tempfile::tempdir().unwrap();
     let sh = shared(dir.path());
     let server = crate::daemon::local::serve(Arc::clone(&sh)).await.unwrap();
-    let ch = crate::daemon::tls::local_channel(&sh.config.socket_path).unwrap();
+    let ch = thoth_endpoint::tls::local_channel(&sh.config.socket_path).unwrap();
     let mut c = pb::local_agent_client::LocalAgentClient::new(ch);
     let day_ago = humantime::format_rfc3339_micros(SystemTime::now() - Duration::from_secs(86_400))
         .to_string();

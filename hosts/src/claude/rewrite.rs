@@ -610,11 +610,11 @@ pub fn wrap_with(text: &str, thoth: &str, extra: &[String]) -> Result<Rewritten,
 /// state in `state_dir` (none for the defaults): part of the canonical form.
 pub fn canonical_extra(socket: &std::path::Path, state_dir: &std::path::Path) -> Vec<String> {
     let mut extra = Vec::new();
-    if socket != std::path::Path::new(crate::daemon::config::DEFAULT_SOCKET) {
+    if socket != std::path::Path::new(thoth_endpoint::config::DEFAULT_SOCKET) {
         extra.push("--agent-socket".into());
         extra.push(socket.display().to_string());
     }
-    if state_dir != std::path::Path::new(crate::daemon::config::DEFAULT_STATE_DIR) {
+    if state_dir != std::path::Path::new(thoth_endpoint::config::DEFAULT_STATE_DIR) {
         extra.push("--state-dir".into());
         extra.push(state_dir.display().to_string());
     }

@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_parses_and_mistakes_are_named() {
-        let text = include_str!("../../thoth-agent.example.toml");
+        let text = include_str!("../../agent/thoth-agent.example.toml");
         let c: AgentConfig = toml::from_str(text).unwrap();
         c.check().unwrap();
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use thoth_agent::claude::file::{self, FileError, Op};
-use thoth_agent::claude::rewrite::{self, ConfigError, is_wrapped};
+use thoth_hosts::claude::file::{self, FileError, Op};
+use thoth_hosts::claude::rewrite::{self, ConfigError, is_wrapped};
 
 const THOTH: &str = "/usr/local/bin/thoth";
 

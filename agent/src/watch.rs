@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use serde_json::Value;
 
-use super::file::{self, FileError, Op, RELATIVE_PATHS};
-use super::rewrite::{self, is_wrapped};
 use crate::daemon::Shared;
-use crate::daemon::status::{ConfigStatus, now_rfc3339};
+use thoth_endpoint::status::{ConfigStatus, now_rfc3339};
+use thoth_hosts::claude::file::{self, FileError, Op, RELATIVE_PATHS};
+use thoth_hosts::claude::rewrite::{self, is_wrapped};
 
 /// What the guardian remembers about one file.
 #[derive(Default)]
@@ -429,7 +429,7 @@ pub fn thoth_path(sh: &Shared) -> Result<PathBuf, String> {
 
 /// The `thoth` binary an agent with `config` wraps entries with, canonical: a wrapper governs
 /// only when its command is exactly this path.
-pub fn canonical_thoth(config: &crate::daemon::config::AgentConfig) -> Result<PathBuf, String> {
+pub fn canonical_thoth(config: &thoth_endpoint::config::AgentConfig) -> Result<PathBuf, String> {
     let p = match &config.thoth_path {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -549,11 +549,11 @@ fn collect(ev: notify::Result<notify::Event>, paths: &mut HashSet<PathBuf>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::config::AgentConfig;
+    use thoth_endpoint::config::AgentConfig;
 
     fn guardian(home: &Path) -> Guardian {
         let mut config: AgentConfig =
-            toml::from_str(include_str!("../../thoth-agent.example.toml")).unwrap();
+            toml::from_str(include_str!("../thoth-agent.example.toml")).unwrap();
         config.state_dir = home.join("state");
         config.users_root = Some(home.to_path_buf());
         let sh = Shared::new(config).unwrap();
