@@ -162,20 +162,28 @@ impl Layout {
     pub fn service_file(&self) -> Option<PathBuf> {
         match self.platform {
             Platform::Linux => Some(self.p("etc/systemd/system").join(SYSTEMD_UNIT)),
-            Platform::Macos => Some(
-                self.p("Library/LaunchDaemons")
-                    .join(format!("{LAUNCHD_LABEL}.plist")),
-            ),
+            Platform::Macos => Some(self.launchd_plist()),
             Platform::Windows => None,
         }
+    }
+
+    /// macOS: the launchd definition of the service.
+    pub fn launchd_plist(&self) -> PathBuf {
+        self.p("Library/LaunchDaemons")
+            .join(format!("{LAUNCHD_LABEL}.plist"))
     }
 
     /// The agent's log file, for platforms whose service manager writes one.
     pub fn log_file(&self) -> Option<PathBuf> {
         match self.platform {
-            Platform::Macos => Some(self.p("Library/Logs/Thoth/agent.log")),
+            Platform::Macos => Some(self.launchd_log()),
             Platform::Linux | Platform::Windows => None,
         }
+    }
+
+    /// macOS: where launchd writes the agent's output.
+    pub fn launchd_log(&self) -> PathBuf {
+        self.p("Library/Logs/Thoth/agent.log")
     }
 
     /// The file MDM managed settings are read from (Windows: the policy registry instead).

@@ -18,6 +18,7 @@ macro_rules! say_raw {
     }};
 }
 
+mod error;
 mod layout;
 mod reach;
 mod service;
@@ -33,6 +34,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
+use error::{InstallerError, bad};
 use layout::{Layout, Platform};
 use settings::{Resolved, toml_str};
 use tx::Tx;
@@ -120,7 +122,7 @@ struct RootArgs {
 }
 
 impl RootArgs {
-    fn layout(&self) -> Result<Layout, Fail> {
+    fn layout(&self) -> Result<Layout, InstallerError> {
         let platform = self.platform.unwrap_or_else(Platform::native);
         let system_prefix = self.prefix.as_deref().is_none_or(|p| p == Path::new("/"));
         if platform != Platform::native() && system_prefix {
@@ -186,21 +188,6 @@ pub(crate) struct Manifest {
     tenant: String,
 }
 
-/// An error with its exit status.
-#[derive(Debug)]
-pub struct Fail(u8, String);
-
-impl<E: std::fmt::Display> From<E> for Fail {
-    fn from(e: E) -> Fail {
-        Fail(1, e.to_string())
-    }
-}
-
-/// A bad argument or setting: exit 2.
-pub fn bad(msg: impl Into<String>) -> Fail {
-    Fail(2, msg.into())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
@@ -222,9 +209,9 @@ fn main() -> ExitCode {
     };
     match r {
         Ok(code) => ExitCode::from(code),
-        Err(Fail(code, msg)) => {
-            eprintln!("thoth-installer: {msg}");
-            ExitCode::from(code)
+        Err(e) => {
+            eprintln!("thoth-installer: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -254,7 +241,7 @@ fn agent_toml(l: &Layout, s: &Resolved) -> String {
     )
 }
 
-fn install(a: InstallArgs) -> Result<u8, Fail> {
+fn install(a: InstallArgs) -> Result<u8, InstallerError> {
     let l = a.root.layout()?;
     let source = settings::managed(&l)?;
     let s = settings::resolve(
@@ -269,7 +256,7 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
         },
         &source,
     )?;
-    let here = std::env::current_exe()?;
+    let here = std::env::current_exe().map_err(InstallerError::SelfPath)?;
     let from = match &a.from {
         Some(d) => d.clone(),
         None => here.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -281,12 +268,8 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
         if name == "thoth-installer" && !src.exists() && l.platform == Platform::native() {
             src = here.clone();
         }
-        let bytes = std::fs::read(&src).map_err(|e| {
-            bad(format!(
-                "cannot read {}: {e} (use --from DIR)",
-                src.display()
-            ))
-        })?;
+        let bytes = std::fs::read(&src)
+            .map_err(|source| InstallerError::MissingProgram { path: src, source })?;
         bins.push((exe, bytes));
     }
     if l.system {
@@ -297,7 +280,7 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
         .and_then(|t| serde_json::from_str(&t).ok());
     let version = env!("CARGO_PKG_VERSION");
     let mut tx = Tx::default();
-    let result = (|| -> Result<bool, Fail> {
+    let result = (|| -> Result<bool, InstallerError> {
         // Directories first, with explicit modes (an MDM script's umask must not make them
         // unreadable to users' proxies, which read the trust file and last-known-good policy).
         // The state directory is 0711: proxies open those two by name, but nobody else lists
@@ -362,7 +345,7 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
                 controller: s.controller.clone(),
                 tenant: s.tenant.clone(),
             };
-            let json = serde_json::to_string_pretty(&manifest)?;
+            let json = serde_json::to_string_pretty(&manifest).map_err(InstallerError::Json)?;
             tx.write(&l.manifest(), json.as_bytes(), 0o644, "manifest")?;
             changed = true;
         }
@@ -372,10 +355,7 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
         Ok(c) => c,
         Err(e) => {
             tx.rollback();
-            return Err(Fail(
-                e.0,
-                format!("{}; the previous installation was put back", e.1),
-            ));
+            return Err(InstallerError::RolledBack(Box::new(e)));
         }
     };
     // Files an earlier version installed that this one no longer does (a moved directory).
@@ -398,14 +378,10 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
     if l.system && l.platform == Platform::Windows {
         let failed = service::run(&service::windows_acl_plan(&l));
         if !failed.is_empty() {
-            return Err(Fail(
-                1,
-                format!(
-                    "cannot restrict access to {}: {}",
-                    l.etc().display(),
-                    failed.join("; ")
-                ),
-            ));
+            return Err(InstallerError::Acl {
+                dir: l.etc(),
+                failures: failed,
+            });
         }
     }
     // The service: (re)started when anything changed, when it is not running, or when the
@@ -439,10 +415,7 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
         for f in &start_failed {
             eprintln!("thoth-installer: {f}");
         }
-        return Err(Fail(
-            7,
-            "the files are installed but the agent service could not be started (see above); run install again once fixed".into(),
-        ));
+        return Err(InstallerError::ServiceNotStarted);
     }
     if !changed {
         return Ok(5);
@@ -473,7 +446,7 @@ fn install(a: InstallArgs) -> Result<u8, Fail> {
 }
 
 /// Root runs the agent from the bin directory: refuse one that someone else could write to.
-fn check_bin_dir(dir: &Path) -> Result<(), Fail> {
+fn check_bin_dir(dir: &Path) -> Result<(), InstallerError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -482,15 +455,11 @@ fn check_bin_dir(dir: &Path) -> Result<(), Fail> {
         };
         let mode = meta.permissions().mode();
         if meta.uid() != 0 || mode & 0o002 != 0 {
-            return Err(Fail(
-                1,
-                format!(
-                    "{} is owned by uid {} with mode {:o}: whoever can write there could replace the programs root runs; make it root-owned and not world-writable",
-                    dir.display(),
-                    meta.uid(),
-                    mode & 0o7777
-                ),
-            ));
+            return Err(InstallerError::UnsafeBinDir {
+                dir: dir.to_path_buf(),
+                uid: meta.uid(),
+                mode: mode & 0o7777,
+            });
         }
         if mode & 0o020 != 0 {
             eprintln!(
@@ -547,17 +516,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let set = |m| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(m));
         set(0o777).unwrap();
-        let e = check_bin_dir(dir.path()).unwrap_err();
-        assert!(e.1.contains("not world-writable"), "{}", e.1);
+        let e = check_bin_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not world-writable"), "{e}");
         set(0o775).unwrap(); // group-writable: a warning only
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = rustix::process::geteuid().is_root();
         assert_eq!(check_bin_dir(dir.path()).is_ok(), root);
         if root {
             set(0o755).unwrap();
             std::os::unix::fs::chown(dir.path(), Some(54321), None).unwrap();
-            let e = check_bin_dir(dir.path()).unwrap_err();
-            assert!(e.1.contains("uid 54321"), "{}", e.1);
+            let e = check_bin_dir(dir.path()).unwrap_err().to_string();
+            assert!(e.contains("uid 54321"), "{e}");
         }
         assert!(check_bin_dir(&dir.path().join("absent")).is_ok());
     }

@@ -29,7 +29,7 @@ pub fn render(l: &Layout) -> String {
             fill(SYSTEMD, &[("@AGENT@", &agent), ("@CONFIG@", &config)])
         }
         Platform::Macos => {
-            let log = path(l.log_file().expect("macOS has a log file"));
+            let log = path(l.launchd_log());
             fill(
                 LAUNCHD,
                 &[
@@ -99,7 +99,7 @@ pub fn start_plan(l: &Layout) -> Vec<Cmd> {
             cmd("systemctl", &["restart", SYSTEMD_UNIT], false),
         ],
         Platform::Macos => {
-            let plist = l.service_file().expect("macOS has a plist");
+            let plist = l.launchd_plist();
             let target = format!("system/{LAUNCHD_LABEL}");
             vec![
                 cmd("launchctl", &["bootout", &target], true),

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thoth_endpoint::config::{AgentConfig, parse_root_key};
 
+use crate::error::{InstallerError, bad};
 use crate::layout::{Layout, Platform, WINDOWS_POLICY_KEY};
-use crate::{Fail, bad};
 
 /// Managed settings (what an MDM profile provides), all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -63,16 +63,34 @@ fn installed(l: &Layout) -> Managed {
 
 /// Reads the managed settings for `l`'s platform. Absent is fine; present but malformed is an
 /// error naming the source.
-pub fn managed(l: &Layout) -> Result<Source, Fail> {
+pub fn managed(l: &Layout) -> Result<Source, InstallerError> {
     let mut src = read_managed(l)?;
     src.installed = installed(l);
     Ok(src)
 }
 
-fn read_managed(l: &Layout) -> Result<Source, Fail> {
+fn read_managed(l: &Layout) -> Result<Source, InstallerError> {
+    // Windows keeps managed settings in the registry, the others in a file.
+    let Some(path) = l.managed_file() else {
+        let managed = if l.system && cfg!(windows) {
+            let out = std::process::Command::new("reg.exe")
+                .args(["query", WINDOWS_POLICY_KEY])
+                .output();
+            match out {
+                Ok(o) if o.status.success() => from_reg_query(&String::from_utf8_lossy(&o.stdout))?,
+                _ => Managed::default(),
+            }
+        } else {
+            Managed::default()
+        };
+        return Ok(Source {
+            managed,
+            origin: WINDOWS_POLICY_KEY.to_owned(),
+            installed: Managed::default(),
+        });
+    };
     match l.platform {
-        Platform::Linux => {
-            let path = l.managed_file().expect("linux");
+        Platform::Linux | Platform::Windows => {
             let managed = match std::fs::read_to_string(&path) {
                 Ok(t) => toml::from_str(&t).map_err(|e| bad(format!("{}: {e}", path.display())))?,
                 Err(_) => Managed::default(),
@@ -84,7 +102,6 @@ fn read_managed(l: &Layout) -> Result<Source, Fail> {
             })
         }
         Platform::Macos => {
-            let path = l.managed_file().expect("macos");
             let managed = if path.exists() {
                 from_plist(&path)?
             } else {
@@ -96,31 +113,11 @@ fn read_managed(l: &Layout) -> Result<Source, Fail> {
                 installed: Managed::default(),
             })
         }
-        Platform::Windows => {
-            let managed = if l.system && cfg!(windows) {
-                let out = std::process::Command::new("reg.exe")
-                    .args(["query", WINDOWS_POLICY_KEY])
-                    .output();
-                match out {
-                    Ok(o) if o.status.success() => {
-                        from_reg_query(&String::from_utf8_lossy(&o.stdout))?
-                    }
-                    _ => Managed::default(),
-                }
-            } else {
-                Managed::default()
-            };
-            Ok(Source {
-                managed,
-                origin: WINDOWS_POLICY_KEY.to_owned(),
-                installed: Managed::default(),
-            })
-        }
     }
 }
 
 /// Managed preferences as a configuration profile installs them (binary or XML plist).
-pub fn from_plist(path: &Path) -> Result<Managed, Fail> {
+pub fn from_plist(path: &Path) -> Result<Managed, InstallerError> {
     let value: plist::Value = plist::from_file(path)
         .map_err(|e| bad(format!("{}: not a property list: {e}", path.display())))?;
     let Some(dict) = value.into_dictionary() else {
@@ -161,7 +158,7 @@ pub fn from_plist(path: &Path) -> Result<Managed, Fail> {
 }
 
 /// Parses `reg query HKLM\SOFTWARE\Policies\Thoth` output: lines of `name    REG_SZ    value`.
-pub fn from_reg_query(text: &str) -> Result<Managed, Fail> {
+pub fn from_reg_query(text: &str) -> Result<Managed, InstallerError> {
     let mut map = serde_json::Map::new();
     for line in text.lines() {
         let line = line.trim_start();
@@ -193,7 +190,7 @@ pub fn from_reg_query(text: &str) -> Result<Managed, Fail> {
 }
 
 /// `k=v,k=v`.
-pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, Fail> {
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, InstallerError> {
     let mut labels = BTreeMap::new();
     for part in text.split(',').filter(|p| !p.trim().is_empty()) {
         let (k, v) = part
@@ -227,7 +224,7 @@ pub struct Flags<'a> {
 
 /// Flags > managed > the current installation's settings, then the agent's own checks, so a bad value is refused now
 /// rather than at first start.
-pub fn resolve(f: &Flags, src: &Source) -> Result<Resolved, Fail> {
+pub fn resolve(f: &Flags, src: &Source) -> Result<Resolved, InstallerError> {
     let m = &src.managed;
     let old = &src.installed;
     let pick = |flag: &Option<String>, m: &Option<String>, old: &Option<String>, name: &str| {
@@ -242,7 +239,7 @@ pub fn resolve(f: &Flags, src: &Source) -> Result<Resolved, Fail> {
                 ))
             })
     };
-    let read_token = |f: &Path| -> Result<String, Fail> {
+    let read_token = |f: &Path| -> Result<String, InstallerError> {
         Ok(std::fs::read_to_string(f)
             .map_err(|e| {
                 bad(format!(
@@ -296,8 +293,8 @@ pub fn resolve(f: &Flags, src: &Source) -> Result<Resolved, Fail> {
         toml_str(&r.root_key)
     );
     let cfg: AgentConfig = toml::from_str(&probe).map_err(|e| bad(e.to_string()))?;
-    cfg.check().map_err(bad)?;
-    parse_root_key(&r.root_key).map_err(bad)?;
+    cfg.check().map_err(|e| bad(e.to_string()))?;
+    parse_root_key(&r.root_key).map_err(|e| bad(e.to_string()))?;
     Ok(r)
 }
 
@@ -326,10 +323,14 @@ mod tests {
 
     #[test]
     fn reg_query_refuses_unknown_names_and_non_string_values() {
-        let e = from_reg_query("    tenantt    REG_SZ    x\r\n").unwrap_err();
-        assert!(e.1.contains("tenantt"), "{}", e.1);
-        let e = from_reg_query("    tenant    REG_DWORD    0x1\r\n").unwrap_err();
-        assert!(e.1.contains("REG_SZ"), "{}", e.1);
+        let e = from_reg_query("    tenantt    REG_SZ    x\r\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tenantt"), "{e}");
+        let e = from_reg_query("    tenant    REG_DWORD    0x1\r\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REG_SZ"), "{e}");
     }
 
     #[test]
@@ -352,14 +353,14 @@ mod tests {
         assert!(
             from_plist(&p)
                 .unwrap_err()
-                .1
+                .to_string()
                 .contains("tenant must be a string")
         );
         std::fs::write(&p, "not a plist").unwrap();
         assert!(
             from_plist(&p)
                 .unwrap_err()
-                .1
+                .to_string()
                 .contains("not a property list")
         );
     }

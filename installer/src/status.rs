@@ -3,10 +3,11 @@
 
 use thoth_hosts::claude::file as claude;
 
+use crate::Manifest;
+use crate::error::InstallerError;
 use crate::layout::Layout;
-use crate::{Fail, Manifest};
 
-pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> {
+pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, InstallerError> {
     let manifest: Option<Manifest> = std::fs::read_to_string(l.manifest())
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
@@ -68,7 +69,10 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Fail> 
     if summary {
         say!("{line}");
     } else if json {
-        say!("{}", serde_json::to_string_pretty(&doc)?);
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(InstallerError::Json)?
+        );
     } else {
         for (k, v) in doc.as_object().expect("object") {
             say!(

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use thoth_endpoint::state::write_atomic;
 
-use crate::Fail;
+use crate::error::InstallerError;
 
 /// One reversible change.
 enum Undo {
@@ -30,9 +30,9 @@ impl Tx {
         bytes: &[u8],
         mode: u32,
         step: &str,
-    ) -> Result<bool, Fail> {
+    ) -> Result<bool, InstallerError> {
         if std::env::var("THOTH_INSTALLER_FAIL_AT").as_deref() == Ok(step) {
-            return Err(Fail(1, format!("injected failure at {step}")));
+            return Err(InstallerError::Injected(step.to_owned()));
         }
         self.written.push(path.to_path_buf());
         let old = std::fs::read(path).ok();
@@ -51,7 +51,7 @@ impl Tx {
                 use std::os::unix::fs::PermissionsExt;
                 if old_mode & 0o7777 != mode {
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                        .map_err(|e| perm(path, e))?;
+                        .map_err(|e| InstallerError::io(path, e))?;
                     return Ok(true);
                 }
             }
@@ -60,7 +60,7 @@ impl Tx {
         if let Some(dir) = path.parent() {
             self.dir(dir, 0o755)?;
         }
-        write_atomic(path, bytes, mode).map_err(|e| perm(path, e))?;
+        write_atomic(path, bytes, mode).map_err(|e| InstallerError::io(path, e))?;
         self.undo.push(match old {
             Some(b) => Undo::Restore(path.to_path_buf(), b, old_mode),
             None => Undo::Remove(path.to_path_buf()),
@@ -70,7 +70,7 @@ impl Tx {
 
     /// Creates `dir` (and missing parents) with `mode` if it does not exist, recording each one
     /// made for rollback; an existing directory is left as it is.
-    pub fn dir(&mut self, dir: &Path, mode: u32) -> Result<(), Fail> {
+    pub fn dir(&mut self, dir: &Path, mode: u32) -> Result<(), InstallerError> {
         let mut missing = Vec::new();
         let mut d = Some(dir);
         while let Some(p) = d {
@@ -81,12 +81,12 @@ impl Tx {
             d = p.parent();
         }
         for p in missing.into_iter().rev() {
-            std::fs::create_dir(&p).map_err(|e| perm(&p, e))?;
+            std::fs::create_dir(&p).map_err(|e| InstallerError::io(&p, e))?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| perm(&p, e))?;
+                    .map_err(|e| InstallerError::io(&p, e))?;
             }
             self.undo.push(Undo::RemoveDir(p));
         }
@@ -111,21 +111,4 @@ impl Tx {
             }
         }
     }
-}
-
-/// An IO error on `path` as a failure: exit 4 when permission was denied.
-pub fn perm(path: &Path, e: std::io::Error) -> Fail {
-    let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
-        4
-    } else {
-        1
-    };
-    Fail(
-        code,
-        format!(
-            "{}: {e}{}",
-            path.display(),
-            if code == 4 { " (run as root)" } else { "" }
-        ),
-    )
 }

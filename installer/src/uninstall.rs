@@ -5,17 +5,20 @@ use std::path::{Path, PathBuf};
 
 use thoth_hosts::claude::file as claude;
 
+use crate::error::InstallerError;
 use crate::layout::{Layout, Platform};
-use crate::tx::perm;
-use crate::{Fail, Manifest, service};
+use crate::{Manifest, service};
 
-pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
+pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, InstallerError> {
     let Ok(text) = std::fs::read_to_string(l.manifest()) else {
         say!("thoth is not installed under {}", l.root.display());
         return Ok(0);
     };
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| Fail(1, format!("{}: {e}", l.manifest().display())))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|source| InstallerError::Manifest {
+            path: l.manifest(),
+            source,
+        })?;
     if l.system {
         for f in service::run(&service::stop_plan(l)) {
             eprintln!("thoth-installer: {f}");
@@ -37,7 +40,7 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
     let here = std::env::current_exe()
         .ok()
         .and_then(|p| p.canonicalize().ok());
-    let mut failures: Vec<Fail> = Vec::new();
+    let mut failures: Vec<InstallerError> = Vec::new();
     let files: Vec<PathBuf> = manifest.files.iter().map(|f| l.real_path(f)).collect();
     let mut left: Vec<PathBuf> = Vec::new();
     for f in &files {
@@ -55,7 +58,7 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                failures.push(perm(f, e));
+                failures.push(InstallerError::io(f, e));
                 left.push(f.clone());
             }
         }
@@ -71,7 +74,7 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => failures.push(perm(&dir, e)),
+                Err(e) => failures.push(InstallerError::io(&dir, e)),
             }
         }
     }
@@ -79,9 +82,9 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
     if l.platform == Platform::Windows {
         let _ = std::fs::remove_dir(l.bin_dir());
     }
-    if let Some(first) = failures.first() {
+    if !failures.is_empty() {
         for f in &failures {
-            eprintln!("thoth-installer: {}", f.1);
+            eprintln!("thoth-installer: {f}");
         }
         // What is left stays on record, so running uninstall again finishes the job.
         if !left.is_empty() {
@@ -90,18 +93,14 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, Fail> {
                 ..manifest
             };
             if let Ok(json) = serde_json::to_string_pretty(&rest) {
-                let _ =
-                    thoth_endpoint::state::write_atomic(&l.manifest(), json.as_bytes(), 0o644);
+                let _ = thoth_endpoint::state::write_atomic(&l.manifest(), json.as_bytes(), 0o644);
             }
         }
-        return Err(Fail(
-            first.0,
-            format!(
-                "uninstalled from {} with {} file(s) left (above); {restored} Claude Desktop config(s) restored",
-                l.root.display(),
-                failures.len()
-            ),
-        ));
+        return Err(InstallerError::FilesLeft {
+            root: l.root.clone(),
+            failures,
+            restored,
+        });
     }
     say!(
         "uninstalled thoth from {}; {restored} Claude Desktop config(s) restored{}",
