@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::pattern::{PathGlob, Pattern, ToolGlob};
+use crate::pattern::{PathGlob, Pattern, PatternError, ToolGlob};
 
 /// A whole policy document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,16 +185,47 @@ struct RawProgressive {
     block_after: Option<u32>,
 }
 
+/// Why an entry of a policy document is not valid (beyond its syntax).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuleError {
+    /// `progressive.block_after` below `progressive.warn`.
+    #[error("progressive.block_after ({block_after}) must be at least progressive.warn ({warn})")]
+    ProgressiveOrder {
+        /// `warn` as given or defaulted.
+        warn: u32,
+        /// `block_after` as given or defaulted.
+        block_after: u32,
+    },
+    /// A server entry without `name` or `command`.
+    #[error(
+        "a server entry needs `name` (a glob over the server name), `command` (a glob over its command line) or both"
+    )]
+    UnnamedServer,
+    /// A constraint whose `arg` is not a (dotted) argument name.
+    #[error("constraint arg {0:?} is not an argument name")]
+    ConstraintArg(String),
+    /// A constraint without any check.
+    #[error("constraint on arg {0:?} has no check: give path_glob, regex or one_of")]
+    NoCheck(String),
+    /// An empty `path_glob` list.
+    #[error("path_glob is empty: it would refuse every value")]
+    EmptyPathGlob,
+    /// An empty `one_of` list.
+    #[error("one_of is empty: it would refuse every value")]
+    EmptyOneOf,
+    /// A pattern of the entry does not parse.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+}
+
 impl TryFrom<RawProgressive> for Progressive {
-    type Error = String;
-    fn try_from(raw: RawProgressive) -> Result<Self, String> {
+    type Error = RuleError;
+    fn try_from(raw: RawProgressive) -> Result<Self, RuleError> {
         let d = Progressive::default();
         let warn = raw.warn.unwrap_or(d.warn);
         let block_after = raw.block_after.unwrap_or(d.block_after.max(warn));
         if block_after < warn {
-            return Err(format!(
-                "progressive.block_after ({block_after}) must be at least progressive.warn ({warn})"
-            ));
+            return Err(RuleError::ProgressiveOrder { warn, block_after });
         }
         Ok(Progressive { warn, block_after })
     }
@@ -219,14 +250,10 @@ impl From<ServerRule> for ServerFields {
 }
 
 impl TryFrom<ServerFields> for ServerRule {
-    type Error = String;
-    fn try_from(fields: ServerFields) -> Result<Self, String> {
+    type Error = RuleError;
+    fn try_from(fields: ServerFields) -> Result<Self, RuleError> {
         if fields.name.is_none() && fields.command.is_none() {
-            return Err(
-                "a server entry needs `name` (a glob over the server name), `command` \
-                        (a glob over its command line) or both"
-                    .into(),
-            );
+            return Err(RuleError::UnnamedServer);
         }
         Ok(ServerRule(fields))
     }
@@ -318,29 +345,23 @@ struct RawConstraint {
 }
 
 impl TryFrom<RawConstraint> for Constraint {
-    type Error = String;
-    fn try_from(raw: RawConstraint) -> Result<Self, String> {
+    type Error = RuleError;
+    fn try_from(raw: RawConstraint) -> Result<Self, RuleError> {
         if raw.arg.is_empty() || raw.arg.split('.').any(str::is_empty) {
-            return Err(format!(
-                "constraint arg {:?} is not an argument name",
-                raw.arg
-            ));
+            return Err(RuleError::ConstraintArg(raw.arg));
         }
         if raw.path_glob.is_none() && raw.regex.is_none() && raw.one_of.is_none() {
-            return Err(format!(
-                "constraint on arg {:?} has no check: give path_glob, regex or one_of",
-                raw.arg
-            ));
+            return Err(RuleError::NoCheck(raw.arg));
         }
         if raw.path_glob.as_ref().is_some_and(Vec::is_empty) {
-            return Err("path_glob is empty: it would refuse every value".into());
+            return Err(RuleError::EmptyPathGlob);
         }
         if raw.one_of.as_ref().is_some_and(Vec::is_empty) {
-            return Err("one_of is empty: it would refuse every value".into());
+            return Err(RuleError::EmptyOneOf);
         }
         let tool = match raw.tool {
             Some(t) => t,
-            None => ToolGlob::new("*").expect("static glob"),
+            None => ToolGlob::new("*")?,
         };
         Ok(Constraint {
             tool,

@@ -292,7 +292,12 @@ fn scope_verdict(
             continue;
         }
         if let Err(why) = check_constraint(c, call.arguments, paths) {
-            return decision(Action::Deny, at(format!("constraints[{i}]")), why, true);
+            return decision(
+                Action::Deny,
+                at(format!("constraints[{i}]")),
+                why.to_string(),
+                true,
+            );
         }
     }
     if let Some((i, g)) = rule
@@ -421,8 +426,45 @@ fn sequence_verdict(
     best
 }
 
+/// How a call broke a constraint: which argument, and how (the reason of the decision).
+#[derive(Debug, thiserror::Error)]
+enum Broken {
+    #[error("argument \"{arg}\" is required by a constraint but is missing")]
+    Missing { arg: String },
+    #[error("argument \"{arg}\" = {shown} is not a path string")]
+    NotAPath { arg: String, shown: String },
+    #[error(
+        "argument \"{arg}\" = {shown} cannot be checked against the allowed paths {allowed:?}: {why}"
+    )]
+    Unresolvable {
+        arg: String,
+        shown: String,
+        allowed: Vec<String>,
+        why: String,
+    },
+    #[error("argument \"{arg}\" = {shown}{via} is outside the allowed paths {allowed:?}")]
+    OutsidePaths {
+        arg: String,
+        shown: String,
+        via: String,
+        allowed: Vec<String>,
+    },
+    #[error("argument \"{arg}\" = {shown} does not match the pattern /{pattern}/")]
+    NoMatch {
+        arg: String,
+        shown: String,
+        pattern: String,
+    },
+    #[error("argument \"{arg}\" = {shown} is not one of the allowed values {allowed}")]
+    NotOneOf {
+        arg: String,
+        shown: String,
+        allowed: Value,
+    },
+}
+
 /// Checks one constraint; `Err` says which argument broke it and how.
-fn check_constraint(c: &Constraint, args: &Value, paths: &dyn PathResolver) -> Result<(), String> {
+fn check_constraint(c: &Constraint, args: &Value, paths: &dyn PathResolver) -> Result<(), Broken> {
     let mut value = Some(args);
     for key in c.arg.split('.') {
         value = value.and_then(|v| v.get(key));
@@ -431,10 +473,7 @@ fn check_constraint(c: &Constraint, args: &Value, paths: &dyn PathResolver) -> R
         return if c.allow_missing {
             Ok(())
         } else {
-            Err(format!(
-                "argument \"{}\" is required by a constraint but is missing",
-                c.arg
-            ))
+            Err(Broken::Missing { arg: c.arg.clone() })
         };
     };
     let items: Vec<&Value> = match value {
@@ -447,22 +486,19 @@ fn check_constraint(c: &Constraint, args: &Value, paths: &dyn PathResolver) -> R
     Ok(())
 }
 
-fn check_value(c: &Constraint, v: &Value, paths: &dyn PathResolver) -> Result<(), String> {
+fn check_value(c: &Constraint, v: &Value, paths: &dyn PathResolver) -> Result<(), Broken> {
     let shown = shorten(v);
+    let arg = || c.arg.clone();
     if let Some(globs) = &c.path_glob {
         let Some(s) = v.as_str() else {
-            return Err(format!(
-                "argument \"{}\" = {shown} is not a path string",
-                c.arg
-            ));
+            return Err(Broken::NotAPath { arg: arg(), shown });
         };
-        let list = || -> Vec<&str> { globs.iter().map(|g| g.as_str()).collect() };
-        let resolved = paths.resolve(s).map_err(|why| {
-            format!(
-                "argument \"{}\" = {shown} cannot be checked against the allowed paths {:?}: {why}",
-                c.arg,
-                list()
-            )
+        let list = || -> Vec<String> { globs.iter().map(|g| g.as_str().to_owned()).collect() };
+        let resolved = paths.resolve(s).map_err(|why| Broken::Unresolvable {
+            arg: arg(),
+            shown: shown.clone(),
+            allowed: list(),
+            why,
         })?;
         // Every place the path may designate must be allowed.
         for r in &resolved {
@@ -472,32 +508,33 @@ fn check_value(c: &Constraint, v: &Value, paths: &dyn PathResolver) -> Result<()
                 } else {
                     String::new()
                 };
-                return Err(format!(
-                    "argument \"{}\" = {shown}{via} is outside the allowed paths {:?}",
-                    c.arg,
-                    list()
-                ));
+                return Err(Broken::OutsidePaths {
+                    arg: arg(),
+                    shown,
+                    via,
+                    allowed: list(),
+                });
             }
         }
     }
     if let Some(re) = &c.regex {
         let ok = v.as_str().is_some_and(|s| re.is_match(s));
         if !ok {
-            return Err(format!(
-                "argument \"{}\" = {shown} does not match the pattern /{}/",
-                c.arg,
-                re.as_str()
-            ));
+            return Err(Broken::NoMatch {
+                arg: arg(),
+                shown,
+                pattern: re.as_str().to_owned(),
+            });
         }
     }
     if let Some(allowed) = &c.one_of
         && !allowed.contains(v)
     {
-        return Err(format!(
-            "argument \"{}\" = {shown} is not one of the allowed values {}",
-            c.arg,
-            Value::Array(allowed.clone())
-        ));
+        return Err(Broken::NotOneOf {
+            arg: arg(),
+            shown,
+            allowed: Value::Array(allowed.clone()),
+        });
     }
     Ok(())
 }

@@ -11,12 +11,12 @@ mod pattern;
 mod session;
 
 pub use document::{
-    Constraint, Defaults, Enforcement, MAX_APPROVAL_TIMEOUT_SECS, Policy, Progressive, SeqAction,
-    SequenceRule, ServerFields, ServerRule, UnknownServers, VersionLabel,
+    Constraint, Defaults, Enforcement, MAX_APPROVAL_TIMEOUT_SECS, Policy, Progressive, RuleError,
+    SeqAction, SequenceRule, ServerFields, ServerRule, UnknownServers, VersionLabel,
 };
 pub use eval::{
     Action, Decision, Lexical, Mode, PathResolver, ServerView, ToolCall, evaluate, evaluate_with,
 };
 pub use load::{Format, MAX_POLICY_BYTES, PolicyError, parse_policy};
-pub use pattern::{PathGlob, Pattern, ToolGlob};
+pub use pattern::{PathGlob, Pattern, PatternError, ToolGlob};
 pub use session::SessionState;

@@ -7,15 +7,54 @@ use std::sync::OnceLock;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-fn parse_glob(src: &str, literal_separator: bool) -> Result<Glob, String> {
+/// Why a glob or regex of a policy document is not valid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PatternError {
+    /// An empty glob.
+    #[error("empty pattern: use \"*\" to match everything")]
+    Empty,
+    /// A glob that does not parse.
+    #[error("invalid glob {src:?}: {kind}")]
+    Glob {
+        /// The glob as written.
+        src: String,
+        /// What is wrong with it.
+        kind: globset::ErrorKind,
+    },
+    /// A regular expression that does not compile.
+    #[error("invalid regex {src:?}: {}", regex_reason(.source))]
+    Regex {
+        /// The expression as written.
+        src: String,
+        /// The compiler's error.
+        source: regex::Error,
+    },
+}
+
+/// regex's own message draws a caret diagram over several lines; its last line says what is
+/// wrong.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let what = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    what.trim_start_matches("error: ").to_owned()
+}
+
+fn parse_glob(src: &str, literal_separator: bool) -> Result<Glob, PatternError> {
     if src.is_empty() {
-        return Err("empty pattern: use \"*\" to match everything".into());
+        return Err(PatternError::Empty);
     }
     GlobBuilder::new(src)
         .literal_separator(literal_separator)
         .backslash_escape(true)
         .build()
-        .map_err(|e| format!("invalid glob {src:?}: {}", e.kind()))
+        .map_err(|e| PatternError::Glob {
+            src: src.to_owned(),
+            kind: e.kind().clone(),
+        })
 }
 
 /// A parsed glob. Patterns without wildcards compare as plain strings; the others compile their
@@ -29,7 +68,7 @@ struct Compiled {
 }
 
 impl Compiled {
-    fn new(src: &str, literal_separator: bool) -> Result<Self, String> {
+    fn new(src: &str, literal_separator: bool) -> Result<Self, PatternError> {
         let glob = parse_glob(src, literal_separator)?;
         let literal = !src.contains(['*', '?', '[', ']', '{', '}', '\\']);
         Ok(Self {
@@ -60,7 +99,7 @@ macro_rules! glob_type {
 
         impl $name {
             /// Parses `src`, or says why it is not a valid pattern.
-            pub fn new(src: &str) -> Result<Self, String> {
+            pub fn new(src: &str) -> Result<Self, PatternError> {
                 Ok(Self { src: src.to_owned(), compiled: Compiled::new(src, $literal_separator)? })
             }
 
@@ -206,23 +245,13 @@ pub struct Pattern {
 
 impl Pattern {
     /// Compiles `src` anchored at both ends, or says why it is not a valid expression.
-    pub fn new(src: &str) -> Result<Self, String> {
+    pub fn new(src: &str) -> Result<Self, PatternError> {
         let re = regex::RegexBuilder::new(&format!("^(?:{src})$"))
             .size_limit(1 << 20)
             .build()
-            .map_err(|e| {
-                // regex's own message draws a caret diagram over several lines; its last line
-                // says what is wrong.
-                let text = e.to_string();
-                let what = text
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                format!(
-                    "invalid regex {src:?}: {}",
-                    what.trim_start_matches("error: ")
-                )
+            .map_err(|source| PatternError::Regex {
+                src: src.to_owned(),
+                source,
             })?;
         Ok(Self {
             src: src.to_owned(),
