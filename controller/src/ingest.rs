@@ -157,7 +157,9 @@ fn read_line(line: &[u8]) -> Line {
     let prev_hash = text(&v, "prevHash");
     Line::Event(Parsed {
         seq,
-        sealed: check_link(line, &prev_hash).map(|_| ()),
+        sealed: check_link(line, &prev_hash)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         event_id,
         hash: hash.unwrap_or_default(),
         prev_hash,

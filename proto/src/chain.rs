@@ -101,34 +101,65 @@ impl Chain {
     }
 }
 
+/// Why an event line does not link to the previous hash ([`check_link`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The line is not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// `seq` is missing or not a number.
+    #[error("no seq")]
+    NoSeq,
+    /// `prevHash` is missing or not a string.
+    #[error("no prevHash")]
+    NoPrevHash,
+    /// `hash` is missing or not a string.
+    #[error("no hash")]
+    NoHash,
+    /// `prevHash` is not the previous event's hash.
+    #[error("seq {seq}: prevHash does not match the previous event's hash")]
+    PrevHashMismatch {
+        /// The event's sequence number.
+        seq: u64,
+    },
+    /// The previous hash is not 32 bytes of hex.
+    #[error("bad prevHash")]
+    BadPrevHash,
+    /// `hash` is not the hash of the event's content.
+    #[error("seq {seq}: hash does not match the event's content")]
+    HashMismatch {
+        /// The event's sequence number.
+        seq: u64,
+    },
+}
+
 /// Checks one event line against the previous hash: its `prevHash` must be `prev` and its
 /// `hash` must be the hash of its canonical bytes without `hash`. Returns (seq, hash).
-pub fn check_link(line: &[u8], prev: &str) -> Result<(u64, String), String> {
-    let v: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-    let seq = v.get("seq").and_then(Value::as_u64).ok_or("no seq")?;
+pub fn check_link(line: &[u8], prev: &str) -> Result<(u64, String), LinkError> {
+    let v: Value = serde_json::from_slice(line).map_err(LinkError::NotJson)?;
+    let seq = v
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or(LinkError::NoSeq)?;
     let prev_hash = v
         .get("prevHash")
         .and_then(Value::as_str)
-        .ok_or("no prevHash")?;
+        .ok_or(LinkError::NoPrevHash)?;
     let hash = v
         .get("hash")
         .and_then(Value::as_str)
-        .ok_or("no hash")?
+        .ok_or(LinkError::NoHash)?
         .to_owned();
     if prev_hash != prev {
-        return Err(format!(
-            "seq {seq}: prevHash does not match the previous event's hash"
-        ));
+        return Err(LinkError::PrevHashMismatch { seq });
     }
     let mut without = v.clone();
     if let Some(m) = without.as_object_mut() {
         m.remove("hash");
     }
-    let want = hash_of(prev, &without).ok_or("bad prevHash")?;
+    let want = hash_of(prev, &without).ok_or(LinkError::BadPrevHash)?;
     if want != hash {
-        return Err(format!(
-            "seq {seq}: hash does not match the event's content"
-        ));
+        return Err(LinkError::HashMismatch { seq });
     }
     Ok((seq, hash))
 }
@@ -695,7 +726,7 @@ impl<'a> Verifier<'a> {
         let brk = |reason: String| ChainBreak { line, reason };
         match v.get("eventType").and_then(Value::as_str) {
             Some(CHAIN_HEAD) => {
-                let head = SignedHead::from_record(v).map_err(brk)?;
+                let head = SignedHead::from_record(v).map_err(|e| brk(e.to_string()))?;
                 let who = format!(
                     "signed head of agent \"{}\" at seq {}",
                     head.agent_id, head.seq

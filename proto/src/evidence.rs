@@ -28,6 +28,73 @@ pub fn agent_uri(tenant: &str, agent_id: &str) -> String {
     format!("urn:thoth:agent:{tenant}:{agent_id}")
 }
 
+/// Why a `CHAIN_HEAD` record, its signature or certificate, or a CA file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    /// A string field of the record is missing.
+    #[error("CHAIN_HEAD record: \"{0}\" is missing or not a string")]
+    MissingField(&'static str),
+    /// The record has no `detail` object.
+    #[error("CHAIN_HEAD record: no detail object")]
+    NoDetail,
+    /// `detail.seq` is missing.
+    #[error("CHAIN_HEAD record: \"seq\" is missing or not a number")]
+    NoSeq,
+    /// A binary field is not base64.
+    #[error("CHAIN_HEAD record: \"{field}\" is not base64: {source}")]
+    NotBase64 {
+        /// The field.
+        field: &'static str,
+        /// The decoder's error.
+        source: base64::DecodeError,
+    },
+    /// The certificate does not parse (as webpki reads it).
+    #[error("the certificate does not parse: {0:?}")]
+    Certificate(webpki::Error),
+    /// The certificate does not parse (as x509-parser reads it, for its names).
+    #[error("the certificate does not parse: {0}")]
+    CertificateNames(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// The signature is not the certificate key's over the head.
+    #[error("the signature does not verify with the certificate's key")]
+    Signature,
+    /// The certificate names another agent.
+    #[error("the certificate does not name agent {agent_id:?} of tenant {tenant_id:?}")]
+    WrongAgent {
+        /// The agent the record is about.
+        agent_id: String,
+        /// Its tenant.
+        tenant_id: String,
+    },
+    /// The record's timestamp does not parse.
+    #[error("timestamp {timestamp:?}: {source}")]
+    Timestamp {
+        /// The timestamp as recorded.
+        timestamp: String,
+        /// The parser's error.
+        source: humantime::TimestampError,
+    },
+    /// The record's timestamp is before the Unix epoch.
+    #[error("timestamp before 1970")]
+    BeforeEpoch,
+    /// The certificate does not chain to the CA at the record's time.
+    #[error("the certificate does not chain to the given CA (at {timestamp}): {source:?}")]
+    NotChained {
+        /// The record's timestamp.
+        timestamp: String,
+        /// webpki's verdict.
+        source: webpki::Error,
+    },
+    /// A CA file entry is not a PEM certificate.
+    #[error("not a PEM certificate: {0}")]
+    NotPem(#[source] rustls_pki_types::pem::Error),
+    /// A CA certificate cannot be a trust anchor.
+    #[error("not a usable CA certificate: {0:?}")]
+    UnusableCa(webpki::Error),
+    /// The CA file holds no certificate.
+    #[error("no certificate in the CA file")]
+    NoCa,
+}
+
 /// A signed chain head as the controller records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedHead {
@@ -69,20 +136,20 @@ impl SignedHead {
     }
 
     /// Reads a `CHAIN_HEAD` record back.
-    pub fn from_record(v: &Value) -> Result<SignedHead, String> {
-        let s = |v: &Value, k: &str| -> Result<String, String> {
+    pub fn from_record(v: &Value) -> Result<SignedHead, EvidenceError> {
+        let s = |v: &Value, k: &'static str| -> Result<String, EvidenceError> {
             v.get(k)
                 .and_then(Value::as_str)
                 .map(str::to_owned)
-                .ok_or_else(|| format!("CHAIN_HEAD record: \"{k}\" is missing or not a string"))
+                .ok_or(EvidenceError::MissingField(k))
         };
         let d = v
             .get("detail")
             .filter(|d| d.is_object())
-            .ok_or("CHAIN_HEAD record: no detail object")?;
-        let b = |k: &str| -> Result<Vec<u8>, String> {
+            .ok_or(EvidenceError::NoDetail)?;
+        let b = |k: &'static str| -> Result<Vec<u8>, EvidenceError> {
             B64.decode(s(d, k)?)
-                .map_err(|e| format!("CHAIN_HEAD record: \"{k}\" is not base64: {e}"))
+                .map_err(|source| EvidenceError::NotBase64 { field: k, source })
         };
         Ok(SignedHead {
             tenant_id: s(v, "tenantId")?,
@@ -90,7 +157,7 @@ impl SignedHead {
             seq: d
                 .get("seq")
                 .and_then(Value::as_u64)
-                .ok_or("CHAIN_HEAD record: \"seq\" is missing or not a number")?,
+                .ok_or(EvidenceError::NoSeq)?,
             hash: s(d, "hash")?,
             signature: b("signature")?,
             certificate: b("certificate")?,
@@ -100,52 +167,53 @@ impl SignedHead {
 
     /// Checks the signature with the certificate's key, that the certificate names this agent,
     /// and, with `ca`, that it chains to the CA and was valid when the head was recorded.
-    pub fn check(&self, ca: Option<&TrustAnchors>) -> Result<(), String> {
+    pub fn check(&self, ca: Option<&TrustAnchors>) -> Result<(), EvidenceError> {
         let der = CertificateDer::from(self.certificate.as_slice());
-        let cert = webpki::EndEntityCert::try_from(&der)
-            .map_err(|e| format!("the certificate does not parse: {e:?}"))?;
+        let cert = webpki::EndEntityCert::try_from(&der).map_err(EvidenceError::Certificate)?;
         cert.verify_signature(
             webpki::aws_lc_rs::ECDSA_P256_SHA256,
             &head_message(&self.agent_id, self.seq, &self.hash),
             &self.signature,
         )
-        .map_err(|_| "the signature does not verify with the certificate's key".to_owned())?;
+        .map_err(|_| EvidenceError::Signature)?;
         let want = agent_uri(&self.tenant_id, &self.agent_id);
         if !uri_names(&self.certificate)?.contains(&want) {
-            return Err(format!(
-                "the certificate does not name agent {:?} of tenant {:?}",
-                self.agent_id, self.tenant_id
-            ));
+            return Err(EvidenceError::WrongAgent {
+                agent_id: self.agent_id.clone(),
+                tenant_id: self.tenant_id.clone(),
+            });
         }
         if let Some(ca) = ca {
-            let at = humantime::parse_rfc3339_weak(&self.timestamp)
-                .map_err(|e| format!("timestamp {:?}: {e}", self.timestamp))?;
+            let at = humantime::parse_rfc3339_weak(&self.timestamp).map_err(|source| {
+                EvidenceError::Timestamp {
+                    timestamp: self.timestamp.clone(),
+                    source,
+                }
+            })?;
             cert.verify_for_usage(
                 webpki::ALL_VERIFICATION_ALGS,
                 &ca.anchors,
                 &[],
                 UnixTime::since_unix_epoch(
                     at.duration_since(std::time::UNIX_EPOCH)
-                        .map_err(|_| "timestamp before 1970")?,
+                        .map_err(|_| EvidenceError::BeforeEpoch)?,
                 ),
                 webpki::KeyUsage::client_auth(),
                 None,
                 None,
             )
-            .map_err(|e| {
-                format!(
-                    "the certificate does not chain to the given CA (at {}): {e:?}",
-                    self.timestamp
-                )
+            .map_err(|source| EvidenceError::NotChained {
+                timestamp: self.timestamp.clone(),
+                source,
             })?;
         }
         Ok(())
     }
 }
 
-fn uri_names(der: &[u8]) -> Result<Vec<String>, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+fn uri_names(der: &[u8]) -> Result<Vec<String>, EvidenceError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(EvidenceError::CertificateNames)?;
     let mut out = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
@@ -165,16 +233,15 @@ pub struct TrustAnchors {
 
 impl TrustAnchors {
     /// From PEM (one or more certificates).
-    pub fn from_pem(pem: &[u8]) -> Result<TrustAnchors, String> {
+    pub fn from_pem(pem: &[u8]) -> Result<TrustAnchors, EvidenceError> {
         let mut anchors = Vec::new();
         for c in CertificateDer::pem_slice_iter(pem) {
-            let c = c.map_err(|e| format!("not a PEM certificate: {e}"))?;
-            let a = webpki::anchor_from_trusted_cert(&c)
-                .map_err(|e| format!("not a usable CA certificate: {e:?}"))?;
+            let c = c.map_err(EvidenceError::NotPem)?;
+            let a = webpki::anchor_from_trusted_cert(&c).map_err(EvidenceError::UnusableCa)?;
             anchors.push(a.to_owned());
         }
         if anchors.is_empty() {
-            return Err("no certificate in the CA file".into());
+            return Err(EvidenceError::NoCa);
         }
         Ok(TrustAnchors { anchors })
     }

@@ -11,7 +11,7 @@ pub fn quiet_on_closed_stdout() {
     #[cfg(unix)]
     {
         let default = std::panic::take_hook();
-        let epipe = format!("(os error {})", libc::EPIPE);
+        let epipe = format!("(os error {})", rustix::io::Errno::PIPE.raw_os_error());
         std::panic::set_hook(Box::new(move |info| {
             let payload = info.payload();
             let msg = payload
@@ -20,11 +20,10 @@ pub fn quiet_on_closed_stdout() {
                 .or_else(|| payload.downcast_ref::<&str>().copied())
                 .unwrap_or("");
             if msg.starts_with("failed printing to stdout") && msg.contains(&epipe) {
-                // SAFETY: restores the default action and raises the signal on this process.
-                unsafe {
-                    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-                    libc::raise(libc::SIGPIPE);
-                }
+                // The default action of SIGPIPE (restored, then the signal raised on this
+                // process); the exit is the fallback should it not end the process.
+                let _ =
+                    signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
                 std::process::exit(141);
             }
             default(info);
