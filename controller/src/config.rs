@@ -152,7 +152,9 @@ pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is opti
 
 # SIEM sinks: any number. Each reads the event store by its own cursor, delivers at least once
 # and retries with backoff; `tenants` and `event_types` filter (empty: all). Field names are the
-# events' camelCase names. Lag is the metric thoth_sink_lag_events{sink="…"}.
+# events' camelCase names. Lag is the metric thoth_sink_lag_events{sink="…"}. Every sink takes
+# name, kind, tenants, event_types and batch (events per delivery, default 500), and only its own
+# kind's settings below: another kind's (url on a jsonl sink) or a misspelt one is an error.
 #
 # [[sinks]]
 # name = "siem-file"
