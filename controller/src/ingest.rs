@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures_util::Stream;
 use serde_json::Value;
@@ -22,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::Controller;
 use crate::metrics::Metrics;
+use crate::service::ServiceError;
 use crate::store::{
     ChainDecision, ChainView, MAX_RECORDS_PER_EVENT_ID, Store, StoreError, StoredEventRecord,
     record_digest,
@@ -182,6 +184,39 @@ impl Line {
     }
 }
 
+/// Why a batch is refused as a whole (a bad event is recorded as an alert instead).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Over [`MAX_BATCH_EVENTS`].
+    #[error("{count} events in one batch, over the limit of {MAX_BATCH_EVENTS}")]
+    TooManyEvents {
+        /// Events in the batch.
+        count: usize,
+    },
+    /// The batch carries no signed chain head.
+    #[error("the batch has no signed chain head")]
+    NoHead,
+    /// The signed head does not name the batch's last event.
+    #[error("the chain head does not match the batch's last event")]
+    HeadMismatch,
+    /// The signed head does not verify with the agent's certificate key.
+    #[error("the chain head signature does not verify with this agent's key")]
+    BadSignature,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<IngestError> for ServiceError {
+    fn from(e: IngestError) -> ServiceError {
+        match e {
+            IngestError::BadSignature => ServiceError::PermissionDenied(e.to_string()),
+            IngestError::Store(e) => e.into(),
+            e => ServiceError::InvalidArgument(e.to_string()),
+        }
+    }
+}
+
 /// A batch read, with its signed head verified; what is left needs the agent's chain.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -212,17 +247,13 @@ pub fn prepare(
     agent_id: &str,
     batch: &pb::EventBatch,
     public_key: &[u8],
-) -> Result<Prepared, Status> {
+) -> Result<Prepared, IngestError> {
     if batch.events.len() > MAX_BATCH_EVENTS {
-        return Err(Status::invalid_argument(format!(
-            "{} events in one batch, over the limit of {MAX_BATCH_EVENTS}",
-            batch.events.len()
-        )));
+        return Err(IngestError::TooManyEvents {
+            count: batch.events.len(),
+        });
     }
-    let head = batch
-        .head
-        .as_ref()
-        .ok_or_else(|| Status::invalid_argument("the batch has no signed chain head"))?;
+    let head = batch.head.as_ref().ok_or(IngestError::NoHead)?;
     let lines: Vec<Line> = batch.events.iter().map(|l| read_line(l)).collect();
     if lines.is_empty() {
         return Ok(Prepared {
@@ -241,9 +272,7 @@ pub fn prepare(
             .all(|s| s <= head.seq),
     };
     if !matches {
-        return Err(Status::invalid_argument(
-            "the chain head does not match the batch's last event",
-        ));
+        return Err(IngestError::HeadMismatch);
     }
     let key = aws_lc_rs::signature::UnparsedPublicKey::new(
         &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
@@ -253,9 +282,7 @@ pub fn prepare(
         &head_message(agent_id, head.seq, &head.hash),
         &head.signature,
     )
-    .map_err(|_| {
-        Status::permission_denied("the chain head signature does not verify with this agent's key")
-    })?;
+    .map_err(|_| IngestError::BadSignature)?;
     Ok(Prepared {
         lines,
         acked: head.seq,
@@ -264,7 +291,9 @@ pub fn prepare(
 }
 
 /// A CHAIN_ALERT record about `seq` of the agent's chain (0: none).
+#[allow(clippy::too_many_arguments)]
 fn alert(
+    now: SystemTime,
     tenant: &str,
     agent_id: &str,
     seq: Option<u64>,
@@ -273,7 +302,7 @@ fn alert(
     extra: Value,
 ) -> StoredEventRecord {
     let id = uuid::Uuid::now_v7().to_string();
-    let timestamp = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    let timestamp = humantime::format_rfc3339_micros(now).to_string();
     let mut json = serde_json::json!({
         "eventId": id,
         "eventType": "CHAIN_ALERT",
@@ -302,8 +331,14 @@ fn alert(
 }
 
 /// Checks a prepared batch against the agent's chain as stored, and turns it into records
-/// (alerts included) and the chain state to keep. Pure: no IO.
-pub fn check(tenant: &str, agent_id: &str, view: &ChainView, batch: &Prepared) -> ChainDecision {
+/// (alerts included) and the chain state to keep, at time `now`. Pure: no IO, no clock.
+pub fn check(
+    tenant: &str,
+    agent_id: &str,
+    view: &ChainView,
+    batch: &Prepared,
+    now: SystemTime,
+) -> ChainDecision {
     let (mut head_seq, mut head_hash) = view.state.clone().unwrap_or((0, GENESIS.to_owned()));
     let mut moved = false;
     // Per eventId: records stored (the store's count, then this batch's) and their digests.
@@ -318,7 +353,7 @@ pub fn check(tenant: &str, agent_id: &str, view: &ChainView, batch: &Prepared) -
         })
         .collect();
     let mut out = Vec::with_capacity(batch.lines.len());
-    let alert = |seq, kind, detail, extra| alert(tenant, agent_id, seq, kind, detail, extra);
+    let alert = |seq, kind, detail, extra| alert(now, tenant, agent_id, seq, kind, detail, extra);
     // A refused event is not stored; an alert says so, with its seq and hash when they could be
     // read (the verifier carries the chain over it), and when it links to the chain as held, its
     // place is kept: the next event links to it.
@@ -502,18 +537,21 @@ pub struct Ingested {
 }
 
 /// Checks a prepared batch against the agent's chain and commits it with its signed head, in
-/// one store transaction (blocking). `cert_der` is the agent's certificate.
+/// one store transaction (blocking). `cert_der` is the agent's certificate; `now` stamps the
+/// records the controller adds (alerts, the signed head).
 pub fn commit(
     store: &dyn Store,
     tenant: &str,
     agent_id: &str,
     batch: &Prepared,
     cert_der: &[u8],
-) -> Result<Ingested, StoreError> {
+    now: SystemTime,
+) -> Result<Ingested, IngestError> {
     let (mut alerts, mut controller_records) = (0, 0);
     let new = store.commit_checked(tenant, agent_id, &batch.keys(), &mut |view| {
-        let mut decision = check(tenant, agent_id, view, batch);
+        let mut decision = check(tenant, agent_id, view, batch, now);
         push_chain_head(
+            now,
             &mut decision.0,
             tenant,
             agent_id,
@@ -557,6 +595,7 @@ fn peer_cert_der<T>(req: &Request<T>) -> Option<Vec<u8>> {
 /// any event, and `thoth events verify` / `thothctl events verify` check the chain against it
 /// with nothing but the CA (the chain alone is unkeyed: it can be re-hashed after an edit).
 fn push_chain_head(
+    now: SystemTime,
     records: &mut Vec<StoredEventRecord>,
     tenant: &str,
     agent_id: &str,
@@ -570,7 +609,7 @@ fn push_chain_head(
     {
         return;
     }
-    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    let now = humantime::format_rfc3339_micros(now).to_string();
     let event_id = uuid::Uuid::now_v7().to_string();
     let signed = thoth_proto::evidence::SignedHead {
         tenant_id: tenant.to_owned(),
@@ -699,12 +738,20 @@ async fn ingest(
     let (a, k) = (agent_id.to_owned(), key.to_vec());
     let prepared = tokio::task::spawn_blocking(move || prepare(&a, &batch, &k))
         .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(ServiceError::from)?;
     let (t, a, c) = (tenant.to_owned(), agent_id.to_owned(), cert_der.to_vec());
-    let done = ctl
-        .db(move |s| commit(s, &t, &a, &prepared, &c))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+    let store = Arc::clone(&ctl.store);
+    let done = tokio::task::spawn_blocking(move || {
+        commit(store.as_ref(), &t, &a, &prepared, &c, SystemTime::now())
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?
+    .map_err(|e| match e {
+        // As before: a storage failure is reported with its own words.
+        IngestError::Store(e) => Status::internal(e.to_string()),
+        e => ServiceError::from(e).into(),
+    })?;
     ctl.metrics
         .events_ingested
         .fetch_add(done.stored, std::sync::atomic::Ordering::Relaxed);

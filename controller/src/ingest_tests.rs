@@ -40,11 +40,20 @@ impl Agent {
 
     fn prepare(&self, batch: &pb::EventBatch) -> Result<Prepared, Status> {
         prepare(&self.id, batch, self.key.public_key_raw())
+            .map_err(|e| ServiceError::from(e).into())
     }
 
     fn upload(&self, store: &dyn Store, batch: &pb::EventBatch) -> Ingested {
         let p = self.prepare(batch).unwrap();
-        commit(store, &self.tenant, &self.id, &p, b"certificate").unwrap()
+        commit(
+            store,
+            &self.tenant,
+            &self.id,
+            &p,
+            b"certificate",
+            std::time::SystemTime::now(),
+        )
+        .unwrap()
     }
 
     /// Stored events of its chain (seq > 0), in commit order.

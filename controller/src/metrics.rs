@@ -10,7 +10,9 @@ use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::controller::Controller;
+/// What `/metrics` serves: the exposition text, rendered at each scrape. The controller gives
+/// it (counters, gauges it owns, sink lag); this module knows nothing of the controller.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Counters the controller bumps.
 #[derive(Default)]
@@ -160,15 +162,11 @@ impl Metrics {
 }
 
 async fn handle(
-    controller: Arc<Controller>,
+    render: Render,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (status, ctype, body) = match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/metrics") => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            controller.metrics_text(),
-        ),
+        ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", render()),
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         ("GET", _) => (
             StatusCode::NOT_FOUND,
@@ -191,16 +189,15 @@ async fn handle(
 }
 
 /// Serves metrics on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, controller: Arc<Controller>) {
+pub async fn serve(listener: tokio::net::TcpListener, render: Render) {
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let controller = Arc::clone(&controller);
+        let render = Arc::clone(&render);
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req| handle(Arc::clone(&controller), req));
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&render), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(5))

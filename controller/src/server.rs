@@ -789,7 +789,9 @@ pub async fn start(
                 .await
                 .with_context(|| format!("cannot listen for metrics on {m}"))?;
             let a = l.local_addr()?;
-            tasks.push(tokio::spawn(metrics::serve(l, Arc::clone(&controller))));
+            let ctl = Arc::clone(&controller);
+            let render: metrics::Render = Arc::new(move || ctl.metrics_text());
+            tasks.push(tokio::spawn(metrics::serve(l, render)));
             Some(a)
         }
         None => None,
