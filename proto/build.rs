@@ -7,12 +7,12 @@ fn main() {
         return;
     }
     let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc for this platform");
-    // SAFETY: build scripts are single-threaded; tonic-prost-build reads PROTOC from the env.
-    unsafe { std::env::set_var("PROTOC", protoc) };
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
     tonic_prost_build::configure()
         .bytes(".thoth.fleet.v1.PolicyUpdate.bundle")
         .bytes(".thoth.fleet.v1.PolicyDocument.bundle")
         .bytes(".thoth.fleet.v1.LocalPolicy.bundle")
-        .compile_protos(&["proto/fleet.proto"], &["proto"])
+        .compile_with_config(config, &["proto/fleet.proto"], &["proto"])
         .expect("compile proto/fleet.proto");
 }
