@@ -111,7 +111,7 @@ pub async fn connect(
 }
 
 /// Turns a transport error into words a person can act on.
-pub fn describe_connect_error(url: &str, e: &tonic::transport::Error) -> String {
+fn describe_connect_error(url: &str, e: &tonic::transport::Error) -> String {
     let mut msg = e.to_string();
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = src {
@@ -126,7 +126,7 @@ pub fn describe_connect_error(url: &str, e: &tonic::transport::Error) -> String 
 /// The hint for a connection failure, from its message chain. Only a certificate the client
 /// refused is blamed on the CA: a connection the controller closed or reset during the handshake
 /// (its connection limits, an overload) or one that timed out says so instead.
-pub fn connect_hint(msg: &str) -> &'static str {
+fn connect_hint(msg: &str) -> &'static str {
     let has = |needles: &[&str]| needles.iter().any(|n| msg.contains(n));
     if has(&["Connection refused"]) {
         "is the controller running? (start it with `thoth-controller serve`)"

@@ -3,7 +3,7 @@
 use super::*;
 
 #[derive(Subcommand)]
-pub enum AdminsCmd {
+pub(crate) enum AdminsCmd {
     /// Recorded admin credentials: made by `thoth-controller init` / `issue-admin`, or seen at
     /// first use (issued before credentials were recorded). Admin role.
     List,
@@ -76,7 +76,7 @@ fn print(ctx: &Ctx, admins: &[pb::AdminCredential]) {
     );
 }
 
-pub async fn admins(ctx: &Ctx, cmd: AdminsCmd) -> Result<()> {
+pub(crate) async fn admins(ctx: &Ctx, cmd: AdminsCmd) -> Result<()> {
     let mut admin = ctx.admin().await?;
     match cmd {
         AdminsCmd::List => {

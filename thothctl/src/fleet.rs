@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
+pub(crate) async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
     match cmd {
         TokenCmd::Create {
             ttl,
@@ -115,7 +115,7 @@ pub async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
     }
 }
 
-pub async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
+pub(crate) async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
     match cmd {
         AgentsCmd::List => {
             let r = ctx
@@ -255,7 +255,12 @@ pub async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
     }
 }
 
-pub fn event_query(ctx: &Ctx, f: &EventFilterArgs, limit: u32, after: u64) -> pb::EventQuery {
+pub(crate) fn event_query(
+    ctx: &Ctx,
+    f: &EventFilterArgs,
+    limit: u32,
+    after: u64,
+) -> pb::EventQuery {
     pb::EventQuery {
         tenant: ctx.global.tenant.clone().unwrap_or_default(),
         agent_id: f.agent.clone().unwrap_or_default(),
@@ -270,7 +275,7 @@ pub fn event_query(ctx: &Ctx, f: &EventFilterArgs, limit: u32, after: u64) -> pb
     }
 }
 
-pub fn print_events(ctx: &Ctx, events: &[pb::StoredEvent], header: bool) {
+pub(crate) fn print_events(ctx: &Ctx, events: &[pb::StoredEvent], header: bool) {
     if ctx.global.json {
         for e in events {
             println!("{}", e.json);
@@ -328,7 +333,7 @@ pub fn print_events(ctx: &Ctx, events: &[pb::StoredEvent], header: bool) {
     }
 }
 
-pub async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
+pub(crate) async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
     match cmd {
         EventsCmd::Verify { agent, ca } => {
             let ca = ca.unwrap_or_else(|| {

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use thoth_proto::fleet as pb;
 
-pub fn when(unix: i64) -> String {
+pub(crate) fn when(unix: i64) -> String {
     if unix <= 0 {
         return "never".into();
     }
@@ -18,7 +18,7 @@ pub fn when(unix: i64) -> String {
     format!("{stamp} ({rel})")
 }
 
-pub fn short(d: Duration) -> String {
+pub(crate) fn short(d: Duration) -> String {
     let s = d.as_secs();
     // Rounded to the nearest unit, so "expires in 7d" right after signing a 7-day bundle.
     match s {
@@ -29,7 +29,7 @@ pub fn short(d: Duration) -> String {
     }
 }
 
-pub fn iso(unix: i64) -> serde_json::Value {
+pub(crate) fn iso(unix: i64) -> serde_json::Value {
     if unix <= 0 {
         return serde_json::Value::Null;
     }
@@ -39,7 +39,7 @@ pub fn iso(unix: i64) -> serde_json::Value {
 }
 
 /// Prints rows as an aligned table.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -63,7 +63,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub fn version_json(v: &pb::PolicyVersion) -> serde_json::Value {
+pub(crate) fn version_json(v: &pb::PolicyVersion) -> serde_json::Value {
     serde_json::json!({
         "tenant": v.tenant,
         "version": v.version,
@@ -78,7 +78,7 @@ pub fn version_json(v: &pb::PolicyVersion) -> serde_json::Value {
     })
 }
 
-pub fn token_json(t: &pb::TokenInfo) -> serde_json::Value {
+pub(crate) fn token_json(t: &pb::TokenInfo) -> serde_json::Value {
     serde_json::json!({
         "id": t.id, "tenant": t.tenant, "createdAt": iso(t.created_at_unix),
         "expiresAt": iso(t.expires_at_unix), "maxUses": t.max_uses, "uses": t.uses,
@@ -87,7 +87,7 @@ pub fn token_json(t: &pb::TokenInfo) -> serde_json::Value {
     })
 }
 
-pub fn agent_json(a: &pb::AgentInfo) -> serde_json::Value {
+pub(crate) fn agent_json(a: &pb::AgentInfo) -> serde_json::Value {
     let inv = a.inventory.as_ref().map(|i| {
         serde_json::json!({
             "hostname": i.hostname, "osName": i.os_name, "osVersion": i.os_version, "arch": i.arch,
@@ -106,7 +106,7 @@ pub fn agent_json(a: &pb::AgentInfo) -> serde_json::Value {
     })
 }
 
-pub fn labels_text(labels: &std::collections::HashMap<String, String>) -> String {
+pub(crate) fn labels_text(labels: &std::collections::HashMap<String, String>) -> String {
     let sorted: std::collections::BTreeMap<_, _> = labels.iter().collect();
     sorted
         .iter()

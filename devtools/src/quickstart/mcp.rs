@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// A running MCP server session.
-pub struct Session {
+pub(crate) struct Session {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
@@ -17,17 +17,17 @@ pub struct Session {
 }
 
 /// What a tool call came back with.
-pub struct CallResult {
+pub(crate) struct CallResult {
     /// The result's `isError` (a governance denial is a tool error the model can read).
-    pub is_error: bool,
+    pub(crate) is_error: bool,
     /// The text content, joined.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 impl Session {
     /// Launches `command args` with `env` added, exactly as Claude Desktop starts a server entry,
     /// and performs the `initialize` handshake.
-    pub fn launch(
+    pub(crate) fn launch(
         command: &str,
         args: &[String],
         env: &[(String, String)],
@@ -82,7 +82,7 @@ impl Session {
     }
 
     /// Sends a request and waits for its response's `result` (an error response is an error).
-    pub fn request(
+    pub(crate) fn request(
         &mut self,
         method: &str,
         params: Value,
@@ -117,7 +117,7 @@ impl Session {
     }
 
     /// Calls a tool.
-    pub fn call(
+    pub(crate) fn call(
         &mut self,
         tool: &str,
         args: Value,
@@ -144,7 +144,7 @@ impl Session {
     }
 
     /// Closes stdin (how a client ends a stdio session) and waits for the server to exit.
-    pub fn close(mut self, timeout: Duration) {
+    pub(crate) fn close(mut self, timeout: Duration) {
         self.stdin.take();
         super::runner::wait_or_kill(&mut self.child, timeout);
     }
