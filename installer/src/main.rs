@@ -1,5 +1,7 @@
 //! `thoth-installer`: see `thoth-installer --help`.
 
+#![forbid(unsafe_code)]
+
 /// `println!` that never panics: a closed stdout (`thoth-installer … | head`) is ignored, so an
 /// install or uninstall always finishes (or rolls back) and exits with its own status.
 macro_rules! say {

@@ -4,6 +4,8 @@
 //! current monotonic instant and, for path constraints, a [`PathResolver`] to [`evaluate_with`];
 //! everything else is a function of its arguments.
 
+#![forbid(unsafe_code)]
+
 mod document;
 mod eval;
 mod load;

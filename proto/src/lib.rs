@@ -1,6 +1,8 @@
 //! Types that cross a process or machine boundary: the behavioral event record (the SIEM-facing
 //! JSON), its canonical form, the tamper-evident hash chain over it, and signed policy bundles.
 
+#![forbid(unsafe_code)]
+
 pub mod bundle;
 pub mod canonical;
 pub mod chain;
