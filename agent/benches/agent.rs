@@ -10,6 +10,7 @@
 //! Environment: `BENCH_IDLE_SECS` (default 60), `BENCH_PUSHES` (default 50),
 //! `BENCH_STARTS` (default 100).
 
+#[path = "../../proxy/benches/common/mod.rs"]
 mod common;
 
 use common::{Killer, bin, pct};
@@ -18,12 +19,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use thoth_agent::proxy::policy::PolicyState;
-use thoth_agent::proxy::source::{self, Sources};
 use thoth_endpoint::tls::{self, ClientCert};
 use thoth_proto::fleet::{
     self as pb, admin_client::AdminClient, local_agent_client::LocalAgentClient,
 };
+use thoth_proxy::policy::PolicyState;
+use thoth_proxy::source::{self, Sources};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)

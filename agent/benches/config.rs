@@ -6,6 +6,7 @@
 //!
 //! `BENCH_DRIFTS` (default 100) sets how many foreign writes are timed.
 
+#[path = "../../proxy/benches/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

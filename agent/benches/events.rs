@@ -7,6 +7,7 @@
 //!
 //! `BENCH_EVENTS` (default 100000) sets the load.
 
+#[path = "../../proxy/benches/common/mod.rs"]
 mod common;
 
 use std::io::BufRead;

@@ -1,8 +1,6 @@
-//! Thoth on the endpoint. Today: the `thoth` command — the governance proxy (`thoth run`) and
-//! the admin helpers (`thoth policy …`, `thoth events verify`).
+//! The Thoth agent daemon on a laptop (`thoth-agent run`): identity and policy from the
+//! controller, the local socket proxies use, the event pipeline, the config guardian and the
+//! machine inventory.
 
-pub mod cli;
-pub mod commands;
 pub mod daemon;
-pub mod proxy;
 pub mod watch;

@@ -23,6 +23,7 @@ use thoth_endpoint::config::AgentConfig;
 use thoth_endpoint::state::Trust;
 use thoth_proto::bundle::{BundlePayload, certify, sign_bundle};
 
+#[path = "../../proxy/tests/common/mod.rs"]
 mod common;
 
 /// Runs `thoth run --server s` against the agent in `dir` with `env`, sends one call; returns
@@ -102,7 +103,7 @@ fn agent(dir: &Path) -> Arc<Shared> {
         trust().root_public_key,
         dir.join("state").display(),
         dir.join("agent.sock").display(),
-        env!("CARGO_BIN_EXE_thoth"),
+        common::thoth().display(),
     );
     let config: AgentConfig = toml::from_str(&text).unwrap();
     let sh = Shared::new(config).unwrap();

@@ -4,8 +4,8 @@ use std::time::Duration;
 use thoth_proto::{ContentLimits, Identity};
 
 use super::*;
-use crate::proxy::events::SessionInfo;
-use crate::proxy::policy::LoadedPolicy;
+use crate::events::SessionInfo;
+use crate::policy::LoadedPolicy;
 
 /// What the relay wrote to the client.
 #[derive(Clone, Default)]

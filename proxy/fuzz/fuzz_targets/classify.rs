@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use thoth_agent::proxy::framing::{Frame, read_frame};
-use thoth_agent::proxy::message::{Message, classify, tool_call_params};
+use thoth_proxy::framing::{Frame, read_frame};
+use thoth_proxy::message::{Message, classify, tool_call_params};
 
 fuzz_target!(|data: &[u8]| {
     let mut reader = std::io::BufReader::with_capacity(7, data);

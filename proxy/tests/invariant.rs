@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use thoth_agent::proxy::events::EventSink;
-use thoth_agent::proxy::framing::{Frame, read_frame};
-use thoth_agent::proxy::oracle::tool_calls_seen_by_a_lenient_server;
-use thoth_agent::proxy::policy::{LoadedPolicy, PolicyState};
-use thoth_agent::proxy::relay::{ClientOut, Relay, ToServer};
 use thoth_policy::{Format, parse_policy};
+use thoth_proxy::events::EventSink;
+use thoth_proxy::framing::{Frame, read_frame};
+use thoth_proxy::oracle::tool_calls_seen_by_a_lenient_server;
+use thoth_proxy::policy::{LoadedPolicy, PolicyState};
+use thoth_proxy::relay::{ClientOut, Relay, ToServer};
 
 fn relay() -> Arc<Relay> {
     let policy = parse_policy(

@@ -24,7 +24,7 @@ pub const MAX_EVENTS: usize = 20_000;
 pub const MAX_BYTES: usize = 32 << 20;
 const BATCH: usize = 500;
 /// Largest batch in bytes: with one event of at most 256 KiB past it, well under the agent's
-/// `daemon::local::MAX_MESSAGE_BYTES`.
+/// `MAX_MESSAGE_BYTES` (`thoth_agent::daemon::local`).
 pub const BATCH_BYTES: usize = 2 << 20;
 
 struct Shared {
@@ -100,7 +100,7 @@ impl Forwarder {
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.thread().unpark();
             // Whether or not the thread finished, what it did not deliver is kept.
-            let _ = super::join_within(t, deadline);
+            let _ = crate::join::join_within(t, deadline);
             keep_undelivered(&self.shared);
         }
     }

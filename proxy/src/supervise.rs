@@ -1,21 +1,5 @@
-//! `thoth run`: the governance proxy between an MCP client and one MCP server (stdio).
-//!
-//! Threads: one reads the client (stdin) and decides, one reads the server (the child's stdout),
-//! one writes events, one waits for the child, one turns signals into messages; the main thread
-//! supervises shutdown. The relay is synchronous on purpose: each direction is a blocking
-//! read-decide-write loop, which costs the least latency per message (no task hand-offs).
-
-mod approval;
-pub mod events;
-pub mod forward;
-pub mod framing;
-pub mod message;
-pub mod oracle;
-pub mod paths;
-pub mod policy;
-pub mod relay;
-pub mod respond;
-pub mod source;
+//! The supervisor of `thoth run`: starts the MCP server, runs the relay threads, and shuts
+//! down in order.
 
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
@@ -27,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use thoth_proto::{ContentLimits, Identity};
 
-use self::events::{EventSink, SessionInfo};
-use self::framing::{Frame, read_frame};
-use self::policy::{PolicyHandle, PolicyState};
-use self::relay::{ClientOut, Relay, ToServer};
+use crate::events::{EventSink, SessionInfo};
+use crate::framing::{Frame, read_frame};
+use crate::join::join_within;
+use crate::policy::{PolicyHandle, PolicyState};
+use crate::relay::{ClientOut, Relay, ToServer};
+use crate::{message, respond};
 
 /// How long the server gets to exit after its stdin is closed, and again after SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
@@ -234,19 +220,6 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     }
     events.shutdown(Duration::from_secs(3));
     Ok(code)
-}
-
-/// Waits for a thread to finish, at most `limit`; `false` if it did not (it is left running).
-pub(crate) fn join_within<T: Send + 'static>(
-    handle: thread::JoinHandle<T>,
-    limit: Duration,
-) -> bool {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = handle.join();
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(limit).is_ok()
 }
 
 fn client_loop(relay: &Arc<Relay>, child_in: ChildStdin, max: usize) {

@@ -12,10 +12,10 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use thoth_policy::Decision;
 
-use super::events::{Decided, Record};
-use super::message::{self, code};
-use super::relay::{Pending, Relay, State, ToServer, refresh_snapshot, track};
-use super::respond::{self, NoApproval};
+use crate::events::{Decided, Record};
+use crate::message::{self, code};
+use crate::relay::{Pending, Relay, State, ToServer, refresh_snapshot, track};
+use crate::respond::{self, NoApproval};
 
 /// A call waiting for a human's answer.
 pub(super) struct Parked {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
-use crate::proxy::framing::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::framing::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// Thoth governs the tools AI assistants call: it sits between an MCP client (Claude Desktop)
 /// and each MCP server, and checks every tool call against a signed or local policy.
@@ -85,7 +85,7 @@ pub struct ConfigArgs {
 pub struct StatusArgs {
     /// The agent's local socket.
     #[arg(long, value_name = "PATH", env = "THOTH_AGENT_SOCKET",
-          default_value = crate::proxy::source::DEFAULT_AGENT_SOCKET)]
+          default_value = crate::source::DEFAULT_AGENT_SOCKET)]
     pub agent_socket: PathBuf,
     /// Claude Desktop config to check [default: this user's, for this OS].
     #[arg(long, value_name = "FILE")]
@@ -107,12 +107,12 @@ pub struct RunArgs {
     pub policy: Option<PathBuf>,
     /// The agent's local socket: the preferred source of policy (signed; verified here).
     #[arg(long, value_name = "PATH", env = "THOTH_AGENT_SOCKET",
-          default_value = crate::proxy::source::DEFAULT_AGENT_SOCKET)]
+          default_value = crate::source::DEFAULT_AGENT_SOCKET)]
     pub agent_socket: PathBuf,
     /// The agent's state directory: its trust file and last-known-good bundle (the fallback when
     /// the agent is unreachable).
     #[arg(long, value_name = "DIR", env = "THOTH_STATE_DIR",
-          default_value = crate::proxy::source::DEFAULT_STATE_DIR)]
+          default_value = crate::source::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// Append behavioral events (hash-chained JSON lines) to this file; created with mode 0600.
     #[arg(long, value_name = "FILE", env = "THOTH_EVENTS")]

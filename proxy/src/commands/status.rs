@@ -80,7 +80,7 @@ pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
             Path::new(&s.socket),
             Path::new(&s.state_dir),
         )),
-        Err(_) => crate::proxy::source::managed()
+        Err(_) => crate::source::managed()
             .map(|m| thoth_hosts::claude::rewrite::canonical_extra(&m.socket, &m.state_dir)),
     };
     // The agent's thoth, as it reports it; else this very binary (what an installed agent runs).

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use thoth_proto::bundle::verify_bundle_keeping_expired;
 
-use super::policy::{LoadedPolicy, PolicyHandle, PolicyState, load_for_server};
+use crate::policy::{LoadedPolicy, PolicyHandle, PolicyState, load_for_server};
 use thoth_endpoint::config::parse_root_key;
 use thoth_endpoint::state::{StateDir, Trust, root_owned};
 

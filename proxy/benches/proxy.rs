@@ -1,4 +1,4 @@
-//! Proxy benchmark: `cargo bench -p thoth-agent --bench proxy`.
+//! Proxy benchmark: `cargo bench -p thoth-proxy --bench proxy`.
 //!
 //! Runs `tools/call` round trips against a minimal MCP echo server three ways — direct, through a
 //! no-op byte relay (the floor for any stdio proxy), and through `thoth run` with a realistic

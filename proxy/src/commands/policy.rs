@@ -7,7 +7,7 @@ use serde_json::Value;
 use thoth_policy::{SessionState, ToolCall, evaluate};
 
 use crate::cli::ExplainArgs;
-use crate::proxy::policy::read_policy_file;
+use crate::policy::read_policy_file;
 
 pub fn validate(files: &[PathBuf]) -> anyhow::Result<i32> {
     let mut failed = 0;

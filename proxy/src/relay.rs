@@ -14,15 +14,15 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use thoth_policy::{Action, Decision, Mode, SessionState, ToolCall, evaluate_with};
 
-use super::approval::{
+use crate::approval::{
     Outcome, Parked, PendingInput, args_digest, preview, remember_server_state, server_input_state,
     strip_input_state, take_server_state,
 };
-use super::events::{Decided, EventSink, Record};
-use super::message::{self, Message, code};
-use super::paths::FsResolver;
-use super::policy::{PolicyHandle, PolicyState};
-use super::respond::{self, NoApproval};
+use crate::events::{Decided, EventSink, Record};
+use crate::message::{self, Message, code};
+use crate::paths::FsResolver;
+use crate::policy::{PolicyHandle, PolicyState};
+use crate::respond::{self, NoApproval};
 
 /// Requests to the server remembered at once (to answer them if the server dies, and to pair
 /// results with calls), counting calls waiting for a human and cancelled requests the server may

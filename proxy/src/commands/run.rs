@@ -3,7 +3,7 @@
 use thoth_proto::ContentLimits;
 
 use crate::cli::RunArgs;
-use crate::proxy::{self, RunConfig, source};
+use crate::{self as proxy, RunConfig, source};
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.max_message_bytes < 1024 {

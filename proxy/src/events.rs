@@ -21,7 +21,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use thoth_policy::Decision;
 
-use super::message::{self, Message};
+use crate::message::{self, Message};
 use thoth_proto::{
     Chain, ContentLimits, Event, EventDecision, EventType, Identity, render_content,
 };
@@ -196,9 +196,9 @@ impl EventSink {
         limits: ContentLimits,
     ) -> std::io::Result<Self> {
         let forwarder = match agent {
-            Some(socket) => Some(Arc::new(super::forward::Forwarder::start(
+            Some(socket) => Some(Arc::new(crate::forward::Forwarder::start(
                 socket,
-                super::forward::pending_dir(),
+                crate::forward::pending_dir(),
             )?)),
             None => None,
         };
@@ -261,7 +261,7 @@ impl EventSink {
         let handle = w.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             h.thread().unpark();
-            if !super::join_within(h, deadline) {
+            if !crate::join::join_within(h, deadline) {
                 tracing::warn!(
                     "event writer did not finish within {deadline:?}; some events may be unwritten"
                 );
@@ -308,7 +308,7 @@ impl EventIds {
 struct Writer {
     ids: EventIds,
     file: Option<File>,
-    forwarder: Option<Arc<super::forward::Forwarder>>,
+    forwarder: Option<Arc<crate::forward::Forwarder>>,
     chain: Chain,
     info: SessionInfo,
     limits: ContentLimits,

@@ -1,4 +1,5 @@
-//! Helpers shared by the agent crate's tests that run the real `thoth` binary.
+//! Helpers shared by the tests that run the real `thoth` binary (the proxy crate's, and the
+//! agent's `proxy_check`, which includes this file).
 
 #![allow(dead_code)]
 
@@ -9,6 +10,27 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// The `thoth` binary: Cargo's for the proxy crate's own tests; for another crate's tests (the
+/// agent's include this file), the one `cargo build --workspace --bins` put beside their
+/// `deps/` folder.
+pub fn thoth() -> std::path::PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_thoth") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..")
+        .join("thoth");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
 
 /// One `tools/call` a test sends.
 pub const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file","arguments":{"path":"/tmp/x"}}}"#;
@@ -21,7 +43,7 @@ pub fn one_call(
     args: &[&std::ffi::OsStr],
     env: &[(&str, &std::ffi::OsStr)],
 ) -> (Value, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_thoth"));
+    let mut cmd = Command::new(thoth());
     cmd.arg("run")
         .args(["--server", "s"])
         .args(args)

@@ -3,7 +3,7 @@
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::events::Decided;
+use crate::events::Decided;
 
 /// Why a call that needed approval did not get it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Shared by the benchmarks.
+//! Shared by the benchmarks (the proxy crate's, and the agent's, which include this file).
 #![allow(dead_code)]
 
 /// The benchmark policy: 50 servers × 50 tools, argument globs, constraints, a sequence rule.

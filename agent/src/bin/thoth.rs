@@ -1,5 +1,0 @@
-//! `thoth`: see `thoth --help`.
-
-fn main() {
-    std::process::exit(thoth_agent::cli::main());
-}

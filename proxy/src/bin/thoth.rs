@@ -1,0 +1,5 @@
+//! `thoth`: see `thoth --help`.
+
+fn main() {
+    std::process::exit(thoth_proxy::cli::main());
+}
