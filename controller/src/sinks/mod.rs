@@ -30,8 +30,8 @@ pub use jsonl::JsonlConfig;
 pub use lag::{SinkLag, SinkStats};
 pub use source::{EventSource, StoreSource};
 pub use splunk_hec::SplunkHecConfig;
-pub use syslog::{SyslogConfig, rfc5424};
-pub use webhook::{WebhookConfig, hmac_header};
+pub use syslog::SyslogConfig;
+pub use webhook::WebhookConfig;
 
 /// Starts every configured sink on `source`; each registers its stats in `lag` and wakes on
 /// `tick` (bumped after each event commit).

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::*;
-use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{EventStore, SinkCursorStore, Store};
 
 fn ev(i: u64, ty: &str) -> StoredEventRecord {
     StoredEventRecord {

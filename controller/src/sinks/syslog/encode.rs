@@ -13,7 +13,7 @@ pub(super) fn frames(events: &[StoredEventRecord]) -> Vec<u8> {
 }
 
 /// An RFC 5424 message for an event: `<PRI>1 TIMESTAMP HOST APP - MSGID [thoth@32473 …] JSON`.
-pub fn rfc5424(event_json: &str, app: &str) -> String {
+pub(super) fn rfc5424(event_json: &str, app: &str) -> String {
     let v: Value = serde_json::from_str(event_json).unwrap_or(Value::Null);
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let action = v

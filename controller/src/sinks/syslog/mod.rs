@@ -8,4 +8,3 @@ mod tests;
 
 pub use config::SyslogConfig;
 pub(super) use deliver::SyslogSink;
-pub use encode::rfc5424;

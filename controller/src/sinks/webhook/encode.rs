@@ -12,7 +12,7 @@ pub(super) fn body(events: &[StoredEventRecord]) -> Vec<u8> {
 }
 
 /// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
-pub fn hmac_header(secret: &str, body: &[u8]) -> String {
+pub(super) fn hmac_header(secret: &str, body: &[u8]) -> String {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
     format!(
         "sha256={}",

@@ -8,4 +8,3 @@ mod tests;
 
 pub use config::WebhookConfig;
 pub(super) use deliver::WebhookSink;
-pub use encode::hmac_header;
