@@ -225,7 +225,7 @@ pub fn record_admin_credential(dir: &Path, cert_pem: &str, source: &str) -> Resu
     let record = crate::admins::record_for(&der, source, now)?;
     let store = crate::store::sqlite::SqliteStore::open(&dir.join("controller.db"))
         .map_err(|e| format!("recording the admin credential: {e}"))?;
-    crate::store::Store::record_admin(&store, &record)
+    crate::store::AdminStore::record_admin(&store, &record)
         .map_err(|e| format!("recording the admin credential: {e}"))?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 use super::*;
-use crate::store::EventFilter;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{EventFilter, EventStore};
 use rcgen::SigningKey as _;
 use thoth_proto::chain::Chain;
 

@@ -269,7 +269,7 @@ pub struct StoredEventRecord {
     pub json: String,
 }
 
-/// Most events one [`Store::query_events`] returns (a larger `limit` is cut to it).
+/// Most events one [`EventStore::query_events`] returns (a larger `limit` is cut to it).
 pub const MAX_EVENTS_PER_QUERY: u32 = 10_000;
 
 /// A filter over stored events.
@@ -334,15 +334,46 @@ pub fn record_digest(json: &str) -> String {
 /// to keep (None: unchanged).
 pub type ChainDecision = (Vec<StoredEventRecord>, Option<(u64, String)>);
 
-/// The storage contract.
+/// The storage contract: one trait per aggregate, and [`Store`] for a backend that holds them
+/// all (what the controller is built on). Methods may block: async callers run them on the
+/// blocking pool (see `Controller::db`). A second backend (PostgreSQL, for several controllers)
+/// implements each trait; the SQLite one is `sqlite::SqliteStore`.
 ///
 /// Event cursors (`StoredEventRecord::id`) are given out in commit order: once an event with id
 /// N is visible to a reader, every event that becomes visible later has an id above N. Sinks
 /// rely on it to move their cursor past events they did not need to deliver (see
 /// `sinks::run`). A backend must guarantee it (SQLite: ids are taken inside the write
 /// transaction, and SQLite has one writer at a time; PostgreSQL sequences would NOT do it alone).
-pub trait Store: Send + Sync + 'static {
-    // --- policy ---
+pub trait Store:
+    PolicyStore
+    + TokenStore
+    + AgentStore
+    + EventStore
+    + SinkCursorStore
+    + AdminStore
+    + AuditStore
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: PolicyStore
+        + TokenStore
+        + AgentStore
+        + EventStore
+        + SinkCursorStore
+        + AdminStore
+        + AuditStore
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Policy versions of each tenant.
+pub trait PolicyStore: Send + Sync {
     /// The newest version of a tenant's policy.
     fn latest_policy(&self, tenant: &str) -> Result<Option<PolicyRecord>, StoreError>;
     /// One version.
@@ -363,8 +394,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Tenants that have a policy.
     fn policy_tenants(&self) -> Result<Vec<String>, StoreError>;
+}
 
-    // --- enrollment tokens ---
+/// Enrollment tokens, and enrollment (a token use spent and an agent registered, atomically).
+pub trait TokenStore: Send + Sync {
     /// Adds a token.
     fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     /// Tokens of one tenant or all; inactive ones (revoked, expired, used up) only on request.
@@ -387,8 +420,10 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         register: &mut dyn FnMut(&TokenRecord) -> Result<AgentRecord, StoreError>,
     ) -> Result<Result<AgentRecord, RedeemError>, StoreError>;
+}
 
-    // --- agents ---
+/// Enrolled agents and what they report.
+pub trait AgentStore: Send + Sync {
     /// One agent.
     fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
     /// Agents of one tenant or all.
@@ -408,8 +443,10 @@ pub trait Store: Send + Sync + 'static {
     fn set_agent_cert(&self, agent_id: &str, not_after: i64) -> Result<(), StoreError>;
     /// How many agents of a tenant report this version applied.
     fn count_applied(&self, tenant: &str, version: u64) -> Result<u64, StoreError>;
+}
 
-    // --- events ---
+/// Behavioral events and each agent's chain state (cursors in commit order: see [`Store`]).
+pub trait EventStore: Send + Sync {
     /// The last (seq, hash) committed for an agent's chain.
     fn chain_state(&self, agent_id: &str) -> Result<Option<(u64, String)>, StoreError>;
     /// In one transaction: stores events (skipping a record identical to one stored under the
@@ -424,7 +461,7 @@ pub trait Store: Send + Sync + 'static {
     /// In one transaction: reads the agent's [`ChainView`] (its chain state and, for each
     /// (eventId, digest) of `keys`, how many records the id holds and whether that digest is one
     /// of them: indexed look-ups, never the stored bodies), runs `check` on it, stores the records
-    /// it returns as [`Store::commit_events`] does and moves the chain state. Concurrent batches of
+    /// it returns as [`EventStore::commit_events`] does and moves the chain state. Concurrent batches of
     /// one agent are thereby checked one after the other. Returns how many records were new.
     fn commit_checked(
         &self,
@@ -437,12 +474,18 @@ pub trait Store: Send + Sync + 'static {
     fn query_events(&self, filter: &EventFilter) -> Result<Vec<StoredEventRecord>, StoreError>;
     /// The highest event cursor committed (every event at or below it is visible).
     fn max_event_id(&self) -> Result<u64, StoreError>;
+}
+
+/// Where each sink is in the event stream.
+pub trait SinkCursorStore: Send + Sync {
     /// A sink's cursor.
     fn sink_cursor(&self, sink: &str) -> Result<u64, StoreError>;
     /// Moves a sink's cursor.
     fn set_sink_cursor(&self, sink: &str, id: u64) -> Result<(), StoreError>;
+}
 
-    // --- admin credentials ---
+/// Issued admin credentials and their revocation.
+pub trait AdminStore: Send + Sync {
     /// Records an issued admin credential; false (and no change) if it is already recorded.
     /// One recorded at its first use (`source` "first use": it was unrecorded) of a name revoked
     /// as a whole is recorded revoked (atomically).
@@ -451,7 +494,7 @@ pub trait Store: Send + Sync + 'static {
     fn list_admins(&self) -> Result<Vec<AdminCredentialRecord>, StoreError>;
     /// Revokes the unrevoked credentials whose fingerprint or name is `id_or_name`; returns them.
     /// By name, in the same transaction, also records the name's `unrecorded:NAME` row (revoked),
-    /// so that [`Store::record_admin`] records any later credential of the name revoked.
+    /// so that [`AdminStore::record_admin`] records any later credential of the name revoked.
     fn revoke_admins(
         &self,
         id_or_name: &str,
@@ -459,8 +502,10 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now: i64,
     ) -> Result<Vec<AdminCredentialRecord>, StoreError>;
+}
 
-    // --- audit ---
+/// The audit log.
+pub trait AuditStore: Send + Sync {
     /// Appends an entry; returns its id.
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError>;
     /// Entries after `after_id`, oldest first, at most `limit`, of one tenant or all.

@@ -198,7 +198,7 @@ fn der_of(creds: &Credentials) -> Vec<u8> {
 /// name, and records its credential just after it, records it revoked: it does not survive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_use_recorded_just_after_a_revocation_by_name_is_recorded_revoked() {
-    use thoth_controller::store::Store;
+    use thoth_controller::store::AdminStore;
     let t = TestController::start().await;
     let erin = issue(&t, "erin", Role::Operator, false);
     let der = der_of(&erin);

@@ -1,0 +1,267 @@
+//! The embedded store: one SQLite file in the data directory (WAL, versioned migrations).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::store::migrations::{DIGEST_INDEX, DIGEST_MIGRATION, MIGRATIONS};
+use crate::store::{
+    AdminCredentialRecord, AdminStore, AgentRecord, AgentReportRecord, AgentStore, AuditRecord,
+    AuditStore, ChainDecision, ChainView, EventFilter, EventStore, Labels,
+    MAX_RECORDS_PER_EVENT_ID, PolicyRecord, PolicyStore, RedeemError, SeenEventId, SinkCursorStore,
+    StoreError, StoredEventRecord, TokenRecord, TokenStore, record_digest,
+};
+
+/// SQLite behind a mutex (SQLite has one writer anyway; calls are short).
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+/// A SQLite failure, typed: busy or locked (a retry may succeed), corrupt, or anything else.
+fn backend(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Busy(e.to_string())
+        }
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+            what: "the SQLite database".into(),
+            detail: e.to_string(),
+        },
+        _ => match e {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt {
+                what: "a stored row".into(),
+                detail: e.to_string(),
+            },
+            e => StoreError::backend(e),
+        },
+    }
+}
+
+/// A failure described in words.
+fn failed(msg: String) -> StoreError {
+    StoreError::backend(msg)
+}
+
+fn labels_to_json(labels: &Labels) -> String {
+    serde_json::to_string(labels).expect("a string map is valid JSON")
+}
+
+fn labels_from_json(text: &str) -> Labels {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+const POLICY_COLS: &str = "tenant, version, document, sha256, bundle, issued_at, expires_at, key_id, pushed_by, comment, rollback_of, created_at";
+
+fn policy_row(r: &Row<'_>) -> rusqlite::Result<PolicyRecord> {
+    Ok(PolicyRecord {
+        tenant: r.get(0)?,
+        version: r.get::<_, i64>(1)? as u64,
+        document: r.get(2)?,
+        sha256: r.get(3)?,
+        bundle: r.get(4)?,
+        issued_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        key_id: r.get(7)?,
+        pushed_by: r.get(8)?,
+        comment: r.get(9)?,
+        rollback_of: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        created_at: r.get(11)?,
+    })
+}
+
+const TOKEN_COLS: &str = "id, hash, tenant, created_at, expires_at, max_uses, uses, labels, revoked, created_by, comment";
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        hash: r.get(1)?,
+        tenant: r.get(2)?,
+        created_at: r.get(3)?,
+        expires_at: r.get(4)?,
+        max_uses: r.get(5)?,
+        uses: r.get(6)?,
+        labels: labels_from_json(&r.get::<_, String>(7)?),
+        revoked: r.get(8)?,
+        created_by: r.get(9)?,
+        comment: r.get(10)?,
+    })
+}
+
+const AGENT_COLS: &str = "agent_id, tenant, hostname, labels, enrolled_at, last_seen, applied_version, stale, last_error, revoked_at, cert_not_after, inventory, agent_version, token_id";
+
+fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        agent_id: r.get(0)?,
+        tenant: r.get(1)?,
+        hostname: r.get(2)?,
+        labels: labels_from_json(&r.get::<_, String>(3)?),
+        enrolled_at: r.get(4)?,
+        last_seen: r.get(5)?,
+        applied_version: r.get::<_, i64>(6)? as u64,
+        stale: r.get(7)?,
+        last_error: r.get(8)?,
+        revoked_at: r.get(9)?,
+        cert_not_after: r.get(10)?,
+        inventory: r.get(11)?,
+        agent_version: r.get(12)?,
+        token_id: r.get(13)?,
+    })
+}
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        role: r.get(3)?,
+        action: r.get(4)?,
+        tenant: r.get(5)?,
+        outcome: r.get(6)?,
+        detail: r.get(7)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory store (tests).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::setup(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        let have: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)?;
+        let known = MIGRATIONS.len() as i64;
+        if have > known {
+            return Err(failed(format!(
+                "the database has schema version {have}, newer than this controller knows ({known}); run a newer controller"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(have as usize) {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Exclusive)
+                .map_err(backend)?;
+            tx.execute_batch(sql)
+                .map_err(|e| failed(format!("migration {}: {e}", i + 1)))?;
+            if i + 1 == DIGEST_MIGRATION {
+                // The index after the backfill: built once from the filled column rather than
+                // updated by every row's UPDATE.
+                backfill_digests(&tx)
+                    .and_then(|()| tx.execute_batch(DIGEST_INDEX))
+                    .map_err(|e| failed(format!("migration {}: {e}", i + 1)))?;
+            }
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The schema version (number of migrations applied).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)
+    }
+}
+
+/// Gives every stored event without one its digest (once, inside the migration that adds it).
+fn backfill_digests(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let mut read = tx.prepare("SELECT id, json FROM events WHERE digest IS NULL")?;
+    let mut write = tx.prepare("UPDATE events SET digest = ?2 WHERE id = ?1")?;
+    let mut rows = read.query([])?;
+    while let Some(r) = rows.next()? {
+        let (id, json): (i64, String) = (r.get(0)?, r.get(1)?);
+        write.execute(params![id, record_digest(&json)])?;
+    }
+    Ok(())
+}
+
+/// Inserts events inside `tx` (a write transaction) and moves the agent's chain state.
+///
+/// Cursor order: `id` is INTEGER PRIMARY KEY AUTOINCREMENT, taken here while the transaction
+/// holds SQLite's single write lock (IMMEDIATE), which it keeps until commit. So the ids of one
+/// commit are all above those of every commit before it and below those of every commit after
+/// it: ids become visible in increasing order (the `Store` contract sinks rely on), and
+/// AUTOINCREMENT never gives out an id twice, even after the highest rows are deleted.
+fn insert_events(
+    tx: &rusqlite::Transaction<'_>,
+    agent_id: &str,
+    events: &[StoredEventRecord],
+    new_state: Option<(u64, String)>,
+) -> Result<u64, StoreError> {
+    let mut new = 0;
+    {
+        // An identical record under the same (tenant, agent, eventId) is a re-send: skipped. It is
+        // found by its digest through the index, never by comparing stored bodies.
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json, digest)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
+                 WHERE NOT EXISTS (SELECT 1 FROM events WHERE tenant = ?2 AND agent_id = ?3 AND event_id = ?1 AND digest = ?11)",
+            )
+            .map_err(backend)?;
+        for e in events {
+            let digest = record_digest(&e.json);
+            new += stmt
+                .execute(params![
+                    e.event_id,
+                    e.tenant,
+                    e.agent_id,
+                    e.seq as i64,
+                    e.event_type,
+                    e.session_id,
+                    e.tool_name,
+                    e.timestamp,
+                    e.chain_ok,
+                    e.json,
+                    digest
+                ])
+                .map_err(backend)? as u64;
+        }
+    }
+    if let Some((seq, hash)) = new_state {
+        tx.execute(
+            "INSERT INTO chains (agent_id, last_seq, last_hash) VALUES (?1, ?2, ?3)
+             ON CONFLICT(agent_id) DO UPDATE SET last_seq = excluded.last_seq, last_hash = excluded.last_hash",
+            params![agent_id, seq as i64, hash],
+        )
+        .map_err(backend)?;
+    }
+    Ok(new)
+}
+
+mod admins;
+mod agents;
+mod audit;
+mod cursors;
+mod events;
+mod policy;
+mod tokens;
+
+#[cfg(test)]
+mod tests;
