@@ -36,7 +36,7 @@ impl AdminStore for SqliteStore {
     }
 
     fn list_admins(&self) -> Result<Vec<AdminCredentialRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare(
                 "SELECT fingerprint, name, role, tenant, not_after, recorded_at, source, revoked_at, revoked_by, reason

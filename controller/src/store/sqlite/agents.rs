@@ -4,7 +4,7 @@ use super::*;
 
 impl AgentStore for SqliteStore {
     fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?1"),
                 params![agent_id],
@@ -15,7 +15,7 @@ impl AgentStore for SqliteStore {
     }
 
     fn list_agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {AGENT_COLS} FROM agents WHERE (?1 IS NULL OR tenant = ?1) ORDER BY tenant, hostname, agent_id"
@@ -91,7 +91,7 @@ impl AgentStore for SqliteStore {
     }
 
     fn count_applied(&self, tenant: &str, version: u64) -> Result<u64, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 "SELECT COUNT(*) FROM agents WHERE tenant = ?1 AND applied_version = ?2 AND revoked_at IS NULL",
                 params![tenant, version as i64],

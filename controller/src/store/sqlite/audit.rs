@@ -19,7 +19,7 @@ impl AuditStore for SqliteStore {
         after_id: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let limit = i64::from(limit.max(1));
         // after_id 0: the newest `limit` entries; otherwise the oldest after it. Oldest first.
         let sql = if after_id == 0 {

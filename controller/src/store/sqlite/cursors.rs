@@ -4,7 +4,7 @@ use super::*;
 
 impl SinkCursorStore for SqliteStore {
     fn sink_cursor(&self, sink: &str) -> Result<u64, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 "SELECT last_id FROM sink_cursors WHERE sink = ?1",
                 params![sink],

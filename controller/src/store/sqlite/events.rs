@@ -4,7 +4,7 @@ use super::*;
 
 impl EventStore for SqliteStore {
     fn chain_state(&self, agent_id: &str) -> Result<Option<(u64, String)>, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 "SELECT last_seq, last_hash FROM chains WHERE agent_id = ?1",
                 params![agent_id],
@@ -155,7 +155,7 @@ impl EventStore for SqliteStore {
         } else {
             sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
         }
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare(&sql).map_err(backend)?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args), |r| {
@@ -178,7 +178,7 @@ impl EventStore for SqliteStore {
     }
 
     fn max_event_id(&self) -> Result<u64, StoreError> {
-        self.conn()
+        self.read()
             .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {
                 r.get::<_, i64>(0)
             })

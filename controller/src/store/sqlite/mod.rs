@@ -1,9 +1,10 @@
 //! The embedded store: one SQLite file in the data directory (WAL, versioned migrations).
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::store::migrations::{DIGEST_INDEX, DIGEST_MIGRATION, MIGRATIONS};
 use crate::store::{
@@ -13,10 +14,18 @@ use crate::store::{
     StoreError, StoredEventRecord, TokenRecord, TokenStore, record_digest,
 };
 
-/// SQLite behind a mutex (SQLite has one writer anyway; calls are short).
+/// SQLite: one writer connection behind a mutex (SQLite has one writer anyway; calls are
+/// short) and, for a database file, a few read-only connections beside it, so that reads (admin
+/// listings, sinks reading events, agents' checks) do not queue behind writes. In WAL mode a
+/// reader sees every transaction committed before its statement began.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
+
+/// Read-only connections of a file-backed store.
+const READERS: usize = 4;
 
 /// A SQLite failure, typed: busy or locked (a retry may succeed), corrupt, or anything else.
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -130,7 +139,21 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)
             .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
-        Self::setup(conn)
+        let mut store = Self::setup(conn)?;
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .map_err(|e| failed(format!("cannot open {} to read: {e}", path.display())))?;
+            reader
+                .busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(backend)?;
+            store.readers.push(Mutex::new(reader));
+        }
+        Ok(store)
     }
 
     /// An in-memory store (tests).
@@ -173,12 +196,33 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back).
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection for reading: a free read-only one (the writer for an in-memory store).
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        let n = self.readers.len();
+        if n == 0 {
+            return self.conn();
+        }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            match self.readers[(start + i) % n].try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The schema version (number of migrations applied).

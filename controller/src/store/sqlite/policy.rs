@@ -4,7 +4,7 @@ use super::*;
 
 impl PolicyStore for SqliteStore {
     fn latest_policy(&self, tenant: &str) -> Result<Option<PolicyRecord>, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!(
                     "SELECT {POLICY_COLS} FROM policies WHERE tenant = ?1 ORDER BY version DESC LIMIT 1"
@@ -17,7 +17,7 @@ impl PolicyStore for SqliteStore {
     }
 
     fn policy(&self, tenant: &str, version: u64) -> Result<Option<PolicyRecord>, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {POLICY_COLS} FROM policies WHERE tenant = ?1 AND version = ?2"),
                 params![tenant, version as i64],
@@ -29,7 +29,7 @@ impl PolicyStore for SqliteStore {
 
     fn policy_history(&self, tenant: &str, limit: u32) -> Result<Vec<PolicyRecord>, StoreError> {
         let limit = if limit == 0 { -1 } else { i64::from(limit) };
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {POLICY_COLS} FROM policies WHERE tenant = ?1 ORDER BY version DESC LIMIT ?2"
@@ -107,7 +107,7 @@ impl PolicyStore for SqliteStore {
     }
 
     fn policy_tenants(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached("SELECT DISTINCT tenant FROM policies ORDER BY tenant")
             .map_err(backend)?;

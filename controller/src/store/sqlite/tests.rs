@@ -285,3 +285,21 @@ fn events_stored_before_digests_are_backfilled_and_looked_up_by_digest() {
         [record_digest("{\"n\":2}")].into_iter().collect()
     );
 }
+
+#[test]
+fn reads_of_a_file_store_do_not_queue_behind_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    s.insert_token(&token("t1", 1, i64::MAX)).unwrap();
+    // The writer is held (as by a long write transaction): a read still answers, and sees what
+    // was committed.
+    let writer = s.conn();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::sync::Arc::clone(&s);
+    std::thread::spawn(move || {
+        let _ = tx.send(reader.token("t1").map(|t| t.is_some()));
+    });
+    let seen = rx.recv_timeout(std::time::Duration::from_secs(10));
+    drop(writer);
+    assert!(matches!(seen, Ok(Ok(true))), "{seen:?}");
+}

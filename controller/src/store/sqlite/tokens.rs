@@ -33,7 +33,7 @@ impl TokenStore for SqliteStore {
         include_inactive: bool,
         now: i64,
     ) -> Result<Vec<TokenRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {TOKEN_COLS} FROM tokens
@@ -49,7 +49,7 @@ impl TokenStore for SqliteStore {
     }
 
     fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?1"),
                 params![id],
