@@ -402,7 +402,7 @@ fn a_wrapped_entry_launched_as_claude_desktop_would_is_governed_by_the_agents_po
 
 #[test]
 fn the_command_line_round_trips_every_corpus_file() {
-    let corpus = repo_root().join("agent/tests/corpus/claude");
+    let corpus = repo_root().join("hosts/tests/corpus/claude");
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
     for entry in std::fs::read_dir(&corpus).unwrap() {
