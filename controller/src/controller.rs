@@ -12,6 +12,7 @@ use thoth_proto::bundle::{BundlePayload, sign_bundle};
 use crate::config::ControllerConfig;
 use crate::datadir::{self, DataDir, SigningIdentity};
 use crate::hub::Hub;
+use crate::ids::TenantId;
 use crate::metrics::Metrics;
 use crate::pki::Ca;
 use crate::store::{AuditRecord, PolicyRecord, Store, StoreError};
@@ -80,7 +81,7 @@ impl Controller {
     pub fn new(data: DataDir, store: Arc<dyn Store>) -> Result<Arc<Controller>, StoreError> {
         let hub = Arc::new(Hub::default());
         for tenant in store.policy_tenants()? {
-            if let Some(p) = store.latest_policy(&tenant)? {
+            if let Some(p) = store.latest_policy(&TenantId::trusted(tenant.as_str()))? {
                 hub.publish(&tenant, p.version, Bytes::from(p.bundle));
             }
         }
@@ -178,7 +179,7 @@ impl Controller {
         thoth_policy::parse_policy(&document, source, format)
             .map_err(|e| PushError::Invalid(e.to_string()))?;
         let _guard = self.push_lock.lock().await;
-        let t = tenant.to_owned();
+        let t = TenantId::trusted(tenant);
         let latest = self.db(move |s| s.latest_policy(&t)).await?;
         let version = latest.map_or(1, |p| p.version + 1);
         let now = now_unix();
@@ -215,7 +216,7 @@ impl Controller {
         let tenants = self.db(|s| s.policy_tenants()).await?;
         let mut done = Vec::new();
         for tenant in tenants {
-            let t = tenant.clone();
+            let t = TenantId::trusted(tenant.as_str());
             let Some(latest) = self.db(move |s| s.latest_policy(&t)).await? else {
                 continue;
             };
@@ -224,7 +225,7 @@ impl Controller {
             }
             let (bundle, issued, expires, key_id) =
                 self.sign(&tenant, latest.version, &latest.document, now);
-            let (t, b) = (tenant.clone(), bundle.clone());
+            let (t, b) = (TenantId::trusted(tenant.as_str()), bundle.clone());
             self.db(move |s| s.replace_bundle(&t, latest.version, &b, issued, expires, &key_id))
                 .await?;
             self.hub

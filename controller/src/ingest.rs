@@ -22,6 +22,7 @@ use thoth_proto::fleet::{self as pb, event_upload_server};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::Controller;
+use crate::ids::{AgentId, TenantId};
 use crate::metrics::Metrics;
 use crate::service::ServiceError;
 use crate::store::{
@@ -548,7 +549,8 @@ pub fn commit(
     now: SystemTime,
 ) -> Result<Ingested, IngestError> {
     let (mut alerts, mut controller_records) = (0, 0);
-    let new = store.commit_checked(tenant, agent_id, &batch.keys(), &mut |view| {
+    let (t, a) = (TenantId::trusted(tenant), AgentId::trusted(agent_id));
+    let new = store.commit_checked(&t, &a, &batch.keys(), &mut |view| {
         let mut decision = check(tenant, agent_id, view, batch, now);
         push_chain_head(
             now,
@@ -707,7 +709,7 @@ impl event_upload_server::EventUpload for UploadService {
 
 /// Refuses an agent revoked since its stream opened.
 async fn still_enrolled(ctl: &Arc<Controller>, agent_id: &str) -> Result<(), Status> {
-    let id = agent_id.to_owned();
+    let id = AgentId::trusted(agent_id);
     let agent = ctl
         .db(move |s| s.agent(&id))
         .await

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::ids::{AgentId, TenantId};
+
 pub mod migrations;
 pub mod sqlite;
 
@@ -375,17 +377,21 @@ impl<T> Store for T where
 /// Policy versions of each tenant.
 pub trait PolicyStore: Send + Sync {
     /// The newest version of a tenant's policy.
-    fn latest_policy(&self, tenant: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    fn latest_policy(&self, tenant: &TenantId) -> Result<Option<PolicyRecord>, StoreError>;
     /// One version.
-    fn policy(&self, tenant: &str, version: u64) -> Result<Option<PolicyRecord>, StoreError>;
+    fn policy(&self, tenant: &TenantId, version: u64) -> Result<Option<PolicyRecord>, StoreError>;
     /// Newest first; `limit` 0 means all.
-    fn policy_history(&self, tenant: &str, limit: u32) -> Result<Vec<PolicyRecord>, StoreError>;
+    fn policy_history(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<PolicyRecord>, StoreError>;
     /// Adds a version; [`StoreError::Conflict`] unless it is exactly one above the newest.
     fn insert_policy(&self, record: &PolicyRecord) -> Result<(), StoreError>;
     /// Replaces the signed envelope of a version (re-signing).
     fn replace_bundle(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         version: u64,
         bundle: &[u8],
         issued_at: i64,
@@ -403,7 +409,7 @@ pub trait TokenStore: Send + Sync {
     /// Tokens of one tenant or all; inactive ones (revoked, expired, used up) only on request.
     fn list_tokens(
         &self,
-        tenant: Option<&str>,
+        tenant: Option<&TenantId>,
         include_inactive: bool,
         now: i64,
     ) -> Result<Vec<TokenRecord>, StoreError>;
@@ -416,7 +422,7 @@ pub trait TokenStore: Send + Sync {
     fn enroll(
         &self,
         token_hash: &str,
-        asserted_tenant: Option<&str>,
+        asserted_tenant: Option<&TenantId>,
         now: i64,
         register: &mut dyn FnMut(&TokenRecord) -> Result<AgentRecord, StoreError>,
     ) -> Result<Result<AgentRecord, RedeemError>, StoreError>;
@@ -425,36 +431,37 @@ pub trait TokenStore: Send + Sync {
 /// Enrolled agents and what they report.
 pub trait AgentStore: Send + Sync {
     /// One agent.
-    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    fn agent(&self, agent_id: &AgentId) -> Result<Option<AgentRecord>, StoreError>;
     /// Agents of one tenant or all.
-    fn list_agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError>;
+    fn list_agents(&self, tenant: Option<&TenantId>) -> Result<Vec<AgentRecord>, StoreError>;
     /// Marks an agent revoked (idempotent; keeps the first time).
-    fn revoke_agent(&self, agent_id: &str, now: i64) -> Result<Option<AgentRecord>, StoreError>;
+    fn revoke_agent(&self, agent_id: &AgentId, now: i64)
+    -> Result<Option<AgentRecord>, StoreError>;
     /// Records a report (and last-seen).
     fn record_report(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         report: &AgentReportRecord,
         now: i64,
     ) -> Result<(), StoreError>;
     /// Records last-seen only.
-    fn touch_agent(&self, agent_id: &str, now: i64) -> Result<(), StoreError>;
+    fn touch_agent(&self, agent_id: &AgentId, now: i64) -> Result<(), StoreError>;
     /// Records a renewed certificate's expiry.
-    fn set_agent_cert(&self, agent_id: &str, not_after: i64) -> Result<(), StoreError>;
+    fn set_agent_cert(&self, agent_id: &AgentId, not_after: i64) -> Result<(), StoreError>;
     /// How many agents of a tenant report this version applied.
-    fn count_applied(&self, tenant: &str, version: u64) -> Result<u64, StoreError>;
+    fn count_applied(&self, tenant: &TenantId, version: u64) -> Result<u64, StoreError>;
 }
 
 /// Behavioral events and each agent's chain state (cursors in commit order: see [`Store`]).
 pub trait EventStore: Send + Sync {
     /// The last (seq, hash) committed for an agent's chain.
-    fn chain_state(&self, agent_id: &str) -> Result<Option<(u64, String)>, StoreError>;
+    fn chain_state(&self, agent_id: &AgentId) -> Result<Option<(u64, String)>, StoreError>;
     /// In one transaction: stores events (skipping a record identical to one stored under the
     /// same tenant, agent and `eventId`) and moves the agent's chain state. Returns how many
     /// were new.
     fn commit_events(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         events: &[StoredEventRecord],
         new_state: Option<(u64, String)>,
     ) -> Result<u64, StoreError>;
@@ -465,8 +472,8 @@ pub trait EventStore: Send + Sync {
     /// one agent are thereby checked one after the other. Returns how many records were new.
     fn commit_checked(
         &self,
-        tenant: &str,
-        agent_id: &str,
+        tenant: &TenantId,
+        agent_id: &AgentId,
         keys: &[(String, String)],
         check: &mut dyn FnMut(&ChainView) -> ChainDecision,
     ) -> Result<u64, StoreError>;
@@ -511,7 +518,7 @@ pub trait AuditStore: Send + Sync {
     /// Entries after `after_id`, oldest first, at most `limit`, of one tenant or all.
     fn list_audit(
         &self,
-        tenant: Option<&str>,
+        tenant: Option<&TenantId>,
         after_id: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;

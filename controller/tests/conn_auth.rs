@@ -170,13 +170,18 @@ async fn an_agents_first_request_is_not_cut_by_a_slow_store() {
     let hold = tokio::task::spawn_blocking(move || {
         let mut holding = Some(holding);
         store
-            .commit_checked("acme", "busy", &[], &mut |_| {
-                if let Some(h) = holding.take() {
-                    let _ = h.send(());
-                }
-                let _ = held.recv();
-                (Vec::new(), None)
-            })
+            .commit_checked(
+                &thoth_controller::store::TenantId::trusted("acme"),
+                &thoth_controller::store::AgentId::trusted("busy"),
+                &[],
+                &mut |_| {
+                    if let Some(h) = holding.take() {
+                        let _ = h.send(());
+                    }
+                    let _ = held.recv();
+                    (Vec::new(), None)
+                },
+            )
             .unwrap();
     });
     started.await.unwrap();

@@ -118,7 +118,10 @@ async fn each_batch_rechecks_revocation() {
     c.running()
         .controller
         .store
-        .revoke_agent(&agent.agent_id, 1)
+        .revoke_agent(
+            &thoth_controller::store::AgentId::trusted(agent.agent_id.as_str()),
+            1,
+        )
         .unwrap();
     up.tx.send(batch(&agent, &mut chain, 2)).await.unwrap();
     let refused = up.next().await.unwrap_err();

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::controller::{Controller, now_unix};
 use crate::hub::Published;
+use crate::ids::{AgentId, TenantId};
 use crate::metrics::Metrics;
 use crate::pki::{self, Identity};
 use crate::service::{self, MAX_TEXT, ServiceError};
@@ -93,7 +94,7 @@ async fn agent_caller<T>(ctl: &Controller, req: &Request<T>) -> Result<AgentReco
             "this call is for agents; an admin certificate cannot make it",
         ));
     };
-    let id = agent_id.clone();
+    let id = AgentId::trusted(agent_id.as_str());
     let agent = ctl.db(move |s| s.agent(&id)).await.map_err(internal)?;
     let Some(agent) = agent.filter(|a| a.tenant == tenant) else {
         Metrics::inc(&ctl.metrics.auth_refused);
@@ -188,7 +189,7 @@ impl enrollment_server::Enrollment for EnrollmentService {
         // Verify the CSR before spending a token use.
         pki::parse_csr(&r.csr_der).map_err(|e| refused(Status::invalid_argument(e)))?;
         let hash = hex::encode(Sha256::digest(r.token.as_bytes()));
-        let asserted = (!r.tenant.is_empty()).then(|| r.tenant.clone());
+        let asserted = (!r.tenant.is_empty()).then(|| TenantId::trusted(r.tenant.as_str()));
         let validity = ctl.config.agent_cert_validity;
         let c2 = Arc::clone(&ctl);
         let csr = r.csr_der.clone();
@@ -198,7 +199,7 @@ impl enrollment_server::Enrollment for EnrollmentService {
             let now = now_unix();
             let outcome = c2
                 .store
-                .enroll(&hash, asserted.as_deref(), now, &mut |token| {
+                .enroll(&hash, asserted.as_ref(), now, &mut |token| {
                     let agent_id = format!("agt-{}", uuid::Uuid::now_v7().simple());
                     let identity = Identity::Agent {
                         tenant: token.tenant.clone(),
@@ -279,7 +280,7 @@ impl enrollment_server::Enrollment for EnrollmentService {
             )
             .map_err(Status::invalid_argument)?;
         let not_after = pki::not_after_unix(&pem).map_err(Status::internal)?;
-        let id = agent.agent_id.clone();
+        let id = AgentId::trusted(agent.agent_id.as_str());
         ctl.db(move |s| s.set_agent_cert(&id, not_after))
             .await
             .map_err(internal)?;
@@ -360,7 +361,7 @@ impl Subscription {
                     if changed.is_err() {
                         return None;
                     }
-                    let id = self.agent_id.clone();
+                    let id = AgentId::trusted(self.agent_id.as_str());
                     let agent = self.ctl.db(move |s| s.agent(&id)).await;
                     if let Ok(Some(a)) = agent && a.revoked_at.is_some() {
                         self.done = true;
@@ -398,7 +399,7 @@ impl agent_sync_server::AgentSync for SyncService {
                 agent.agent_id, agent.tenant, r.tenant
             )));
         }
-        let id = agent.agent_id.clone();
+        let id = AgentId::trusted(agent.agent_id.as_str());
         let _ = ctl.db(move |s| s.touch_agent(&id, now_unix())).await;
         ctl.metrics
             .subscriptions
@@ -475,7 +476,10 @@ impl agent_sync_server::AgentSync for SyncService {
             hostname,
             agent_version: r.agent_version,
         };
-        let (id, tenant) = (agent.agent_id.clone(), agent.tenant.clone());
+        let (id, tenant) = (
+            AgentId::trusted(agent.agent_id.as_str()),
+            TenantId::trusted(agent.tenant.as_str()),
+        );
         let latest = ctl
             .db(move |s| {
                 s.record_report(&id, &record, now_unix())?;

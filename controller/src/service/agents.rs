@@ -28,9 +28,7 @@ impl AgentService<'_> {
         let ctl = self.0;
         let resolved = c.authorize(ctl, "agent.list", Need::Read, tenant).await?;
         let scope = c.list_scope(tenant, resolved);
-        let agents = ctl
-            .db(move |s| s.list_agents(scope.as_ref().map(|t| t.as_str())))
-            .await?;
+        let agents = ctl.db(move |s| s.list_agents(scope.as_ref())).await?;
         Ok(agents.into_iter().map(|a| self.view(a)).collect())
     }
 
@@ -39,7 +37,7 @@ impl AgentService<'_> {
         let ctl = self.0;
         let id = AgentId::parse(agent_id)?;
         let i = id.clone();
-        let found = ctl.db(move |s| s.agent(i.as_str())).await?;
+        let found = ctl.db(move |s| s.agent(&i)).await?;
         let Some(agent) = found else {
             c.authorize(ctl, "agent.show", Need::Read, "").await?;
             return Err(ServiceError::NotFound(format!(
@@ -64,7 +62,7 @@ impl AgentService<'_> {
         let id = AgentId::parse(agent_id)?;
         check_len("reason", reason, MAX_TEXT)?;
         let i = id.clone();
-        let found = ctl.db(move |s| s.agent(i.as_str())).await?;
+        let found = ctl.db(move |s| s.agent(&i)).await?;
         let Some(agent) = found else {
             c.authorize(ctl, "agent.revoke", Need::Manage, "").await?;
             return Err(ServiceError::NotFound(format!(
@@ -77,7 +75,7 @@ impl AgentService<'_> {
             .await?;
         let i = id.clone();
         let a = ctl
-            .db(move |s| s.revoke_agent(i.as_str(), now_unix()))
+            .db(move |s| s.revoke_agent(&i, now_unix()))
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no agent {:?}", id.as_str())))?;
         // Its certificate is refused at the handshake from now on.

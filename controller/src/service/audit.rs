@@ -21,7 +21,7 @@ impl AuditService<'_> {
         let scope = c.list_scope(tenant, resolved);
         let limit = if limit == 0 { 100 } else { limit.min(10_000) };
         Ok(ctl
-            .db(move |s| s.list_audit(scope.as_ref().map(|t| t.as_str()), after_id, limit))
+            .db(move |s| s.list_audit(scope.as_ref(), after_id, limit))
             .await?)
     }
 }

@@ -94,12 +94,12 @@ impl PolicyService<'_> {
         let found = ctl
             .db(move |s| {
                 let p = if version == 0 {
-                    s.latest_policy(t.as_str())?
+                    s.latest_policy(&t)?
                 } else {
-                    s.policy(t.as_str(), version)?
+                    s.policy(&t, version)?
                 };
                 let applied = match &p {
-                    Some(p) => s.count_applied(t.as_str(), p.version)?,
+                    Some(p) => s.count_applied(&t, p.version)?,
                     None => 0,
                 };
                 Ok(p.map(|p| (p, applied)))
@@ -135,8 +135,8 @@ impl PolicyService<'_> {
         Ok(ctl
             .db(move |s| {
                 let mut out = Vec::new();
-                for p in s.policy_history(tenant.as_str(), limit)? {
-                    let agents_applied = s.count_applied(tenant.as_str(), p.version)?;
+                for p in s.policy_history(&tenant, limit)? {
+                    let agents_applied = s.count_applied(&tenant, p.version)?;
                     out.push(PolicyVersion {
                         record: p,
                         agents_applied,
@@ -161,7 +161,7 @@ impl PolicyService<'_> {
             .await?;
         check_len("comment", &comment, MAX_TEXT)?;
         let t = tenant.clone();
-        let old = ctl.db(move |s| s.policy(t.as_str(), to)).await?;
+        let old = ctl.db(move |s| s.policy(&t, to)).await?;
         let Some(old) = old else {
             return Err(ServiceError::NotFound(format!(
                 "tenant {:?} has no policy version {to}",

@@ -106,13 +106,7 @@ impl TokenService<'_> {
         let resolved = c.authorize(ctl, "token.list", Need::Read, tenant).await?;
         let scope = c.list_scope(tenant, resolved);
         Ok(ctl
-            .db(move |s| {
-                s.list_tokens(
-                    scope.as_ref().map(|t| t.as_str()),
-                    include_inactive,
-                    now_unix(),
-                )
-            })
+            .db(move |s| s.list_tokens(scope.as_ref(), include_inactive, now_unix()))
             .await?)
     }
 

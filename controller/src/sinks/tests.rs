@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{EventStore, SinkCursorStore, Store};
+use crate::store::{AgentId, EventStore, SinkCursorStore, Store};
 
 fn ev(i: u64, ty: &str) -> StoredEventRecord {
     StoredEventRecord {
@@ -86,7 +86,9 @@ impl Racing {
         .iter()
         .map(|t| ev(self.next.fetch_add(1, Ordering::SeqCst), t))
         .collect();
-        self.store.commit_events("agt-1", &batch, None).unwrap();
+        self.store
+            .commit_events(&AgentId::trusted("agt-1"), &batch, None)
+            .unwrap();
         self.tick.send_modify(|n| *n += 1);
     }
 }
@@ -116,7 +118,9 @@ async fn a_sink_never_skips_events_committed_while_it_reads() {
     let store = SqliteStore::in_memory().unwrap();
     // Events the sink filters out: its first reads come back empty.
     let seed: Vec<_> = (1..=4).map(|i| ev(1000 + i, "AGENT_STARTED")).collect();
-    store.commit_events("agt-1", &seed, None).unwrap();
+    store
+        .commit_events(&AgentId::trusted("agt-1"), &seed, None)
+        .unwrap();
     let (tick, rx) = tokio::sync::watch::channel(0);
     let source = Arc::new(Racing {
         store,
@@ -214,7 +218,9 @@ async fn store_errors_move_no_cursor_and_are_counted() {
     let store = SqliteStore::in_memory().unwrap();
     // The sink already delivered up to event 3 before a restart.
     let events: Vec<_> = (1..=20).map(|i| ev(i, "TOOL_CALL_PRE")).collect();
-    store.commit_events("agt-1", &events, None).unwrap();
+    store
+        .commit_events(&AgentId::trusted("agt-1"), &events, None)
+        .unwrap();
     store.set_sink_cursor("siem", 3).unwrap();
     let source = Arc::new(Failing {
         store,
@@ -252,7 +258,9 @@ async fn a_batch_setting_above_the_store_limit_skips_nothing() {
     let store = SqliteStore::in_memory().unwrap();
     let n = MAX_EVENTS_PER_QUERY as u64 + 5;
     let events: Vec<_> = (1..=n).map(|i| ev(i, "TOOL_CALL_PRE")).collect();
-    store.commit_events("agt-1", &events, None).unwrap();
+    store
+        .commit_events(&AgentId::trusted("agt-1"), &events, None)
+        .unwrap();
     let mut cfg = jsonl_sink(dir.path(), &[]);
     cfg.batch = 2 * MAX_EVENTS_PER_QUERY;
     let (_tick, rx) = tokio::sync::watch::channel(0);
@@ -311,7 +319,9 @@ impl FlakyRacing {
             .iter()
             .map(|t| ev(self.next.fetch_add(1, Ordering::SeqCst), t))
             .collect();
-        self.store.commit_events("agt-1", &batch, None).unwrap();
+        self.store
+            .commit_events(&AgentId::trusted("agt-1"), &batch, None)
+            .unwrap();
         self.tick.send_modify(|n| *n += 1);
     }
 }
@@ -384,7 +394,9 @@ async fn a_sink_whose_delivery_fails_moves_no_cursor_and_recovers() {
     std::fs::write(&blocker, "").unwrap();
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let events: Vec<_> = (1..=5).map(|i| ev(i, "TOOL_CALL_PRE")).collect();
-    store.commit_events("agt-1", &events, None).unwrap();
+    store
+        .commit_events(&AgentId::trusted("agt-1"), &events, None)
+        .unwrap();
     let stats = Arc::new(SinkStats::default());
     let (_tick, rx) = tokio::sync::watch::channel(0);
     let task = tokio::spawn(run(

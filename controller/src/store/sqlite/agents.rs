@@ -3,7 +3,7 @@
 use super::*;
 
 impl AgentStore for SqliteStore {
-    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+    fn agent(&self, agent_id: &AgentId) -> Result<Option<AgentRecord>, StoreError> {
         self.read()
             .query_row(
                 &format!("SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?1"),
@@ -14,7 +14,7 @@ impl AgentStore for SqliteStore {
             .map_err(backend)
     }
 
-    fn list_agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError> {
+    fn list_agents(&self, tenant: Option<&TenantId>) -> Result<Vec<AgentRecord>, StoreError> {
         let conn = self.read();
         let mut stmt = conn
             .prepare_cached(&format!(
@@ -27,7 +27,11 @@ impl AgentStore for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(backend)
     }
 
-    fn revoke_agent(&self, agent_id: &str, now: i64) -> Result<Option<AgentRecord>, StoreError> {
+    fn revoke_agent(
+        &self,
+        agent_id: &AgentId,
+        now: i64,
+    ) -> Result<Option<AgentRecord>, StoreError> {
         let conn = self.conn();
         conn.execute(
             "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?2) WHERE agent_id = ?1",
@@ -45,7 +49,7 @@ impl AgentStore for SqliteStore {
 
     fn record_report(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         r: &AgentReportRecord,
         now: i64,
     ) -> Result<(), StoreError> {
@@ -70,7 +74,7 @@ impl AgentStore for SqliteStore {
         Ok(())
     }
 
-    fn touch_agent(&self, agent_id: &str, now: i64) -> Result<(), StoreError> {
+    fn touch_agent(&self, agent_id: &AgentId, now: i64) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "UPDATE agents SET last_seen = ?2 WHERE agent_id = ?1",
@@ -80,7 +84,7 @@ impl AgentStore for SqliteStore {
         Ok(())
     }
 
-    fn set_agent_cert(&self, agent_id: &str, not_after: i64) -> Result<(), StoreError> {
+    fn set_agent_cert(&self, agent_id: &AgentId, not_after: i64) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "UPDATE agents SET cert_not_after = ?2 WHERE agent_id = ?1",
@@ -90,7 +94,7 @@ impl AgentStore for SqliteStore {
         Ok(())
     }
 
-    fn count_applied(&self, tenant: &str, version: u64) -> Result<u64, StoreError> {
+    fn count_applied(&self, tenant: &TenantId, version: u64) -> Result<u64, StoreError> {
         self.read()
             .query_row(
                 "SELECT COUNT(*) FROM agents WHERE tenant = ?1 AND applied_version = ?2 AND revoked_at IS NULL",

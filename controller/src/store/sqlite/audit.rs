@@ -15,7 +15,7 @@ impl AuditStore for SqliteStore {
 
     fn list_audit(
         &self,
-        tenant: Option<&str>,
+        tenant: Option<&TenantId>,
         after_id: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {

@@ -3,7 +3,7 @@
 use super::*;
 
 impl EventStore for SqliteStore {
-    fn chain_state(&self, agent_id: &str) -> Result<Option<(u64, String)>, StoreError> {
+    fn chain_state(&self, agent_id: &AgentId) -> Result<Option<(u64, String)>, StoreError> {
         self.read()
             .query_row(
                 "SELECT last_seq, last_hash FROM chains WHERE agent_id = ?1",
@@ -16,7 +16,7 @@ impl EventStore for SqliteStore {
 
     fn commit_events(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         events: &[StoredEventRecord],
         new_state: Option<(u64, String)>,
     ) -> Result<u64, StoreError> {
@@ -31,8 +31,8 @@ impl EventStore for SqliteStore {
 
     fn commit_checked(
         &self,
-        tenant: &str,
-        agent_id: &str,
+        tenant: &TenantId,
+        agent_id: &AgentId,
         keys: &[(String, String)],
         check: &mut dyn FnMut(&ChainView) -> ChainDecision,
     ) -> Result<u64, StoreError> {

@@ -8,10 +8,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 
 use crate::store::migrations::{DIGEST_INDEX, DIGEST_MIGRATION, MIGRATIONS};
 use crate::store::{
-    AdminCredentialRecord, AdminStore, AgentRecord, AgentReportRecord, AgentStore, AuditRecord,
-    AuditStore, ChainDecision, ChainView, EventFilter, EventStore, Labels,
+    AdminCredentialRecord, AdminStore, AgentId, AgentRecord, AgentReportRecord, AgentStore,
+    AuditRecord, AuditStore, ChainDecision, ChainView, EventFilter, EventStore, Labels,
     MAX_RECORDS_PER_EVENT_ID, PolicyRecord, PolicyStore, RedeemError, SeenEventId, SinkCursorStore,
-    StoreError, StoredEventRecord, TokenRecord, TokenStore, record_digest,
+    StoreError, StoredEventRecord, TenantId, TokenRecord, TokenStore, record_digest,
 };
 
 /// SQLite: one writer connection behind a mutex (SQLite has one writer anyway; calls are
@@ -22,6 +22,18 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+}
+
+impl rusqlite::ToSql for TenantId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.as_str().to_sql()
+    }
+}
+
+impl rusqlite::ToSql for AgentId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.as_str().to_sql()
+    }
 }
 
 /// Read-only connections of a file-backed store.
@@ -254,7 +266,7 @@ fn backfill_digests(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// AUTOINCREMENT never gives out an id twice, even after the highest rows are deleted.
 fn insert_events(
     tx: &rusqlite::Transaction<'_>,
-    agent_id: &str,
+    agent_id: &AgentId,
     events: &[StoredEventRecord],
     new_state: Option<(u64, String)>,
 ) -> Result<u64, StoreError> {

@@ -3,7 +3,7 @@
 use super::*;
 
 impl PolicyStore for SqliteStore {
-    fn latest_policy(&self, tenant: &str) -> Result<Option<PolicyRecord>, StoreError> {
+    fn latest_policy(&self, tenant: &TenantId) -> Result<Option<PolicyRecord>, StoreError> {
         self.read()
             .query_row(
                 &format!(
@@ -16,7 +16,7 @@ impl PolicyStore for SqliteStore {
             .map_err(backend)
     }
 
-    fn policy(&self, tenant: &str, version: u64) -> Result<Option<PolicyRecord>, StoreError> {
+    fn policy(&self, tenant: &TenantId, version: u64) -> Result<Option<PolicyRecord>, StoreError> {
         self.read()
             .query_row(
                 &format!("SELECT {POLICY_COLS} FROM policies WHERE tenant = ?1 AND version = ?2"),
@@ -27,7 +27,11 @@ impl PolicyStore for SqliteStore {
             .map_err(backend)
     }
 
-    fn policy_history(&self, tenant: &str, limit: u32) -> Result<Vec<PolicyRecord>, StoreError> {
+    fn policy_history(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<PolicyRecord>, StoreError> {
         let limit = if limit == 0 { -1 } else { i64::from(limit) };
         let conn = self.read();
         let mut stmt = conn
@@ -84,7 +88,7 @@ impl PolicyStore for SqliteStore {
 
     fn replace_bundle(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         version: u64,
         bundle: &[u8],
         issued_at: i64,

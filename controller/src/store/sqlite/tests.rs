@@ -37,17 +37,19 @@ fn a_one_time_token_enrolls_once_and_a_failed_registration_spends_nothing() {
     assert!(matches!(failed, Err(StoreError::Aborted(_))));
     assert_eq!(s.token("t1").unwrap().unwrap().uses, 0);
     let ok = s
-        .enroll("hash-t1", Some("acme"), 10, &mut |t| Ok(agent_for(t, "a1")))
+        .enroll("hash-t1", Some(&TenantId::trusted("acme")), 10, &mut |t| {
+            Ok(agent_for(t, "a1"))
+        })
         .unwrap();
     assert_eq!(ok.unwrap().agent_id, "a1");
     let again = s
         .enroll("hash-t1", None, 10, &mut |t| Ok(agent_for(t, "a2")))
         .unwrap();
     assert!(matches!(again, Err(RedeemError::Exhausted { .. })));
-    assert!(s.agent("a2").unwrap().is_none());
+    assert!(s.agent(&AgentId::trusted("a2")).unwrap().is_none());
     s.insert_token(&token("t2", 5, 100)).unwrap();
     let wrong = s
-        .enroll("hash-t2", Some("other"), 10, &mut |t| {
+        .enroll("hash-t2", Some(&TenantId::trusted("other")), 10, &mut |t| {
             Ok(agent_for(t, "a3"))
         })
         .unwrap();
@@ -86,8 +88,19 @@ fn versions_must_follow_each_other() {
     assert!(matches!(s.insert_policy(&p), Err(StoreError::Conflict(_))));
     p.version = 2;
     s.insert_policy(&p).unwrap();
-    assert_eq!(s.latest_policy("acme").unwrap().unwrap().version, 2);
-    assert_eq!(s.policy_history("acme", 1).unwrap().len(), 1);
+    assert_eq!(
+        s.latest_policy(&TenantId::trusted("acme"))
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(
+        s.policy_history(&TenantId::trusted("acme"), 1)
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(s.policy_tenants().unwrap(), vec!["acme".to_owned()]);
 }
 
@@ -152,7 +165,11 @@ fn an_old_database_upgrades_and_event_ids_are_scoped_to_their_agent() {
         event("agt-a", "e1", 1, "{\"a\":1}"),
         event("agt-a", "e2", 2, "{\"a\":2}"),
     ];
-    assert_eq!(s.commit_events("agt-a", &a, None).unwrap(), 2);
+    assert_eq!(
+        s.commit_events(&AgentId::trusted("agt-a"), &a, None)
+            .unwrap(),
+        2
+    );
     let ids: Vec<u64> = s
         .query_events(&EventFilter {
             agent_id: Some("agt-a".into()),
@@ -169,9 +186,17 @@ fn an_old_database_upgrades_and_event_ids_are_scoped_to_their_agent() {
         "an id once given out (5) is never given again"
     );
     // The identical record is a re-send (skipped); a different one under a seen id is stored.
-    assert_eq!(s.commit_events("agt-a", &a[..1], None).unwrap(), 0);
+    assert_eq!(
+        s.commit_events(&AgentId::trusted("agt-a"), &a[..1], None)
+            .unwrap(),
+        0
+    );
     let other = event("agt-a", "e1", 9, "{\"a\":\"other\"}");
-    assert_eq!(s.commit_events("agt-a", &[other], None).unwrap(), 1);
+    assert_eq!(
+        s.commit_events(&AgentId::trusted("agt-a"), &[other], None)
+            .unwrap(),
+        1
+    );
 }
 
 /// The contract sinks rely on: event ids become visible in increasing order, so a reader that
@@ -191,7 +216,8 @@ fn event_ids_become_visible_in_commit_order() {
                     let batch: Vec<_> = (0..25)
                         .map(|i| event("agt-a", &format!("w{w}-{b}-{i}"), i, "{}"))
                         .collect();
-                    s.commit_events("agt-a", &batch, None).unwrap();
+                    s.commit_events(&AgentId::trusted("agt-a"), &batch, None)
+                        .unwrap();
                 }
             })
         })
@@ -265,17 +291,26 @@ fn events_stored_before_digests_are_backfilled_and_looked_up_by_digest() {
         );
     }
     let old = event("agt-a", "x", 2, "{\"n\":2}");
-    assert_eq!(s.commit_events("agt-a", &[old], None).unwrap(), 0);
+    assert_eq!(
+        s.commit_events(&AgentId::trusted("agt-a"), &[old], None)
+            .unwrap(),
+        0
+    );
     let keys = vec![
         ("x".to_owned(), record_digest("{\"n\":2}")),
         ("x".to_owned(), record_digest("{\"n\":9}")),
         ("y".to_owned(), record_digest("{\"n\":1}")),
     ];
     let mut viewed = None;
-    s.commit_checked("acme", "agt-a", &keys, &mut |v| {
-        viewed = Some(v.clone());
-        (Vec::new(), None)
-    })
+    s.commit_checked(
+        &TenantId::trusted("acme"),
+        &AgentId::trusted("agt-a"),
+        &keys,
+        &mut |v| {
+            viewed = Some(v.clone());
+            (Vec::new(), None)
+        },
+    )
     .unwrap();
     let seen = viewed.unwrap().seen;
     assert_eq!(seen.len(), 1, "{seen:?}");

@@ -29,7 +29,7 @@ impl TokenStore for SqliteStore {
 
     fn list_tokens(
         &self,
-        tenant: Option<&str>,
+        tenant: Option<&TenantId>,
         include_inactive: bool,
         now: i64,
     ) -> Result<Vec<TokenRecord>, StoreError> {
@@ -75,7 +75,7 @@ impl TokenStore for SqliteStore {
     fn enroll(
         &self,
         token_hash: &str,
-        asserted_tenant: Option<&str>,
+        asserted_tenant: Option<&TenantId>,
         now: i64,
         register: &mut dyn FnMut(&TokenRecord) -> Result<AgentRecord, StoreError>,
     ) -> Result<Result<AgentRecord, RedeemError>, StoreError> {
@@ -109,10 +109,10 @@ impl TokenStore for SqliteStore {
                 max_uses: token.max_uses,
             })
         } else if let Some(asked) = asserted_tenant
-            && asked != token.tenant
+            && asked.as_str() != token.tenant
         {
             Some(RedeemError::WrongTenant {
-                asked: asked.to_owned(),
+                asked: asked.as_str().to_owned(),
             })
         } else {
             None
