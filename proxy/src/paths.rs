@@ -159,7 +159,8 @@ fn libc_enotdir() -> i32 {
     -1
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use std::os::unix::fs::symlink;
 

@@ -839,6 +839,7 @@ fn fail_closed(why: &str) -> Decision {
 #[path = "relay_tests.rs"]
 mod tests;
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 #[path = "relay_path_tests.rs"]
 mod path_tests;
