@@ -14,10 +14,25 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use serde_json::Value;
 
-use crate::daemon::Shared;
+use thoth_endpoint::config::AgentConfig;
 use thoth_endpoint::status::{ConfigStatus, now_rfc3339};
 use thoth_hosts::claude::file::{self, FileError, Op, RELATIVE_PATHS};
 use thoth_hosts::claude::rewrite::{self, is_wrapped};
+
+/// What the guardian reads from and reports to the agent (the daemon's shared state implements
+/// it): the guardian names nothing of the daemon.
+pub trait ConfigReport: Send + Sync + 'static {
+    /// The agent's settings.
+    fn config(&self) -> &AgentConfig;
+    /// The state of every config the guardian knows, for the agent's status.
+    fn config_status(&self, configs: Vec<ConfigStatus>);
+    /// An error that stops the guardian, for the agent's status.
+    fn guardian_error(&self, message: String);
+    /// Raises an agent event (CONFIG_WRAPPED, CONFIG_DRIFT, CONFIG_INVALID).
+    fn raise(&self, event_type: &str, detail: String);
+    /// The version of the policy in force, if any (a change means a full pass).
+    fn policy_version(&self) -> Option<u64>;
+}
 
 /// What the guardian remembers about one file.
 #[derive(Default)]
@@ -84,8 +99,8 @@ fn servers_of(text: &str) -> Option<serde_json::Map<String, Value>> {
     v.get("mcpServers")?.as_object().cloned()
 }
 
-struct Guardian {
-    sh: Arc<Shared>,
+struct Guardian<R: ConfigReport> {
+    sh: Arc<R>,
     op: Op,
     known: BTreeMap<PathBuf, Known>,
     statuses: BTreeMap<PathBuf, ConfigStatus>,
@@ -111,9 +126,9 @@ fn stamp(_: &Path) -> Option<Stamp> {
     None
 }
 
-impl Guardian {
+impl<R: ConfigReport> Guardian<R> {
     fn config_dirs(&self) -> Vec<PathBuf> {
-        file::homes(self.sh.config.users_root.as_deref())
+        file::homes(self.sh.config().users_root.as_deref())
             .iter()
             .flat_map(|h| {
                 RELATIVE_PATHS
@@ -125,7 +140,7 @@ impl Guardian {
     }
 
     fn users_root(&self) -> PathBuf {
-        self.sh.config.users_root.clone().unwrap_or_else(|| {
+        self.sh.config().users_root.clone().unwrap_or_else(|| {
             PathBuf::from(if cfg!(target_os = "macos") {
                 "/Users"
             } else {
@@ -158,18 +173,18 @@ impl Guardian {
     }
 
     fn all_configs(&self) -> Vec<PathBuf> {
-        file::discover(self.sh.config.users_root.as_deref())
+        file::discover(self.sh.config().users_root.as_deref())
     }
 
     fn publish_status(&self) {
         let configs: Vec<ConfigStatus> = self.statuses.values().cloned().collect();
-        self.sh.update_status(|s| s.configs = configs);
+        self.sh.config_status(configs);
     }
 
     fn restart_claude(&self) {
         let Some(cmd) = self
             .sh
-            .config
+            .config()
             .claude_restart_command
             .clone()
             .filter(|c| !c.trim().is_empty())
@@ -343,7 +358,7 @@ impl Guardian {
                         }
                     };
                     status.last_change = format!("{} {detail}", now_rfc3339());
-                    status.restart_needed = self.sh.config.claude_restart_command.is_none();
+                    status.restart_needed = self.sh.config().claude_restart_command.is_none();
                 }
                 for (name, why) in &out.report.skipped {
                     tracing::warn!(config = %path.display(), server = name, "left alone: {why}");
@@ -423,13 +438,13 @@ impl Guardian {
 }
 
 /// The `thoth` binary wrapped entries run.
-pub fn thoth_path(sh: &Shared) -> Result<PathBuf, String> {
-    canonical_thoth(&sh.config)
+pub fn thoth_path(sh: &impl ConfigReport) -> Result<PathBuf, String> {
+    canonical_thoth(sh.config())
 }
 
 /// The `thoth` binary an agent with `config` wraps entries with, canonical: a wrapper governs
 /// only when its command is exactly this path.
-pub fn canonical_thoth(config: &thoth_endpoint::config::AgentConfig) -> Result<PathBuf, String> {
+pub fn canonical_thoth(config: &AgentConfig) -> Result<PathBuf, String> {
     let p = match &config.thoth_path {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -441,13 +456,13 @@ pub fn canonical_thoth(config: &thoth_endpoint::config::AgentConfig) -> Result<P
 }
 
 /// The extra `thoth run` options wrapped entries need to reach this agent.
-fn extra_flags(sh: &Shared) -> Vec<String> {
-    rewrite::canonical_extra(&sh.config.socket_path, &sh.config.state_dir)
+fn extra_flags(sh: &impl ConfigReport) -> Vec<String> {
+    rewrite::canonical_extra(&sh.config().socket_path, &sh.config().state_dir)
 }
 
 /// Starts the guardian thread (it runs for the life of the agent).
-pub fn spawn(sh: Arc<Shared>) -> std::io::Result<()> {
-    if !sh.config.wrap_configs {
+pub fn spawn(sh: Arc<impl ConfigReport>) -> std::io::Result<()> {
+    if !sh.config().wrap_configs {
         tracing::info!("wrap_configs is off: Claude Desktop configs are not managed");
         return Ok(());
     }
@@ -457,13 +472,13 @@ pub fn spawn(sh: Arc<Shared>) -> std::io::Result<()> {
         .map(|_| ())
 }
 
-fn run(sh: Arc<Shared>) {
-    let thoth = match thoth_path(&sh) {
+fn run<R: ConfigReport>(sh: Arc<R>) {
+    let thoth = match thoth_path(&*sh) {
         Ok(p) => p,
         Err(e) => {
             let msg = format!("cannot wrap Claude Desktop configs: {e} (set thoth_path)");
             tracing::error!("{msg}");
-            sh.update_status(|s| s.last_error = Some(msg));
+            sh.guardian_error(msg);
             return;
         }
     };
@@ -478,7 +493,7 @@ fn run(sh: Arc<Shared>) {
         }
     };
     let mut g = Guardian {
-        op: Op::WrapWith(thoth.display().to_string(), extra_flags(&sh)),
+        op: Op::WrapWith(thoth.display().to_string(), extra_flags(&*sh)),
         sh: Arc::clone(&sh),
         known: BTreeMap::new(),
         statuses: BTreeMap::new(),
@@ -487,10 +502,10 @@ fn run(sh: Arc<Shared>) {
     };
     g.watch_new(&mut watcher);
     g.pass("agent start");
-    let mut policy_seen = sh.current.borrow().as_ref().map(|c| c.version);
+    let mut policy_seen = sh.policy_version();
     let mut last_rescan = Instant::now();
     let rescan = sh
-        .config
+        .config()
         .config_rescan_interval
         .max(Duration::from_millis(200));
     loop {
@@ -521,7 +536,7 @@ fn run(sh: Arc<Shared>) {
                 g.pass("a new home or Claude Desktop directory");
             }
         }
-        let version = sh.current.borrow().as_ref().map(|c| c.version);
+        let version = sh.policy_version();
         if version != policy_seen {
             policy_seen = version;
             g.pass("policy changed");
@@ -549,15 +564,15 @@ fn collect(ev: notify::Result<notify::Event>, paths: &mut HashSet<PathBuf>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thoth_endpoint::config::AgentConfig;
+    use crate::daemon::Shared;
 
-    fn guardian(home: &Path) -> Guardian {
+    fn guardian(home: &Path) -> Guardian<Shared> {
         let mut config: AgentConfig =
             toml::from_str(include_str!("../thoth-agent.example.toml")).unwrap();
         config.state_dir = home.join("state");
         config.users_root = Some(home.to_path_buf());
         let sh = Shared::new(config).unwrap();
-        let extra = extra_flags(&sh);
+        let extra = extra_flags(&*sh);
         Guardian {
             op: Op::WrapWith("/usr/local/bin/thoth".into(), extra),
             sh,
@@ -568,7 +583,7 @@ mod tests {
         }
     }
 
-    fn drift_notes(g: &Guardian) -> Vec<String> {
+    fn drift_notes(g: &Guardian<Shared>) -> Vec<String> {
         g.sh.status()
             .recent_events
             .iter()

@@ -474,6 +474,28 @@ impl Shared {
     }
 }
 
+impl crate::watch::ConfigReport for Shared {
+    fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    fn config_status(&self, configs: Vec<thoth_endpoint::status::ConfigStatus>) {
+        self.update_status(|s| s.configs = configs);
+    }
+
+    fn guardian_error(&self, message: String) {
+        self.update_status(|s| s.last_error = Some(message));
+    }
+
+    fn raise(&self, event_type: &str, detail: String) {
+        Shared::raise(self, event_type, detail);
+    }
+
+    fn policy_version(&self) -> Option<u64> {
+        self.current.borrow().as_ref().map(|c| c.version)
+    }
+}
+
 /// Longest string an agent-raised event's detail keeps whole.
 pub const MAX_DETAIL_TEXT: usize = 8 << 10;
 /// Largest detail an agent-raised event carries (the controller refuses events over 1 MiB).
