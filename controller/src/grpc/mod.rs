@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
-use sha2::{Digest, Sha256};
 use thoth_proto::fleet::{self as pb, admin_server, agent_sync_server, enrollment_server};
 use tonic::{Request, Response, Status};
 
@@ -15,12 +14,10 @@ use crate::hub::Published;
 use crate::ids::{AgentId, TenantId};
 use crate::metrics::Metrics;
 use crate::pki::{self, Identity};
+use crate::service::enrollment::{self, EnrollRequest, check_csr_len, check_hostname};
 use crate::service::{self, MAX_TEXT, ServiceError};
-use crate::store::{AgentRecord, AgentReportRecord, Labels, RedeemError, StoreError};
+use crate::store::{AgentRecord, AgentReportRecord, StoreError};
 
-const MAX_TOKEN_LEN: usize = 256;
-const MAX_CSR_BYTES: usize = 16 << 10;
-const MAX_HOSTNAME_LEN: usize = 253;
 const MAX_INVENTORY_LIST: usize = 64;
 
 fn internal(e: StoreError) -> Status {
@@ -72,10 +69,6 @@ fn identity<T>(ctl: &Controller, req: &Request<T>) -> Result<Identity, Status> {
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
     Ok(service::check_len(field, value, max)?)
-}
-
-fn check_labels(labels: &std::collections::HashMap<String, String>) -> Result<Labels, Status> {
-    Ok(service::check_labels(labels)?)
 }
 
 /// An enrolled, unrevoked agent calling with its certificate (for other modules).
@@ -143,11 +136,7 @@ fn rfc3339(unix: i64) -> String {
 }
 
 fn hostname_ok(h: &str) -> Result<(), Status> {
-    check_len("hostname", h, MAX_HOSTNAME_LEN)?;
-    if h.chars().any(char::is_control) {
-        return Err(Status::invalid_argument("hostname has control characters"));
-    }
-    Ok(())
+    Ok(check_hostname(h)?)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -162,88 +151,17 @@ impl enrollment_server::Enrollment for EnrollmentService {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        let ctl = Arc::clone(&self.0);
+        let ctl = &self.0;
         let r = req.into_inner();
-        let refused = |s: Status| {
-            Metrics::inc(&ctl.metrics.enrollments_refused);
-            tracing::warn!("enrollment refused: {}", s.message());
-            s
-        };
-        if r.token.is_empty() {
-            return Err(refused(Status::invalid_argument(
-                "the enrollment token is empty",
-            )));
-        }
-        check_len("token", &r.token, MAX_TOKEN_LEN).map_err(refused)?;
-        if r.csr_der.len() > MAX_CSR_BYTES {
-            return Err(refused(Status::invalid_argument(format!(
-                "the CSR is {} bytes, over the {MAX_CSR_BYTES} byte limit",
-                r.csr_der.len()
-            ))));
-        }
-        hostname_ok(&r.hostname).map_err(refused)?;
-        let mut labels = check_labels(&r.labels).map_err(refused)?;
-        if !r.tenant.is_empty() {
-            pki::check_tenant(&r.tenant).map_err(|e| refused(Status::invalid_argument(e)))?;
-        }
-        // Verify the CSR before spending a token use.
-        pki::parse_csr(&r.csr_der).map_err(|e| refused(Status::invalid_argument(e)))?;
-        let hash = hex::encode(Sha256::digest(r.token.as_bytes()));
-        let asserted = (!r.tenant.is_empty()).then(|| TenantId::trusted(r.tenant.as_str()));
-        let validity = ctl.config.agent_cert_validity;
-        let c2 = Arc::clone(&ctl);
-        let csr = r.csr_der.clone();
-        let hostname = r.hostname.clone();
-        let mut cert_pem = String::new();
-        let result = tokio::task::spawn_blocking(move || {
-            let now = now_unix();
-            let outcome = c2
-                .store
-                .enroll(&hash, asserted.as_ref(), now, &mut |token| {
-                    let agent_id = format!("agt-{}", uuid::Uuid::now_v7().simple());
-                    let identity = Identity::Agent {
-                        tenant: token.tenant.clone(),
-                        agent_id: agent_id.clone(),
-                    };
-                    let pem = c2
-                        .ca
-                        .sign_csr(&csr, &identity, SystemTime::now(), validity)
-                        .map_err(StoreError::Aborted)?;
-                    let not_after = pki::not_after_unix(&pem).map_err(StoreError::Aborted)?;
-                    cert_pem = pem;
-                    // The token's labels win over the agent's own.
-                    labels.extend(token.labels.clone());
-                    Ok(AgentRecord {
-                        agent_id,
-                        tenant: token.tenant.clone(),
-                        hostname: hostname.clone(),
-                        labels: labels.clone(),
-                        enrolled_at: now,
-                        cert_not_after: not_after,
-                        token_id: token.id.clone(),
-                        ..AgentRecord::default()
-                    })
-                });
-            outcome.map(|o| o.map(|a| (a, cert_pem)))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-        let (agent, cert_pem) = match result {
-            Ok(Ok(done)) => done,
-            Ok(Err(e @ RedeemError::WrongTenant { .. })) => {
-                return Err(refused(Status::permission_denied(e.to_string())));
-            }
-            Ok(Err(e)) => return Err(refused(Status::unauthenticated(e.to_string()))),
-            Err(StoreError::Aborted(e)) => return Err(refused(Status::invalid_argument(e))),
-            Err(e) => return Err(internal(e)),
-        };
-        Metrics::inc(&ctl.metrics.enrollments);
-        tracing::info!(
-            agent_id = agent.agent_id,
-            tenant = agent.tenant,
-            hostname = agent.hostname,
-            "agent enrolled"
-        );
+        let (agent, cert_pem) = enrollment::EnrollmentService(Arc::clone(ctl))
+            .enroll(EnrollRequest {
+                token: r.token,
+                csr_der: r.csr_der,
+                hostname: r.hostname,
+                labels: r.labels,
+                tenant: r.tenant,
+            })
+            .await?;
         Ok(Response::new(pb::EnrollResponse {
             agent_id: agent.agent_id,
             tenant: agent.tenant,
@@ -260,12 +178,7 @@ impl enrollment_server::Enrollment for EnrollmentService {
         let ctl = &self.0;
         let agent = agent_caller(ctl, &req).await?;
         let r = req.into_inner();
-        if r.csr_der.len() > MAX_CSR_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "the CSR is {} bytes, over the {MAX_CSR_BYTES} byte limit",
-                r.csr_der.len()
-            )));
-        }
+        check_csr_len(&r.csr_der)?;
         let identity = Identity::Agent {
             tenant: agent.tenant.clone(),
             agent_id: agent.agent_id.clone(),

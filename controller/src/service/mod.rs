@@ -10,6 +10,7 @@ mod error;
 pub mod admins;
 pub mod agents;
 pub mod audit;
+pub mod enrollment;
 pub mod events;
 pub mod policy;
 pub mod tokens;
