@@ -11,14 +11,13 @@ use tonic::{Request, Response, Status};
 
 use crate::controller::{Controller, now_unix};
 use crate::hub::Published;
-use crate::ids::{AgentId, TenantId};
+use crate::ids::AgentId;
 use crate::metrics::Metrics;
 use crate::pki::{self, Identity};
-use crate::service::enrollment::{self, EnrollRequest, check_csr_len, check_hostname};
-use crate::service::{self, MAX_TEXT, ServiceError};
-use crate::store::{AgentRecord, AgentReportRecord, StoreError};
-
-const MAX_INVENTORY_LIST: usize = 64;
+use crate::service::ServiceError;
+use crate::service::agents::{AgentReport, AgentService, Inventory};
+use crate::service::enrollment::{self, EnrollRequest, check_csr_len};
+use crate::store::{AgentRecord, StoreError};
 
 fn internal(e: StoreError) -> Status {
     ServiceError::from(e).into()
@@ -65,10 +64,6 @@ fn identity<T>(ctl: &Controller, req: &Request<T>) -> Result<Identity, Status> {
         return Err(Status::unauthenticated(why));
     }
     Ok(id)
-}
-
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
-    Ok(service::check_len(field, value, max)?)
 }
 
 /// An enrolled, unrevoked agent calling with its certificate (for other modules).
@@ -133,10 +128,6 @@ fn rfc3339(unix: i64) -> String {
         SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64),
     )
     .to_string()
-}
-
-fn hostname_ok(h: &str) -> Result<(), Status> {
-    Ok(check_hostname(h)?)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -340,67 +331,29 @@ impl agent_sync_server::AgentSync for SyncService {
         let ctl = &self.0;
         let agent = agent_caller(ctl, &req).await?;
         let r = req.into_inner();
-        check_len("last_error", &r.last_error, 4 * MAX_TEXT)?;
-        check_len("agent_version", &r.agent_version, 64)?;
-        let mut hostname = None;
-        let inventory = match r.inventory {
-            Some(inv) => {
-                hostname_ok(&inv.hostname)?;
-                if inv.config_dirs.len() > MAX_INVENTORY_LIST
-                    || inv.config_dirs.iter().any(|d| d.len() > MAX_TEXT)
-                {
-                    return Err(Status::invalid_argument(format!(
-                        "inventory.config_dirs: at most {MAX_INVENTORY_LIST} paths of {MAX_TEXT} bytes"
-                    )));
-                }
-                for (name, v) in [
-                    ("os_name", &inv.os_name),
-                    ("os_version", &inv.os_version),
-                    ("arch", &inv.arch),
-                ] {
-                    check_len(&format!("inventory.{name}"), v, 128)?;
-                }
-                if !inv.hostname.is_empty() {
-                    hostname = Some(inv.hostname.clone());
-                }
-                Some(
-                    serde_json::json!({
-                        "hostname": inv.hostname,
-                        "osName": inv.os_name,
-                        "osVersion": inv.os_version,
-                        "arch": inv.arch,
-                        "cpus": inv.cpus,
-                        "memoryBytes": inv.memory_bytes,
-                        "uptimeSecs": inv.uptime_secs,
-                        "configDirs": inv.config_dirs,
-                        "governedServers": inv.governed_servers,
-                        "governedConfigs": inv.governed_configs,
-                    })
-                    .to_string(),
-                )
-            }
-            None => None,
-        };
-        let record = AgentReportRecord {
-            applied_version: r.applied_version,
-            stale: r.stale,
-            last_error: r.last_error,
-            inventory,
-            hostname,
-            agent_version: r.agent_version,
-        };
-        let (id, tenant) = (
-            AgentId::trusted(agent.agent_id.as_str()),
-            TenantId::trusted(agent.tenant.as_str()),
-        );
-        let latest = ctl
-            .db(move |s| {
-                s.record_report(&id, &record, now_unix())?;
-                Ok(s.latest_policy(&tenant)?.map_or(0, |p| p.version))
-            })
-            .await
-            .map_err(internal)?;
-        Metrics::inc(&ctl.metrics.reports);
+        let latest = AgentService(ctl)
+            .report(
+                &agent,
+                AgentReport {
+                    applied_version: r.applied_version,
+                    stale: r.stale,
+                    last_error: r.last_error,
+                    agent_version: r.agent_version,
+                    inventory: r.inventory.map(|i| Inventory {
+                        hostname: i.hostname,
+                        os_name: i.os_name,
+                        os_version: i.os_version,
+                        arch: i.arch,
+                        cpus: i.cpus,
+                        memory_bytes: i.memory_bytes,
+                        uptime_secs: i.uptime_secs,
+                        config_dirs: i.config_dirs,
+                        governed_servers: i.governed_servers,
+                        governed_configs: i.governed_configs,
+                    }),
+                },
+            )
+            .await?;
         Ok(Response::new(pb::ReportAck {
             latest_version: latest,
             server_time_unix: now_unix(),

@@ -1,9 +1,54 @@
 //! Enrolled agents: listed, shown, revoked (its certificate is refused from then on).
 
 use crate::controller::{Controller, now_unix};
-use crate::ids::AgentId;
+use crate::ids::{AgentId, TenantId};
+use crate::metrics::Metrics;
+use crate::service::enrollment::check_hostname;
 use crate::service::{Caller, MAX_TEXT, Need, ServiceError, check_len};
-use crate::store::AgentRecord;
+use crate::store::{AgentRecord, AgentReportRecord};
+
+/// Most config directories in one inventory.
+const MAX_INVENTORY_LIST: usize = 64;
+
+/// What an agent says about its machine.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// Hostname.
+    pub hostname: String,
+    /// OS name.
+    pub os_name: String,
+    /// OS version.
+    pub os_version: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory.
+    pub memory_bytes: u64,
+    /// Uptime.
+    pub uptime_secs: u64,
+    /// MCP host config directories it watches.
+    pub config_dirs: Vec<String>,
+    /// MCP servers governed.
+    pub governed_servers: u32,
+    /// Configs governed.
+    pub governed_configs: u32,
+}
+
+/// What an agent reports.
+#[derive(Debug, Clone, Default)]
+pub struct AgentReport {
+    /// The bundle version it applied.
+    pub applied_version: u64,
+    /// Its bundle expired.
+    pub stale: bool,
+    /// Its last error.
+    pub last_error: String,
+    /// Its software version.
+    pub agent_version: String,
+    /// Its machine, when sent.
+    pub inventory: Option<Inventory>,
+}
 
 /// An agent and whether it holds a subscription open now.
 #[derive(Debug, Clone)]
@@ -89,5 +134,71 @@ impl AgentService<'_> {
         )
         .await;
         Ok(self.view(a))
+    }
+
+    /// Records what an enrolled agent reports; returns its tenant's latest policy version.
+    pub async fn report(&self, agent: &AgentRecord, r: AgentReport) -> Result<u64, ServiceError> {
+        let ctl = self.0;
+        check_len("last_error", &r.last_error, 4 * MAX_TEXT)?;
+        check_len("agent_version", &r.agent_version, 64)?;
+        let mut hostname = None;
+        let inventory = match r.inventory {
+            Some(inv) => {
+                check_hostname(&inv.hostname)?;
+                if inv.config_dirs.len() > MAX_INVENTORY_LIST
+                    || inv.config_dirs.iter().any(|d| d.len() > MAX_TEXT)
+                {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "inventory.config_dirs: at most {MAX_INVENTORY_LIST} paths of {MAX_TEXT} bytes"
+                    )));
+                }
+                for (name, v) in [
+                    ("os_name", &inv.os_name),
+                    ("os_version", &inv.os_version),
+                    ("arch", &inv.arch),
+                ] {
+                    check_len(&format!("inventory.{name}"), v, 128)?;
+                }
+                if !inv.hostname.is_empty() {
+                    hostname = Some(inv.hostname.clone());
+                }
+                Some(
+                    serde_json::json!({
+                        "hostname": inv.hostname,
+                        "osName": inv.os_name,
+                        "osVersion": inv.os_version,
+                        "arch": inv.arch,
+                        "cpus": inv.cpus,
+                        "memoryBytes": inv.memory_bytes,
+                        "uptimeSecs": inv.uptime_secs,
+                        "configDirs": inv.config_dirs,
+                        "governedServers": inv.governed_servers,
+                        "governedConfigs": inv.governed_configs,
+                    })
+                    .to_string(),
+                )
+            }
+            None => None,
+        };
+        let record = AgentReportRecord {
+            applied_version: r.applied_version,
+            stale: r.stale,
+            last_error: r.last_error,
+            inventory,
+            hostname,
+            agent_version: r.agent_version,
+        };
+        let (id, tenant) = (
+            AgentId::trusted(agent.agent_id.as_str()),
+            TenantId::trusted(agent.tenant.as_str()),
+        );
+        let latest = ctl
+            .db(move |s| {
+                s.record_report(&id, &record, now_unix())?;
+                Ok(s.latest_policy(&tenant)?.map_or(0, |p| p.version))
+            })
+            .await?;
+        Metrics::inc(&ctl.metrics.reports);
+        Ok(latest)
     }
 }
