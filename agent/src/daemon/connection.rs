@@ -1,7 +1,18 @@
 //! The agent's side of the controller connection: enrollment, renewal, the policy
 //! subscription, status reports, and the loops that keep them going.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thoth_endpoint::state::IdentityInfo;
+use thoth_endpoint::status::now_rfc3339;
+use thoth_proto::fleet::{
+    self as pb, agent_sync_client::AgentSyncClient, enrollment_client::EnrollmentClient,
+};
+use tonic::transport::Channel;
+
+use super::shared::*;
+use super::{inventory, pipeline};
 use thoth_endpoint::backoff::{backoff, jitter};
 use thoth_endpoint::tls;
 

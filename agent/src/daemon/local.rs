@@ -8,7 +8,7 @@ use futures_util::Stream;
 use thoth_proto::fleet::{self as pb, local_agent_server};
 use tonic::{Request, Response, Status};
 
-use super::Shared;
+use super::shared::Shared;
 
 /// Largest batch of events accepted per call.
 const MAX_EVENTS_PER_CALL: usize = 1000;
@@ -79,7 +79,7 @@ pub fn user_name(uid: u32) -> Option<String> {
 /// The service, with the caps (whose [`Owners`] say whose spool quota a caller's events use).
 struct LocalService(Arc<Shared>, Arc<Limits>);
 
-fn local_policy(sh: &Shared, cur: Option<&Arc<super::Current>>) -> pb::LocalPolicy {
+fn local_policy(sh: &Shared, cur: Option<&Arc<super::shared::Current>>) -> pb::LocalPolicy {
     let status = sh.status();
     pb::LocalPolicy {
         bundle: cur.map(|c| c.bytes.clone()).unwrap_or_default(),
@@ -101,7 +101,7 @@ const WATCH_RECHECK: std::time::Duration = if cfg!(test) {
 
 /// An open `WatchPolicy` stream: the policy it follows, and whom to check again.
 struct Watch {
-    rx: tokio::sync::watch::Receiver<Option<Arc<super::Current>>>,
+    rx: tokio::sync::watch::Receiver<Option<Arc<super::shared::Current>>>,
     sh: Arc<Shared>,
     conn: Option<super::peer::ConnInfo>,
     user: String,
@@ -117,7 +117,7 @@ impl local_agent_server::LocalAgent for LocalService {
     ) -> Result<Response<pb::LocalPolicy>, Status> {
         let user = caller(&req);
         let owner = self.1.owners.key(caller_uid(&req).unwrap_or(UNKNOWN_UID));
-        super::peer::gate(
+        super::gate::gate(
             &self.0,
             req.extensions().get(),
             &user,
@@ -144,7 +144,7 @@ impl local_agent_server::LocalAgent for LocalService {
     ) -> Result<Response<Self::WatchPolicyStream>, Status> {
         let user = caller(&req);
         let owner = self.1.owners.key(caller_uid(&req).unwrap_or(UNKNOWN_UID));
-        super::peer::gate(
+        super::gate::gate(
             &self.0,
             req.extensions().get(),
             &user,
@@ -180,7 +180,7 @@ impl local_agent_server::LocalAgent for LocalService {
                             break;
                         }
                         () = tokio::time::sleep(WATCH_RECHECK) => {
-                            let gate = super::peer::gate(
+                            let gate = super::gate::gate(
                                 &w.sh,
                                 w.conn.as_ref(),
                                 &w.user,
@@ -224,7 +224,7 @@ impl local_agent_server::LocalAgent for LocalService {
         }
         self.0.saw_caller(&user, "");
         let key = self.1.owners.key(uid.unwrap_or(UNKNOWN_UID));
-        super::peer::gate(
+        super::gate::gate(
             &self.0,
             conn.as_ref(),
             &user,

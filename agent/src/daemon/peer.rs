@@ -182,7 +182,7 @@ fn identify(_stream: &tokio::net::UnixStream, pid: u32) -> Option<Process> {
 
 /// Field 22 of `/proc/<pid>/stat` (after the parenthesised command name, which may hold spaces).
 #[cfg(target_os = "linux")]
-fn start_time(pid: u32) -> Option<u64> {
+pub(super) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     // After ')': field 3 (state) is the first; field 22 is the 20th.
@@ -586,9 +586,9 @@ pub enum Call {
 /// running at once ([`MAX_CHECKS`] in all, one per owner).
 #[derive(Debug)]
 pub struct Checks {
-    slots: Arc<tokio::sync::Semaphore>,
+    pub(super) slots: Arc<tokio::sync::Semaphore>,
     owners: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
-    installed: Mutex<Installed>,
+    pub(super) installed: Mutex<Installed>,
     running: AtomicUsize,
     peak: AtomicUsize,
     runs: AtomicUsize,
@@ -596,8 +596,8 @@ pub struct Checks {
 
 /// The installed `thoth` as last resolved, and the (`st_dev`, inode) of the files seen there.
 #[derive(Debug, Default)]
-struct Installed {
-    path: Option<(Result<PathBuf, String>, Instant)>,
+pub(super) struct Installed {
+    pub(super) path: Option<(Result<PathBuf, String>, Instant)>,
     known: VecDeque<(u64, u64)>,
 }
 
@@ -621,7 +621,7 @@ impl Checks {
 
     /// The canonical installed `thoth` (resolved again once [`RECHECK`] has passed), and the
     /// files seen at it, the one there now included. Blocking.
-    fn installed(
+    pub(super) fn installed(
         &self,
         config: &thoth_endpoint::config::AgentConfig,
     ) -> (Result<PathBuf, String>, Vec<(u64, u64)>) {
@@ -656,7 +656,7 @@ impl Checks {
     }
 
     /// The lock that keeps `owner` to one check at a time.
-    fn owner(&self, owner: u32) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) fn owner(&self, owner: u32) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() >= 1024 {
             m.retain(|_, l| Arc::strong_count(l) > 1);
@@ -676,10 +676,10 @@ impl Checks {
 }
 
 /// Counts a running check (and the peak) while held.
-struct Running<'a>(&'a Checks);
+pub(super) struct Running<'a>(&'a Checks);
 
 impl<'a> Running<'a> {
-    fn new(c: &'a Checks) -> Running<'a> {
+    pub(super) fn new(c: &'a Checks) -> Running<'a> {
         c.runs.fetch_add(1, Ordering::Relaxed);
         let now = c.running.fetch_add(1, Ordering::AcqRel) + 1;
         c.peak.fetch_max(now, Ordering::AcqRel);
@@ -690,154 +690,6 @@ impl<'a> Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Runs one check of `process` (for `owner`): one at a time per owner, [`MAX_CHECKS`] in all,
-/// on a blocking thread. With the installed `thoth`'s path, or why it is not known.
-async fn check(
-    sh: &Arc<super::Shared>,
-    process: Option<Process>,
-    owner: u32,
-) -> (Verdict, Option<PathBuf>) {
-    // Both held by the blocking task, which runs on when the call is dropped: a caller who
-    // gives up does not free a place for another check before this one ends.
-    let mine = sh.peer_checks.owner(owner).lock_owned().await;
-    let Ok(slot) = Arc::clone(&sh.peer_checks.slots).acquire_owned().await else {
-        return (
-            Verdict::Refused(Kind::Unverifiable, "the agent is stopping".into()),
-            None,
-        );
-    };
-    let shared = Arc::clone(sh);
-    tokio::task::spawn_blocking(move || {
-        let _held = (slot, mine);
-        let c = &shared.peer_checks;
-        let _running = Running::new(c);
-        match c.installed(&shared.config) {
-            (Ok(path), known) => (verify(process, &path, &known), Some(path)),
-            (Err(e), _) => (
-                Verdict::Refused(
-                    Kind::Unverifiable,
-                    format!("the installed thoth is not known: {e}"),
-                ),
-                None,
-            ),
-        }
-    })
-    .await
-    .unwrap_or_else(|e| (Verdict::Refused(Kind::Unverifiable, e.to_string()), None))
-}
-
-/// The verdict on the process behind a connection: its last one while younger than
-/// [`RECHECK`] (and while the process that connected still runs), else a new check.
-/// With whether to report it: a refusal worth reporting for `call` (any for a policy call, a
-/// tampered thoth's for events) that this connection's verdict has not been reported for.
-async fn verdict_of(
-    sh: &Arc<super::Shared>,
-    info: Option<&ConnInfo>,
-    owner: u32,
-    call: Call,
-) -> (Verdict, bool) {
-    let reportable = |v: &Verdict| match v {
-        Verdict::Refused(kind, _) => {
-            call == Call::Policy || matches!(kind, Kind::LoaderVariable | Kind::Library)
-        }
-        _ => false,
-    };
-    let Some(info) = info else {
-        let v = check(sh, None, owner).await.0;
-        let report = reportable(&v);
-        return (v, report);
-    };
-    let mut last = info.checked.lock().await;
-    if let Some((v, at, reported)) = &mut *last
-        && at.elapsed() < RECHECK
-    {
-        // The socket may have been handed on: the process that connected must still be there.
-        #[cfg(target_os = "linux")]
-        if let Some(p) = info.process
-            && start_time(p.pid) != Some(p.start)
-        {
-            return (
-                Verdict::Refused(
-                    Kind::Unverifiable,
-                    format!("process {} that connected has exited", p.pid),
-                ),
-                false,
-            );
-        }
-        let report = !*reported && reportable(v);
-        *reported |= report;
-        return (v.clone(), report);
-    }
-    let (v, _) = check(sh, info.process, owner).await;
-    let report = reportable(&v);
-    *last = Some((v.clone(), Instant::now(), report));
-    (v, report)
-}
-
-/// Checks the process behind a proxy call ([`verify`], off the async workers, once per
-/// connection per [`RECHECK`]; `owner` is the caller's budget key, see `local::Owners`). A
-/// refused one is reported as a `PROXY_TAMPERED` event (at most once an hour per owner and
-/// kind, and [`MAX_RAISED`] an hour in all); a policy call from it is refused with
-/// `PERMISSION_DENIED` saying why, which a proxy takes as "no policy" (it then denies every
-/// call: fail closed).
-pub async fn gate(
-    sh: &Arc<super::Shared>,
-    info: Option<&ConnInfo>,
-    user: &str,
-    owner: u32,
-    call: Call,
-) -> Result<(), tonic::Status> {
-    let uid = info.and_then(ConnInfo::uid);
-    let process = info.and_then(|i| i.process);
-    // Events from a process that is not thoth at all are not a proxy's (tests, tools): taken
-    // without a report. A tampered thoth is reported whatever it calls, once per check.
-    let (verdict, report) = verdict_of(sh, info, owner, call).await;
-    let Verdict::Refused(kind, reason) = verdict else {
-        return Ok(());
-    };
-    if report && let Some(held_back) = sh.peer_reports.should_raise(owner, kind, Instant::now()) {
-        let what = match call {
-            Call::Policy => "policy refused",
-            Call::Events => "its events are kept",
-        };
-        tracing::warn!(
-            event = "PROXY_TAMPERED",
-            user,
-            pid = process.map(|p| p.pid),
-            "a proxy of {user} failed the agent's check ({what}): {reason}"
-        );
-        let installed = sh
-            .peer_checks
-            .installed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .path
-            .as_ref()
-            .and_then(|(p, _)| p.as_ref().ok().map(|p| p.display().to_string()));
-        let detail = serde_json::json!({
-            "user": user,
-            "uid": uid,
-            "pid": process.map(|p| p.pid),
-            "kind": kind.as_str(),
-            "reason": reason,
-            "call": match call { Call::Policy => "policy", Call::Events => "events" },
-            "installedThoth": installed,
-            "heldBack": held_back,
-        });
-        if let Some(sp) = sh.spool.get() {
-            sp.append(sh.agent_event("PROXY_TAMPERED", detail));
-        }
-        sh.update_status(|s| s.note("PROXY_TAMPERED", format!("{user}: {reason} ({what})")));
-    }
-    match call {
-        Call::Events => Ok(()),
-        Call::Policy => Err(tonic::Status::permission_denied(format!(
-            "the agent does not serve policy to this process: {reason}. Every call is denied \
-             until the MCP server runs through the installed thoth without them"
-        ))),
     }
 }
 

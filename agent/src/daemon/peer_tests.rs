@@ -1,4 +1,5 @@
 use super::*;
+use crate::daemon::gate::gate;
 
 #[test]
 fn loader_variables_are_read_from_the_block() {

@@ -1,0 +1,611 @@
+//! The daemon's shared state: settings, pinned trust, the policy in force, the status, the
+//! spool, and what proxy checks share; every task of the agent holds it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use prost::bytes::Bytes;
+use serde_json::Value;
+use thoth_proto::bundle::{BundleError, verify_bundle};
+use tokio::sync::{Notify, watch};
+use tonic::transport::Channel;
+
+use super::{peer, pipeline};
+use thoth_endpoint::config::AgentConfig;
+use thoth_endpoint::state::{StateDir, Trust};
+use thoth_endpoint::status::{PolicyStatus, Status, now_rfc3339};
+
+/// The policy in force, as served to proxies.
+#[derive(Debug)]
+pub struct Current {
+    /// Signed bundle bytes.
+    pub bytes: Bytes,
+    /// Version.
+    pub version: u64,
+    /// Expired (still enforced).
+    pub stale: bool,
+    /// Expiry.
+    pub expires_at: SystemTime,
+}
+
+/// Everything the agent's tasks share.
+pub struct Shared {
+    /// Settings.
+    pub config: AgentConfig,
+    /// Pinned root.
+    pub root: ed25519_dalek::VerifyingKey,
+    /// Pinned CA.
+    pub fingerprint: [u8; 32],
+    /// State directory.
+    pub state: StateDir,
+    /// The policy in force.
+    pub current: watch::Sender<Option<Arc<Current>>>,
+    pub(super) status: Mutex<Status>,
+    pub(super) status_dirty: std::sync::atomic::AtomicBool,
+    pub(super) status_writer: Mutex<Option<std::thread::Thread>>,
+    pub(super) spool: std::sync::OnceLock<pipeline::SpoolHandle>,
+    /// Wakes the heartbeat to report at once.
+    pub report_now: Notify,
+    pub(super) channel: Mutex<Option<Channel>>,
+    /// Failed proxy checks lately reported, per owner and kind.
+    pub(super) peer_reports: peer::Raised,
+    /// What proxy checks share (the installed thoth, bounds on checks at once).
+    pub(super) peer_checks: peer::Checks,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(super) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub(super) fn unix_to_rfc3339(secs: i64) -> String {
+    rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+}
+
+pub(super) fn describe(s: &tonic::Status) -> String {
+    let mut m = s.message().to_owned();
+    if m.is_empty() {
+        m = format!("{:?}", s.code());
+    }
+    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+        && let Some(src) = std::error::Error::source(s)
+    {
+        m.push_str(&format!(": {src}"));
+        let mut cur = src.source();
+        while let Some(c) = cur {
+            m.push_str(&format!(": {c}"));
+            cur = c.source();
+        }
+    }
+    m
+}
+
+impl Shared {
+    /// Builds the shared state (no IO beyond what `config` needs).
+    pub fn new(config: AgentConfig) -> Result<Arc<Shared>, String> {
+        let root = config.root_key()?;
+        let fingerprint = config.pinned_fingerprint()?;
+        let state = StateDir::new(config.state_dir.clone());
+        let status = Status {
+            tenant: config.tenant.clone(),
+            controller_url: config.controller_url.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_at: now_rfc3339(),
+            socket: config.socket_path.display().to_string(),
+            state_dir: config.state_dir.display().to_string(),
+            thoth_path: crate::watch::canonical_thoth(&config)
+                .ok()
+                .map(|p| p.display().to_string()),
+            ..Status::default()
+        };
+        let peer_checks = peer::Checks::new(&config);
+        Ok(Arc::new(Shared {
+            config,
+            root,
+            fingerprint,
+            state,
+            current: watch::channel(None).0,
+            status: Mutex::new(status),
+            status_dirty: std::sync::atomic::AtomicBool::new(false),
+            status_writer: Mutex::new(None),
+            spool: std::sync::OnceLock::new(),
+            report_now: Notify::new(),
+            channel: Mutex::new(None),
+            peer_reports: peer::Raised::default(),
+            peer_checks,
+        }))
+    }
+
+    /// A snapshot of the status, with computed fields.
+    pub fn status(&self) -> Status {
+        let mut s = lock(&self.status).clone();
+        if let Some(sp) = self.spool.get() {
+            let st = lock(&sp.stats).clone();
+            s.events.held = st.seq - st.acked;
+            s.events.dropped = st.lost + st.refused;
+            s.events.seq = st.seq;
+            s.events.durable = st.durable;
+            s.events.acked = st.acked;
+            s.events.spool_bytes = st.bytes;
+            s.events.corrupt = st.corrupt;
+            s.events.id_reused = st.id_reused;
+            let up = lock(&sp.upload);
+            s.events.quarantined = up.quarantined;
+            // An upload that makes no progress while events wait, or a spool that cannot
+            // write, is an error everywhere the status goes (CLIs, heartbeat, thothctl).
+            let problem = st
+                .write_error
+                .clone()
+                .or_else(|| up.stalled(s.events.held, st.waiting_since));
+            drop(up);
+            if let Some(p) = problem {
+                s.events.error = Some(p.clone());
+                if s.connected || s.last_error.is_none() {
+                    s.last_error = Some(p);
+                }
+            }
+        }
+        s.for_display()
+    }
+
+    /// Changes the status (and rewrites status.json).
+    pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut lock(&self.status));
+        // status.json (for people and MDM checks when the agent is down) is written by its own
+        // thread, at most every 500 ms: no file IO here, which async tasks call.
+        self.status_dirty
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = lock(&self.status_writer).as_ref() {
+            t.unpark();
+        }
+    }
+
+    /// Starts the thread that writes status.json when the status changed.
+    pub fn start_status_writer(self: &Arc<Self>) -> std::io::Result<()> {
+        let weak = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("thoth-status".into())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(Duration::from_secs(5));
+                    let Some(sh) = weak.upgrade() else { return };
+                    if sh
+                        .status_dirty
+                        .swap(false, std::sync::atomic::Ordering::AcqRel)
+                    {
+                        let snapshot = lock(&sh.status).clone();
+                        if let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) {
+                            let _ = sh.state.write_status(&bytes);
+                        }
+                    }
+                    drop(sh);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })?;
+        *lock(&self.status_writer) = Some(handle.thread().clone());
+        Ok(())
+    }
+
+    /// Raises an agent event: logged, held for upload, and kept in the status.
+    pub fn raise(&self, event_type: &str, detail: String) {
+        let detail = bound_text(&detail);
+        match event_type {
+            "POLICY_REJECTED" => tracing::warn!(event = event_type, "{detail}"),
+            _ => tracing::info!(event = event_type, "{detail}"),
+        }
+        let record = self.agent_event(event_type, Value::String(detail.clone()));
+        if let Some(sp) = self.spool.get() {
+            sp.append(record);
+        }
+        self.update_status(|s| s.note(event_type, detail));
+    }
+
+    /// An event the agent itself raises, as a JSON object ready for the chain.
+    pub fn agent_event(&self, event_type: &str, detail: Value) -> serde_json::Map<String, Value> {
+        let agent_id = lock(&self.status).agent_id.clone();
+        agent_event_map(&self.config.tenant, agent_id.as_deref(), event_type, detail)
+    }
+
+    /// Takes events from a proxy: each is checked and made the agent's on its own
+    /// ([`pipeline::admit`]: types a proxy may send, schema, size; identity fields from the
+    /// agent and the caller's OS user, never from the proxy); the bad ones are refused one by
+    /// one, counted and reported, the rest kept. `Err` when the spool cannot write now (the proxy
+    /// keeps its events and re-sends them).
+    pub async fn spool_events(
+        &self,
+        events: Vec<Vec<u8>>,
+        user: &str,
+    ) -> Result<pipeline::EmitOutcome, String> {
+        self.spool_events_as(events, user, user).await
+    }
+
+    /// [`Shared::spool_events`], counting the events against `owner`'s spool quota (the login
+    /// user owning the caller's uid).
+    pub async fn spool_events_as(
+        &self,
+        events: Vec<Vec<u8>>,
+        user: &str,
+        owner: &str,
+    ) -> Result<pipeline::EmitOutcome, String> {
+        let Some(sp) = self.spool.get() else {
+            return Err("the agent's event spool is not open".into());
+        };
+        // Parsing and checking up to 1000 events is CPU work: off the async workers.
+        let (u, o) = (user.to_owned(), owner.to_owned());
+        let (admitted, refused, reason) = tokio::task::spawn_blocking(move || {
+            let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+            let now = SystemTime::now();
+            let mut admitted = Vec::with_capacity(events.len());
+            let (mut refused, mut reason) = (0u32, String::new());
+            for e in &events {
+                match pipeline::admit(e, &u, &hostname, now) {
+                    Ok(mut a) => {
+                        a.owner.clone_from(&o);
+                        admitted.push(a);
+                    }
+                    Err(why) => {
+                        refused += 1;
+                        if reason.is_empty() {
+                            reason = why;
+                        }
+                    }
+                }
+            }
+            (admitted, refused, reason)
+        })
+        .await
+        .map_err(|e| format!("checking the events failed: {e}"))?;
+        if refused > 0 {
+            tracing::warn!(user, refused, "refused events from a proxy: {reason}");
+            {
+                let mut s = lock(&self.status);
+                s.events.refused += u64::from(refused);
+                s.events.last_refusal = Some(format!("{user}: {reason}"));
+            }
+            if let Some(detail) = sp.note_refused(user, u64::from(refused), &reason) {
+                sp.append(self.agent_event("EVENTS_REFUSED", detail));
+                self.update_status(|s| {
+                    s.note(
+                        "EVENTS_REFUSED",
+                        format!("{refused} events from a proxy refused: {reason}"),
+                    )
+                });
+            }
+        }
+        // Answered once durable: a proxy whose call fails re-sends (an identical record from
+        // the same caller is de-duplicated).
+        let (accepted, dropped) = sp.append_durable(admitted).await.map_err(|e| e.0)?;
+        lock(&self.status).events.accepted += u64::from(accepted);
+        Ok(pipeline::EmitOutcome {
+            accepted,
+            dropped,
+            refused,
+            reason,
+        })
+    }
+
+    /// Tells the spool who this agent is (events wait for it).
+    pub(super) fn set_spool_identity(&self, agent_id: &str) {
+        if let Some(sp) = self.spool.get() {
+            *lock(&sp.identity) = Some((agent_id.to_owned(), self.config.tenant.clone()));
+        }
+    }
+
+    /// Records a proxy caller.
+    pub fn saw_caller(&self, user: &str, server: &str) {
+        let mut s = lock(&self.status);
+        let c = s.callers.entry(user.to_owned()).or_default();
+        c.calls += 1;
+        c.last_seen = now_rfc3339();
+        if !server.is_empty() && !c.servers.iter().any(|x| x == server) && c.servers.len() < 64 {
+            c.servers.push(server.to_owned());
+        }
+    }
+
+    pub(super) fn publish(
+        &self,
+        bytes: Vec<u8>,
+        payload: &thoth_proto::bundle::BundlePayload,
+        key_id: &str,
+        stale: bool,
+    ) {
+        let expires_at =
+            humantime::parse_rfc3339(&payload.expires_at).unwrap_or(SystemTime::UNIX_EPOCH);
+        self.current.send_replace(Some(Arc::new(Current {
+            bytes: Bytes::from(bytes),
+            version: payload.version,
+            stale,
+            expires_at,
+        })));
+        let policy = PolicyStatus {
+            version: payload.version,
+            issued_at: payload.issued_at.clone(),
+            expires_at: payload.expires_at.clone(),
+            applied_at: now_rfc3339(),
+            stale,
+            key_id: key_id.to_owned(),
+            age_secs: 0,
+        };
+        self.update_status(|s| s.policy = Some(policy));
+    }
+
+    /// Loads the last-known-good bundle at start: enforced even if expired (then stale); a
+    /// tampered or foreign one is refused (and re-fetched from the controller).
+    pub fn load_lkg(&self) {
+        let trust = Trust {
+            tenant: self.config.tenant.clone(),
+            root_public_key: self.config.root_public_key.clone(),
+        };
+        match self.state.load_lkg(&trust, SystemTime::now()) {
+            Ok(Some(lkg)) => {
+                if let Err(e) = parse_policy(&lkg.bundle.payload) {
+                    self.raise(
+                        "POLICY_REJECTED",
+                        format!("last-known-good policy does not validate: {e}"),
+                    );
+                    return;
+                }
+                let stale = lkg.expired.is_some();
+                tracing::info!(
+                    version = lkg.bundle.payload.version,
+                    stale,
+                    "enforcing the last-known-good policy from disk"
+                );
+                self.publish(lkg.bytes, &lkg.bundle.payload, &lkg.bundle.key_id, stale);
+            }
+            Ok(None) => tracing::info!("no last-known-good policy yet"),
+            Err(e) => {
+                self.raise("POLICY_REJECTED", e.clone());
+                self.update_status(|s| s.last_error = Some(e));
+            }
+        }
+    }
+
+    /// Verifies and applies a bundle from the controller; anything wrong changes nothing.
+    pub fn apply(&self, bytes: &[u8]) {
+        let floor = self.state.applied_floor();
+        let current_version = self.current.borrow().as_ref().map(|c| c.version);
+        let applied = current_version.max((floor > 0).then_some(floor));
+        match verify_bundle(
+            bytes,
+            &self.root,
+            &self.config.tenant,
+            applied,
+            SystemTime::now(),
+        ) {
+            Ok(v) => {
+                if let Err(e) = parse_policy(&v.payload) {
+                    let msg = format!(
+                        "bundle version {} refused: its policy does not validate: {e}",
+                        v.payload.version
+                    );
+                    self.raise("POLICY_REJECTED", msg.clone());
+                    self.update_status(|s| s.last_error = Some(msg));
+                    return;
+                }
+                let same = self
+                    .current
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|c| c.bytes.as_ref() == bytes);
+                if same {
+                    return;
+                }
+                if let Err(e) = self.state.save_lkg(bytes, v.payload.version) {
+                    // Not persisted: do not apply either, so disk and memory never disagree.
+                    let msg = format!("cannot persist policy version {}: {e}", v.payload.version);
+                    self.raise("POLICY_REJECTED", msg.clone());
+                    self.update_status(|s| s.last_error = Some(msg));
+                    return;
+                }
+                let new_version = current_version != Some(v.payload.version);
+                self.publish(bytes.to_vec(), &v.payload, &v.key_id, false);
+                if new_version {
+                    self.raise(
+                        "POLICY_APPLIED",
+                        format!(
+                            "policy version {} applied (signed by {})",
+                            v.payload.version, v.key_id
+                        ),
+                    );
+                } else {
+                    tracing::info!(version = v.payload.version, "re-signed bundle applied");
+                }
+                self.update_status(|s| s.last_error = None);
+                self.report_now.notify_one();
+            }
+            Err(e) => {
+                let msg = format!("bundle refused: {e}");
+                if let BundleError::Expired { .. } = e {
+                    // Keep enforcing last-known-good; stale if that one has expired too.
+                    self.check_stale();
+                }
+                self.raise("POLICY_REJECTED", msg.clone());
+                self.update_status(|s| s.last_error = Some(msg));
+                self.report_now.notify_one();
+            }
+        }
+    }
+
+    /// Marks the policy stale once it has expired (it stays in force).
+    pub fn check_stale(&self) {
+        let cur = self.current.borrow().clone();
+        if let Some(c) = cur
+            && !c.stale
+            && SystemTime::now() > c.expires_at
+        {
+            self.current.send_replace(Some(Arc::new(Current {
+                bytes: c.bytes.clone(),
+                version: c.version,
+                stale: true,
+                expires_at: c.expires_at,
+            })));
+            self.update_status(|s| {
+                if let Some(p) = &mut s.policy {
+                    p.stale = true;
+                }
+            });
+            self.raise(
+                "POLICY_STALE",
+                format!(
+                    "policy version {} expired at {}; it stays in force until a newer one arrives",
+                    c.version,
+                    rfc3339(c.expires_at)
+                ),
+            );
+            self.report_now.notify_one();
+        }
+    }
+}
+
+impl crate::watch::ConfigReport for Shared {
+    fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    fn config_status(&self, configs: Vec<thoth_endpoint::status::ConfigStatus>) {
+        self.update_status(|s| s.configs = configs);
+    }
+
+    fn guardian_error(&self, message: String) {
+        self.update_status(|s| s.last_error = Some(message));
+    }
+
+    fn raise(&self, event_type: &str, detail: String) {
+        Shared::raise(self, event_type, detail);
+    }
+
+    fn policy_version(&self) -> Option<u64> {
+        self.current.borrow().as_ref().map(|c| c.version)
+    }
+}
+
+/// Longest string an agent-raised event's detail keeps whole.
+pub const MAX_DETAIL_TEXT: usize = 8 << 10;
+/// Largest detail an agent-raised event carries (the controller refuses events over 1 MiB).
+pub const MAX_DETAIL_BYTES: usize = 64 << 10;
+
+/// `text` if at most [`MAX_DETAIL_TEXT`] bytes; else its start, its length and the SHA-256 of
+/// the whole.
+pub fn bound_text(text: &str) -> String {
+    if text.len() <= MAX_DETAIL_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_DETAIL_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    format!(
+        "{}… [truncated: {} bytes in all, sha256 {sha}]",
+        &text[..end],
+        text.len()
+    )
+}
+
+/// An agent event's detail, bounded: long strings cut ([`bound_text`]); a detail still over
+/// [`MAX_DETAIL_BYTES`] replaced by its start, length and SHA-256.
+pub fn bound_detail(detail: Value) -> Value {
+    fn cut(v: Value) -> Value {
+        match v {
+            Value::String(s) if s.len() > MAX_DETAIL_TEXT => Value::String(bound_text(&s)),
+            Value::Array(a) => Value::Array(a.into_iter().map(cut).collect()),
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, cut(v))).collect()),
+            v => v,
+        }
+    }
+    let whole = detail.to_string();
+    if whole.len() <= MAX_DETAIL_BYTES {
+        return detail;
+    }
+    let cut = cut(detail);
+    if cut.to_string().len() <= MAX_DETAIL_BYTES {
+        return cut;
+    }
+    Value::String(bound_text(&whole))
+}
+
+/// An agent-raised event as a JSON object; its detail bounded ([`bound_detail`]).
+pub fn agent_event_map(
+    tenant: &str,
+    agent_id: Option<&str>,
+    event_type: &str,
+    detail: Value,
+) -> serde_json::Map<String, Value> {
+    let Value::Object(m) = serde_json::json!({
+        "eventId": uuid::Uuid::now_v7().to_string(),
+        "eventType": event_type,
+        "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+        "tenantId": tenant,
+        "agentId": agent_id.unwrap_or("unenrolled"),
+        "hostname": gethostname::gethostname().to_string_lossy(),
+        "sourceType": "agent",
+        "detail": bound_detail(detail),
+    }) else {
+        unreachable!("an object literal")
+    };
+    m
+}
+
+pub(super) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub(super) fn parse_policy(p: &thoth_proto::bundle::BundlePayload) -> Result<(), String> {
+    let source = format!("<bundle v{}>", p.version);
+    thoth_policy::parse_policy(
+        &p.policy,
+        &source,
+        thoth_policy::Format::detect(&source, &p.policy),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review M5: an event the agent raised itself carried a user's ~3.9 MB of wrapper
+    /// arguments (CONFIG_DRIFT "added --x AAAA…"); the controller refuses events over 1 MiB, so
+    /// it jammed the upload. Now every agent event's detail is bounded, with the whole's digest.
+    #[test]
+    fn agent_events_are_bounded_with_the_digest_of_the_whole() {
+        use sha2::Digest as _;
+        let huge = format!(
+            "~/.config/Claude/x.json: added --x {}",
+            "A".repeat(3_900_000)
+        );
+        let sha = hex::encode(sha2::Sha256::digest(huge.as_bytes()));
+        let ev = agent_event_map("t", Some("a"), "CONFIG_DRIFT", Value::String(huge.clone()));
+        let text = Value::Object(ev).to_string();
+        assert!(
+            text.len() < 80 << 10,
+            "an agent event of {} bytes",
+            text.len()
+        );
+        assert!(
+            text.contains(&sha) && text.contains("added --x AAAA"),
+            "{}",
+            &text[..200]
+        );
+        // Many small parts are bounded too.
+        let parts: Vec<String> = (0..100_000).map(|i| format!("--arg{i}")).collect();
+        let ev = agent_event_map(
+            "t",
+            None,
+            "CONFIG_DRIFT",
+            serde_json::json!({"added": parts}),
+        );
+        assert!(Value::Object(ev).to_string().len() < 80 << 10);
+        // A small detail is kept as it is.
+        let ev = agent_event_map("t", None, "AGENT_STARTED", serde_json::json!({"v": "1"}));
+        assert_eq!(ev["detail"], serde_json::json!({"v": "1"}));
+    }
+}
