@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 use crate::pki::{self, Identity};
 use crate::store::{AdminCredentialRecord, Store, StoreError};
 
-/// `fingerprint` of the row that stands for "every unrecorded credential of NAME".
-pub fn unrecorded_id(name: &str) -> String {
-    format!("unrecorded:{name}")
-}
+pub use crate::store::unrecorded_id;
 
 #[derive(Debug, Default)]
 struct State {
@@ -117,7 +114,7 @@ impl AdminGate {
     /// For an unknown credential of a revoked name (the request path, before [`Self::refusal`]):
     /// reads the store once (off the async workers) in case `issue-admin` recorded it since,
     /// and remembers a negative answer for [`RECHECK`].
-    pub async fn settle(&self, ctl: &crate::controller::Controller, fingerprint: &str, name: &str) {
+    pub async fn settle(&self, store: &Arc<dyn Store>, fingerprint: &str, name: &str) {
         {
             let s = self.read();
             if !Self::unknown_of_revoked_name(&s, fingerprint, name)
@@ -126,17 +123,18 @@ impl AdminGate {
                 return;
             }
         }
-        let fp = fingerprint.to_owned();
-        match ctl
-            .db(move |st| {
-                Ok(st
-                    .list_admins()?
+        let (fp, st) = (fingerprint.to_owned(), Arc::clone(store));
+        let found = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>(
+                st.list_admins()?
                     .into_iter()
                     .filter(|a| a.fingerprint == fp)
-                    .collect::<Vec<_>>())
-            })
-            .await
-        {
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::backend(format!("storage task failed: {e}"))));
+        match found {
             Ok(found) if !found.is_empty() => found.iter().for_each(|a| self.note(a)),
             Ok(_) => {
                 let mut s = self.write();

@@ -5,10 +5,23 @@
 use std::fmt;
 
 use crate::pki;
-use crate::service::ServiceError;
 
 /// Longest agent id accepted from a caller.
 pub const MAX_AGENT_ID: usize = 64;
+
+/// Why a caller's id is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Not a tenant name.
+    #[error("{0}")]
+    Tenant(String),
+    /// An agent id over [`MAX_AGENT_ID`] bytes.
+    #[error("agent_id is {len} bytes, over the {MAX_AGENT_ID} byte limit")]
+    AgentIdTooLong {
+        /// Its length.
+        len: usize,
+    },
+}
 
 /// A tenant name (`pki::check_tenant`'s rules).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -16,8 +29,8 @@ pub struct TenantId(String);
 
 impl TenantId {
     /// A tenant a caller named: refused unless it follows the naming rules.
-    pub fn parse(tenant: &str) -> Result<TenantId, ServiceError> {
-        pki::check_tenant(tenant).map_err(ServiceError::InvalidArgument)?;
+    pub fn parse(tenant: &str) -> Result<TenantId, IdError> {
+        pki::check_tenant(tenant).map_err(IdError::Tenant)?;
         Ok(TenantId(tenant.to_owned()))
     }
 
@@ -50,8 +63,12 @@ pub struct AgentId(String);
 
 impl AgentId {
     /// An agent id a caller named: at most [`MAX_AGENT_ID`] bytes.
-    pub fn parse(agent_id: &str) -> Result<AgentId, ServiceError> {
-        crate::service::check_len("agent_id", agent_id, MAX_AGENT_ID)?;
+    pub fn parse(agent_id: &str) -> Result<AgentId, IdError> {
+        if agent_id.len() > MAX_AGENT_ID {
+            return Err(IdError::AgentIdTooLong {
+                len: agent_id.len(),
+            });
+        }
         Ok(AgentId(agent_id.to_owned()))
     }
 

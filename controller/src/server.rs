@@ -249,6 +249,15 @@ impl ConnAuth {
     }
 }
 
+impl crate::grpc::ConnAuthorisation for ConnAuth {
+    fn authorise(&self) {
+        ConnAuth::authorise(self);
+    }
+    fn withdraw(&self) {
+        ConnAuth::withdraw(self);
+    }
+}
+
 /// Whether a request on `path` is one that authorises its connection when its certificate is
 /// allowed (an agent's or admin's call; not health checks, nor enrollment, which anyone may
 /// make).
@@ -577,7 +586,8 @@ where
             if authorising(req.uri().path()) {
                 auth.authorise();
             }
-            req.extensions_mut().insert(auth);
+            req.extensions_mut()
+                .insert(crate::grpc::Conn(Arc::new(auth)));
         }
         let active = state.map(Active::new);
         let fut = self.inner.call(req);

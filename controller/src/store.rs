@@ -54,6 +54,12 @@ impl StoreError {
     }
 }
 
+/// `fingerprint` of the admin-credential row that stands for "every unrecorded credential of
+/// NAME".
+pub fn unrecorded_id(name: &str) -> String {
+    format!("unrecorded:{name}")
+}
+
 /// One policy version of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyRecord {

@@ -105,21 +105,34 @@ async fn agent_caller<T>(ctl: &Controller, req: &Request<T>) -> Result<AgentReco
     Ok(agent)
 }
 
+/// What a service may tell the server about its request's connection. The server puts a
+/// [`Conn`] in each request's extensions; the services know nothing else of it.
+pub trait ConnAuthorisation: Send + Sync {
+    /// The connection made an authorised request.
+    fn authorise(&self);
+    /// The store refused a caller the server authorised from memory.
+    fn withdraw(&self);
+}
+
+/// A request's connection, in its extensions.
+#[derive(Clone)]
+pub struct Conn(pub Arc<dyn ConnAuthorisation>);
+
 /// Tells the server that this request's connection made an authorised request (an enrolled,
 /// unrevoked agent; an admin the deny list lets through): from now on it is bounded by
 /// keepalive, not by the limits on connections not yet authorised. (The server already did so
 /// from memory when the request started; this confirms it after the store was read.)
 fn authorised<T>(req: &Request<T>) {
-    if let Some(conn) = req.extensions().get::<crate::server::ConnAuth>() {
-        conn.authorise();
+    if let Some(conn) = req.extensions().get::<Conn>() {
+        conn.0.authorise();
     }
 }
 
 /// The store refused a caller the server authorised from memory: its connection is under the
 /// limits on connections not yet authorised again.
 fn withdraw<T>(req: &Request<T>) {
-    if let Some(conn) = req.extensions().get::<crate::server::ConnAuth>() {
-        conn.withdraw();
+    if let Some(conn) = req.extensions().get::<Conn>() {
+        conn.0.withdraw();
     }
 }
 

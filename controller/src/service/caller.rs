@@ -58,7 +58,7 @@ impl Caller {
         };
         // An unknown credential of a revoked name: the store is read here (once, off the TLS
         // verifier), in case `issue-admin` recorded it since.
-        ctl.admins.settle(ctl, &fingerprint, &name).await;
+        ctl.admins.settle(&ctl.store, &fingerprint, &name).await;
         // The admin deny list, at every request (a revoked admin's open connection is refused
         // too).
         if let Some(why) = ctl.admins.refusal(&fingerprint, &name) {

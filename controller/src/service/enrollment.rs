@@ -82,7 +82,7 @@ impl EnrollmentService {
         let asserted = if r.tenant.is_empty() {
             None
         } else {
-            Some(TenantId::parse(&r.tenant).map_err(refused)?)
+            Some(TenantId::parse(&r.tenant).map_err(|e| refused(e.into()))?)
         };
         // Verify the CSR before spending a token use.
         pki::parse_csr(&r.csr_der).map_err(|e| refused(ServiceError::InvalidArgument(e)))?;

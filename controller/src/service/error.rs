@@ -1,6 +1,7 @@
 //! What a service call can fail with. The transport maps it (gRPC: one `From` impl in
 //! `grpc/mod.rs`; an HTTP API would map it to status codes the same way).
 
+use crate::ids::IdError;
 use crate::store::StoreError;
 
 /// A service failure, with the message the caller sees.
@@ -60,5 +61,11 @@ impl From<StoreError> for ServiceError {
             StoreError::Busy(_) => ServiceError::Unavailable(msg),
             _ => ServiceError::Internal(msg),
         }
+    }
+}
+
+impl From<IdError> for ServiceError {
+    fn from(e: IdError) -> ServiceError {
+        ServiceError::InvalidArgument(e.to_string())
     }
 }

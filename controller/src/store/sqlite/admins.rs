@@ -87,7 +87,7 @@ impl AdminStore for SqliteStore {
                     "INSERT OR IGNORE INTO admin_credentials (fingerprint, name, role, tenant, not_after, recorded_at, source, revoked_at, revoked_by, reason)
                      VALUES (?1, ?2, '', '', 0, ?3, 'revoked by name', ?3, ?4, ?5)",
                     params![
-                        crate::admins::unrecorded_id(id_or_name),
+                        crate::store::unrecorded_id(id_or_name),
                         id_or_name,
                         now,
                         by,
