@@ -3,7 +3,15 @@
 //! from the agent and the caller's OS user), the proxy's id is kept as `proxyEventId`, and clock
 //! skew is flagged. Pure: no IO.
 
-use super::*;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// The field of a proxy record naming whose spool quota it counts against, when that is not its
+/// `user` (a subordinate uid's record counts against the login user owning the uid). The
+/// agent's: whatever a proxy puts there is removed.
+pub const QUOTA_OWNER: &str = "quotaOwner";
 
 /// Largest event a proxy may send (its content is capped far lower; the controller takes 1 MiB).
 pub const MAX_PROXY_EVENT_BYTES: usize = 256 << 10;

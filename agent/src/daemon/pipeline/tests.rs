@@ -1,6 +1,9 @@
+use super::super::{MAX_PROXY_EVENT_BYTES, admit, upload};
 use super::*;
 use crate::daemon::spool::TestDisk;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+use thoth_proto::fleet as pb;
 
 fn now_text() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
@@ -55,13 +58,13 @@ async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 }
 
 /// A Shared agent over a temp dir, its spool open and its identity known.
-fn shared(dir: &std::path::Path) -> Arc<super::super::Shared> {
+fn shared(dir: &std::path::Path) -> Arc<crate::daemon::Shared> {
     let text = include_str!("../../../thoth-agent.example.toml");
     let mut c: thoth_endpoint::config::AgentConfig = toml::from_str(text).unwrap();
     c.state_dir = dir.join("state");
     c.socket_path = dir.join("agent.sock");
     c.wrap_configs = false;
-    let sh = super::super::Shared::new(c).unwrap();
+    let sh = crate::daemon::Shared::new(c).unwrap();
     let _ = sh.spool.set(handle(&dir.join("spool"), None));
     sh.set_spool_identity("agent-1");
     sh

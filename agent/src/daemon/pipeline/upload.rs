@@ -2,7 +2,10 @@
 //! count and bytes, and keeps a record the controller refuses again and again from holding back
 //! the rest (isolated, then quarantined).
 
-use super::*;
+use serde_json::Value;
+use thoth_proto::fleet::{self as pb, event_upload_client::EventUploadClient};
+
+use super::spooler::*;
 
 /// Whether a status from the controller refuses the batch's content (as opposed to a broken
 /// connection or a server fault): the same batch would be refused again.
