@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::pki::{self, Identity};
 use crate::service::ServiceError;
 use crate::service::agents::{AgentReport, AgentService, Inventory};
-use crate::service::enrollment::{self, EnrollRequest, check_csr_len};
+use crate::service::enrollment::{self, EnrollRequest};
 use crate::store::{AgentRecord, StoreError};
 
 fn internal(e: StoreError) -> Status {
@@ -182,27 +182,9 @@ impl enrollment_server::Enrollment for EnrollmentService {
         let ctl = &self.0;
         let agent = agent_caller(ctl, &req).await?;
         let r = req.into_inner();
-        check_csr_len(&r.csr_der)?;
-        let identity = Identity::Agent {
-            tenant: agent.tenant.clone(),
-            agent_id: agent.agent_id.clone(),
-        };
-        let pem = ctl
-            .ca
-            .sign_csr(
-                &r.csr_der,
-                &identity,
-                SystemTime::now(),
-                ctl.config.agent_cert_validity,
-            )
-            .map_err(Status::invalid_argument)?;
-        let not_after = pki::not_after_unix(&pem).map_err(Status::internal)?;
-        let id = AgentId::trusted(agent.agent_id.as_str());
-        ctl.db(move |s| s.set_agent_cert(&id, not_after))
-            .await
-            .map_err(internal)?;
-        Metrics::inc(&ctl.metrics.renewals);
-        tracing::info!(agent_id = agent.agent_id, "certificate renewed");
+        let (pem, not_after) = enrollment::EnrollmentService(Arc::clone(ctl))
+            .renew(&agent, &r.csr_der)
+            .await?;
         Ok(Response::new(pb::EnrollResponse {
             agent_id: agent.agent_id,
             tenant: agent.tenant,

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::controller::{Controller, now_unix};
-use crate::ids::TenantId;
+use crate::ids::{AgentId, TenantId};
 use crate::metrics::Metrics;
 use crate::pki::{self, Identity};
 use crate::service::{ServiceError, check_labels, check_len};
@@ -143,5 +143,35 @@ impl EnrollmentService {
             "agent enrolled"
         );
         Ok((agent, cert_pem))
+    }
+
+    /// Signs a renewed certificate for an enrolled agent (same identity); returns it (PEM) and
+    /// its expiry.
+    pub async fn renew(
+        &self,
+        agent: &AgentRecord,
+        csr_der: &[u8],
+    ) -> Result<(String, i64), ServiceError> {
+        let ctl = &self.0;
+        check_csr_len(csr_der)?;
+        let identity = Identity::Agent {
+            tenant: agent.tenant.clone(),
+            agent_id: agent.agent_id.clone(),
+        };
+        let pem = ctl
+            .ca
+            .sign_csr(
+                csr_der,
+                &identity,
+                SystemTime::now(),
+                ctl.config.agent_cert_validity,
+            )
+            .map_err(ServiceError::InvalidArgument)?;
+        let not_after = pki::not_after_unix(&pem).map_err(ServiceError::Internal)?;
+        let id = AgentId::trusted(agent.agent_id.as_str());
+        ctl.db(move |s| s.set_agent_cert(&id, not_after)).await?;
+        Metrics::inc(&ctl.metrics.renewals);
+        tracing::info!(agent_id = agent.agent_id, "certificate renewed");
+        Ok((pem, not_after))
     }
 }
