@@ -68,3 +68,6 @@ pub fn check_labels(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
