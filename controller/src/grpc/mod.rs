@@ -3,7 +3,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
 use thoth_proto::fleet::{self as pb, admin_server, agent_sync_server, enrollment_server};
@@ -13,15 +12,10 @@ use crate::controller::{Controller, now_unix};
 use crate::hub::Published;
 use crate::ids::AgentId;
 use crate::metrics::Metrics;
-use crate::pki::{self, Identity};
-use crate::service::ServiceError;
 use crate::service::agents::{AgentReport, AgentService, Inventory};
 use crate::service::enrollment::{self, EnrollRequest};
-use crate::store::{AgentRecord, StoreError};
-
-fn internal(e: StoreError) -> Status {
-    ServiceError::from(e).into()
-}
+use crate::service::{self, ServiceError};
+use crate::store::AgentRecord;
 
 /// The one place a service error becomes a gRPC status.
 impl From<ServiceError> for Status {
@@ -40,32 +34,6 @@ impl From<ServiceError> for Status {
     }
 }
 
-/// The verified identity of the caller, from its client certificate.
-fn identity<T>(ctl: &Controller, req: &Request<T>) -> Result<Identity, Status> {
-    let Some(certs) = req.peer_certs() else {
-        Metrics::inc(&ctl.metrics.auth_refused);
-        return Err(Status::unauthenticated(
-            "a client certificate is required: enroll the agent, or use an admin credential",
-        ));
-    };
-    let Some(leaf) = certs.first() else {
-        Metrics::inc(&ctl.metrics.auth_refused);
-        return Err(Status::unauthenticated("a client certificate is required"));
-    };
-    let id = Identity::from_cert_der(leaf).map_err(|e| {
-        Metrics::inc(&ctl.metrics.auth_refused);
-        Status::permission_denied(e)
-    })?;
-    // The admin deny list, at every request (a revoked admin's open connection is refused too).
-    if let Identity::Admin { name, .. } = &id
-        && let Some(why) = ctl.admins.refusal(&pki::fingerprint(leaf), name)
-    {
-        Metrics::inc(&ctl.metrics.auth_refused);
-        return Err(Status::unauthenticated(why));
-    }
-    Ok(id)
-}
-
 /// An enrolled, unrevoked agent calling with its certificate (for other modules).
 pub async fn agent_caller_pub<T>(
     ctl: &Controller,
@@ -76,33 +44,19 @@ pub async fn agent_caller_pub<T>(
 
 /// An enrolled, unrevoked agent calling with its certificate.
 async fn agent_caller<T>(ctl: &Controller, req: &Request<T>) -> Result<AgentRecord, Status> {
-    let Identity::Agent { tenant, agent_id } = identity(ctl, req)? else {
-        Metrics::inc(&ctl.metrics.auth_refused);
-        return Err(Status::permission_denied(
-            "this call is for agents; an admin certificate cannot make it",
-        ));
-    };
-    let id = AgentId::trusted(agent_id.as_str());
-    let agent = ctl.db(move |s| s.agent(&id)).await.map_err(internal)?;
-    let Some(agent) = agent.filter(|a| a.tenant == tenant) else {
-        Metrics::inc(&ctl.metrics.auth_refused);
-        withdraw(req);
-        return Err(Status::permission_denied(format!(
-            "agent {agent_id} is not enrolled with this controller"
-        )));
-    };
-    if let Some(at) = agent.revoked_at {
-        Metrics::inc(&ctl.metrics.auth_refused);
-        // Memory learns it too (a revocation by another process on the same store).
-        ctl.admins.agent_revoked(&agent_id);
-        withdraw(req);
-        return Err(Status::permission_denied(format!(
-            "agent {agent_id} was revoked at {}; it must be enrolled again with a new token",
-            rfc3339(at)
-        )));
+    let leaf = req.peer_certs().and_then(|c| c.first().map(|c| c.to_vec()));
+    match service::agent_caller(ctl, leaf.as_deref()).await {
+        Ok(agent) => {
+            authorised(req);
+            Ok(agent)
+        }
+        Err(refusal) => {
+            if refusal.withdraw {
+                withdraw(req);
+            }
+            Err(refusal.error.into())
+        }
     }
-    authorised(req);
-    Ok(agent)
 }
 
 /// What a service may tell the server about its request's connection. The server puts a
@@ -134,13 +88,6 @@ fn withdraw<T>(req: &Request<T>) {
     if let Some(conn) = req.extensions().get::<Conn>() {
         conn.0.withdraw();
     }
-}
-
-fn rfc3339(unix: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64),
-    )
-    .to_string()
 }
 
 // ------------------------------------------------------------------------------------------

@@ -2,11 +2,14 @@
 //! certificate, then handed to every service call, which checks the role and tenant scope the
 //! action needs. Refusals are counted and audited here.
 
+use std::time::{Duration, SystemTime};
+
 use crate::controller::{Controller, now_unix};
-use crate::ids::TenantId;
+use crate::ids::{AgentId, TenantId};
 use crate::metrics::Metrics;
 use crate::pki::{self, Identity, Role};
 use crate::service::ServiceError;
+use crate::store::AgentRecord;
 
 /// What an admin action needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,4 +200,92 @@ impl Caller {
         )
         .await;
     }
+}
+
+/// Why an agent call is refused, and whether the authorisation the server gave its connection
+/// from memory (a verified certificate) must be withdrawn: the store refused the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRefusal {
+    /// What the caller is told.
+    pub error: ServiceError,
+    /// The connection loses its authorisation.
+    pub withdraw: bool,
+}
+
+impl From<ServiceError> for AgentRefusal {
+    fn from(error: ServiceError) -> AgentRefusal {
+        AgentRefusal {
+            error,
+            withdraw: false,
+        }
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64),
+    )
+    .to_string()
+}
+
+/// The enrolled, unrevoked agent calling with the verified leaf certificate `leaf` (None: the
+/// connection sent no client certificate).
+pub async fn agent_caller(
+    ctl: &Controller,
+    leaf: Option<&[u8]>,
+) -> Result<AgentRecord, AgentRefusal> {
+    let refused = |error: ServiceError, withdraw: bool| {
+        Metrics::inc(&ctl.metrics.auth_refused);
+        AgentRefusal { error, withdraw }
+    };
+    let Some(leaf) = leaf else {
+        return Err(refused(
+            ServiceError::Unauthenticated(
+                "a client certificate is required: enroll the agent, or use an admin credential"
+                    .into(),
+            ),
+            false,
+        ));
+    };
+    let id = Identity::from_cert_der(leaf)
+        .map_err(|e| refused(ServiceError::PermissionDenied(e), false))?;
+    // The admin deny list, at every request (a revoked admin's open connection is refused too).
+    if let Identity::Admin { name, .. } = &id
+        && let Some(why) = ctl.admins.refusal(&pki::fingerprint(leaf), name)
+    {
+        return Err(refused(ServiceError::Unauthenticated(why), false));
+    }
+    let Identity::Agent { tenant, agent_id } = id else {
+        return Err(refused(
+            ServiceError::PermissionDenied(
+                "this call is for agents; an admin certificate cannot make it".into(),
+            ),
+            false,
+        ));
+    };
+    let id = AgentId::trusted(agent_id.as_str());
+    let agent = ctl
+        .db(move |s| s.agent(&id))
+        .await
+        .map_err(ServiceError::from)?;
+    let Some(agent) = agent.filter(|a| a.tenant == tenant) else {
+        return Err(refused(
+            ServiceError::PermissionDenied(format!(
+                "agent {agent_id} is not enrolled with this controller"
+            )),
+            true,
+        ));
+    };
+    if let Some(at) = agent.revoked_at {
+        // Memory learns it too (a revocation by another process on the same store).
+        ctl.admins.agent_revoked(&agent_id);
+        return Err(refused(
+            ServiceError::PermissionDenied(format!(
+                "agent {agent_id} was revoked at {}; it must be enrolled again with a new token",
+                rfc3339(at)
+            )),
+            true,
+        ));
+    }
+    Ok(agent)
 }

@@ -15,7 +15,7 @@ pub mod events;
 pub mod policy;
 pub mod tokens;
 
-pub use caller::{Caller, Need};
+pub use caller::{AgentRefusal, Caller, Need, agent_caller};
 pub use error::ServiceError;
 
 use crate::store::Labels;
