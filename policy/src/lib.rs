@@ -6,19 +6,19 @@
 
 #![forbid(unsafe_code)]
 
+mod decision;
 mod document;
 mod eval;
 mod load;
 mod pattern;
 mod session;
 
+pub use decision::{Action, Decision, Mode};
 pub use document::{
     Constraint, Defaults, Enforcement, MAX_APPROVAL_TIMEOUT_SECS, Policy, Progressive, RuleError,
     SeqAction, SequenceRule, ServerFields, ServerRule, UnknownServers, VersionLabel,
 };
-pub use eval::{
-    Action, Decision, Lexical, Mode, PathResolver, ServerView, ToolCall, evaluate, evaluate_with,
-};
+pub use eval::{Lexical, PathResolver, ServerView, ToolCall, evaluate, evaluate_with};
 pub use load::{Format, MAX_POLICY_BYTES, PolicyError, parse_policy};
 pub use pattern::{PathGlob, Pattern, PatternError, ToolGlob};
 pub use session::SessionState;

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::eval::Decision;
+use crate::decision::Decision;
 use crate::pattern::ToolGlob;
 
 /// Distinct tool names remembered per session; past this the session is marked overflowed and
