@@ -1,13 +1,14 @@
 //! The packages: the .deb through its whole life in a throw-away root (dpkg --root, maintainer
 //! scripts run), the .rpm's contents, scripts and upgrade, the .msi's files and service, and the
-//! macOS .pkg's payload and scripts.
+//! macOS .pkg's payload and scripts. Needs the apt peers `scripts/setup-peers` installs (rpm,
+//! wixl, msitools) and builds release binaries.
 
-mod common;
+mod installer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::*;
+use installer::*;
 
 fn sh(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
