@@ -1,6 +1,10 @@
 //! `thothctl admins list|revoke`: recorded admin credentials, and their revocation.
 
-use super::*;
+use clap::Subcommand;
+use thoth_proto::fleet as pb;
+
+use crate::ctx::{Ctx, Result};
+use crate::render::{iso, table, when};
 
 #[derive(Subcommand)]
 pub(crate) enum AdminsCmd {

@@ -1,6 +1,114 @@
 //! thothctl's token, agents and events commands.
 
-use super::*;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Subcommand};
+use thoth_client as client;
+use thoth_proto::fleet as pb;
+
+use crate::ctx::{Ctx, Fail, Result};
+use crate::render::{agent_json, labels_text, short, table, token_json, when};
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCmd {
+    /// Create an enrollment token (printed once; the controller keeps only its hash).
+    Create {
+        /// Lifetime, e.g. 1h, 7d (default: the controller's token_ttl, 24h).
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Label given to agents enrolled with it, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// A note.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List tokens (active ones unless --all).
+    List {
+        /// Include revoked, expired and used-up tokens.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id (tok-…).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AgentsCmd {
+    /// List agents with their applied policy version and last contact.
+    List,
+    /// Show one agent, with its inventory.
+    Show {
+        /// Agent id (agt-…).
+        id: String,
+    },
+    /// Revoke an agent: its next call is refused and its subscription closes.
+    Revoke {
+        /// Agent id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct EventFilterArgs {
+    /// Only this agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Only this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Only this tool.
+    #[arg(long)]
+    tool: Option<String>,
+    /// Only this event type (TOOL_CALL_PRE, TOOL_CALL_POST, CHAIN_ALERT, …).
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// From this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Until this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum EventsCmd {
+    /// The newest matching events (oldest first).
+    Query {
+        #[command(flatten)]
+        filter: EventFilterArgs,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Follow matching events as they arrive (Ctrl-C to stop).
+    Tail {
+        #[command(flatten)]
+        filter: EventFilterArgs,
+    },
+    /// Verify the stored events: recompute every hash chain and check each signed chain head
+    /// (its signature, and that the agent's certificate chains to the CA and names the agent).
+    /// Exit 0: every event is covered by a valid signed head; 1: broken; 6: intact but some
+    /// events are unsigned.
+    Verify {
+        /// Only this agent's chain.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The CA the agents' certificates must chain to (default: the credential's ca.crt).
+        #[arg(long, value_name = "CA.pem")]
+        ca: Option<PathBuf>,
+    },
+}
 
 pub(crate) async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
     match cmd {

@@ -4,16 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand};
-use thoth_client::{self as client, Credentials};
-use thoth_proto::fleet::{self as pb, admin_client::AdminClient};
-use tonic::transport::Channel;
+use clap::{Parser, Subcommand};
+use thoth_proto::fleet as pb;
 
 mod admins;
+mod ctx;
 mod fleet;
 mod render;
-use fleet::{agents, events, token};
-use render::{agent_json, iso, labels_text, short, table, token_json, version_json, when};
+use ctx::{Ctx, Fail, Global, Result};
+use fleet::{AgentsCmd, EventsCmd, TokenCmd, agents, events, token};
+use render::{iso, table, version_json, when};
 
 /// Administer a Thoth controller: policy, enrollment tokens, agents, audit.
 ///
@@ -38,22 +38,6 @@ struct Cli {
     global: Global,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args)]
-struct Global {
-    /// Controller URL [default: CREDENTIALS/controller.url (written by `thoth-controller serve`), else https://127.0.0.1:7443]
-    #[arg(long, env = "THOTH_CONTROLLER", global = true, value_name = "URL")]
-    controller: Option<String>,
-    /// Admin credential directory (ca.crt, client.crt, client.key) [default: $THOTHCTL_CREDENTIALS, else the local controller's admin/]
-    #[arg(long, global = true, value_name = "DIR")]
-    credentials: Option<PathBuf>,
-    /// Tenant to act on [default: your certificate's tenant, or the controller's default tenant]
-    #[arg(long, env = "THOTH_TENANT", global = true)]
-    tenant: Option<String>,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -138,149 +122,11 @@ enum PolicyCmd {
 }
 
 #[derive(Subcommand)]
-enum TokenCmd {
-    /// Create an enrollment token (printed once; the controller keeps only its hash).
-    Create {
-        /// Lifetime, e.g. 1h, 7d (default: the controller's token_ttl, 24h).
-        #[arg(long)]
-        ttl: Option<humantime::Duration>,
-        /// How many agents may enroll with it.
-        #[arg(long, default_value_t = 1)]
-        uses: u32,
-        /// Label given to agents enrolled with it, KEY=VALUE (repeatable).
-        #[arg(long = "label", value_name = "KEY=VALUE")]
-        labels: Vec<String>,
-        /// A note.
-        #[arg(long, default_value = "")]
-        comment: String,
-    },
-    /// List tokens (active ones unless --all).
-    List {
-        /// Include revoked, expired and used-up tokens.
-        #[arg(long)]
-        all: bool,
-    },
-    /// Revoke a token by id.
-    Revoke {
-        /// Token id (tok-…).
-        id: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum AgentsCmd {
-    /// List agents with their applied policy version and last contact.
-    List,
-    /// Show one agent, with its inventory.
-    Show {
-        /// Agent id (agt-…).
-        id: String,
-    },
-    /// Revoke an agent: its next call is refused and its subscription closes.
-    Revoke {
-        /// Agent id.
-        id: String,
-        /// Why (kept in the audit log).
-        #[arg(long, default_value = "")]
-        reason: String,
-    },
-}
-
-#[derive(Args, Clone)]
-struct EventFilterArgs {
-    /// Only this agent.
-    #[arg(long)]
-    agent: Option<String>,
-    /// Only this session.
-    #[arg(long)]
-    session: Option<String>,
-    /// Only this tool.
-    #[arg(long)]
-    tool: Option<String>,
-    /// Only this event type (TOOL_CALL_PRE, TOOL_CALL_POST, CHAIN_ALERT, …).
-    #[arg(long = "type")]
-    event_type: Option<String>,
-    /// From this time (RFC 3339).
-    #[arg(long)]
-    since: Option<String>,
-    /// Until this time (RFC 3339).
-    #[arg(long)]
-    until: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum EventsCmd {
-    /// The newest matching events (oldest first).
-    Query {
-        #[command(flatten)]
-        filter: EventFilterArgs,
-        /// How many.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
-    /// Follow matching events as they arrive (Ctrl-C to stop).
-    Tail {
-        #[command(flatten)]
-        filter: EventFilterArgs,
-    },
-    /// Verify the stored events: recompute every hash chain and check each signed chain head
-    /// (its signature, and that the agent's certificate chains to the CA and names the agent).
-    /// Exit 0: every event is covered by a valid signed head; 1: broken; 6: intact but some
-    /// events are unsigned.
-    Verify {
-        /// Only this agent's chain.
-        #[arg(long)]
-        agent: Option<String>,
-        /// The CA the agents' certificates must chain to (default: the credential's ca.crt).
-        #[arg(long, value_name = "CA.pem")]
-        ca: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand)]
 enum KeysCmd {
     /// Make a new policy-signing key (certified by the root key) and re-sign every tenant's
     /// latest bundle with it. Agents need no change.
     Rotate,
 }
-
-/// An error with its exit status.
-struct Fail {
-    code: u8,
-    message: String,
-}
-
-impl Fail {
-    fn new(code: u8, message: impl Into<String>) -> Fail {
-        Fail {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<tonic::Status> for Fail {
-    fn from(s: tonic::Status) -> Fail {
-        use tonic::Code;
-        let (code, what) = match s.code() {
-            Code::Unauthenticated => (4, "not authenticated"),
-            Code::PermissionDenied => (4, "permission denied"),
-            Code::InvalidArgument => (5, "invalid request"),
-            Code::NotFound => (1, "not found"),
-            Code::Unavailable => (3, "controller unavailable"),
-            Code::DeadlineExceeded => (3, "the controller did not answer in time"),
-            Code::ResourceExhausted => (5, "too large"),
-            _ => (1, "error"),
-        };
-        let mut msg = format!("{what}: {}", s.message());
-        if s.code() == Code::Unavailable {
-            msg.push_str("\n  hint: is the controller running? (thoth-controller serve)");
-        }
-        Fail::new(code, msg)
-    }
-}
-
-type Result<T> = std::result::Result<T, Fail>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -301,49 +147,6 @@ fn main() -> ExitCode {
             eprintln!("thothctl: {}", f.message);
             ExitCode::from(f.code)
         }
-    }
-}
-
-struct Ctx {
-    global: Global,
-}
-
-impl Ctx {
-    fn tenant(&self) -> String {
-        self.global.tenant.clone().unwrap_or_default()
-    }
-
-    async fn admin(&self) -> Result<AdminClient<Channel>> {
-        let dir = self
-            .global
-            .credentials
-            .clone()
-            .unwrap_or_else(client::default_credentials_dir);
-        let creds = Credentials::from_dir(&dir).map_err(|e| {
-            Fail::new(
-                4,
-                format!(
-                    "no admin credential: {e}\n  hint: pass --credentials DIR (a directory with ca.crt, client.crt, client.key), or run thothctl where `thoth-controller serve` ran"
-                ),
-            )
-        })?;
-        let url = match &self.global.controller {
-            Some(u) => u.clone(),
-            None => std::fs::read_to_string(dir.join("controller.url"))
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_else(|_| "https://127.0.0.1:7443".into()),
-        };
-        let channel = client::connect(&url, &creds, Some(Duration::from_secs(30)))
-            .await
-            .map_err(|e| Fail::new(3, e))?;
-        Ok(AdminClient::new(channel).max_decoding_message_size(64 << 20))
-    }
-
-    fn print_json(&self, v: serde_json::Value) {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("JSON values serialize")
-        );
     }
 }
 
