@@ -647,7 +647,7 @@ impl event_upload_server::EventUpload for UploadService {
         req: Request<Streaming<pb::EventBatch>>,
     ) -> Result<Response<Self::UploadStream>, Status> {
         let ctl = Arc::clone(&self.0);
-        let agent = crate::grpc::agent_caller_pub(&ctl, &req).await?;
+        let agent = crate::grpc::agent_caller(&ctl, &req).await?;
         let public_key = peer_public_key(&req)
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let cert_der =

@@ -2,7 +2,12 @@
 //! certificate, calls the service (`crate::service`, where the authorization checks, validation,
 //! token minting and audit writes live), and converts between protobuf and domain types.
 
-use super::*;
+use std::sync::Arc;
+
+use thoth_proto::fleet::{self as pb, admin_server};
+use tonic::{Request, Response, Status};
+
+use crate::controller::Controller;
 use crate::service::agents::{AgentService, AgentView};
 use crate::service::audit::AuditService;
 use crate::service::events::{EventQuery, EventService};
@@ -21,7 +26,7 @@ impl AdminService {
         let leaf = req.peer_certs().and_then(|c| c.first().map(|c| c.to_vec()));
         let caller = Caller::admin(&self.0, leaf.as_deref()).await?;
         // A credential the deny list lets through: this connection is authorised.
-        super::authorised(req);
+        super::conn::authorised(req);
         Ok(caller)
     }
 }
