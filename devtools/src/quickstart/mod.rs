@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use runner::Run;
+pub use runner::Failure;
+use runner::{Run, STEPS};
 
 /// The policy the quickstart pushes (shipped in `policy/examples/`).
 const POLICY: &str = include_str!("../../../policy/examples/read-only-files-strict.yaml");
 const POLICY_NAME: &str = "read-only-files-strict.yaml";
-const STEPS: usize = 8;
-const WAIT: Duration = Duration::from_secs(45);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options.
@@ -33,14 +32,6 @@ pub struct Options {
     pub keep: bool,
     /// The filesystem MCP server command (whitespace-separated), if not found by itself.
     pub mcp_server: Option<String>,
-}
-
-/// A failed step: which, and why.
-pub struct Failure {
-    /// "step 3/8 (install the agent)".
-    pub step: String,
-    /// Why.
-    pub reason: String,
 }
 
 /// Where the filesystem MCP server is: `tests/node_modules/.bin` of this checkout (what

@@ -6,7 +6,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Failure, STEPS, WAIT};
+/// How many steps the quickstart narrates.
+pub(super) const STEPS: usize = 8;
+/// How long a step waits for what it expects before failing.
+const WAIT: Duration = Duration::from_secs(45);
+
+/// A failed step: which, and why.
+pub struct Failure {
+    /// "step 3/8 (install the agent)".
+    pub step: String,
+    /// Why.
+    pub reason: String,
+}
 
 /// A child process stopped (SIGTERM, then SIGKILL) when dropped.
 pub(super) struct Proc {
