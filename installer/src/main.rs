@@ -22,6 +22,7 @@ macro_rules! say_raw {
 
 mod error;
 mod layout;
+mod manifest;
 mod reach;
 mod service;
 mod settings;
@@ -34,10 +35,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use serde::{Deserialize, Serialize};
 
 use error::{InstallerError, bad};
 use layout::{Layout, Platform};
+use manifest::Manifest;
 use settings::{Resolved, toml_str};
 use tx::Tx;
 
@@ -177,17 +178,6 @@ struct InstallArgs {
     from: Option<PathBuf>,
     #[command(flatten)]
     root: RootArgs,
-}
-
-/// What install recorded, for status and uninstall.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Manifest {
-    version: String,
-    installed_at: String,
-    files: Vec<PathBuf>,
-    controller: String,
-    tenant: String,
 }
 
 fn main() -> ExitCode {

@@ -3,9 +3,9 @@
 
 use thoth_hosts::claude::file as claude;
 
-use crate::Manifest;
 use crate::error::InstallerError;
 use crate::layout::Layout;
+use crate::manifest::Manifest;
 
 pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, InstallerError> {
     let manifest: Option<Manifest> = std::fs::read_to_string(l.manifest())

@@ -7,7 +7,8 @@ use thoth_hosts::claude::file as claude;
 
 use crate::error::InstallerError;
 use crate::layout::{Layout, Platform};
-use crate::{Manifest, service};
+use crate::manifest::Manifest;
+use crate::service;
 
 pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, InstallerError> {
     let Ok(text) = std::fs::read_to_string(l.manifest()) else {
