@@ -353,7 +353,7 @@ fn a_restarted_or_rewound_chain_is_alerted_and_its_events_stored() {
     assert_eq!(flags, [true, true, true, true, true, false, true, true]);
     // A disk restored from a backup taken at seq 1: seq 2 and 3 again, other events.
     let (_, seq1_hash) = check_link(&restart.events[0], GENESIS).unwrap();
-    let mut restored = Chain::resume(1, seq1_hash);
+    let mut restored = Chain::resume(1, thoth_proto::chain::parse_hash(&seq1_hash).unwrap());
     let rewind = a.good_batch(vec![
         event(&mut restored, Some("r2")),
         event(&mut restored, Some("r3")),
@@ -426,7 +426,11 @@ fn one_bad_event_is_recorded_as_an_alert_and_the_rest_of_the_batch_is_stored() {
     let flags: Vec<bool> = a.events(&store).iter().map(|e| e.chain_ok).collect();
     assert_eq!(flags, [true, true, true, true]);
     // A batch ending with an unreadable event: the head names its seq, the hash as read.
-    let mut c2 = Chain::resume(6, text(&serde_json::from_slice(&lines[6]).unwrap(), "hash"));
+    let mut c2 = Chain::resume(
+        6,
+        thoth_proto::chain::parse_hash(&text(&serde_json::from_slice(&lines[6]).unwrap(), "hash"))
+            .unwrap(),
+    );
     let last_bad = a.batch(
         vec![event(&mut c2, Some("e7")), b"\xff\xfe".to_vec()],
         8,

@@ -57,10 +57,10 @@ async fn upload_three(t: &TestController, agent: &Enrolled) -> Vec<Vec<u8>> {
         events: lines.clone(),
         head: Some(pb::ChainHead {
             seq: chain.seq(),
-            hash: chain.head().to_owned(),
+            hash: chain.head_hex(),
             signature: sign(
                 agent.credentials.key_pem.as_deref().unwrap(),
-                &head_message(&agent.agent_id, chain.seq(), chain.head()),
+                &head_message(&agent.agent_id, chain.seq(), &chain.head_hex()),
             ),
         }),
     };

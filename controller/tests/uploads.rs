@@ -27,7 +27,7 @@ fn batch(agent: &Enrolled, chain: &mut Chain, n: usize) -> pb::EventBatch {
             chain.seal_value(&mut m)
         })
         .collect();
-    let (seq, hash) = (chain.seq(), chain.head().to_owned());
+    let (seq, hash) = (chain.seq(), chain.head_hex());
     pb::EventBatch {
         events,
         head: Some(pb::ChainHead {

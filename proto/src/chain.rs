@@ -12,8 +12,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::canonical::to_canonical;
-use crate::event::Event;
-use crate::evidence::{CHAIN_HEAD, SignedHead, TrustAnchors};
+use crate::event::{Event, EventType, Hash};
+use crate::evidence::{SignedHead, TrustAnchors};
 
 /// `prevHash` of the first event of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -21,11 +21,21 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// Longest event line accepted when verifying.
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
+/// The raw hash before the first event of a chain ([`GENESIS`] in hex).
+pub const GENESIS_HASH: Hash = [0u8; 32];
+
+/// A hash given in hex (64 digits), as 32 bytes.
+pub fn parse_hash(hex_text: &str) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut out).ok()?;
+    Some(out)
+}
+
 /// The head of one chain.
 #[derive(Debug, Clone)]
 pub struct Chain {
     seq: u64,
-    head: String,
+    head: Hash,
 }
 
 impl Default for Chain {
@@ -39,7 +49,7 @@ impl Chain {
     pub fn new() -> Self {
         Self {
             seq: 0,
-            head: GENESIS.to_owned(),
+            head: GENESIS_HASH,
         }
     }
 
@@ -49,48 +59,53 @@ impl Chain {
     }
 
     /// Puts `event` on the chain (sets `seq`, `prevHash`, `hash`) and returns the line to write
-    /// (without its newline).
+    /// (without its newline): its canonical bytes, serialized once.
     pub fn seal(&mut self, event: &mut Event<'_>) -> Vec<u8> {
-        event.seq = self.seq + 1;
-        event.prev_hash = self.head.clone().into();
-        event.hash = "".into();
+        event.seq = Some(self.seq + 1);
+        event.prev_hash = Some(self.head);
+        event.hash = None;
         let body = canonical_event(event);
-        let hash = hash_bytes(&self.head, &body).expect("the chain head is valid hex");
+        let hash = hash_bytes(&self.head, &body);
         let line = with_hash(body, &hash).unwrap_or_else(|| {
-            event.hash = hash.clone().into();
+            event.hash = Some(hash);
             canonical_event(event)
         });
-        event.hash = hash.clone().into();
+        event.hash = Some(hash);
         self.seq += 1;
         self.head = hash;
         line
     }
-}
 
-impl Chain {
     /// A chain that continues after `seq` whose last hash is `head` (e.g. recovered from disk).
-    pub fn resume(seq: u64, head: String) -> Self {
+    pub fn resume(seq: u64, head: Hash) -> Self {
         Self { seq, head }
     }
 
     /// The last hash (the next event's `prevHash`).
-    pub fn head(&self) -> &str {
-        &self.head
+    pub fn head(&self) -> Hash {
+        self.head
+    }
+
+    /// The last hash in hex, as records and signed heads carry it.
+    pub fn head_hex(&self) -> String {
+        hex::encode(self.head)
     }
 
     /// Puts an event given as a JSON object on the chain: sets `seq` and `prevHash`, computes
     /// `hash` over the canonical bytes without it, and returns the canonical line (hash included).
+    /// For records that are not [`Event`]s (tests, tools); the agent and the proxy seal typed
+    /// events.
     pub fn seal_value(&mut self, event: &mut serde_json::Map<String, Value>) -> Vec<u8> {
         event.insert("seq".into(), Value::from(self.seq + 1));
-        event.insert("prevHash".into(), Value::from(self.head.clone()));
+        event.insert("prevHash".into(), Value::from(hex::encode(self.head)));
         event.remove("hash");
         let v = Value::Object(std::mem::take(event));
         let body = to_canonical(&v);
-        let hash = hash_bytes(&self.head, &body).expect("the chain head is valid hex");
+        let hash = hash_bytes(&self.head, &body);
         let Value::Object(mut m) = v else {
             unreachable!("built from an object")
         };
-        m.insert("hash".into(), Value::from(hash.clone()));
+        m.insert("hash".into(), Value::from(hex::encode(hash)));
         // Serialized again rather than spliced: a nested object may hold a `"hostname"` key too.
         drop(body);
         let line = to_canonical(&Value::Object(m.clone()));
@@ -167,13 +182,15 @@ pub fn check_link(line: &[u8], prev: &str) -> Result<(u64, String), LinkError> {
 /// Inserts `"hash"` into the canonical bytes of an event at its sorted place: right before
 /// `"hostname"`, which every event has and which follows `"hash"` in byte order. String values
 /// cannot contain an unescaped `"`, so the first `,"hostname":` is the key itself.
-fn with_hash(body: Vec<u8>, hash: &str) -> Option<Vec<u8>> {
+fn with_hash(body: Vec<u8>, hash: &Hash) -> Option<Vec<u8>> {
     const KEY: &[u8] = b",\"hostname\":";
     let at = body.windows(KEY.len()).position(|w| w == KEY)?;
-    let mut line = Vec::with_capacity(body.len() + hash.len() + 10);
+    let mut line = Vec::with_capacity(body.len() + 64 + 10);
     line.extend_from_slice(&body[..at]);
     line.extend_from_slice(b",\"hash\":\"");
-    line.extend_from_slice(hash.as_bytes());
+    let mut hex_buf = [0u8; 64];
+    hex::encode_to_slice(hash, &mut hex_buf).expect("64 bytes for 32");
+    line.extend_from_slice(&hex_buf);
     line.push(b'"');
     line.extend_from_slice(&body[at..]);
     Some(line)
@@ -192,16 +209,17 @@ fn canonical_event(event: &Event<'_>) -> Vec<u8> {
     }
 }
 
-fn hash_bytes(prev_hex: &str, canonical: &[u8]) -> Option<String> {
-    let prev = hex::decode(prev_hex).ok().filter(|b| b.len() == 32)?;
+/// `SHA-256(prev ‖ canonical)`: the one hash of the chain.
+pub fn hash_bytes(prev: &Hash, canonical: &[u8]) -> Hash {
     let mut h = Sha256::new();
-    h.update(&prev);
+    h.update(prev);
     h.update(canonical);
-    Some(hex::encode(h.finalize()))
+    h.finalize().into()
 }
 
 fn hash_of(prev_hex: &str, without_hash: &Value) -> Option<String> {
-    hash_bytes(prev_hex, &to_canonical(without_hash))
+    let prev = parse_hash(prev_hex)?;
+    Some(hex::encode(hash_bytes(&prev, &to_canonical(without_hash))))
 }
 
 /// Where and why a chain broke.
@@ -724,8 +742,12 @@ impl<'a> Verifier<'a> {
 
     fn controller_record(&mut self, line: usize, v: &Value) -> Result<(), ChainBreak> {
         let brk = |reason: String| ChainBreak { line, reason };
-        match v.get("eventType").and_then(Value::as_str) {
-            Some(CHAIN_HEAD) => {
+        match v
+            .get("eventType")
+            .and_then(Value::as_str)
+            .and_then(EventType::parse)
+        {
+            Some(EventType::ChainHead) => {
                 let head = SignedHead::from_record(v).map_err(|e| brk(e.to_string()))?;
                 let who = format!(
                     "signed head of agent \"{}\" at seq {}",
@@ -773,7 +795,7 @@ impl<'a> Verifier<'a> {
                 }
                 self.report.heads += 1;
             }
-            Some("CHAIN_ALERT") => {
+            Some(EventType::ChainAlert) => {
                 let detail = match v.get("detail") {
                     Some(Value::String(s)) => s.clone(),
                     Some(d) => d.to_string(),

@@ -45,16 +45,22 @@ fn events_serialize_in_canonical_form() {
     e.content_sha256 = Some("00".into());
     e.session_tool_calls = Some(vec!["x".to_string()].into());
     e.decision = Some(crate::EventDecision {
-        action: "allow".into(),
-        mode: "block".into(),
-        reason: "r".into(),
-        rule: "servers[0]".into(),
+        action: crate::Action::Allow,
+        mode: Some(crate::Mode::Block),
+        reason: Some("r".into()),
+        rule: Some("servers[0]".into()),
     });
     e.policy_version = Some("1".into());
     e.latency_us = Some(5);
     e.is_error = Some(false);
-    e.prev_hash = GENESIS.into();
-    e.hash = "ab".into();
+    e.prev_hash = Some(GENESIS_HASH);
+    e.hash = Some([0xab; 32]);
+    e.proxy_event_id = Some("p".into());
+    e.quota_owner = Some("o".into());
+    e.client_name = Some("c".into());
+    e.clock_skew_secs = Some(-1);
+    e.event_id_reused = Some(true);
+    e.seq = Some(1);
     let direct = serde_json::to_vec(&e).unwrap();
     let canonical = to_canonical(&serde_json::to_value(&e).unwrap());
     assert_eq!(
@@ -63,10 +69,10 @@ fn events_serialize_in_canonical_form() {
     );
     // Inserting the hash into the bytes without it gives the same canonical line.
     let mut unhashed = e.clone();
-    unhashed.hash = "".into();
+    unhashed.hash = None;
     unhashed.content = Some(",\"hostname\":".into());
-    let spliced = with_hash(serde_json::to_vec(&unhashed).unwrap(), "ab").unwrap();
-    unhashed.hash = "ab".into();
+    let spliced = with_hash(serde_json::to_vec(&unhashed).unwrap(), &[0xab; 32]).unwrap();
+    unhashed.hash = Some([0xab; 32]);
     assert_eq!(
         spliced,
         to_canonical(&serde_json::to_value(&unhashed).unwrap())
@@ -206,7 +212,7 @@ fn a_refused_event_is_one_break_and_its_chain_goes_on() {
     for i in 3..=5 {
         let mut e = event("a", i);
         a.seal(&mut e);
-        lines.push(refusal("a", i, &e.hash));
+        lines.push(refusal("a", i, &hex::encode(e.hash.unwrap())));
     }
     lines.extend((6..=7).map(|i| a.seal(&mut event("a", i))));
     let r = verify_report(&file(&lines)[..], None);
@@ -234,7 +240,7 @@ fn forged_refusals_after_a_real_one_each_add_a_break() {
     for i in 3..=5 {
         let mut e = event("a", i);
         let line = a.seal(&mut e);
-        hidden.push((line, e.hash.to_string()));
+        hidden.push((line, hex::encode(e.hash.unwrap())));
     }
     let rest: Vec<Vec<u8>> = (6..=7).map(|i| a.seal(&mut event("a", i))).collect();
     // The genuine file: seq 3 refused, 4 and 5 stored.
@@ -262,7 +268,7 @@ fn a_stored_agent_row_never_passes_for_a_controller_record() {
         .map(|i| {
             let mut e = event("victim", i);
             let l = victim.seal(&mut e);
-            (l, e.hash.to_string())
+            (l, hex::encode(e.hash.unwrap()))
         })
         .collect();
     let forged = refusal("victim", 3, &lines[2].1);
@@ -337,3 +343,139 @@ fn removed_and_reordered_lines_are_detected() {
             .contains("incomplete")
     );
 }
+
+
+/// The bytes on the wire and in SIEM files do not change with the types behind them (the chain
+/// hashes depend on them): a proxy's sealed events, pinned.
+#[test]
+fn sealed_events_are_pinned_byte_for_byte() {
+    let mut e = event("a", 1);
+    e.session_id = Some("s".into());
+    e.server_name = Some("srv".into());
+    e.source_type = Some("agent_tool_call".into());
+    e.request_id = Some("1".into());
+    e.content = Some("{\"k\":\"v\\n\"}".into());
+    e.content_truncated = Some(true);
+    e.content_sha256 = Some("00".into());
+    e.session_tool_calls = Some(vec!["x".to_string()].into());
+    e.decision = Some(crate::EventDecision {
+        action: crate::Action::WouldBlock,
+        mode: Some(crate::Mode::StepUp),
+        reason: Some("r".into()),
+        rule: Some("servers[0]".into()),
+    });
+    e.policy_version = Some("1".into());
+    e.latency_us = Some(5);
+    e.is_error = Some(false);
+    let mut c = Chain::new();
+    let a = c.seal(&mut e);
+    let mut d = event("a", 2);
+    d.event_type = EventType::EventsDropped;
+    d.detail = Some(serde_json::to_value(crate::Dropped::new(3, "full")).unwrap());
+    let b = c.seal(&mut d);
+    assert_eq!(
+        String::from_utf8(a).unwrap(),
+        r#"{"agentId":"a","content":"{\"k\":\"v\\n\"}","contentSha256":"00","contentTruncated":true,"decision":{"action":"would_block","mode":"step_up","reason":"r","rule":"servers[0]"},"eventId":"id-1","eventType":"TOOL_CALL_PRE","hash":"e5008ec60fa2fabadf6f645c426c6240236a049973591a409f0ad7d3b3043808","hostname":"h","isError":false,"latencyUs":5,"policyVersion":"1","prevHash":"0000000000000000000000000000000000000000000000000000000000000000","requestId":"1","seq":1,"serverName":"srv","sessionId":"s","sessionToolCalls":["x"],"sourceType":"agent_tool_call","tenantId":"t","timestamp":"2026-01-01T00:00:00Z","toolName":"tool 1 é","user":"u"}"#
+    );
+    assert_eq!(
+        String::from_utf8(b).unwrap(),
+        r#"{"agentId":"a","detail":{"dropped":3,"reason":"full"},"eventId":"id-2","eventType":"EVENTS_DROPPED","hash":"426d34ed272750ff4cab16854cd613c5ba16e5af2b07c6224fbcda3b51e9305a","hostname":"h","prevHash":"e5008ec60fa2fabadf6f645c426c6240236a049973591a409f0ad7d3b3043808","seq":2,"tenantId":"t","timestamp":"2026-01-01T00:00:00Z","toolName":"tool 2 é","user":"u"}"#
+    );
+}
+
+/// The agent's records (its own, and a proxy's it admitted) as they were written when the agent
+/// still edited JSON maps: parsed into the typed event and sealed, they come out the same bytes.
+#[test]
+fn agent_records_are_pinned_byte_for_byte() {
+    let own = r#"{"agentId":"a","detail":"started v1","eventId":"e1","eventType":"AGENT_STARTED","hash":"5c8a0f284d2123c029a5beb11bb3e165fb87372d201f96ac5495a145d827a055","hostname":"h","prevHash":"0000000000000000000000000000000000000000000000000000000000000000","seq":1,"sourceType":"agent","tenantId":"t","timestamp":"2026-01-01T00:00:00Z"}"#;
+    let admitted = r#"{"agentId":"a","clientName":"c","clockSkewSecs":-400,"content":"x","decision":{"action":"approved","mode":"block","reason":"r","rule":"q"},"eventId":"e2","eventIdReused":true,"eventType":"TOOL_CALL_POST","hash":"7d3401e92ff94e8fa0d1b154f2c910faa8cdd95c8baaa4d50dd4376cee163310","hostname":"h","isError":true,"latencyUs":9,"policyVersion":"1","prevHash":"5c8a0f284d2123c029a5beb11bb3e165fb87372d201f96ac5495a145d827a055","proxyEventId":"p1","quotaOwner":"o","requestId":"1","seq":2,"serverName":"srv","sessionId":"s","sessionToolCalls":[],"sourceType":"agent_tool_call","tenantId":"t","timestamp":"2026-01-01T00:00:00Z","toolName":"t","user":"u"}"#;
+    let mut c = Chain::new();
+    for line in [own, admitted] {
+        let mut e: Event<'static> = serde_json::from_str(line).unwrap();
+        e.seq = None;
+        e.prev_hash = None;
+        e.hash = None;
+        assert_eq!(String::from_utf8(c.seal(&mut e)).unwrap(), line);
+    }
+    // An event off the chain (a proxy's to its agent) has no chain fields at all.
+    let mut e: Event<'static> = serde_json::from_str(admitted).unwrap();
+    (e.seq, e.prev_hash, e.hash) = (None, None, None);
+    let text = serde_json::to_string(&e).unwrap();
+    assert!(!text.contains("seq") && !text.contains("Hash") && !text.contains("\"hash\""));
+}
+
+/// Every event type the code raises or reads parses, and writes back the same name.
+#[test]
+fn every_event_type_parses() {
+    for name in [
+        "TOOL_CALL_PRE",
+        "TOOL_CALL_POST",
+        "APPROVAL_REQUESTED",
+        "APPROVAL_DECIDED",
+        "CONFIG_WRAPPED",
+        "CONFIG_DRIFT",
+        "CONFIG_INVALID",
+        "POLICY_APPLIED",
+        "POLICY_REJECTED",
+        "POLICY_STALE",
+        "AGENT_STARTED",
+        "AGENT_ENROLLED",
+        "EVENTS_DROPPED",
+        "EVENTS_REFUSED",
+        "EVENT_QUARANTINED",
+        "SPOOL_CORRUPT",
+        "PROXY_TAMPERED",
+        "CHAIN_ALERT",
+        "CHAIN_HEAD",
+    ] {
+        let t = EventType::parse(name).unwrap_or_else(|| panic!("{name} does not parse"));
+        assert_eq!(t.as_str(), name);
+        let json: EventType = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+        assert_eq!(json, t);
+        assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{name}\""));
+    }
+    assert_eq!(EventType::parse("TEST"), None);
+    // Every type the sources name in a string literal is one of them: the workspace is scanned
+    // for `"SCREAMING_CASE"` literals next to an event word.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut missing = Vec::new();
+    for dir in ["agent/src", "proxy/src", "controller/src", "endpoint/src", "hosts/src"] {
+        scan(&root.join(dir), &mut missing);
+    }
+    assert!(missing.is_empty(), "event types the code uses but EventType lacks: {missing:?}");
+}
+
+fn scan(dir: &std::path::Path, missing: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            scan(&p, missing);
+            continue;
+        }
+        if p.extension().is_none_or(|x| x != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        for line in text.lines() {
+            let lower = line.to_ascii_lowercase();
+            if !(lower.contains("event") || lower.contains("raise") || lower.contains("note(")) {
+                continue;
+            }
+            for (i, part) in line.split('"').enumerate() {
+                let word = i % 2 == 1
+                    && part.len() >= 5
+                    && part.contains('_')
+                    && part.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+                if word && EventType::parse(part).is_none() && !NOT_EVENT_TYPES.contains(&part) {
+                    missing.push(format!("{}: {part}", p.display()));
+                }
+            }
+        }
+    }
+}
+
+/// Screaming-case strings near an event word that are not event types.
+const NOT_EVENT_TYPES: [&str; 3] = ["BENCH_EVENTS", "THOTH_EVENTS", "CONFIG_"];

@@ -16,7 +16,7 @@ use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use serde_json::Value;
 
 /// `eventType` of a signed chain head record.
-pub const CHAIN_HEAD: &str = "CHAIN_HEAD";
+pub const CHAIN_HEAD: &str = crate::EventType::ChainHead.as_str();
 
 /// The message a chain head signature covers (the agent signs these bytes).
 pub fn head_message(agent_id: &str, seq: u64, hash: &str) -> Vec<u8> {

@@ -164,11 +164,10 @@ impl Relay {
         };
         let mut decided = pending.decided;
         Arc::make_mut(&mut decided).action = if outcome == Outcome::Approved {
-            "approved"
+            thoth_proto::Action::Approved
         } else {
-            "denied"
-        }
-        .into();
+            thoth_proto::Action::Denied
+        };
         let now = Instant::now();
         let at = SystemTime::now();
         if outcome == Outcome::Approved {
@@ -303,9 +302,9 @@ impl Relay {
         let now = Instant::now();
         let at = SystemTime::now();
         Arc::make_mut(&mut parked.decided).action = if approved {
-            "approved".into()
+            thoth_proto::Action::Approved
         } else {
-            "denied".into()
+            thoth_proto::Action::Denied
         };
         if approved {
             st.session.record(

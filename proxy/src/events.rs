@@ -2,10 +2,12 @@
 //!
 //! The relay threads push small records into a bounded in-memory queue (a mutex-protected
 //! deque: no syscall, no thread wake-up on the hot path). A writer thread wakes every few
-//! milliseconds, renders the events (redaction, size cap, UUIDv7, timestamp), puts them on the
-//! hash chain and appends them to the events file under an advisory lock, so several proxies can
-//! share one file. When the queue is full, events are dropped and counted, and the count is
-//! written as an `EVENTS_DROPPED` event: loss is never silent.
+//! milliseconds and renders each event once, typed (redaction, size cap, UUIDv7, timestamp).
+//! With an events file (`--events`, standalone) it puts them on the hash chain and appends them
+//! to the file under an advisory lock, so several proxies can share one file. Events for an agent
+//! alone are handed over unchained: the agent owns the chain and chains them itself (no SHA-256
+//! here). When the queue is full, events are dropped and counted, and the count is written as an
+//! `EVENTS_DROPPED` event: loss is never silent.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -23,7 +25,8 @@ use thoth_policy::Decision;
 
 use crate::message::{self, Message};
 use thoth_proto::{
-    Chain, ContentLimits, Event, EventDecision, EventType, Identity, render_content,
+    Action, Chain, ContentLimits, Dropped, Event, EventDecision, EventType, Identity, Mode,
+    render_content,
 };
 
 /// Most events held in memory before new ones are dropped (and counted).
@@ -52,7 +55,7 @@ pub struct SessionInfo {
 #[derive(Debug, Clone)]
 pub struct Decided {
     /// The decision; `action` may be rewritten after approval (`approved`, `denied`).
-    pub action: String,
+    pub action: Action,
     /// The evaluator's decision.
     pub decision: Decision,
     /// The policy version.
@@ -199,6 +202,7 @@ impl EventSink {
             Some(socket) => Some(Arc::new(crate::forward::Forwarder::start(
                 socket,
                 crate::forward::pending_dir(),
+                info.identity.clone(),
             )?)),
             None => None,
         };
@@ -214,9 +218,10 @@ impl EventSink {
             .spawn(move || {
                 Writer {
                     ids: EventIds::new(),
+                    // Only a file's events are chained here; an agent chains what it is given.
+                    chain: file.as_ref().map(|_| Chain::new()),
                     file,
                     forwarder,
-                    chain: Chain::new(),
                     info,
                     limits,
                     queue: q,
@@ -309,7 +314,8 @@ struct Writer {
     ids: EventIds,
     file: Option<File>,
     forwarder: Option<Arc<crate::forward::Forwarder>>,
-    chain: Chain,
+    /// The file's chain (none when events only go to an agent).
+    chain: Option<Chain>,
     info: SessionInfo,
     limits: ContentLimits,
     queue: Arc<Queue>,
@@ -333,17 +339,15 @@ impl Writer {
                     "the event queue was full; events were dropped (recorded as EVENTS_DROPPED)"
                 );
                 let now = SystemTime::now();
-                let mut e = base(
-                    &self.info,
-                    EventType::EventsDropped,
+                let mut e = Event::events_dropped(
                     self.ids.next(now),
-                    now,
+                    timestamp(now),
+                    &self.info.identity,
+                    &Dropped::new(dropped, "the in-memory event queue was full"),
                 );
-                e.detail = Some(serde_json::json!({
-                    "dropped": dropped,
-                    "reason": "the in-memory event queue was full",
-                }));
-                seal_into(&mut self.chain, &mut e, &mut out);
+                e.session_id = Some(Cow::Borrowed(&self.info.session_id));
+                e.server_name = Some(Cow::Borrowed(&self.info.server_name));
+                seal_into(self.chain.as_mut(), &mut e, &mut out);
             }
             for record in batch.drain(..) {
                 self.write_record(&record, &mut out);
@@ -425,29 +429,53 @@ impl Writer {
         Ok(())
     }
 
-    /// Renders and seals one record. The event borrows from the record and the session info
-    /// (no copies of their strings); only the chain is mutated.
+    /// Renders (and, for a file, seals) one record. The event borrows from the record and the
+    /// session info (no copies of their strings); only the chain is mutated.
     fn write_record(&mut self, record: &Record, out: &mut Vec<u8>) {
         let event_id = self.ids.next(record.at());
         let mut event = render(&self.info, self.limits, event_id, record);
-        seal_into(&mut self.chain, &mut event, out);
+        seal_into(self.chain.as_mut(), &mut event, out);
     }
 }
 
-/// Puts `event` on the chain and appends its line to `out`.
-fn seal_into(chain: &mut Chain, event: &mut Event<'_>, out: &mut Vec<u8>) {
-    out.extend_from_slice(&chain.seal(event));
+/// Appends `event`'s line to `out`: put on `chain` first when there is one (a file's), else
+/// serialized as it is, off any chain (for an agent, which chains it).
+fn seal_into(chain: Option<&mut Chain>, event: &mut Event<'_>, out: &mut Vec<u8>) {
+    match chain {
+        Some(c) => out.extend_from_slice(&c.seal(event)),
+        None => serde_json::to_writer(&mut *out, event).expect("an event is always valid JSON"),
+    }
     out.push(b'\n');
+}
+
+fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
+/// The event's word for the policy's action.
+pub(crate) fn event_action(a: thoth_policy::Action) -> Action {
+    match a {
+        thoth_policy::Action::Allow => Action::Allow,
+        thoth_policy::Action::Warn => Action::Warn,
+        thoth_policy::Action::WouldBlock => Action::WouldBlock,
+        thoth_policy::Action::StepUp => Action::StepUp,
+        thoth_policy::Action::Deny => Action::Deny,
+    }
+}
+
+fn event_mode(m: thoth_policy::Mode) -> Mode {
+    match m {
+        thoth_policy::Mode::Allow => Mode::Allow,
+        thoth_policy::Mode::Observe => Mode::Observe,
+        thoth_policy::Mode::Progressive => Mode::Progressive,
+        thoth_policy::Mode::StepUp => Mode::StepUp,
+        thoth_policy::Mode::Block => Mode::Block,
+    }
 }
 
 /// The fields every event of this session has.
 fn base<'r>(info: &'r SessionInfo, kind: EventType, event_id: String, at: SystemTime) -> Event<'r> {
-    let mut e = Event::new(
-        kind,
-        event_id,
-        humantime::format_rfc3339_micros(at).to_string(),
-        &info.identity,
-    );
+    let mut e = Event::new(kind, event_id, timestamp(at), &info.identity);
     e.session_id = Some(Cow::Borrowed(&info.session_id));
     e.server_name = Some(Cow::Borrowed(&info.server_name));
     e
@@ -468,10 +496,10 @@ fn tool_event<'r>(
     e.tool_name = Some(Cow::Borrowed(tool));
     e.request_id = Some(Cow::Borrowed(request_id));
     e.decision = Some(EventDecision {
-        action: Cow::Borrowed(&d.action),
-        mode: Cow::Borrowed(d.decision.mode.as_str()),
-        rule: Cow::Borrowed(&d.decision.rule),
-        reason: Cow::Borrowed(&d.decision.reason),
+        action: d.action,
+        mode: Some(event_mode(d.decision.mode)),
+        rule: Some(Cow::Borrowed(&d.decision.rule)),
+        reason: Some(Cow::Borrowed(&d.decision.reason)),
     });
     e.policy_version = Some(Cow::Borrowed(&d.policy_version));
     e

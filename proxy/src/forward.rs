@@ -36,6 +36,8 @@ struct Shared {
     dropped: AtomicU64,
     stop: AtomicBool,
     pending: Option<PathBuf>,
+    /// Who the proxy's events are from (for its own `EVENTS_DROPPED`; the agent forces them).
+    identity: thoth_proto::Identity,
 }
 
 /// Most bytes kept in the pending directory (beyond it, events are dropped with a warning).
@@ -64,7 +66,12 @@ pub struct Forwarder {
 impl Forwarder {
     /// Starts forwarding to the agent at `socket`; `pending` is where undelivered events are
     /// kept at exit and picked up from at start (none: they are lost at exit, with a warning).
-    pub fn start(socket: PathBuf, pending: Option<PathBuf>) -> std::io::Result<Forwarder> {
+    /// Events are sent as they are given: unchained (the agent chains them).
+    pub fn start(
+        socket: PathBuf,
+        pending: Option<PathBuf>,
+        identity: thoth_proto::Identity,
+    ) -> std::io::Result<Forwarder> {
         let shared = Arc::new(Shared {
             queue: Mutex::new((VecDeque::new(), 0)),
             inflight: Mutex::new(Vec::new()),
@@ -72,6 +79,7 @@ impl Forwarder {
             dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             pending,
+            identity,
         });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -137,7 +145,7 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
         };
         let dropped = s.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            batch.insert(0, dropped_event(dropped).into_bytes());
+            batch.insert(0, dropped_event(&s.identity, dropped));
         }
         if batch.is_empty() {
             if stopping {
@@ -154,7 +162,7 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
         *s.inflight.lock().unwrap_or_else(|p| p.into_inner()) = batch.clone();
         let sent = rt.block_on(async {
             if client.is_none() {
-                let ch = thoth_endpoint::tls::local_channel(&socket)?;
+                let ch = thoth_endpoint::tls::local_channel(&socket).map_err(|e| e.to_string())?;
                 client = Some(thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch));
             }
             let c = client.as_mut().expect("set above");
@@ -334,7 +342,7 @@ fn keep_undelivered(s: &Shared) {
     }
     let dropped = s.dropped.swap(0, Ordering::Relaxed);
     if dropped > 0 {
-        lines.push(dropped_event(dropped).into_bytes());
+        lines.push(dropped_event(&s.identity, dropped));
     }
     if lines.is_empty() {
         release_taken(s);
@@ -408,15 +416,16 @@ fn write_pending(dir: &std::path::Path, lines: &[Vec<u8>]) -> Result<usize, Stri
     Ok(n)
 }
 
-fn dropped_event(dropped: u64) -> String {
-    serde_json::json!({
-        "eventId": uuid::Uuid::now_v7().to_string(),
-        "eventType": "EVENTS_DROPPED",
-        "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-        "sourceType": "proxy",
-        "detail": {"dropped": dropped, "reason": "the proxy's queue for the agent was full"},
-    })
-    .to_string()
+/// The proxy's `EVENTS_DROPPED` for the agent (unchained, as every event it hands over).
+fn dropped_event(identity: &thoth_proto::Identity, dropped: u64) -> Vec<u8> {
+    let mut e = thoth_proto::Event::events_dropped(
+        uuid::Uuid::now_v7().to_string(),
+        humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        identity,
+        &thoth_proto::Dropped::new(dropped, "the proxy's queue for the agent was full"),
+    );
+    e.source_type = Some("proxy".into());
+    serde_json::to_vec(&e).expect("an event is always valid JSON")
 }
 
 #[cfg(test)]
@@ -431,6 +440,12 @@ mod tests {
             dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             pending: Some(dir.to_path_buf()),
+            identity: thoth_proto::Identity {
+                tenant_id: "t".into(),
+                agent_id: "a".into(),
+                hostname: "h".into(),
+                user: "u".into(),
+            },
         }
     }
 

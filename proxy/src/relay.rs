@@ -404,7 +404,7 @@ impl Relay {
         };
         let action = decision.action;
         let mut decided = Arc::new(Decided {
-            action: action.as_str().into(),
+            action: crate::events::event_action(action),
             decision,
             policy_version: version,
         });
@@ -434,7 +434,7 @@ impl Relay {
         if holds_id && !has_room(&mut st, &message::id_key(id)) {
             count_busy(&mut st);
             let d = Arc::make_mut(&mut decided);
-            d.action = "deny".into();
+            d.action = thoth_proto::Action::Deny;
             d.decision.action = Action::Deny;
             d.decision.out_of_scope = false;
             d.decision.rule = "too_many_pending".into();
@@ -499,7 +499,7 @@ impl Relay {
             inline = Some(state);
         } else if action == Action::StepUp {
             let d = Arc::make_mut(&mut decided);
-            d.action = "deny".into();
+            d.action = thoth_proto::Action::Deny;
             d.decision
                 .reason
                 .push_str("; no approver reachable, denied");

@@ -138,9 +138,10 @@ fn read_segment(path: &Path) -> std::io::Result<SegmentRead> {
     Ok((out, notes, at as u64, torn))
 }
 
-fn seq_hash(payload: &[u8]) -> Option<(u64, String)> {
+fn seq_hash(payload: &[u8]) -> Option<(u64, thoth_proto::Hash)> {
     let v: Value = serde_json::from_slice(payload).ok()?;
-    Some((v.get("seq")?.as_u64()?, v.get("hash")?.as_str()?.to_owned()))
+    let hash = thoth_proto::chain::parse_hash(v.get("hash")?.as_str()?)?;
+    Some((v.get("seq")?.as_u64()?, hash))
 }
 
 impl Spool {
@@ -163,7 +164,7 @@ impl Spool {
         let mut rec = Recovery::default();
         let mut segments = VecDeque::new();
         let mut chain_seq = acked;
-        let mut chain_head: Option<String> = None;
+        let mut chain_head: Option<thoth_proto::Hash> = None;
         let last_index = names.len().saturating_sub(1);
         for (i, path) in names.iter().enumerate() {
             let (records, notes, good_end, torn) = read_segment(path)?;
@@ -210,9 +211,13 @@ impl Spool {
                 // Nothing unacknowledged on disk: continue after what the controller has.
                 let saved = std::fs::read_to_string(&head_file).ok();
                 match saved.as_deref().and_then(|s| s.trim().split_once(' ')) {
-                    Some((seq, hash)) if seq.parse::<u64>().is_ok() => {
-                        Chain::resume(seq.parse().expect("checked"), hash.to_owned())
-                    }
+                    Some((seq, hash)) => match (
+                        seq.parse::<u64>(),
+                        thoth_proto::chain::parse_hash(hash),
+                    ) {
+                        (Ok(seq), Some(hash)) => Chain::resume(seq, hash),
+                        _ => Chain::new(),
+                    },
                     _ => Chain::new(),
                 }
             }
@@ -251,7 +256,7 @@ impl Spool {
 
     /// The chain head (hash of the last event).
     pub fn head(&self) -> String {
-        self.chain.head().to_owned()
+        self.chain.head_hex()
     }
 
     /// The highest acknowledged sequence number.
@@ -428,7 +433,7 @@ impl Spool {
         )?;
         thoth_endpoint::state::write_atomic(
             &self.dir.join("head"),
-            format!("{} {}\n", self.chain.seq(), self.chain.head()).as_bytes(),
+            format!("{} {}\n", self.chain.seq(), self.chain.head_hex()).as_bytes(),
             0o600,
         )?;
         while self.segments.len() > 1
