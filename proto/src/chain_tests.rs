@@ -344,7 +344,6 @@ fn removed_and_reordered_lines_are_detected() {
     );
 }
 
-
 /// The bytes on the wire and in SIEM files do not change with the types behind them (the chain
 /// hashes depend on them): a proxy's sealed events, pinned.
 #[test]
@@ -439,10 +438,19 @@ fn every_event_type_parses() {
     // for `"SCREAMING_CASE"` literals next to an event word.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut missing = Vec::new();
-    for dir in ["agent/src", "proxy/src", "controller/src", "endpoint/src", "hosts/src"] {
+    for dir in [
+        "agent/src",
+        "proxy/src",
+        "controller/src",
+        "endpoint/src",
+        "hosts/src",
+    ] {
         scan(&root.join(dir), &mut missing);
     }
-    assert!(missing.is_empty(), "event types the code uses but EventType lacks: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "event types the code uses but EventType lacks: {missing:?}"
+    );
 }
 
 fn scan(dir: &std::path::Path, missing: &mut Vec<String>) {

@@ -214,7 +214,10 @@ pub type Hash = [u8; 32];
 mod hex_hash {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(h: &Option<super::Hash>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        h: &Option<super::Hash>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match h {
             Some(h) => {
                 let mut buf = [0u8; 64];
