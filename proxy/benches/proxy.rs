@@ -7,8 +7,29 @@
 //! latency each adds over direct, pipelined throughput, thoth's peak RSS and its start-up time.
 //!
 //! The same executable plays the echo server (`--echo-server`) and the relay (`--relay`).
-//! Environment: `BENCH_CALLS` (default 20000), `BENCH_BLOCK` (default 500), `BENCH_EVENTS=0`
-//! (run thoth without an events file, to see what events cost).
+//! Environment:
+//! - `BENCH_CALLS` (default 20000), `BENCH_BLOCK` (default 500);
+//! - `BENCH_EVENTS=0`: run thoth without an events file, to see what events cost (with events,
+//!   thoth runs standalone with `--events FILE`, which renders and hash-chains every event);
+//! - `THOTH_BASELINE=path/to/thoth`: a second thoth binary (say, an older build) runs as a fourth
+//!   way, interleaved in the same blocks, with the same policy and events setting, so the two
+//!   builds are compared under the same noise;
+//! - `BENCH_CALLGRIND=1`: instead of timing, counts instructions per call with `valgrind
+//!   --tool=callgrind` (stable on a noisy machine): the relay, thoth (and the baseline) each run
+//!   under callgrind for N and 2N sequential calls (N = `BENCH_CALLGRIND_CALLS`, default 2000),
+//!   and (I(2N) − I(N)) / N is printed, start-up and shutdown cancelling out. Only the measured
+//!   process is counted (all its threads, the event writer included), not the echo server.
+//!   valgrind puts its own library in `LD_PRELOAD`, and `thoth run` then refuses to govern
+//!   (it denies every call, as it must): so under callgrind thoth runs as this executable's
+//!   `--thoth-run` (`thoth_proxy::run` with the same policy file, events file and threads, only
+//!   without the CLI's loader-variable check). A baseline binary cannot be run that way; it is
+//!   compared by time only.
+//!
+//! ```text
+//! cargo bench -p thoth-proxy --bench proxy
+//! THOTH_BASELINE=/tmp/baseline/thoth cargo bench -p thoth-proxy --bench proxy
+//! BENCH_CALLGRIND=1 THOTH_BASELINE=/tmp/baseline/thoth cargo bench -p thoth-proxy --bench proxy
+//! ```
 
 mod common;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,6 +42,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("--echo-server") => echo_server(),
         Some("--relay") => relay(&args[2..]),
+        Some("--thoth-run") => thoth_in_process(&args[2..]),
         _ => bench(),
     }
 }
@@ -57,6 +79,41 @@ fn echo_server() {
             return;
         }
     }
+}
+
+/// `thoth run --server srv-25 --policy P [--events E] -- CMD...` in this process, without the
+/// CLI's refusal of loader variables (valgrind sets `LD_PRELOAD`).
+fn thoth_in_process(args: &[String]) {
+    let (opts, cmd) = args.split_at(args.iter().position(|a| a == "--").expect("--"));
+    let opt = |name: &str| {
+        opts.iter()
+            .position(|a| a == name)
+            .map(|i| PathBuf::from(&opts[i + 1]))
+    };
+    let argv: Vec<String> = cmd[1..].to_vec();
+    let missing = std::env::temp_dir().join("thoth-bench-no-agent");
+    let policy = thoth_proxy::source::start(thoth_proxy::source::Sources {
+        agent_socket: missing.join("agent.sock"),
+        state_dir: missing.clone(),
+        policy_file: opt("--policy"),
+        server: "srv-25".into(),
+        argv: argv.clone(),
+    });
+    let code = thoth_proxy::run(thoth_proxy::RunConfig {
+        server_name: "srv-25".into(),
+        argv,
+        policy,
+        events: opt("--events"),
+        max_message_bytes: thoth_proxy::framing::DEFAULT_MAX_MESSAGE_BYTES,
+        content: thoth_proto::ContentLimits {
+            max_bytes: 16 * 1024,
+            ..thoth_proto::ContentLimits::default()
+        },
+        agent_events: None,
+        refusal: None,
+    })
+    .expect("thoth run");
+    std::process::exit(code);
 }
 
 /// A no-op relay: copies bytes both ways, parses nothing.
@@ -98,9 +155,34 @@ enum Way {
     Direct,
     Relay,
     Thoth,
+    Baseline,
 }
 
-const WAYS: [Way; 3] = [Way::Direct, Way::Relay, Way::Thoth];
+impl Way {
+    /// Whether this way is a thoth binary (which writes events).
+    fn is_thoth(self) -> bool {
+        matches!(self, Way::Thoth | Way::Baseline)
+    }
+}
+
+/// The second thoth binary to compare with, if any (`THOTH_BASELINE`).
+fn baseline() -> Option<PathBuf> {
+    std::env::var_os("THOTH_BASELINE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+fn ways() -> Vec<Way> {
+    let mut w = vec![Way::Direct, Way::Relay, Way::Thoth];
+    if baseline().is_some() {
+        w.push(Way::Baseline);
+    }
+    w
+}
+
+fn events_on() -> bool {
+    std::env::var("BENCH_EVENTS").as_deref() != Ok("0")
+}
 
 struct Target {
     child: Child,
@@ -123,11 +205,14 @@ fn command(way: Way, policy: &Path, events: &Path) -> Command {
             c.args(["--relay", "--"]).arg(&me).arg("--echo-server");
             c
         }
-        Way::Thoth => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_thoth"));
+        Way::Thoth | Way::Baseline => {
+            let mut c = match way {
+                Way::Baseline => Command::new(baseline().expect("THOTH_BASELINE")),
+                _ => Command::new(env!("CARGO_BIN_EXE_thoth")),
+            };
             c.args(["run", "--server", "srv-25", "--policy"])
                 .arg(policy);
-            if std::env::var("BENCH_EVENTS").as_deref() != Ok("0") {
+            if events_on() {
                 c.arg("--events").arg(events);
             }
             c.arg("--").arg(&me).arg("--echo-server");
@@ -139,8 +224,12 @@ fn command(way: Way, policy: &Path, events: &Path) -> Command {
 
 impl Target {
     fn start(way: Way, policy: &Path, events: &Path) -> Target {
+        Self::spawn(command(way, policy, events))
+    }
+
+    fn spawn(mut command: Command) -> Target {
         let started = Instant::now();
-        let mut child = command(way, policy, events)
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -246,7 +335,7 @@ impl Target {
 /// Waits (outside any measurement) until thoth has written the events of every call made so
 /// far, so that its writer's backlog does not run into the next way's block.
 fn settle(events: &Path, t: &Target) {
-    if std::env::var("BENCH_EVENTS").as_deref() == Ok("0") {
+    if !events_on() {
         return;
     }
     let want = 2 * (t.next_id as usize - 1);
@@ -278,6 +367,9 @@ fn write_policy(dir: &Path) -> PathBuf {
 }
 
 fn bench() {
+    if std::env::var("BENCH_CALLGRIND").as_deref() == Ok("1") {
+        return callgrind();
+    }
     let calls: usize = std::env::var("BENCH_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -289,26 +381,44 @@ fn bench() {
     let dir = std::env::temp_dir().join(format!("thoth-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let policy = write_policy(&dir);
-    let events = dir.join("events.jsonl");
+    let ways = ways();
+    let n_ways = ways.len();
+    // One events file per thoth binary, so each one's backlog is waited for on its own.
+    let events: Vec<PathBuf> = ways
+        .iter()
+        .map(|w| dir.join(format!("events-{w:?}.jsonl")))
+        .collect();
     println!(
-        "thoth proxy benchmark: {calls} sequential calls per way, interleaved in blocks of {block}"
+        "thoth proxy benchmark: {calls} sequential calls per way, interleaved in blocks of {block}; events {}",
+        if events_on() {
+            "on (--events FILE)"
+        } else {
+            "off"
+        }
     );
+    if let Some(b) = baseline() {
+        println!("baseline: {}", b.display());
+    }
 
     // Start-up: spawn → initialize reply, interleaved, 10 times each.
-    let mut ready: [Vec<Duration>; 3] = Default::default();
+    let mut ready: Vec<Vec<Duration>> = vec![Vec::new(); n_ways];
     for _ in 0..10 {
-        for (i, way) in WAYS.iter().enumerate() {
-            let t = Target::start(*way, &policy, &events);
+        for (i, way) in ways.iter().enumerate() {
+            let t = Target::start(*way, &policy, &events[i]);
             ready[i].push(t.ready);
             t.stop();
         }
     }
+    for e in &events {
+        let _ = std::fs::remove_file(e);
+    }
 
-    let mut targets: Vec<Target> = WAYS
+    let mut targets: Vec<Target> = ways
         .iter()
-        .map(|w| Target::start(*w, &policy, &events))
+        .enumerate()
+        .map(|(i, w)| Target::start(*w, &policy, &events[i]))
         .collect();
-    let mut lat: [Vec<Duration>; 3] = Default::default();
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); n_ways];
     let mut line = String::new();
     for t in targets.iter_mut() {
         for _ in 0..200 {
@@ -322,29 +432,29 @@ fn bench() {
             for _ in 0..n {
                 lat[i].push(t.round_trip(&mut line));
             }
-            if WAYS[i] == Way::Thoth {
-                settle(&events, t);
+            if ways[i].is_thoth() {
+                settle(&events[i], t);
             }
         }
         done += n;
     }
     // Pipelined throughput, 16 in flight, interleaved.
-    let mut tput: [Vec<f64>; 3] = Default::default();
-    let mut tput_rounds: Vec<[f64; 3]> = Vec::new();
+    let mut tput: Vec<Vec<f64>> = vec![Vec::new(); n_ways];
+    let mut tput_rounds: Vec<Vec<f64>> = Vec::new();
     for _ in 0..5 {
-        let mut round = [0.0; 3];
+        let mut round = vec![0.0; n_ways];
         for (i, t) in targets.iter_mut().enumerate() {
             let n = 4000;
             let el = t.pipelined(n, 16);
             round[i] = n as f64 / el.as_secs_f64();
             tput[i].push(round[i]);
-            if WAYS[i] == Way::Thoth {
-                settle(&events, t);
+            if ways[i].is_thoth() {
+                settle(&events[i], t);
             }
         }
         tput_rounds.push(round);
     }
-    let rss = targets[2].peak_rss_kib();
+    let rss: Vec<Option<u64>> = targets.iter().map(Target::peak_rss_kib).collect();
     let total_calls = (200 + calls + 5 * 4000) as f64;
     let cpu: Vec<Option<f64>> = targets
         .iter()
@@ -354,74 +464,166 @@ fn bench() {
         t.stop();
     }
 
-    let mut p50 = [0.0; 3];
-    let mut p99 = [0.0; 3];
+    let mut p50 = vec![0.0; n_ways];
+    let mut p99 = vec![0.0; n_ways];
     println!(
-        "\n{:<8} {:>10} {:>10} {:>12} {:>14}",
-        "way", "p50 µs", "p99 µs", "ready ms", "calls/s (16)"
+        "\n{:<8} {:>10} {:>10} {:>12} {:>14} {:>12}",
+        "way", "p50 µs", "p99 µs", "ready ms", "calls/s (16)", "CPU µs/call"
     );
-    for (i, way) in WAYS.iter().enumerate() {
+    for (i, way) in ways.iter().enumerate() {
         lat[i].sort();
         ready[i].sort();
         tput[i].sort_by(|a, b| a.partial_cmp(b).unwrap());
         p50[i] = us(pct(&lat[i], 0.50));
         p99[i] = us(pct(&lat[i], 0.99));
         println!(
-            "{:<8} {:>10.1} {:>10.1} {:>12.1} {:>14.0}",
+            "{:<8} {:>10.1} {:>10.1} {:>12.1} {:>14.0} {:>12}",
             format!("{way:?}").to_lowercase(),
             p50[i],
             p99[i],
             pct(&ready[i], 0.5).as_secs_f64() * 1e3,
             tput[i][tput[i].len() / 2],
+            cpu[i].map_or("-".to_owned(), |c| format!("{c:.1}")),
         );
     }
-    let add = |i: usize, p: &[f64; 3]| p[i] - p[0];
-    println!(
-        "\nadded over direct:   relay p50 {:.1} µs, p99 {:.1} µs | thoth p50 {:.1} µs, p99 {:.1} µs",
-        add(1, &p50),
-        add(1, &p99),
-        add(2, &p50),
-        add(2, &p99)
-    );
-    let r50 = add(2, &p50) / add(1, &p50);
-    let r99 = add(2, &p99) / add(1, &p99);
-    let tp = tput[2][2] / tput[1][2];
-    let mut per_round: Vec<f64> = tput_rounds.iter().map(|r| r[2] / r[1]).collect();
-    per_round.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let ready_extra = (pct(&ready[2], 0.5).as_secs_f64() - pct(&ready[0], 0.5).as_secs_f64()) * 1e3;
+    let add = |i: usize, p: &[f64]| p[i] - p[0];
     let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!(
-        "thoth/relay added latency: p50 {r50:.2}x, p99 {r99:.2}x (target <= 1.25x)  [{}, {}]",
-        verdict(r50 <= 1.25),
-        verdict(r99 <= 1.25)
+        "\nadded over direct:   relay p50 {:.1} µs, p99 {:.1} µs",
+        add(1, &p50),
+        add(1, &p99),
     );
-    println!(
-        "thoth/relay throughput:    {:.0}% (target >= 80%)  [{}]  (rounds: {:.0}%..{:.0}%)",
-        tp * 100.0,
-        verdict(tp >= 0.8),
-        per_round[0] * 100.0,
-        per_round[per_round.len() - 1] * 100.0
-    );
-    match rss {
-        Some(kib) => println!(
-            "thoth peak RSS:            {:.1} MB (target <= 15 MB)  [{}]",
-            kib as f64 / 1024.0,
-            verdict(kib as f64 / 1024.0 <= 15.0)
-        ),
-        None => println!("thoth peak RSS:            unavailable (no /proc)"),
-    }
-    println!(
-        "thoth ready after server:  {ready_extra:.1} ms (target <= 50 ms)  [{}]",
-        verdict(ready_extra <= 50.0)
-    );
-    if let (Some(Some(r)), Some(Some(t))) = (cpu.get(1), cpu.get(2)) {
+    for (i, way) in ways.iter().enumerate().skip(2) {
+        let name = format!("{way:?}").to_lowercase();
         println!(
-            "CPU per call:              relay {r:.1} µs, thoth {t:.1} µs (user + system, all threads)"
+            "                     {name} p50 {:.1} µs, p99 {:.1} µs",
+            add(i, &p50),
+            add(i, &p99)
         );
     }
-    let ev_lines = std::fs::read_to_string(&events)
-        .map(|s| s.lines().count())
-        .unwrap_or(0);
-    println!("events written:            {ev_lines}");
+    for (i, way) in ways.iter().enumerate().skip(2) {
+        let name = format!("{way:?}").to_lowercase();
+        let r50 = add(i, &p50) / add(1, &p50);
+        let r99 = add(i, &p99) / add(1, &p99);
+        let tp = tput[i][2] / tput[1][2];
+        let mut per_round: Vec<f64> = tput_rounds.iter().map(|r| r[i] / r[1]).collect();
+        per_round.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "{name}/relay added latency: p50 {r50:.2}x, p99 {r99:.2}x (target <= 1.25x)  [{}, {}]",
+            verdict(r50 <= 1.25),
+            verdict(r99 <= 1.25)
+        );
+        println!(
+            "{name}/relay throughput:    {:.0}% (target >= 80%)  [{}]  (rounds: {:.0}%..{:.0}%)",
+            tp * 100.0,
+            verdict(tp >= 0.8),
+            per_round[0] * 100.0,
+            per_round[per_round.len() - 1] * 100.0
+        );
+        match rss[i] {
+            Some(kib) => println!(
+                "{name} peak RSS:            {:.1} MB (target <= 15 MB)  [{}]",
+                kib as f64 / 1024.0,
+                verdict(kib as f64 / 1024.0 <= 15.0)
+            ),
+            None => println!("{name} peak RSS:            unavailable (no /proc)"),
+        }
+        let ready_extra =
+            (pct(&ready[i], 0.5).as_secs_f64() - pct(&ready[0], 0.5).as_secs_f64()) * 1e3;
+        println!(
+            "{name} ready after server:  {ready_extra:.1} ms (target <= 50 ms)  [{}]",
+            verdict(ready_extra <= 50.0)
+        );
+        if let (Some(r), Some(t)) = (cpu[1], cpu[i]) {
+            println!(
+                "{name} CPU per call:        {t:.1} µs vs relay {r:.1} µs (user + system, all threads)"
+            );
+        }
+        let ev_lines = std::fs::read_to_string(&events[i])
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        println!("{name} events written:      {ev_lines}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `BENCH_CALLGRIND=1`: instructions per call, from callgrind runs of N and 2N calls.
+fn callgrind() {
+    let n: usize = std::env::var("BENCH_CALLGRIND_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let dir = std::env::temp_dir().join(format!("thoth-bench-cg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = write_policy(&dir);
+    println!(
+        "thoth proxy benchmark under callgrind: instructions per call = (I({}) - I({n})) / {n}; events {}",
+        2 * n,
+        if events_on() {
+            "on (--events FILE)"
+        } else {
+            "off"
+        }
+    );
+    let mut relay_per_call = None;
+    // A baseline binary refuses to govern under valgrind (see the header): time only.
+    for way in [Way::Relay, Way::Thoth] {
+        let mut totals = [0u64; 2];
+        for (k, calls) in [n, 2 * n].into_iter().enumerate() {
+            let out = dir.join(format!("callgrind-{way:?}-{calls}.out"));
+            let events = dir.join(format!("events-{way:?}-{calls}.jsonl"));
+            let mut inner = command(way, &policy, &events);
+            if way == Way::Thoth {
+                // The same arguments, to this executable's in-process `thoth run`.
+                let mut args: Vec<_> = inner.get_args().map(ToOwned::to_owned).collect();
+                args[0] = "--thoth-run".into();
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                c.args(args);
+                inner = c;
+            }
+            let mut c = Command::new("valgrind");
+            c.args(["--tool=callgrind", "--quiet"])
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => c.env(k, v),
+                    None => c.env_remove(k),
+                };
+            }
+            let mut t = Target::spawn(c);
+            let mut line = String::new();
+            for _ in 0..calls {
+                t.round_trip(&mut line);
+            }
+            t.stop();
+            totals[k] = callgrind_total(&out);
+        }
+        let per_call = totals[1].saturating_sub(totals[0]) as f64 / n as f64;
+        let name = format!("{way:?}").to_lowercase();
+        match way {
+            Way::Relay => {
+                relay_per_call = Some(per_call);
+                println!("{name:<8} {per_call:>10.0} instructions per call");
+            }
+            _ => println!(
+                "{name:<8} {per_call:>10.0} instructions per call ({:.1}x the relay's)",
+                per_call / relay_per_call.unwrap_or(f64::NAN)
+            ),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The total instruction count a callgrind output file reports.
+fn callgrind_total(path: &Path) -> u64 {
+    let text = std::fs::read_to_string(path).expect("callgrind output (is valgrind installed?)");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("a summary line in the callgrind output")
 }

@@ -1,46 +1,108 @@
-//! Human approval of `step_up` calls, in both MCP lifecycles, and the server's own input rounds.
+//! Human approval of `step_up` calls, as a state machine behind the [`Approver`] trait, and the
+//! server's own input rounds.
 //!
-//! With `initialize`: the call is parked and the proxy sends its own `elicitation/create`; the
-//! client's reply (or the timeout) releases or denies it. In 2026-07-28: the proxy answers the call
-//! with `input_required` and releases the re-sent call only against its single-use, call-bound
-//! `requestState`.
+//! An approval is *requested* ([`Approver::request`] hands the relay a prompt to send), then
+//! *pending* (the approver holds the call while a human decides), then *decided* ([`Settled`],
+//! with an [`Outcome`]: approved, declined, cancelled by the client or timed out). The relay
+//! drives every transition (the client's answer, a re-sent call, a cancellation, the deadline)
+//! under its session lock, and does the IO and the session bookkeeping a decision implies; an
+//! approver keeps its calls and says what became of them, and never sees the relay.
+//!
+//! [`Elicitation`] is today's approver, in both MCP lifecycles. With `initialize`: the call is
+//! parked and the proxy sends its own `elicitation/create`; the client's reply (or the timeout)
+//! releases or denies it. In 2026-07-28: the proxy answers the call with `input_required` and
+//! releases the re-sent call only against its single-use, call-bound `requestState`. Another
+//! way to reach a human (a native dialog, the agent) is another implementation of the trait.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
-use thoth_policy::Decision;
 
-use crate::events::{Decided, Record};
-use crate::message::{self, code};
-use crate::relay::{Pending, Relay, State, ToServer, refresh_snapshot, track};
-use crate::respond::{self, NoApproval};
+use crate::events::Decided;
+use crate::message::{self, ToolCallParams};
+use crate::respond;
 
-/// A call waiting for a human's answer.
-pub(super) struct Parked {
-    pub(super) request_id: Box<RawValue>,
-    pub(super) modern: bool,
-    pub(super) line: Vec<u8>,
-    pub(super) tool: String,
-    pub(super) decided: Arc<Decided>,
-    pub(super) started: Instant,
-    /// The thread that denies the call at its deadline; woken when the call is settled earlier,
-    /// so timers never outlive their approvals.
-    pub(super) timer: Option<std::thread::Thread>,
+/// Calls waiting for a human at once; more are denied as "no approver reachable".
+pub const MAX_PARKED: usize = 64;
+
+/// A `step_up` call as the relay hands it to an approver, and gets it back decided.
+pub(crate) struct Held {
+    /// The call's JSON-RPC id.
+    pub(crate) request_id: Box<RawValue>,
+    /// Whether the call came in the 2026-07-28 lifecycle (its denial says so).
+    pub(crate) modern: bool,
+    pub(crate) tool: String,
+    /// The decision; its `action` becomes `approved` or `denied` once decided.
+    pub(crate) decided: Arc<Decided>,
+    /// When the call arrived.
+    pub(crate) started: Instant,
 }
 
-/// A call answered with `input_required` (2026-07-28), waiting to be re-sent with our state.
-pub(super) struct PendingInput {
-    pub(super) tool: String,
-    pub(super) digest: String,
-    pub(super) expires: Instant,
-    pub(super) decided: Arc<Decided>,
-    pub(super) timeout_secs: u64,
+/// How the client can be reached for an answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reach {
+    /// The client declared elicitation at `initialize`.
+    pub(crate) client_elicitation: bool,
+    /// The call's `_meta` declares elicitation (2026-07-28).
+    pub(crate) meta_elicitation: bool,
 }
 
+/// What the relay asks an approver to obtain a decision on.
+pub(crate) struct Request<'a> {
+    pub(crate) call: Held,
+    /// The bytes to forward if it is approved (the call without any approval state of ours).
+    pub(crate) line: Vec<u8>,
+    pub(crate) arguments: &'a Value,
+    pub(crate) reach: Reach,
+    /// How long a human has to answer.
+    pub(crate) timeout: Duration,
+}
+
+/// An approval requested: the relay records `APPROVAL_REQUESTED` with `detail` and sends
+/// `prompt` to the client; with a `deadline`, it calls [`Approver::timed_out`] then.
+pub(crate) struct Requested {
+    pub(crate) approval_id: String,
+    /// A request of the proxy's own, or the answer to the call itself.
+    pub(crate) prompt: Vec<u8>,
+    pub(crate) detail: Value,
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// A call re-sent with one of the proxy's `requestState`s (2026-07-28).
+pub(crate) struct Resent<'a> {
+    pub(crate) id: &'a RawValue,
+    pub(crate) tool: &'a str,
+    pub(crate) call: &'a ToolCallParams<'a>,
+    pub(crate) modern: bool,
+    pub(crate) started: Instant,
+}
+
+/// What an approved call forwards.
+pub(crate) enum Release {
+    /// These bytes (the call as it was held).
+    Held(Vec<u8>),
+    /// The re-sent call that carried the answer, without the approval round's fields.
+    Resent,
+}
+
+/// An approval decided: the relay records `APPROVAL_DECIDED` with `detail`, sends `notice` to
+/// the client (when the approver's own request must be withdrawn), then forwards the call
+/// (approved), denies it (declined, timed out), or does nothing more (cancelled).
+pub(crate) struct Settled {
+    pub(crate) approval_id: String,
+    pub(crate) call: Held,
+    pub(crate) outcome: Outcome,
+    pub(crate) detail: Value,
+    pub(crate) notice: Option<Vec<u8>>,
+    pub(crate) release: Release,
+}
+
+/// How an approval ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     Approved,
     Declined,
     CancelledByClient,
@@ -48,7 +110,7 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    pub(super) fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Approved => "approved",
             Outcome::Declined => "declined",
@@ -58,8 +120,262 @@ impl Outcome {
     }
 }
 
+/// A way to obtain a human's decision on `step_up` calls: the state machine of every approval
+/// it holds. Called with the relay's session lock held: no IO, no blocking.
+pub(crate) trait Approver: Send {
+    /// Requests a decision; `Err` gives the call back when no human can be reached (then it is
+    /// denied).
+    fn request(&mut self, req: Request<'_>) -> Result<Requested, Held>;
+    /// The client answered the approver's own request `approval_id`.
+    fn answered(&mut self, approval_id: &str, accepted: bool) -> Option<Settled>;
+    /// A call came back with one of the approver's states. `None`: the state is unknown or was
+    /// issued for another call (the call is then decided afresh).
+    fn resumed(&mut self, state: &str, call: Resent<'_>) -> Option<Settled>;
+    /// The client cancelled the held call whose id has key `request_key`.
+    fn cancelled(&mut self, request_key: &str) -> Option<Settled>;
+    /// The deadline of `approval_id` passed.
+    fn timed_out(&mut self, approval_id: &str) -> Option<Settled>;
+    /// Whether a held call uses this request id key (a new request must not).
+    fn holds(&self, request_key: &str) -> bool;
+    /// Approvals pending (each holds a place among the relay's pending requests).
+    fn waiting(&self) -> usize;
+    /// Forgets approvals whose time is up without the relay having to be told.
+    fn expire(&mut self, now: Instant);
+    /// The server is gone: every held call, to be answered with an error.
+    fn abandon(&mut self) -> Vec<Held>;
+}
+
+/// Marks a decided call `approved` or `denied`.
+fn decide(call: &mut Held, outcome: Outcome) {
+    Arc::make_mut(&mut call.decided).action = if outcome == Outcome::Approved {
+        thoth_proto::Action::Approved
+    } else {
+        thoth_proto::Action::Denied
+    };
+}
+
+/// A call parked while the client is asked with our own `elicitation/create`.
+struct Parked {
+    call: Held,
+    line: Vec<u8>,
+    timeout_secs: u64,
+}
+
+/// A call answered with `input_required` (2026-07-28), waiting to be re-sent with our state.
+struct PendingInput {
+    tool: String,
+    digest: String,
+    expires: Instant,
+    decided: Arc<Decided>,
+    timeout_secs: u64,
+}
+
+const PARKED_CHANNEL: &str = "mcp_elicitation";
+const INPUT_CHANNEL: &str = "mcp_input_required";
+
+/// The approver that asks the MCP client itself (MCP elicitation, in either lifecycle).
+pub(crate) struct Elicitation {
+    /// Prefix of the ids and states this approver issues (unguessable per session).
+    prefix: String,
+    server_name: String,
+    next: u64,
+    parked: HashMap<String, Parked>,
+    inputs: HashMap<String, PendingInput>,
+}
+
+impl Elicitation {
+    pub(crate) fn new(prefix: String, server_name: String) -> Self {
+        Self {
+            prefix,
+            server_name,
+            next: 0,
+            parked: HashMap::new(),
+            inputs: HashMap::new(),
+        }
+    }
+
+    fn next_id(&mut self) -> String {
+        self.next += 1;
+        format!("{}{}", self.prefix, self.next)
+    }
+
+    fn settle_parked(&mut self, approval_id: &str, outcome: Outcome) -> Option<Settled> {
+        let Parked {
+            mut call,
+            line,
+            timeout_secs,
+        } = self.parked.remove(approval_id)?;
+        let outcome = match outcome {
+            Outcome::TimedOut(_) => Outcome::TimedOut(timeout_secs),
+            o => o,
+        };
+        decide(&mut call, outcome);
+        let notice = match outcome {
+            Outcome::TimedOut(_) => Some(respond::cancelled(approval_id, "approval timed out")),
+            Outcome::CancelledByClient => {
+                Some(respond::cancelled(approval_id, "the call was cancelled"))
+            }
+            _ => None,
+        };
+        Some(Settled {
+            approval_id: approval_id.to_owned(),
+            call,
+            outcome,
+            detail: serde_json::json!({"channel": PARKED_CHANNEL, "approvalId": approval_id, "outcome": outcome.as_str()}),
+            notice,
+            release: Release::Held(line),
+        })
+    }
+}
+
+impl Approver for Elicitation {
+    fn request(&mut self, req: Request<'_>) -> Result<Requested, Held> {
+        let room = self.waiting() < MAX_PARKED;
+        let secs = req.timeout.as_secs();
+        if room && req.reach.client_elicitation {
+            let approval_id = self.next_id();
+            let prompt = respond::approval_request(
+                &approval_id,
+                &req.call.tool,
+                &self.server_name,
+                &preview(req.arguments),
+                &req.call.decided,
+                secs,
+            );
+            let detail = serde_json::json!({"channel": PARKED_CHANNEL, "approvalId": approval_id, "timeoutSecs": secs});
+            let deadline = Instant::now() + req.timeout;
+            self.parked.insert(
+                approval_id.clone(),
+                Parked {
+                    call: req.call,
+                    line: req.line,
+                    timeout_secs: secs,
+                },
+            );
+            return Ok(Requested {
+                approval_id,
+                prompt,
+                detail,
+                deadline: Some(deadline),
+            });
+        }
+        if room && req.reach.meta_elicitation {
+            let state = self.next_id();
+            let call = req.call;
+            let prompt = respond::input_required(
+                &call.request_id,
+                &state,
+                &call.tool,
+                &self.server_name,
+                &preview(req.arguments),
+                &call.decided,
+                secs,
+            );
+            let detail = serde_json::json!({"channel": INPUT_CHANNEL, "approvalId": state, "timeoutSecs": secs});
+            self.inputs.insert(
+                state.clone(),
+                PendingInput {
+                    tool: call.tool,
+                    digest: args_digest(req.arguments),
+                    expires: call.started + req.timeout,
+                    decided: call.decided,
+                    timeout_secs: secs,
+                },
+            );
+            return Ok(Requested {
+                approval_id: state,
+                prompt,
+                detail,
+                deadline: None,
+            });
+        }
+        Err(req.call)
+    }
+
+    fn answered(&mut self, approval_id: &str, accepted: bool) -> Option<Settled> {
+        let outcome = if accepted {
+            Outcome::Approved
+        } else {
+            Outcome::Declined
+        };
+        self.settle_parked(approval_id, outcome)
+    }
+
+    fn resumed(&mut self, state: &str, r: Resent<'_>) -> Option<Settled> {
+        let pending = self.inputs.remove(state)?;
+        if pending.tool != r.tool || pending.digest != args_digest(&r.call.arguments) {
+            tracing::warn!(tool = %r.tool, "an approval was presented for a different call; deciding afresh");
+            return None;
+        }
+        let accepted = r
+            .call
+            .input_responses
+            .as_ref()
+            .and_then(|v| v.get(respond::INPUT_KEY))
+            .and_then(|v| v.get("action"))
+            .and_then(Value::as_str)
+            == Some("accept");
+        let outcome = if pending.expires < r.started {
+            Outcome::TimedOut(pending.timeout_secs)
+        } else if accepted {
+            Outcome::Approved
+        } else {
+            Outcome::Declined
+        };
+        let mut call = Held {
+            request_id: r.id.to_owned(),
+            modern: r.modern,
+            tool: r.tool.to_owned(),
+            decided: pending.decided,
+            started: r.started,
+        };
+        decide(&mut call, outcome);
+        Some(Settled {
+            approval_id: state.to_owned(),
+            call,
+            outcome,
+            detail: serde_json::json!({"channel": INPUT_CHANNEL, "approvalId": state, "outcome": outcome.as_str()}),
+            notice: None,
+            release: Release::Resent,
+        })
+    }
+
+    fn cancelled(&mut self, request_key: &str) -> Option<Settled> {
+        let approval_id = self
+            .parked
+            .iter()
+            .find(|(_, p)| message::id_key(&p.call.request_id) == request_key)
+            .map(|(k, _)| k.clone())?;
+        self.settle_parked(&approval_id, Outcome::CancelledByClient)
+    }
+
+    fn timed_out(&mut self, approval_id: &str) -> Option<Settled> {
+        self.settle_parked(approval_id, Outcome::TimedOut(0))
+    }
+
+    fn holds(&self, request_key: &str) -> bool {
+        self.parked
+            .values()
+            .any(|p| message::id_key(&p.call.request_id) == request_key)
+    }
+
+    fn waiting(&self) -> usize {
+        self.parked.len() + self.inputs.len()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        if !self.inputs.is_empty() {
+            self.inputs.retain(|_, p| p.expires > now);
+        }
+    }
+
+    fn abandon(&mut self) -> Vec<Held> {
+        self.parked.drain().map(|(_, p)| p.call).collect()
+    }
+}
+
 /// Arguments as shown in an approval prompt: JSON, cut to 300 bytes.
-pub(super) fn preview(arguments: &Value) -> String {
+fn preview(arguments: &Value) -> String {
     let mut preview = arguments.to_string();
     if preview.len() > 300 {
         let mut end = 300;
@@ -73,7 +389,7 @@ pub(super) fn preview(arguments: &Value) -> String {
 }
 
 /// What an approval is bound to: the canonical JSON of the arguments, hashed.
-pub(super) fn args_digest(arguments: &Value) -> String {
+fn args_digest(arguments: &Value) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(thoth_proto::canonical::to_canonical(
         arguments,
@@ -82,7 +398,7 @@ pub(super) fn args_digest(arguments: &Value) -> String {
 
 /// The call without the approval round's `requestState` and `inputResponses` (which are ours,
 /// not the server's).
-pub(super) fn strip_input_state(line: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn strip_input_state(line: &[u8]) -> Option<Vec<u8>> {
     let mut msg = serde_json::from_slice::<Value>(line).ok()?;
     let params = msg.get_mut("params").and_then(Value::as_object_mut)?;
     params.shift_remove("requestState");
@@ -93,7 +409,7 @@ pub(super) fn strip_input_state(line: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// `requestState` of a 2026-07-28 `input_required` tools/call result.
-pub(super) fn server_input_state(result: &RawValue) -> Option<String> {
+pub(crate) fn server_input_state(result: &RawValue) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct InputRequired {
         #[serde(rename = "resultType")]
@@ -109,271 +425,28 @@ pub(super) fn server_input_state(result: &RawValue) -> Option<String> {
 }
 
 /// Server-issued states remembered at once.
-pub(super) const MAX_SERVER_STATES: usize = 256;
+const MAX_SERVER_STATES: usize = 256;
 
-/// The decision of the first round, when `state` was issued by the server for a call to `tool`
-/// (each state is honoured once).
-pub(super) fn take_server_state(st: &mut State, state: &str, tool: &str) -> Option<Arc<Decided>> {
-    let i = st
-        .server_states
-        .iter()
-        .position(|(s, t, _)| s == state && t == tool)?;
-    st.server_states.remove(i).map(|(_, _, d)| d)
-}
+/// The `requestState`s the server issued in `input_required` results, with the call's tool and
+/// decision (oldest first, bounded): a call re-sent to finish the server's own input round.
+#[derive(Default)]
+pub(crate) struct ServerRounds(VecDeque<(String, String, Arc<Decided>)>);
 
-pub(super) fn remember_server_state(st: &mut State, state: (String, String, Arc<Decided>)) {
-    if st.server_states.len() >= MAX_SERVER_STATES {
-        st.server_states.pop_front();
-    }
-    st.server_states.push_back(state);
-}
-
-impl Relay {
-    /// A call re-sent with one of our `requestState`s. `None` when the state is unknown (then the
-    /// call is decided afresh, and the state is stripped before anything is forwarded).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn resume(
-        &self,
-        id: &RawValue,
-        state: &str,
-        tool: &str,
-        call: &message::ToolCallParams<'_>,
-        line: &[u8],
-        started: Instant,
-        modern: bool,
-    ) -> Option<ToServer> {
-        let mut st = self.state();
-        let pending = st.inputs.remove(state)?;
-        if pending.tool != tool || pending.digest != args_digest(&call.arguments) {
-            tracing::warn!(tool = %tool, "an approval was presented for a different call; deciding afresh");
-            return None;
-        }
-        let accepted = call
-            .input_responses
-            .as_ref()
-            .and_then(|r| r.get(respond::INPUT_KEY))
-            .and_then(|r| r.get("action"))
-            .and_then(Value::as_str)
-            == Some("accept");
-        let outcome = if pending.expires < started {
-            Outcome::TimedOut(pending.timeout_secs)
-        } else if accepted {
-            Outcome::Approved
-        } else {
-            Outcome::Declined
-        };
-        let mut decided = pending.decided;
-        Arc::make_mut(&mut decided).action = if outcome == Outcome::Approved {
-            thoth_proto::Action::Approved
-        } else {
-            thoth_proto::Action::Denied
-        };
-        let now = Instant::now();
-        let at = SystemTime::now();
-        if outcome == Outcome::Approved {
-            let d = Decision {
-                out_of_scope: false,
-                ..decided.decision.clone()
-            };
-            st.session.record(tool, &d, true, now);
-            track(
-                &mut st,
-                id,
-                Pending::ToolCall {
-                    tool: tool.to_owned(),
-                    decided: decided.clone(),
-                    started,
-                },
-            );
-        }
-        refresh_snapshot(&mut st);
-        drop(st);
-        self.events.push(Record::Approval {
-            at,
-            kind: thoth_proto::EventType::ApprovalDecided,
-            request_id: id.get().to_owned(),
-            tool: tool.to_owned(),
-            decided: decided.clone(),
-            detail: serde_json::json!({"channel": "mcp_input_required", "approvalId": state, "outcome": outcome.as_str()}),
-        });
-        Some(match outcome {
-            Outcome::Approved => self.forward_stripped(id, line),
-            Outcome::TimedOut(secs) => {
-                self.deny(
-                    id,
-                    tool,
-                    &decided,
-                    Some(NoApproval::TimedOut(secs)),
-                    modern,
-                    started,
-                );
-                ToServer::Nothing
-            }
-            _ => {
-                self.deny(
-                    id,
-                    tool,
-                    &decided,
-                    Some(NoApproval::Declined),
-                    modern,
-                    started,
-                );
-                ToServer::Nothing
-            }
-        })
+impl ServerRounds {
+    /// The decision of the first round, when `state` was issued by the server for a call to
+    /// `tool` (each state is honoured once).
+    pub(crate) fn take(&mut self, state: &str, tool: &str) -> Option<Arc<Decided>> {
+        let i = self
+            .0
+            .iter()
+            .position(|(s, t, _)| s == state && t == tool)?;
+        self.0.remove(i).map(|(_, _, d)| d)
     }
 
-    pub(super) fn ask(
-        self: &Arc<Self>,
-        approval_id: &str,
-        tool: &str,
-        arguments: &Value,
-        decided: &Arc<Decided>,
-    ) {
-        let timeout = self.policy.get().approval_timeout();
-        let secs = timeout.as_secs();
-        let preview = preview(arguments);
-        let req = respond::approval_request(
-            approval_id,
-            tool,
-            &self.server_name,
-            &preview,
-            decided,
-            secs,
-        );
-        self.events.push(Record::Approval {
-            at: SystemTime::now(),
-            kind: thoth_proto::EventType::ApprovalRequested,
-            request_id: self.parked_request_id(approval_id).unwrap_or_default(),
-            tool: tool.to_owned(),
-            decided: decided.clone(),
-            detail: serde_json::json!({"channel": "mcp_elicitation", "approvalId": approval_id, "timeoutSecs": secs}),
-        });
-        let deadline = Instant::now() + timeout;
-        let relay = Arc::clone(self);
-        let timer_id = approval_id.to_owned();
-        let spawned = std::thread::Builder::new()
-            .name("thoth-approval".into())
-            .spawn(move || {
-                loop {
-                    if !relay.state().parked.contains_key(&timer_id) {
-                        return; // settled before its deadline
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        // A timed-out approval never forwards anything.
-                        relay.finish_approval(&timer_id, Outcome::TimedOut(secs));
-                        return;
-                    }
-                    std::thread::park_timeout(deadline - now);
-                }
-            });
-        match spawned {
-            Ok(handle) => {
-                // Stored before the request goes out, so no answer can come before it.
-                if let Some(p) = self.state().parked.get_mut(approval_id) {
-                    p.timer = Some(handle.thread().clone());
-                }
-                self.reply(&req);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the approval timer; denying now");
-                self.finish_approval(approval_id, Outcome::TimedOut(0));
-            }
+    pub(crate) fn remember(&mut self, state: String, tool: String, decided: Arc<Decided>) {
+        if self.0.len() >= MAX_SERVER_STATES {
+            self.0.pop_front();
         }
-    }
-
-    pub(super) fn parked_request_id(&self, approval_id: &str) -> Option<String> {
-        self.state()
-            .parked
-            .get(approval_id)
-            .map(|p| p.request_id.get().to_owned())
-    }
-
-    pub(super) fn finish_approval(&self, approval_id: &str, outcome: Outcome) -> ToServer {
-        let mut st = self.state();
-        let Some(mut parked) = st.parked.remove(approval_id) else {
-            return ToServer::Nothing;
-        };
-        if let Some(timer) = parked.timer.take() {
-            timer.unpark();
-        }
-        let approved = outcome == Outcome::Approved;
-        let now = Instant::now();
-        let at = SystemTime::now();
-        Arc::make_mut(&mut parked.decided).action = if approved {
-            thoth_proto::Action::Approved
-        } else {
-            thoth_proto::Action::Denied
-        };
-        if approved {
-            st.session.record(
-                &parked.tool,
-                &Decision {
-                    out_of_scope: false,
-                    ..parked.decided.decision.clone()
-                },
-                true,
-                now,
-            );
-            track(
-                &mut st,
-                &parked.request_id,
-                Pending::ToolCall {
-                    tool: parked.tool.clone(),
-                    decided: parked.decided.clone(),
-                    started: parked.started,
-                },
-            );
-        }
-        refresh_snapshot(&mut st);
-        drop(st);
-        let outcome_name = outcome.as_str();
-        self.events.push(Record::Approval {
-            at,
-            kind: thoth_proto::EventType::ApprovalDecided,
-            request_id: parked.request_id.get().to_owned(),
-            tool: parked.tool.clone(),
-            decided: parked.decided.clone(),
-            detail: serde_json::json!({"channel": "mcp_elicitation", "approvalId": approval_id, "outcome": outcome_name}),
-        });
-        match outcome {
-            Outcome::Approved => return ToServer::Forward(parked.line),
-            Outcome::Declined | Outcome::TimedOut(_) => {
-                let why = match outcome {
-                    Outcome::TimedOut(secs) => {
-                        self.reply(&respond::cancelled(approval_id, "approval timed out"));
-                        NoApproval::TimedOut(secs)
-                    }
-                    _ => NoApproval::Declined,
-                };
-                let p = &parked;
-                self.deny(
-                    &p.request_id,
-                    &p.tool,
-                    &p.decided,
-                    Some(why),
-                    p.modern,
-                    p.started,
-                );
-            }
-            Outcome::CancelledByClient => {
-                self.reply(&respond::cancelled(approval_id, "the call was cancelled"));
-            }
-        }
-        ToServer::Nothing
-    }
-
-    /// Forwards a call without the approval round's fields; a call they cannot be taken out of
-    /// is refused (it would carry the proxy's state to the server).
-    pub(super) fn forward_stripped(&self, id: &RawValue, line: &[u8]) -> ToServer {
-        match strip_input_state(line) {
-            Some(bytes) => ToServer::Forward(bytes),
-            None => {
-                let why = "this tools/call cannot be re-encoded without its requestState";
-                self.reply(&respond::error(Some(id), code::INVALID_PARAMS, why));
-                ToServer::Nothing
-            }
-        }
+        self.0.push_back((state, tool, decided));
     }
 }

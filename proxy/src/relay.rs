@@ -15,8 +15,8 @@ use serde_json::value::RawValue;
 use thoth_policy::{Action, Decision, Mode, SessionState, ToolCall, evaluate_with};
 
 use crate::approval::{
-    Outcome, Parked, PendingInput, args_digest, preview, remember_server_state, server_input_state,
-    strip_input_state, take_server_state,
+    Approver, Elicitation, Held, Outcome, Reach, Release, Request, Requested, Resent, ServerRounds,
+    Settled, server_input_state, strip_input_state,
 };
 use crate::events::{Decided, EventSink, Record};
 use crate::message::{self, Message, code};
@@ -38,8 +38,7 @@ pub const ANSWERED_AFTER_CANCEL: &str = "answered by the server after the client
 /// What a call's `TOOL_CALL_POST` says when the client cancelled it after it was forwarded.
 pub const CANCELLED_AFTER_FORWARDING: &str =
     "cancelled by the client after forwarding; the server may have acted";
-/// Calls waiting for a human at once; more are denied as "no approver reachable".
-pub const MAX_PARKED: usize = 64;
+pub use crate::approval::MAX_PARKED;
 
 /// The client side's output: stdout, one whole message per write, shared by every thread.
 pub struct ClientOut {
@@ -86,16 +85,17 @@ pub(super) enum Pending {
 
 pub(super) struct State {
     pub(super) session: SessionState,
-    /// `requestState`s the server issued in `input_required` results, with the call's tool and
-    /// decision (oldest first, bounded).
-    pub(super) server_states: std::collections::VecDeque<(String, String, Arc<Decided>)>,
-    pub(super) inputs: HashMap<String, PendingInput>,
+    /// The server's own input rounds (2026-07-28).
+    server_rounds: ServerRounds,
+    /// Who obtains a human's decision on `step_up` calls, and the calls it holds.
+    approver: Box<dyn Approver>,
+    /// Deadlines of pending approvals: the timer thread of each (set once it runs), woken when
+    /// the approval is settled earlier, so timers never outlive their approvals.
+    timers: HashMap<String, Option<std::thread::Thread>>,
     pub(super) tools_snapshot: Arc<Vec<String>>,
     pub(super) pending: HashMap<String, Pending>,
     pub(super) untracked: u64,
-    pub(super) parked: HashMap<String, Parked>,
-    pub(super) next_approval: u64,
-    pub(super) client_elicitation: bool,
+    client_elicitation: bool,
 }
 
 /// Everything both directions share.
@@ -108,8 +108,8 @@ pub struct Relay {
     pub policy: PolicyHandle,
     /// The server's name.
     pub server_name: String,
-    /// Prefix of the proxy's own request ids (unguessable per session).
-    pub(super) approval_prefix: String,
+    /// Prefix of the proxy's own request ids and states (unguessable per session).
+    approval_prefix: String,
     /// When set, every tool call is denied with this reason (rule `refused`), whatever the policy.
     refusal: std::sync::OnceLock<String>,
     state: Mutex<State>,
@@ -140,22 +140,23 @@ impl Relay {
             .rev()
             .take(12)
             .collect();
+        let approval_prefix = format!("thoth-approval-{short}-");
+        let approver = Elicitation::new(approval_prefix.clone(), server_name.clone());
         Relay {
             client,
             events,
             policy: policy.into(),
             server_name,
-            approval_prefix: format!("thoth-approval-{short}-"),
+            approval_prefix,
             refusal: std::sync::OnceLock::new(),
             state: Mutex::new(State {
                 session: SessionState::new(),
+                server_rounds: ServerRounds::default(),
+                approver: Box::new(approver),
+                timers: HashMap::new(),
                 tools_snapshot: Arc::new(Vec::new()),
                 pending: HashMap::new(),
                 untracked: 0,
-                parked: HashMap::new(),
-                inputs: HashMap::new(),
-                server_states: std::collections::VecDeque::new(),
-                next_approval: 0,
                 client_elicitation: false,
             }),
         }
@@ -249,7 +250,7 @@ impl Relay {
                     .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
                     .and_then(|p| p.get("requestId").map(message::id_key_value));
                 if let Some(target) = target {
-                    let (parked_id, cancelled) = {
+                    let (settled, cancelled) = {
                         let mut st = self.state();
                         // The server should not answer a cancelled request, but it may: its id
                         // stays in use for a while, and a late answer is recorded, not relayed.
@@ -271,12 +272,7 @@ impl Relay {
                             st.pending
                                 .insert(target.clone(), Pending::Cancelled { call, list, until });
                         }
-                        let parked = st
-                            .parked
-                            .iter()
-                            .find(|(_, p)| message::id_key(&p.request_id) == target)
-                            .map(|(k, _)| k.clone());
-                        (parked, cancelled)
+                        (st.approver.cancelled(&target), cancelled)
                     };
                     if let Some(Pending::ToolCall {
                         tool,
@@ -294,8 +290,8 @@ impl Relay {
                         );
                         self.post_event(target.clone(), tool, Arc::new(note), decided, started);
                     }
-                    if let Some(approval_id) = parked_id {
-                        self.finish_approval(&approval_id, Outcome::CancelledByClient);
+                    if let Some(settled) = settled {
+                        self.settle(self.state(), settled, None);
                         return ToServer::Nothing;
                     }
                 }
@@ -312,12 +308,11 @@ impl Relay {
                             .is_some_and(|r| {
                                 r.get("action").and_then(Value::as_str) == Some("accept")
                             });
-                    let outcome = if accepted {
-                        Outcome::Approved
-                    } else {
-                        Outcome::Declined
+                    let mut st = self.state();
+                    return match st.approver.answered(&approval_id, accepted) {
+                        Some(settled) => self.settle(st, settled, None),
+                        None => ToServer::Nothing,
                     };
-                    return self.finish_approval(&approval_id, outcome);
                 }
             }
         }
@@ -415,7 +410,7 @@ impl Relay {
             .request_state
             .as_deref()
             .filter(|_| ours.is_none())
-            .and_then(|state| take_server_state(&mut st, state, &tool));
+            .and_then(|state| st.server_rounds.take(state, &tool));
         if let Some(first) = &first_round {
             let escalated =
                 decided.decision.out_of_scope && decided.decision.mode == Mode::Progressive;
@@ -426,7 +421,7 @@ impl Relay {
                 decided = first.clone();
             }
         }
-        st.inputs.retain(|_, p| p.expires > started);
+        st.approver.expire(started);
         // A call that would hold its id (forwarded, or waiting for a human) must be remembered,
         // or its answer would reach the client unpaired and unrecorded: denied when it cannot be.
         let holds_id =
@@ -444,9 +439,6 @@ impl Relay {
             );
         }
         let action = decided.decision.action;
-        let room = st.parked.len() + st.inputs.len() < MAX_PARKED;
-        let can_ask = action == Action::StepUp && st.client_elicitation && room;
-        let can_ask_inline = action == Action::StepUp && !can_ask && call.meta_elicitation && room;
         let forwards = action.forwards();
         let counted = Decision {
             out_of_scope: decided.decision.out_of_scope && first_round.is_none(),
@@ -454,8 +446,7 @@ impl Relay {
         };
         st.session.record(&tool, &counted, forwards, started);
         let snapshot = refresh_snapshot(&mut st);
-        let mut approval = None;
-        let mut inline = None;
+        let mut requested = None;
         if forwards {
             track(
                 &mut st,
@@ -466,43 +457,40 @@ impl Relay {
                     started,
                 },
             );
-        } else if can_ask {
-            st.next_approval += 1;
-            let approval_id = format!("{}{}", self.approval_prefix, st.next_approval);
-            st.parked.insert(
-                approval_id.clone(),
-                Parked {
+        } else if action == Action::StepUp {
+            let req = Request {
+                call: Held {
                     request_id: id.to_owned(),
                     modern,
-                    line: stripped.clone().unwrap_or_else(|| line.to_vec()),
                     tool: tool.clone(),
                     decided: decided.clone(),
                     started,
-                    timer: None,
                 },
-            );
-            approval = Some(approval_id);
-        } else if can_ask_inline {
-            st.next_approval += 1;
-            let state = format!("{}{}", self.approval_prefix, st.next_approval);
-            let timeout = self.policy.get().approval_timeout();
-            st.inputs.insert(
-                state.clone(),
-                PendingInput {
-                    tool: tool.clone(),
-                    digest: args_digest(&call.arguments),
-                    expires: started + timeout,
-                    decided: decided.clone(),
-                    timeout_secs: timeout.as_secs(),
+                line: stripped.clone().unwrap_or_else(|| line.to_vec()),
+                arguments: &call.arguments,
+                reach: Reach {
+                    client_elicitation: st.client_elicitation,
+                    meta_elicitation: call.meta_elicitation,
                 },
-            );
-            inline = Some(state);
-        } else if action == Action::StepUp {
-            let d = Arc::make_mut(&mut decided);
-            d.action = thoth_proto::Action::Deny;
-            d.decision
-                .reason
-                .push_str("; no approver reachable, denied");
+                timeout: self.policy.get().approval_timeout(),
+            };
+            match st.approver.request(req) {
+                Ok(r) => {
+                    if r.deadline.is_some() {
+                        // Before the timer starts: it ends as soon as it finds no entry.
+                        st.timers.insert(r.approval_id.clone(), None);
+                    }
+                    requested = Some(r);
+                }
+                Err(held) => {
+                    drop(held);
+                    let d = Arc::make_mut(&mut decided);
+                    d.action = thoth_proto::Action::Deny;
+                    d.decision
+                        .reason
+                        .push_str("; no approver reachable, denied");
+                }
+            }
         }
         drop(st);
 
@@ -527,31 +515,8 @@ impl Relay {
             }
             return ToServer::Original;
         }
-        if let Some(state) = inline {
-            let timeout = self.policy.get().approval_timeout().as_secs();
-            let preview = preview(&call.arguments);
-            self.events.push(Record::Approval {
-                at: SystemTime::now(),
-                kind: thoth_proto::EventType::ApprovalRequested,
-                request_id: id.get().to_owned(),
-                tool: tool.clone(),
-                decided: decided.clone(),
-                detail: serde_json::json!({"channel": "mcp_input_required", "approvalId": state, "timeoutSecs": timeout}),
-            });
-            let reply = respond::input_required(
-                id,
-                &state,
-                &tool,
-                &self.server_name,
-                &preview,
-                &decided,
-                timeout,
-            );
-            self.reply(&reply);
-            return ToServer::Nothing;
-        }
-        if let Some(approval_id) = approval {
-            self.ask(&approval_id, &tool, &call.arguments, &decided);
+        if let Some(requested) = requested {
+            self.ask(id, &tool, &decided, requested);
             return ToServer::Nothing;
         }
         let why = (action == Action::StepUp).then_some(NoApproval::Unreachable);
@@ -632,8 +597,8 @@ impl Relay {
                         ..
                     }) => {
                         if let Some(state) = result.and_then(server_input_state) {
-                            let entry = (state, tool.clone(), decided.clone());
-                            remember_server_state(&mut st, entry);
+                            st.server_rounds
+                                .remember(state, tool.clone(), decided.clone());
                         }
                         id.get().to_owned()
                     }
@@ -721,10 +686,12 @@ impl Relay {
     pub fn server_gone(&self, status: &str) {
         let (pending, parked) = {
             let mut st = self.state();
-            (
-                std::mem::take(&mut st.pending),
-                std::mem::take(&mut st.parked),
-            )
+            for (_, timer) in st.timers.drain() {
+                if let Some(t) = timer {
+                    t.unpark();
+                }
+            }
+            (std::mem::take(&mut st.pending), st.approver.abandon())
         };
         let message = format!(
             "MCP server \"{}\" exited ({status}) before answering",
@@ -744,7 +711,7 @@ impl Relay {
                 _ => self.reply(&line),
             }
         }
-        for (_, p) in parked {
+        for p in parked {
             let line = respond::error(Some(&p.request_id), code::INTERNAL_ERROR, &message);
             self.answer_call(
                 p.request_id.get().to_owned(),
@@ -765,15 +732,173 @@ impl Relay {
         st.pending.get(&key).is_some_and(|p| match p {
             Pending::Cancelled { until, .. } => *until > now,
             _ => true,
-        }) || st
-            .parked
-            .values()
-            .any(|p| message::id_key(&p.request_id) == key)
+        }) || st.approver.holds(&key)
     }
 
     /// Requests refused (a call denied) because too many were pending.
     pub fn untracked(&self) -> u64 {
         self.state().untracked
+    }
+
+    /// A call re-sent with one of our `requestState`s. `None` when the approver does not know
+    /// the state for this call (then the call is decided afresh, and the state is stripped
+    /// before anything is forwarded).
+    #[allow(clippy::too_many_arguments)]
+    fn resume(
+        &self,
+        id: &RawValue,
+        state: &str,
+        tool: &str,
+        call: &message::ToolCallParams<'_>,
+        line: &[u8],
+        started: Instant,
+        modern: bool,
+    ) -> Option<ToServer> {
+        let mut st = self.state();
+        let resent = Resent {
+            id,
+            tool,
+            call,
+            modern,
+            started,
+        };
+        let settled = st.approver.resumed(state, resent)?;
+        Some(self.settle(st, settled, Some(line)))
+    }
+
+    /// Sends an approval's prompt, its `APPROVAL_REQUESTED` recorded first, and starts the
+    /// timer that ends it at its deadline.
+    fn ask(self: &Arc<Self>, id: &RawValue, tool: &str, decided: &Arc<Decided>, r: Requested) {
+        self.events.push(Record::Approval {
+            at: SystemTime::now(),
+            kind: thoth_proto::EventType::ApprovalRequested,
+            request_id: id.get().to_owned(),
+            tool: tool.to_owned(),
+            decided: decided.clone(),
+            detail: r.detail,
+        });
+        let Some(deadline) = r.deadline else {
+            self.reply(&r.prompt);
+            return;
+        };
+        let relay = Arc::clone(self);
+        let timer_id = r.approval_id.clone();
+        let spawned = std::thread::Builder::new()
+            .name("thoth-approval".into())
+            .spawn(move || {
+                loop {
+                    if !relay.state().timers.contains_key(&timer_id) {
+                        return; // settled before its deadline
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        // A timed-out approval never forwards anything.
+                        relay.approval_timed_out(&timer_id, None);
+                        return;
+                    }
+                    std::thread::park_timeout(deadline - now);
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                // Stored before the request goes out, so no answer can come before it.
+                if let Some(t) = self.state().timers.get_mut(&r.approval_id) {
+                    *t = Some(handle.thread().clone());
+                }
+                self.reply(&r.prompt);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the approval timer; denying now");
+                self.approval_timed_out(&r.approval_id, Some(0));
+            }
+        }
+    }
+
+    /// The deadline of an approval passed (`secs` overrides the timeout the denial states).
+    fn approval_timed_out(&self, approval_id: &str, secs: Option<u64>) -> ToServer {
+        let mut st = self.state();
+        let Some(mut settled) = st.approver.timed_out(approval_id) else {
+            return ToServer::Nothing;
+        };
+        if let Some(secs) = secs {
+            settled.outcome = Outcome::TimedOut(secs);
+        }
+        self.settle(st, settled, None)
+    }
+
+    /// Carries out a decided approval: an approved call is counted and remembered as pending
+    /// (in the same critical section that the approver let it go), `APPROVAL_DECIDED` is
+    /// recorded, then the call is forwarded or denied. `line`: the re-sent call that carried
+    /// the answer, if one did.
+    fn settle(&self, mut st: MutexGuard<'_, State>, s: Settled, line: Option<&[u8]>) -> ToServer {
+        if let Some(Some(timer)) = st.timers.remove(&s.approval_id) {
+            timer.unpark();
+        }
+        let now = Instant::now();
+        let at = SystemTime::now();
+        let call = s.call;
+        if s.outcome == Outcome::Approved {
+            let d = Decision {
+                out_of_scope: false,
+                ..call.decided.decision.clone()
+            };
+            st.session.record(&call.tool, &d, true, now);
+            track(
+                &mut st,
+                &call.request_id,
+                Pending::ToolCall {
+                    tool: call.tool.clone(),
+                    decided: call.decided.clone(),
+                    started: call.started,
+                },
+            );
+        }
+        refresh_snapshot(&mut st);
+        drop(st);
+        self.events.push(Record::Approval {
+            at,
+            kind: thoth_proto::EventType::ApprovalDecided,
+            request_id: call.request_id.get().to_owned(),
+            tool: call.tool.clone(),
+            decided: call.decided.clone(),
+            detail: s.detail,
+        });
+        if let Some(notice) = &s.notice {
+            self.reply(notice);
+        }
+        let why = match s.outcome {
+            Outcome::Approved => {
+                return match s.release {
+                    Release::Held(bytes) => ToServer::Forward(bytes),
+                    Release::Resent => self.forward_stripped(&call.request_id, line.unwrap_or(b"")),
+                };
+            }
+            Outcome::CancelledByClient => return ToServer::Nothing,
+            Outcome::TimedOut(secs) => NoApproval::TimedOut(secs),
+            Outcome::Declined => NoApproval::Declined,
+        };
+        self.deny(
+            &call.request_id,
+            &call.tool,
+            &call.decided,
+            Some(why),
+            call.modern,
+            call.started,
+        );
+        ToServer::Nothing
+    }
+
+    /// Forwards a call without the approval round's fields; a call they cannot be taken out of
+    /// is refused (it would carry the proxy's state to the server).
+    fn forward_stripped(&self, id: &RawValue, line: &[u8]) -> ToServer {
+        match strip_input_state(line) {
+            Some(bytes) => ToServer::Forward(bytes),
+            None => {
+                let why = "this tools/call cannot be re-encoded without its requestState";
+                self.reply(&respond::error(Some(id), code::INVALID_PARAMS, why));
+                ToServer::Nothing
+            }
+        }
     }
 }
 
@@ -786,7 +911,7 @@ pub(super) fn has_room(st: &mut State, key: &str) -> bool {
         // Only an expired cancelled request can be there (`id_in_use`): replaced.
         return true;
     }
-    let used = |st: &State| st.pending.len() + st.parked.len() + st.inputs.len();
+    let used = |st: &State| st.pending.len() + st.approver.waiting();
     if used(st) >= MAX_PENDING {
         let now = Instant::now();
         st.pending
