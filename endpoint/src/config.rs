@@ -12,6 +12,64 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/thoth";
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/var/run/thoth/agent.sock";
 
+/// Why a config file or one of its settings is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped setting.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// Where and why.
+        source: toml::de::Error,
+    },
+    /// A setting of the file fails its check.
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The failed check.
+        source: Box<ConfigError>,
+    },
+    /// `controller_url` is not https.
+    #[error("controller_url {0:?} must start with https://")]
+    ControllerUrl(String),
+    /// `ca_fingerprint` is not a SHA-256 fingerprint.
+    #[error("ca_fingerprint {0:?} is not sha256:<64 hex digits> (see `thoth-controller info`)")]
+    Fingerprint(String),
+    /// `root_public_key` is not 32 bytes of base64.
+    #[error("root_public_key {0:?} is not a base64 Ed25519 key (see `thoth-controller info`)")]
+    RootKeyEncoding(String),
+    /// `root_public_key` is not an Ed25519 point.
+    #[error("root_public_key: {0}")]
+    RootKey(ed25519_dalek::SignatureError),
+    /// `tenant` is not a tenant name.
+    #[error("tenant {0:?} is not a tenant name")]
+    Tenant(String),
+    /// `heartbeat_interval` is under a second.
+    #[error("heartbeat_interval must be at least 1s")]
+    HeartbeatInterval,
+    /// `spool_max_bytes` is under 64 KiB.
+    #[error("spool_max_bytes must be at least 65536")]
+    SpoolMaxBytes,
+    /// `enrollment_token_file` cannot be read.
+    #[error("cannot read enrollment_token_file {}: {source}", path.display())]
+    TokenFile {
+        /// The token file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// The agent's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,24 +162,26 @@ mod human {
 
 impl AgentConfig {
     /// Reads and checks a config file; errors name the file, line and setting.
-    pub fn load(path: &Path) -> Result<AgentConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let config: AgentConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        config
-            .check()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: AgentConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.check().map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
         Ok(config)
     }
 
     /// Field checks beyond types.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if !self.controller_url.starts_with("https://") {
-            return Err(format!(
-                "controller_url {:?} must start with https://",
-                self.controller_url
-            ));
+            return Err(ConfigError::ControllerUrl(self.controller_url.clone()));
         }
         self.pinned_fingerprint()?;
         self.root_key()?;
@@ -132,43 +192,46 @@ impl AgentConfig {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         {
-            return Err(format!("tenant {t:?} is not a tenant name"));
+            return Err(ConfigError::Tenant(t.clone()));
         }
         if self.heartbeat_interval < Duration::from_secs(1) {
-            return Err("heartbeat_interval must be at least 1s".into());
+            return Err(ConfigError::HeartbeatInterval);
         }
         if self.spool_max_bytes < 64 << 10 {
-            return Err("spool_max_bytes must be at least 65536".into());
+            return Err(ConfigError::SpoolMaxBytes);
         }
         Ok(())
     }
 
     /// The CA fingerprint as 32 bytes.
-    pub fn pinned_fingerprint(&self) -> Result<[u8; 32], String> {
+    pub fn pinned_fingerprint(&self) -> Result<[u8; 32], ConfigError> {
         parse_fingerprint(&self.ca_fingerprint)
     }
 
     /// The root key.
-    pub fn root_key(&self) -> Result<ed25519_dalek::VerifyingKey, String> {
+    pub fn root_key(&self) -> Result<ed25519_dalek::VerifyingKey, ConfigError> {
         parse_root_key(&self.root_public_key)
     }
 
     /// The enrollment token, from the setting or the file.
-    pub fn token(&self) -> Result<Option<String>, String> {
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
         if let Some(t) = &self.enrollment_token {
             return Ok(Some(t.trim().to_owned()));
         }
         match &self.enrollment_token_file {
             Some(p) => std::fs::read_to_string(p)
                 .map(|t| Some(t.trim().to_owned()))
-                .map_err(|e| format!("cannot read enrollment_token_file {}: {e}", p.display())),
+                .map_err(|source| ConfigError::TokenFile {
+                    path: p.clone(),
+                    source,
+                }),
             None => Ok(None),
         }
     }
 }
 
 /// Parses a CA fingerprint, `sha256:<64 hex digits>` (colons between bytes allowed).
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ConfigError> {
     let hex_part = text
         .strip_prefix("sha256:")
         .unwrap_or(text)
@@ -176,25 +239,17 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
     hex::decode(&hex_part)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| {
-            format!(
-                "ca_fingerprint {text:?} is not sha256:<64 hex digits> (see `thoth-controller info`)"
-            )
-        })
+        .ok_or_else(|| ConfigError::Fingerprint(text.to_owned()))
 }
 
 /// Reads a base64 Ed25519 public key.
-pub fn parse_root_key(text: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+pub fn parse_root_key(text: &str) -> Result<ed25519_dalek::VerifyingKey, ConfigError> {
     let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| {
-            format!(
-                "root_public_key {text:?} is not a base64 Ed25519 key (see `thoth-controller info`)"
-            )
-        })?;
-    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| format!("root_public_key: {e}"))
+        .ok_or_else(|| ConfigError::RootKeyEncoding(text.to_owned()))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(ConfigError::RootKey)
 }
 
 #[cfg(test)]
@@ -216,7 +271,12 @@ mod tests {
             ca_fingerprint: "sha256:abc".into(),
             ..c.clone()
         };
-        assert!(bad.check().unwrap_err().contains("ca_fingerprint"));
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .to_string()
+                .contains("ca_fingerprint")
+        );
         let bad = AgentConfig {
             controller_url: "http://x".into(),
             ..c

@@ -81,8 +81,46 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-fn io(path: &Path, e: std::io::Error) -> String {
-    format!("{}: {e}", path.display())
+/// Why the state directory cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file or directory of it cannot be read, written or have its mode set.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The trust file is not what the agent writes.
+    #[error("{}: {source}", path.display())]
+    Trust {
+        /// The trust file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The trust file's root key does not parse.
+    #[error(transparent)]
+    RootKey(#[from] crate::config::ConfigError),
+    /// The last-known-good bundle does not verify.
+    #[error("{} is refused: {source}", path.display())]
+    LkgRefused {
+        /// The bundle file.
+        path: PathBuf,
+        /// Why.
+        source: thoth_proto::bundle::BundleError,
+    },
+    /// The private key cannot be made or read, or the CSR made.
+    #[error("{0}")]
+    Key(rcgen::Error),
+}
+
+fn io(path: &Path, e: std::io::Error) -> StateError {
+    StateError::Io {
+        path: path.to_owned(),
+        source: e,
+    }
 }
 
 /// A verified last-known-good bundle.
@@ -110,7 +148,7 @@ impl StateDir {
     /// Creates the layout and (re)applies its modes: root and policy 0711, identity and spool
     /// 0700; files proxies read stay 0644, every other file and directory is closed to group
     /// and others (a repair of an install an older version left readable).
-    pub fn create(&self) -> Result<(), String> {
+    pub fn create(&self) -> Result<(), StateError> {
         for (dir, mode) in [
             (self.root.clone(), 0o711),
             (self.root.join("policy"), 0o711),
@@ -135,9 +173,9 @@ impl StateDir {
     /// Takes group and other bits off everything in the state directory except what proxies
     /// read by name. Symlinks are not followed (their own mode means nothing).
     #[cfg(unix)]
-    fn close_private(&self) -> Result<(), String> {
+    fn close_private(&self) -> Result<(), StateError> {
         use std::os::unix::fs::PermissionsExt;
-        fn walk(path: &Path, public: &dyn Fn(&Path) -> bool) -> Result<(), String> {
+        fn walk(path: &Path, public: &dyn Fn(&Path) -> bool) -> Result<(), StateError> {
             let meta = match std::fs::symlink_metadata(path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -175,17 +213,17 @@ impl StateDir {
     }
 
     /// Writes the trust file.
-    pub fn write_trust(&self, trust: &Trust) -> Result<(), String> {
+    pub fn write_trust(&self, trust: &Trust) -> Result<(), StateError> {
         let p = self.trust_path();
         let bytes = serde_json::to_vec_pretty(trust).expect("trust serializes");
         write_atomic(&p, &bytes, 0o644).map_err(|e| io(&p, e))
     }
 
     /// Reads the trust file.
-    pub fn read_trust(&self) -> Result<Trust, String> {
+    pub fn read_trust(&self) -> Result<Trust, StateError> {
         let p = self.trust_path();
         let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+        serde_json::from_str(&text).map_err(|source| StateError::Trust { path: p, source })
     }
 
     /// The last-known-good bundle's path.
@@ -206,7 +244,7 @@ impl StateDir {
     }
 
     /// Persists a verified bundle as last-known-good, then raises the floor.
-    pub fn save_lkg(&self, bytes: &[u8], version: u64) -> Result<(), String> {
+    pub fn save_lkg(&self, bytes: &[u8], version: u64) -> Result<(), StateError> {
         let p = self.lkg_path();
         write_atomic(&p, bytes, 0o644).map_err(|e| io(&p, e))?;
         if version > self.applied_floor() {
@@ -218,7 +256,7 @@ impl StateDir {
 
     /// Loads and verifies the last-known-good bundle against `trust` (rollback floor included).
     /// `Ok(None)` when there is none.
-    pub fn load_lkg(&self, trust: &Trust, now: SystemTime) -> Result<Option<Lkg>, String> {
+    pub fn load_lkg(&self, trust: &Trust, now: SystemTime) -> Result<Option<Lkg>, StateError> {
         let p = self.lkg_path();
         let bytes = match std::fs::read(&p) {
             Ok(b) => b,
@@ -234,7 +272,7 @@ impl StateDir {
             (floor > 0).then_some(floor),
             now,
         )
-        .map_err(|e| format!("{} is refused: {e}", p.display()))?;
+        .map_err(|source| StateError::LkgRefused { path: p, source })?;
         Ok(Some(Lkg {
             bytes,
             bundle,
@@ -248,13 +286,13 @@ impl StateDir {
     }
 
     /// The agent's private key, made (0600) on first use.
-    pub fn key_or_new(&self) -> Result<String, String> {
+    pub fn key_or_new(&self) -> Result<String, StateError> {
         let p = self.key_path();
         match std::fs::read_to_string(&p) {
             Ok(k) => Ok(k),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(StateError::Key)?;
                 let pem = key.serialize_pem();
                 write_atomic(&p, pem.as_bytes(), 0o600).map_err(|e| io(&p, e))?;
                 Ok(pem)
@@ -264,11 +302,11 @@ impl StateDir {
     }
 
     /// A CSR (DER) for the stored key.
-    pub fn csr(&self) -> Result<Vec<u8>, String> {
-        let key = rcgen::KeyPair::from_pem(&self.key_or_new()?).map_err(|e| e.to_string())?;
+    pub fn csr(&self) -> Result<Vec<u8>, StateError> {
+        let key = rcgen::KeyPair::from_pem(&self.key_or_new()?).map_err(StateError::Key)?;
         let csr = rcgen::CertificateParams::default()
             .serialize_request(&key)
-            .map_err(|e| e.to_string())?;
+            .map_err(StateError::Key)?;
         Ok(csr.der().to_vec())
     }
 
@@ -288,7 +326,7 @@ impl StateDir {
         info: &IdentityInfo,
         cert_pem: &str,
         ca_pem: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let dir = self.root.join("identity");
         for (name, bytes, mode) in [
             ("agent.crt", cert_pem.as_bytes().to_vec(), 0o600),
@@ -484,7 +522,10 @@ mod tests {
         );
         // An older bundle written in its place is a rollback.
         std::fs::write(s.lkg_path(), bundle(2, Duration::from_secs(3600))).unwrap();
-        let err = s.load_lkg(&trust(), SystemTime::now()).unwrap_err();
+        let err = s
+            .load_lkg(&trust(), SystemTime::now())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rollback"), "{err}");
         // A tampered one is refused.
         let mut bad = v3.clone();

@@ -11,6 +11,42 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// Why a TLS client configuration or a channel to the controller cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rustls refuses the protocol versions.
+    #[error("{0}")]
+    Protocol(rustls::Error),
+    /// The client certificate chain is not PEM.
+    #[error("agent certificate: {0}")]
+    CertificatePem(rustls::pki_types::pem::Error),
+    /// The client key is not PEM.
+    #[error("agent key: {0}")]
+    KeyPem(rustls::pki_types::pem::Error),
+    /// rustls refuses the client certificate and key.
+    #[error("agent certificate: {0}")]
+    Certificate(rustls::Error),
+    /// The controller URL does not parse.
+    #[error("controller_url {url:?}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The controller URL names no host.
+    #[error("controller_url {0:?} has no host")]
+    NoHost(String),
+    /// The controller host is not a valid TLS server name.
+    #[error("controller host {host:?}: {source}")]
+    ServerName {
+        /// The host.
+        host: String,
+        /// Why.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
@@ -106,22 +142,22 @@ pub struct ClientCert {
 pub fn client_config(
     fingerprint: [u8; 32],
     client: Option<&ClientCert>,
-) -> Result<rustls::ClientConfig, String> {
+) -> Result<rustls::ClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Protocol)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedCa::new(fingerprint)));
     let mut config = match client {
         Some(c) => {
             let chain = CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("agent certificate: {e}"))?;
-            let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes())
-                .map_err(|e| format!("agent key: {e}"))?;
+                .map_err(TlsError::CertificatePem)?;
+            let key =
+                PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).map_err(TlsError::KeyPem)?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("agent certificate: {e}"))?
+                .map_err(TlsError::Certificate)?
         }
         None => builder.with_no_client_auth(),
     };
@@ -135,25 +171,30 @@ pub fn controller_channel(
     fingerprint: [u8; 32],
     client: Option<&ClientCert>,
     request_timeout: Option<Duration>,
-) -> Result<Channel, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("controller_url {url:?}: {e}"))?;
+) -> Result<Channel, TlsError> {
+    let bad_url = |e: &dyn std::fmt::Display| TlsError::Url {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    };
+    let uri: Uri = url.parse().map_err(|e| bad_url(&e))?;
     let host = uri
         .host()
-        .ok_or_else(|| format!("controller_url {url:?} has no host"))?
+        .ok_or_else(|| TlsError::NoHost(url.to_owned()))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
     let port = uri.port_u16().unwrap_or(443);
     let server_name =
-        ServerName::try_from(host.clone()).map_err(|e| format!("controller host {host:?}: {e}"))?;
+        ServerName::try_from(host.clone()).map_err(|source| TlsError::ServerName {
+            host: host.clone(),
+            source,
+        })?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(fingerprint, client)?));
     // The connector below does TLS itself; tonic must not try to (it refuses https:// without
     // its own TLS config), so the endpoint is named with http:// and the same authority.
     let plain = format!("http://{}", uri.authority().map_or("", |a| a.as_str()));
     let mut ep = Endpoint::from_shared(plain)
-        .map_err(|e| format!("controller_url {url:?}: {e}"))?
+        .map_err(|e| bad_url(&e))?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20))
@@ -188,7 +229,7 @@ pub fn pem_fingerprint(pem: &str) -> Option<[u8; 32]> {
 
 /// A lazily connecting channel to the agent's Unix socket.
 #[cfg(unix)]
-pub fn local_channel(socket: &std::path::Path) -> Result<Channel, String> {
+pub fn local_channel(socket: &std::path::Path) -> Result<Channel, TlsError> {
     let path = socket.to_path_buf();
     let ep =
         Endpoint::from_static("http://thoth-agent.local").connect_timeout(Duration::from_secs(2));

@@ -23,7 +23,7 @@ pub enum Reach {
 pub fn probe(url: &str, ca_fingerprint: &str, timeout: Duration) -> Reach {
     let fp = match parse_fingerprint(ca_fingerprint) {
         Ok(f) => f,
-        Err(e) => return Reach::Untrusted(e),
+        Err(e) => return Reach::Untrusted(e.to_string()),
     };
     let Some(rest) = url.strip_prefix("https://") else {
         return Reach::Untrusted(format!("{url} is not an https:// URL"));
@@ -63,7 +63,7 @@ pub fn probe(url: &str, ca_fingerprint: &str, timeout: Duration) -> Reach {
     let _ = tcp.set_write_timeout(Some(timeout));
     let config = match thoth_endpoint::tls::client_config(fp, None) {
         Ok(c) => c,
-        Err(e) => return Reach::Untrusted(e),
+        Err(e) => return Reach::Untrusted(e.to_string()),
     };
     let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
         Ok(n) => n,

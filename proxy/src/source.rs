@@ -121,7 +121,7 @@ fn loaded_from_bundle(
     applied: Option<u64>,
     src: &Sources,
 ) -> Result<(PolicyState, u64), String> {
-    let root = parse_root_key(&trust.root_public_key)?;
+    let root = parse_root_key(&trust.root_public_key).map_err(|e| e.to_string())?;
     let (v, expired) =
         verify_bundle_keeping_expired(bytes, &root, &trust.tenant, applied, SystemTime::now())
             .map_err(|e| e.to_string())?;
@@ -170,7 +170,7 @@ async fn ask_agent(socket: &Path, server: &str) -> AgentAnswer {
     }
     let ch = match thoth_endpoint::tls::local_channel(socket) {
         Ok(c) => c,
-        Err(e) => return AgentAnswer::Unreachable(e),
+        Err(e) => return AgentAnswer::Unreachable(e.to_string()),
     };
     let mut client = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch);
     let req = thoth_proto::fleet::LocalPolicyRequest {
@@ -245,7 +245,7 @@ pub fn start(src: Sources) -> PolicyHandle {
                 "no last-known-good bundle at {}",
                 state_dir.lkg_path().display()
             )),
-            Err(e) => reasons.push(e),
+            Err(e) => reasons.push(e.to_string()),
         },
         Err(e) => reasons.push(format!("no agent trust file ({e})")),
     }
@@ -316,7 +316,7 @@ async fn follow(
     if !src.agent_socket.exists() {
         return Err("no agent socket".into());
     }
-    let ch = thoth_endpoint::tls::local_channel(&src.agent_socket)?;
+    let ch = thoth_endpoint::tls::local_channel(&src.agent_socket).map_err(|e| e.to_string())?;
     let mut client = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch);
     let mut stream = match client
         .watch_policy(thoth_proto::fleet::LocalPolicyRequest {
@@ -343,7 +343,9 @@ async fn follow(
         {
             continue;
         }
-        let trust = StateDir::new(src.state_dir.clone()).read_trust()?;
+        let trust = StateDir::new(src.state_dir.clone())
+            .read_trust()
+            .map_err(|e| e.to_string())?;
         let floor = applied.as_ref().map(|(v, _)| *v);
         match loaded_from_bundle(&update.bundle, &trust, floor, src) {
             Ok((state, version)) => {

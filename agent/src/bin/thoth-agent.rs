@@ -127,7 +127,7 @@ fn main() -> ExitCode {
                 }
                 Err(why) => {
                     if json {
-                        println!("{}", serde_json::json!({"running": false, "error": why}));
+                        println!("{}", serde_json::json!({"running": false, "error": why.to_string()}));
                     } else {
                         eprintln!("thoth-agent is not running: {why}");
                         if let Ok(c) = &loaded {
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
                     match c.token() {
                         Ok(Some(_)) => "token configured".to_owned(),
                         Ok(None) => "no token (fine once enrolled)".to_owned(),
-                        Err(e) => e,
+                        Err(e) => e.to_string(),
                     }
                 );
                 ExitCode::SUCCESS

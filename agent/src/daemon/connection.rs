@@ -53,16 +53,22 @@ impl Shared {
             }
             return Ok(info);
         }
-        let token = self.config.token()?.filter(|t| !t.is_empty()).ok_or(
-            "not enrolled, and no enrollment token is configured (set enrollment_token_file)",
-        )?;
-        let csr = self.state.csr()?;
+        let token = self
+            .config
+            .token()
+            .map_err(|e| e.to_string())?
+            .filter(|t| !t.is_empty())
+            .ok_or(
+                "not enrolled, and no enrollment token is configured (set enrollment_token_file)",
+            )?;
+        let csr = self.state.csr().map_err(|e| e.to_string())?;
         let ch = tls::controller_channel(
             &self.config.controller_url,
             self.fingerprint,
             None,
             Some(Duration::from_secs(30)),
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         let resp = EnrollmentClient::new(ch)
             .enroll(pb::EnrollRequest {
                 token,
@@ -84,7 +90,8 @@ impl Shared {
             issued_at: now_unix(),
         };
         self.state
-            .save_identity(&info, &resp.certificate_pem, &resp.ca_certificate_pem)?;
+            .save_identity(&info, &resp.certificate_pem, &resp.ca_certificate_pem)
+            .map_err(|e| e.to_string())?;
         tracing::info!(agent_id = info.agent_id, "enrolled");
         self.raise("AGENT_ENROLLED", format!("enrolled as {}", info.agent_id));
         Ok(info)
@@ -96,7 +103,7 @@ impl Shared {
         if now_unix() < info.issued_at + life * 2 / 3 {
             return Ok(());
         }
-        let csr = self.state.csr()?;
+        let csr = self.state.csr().map_err(|e| e.to_string())?;
         let resp = EnrollmentClient::new(ch)
             .renew(pb::RenewRequest { csr_der: csr })
             .await
@@ -108,7 +115,8 @@ impl Shared {
             ..info.clone()
         };
         self.state
-            .save_identity(&renewed, &resp.certificate_pem, &resp.ca_certificate_pem)?;
+            .save_identity(&renewed, &resp.certificate_pem, &resp.ca_certificate_pem)
+            .map_err(|e| e.to_string())?;
         tracing::info!(
             until = unix_to_rfc3339(resp.not_after_unix),
             "certificate renewed"
@@ -138,7 +146,7 @@ impl Shared {
             None,
         ) {
             Ok(c) => c,
-            Err(e) => return e,
+            Err(e) => return e.to_string(),
         };
         if let Err(e) = self.maybe_renew(&info, ch.clone()).await {
             tracing::warn!("{e}");

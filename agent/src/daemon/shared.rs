@@ -86,8 +86,8 @@ pub(super) fn describe(s: &tonic::Status) -> String {
 impl Shared {
     /// Builds the shared state (no IO beyond what `config` needs).
     pub fn new(config: AgentConfig) -> Result<Arc<Shared>, String> {
-        let root = config.root_key()?;
-        let fingerprint = config.pinned_fingerprint()?;
+        let root = config.root_key().map_err(|e| e.to_string())?;
+        let fingerprint = config.pinned_fingerprint().map_err(|e| e.to_string())?;
         let state = StateDir::new(config.state_dir.clone());
         let status = Status {
             tenant: config.tenant.clone(),
@@ -359,6 +359,7 @@ impl Shared {
             }
             Ok(None) => tracing::info!("no last-known-good policy yet"),
             Err(e) => {
+                let e = e.to_string();
                 self.raise("POLICY_REJECTED", e.clone());
                 self.update_status(|s| s.last_error = Some(e));
             }

@@ -69,7 +69,7 @@ fn read_servers(
 /// Runs `thoth status` (`health` = JSON for MDM). Exit 0 when healthy, 1 when not.
 pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
     let json = health || args.json;
-    let agent = thoth_endpoint::ipc::fetch_status(&args.agent_socket);
+    let agent = thoth_endpoint::ipc::fetch_status(&args.agent_socket).map_err(|e| e.to_string());
     let config = args
         .claude_config
         .clone()
