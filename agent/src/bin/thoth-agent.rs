@@ -127,7 +127,10 @@ fn main() -> ExitCode {
                 }
                 Err(why) => {
                     if json {
-                        println!("{}", serde_json::json!({"running": false, "error": why.to_string()}));
+                        println!(
+                            "{}",
+                            serde_json::json!({"running": false, "error": why.to_string()})
+                        );
                     } else {
                         eprintln!("thoth-agent is not running: {why}");
                         if let Ok(c) = &loaded {
