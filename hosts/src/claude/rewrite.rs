@@ -217,27 +217,47 @@ pub fn loader_variables(entry: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Why an entry is not governed as the agent would leave it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotGoverned {
+    /// `thoth run` is not in front of the server.
+    #[error("not wrapped")]
+    NotWrapped,
+    /// The wrapper's command or its arguments before `--` differ from the canonical form (in
+    /// words, from [`command_difference`] or [`wrapper_difference`]).
+    #[error("wrapper altered: {0}")]
+    WrapperAltered(String),
+    /// The entry's `env` sets loader variables (see [`is_loader_variable`]).
+    #[error("env sets {}", .0.join(", "))]
+    LoaderVariables(Vec<String>),
+}
+
 /// Whether an entry is governed as the agent would leave it: wrapped, running the agent's own
 /// `thoth` (`thoth`: its canonical path; a binary that is merely named `thoth` may be anything),
 /// with the canonical arguments before `--`, and no loader variable in its `env`. `Err` says why
 /// not.
-pub fn governed(name: &str, entry: &Value, thoth: &str, extra: &[String]) -> Result<(), String> {
+pub fn governed(
+    name: &str,
+    entry: &Value,
+    thoth: &str,
+    extra: &[String],
+) -> Result<(), NotGoverned> {
     if !is_wrapped(entry) {
-        return Err("not wrapped".into());
+        return Err(NotGoverned::NotWrapped);
     }
     if let Some(diff) = command_difference(entry, thoth) {
-        return Err(format!("wrapper altered: {diff}"));
+        return Err(NotGoverned::WrapperAltered(diff));
     }
     let args = entry
         .get("args")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
     if let Some(diff) = wrapper_difference(name, args, extra) {
-        return Err(format!("wrapper altered: {diff}"));
+        return Err(NotGoverned::WrapperAltered(diff));
     }
     let vars = loader_variables(entry);
     if !vars.is_empty() {
-        return Err(format!("env sets {}", vars.join(", ")));
+        return Err(NotGoverned::LoaderVariables(vars));
     }
     Ok(())
 }

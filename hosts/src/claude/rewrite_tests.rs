@@ -53,7 +53,9 @@ fn a_wrapper_altered_before_the_separator_is_drift_and_re_wrapped() {
     let v: Value = serde_json::from_str(text).unwrap();
     let files = &v["mcpServers"]["files"];
     assert!(is_wrapped(files), "it looks wrapped: that was the hole");
-    let why = governed("files", files, THOTH, &[]).unwrap_err();
+    let why = governed("files", files, THOTH, &[])
+        .unwrap_err()
+        .to_string();
     assert!(why.contains("added --policy /home/ann/allow.yaml --agent-socket /home/ann/nosock --state-dir /home/ann/st"), "{why}");
     assert!(governed("bare", &v["mcpServers"]["bare"], THOTH, &[]).is_ok());
     // The agent's socket is part of the canonical form.
@@ -101,7 +103,9 @@ fn a_wrapper_running_another_thoth_is_not_governed_and_is_drift_for_the_agent() 
     let v: Value = serde_json::from_str(text).unwrap();
     let files = &v["mcpServers"]["files"];
     assert!(is_wrapped(files));
-    let why = governed("files", files, THOTH, &[]).unwrap_err();
+    let why = governed("files", files, THOTH, &[])
+        .unwrap_err()
+        .to_string();
     assert!(
         why.contains("command /home/ann/bin/thoth instead of /usr/local/bin/thoth"),
         "{why}"

@@ -47,7 +47,7 @@ fn read_servers(
                     Ok(()) => "governed",
                     Err(w) => {
                         if thoth_hosts::claude::rewrite::is_wrapped(s) {
-                            why = Some(w);
+                            why = Some(w.to_string());
                         }
                         "not governed"
                     }
