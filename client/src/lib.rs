@@ -11,6 +11,46 @@ use std::time::Duration;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// Why credentials cannot be read or made, or a controller cannot be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A credential file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key or CSR cannot be made.
+    #[error("{0}")]
+    Key(rcgen::Error),
+    /// The controller URL is not https.
+    #[error("controller URL {0:?} must start with https:// (the controller only speaks TLS)")]
+    NotHttps(String),
+    /// The controller URL does not parse.
+    #[error("bad controller URL {url:?}: {source}")]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+    /// The TLS settings (CA, certificate, key) are refused.
+    #[error("TLS settings: {0}")]
+    Tls(tonic::transport::Error),
+    /// The connection failed: what happened (the whole error chain) and what to do.
+    #[error("cannot connect to the controller at {url}: {detail}\n  hint: {hint}")]
+    Connect {
+        /// The controller URL.
+        url: String,
+        /// The transport error and its sources, joined with `: `.
+        detail: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+}
+
 /// PEM credentials for one client.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -24,10 +64,10 @@ pub struct Credentials {
 
 impl Credentials {
     /// Reads `ca.crt`, `client.crt` and `client.key` from a directory.
-    pub fn from_dir(dir: &Path) -> Result<Credentials, String> {
-        let read = |name: &str| -> Result<String, String> {
-            let p = dir.join(name);
-            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    pub fn from_dir(dir: &Path) -> Result<Credentials, ClientError> {
+        let read = |name: &str| -> Result<String, ClientError> {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| ClientError::Read { path, source })
         };
         Ok(Credentials {
             ca_pem: read("ca.crt")?,
@@ -60,11 +100,11 @@ pub fn default_credentials_dir() -> PathBuf {
 }
 
 /// A new P-256 key and a CSR for it (DER): the private key is made here and never leaves.
-pub fn new_key_and_csr() -> Result<(String, Vec<u8>), String> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+pub fn new_key_and_csr() -> Result<(String, Vec<u8>), ClientError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(ClientError::Key)?;
     let csr = CertificateParams::default()
         .serialize_request(&key)
-        .map_err(|e| e.to_string())?;
+        .map_err(ClientError::Key)?;
     Ok((key.serialize_pem(), csr.der().to_vec()))
 }
 
@@ -74,20 +114,21 @@ pub fn endpoint(
     url: &str,
     creds: &Credentials,
     request_timeout: Option<Duration>,
-) -> Result<Endpoint, String> {
+) -> Result<Endpoint, ClientError> {
     if !url.starts_with("https://") {
-        return Err(format!(
-            "controller URL {url:?} must start with https:// (the controller only speaks TLS)"
-        ));
+        return Err(ClientError::NotHttps(url.to_owned()));
     }
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&creds.ca_pem));
     if let (Some(cert), Some(key)) = (&creds.cert_pem, &creds.key_pem) {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
     let mut ep = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("bad controller URL {url:?}: {e}"))?
+        .map_err(|source| ClientError::BadUrl {
+            url: url.to_owned(),
+            source,
+        })?
         .tls_config(tls)
-        .map_err(|e| format!("TLS settings: {e}"))?
+        .map_err(ClientError::Tls)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
@@ -103,7 +144,7 @@ pub async fn connect(
     url: &str,
     creds: &Credentials,
     request_timeout: Option<Duration>,
-) -> Result<Channel, String> {
+) -> Result<Channel, ClientError> {
     let ep = endpoint(url, creds, request_timeout)?;
     ep.connect()
         .await
@@ -111,7 +152,7 @@ pub async fn connect(
 }
 
 /// Turns a transport error into words a person can act on.
-fn describe_connect_error(url: &str, e: &tonic::transport::Error) -> String {
+fn describe_connect_error(url: &str, e: &tonic::transport::Error) -> ClientError {
     let mut msg = e.to_string();
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = src {
@@ -120,7 +161,11 @@ fn describe_connect_error(url: &str, e: &tonic::transport::Error) -> String {
         src = s.source();
     }
     let hint = connect_hint(&msg);
-    format!("cannot connect to the controller at {url}: {msg}\n  hint: {hint}")
+    ClientError::Connect {
+        url: url.to_owned(),
+        detail: msg,
+        hint,
+    }
 }
 
 /// The hint for a connection failure, from its message chain. Only a certificate the client
@@ -189,7 +234,7 @@ pub async fn enroll(
     tenant: &str,
     hostname: &str,
 ) -> Result<Enrolled, tonic::Status> {
-    let (key_pem, csr) = new_key_and_csr().map_err(tonic::Status::internal)?;
+    let (key_pem, csr) = new_key_and_csr().map_err(|e| tonic::Status::internal(e.to_string()))?;
     let creds = Credentials {
         ca_pem: ca_pem.to_owned(),
         cert_pem: None,
@@ -197,7 +242,7 @@ pub async fn enroll(
     };
     let channel = connect(url, &creds, Some(Duration::from_secs(30)))
         .await
-        .map_err(tonic::Status::unavailable)?;
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let resp = thoth_proto::fleet::enrollment_client::EnrollmentClient::new(channel)
         .enroll(thoth_proto::fleet::EnrollRequest {
             token: token.to_owned(),

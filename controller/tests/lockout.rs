@@ -68,7 +68,9 @@ fn admin_creds(c: &TestController) -> Credentials {
 
 /// A health check with `creds` over a new connection.
 async fn served(c: &TestController, creds: &Credentials) -> Result<(), String> {
-    let ch = client::connect(&c.url, creds, Some(Duration::from_secs(5))).await?;
+    let ch = client::connect(&c.url, creds, Some(Duration::from_secs(5)))
+        .await
+        .map_err(|e| e.to_string())?;
     tonic_health::pb::health_client::HealthClient::new(ch)
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
@@ -383,7 +385,7 @@ async fn a_revoked_agent_certificate_is_refused_at_the_handshake() {
     let creds = revoked_agent(&c).await;
     let ch = client::connect(&c.url, &creds, Some(Duration::from_secs(5))).await;
     let err = match ch {
-        Err(e) => e,
+        Err(e) => e.to_string(),
         Ok(ch) => thoth_proto::fleet::agent_sync_client::AgentSyncClient::new(ch)
             .subscribe(thoth_proto::fleet::SubscribeRequest::default())
             .await

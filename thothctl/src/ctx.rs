@@ -94,7 +94,7 @@ impl Ctx {
         };
         let channel = client::connect(&url, &creds, Some(Duration::from_secs(30)))
             .await
-            .map_err(|e| Fail::new(3, e))?;
+            .map_err(|e| Fail::new(3, e.to_string()))?;
         Ok(AdminClient::new(channel).max_decoding_message_size(64 << 20))
     }
 
