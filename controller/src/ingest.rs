@@ -17,7 +17,9 @@ use std::time::SystemTime;
 use futures_util::Stream;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use thoth_proto::chain::{GENESIS, check_link};
+#[cfg(test)]
+use thoth_proto::chain::check_link;
+use thoth_proto::chain::{GENESIS, LinkError};
 use thoth_proto::fleet::{self as pb, event_upload_server};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -39,6 +41,8 @@ pub const MAX_EVENT_ID: usize = 64;
 
 pub use thoth_proto::evidence::head_message;
 
+/// A string field of a JSON object ("" when absent or not a string); the tests read with it.
+#[cfg(test)]
 fn text(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
 }
@@ -116,13 +120,15 @@ fn read_line(line: &[u8]) -> Line {
             ),
         );
     }
-    let v: Value = match serde_json::from_slice(line) {
-        Ok(v @ Value::Object(_)) => v,
+    // The one parse of the line: everything below reads this object.
+    let mut v = match serde_json::from_slice(line) {
+        Ok(Value::Object(m)) => m,
         Ok(_) => return refused(None, None, None, "not a JSON object".into()),
         Err(e) => return refused(None, None, None, format!("not JSON ({e})")),
     };
-    let hash = v.get("hash").and_then(Value::as_str).map(str::to_owned);
-    let prev = v.get("prevHash").and_then(Value::as_str).map(str::to_owned);
+    let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let hash = text("hash");
+    let prev = text("prevHash");
     let Some(seq) = v.get("seq").and_then(Value::as_u64) else {
         return refused(None, hash, prev, "no seq".into());
     };
@@ -137,52 +143,64 @@ fn read_line(line: &[u8]) -> Line {
             "seq 0 (an agent's chain starts at 1)".into(),
         );
     }
-    if hash.is_none() {
+    let Some(hash) = hash else {
         return refused(Some(seq), None, prev, "no hash".into());
-    }
+    };
     if v.get("sourceType").and_then(Value::as_str) == Some("controller") {
         return refused(
             Some(seq),
-            hash,
+            Some(hash),
             prev,
             "sourceType \"controller\" (only the controller's own records carry it)".into(),
         );
     }
-    let event_id = text(&v, "eventId");
+    let event_id = text("eventId").unwrap_or_default();
     if event_id.is_empty() || event_id.len() > MAX_EVENT_ID {
         return refused(
             Some(seq),
-            hash,
+            Some(hash),
             prev,
             format!("no eventId of 1-{MAX_EVENT_ID} characters"),
         );
     }
-    let prev_hash = text(&v, "prevHash");
+    let (event_type, session_id, tool_name, timestamp) = (
+        text("eventType").unwrap_or_default(),
+        text("sessionId").unwrap_or_default(),
+        text("toolName").unwrap_or_default(),
+        text("timestamp").unwrap_or_default(),
+    );
+    // The object is not needed past the seal check, which takes `hash` out of it.
+    v.remove("hash");
+    let sealed = sealed(seq, prev.as_deref(), &hash, Value::Object(v)).map_err(|e| e.to_string());
+    let json = String::from_utf8_lossy(line).into_owned();
     Line::Event(Parsed {
         seq,
-        sealed: check_link(line, &prev_hash)
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        sealed,
         event_id,
-        hash: hash.unwrap_or_default(),
-        prev_hash,
-        event_type: text(&v, "eventType"),
-        session_id: text(&v, "sessionId"),
-        tool_name: text(&v, "toolName"),
-        timestamp: text(&v, "timestamp"),
-        json: String::from_utf8_lossy(line).into_owned(),
-        digest: String::new(),
+        digest: record_digest(&json),
+        hash,
+        prev_hash: prev.unwrap_or_default(),
+        event_type,
+        session_id,
+        tool_name,
+        timestamp,
+        json,
     })
-    .with_digest()
 }
 
-impl Line {
-    fn with_digest(mut self) -> Line {
-        if let Line::Event(p) = &mut self {
-            p.digest = record_digest(&p.json);
-        }
-        self
+/// Whether `hash` is the hash of an event over its `prevHash`, given the event without `hash`:
+/// what [`thoth_proto::chain::check_link`] checks (with its words), on the object already read.
+fn sealed(seq: u64, prev: Option<&str>, hash: &str, without_hash: Value) -> Result<(), LinkError> {
+    let prev = prev.ok_or(LinkError::NoPrevHash)?;
+    let mut prev_raw = [0u8; 32];
+    hex::decode_to_slice(prev, &mut prev_raw).map_err(|_| LinkError::BadPrevHash)?;
+    let mut h = Sha256::new();
+    h.update(prev_raw);
+    h.update(thoth_proto::canonical::to_canonical(&without_hash));
+    if hex::encode(h.finalize()) != hash {
+        return Err(LinkError::HashMismatch { seq });
     }
+    Ok(())
 }
 
 /// Why a batch is refused as a whole (a bad event is recorded as an alert instead).
@@ -432,7 +450,7 @@ pub fn check(
             }
             continue;
         }
-        let subject = serde_json::json!({"subjectEventId": p.event_id});
+        let subject = || serde_json::json!({"subjectEventId": p.event_id});
         let mut ok = true;
         if held > 0 {
             ok = false;
@@ -443,7 +461,7 @@ pub fn check(
                     "eventId {} of {agent_id} (seq {}) was already stored with other content ({held} record(s)); this record is stored too",
                     p.event_id, p.seq,
                 ),
-                subject.clone(),
+                subject(),
             ));
         }
         let self_check = |out: &mut Vec<StoredEventRecord>| {
@@ -452,7 +470,7 @@ pub fn check(
                     Some(p.seq),
                     "bad_hash",
                     format!("event {} of {agent_id} does not hash correctly: {e}", p.seq),
-                    subject.clone(),
+                    subject(),
                 ));
             }
         };
@@ -465,7 +483,7 @@ pub fn check(
                     format!(
                         "the chain of {agent_id} restarted at seq 1 after seq {head_seq} (its spool was lost, or its disk restored): a new chain begins, its events are stored"
                     ),
-                    subject.clone(),
+                    subject(),
                 ));
             } else {
                 out.push(alert(
@@ -475,7 +493,7 @@ pub fn check(
                         "the chain of {agent_id} went back from seq {head_seq} to seq {} with events not seen before (a disk restored from a backup?): they are stored",
                         p.seq
                     ),
-                    subject.clone(),
+                    subject(),
                 ));
             }
             self_check(&mut out);
@@ -489,7 +507,7 @@ pub fn check(
                     head_seq + 1,
                     p.seq - 1
                 ),
-                subject.clone(),
+                subject(),
             ));
             self_check(&mut out);
         } else if p.prev_hash != head_hash || p.sealed.is_err() {
@@ -502,7 +520,7 @@ pub fn check(
                 Some(p.seq),
                 "chain_break",
                 format!("chain break at {agent_id} seq {}: {why}", p.seq),
-                subject.clone(),
+                subject(),
             ));
         }
         (head_seq, head_hash, moved) = (p.seq, p.hash.clone(), true);

@@ -24,7 +24,7 @@ impl EventStore for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend)?;
-        let new = insert_events(&tx, agent_id, events, new_state)?;
+        let new = insert_events(&tx, agent_id, events, new_state, None)?;
         tx.commit().map_err(backend)?;
         Ok(new)
     }
@@ -54,56 +54,49 @@ impl EventStore for SqliteStore {
             state,
             seen: Default::default(),
         };
-        {
-            // Index look-ups only: how many records an id holds (counting stops past the cap) and
-            // whether a digest is among them. No stored body is read.
-            let mut count = tx
+        let asked: std::collections::HashSet<(&str, &str)> = keys
+            .iter()
+            .map(|(id, d)| (id.as_str(), d.as_str()))
+            .collect();
+        if !keys.is_empty() {
+            // One index range scan for the whole batch (its eventIds as one JSON array): how many
+            // records each id holds (counting stops past the cap) and which of the asked digests
+            // are among them. No stored body is read.
+            let mut ids: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let ids = serde_json::to_string(&ids).map_err(StoreError::backend)?;
+            let mut stmt = tx
                 .prepare_cached(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE tenant = ?1 AND agent_id = ?2 AND event_id = ?3 LIMIT ?4)",
+                    "SELECT event_id, digest, COUNT(*) FROM events
+                     WHERE tenant = ?1 AND agent_id = ?2 AND event_id IN (SELECT value FROM json_each(?3))
+                     GROUP BY event_id, digest",
                 )
                 .map_err(backend)?;
-            let mut has = tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM events WHERE tenant = ?1 AND agent_id = ?2 AND event_id = ?3 AND digest = ?4)",
-                )
+            let mut rows = stmt
+                .query(params![tenant, agent_id, ids])
                 .map_err(backend)?;
-            let mut counted = std::collections::HashMap::<&str, u64>::new();
-            for (id, digest) in keys {
-                let records = match counted.get(id.as_str()) {
-                    Some(n) => *n,
-                    None => {
-                        let n = count
-                            .query_row(
-                                params![
-                                    tenant,
-                                    agent_id,
-                                    id,
-                                    (MAX_RECORDS_PER_EVENT_ID + 1) as i64
-                                ],
-                                |r| r.get::<_, i64>(0),
-                            )
-                            .map_err(backend)? as u64;
-                        counted.insert(id, n);
-                        n
-                    }
-                };
-                if records == 0 {
-                    continue;
-                }
-                let stored: bool = has
-                    .query_row(params![tenant, agent_id, id, digest], |r| r.get(0))
-                    .map_err(backend)?;
-                let seen = view.seen.entry(id.clone()).or_insert_with(|| SeenEventId {
-                    records,
-                    ..SeenEventId::default()
-                });
-                if stored {
-                    seen.digests.insert(digest.clone());
+            while let Some(r) = rows.next().map_err(backend)? {
+                let id: String = r.get(0).map_err(backend)?;
+                let digest: Option<String> = r.get(1).map_err(backend)?;
+                let n = r.get::<_, i64>(2).map_err(backend)? as u64;
+                let wanted = digest
+                    .as_deref()
+                    .is_some_and(|d| asked.contains(&(id.as_str(), d)));
+                let seen = view.seen.entry(id).or_default();
+                seen.records = (seen.records + n).min(MAX_RECORDS_PER_EVENT_ID + 1);
+                if let (true, Some(d)) = (wanted, digest) {
+                    seen.digests.insert(d);
                 }
             }
         }
         let (records, new_state) = check(&view);
-        let new = insert_events(&tx, agent_id, &records, new_state)?;
+        let read = ReadInTx {
+            tenant,
+            asked,
+            view: &view,
+        };
+        let new = insert_events(&tx, agent_id, &records, new_state, Some(&read))?;
         tx.commit().map_err(backend)?;
         Ok(new)
     }

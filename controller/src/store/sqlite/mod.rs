@@ -10,8 +10,8 @@ use crate::store::migrations::{DIGEST_INDEX, DIGEST_MIGRATION, MIGRATIONS};
 use crate::store::{
     AdminCredentialRecord, AdminStore, AgentId, AgentRecord, AgentReportRecord, AgentStore,
     AuditRecord, AuditStore, ChainDecision, ChainView, EventFilter, EventStore, Labels,
-    MAX_RECORDS_PER_EVENT_ID, PolicyRecord, PolicyStore, RedeemError, SeenEventId, SinkCursorStore,
-    StoreError, StoredEventRecord, TenantId, TokenRecord, TokenStore, record_digest,
+    MAX_RECORDS_PER_EVENT_ID, PolicyRecord, PolicyStore, RedeemError, SinkCursorStore, StoreError,
+    StoredEventRecord, TenantId, TokenRecord, TokenStore, record_digest,
 };
 
 /// SQLite: one writer connection behind a mutex (SQLite has one writer anyway; calls are
@@ -180,6 +180,8 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(backend)?;
+        conn.pragma_update(None, "cache_size", -65536)
+            .map_err(backend)?;
         let have: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(backend)?;
@@ -269,21 +271,49 @@ fn insert_events(
     agent_id: &AgentId,
     events: &[StoredEventRecord],
     new_state: Option<(u64, String)>,
+    read: Option<&ReadInTx<'_>>,
 ) -> Result<u64, StoreError> {
     let mut new = 0;
     {
         // An identical record under the same (tenant, agent, eventId) is a re-send: skipped. It is
-        // found by its digest through the index, never by comparing stored bodies.
-        let mut stmt = tx
+        // found by its digest: in what the caller read in this transaction when it asked for it,
+        // else through the index (never by comparing stored bodies). A plain INSERT after the
+        // look-up: an INSERT … SELECT … WHERE NOT EXISTS on the same table costs SQLite a
+        // temporary table per row.
+        let mut exists = tx
             .prepare_cached(
-                "INSERT INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json, digest)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
-                 WHERE NOT EXISTS (SELECT 1 FROM events WHERE tenant = ?2 AND agent_id = ?3 AND event_id = ?1 AND digest = ?11)",
+                "SELECT EXISTS (SELECT 1 FROM events WHERE tenant = ?1 AND agent_id = ?2 AND event_id = ?3 AND digest = ?4)",
             )
             .map_err(backend)?;
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO events (event_id, tenant, agent_id, seq, event_type, session_id, tool_name, timestamp, chain_ok, json, digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(backend)?;
+        let mut inserted = std::collections::HashSet::<(&str, String)>::new();
         for e in events {
             let digest = record_digest(&e.json);
-            new += stmt
+            let asked = read.filter(|r| {
+                r.tenant.as_str() == e.tenant
+                    && agent_id.as_str() == e.agent_id
+                    && r.asked.contains(&(e.event_id.as_str(), digest.as_str()))
+            });
+            let held = match asked {
+                Some(r) => {
+                    r.held(&e.event_id, &digest)
+                        || inserted.contains(&(e.event_id.as_str(), digest.clone()))
+                }
+                None => exists
+                    .query_row(params![e.tenant, e.agent_id, e.event_id, digest], |r| {
+                        r.get(0)
+                    })
+                    .map_err(backend)?,
+            };
+            if held {
+                continue;
+            }
+            insert
                 .execute(params![
                     e.event_id,
                     e.tenant,
@@ -297,7 +327,11 @@ fn insert_events(
                     e.json,
                     digest
                 ])
-                .map_err(backend)? as u64;
+                .map_err(backend)?;
+            new += 1;
+            if asked.is_some() {
+                inserted.insert((e.event_id.as_str(), digest));
+            }
         }
     }
     if let Some((seq, hash)) = new_state {
@@ -309,6 +343,23 @@ fn insert_events(
         .map_err(backend)?;
     }
     Ok(new)
+}
+
+/// What a write transaction read of one agent's stored records before inserting: the
+/// (eventId, digest) pairs asked for, and the agent's [`ChainView`] saying which are stored.
+struct ReadInTx<'a> {
+    tenant: &'a TenantId,
+    asked: std::collections::HashSet<(&'a str, &'a str)>,
+    view: &'a ChainView,
+}
+
+impl ReadInTx<'_> {
+    fn held(&self, event_id: &str, digest: &str) -> bool {
+        self.view
+            .seen
+            .get(event_id)
+            .is_some_and(|s| s.digests.contains(digest))
+    }
 }
 
 mod admins;
