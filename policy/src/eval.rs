@@ -1,8 +1,12 @@
 //! The evaluator: a pure function of (policy, server, session state, call, time) → decision.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::time::{Duration, Instant};
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::decision::{Action, Decision, Mode};
 use crate::document::{Constraint, Policy, SeqAction, ServerRule, UnknownServers};
@@ -15,7 +19,109 @@ pub struct ToolCall<'a> {
     /// `params.name`.
     pub tool: &'a str,
     /// `params.arguments` (`Value::Null` when absent).
-    pub arguments: &'a Value,
+    pub arguments: Arguments<'a>,
+}
+
+/// The arguments of a call, as a decoded value or as the JSON text the client sent. Only the
+/// members a constraint names are ever read: from text, without decoding the rest.
+#[derive(Debug, Clone, Copy)]
+pub enum Arguments<'a> {
+    /// Decoded.
+    Value(&'a Value),
+    /// JSON text, already checked to be valid JSON (e.g. a `serde_json` `RawValue`).
+    Json(&'a str),
+}
+
+impl<'a> From<&'a Value> for Arguments<'a> {
+    fn from(v: &'a Value) -> Self {
+        Arguments::Value(v)
+    }
+}
+
+impl Arguments<'_> {
+    /// The argument at a dotted path (`a.b`: member `b` of member `a`), as `Value::get` reads
+    /// it (a duplicate member: the last one); `None` when some step is missing or not an object.
+    fn lookup(&self, path: &str) -> Option<Cow<'_, Value>> {
+        match self {
+            Arguments::Value(v) => {
+                let mut value = Some(*v);
+                for key in path.split('.') {
+                    value = value.and_then(|v| v.get(key));
+                }
+                value.map(Cow::Borrowed)
+            }
+            Arguments::Json(text) => {
+                let mut raw: &str = text;
+                for key in path.split('.') {
+                    raw = member(raw, key)?;
+                }
+                serde_json::from_str(raw).ok().map(Cow::Owned)
+            }
+        }
+    }
+}
+
+/// The text of the last member named `key` of the JSON object `object`; `None` when there is
+/// none or `object` is not an object.
+fn member<'a>(object: &'a str, key: &str) -> Option<&'a str> {
+    let mut de = serde_json::Deserializer::from_str(object);
+    Member(key)
+        .deserialize(&mut de)
+        .ok()
+        .flatten()
+        .map(RawValue::get)
+}
+
+struct Member<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(k) = map.next_key::<Key<'de>>()? {
+            if k.0 == self.0 {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A member name, borrowed unless it holds escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// Which entry of a policy governs one server: resolved once per session.
@@ -201,7 +307,7 @@ fn scope_verdict(
         if !c.tool.is_match(tool) {
             continue;
         }
-        if let Err(why) = check_constraint(c, call.arguments, paths) {
+        if let Err(why) = check_constraint(c, &call.arguments, paths) {
             return decision(
                 Action::Deny,
                 at(format!("constraints[{i}]")),
@@ -374,39 +480,41 @@ enum Broken {
 }
 
 /// Checks one constraint; `Err` says which argument broke it and how.
-fn check_constraint(c: &Constraint, args: &Value, paths: &dyn PathResolver) -> Result<(), Broken> {
-    let mut value = Some(args);
-    for key in c.arg.split('.') {
-        value = value.and_then(|v| v.get(key));
-    }
-    let Some(value) = value.filter(|v| !v.is_null()) else {
+fn check_constraint(
+    c: &Constraint,
+    args: &Arguments<'_>,
+    paths: &dyn PathResolver,
+) -> Result<(), Broken> {
+    let Some(value) = args.lookup(&c.arg).filter(|v| !v.is_null()) else {
         return if c.allow_missing {
             Ok(())
         } else {
             Err(Broken::Missing { arg: c.arg.clone() })
         };
     };
-    let items: Vec<&Value> = match value {
-        Value::Array(items) => items.iter().collect(),
-        v => vec![v],
-    };
-    for item in items {
-        check_value(c, item, paths)?;
+    match value.as_ref() {
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|item| check_value(c, item, paths)),
+        v => check_value(c, v, paths),
     }
-    Ok(())
 }
 
 fn check_value(c: &Constraint, v: &Value, paths: &dyn PathResolver) -> Result<(), Broken> {
-    let shown = shorten(v);
+    // Shown only in a reason: rendered when a check fails, never on the way to an allow.
+    let shown = || shorten(v);
     let arg = || c.arg.clone();
     if let Some(globs) = &c.path_glob {
         let Some(s) = v.as_str() else {
-            return Err(Broken::NotAPath { arg: arg(), shown });
+            return Err(Broken::NotAPath {
+                arg: arg(),
+                shown: shown(),
+            });
         };
         let list = || -> Vec<String> { globs.iter().map(|g| g.as_str().to_owned()).collect() };
         let resolved = paths.resolve(s).map_err(|why| Broken::Unresolvable {
             arg: arg(),
-            shown: shown.clone(),
+            shown: shown(),
             allowed: list(),
             why,
         })?;
@@ -420,7 +528,7 @@ fn check_value(c: &Constraint, v: &Value, paths: &dyn PathResolver) -> Result<()
                 };
                 return Err(Broken::OutsidePaths {
                     arg: arg(),
-                    shown,
+                    shown: shown(),
                     via,
                     allowed: list(),
                 });
@@ -432,7 +540,7 @@ fn check_value(c: &Constraint, v: &Value, paths: &dyn PathResolver) -> Result<()
         if !ok {
             return Err(Broken::NoMatch {
                 arg: arg(),
-                shown,
+                shown: shown(),
                 pattern: re.as_str().to_owned(),
             });
         }
@@ -442,7 +550,7 @@ fn check_value(c: &Constraint, v: &Value, paths: &dyn PathResolver) -> Result<()
     {
         return Err(Broken::NotOneOf {
             arg: arg(),
-            shown,
+            shown: shown(),
             allowed: Value::Array(allowed.clone()),
         });
     }
@@ -481,4 +589,31 @@ fn shorten(v: &Value) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_read_from_text_as_from_the_value() {
+        let cases = [
+            (r#"{"a":1,"a":2}"#, "a"),
+            (r#"{"p\u0061th":"/x","b":[1]}"#, "path"),
+            (r#"{"a":{"b":{"c":"deep"}},"a2":0}"#, "a.b.c"),
+            (r#"{"a":[{"b":1}]}"#, "a.b"),
+            (r#"{"a":"s"}"#, "a.b"),
+            (r#"[1,2]"#, "a"),
+            (r#"null"#, "a"),
+            (r#"{"a":null}"#, "a"),
+            (r#"{}"#, "a"),
+            (r#"{"x":{"y":1},"x":{"z":2}}"#, "x.z"),
+        ];
+        for (text, path) in cases {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let from_value = Arguments::Value(&value).lookup(path).map(Cow::into_owned);
+            let from_text = Arguments::Json(text).lookup(path).map(Cow::into_owned);
+            assert_eq!(from_value, from_text, "{text} at {path}");
+        }
+    }
 }

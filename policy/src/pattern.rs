@@ -64,16 +64,26 @@ fn parse_glob(src: &str, literal_separator: bool) -> Result<Glob, PatternError> 
 struct Compiled {
     glob: Glob,
     literal: bool,
+    /// `name*` where `*` may match anything (no separator rule) and `name` holds no wildcard:
+    /// matched as a prefix, without the regex.
+    prefix: bool,
     matcher: OnceLock<GlobMatcher>,
 }
+
+const GLOB_META: [char; 7] = ['*', '?', '[', ']', '{', '}', '\\'];
 
 impl Compiled {
     fn new(src: &str, literal_separator: bool) -> Result<Self, PatternError> {
         let glob = parse_glob(src, literal_separator)?;
-        let literal = !src.contains(['*', '?', '[', ']', '{', '}', '\\']);
+        let literal = !src.contains(GLOB_META);
+        let prefix = !literal_separator
+            && src
+                .strip_suffix('*')
+                .is_some_and(|head| !head.contains(GLOB_META));
         Ok(Self {
             glob,
             literal,
+            prefix,
             matcher: OnceLock::new(),
         })
     }
@@ -81,6 +91,9 @@ impl Compiled {
     fn is_match(&self, src: &str, candidate: &str) -> bool {
         if self.literal {
             return src == candidate;
+        }
+        if self.prefix {
+            return candidate.starts_with(&src[..src.len() - 1]);
         }
         self.matcher
             .get_or_init(|| self.glob.compile_matcher())
@@ -292,6 +305,33 @@ impl Serialize for Pattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_globs_match_as_their_regex_does() {
+        for src in ["read_*", "*", "a*", "x.y*", "tool_1*"] {
+            let g = ToolGlob::new(src).unwrap();
+            assert!(g.compiled.prefix, "{src}");
+            let regex = g.compiled.glob.compile_matcher();
+            for name in [
+                "read_",
+                "read_x",
+                "read",
+                "a",
+                "",
+                "x.y/z",
+                "xay",
+                "tool_1\n2",
+                "tool_12",
+                "aé",
+            ] {
+                assert_eq!(g.is_match(name), regex.is_match(name), "{src} vs {name:?}");
+            }
+        }
+        for src in ["a*b", "a?*", "[a]*", "a\\*", "{a,b}*"] {
+            assert!(!ToolGlob::new(src).unwrap().compiled.prefix, "{src}");
+        }
+        assert!(!PathGlob::new("/srv/*").unwrap().compiled.prefix);
+    }
 
     #[test]
     fn tool_glob_matches_names() {

@@ -40,10 +40,23 @@ impl<'p> Session<'p> {
             &self.state,
             &ToolCall {
                 tool,
-                arguments: &args,
+                arguments: (&args).into(),
             },
             self.now,
         );
+        // The arguments as the proxy reads them (members found in the JSON text) decide alike.
+        let text = args.to_string();
+        let from_text = evaluate(
+            self.policy,
+            &self.server,
+            &self.state,
+            &ToolCall {
+                tool,
+                arguments: thoth_policy::Arguments::Json(&text),
+            },
+            self.now,
+        );
+        assert_eq!(d, from_text, "arguments read from JSON text: {text}");
         self.state.record(tool, &d, d.action.forwards(), self.now);
         d
     }

@@ -336,7 +336,7 @@ fn evaluation_is_pure() {
     let args = json!({"a": 1});
     let call = thoth_policy::ToolCall {
         tool: "write",
-        arguments: &args,
+        arguments: (&args).into(),
     };
     let a = thoth_policy::evaluate(&p, &s.server, &s.state, &call, s.now);
     let b = thoth_policy::evaluate(&p, &s.server, &s.state, &call, s.now);
@@ -382,7 +382,7 @@ fn path_constraints_match_the_resolved_path() {
             &thoth_policy::SessionState::new(),
             &thoth_policy::ToolCall {
                 tool: "read_file",
-                arguments: &args,
+                arguments: (&args).into(),
             },
             std::time::Instant::now(),
             &links,

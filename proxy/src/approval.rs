@@ -303,7 +303,7 @@ impl Approver for Elicitation {
 
     fn resumed(&mut self, state: &str, r: Resent<'_>) -> Option<Settled> {
         let pending = self.inputs.remove(state)?;
-        if pending.tool != r.tool || pending.digest != args_digest(&r.call.arguments) {
+        if pending.tool != r.tool || pending.digest != args_digest(&r.call.arguments_value()) {
             tracing::warn!(tool = %r.tool, "an approval was presented for a different call; deciding afresh");
             return None;
         }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -251,9 +251,8 @@ fn not_an_object(line: &[u8]) -> Invalid {
 pub struct ToolCallParams<'a> {
     /// `params.name`.
     pub name: Cow<'a, str>,
-    /// `params.arguments` (`Null` when absent).
-    pub arguments: Value,
-    /// `params.arguments` as written (`{}` when absent).
+    /// `params.arguments` as written (`{}` when absent): an object or `null`, valid JSON that
+    /// decodes (numbers in range, nesting within limits). Read with [`Self::arguments`].
     pub arguments_raw: &'a str,
     /// Whether `_meta` declares the elicitation capability (2026-07-28 lifecycle).
     pub meta_elicitation: bool,
@@ -272,9 +271,11 @@ pub fn tool_call_params(params: Option<&RawValue>) -> Result<ToolCallParams<'_>,
         return Err("tools/call with an empty tool name".into());
     }
     let raw = p.arguments.map(RawValue::get).unwrap_or("{}");
-    let arguments: Value = serde_json::from_str(raw)
+    // Checked as a decoded value would be, without building one: the policy reads only the
+    // members its constraints name.
+    serde_json::from_str::<Decodes>(raw)
         .map_err(|e| format!("tools/call arguments are not usable: {e}"))?;
-    if !arguments.is_object() && !arguments.is_null() {
+    if !raw.trim_start().starts_with('{') && raw.trim() != "null" {
         return Err("tools/call arguments must be an object".into());
     }
     let meta_elicitation = p
@@ -291,12 +292,72 @@ pub fn tool_call_params(params: Option<&RawValue>) -> Result<ToolCallParams<'_>,
     };
     Ok(ToolCallParams {
         name: p.name,
-        arguments,
         arguments_raw: raw,
         meta_elicitation,
         request_state: p.request_state,
         input_responses,
     })
+}
+
+impl ToolCallParams<'_> {
+    /// The arguments, for the policy: members are read from the text only where a constraint
+    /// looks.
+    pub fn arguments(&self) -> thoth_policy::Arguments<'_> {
+        thoth_policy::Arguments::Json(self.arguments_raw)
+    }
+
+    /// The arguments decoded (an approval shows and binds them whole).
+    pub fn arguments_value(&self) -> Value {
+        serde_json::from_str(self.arguments_raw).unwrap_or(Value::Null)
+    }
+}
+
+/// A JSON value read through as `serde_json::Value` would read it (so the same texts fail),
+/// building nothing.
+struct Decodes;
+
+impl<'de> Deserialize<'de> for Decodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DecodesVisitor)
+    }
+}
+
+struct DecodesVisitor;
+
+impl<'de> Visitor<'de> for DecodesVisitor {
+    type Value = Decodes;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Decodes, A::Error> {
+        while seq.next_element::<Decodes>()?.is_some() {}
+        Ok(Decodes)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Decodes, A::Error> {
+        while map.next_key::<Decodes>()?.is_some() {
+            map.next_value::<Decodes>()?;
+        }
+        Ok(Decodes)
+    }
 }
 
 #[cfg(test)]
@@ -410,7 +471,7 @@ mod tests {
         let p = raw(r#"{"name":"w","arguments":{"path":"/x"}}"#);
         let c = tool_call_params(Some(&p)).unwrap();
         assert_eq!(
-            (c.name.as_ref(), c.arguments["path"].as_str()),
+            (c.name.as_ref(), c.arguments_value()["path"].as_str()),
             ("w", Some("/x"))
         );
         assert!(tool_call_params(None).is_err());
@@ -418,5 +479,20 @@ mod tests {
         assert!(tool_call_params(Some(&raw(r#"{"name":""}"#))).is_err());
         assert!(tool_call_params(Some(&raw(r#"{"name":"a","name":"b"}"#))).is_err());
         assert!(tool_call_params(Some(&raw(r#"{"name":"a","arguments":[1]}"#))).is_err());
+        assert!(tool_call_params(Some(&raw(r#"{"name":"a","arguments":"{"}"#))).is_err());
+        assert!(tool_call_params(Some(&raw(r#"{"name":"a","arguments":null}"#))).is_ok());
+        // What a decoded value refuses is refused, though it is valid JSON text.
+        let far = raw(r#"{"name":"a","arguments":{"x":[1e400]}}"#);
+        assert!(
+            tool_call_params(Some(&far))
+                .unwrap_err()
+                .contains("not usable")
+        );
+        let deep = format!(
+            r#"{{"name":"a","arguments":{{"x":{}{}}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(tool_call_params(Some(&raw(&deep))).is_err());
     }
 }

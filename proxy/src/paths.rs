@@ -85,9 +85,14 @@ fn shown(r: &Path, cwd: Option<&Path>) -> String {
 /// this walk and in every walk it started for a dangling link's target (each of which may come
 /// back to the same link: `a -> x/../a` with `x` missing), so a cycle ends at [`MAX_LINKS`].
 fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, String> {
-    let mut cur = match std::fs::canonicalize(base) {
-        Ok(b) => b,
-        Err(_) => base.to_path_buf(),
+    // The root is its own canonical form: no system call for the common absolute path.
+    let mut cur = if base == Path::new("/") {
+        PathBuf::from("/")
+    } else {
+        match std::fs::canonicalize(base) {
+            Ok(b) => b,
+            Err(_) => base.to_path_buf(),
+        }
     };
     let mut tail: Vec<std::ffi::OsString> = Vec::new();
     for c in path.components() {

@@ -345,13 +345,15 @@ impl Relay {
             }
         };
         let tool = call.name.to_string();
-        let modern = respond::is_modern(params);
+        // Only a denial or an approval says which lifecycle the call came in: not read for a
+        // call that is let through.
+        let modern = || respond::is_modern(params);
         let ours = call
             .request_state
             .as_deref()
             .filter(|s| s.starts_with(&self.approval_prefix));
         if let Some(state) = ours
-            && let Some(to_server) = self.resume(id, state, &tool, &call, line, started, modern)
+            && let Some(to_server) = self.resume(id, state, &tool, &call, line, started, modern())
         {
             return to_server;
         }
@@ -388,7 +390,7 @@ impl Relay {
                     &st.session,
                     &ToolCall {
                         tool: &tool,
-                        arguments: &call.arguments,
+                        arguments: call.arguments(),
                     },
                     started,
                     &FsResolver,
@@ -440,11 +442,17 @@ impl Relay {
         }
         let action = decided.decision.action;
         let forwards = action.forwards();
-        let counted = Decision {
-            out_of_scope: decided.decision.out_of_scope && first_round.is_none(),
-            ..decided.decision.clone()
-        };
-        st.session.record(&tool, &counted, forwards, started);
+        if first_round.is_some() && decided.decision.out_of_scope {
+            // The continuing round was counted as out of scope the first time.
+            let counted = Decision {
+                out_of_scope: false,
+                ..decided.decision.clone()
+            };
+            st.session.record(&tool, &counted, forwards, started);
+        } else {
+            st.session
+                .record(&tool, &decided.decision, forwards, started);
+        }
         let snapshot = refresh_snapshot(&mut st);
         let mut requested = None;
         if forwards {
@@ -458,16 +466,17 @@ impl Relay {
                 },
             );
         } else if action == Action::StepUp {
+            let arguments = call.arguments_value();
             let req = Request {
                 call: Held {
                     request_id: id.to_owned(),
-                    modern,
+                    modern: modern(),
                     tool: tool.clone(),
                     decided: decided.clone(),
                     started,
                 },
                 line: stripped.clone().unwrap_or_else(|| line.to_vec()),
-                arguments: &call.arguments,
+                arguments: &arguments,
                 reach: Reach {
                     client_elicitation: st.client_elicitation,
                     meta_elicitation: call.meta_elicitation,
@@ -520,7 +529,7 @@ impl Relay {
             return ToServer::Nothing;
         }
         let why = (action == Action::StepUp).then_some(NoApproval::Unreachable);
-        self.deny(id, &tool, &decided, why, modern, started);
+        self.deny(id, &tool, &decided, why, modern(), started);
         ToServer::Nothing
     }
 

@@ -19,7 +19,8 @@ fuzz_target!(|data: &[u8]| {
                     if method == "tools/call" {
                         if let Ok(call) = tool_call_params(params) {
                             assert!(!call.name.is_empty());
-                            assert!(call.arguments.is_object() || call.arguments.is_null());
+                            let arguments = call.arguments_value();
+                            assert!(arguments.is_object() || arguments.is_null());
                         }
                     }
                 }

@@ -55,7 +55,7 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
             &session,
             &ToolCall {
                 tool: earlier,
-                arguments: &empty,
+                arguments: (&empty).into(),
             },
             now,
         );
@@ -72,7 +72,7 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
         &session,
         &ToolCall {
             tool: &a.tool,
-            arguments: &args,
+            arguments: (&args).into(),
         },
         now,
     );
