@@ -3,4 +3,6 @@
 //! run the workspace's real binaries (`thoth-controller`, `thothctl`, `thoth-agent`, ...) from
 //! the directory they are in.
 
+#![forbid(unsafe_code)]
+
 pub mod quickstart;

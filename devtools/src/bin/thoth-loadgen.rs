@@ -1,5 +1,7 @@
 //! `thoth-loadgen`: see `thoth-loadgen --help`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -50,8 +52,10 @@ struct Controller {
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -65,21 +69,16 @@ impl Drop for Controller {
 }
 
 fn raise_fd_limit() -> u64 {
-    // SAFETY: plain libc calls on a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    if lim.current < lim.maximum || (lim.current.is_some() && lim.maximum.is_none()) {
+        lim.current = lim.maximum;
+        if setrlimit(Resource::Nofile, lim).is_err() {
+            lim = getrlimit(Resource::Nofile);
         }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-        lim.rlim_cur
     }
+    lim.current.unwrap_or(u64::MAX)
 }
 
 /// (RSS bytes, peak RSS bytes) of a process, from /proc.
@@ -103,8 +102,7 @@ fn cpu_secs(pid: u32) -> f64 {
     let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf is always safe to call.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
     (ticks(11) + ticks(12)) / hz.max(1.0)
 }
 

@@ -1,5 +1,7 @@
 //! `thoth-quickstart`: see `thoth-quickstart --help`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;

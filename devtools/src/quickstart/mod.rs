@@ -165,21 +165,14 @@ pub fn run(opts: Options) -> Result<(), Failure> {
     }
 }
 
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
 /// Blocks until SIGINT or SIGTERM.
 fn wait_for_signal() {
-    #[cfg(unix)]
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // If a handler cannot be set, that signal keeps its default action (it ends us).
+        let _ = signal_hook::flag::register(sig, stop.clone());
     }
-    while !STOP.load(std::sync::atomic::Ordering::SeqCst) {
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }

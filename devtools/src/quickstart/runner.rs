@@ -32,10 +32,10 @@ impl Proc {
             return;
         }
         #[cfg(unix)]
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        );
         wait_or_kill(&mut self.child, Duration::from_secs(5));
     }
 
