@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Killer, bin};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use thoth_agent::daemon::pipeline;
 use thoth_endpoint::tls;
 use thoth_proto::fleet::{self as pb, local_agent_client::LocalAgentClient};
@@ -54,8 +54,18 @@ fn main() {
 
     // 1. Spool append with group commit, in process.
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) =
-        pipeline::start(&dir.path().join("spool"), 4 << 30, |_, _| Map::new()).unwrap();
+    let (spool, _) = pipeline::start(&dir.path().join("spool"), 4 << 30, |t, d| {
+        let id = thoth_proto::Identity {
+            tenant_id: "default".into(),
+            agent_id: "agt-bench".into(),
+            hostname: "host".into(),
+            user: String::new(),
+        };
+        let mut e = thoth_proto::Event::new(t, "id".into(), "ts".into(), &id).into_owned();
+        e.detail = Some(d);
+        e
+    })
+    .unwrap();
     *spool.identity.lock().unwrap() = Some(("agt-bench".into(), "default".into()));
     let t0 = Instant::now();
     rt.block_on(async {

@@ -29,7 +29,7 @@ pub trait ConfigReport: Send + Sync + 'static {
     /// An error that stops the guardian, for the agent's status.
     fn guardian_error(&self, message: String);
     /// Raises an agent event (CONFIG_WRAPPED, CONFIG_DRIFT, CONFIG_INVALID).
-    fn raise(&self, event_type: &str, detail: String);
+    fn raise(&self, event_type: thoth_proto::EventType, detail: String);
     /// The version of the policy in force, if any (a change means a full pass).
     fn policy_version(&self) -> Option<u64>;
 }
@@ -271,7 +271,7 @@ impl<R: ConfigReport> Guardian<R> {
                 if loaders != known.loader_reported {
                     if !loaders.is_empty() {
                         self.sh.raise(
-                            "CONFIG_DRIFT",
+                            thoth_proto::EventType::ConfigDrift,
                             format!(
                                 "{}: env sets dynamic loader variables for {}; thoth run refuses \
                                  to govern with them and denies every tool call of these servers",
@@ -340,7 +340,7 @@ impl<R: ConfigReport> Guardian<R> {
                                 drift.push_str(&altered.join("; "));
                             }
                             self.sh.raise(
-                                "CONFIG_DRIFT",
+                                thoth_proto::EventType::ConfigDrift,
                                 format!(
                                     "{}: {drift}; re-wrapped ({})",
                                     path.display(),
@@ -351,7 +351,7 @@ impl<R: ConfigReport> Guardian<R> {
                         }
                         _ => {
                             self.sh.raise(
-                                "CONFIG_WRAPPED",
+                                thoth_proto::EventType::ConfigWrapped,
                                 format!("{}: {} ({cause})", path.display(), what.join("; ")),
                             );
                             what.join("; ")
@@ -383,7 +383,7 @@ impl<R: ConfigReport> Guardian<R> {
                 if known.invalid_reported.as_deref() != Some(text.as_str()) {
                     known.invalid_reported = Some(text);
                     self.sh.raise(
-                        "CONFIG_INVALID",
+                        thoth_proto::EventType::ConfigInvalid,
                         format!("{e}; the file was left untouched and its servers are not governed until it is fixed"),
                     );
                 }
@@ -402,7 +402,7 @@ impl<R: ConfigReport> Guardian<R> {
                 if known.invalid_reported.as_deref() != Some(why.as_str()) {
                     known.invalid_reported = Some(why);
                     self.sh.raise(
-                        "CONFIG_INVALID",
+                        thoth_proto::EventType::ConfigInvalid,
                         format!(
                             "{e}; the file was left untouched and its servers are not governed"
                         ),

@@ -199,7 +199,7 @@ fn with_hash(body: Vec<u8>, hash: &Hash) -> Option<Vec<u8>> {
 /// The canonical bytes of an event (without `hash` while it is empty). Events without `detail`
 /// serialize canonically as they are (their fields are declared in order); `detail` is free-form
 /// JSON and takes the general path.
-fn canonical_event(event: &Event<'_>) -> Vec<u8> {
+pub fn canonical_event(event: &Event<'_>) -> Vec<u8> {
     if event.detail.is_none() {
         let mut out = Vec::with_capacity(1024);
         serde_json::to_writer(&mut out, event).expect("an event is always valid JSON");

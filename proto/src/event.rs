@@ -192,7 +192,6 @@ impl Mode {
 
 /// The decision part of an event (fields in the byte order of their names, as in [`Event`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EventDecision<'a> {
     /// What happened to the call.
     pub action: Action,
@@ -348,6 +347,7 @@ pub struct Dropped {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_evidence_lost: Option<u64>,
     /// Why.
+    #[serde(default)]
     pub reason: String,
 }
 

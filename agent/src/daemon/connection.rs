@@ -93,7 +93,10 @@ impl Shared {
             .save_identity(&info, &resp.certificate_pem, &resp.ca_certificate_pem)
             .map_err(|e| e.to_string())?;
         tracing::info!(agent_id = info.agent_id, "enrolled");
-        self.raise("AGENT_ENROLLED", format!("enrolled as {}", info.agent_id));
+        self.raise(
+            thoth_proto::EventType::AgentEnrolled,
+            format!("enrolled as {}", info.agent_id),
+        );
         Ok(info)
     }
 

@@ -143,9 +143,14 @@ pub async fn gate(
             "heldBack": held_back,
         });
         if let Some(sp) = sh.spool.get() {
-            sp.append(sh.agent_event("PROXY_TAMPERED", detail));
+            sp.append(sh.agent_event(thoth_proto::EventType::ProxyTampered, detail));
         }
-        sh.update_status(|s| s.note("PROXY_TAMPERED", format!("{user}: {reason} ({what})")));
+        sh.update_status(|s| {
+            s.note(
+                thoth_proto::EventType::ProxyTampered.as_str(),
+                format!("{user}: {reason} ({what})"),
+            )
+        });
     }
     match call {
         Call::Events => Ok(()),

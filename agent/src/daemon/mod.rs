@@ -21,7 +21,7 @@ use thoth_endpoint::config::AgentConfig;
 use thoth_endpoint::state::Trust;
 
 pub use shared::{Current, Shared};
-use shared::{agent_event_map, unix_to_rfc3339};
+use shared::{agent_event, unix_to_rfc3339};
 
 async fn stale_loop(sh: Arc<Shared>) {
     let mut rx = sh.current.subscribe();
@@ -76,7 +76,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let (spool, recovery) = pipeline::start(
         &sh.state.root().join("spool"),
         sh.config.spool_max_bytes,
-        move |t, d| agent_event_map(&tenant, sid.as_deref(), t, d),
+        move |t, d| agent_event(&tenant, sid.as_deref(), t, d),
     )?;
     let _ = sh.spool.set(spool);
     if let Some((info, _, _)) = sh.state.identity() {
@@ -84,7 +84,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     for note in &recovery.corrupt {
         sh.raise(
-            "SPOOL_CORRUPT",
+            thoth_proto::EventType::SpoolCorrupt,
             format!("{note}; the record was not uploaded"),
         );
     }
@@ -97,7 +97,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     sh.load_lkg();
     let server = local::serve(Arc::clone(&sh)).await?;
     sh.raise(
-        "AGENT_STARTED",
+        thoth_proto::EventType::AgentStarted,
         format!(
             "thoth-agent {} started (pid {}), serving proxies on {}",
             env!("CARGO_PKG_VERSION"),

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use prost::bytes::Bytes;
 use serde_json::Value;
 use thoth_proto::bundle::{BundleError, verify_bundle};
+use thoth_proto::{Event, EventType};
 use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
 
@@ -191,23 +192,23 @@ impl Shared {
     }
 
     /// Raises an agent event: logged, held for upload, and kept in the status.
-    pub fn raise(&self, event_type: &str, detail: String) {
+    pub fn raise(&self, event_type: EventType, detail: String) {
         let detail = bound_text(&detail);
         match event_type {
-            "POLICY_REJECTED" => tracing::warn!(event = event_type, "{detail}"),
-            _ => tracing::info!(event = event_type, "{detail}"),
+            EventType::PolicyRejected => tracing::warn!(event = %event_type, "{detail}"),
+            _ => tracing::info!(event = %event_type, "{detail}"),
         }
         let record = self.agent_event(event_type, Value::String(detail.clone()));
         if let Some(sp) = self.spool.get() {
             sp.append(record);
         }
-        self.update_status(|s| s.note(event_type, detail));
+        self.update_status(|s| s.note(event_type.as_str(), detail));
     }
 
-    /// An event the agent itself raises, as a JSON object ready for the chain.
-    pub fn agent_event(&self, event_type: &str, detail: Value) -> serde_json::Map<String, Value> {
+    /// An event the agent itself raises, ready for the chain.
+    pub fn agent_event(&self, event_type: EventType, detail: Value) -> Event<'static> {
         let agent_id = lock(&self.status).agent_id.clone();
-        agent_event_map(&self.config.tenant, agent_id.as_deref(), event_type, detail)
+        agent_event(&self.config.tenant, agent_id.as_deref(), event_type, detail)
     }
 
     /// Takes events from a proxy: each is checked and made the agent's on its own
@@ -267,10 +268,10 @@ impl Shared {
                 s.events.last_refusal = Some(format!("{user}: {reason}"));
             }
             if let Some(detail) = sp.note_refused(user, u64::from(refused), &reason) {
-                sp.append(self.agent_event("EVENTS_REFUSED", detail));
+                sp.append(self.agent_event(EventType::EventsRefused, detail));
                 self.update_status(|s| {
                     s.note(
-                        "EVENTS_REFUSED",
+                        EventType::EventsRefused.as_str(),
                         format!("{refused} events from a proxy refused: {reason}"),
                     )
                 });
@@ -344,7 +345,7 @@ impl Shared {
             Ok(Some(lkg)) => {
                 if let Err(e) = parse_policy(&lkg.bundle.payload) {
                     self.raise(
-                        "POLICY_REJECTED",
+                        EventType::PolicyRejected,
                         format!("last-known-good policy does not validate: {e}"),
                     );
                     return;
@@ -360,7 +361,7 @@ impl Shared {
             Ok(None) => tracing::info!("no last-known-good policy yet"),
             Err(e) => {
                 let e = e.to_string();
-                self.raise("POLICY_REJECTED", e.clone());
+                self.raise(EventType::PolicyRejected, e.clone());
                 self.update_status(|s| s.last_error = Some(e));
             }
         }
@@ -384,7 +385,7 @@ impl Shared {
                         "bundle version {} refused: its policy does not validate: {e}",
                         v.payload.version
                     );
-                    self.raise("POLICY_REJECTED", msg.clone());
+                    self.raise(EventType::PolicyRejected, msg.clone());
                     self.update_status(|s| s.last_error = Some(msg));
                     return;
                 }
@@ -399,7 +400,7 @@ impl Shared {
                 if let Err(e) = self.state.save_lkg(bytes, v.payload.version) {
                     // Not persisted: do not apply either, so disk and memory never disagree.
                     let msg = format!("cannot persist policy version {}: {e}", v.payload.version);
-                    self.raise("POLICY_REJECTED", msg.clone());
+                    self.raise(EventType::PolicyRejected, msg.clone());
                     self.update_status(|s| s.last_error = Some(msg));
                     return;
                 }
@@ -407,7 +408,7 @@ impl Shared {
                 self.publish(bytes.to_vec(), &v.payload, &v.key_id, false);
                 if new_version {
                     self.raise(
-                        "POLICY_APPLIED",
+                        EventType::PolicyApplied,
                         format!(
                             "policy version {} applied (signed by {})",
                             v.payload.version, v.key_id
@@ -425,7 +426,7 @@ impl Shared {
                     // Keep enforcing last-known-good; stale if that one has expired too.
                     self.check_stale();
                 }
-                self.raise("POLICY_REJECTED", msg.clone());
+                self.raise(EventType::PolicyRejected, msg.clone());
                 self.update_status(|s| s.last_error = Some(msg));
                 self.report_now.notify_one();
             }
@@ -451,7 +452,7 @@ impl Shared {
                 }
             });
             self.raise(
-                "POLICY_STALE",
+                EventType::PolicyStale,
                 format!(
                     "policy version {} expired at {}; it stays in force until a newer one arrives",
                     c.version,
@@ -476,7 +477,7 @@ impl crate::watch::ConfigReport for Shared {
         self.update_status(|s| s.last_error = Some(message));
     }
 
-    fn raise(&self, event_type: &str, detail: String) {
+    fn raise(&self, event_type: EventType, detail: String) {
         Shared::raise(self, event_type, detail);
     }
 
@@ -530,26 +531,29 @@ pub fn bound_detail(detail: Value) -> Value {
     Value::String(bound_text(&whole))
 }
 
-/// An agent-raised event as a JSON object; its detail bounded ([`bound_detail`]).
-pub fn agent_event_map(
+/// An agent-raised event (no `user`: it is about the machine); its detail bounded
+/// ([`bound_detail`]).
+pub fn agent_event(
     tenant: &str,
     agent_id: Option<&str>,
-    event_type: &str,
+    event_type: EventType,
     detail: Value,
-) -> serde_json::Map<String, Value> {
-    let Value::Object(m) = serde_json::json!({
-        "eventId": uuid::Uuid::now_v7().to_string(),
-        "eventType": event_type,
-        "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-        "tenantId": tenant,
-        "agentId": agent_id.unwrap_or("unenrolled"),
-        "hostname": gethostname::gethostname().to_string_lossy(),
-        "sourceType": "agent",
-        "detail": bound_detail(detail),
-    }) else {
-        unreachable!("an object literal")
+) -> Event<'static> {
+    let identity = thoth_proto::Identity {
+        tenant_id: tenant.to_owned(),
+        agent_id: agent_id.unwrap_or("unenrolled").to_owned(),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        user: String::new(),
     };
-    m
+    let mut e = Event::new(
+        event_type,
+        uuid::Uuid::now_v7().to_string(),
+        humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+        &identity,
+    );
+    e.source_type = Some("agent".into());
+    e.detail = Some(bound_detail(detail));
+    e.into_owned()
 }
 
 pub(super) fn now_unix() -> i64 {
@@ -584,8 +588,13 @@ mod tests {
             "A".repeat(3_900_000)
         );
         let sha = hex::encode(sha2::Sha256::digest(huge.as_bytes()));
-        let ev = agent_event_map("t", Some("a"), "CONFIG_DRIFT", Value::String(huge.clone()));
-        let text = Value::Object(ev).to_string();
+        let ev = agent_event(
+            "t",
+            Some("a"),
+            EventType::ConfigDrift,
+            Value::String(huge.clone()),
+        );
+        let text = serde_json::to_string(&ev).unwrap();
         assert!(
             text.len() < 80 << 10,
             "an agent event of {} bytes",
@@ -598,15 +607,20 @@ mod tests {
         );
         // Many small parts are bounded too.
         let parts: Vec<String> = (0..100_000).map(|i| format!("--arg{i}")).collect();
-        let ev = agent_event_map(
+        let ev = agent_event(
             "t",
             None,
-            "CONFIG_DRIFT",
+            EventType::ConfigDrift,
             serde_json::json!({"added": parts}),
         );
-        assert!(Value::Object(ev).to_string().len() < 80 << 10);
+        assert!(serde_json::to_string(&ev).unwrap().len() < 80 << 10);
         // A small detail is kept as it is.
-        let ev = agent_event_map("t", None, "AGENT_STARTED", serde_json::json!({"v": "1"}));
-        assert_eq!(ev["detail"], serde_json::json!({"v": "1"}));
+        let ev = agent_event(
+            "t",
+            None,
+            EventType::AgentStarted,
+            serde_json::json!({"v": "1"}),
+        );
+        assert_eq!(ev.detail, Some(serde_json::json!({"v": "1"})));
     }
 }

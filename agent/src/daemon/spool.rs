@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use thoth_proto::Chain;
+use thoth_proto::{Chain, Event};
 
 /// Largest record accepted (an event with a 16 KiB content cap is far smaller).
 pub const MAX_RECORD: usize = 4 << 20;
@@ -211,13 +211,12 @@ impl Spool {
                 // Nothing unacknowledged on disk: continue after what the controller has.
                 let saved = std::fs::read_to_string(&head_file).ok();
                 match saved.as_deref().and_then(|s| s.trim().split_once(' ')) {
-                    Some((seq, hash)) => match (
-                        seq.parse::<u64>(),
-                        thoth_proto::chain::parse_hash(hash),
-                    ) {
-                        (Ok(seq), Some(hash)) => Chain::resume(seq, hash),
-                        _ => Chain::new(),
-                    },
+                    Some((seq, hash)) => {
+                        match (seq.parse::<u64>(), thoth_proto::chain::parse_hash(hash)) {
+                            (Ok(seq), Some(hash)) => Chain::resume(seq, hash),
+                            _ => Chain::new(),
+                        }
+                    }
                     _ => Chain::new(),
                 }
             }
@@ -292,9 +291,10 @@ impl Spool {
         Ok(())
     }
 
-    /// Chains and appends one event (a JSON object); not yet durable until [`Spool::sync`]. An
-    /// error means the event was not taken (nothing of it is on the chain).
-    pub fn append(&mut self, mut event: serde_json::Map<String, Value>) -> std::io::Result<u64> {
+    /// Chains one event (sets its `seq`, `prevHash` and `hash`, serializing it once) and appends
+    /// its line as an opaque record; not yet durable until [`Spool::sync`]. An error means the
+    /// event was not taken (nothing of it is on the chain).
+    pub fn append(&mut self, event: &mut Event<'_>) -> std::io::Result<u64> {
         if self.buffer.len() >= MAX_BUFFER {
             // The file has not taken what is held: take nothing more until it does.
             self.flush()?;
@@ -308,7 +308,7 @@ impl Spool {
             self.sync()?;
             self.open_current(self.chain.seq() + 1)?;
         }
-        let line = self.chain.seal_value(&mut event);
+        let line = self.chain.seal(event);
         let seq = self.chain.seq();
         let start = self.buffer.len();
         self.buffer

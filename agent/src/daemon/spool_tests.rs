@@ -1,11 +1,19 @@
 use super::*;
 
-fn ev(i: u64) -> serde_json::Map<String, Value> {
-    let Value::Object(m) = serde_json::json!({"eventId": format!("e{i}"), "eventType": "TOOL_CALL_PRE", "hostname": "h", "timestamp": "t"})
-    else {
-        unreachable!()
+fn ev(i: u64) -> Event<'static> {
+    let id = thoth_proto::Identity {
+        tenant_id: String::new(),
+        agent_id: String::new(),
+        hostname: "h".into(),
+        user: String::new(),
     };
-    m
+    Event::new(
+        thoth_proto::EventType::ToolCallPre,
+        format!("e{i}"),
+        "t".into(),
+        &id,
+    )
+    .into_owned()
 }
 
 #[test]
@@ -13,7 +21,7 @@ fn appends_survive_reopen_and_the_chain_continues() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, _) = Spool::open(dir.path(), 1 << 20).unwrap();
     for i in 0..100 {
-        s.append(ev(i)).unwrap();
+        s.append(&mut ev(i)).unwrap();
     }
     s.sync().unwrap();
     let head = s.head();
@@ -37,7 +45,7 @@ fn a_torn_tail_is_cut_and_a_flipped_byte_is_detected_and_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, _) = Spool::open(dir.path(), 1 << 20).unwrap();
     for i in 0..10 {
-        s.append(ev(i)).unwrap();
+        s.append(&mut ev(i)).unwrap();
     }
     s.sync().unwrap();
     drop(s);
@@ -69,7 +77,7 @@ fn the_bound_drops_the_oldest_and_counts_them_and_acks_delete_segments() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, _) = Spool::open(dir.path(), 64 << 10).unwrap();
     for i in 0..2000 {
-        s.append(ev(i)).unwrap();
+        s.append(&mut ev(i)).unwrap();
     }
     s.sync().unwrap();
     assert!(s.bytes() <= (64 << 10) + (64 << 10));
@@ -100,7 +108,7 @@ fn a_full_disk_never_rewrites_or_corrupts_a_segment() {
     disk.space.store(3_000, Ordering::SeqCst);
     s.space = Some(disk.clone());
     for i in 0..50 {
-        s.append(ev(i)).unwrap();
+        s.append(&mut ev(i)).unwrap();
     }
     // The disk takes 3,000 bytes, then refuses: not durable, and retries fail too.
     assert!(s.sync().is_err());
@@ -108,7 +116,7 @@ fn a_full_disk_never_rewrites_or_corrupts_a_segment() {
     assert_eq!(s.synced(), 0);
     // More events while it is full are held (bounded), not lost.
     for i in 50..60 {
-        s.append(ev(i)).unwrap();
+        s.append(&mut ev(i)).unwrap();
     }
     assert!(s.sync().is_err());
     disk.space.store(u64::MAX / 2, Ordering::SeqCst);
@@ -132,8 +140,8 @@ fn reads_are_capped_by_bytes_as_well_as_count() {
     let (mut s, _) = Spool::open(dir.path(), 1 << 30).unwrap();
     for i in 0..100 {
         let mut e = ev(i);
-        e.insert("pad".into(), Value::from("x".repeat(10_000)));
-        s.append(e).unwrap();
+        e.detail = Some(Value::from("x".repeat(10_000)));
+        s.append(&mut e).unwrap();
     }
     s.sync().unwrap();
     for cached in [true, false] {
@@ -158,7 +166,7 @@ fn reading_past_the_memory_cache_goes_on_from_disk_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, _) = Spool::open(dir.path(), 1 << 30).unwrap();
     for i in 0..2000 {
-        s.append(ev(i)).unwrap();
+        s.append(&mut ev(i)).unwrap();
     }
     s.sync().unwrap();
     // Empty the memory cache so every read comes from the segment files.
@@ -191,7 +199,7 @@ fn quarantined_copies_rotate_and_the_file_named_exists() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, _) = Spool::open(dir.path(), 1 << 20).unwrap();
     for i in 0..100 {
-        s.append(ev(i)).unwrap();
+        s.append(&mut ev(i)).unwrap();
     }
     s.sync().unwrap();
     let mut rotated = 0;
@@ -220,7 +228,7 @@ fn spool_files_are_private() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (mut spool, _) = Spool::open(&root.join("spool2"), 1 << 20).unwrap();
-    spool.append(serde_json::Map::new()).unwrap();
+    spool.append(&mut ev(0)).unwrap();
     spool.sync().unwrap();
     for e in std::fs::read_dir(root.join("spool2")).unwrap() {
         let p = e.unwrap().path();

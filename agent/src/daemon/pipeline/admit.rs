@@ -1,12 +1,13 @@
-//! Admission of a proxy's events: each is checked on its own (only the types a proxy may send,
-//! their fields and types, size and JSON shape), the fields the agent owns are forced (identity
-//! from the agent and the caller's OS user), the proxy's id is kept as `proxyEventId`, and clock
-//! skew is flagged. Pure: no IO.
+//! Admission of a proxy's events: each is checked on its own (size and JSON shape, then parsed
+//! once into the typed [`Event`]: only the types a proxy may send, their fields and types), the
+//! fields the agent owns are forced (identity from the agent and the caller's OS user), the
+//! proxy's id is kept as `proxyEventId`, and clock skew is flagged. Pure: no IO.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use thoth_proto::{Event, EventType};
 
 /// The field of a proxy record naming whose spool quota it counts against, when that is not its
 /// `user` (a subordinate uid's record counts against the login user owning the uid). The
@@ -19,19 +20,13 @@ pub const MAX_PROXY_EVENT_BYTES: usize = 256 << 10;
 /// (`clockSkewSecs`), not refused: pending events of an earlier proxy are legitimately old.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// The only event types a proxy may send; every other type is the agent's or the controller's.
-pub const PROXY_EVENT_TYPES: [&str; 5] = [
-    "TOOL_CALL_PRE",
-    "TOOL_CALL_POST",
-    "APPROVAL_REQUESTED",
-    "APPROVAL_DECIDED",
-    "EVENTS_DROPPED",
-];
+pub const PROXY_EVENT_TYPES: [EventType; 5] = EventType::FROM_PROXY;
 
 /// A proxy's event as the agent will chain it, with its de-duplication key and digest.
 #[derive(Debug, Clone)]
 pub struct Admitted {
     /// The normalised event (no `eventId` yet: the agent assigns it).
-    pub event: Map<String, Value>,
+    pub event: Event<'static>,
     /// The caller and the proxy's own event id.
     pub(super) key: String,
     /// What makes two records identical.
@@ -42,68 +37,45 @@ pub struct Admitted {
     pub(super) size: u64,
 }
 
-/// Fields the agent owns: whatever a proxy puts there is replaced or removed.
-const AGENT_FIELDS: [&str; 12] = [
-    "agentId",
-    QUOTA_OWNER,
-    "tenantId",
-    "hostname",
-    "user",
-    "sourceType",
-    "seq",
-    "prevHash",
-    "hash",
-    "proxyEventId",
-    "clockSkewSecs",
-    "eventIdReused",
-];
-/// Fields left out of a record's identity digest: assigned when it is appended, or relative to
-/// the time it arrived (a re-send of the same record must compare equal).
-const NOT_DIGESTED: [&str; 9] = [
-    "eventId",
-    QUOTA_OWNER,
-    "agentId",
-    "tenantId",
-    "seq",
-    "prevHash",
-    "hash",
-    "clockSkewSecs",
-    "eventIdReused",
-];
-
 pub(super) fn dedup_key(user: &str, proxy_id: &str) -> String {
     format!("{user}\u{0}{proxy_id}")
 }
 
-pub(super) fn digest(event: &Map<String, Value>) -> [u8; 32] {
-    let mut m = event.clone();
-    for k in NOT_DIGESTED {
-        m.remove(k);
-    }
-    Sha256::digest(thoth_proto::canonical::to_canonical(&Value::Object(m))).into()
+/// What makes two records identical: the canonical bytes of the event without the fields
+/// assigned when it is appended or relative to the time it arrived (`eventId`, `agentId`,
+/// `tenantId`, the chain fields, `clockSkewSecs`, `eventIdReused`, `quotaOwner`), so a re-send
+/// of the same record compares equal. The event is left as it was.
+pub(super) fn digest(e: &mut Event<'_>) -> [u8; 32] {
+    let event_id = std::mem::take(&mut e.event_id);
+    let agent_id = std::mem::take(&mut e.agent_id);
+    let tenant_id = std::mem::take(&mut e.tenant_id);
+    let chain = (e.seq.take(), e.prev_hash.take(), e.hash.take());
+    let skew = e.clock_skew_secs.take();
+    let reused = e.event_id_reused.take();
+    let owner = e.quota_owner.take();
+    let d = Sha256::digest(thoth_proto::chain::canonical_event(e)).into();
+    e.event_id = event_id;
+    e.agent_id = agent_id;
+    e.tenant_id = tenant_id;
+    (e.seq, e.prev_hash, e.hash) = chain;
+    e.clock_skew_secs = skew;
+    e.event_id_reused = reused;
+    e.quota_owner = owner;
+    d
 }
 
-fn text_field<'a>(m: &'a Map<String, Value>, key: &str, max: usize) -> Result<&'a str, String> {
-    match m.get(key) {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= max => Ok(s),
-        Some(Value::String(s)) if s.is_empty() => Err(format!("{key} is empty")),
-        Some(Value::String(_)) => Err(format!("{key} is longer than {max} bytes")),
-        Some(_) => Err(format!("{key} is not a string")),
-        None => Err(format!("{key} is missing")),
+fn text_field(value: &str, key: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        Err(format!("{key} is empty"))
+    } else if value.len() > max {
+        Err(format!("{key} is longer than {max} bytes"))
+    } else {
+        Ok(())
     }
 }
 
-fn optional(
-    m: &Map<String, Value>,
-    key: &str,
-    ok: impl Fn(&Value) -> bool,
-    what: &str,
-) -> Result<(), String> {
-    match m.get(key) {
-        None => Ok(()),
-        Some(v) if ok(v) => Ok(()),
-        Some(_) => Err(format!("{key} is not {what}")),
-    }
+fn required(value: Option<&str>, key: &str, max: usize) -> Result<(), String> {
+    text_field(value.ok_or_else(|| format!("{key} is missing"))?, key, max)
 }
 
 /// Deepest nesting of a proxy event's JSON.
@@ -233,8 +205,9 @@ impl<'de> serde::de::Visitor<'de> for Shape<'_> {
     }
 }
 
-/// Checks one event from a proxy and makes it the agent's: only the types a proxy may send, the
-/// fields each must have with the right types, at most [`MAX_PROXY_EVENT_BYTES`]; identity fields
+/// Checks one event from a proxy and makes it the agent's: at most [`MAX_PROXY_EVENT_BYTES`] and
+/// of a bounded JSON shape, then parsed once into the typed event (the fields' types checked
+/// there); only the types a proxy may send, with the fields each must have; identity fields
 /// (`user`, `hostname`, `sourceType`, chain fields) come from the agent and the caller's OS user,
 /// never from the proxy; the proxy's `eventId` is kept as `proxyEventId` (the agent assigns the
 /// exported one); a timestamp far from the agent's clock is flagged with `clockSkewSecs`.
@@ -246,93 +219,59 @@ pub fn admit(raw: &[u8], user: &str, hostname: &str, now: SystemTime) -> Result<
         ));
     }
     json_shape(raw)?;
-    let mut m = match serde_json::from_slice::<Value>(raw) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err("an event is not a JSON object".into()),
+    let mut e: Event<'static> = match serde_json::from_slice(raw) {
+        Ok(e) => e,
+        Err(e) if e.is_data() => return Err(format!("not an event: {e}")),
         Err(e) => return Err(format!("an event is not JSON: {e}")),
     };
-    let kind = match m.get("eventType") {
-        Some(Value::String(t)) => t.clone(),
-        Some(_) => return Err("eventType is not a string".into()),
-        None => return Err("eventType is missing".into()),
-    };
-    if !PROXY_EVENT_TYPES.contains(&kind.as_str()) {
+    let kind = e.event_type;
+    if !kind.from_proxy() {
         return Err(format!(
-            "a proxy may not send {} events (only {})",
-            kind.chars().take(64).collect::<String>(),
-            PROXY_EVENT_TYPES.join(", ")
+            "a proxy may not send {kind} events (only {})",
+            PROXY_EVENT_TYPES.map(EventType::as_str).join(", ")
         ));
     }
-    let proxy_id = text_field(&m, "eventId", 64)?.to_owned();
-    let ts = text_field(&m, "timestamp", 64)?;
-    let at = humantime::parse_rfc3339(ts)
-        .map_err(|e| format!("timestamp {ts:?} is not RFC 3339 UTC: {e}"))?;
+    text_field(&e.event_id, "eventId", 64)?;
+    text_field(&e.timestamp, "timestamp", 64)?;
+    let at = humantime::parse_rfc3339(&e.timestamp)
+        .map_err(|err| format!("timestamp {:?} is not RFC 3339 UTC: {err}", e.timestamp))?;
     let skew_secs = match at.duration_since(now) {
         Ok(ahead) => (ahead > MAX_CLOCK_SKEW).then_some(ahead.as_secs() as i64),
         Err(e) => (e.duration() > MAX_CLOCK_SKEW).then(|| -(e.duration().as_secs() as i64)),
     };
-    let is_str = |v: &Value| v.is_string();
-    let is_bool = |v: &Value| v.is_boolean();
-    if kind == "EVENTS_DROPPED" {
-        let dropped = m
-            .get("detail")
-            .and_then(|d| d.get("dropped"))
-            .and_then(Value::as_u64);
-        if dropped.is_none() {
+    if kind == EventType::EventsDropped {
+        if e.detail
+            .as_ref()
+            .and_then(thoth_proto::Dropped::from_detail)
+            .is_none()
+        {
             return Err("an EVENTS_DROPPED event without detail.dropped".into());
         }
     } else {
-        text_field(&m, "sessionId", 256)?;
-        text_field(&m, "serverName", 1024)?;
-        text_field(&m, "toolName", 1024)?;
-        if let Some(d) = m.get("decision") {
-            let Some(d) = d.as_object() else {
-                return Err("decision is not an object".into());
-            };
-            text_field(d, "action", 64)?;
-            for k in ["mode", "rule", "reason"] {
-                optional(d, k, is_str, "a string")?;
-            }
-        }
-        optional(&m, "latencyUs", Value::is_u64, "a non-negative integer")?;
-        optional(
-            &m,
-            "sessionToolCalls",
-            |v| v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
-            "an array of strings",
-        )?;
+        required(e.session_id.as_deref(), "sessionId", 256)?;
+        required(e.server_name.as_deref(), "serverName", 1024)?;
+        required(e.tool_name.as_deref(), "toolName", 1024)?;
     }
-    for k in [
-        "content",
-        "contentSha256",
-        "policyVersion",
-        "requestId",
-        "clientName",
-    ] {
-        optional(&m, k, is_str, "a string")?;
-    }
-    for k in ["contentTruncated", "isError"] {
-        optional(&m, k, is_bool, "true or false")?;
-    }
-    for k in AGENT_FIELDS {
-        m.remove(k);
-    }
-    m.remove("eventId");
-    m.insert("proxyEventId".into(), Value::from(proxy_id.clone()));
-    m.insert("user".into(), Value::from(user.to_owned()));
-    m.insert("hostname".into(), Value::from(hostname.to_owned()));
-    let source = if kind == "EVENTS_DROPPED" {
+    // The agent's fields: whatever the proxy put there is replaced or removed.
+    let proxy_id = std::mem::take(&mut e.event_id);
+    e.agent_id = Cow::Borrowed("");
+    e.tenant_id = Cow::Borrowed("");
+    (e.seq, e.prev_hash, e.hash) = (None, None, None);
+    e.clock_skew_secs = None;
+    e.event_id_reused = None;
+    e.quota_owner = None;
+    e.proxy_event_id = Some(Cow::Owned(proxy_id.clone().into_owned()));
+    e.user = Cow::Owned(user.to_owned());
+    e.hostname = Cow::Owned(hostname.to_owned());
+    e.source_type = Some(Cow::Borrowed(if kind == EventType::EventsDropped {
         "proxy"
     } else {
         "agent_tool_call"
-    };
-    m.insert("sourceType".into(), Value::from(source));
-    if let Some(s) = skew_secs {
-        m.insert("clockSkewSecs".into(), Value::from(s));
-    }
-    let digest = digest(&m);
+    }));
+    let digest = digest(&mut e);
+    e.clock_skew_secs = skew_secs;
     Ok(Admitted {
-        event: m,
+        event: e,
         key: dedup_key(user, &proxy_id),
         digest,
         owner: user.to_owned(),

@@ -6,12 +6,13 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use thoth_proto::{Dropped, Event, EventType};
 use tokio::sync::{oneshot, watch};
 
 use crate::daemon::spool::Spool;
 
-use super::admit::{Admitted, QUOTA_OWNER, dedup_key, digest};
+use super::admit::{Admitted, dedup_key, digest};
 
 /// Commands waiting for the spool thread (past this, emits are refused and counted). A proxy's
 /// batch is one command, so this holds far more events; the channel's slots are allocated up
@@ -49,7 +50,8 @@ pub type Records = Vec<(u64, Vec<u8>)>;
 type BatchReply = Result<(u32, u32, u64), String>;
 
 pub(super) enum Cmd {
-    Append(Map<String, Value>),
+    /// Appends one of the agent's own events (boxed: the channel's slots stay small).
+    Append(Box<Event<'static>>),
     /// Appends a batch of admitted proxy events.
     Batch(Vec<Admitted>, oneshot::Sender<BatchReply>),
     Ack(u64),
@@ -206,27 +208,18 @@ enum Displace {
     Owner(Arc<str>),
 }
 
-/// In the spool's EVENTS_DROPPED: how many of the records lost were the agent's evidence (its
-/// records other than AGENT_STARTED / AGENT_ENROLLED and earlier EVENTS_DROPPED about the same
-/// single owner).
-const EVIDENCE_LOST: &str = "agentEvidenceLost";
-
-/// Who may displace the agent record `m` (decided from its content alone, so a restart
-/// rebuilds the same answer).
-fn displace(m: &Map<String, Value>) -> Displace {
-    match m.get("eventType").and_then(Value::as_str) {
-        Some("AGENT_STARTED" | "AGENT_ENROLLED") => Displace::Anyone,
-        Some("EVENTS_DROPPED") => {
-            let detail = m.get("detail");
-            let evidence = detail
-                .and_then(|d| d.get(EVIDENCE_LOST))
-                .and_then(Value::as_u64);
-            let by = detail
-                .and_then(|d| d.get("byUser"))
-                .and_then(Value::as_object);
+/// Who may displace the agent record `e` (decided from its content alone, so a restart
+/// rebuilds the same answer). In the spool's EVENTS_DROPPED, `agentEvidenceLost` says how many
+/// of the records lost were the agent's evidence (its records other than AGENT_STARTED /
+/// AGENT_ENROLLED and earlier EVENTS_DROPPED about the same single owner).
+fn displace(e: &Event<'_>) -> Displace {
+    match e.event_type {
+        EventType::AgentStarted | EventType::AgentEnrolled => Displace::Anyone,
+        EventType::EventsDropped => {
+            let d = e.detail.as_ref().and_then(Dropped::from_detail);
             // Only when it reports one owner's losses and none of the agent's evidence.
-            match (by, evidence) {
-                (Some(by), Some(0)) if by.len() == 1 => {
+            match d.and_then(|d| Some((d.by_user?, d.agent_evidence_lost?))) {
+                Some((by, 0)) if by.len() == 1 => {
                     Displace::Owner(Arc::from(by.keys().next().expect("one").as_str()))
                 }
                 _ => Displace::Nobody,
@@ -371,9 +364,9 @@ impl Owed {
 pub struct SpoolUnavailable(pub String);
 
 impl SpoolHandle {
-    /// Queues an event; false (and counted) when the spool is behind.
-    pub fn append(&self, event: Map<String, Value>) -> bool {
-        match self.tx.try_send(Cmd::Append(event)) {
+    /// Queues one of the agent's own events; false (and counted) when the spool is behind.
+    pub fn append(&self, event: Event<'static>) -> bool {
+        match self.tx.try_send(Cmd::Append(Box::new(event))) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 lock(&self.stats).refused += 1;
@@ -518,7 +511,7 @@ impl Seen {
 pub fn start(
     dir: &std::path::Path,
     max_bytes: u64,
-    agent_event: impl Fn(&str, Value) -> Map<String, Value> + Send + 'static,
+    agent_event: impl Fn(EventType, Value) -> Event<'static> + Send + 'static,
 ) -> std::io::Result<(SpoolHandle, crate::daemon::spool::Recovery)> {
     let (spool, recovery) = Spool::open(dir, max_bytes)?;
     let corrupt = recovery.corrupt.len() as u64;
@@ -540,7 +533,7 @@ struct Failing {
 pub(crate) fn spawn(
     mut spool: Spool,
     corrupt: u64,
-    agent_event: impl Fn(&str, Value) -> Map<String, Value> + Send + 'static,
+    agent_event: impl Fn(EventType, Value) -> Event<'static> + Send + 'static,
 ) -> std::io::Result<SpoolHandle> {
     // Proxy records already on the chain (from the unacknowledged spool, then as appended), so
     // a proxy re-sending after a lost answer does not put an event on the chain twice.
@@ -555,19 +548,21 @@ pub(crate) fn spawn(
     // their own oldest records.
     let quota = spool.max_bytes() / 4;
     for (seq, r) in spool.read_after(spool.acked(), usize::MAX)? {
-        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&r) else {
+        let Ok(mut e) = serde_json::from_slice::<Event<'_>>(&r) else {
+            // Not a record this agent writes: nobody's to displace.
+            owed.add_agent(seq, Displace::Nobody);
             continue;
         };
-        let (Some(user), Some(pid)) = (
-            m.get("user").and_then(Value::as_str),
-            m.get("proxyEventId").and_then(Value::as_str),
-        ) else {
-            owed.add_agent(seq, displace(&m));
-            continue;
+        let pid = match &e.proxy_event_id {
+            Some(pid) if !e.user.is_empty() => pid.to_string(),
+            _ => {
+                owed.add_agent(seq, displace(&e));
+                continue;
+            }
         };
-        seen.remember(&dedup_key(user, pid), digest(&m));
+        seen.remember(&dedup_key(&e.user, &pid), digest(&mut e));
         // A sub-uid's record names the sub-uid; its quota is its owner's.
-        let owner = m.get(QUOTA_OWNER).and_then(Value::as_str).unwrap_or(user);
+        let owner = e.quota_owner.as_deref().unwrap_or(&e.user);
         owed.add(seq, owner, r.len() as u64);
     }
     let identity: Arc<Mutex<Option<(String, String)>>> = Arc::new(Mutex::new(None));
@@ -628,10 +623,10 @@ pub(crate) fn spawn(
                     }
                     (c, _) => c,
                 };
-                let stamp = |m: &mut Map<String, Value>| {
+                let stamp = |e: &mut Event<'static>| {
                     if let Some((agent, tenant)) = &who {
-                        m.insert("agentId".into(), Value::from(agent.clone()));
-                        m.insert("tenantId".into(), Value::from(tenant.clone()));
+                        e.agent_id = agent.clone().into();
+                        e.tenant_id = tenant.clone().into();
                     }
                 };
                 match cmd {
@@ -678,19 +673,16 @@ pub(crate) fn spawn(
                                 let mut e = a.event;
                                 if conflict {
                                     // Never silently dropped: kept, and flagged.
-                                    e.insert("eventIdReused".into(), Value::Bool(true));
+                                    e.event_id_reused = Some(true);
                                     reused += 1;
                                 }
-                                e.insert(
-                                    "eventId".into(),
-                                    Value::from(uuid::Uuid::now_v7().to_string()),
-                                );
+                                e.event_id = uuid::Uuid::now_v7().to_string().into();
                                 stamp(&mut e);
-                                if e.get("user").and_then(Value::as_str) != Some(a.owner.as_str()) {
+                                if e.user != a.owner.as_str() {
                                     // So a restart counts it against the same owner.
-                                    e.insert(QUOTA_OWNER.into(), Value::from(a.owner.clone()));
+                                    e.quota_owner = Some(a.owner.clone().into());
                                 }
-                                match spool.append(e) {
+                                match spool.append(&mut e) {
                                     Ok(seq) => {
                                         seen.remember(&a.key, a.digest);
                                         owed.add(seq, &a.owner, a.size);
@@ -712,7 +704,7 @@ pub(crate) fn spawn(
                     Some(Cmd::Append(mut e)) => {
                         stamp(&mut e);
                         let who = displace(&e);
-                        match failing.is_none().then(|| spool.append(e)) {
+                        match failing.is_none().then(|| spool.append(&mut e)) {
                             Some(Ok(seq)) => owed.add_agent(seq, who),
                             _ => lock(&st).refused += 1,
                         }
@@ -737,9 +729,9 @@ pub(crate) fn spawn(
                             Ok(None) => serde_json::json!({"seq": seq, "reason": reason, "file": null}),
                             Err(e) => serde_json::json!({"seq": seq, "reason": reason, "file": null, "error": e.to_string()}),
                         };
-                        let mut ev = agent_event("EVENT_QUARANTINED", detail);
+                        let mut ev = agent_event(EventType::EventQuarantined, detail);
                         stamp(&mut ev);
-                        match failing.is_none().then(|| spool.append(ev)) {
+                        match failing.is_none().then(|| spool.append(&mut ev)) {
                             Some(Ok(seq)) => owed.add_agent(seq, Displace::Nobody),
                             _ => lock(&st).refused += 1,
                         }
@@ -777,13 +769,19 @@ pub(crate) fn spawn(
                         })
                         .count();
                     tracing::warn!(lost, ?by_user, evidence, "the event spool was full: the oldest events were dropped");
+                    let dropped = Dropped {
+                        dropped: lost,
+                        by_user: Some(by_user),
+                        agent_evidence_lost: Some(evidence as u64),
+                        reason: "the agent's event spool reached its size limit; the oldest events were deleted".into(),
+                    };
                     let mut ev = agent_event(
-                        "EVENTS_DROPPED",
-                        serde_json::json!({"dropped": lost, "byUser": by_user, EVIDENCE_LOST: evidence, "reason": "the agent's event spool reached its size limit; the oldest events were deleted"}),
+                        EventType::EventsDropped,
+                        serde_json::to_value(&dropped).expect("a Dropped is always JSON"),
                     );
                     stamp(&mut ev);
                     let who = displace(&ev);
-                    if let Ok(seq) = spool.append(ev) {
+                    if let Ok(seq) = spool.append(&mut ev) {
                         owed.add_agent(seq, who);
                     }
                 }

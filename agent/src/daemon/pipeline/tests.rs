@@ -1,4 +1,4 @@
-use super::super::{MAX_PROXY_EVENT_BYTES, admit, upload};
+use super::super::{MAX_PROXY_EVENT_BYTES, QUOTA_OWNER, admit, upload};
 use super::*;
 use crate::daemon::spool::TestDisk;
 use std::sync::atomic::Ordering;
@@ -27,8 +27,8 @@ fn bytes(v: &Value) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-fn agent_event(t: &str, d: Value) -> Map<String, Value> {
-    crate::daemon::agent_event_map("default", Some("agent-1"), t, d)
+fn agent_event(t: EventType, d: Value) -> Event<'static> {
+    crate::daemon::agent_event("default", Some("agent-1"), t, d)
 }
 
 fn handle(dir: &std::path::Path, disk: Option<Arc<TestDisk>>) -> SpoolHandle {
@@ -187,7 +187,7 @@ async fn a_stalled_upload_is_an_error_in_the_status_and_the_heartbeat() {
     let sh = shared(dir.path());
     sh.update_status(|s| s.connected = true);
     let sp = sh.spool.get().unwrap();
-    assert!(sp.append(agent_event("TEST", Value::from(1))));
+    assert!(sp.append(agent_event(EventType::ConfigWrapped, Value::from(1))));
     wait_until("the event durable", 10, || *sp.durable.borrow() >= 1).await;
     assert!(sh.status().last_error.is_none(), "nothing failed yet");
     {
@@ -407,16 +407,17 @@ async fn a_record_the_controller_refuses_is_quarantined_and_the_rest_delivered()
         .await
         .unwrap();
     let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    // A padded event (its detail set after the agent's bound, which would cut it).
     let ev = |i: usize, pad: usize| {
-        let mut m = agent_event("TEST", Value::from(i));
-        m.insert("pad".into(), Value::from("x".repeat(pad)));
-        m
+        let mut e = agent_event(EventType::ConfigWrapped, Value::Null);
+        e.detail = Some(serde_json::json!({"i": i, "pad": "x".repeat(pad)}));
+        e
     };
     for i in 0..5 {
         assert!(sp.append(ev(i, 10)));
     }
     let mut poison = ev(5, 10);
-    poison.insert("marker".into(), Value::from("POISON"));
+    poison.detail = Some(serde_json::json!({"i": 5, "marker": "POISON"}));
     assert!(sp.append(poison));
     // 40 events of 200 KB: one count-capped batch would be 8 MB.
     for i in 6..46 {
@@ -436,7 +437,10 @@ async fn a_record_the_controller_refuses_is_quarantined_and_the_rest_delivered()
             saw_stall.get_or_insert(s);
         }
         let got = lock(&fake.got).clone();
-        let tests = got.iter().filter(|e| e["eventType"] == "TEST").count();
+        let tests = got
+            .iter()
+            .filter(|e| e["eventType"] == "CONFIG_WRAPPED")
+            .count();
         if tests == 45 && got.iter().any(|e| e["eventType"] == "EVENT_QUARANTINED") {
             let q = got
                 .iter()
@@ -641,7 +645,7 @@ async fn a_run_starting_the_oldest_segment_cannot_delete_the_rest_of_it() {
             assert_eq!(send_as(&sp, "alice", "alice", "a", 1).await, 1);
         }
         assert!(sp.append(agent_event(
-            "PROXY_TAMPERED",
+            EventType::ProxyTampered,
             serde_json::json!({"user": "mallory"})
         )));
         let taken = send_as(&sp, "mallory", "mallory", "m1", 400).await;
@@ -711,7 +715,7 @@ fn a_proxy_cannot_set_the_quota_owner() {
     let mut v = pre("e1", &now_text(), "{}");
     v[QUOTA_OWNER] = Value::from("bob");
     let a = admit(&bytes(&v), "mallory", "h", SystemTime::now()).unwrap();
-    assert!(a.event.get(QUOTA_OWNER).is_none());
+    assert!(a.event.quota_owner.is_none());
     assert_eq!(a.owner, "mallory");
 }
 
@@ -722,7 +726,7 @@ fn a_proxy_cannot_set_the_quota_owner() {
 async fn a_lone_user_displaces_their_own_oldest_past_the_agents_start_and_their_own_losses() {
     let dir = tempfile::tempdir().unwrap();
     let sp = quota_spool(dir.path());
-    assert!(sp.append(agent_event("AGENT_STARTED", serde_json::json!({}))));
+    assert!(sp.append(agent_event(EventType::AgentStarted, serde_json::json!({}))));
     // 400 events of 8 KiB: over three times the 1 MiB spool, all taken.
     assert_eq!(send_as(&sp, "alice", "alice", "a", 400).await, 400);
     let recs = records(&sp).await;
@@ -733,7 +737,7 @@ async fn a_lone_user_displaces_their_own_oldest_past_the_agents_start_and_their_
     );
     // A PROXY_TAMPERED about her, now in the oldest segments' way, stops her.
     assert!(sp.append(agent_event(
-        "PROXY_TAMPERED",
+        EventType::ProxyTampered,
         serde_json::json!({"user": "alice"})
     )));
     assert!(send_as(&sp, "alice", "alice", "b", 400).await < 400);

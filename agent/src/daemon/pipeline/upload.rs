@@ -2,7 +2,6 @@
 //! count and bytes, and keeps a record the controller refuses again and again from holding back
 //! the rest (isolated, then quarantined).
 
-use serde_json::Value;
 use thoth_proto::fleet::{self as pb, event_upload_client::EventUploadClient};
 
 use super::spooler::*;
@@ -100,10 +99,7 @@ async fn upload_inner(
             events.retain(|(s, _)| !skip.contains(s));
             if let Some((last_seq, last)) = events.last() {
                 empty_reads = 0;
-                let hash = serde_json::from_slice::<Value>(last)
-                    .ok()
-                    .and_then(|v| v.get("hash").and_then(Value::as_str).map(str::to_owned))
-                    .unwrap_or_default();
+                let hash = record_hash(last);
                 let signature = key
                     .sign(&head_message(agent_id, *last_seq, &hash))
                     .map_err(|e| (format!("signing the chain head: {e}"), false))?;
@@ -204,4 +200,17 @@ fn refused(spool: &SpoolHandle, acked: u64, sent: u64, isolating: bool, why: &st
         );
         u.isolate_until = u.isolate_until.max(sent);
     }
+}
+
+/// The `hash` of a stored record (hex, as the signed head carries it; empty when unreadable),
+/// read without building the rest of the record.
+fn record_hash(record: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Hashed {
+        #[serde(default)]
+        hash: String,
+    }
+    serde_json::from_slice::<Hashed>(record)
+        .map(|h| h.hash)
+        .unwrap_or_default()
 }
