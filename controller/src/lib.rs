@@ -3,6 +3,8 @@
 //! (crate thothctl, on thoth-client) and the dev tools `thoth-quickstart` and `thoth-loadgen`
 //! (crate thoth-devtools) are apart from it.
 
+#![forbid(unsafe_code)]
+
 pub mod admins;
 pub mod config;
 pub mod controller;

@@ -1,5 +1,7 @@
 //! `thoth-controller`: see `thoth-controller --help`.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -106,15 +108,13 @@ fn print_trust(dir: &Path, fingerprint: &str, root: &str) {
 
 fn raise_fd_limit() {
     #[cfg(unix)]
-    // SAFETY: plain libc calls on a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut lim = getrlimit(Resource::Nofile);
+        // `None` is unlimited.
+        if lim.current.is_some() && (lim.maximum.is_none() || lim.current < lim.maximum) {
+            lim.current = lim.maximum;
+            let _ = setrlimit(Resource::Nofile, lim);
         }
     }
 }
