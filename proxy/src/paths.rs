@@ -94,7 +94,7 @@ fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, String> 
             Err(_) => base.to_path_buf(),
         }
     };
-    let mut tail: Vec<std::ffi::OsString> = Vec::new();
+    let mut tail: Vec<&std::ffi::OsStr> = Vec::new();
     for c in path.components() {
         match c {
             Component::RootDir => {
@@ -109,7 +109,7 @@ fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, String> 
             }
             Component::Normal(name) => {
                 if !tail.is_empty() {
-                    tail.push(name.to_owned());
+                    tail.push(name);
                     continue;
                 }
                 let next = cur.join(name);
@@ -129,10 +129,8 @@ fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, String> 
                         })?;
                     }
                     Ok(_) => cur = next,
-                    Err(e) if e.kind() == ErrorKind::NotFound => tail.push(name.to_owned()),
-                    Err(e) if e.raw_os_error() == Some(libc_enotdir()) => {
-                        tail.push(name.to_owned())
-                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => tail.push(name),
+                    Err(e) if e.raw_os_error() == Some(libc_enotdir()) => tail.push(name),
                     Err(e) => return Err(format!("{}: {e}", next.display())),
                 }
             }
