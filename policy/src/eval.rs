@@ -242,7 +242,8 @@ pub fn evaluate_with(
         .enforcement
         .unwrap_or(policy.defaults.enforcement)
         .into();
-    let at = |part: String| format!("servers[{index}].{part}");
+    // One allocation per rule name: the part is formatted straight into it.
+    let at = |part: fmt::Arguments<'_>| format!("servers[{index}].{part}");
     let tool = call.tool;
 
     let mut verdict = scope_verdict(rule, call, paths, &at);
@@ -285,7 +286,7 @@ fn scope_verdict(
     rule: &ServerRule,
     call: &ToolCall<'_>,
     paths: &dyn PathResolver,
-    at: &dyn Fn(String) -> String,
+    at: &dyn Fn(fmt::Arguments<'_>) -> String,
 ) -> Decision {
     let tool = call.tool;
     let decision = |action, rule: String, reason: String, out_of_scope| Decision {
@@ -298,7 +299,7 @@ fn scope_verdict(
     if let Some((i, g)) = rule.deny.iter().enumerate().find(|(_, g)| g.is_match(tool)) {
         return decision(
             Action::Deny,
-            at(format!("deny[{i}]")),
+            at(format_args!("deny[{i}]")),
             format!("tool \"{tool}\" is on the deny list (pattern \"{g}\")"),
             false,
         );
@@ -310,7 +311,7 @@ fn scope_verdict(
         if let Err(why) = check_constraint(c, &call.arguments, paths) {
             return decision(
                 Action::Deny,
-                at(format!("constraints[{i}]")),
+                at(format_args!("constraints[{i}]")),
                 why.to_string(),
                 true,
             );
@@ -324,7 +325,7 @@ fn scope_verdict(
     {
         return decision(
             Action::StepUp,
-            at(format!("step_up[{i}]")),
+            at(format_args!("step_up[{i}]")),
             format!("tool \"{tool}\" always requires human approval (pattern \"{g}\")"),
             false,
         );
@@ -332,14 +333,14 @@ fn scope_verdict(
     if let Some(i) = rule.approved_scope.iter().position(|g| g.is_match(tool)) {
         return decision(
             Action::Allow,
-            at(format!("approved_scope[{i}]")),
+            at(format_args!("approved_scope[{i}]")),
             format!("tool \"{tool}\" is in the approved scope"),
             false,
         );
     }
     decision(
         Action::Deny,
-        at("approved_scope".into()),
+        at(format_args!("approved_scope")),
         format!("tool \"{tool}\" is not in the approved scope"),
         true,
     )
@@ -403,7 +404,7 @@ fn sequence_verdict(
     session: &SessionState,
     tool: &str,
     now: Instant,
-    at: &dyn Fn(String) -> String,
+    at: &dyn Fn(fmt::Arguments<'_>) -> String,
 ) -> Option<Decision> {
     let mut best: Option<Decision> = None;
     for (i, seq) in rule.sequences.iter().enumerate() {
@@ -431,7 +432,7 @@ fn sequence_verdict(
         best = Some(Decision {
             action,
             mode: Mode::Block,
-            rule: at(format!("sequences[{i}]")),
+            rule: at(format_args!("sequences[{i}]")),
             reason: format!(
                 "tool \"{tool}\" called after a tool matching \"{}\" in this session: {why}",
                 seq.after
