@@ -166,7 +166,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     drop(tx);
 
     // When to send which signal if the server has not exited by then.
-    let mut deadline: Option<(Instant, i32)> = None;
+    let mut deadline: Option<(Instant, Signal)> = None;
     let status = loop {
         let msg = match deadline {
             Some((at, _)) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
@@ -191,7 +191,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
                     .take()
                     .expect("timeouts only happen with a deadline");
                 tracing::warn!(
-                    signal = sig,
+                    signal = sig.as_raw(),
                     "the MCP server did not exit in time; signalling it"
                 );
                 kill(pid, sig);
@@ -313,26 +313,47 @@ fn client_output() -> std::io::Result<Box<dyn Write + Send>> {
 }
 
 #[cfg(unix)]
-const SIGTERM: i32 = libc::SIGTERM;
+use rustix::process::Signal;
 #[cfg(unix)]
-const SIGKILL: i32 = libc::SIGKILL;
+const SIGTERM: Signal = Signal::TERM;
+#[cfg(unix)]
+const SIGKILL: Signal = Signal::KILL;
+
+/// The two signals the supervisor sends (not sent on this platform).
 #[cfg(not(unix))]
-const SIGTERM: i32 = 15;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Term,
+    Kill,
+}
 #[cfg(not(unix))]
-const SIGKILL: i32 = 9;
+impl Signal {
+    /// Its POSIX number, for logs.
+    fn as_raw(self) -> i32 {
+        match self {
+            Signal::Term => 15,
+            Signal::Kill => 9,
+        }
+    }
+}
+#[cfg(not(unix))]
+const SIGTERM: Signal = Signal::Term;
+#[cfg(not(unix))]
+const SIGKILL: Signal = Signal::Kill;
 
 #[cfg(unix)]
-fn kill(pid: u32, sig: i32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) has no memory-safety preconditions; a stale pid is at worst ESRCH.
-        unsafe {
-            libc::kill(pid, sig);
-        }
+fn kill(pid: u32, sig: Signal) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        // A stale pid is at worst ESRCH.
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
 #[cfg(not(unix))]
-fn kill(_pid: u32, _sig: i32) {
+fn kill(_pid: u32, _sig: Signal) {
     tracing::warn!("stopping the MCP server by signal is not supported on this platform");
 }
 
@@ -377,8 +398,7 @@ fn current_user() -> String {
     }
     #[cfg(unix)]
     {
-        // SAFETY: getuid(2) cannot fail and touches no memory.
-        let uid = unsafe { libc::getuid() };
+        let uid = rustix::process::getuid().as_raw();
         return format!("uid:{uid}");
     }
     #[allow(unreachable_code)]
