@@ -8,7 +8,7 @@
 //! trust.json                      tenant + root public key (0644): what proxies verify with
 //! install.json                    the installer's manifest (0644)
 //! identity/                       0700
-//! identity/agent.key              the agent's private key (0600, made here, never sent)
+//! identity/agent.key              the agent's private key (0600, made by the agent, never sent)
 //! identity/agent.crt, ca.crt      its certificate and the pinned controller CA
 //! identity/agent.json             agent id, tenant, certificate expiry
 //! policy/                         0711
@@ -111,9 +111,6 @@ pub enum StateError {
         /// Why.
         source: thoth_proto::bundle::BundleError,
     },
-    /// The private key cannot be made or read, or the CSR made.
-    #[error("{0}")]
-    Key(rcgen::Error),
 }
 
 fn io(path: &Path, e: std::io::Error) -> StateError {
@@ -231,7 +228,8 @@ impl StateDir {
         self.root.join("policy").join("last-known-good.json")
     }
 
-    fn applied_path(&self) -> PathBuf {
+    /// The rollback floor's path (the agent writes it, see [`StateDir::applied_floor`]).
+    pub fn applied_path(&self) -> PathBuf {
         self.root.join("policy").join("applied-version")
     }
 
@@ -241,17 +239,6 @@ impl StateDir {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
-    }
-
-    /// Persists a verified bundle as last-known-good, then raises the floor.
-    pub fn save_lkg(&self, bytes: &[u8], version: u64) -> Result<(), StateError> {
-        let p = self.lkg_path();
-        write_atomic(&p, bytes, 0o644).map_err(|e| io(&p, e))?;
-        if version > self.applied_floor() {
-            let a = self.applied_path();
-            write_atomic(&a, format!("{version}\n").as_bytes(), 0o644).map_err(|e| io(&a, e))?;
-        }
-        Ok(())
     }
 
     /// Loads and verifies the last-known-good bundle against `trust` (rollback floor included).
@@ -280,34 +267,9 @@ impl StateDir {
         }))
     }
 
-    /// Identity paths.
+    /// The agent's private key (the agent makes it on first use).
     pub fn key_path(&self) -> PathBuf {
         self.root.join("identity").join("agent.key")
-    }
-
-    /// The agent's private key, made (0600) on first use.
-    pub fn key_or_new(&self) -> Result<String, StateError> {
-        let p = self.key_path();
-        match std::fs::read_to_string(&p) {
-            Ok(k) => Ok(k),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                    .map_err(StateError::Key)?;
-                let pem = key.serialize_pem();
-                write_atomic(&p, pem.as_bytes(), 0o600).map_err(|e| io(&p, e))?;
-                Ok(pem)
-            }
-            Err(e) => Err(io(&p, e)),
-        }
-    }
-
-    /// A CSR (DER) for the stored key.
-    pub fn csr(&self) -> Result<Vec<u8>, StateError> {
-        let key = rcgen::KeyPair::from_pem(&self.key_or_new()?).map_err(StateError::Key)?;
-        let csr = rcgen::CertificateParams::default()
-            .serialize_request(&key)
-            .map_err(StateError::Key)?;
-        Ok(csr.der().to_vec())
     }
 
     /// The stored identity: info, certificate PEM, CA PEM.
@@ -380,6 +342,8 @@ pub fn root_owned(_path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[cfg(unix)]
     #[test]
     fn start_closes_what_an_older_version_left_readable_and_keeps_what_proxies_read() {
@@ -458,98 +422,5 @@ mod tests {
         ] {
             assert_eq!(mode(f), 0o600, "{f}");
         }
-    }
-
-    use std::time::Duration;
-
-    use base64::Engine;
-    use ed25519_dalek::SigningKey;
-    use thoth_proto::bundle::{BundlePayload, certify, sign_bundle};
-
-    use super::*;
-
-    fn bundle(version: u64, valid_for: Duration) -> Vec<u8> {
-        let root = SigningKey::from_bytes(&[1; 32]);
-        let key = SigningKey::from_bytes(&[2; 32]);
-        let now = SystemTime::now();
-        let cert = certify(
-            &root,
-            "k",
-            &key.verifying_key(),
-            now - Duration::from_secs(60),
-            Duration::from_secs(86_400),
-        );
-        let p = BundlePayload {
-            tenant: "acme".into(),
-            version,
-            issued_at: humantime::format_rfc3339_seconds(now).to_string(),
-            expires_at: humantime::format_rfc3339_seconds(now + valid_for).to_string(),
-            policy: "servers: []\n".into(),
-        };
-        serde_json::to_vec(&sign_bundle(&p, &key, &cert)).unwrap()
-    }
-
-    fn trust() -> Trust {
-        Trust {
-            tenant: "acme".into(),
-            root_public_key: base64::engine::general_purpose::STANDARD
-                .encode(SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes()),
-        }
-    }
-
-    #[test]
-    fn last_known_good_round_trips_and_refuses_rollback_and_tampering() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = StateDir::new(dir.path());
-        s.create().unwrap();
-        assert!(s.load_lkg(&trust(), SystemTime::now()).unwrap().is_none());
-        let v3 = bundle(3, Duration::from_secs(3600));
-        s.save_lkg(&v3, 3).unwrap();
-        assert_eq!(s.applied_floor(), 3);
-        let lkg = s.load_lkg(&trust(), SystemTime::now()).unwrap().unwrap();
-        assert_eq!(
-            (lkg.bundle.payload.version, lkg.expired.is_none()),
-            (3, true)
-        );
-        // Expired: still loaded, flagged.
-        let later = SystemTime::now() + Duration::from_secs(7200);
-        assert!(
-            s.load_lkg(&trust(), later)
-                .unwrap()
-                .unwrap()
-                .expired
-                .is_some()
-        );
-        // An older bundle written in its place is a rollback.
-        std::fs::write(s.lkg_path(), bundle(2, Duration::from_secs(3600))).unwrap();
-        let err = s
-            .load_lkg(&trust(), SystemTime::now())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("rollback"), "{err}");
-        // A tampered one is refused.
-        let mut bad = v3.clone();
-        let i = bad.len() / 2;
-        bad[i] ^= 0x01;
-        std::fs::write(s.lkg_path(), bad).unwrap();
-        assert!(s.load_lkg(&trust(), SystemTime::now()).is_err());
-        // Keys are private; the trust file and bundle are readable by proxies.
-        let key = s.key_or_new().unwrap();
-        assert_eq!(s.key_or_new().unwrap(), key, "made once");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(s.key_path())
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o077, 0);
-            let mode = std::fs::metadata(s.lkg_path())
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o004, 0o004);
-        }
-        assert!(!s.csr().unwrap().is_empty());
     }
 }

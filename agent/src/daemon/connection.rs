@@ -61,7 +61,7 @@ impl Shared {
             .ok_or(
                 "not enrolled, and no enrollment token is configured (set enrollment_token_file)",
             )?;
-        let csr = self.state.csr().map_err(|e| e.to_string())?;
+        let csr = super::identity::csr(&self.state).map_err(|e| e.to_string())?;
         let ch = tls::controller_channel(
             &self.config.controller_url,
             self.fingerprint,
@@ -106,7 +106,7 @@ impl Shared {
         if now_unix() < info.issued_at + life * 2 / 3 {
             return Ok(());
         }
-        let csr = self.state.csr().map_err(|e| e.to_string())?;
+        let csr = super::identity::csr(&self.state).map_err(|e| e.to_string())?;
         let resp = EnrollmentClient::new(ch)
             .renew(pb::RenewRequest { csr_der: csr })
             .await

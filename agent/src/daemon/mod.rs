@@ -7,7 +7,9 @@
 mod budget;
 mod connection;
 mod gate;
+mod identity;
 pub mod inventory;
+mod lkg;
 pub mod local;
 pub mod peer;
 pub mod pipeline;

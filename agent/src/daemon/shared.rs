@@ -397,7 +397,7 @@ impl Shared {
                 if same {
                     return;
                 }
-                if let Err(e) = self.state.save_lkg(bytes, v.payload.version) {
+                if let Err(e) = super::lkg::save_lkg(&self.state, bytes, v.payload.version) {
                     // Not persisted: do not apply either, so disk and memory never disagree.
                     let msg = format!("cannot persist policy version {}: {e}", v.payload.version);
                     self.raise(EventType::PolicyRejected, msg.clone());
