@@ -77,12 +77,13 @@ pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)>
     opts.read(true);
     #[cfg(unix)]
     {
+        use rustix::fs::OFlags;
         use std::os::unix::fs::OpenOptionsExt;
-        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        opts.custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32);
     }
     let file = opts.open(path).map_err(|e| {
         #[cfg(unix)]
-        if e.raw_os_error() == Some(libc::ELOOP) {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
             return refuse(
                 std::io::ErrorKind::InvalidInput,
                 "it is a symbolic link (not followed)".into(),
@@ -109,8 +110,7 @@ pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)>
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             let dir = parent_dir(path);
             let dir_uid = std::fs::metadata(dir)?.uid();
             if meta.uid() != dir_uid {
@@ -297,9 +297,10 @@ fn replace(
 ) -> std::io::Result<()> {
     use std::ffi::CString;
     use std::io::Read;
-    use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+
+    use rustix::fs::{AtFlags, Mode, OFlags, openat, renameat, unlinkat};
     let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
     let dir = parent_dir(path);
     let name = CString::new(
@@ -310,16 +311,14 @@ fn replace(
     .map_err(|_| invalid("a NUL in the file name"))?;
     let dirf = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .custom_flags((OFlags::DIRECTORY | OFlags::NOFOLLOW).bits() as i32)
         .open(dir)?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 && dirf.metadata()?.uid() != meta.uid() {
+    if rustix::process::geteuid().is_root() && dirf.metadata()?.uid() != meta.uid() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             "its directory does not belong to the file's owner",
         ));
     }
-    let dfd = dirf.as_raw_fd();
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -330,23 +329,14 @@ fn replace(
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ))
     .expect("no NUL");
-    // SAFETY: valid NUL-terminated names relative to an open directory descriptor.
-    let tfd = unsafe {
-        libc::openat(
-            dfd,
-            tmp_name.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
-        )
-    };
-    if tfd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: tfd was just opened and is owned by nothing else.
-    let mut tmp = unsafe { std::fs::File::from_raw_fd(tfd) };
+    let mut tmp = std::fs::File::from(openat(
+        &dirf,
+        tmp_name.as_c_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?);
     let unlink_tmp = || {
-        // SAFETY: as above.
-        unsafe { libc::unlinkat(dfd, tmp_name.as_ptr(), 0) };
+        let _ = unlinkat(&dirf, tmp_name.as_c_str(), AtFlags::empty());
     };
     let result = (|| -> std::io::Result<()> {
         tmp.write_all(bytes)?;
@@ -357,19 +347,12 @@ fn replace(
         }
         tmp.sync_all()?;
         if let Some(expect) = expect {
-            // SAFETY: as above.
-            let cfd = unsafe {
-                libc::openat(
-                    dfd,
-                    name.as_ptr(),
-                    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-                )
-            };
-            if cfd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: cfd was just opened and is owned by nothing else.
-            let current = unsafe { std::fs::File::from_raw_fd(cfd) };
+            let current = std::fs::File::from(openat(
+                &dirf,
+                name.as_c_str(),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?);
             let mut now = Vec::new();
             current.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut now)?;
             if now != expect {
@@ -379,10 +362,7 @@ fn replace(
                 ));
             }
         }
-        // SAFETY: as above.
-        if unsafe { libc::renameat(dfd, tmp_name.as_ptr(), dfd, name.as_ptr()) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        renameat(&dirf, tmp_name.as_c_str(), &dirf, name.as_c_str())?;
         Ok(())
     })();
     if result.is_err() {
@@ -482,9 +462,12 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&other).unwrap(), CONFIG);
         // A FIFO: refused at once (a blocking open would hang the agent or the installer).
         let fifo = dir.path().join("fifo.json");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
         let e = read_config(&fifo).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
         // A sparse file far past the limit: refused without reading it.
@@ -541,8 +524,7 @@ mod tests {
 
     #[test]
     fn as_root_a_file_not_owned_by_its_directorys_owner_is_not_touched() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             eprintln!("not root: the ownership rule applies to root only");
             return;
         }
