@@ -3,6 +3,8 @@
 //! verifying the events a controller stored ([`evidence`]). No storage, no server: `thothctl`
 //! and the dev tools are built on this crate, not on `thoth-controller`.
 
+#![forbid(unsafe_code)]
+
 pub mod evidence;
 
 use std::path::{Path, PathBuf};

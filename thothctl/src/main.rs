@@ -1,5 +1,7 @@
 //! `thothctl`: see `thothctl --help`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
