@@ -23,6 +23,10 @@ use thoth_proto::chain::{GENESIS, LinkError};
 use thoth_proto::fleet::{self as pb, event_upload_server};
 use tonic::{Request, Response, Status, Streaming};
 
+mod line;
+
+use line::Members;
+
 use crate::controller::Controller;
 use crate::ids::{AgentId, TenantId};
 use crate::metrics::Metrics;
@@ -120,16 +124,23 @@ fn read_line(line: &[u8]) -> Line {
             ),
         );
     }
-    // The one parse of the line: everything below reads this object.
-    let mut v = match serde_json::from_slice(line) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return refused(None, None, None, "not a JSON object".into()),
-        Err(e) => return refused(None, None, None, format!("not JSON ({e})")),
+    // The one parse of the line: everything below reads its members (or, for a line the
+    // one-pass reader leaves, the JSON value).
+    let (v, body) = match Members::read(line).and_then(|m| {
+        let body = m.canonical_without("hash")?;
+        Some((Object::Members(m), body))
+    }) {
+        Some((m, body)) => (m, Some(body)),
+        None => match serde_json::from_slice(line) {
+            Ok(Value::Object(m)) => (Object::Value(m), None),
+            Ok(_) => return refused(None, None, None, "not a JSON object".into()),
+            Err(e) => return refused(None, None, None, format!("not JSON ({e})")),
+        },
     };
-    let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let text = |key: &str| v.text(key);
     let hash = text("hash");
     let prev = text("prevHash");
-    let Some(seq) = v.get("seq").and_then(Value::as_u64) else {
+    let Some(seq) = v.number("seq") else {
         return refused(None, hash, prev, "no seq".into());
     };
     // What the store holds at seq 0, and what has no hash or says it is the controller's, is
@@ -146,7 +157,7 @@ fn read_line(line: &[u8]) -> Line {
     let Some(hash) = hash else {
         return refused(Some(seq), None, prev, "no hash".into());
     };
-    if v.get("sourceType").and_then(Value::as_str) == Some("controller") {
+    if text("sourceType").as_deref() == Some("controller") {
         return refused(
             Some(seq),
             Some(hash),
@@ -169,9 +180,8 @@ fn read_line(line: &[u8]) -> Line {
         text("toolName").unwrap_or_default(),
         text("timestamp").unwrap_or_default(),
     );
-    // The object is not needed past the seal check, which takes `hash` out of it.
-    v.remove("hash");
-    let sealed = sealed(seq, prev.as_deref(), &hash, Value::Object(v)).map_err(|e| e.to_string());
+    let body = body.unwrap_or_else(|| v.canonical_without_hash());
+    let sealed = sealed(seq, prev.as_deref(), &hash, &body).map_err(|e| e.to_string());
     let json = String::from_utf8_lossy(line).into_owned();
     Line::Event(Parsed {
         seq,
@@ -188,16 +198,56 @@ fn read_line(line: &[u8]) -> Line {
     })
 }
 
-/// Whether `hash` is the hash of an event over its `prevHash`, given the event without `hash`:
-/// what [`thoth_proto::chain::check_link`] checks (with its words), on the object already read.
-fn sealed(seq: u64, prev: Option<&str>, hash: &str, without_hash: Value) -> Result<(), LinkError> {
+/// An event line read as an object: its members in one pass, or (for what that reader leaves)
+/// the JSON value.
+enum Object<'a> {
+    Members(Members<'a>),
+    Value(serde_json::Map<String, Value>),
+}
+
+impl Object<'_> {
+    /// The member `key` when it is a string.
+    fn text(&self, key: &str) -> Option<String> {
+        match self {
+            Object::Members(m) => m.text(key),
+            Object::Value(m) => m.get(key).and_then(Value::as_str).map(str::to_owned),
+        }
+    }
+
+    /// The member `key` when it is an integer from 0 to `u64::MAX`.
+    fn number(&self, key: &str) -> Option<u64> {
+        match self {
+            Object::Members(m) => m.number(key),
+            Object::Value(m) => m.get(key).and_then(Value::as_u64),
+        }
+    }
+
+    /// The canonical bytes of the object without `hash`.
+    fn canonical_without_hash(self) -> Vec<u8> {
+        match self {
+            // Written when the line was read (read_line keeps it): not reached.
+            Object::Members(m) => m.canonical_without("hash").unwrap_or_default(),
+            Object::Value(mut m) => {
+                m.remove("hash");
+                thoth_proto::canonical::to_canonical(&Value::Object(m))
+            }
+        }
+    }
+}
+
+/// Whether `hash` is the hash of an event over its `prevHash`, given the canonical bytes of the
+/// event without `hash`: what [`thoth_proto::chain::check_link`] checks (with its words), on
+/// the line as already read.
+fn sealed(seq: u64, prev: Option<&str>, hash: &str, without_hash: &[u8]) -> Result<(), LinkError> {
     let prev = prev.ok_or(LinkError::NoPrevHash)?;
     let mut prev_raw = [0u8; 32];
     hex::decode_to_slice(prev, &mut prev_raw).map_err(|_| LinkError::BadPrevHash)?;
     let mut h = Sha256::new();
     h.update(prev_raw);
-    h.update(thoth_proto::canonical::to_canonical(&without_hash));
-    if hex::encode(h.finalize()) != hash {
+    h.update(without_hash);
+    let mut want = [0u8; 64];
+    hex::encode_to_slice(h.finalize(), &mut want).expect("64 hex digits for 32 bytes");
+    if want[..] != *hash.as_bytes() {
         return Err(LinkError::HashMismatch { seq });
     }
     Ok(())
