@@ -335,7 +335,10 @@ pub struct SeenEventId {
 /// The digest a stored record is de-duplicated by: hex SHA-256 of its JSON.
 pub fn record_digest(json: &str) -> String {
     use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(json.as_bytes()))
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(sha2::Sha256::digest(json.as_bytes()), &mut out)
+        .expect("64 hex digits for 32 bytes");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What ingest decided for a batch: the records to store (alerts included) and the chain state
