@@ -362,6 +362,11 @@ impl Dropped {
         }
     }
 
+    /// The `detail` of the event: the one way it is written.
+    pub fn to_detail(&self) -> Value {
+        serde_json::to_value(self).expect("a Dropped is always JSON")
+    }
+
     /// Reads the detail of an `EVENTS_DROPPED` event back.
     pub fn from_detail(detail: &Value) -> Option<Dropped> {
         Dropped::deserialize(detail).ok()
@@ -425,7 +430,7 @@ impl<'a> Event<'a> {
         dropped: &Dropped,
     ) -> Self {
         let mut e = Event::new(EventType::EventsDropped, event_id, timestamp, identity);
-        e.detail = Some(serde_json::to_value(dropped).expect("a Dropped is always JSON"));
+        e.detail = Some(dropped.to_detail());
         e
     }
 

@@ -138,10 +138,17 @@ fn read_segment(path: &Path) -> std::io::Result<SegmentRead> {
     Ok((out, notes, at as u64, torn))
 }
 
+/// The chain position of a record: only `seq` and `hash` are read (the rest of the record is
+/// skipped, not built).
 fn seq_hash(payload: &[u8]) -> Option<(u64, thoth_proto::Hash)> {
-    let v: Value = serde_json::from_slice(payload).ok()?;
-    let hash = thoth_proto::chain::parse_hash(v.get("hash")?.as_str()?)?;
-    Some((v.get("seq")?.as_u64()?, hash))
+    #[derive(serde::Deserialize)]
+    struct Position<'a> {
+        seq: u64,
+        #[serde(borrow)]
+        hash: std::borrow::Cow<'a, str>,
+    }
+    let p: Position<'_> = serde_json::from_slice(payload).ok()?;
+    Some((p.seq, thoth_proto::chain::parse_hash(&p.hash)?))
 }
 
 impl Spool {

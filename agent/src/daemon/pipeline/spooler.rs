@@ -775,10 +775,7 @@ pub(crate) fn spawn(
                         agent_evidence_lost: Some(evidence as u64),
                         reason: "the agent's event spool reached its size limit; the oldest events were deleted".into(),
                     };
-                    let mut ev = agent_event(
-                        EventType::EventsDropped,
-                        serde_json::to_value(&dropped).expect("a Dropped is always JSON"),
-                    );
+                    let mut ev = agent_event(EventType::EventsDropped, dropped.to_detail());
                     stamp(&mut ev);
                     let who = displace(&ev);
                     if let Ok(seq) = spool.append(&mut ev) {
