@@ -215,7 +215,9 @@ pub fn record_for(
     source: &str,
     now: i64,
 ) -> Result<AdminCredentialRecord, String> {
-    let Identity::Admin { name, role, tenant } = Identity::from_cert_der(cert_der)? else {
+    let Identity::Admin { name, role, tenant } =
+        Identity::from_cert_der(cert_der).map_err(|e| e.to_string())?
+    else {
         return Err("not an admin certificate".into());
     };
     let (_, cert) =

@@ -1,7 +1,7 @@
 //! `controller.toml`: every setting, with its default. `init` writes a commented copy.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -184,61 +184,125 @@ pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is opti
 # secret = "change me"
 "#;
 
+/// Why a config file or one of its settings is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped setting.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// Where and why.
+        source: toml::de::Error,
+    },
+    /// A setting of the file fails its check.
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The failed check.
+        source: Box<ConfigError>,
+    },
+    /// `metrics_listen` is not a socket address.
+    #[error("metrics_listen {addr:?} is not an address like \"127.0.0.1:7444\": {source}")]
+    MetricsListen {
+        /// The setting.
+        addr: String,
+        /// Why.
+        source: std::net::AddrParseError,
+    },
+    /// `default_tenant` is not a tenant name.
+    #[error("default_tenant: {0}")]
+    DefaultTenant(crate::pki::PkiError),
+    /// A sink's settings fail their check.
+    #[error("{0}")]
+    Sink(String),
+    /// Two sinks have one name.
+    #[error("two sinks are named {0:?}")]
+    DuplicateSink(String),
+    /// Settings that contradict each other or are out of range.
+    #[error("{0}")]
+    Setting(String),
+}
+
 impl ControllerConfig {
     /// Reads a config file; errors name the file, line and setting.
-    pub fn load(path: &Path) -> Result<ControllerConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<ControllerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let config: ControllerConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        config
-            .check()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        config.check().map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
         Ok(config)
     }
 
     /// The metrics address, `None` when off.
-    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         match self.metrics_listen.as_str() {
             "" | "off" => Ok(None),
-            addr => addr.parse().map(Some).map_err(|e| {
-                format!("metrics_listen {addr:?} is not an address like \"127.0.0.1:7444\": {e}")
-            }),
+            addr => addr
+                .parse()
+                .map(Some)
+                .map_err(|source| ConfigError::MetricsListen {
+                    addr: addr.to_owned(),
+                    source,
+                }),
         }
     }
 
     /// Cross-field checks.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         self.metrics_addr()?;
-        crate::pki::check_tenant(&self.default_tenant)
-            .map_err(|e| format!("default_tenant: {e}"))?;
+        crate::pki::check_tenant(&self.default_tenant).map_err(ConfigError::DefaultTenant)?;
         if self.resign_before >= self.bundle_validity {
-            return Err(format!(
+            return Err(ConfigError::Setting(format!(
                 "resign_before ({}) must be shorter than bundle_validity ({})",
                 humantime::format_duration(self.resign_before),
                 humantime::format_duration(self.bundle_validity)
-            ));
+            )));
         }
         if self.resign_check_interval.is_zero() || self.bundle_validity.is_zero() {
-            return Err("resign_check_interval and bundle_validity must be above zero".into());
+            return Err(ConfigError::Setting(
+                "resign_check_interval and bundle_validity must be above zero".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for s in &self.sinks {
-            s.check()?;
+            s.check().map_err(ConfigError::Sink)?;
             if !names.insert(s.name.clone()) {
-                return Err(format!("two sinks are named {:?}", s.name));
+                return Err(ConfigError::DuplicateSink(s.name.clone()));
             }
         }
         if self.max_connections == 0 || self.max_unauthenticated_per_address == 0 {
-            return Err(
+            return Err(ConfigError::Setting(
                 "max_connections and max_unauthenticated_per_address must be above zero".into(),
-            );
+            ));
         }
         if self.idle_timeout.is_zero() || self.unauthorised_lifetime.is_zero() {
-            return Err("idle_timeout and unauthorised_lifetime must be above zero".into());
+            return Err(ConfigError::Setting(
+                "idle_timeout and unauthorised_lifetime must be above zero".into(),
+            ));
         }
         if self.max_request_bytes < 64 << 10 {
-            return Err("max_request_bytes must be at least 65536".into());
+            return Err(ConfigError::Setting(
+                "max_request_bytes must be at least 65536".into(),
+            ));
         }
         Ok(())
     }

@@ -243,7 +243,7 @@ impl Controller {
         let dir = self.data_dir.clone();
         let root = self.root.clone();
         let new = tokio::task::spawn_blocking(move || {
-            datadir::new_signing_key(&dir, &root, SystemTime::now())
+            datadir::new_signing_key(&dir, &root, SystemTime::now()).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())??;

@@ -59,12 +59,101 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     Ok(())
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+/// Why a data directory cannot be made, loaded or added to.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// `init` on a directory already initialized.
+    #[error("{} is already initialized; nothing was changed (remove it to start over)", .0.display())]
+    AlreadyInitialized(PathBuf),
+    /// `load` on a directory not initialized.
+    #[error(
+        "{} is not an initialized controller data directory (run `thoth-controller init --data {}`)",
+        .0.display(),
+        .0.display()
+    )]
+    NotInitialized(PathBuf),
+    /// A directory cannot be made.
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `controller.toml` is refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A certificate or key of the CA cannot be made or loaded.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    /// An Ed25519 key file is not base64.
+    #[error("{what}: {source}")]
+    KeyEncoding {
+        /// Which key.
+        what: String,
+        /// Why.
+        source: base64::DecodeError,
+    },
+    /// An Ed25519 key file does not hold 32 bytes.
+    #[error("{0}: not a 32-byte Ed25519 key")]
+    KeyLength(String),
+    /// `signing/ACTIVE` names no usable key.
+    #[error("{}: bad key id", .0.display())]
+    BadKeyId(PathBuf),
+    /// A signing key's certificate does not read.
+    #[error("{key_id}.cert: {reason}")]
+    SigningCertificate {
+        /// The key.
+        key_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A signing key's certificate cannot be written.
+    #[error("{0}")]
+    Serialize(serde_json::Error),
+    /// An admin credential cannot be recorded.
+    #[error("{0}")]
+    AdminCertificate(String),
+    /// The store refuses the admin credential.
+    #[error("recording the admin credential: {0}")]
+    RecordAdmin(crate::store::StoreError),
 }
 
-fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    write_atomic(path, bytes, mode).map_err(|e| format!("cannot write {}: {e}", path.display()))
+fn read(path: &Path) -> Result<String, DataDirError> {
+    fs::read_to_string(path).map_err(|source| DataDirError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DataDirError> {
+    write_atomic(path, bytes, mode).map_err(|source| DataDirError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn create(path: &Path) -> Result<(), DataDirError> {
+    fs::create_dir_all(path).map_err(|source| DataDirError::Create {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// An Ed25519 key as a file: the base64 of its 32-byte seed.
@@ -73,12 +162,15 @@ pub fn key_to_text(key: &SigningKey) -> String {
 }
 
 /// Reads [`key_to_text`].
-pub fn key_from_text(text: &str, what: &str) -> Result<SigningKey, String> {
+pub fn key_from_text(text: &str, what: &str) -> Result<SigningKey, DataDirError> {
     let bytes: [u8; 32] = B64
         .decode(text.trim())
-        .map_err(|e| format!("{what}: {e}"))?
+        .map_err(|source| DataDirError::KeyEncoding {
+            what: what.to_owned(),
+            source,
+        })?
         .try_into()
-        .map_err(|_| format!("{what}: not a 32-byte Ed25519 key"))?;
+        .map_err(|_| DataDirError::KeyLength(what.to_owned()))?;
     Ok(SigningKey::from_bytes(&bytes))
 }
 
@@ -142,16 +234,16 @@ pub fn is_initialized(dir: &Path) -> bool {
 }
 
 /// Creates everything in `dir` (which may exist, but must not be initialized).
-pub fn init(dir: &Path, server_names: Option<&[String]>) -> Result<InitReport, String> {
+pub fn init(dir: &Path, server_names: Option<&[String]>) -> Result<InitReport, DataDirError> {
     if is_initialized(dir) {
-        return Err(format!(
-            "{} is already initialized; nothing was changed (remove it to start over)",
-            dir.display()
-        ));
+        return Err(DataDirError::AlreadyInitialized(dir.to_owned()));
     }
     fs::create_dir_all(dir.join("signing"))
         .and_then(|()| fs::create_dir_all(dir.join("admin")))
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        .map_err(|source| DataDirError::Create {
+            path: dir.to_owned(),
+            source,
+        })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -206,8 +298,8 @@ pub fn write_admin_credential(
     ca: &Ca,
     identity: &Identity,
     now: SystemTime,
-) -> Result<String, String> {
-    fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+) -> Result<String, DataDirError> {
+    create(out)?;
     let issued = ca.issue_client(identity, now, SERVER_VALIDITY)?;
     write(&out.join("ca.crt"), ca.cert_pem().as_bytes(), 0o644)?;
     write(&out.join("client.crt"), issued.cert_pem.as_bytes(), 0o644)?;
@@ -217,16 +309,20 @@ pub fn write_admin_credential(
 
 /// Records an issued admin credential in the data directory's store (`thothctl admins list`
 /// shows it, `thothctl admins revoke` can revoke it). Works while the controller runs.
-pub fn record_admin_credential(dir: &Path, cert_pem: &str, source: &str) -> Result<(), String> {
+pub fn record_admin_credential(
+    dir: &Path,
+    cert_pem: &str,
+    source: &str,
+) -> Result<(), DataDirError> {
     let der = crate::pki::cert_pem_to_der(cert_pem)?;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let record = crate::admins::record_for(&der, source, now)?;
+    let record =
+        crate::admins::record_for(&der, source, now).map_err(DataDirError::AdminCertificate)?;
     let store = crate::store::sqlite::SqliteStore::open(&dir.join("controller.db"))
-        .map_err(|e| format!("recording the admin credential: {e}"))?;
-    crate::store::AdminStore::record_admin(&store, &record)
-        .map_err(|e| format!("recording the admin credential: {e}"))?;
+        .map_err(DataDirError::RecordAdmin)?;
+    crate::store::AdminStore::record_admin(&store, &record).map_err(DataDirError::RecordAdmin)?;
     Ok(())
 }
 
@@ -235,7 +331,7 @@ pub fn new_signing_key(
     dir: &Path,
     root: &SigningKey,
     now: SystemTime,
-) -> Result<SigningIdentity, String> {
+) -> Result<SigningIdentity, DataDirError> {
     let key = new_ed25519();
     let stamp = humantime::format_rfc3339_seconds(now)
         .to_string()
@@ -254,13 +350,13 @@ pub fn new_signing_key(
         SIGNING_KEY_VALIDITY,
     );
     let sdir = dir.join("signing");
-    fs::create_dir_all(&sdir).map_err(|e| format!("cannot create {}: {e}", sdir.display()))?;
+    create(&sdir)?;
     write(
         &sdir.join(format!("{key_id}.key")),
         key_to_text(&key).as_bytes(),
         0o600,
     )?;
-    let cert_json = serde_json::to_vec_pretty(&certificate).map_err(|e| e.to_string())?;
+    let cert_json = serde_json::to_vec_pretty(&certificate).map_err(DataDirError::Serialize)?;
     write(&sdir.join(format!("{key_id}.cert")), &cert_json, 0o644)?;
     write(
         &sdir.join("ACTIVE"),
@@ -276,20 +372,22 @@ pub fn new_signing_key(
     })
 }
 
-fn load_signing(dir: &Path) -> Result<SigningIdentity, String> {
+fn load_signing(dir: &Path) -> Result<SigningIdentity, DataDirError> {
     let sdir = dir.join("signing");
     let key_id = read(&sdir.join("ACTIVE"))?.trim().to_owned();
     if key_id.is_empty() || key_id.contains(['/', '\\']) || key_id.starts_with('.') {
-        return Err(format!("{}: bad key id", sdir.join("ACTIVE").display()));
+        return Err(DataDirError::BadKeyId(sdir.join("ACTIVE")));
     }
     let key = key_from_text(&read(&sdir.join(format!("{key_id}.key")))?, &key_id)?;
+    let bad_cert = |e: &dyn std::fmt::Display| DataDirError::SigningCertificate {
+        key_id: key_id.clone(),
+        reason: e.to_string(),
+    };
     let certificate: Signed = serde_json::from_str(&read(&sdir.join(format!("{key_id}.cert")))?)
-        .map_err(|e| format!("{key_id}.cert: {e}"))?;
-    let bytes = B64
-        .decode(&certificate.bytes)
-        .map_err(|e| format!("{key_id}.cert: {e}"))?;
+        .map_err(|e| bad_cert(&e))?;
+    let bytes = B64.decode(&certificate.bytes).map_err(|e| bad_cert(&e))?;
     let cert: thoth_proto::bundle::KeyCertificate =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{key_id}.cert: {e}"))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad_cert(&e))?;
     let t = |s: &str| humantime::parse_rfc3339(s).map(unix).unwrap_or(0);
     Ok(SigningIdentity {
         key_id,
@@ -302,13 +400,9 @@ fn load_signing(dir: &Path) -> Result<SigningIdentity, String> {
 
 impl DataDir {
     /// Loads an initialized directory.
-    pub fn load(dir: &Path) -> Result<DataDir, String> {
+    pub fn load(dir: &Path) -> Result<DataDir, DataDirError> {
         if !is_initialized(dir) {
-            return Err(format!(
-                "{} is not an initialized controller data directory (run `thoth-controller init --data {}`)",
-                dir.display(),
-                dir.display()
-            ));
+            return Err(DataDirError::NotInitialized(dir.to_owned()));
         }
         let config = ControllerConfig::load(&dir.join("controller.toml"))?;
         let ca = Ca::load(&read(&dir.join("ca.crt"))?, &read(&dir.join("ca.key"))?)?;

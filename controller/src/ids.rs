@@ -30,7 +30,7 @@ pub struct TenantId(String);
 impl TenantId {
     /// A tenant a caller named: refused unless it follows the naming rules.
     pub fn parse(tenant: &str) -> Result<TenantId, IdError> {
-        pki::check_tenant(tenant).map_err(IdError::Tenant)?;
+        pki::check_tenant(tenant).map_err(|e| IdError::Tenant(e.to_string()))?;
         Ok(TenantId(tenant.to_owned()))
     }
 

@@ -51,17 +51,78 @@ impl fmt::Display for Role {
     }
 }
 
+/// Why a name, certificate, key or CSR is refused, or a certificate cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Not one of the four roles.
+    #[error("unknown role {0:?} (expected viewer, approver, operator or admin)")]
+    UnknownRole(String),
+    /// Not a tenant name.
+    #[error(
+        "invalid tenant {0:?}: use 1-{MAX_TENANT_LEN} lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+    )]
+    Tenant(String),
+    /// Not an admin name.
+    #[error("invalid admin name {0:?}: use 1-64 printable ASCII characters, no spaces or ':'")]
+    AdminName(String),
+    /// The client certificate does not parse.
+    #[error("unreadable client certificate: {0}")]
+    ClientCertificate(String),
+    /// Its subjectAltName extension does not parse.
+    #[error("bad subjectAltName: {0}")]
+    SubjectAltName(x509_parser::error::X509Error),
+    /// It names no Thoth identity.
+    #[error("the client certificate carries no Thoth identity")]
+    NoIdentity,
+    /// It names two.
+    #[error("the client certificate carries two Thoth identities")]
+    TwoIdentities,
+    /// Its Thoth identity does not parse.
+    #[error("malformed Thoth identity {0:?}")]
+    MalformedIdentity(String),
+    /// A key or certificate cannot be made.
+    #[error("{0}")]
+    Generate(rcgen::Error),
+    /// The CA key does not load.
+    #[error("CA key: {0}")]
+    CaKey(rcgen::Error),
+    /// The CA certificate does not load.
+    #[error("CA certificate: {0}")]
+    CaCertificate(rcgen::Error),
+    /// A server name is neither a DNS name nor an IP address.
+    #[error("server name {name:?}: {source}")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// Why.
+        source: rcgen::Error,
+    },
+    /// An identity does not fit a certificate URI.
+    #[error("identity: {0}")]
+    IdentityUri(rcgen::Error),
+    /// The CSR's self-signature does not verify.
+    #[error("the CSR's signature does not verify")]
+    CsrSignature,
+    /// The CSR does not parse.
+    #[error("unreadable CSR: {0}")]
+    Csr(rcgen::Error),
+    /// A certificate is not PEM.
+    #[error("certificate PEM: {0}")]
+    CertificatePem(rustls::pki_types::pem::Error),
+    /// A certificate does not parse.
+    #[error("certificate: {0}")]
+    Certificate(String),
+}
+
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, PkiError> {
         match s {
             "viewer" => Ok(Role::Viewer),
             "approver" => Ok(Role::Approver),
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role {other:?} (expected viewer, approver, operator or admin)"
-            )),
+            other => Err(PkiError::UnknownRole(other.to_owned())),
         }
     }
 }
@@ -88,7 +149,7 @@ pub enum Identity {
 }
 
 /// Checks a tenant name: 1–63 of `a-z 0-9 . _ -`, starting with a letter or digit.
-pub fn check_tenant(tenant: &str) -> Result<(), String> {
+pub fn check_tenant(tenant: &str) -> Result<(), PkiError> {
     let ok = !tenant.is_empty()
         && tenant.len() <= MAX_TENANT_LEN
         && tenant
@@ -98,23 +159,19 @@ pub fn check_tenant(tenant: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid tenant {tenant:?}: use 1-{MAX_TENANT_LEN} lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
-        ))
+        Err(PkiError::Tenant(tenant.to_owned()))
     }
 }
 
 /// Checks an admin name: 1–64 printable ASCII characters other than `:`.
-pub fn check_admin_name(name: &str) -> Result<(), String> {
+pub fn check_admin_name(name: &str) -> Result<(), PkiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid admin name {name:?}: use 1-64 printable ASCII characters, no spaces or ':'"
-        ))
+        Err(PkiError::AdminName(name.to_owned()))
     }
 }
 
@@ -162,28 +219,28 @@ impl Identity {
     }
 
     /// Reads the identity of a certificate that TLS has already verified against our CA.
-    pub fn from_cert_der(der: &[u8]) -> Result<Identity, String> {
+    pub fn from_cert_der(der: &[u8]) -> Result<Identity, PkiError> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| format!("unreadable client certificate: {e}"))?;
+            .map_err(|e| PkiError::ClientCertificate(e.to_string()))?;
         let san = cert
             .subject_alternative_name()
-            .map_err(|e| format!("bad subjectAltName: {e}"))?
-            .ok_or("the client certificate carries no Thoth identity")?;
+            .map_err(PkiError::SubjectAltName)?
+            .ok_or(PkiError::NoIdentity)?;
         let mut found = None;
         for name in &san.value.general_names {
             if let x509_parser::extensions::GeneralName::URI(uri) = name
                 && uri.starts_with("urn:thoth:")
             {
                 if found.is_some() {
-                    return Err("the client certificate carries two Thoth identities".into());
+                    return Err(PkiError::TwoIdentities);
                 }
                 found = Some(
                     Identity::parse_uri(uri)
-                        .ok_or_else(|| format!("malformed Thoth identity {uri:?}"))?,
+                        .ok_or_else(|| PkiError::MalformedIdentity((*uri).to_owned()))?,
                 );
             }
         }
-        found.ok_or_else(|| "the client certificate carries no Thoth identity".into())
+        found.ok_or(PkiError::NoIdentity)
     }
 }
 
@@ -203,8 +260,8 @@ pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn err(e: rcgen::Error) -> String {
-    e.to_string()
+fn err(e: rcgen::Error) -> PkiError {
+    PkiError::Generate(e)
 }
 
 fn time(t: SystemTime) -> time::OffsetDateTime {
@@ -244,7 +301,7 @@ fn leaf_params(
 
 impl Ca {
     /// Makes a new CA valid for `valid_for`.
-    pub fn generate(name: &str, now: SystemTime, valid_for: Duration) -> Result<Ca, String> {
+    pub fn generate(name: &str, now: SystemTime, valid_for: Duration) -> Result<Ca, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -267,11 +324,11 @@ impl Ca {
     }
 
     /// Loads a CA from its PEM certificate and key.
-    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Ca, String> {
-        let key = KeyPair::from_pem(key_pem).map_err(|e| format!("CA key: {e}"))?;
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Ca, PkiError> {
+        let key = KeyPair::from_pem(key_pem).map_err(PkiError::CaKey)?;
         let der = cert_pem_to_der(cert_pem)?;
-        let issuer = Issuer::from_ca_cert_der(&der.clone().into(), key)
-            .map_err(|e| format!("CA certificate: {e}"))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&der.clone().into(), key).map_err(PkiError::CaCertificate)?;
         Ok(Ca {
             cert_pem: cert_pem.to_owned(),
             cert_der: der,
@@ -300,17 +357,18 @@ impl Ca {
         names: &[String],
         now: SystemTime,
         valid_for: Duration,
-    ) -> Result<CertAndKey, String> {
+    ) -> Result<CertAndKey, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
         let mut params = leaf_params("thoth-controller", now, valid_for);
         for name in names {
             let san = match name.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(
-                    name.clone()
-                        .try_into()
-                        .map_err(|e| format!("server name {name:?}: {e}"))?,
-                ),
+                Err(_) => SanType::DnsName(name.clone().try_into().map_err(|source| {
+                    PkiError::ServerName {
+                        name: name.clone(),
+                        source,
+                    }
+                })?),
             };
             params.subject_alt_names.push(san);
         }
@@ -327,17 +385,14 @@ impl Ca {
         identity: &Identity,
         now: SystemTime,
         valid_for: Duration,
-    ) -> Result<CertificateParams, String> {
+    ) -> Result<CertificateParams, PkiError> {
         let cn = match identity {
             Identity::Agent { agent_id, .. } => agent_id.clone(),
             Identity::Admin { name, .. } => name.clone(),
         };
         let mut params = leaf_params(&cn, now, valid_for);
         params.subject_alt_names = vec![SanType::URI(
-            identity
-                .uri()
-                .try_into()
-                .map_err(|e| format!("identity: {e}"))?,
+            identity.uri().try_into().map_err(PkiError::IdentityUri)?,
         )];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         Ok(params)
@@ -349,7 +404,7 @@ impl Ca {
         identity: &Identity,
         now: SystemTime,
         valid_for: Duration,
-    ) -> Result<CertAndKey, String> {
+    ) -> Result<CertAndKey, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
         let params = self.client_params(identity, now, valid_for)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(err)?;
@@ -367,7 +422,7 @@ impl Ca {
         identity: &Identity,
         now: SystemTime,
         valid_for: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, PkiError> {
         let csr = parse_csr(csr_der)?;
         let params = self.client_params(identity, now, valid_for)?;
         let cert = params
@@ -378,12 +433,10 @@ impl Ca {
 }
 
 /// Parses and verifies a CSR (DER), with a clear error.
-pub fn parse_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, String> {
+pub fn parse_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, PkiError> {
     CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).map_err(|e| match e {
-        rcgen::Error::InvalidCertificationRequestSignature => {
-            "the CSR's signature does not verify".to_owned()
-        }
-        other => format!("unreadable CSR: {other}"),
+        rcgen::Error::InvalidCertificationRequestSignature => PkiError::CsrSignature,
+        other => PkiError::Csr(other),
     })
 }
 
@@ -393,18 +446,18 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 /// The DER of the first certificate in a PEM text.
-pub fn cert_pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
+pub fn cert_pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     CertificateDer::from_pem_slice(pem.as_bytes())
         .map(|c| c.to_vec())
-        .map_err(|e| format!("certificate PEM: {e}"))
+        .map_err(PkiError::CertificatePem)
 }
 
 /// The expiry (Unix seconds) of a PEM certificate.
-pub fn not_after_unix(cert_pem: &str) -> Result<i64, String> {
+pub fn not_after_unix(cert_pem: &str) -> Result<i64, PkiError> {
     let der = cert_pem_to_der(cert_pem)?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&der).map_err(|e| format!("certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| PkiError::Certificate(e.to_string()))?;
     Ok(cert.validity().not_after.timestamp())
 }
 

@@ -61,7 +61,8 @@ impl AdminService<'_> {
             )));
         }
         if by_name {
-            pki::check_admin_name(&target).map_err(ServiceError::InvalidArgument)?;
+            pki::check_admin_name(&target)
+                .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         }
         let now = now_unix();
         let (by, why, t) = (c.name.clone(), reason.to_owned(), target.clone());

@@ -52,7 +52,7 @@ impl Caller {
         };
         let fingerprint = pki::fingerprint(leaf);
         let id = Identity::from_cert_der(leaf)
-            .map_err(|e| refused(ServiceError::PermissionDenied(e)))?;
+            .map_err(|e| refused(ServiceError::PermissionDenied(e.to_string())))?;
         let Identity::Admin { name, role, tenant } = id else {
             return Err(refused(ServiceError::PermissionDenied(
                 "this call needs an admin certificate (thothctl); agent certificates cannot make it"
@@ -248,7 +248,7 @@ pub async fn agent_caller(
         ));
     };
     let id = Identity::from_cert_der(leaf)
-        .map_err(|e| refused(ServiceError::PermissionDenied(e), false))?;
+        .map_err(|e| refused(ServiceError::PermissionDenied(e.to_string()), false))?;
     // The admin deny list, at every request (a revoked admin's open connection is refused too).
     if let Identity::Admin { name, .. } = &id
         && let Some(why) = ctl.admins.refusal(&pki::fingerprint(leaf), name)

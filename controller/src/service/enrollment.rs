@@ -85,7 +85,8 @@ impl EnrollmentService {
             Some(TenantId::parse(&r.tenant).map_err(|e| refused(e.into()))?)
         };
         // Verify the CSR before spending a token use.
-        pki::parse_csr(&r.csr_der).map_err(|e| refused(ServiceError::InvalidArgument(e)))?;
+        pki::parse_csr(&r.csr_der)
+            .map_err(|e| refused(ServiceError::InvalidArgument(e.to_string())))?;
         let hash = hex::encode(Sha256::digest(r.token.as_bytes()));
         let validity = ctl.config.agent_cert_validity;
         let c2 = Arc::clone(&ctl);
@@ -104,8 +105,9 @@ impl EnrollmentService {
                     let pem = c2
                         .ca
                         .sign_csr(&csr, &identity, SystemTime::now(), validity)
-                        .map_err(StoreError::Aborted)?;
-                    let not_after = pki::not_after_unix(&pem).map_err(StoreError::Aborted)?;
+                        .map_err(|e| StoreError::Aborted(e.to_string()))?;
+                    let not_after = pki::not_after_unix(&pem)
+                        .map_err(|e| StoreError::Aborted(e.to_string()))?;
                     cert_pem = pem;
                     // The token's labels win over the agent's own.
                     labels.extend(token.labels.clone());
@@ -166,8 +168,9 @@ impl EnrollmentService {
                 SystemTime::now(),
                 ctl.config.agent_cert_validity,
             )
-            .map_err(ServiceError::InvalidArgument)?;
-        let not_after = pki::not_after_unix(&pem).map_err(ServiceError::Internal)?;
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let not_after =
+            pki::not_after_unix(&pem).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let id = AgentId::trusted(agent.agent_id.as_str());
         ctl.db(move |s| s.set_agent_cert(&id, not_after)).await?;
         Metrics::inc(&ctl.metrics.renewals);
