@@ -291,19 +291,18 @@ fn insert_events(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .map_err(backend)?;
-        let mut inserted = std::collections::HashSet::<(&str, String)>::new();
-        for e in events {
-            let digest = record_digest(&e.json);
+        let digests: Vec<String> = events.iter().map(|e| record_digest(&e.json)).collect();
+        // Pairs of `read` inserted by this call.
+        let mut inserted = std::collections::HashSet::<(&str, &str)>::new();
+        for (e, digest) in events.iter().zip(&digests) {
+            let pair = (e.event_id.as_str(), digest.as_str());
             let asked = read.filter(|r| {
                 r.tenant.as_str() == e.tenant
                     && agent_id.as_str() == e.agent_id
-                    && r.asked.contains(&(e.event_id.as_str(), digest.as_str()))
+                    && r.asked.contains(&pair)
             });
             let held = match asked {
-                Some(r) => {
-                    r.held(&e.event_id, &digest)
-                        || inserted.contains(&(e.event_id.as_str(), digest.clone()))
-                }
+                Some(r) => r.held(pair.0, pair.1) || inserted.contains(&pair),
                 None => exists
                     .query_row(params![e.tenant, e.agent_id, e.event_id, digest], |r| {
                         r.get(0)
@@ -330,7 +329,7 @@ fn insert_events(
                 .map_err(backend)?;
             new += 1;
             if asked.is_some() {
-                inserted.insert((e.event_id.as_str(), digest));
+                inserted.insert(pair);
             }
         }
     }
