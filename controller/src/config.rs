@@ -223,8 +223,8 @@ pub enum ConfigError {
     #[error("default_tenant: {0}")]
     DefaultTenant(crate::pki::PkiError),
     /// A sink's settings fail their check.
-    #[error("{0}")]
-    Sink(String),
+    #[error(transparent)]
+    Sink(crate::sinks::SinkError),
     /// Two sinks have one name.
     #[error("two sinks are named {0:?}")]
     DuplicateSink(String),

@@ -115,9 +115,9 @@ impl<'de> Deserialize<'de> for SinkConfig {
 
 impl SinkConfig {
     /// Checks what parsing does not (each kind's required settings are required by parsing).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), super::error::SinkError> {
         if self.name.is_empty() || self.name.len() > 64 {
-            return Err("every sink needs a name of 1-64 characters".into());
+            return Err(super::error::SinkError::Name);
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::error::SinkError;
 use super::tls::tls_connector;
 
 /// Where a sink posts.
@@ -13,7 +14,7 @@ pub(super) struct HttpTarget {
 }
 
 impl HttpTarget {
-    pub(super) fn new(url: &str, ca_file: Option<&Path>) -> Result<HttpTarget, String> {
+    pub(super) fn new(url: &str, ca_file: Option<&Path>) -> Result<HttpTarget, SinkError> {
         Ok(HttpTarget {
             url: url.to_owned(),
             tls: if url.starts_with("https://") {
@@ -29,10 +30,13 @@ impl HttpTarget {
         &self,
         body: Vec<u8>,
         headers: Vec<(&str, String)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         let url = &self.url;
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
-        let host = uri.host().ok_or("the url has no host")?.to_owned();
+        let uri: hyper::Uri = url.parse().map_err(|source| SinkError::Url {
+            url: url.clone(),
+            source,
+        })?;
+        let host = uri.host().ok_or(SinkError::NoHost)?.to_owned();
         let port = uri
             .port_u16()
             .unwrap_or(if uri.scheme_str() == Some("https") {
@@ -45,8 +49,11 @@ impl HttpTarget {
             tokio::net::TcpStream::connect((host.as_str(), port)),
         )
         .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        .map_err(|_| SinkError::ConnectTimeout)?
+        .map_err(|source| SinkError::Connect {
+            addr: format!("{host}:{port}"),
+            source,
+        })?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let mut req = hyper::Request::post(path)
             .header("host", format!("{host}:{port}"))
@@ -57,21 +64,21 @@ impl HttpTarget {
         }
         let req = req
             .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+            .map_err(SinkError::Request)?;
         let status = match &self.tls {
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| e.to_string())?;
-                let io = tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
+                    .map_err(SinkError::DnsName)?;
+                let io = tls.connect(name, tcp).await.map_err(SinkError::Handshake)?;
                 send(hyper_util::rt::TokioIo::new(io), req).await?
             }
             None => send(hyper_util::rt::TokioIo::new(tcp), req).await?,
         };
         if !status.is_success() {
-            return Err(format!("{url} answered {status}"));
+            return Err(SinkError::Status {
+                url: url.clone(),
+                status,
+            });
         }
         Ok(())
     }
@@ -80,19 +87,19 @@ impl HttpTarget {
 async fn send<T>(
     io: T,
     req: hyper::Request<http_body_util::Full<hyper::body::Bytes>>,
-) -> Result<hyper::StatusCode, String>
+) -> Result<hyper::StatusCode, SinkError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(SinkError::Http)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
         .await
-        .map_err(|_| "the request timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| SinkError::RequestTimeout)?
+        .map_err(SinkError::Http)?;
     Ok(resp.status())
 }

@@ -10,6 +10,7 @@
 //! [`EventSource`] and know nothing of the controller.
 
 mod config;
+mod error;
 mod http;
 mod jsonl;
 mod lag;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use crate::store::{EventFilter, MAX_EVENTS_PER_QUERY, StoreError, StoredEventRecord};
 
 pub use config::{SinkConfig, SinkKind};
+pub use error::SinkError;
 pub use jsonl::JsonlConfig;
 pub use lag::{SinkLag, SinkStats};
 pub use source::{EventSource, StoreSource};
@@ -205,7 +207,7 @@ enum Delivery {
 }
 
 impl Delivery {
-    fn new(cfg: &SinkConfig) -> Result<Delivery, String> {
+    fn new(cfg: &SinkConfig) -> Result<Delivery, SinkError> {
         cfg.check()?;
         Ok(match &cfg.kind {
             SinkKind::Jsonl(c) => Delivery::Jsonl(jsonl::JsonlSink::new(c)),
@@ -215,7 +217,7 @@ impl Delivery {
         })
     }
 
-    async fn deliver(&mut self, events: &[StoredEventRecord]) -> Result<(), String> {
+    async fn deliver(&mut self, events: &[StoredEventRecord]) -> Result<(), SinkError> {
         match self {
             Delivery::Jsonl(s) => s.deliver(events).await,
             Delivery::Syslog(s) => s.deliver(events).await,

@@ -436,7 +436,7 @@ fn sinks_of(toml: &str) -> Result<Vec<SinkConfig>, String> {
     }
     let f: File = toml::from_str(toml).map_err(|e| e.to_string())?;
     for s in &f.sinks {
-        s.check()?;
+        s.check().map_err(|e| e.to_string())?;
     }
     Ok(f.sinks)
 }

@@ -2,6 +2,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::JsonlConfig;
+use crate::sinks::error::SinkError;
 use crate::store::StoredEventRecord;
 
 /// Appends to the file (synced), rotating it first when it reached `max_bytes`.
@@ -24,16 +25,19 @@ impl JsonlSink {
     pub(in crate::sinks) async fn deliver(
         &mut self,
         events: &[StoredEventRecord],
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         let sink = self.clone();
         let buf = super::encode::lines(events);
         tokio::task::spawn_blocking(move || sink.write(&buf))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(SinkError::Task)?
     }
 
-    pub(super) fn write(&self, buf: &[u8]) -> Result<(), String> {
-        let io = |e: std::io::Error| format!("{}: {e}", self.path.display());
+    pub(super) fn write(&self, buf: &[u8]) -> Result<(), SinkError> {
+        let io = |source: std::io::Error| SinkError::File {
+            path: self.path.clone(),
+            source,
+        };
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }

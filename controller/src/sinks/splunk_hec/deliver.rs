@@ -1,5 +1,6 @@
 use super::SplunkHecConfig;
 use super::encode::{authorization, body};
+use crate::sinks::error::SinkError;
 use crate::sinks::http::HttpTarget;
 use crate::store::StoredEventRecord;
 
@@ -10,7 +11,7 @@ pub(in crate::sinks) struct SplunkHecSink {
 }
 
 impl SplunkHecSink {
-    pub(in crate::sinks) fn new(cfg: &SplunkHecConfig) -> Result<SplunkHecSink, String> {
+    pub(in crate::sinks) fn new(cfg: &SplunkHecConfig) -> Result<SplunkHecSink, SinkError> {
         Ok(SplunkHecSink {
             target: HttpTarget::new(&cfg.url, cfg.ca_file.as_deref())?,
             token: cfg.token.clone(),
@@ -20,7 +21,7 @@ impl SplunkHecSink {
     pub(in crate::sinks) async fn deliver(
         &mut self,
         events: &[StoredEventRecord],
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         self.target
             .post(body(events), vec![authorization(&self.token)])
             .await

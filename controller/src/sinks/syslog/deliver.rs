@@ -3,6 +3,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use super::SyslogConfig;
+use crate::sinks::error::SinkError;
 use crate::sinks::tls::tls_connector;
 use crate::store::StoredEventRecord;
 
@@ -17,7 +18,7 @@ pub(in crate::sinks) struct SyslogSink {
 }
 
 impl SyslogSink {
-    pub(in crate::sinks) fn new(cfg: &SyslogConfig) -> Result<SyslogSink, String> {
+    pub(in crate::sinks) fn new(cfg: &SyslogConfig) -> Result<SyslogSink, SinkError> {
         Ok(SyslogSink {
             cfg: cfg.clone(),
             conn: None,
@@ -29,39 +30,48 @@ impl SyslogSink {
         })
     }
 
-    async fn connect(&mut self) -> Result<(), String> {
+    async fn connect(&mut self) -> Result<(), SinkError> {
         let addr = self.cfg.address.clone();
         let tcp = tokio::time::timeout(
             Duration::from_secs(10),
             tokio::net::TcpStream::connect(&addr),
         )
         .await
-        .map_err(|_| format!("connecting to {addr} timed out"))?
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        .map_err(|_| SinkError::ConnectTimeoutTo(addr.clone()))?
+        .map_err(|source| SinkError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
         let _ = tcp.set_nodelay(true);
-        self.conn = Some(match &self.tls {
-            Some(tls) => {
-                let host = self.cfg.server_name.clone().unwrap_or_else(|| {
-                    addr.rsplit_once(':')
-                        .map_or(addr.clone(), |(h, _)| h.to_owned())
-                });
-                let name = rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| format!("server name {host:?}: {e}"))?;
-                Box::new(
-                    tls.connect(name, tcp)
-                        .await
-                        .map_err(|e| format!("TLS to {addr}: {e}"))?,
-                )
-            }
-            None => Box::new(tcp),
-        });
+        self.conn =
+            Some(match &self.tls {
+                Some(tls) => {
+                    let host = self.cfg.server_name.clone().unwrap_or_else(|| {
+                        addr.rsplit_once(':')
+                            .map_or(addr.clone(), |(h, _)| h.to_owned())
+                    });
+                    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(
+                        |source| SinkError::ServerName {
+                            host: host.clone(),
+                            source,
+                        },
+                    )?;
+                    Box::new(tls.connect(name, tcp).await.map_err(|source| {
+                        SinkError::HandshakeTo {
+                            addr: addr.clone(),
+                            source,
+                        }
+                    })?)
+                }
+                None => Box::new(tcp),
+            });
         Ok(())
     }
 
     pub(in crate::sinks) async fn deliver(
         &mut self,
         events: &[StoredEventRecord],
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         if self.conn.is_none() {
             self.connect().await?;
         }
@@ -74,7 +84,7 @@ impl SyslogSink {
         .await;
         if let Err(e) = r {
             self.conn = None;
-            return Err(format!("syslog write: {e}"));
+            return Err(SinkError::SyslogWrite(e));
         }
         Ok(())
     }

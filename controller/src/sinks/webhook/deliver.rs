@@ -1,5 +1,6 @@
 use super::WebhookConfig;
 use super::encode::{body, hmac_header};
+use crate::sinks::error::SinkError;
 use crate::sinks::http::HttpTarget;
 use crate::store::StoredEventRecord;
 
@@ -10,7 +11,7 @@ pub(in crate::sinks) struct WebhookSink {
 }
 
 impl WebhookSink {
-    pub(in crate::sinks) fn new(cfg: &WebhookConfig) -> Result<WebhookSink, String> {
+    pub(in crate::sinks) fn new(cfg: &WebhookConfig) -> Result<WebhookSink, SinkError> {
         Ok(WebhookSink {
             target: HttpTarget::new(&cfg.url, cfg.ca_file.as_deref())?,
             secret: cfg.secret.clone(),
@@ -20,7 +21,7 @@ impl WebhookSink {
     pub(in crate::sinks) async fn deliver(
         &mut self,
         events: &[StoredEventRecord],
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         let body = body(events);
         let sig = hmac_header(&self.secret, &body);
         self.target
