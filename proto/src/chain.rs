@@ -24,12 +24,7 @@ pub const MAX_LINE_BYTES: usize = 64 << 20;
 /// The raw hash before the first event of a chain ([`GENESIS`] in hex).
 pub const GENESIS_HASH: Hash = [0u8; 32];
 
-/// A hash given in hex (64 digits), as 32 bytes.
-pub fn parse_hash(hex_text: &str) -> Option<Hash> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_text, &mut out).ok()?;
-    Some(out)
-}
+pub use crate::event::parse_hash;
 
 /// The head of one chain.
 #[derive(Debug, Clone)]

@@ -209,6 +209,13 @@ pub struct EventDecision<'a> {
 /// A SHA-256 on the chain: 32 bytes inside, 64 lowercase hex digits in JSON.
 pub type Hash = [u8; 32];
 
+/// A hash given in hex (64 digits), as 32 bytes.
+pub fn parse_hash(hex_text: &str) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut out).ok()?;
+    Some(out)
+}
+
 /// `Option<Hash>` as hex in JSON.
 mod hex_hash {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -231,7 +238,7 @@ mod hex_hash {
         d: D,
     ) -> Result<Option<super::Hash>, D::Error> {
         let s = std::borrow::Cow::<str>::deserialize(d)?;
-        crate::chain::parse_hash(&s)
+        super::parse_hash(&s)
             .map(Some)
             .ok_or_else(|| serde::de::Error::custom("not a SHA-256 in hex"))
     }
