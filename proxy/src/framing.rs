@@ -72,7 +72,7 @@ pub fn read_frame<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> io::R
 }
 
 fn memchr_newline(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    memchr::memchr(b'\n', b)
 }
 
 #[cfg(test)]

@@ -569,6 +569,27 @@ impl Relay {
         self.reply(&line);
     }
 
+    /// [`Self::answer_call`] with the session's tools already read (under the lock the caller
+    /// held), so the answer costs no second lock.
+    fn answer_call_seen(
+        &self,
+        call: (String, String, Arc<Decided>, Instant),
+        line: Vec<u8>,
+        session_tools: Arc<Vec<String>>,
+    ) {
+        let (request_id, tool, decided, started) = call;
+        let line = Arc::new(line);
+        self.post_event_seen(
+            request_id,
+            tool,
+            line.clone(),
+            decided,
+            started,
+            session_tools,
+        );
+        self.reply(&line);
+    }
+
     /// Queues the `TOOL_CALL_POST` of a call: its answer as sent to the client.
     pub(super) fn post_event(
         &self,
@@ -582,6 +603,21 @@ impl Relay {
             return;
         }
         let session_tools = self.state().tools_snapshot.clone();
+        self.post_event_seen(request_id, tool, response, decided, started, session_tools);
+    }
+
+    fn post_event_seen(
+        &self,
+        request_id: String,
+        tool: String,
+        response: Arc<Vec<u8>>,
+        decided: Arc<Decided>,
+        started: Instant,
+        session_tools: Arc<Vec<String>>,
+    ) {
+        if !self.events.enabled() {
+            return;
+        }
         self.events.push(Record::Post {
             at: SystemTime::now(),
             request_id,
@@ -595,10 +631,11 @@ impl Relay {
 
     /// Handles one line from the server. Returns the bytes to forward to the client, if any.
     pub fn from_server(&self, line: Vec<u8>) {
-        let (pending, id, result) = match message::classify(&line) {
+        let (pending, id, result, session_tools) = match message::classify(&line) {
             Ok(Message::Response { id, result, .. }) => {
                 let mut st = self.state();
                 let pending = st.pending.remove(&message::id_key(id));
+                let session_tools = st.tools_snapshot.clone();
                 let id = match pending {
                     Some(Pending::ToolCall {
                         ref tool,
@@ -614,7 +651,7 @@ impl Relay {
                     Some(Pending::Cancelled { .. }) => id.get().to_owned(),
                     _ => String::new(),
                 };
-                (pending, id, result.is_some())
+                (pending, id, result.is_some(), session_tools)
             }
             Ok(_) => {
                 self.reply(&line);
@@ -635,7 +672,7 @@ impl Relay {
                 tool,
                 decided,
                 started,
-            }) => self.answer_call(id, tool, line, decided, started),
+            }) => self.answer_call_seen((id, tool, decided, started), line, session_tools),
             Some(Pending::Cancelled { call, list, .. }) => {
                 // Relayed like any answer (the client ignores it, and no new request can hold
                 // its id yet); what the server did after all is recorded in a second POST.
