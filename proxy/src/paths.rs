@@ -130,7 +130,7 @@ fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, String> 
                     }
                     Ok(_) => cur = next,
                     Err(e) if e.kind() == ErrorKind::NotFound => tail.push(name),
-                    Err(e) if e.raw_os_error() == Some(libc_enotdir()) => tail.push(name),
+                    Err(e) if e.raw_os_error() == Some(enotdir()) => tail.push(name),
                     Err(e) => return Err(format!("{}: {e}", next.display())),
                 }
             }
@@ -153,12 +153,12 @@ fn dangling_target(link: &Path, dir: &Path, links: &mut usize) -> Result<PathBuf
 }
 
 #[cfg(unix)]
-fn libc_enotdir() -> i32 {
-    libc::ENOTDIR
+fn enotdir() -> i32 {
+    rustix::io::Errno::NOTDIR.raw_os_error()
 }
 
 #[cfg(not(unix))]
-fn libc_enotdir() -> i32 {
+fn enotdir() -> i32 {
     -1
 }
 
