@@ -182,7 +182,8 @@ fn ingest(
     while status()["connected"] != true {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let cpu0 = (cpu_secs(agent_pid), cpu_secs(controller_pid));
+    let me = std::process::id();
+    let cpu0 = (cpu_secs(agent_pid), cpu_secs(controller_pid), cpu_secs(me));
     let t0 = Instant::now();
     let lat = rt.block_on(async {
         let client = LocalAgentClient::new(tls::local_channel(&socket).unwrap());
@@ -268,6 +269,7 @@ fn ingest(
     let cpu = (
         cpu_secs(agent_pid) - cpu0.0,
         cpu_secs(controller_pid) - cpu0.1,
+        cpu_secs(me) - cpu0.2,
     );
     let total = n / 4 / 500 * 500 * 4;
     let rate = total as f64 / ingested.as_secs_f64();
@@ -290,11 +292,12 @@ fn ingest(
     );
     let per = |secs: f64| secs * 1e6 / total as f64;
     println!(
-        "CPU during the load: agent {:.1} s ({:.1} µs/event), controller {:.1} s ({:.1} µs/event)",
+        "CPU during the load: agent {:.1} s ({:.1} µs/event), controller {:.1} s ({:.1} µs/event), this load generator {:.1} s",
         cpu.0,
         per(cpu.0),
         cpu.1,
-        per(cpu.1)
+        per(cpu.1),
+        cpu.2
     );
     let rss = std::fs::read_to_string(format!("/proc/{agent_pid}/status")).unwrap_or_default();
     let rss = rss
