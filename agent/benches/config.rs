@@ -152,8 +152,10 @@ fn main() {
         lat.push(t0.elapsed());
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&agent),
+        rustix::process::Signal::TERM,
+    );
     let _ = agent.wait();
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

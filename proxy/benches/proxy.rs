@@ -310,8 +310,7 @@ impl Target {
         let after = stat.rsplit_once(')')?.1;
         let f: Vec<&str> = after.split_whitespace().collect();
         let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let hz = rustix::param::clock_ticks_per_second().max(1);
         Some(Duration::from_micros(ticks * 1_000_000 / hz))
     }
 

@@ -611,11 +611,8 @@ fn result_is_error(result: &RawValue) -> bool {
 /// client, the proxy and the server is the common case).
 #[cfg(target_os = "linux")]
 fn lower_priority() {
-    // SAFETY: gettid/setpriority have no memory-safety preconditions; failure is harmless.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
-    }
+    // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value; failure is harmless.
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 #[cfg(not(target_os = "linux"))]

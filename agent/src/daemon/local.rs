@@ -56,7 +56,7 @@ fn sees_all(uid: Option<u32>) -> bool {
     #[cfg(unix)]
     {
         // SAFETY: geteuid has no preconditions.
-        uid.is_some_and(|u| u == 0 || u == unsafe { libc::geteuid() })
+        uid.is_some_and(|u| u == 0 || u == rustix::process::geteuid().as_raw())
     }
     #[cfg(not(unix))]
     {
@@ -312,27 +312,25 @@ impl LocalServer {
 /// returns the soft limit in force.
 #[cfg(unix)]
 fn raise_fd_limit() -> u64 {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let rl = getrlimit(Resource::Nofile);
+    let (Some(cur), max) = (rl.current, rl.maximum) else {
+        return u64::MAX; // unlimited
     };
-    // SAFETY: getrlimit/setrlimit write and read the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return 1024;
-        }
-        let want = rl.rlim_max.min(65_536);
-        if rl.rlim_cur < want {
-            let new = libc::rlimit {
-                rlim_cur: want,
-                rlim_max: rl.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
-                rl.rlim_cur = want;
-            }
-        }
+    let want = max.unwrap_or(u64::MAX).min(65_536);
+    if cur < want
+        && setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want),
+                maximum: max,
+            },
+        )
+        .is_ok()
+    {
+        return want;
     }
-    rl.rlim_cur
+    cur
 }
 
 /// Accepts connections: each one takes a slot of its user's (peer uid) share; over the share
