@@ -48,7 +48,6 @@ fn cpu_secs(pid: u32) -> f64 {
     let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf is always safe.
     let hz = rustix::param::clock_ticks_per_second() as f64;
     (t(11) + t(12)) / hz
 }
