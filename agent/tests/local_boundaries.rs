@@ -20,8 +20,7 @@ use thoth_endpoint::{config::AgentConfig, status::ConfigStatus};
 const NOBODY: u32 = 65534;
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// An agent's shared state over `dir` (no controller: only the local endpoint is served).
@@ -161,17 +160,18 @@ async fn a_user_sees_only_their_own_callers_and_configs_in_the_status() {
     server.stop().await;
 }
 
-fn set_soft_fd_limit(n: libc::rlim_t) {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a struct we own.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl), 0);
-        rl.rlim_cur = n.min(rl.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rl), 0);
-    }
+fn set_soft_fd_limit(n: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let max = getrlimit(Resource::Nofile).maximum;
+    let current = Some(max.map_or(n, |m| n.min(m)));
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current,
+            maximum: max,
+        },
+    )
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,8 +225,7 @@ async fn many_connections_from_one_user_do_not_stop_another_users_status() {
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+    pages * rustix::param::page_size() as u64
 }
 
 /// A request body that sends a gRPC message header announcing `announced` bytes, then

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// The operating system an installation is laid out for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Platform {
+pub(crate) enum Platform {
     /// systemd, /etc/thoth, /var/lib/thoth.
     Linux,
     /// launchd, /Library/Application Support/Thoth.
@@ -16,7 +16,7 @@ pub enum Platform {
 
 impl Platform {
     /// The platform this program runs on.
-    pub fn native() -> Platform {
+    pub(crate) fn native() -> Platform {
         if cfg!(target_os = "macos") {
             Platform::Macos
         } else if cfg!(windows) {
@@ -27,7 +27,7 @@ impl Platform {
     }
 
     /// Lower-case name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Platform::Linux => "linux",
             Platform::Macos => "macos",
@@ -37,18 +37,18 @@ impl Platform {
 }
 
 /// The macOS managed-preferences domain (the `PayloadType` of the configuration profile).
-pub const MACOS_DOMAIN: &str = "com.thoth.agent";
+pub(crate) const MACOS_DOMAIN: &str = "com.thoth.agent";
 /// The Windows policy registry key MDM (Intune, GPO) writes settings to.
-pub const WINDOWS_POLICY_KEY: &str = r"HKLM\SOFTWARE\Policies\Thoth";
+pub(crate) const WINDOWS_POLICY_KEY: &str = r"HKLM\SOFTWARE\Policies\Thoth";
 /// The Windows service name.
-pub const WINDOWS_SERVICE: &str = "ThothAgent";
+pub(crate) const WINDOWS_SERVICE: &str = "ThothAgent";
 /// The launchd label.
-pub const LAUNCHD_LABEL: &str = "com.thoth.agent";
+pub(crate) const LAUNCHD_LABEL: &str = "com.thoth.agent";
 /// The systemd unit name.
-pub const SYSTEMD_UNIT: &str = "thoth-agent.service";
+pub(crate) const SYSTEMD_UNIT: &str = "thoth-agent.service";
 
 /// Paths of an installation under a root.
-pub struct Layout {
+pub(crate) struct Layout {
     /// The root everything is under.
     pub root: PathBuf,
     /// Which operating system's layout.
@@ -62,7 +62,7 @@ pub struct Layout {
 
 impl Layout {
     /// The layout for `platform` under `prefix` (`None`: the system root of this machine).
-    pub fn new(prefix: Option<PathBuf>, platform: Platform) -> Layout {
+    pub(crate) fn new(prefix: Option<PathBuf>, platform: Platform) -> Layout {
         match prefix {
             Some(root) => {
                 let system = root == Path::new("/") && platform == Platform::native();
@@ -83,7 +83,7 @@ impl Layout {
     }
 
     /// `path` (under `root`) as the installed software will see it (the image's own path).
-    pub fn seen_path(&self, path: &Path) -> PathBuf {
+    pub(crate) fn seen_path(&self, path: &Path) -> PathBuf {
         match (&self.seen_from, path.strip_prefix(&self.root)) {
             (Some(seen), Ok(rel)) => seen.join(rel),
             _ => path.to_path_buf(),
@@ -92,7 +92,7 @@ impl Layout {
 
     /// A path recorded by an install (sandbox: under the prefix; image: the image's own) as
     /// it is here, under `root`.
-    pub fn real_path(&self, path: &Path) -> PathBuf {
+    pub(crate) fn real_path(&self, path: &Path) -> PathBuf {
         if self.system || path.starts_with(&self.root) {
             return path.to_path_buf();
         }
@@ -104,7 +104,7 @@ impl Layout {
     }
 
     /// The same layout as the installed software will see it (for paths written into files).
-    pub fn as_seen(&self) -> Layout {
+    pub(crate) fn as_seen(&self) -> Layout {
         Layout {
             root: self.seen_from.clone().unwrap_or_else(|| self.root.clone()),
             platform: self.platform,
@@ -122,7 +122,7 @@ impl Layout {
     }
 
     /// Where `thoth`, `thoth-agent` and `thoth-installer` go.
-    pub fn bin_dir(&self) -> PathBuf {
+    pub(crate) fn bin_dir(&self) -> PathBuf {
         match self.platform {
             Platform::Linux => self.p("usr/local/bin"),
             // Not /usr/local/bin: on Intel Macs with Homebrew it belongs to a user, who could
@@ -133,7 +133,7 @@ impl Layout {
     }
 
     /// Settings: `agent.toml`, the enrollment token, Linux's `managed.toml`.
-    pub fn etc(&self) -> PathBuf {
+    pub(crate) fn etc(&self) -> PathBuf {
         match self.platform {
             Platform::Linux => self.p("etc/thoth"),
             Platform::Macos => self.p("Library/Application Support/Thoth"),
@@ -142,7 +142,7 @@ impl Layout {
     }
 
     /// The agent's state: identity, policy, spool, the install manifest.
-    pub fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         match self.platform {
             Platform::Linux => self.p("var/lib/thoth"),
             Platform::Macos | Platform::Windows => self.etc().join("state"),
@@ -150,7 +150,7 @@ impl Layout {
     }
 
     /// The agent's local socket.
-    pub fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         match self.platform {
             Platform::Linux => self.p("run/thoth/agent.sock"),
             Platform::Macos => self.p("var/run/thoth/agent.sock"),
@@ -159,7 +159,7 @@ impl Layout {
     }
 
     /// The service definition file, where there is one (Windows keeps it in the registry).
-    pub fn service_file(&self) -> Option<PathBuf> {
+    pub(crate) fn service_file(&self) -> Option<PathBuf> {
         match self.platform {
             Platform::Linux => Some(self.p("etc/systemd/system").join(SYSTEMD_UNIT)),
             Platform::Macos => Some(self.launchd_plist()),
@@ -168,13 +168,13 @@ impl Layout {
     }
 
     /// macOS: the launchd definition of the service.
-    pub fn launchd_plist(&self) -> PathBuf {
+    pub(crate) fn launchd_plist(&self) -> PathBuf {
         self.p("Library/LaunchDaemons")
             .join(format!("{LAUNCHD_LABEL}.plist"))
     }
 
     /// The agent's log file, for platforms whose service manager writes one.
-    pub fn log_file(&self) -> Option<PathBuf> {
+    pub(crate) fn log_file(&self) -> Option<PathBuf> {
         match self.platform {
             Platform::Macos => Some(self.launchd_log()),
             Platform::Linux | Platform::Windows => None,
@@ -182,12 +182,12 @@ impl Layout {
     }
 
     /// macOS: where launchd writes the agent's output.
-    pub fn launchd_log(&self) -> PathBuf {
+    pub(crate) fn launchd_log(&self) -> PathBuf {
         self.p("Library/Logs/Thoth/agent.log")
     }
 
     /// The file MDM managed settings are read from (Windows: the policy registry instead).
-    pub fn managed_file(&self) -> Option<PathBuf> {
+    pub(crate) fn managed_file(&self) -> Option<PathBuf> {
         match self.platform {
             Platform::Linux => Some(self.etc().join("managed.toml")),
             Platform::Macos => Some(
@@ -199,12 +199,12 @@ impl Layout {
     }
 
     /// What install recorded.
-    pub fn manifest(&self) -> PathBuf {
+    pub(crate) fn manifest(&self) -> PathBuf {
         self.state().join("install.json")
     }
 
     /// Where users' home directories are.
-    pub fn users_root(&self) -> PathBuf {
+    pub(crate) fn users_root(&self) -> PathBuf {
         match self.platform {
             Platform::Linux => self.p("home"),
             Platform::Macos | Platform::Windows => self.p("Users"),
@@ -212,7 +212,7 @@ impl Layout {
     }
 
     /// The executable name of a binary on this layout's platform.
-    pub fn exe(&self, name: &str) -> String {
+    pub(crate) fn exe(&self, name: &str) -> String {
         match self.platform {
             Platform::Windows => format!("{name}.exe"),
             _ => name.to_owned(),

@@ -10,7 +10,7 @@ use thoth_endpoint::config::parse_fingerprint;
 
 /// The outcome of probing the controller.
 #[derive(Debug, PartialEq)]
-pub enum Reach {
+pub(crate) enum Reach {
     /// Handshake completed and the controller's CA is the pinned one.
     Trusted,
     /// No connection (DNS, refused, timeout): the agent will keep trying.
@@ -20,7 +20,7 @@ pub enum Reach {
 }
 
 /// Probes `url` with the pinned `ca_fingerprint`, waiting at most `timeout` per step.
-pub fn probe(url: &str, ca_fingerprint: &str, timeout: Duration) -> Reach {
+pub(crate) fn probe(url: &str, ca_fingerprint: &str, timeout: Duration) -> Reach {
     let fp = match parse_fingerprint(ca_fingerprint) {
         Ok(f) => f,
         Err(e) => return Reach::Untrusted(e.to_string()),

@@ -8,7 +8,7 @@ const LAUNCHD: &str = include_str!("../../packaging/service/com.thoth.agent.plis
 const WINDOWS: &str = include_str!("../../packaging/service/thoth-agent.windows.txt");
 
 /// The service definition for `l`: a systemd unit, a launchd plist, or sc.exe command lines.
-pub fn render(l: &Layout) -> String {
+pub(crate) fn render(l: &Layout) -> String {
     let path = |p: std::path::PathBuf| p.display().to_string();
     let bin = path(l.bin_dir());
     let etc = path(l.etc());
@@ -62,7 +62,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// The sc.exe argument lines of a rendered Windows definition (comments and blanks dropped).
-pub fn windows_lines(rendered: &str) -> Vec<&str> {
+pub(crate) fn windows_lines(rendered: &str) -> Vec<&str> {
     rendered
         .lines()
         .map(str::trim)
@@ -73,7 +73,7 @@ pub fn windows_lines(rendered: &str) -> Vec<&str> {
 /// One command: program and arguments. `raw` is a Windows command line passed as is (sc.exe
 /// parses its own quoting).
 #[derive(Debug, PartialEq)]
-pub struct Cmd {
+pub(crate) struct Cmd {
     pub program: &'static str,
     pub args: Vec<String>,
     pub raw: Option<String>,
@@ -91,7 +91,7 @@ fn cmd(program: &'static str, args: &[&str], may_fail: bool) -> Cmd {
 }
 
 /// What to run to (re)register and start the service after its definition was written.
-pub fn start_plan(l: &Layout) -> Vec<Cmd> {
+pub(crate) fn start_plan(l: &Layout) -> Vec<Cmd> {
     match l.platform {
         Platform::Linux => vec![
             cmd("systemctl", &["daemon-reload"], false),
@@ -133,7 +133,7 @@ pub fn start_plan(l: &Layout) -> Vec<Cmd> {
 }
 
 /// What to run to stop and unregister the service (before its definition is removed).
-pub fn stop_plan(l: &Layout) -> Vec<Cmd> {
+pub(crate) fn stop_plan(l: &Layout) -> Vec<Cmd> {
     match l.platform {
         Platform::Linux => vec![
             cmd("systemctl", &["disable", "--now", SYSTEMD_UNIT], true),
@@ -154,7 +154,7 @@ pub fn stop_plan(l: &Layout) -> Vec<Cmd> {
 /// Windows: what makes `ProgramData\Thoth` readable by users but writable by SYSTEM and
 /// Administrators only, and the enrollment token readable by them only (`write_atomic`'s Unix
 /// modes mean nothing there). Groups by SID: their names are localized.
-pub fn windows_acl_plan(l: &Layout) -> Vec<Cmd> {
+pub(crate) fn windows_acl_plan(l: &Layout) -> Vec<Cmd> {
     if l.platform != Platform::Windows {
         return Vec::new();
     }
@@ -202,7 +202,7 @@ pub fn windows_acl_plan(l: &Layout) -> Vec<Cmd> {
 
 /// Windows: waits (up to 30 s) until the service is stopped or gone; `sc.exe stop` returns
 /// before it is, and its binary stays locked until then.
-pub fn wait_stopped(l: &Layout) {
+pub(crate) fn wait_stopped(l: &Layout) {
     if l.platform != Platform::Windows || !l.system || !cfg!(windows) {
         return;
     }
@@ -221,7 +221,7 @@ pub fn wait_stopped(l: &Layout) {
 }
 
 /// Runs a plan; returns the failures that were not expected.
-pub fn run(plan: &[Cmd]) -> Vec<String> {
+pub(crate) fn run(plan: &[Cmd]) -> Vec<String> {
     let mut failures = Vec::new();
     for c in plan {
         let mut command = std::process::Command::new(c.program);

@@ -20,7 +20,7 @@ use crate::layout::{Layout, Platform, WINDOWS_POLICY_KEY};
 /// Managed settings (what an MDM profile provides), all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Managed {
+pub(crate) struct Managed {
     pub controller: Option<String>,
     pub tenant: Option<String>,
     pub enroll_token: Option<String>,
@@ -32,7 +32,7 @@ pub struct Managed {
 
 /// Managed settings and where they came from (for messages), and the settings of the current
 /// installation, if any (so a repair or upgrade needs no settings again).
-pub struct Source {
+pub(crate) struct Source {
     pub managed: Managed,
     pub origin: String,
     pub installed: Managed,
@@ -63,7 +63,7 @@ fn installed(l: &Layout) -> Managed {
 
 /// Reads the managed settings for `l`'s platform. Absent is fine; present but malformed is an
 /// error naming the source.
-pub fn managed(l: &Layout) -> Result<Source, InstallerError> {
+pub(crate) fn managed(l: &Layout) -> Result<Source, InstallerError> {
     let mut src = read_managed(l)?;
     src.installed = installed(l);
     Ok(src)
@@ -117,7 +117,7 @@ fn read_managed(l: &Layout) -> Result<Source, InstallerError> {
 }
 
 /// Managed preferences as a configuration profile installs them (binary or XML plist).
-pub fn from_plist(path: &Path) -> Result<Managed, InstallerError> {
+pub(crate) fn from_plist(path: &Path) -> Result<Managed, InstallerError> {
     let value: plist::Value = plist::from_file(path)
         .map_err(|e| bad(format!("{}: not a property list: {e}", path.display())))?;
     let Some(dict) = value.into_dictionary() else {
@@ -158,7 +158,7 @@ pub fn from_plist(path: &Path) -> Result<Managed, InstallerError> {
 }
 
 /// Parses `reg query HKLM\SOFTWARE\Policies\Thoth` output: lines of `name    REG_SZ    value`.
-pub fn from_reg_query(text: &str) -> Result<Managed, InstallerError> {
+pub(crate) fn from_reg_query(text: &str) -> Result<Managed, InstallerError> {
     let mut map = serde_json::Map::new();
     for line in text.lines() {
         let line = line.trim_start();
@@ -190,7 +190,7 @@ pub fn from_reg_query(text: &str) -> Result<Managed, InstallerError> {
 }
 
 /// `k=v,k=v`.
-pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, InstallerError> {
+pub(crate) fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, InstallerError> {
     let mut labels = BTreeMap::new();
     for part in text.split(',').filter(|p| !p.trim().is_empty()) {
         let (k, v) = part
@@ -202,7 +202,7 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, InstallerErr
 }
 
 /// What install will write.
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub controller: String,
     pub tenant: String,
     pub token: Option<String>,
@@ -212,7 +212,7 @@ pub struct Resolved {
 }
 
 /// The flags `install` takes that are settings.
-pub struct Flags<'a> {
+pub(crate) struct Flags<'a> {
     pub controller: &'a Option<String>,
     pub tenant: &'a Option<String>,
     pub enroll_token: &'a Option<String>,
@@ -224,7 +224,7 @@ pub struct Flags<'a> {
 
 /// Flags > managed > the current installation's settings, then the agent's own checks, so a bad value is refused now
 /// rather than at first start.
-pub fn resolve(f: &Flags, src: &Source) -> Result<Resolved, InstallerError> {
+pub(crate) fn resolve(f: &Flags, src: &Source) -> Result<Resolved, InstallerError> {
     let m = &src.managed;
     let old = &src.installed;
     let pick = |flag: &Option<String>, m: &Option<String>, old: &Option<String>, name: &str| {
@@ -299,7 +299,7 @@ pub fn resolve(f: &Flags, src: &Source) -> Result<Resolved, InstallerError> {
 }
 
 /// A TOML string literal.
-pub fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 

@@ -15,7 +15,7 @@ enum Undo {
 
 /// The writes of one install.
 #[derive(Default)]
-pub struct Tx {
+pub(crate) struct Tx {
     undo: Vec<Undo>,
     /// Every file install is responsible for (written or already right).
     pub written: Vec<PathBuf>,
@@ -24,7 +24,7 @@ pub struct Tx {
 impl Tx {
     /// Writes `bytes` at `path` with `mode` unless it is already so; true if anything changed.
     /// `step` names the step for failure injection (`THOTH_INSTALLER_FAIL_AT`).
-    pub fn write(
+    pub(crate) fn write(
         &mut self,
         path: &Path,
         bytes: &[u8],
@@ -70,7 +70,7 @@ impl Tx {
 
     /// Creates `dir` (and missing parents) with `mode` if it does not exist, recording each one
     /// made for rollback; an existing directory is left as it is.
-    pub fn dir(&mut self, dir: &Path, mode: u32) -> Result<(), InstallerError> {
+    pub(crate) fn dir(&mut self, dir: &Path, mode: u32) -> Result<(), InstallerError> {
         let mut missing = Vec::new();
         let mut d = Some(dir);
         while let Some(p) = d {
@@ -96,7 +96,7 @@ impl Tx {
     }
 
     /// Puts back everything written, newest first.
-    pub fn rollback(self) {
+    pub(crate) fn rollback(self) {
         for u in self.undo.into_iter().rev() {
             match u {
                 Undo::Restore(p, b, m) => {

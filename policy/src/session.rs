@@ -7,7 +7,7 @@ use crate::pattern::ToolGlob;
 
 /// Distinct tool names remembered per session; past this the session is marked overflowed and
 /// sequence rules fire conservatively (see [`SessionState::last_call_matching`]).
-pub const MAX_REMEMBERED_TOOLS: usize = 512;
+pub(crate) const MAX_REMEMBERED_TOOLS: usize = 512;
 
 /// The state of one session, updated by the caller after each decision with [`SessionState::record`].
 #[derive(Debug, Clone, Default)]

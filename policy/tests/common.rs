@@ -8,12 +8,12 @@ use thoth_policy::{
     Action, Decision, Format, Policy, ServerView, SessionState, ToolCall, evaluate,
 };
 
-pub fn parse(yaml: &str) -> Policy {
+pub(crate) fn parse(yaml: &str) -> Policy {
     thoth_policy::parse_policy(yaml, "test.yaml", Format::Yaml).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A session against one server: evaluates calls and records them as the proxy does.
-pub struct Session<'p> {
+pub(crate) struct Session<'p> {
     pub policy: &'p Policy,
     pub server: ServerView,
     pub state: SessionState,
@@ -21,7 +21,7 @@ pub struct Session<'p> {
 }
 
 impl<'p> Session<'p> {
-    pub fn new(policy: &'p Policy, name: &str, argv: &[&str]) -> Self {
+    pub(crate) fn new(policy: &'p Policy, name: &str, argv: &[&str]) -> Self {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         Session {
             policy,
@@ -33,7 +33,7 @@ impl<'p> Session<'p> {
 
     /// Decides a call; a call whose decision forwards it (or needs approval, which these tests
     /// treat as granted) is recorded as forwarded.
-    pub fn call(&mut self, tool: &str, args: Value) -> Decision {
+    pub(crate) fn call(&mut self, tool: &str, args: Value) -> Decision {
         let d = evaluate(
             self.policy,
             &self.server,
@@ -61,11 +61,11 @@ impl<'p> Session<'p> {
         d
     }
 
-    pub fn action(&mut self, tool: &str, args: Value) -> Action {
+    pub(crate) fn action(&mut self, tool: &str, args: Value) -> Action {
         self.call(tool, args).action
     }
 
-    pub fn advance(&mut self, secs: u64) {
+    pub(crate) fn advance(&mut self, secs: u64) {
         self.now += Duration::from_secs(secs);
     }
 }

@@ -292,9 +292,12 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 
 /// Sends a signal to a process.
 pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    let sig = rustix::process::Signal::from_named_raw(sig);
+    if let (Some(pid), Some(sig)) = (pid, sig) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 

@@ -1,6 +1,9 @@
 //! What each local user may hold on the agent's socket: connections and request bytes in flight,
 //! per owning login user and in all (the caps in front of the local service).
 
+// libc for getpwnam_r (the login user owning a subordinate uid): rustix has no passwd lookup.
+#![allow(unsafe_code)]
+
 use std::pin::Pin;
 use std::sync::Arc;
 

@@ -98,7 +98,7 @@ async fn verdict_of(
 /// kind, and [`MAX_RAISED`] an hour in all); a policy call from it is refused with
 /// `PERMISSION_DENIED` saying why, which a proxy takes as "no policy" (it then denies every
 /// call: fail closed).
-pub async fn gate(
+pub(super) async fn gate(
     sh: &Arc<Shared>,
     info: Option<&ConnInfo>,
     user: &str,

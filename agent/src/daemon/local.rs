@@ -1,6 +1,9 @@
 //! The local endpoint: gRPC over a Unix domain socket that the proxies of every desktop user
 //! reach. Each caller's OS user comes from the socket's peer credentials.
 
+// libc for getpwuid_r (a caller's user name): rustix has no passwd lookup.
+#![allow(unsafe_code)]
+
 use std::pin::Pin;
 use std::sync::Arc;
 

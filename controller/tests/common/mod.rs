@@ -15,21 +15,21 @@ use thoth_proto::fleet::{
 };
 use tonic::transport::Channel;
 
-pub const POLICY_A: &str = "name: a\nversion: 1\nservers:\n  - name: files\n    enforcement: block\n    approved_scope: [read_text_file]\n";
-pub const POLICY_B: &str = "name: b\nversion: 2\nservers:\n  - name: files\n    enforcement: observe\n    approved_scope: [\"*\"]\n";
+pub(crate) const POLICY_A: &str = "name: a\nversion: 1\nservers:\n  - name: files\n    enforcement: block\n    approved_scope: [read_text_file]\n";
+pub(crate) const POLICY_B: &str = "name: b\nversion: 2\nservers:\n  - name: files\n    enforcement: observe\n    approved_scope: [\"*\"]\n";
 
-pub struct TestController {
+pub(crate) struct TestController {
     pub dir: tempfile::TempDir,
     pub running: Option<Running>,
     pub url: String,
 }
 
 impl TestController {
-    pub async fn start() -> TestController {
+    pub(crate) async fn start() -> TestController {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(tune: impl FnOnce(&mut ControllerConfig)) -> TestController {
+    pub(crate) async fn start_with(tune: impl FnOnce(&mut ControllerConfig)) -> TestController {
         let dir = tempfile::tempdir().unwrap();
         datadir::init(dir.path(), None).unwrap();
         let mut t = TestController {
@@ -41,7 +41,7 @@ impl TestController {
         t
     }
 
-    pub async fn boot(&mut self, tune: impl FnOnce(&mut ControllerConfig)) {
+    pub(crate) async fn boot(&mut self, tune: impl FnOnce(&mut ControllerConfig)) {
         let mut data = DataDir::load(self.dir.path()).unwrap();
         tune(&mut data.config);
         let running = server::start_data_dir(
@@ -55,29 +55,29 @@ impl TestController {
         self.running = Some(running);
     }
 
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.running.take().unwrap().shutdown().await;
         self.boot(|_| {}).await;
     }
 
-    pub fn running(&self) -> &Running {
+    pub(crate) fn running(&self) -> &Running {
         self.running.as_ref().unwrap()
     }
 
-    pub fn data(&self) -> &Path {
+    pub(crate) fn data(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn ca_pem(&self) -> String {
+    pub(crate) fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("ca.crt")).unwrap()
     }
 
-    pub fn root(&self) -> VerifyingKey {
+    pub(crate) fn root(&self) -> VerifyingKey {
         DataDir::load(self.dir.path()).unwrap().root.verifying_key()
     }
 
     /// Credentials for an admin of `role`, limited to `tenant` when given.
-    pub fn admin_creds(&self, name: &str, role: Role, tenant: Option<&str>) -> Credentials {
+    pub(crate) fn admin_creds(&self, name: &str, role: Role, tenant: Option<&str>) -> Credentials {
         let out = self.dir.path().join(format!("cred-{name}"));
         let data = DataDir::load(self.dir.path()).unwrap();
         datadir::write_admin_credential(
@@ -94,7 +94,7 @@ impl TestController {
         Credentials::from_dir(&out).unwrap()
     }
 
-    pub async fn admin_as(&self, creds: &Credentials) -> AdminClient<Channel> {
+    pub(crate) async fn admin_as(&self, creds: &Credentials) -> AdminClient<Channel> {
         let ch = client::connect(&self.url, creds, Some(Duration::from_secs(20)))
             .await
             .unwrap();
@@ -102,12 +102,12 @@ impl TestController {
     }
 
     /// The init-made admin (role admin, all tenants).
-    pub async fn admin(&self) -> AdminClient<Channel> {
+    pub(crate) async fn admin(&self) -> AdminClient<Channel> {
         let creds = Credentials::from_dir(&self.dir.path().join("admin")).unwrap();
         self.admin_as(&creds).await
     }
 
-    pub async fn token(&self, tenant: &str, uses: u32) -> String {
+    pub(crate) async fn token(&self, tenant: &str, uses: u32) -> String {
         self.admin()
             .await
             .create_token(pb::CreateTokenRequest {
@@ -121,20 +121,23 @@ impl TestController {
             .token
     }
 
-    pub async fn enroll(&self, tenant: &str) -> Enrolled {
+    pub(crate) async fn enroll(&self, tenant: &str) -> Enrolled {
         let token = self.token(tenant, 1).await;
         client::enroll(&self.url, &self.ca_pem(), &token, tenant, "test-host")
             .await
             .unwrap()
     }
 
-    pub async fn sync(&self, agent: &Credentials) -> AgentSyncClient<Channel> {
+    pub(crate) async fn sync(&self, agent: &Credentials) -> AgentSyncClient<Channel> {
         let ch = client::connect(&self.url, agent, None).await.unwrap();
         AgentSyncClient::new(ch)
     }
 
     /// An open policy subscription for an agent (its own tenant, nothing applied yet).
-    pub async fn subscribe(&self, agent: &Credentials) -> tonic::Streaming<pb::PolicyUpdate> {
+    pub(crate) async fn subscribe(
+        &self,
+        agent: &Credentials,
+    ) -> tonic::Streaming<pb::PolicyUpdate> {
         self.sync(agent)
             .await
             .subscribe(pb::SubscribeRequest::default())
@@ -143,7 +146,7 @@ impl TestController {
             .into_inner()
     }
 
-    pub async fn push(&self, tenant: &str, doc: &str) -> pb::PolicyVersion {
+    pub(crate) async fn push(&self, tenant: &str, doc: &str) -> pb::PolicyVersion {
         self.admin()
             .await
             .push_policy(pb::PushPolicyRequest {
@@ -157,7 +160,7 @@ impl TestController {
             .into_inner()
     }
 
-    pub async fn history(&self, tenant: &str) -> Vec<pb::PolicyVersion> {
+    pub(crate) async fn history(&self, tenant: &str) -> Vec<pb::PolicyVersion> {
         self.admin()
             .await
             .policy_history(pb::PolicyHistoryRequest {
@@ -172,7 +175,7 @@ impl TestController {
 }
 
 /// Waits for the next update on a subscription, failing after `secs`.
-pub async fn next_update(
+pub(crate) async fn next_update(
     stream: &mut tonic::Streaming<pb::PolicyUpdate>,
     secs: u64,
 ) -> Result<pb::PolicyUpdate, tonic::Status> {
@@ -184,11 +187,11 @@ pub async fn next_update(
     }
 }
 
-pub fn path(p: &Path) -> PathBuf {
+pub(crate) fn path(p: &Path) -> PathBuf {
     p.to_path_buf()
 }
 
-pub fn arc<T>(t: T) -> Arc<T> {
+pub(crate) fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
 
@@ -196,7 +199,7 @@ pub fn arc<T>(t: T) -> Arc<T> {
 // end, calls on a connection held open by hand).
 
 /// One HTTP/2 frame.
-pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let n = payload.len() as u32;
     let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
     f.extend_from_slice(&stream.to_be_bytes());
@@ -206,7 +209,7 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// The HEADERS (and, when `body`, the DATA with an empty message) of a gRPC call on `stream`;
 /// without `body` the request never ends.
-pub fn grpc_request(stream: u32, path: &str, body: bool) -> Vec<u8> {
+pub(crate) fn grpc_request(stream: u32, path: &str, body: bool) -> Vec<u8> {
     let mut block = Vec::new();
     for (k, v) in [
         (":method", "POST"),

@@ -5,23 +5,24 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub const INSTALLER: &str = env!("CARGO_BIN_EXE_thoth-installer");
-pub const FP: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-pub const ROOT_KEY: &str = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=";
-pub const TOKEN: &str = "tok-0123456789.s3cr3t-token-value";
+pub(crate) const INSTALLER: &str = env!("CARGO_BIN_EXE_thoth-installer");
+pub(crate) const FP: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const ROOT_KEY: &str = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=";
+pub(crate) const TOKEN: &str = "tok-0123456789.s3cr3t-token-value";
 
 /// The workspace root.
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// The directory holding the built binaries (thoth, thoth-agent, thoth-installer).
-pub fn bins() -> PathBuf {
+pub(crate) fn bins() -> PathBuf {
     Path::new(INSTALLER).parent().unwrap().to_path_buf()
 }
 
 /// Runs the installer with `args` and `env` (THOTH_ENROLL_TOKEN and the platform cleared).
-pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(INSTALLER);
     c.args(args)
         .env_remove("THOTH_ENROLL_TOKEN")
@@ -33,7 +34,7 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// Stdout and stderr.
-pub fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -42,13 +43,13 @@ pub fn text(o: &Output) -> String {
 }
 
 /// Permission bits.
-pub fn mode(p: &Path) -> u32 {
+pub(crate) fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
 /// Every file and directory under `root`, relative, sorted, directories with a trailing `/`.
-pub fn tree(root: &Path) -> Vec<String> {
+pub(crate) fn tree(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -75,7 +76,7 @@ pub fn tree(root: &Path) -> Vec<String> {
 
 /// The settings of `packaging/mdm/macos/com.thoth.agent.mobileconfig` with its placeholders
 /// filled in: the dictionary macOS writes to /Library/Managed Preferences.
-pub fn mobileconfig_settings(controller: &str, tenant: &str) -> plist::Dictionary {
+pub(crate) fn mobileconfig_settings(controller: &str, tenant: &str) -> plist::Dictionary {
     let text =
         std::fs::read_to_string(repo().join("packaging/mdm/macos/com.thoth.agent.mobileconfig"))
             .unwrap()
@@ -97,14 +98,14 @@ pub fn mobileconfig_settings(controller: &str, tenant: &str) -> plist::Dictionar
 }
 
 /// Writes managed preferences as macOS does (binary plist) under `root`.
-pub fn write_managed_prefs(root: &Path, settings: &plist::Dictionary) {
+pub(crate) fn write_managed_prefs(root: &Path, settings: &plist::Dictionary) {
     let p = root.join("Library/Managed Preferences/com.thoth.agent.plist");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     plist::to_file_binary(&p, &plist::Value::Dictionary(settings.clone())).unwrap();
 }
 
 /// Asserts that none of `rels` exists under `root`.
-pub fn assert_absent(root: &Path, rels: &[&str]) {
+pub(crate) fn assert_absent(root: &Path, rels: &[&str]) {
     for rel in rels {
         assert!(!root.join(rel).exists(), "{rel} left behind");
     }

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 /// The benchmark policy: 50 servers × 50 tools, argument globs, constraints, a sequence rule.
-pub fn policy_50x50() -> String {
+pub(crate) fn policy_50x50() -> String {
     let mut y = String::from(
         "name: bench\nversion: 1\ndefaults:\n  enforcement: block\n  unknown_servers: block\nservers:\n",
     );
@@ -22,7 +22,7 @@ pub fn policy_50x50() -> String {
 }
 
 /// A built binary of this workspace, next to the bench executable's `deps/` folder.
-pub fn bin(name: &str) -> std::path::PathBuf {
+pub(crate) fn bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let p = exe
         .parent()
@@ -40,7 +40,7 @@ pub fn bin(name: &str) -> std::path::PathBuf {
 }
 
 /// A child process stopped with SIGTERM when dropped.
-pub struct Killer(pub std::process::Child);
+pub(crate) struct Killer(pub std::process::Child);
 
 impl Drop for Killer {
     fn drop(&mut self) {
@@ -51,13 +51,13 @@ impl Drop for Killer {
 }
 
 /// The `p` quantile of sorted durations.
-pub fn pct(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+pub(crate) fn pct(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Starts `thoth-controller serve` on a free loopback port with data in `data` (initialized
 /// first if it is not); returns the process and its URL once it listens.
-pub fn start_controller(data: &std::path::Path) -> (Killer, String) {
+pub(crate) fn start_controller(data: &std::path::Path) -> (Killer, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -14,7 +14,7 @@ use serde_json::Value;
 /// The `thoth` binary: Cargo's for the proxy crate's own tests; for another crate's tests (the
 /// agent's include this file), the one `cargo build --workspace --bins` put beside their
 /// `deps/` folder.
-pub fn thoth() -> std::path::PathBuf {
+pub(crate) fn thoth() -> std::path::PathBuf {
     if let Some(p) = option_env!("CARGO_BIN_EXE_thoth") {
         return p.into();
     }
@@ -33,12 +33,12 @@ pub fn thoth() -> std::path::PathBuf {
 }
 
 /// One `tools/call` a test sends.
-pub const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file","arguments":{"path":"/tmp/x"}}}"#;
+pub(crate) const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file","arguments":{"path":"/tmp/x"}}}"#;
 
 /// Runs `thoth run --server s ARGS -- cat` in `dir` with `env` (and none of the runner's
 /// `THOTH_*` or loader variables; pending events kept in `dir`), sends [`CALL`]; returns (the
 /// first line back, the proxy's log).
-pub fn one_call(
+pub(crate) fn one_call(
     dir: &Path,
     args: &[&std::ffi::OsStr],
     env: &[(&str, &std::ffi::OsStr)],

@@ -1,6 +1,9 @@
 //! The process behind a local connection: identified (pid and start time) when the connection is
 //! accepted, so that a pid reused later is not taken for it.
 
+// libc for getsockopt(SO_PEERPIDFD): rustix has no wrapper for this socket option yet.
+#![allow(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::Instant;
 

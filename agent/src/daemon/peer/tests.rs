@@ -1,3 +1,6 @@
+// libc for fork, pipe, mmap and waitpid: the tests make real processes with real mappings.
+#![allow(unsafe_code)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -131,7 +131,7 @@ async fn bad_events_are_refused_one_by_one_and_the_rest_is_kept_as_the_agents() 
         recs.iter()
             .all(|r| r["eventType"] != "CHAIN_ALERT" && r["eventType"] != "CONFIG_WRAPPED")
     );
-    let me = crate::daemon::local::user_name(unsafe { libc::getuid() }).unwrap();
+    let me = crate::daemon::local::user_name(rustix::process::getuid().as_raw()).unwrap();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let f = from_proxy
         .iter()
