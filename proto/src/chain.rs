@@ -61,7 +61,14 @@ impl Chain {
         event.hash = None;
         let body = canonical_event(event);
         let hash = hash_bytes(&self.head, &body);
-        let line = with_hash(body, &hash).unwrap_or_else(|| {
+        // `detail` is free-form and sorts before `hostname`: an object in it may hold a
+        // `"hostname"` key of its own, so only an event without one is spliced.
+        let spliced = if event.detail.is_none() {
+            with_hash(body, &hash)
+        } else {
+            None
+        };
+        let line = spliced.unwrap_or_else(|| {
             event.hash = Some(hash);
             canonical_event(event)
         });
@@ -176,7 +183,9 @@ pub fn check_link(line: &[u8], prev: &str) -> Result<(u64, String), LinkError> {
 
 /// Inserts `"hash"` into the canonical bytes of an event at its sorted place: right before
 /// `"hostname"`, which every event has and which follows `"hash"` in byte order. String values
-/// cannot contain an unescaped `"`, so the first `,"hostname":` is the key itself.
+/// cannot contain an unescaped `"`, and the only object before `hostname` that is not
+/// free-form is `decision` (fixed keys), so for an event without `detail` the first
+/// `,"hostname":` is the key itself. Never call it for an event with `detail`.
 fn with_hash(body: Vec<u8>, hash: &Hash) -> Option<Vec<u8>> {
     const KEY: &[u8] = b",\"hostname\":";
     let at = body.windows(KEY.len()).position(|w| w == KEY)?;

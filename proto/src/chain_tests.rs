@@ -102,6 +102,29 @@ fn a_sealed_chain_verifies() {
 }
 
 #[test]
+fn a_detail_holding_a_hostname_key_does_not_take_the_hash() {
+    // A proxy's `detail` is free-form; an object in it with a `hostname` key after another key
+    // used to receive the spliced hash, leaving the line without a top-level `hash`.
+    let mut c = Chain::new();
+    let mut prev = GENESIS.to_string();
+    for detail in [
+        serde_json::json!({"a": 0, "hostname": "x"}),
+        serde_json::json!({"z": [{"b": 1, "hostname": {"hostname": 2}}]}),
+        serde_json::json!("plain"),
+    ] {
+        let mut e = event("a", 1);
+        e.detail = Some(detail.clone());
+        let line = c.seal(&mut e);
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        let hash = v["hash"].as_str().expect("a top-level hash");
+        assert_eq!(v["detail"], detail, "detail unchanged");
+        let (_, linked) = check_link(&line, &prev).expect("the line links");
+        assert_eq!(linked, hash);
+        prev = linked;
+    }
+}
+
+#[test]
 fn every_single_byte_change_is_detected() {
     let data = file(&chain_of(3));
     for i in 0..data.len() {

@@ -193,8 +193,10 @@ impl Spool {
                 }
             }
             rec.records += records.len() as u64;
-            let first = records.first().and_then(|r| seq_hash(r)).map(|s| s.0);
-            let last = records.last().and_then(|r| seq_hash(r));
+            // The first and last records that say where they are on the chain (a record that does
+            // not is reported by the uploader; it must not cost the rest of its segment).
+            let first = records.iter().find_map(|r| seq_hash(r)).map(|s| s.0);
+            let last = records.iter().rev().find_map(|r| seq_hash(r));
             match (first, last) {
                 (Some(first), Some((last, hash))) => {
                     chain_seq = chain_seq.max(last);
@@ -207,6 +209,13 @@ impl Spool {
                     });
                 }
                 _ => {
+                    if !records.is_empty() {
+                        rec.corrupt.push(format!(
+                            "{}: {} records, none with a readable seq and hash; segment removed",
+                            path.display(),
+                            records.len()
+                        ));
+                    }
                     let _ = std::fs::remove_file(path);
                 }
             }

@@ -41,6 +41,34 @@ fn appends_survive_reopen_and_the_chain_continues() {
 }
 
 #[test]
+fn a_detail_naming_hostname_keeps_its_segment_and_the_chain_across_a_restart() {
+    // A local user's proxy event may carry `detail: {"a":0,"hostname":…}`; it must be sealed with
+    // a top-level hash (it used to take the hash inside `detail`), and reopening must keep the
+    // segment whose first and last records it is (it used to delete every user's records in it).
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+    for i in 0..5 {
+        let mut e = ev(i);
+        if i == 0 || i == 4 {
+            e.detail = Some(serde_json::json!({"a": 0, "hostname": "x"}));
+        }
+        s.append(&mut e).unwrap();
+    }
+    s.sync().unwrap();
+    let head = s.head();
+    drop(s);
+    let (mut s, rec) = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert!(rec.corrupt.is_empty(), "{:?}", rec.corrupt);
+    assert_eq!((rec.records, s.seq(), s.head()), (5, 5, head));
+    let all = s.read_after(0, 100).unwrap();
+    assert_eq!(all.len(), 5);
+    let mut prev = thoth_proto::chain::GENESIS.to_owned();
+    for (_, line) in &all {
+        prev = thoth_proto::chain::check_link(line, &prev).unwrap().1;
+    }
+}
+
+#[test]
 fn a_torn_tail_is_cut_and_a_flipped_byte_is_detected_and_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, _) = Spool::open(dir.path(), 1 << 20).unwrap();
