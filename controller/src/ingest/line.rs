@@ -116,7 +116,7 @@ impl<'a> Members<'a> {
                 // Not written, but it must be valid JSON all the same (as a whole-line parse
                 // would require).
                 if !as_written(v.get()) {
-                    serde_json::from_str::<Value>(v.get()).ok()?;
+                    nested(v.get())?;
                 }
                 continue;
             }
@@ -130,13 +130,28 @@ impl<'a> Members<'a> {
             if as_written(raw) {
                 out.extend_from_slice(raw.as_bytes());
             } else {
-                let v: Value = serde_json::from_str(raw).ok()?;
+                let v = nested(raw)?;
                 thoth_proto::canonical::write_canonical(&v, &mut out);
             }
         }
         out.push(b'}');
         Some(out)
     }
+}
+
+/// A member's value parsed alone with the nesting budget it has inside the line: wrapped in an
+/// array, which spends the level the enclosing object spends in a whole-line parse (serde_json
+/// skips a raw value without counting depth, so a value parsed bare would get one level more
+/// than `thoth_proto`'s verifiers give it).
+fn nested(raw: &str) -> Option<Value> {
+    let mut wrapped = String::with_capacity(raw.len() + 2);
+    wrapped.push('[');
+    wrapped.push_str(raw);
+    wrapped.push(']');
+    let Value::Array(mut one) = serde_json::from_str(&wrapped).ok()? else {
+        return None;
+    };
+    one.pop()
 }
 
 /// Whether serde_json writes this JSON value exactly as `raw` is: a string without escapes (it
@@ -202,6 +217,22 @@ mod tests {
                 "{k}"
             );
             assert_eq!(m.number(k), v.get(k).and_then(Value::as_u64), "{k}");
+        }
+    }
+
+    #[test]
+    fn values_nested_as_deep_as_a_whole_line_parse_refuses_are_refused() {
+        // serde_json allows 128 levels in all; the line's object is one of them.
+        for depth in [120, 126, 127, 128, 130] {
+            for member in ["x", "hash"] {
+                let value = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+                let line = format!(r#"{{"a":1,"{member}":{value}}}"#);
+                let whole = serde_json::from_str::<Value>(&line).is_ok();
+                let fast = Members::read(line.as_bytes())
+                    .and_then(|m| m.canonical_without("hash"))
+                    .is_some();
+                assert_eq!(fast, whole, "depth {depth} in {member}");
+            }
         }
     }
 
