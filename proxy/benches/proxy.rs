@@ -16,7 +16,8 @@
 //!   builds are compared under the same noise;
 //! - `BENCH_CALLGRIND=1`: instead of timing, counts instructions per call with `valgrind
 //!   --tool=callgrind` (stable on a noisy machine): the relay, thoth (and the baseline) each run
-//!   under callgrind for N and 2N sequential calls (N = `BENCH_CALLGRIND_CALLS`, default 2000),
+//!   under callgrind for N and 2N sequential calls (N = `BENCH_CALLGRIND_CALLS`, default 2000;
+//!   `BENCH_CALLGRIND_KEEP=1` keeps the outputs for `callgrind_annotate`),
 //!   and (I(2N) − I(N)) / N is printed, start-up and shutdown cancelling out. Only the measured
 //!   process is counted (all its threads, the event writer included), not the echo server.
 //!   valgrind puts its own library in `LD_PRELOAD`, and `thoth run` then refuses to govern
@@ -612,7 +613,11 @@ fn callgrind() {
             ),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("BENCH_CALLGRIND_KEEP").is_some() {
+        println!("callgrind outputs kept in {} (callgrind_annotate FILE)", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// The total instruction count a callgrind output file reports.
