@@ -614,7 +614,10 @@ fn callgrind() {
         }
     }
     if std::env::var_os("BENCH_CALLGRIND_KEEP").is_some() {
-        println!("callgrind outputs kept in {} (callgrind_annotate FILE)", dir.display());
+        println!(
+            "callgrind outputs kept in {} (callgrind_annotate FILE)",
+            dir.display()
+        );
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
