@@ -452,7 +452,8 @@ fn a_strict_umask_still_leaves_directories_readable_and_an_image_holds_its_own_p
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "umask 077; exec {INSTALLER} install --controller https://127.0.0.1:1 --tenant acme --enroll-token-file {} --ca-fingerprint {FP} --root-key {ROOT_KEY} --no-start --image --prefix {} --from {}",
+            "umask 077; exec {} install --controller https://127.0.0.1:1 --tenant acme --enroll-token-file {} --ca-fingerprint {FP} --root-key {ROOT_KEY} --no-start --image --prefix {} --from {}",
+            installer().display(),
             token.display(),
             prefix.display(),
             bins().display()

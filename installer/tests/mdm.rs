@@ -15,7 +15,7 @@ fn script(rel: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new("bash");
     c.arg(&path)
         .args(args)
-        .env("THOTH_INSTALLER", INSTALLER)
+        .env("THOTH_INSTALLER", installer())
         .env_remove("THOTH_ENROLL_TOKEN")
         .env_remove("THOTH_INSTALLER_PLATFORM");
     for (k, v) in env {

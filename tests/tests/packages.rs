@@ -3,6 +3,7 @@
 //! macOS .pkg's payload and scripts. Needs the apt peers `scripts/setup-peers` installs (rpm,
 //! wixl, msitools) and builds release binaries.
 
+#[path = "../../installer/tests/common/mod.rs"]
 mod installer;
 
 use std::path::{Path, PathBuf};

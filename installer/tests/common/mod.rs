@@ -1,29 +1,43 @@
-//! Shared by the installer's tests: the binaries, fixed settings, running the installer, and
-//! reading back a tree.
+//! Shared by the installer's tests and the packaging tests in the end-to-end crate
+//! (`tests/tests/packages.rs` includes this file): the binaries, fixed settings, running the
+//! installer, and reading back a tree.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub(crate) const INSTALLER: &str = env!("CARGO_BIN_EXE_thoth-installer");
 pub(crate) const FP: &str =
     "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 pub(crate) const ROOT_KEY: &str = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=";
 pub(crate) const TOKEN: &str = "tok-0123456789.s3cr3t-token-value";
 
-/// The workspace root.
+/// The workspace root (both crates that include this file sit one level below it).
 pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The directory holding the built binaries (thoth, thoth-agent, thoth-installer).
+/// The directory holding the built binaries (thoth, thoth-agent, thoth-installer): the one
+/// above the test executable's `deps/`. Cargo builds a package's binaries for its own tests;
+/// the end-to-end crate's tests need `cargo build --workspace --bins` first (`scripts/test`).
 pub(crate) fn bins() -> PathBuf {
-    Path::new(INSTALLER).parent().unwrap().to_path_buf()
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// The installer binary.
+pub(crate) fn installer() -> PathBuf {
+    let p = bins().join(format!("thoth-installer{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins`",
+        p.display()
+    );
+    p
 }
 
 /// Runs the installer with `args` and `env` (THOTH_ENROLL_TOKEN and the platform cleared).
 pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(INSTALLER);
+    let mut c = Command::new(installer());
     c.args(args)
         .env_remove("THOTH_ENROLL_TOKEN")
         .env_remove("THOTH_INSTALLER_PLATFORM");
