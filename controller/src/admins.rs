@@ -209,19 +209,31 @@ impl AdminGate {
     }
 }
 
+/// Why an admin certificate cannot be recorded ([`record_for`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The certificate names no identity.
+    #[error(transparent)]
+    Identity(#[from] pki::PkiError),
+    /// The certificate is not an admin's.
+    #[error("not an admin certificate")]
+    NotAdmin,
+    /// The certificate does not parse.
+    #[error("certificate: {0}")]
+    Certificate(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+}
+
 /// The record of an admin certificate (PEM or DER) made now by `source`.
 pub fn record_for(
     cert_der: &[u8],
     source: &str,
     now: i64,
-) -> Result<AdminCredentialRecord, String> {
-    let Identity::Admin { name, role, tenant } =
-        Identity::from_cert_der(cert_der).map_err(|e| e.to_string())?
-    else {
-        return Err("not an admin certificate".into());
+) -> Result<AdminCredentialRecord, RecordError> {
+    let Identity::Admin { name, role, tenant } = Identity::from_cert_der(cert_der)? else {
+        return Err(RecordError::NotAdmin);
     };
     let (_, cert) =
-        x509_parser::parse_x509_certificate(cert_der).map_err(|e| format!("certificate: {e}"))?;
+        x509_parser::parse_x509_certificate(cert_der).map_err(RecordError::Certificate)?;
     Ok(AdminCredentialRecord {
         fingerprint: pki::fingerprint(cert_der),
         name,

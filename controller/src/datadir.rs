@@ -128,8 +128,8 @@ pub enum DataDirError {
     #[error("{0}")]
     Serialize(serde_json::Error),
     /// An admin credential cannot be recorded.
-    #[error("{0}")]
-    AdminCertificate(String),
+    #[error(transparent)]
+    AdminCertificate(crate::admins::RecordError),
     /// The store refuses the admin credential.
     #[error("recording the admin credential: {0}")]
     RecordAdmin(crate::store::StoreError),

@@ -52,14 +52,14 @@ fn text(v: &Value, key: &str) -> String {
 }
 
 /// A usable event of a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Parsed {
     seq: u64,
     event_id: String,
     hash: String,
     prev_hash: String,
     /// `hash` is the hash of the event over its own `prevHash`.
-    sealed: Result<(), String>,
+    sealed: Result<(), LinkError>,
     event_type: String,
     session_id: String,
     tool_name: String,
@@ -70,7 +70,7 @@ struct Parsed {
 }
 
 /// One line of a batch, as read before the chain is known.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Line {
     Event(Parsed),
     /// Not storable: recorded as an alert.
@@ -181,7 +181,7 @@ fn read_line(line: &[u8]) -> Line {
         text("timestamp").unwrap_or_default(),
     );
     let body = body.unwrap_or_else(|| v.canonical_without_hash());
-    let sealed = sealed(seq, prev.as_deref(), &hash, &body).map_err(|e| e.to_string());
+    let sealed = sealed(seq, prev.as_deref(), &hash, &body);
     let json = String::from_utf8_lossy(line).into_owned();
     Line::Event(Parsed {
         seq,
@@ -287,7 +287,7 @@ impl From<IngestError> for ServiceError {
 }
 
 /// A batch read, with its signed head verified; what is left needs the agent's chain.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Prepared {
     lines: Vec<Line>,
     /// The verified signed head (None for an empty batch).
@@ -563,7 +563,7 @@ pub fn check(
         } else if p.prev_hash != head_hash || p.sealed.is_err() {
             ok = false;
             let why = match &p.sealed {
-                Err(e) if p.prev_hash == head_hash => e.clone(),
+                Err(e) if p.prev_hash == head_hash => e.to_string(),
                 _ => format!("prevHash does not match the hash of seq {head_seq}"),
             };
             out.push(alert(
