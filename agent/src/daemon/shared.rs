@@ -251,7 +251,7 @@ impl Shared {
                     Err(why) => {
                         refused += 1;
                         if reason.is_empty() {
-                            reason = why;
+                            reason = why.to_string();
                         }
                     }
                 }

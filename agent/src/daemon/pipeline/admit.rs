@@ -64,18 +64,57 @@ pub(super) fn digest(e: &mut Event<'_>) -> [u8; 32] {
     d
 }
 
-fn text_field(value: &str, key: &str, max: usize) -> Result<(), String> {
+/// Why a proxy's event was refused; its text goes into the `EmitEvents` reply (`reason`), the
+/// agent's status and the `EVENTS_REFUSED` event.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Over [`MAX_PROXY_EVENT_BYTES`].
+    #[error("an event of {0} bytes, over the limit of {MAX_PROXY_EVENT_BYTES}")]
+    TooLarge(usize),
+    /// Nested too deep or too many values, found while counting them.
+    #[error("{0}")]
+    Shape(serde_json::Error),
+    /// More values than one per 4 bytes (plus 64).
+    #[error("an event of {values} JSON values in {bytes} bytes (at most one per 4 bytes)")]
+    Dense { values: usize, bytes: usize },
+    /// JSON, but not an event (a field missing or of the wrong type).
+    #[error("not an event: {0}")]
+    NotAnEvent(serde_json::Error),
+    /// Not JSON.
+    #[error("an event is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// A type only the agent or the controller may send.
+    #[error("a proxy may not send {0} events (only {list})", list = PROXY_EVENT_TYPES.map(EventType::as_str).join(", "))]
+    NotFromProxy(EventType),
+    /// A required text field is absent.
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    /// A text field is empty.
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    /// A text field is over its length.
+    #[error("{key} is longer than {max} bytes")]
+    TooLong { key: &'static str, max: usize },
+    /// The timestamp is not RFC 3339.
+    #[error("timestamp {0:?} is not RFC 3339 UTC: {1}")]
+    Timestamp(String, humantime::TimestampError),
+    /// An `EVENTS_DROPPED` event without its count.
+    #[error("an EVENTS_DROPPED event without detail.dropped")]
+    DroppedWithoutDetail,
+}
+
+fn text_field(value: &str, key: &'static str, max: usize) -> Result<(), Refusal> {
     if value.is_empty() {
-        Err(format!("{key} is empty"))
+        Err(Refusal::Empty(key))
     } else if value.len() > max {
-        Err(format!("{key} is longer than {max} bytes"))
+        Err(Refusal::TooLong { key, max })
     } else {
         Ok(())
     }
 }
 
-fn required(value: Option<&str>, key: &str, max: usize) -> Result<(), String> {
-    text_field(value.ok_or_else(|| format!("{key} is missing"))?, key, max)
+fn required(value: Option<&str>, key: &'static str, max: usize) -> Result<(), Refusal> {
+    text_field(value.ok_or(Refusal::Missing(key))?, key, max)
 }
 
 /// Deepest nesting of a proxy event's JSON.
@@ -89,7 +128,7 @@ pub const MAX_EVENT_VALUES: usize = 16_384;
 /// [`MAX_EVENT_VALUES`] allows, before it is parsed into a `Value`: serde_json reads it once
 /// into nothing ([`Shape`] keeps no content), so what a parsed event takes stays within a few
 /// times its size. Syntax errors are left to the real parse that follows.
-fn json_shape(raw: &[u8]) -> Result<(), String> {
+fn json_shape(raw: &[u8]) -> Result<(), Refusal> {
     use serde::de::DeserializeSeed;
     let count = std::cell::Cell::new(0usize);
     let mut de = serde_json::Deserializer::from_slice(raw);
@@ -99,15 +138,15 @@ fn json_shape(raw: &[u8]) -> Result<(), String> {
     }
     .deserialize(&mut de);
     match shaped {
-        Err(e) if e.is_data() => return Err(e.to_string()),
+        Err(e) if e.is_data() => return Err(Refusal::Shape(e)),
         _ => {}
     }
     let values = count.get();
     if values > raw.len() / 4 + 64 {
-        return Err(format!(
-            "an event of {values} JSON values in {} bytes (at most one per 4 bytes)",
-            raw.len()
-        ));
+        return Err(Refusal::Dense {
+            values,
+            bytes: raw.len(),
+        });
     }
     Ok(())
 }
@@ -211,30 +250,24 @@ impl<'de> serde::de::Visitor<'de> for Shape<'_> {
 /// (`user`, `hostname`, `sourceType`, chain fields) come from the agent and the caller's OS user,
 /// never from the proxy; the proxy's `eventId` is kept as `proxyEventId` (the agent assigns the
 /// exported one); a timestamp far from the agent's clock is flagged with `clockSkewSecs`.
-pub fn admit(raw: &[u8], user: &str, hostname: &str, now: SystemTime) -> Result<Admitted, String> {
+pub fn admit(raw: &[u8], user: &str, hostname: &str, now: SystemTime) -> Result<Admitted, Refusal> {
     if raw.len() > MAX_PROXY_EVENT_BYTES {
-        return Err(format!(
-            "an event of {} bytes, over the limit of {MAX_PROXY_EVENT_BYTES}",
-            raw.len()
-        ));
+        return Err(Refusal::TooLarge(raw.len()));
     }
     json_shape(raw)?;
     let mut e: Event<'static> = match serde_json::from_slice(raw) {
         Ok(e) => e,
-        Err(e) if e.is_data() => return Err(format!("not an event: {e}")),
-        Err(e) => return Err(format!("an event is not JSON: {e}")),
+        Err(e) if e.is_data() => return Err(Refusal::NotAnEvent(e)),
+        Err(e) => return Err(Refusal::NotJson(e)),
     };
     let kind = e.event_type;
     if !kind.from_proxy() {
-        return Err(format!(
-            "a proxy may not send {kind} events (only {})",
-            PROXY_EVENT_TYPES.map(EventType::as_str).join(", ")
-        ));
+        return Err(Refusal::NotFromProxy(kind));
     }
     text_field(&e.event_id, "eventId", 64)?;
     text_field(&e.timestamp, "timestamp", 64)?;
     let at = humantime::parse_rfc3339(&e.timestamp)
-        .map_err(|err| format!("timestamp {:?} is not RFC 3339 UTC: {err}", e.timestamp))?;
+        .map_err(|err| Refusal::Timestamp(e.timestamp.to_string(), err))?;
     let skew_secs = match at.duration_since(now) {
         Ok(ahead) => (ahead > MAX_CLOCK_SKEW).then_some(ahead.as_secs() as i64),
         Err(e) => (e.duration() > MAX_CLOCK_SKEW).then(|| -(e.duration().as_secs() as i64)),
@@ -245,7 +278,7 @@ pub fn admit(raw: &[u8], user: &str, hostname: &str, now: SystemTime) -> Result<
             .and_then(thoth_proto::Dropped::from_detail)
             .is_none()
         {
-            return Err("an EVENTS_DROPPED event without detail.dropped".into());
+            return Err(Refusal::DroppedWithoutDetail);
         }
     } else {
         required(e.session_id.as_deref(), "sessionId", 256)?;
