@@ -437,22 +437,38 @@ impl<R: ConfigReport> Guardian<R> {
     }
 }
 
+/// Why the installed `thoth` could not be resolved. Clone (the agent caches the result).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ThothPathError {
+    /// No `thoth_path` set and the agent's own path is unknown.
+    #[error("{0}")]
+    CurrentExe(Arc<std::io::Error>),
+    /// The path does not resolve (absent, a dangling link, unreadable).
+    #[error("thoth binary {}: {err}", path.display())]
+    Canonicalize {
+        path: PathBuf,
+        err: Arc<std::io::Error>,
+    },
+}
+
 /// The `thoth` binary wrapped entries run.
-pub fn thoth_path(sh: &impl ConfigReport) -> Result<PathBuf, String> {
+pub fn thoth_path(sh: &impl ConfigReport) -> Result<PathBuf, ThothPathError> {
     canonical_thoth(sh.config())
 }
 
 /// The `thoth` binary an agent with `config` wraps entries with, canonical: a wrapper governs
 /// only when its command is exactly this path.
-pub fn canonical_thoth(config: &AgentConfig) -> Result<PathBuf, String> {
+pub fn canonical_thoth(config: &AgentConfig) -> Result<PathBuf, ThothPathError> {
     let p = match &config.thoth_path {
         Some(p) => p.clone(),
         None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| ThothPathError::CurrentExe(Arc::new(e)))?
             .with_file_name(format!("thoth{}", std::env::consts::EXE_SUFFIX)),
     };
-    let p = std::fs::canonicalize(&p).map_err(|e| format!("thoth binary {}: {e}", p.display()))?;
-    Ok(p)
+    std::fs::canonicalize(&p).map_err(|e| ThothPathError::Canonicalize {
+        err: Arc::new(e),
+        path: p,
+    })
 }
 
 /// The extra `thoth run` options wrapped entries need to reach this agent.

@@ -30,7 +30,7 @@ pub struct Checks {
 /// The installed `thoth` as last resolved, and the (`st_dev`, inode) of the files seen there.
 #[derive(Debug, Default)]
 pub(crate) struct Installed {
-    pub(crate) path: Option<(Result<PathBuf, String>, Instant)>,
+    pub(crate) path: Option<(Result<PathBuf, crate::watch::ThothPathError>, Instant)>,
     known: VecDeque<(u64, u64)>,
 }
 
@@ -57,7 +57,10 @@ impl Checks {
     pub(crate) fn installed(
         &self,
         config: &thoth_endpoint::config::AgentConfig,
-    ) -> (Result<PathBuf, String>, Vec<(u64, u64)>) {
+    ) -> (
+        Result<PathBuf, crate::watch::ThothPathError>,
+        Vec<(u64, u64)>,
+    ) {
         let cached = {
             let i = self.installed.lock().unwrap_or_else(|p| p.into_inner());
             i.path
