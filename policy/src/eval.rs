@@ -194,7 +194,32 @@ pub trait PathResolver {
     /// Every path `path` may designate when the server uses it (with symlinks followed), each
     /// absolute or, for a relative `path` that stays in the server's directory, relative to it;
     /// `Err` says why it cannot be resolved (the constraint then refuses the call).
-    fn resolve(&self, path: &str) -> Result<Vec<String>, String>;
+    fn resolve(&self, path: &str) -> Result<Vec<String>, ResolveError>;
+}
+
+/// Why a path cannot be resolved ([`PathResolver::resolve`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Taken lexically, the path climbs above its root (or holds a NUL byte).
+    #[error("it climbs above its root or holds a NUL byte")]
+    OutsideRoot,
+    /// The path holds a NUL byte.
+    #[error("it holds a NUL byte")]
+    Nul,
+    /// The working directory, which a relative path starts from, cannot be read.
+    #[error("the working directory cannot be read: {0}")]
+    WorkingDir(#[source] std::io::Error),
+    /// More symbolic links than the kernel follows.
+    #[error("too many symbolic links")]
+    TooManyLinks,
+    /// A component cannot be looked up.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path looked up.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Lexical resolution only (`.`, `..` and repeated separators folded; no file system): what a
@@ -203,10 +228,10 @@ pub trait PathResolver {
 pub struct Lexical;
 
 impl PathResolver for Lexical {
-    fn resolve(&self, path: &str) -> Result<Vec<String>, String> {
+    fn resolve(&self, path: &str) -> Result<Vec<String>, ResolveError> {
         normalize_path(path)
             .map(|p| vec![p])
-            .ok_or_else(|| "it climbs above its root or holds a NUL byte".into())
+            .ok_or(ResolveError::OutsideRoot)
     }
 }
 
@@ -457,7 +482,7 @@ enum Broken {
         arg: String,
         shown: String,
         allowed: Vec<String>,
-        why: String,
+        why: ResolveError,
     },
     #[error("argument \"{arg}\" = {shown}{via} is outside the allowed paths {allowed:?}")]
     OutsidePaths {

@@ -18,7 +18,9 @@ pub use document::{
     Constraint, Defaults, Enforcement, MAX_APPROVAL_TIMEOUT_SECS, Policy, Progressive, RuleError,
     SeqAction, SequenceRule, ServerFields, ServerRule, UnknownServers, VersionLabel,
 };
-pub use eval::{Arguments, Lexical, PathResolver, ServerView, ToolCall, evaluate, evaluate_with};
+pub use eval::{
+    Arguments, Lexical, PathResolver, ResolveError, ServerView, ToolCall, evaluate, evaluate_with,
+};
 pub use load::{Format, MAX_POLICY_BYTES, PolicyError, parse_policy};
 pub use pattern::{PathGlob, Pattern, PatternError, ToolGlob};
 pub use session::SessionState;

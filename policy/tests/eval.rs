@@ -347,7 +347,7 @@ fn evaluation_is_pure() {
 struct Links(&'static [(&'static str, &'static str)]);
 
 impl thoth_policy::PathResolver for Links {
-    fn resolve(&self, path: &str) -> Result<Vec<String>, String> {
+    fn resolve(&self, path: &str) -> Result<Vec<String>, thoth_policy::ResolveError> {
         let mut out = path.to_owned();
         for _ in 0..8 {
             let Some((from, to)) = self

@@ -381,9 +381,26 @@ fn keep_undelivered(s: &Shared) {
     }
 }
 
+/// Why events cannot be left in the pending directory ([`write_pending`]).
+#[derive(Debug, thiserror::Error)]
+enum PendingError {
+    /// A directory or file cannot be written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The directory is full.
+    #[error("{} already holds {used} bytes (limit {MAX_PENDING_BYTES})", dir.display())]
+    Full { dir: std::path::PathBuf, used: u64 },
+}
+
 /// Writes `lines` as files of at most [`PENDING_FILE_BYTES`]; returns how many.
-fn write_pending(dir: &std::path::Path, lines: &[Vec<u8>]) -> Result<usize, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn write_pending(dir: &std::path::Path, lines: &[Vec<u8>]) -> Result<usize, PendingError> {
+    std::fs::create_dir_all(dir).map_err(|source| PendingError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     let used: u64 = std::fs::read_dir(dir)
         .map(|r| {
             r.filter_map(|e| e.ok()?.metadata().ok())
@@ -393,20 +410,21 @@ fn write_pending(dir: &std::path::Path, lines: &[Vec<u8>]) -> Result<usize, Stri
         .unwrap_or(0);
     let size: usize = lines.iter().map(|l| l.len() + 1).sum();
     if used + size as u64 > MAX_PENDING_BYTES {
-        return Err(format!(
-            "{} already holds {used} bytes (limit {MAX_PENDING_BYTES})",
-            dir.display()
-        ));
+        return Err(PendingError::Full {
+            dir: dir.to_owned(),
+            used,
+        });
     }
     let stamp = humantime::format_rfc3339_micros(std::time::SystemTime::now())
         .to_string()
         .replace(':', "");
     let mut n = 0;
     let mut body = Vec::new();
-    let flush = |body: &mut Vec<u8>, n: &mut usize| -> Result<(), String> {
+    let flush = |body: &mut Vec<u8>, n: &mut usize| -> Result<(), PendingError> {
         let path = dir.join(format!("{stamp}-{}-{:04}.jsonl", std::process::id(), *n));
-        thoth_endpoint::state::write_atomic(&path, body, 0o600)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Err(source) = thoth_endpoint::state::write_atomic(&path, body, 0o600) {
+            return Err(PendingError::Io { path, source });
+        }
         *n += 1;
         body.clear();
         Ok(())

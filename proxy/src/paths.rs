@@ -13,7 +13,7 @@
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
-use thoth_policy::PathResolver;
+use thoth_policy::{PathResolver, ResolveError};
 
 /// Follows symlinks on the local file system, relative paths from the proxy's working
 /// directory (which the server inherits).
@@ -24,9 +24,9 @@ pub struct FsResolver;
 const MAX_LINKS: usize = 40;
 
 impl PathResolver for FsResolver {
-    fn resolve(&self, path: &str) -> Result<Vec<String>, String> {
+    fn resolve(&self, path: &str) -> Result<Vec<String>, ResolveError> {
         if path.contains('\0') {
-            return Err("it holds a NUL byte".into());
+            return Err(ResolveError::Nul);
         }
         if cfg!(not(unix)) {
             return thoth_policy::Lexical.resolve(path);
@@ -35,8 +35,7 @@ impl PathResolver for FsResolver {
         let (base, relative) = if p.is_absolute() {
             (PathBuf::from("/"), false)
         } else {
-            let cwd = std::env::current_dir()
-                .map_err(|e| format!("the working directory cannot be read: {e}"))?;
+            let cwd = std::env::current_dir().map_err(ResolveError::WorkingDir)?;
             (cwd, true)
         };
         // One link budget for the whole resolution, however the walks nest.
@@ -84,7 +83,7 @@ fn shown(r: &Path, cwd: Option<&Path>) -> String {
 /// missing component on, the rest is lexical. `links` counts the symlinks followed so far, in
 /// this walk and in every walk it started for a dangling link's target (each of which may come
 /// back to the same link: `a -> x/../a` with `x` missing), so a cycle ends at [`MAX_LINKS`].
-fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, String> {
+fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, ResolveError> {
     // The root is its own canonical form: no system call for the common absolute path.
     let mut cur = if base == Path::new("/") {
         PathBuf::from("/")
@@ -117,21 +116,24 @@ fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, String> 
                     Ok(m) if m.file_type().is_symlink() => {
                         *links += 1;
                         if *links > MAX_LINKS {
-                            return Err("too many symbolic links".into());
+                            return Err(ResolveError::TooManyLinks);
                         }
                         cur = std::fs::canonicalize(&next).or_else(|e| {
                             if e.kind() == ErrorKind::NotFound {
                                 // A dangling link: a write through it creates its target.
                                 dangling_target(&next, &cur, links)
                             } else {
-                                Err(format!("{}: {e}", next.display()))
+                                Err(ResolveError::Io {
+                                    path: next.clone(),
+                                    source: e,
+                                })
                             }
                         })?;
                     }
                     Ok(_) => cur = next,
                     Err(e) if e.kind() == ErrorKind::NotFound => tail.push(name),
                     Err(e) if e.raw_os_error() == Some(enotdir()) => tail.push(name),
-                    Err(e) => return Err(format!("{}: {e}", next.display())),
+                    Err(source) => return Err(ResolveError::Io { path: next, source }),
                 }
             }
         }
@@ -144,11 +146,14 @@ fn walk(base: &Path, path: &Path, links: &mut usize) -> Result<PathBuf, String> 
 
 /// Where a dangling symlink points, resolved in turn (the link's directory is `dir`), on the
 /// caller's link budget.
-fn dangling_target(link: &Path, dir: &Path, links: &mut usize) -> Result<PathBuf, String> {
+fn dangling_target(link: &Path, dir: &Path, links: &mut usize) -> Result<PathBuf, ResolveError> {
     if *links > MAX_LINKS {
-        return Err("too many symbolic links".into());
+        return Err(ResolveError::TooManyLinks);
     }
-    let target = std::fs::read_link(link).map_err(|e| format!("{}: {e}", link.display()))?;
+    let target = std::fs::read_link(link).map_err(|source| ResolveError::Io {
+        path: link.to_owned(),
+        source,
+    })?;
     walk(dir, &target, links)
 }
 
@@ -181,7 +186,7 @@ mod tests {
         std::fs::canonicalize(root).unwrap()
     }
 
-    fn one(r: Result<Vec<String>, String>) -> Vec<String> {
+    fn one(r: Result<Vec<String>, ResolveError>) -> Vec<String> {
         r.unwrap()
     }
 
@@ -225,7 +230,7 @@ mod tests {
             let r = FsResolver.resolve(&format!("{}/{p}", root.display()));
             assert!(
                 r.as_ref()
-                    .is_err_and(|e| e.contains("too many symbolic links")),
+                    .is_err_and(|e| e.to_string().contains("too many symbolic links")),
                 "{p}: {r:?}"
             );
         }

@@ -1,6 +1,6 @@
 //! The policy a proxy enforces, and where it came from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -85,22 +85,43 @@ impl From<PolicyState> for PolicyHandle {
     }
 }
 
+/// Why a policy file is unusable ([`read_policy_file`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyFileError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The policy file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is over [`thoth_policy::MAX_POLICY_BYTES`].
+    #[error("{} is larger than the {} byte limit", path.display(), thoth_policy::MAX_POLICY_BYTES)]
+    TooLarge {
+        /// The policy file.
+        path: PathBuf,
+    },
+    /// The file is not a valid policy.
+    #[error(transparent)]
+    Parse(#[from] PolicyError),
+}
+
 /// Reads and validates a policy file.
-pub fn read_policy_file(path: &Path) -> Result<(Policy, String), String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_policy_file(path: &Path) -> Result<(Policy, String), PolicyFileError> {
+    let read = |source| PolicyFileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read)?;
     if meta.len() > thoth_policy::MAX_POLICY_BYTES as u64 {
-        return Err(format!(
-            "{} is larger than the {} byte limit",
-            path.display(),
-            thoth_policy::MAX_POLICY_BYTES
-        ));
+        return Err(PolicyFileError::TooLarge {
+            path: path.to_owned(),
+        });
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(read)?;
     let name = path.display().to_string();
-    let policy = thoth_policy::parse_policy(&text, &name, Format::detect(&name, &text))
-        .map_err(|e: PolicyError| e.to_string())?;
+    let policy = thoth_policy::parse_policy(&text, &name, Format::detect(&name, &text))?;
     let version = match (&policy.name, &policy.version) {
         (Some(n), Some(v)) => format!("{n}@{v}"),
         (None, Some(v)) => v.to_string(),

@@ -37,7 +37,8 @@ pub fn validate(files: &[PathBuf]) -> anyhow::Result<i32> {
 }
 
 pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
-    let (policy, version) = read_policy_file(&a.file).map_err(|e| anyhow::anyhow!(e))?;
+    let (policy, version) =
+        read_policy_file(&a.file).map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let args: Value = serde_json::from_str(&a.args)
         .map_err(|e| anyhow::anyhow!("--args is not valid JSON: {e}"))?;
     if !args.is_object() {
