@@ -11,10 +11,43 @@ use thoth_proto::fleet::{
 };
 use tonic::transport::Channel;
 
+use super::identity::KeyError;
 use super::shared::*;
 use super::{inventory, pipeline};
 use thoth_endpoint::backoff::{backoff, jitter};
-use thoth_endpoint::tls;
+use thoth_endpoint::config::ConfigError;
+use thoth_endpoint::state::StateError;
+use thoth_endpoint::tls::{self, TlsError};
+
+/// Why enrollment or renewal failed; its text is the session's end and the status' error.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum IdentityError {
+    #[error("the stored controller CA ({}) does not match ca_fingerprint; re-enroll", .0.display())]
+    StoredCaMismatch(std::path::PathBuf),
+    #[error(
+        "this agent is enrolled in tenant {enrolled:?} but configured for {configured:?}; re-enroll"
+    )]
+    TenantMismatch {
+        enrolled: String,
+        configured: String,
+    },
+    #[error("not enrolled, and no enrollment token is configured (set enrollment_token_file)")]
+    NoToken,
+    #[error("the controller returned a CA that does not match ca_fingerprint")]
+    ReturnedCaMismatch,
+    #[error("enrollment refused: {}", describe(.0))]
+    EnrollRefused(Box<tonic::Status>),
+    #[error("certificate renewal refused: {}", describe(.0))]
+    RenewRefused(Box<tonic::Status>),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
 
 impl Shared {
     pub(super) fn set_connected(&self, connected: bool, channel: Option<Channel>) {
@@ -37,38 +70,33 @@ impl Shared {
     }
 
     /// Enrolls if this machine has no identity yet.
-    pub(super) async fn ensure_identity(&self) -> Result<IdentityInfo, String> {
+    pub(super) async fn ensure_identity(&self) -> Result<IdentityInfo, IdentityError> {
         if let Some((info, _, ca)) = self.state.identity() {
             if tls::pem_fingerprint(&ca) != Some(self.fingerprint) {
-                return Err(format!(
-                    "the stored controller CA ({}) does not match ca_fingerprint; re-enroll",
-                    self.state.root().join("identity/ca.crt").display()
+                return Err(IdentityError::StoredCaMismatch(
+                    self.state.root().join("identity/ca.crt"),
                 ));
             }
             if info.tenant != self.config.tenant {
-                return Err(format!(
-                    "this agent is enrolled in tenant {:?} but configured for {:?}; re-enroll",
-                    info.tenant, self.config.tenant
-                ));
+                return Err(IdentityError::TenantMismatch {
+                    enrolled: info.tenant,
+                    configured: self.config.tenant.clone(),
+                });
             }
             return Ok(info);
         }
         let token = self
             .config
-            .token()
-            .map_err(|e| e.to_string())?
+            .token()?
             .filter(|t| !t.is_empty())
-            .ok_or(
-                "not enrolled, and no enrollment token is configured (set enrollment_token_file)",
-            )?;
-        let csr = super::identity::csr(&self.state).map_err(|e| e.to_string())?;
+            .ok_or(IdentityError::NoToken)?;
+        let csr = super::identity::csr(&self.state)?;
         let ch = tls::controller_channel(
             &self.config.controller_url,
             self.fingerprint,
             None,
             Some(Duration::from_secs(30)),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let resp = EnrollmentClient::new(ch)
             .enroll(pb::EnrollRequest {
                 token,
@@ -78,10 +106,10 @@ impl Shared {
                 tenant: self.config.tenant.clone(),
             })
             .await
-            .map_err(|s| format!("enrollment refused: {}", describe(&s)))?
+            .map_err(|s| IdentityError::EnrollRefused(Box::new(s)))?
             .into_inner();
         if tls::pem_fingerprint(&resp.ca_certificate_pem) != Some(self.fingerprint) {
-            return Err("the controller returned a CA that does not match ca_fingerprint".into());
+            return Err(IdentityError::ReturnedCaMismatch);
         }
         let info = IdentityInfo {
             agent_id: resp.agent_id.clone(),
@@ -90,8 +118,7 @@ impl Shared {
             issued_at: now_unix(),
         };
         self.state
-            .save_identity(&info, &resp.certificate_pem, &resp.ca_certificate_pem)
-            .map_err(|e| e.to_string())?;
+            .save_identity(&info, &resp.certificate_pem, &resp.ca_certificate_pem)?;
         tracing::info!(agent_id = info.agent_id, "enrolled");
         self.raise(
             thoth_proto::EventType::AgentEnrolled,
@@ -101,16 +128,20 @@ impl Shared {
     }
 
     /// Renews the certificate once two thirds of its life have passed.
-    pub(super) async fn maybe_renew(&self, info: &IdentityInfo, ch: Channel) -> Result<(), String> {
+    pub(super) async fn maybe_renew(
+        &self,
+        info: &IdentityInfo,
+        ch: Channel,
+    ) -> Result<(), IdentityError> {
         let life = (info.not_after - info.issued_at).max(1);
         if now_unix() < info.issued_at + life * 2 / 3 {
             return Ok(());
         }
-        let csr = super::identity::csr(&self.state).map_err(|e| e.to_string())?;
+        let csr = super::identity::csr(&self.state)?;
         let resp = EnrollmentClient::new(ch)
             .renew(pb::RenewRequest { csr_der: csr })
             .await
-            .map_err(|s| format!("certificate renewal refused: {}", describe(&s)))?
+            .map_err(|s| IdentityError::RenewRefused(Box::new(s)))?
             .into_inner();
         let renewed = IdentityInfo {
             not_after: resp.not_after_unix,
@@ -118,8 +149,7 @@ impl Shared {
             ..info.clone()
         };
         self.state
-            .save_identity(&renewed, &resp.certificate_pem, &resp.ca_certificate_pem)
-            .map_err(|e| e.to_string())?;
+            .save_identity(&renewed, &resp.certificate_pem, &resp.ca_certificate_pem)?;
         tracing::info!(
             until = unix_to_rfc3339(resp.not_after_unix),
             "certificate renewed"
@@ -131,7 +161,7 @@ impl Shared {
     pub(super) async fn session(self: &Arc<Self>) -> String {
         let info = match self.ensure_identity().await {
             Ok(i) => i,
-            Err(e) => return e,
+            Err(e) => return e.to_string(),
         };
         self.update_status(|s| {
             s.agent_id = Some(info.agent_id.clone());
@@ -152,6 +182,7 @@ impl Shared {
             Err(e) => return e.to_string(),
         };
         if let Err(e) = self.maybe_renew(&info, ch.clone()).await {
+            let e = e.to_string();
             tracing::warn!("{e}");
             if e.contains("revoked") {
                 self.mark_revoked(&e);
@@ -242,6 +273,7 @@ impl Shared {
                     }
                 }
                 Err(e) => {
+                    let e = e.to_string();
                     tracing::warn!("{e}");
                     if e.contains("revoked") {
                         self.mark_revoked(&e);
