@@ -13,7 +13,7 @@ use thoth_proto::bundle::verify_bundle_keeping_expired;
 
 use crate::policy::{LoadedPolicy, PolicyHandle, PolicyState, load_for_server};
 use thoth_endpoint::config::parse_root_key;
-use thoth_endpoint::state::{StateDir, Trust, root_owned};
+use thoth_endpoint::state::{StateDir, StateError, Trust, root_owned};
 
 /// Default agent socket: `$THOTH_AGENT_SOCKET` is read by clap; this is the fallback.
 pub const DEFAULT_AGENT_SOCKET: &str = thoth_endpoint::config::DEFAULT_SOCKET;
@@ -114,24 +114,54 @@ pub fn managed() -> Option<Managed> {
     managed_from(Path::new(&seam))
 }
 
+/// Why the agent's policy is not used, or its stream is not followed.
+#[derive(Debug, thiserror::Error)]
+enum PolicySourceError {
+    /// The trust file's root key does not parse.
+    #[error(transparent)]
+    RootKey(#[from] thoth_endpoint::config::ConfigError),
+    /// The bundle does not verify.
+    #[error(transparent)]
+    Bundle(#[from] thoth_proto::bundle::BundleError),
+    /// The bundle's policy is not valid.
+    #[error(transparent)]
+    Policy(#[from] thoth_policy::PolicyError),
+    /// The trust file, to verify the agent's first answer with, cannot be read.
+    #[error("cannot verify it: {0}")]
+    Unverifiable(#[source] StateError),
+    /// The trust file cannot be read.
+    #[error(transparent)]
+    Trust(StateError),
+    /// There is no agent socket.
+    #[error("no agent socket")]
+    NoSocket,
+    /// The agent's socket cannot be connected to.
+    #[error(transparent)]
+    Channel(#[from] thoth_endpoint::tls::TlsError),
+    /// The agent answers with an error status.
+    #[error("{}", .0.message())]
+    Agent(tonic::Status),
+    /// The agent ended the stream.
+    #[error("the agent closed the policy stream")]
+    Closed,
+}
+
 /// A verified bundle, resolved for this server.
 fn loaded_from_bundle(
     bytes: &[u8],
     trust: &Trust,
     applied: Option<u64>,
     src: &Sources,
-) -> Result<(PolicyState, u64), String> {
-    let root = parse_root_key(&trust.root_public_key).map_err(|e| e.to_string())?;
+) -> Result<(PolicyState, u64), PolicySourceError> {
+    let root = parse_root_key(&trust.root_public_key)?;
     let (v, expired) =
-        verify_bundle_keeping_expired(bytes, &root, &trust.tenant, applied, SystemTime::now())
-            .map_err(|e| e.to_string())?;
+        verify_bundle_keeping_expired(bytes, &root, &trust.tenant, applied, SystemTime::now())?;
     let source = format!("<policy bundle v{}>", v.payload.version);
     let policy = thoth_policy::parse_policy(
         &v.payload.policy,
         &source,
         thoth_policy::Format::detect(&source, &v.payload.policy),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let server = policy.resolve(&src.server, &src.argv);
     let mut version = format!("v{}", v.payload.version);
     if expired.is_some() {
@@ -154,7 +184,7 @@ enum AgentAnswer {
     /// A bundle, verified and resolved by the watcher (so it is parsed once).
     Loaded(PolicyState, u64),
     /// A bundle that does not verify.
-    Refused(String),
+    Refused(PolicySourceError),
     /// Reachable, but it has no policy yet.
     Empty,
     /// Not reachable.
@@ -278,7 +308,7 @@ fn watch(src: Sources, handle: PolicyHandle, first: mpsc::SyncSender<AgentAnswer
             AgentAnswer::Bundle(bytes) => {
                 match StateDir::new(src.state_dir.clone())
                     .read_trust()
-                    .map_err(|e| format!("cannot verify it: {e}"))
+                    .map_err(PolicySourceError::Unverifiable)
                     .and_then(|trust| loaded_from_bundle(&bytes, &trust, None, &src))
                 {
                     Ok((state, version)) => {
@@ -312,11 +342,11 @@ async fn follow(
     handle: &PolicyHandle,
     applied: &mut Option<(u64, Vec<u8>)>,
     attempt: &mut u32,
-) -> Result<(), String> {
+) -> Result<(), PolicySourceError> {
     if !src.agent_socket.exists() {
-        return Err("no agent socket".into());
+        return Err(PolicySourceError::NoSocket);
     }
-    let ch = thoth_endpoint::tls::local_channel(&src.agent_socket).map_err(|e| e.to_string())?;
+    let ch = thoth_endpoint::tls::local_channel(&src.agent_socket)?;
     let mut client = thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch);
     let mut stream = match client
         .watch_policy(thoth_proto::fleet::LocalPolicyRequest {
@@ -328,14 +358,14 @@ async fn follow(
         Err(s) if s.code() == tonic::Code::PermissionDenied => {
             // The agent refuses this process: whatever policy it had, it now has none.
             let why = s.message().to_owned();
-            handle.set(PolicyState::Missing { why: why.clone() });
+            handle.set(PolicyState::Missing { why });
             *applied = None;
-            return Err(why);
+            return Err(PolicySourceError::Agent(s));
         }
-        Err(s) => return Err(s.message().to_owned()),
+        Err(s) => return Err(PolicySourceError::Agent(s)),
     };
     *attempt = 0;
-    while let Some(update) = stream.message().await.map_err(|s| s.message().to_owned())? {
+    while let Some(update) = stream.message().await.map_err(PolicySourceError::Agent)? {
         if update.bundle.is_empty()
             || applied
                 .as_ref()
@@ -345,7 +375,7 @@ async fn follow(
         }
         let trust = StateDir::new(src.state_dir.clone())
             .read_trust()
-            .map_err(|e| e.to_string())?;
+            .map_err(PolicySourceError::Trust)?;
         let floor = applied.as_ref().map(|(v, _)| *v);
         match loaded_from_bundle(&update.bundle, &trust, floor, src) {
             Ok((state, version)) => {
@@ -366,5 +396,5 @@ async fn follow(
             Err(e) => tracing::warn!("policy from the agent refused, keeping the current one: {e}"),
         }
     }
-    Err("the agent closed the policy stream".into())
+    Err(PolicySourceError::Closed)
 }

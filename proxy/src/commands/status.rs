@@ -1,8 +1,9 @@
 //! `thoth status` and `thoth health`: is this laptop governed, in words or JSON.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cli::StatusArgs;
+use thoth_endpoint::ipc::IpcError;
 use thoth_endpoint::status::Status;
 
 /// One MCP server entry of a Claude Desktop config.
@@ -17,25 +18,53 @@ struct ServerEntry {
     why: Option<String>,
 }
 
+/// Why the Claude Desktop config cannot be read ([`read_servers`]).
+#[derive(Debug, thiserror::Error)]
+enum ConfigFileError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not UTF-8 text", path.display())]
+    NotUtf8 { path: PathBuf },
+    #[error("{} is not valid JSON: {source}", path.display())]
+    NotJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: mcpServers is not an object", path.display())]
+    NotObject { path: PathBuf },
+}
+
 /// `canonical`: the agent's thoth path and the options its canonical wrapper carries, when an
 /// agent is installed or answering (then a wrapper must be exactly the canonical form to count as
 /// governed); `None` for a standalone `thoth` (any `thoth run` wrapper counts).
 fn read_servers(
     path: &Path,
     canonical: Option<(&str, &[String])>,
-) -> Result<Vec<ServerEntry>, String> {
-    let (bytes, _) = thoth_hosts::claude::file::read_config(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+) -> Result<Vec<ServerEntry>, ConfigFileError> {
+    let path_buf = || path.to_path_buf();
+    let (bytes, _) =
+        thoth_hosts::claude::file::read_config(path).map_err(|source| ConfigFileError::Read {
+            path: path_buf(),
+            source,
+        })?;
     let text =
-        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+        String::from_utf8(bytes).map_err(|_| ConfigFileError::NotUtf8 { path: path_buf() })?;
+    let v: serde_json::Value =
+        serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|source| {
+            ConfigFileError::NotJson {
+                path: path_buf(),
+                source,
+            }
+        })?;
     let Some(servers) = v.get("mcpServers") else {
         return Ok(Vec::new());
     };
     let servers = servers
         .as_object()
-        .ok_or_else(|| format!("{}: mcpServers is not an object", path.display()))?;
+        .ok_or_else(|| ConfigFileError::NotObject { path: path_buf() })?;
     Ok(servers
         .iter()
         .map(|(name, s)| {
@@ -69,7 +98,7 @@ fn read_servers(
 /// Runs `thoth status` (`health` = JSON for MDM). Exit 0 when healthy, 1 when not.
 pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
     let json = health || args.json;
-    let agent = thoth_endpoint::ipc::fetch_status(&args.agent_socket).map_err(|e| e.to_string());
+    let agent = thoth_endpoint::ipc::fetch_status(&args.agent_socket);
     let config = args
         .claude_config
         .clone()
@@ -177,9 +206,9 @@ pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
 }
 
 fn print_text(
-    agent: &Result<Status, String>,
+    agent: &Result<Status, IpcError>,
     config: Option<&Path>,
-    servers: &Option<Result<Vec<ServerEntry>, String>>,
+    servers: &Option<Result<Vec<ServerEntry>, ConfigFileError>>,
     problems: &[String],
 ) {
     match agent {
