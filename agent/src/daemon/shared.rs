@@ -279,7 +279,10 @@ impl Shared {
         }
         // Answered once durable: a proxy whose call fails re-sends (an identical record from
         // the same caller is de-duplicated).
-        let (accepted, dropped) = sp.append_durable(admitted).await.map_err(|e| e.0)?;
+        let (accepted, dropped) = sp
+            .append_durable(admitted)
+            .await
+            .map_err(|e| e.to_string())?;
         lock(&self.status).events.accepted += u64::from(accepted);
         Ok(pipeline::EmitOutcome {
             accepted,

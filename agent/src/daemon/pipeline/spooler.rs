@@ -47,7 +47,7 @@ pub type Records = Vec<(u64, Vec<u8>)>;
 
 /// What the spool thread answers a proxy's batch: (accepted, duplicates, last seq), or why the
 /// spool cannot take events now.
-type BatchReply = Result<(u32, u32, u64), String>;
+type BatchReply = Result<(u32, u32, u64), SpoolUnavailable>;
 
 pub(super) enum Cmd {
     /// Appends one of the agent's own events (boxed: the channel's slots stay small).
@@ -359,9 +359,32 @@ impl Owed {
     }
 }
 
-/// Why a proxy's batch was not taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpoolUnavailable(pub String);
+/// Why a proxy's batch was not taken (the proxy keeps the events and re-sends them).
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolUnavailable {
+    /// The spool cannot write (its health message).
+    #[error("{0}")]
+    Unhealthy(String),
+    /// The spool thread's queue is full.
+    #[error("the agent's event spool is busy; keep the events and re-send them")]
+    Busy,
+    /// The spool thread is gone.
+    #[error("the spool thread stopped")]
+    Stopped,
+    /// Written, but not synced in time.
+    #[error("the events were not durable within {DURABLE_WAIT:?}")]
+    NotDurable,
+    /// `owner` holds its whole share of the spool.
+    #[error("{owner} already has {} MiB of events waiting for the controller in the agent's spool (the limit per user is {} MiB); keep the events and re-send them later", held >> 20, quota >> 20)]
+    OverQuota {
+        owner: String,
+        held: u64,
+        quota: u64,
+    },
+    /// Appending failed.
+    #[error("cannot append to the event spool: {0}")]
+    Append(std::io::Error),
+}
 
 impl SpoolHandle {
     /// Queues one of the agent's own events; false (and counted) when the spool is behind.
@@ -387,35 +410,31 @@ impl SpoolHandle {
             return Ok((0, 0));
         }
         if let Some(e) = self.health.borrow().clone() {
-            return Err(SpoolUnavailable(e));
+            return Err(SpoolUnavailable::Unhealthy(e));
         }
         let (reply, rx) = oneshot::channel();
         if self.tx.try_send(Cmd::Batch(events, reply)).is_err() {
             // Behind: the proxy keeps the events and re-sends them (never counted as dropped).
             lock(&self.stats).refused += u64::from(n);
-            return Err(SpoolUnavailable(
-                "the agent's event spool is busy; keep the events and re-send them".into(),
-            ));
+            return Err(SpoolUnavailable::Busy);
         }
         let (accepted, dups, last) = match rx.await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(SpoolUnavailable(e)),
-            Err(_) => return Err(SpoolUnavailable("the spool thread stopped".into())),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(SpoolUnavailable::Stopped),
         };
         let mut durable = self.durable.clone();
         let mut health = self.health.clone();
         let wait = async {
             tokio::select! {
-                r = durable.wait_for(|d| *d >= last) => r.map(|_| ()).map_err(|_| "the spool thread stopped".to_owned()),
-                r = health.wait_for(Option::is_some) => Err(r.ok().and_then(|h| h.clone()).unwrap_or_default()),
+                r = durable.wait_for(|d| *d >= last) => r.map(|_| ()).map_err(|_| SpoolUnavailable::Stopped),
+                r = health.wait_for(Option::is_some) => Err(SpoolUnavailable::Unhealthy(r.ok().and_then(|h| h.clone()).unwrap_or_default())),
             }
         };
         match tokio::time::timeout(DURABLE_WAIT, wait).await {
             Ok(Ok(())) => Ok((accepted + dups, n - accepted - dups)),
-            Ok(Err(e)) => Err(SpoolUnavailable(e)),
-            Err(_) => Err(SpoolUnavailable(format!(
-                "the events were not durable within {DURABLE_WAIT:?}"
-            ))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SpoolUnavailable::NotDurable),
         }
     }
 
@@ -652,16 +671,17 @@ pub(crate) fn spawn(
                             .map(|(o, _)| (*o).to_owned());
                         if let Some(e) = health_tx.borrow().clone() {
                             // Nothing is taken that cannot be written: the proxy keeps it.
-                            let _ = reply.send(Err(e));
+                            let _ = reply.send(Err(SpoolUnavailable::Unhealthy(e)));
                         } else if let Some(owner) = over {
                             // Over quota: refused now, kept by the proxy, re-sent when the
                             // controller has taken this user's earlier events.
                             lock(&st).refused += events.len() as u64;
-                            let _ = reply.send(Err(format!(
-                                "{owner} already has {} MiB of events waiting for the controller in the agent's spool (the limit per user is {} MiB); keep the events and re-send them later",
-                                owed.held(&owner) >> 20,
-                                quota >> 20
-                            )));
+                            let held = owed.held(&owner);
+                            let _ = reply.send(Err(SpoolUnavailable::OverQuota {
+                                owner,
+                                held,
+                                quota,
+                            }));
                         } else {
                             let (mut accepted, mut dups, mut reused) = (0u32, 0u32, 0u64);
                             let mut failed = None;
@@ -689,7 +709,7 @@ pub(crate) fn spawn(
                                         accepted += 1;
                                     }
                                     Err(err) => {
-                                        failed = Some(format!("cannot append to the event spool: {err}"));
+                                        failed = Some(SpoolUnavailable::Append(err));
                                         break;
                                     }
                                 }

@@ -295,7 +295,7 @@ async fn a_full_disk_answers_proxies_backs_off_and_loses_nothing() {
     let second = tokio::time::timeout(Duration::from_secs(1), sp.append_durable(batch(20)))
         .await
         .expect("EmitEvents hangs on a full disk");
-    assert!(second.unwrap_err().0.contains("cannot write"));
+    assert!(second.unwrap_err().to_string().contains("cannot write"));
     // Retried with backoff, not in a loop: four attempts take over a second.
     wait_until("four write attempts", 30, || {
         disk.refused.load(Ordering::SeqCst) >= 4
@@ -622,7 +622,7 @@ async fn send_as(sp: &SpoolHandle, user: &str, owner: &str, tag: &str, n: usize)
             Ok((a, 0)) if a == k => taken += k as usize,
             Ok(other) => panic!("{other:?}"),
             Err(e) => {
-                assert!(e.0.contains("per user"), "{}", e.0);
+                assert!(e.to_string().contains("per user"), "{e}");
                 return taken;
             }
         }
