@@ -8,6 +8,35 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// Why an MCP session with a server fails.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum McpError {
+    /// The server cannot be started.
+    #[error("cannot start {command}: {source}")]
+    Start {
+        command: String,
+        source: std::io::Error,
+    },
+    /// The server's stdin is closed.
+    #[error("the server's stdin is closed")]
+    StdinClosed,
+    /// A message cannot be encoded.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    /// The server's stdin cannot be written to.
+    #[error("cannot write to the server: {0}")]
+    Write(#[source] std::io::Error),
+    /// No answer in time.
+    #[error("no answer to {method} within {timeout:?}")]
+    Timeout { method: String, timeout: Duration },
+    /// The server exited first.
+    #[error("the server exited before answering {method}")]
+    Exited { method: String },
+    /// The server answered with a JSON-RPC error.
+    #[error("{method}: {error}")]
+    Rpc { method: String, error: Value },
+}
+
 /// A running MCP server session.
 pub(crate) struct Session {
     child: Child,
@@ -33,7 +62,7 @@ impl Session {
         env: &[(String, String)],
         stderr: Stdio,
         timeout: Duration,
-    ) -> Result<Session, String> {
+    ) -> Result<Session, McpError> {
         let mut child = Command::new(command)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -41,7 +70,10 @@ impl Session {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .map_err(|e| format!("cannot start {command}: {e}"))?;
+            .map_err(|source| McpError::Start {
+                command: command.to_owned(),
+                source,
+            })?;
         let stdout = child.stdout.take().expect("piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -71,14 +103,14 @@ impl Session {
         Ok(s)
     }
 
-    fn send(&mut self, msg: &Value) -> Result<(), String> {
-        let stdin = self.stdin.as_mut().ok_or("the server's stdin is closed")?;
-        let mut line = serde_json::to_vec(msg).map_err(|e| e.to_string())?;
+    fn send(&mut self, msg: &Value) -> Result<(), McpError> {
+        let stdin = self.stdin.as_mut().ok_or(McpError::StdinClosed)?;
+        let mut line = serde_json::to_vec(msg)?;
         line.push(b'\n');
         stdin
             .write_all(&line)
             .and_then(|()| stdin.flush())
-            .map_err(|e| format!("cannot write to the server: {e}"))
+            .map_err(McpError::Write)
     }
 
     /// Sends a request and waits for its response's `result` (an error response is an error).
@@ -87,7 +119,7 @@ impl Session {
         method: &str,
         params: Value,
         timeout: Duration,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, McpError> {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))?;
@@ -97,10 +129,15 @@ impl Session {
             let line = match self.lines.recv_timeout(left) {
                 Ok(l) => l,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("no answer to {method} within {timeout:?}"));
+                    return Err(McpError::Timeout {
+                        method: method.to_owned(),
+                        timeout,
+                    });
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(format!("the server exited before answering {method}"));
+                    return Err(McpError::Exited {
+                        method: method.to_owned(),
+                    });
                 }
             };
             let Ok(msg) = serde_json::from_str::<Value>(&line) else {
@@ -110,7 +147,10 @@ impl Session {
                 continue; // a notification, or a request from the server
             }
             if let Some(e) = msg.get("error") {
-                return Err(format!("{method}: {e}"));
+                return Err(McpError::Rpc {
+                    method: method.to_owned(),
+                    error: e.clone(),
+                });
             }
             return Ok(msg.get("result").cloned().unwrap_or(Value::Null));
         }
@@ -122,7 +162,7 @@ impl Session {
         tool: &str,
         args: Value,
         timeout: Duration,
-    ) -> Result<CallResult, String> {
+    ) -> Result<CallResult, McpError> {
         let r = self.request(
             "tools/call",
             json!({"name": tool, "arguments": args}),

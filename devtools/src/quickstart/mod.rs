@@ -273,7 +273,7 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
         .and_then(|v| v["token"].as_str().map(str::to_owned))
         .ok_or_else(|| r.fail(format!("thothctl token create --json printed {out:?}")))?;
     let token_file = dir.join("enrollment-token");
-    write_private(&token_file, &token).map_err(|e| r.fail(e))?;
+    write_private(&token_file, &token).map_err(|e| r.fail(e.to_string()))?;
     let (_, info) = r.run(
         "thoth-controller",
         &["info", "--json", "--data", &data_s],
@@ -470,7 +470,7 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
     let notes = docs.join("notes.txt");
     let read = session
         .call("read_text_file", json!({"path": notes}), CALL_TIMEOUT)
-        .map_err(|e| r.fail(e))?;
+        .map_err(|e| r.fail(e.to_string()))?;
     if read.is_error {
         return Err(r.fail(format!("the read was refused: {}", read.text)));
     }
@@ -484,7 +484,7 @@ fn flow(r: &mut Run, server: &[String]) -> Result<(), Failure> {
             json!({"path": notes, "content": "overwritten by the assistant"}),
             CALL_TIMEOUT,
         )
-        .map_err(|e| r.fail(e))?;
+        .map_err(|e| r.fail(e.to_string()))?;
     if !write.is_error {
         return Err(r.fail(format!("the write was not blocked: {}", write.text)));
     }
@@ -584,7 +584,19 @@ fn first_line(s: &str) -> &str {
     s.trim().lines().next().unwrap_or("")
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+/// A file that cannot be written ([`write_private`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+struct WriteError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), WriteError> {
+    let failed = |source| WriteError {
+        path: path.to_owned(),
+        source,
+    };
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
@@ -592,9 +604,6 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt;
         o.mode(0o600);
     }
-    let mut f = o
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(format!("{text}\n").as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    let mut f = o.open(path).map_err(failed)?;
+    f.write_all(format!("{text}\n").as_bytes()).map_err(failed)
 }
