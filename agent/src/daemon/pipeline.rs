@@ -20,4 +20,4 @@ pub use admit::{
     PROXY_EVENT_TYPES, QUOTA_OWNER, Refusal, admit,
 };
 pub use spooler::*;
-pub use upload::upload;
+pub use upload::{UploadError, upload};

@@ -6,6 +6,35 @@ use thoth_proto::fleet::{self as pb, event_upload_client::EventUploadClient};
 
 use super::spooler::*;
 
+/// Why an upload stream ended; its text is the uploader's `last_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The agent's key does not parse.
+    #[error("agent key: {0}")]
+    Key(rcgen::Error),
+    /// The controller refused to open the stream.
+    #[error("event upload refused: {}", .0.message())]
+    Refused(Box<tonic::Status>),
+    /// The spool could not be read.
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// The chain head could not be signed.
+    #[error("signing the chain head: {0}")]
+    Sign(rcgen::Error),
+    /// The outgoing stream closed.
+    #[error("the upload stream closed")]
+    StreamClosed,
+    /// The controller ended the stream.
+    #[error("the controller closed the upload stream")]
+    ControllerClosed,
+    /// The controller failed the stream.
+    #[error("event upload: {}", .0.message())]
+    Stream(Box<tonic::Status>),
+    /// The spool thread is gone.
+    #[error("the spool stopped")]
+    SpoolStopped,
+}
+
 /// Whether a status from the controller refuses the batch's content (as opposed to a broken
 /// connection or a server fault): the same batch would be refused again.
 fn is_refusal(code: tonic::Code) -> bool {
@@ -29,14 +58,14 @@ pub async fn upload(
     channel: tonic::transport::Channel,
     agent_id: &str,
     key_pem: &str,
-) -> Result<(), String> {
+) -> Result<(), UploadError> {
     let r = upload_inner(spool, channel, agent_id, key_pem).await;
-    if let Err((msg, _)) = &r {
+    if let Err(e) = &r {
         let mut u = lock(&spool.upload);
         u.failures = u.failures.saturating_add(1);
-        u.last_error = Some(msg.clone());
+        u.last_error = Some(e.to_string());
     }
-    r.map_err(|(m, _)| m)
+    r
 }
 
 async fn upload_inner(
@@ -44,20 +73,15 @@ async fn upload_inner(
     channel: tonic::transport::Channel,
     agent_id: &str,
     key_pem: &str,
-) -> Result<(), (String, bool)> {
+) -> Result<(), UploadError> {
     use rcgen::SigningKey as _;
-    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| (format!("agent key: {e}"), false))?;
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(UploadError::Key)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::EventBatch>(4);
     let mut acks = EventUploadClient::new(channel)
         .max_encoding_message_size(64 << 20)
         .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .map_err(|s| {
-            (
-                format!("event upload refused: {}", s.message()),
-                is_refusal(s.code()),
-            )
-        })?
+        .map_err(|s| UploadError::Refused(Box::new(s)))?
         .into_inner();
     let mut acked = lock(&spool.stats).acked;
     let mut sent = acked;
@@ -85,7 +109,7 @@ async fn upload_inner(
             let mut events = spool
                 .read(sent, max, BATCH_BYTES)
                 .await
-                .map_err(|e| (e.to_string(), false))?;
+                .map_err(UploadError::Read)?;
             if let Some((first, _)) = events.first()
                 && *first != sent + 1
             {
@@ -102,7 +126,7 @@ async fn upload_inner(
                 let hash = record_hash(last);
                 let signature = key
                     .sign(&head_message(agent_id, *last_seq, &hash))
-                    .map_err(|e| (format!("signing the chain head: {e}"), false))?;
+                    .map_err(UploadError::Sign)?;
                 let batch = pb::EventBatch {
                     events: events.iter().map(|(_, e)| e.clone()).collect(),
                     head: Some(pb::ChainHead {
@@ -114,7 +138,7 @@ async fn upload_inner(
                 sent = *last_seq;
                 tx.send(batch)
                     .await
-                    .map_err(|_| ("the upload stream closed".to_owned(), false))?;
+                    .map_err(|_| UploadError::StreamClosed)?;
                 continue;
             }
             if let Some(l) = last_read {
@@ -147,16 +171,17 @@ async fn upload_inner(
                         lock(&spool.upload).progressed();
                     }
                 }
-                Ok(None) => return Err(("the controller closed the upload stream".into(), false)),
+                Ok(None) => return Err(UploadError::ControllerClosed),
                 Err(s) => {
-                    let msg = format!("event upload: {}", s.message());
-                    if is_refusal(s.code()) {
-                        refused(spool, acked, sent, isolate, &msg);
+                    let refusal = is_refusal(s.code());
+                    let e = UploadError::Stream(Box::new(s));
+                    if refusal {
+                        refused(spool, acked, sent, isolate, &e.to_string());
                     }
-                    return Err((msg, is_refusal(s.code())));
+                    return Err(e);
                 }
             },
-            r = durable.changed() => if r.is_err() { return Err(("the spool stopped".into(), false)) },
+            r = durable.changed() => if r.is_err() { return Err(UploadError::SpoolStopped) },
         }
     }
 }
