@@ -248,7 +248,7 @@ impl local_agent_server::LocalAgent for LocalService {
             .0
             .spool_events_as(events, &user, &owner)
             .await
-            .map_err(Status::unavailable)?;
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::LocalEventsAck {
             accepted: out.accepted,
             dropped: out.dropped,

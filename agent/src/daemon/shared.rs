@@ -220,7 +220,7 @@ impl Shared {
         &self,
         events: Vec<Vec<u8>>,
         user: &str,
-    ) -> Result<pipeline::EmitOutcome, String> {
+    ) -> Result<pipeline::EmitOutcome, EmitError> {
         self.spool_events_as(events, user, user).await
     }
 
@@ -231,9 +231,9 @@ impl Shared {
         events: Vec<Vec<u8>>,
         user: &str,
         owner: &str,
-    ) -> Result<pipeline::EmitOutcome, String> {
+    ) -> Result<pipeline::EmitOutcome, EmitError> {
         let Some(sp) = self.spool.get() else {
-            return Err("the agent's event spool is not open".into());
+            return Err(EmitError::NotOpen);
         };
         // Parsing and checking up to 1000 events is CPU work: off the async workers.
         let (u, o) = (user.to_owned(), owner.to_owned());
@@ -259,7 +259,7 @@ impl Shared {
             (admitted, refused, reason)
         })
         .await
-        .map_err(|e| format!("checking the events failed: {e}"))?;
+        .map_err(EmitError::Check)?;
         if refused > 0 {
             tracing::warn!(user, refused, "refused events from a proxy: {reason}");
             {
@@ -279,10 +279,7 @@ impl Shared {
         }
         // Answered once durable: a proxy whose call fails re-sends (an identical record from
         // the same caller is de-duplicated).
-        let (accepted, dropped) = sp
-            .append_durable(admitted)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (accepted, dropped) = sp.append_durable(admitted).await?;
         lock(&self.status).events.accepted += u64::from(accepted);
         Ok(pipeline::EmitOutcome {
             accepted,
@@ -559,13 +556,29 @@ pub fn agent_event(
     e.into_owned()
 }
 
+/// Why a proxy's events were not taken (the proxy keeps them and re-sends them).
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The spool did not open at start.
+    #[error("the agent's event spool is not open")]
+    NotOpen,
+    /// The blocking task checking the events failed.
+    #[error("checking the events failed: {0}")]
+    Check(tokio::task::JoinError),
+    /// The spool cannot take them now.
+    #[error(transparent)]
+    Spool(#[from] pipeline::SpoolUnavailable),
+}
+
 pub(super) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-pub(super) fn parse_policy(p: &thoth_proto::bundle::BundlePayload) -> Result<(), String> {
+pub(super) fn parse_policy(
+    p: &thoth_proto::bundle::BundlePayload,
+) -> Result<(), thoth_policy::PolicyError> {
     let source = format!("<bundle v{}>", p.version);
     thoth_policy::parse_policy(
         &p.policy,
@@ -573,7 +586,6 @@ pub(super) fn parse_policy(p: &thoth_proto::bundle::BundlePayload) -> Result<(),
         thoth_policy::Format::detect(&source, &p.policy),
     )
     .map(|_| ())
-    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

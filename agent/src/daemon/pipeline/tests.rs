@@ -233,7 +233,7 @@ async fn one_user_cannot_suppress_another_users_events() {
     let ts = now_text();
     let decoy = bytes(&pre("victim-next", &ts, "{\"decoy\":true}"));
     let real = bytes(&pre("victim-next", &ts, "{\"path\":\"/etc/secret\"}"));
-    let ok = |r: Result<EmitOutcome, String>| r.unwrap().accepted;
+    let ok = |r: Result<EmitOutcome, crate::daemon::shared::EmitError>| r.unwrap().accepted;
     assert_eq!(ok(sh.spool_events(vec![decoy], "mallory").await), 1);
     assert_eq!(ok(sh.spool_events(vec![real.clone()], "alice").await), 1);
     let sp = sh.spool.get().unwrap();
