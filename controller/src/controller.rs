@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use thoth_proto::bundle::{BundlePayload, sign_bundle};
 
 use crate::config::ControllerConfig;
-use crate::datadir::{self, DataDir, SigningIdentity};
+use crate::datadir::{self, DataDir, DataDirError, SigningIdentity};
 use crate::hub::Hub;
 use crate::ids::TenantId;
 use crate::metrics::Metrics;
@@ -239,17 +239,16 @@ impl Controller {
 
     /// Makes a new signing key (certified by the root), then re-signs every tenant's latest
     /// bundle with it. Agents need nothing new: they verify the key through the root.
-    pub async fn rotate_signing_key(&self) -> Result<(SigningIdentity, Vec<String>), String> {
+    pub async fn rotate_signing_key(&self) -> Result<(SigningIdentity, Vec<String>), RotateError> {
         let dir = self.data_dir.clone();
         let root = self.root.clone();
         let new = tokio::task::spawn_blocking(move || {
-            datadir::new_signing_key(&dir, &root, SystemTime::now()).map_err(|e| e.to_string())
+            datadir::new_signing_key(&dir, &root, SystemTime::now())
         })
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
         *self.signing.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         tracing::info!(key_id = new.key_id, "policy-signing key rotated");
-        let tenants = self.resign_due(true).await.map_err(|e| e.to_string())?;
+        let tenants = self.resign_due(true).await?;
         Ok((new, tenants))
     }
 
@@ -296,4 +295,18 @@ impl Controller {
             tracing::error!(actor, action, "could not write the audit log: {e}");
         }
     }
+}
+
+/// Why the signing key was not rotated ([`Controller::rotate_signing_key`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The new key cannot be made or stored.
+    #[error(transparent)]
+    Key(#[from] DataDirError),
+    /// The task making it did not finish.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+    /// The bundles cannot be re-signed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

@@ -269,21 +269,42 @@ pub struct ToolCallParams<'a> {
     pub input_responses: Option<Value>,
 }
 
+/// Why a `tools/call` cannot be decided on ([`tool_call_params`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CallParamsError {
+    /// The request has no `params`.
+    #[error("tools/call without params")]
+    NoParams,
+    /// `params` does not decode.
+    #[error("tools/call params are not usable: {0}")]
+    Params(#[source] serde_json::Error),
+    /// `params.name` is empty.
+    #[error("tools/call with an empty tool name")]
+    EmptyName,
+    /// `params.arguments` does not decode.
+    #[error("tools/call arguments are not usable: {0}")]
+    Arguments(#[source] serde_json::Error),
+    /// `params.arguments` is neither an object nor `null`.
+    #[error("tools/call arguments must be an object")]
+    NotAnObject,
+    /// `params.inputResponses` does not decode.
+    #[error("tools/call inputResponses are not usable: {0}")]
+    InputResponses(#[source] serde_json::Error),
+}
+
 /// Reads `params` of a `tools/call`; `Err` says why it cannot be decided on.
-pub fn tool_call_params(params: Option<&RawValue>) -> Result<ToolCallParams<'_>, String> {
-    let params = params.ok_or("tools/call without params")?;
-    let p: CallParams<'_> = serde_json::from_str(params.get())
-        .map_err(|e| format!("tools/call params are not usable: {e}"))?;
+pub fn tool_call_params(params: Option<&RawValue>) -> Result<ToolCallParams<'_>, CallParamsError> {
+    let params = params.ok_or(CallParamsError::NoParams)?;
+    let p: CallParams<'_> = serde_json::from_str(params.get()).map_err(CallParamsError::Params)?;
     if p.name.is_empty() {
-        return Err("tools/call with an empty tool name".into());
+        return Err(CallParamsError::EmptyName);
     }
     let raw = p.arguments.map(RawValue::get).unwrap_or("{}");
     // Checked as a decoded value would be, without building one: the policy reads only the
     // members its constraints name.
-    serde_json::from_str::<Decodes>(raw)
-        .map_err(|e| format!("tools/call arguments are not usable: {e}"))?;
+    serde_json::from_str::<Decodes>(raw).map_err(CallParamsError::Arguments)?;
     if !raw.trim_start().starts_with('{') && raw.trim() != "null" {
-        return Err("tools/call arguments must be an object".into());
+        return Err(CallParamsError::NotAnObject);
     }
     let meta_elicitation = p
         .meta
@@ -291,10 +312,7 @@ pub fn tool_call_params(params: Option<&RawValue>) -> Result<ToolCallParams<'_>,
         .and_then(|m| m.get(CLIENT_CAPABILITIES_META)?.get("elicitation").cloned())
         .is_some_and(|e| !e.is_null());
     let input_responses = match p.input_responses {
-        Some(r) => Some(
-            serde_json::from_str(r.get())
-                .map_err(|e| format!("tools/call inputResponses are not usable: {e}"))?,
-        ),
+        Some(r) => Some(serde_json::from_str(r.get()).map_err(CallParamsError::InputResponses)?),
         None => None,
     };
     Ok(ToolCallParams {
@@ -493,6 +511,7 @@ mod tests {
         assert!(
             tool_call_params(Some(&far))
                 .unwrap_err()
+                .to_string()
                 .contains("not usable")
         );
         let deep = format!(

@@ -340,7 +340,11 @@ impl Relay {
             Ok(c) => c,
             Err(why) => {
                 tracing::warn!("refused a tools/call that cannot be decided on: {why}");
-                self.reply(&respond::error(Some(id), code::INVALID_PARAMS, &why));
+                self.reply(&respond::error(
+                    Some(id),
+                    code::INVALID_PARAMS,
+                    &why.to_string(),
+                ));
                 return ToServer::Nothing;
             }
         };
