@@ -162,7 +162,7 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
         *s.inflight.lock().unwrap_or_else(|p| p.into_inner()) = batch.clone();
         let sent = rt.block_on(async {
             if client.is_none() {
-                let ch = thoth_endpoint::tls::local_channel(&socket).map_err(|e| e.to_string())?;
+                let ch = thoth_endpoint::tls::local_channel(&socket)?;
                 client = Some(thoth_proto::fleet::local_agent_client::LocalAgentClient::new(ch));
             }
             let c = client.as_mut().expect("set above");
@@ -173,8 +173,8 @@ fn run(socket: PathBuf, s: Arc<Shared>) {
                 }),
             )
             .await
-            .map_err(|_| "timeout".to_owned())?
-            .map_err(|s| s.message().to_owned())
+            .map_err(|_| SendError::Timeout)?
+            .map_err(SendError::Agent)
         });
         s.inflight.lock().unwrap_or_else(|p| p.into_inner()).clear();
         match sent {
@@ -379,6 +379,20 @@ fn keep_undelivered(s: &Shared) {
             "events not delivered to the agent before exit: {e}"
         ),
     }
+}
+
+/// Why a batch did not reach the agent.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// The agent's socket cannot be connected to.
+    #[error(transparent)]
+    Channel(#[from] thoth_endpoint::tls::TlsError),
+    /// No answer in time.
+    #[error("timeout")]
+    Timeout,
+    /// The agent answered with an error status.
+    #[error("{}", .0.message())]
+    Agent(tonic::Status),
 }
 
 /// Why events cannot be left in the pending directory ([`write_pending`]).
