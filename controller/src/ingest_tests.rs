@@ -3,6 +3,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{EventFilter, EventStore};
 use rcgen::SigningKey as _;
 use thoth_proto::chain::Chain;
+use tonic::Status;
 
 struct Agent {
     id: String,

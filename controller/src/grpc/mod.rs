@@ -4,8 +4,9 @@
 mod admin;
 mod agent;
 mod conn;
+mod upload;
 
 pub use admin::AdminService;
 pub use agent::{EnrollmentService, SyncService};
-pub(crate) use conn::agent_caller;
 pub use conn::{Conn, ConnAuthorisation};
+pub use upload::UploadService;

@@ -161,7 +161,7 @@ pub async fn start(
         )
         .add_service(
             thoth_proto::fleet::event_upload_server::EventUploadServer::new(
-                crate::ingest::UploadService(Arc::clone(&controller)),
+                crate::grpc::UploadService(Arc::clone(&controller)),
             )
             .max_decoding_message_size(64 << 20),
         )
