@@ -1,5 +1,6 @@
 use super::*;
 use crate::event::{EventType, Identity};
+use crate::verify::*;
 
 fn event(agent: &str, n: u32) -> Event<'static> {
     // Tests only: an identity that lives as long as the events built on it.
