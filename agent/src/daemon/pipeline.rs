@@ -12,6 +12,7 @@
 //! error in the status.
 
 mod admit;
+mod owed;
 mod spooler;
 mod upload;
 
