@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::pct;
 use serde_json::json;
-use thoth_hosts::claude::file::{self, Op};
+use thoth_hosts::file;
+use thoth_hosts::format::Op;
+use thoth_hosts::host::{HostFilter, discover};
 
 fn config_text(user: usize, servers: usize) -> String {
     let mut m = serde_json::Map::new();
@@ -39,9 +41,10 @@ fn wrapped(path: &Path) -> bool {
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .is_some_and(|v| {
-            v["mcpServers"]
-                .as_object()
-                .is_some_and(|m| m.values().all(thoth_hosts::claude::rewrite::is_wrapped))
+            v["mcpServers"].as_object().is_some_and(|m| {
+                m.values()
+                    .all(|e| thoth_hosts::wrapper::Entry::from_json(e).is_wrapped())
+            })
         })
 }
 
@@ -56,12 +59,12 @@ fn main() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, config_text(u, 20)).unwrap();
     }
-    let op = Op::Wrap("/usr/local/bin/thoth".into());
+    let op = Op::wrap("/usr/local/bin/thoth");
     let t0 = Instant::now();
-    let found = file::discover(Some(&users));
+    let found = discover(&file::homes(Some(&users)), &HostFilter::all());
     let mut wrapped_n = 0;
     for p in &found {
-        wrapped_n += file::rewrite_file(p, &op, false)
+        wrapped_n += file::rewrite_file(p.host, &p.path, &op, false)
             .unwrap()
             .report
             .wrapped
@@ -70,7 +73,11 @@ fn main() {
     let first = t0.elapsed();
     let t0 = Instant::now();
     for p in &found {
-        assert!(!file::rewrite_file(p, &op, false).unwrap().written);
+        assert!(
+            !file::rewrite_file(p.host, &p.path, &op, false)
+                .unwrap()
+                .written
+        );
     }
     let again = t0.elapsed();
     println!(

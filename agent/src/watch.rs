@@ -16,8 +16,15 @@ use serde_json::Value;
 
 use thoth_endpoint::config::AgentConfig;
 use thoth_endpoint::status::{ConfigStatus, now_rfc3339};
-use thoth_hosts::claude::file::{self, FileError, Op, RELATIVE_PATHS};
-use thoth_hosts::claude::rewrite::{self, is_wrapped};
+use thoth_hosts::clients::claude_desktop::{self as cd, ClaudeDesktop};
+use thoth_hosts::file::{self, FileError};
+use thoth_hosts::format::Op;
+use thoth_hosts::host::{Host, Os};
+use thoth_hosts::wrapper::{self, Entry};
+
+fn is_wrapped(v: &Value) -> bool {
+    Entry::from_json(v).is_wrapped()
+}
 
 /// What the guardian reads from and reports to the agent (the daemon's shared state implements
 /// it): the guardian names nothing of the daemon.
@@ -95,7 +102,7 @@ fn describe_drift(
 }
 
 fn servers_of(text: &str) -> Option<serde_json::Map<String, Value>> {
-    let v = rewrite::parse_strict(text.trim_start_matches('\u{feff}')).ok()?;
+    let v = thoth_hosts::format::json::parse(text, false).ok()?;
     v.get("mcpServers")?.as_object().cloned()
 }
 
@@ -130,11 +137,7 @@ impl<R: ConfigReport> Guardian<R> {
     fn config_dirs(&self) -> Vec<PathBuf> {
         file::homes(self.sh.config().users_root.as_deref())
             .iter()
-            .flat_map(|h| {
-                RELATIVE_PATHS
-                    .iter()
-                    .filter_map(move |r| h.join(r).parent().map(Path::to_path_buf))
-            })
+            .flat_map(|h| ClaudeDesktop.watch_dirs(h, Os::current()))
             .filter(|d| d.is_dir())
             .collect()
     }
@@ -173,7 +176,10 @@ impl<R: ConfigReport> Guardian<R> {
     }
 
     fn all_configs(&self) -> Vec<PathBuf> {
-        file::discover(self.sh.config().users_root.as_deref())
+        file::homes(self.sh.config().users_root.as_deref())
+            .iter()
+            .flat_map(|h| ClaudeDesktop.files(h, Os::current()))
+            .collect()
     }
 
     fn publish_status(&self) {
@@ -233,9 +239,9 @@ impl<R: ConfigReport> Guardian<R> {
             }
             return Ok(false);
         }
-        let result = file::rewrite_file(path, &self.op, false);
+        let result = file::rewrite_file(&ClaudeDesktop, path, &self.op, false);
         let (thoth, extra) = match &self.op {
-            Op::WrapWith(thoth, extra) => (thoth.clone(), extra.clone()),
+            Op::Wrap { thoth, extra, .. } => (thoth.clone(), extra.clone()),
             _ => (String::new(), Vec::new()),
         };
         let known = self.known.entry(path.to_path_buf()).or_default();
@@ -257,14 +263,23 @@ impl<R: ConfigReport> Guardian<R> {
                     .count();
                 let governed = servers
                     .iter()
-                    .filter(|(name, e)| rewrite::governed(name, e, &thoth, &extra).is_ok())
+                    .filter(|(name, e)| {
+                        wrapper::governed(
+                            name,
+                            "claude-desktop",
+                            &Entry::from_json(e),
+                            &thoth,
+                            &extra,
+                        )
+                        .is_ok()
+                    })
                     .count();
                 // An entry whose env makes the loader run other code in the proxy: the proxy
                 // refuses to govern with it (every call denied); the admins hear of it here.
                 let loaders: Vec<String> = servers
                     .iter()
                     .filter_map(|(name, e)| {
-                        let vars = rewrite::loader_variables(e);
+                        let vars = Entry::from_json(e).loader_variables();
                         (!vars.is_empty()).then(|| format!("{name} ({})", vars.join(", ")))
                     })
                     .collect();
@@ -473,7 +488,7 @@ pub fn canonical_thoth(config: &AgentConfig) -> Result<PathBuf, ThothPathError> 
 
 /// The extra `thoth run` options wrapped entries need to reach this agent.
 fn extra_flags(sh: &impl ConfigReport) -> Vec<String> {
-    rewrite::canonical_extra(&sh.config().socket_path, &sh.config().state_dir)
+    wrapper::canonical_extra(&sh.config().socket_path, &sh.config().state_dir)
 }
 
 /// Starts the guardian thread (it runs for the life of the agent).
@@ -509,7 +524,7 @@ fn run<R: ConfigReport>(sh: Arc<R>) {
         }
     };
     let mut g = Guardian {
-        op: Op::WrapWith(thoth.display().to_string(), extra_flags(&*sh)),
+        op: Op::wrap_strict(thoth.display().to_string(), extra_flags(&*sh)),
         sh: Arc::clone(&sh),
         known: BTreeMap::new(),
         statuses: BTreeMap::new(),
@@ -540,7 +555,7 @@ fn run<R: ConfigReport>(sh: Arc<R>) {
         if any {
             let configs: HashSet<PathBuf> = paths
                 .iter()
-                .filter(|p| p.file_name().is_some_and(|n| n == file::FILE_NAME))
+                .filter(|p| p.file_name().is_some_and(|n| n == cd::FILE_NAME))
                 .cloned()
                 .collect();
             for p in &configs {
@@ -590,7 +605,7 @@ mod tests {
         let sh = Shared::new(config).unwrap();
         let extra = extra_flags(&*sh);
         Guardian {
-            op: Op::WrapWith("/usr/local/bin/thoth".into(), extra),
+            op: Op::wrap_strict("/usr/local/bin/thoth", extra),
             sh,
             known: BTreeMap::new(),
             statuses: BTreeMap::new(),

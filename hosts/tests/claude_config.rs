@@ -5,13 +5,43 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use thoth_hosts::claude::file::{self, FileError, Op};
-use thoth_hosts::claude::rewrite::{self, ConfigError, is_wrapped};
+use thoth_hosts::clients::claude_desktop::ClaudeDesktop;
+use thoth_hosts::file::{self, FileError};
+use thoth_hosts::format::{ConfigError, Op};
+
+/// The Claude Desktop rewrite, on text.
+mod rewrite {
+    use thoth_hosts::clients::claude_desktop::ClaudeDesktop;
+    use thoth_hosts::format::{self, ConfigError, Op, Rewritten};
+    use thoth_hosts::host::Host;
+
+    fn run(text: &str, op: &Op) -> Result<Rewritten, ConfigError> {
+        let path = std::path::Path::new("claude_desktop_config.json");
+        format::rewrite(
+            text,
+            &ClaudeDesktop.format(path),
+            op,
+            &ClaudeDesktop.ctx(path),
+        )
+    }
+
+    pub(super) fn wrap(text: &str, thoth: &str) -> Result<Rewritten, ConfigError> {
+        run(text, &Op::wrap(thoth))
+    }
+
+    pub(super) fn unwrap(text: &str) -> Result<Rewritten, ConfigError> {
+        run(text, &Op::Unwrap)
+    }
+}
+
+fn is_wrapped(v: &Value) -> bool {
+    thoth_hosts::wrapper::Entry::from_json(v).is_wrapped()
+}
 
 const THOTH: &str = "/usr/local/bin/thoth";
 
 fn corpus() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/claude");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/claude-desktop");
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -88,7 +118,7 @@ fn every_valid_corpus_file_round_trips() {
 
 #[test]
 fn specific_files_keep_what_people_care_about() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/claude");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/claude-desktop");
     let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
     // CRLF stays CRLF, the BOM stays, tabs stay.
     let w = rewrite::wrap(&read("valid-crlf.json"), THOTH).unwrap();
@@ -124,7 +154,7 @@ fn specific_files_keep_what_people_care_about() {
     // Windows paths survive as values.
     let w = rewrite::wrap(&read("valid-windows-paths.json"), THOTH).unwrap();
     assert_eq!(
-        value(&w.text)["mcpServers"]["filesystem"]["args"][4],
+        value(&w.text)["mcpServers"]["filesystem"]["args"][6],
         "C:\\Program Files\\nodejs\\npx.cmd"
     );
     // Already wrapped: left alone; old thoth path: updated; plain: wrapped; remote: reported.
@@ -150,7 +180,7 @@ fn invalid_files_are_refused_with_a_position_and_left_byte_for_byte() {
         let copy = tmp.path().join(&name);
         std::fs::copy(&path, &copy).unwrap();
         let before = std::fs::read(&copy).unwrap();
-        let err = file::rewrite_file(&copy, &Op::Wrap(THOTH.into()), false).unwrap_err();
+        let err = file::rewrite_file(&ClaudeDesktop, &copy, &Op::wrap(THOTH), false).unwrap_err();
         match (&err, name.starts_with("shape-")) {
             (
                 FileError::Config {
@@ -179,7 +209,7 @@ fn invalid_files_are_refused_with_a_position_and_left_byte_for_byte() {
         let mut backup = copy.clone().into_os_string();
         backup.push(file::BACKUP_SUFFIX);
         assert!(!Path::new(&backup).exists(), "{name}: a backup was made");
-        assert!(file::rewrite_file(&copy, &Op::Unwrap, false).is_err());
+        assert!(file::rewrite_file(&ClaudeDesktop, &copy, &Op::Unwrap, false).is_err());
         assert_eq!(std::fs::read(&copy).unwrap(), before);
     }
 }
@@ -195,7 +225,7 @@ fn a_file_rewrite_is_atomic_keeps_its_mode_and_makes_one_backup() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let out = file::rewrite_file(&path, &Op::Wrap(THOTH.into()), false).unwrap();
+    let out = file::rewrite_file(&ClaudeDesktop, &path, &Op::wrap(THOTH), false).unwrap();
     assert!(out.written);
     let backup = tmp.path().join("claude_desktop_config.json.thoth-backup");
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), original);
@@ -211,13 +241,13 @@ fn a_file_rewrite_is_atomic_keeps_its_mode_and_makes_one_backup() {
         );
     }
     // Unwrap, then wrap again: the backup is still the very first original.
-    file::rewrite_file(&path, &Op::Unwrap, false).unwrap();
+    file::rewrite_file(&ClaudeDesktop, &path, &Op::Unwrap, false).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
     std::fs::write(&path, original.replace("npx", "node")).unwrap();
-    file::rewrite_file(&path, &Op::Wrap(THOTH.into()), false).unwrap();
+    file::rewrite_file(&ClaudeDesktop, &path, &Op::wrap(THOTH), false).unwrap();
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), original);
     // Dry run writes nothing.
-    file::rewrite_file(&path, &Op::Unwrap, true).unwrap();
+    file::rewrite_file(&ClaudeDesktop, &path, &Op::Unwrap, true).unwrap();
     assert!(
         rewrite::unwrap(&std::fs::read_to_string(&path).unwrap())
             .unwrap()

@@ -1,8 +1,6 @@
 //! `thoth-installer status`: what is installed and how it is doing, for people (a table), MDM
 //! detection (`--json`) and a Jamf extension attribute (`--summary`).
 
-use thoth_hosts::claude::file as claude;
-
 use crate::error::InstallerError;
 use crate::layout::Layout;
 use crate::manifest::Manifest;
@@ -16,20 +14,33 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Instal
         std::fs::read_to_string(l.state().join("identity/agent.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
-    let configs = claude::discover(Some(&l.users_root()));
     // Governed means wrapped exactly as this installation's agent writes it: its thoth binary
     // (as the agent resolves it), its socket and state dir.
     let bin = l.bin_dir().join(l.exe("thoth"));
     let thoth = std::fs::canonicalize(&bin).unwrap_or(bin);
     let thoth = thoth.display().to_string();
-    let extra = thoth_hosts::claude::rewrite::canonical_extra(&l.socket(), &l.state());
-    let governed = configs
+    let extra = thoth_hosts::wrapper::canonical_extra(&l.socket(), &l.state());
+    // Every MCP client's files of every user, and their local servers (remote ones cannot be
+    // governed by a wrapper and are counted apart).
+    let homes = thoth_hosts::file::homes(Some(&l.users_root()));
+    let files = thoth_hosts::inventory::scan(
+        &homes,
+        &thoth_hosts::host::HostFilter::all(),
+        &thoth,
+        &extra,
+    );
+    let servers: Vec<&thoth_hosts::inventory::ServerInfo> =
+        files.iter().flat_map(|f| &f.servers).collect();
+    let remote = servers
         .iter()
-        .filter(|c| {
-            thoth_hosts::claude::governed_counts(c, &thoth, &extra)
-                .is_some_and(|(t, g)| t > 0 && g == t)
-        })
+        .filter(|s| s.state == thoth_hosts::inventory::State::Remote)
         .count();
+    let local = servers.len() - remote;
+    let governed = servers
+        .iter()
+        .filter(|s| s.state == thoth_hosts::inventory::State::Governed)
+        .count();
+    let clients: std::collections::BTreeSet<&str> = files.iter().map(|f| f.host).collect();
     let service = match (&manifest, &agent) {
         (None, _) => "not installed",
         (Some(_), Some(_)) => "running",
@@ -41,7 +52,7 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Instal
     let line = match &manifest {
         None => "not installed".to_owned(),
         Some(m) => format!(
-            "thoth {} {service}, {}, {}, {governed}/{} configs governed",
+            "thoth {} {service}, {}, {}, {governed}/{local} local MCP servers governed ({remote} remote) in {} files of {} clients",
             m.version,
             if identity.is_some() {
                 "enrolled"
@@ -49,7 +60,8 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Instal
                 "not enrolled"
             },
             policy.map_or("no policy".to_owned(), |v| format!("policy v{v}")),
-            configs.len()
+            files.len(),
+            clients.len()
         ),
     };
     let doc = serde_json::json!({
@@ -62,8 +74,11 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Instal
         "enrolled": identity.is_some(),
         "agentId": identity.as_ref().and_then(|i| i.get("agentId").cloned()),
         "policyVersion": policy,
-        "configs": configs.len(),
-        "governedConfigs": governed,
+        "configs": files.len(),
+        "clients": clients.iter().collect::<Vec<_>>(),
+        "servers": local,
+        "governedServers": governed,
+        "remoteServers": remote,
         "summary": line,
     });
     if summary {

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use thoth_hosts::claude::file as claude;
+use thoth_hosts::file as claude;
+use thoth_hosts::format::Op;
+use thoth_hosts::host::{HostFilter, discover};
 
 use crate::error::InstallerError;
 use crate::layout::{Layout, Platform};
@@ -28,8 +30,10 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, InstallerErro
     }
     // Every user's Claude Desktop config back to its original entries.
     let mut restored = 0;
-    for cfg in claude::discover(Some(&l.users_root())) {
-        match claude::rewrite_file(&cfg, &claude::Op::Unwrap, false) {
+    let homes = claude::homes(Some(&l.users_root()));
+    for f in discover(&homes, &HostFilter::all()) {
+        let cfg = f.path;
+        match claude::rewrite_file(f.host, &cfg, &Op::Unwrap, false) {
             Ok(o) if o.written => restored += 1,
             Ok(_) => {}
             Err(e) => eprintln!("thoth-installer: {e} (left as it was)"),

@@ -284,7 +284,7 @@ impl Shared {
         let status = self.status();
         let inventory = {
             let root = self.config.users_root.clone();
-            let extra = thoth_hosts::claude::rewrite::canonical_extra(
+            let extra = thoth_hosts::wrapper::canonical_extra(
                 &self.config.socket_path,
                 &self.config.state_dir,
             );

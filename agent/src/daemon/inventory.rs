@@ -5,26 +5,25 @@ use std::path::{Path, PathBuf};
 
 use thoth_proto::fleet as pb;
 
-/// Claude Desktop config files of every user under `users_root` (or the OS's home root).
-pub fn claude_configs(users_root: Option<&Path>) -> Vec<PathBuf> {
-    thoth_hosts::claude::file::discover(users_root)
-}
-
-/// The inventory sent with each heartbeat (`thoth`, `extra`: see [`thoth_hosts::claude::governed_counts`]).
+/// The inventory sent with each heartbeat (`thoth`, `extra`: the agent's wrapper).
 pub fn collect(users_root: Option<&Path>, thoth: &str, extra: &[String]) -> pb::Inventory {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
-    let configs = claude_configs(users_root);
-    let mut servers = 0u32;
-    let mut governed_configs = 0u32;
-    for c in &configs {
-        if let Some((total, governed)) = thoth_hosts::claude::governed_counts(c, thoth, extra) {
-            servers += governed as u32;
-            if total > 0 && governed == total {
-                governed_configs += 1;
-            }
-        }
-    }
+    let homes = thoth_hosts::file::homes(users_root);
+    let files =
+        thoth_hosts::inventory::scan(&homes, &thoth_hosts::host::HostFilter::all(), thoth, extra);
+    let configs: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    let (_, governed) = thoth_hosts::inventory::counts(&files);
+    let servers = governed as u32;
+    let governed_configs = files
+        .iter()
+        .filter(|f| {
+            !f.servers.is_empty()
+                && f.servers
+                    .iter()
+                    .all(|s| s.state == thoth_hosts::inventory::State::Governed)
+        })
+        .count() as u32;
     pb::Inventory {
         hostname: sysinfo::System::host_name()
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),

@@ -1,11 +1,13 @@
 //! `thoth wrap-config` and `thoth unwrap-config`.
 
 use crate::cli::ConfigArgs;
-use thoth_hosts::claude::file::{self, FileError, Op};
+use thoth_hosts::clients::claude_desktop::{self, ClaudeDesktop};
+use thoth_hosts::file::{self, FileError};
+use thoth_hosts::format::Op;
 
 /// Runs either command; returns the exit code (0 done, 1 refused or failed).
 pub fn run(args: &ConfigArgs, wrap: bool) -> anyhow::Result<i32> {
-    let Some(path) = args.file.clone().or_else(file::default_path) else {
+    let Some(path) = args.file.clone().or_else(claude_desktop::default_path) else {
         anyhow::bail!("cannot find this user's Claude Desktop config: pass the file");
     };
     if !path.exists() {
@@ -25,11 +27,11 @@ pub fn run(args: &ConfigArgs, wrap: bool) -> anyhow::Result<i32> {
         if !thoth.is_absolute() {
             anyhow::bail!("--thoth must be an absolute path");
         }
-        Op::Wrap(thoth.display().to_string())
+        Op::wrap(thoth.display().to_string())
     } else {
         Op::Unwrap
     };
-    match file::rewrite_file(&path, &op, args.dry_run) {
+    match file::rewrite_file(&ClaudeDesktop, &path, &op, args.dry_run) {
         Ok(out) => {
             let r = &out.report;
             if args.dry_run {

@@ -109,8 +109,7 @@ fn loader_refusal() -> Option<String> {
     let vars: Vec<String> = std::env::vars_os()
         .filter_map(|(k, v)| {
             let k = k.to_str()?;
-            (thoth_hosts::claude::rewrite::is_loader_variable(k) && !v.is_empty())
-                .then(|| k.to_owned())
+            (thoth_hosts::wrapper::is_loader_variable(k) && !v.is_empty()).then(|| k.to_owned())
         })
         .filter(|k| k != "LD_LIBRARY_PATH" || library_path_used())
         .collect();

@@ -46,7 +46,7 @@ fn read_servers(
 ) -> Result<Vec<ServerEntry>, ConfigFileError> {
     let path_buf = || path.to_path_buf();
     let (bytes, _) =
-        thoth_hosts::claude::file::read_config(path).map_err(|source| ConfigFileError::Read {
+        thoth_hosts::file::read_config(path).map_err(|source| ConfigFileError::Read {
             path: path_buf(),
             source,
         })?;
@@ -72,16 +72,22 @@ fn read_servers(
             let state = if s.get("command").is_none() {
                 "remote"
             } else if let Some((thoth, extra)) = canonical {
-                match thoth_hosts::claude::rewrite::governed(name, s, thoth, extra) {
+                match thoth_hosts::wrapper::governed(
+                    name,
+                    "claude-desktop",
+                    &thoth_hosts::wrapper::Entry::from_json(s),
+                    thoth,
+                    extra,
+                ) {
                     Ok(()) => "governed",
                     Err(w) => {
-                        if thoth_hosts::claude::rewrite::is_wrapped(s) {
+                        if thoth_hosts::wrapper::Entry::from_json(s).is_wrapped() {
                             why = Some(w.to_string());
                         }
                         "not governed"
                     }
                 }
-            } else if thoth_hosts::claude::rewrite::is_wrapped(s) {
+            } else if thoth_hosts::wrapper::Entry::from_json(s).is_wrapped() {
                 "governed"
             } else {
                 "not governed"
@@ -102,15 +108,15 @@ pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
     let config = args
         .claude_config
         .clone()
-        .or_else(thoth_hosts::claude::file::default_path);
+        .or_else(thoth_hosts::clients::claude_desktop::default_path);
     // With an agent (answering, or installed), a wrapper counts only in its canonical form.
     let extra = match &agent {
-        Ok(s) => Some(thoth_hosts::claude::rewrite::canonical_extra(
+        Ok(s) => Some(thoth_hosts::wrapper::canonical_extra(
             Path::new(&s.socket),
             Path::new(&s.state_dir),
         )),
         Err(_) => crate::source::managed()
-            .map(|m| thoth_hosts::claude::rewrite::canonical_extra(&m.socket, &m.state_dir)),
+            .map(|m| thoth_hosts::wrapper::canonical_extra(&m.socket, &m.state_dir)),
     };
     // The agent's thoth, as it reports it; else this very binary (what an installed agent runs).
     let thoth = agent

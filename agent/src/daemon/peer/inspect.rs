@@ -279,7 +279,7 @@ fn loader_variables(environ: &[u8]) -> Vec<String> {
             let name = std::str::from_utf8(&kv[..eq]).ok()?;
             (eq + 1 < kv.len()
                 && name != "LD_LIBRARY_PATH"
-                && thoth_hosts::claude::rewrite::is_loader_variable(name))
+                && thoth_hosts::wrapper::is_loader_variable(name))
             .then(|| name.to_owned())
         })
         .collect();

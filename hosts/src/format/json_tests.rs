@@ -1,4 +1,39 @@
 use super::*;
+use crate::format::Op;
+use crate::wrapper::NotGoverned;
+
+const FMT: JsonFormat = JsonFormat {
+    jsonc: false,
+    tables: &[&["mcpServers"]],
+};
+const CTX: Ctx<'static> = Ctx {
+    client: "claude-desktop",
+    server: None,
+};
+
+fn wrap(text: &str, thoth: &str) -> Result<Rewritten, ConfigError> {
+    rewrite(text, &FMT, &Op::wrap(thoth), &CTX)
+}
+
+fn wrap_with(text: &str, thoth: &str, extra: &[String]) -> Result<Rewritten, ConfigError> {
+    rewrite(text, &FMT, &Op::wrap_strict(thoth, extra.to_vec()), &CTX)
+}
+
+fn unwrap(text: &str) -> Result<Rewritten, ConfigError> {
+    rewrite(text, &FMT, &Op::Unwrap, &CTX)
+}
+
+fn is_wrapped(v: &Value) -> bool {
+    Entry::from_json(v).is_wrapped()
+}
+
+fn loader_variables(v: &Value) -> Vec<String> {
+    Entry::from_json(v).loader_variables()
+}
+
+fn governed(name: &str, v: &Value, thoth: &str, extra: &[String]) -> Result<(), NotGoverned> {
+    crate::wrapper::governed(name, "claude-desktop", &Entry::from_json(v), thoth, extra)
+}
 
 const THOTH: &str = "/usr/local/bin/thoth";
 
@@ -16,6 +51,8 @@ fn wraps_and_unwraps_keeping_everything_else() {
             "run",
             "--server",
             "files",
+            "--client",
+            "claude-desktop",
             "--",
             "npx",
             "-y",
@@ -25,7 +62,16 @@ fn wraps_and_unwraps_keeping_everything_else() {
     );
     assert_eq!(
         v["mcpServers"]["bare"]["args"],
-        serde_json::json!(["run", "--server", "bare", "--no-args", "--", "/opt/mcp"])
+        serde_json::json!([
+            "run",
+            "--server",
+            "bare",
+            "--client",
+            "claude-desktop",
+            "--no-args",
+            "--",
+            "/opt/mcp"
+        ])
     );
     // Untouched bytes: the escape in env and the shortcut line.
     assert!(w.text.contains("\"TOKEN\": \"s3cr\\u00e9t\""), "{}", w.text);
@@ -49,7 +95,7 @@ fn wraps_and_unwraps_keeping_everything_else() {
 
 #[test]
 fn a_wrapper_altered_before_the_separator_is_drift_and_re_wrapped() {
-    let text = r#"{"mcpServers": {"files": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "files", "--policy", "/home/ann/allow.yaml", "--agent-socket", "/home/ann/nosock", "--state-dir", "/home/ann/st", "--", "npx", "-y", "server-filesystem", "/home/ann"], "env": {"LD_PRELOAD": "/home/ann/faketime.so"}}, "bare": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "bare", "--no-args", "--", "/opt/mcp"]}}}"#;
+    let text = r#"{"mcpServers": {"files": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "files", "--client", "claude-desktop", "--policy", "/home/ann/allow.yaml", "--agent-socket", "/home/ann/nosock", "--state-dir", "/home/ann/st", "--", "npx", "-y", "server-filesystem", "/home/ann"], "env": {"LD_PRELOAD": "/home/ann/faketime.so"}}, "bare": {"command": "/usr/local/bin/thoth", "args": ["run", "--server", "bare", "--client", "claude-desktop", "--no-args", "--", "/opt/mcp"]}}}"#;
     let v: Value = serde_json::from_str(text).unwrap();
     let files = &v["mcpServers"]["files"];
     assert!(is_wrapped(files), "it looks wrapped: that was the hole");
@@ -76,6 +122,8 @@ fn a_wrapper_altered_before_the_separator_is_drift_and_re_wrapped() {
             "run",
             "--server",
             "files",
+            "--client",
+            "claude-desktop",
             "--",
             "npx",
             "-y",
@@ -99,7 +147,7 @@ fn a_wrapper_altered_before_the_separator_is_drift_and_re_wrapped() {
 #[test]
 fn a_wrapper_running_another_thoth_is_not_governed_and_is_drift_for_the_agent() {
     // The user's own program named `thoth`, with the canonical arguments.
-    let text = r#"{"mcpServers": {"files": {"command": "/home/ann/bin/thoth", "args": ["run", "--server", "files", "--", "npx", "server-filesystem", "/home/ann"]}}}"#;
+    let text = r#"{"mcpServers": {"files": {"command": "/home/ann/bin/thoth", "args": ["run", "--server", "files", "--client", "claude-desktop", "--", "npx", "server-filesystem", "/home/ann"]}}}"#;
     let v: Value = serde_json::from_str(text).unwrap();
     let files = &v["mcpServers"]["files"];
     assert!(is_wrapped(files));
@@ -125,7 +173,10 @@ fn a_wrapper_running_another_thoth_is_not_governed_and_is_drift_for_the_agent() 
     assert_eq!(after["mcpServers"]["files"]["command"], THOTH);
     assert!(governed("files", &after["mcpServers"]["files"], THOTH, &[]).is_ok());
     // Altered arguments too: both said.
-    let both = text.replace(r#""files", "--""#, r#""files", "--policy", "/tmp/p", "--""#);
+    let both = text.replace(
+        r#""claude-desktop", "--""#,
+        r#""claude-desktop", "--policy", "/tmp/p", "--""#,
+    );
     let w = wrap_with(&both, THOTH, &[]).unwrap();
     let diff = &w.report.rewrapped[0].1;
     assert!(

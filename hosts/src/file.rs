@@ -1,39 +1,16 @@
-//! Finding Claude Desktop configs, and replacing one safely: atomic (temp file in the same
-//! directory, fsync, rename), keeping owner and mode, with a one-time backup of the original,
-//! and never over a file someone changed meanwhile.
+//! Reading an MCP host's file the way a root process must read a file in a user's home, and
+//! replacing it safely: atomic (temp file in the same directory, fsync, rename), keeping owner
+//! and mode, with a one-time backup of the original, under the host's own lock when it has one,
+//! and never over a write someone else made meanwhile.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::rewrite::{self, ConfigError, Report};
+use crate::format::{self, ConfigError, Op, Report};
+use crate::host::Host;
 
-/// The config file's name.
-pub const FILE_NAME: &str = "claude_desktop_config.json";
 /// Suffix of the one-time backup.
 pub const BACKUP_SUFFIX: &str = ".thoth-backup";
-
-/// Where Claude Desktop keeps its config, relative to a home directory, on each OS.
-pub const RELATIVE_PATHS: [&str; 4] = [
-    "Library/Application Support/Claude/claude_desktop_config.json",
-    ".config/Claude/claude_desktop_config.json",
-    "AppData/Roaming/Claude/claude_desktop_config.json",
-    "AppData/Local/Packages/Claude_pzs8sxrjxfjjc/LocalCache/Roaming/Claude/claude_desktop_config.json",
-];
-
-/// This user's config path on this OS.
-pub fn default_path() -> Option<PathBuf> {
-    if cfg!(windows) {
-        return std::env::var_os("APPDATA")
-            .map(|a| PathBuf::from(a).join("Claude").join(FILE_NAME));
-    }
-    let home = PathBuf::from(std::env::var_os("HOME")?);
-    Some(if cfg!(target_os = "macos") {
-        home.join("Library/Application Support/Claude")
-            .join(FILE_NAME)
-    } else {
-        home.join(".config/Claude").join(FILE_NAME)
-    })
-}
 
 /// The homes under `users_root` (default: `/Users` on macOS, `/home` elsewhere, plus `/root`).
 pub fn homes(users_root: Option<&Path>) -> Vec<PathBuf> {
@@ -61,9 +38,10 @@ pub fn homes(users_root: Option<&Path>) -> Vec<PathBuf> {
     homes
 }
 
-/// The largest config read (Claude Desktop's are a few KiB; this bounds what a hostile file
-/// can make the agent or the installer hold in memory).
-pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// The largest config read (most are a few KiB; Claude Code's `~/.claude.json` can reach a few
+/// MiB of history; this bounds what a hostile file can make the agent or the installer hold in
+/// memory).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Reads a config the way a root process must read a file in a user's home: never through a
 /// symlink (`O_NOFOLLOW`), never blocking on a FIFO (`O_NONBLOCK`), only a regular file, at most
@@ -102,7 +80,7 @@ pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)>
         return Err(refuse(
             std::io::ErrorKind::InvalidInput,
             format!(
-                "{} bytes, more than the {MAX_CONFIG_BYTES} a Claude Desktop config can be",
+                "{} bytes, more than the {MAX_CONFIG_BYTES} an MCP client config can be",
                 meta.len()
             ),
         ));
@@ -142,24 +120,20 @@ fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// Every existing config under the homes.
-pub fn discover(users_root: Option<&Path>) -> Vec<PathBuf> {
-    homes(users_root)
-        .iter()
-        .flat_map(|h| RELATIVE_PATHS.iter().map(move |r| h.join(r)))
-        .filter(|p| p.is_file())
-        .collect()
-}
-
-/// What to do to a file.
-#[derive(Debug, Clone)]
-pub enum Op {
-    /// Wrap with this absolute thoth path.
-    Wrap(String),
-    /// Wrap with this thoth path and these extra `thoth run` options.
-    WrapWith(String, Vec<String>),
-    /// Unwrap.
-    Unwrap,
+/// The uid owning `path` (not following a symlink); on other systems `Some(0)` for anything
+/// that exists (ownership is not compared there).
+pub fn owner(path: &Path) -> Option<u32> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(m.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        Some(0)
+    }
 }
 
 /// Why a file was not rewritten.
@@ -216,8 +190,13 @@ pub struct FileOutcome {
     pub after: String,
 }
 
-/// Rewrites one file (or, with `dry_run`, computes the result only).
-pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, FileError> {
+/// Rewrites one file of `host` (or, with `dry_run`, computes the result only).
+pub fn rewrite_file(
+    host: &dyn Host,
+    path: &Path,
+    op: &Op,
+    dry_run: bool,
+) -> Result<FileOutcome, FileError> {
     let (bytes, meta) = read_config(path).map_err(|source| FileError::Read {
         path: path.to_path_buf(),
         source,
@@ -225,15 +204,13 @@ pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, 
     let before = String::from_utf8(bytes).map_err(|_| FileError::NotUtf8 {
         path: path.to_path_buf(),
     })?;
-    let result = match op {
-        Op::Wrap(thoth) => rewrite::wrap(&before, thoth),
-        Op::WrapWith(thoth, extra) => rewrite::wrap_with(&before, thoth, extra),
-        Op::Unwrap => rewrite::unwrap(&before),
-    }
-    .map_err(|source| FileError::Config {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let result =
+        format::rewrite(&before, &host.format(path), op, &host.ctx(path)).map_err(|source| {
+            FileError::Config {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let changed = result.text != before;
     if dry_run || !changed {
         return Ok(FileOutcome {
@@ -247,13 +224,13 @@ pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, 
         path: path.to_path_buf(),
         source,
     };
-    if matches!(op, Op::Wrap(_) | Op::WrapWith(..)) {
+    if matches!(op, Op::Wrap { .. }) {
         let mut backup = path.as_os_str().to_owned();
         backup.push(BACKUP_SUFFIX);
         let backup = PathBuf::from(backup);
         if !backup.exists() {
             // The directory is synced once, by the replacement below (same directory).
-            replace(&backup, before.as_bytes(), &meta, None, false).map_err(werr)?;
+            replace(&backup, before.as_bytes(), &meta, None, None, false).map_err(werr)?;
         }
     }
     replace(
@@ -261,6 +238,7 @@ pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, 
         result.text.as_bytes(),
         &meta,
         Some(before.as_bytes()),
+        host.lock_path(path).as_deref(),
         true,
     )
     .map_err(|e| {
@@ -280,8 +258,21 @@ pub fn rewrite_file(path: &Path, op: &Op, dry_run: bool) -> Result<FileOutcome, 
     })
 }
 
-/// Atomically replaces `path` with `bytes`, giving the new file `meta`'s mode and owner. With
-/// `expect`, refuses (ErrorKind::Interrupted) if the file no longer holds those bytes.
+/// How long a host's lock is waited for before the rewrite is given up (and retried later).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// A host lock older than this is stale (proper-lockfile's default, which Claude Code uses):
+/// the rewrite goes on without it (the exchange check below still guards the write).
+const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Atomically replaces `path` with `bytes`, giving the new file `meta`'s mode and owner.
+///
+/// With `expect`, what is replaced must be exactly those bytes, else nothing is lost and the
+/// call fails with ErrorKind::Interrupted (try again): where the system can exchange two names
+/// atomically (Linux `renameat2(RENAME_EXCHANGE)`, macOS `renamex_np(RENAME_SWAP)`), the new file
+/// is exchanged with the old and the displaced file is checked afterwards; if a writer got in
+/// between the read and the exchange (in place or by its own rename), its file is put back.
+/// Elsewhere the file is compared just before the rename (a narrow window remains). With `lock`
+/// (a host's lock directory, beside `path`), the lock is held throughout, as the host would.
 ///
 /// On Unix everything happens relative to one handle on the directory, opened without
 /// following a symlink and (as root) only if it belongs to the file's owner: the temp file is
@@ -293,10 +284,10 @@ fn replace(
     bytes: &[u8],
     meta: &std::fs::Metadata,
     expect: Option<&[u8]>,
+    lock: Option<&Path>,
     sync_dir: bool,
 ) -> std::io::Result<()> {
     use std::ffi::CString;
-    use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
@@ -319,6 +310,18 @@ fn replace(
             "its directory does not belong to the file's owner",
         ));
     }
+    // The host's lock, when it lives beside the file (it always does).
+    let _lock = match lock {
+        Some(l) if parent_dir(l) == dir => match l.file_name() {
+            Some(n) => HostLock::take(
+                &dirf,
+                CString::new(n.as_bytes()).map_err(|_| invalid("a NUL in the lock name"))?,
+                meta,
+            )?,
+            None => None,
+        },
+        _ => None,
+    };
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -338,6 +341,19 @@ fn replace(
     let unlink_tmp = || {
         let _ = unlinkat(&dirf, tmp_name.as_c_str(), AtFlags::empty());
     };
+    let read_at = |n: &std::ffi::CStr| -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let f = std::fs::File::from(openat(
+            &dirf,
+            n,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?);
+        let mut now = Vec::new();
+        f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut now)?;
+        Ok(now)
+    };
+    let raced = || std::io::Error::new(std::io::ErrorKind::Interrupted, "changed meanwhile");
     let result = (|| -> std::io::Result<()> {
         tmp.write_all(bytes)?;
         tmp.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
@@ -346,33 +362,129 @@ fn replace(
             std::os::unix::fs::fchown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
         }
         tmp.sync_all()?;
-        if let Some(expect) = expect {
-            let current = std::fs::File::from(openat(
-                &dirf,
-                name.as_c_str(),
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?);
-            let mut now = Vec::new();
-            current.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut now)?;
-            if now != expect {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Interrupted,
-                    "changed meanwhile",
-                ));
+        let Some(expect) = expect else {
+            return renameat(&dirf, tmp_name.as_c_str(), &dirf, name.as_c_str())
+                .map_err(Into::into);
+        };
+        if read_at(name.as_c_str())? != expect {
+            return Err(raced());
+        }
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos"))]
+        {
+            use rustix::fs::{RenameFlags, renameat_with};
+            let exchange = || {
+                renameat_with(
+                    &dirf,
+                    tmp_name.as_c_str(),
+                    &dirf,
+                    name.as_c_str(),
+                    RenameFlags::EXCHANGE,
+                )
+            };
+            match exchange() {
+                Ok(()) => {
+                    // The displaced file now sits at the temp name: was it what was read?
+                    if read_at(tmp_name.as_c_str()).ok().as_deref() == Some(expect) {
+                        return Ok(());
+                    }
+                    // Someone wrote between the read and the exchange: put their file back. If
+                    // they wrote yet again since, what comes out is not ours: exchange once more
+                    // so their newest stays, and drop the older one.
+                    exchange()?;
+                    if read_at(tmp_name.as_c_str()).ok().as_deref() != Some(bytes) {
+                        exchange()?;
+                    }
+                    return Err(raced());
+                }
+                // A file system without the exchange: the check above, then a rename.
+                Err(e)
+                    if e == rustix::io::Errno::INVAL
+                        || e == rustix::io::Errno::NOSYS
+                        || e == rustix::io::Errno::NOTSUP => {}
+                Err(e) => return Err(e.into()),
             }
         }
         renameat(&dirf, tmp_name.as_c_str(), &dirf, name.as_c_str())?;
         Ok(())
     })();
-    if result.is_err() {
-        unlink_tmp();
-    }
+    // After a successful exchange the temp name holds the old file; after a failure, ours or a
+    // superseded one: either way it goes.
+    unlink_tmp();
     result?;
     if sync_dir {
         let _ = dirf.sync_all();
     }
     Ok(())
+}
+
+/// A host's lock directory held by the agent (proper-lockfile's protocol: whoever creates the
+/// directory holds the lock; it is removed on release). Created for the file's owner, so the
+/// host can clear it if the agent dies holding it.
+#[cfg(unix)]
+struct HostLock<'a> {
+    dirf: &'a std::fs::File,
+    name: std::ffi::CString,
+}
+
+#[cfg(unix)]
+impl<'a> HostLock<'a> {
+    /// Takes the lock, waiting up to [`LOCK_WAIT`]. `None`: a stale lock is in the way (older
+    /// than [`LOCK_STALE`]); the caller goes on without one. Err(Interrupted): the host holds
+    /// it (try again later).
+    fn take(
+        dirf: &'a std::fs::File,
+        name: std::ffi::CString,
+        meta: &std::fs::Metadata,
+    ) -> std::io::Result<Option<HostLock<'a>>> {
+        use std::os::unix::fs::MetadataExt;
+
+        use rustix::fs::{AtFlags, Mode, chownat, mkdirat, statat};
+        use rustix::process::{Gid, Uid};
+        let start = std::time::Instant::now();
+        loop {
+            match mkdirat(dirf, name.as_c_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) => {
+                    if rustix::process::geteuid().is_root() {
+                        let _ = chownat(
+                            dirf,
+                            name.as_c_str(),
+                            Some(Uid::from_raw(meta.uid())),
+                            Some(Gid::from_raw(meta.gid())),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        );
+                    }
+                    return Ok(Some(HostLock { dirf, name }));
+                }
+                Err(e) if e == rustix::io::Errno::EXIST => {
+                    let st = statat(dirf, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+                    let mtime = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
+                    if mtime.elapsed().is_ok_and(|age| age > LOCK_STALE) {
+                        return Ok(None);
+                    }
+                    if start.elapsed() > LOCK_WAIT {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::Interrupted,
+                            "the client holds its lock on the file",
+                        ));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for HostLock<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::fs::unlinkat(
+            self.dirf,
+            self.name.as_c_str(),
+            rustix::fs::AtFlags::REMOVEDIR,
+        );
+    }
 }
 
 /// Atomically replaces `path` with `bytes` (temp file, then rename). With `expect`, refuses
@@ -383,9 +495,10 @@ fn replace(
     bytes: &[u8],
     meta: &std::fs::Metadata,
     expect: Option<&[u8]>,
+    lock: Option<&Path>,
     sync_dir: bool,
 ) -> std::io::Result<()> {
-    let _ = meta;
+    let _ = (meta, lock);
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".thoth-tmp-")
@@ -419,26 +532,11 @@ pub fn diff(path: &Path, before: &str, after: &str) -> String {
         .to_string()
 }
 
-/// (servers in the file, servers governed) of one config; `None` if it does not parse. A server
-/// counts as governed only when its wrapper is exactly the one the agent writes (`thoth`: the
-/// agent's canonical thoth path; `extra`: its own socket and state-dir arguments) and its `env`
-/// carries no loader variable — the same test as the config guardian's and `thoth status`'s.
-pub fn governed_counts(config: &Path, thoth: &str, extra: &[String]) -> Option<(usize, usize)> {
-    let (bytes, _) = read_config(config).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).ok()?;
-    let servers = v.get("mcpServers")?.as_object()?;
-    let governed = servers
-        .iter()
-        .filter(|(name, s)| rewrite::governed(name, s, thoth, extra).is_ok())
-        .count();
-    Some((servers.len(), governed))
-}
-
 #[cfg(test)]
 #[cfg(unix)]
 mod tests {
     use super::*;
+    use crate::clients::claude_desktop::ClaudeDesktop;
 
     const CONFIG: &str = "{\"mcpServers\": {\"files\": {\"command\": \"npx\", \"args\": []}}}\n";
 
@@ -452,7 +550,7 @@ mod tests {
         let e = read_config(&link).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         // Rewriting through the link is refused too, and neither file changes.
-        assert!(rewrite_file(&link, &Op::Wrap("/t/thoth".into()), false).is_err());
+        assert!(rewrite_file(&ClaudeDesktop, &link, &Op::wrap("/t/thoth"), false).is_err());
         assert!(
             std::fs::symlink_metadata(&link)
                 .unwrap()
@@ -491,8 +589,9 @@ mod tests {
         let link = dir.path().join("Claude");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let r = rewrite_file(
+            &ClaudeDesktop,
             &link.join("claude_desktop_config.json"),
-            &Op::Wrap("/t/thoth".into()),
+            &Op::wrap("/t/thoth"),
             false,
         );
         assert!(r.is_err(), "written through a symlinked directory");
@@ -514,8 +613,9 @@ mod tests {
         }
         // The same file through its real directory is wrapped.
         let ok = rewrite_file(
+            &ClaudeDesktop,
             &real.join("claude_desktop_config.json"),
-            &Op::Wrap("/t/thoth".into()),
+            &Op::wrap("/t/thoth"),
             false,
         )
         .unwrap();
@@ -535,7 +635,7 @@ mod tests {
         std::os::unix::fs::chown(&p, Some(54321), Some(54321)).unwrap();
         let e = read_config(&p).unwrap_err();
         assert!(e.to_string().contains("not touched"), "{e}");
-        assert!(rewrite_file(&p, &Op::Wrap("/t/thoth".into()), false).is_err());
+        assert!(rewrite_file(&ClaudeDesktop, &p, &Op::wrap("/t/thoth"), false).is_err());
         assert_eq!(std::fs::read_to_string(&p).unwrap(), CONFIG);
         // Owned like its directory: fine.
         std::os::unix::fs::chown(dir.path(), Some(54321), Some(54321)).unwrap();

@@ -1,0 +1,584 @@
+//! JSON and JSONC configs (Claude Desktop, Claude Code, Cursor, VS Code, Windsurf), on text:
+//! wrap each stdio server of the file's server tables so it runs through `thoth run`, or unwrap
+//! it back. Only the `command` and `args` of the entries change; every other byte (comments,
+//! key order, indentation, line endings, escapes, a BOM, other keys) is kept, because the edit
+//! is made on a concrete syntax tree (jsonc-parser) of the original text. The original command's
+//! literal moves into `args` as written (escapes included) and back, so unwrapping restores the
+//! original bytes.
+
+use jsonc_parser::ParseOptions;
+use jsonc_parser::cst::{CstArray, CstInputValue, CstObject, CstRootNode};
+use serde_json::Value;
+
+use super::{ConfigError, Ctx, Found, Op, Report, Rewritten};
+use crate::wrapper::{self, Entry, Markers};
+
+/// A JSON-family format: strict JSON or JSONC, and where the server tables are (a path of keys
+/// from the top; `*` stands for every key of an object, e.g. Claude Code's
+/// `projects.*.mcpServers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonFormat {
+    /// Comments and trailing commas allowed (VS Code).
+    pub jsonc: bool,
+    /// The server tables.
+    pub tables: &'static [&'static [&'static str]],
+}
+
+pub(crate) fn options(jsonc: bool) -> ParseOptions {
+    ParseOptions {
+        allow_comments: jsonc,
+        allow_loose_object_property_names: false,
+        allow_trailing_commas: jsonc,
+        allow_missing_commas: false,
+        allow_single_quoted_strings: false,
+        allow_hexadecimal_numbers: false,
+        allow_unary_plus_numbers: false,
+        allow_bare_decimal_point_numbers: false,
+        allow_non_finite_numbers: false,
+        allow_extended_string_escapes: false,
+    }
+}
+
+/// Splits off a UTF-8 byte-order mark.
+pub(crate) fn split_bom(text: &str) -> (&str, &str) {
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => ("\u{feff}", rest),
+        None => ("", text),
+    }
+}
+
+/// Parses a file's text (after any BOM): strictly (serde_json) or as JSONC, with the position
+/// of the first error. An empty JSONC file is `null` (VS Code creates empty settings files).
+pub fn parse(text: &str, jsonc: bool) -> Result<Value, ConfigError> {
+    let body = split_bom(text).1;
+    if jsonc {
+        jsonc_parser::parse_to_serde_value::<Value>(body, &options(true)).map_err(|e| {
+            ConfigError::Invalid {
+                line: e.line_display(),
+                column: e.column_display(),
+                message: e.kind().to_string(),
+            }
+        })
+    } else {
+        serde_json::from_str(body).map_err(|e| ConfigError::Invalid {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A server table located in both trees: its dotted path, the wildcard key it sits under (a
+/// Claude Code project), its value, and its syntax node.
+pub(crate) struct Table<'v> {
+    pub(crate) path: String,
+    pub(crate) scope: Option<String>,
+    pub(crate) value: &'v serde_json::Map<String, Value>,
+    pub(crate) cst: CstObject,
+}
+
+/// Every server table of `fmt` in `value` / `root` (the same text). A fixed path whose
+/// container exists but is not an object is a shape error; under a wildcard, odd values are
+/// passed over.
+pub(crate) fn tables<'v>(
+    value: &'v Value,
+    root: &CstObject,
+    fmt: &JsonFormat,
+) -> Result<Vec<Table<'v>>, ConfigError> {
+    let mut out = Vec::new();
+    for path in fmt.tables {
+        walk(value, root, path, 0, String::new(), None, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk<'v>(
+    value: &'v Value,
+    cst: &CstObject,
+    path: &[&str],
+    depth: usize,
+    at: String,
+    scope: Option<String>,
+    out: &mut Vec<Table<'v>>,
+) -> Result<(), ConfigError> {
+    let join = |at: &str, key: &str| {
+        if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    let Some(obj) = value.as_object() else {
+        return Ok(());
+    };
+    let Some((seg, rest)) = path[depth..].split_first() else {
+        out.push(Table {
+            path: at,
+            scope,
+            value: obj,
+            cst: cst.clone(),
+        });
+        return Ok(());
+    };
+    let _ = rest;
+    if *seg == "*" {
+        let mut seen = std::collections::HashSet::new();
+        // The last duplicate is the one serde reads; visit each key once.
+        for prop in cst.properties().into_iter().rev() {
+            let Some(name) = prop.decoded_name() else {
+                continue;
+            };
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let (Some(v), Some(c)) = (obj.get(&name), prop.object_value()) else {
+                continue;
+            };
+            walk(v, &c, path, depth + 1, join(&at, &name), Some(name), out)?;
+        }
+        return Ok(());
+    }
+    let Some(v) = obj.get(*seg) else {
+        return Ok(());
+    };
+    let here = join(&at, seg);
+    if !v.is_object() {
+        if scope.is_some() {
+            return Ok(());
+        }
+        return Err(ConfigError::Shape(format!(
+            "\"{here}\" is not an object; nothing was changed"
+        )));
+    }
+    // The last property of that name is the one serde reads.
+    let Some(c) = cst
+        .properties()
+        .into_iter()
+        .rev()
+        .find(|p| p.decoded_name().as_deref() == Some(*seg))
+        .and_then(|p| p.object_value())
+    else {
+        return Err(ConfigError::Shape(format!("cannot locate \"{here}\"")));
+    };
+    walk(v, &c, path, depth + 1, here, scope, out)
+}
+
+/// Every server entry of a JSON-family file.
+pub fn entries(text: &str, fmt: &JsonFormat) -> Result<Vec<Found>, ConfigError> {
+    let value = parse(text, fmt.jsonc)?;
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    if !value.is_object() {
+        return Err(ConfigError::Shape(
+            "the top level is not a JSON object".into(),
+        ));
+    }
+    let body = split_bom(text).1;
+    let root = CstRootNode::parse(body, &options(fmt.jsonc)).map_err(|e| ConfigError::Invalid {
+        line: e.line_display(),
+        column: e.column_display(),
+        message: e.kind().to_string(),
+    })?;
+    let Some(top) = root.object_value() else {
+        return Ok(Vec::new());
+    };
+    Ok(tables(&value, &top, fmt)?
+        .into_iter()
+        .flat_map(|t| {
+            t.value
+                .iter()
+                .map(|(name, v)| Found {
+                    table: t.path.clone(),
+                    scope: t.scope.clone(),
+                    name: name.clone(),
+                    entry: Entry::from_json(v),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// Wraps or unwraps every server of the file's tables.
+pub fn rewrite(
+    text: &str,
+    fmt: &JsonFormat,
+    op: &Op,
+    ctx: &Ctx<'_>,
+) -> Result<Rewritten, ConfigError> {
+    let (bom, body) = split_bom(text);
+    let value = parse(text, fmt.jsonc)?;
+    let unchanged = |report| {
+        Ok(Rewritten {
+            text: text.to_owned(),
+            report,
+        })
+    };
+    if value.is_null() {
+        return unchanged(Report::default());
+    }
+    if !value.is_object() {
+        return Err(ConfigError::Shape(
+            "the top level is not a JSON object".into(),
+        ));
+    }
+    let root = CstRootNode::parse(body, &options(fmt.jsonc)).map_err(|e| ConfigError::Invalid {
+        line: e.line_display(),
+        column: e.column_display(),
+        message: e.kind().to_string(),
+    })?;
+    let Some(top) = root.object_value() else {
+        return Err(ConfigError::Shape(
+            "the top level is not a JSON object".into(),
+        ));
+    };
+    let mut report = Report::default();
+    for table in tables(&value, &top, fmt)? {
+        for prop in table.cst.properties() {
+            let Some(name) = prop.decoded_name() else {
+                continue;
+            };
+            // The value as JSON: the last duplicate wins in serde; edit only matching props.
+            let Some(v) = table.value.get(&name) else {
+                continue;
+            };
+            let label = super::label(&name, table.scope.as_deref());
+            let Some(obj) = prop.object_value() else {
+                report
+                    .skipped
+                    .push((label, "the entry is not an object".into()));
+                continue;
+            };
+            let server = ctx.server_name(&name);
+            edit_entry(
+                &obj,
+                &Entry::from_json(v),
+                &server,
+                label,
+                op,
+                ctx,
+                &mut report,
+            );
+        }
+    }
+    if !report.changed() {
+        return unchanged(report);
+    }
+    let out = format!("{bom}{root}");
+    // Defence in depth: the result must parse, and only command/args of the servers changed.
+    let new_value = parse(&out, fmt.jsonc).map_err(|e| {
+        ConfigError::Shape(format!(
+            "internal error: the rewritten file would not parse ({e}); nothing was changed"
+        ))
+    })?;
+    check_only_servers_changed(&value, &new_value, fmt)?;
+    Ok(Rewritten { text: out, report })
+}
+
+/// Applies `op` to one entry (`obj` its syntax node, `entry` its value) of the server named
+/// `server`; `label` names it in the report. Used for every JSON-family table and for
+/// extension manifests.
+pub(crate) fn edit_entry(
+    obj: &CstObject,
+    entry: &Entry,
+    server: &str,
+    label: String,
+    op: &Op,
+    ctx: &Ctx<'_>,
+    report: &mut Report,
+) {
+    if let Some(why) = &entry.malformed {
+        report.skipped.push((label, why.clone()));
+        return;
+    }
+    let Some(command) = entry.command.clone() else {
+        if entry.is_remote() {
+            report.remote.push(label);
+        } else {
+            report
+                .skipped
+                .push((label, "no \"command\" and no URL".into()));
+        }
+        return;
+    };
+    let wrapped = entry.is_wrapped();
+    match op {
+        Op::Wrap {
+            thoth,
+            extra,
+            strict,
+        } => {
+            if wrapped {
+                let all = entry.args.clone().unwrap_or_default();
+                // Strict (the agent): another `thoth` than the agent's is drift too, not a path
+                // to update quietly (a binary named `thoth` may be anything).
+                let diff = strict
+                    .then(|| {
+                        let args = wrapper::wrapper_difference(server, ctx.client, &all, extra);
+                        match (wrapper::command_difference(entry, thoth), args) {
+                            (Some(c), Some(a)) => Some(format!("{c}; {a}")),
+                            (c, a) => c.or(a),
+                        }
+                    })
+                    .flatten();
+                if let Some(diff) = diff {
+                    // Re-wrapped around the command after the first `--`, whatever came before.
+                    let Some((head, tail, markers)) = wrapper::split_wrapped(&all) else {
+                        report.skipped.push((
+                            label,
+                            format!("a thoth wrapper with {diff}, and no command to keep"),
+                        ));
+                        return;
+                    };
+                    let keep = head.len() + 1;
+                    let new_head = wrapper::canonical_head(server, ctx.client, extra, markers);
+                    set_string(obj, "command", thoth);
+                    for arr in arrays(obj, "args") {
+                        for el in arr.elements().into_iter().take(keep) {
+                            el.remove();
+                        }
+                        for (i, a) in new_head.iter().chain(["--".to_owned()].iter()).enumerate() {
+                            arr.insert(i, CstInputValue::String(a.clone()));
+                        }
+                    }
+                    let _ = tail;
+                    report.rewrapped.push((label, diff));
+                } else if command == *thoth {
+                    report.already.push(label);
+                } else {
+                    set_string(obj, "command", thoth);
+                    report.updated.push(label);
+                }
+                return;
+            }
+            let markers = Markers {
+                no_args: entry.args.is_none(),
+                no_command: false,
+            };
+            let mut prefix = wrapper::canonical_head(server, ctx.client, extra, markers);
+            prefix.push("--".to_owned());
+            let cmd_raw = raw_string(obj, "command")
+                .unwrap_or_else(|| serde_json::to_string(&command).expect("strings serialize"));
+            if entry.args.is_some() {
+                // Insert in place, so the array keeps its layout (inline or one per line); the
+                // command's literal moves as written.
+                for arr in arrays(obj, "args") {
+                    for (i, a) in prefix.iter().enumerate() {
+                        arr.insert(i, CstInputValue::String(a.clone()));
+                    }
+                    let node = arr.insert(prefix.len(), CstInputValue::String(command.clone()));
+                    if let Some(lit) = node.as_string_lit() {
+                        lit.set_raw_value(cmd_raw.clone());
+                    }
+                }
+                set_string(obj, "command", thoth);
+            } else if obj.children().iter().any(|c| c.is_newline()) {
+                // A multi-line object: a new line after "command", in its indentation.
+                set_string(obj, "command", thoth);
+                let at = obj.get("command").map_or(0, |p| p.property_index() + 1);
+                let mut all = prefix.clone();
+                all.push(command.clone());
+                let prop = obj.insert(at, "args", strings(&all));
+                if let Some(lit) = prop
+                    .array_value()
+                    .and_then(|a| a.elements().last().cloned())
+                    .and_then(|n| n.as_string_lit())
+                {
+                    lit.set_raw_value(cmd_raw.clone());
+                }
+            } else {
+                // An inline object stays inline: `"args": […]` follows the command's value on the
+                // same line (inserting a property would make the object multi-line, and
+                // unwrapping could not restore its layout).
+                let mut items: Vec<String> = prefix
+                    .iter()
+                    .map(|a| serde_json::to_string(a).expect("strings serialize"))
+                    .collect();
+                items.push(cmd_raw.clone());
+                let raw = format!(
+                    "{}, \"args\": [{}]",
+                    serde_json::to_string(thoth).expect("strings serialize"),
+                    items.join(", ")
+                );
+                for p in obj.properties() {
+                    if p.decoded_name().as_deref() == Some("command")
+                        && let Some(lit) = p.value().and_then(|v| v.as_string_lit())
+                    {
+                        lit.set_raw_value(raw.clone());
+                    }
+                }
+            }
+            report.wrapped.push(label);
+        }
+        Op::Unwrap => {
+            if !wrapped {
+                return;
+            }
+            let all = entry.args.clone().unwrap_or_default();
+            let Some((orig_cmd, orig_args, markers)) = wrapper::original_of(&all) else {
+                report.skipped.push((
+                    label,
+                    "wrapped, but its original command line cannot be read".into(),
+                ));
+                return;
+            };
+            let sep = all.len() - orig_args.as_ref().map_or(0, Vec::len) - 2;
+            // The command's literal as it sits in args (escapes as written).
+            let cmd_raw = arrays(obj, "args")
+                .last()
+                .and_then(|a| a.elements().get(sep + 1).cloned())
+                .and_then(|n| n.as_string_lit())
+                .map(|l| l.raw_value())
+                .unwrap_or_else(|| serde_json::to_string(&orig_cmd).expect("strings serialize"));
+            if markers.no_command {
+                for p in obj.properties() {
+                    if p.decoded_name().as_deref() == Some("command") {
+                        p.remove();
+                    }
+                }
+            } else {
+                set_raw(obj, "command", &cmd_raw);
+            }
+            match orig_args {
+                Some(_) => {
+                    // Remove the wrapper's elements in place, keeping the array's layout.
+                    for arr in arrays(obj, "args") {
+                        for el in arr.elements().into_iter().take(sep + 2) {
+                            el.remove();
+                        }
+                        tidy_inline(&arr);
+                    }
+                }
+                None => remove_args(obj),
+            }
+            report.unwrapped.push(label);
+        }
+    }
+}
+
+/// Removes `args` (the original entry had none).
+fn remove_args(obj: &CstObject) {
+    for p in obj.properties() {
+        if p.decoded_name().as_deref() == Some("args") {
+            p.remove();
+        }
+    }
+}
+
+fn strings(v: &[String]) -> CstInputValue {
+    CstInputValue::Array(v.iter().cloned().map(CstInputValue::String).collect())
+}
+
+/// The raw literal (quotes and escapes as written) of the string property `key`.
+fn raw_string(obj: &CstObject, key: &str) -> Option<String> {
+    obj.properties()
+        .into_iter()
+        .rev()
+        .find(|p| p.decoded_name().as_deref() == Some(key))
+        .and_then(|p| p.value())
+        .and_then(|v| v.as_string_lit())
+        .map(|l| l.raw_value())
+}
+
+/// After leading elements were removed from an inline array, the spaces that followed their
+/// commas remain between `[` and the first element: remove them, as wrapping found none there.
+fn tidy_inline(arr: &CstArray) {
+    let children = arr.children();
+    if children.iter().any(|c| c.is_newline()) {
+        return;
+    }
+    for c in children
+        .into_iter()
+        .skip_while(|c| c.token_char() != Some('['))
+        .skip(1)
+        .take_while(|c| c.is_whitespace())
+    {
+        c.remove();
+    }
+}
+
+/// The array values of every property named `key` (duplicates included).
+fn arrays(obj: &CstObject, key: &str) -> Vec<CstArray> {
+    obj.properties()
+        .into_iter()
+        .filter(|p| p.decoded_name().as_deref() == Some(key))
+        .filter_map(|p| p.array_value())
+        .collect()
+}
+
+fn set_string(obj: &CstObject, key: &str, value: &str) {
+    // Every duplicate of the key is set, so the value serde reads (the last) is the new one.
+    for p in obj.properties() {
+        if p.decoded_name().as_deref() == Some(key) {
+            p.set_value(CstInputValue::String(value.to_owned()));
+        }
+    }
+}
+
+fn set_raw(obj: &CstObject, key: &str, raw: &str) {
+    for p in obj.properties() {
+        if p.decoded_name().as_deref() == Some(key) {
+            match p.value().and_then(|v| v.as_string_lit()) {
+                Some(lit) => lit.set_raw_value(raw.to_owned()),
+                None => p.set_value(CstInputValue::String(
+                    serde_json::from_str::<String>(raw).unwrap_or_default(),
+                )),
+            }
+        }
+    }
+}
+
+/// `value` with `command` and `args` taken out of every entry of every server table: two files
+/// whose masks are equal differ at most in those.
+pub(crate) fn mask(value: &Value, fmt: &JsonFormat) -> Value {
+    let mut v = value.clone();
+    for path in fmt.tables {
+        mask_at(&mut v, path);
+    }
+    v
+}
+
+fn mask_at(v: &mut Value, path: &[&str]) {
+    let Some(obj) = v.as_object_mut() else {
+        return;
+    };
+    match path.split_first() {
+        None => {
+            for e in obj.values_mut() {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("command");
+                    e.remove("args");
+                }
+            }
+        }
+        Some((&"*", rest)) => {
+            for child in obj.values_mut() {
+                mask_at(child, rest);
+            }
+        }
+        Some((seg, rest)) => {
+            if let Some(child) = obj.get_mut(*seg) {
+                mask_at(child, rest);
+            }
+        }
+    }
+}
+
+fn check_only_servers_changed(
+    old: &Value,
+    new: &Value,
+    fmt: &JsonFormat,
+) -> Result<(), ConfigError> {
+    if mask(old, fmt) != mask(new, fmt) {
+        return Err(ConfigError::Shape(
+            "internal error: the rewrite changed more than the servers' command and args; \
+             nothing was changed"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "json_tests.rs"]
+mod tests;

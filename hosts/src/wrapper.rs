@@ -1,0 +1,412 @@
+//! The wrapped form of a server entry, whatever the file's format: `command` = the absolute path
+//! of `thoth`, `args` = `["run", "--server", NAME, "--client", HOST, EXTRA…, MARKERS…, "--",
+//! ORIGINAL_COMMAND, ORIGINAL_ARGS…]`. Markers record what the original entry lacked, so
+//! unwrapping restores it exactly: [`NO_ARGS`] (no `args` key) and [`NO_COMMAND`] (no `command`
+//! key: an extension's platform override that inherits the base's command).
+//!
+//! An entry is described here by [`Entry`], a format-free view the format modules build from
+//! JSON, JSONC, TOML or an extension manifest.
+
+/// Marks a wrapped entry whose original had no `args` key.
+pub const NO_ARGS: &str = "--no-args";
+/// Marks a wrapped entry whose original had no `command` key (the command after `--` is
+/// inherited: an extension's platform override that sets only `args`).
+pub const NO_COMMAND: &str = "--no-command";
+
+/// A server entry, as read from any format.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// `command`, when it is a string.
+    pub command: Option<String>,
+    /// `args`, when every element is a string (`None`: no `args` key).
+    pub args: Option<Vec<String>>,
+    /// The names `env` sets.
+    pub env_keys: Vec<String>,
+    /// `url` / `serverUrl` / `httpUrl`: a remote server.
+    pub url: Option<String>,
+    /// `type` / `transport`, as written (`stdio`, `http`, `sse`, `streamable-http`…).
+    pub transport: Option<String>,
+    /// The entry says it is disabled (`disabled: true`, `enabled: false`).
+    pub disabled: bool,
+    /// Why the entry cannot be read as a server (not an object, `command` not a string, `args`
+    /// not all strings); such an entry is never edited.
+    pub malformed: Option<String>,
+}
+
+impl Entry {
+    /// Builds the view of a JSON entry (JSON, JSONC and manifests share it).
+    pub fn from_json(v: &serde_json::Value) -> Entry {
+        use serde_json::Value;
+        let Some(obj) = v.as_object() else {
+            return Entry {
+                malformed: Some("the entry is not an object".into()),
+                ..Entry::default()
+            };
+        };
+        let mut e = Entry::default();
+        match obj.get("command") {
+            None => {}
+            Some(Value::String(c)) => e.command = Some(c.clone()),
+            Some(_) => e.malformed = Some("\"command\" is not a string".into()),
+        }
+        match obj.get("args") {
+            None => {}
+            Some(Value::Array(a)) => {
+                match a.iter().map(|v| v.as_str().map(str::to_owned)).collect() {
+                    Some(v) => e.args = Some(v),
+                    None => {
+                        e.malformed = Some("\"args\" holds something other than strings".into())
+                    }
+                }
+            }
+            Some(_) => e.malformed = Some("\"args\" is not an array".into()),
+        }
+        e.env_keys = obj
+            .get("env")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        e.url = ["url", "serverUrl", "httpUrl"]
+            .iter()
+            .find_map(|k| obj.get(*k).and_then(Value::as_str).map(str::to_owned));
+        e.transport = ["type", "transport"]
+            .iter()
+            .find_map(|k| obj.get(*k).and_then(Value::as_str).map(str::to_owned));
+        e.disabled = obj.get("disabled").and_then(Value::as_bool) == Some(true)
+            || obj.get("enabled").and_then(Value::as_bool) == Some(false);
+        e
+    }
+
+    /// Whether the entry runs elsewhere (a URL, or an HTTP/SSE transport) rather than as a local
+    /// process: never wrapped.
+    pub fn is_remote(&self) -> bool {
+        self.command.is_none()
+            && (self.url.is_some()
+                || self
+                    .transport
+                    .as_deref()
+                    .is_some_and(|t| !t.eq_ignore_ascii_case("stdio")))
+    }
+
+    /// Whether it runs through thoth: `command` is a thoth binary and `args[0]` is `run`.
+    pub fn is_wrapped(&self) -> bool {
+        let cmd = self.command.as_deref().unwrap_or("");
+        let first = self
+            .args
+            .as_ref()
+            .and_then(|a| a.first())
+            .map(String::as_str);
+        is_thoth_path(cmd) && first == Some("run")
+    }
+
+    /// The loader variables its `env` sets (see [`is_loader_variable`]).
+    pub fn loader_variables(&self) -> Vec<String> {
+        self.env_keys
+            .iter()
+            .filter(|k| is_loader_variable(k))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Whether a command is a thoth binary (by file name).
+pub fn is_thoth_path(cmd: &str) -> bool {
+    let base = cmd.rsplit(['/', '\\']).next().unwrap_or(cmd);
+    base == "thoth" || base.eq_ignore_ascii_case("thoth.exe")
+}
+
+/// Environment variables that make the dynamic loader run other code inside a process
+/// (`thoth run` refuses to govern with them; the guardian reports entries that set them).
+pub fn is_loader_variable(name: &str) -> bool {
+    matches!(name, "LD_PRELOAD" | "LD_AUDIT" | "LD_LIBRARY_PATH") || name.starts_with("DYLD_")
+}
+
+/// What the original entry lacked (see the markers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Markers {
+    /// No `args` key ([`NO_ARGS`]).
+    pub no_args: bool,
+    /// No `command` key ([`NO_COMMAND`]).
+    pub no_command: bool,
+}
+
+/// The arguments before `--` the agent writes for the server `name` of the host `client`
+/// (`extra`: the options that reach this agent).
+pub fn canonical_head(name: &str, client: &str, extra: &[String], markers: Markers) -> Vec<String> {
+    let mut head = vec![
+        "run".to_owned(),
+        "--server".to_owned(),
+        name.to_owned(),
+        "--client".to_owned(),
+        client.to_owned(),
+    ];
+    head.extend(extra.iter().cloned());
+    if markers.no_command {
+        head.push(NO_COMMAND.to_owned());
+    }
+    if markers.no_args {
+        head.push(NO_ARGS.to_owned());
+    }
+    head
+}
+
+/// The whole wrapped `args` of an entry whose original command line is `command` and `args`.
+pub fn wrapped_args(
+    name: &str,
+    client: &str,
+    extra: &[String],
+    markers: Markers,
+    command: &str,
+    args: &[String],
+) -> Vec<String> {
+    let mut out = canonical_head(name, client, extra, markers);
+    out.push("--".to_owned());
+    out.push(command.to_owned());
+    out.extend(args.iter().cloned());
+    out
+}
+
+/// A wrapped entry's `args`, split: the head before `--`, the original command line after it,
+/// and the markers the head carries. `None` when there is no `--` or nothing after it.
+pub fn split_wrapped(args: &[String]) -> Option<(&[String], &[String], Markers)> {
+    let sep = args.iter().position(|a| a == "--")?;
+    let (head, tail) = (&args[..sep], &args[sep + 1..]);
+    if tail.is_empty() {
+        return None;
+    }
+    let markers = Markers {
+        no_args: head.iter().any(|a| a == NO_ARGS),
+        no_command: head.iter().any(|a| a == NO_COMMAND),
+    };
+    Some((head, tail, markers))
+}
+
+/// The original command line of a wrapped entry: (command, args or `None` when it had none),
+/// and the markers. `None` when it cannot be read (no `--`, nothing after it, or `--no-args`
+/// with arguments after the command).
+pub fn original_of(args: &[String]) -> Option<(String, Option<Vec<String>>, Markers)> {
+    let (_, tail, markers) = split_wrapped(args)?;
+    let (cmd, rest) = tail.split_first()?;
+    if markers.no_args && !rest.is_empty() && !markers.no_command {
+        return None;
+    }
+    Some((
+        cmd.clone(),
+        (!markers.no_args).then(|| rest.to_vec()),
+        markers,
+    ))
+}
+
+/// How a wrapped entry's arguments before `--` differ from what the agent would write: `None`
+/// when they are exactly the canonical form; else what was added and what is missing, in words
+/// (`added --policy /home/ann/allow.yaml; missing --server files`). Any difference is drift: an
+/// option before `--` can point the proxy at another policy, socket or state directory.
+pub fn wrapper_difference(
+    name: &str,
+    client: &str,
+    args: &[String],
+    extra: &[String],
+) -> Option<String> {
+    let Some(sep) = args.iter().position(|a| a == "--") else {
+        return Some("no \"--\" before the server's command".into());
+    };
+    let Some((head, _, markers)) = split_wrapped(args) else {
+        return Some("no server command after \"--\"".into());
+    };
+    debug_assert_eq!(head.len(), sep);
+    let canonical = canonical_head(name, client, extra, markers);
+    if head == canonical.as_slice() {
+        return None;
+    }
+    // Compared option by option (`--flag value` is one), so the difference reads as written.
+    let canonical: Vec<&str> = canonical.iter().map(String::as_str).collect();
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    let mut missing = options(&canonical);
+    let mut added = Vec::new();
+    for o in options(&head) {
+        match missing.iter().position(|m| *m == o) {
+            Some(i) => {
+                missing.remove(i);
+            }
+            None => added.push(o),
+        }
+    }
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("added {}", added.join(" ")));
+    }
+    if !missing.is_empty() {
+        parts.push(format!("missing {}", missing.join(" ")));
+    }
+    if parts.is_empty() {
+        parts.push(format!("options reordered ({})", head.join(" ")));
+    }
+    Some(parts.join("; "))
+}
+
+/// Arguments grouped into options: `--flag value` is one, a lone word or `--switch` another.
+fn options(args: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i];
+        let takes_value =
+            a.starts_with("--") && a != NO_ARGS && a != NO_COMMAND && !a.contains('=');
+        match args.get(i + 1) {
+            Some(v) if takes_value && !v.starts_with("--") => {
+                out.push(format!("{a} {v}"));
+                i += 2;
+            }
+            _ => {
+                out.push(a.to_owned());
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// How a wrapped entry's command differs from the agent's `thoth` (its canonical path), if it
+/// does.
+pub fn command_difference(entry: &Entry, thoth: &str) -> Option<String> {
+    let cmd = entry.command.as_deref().unwrap_or("");
+    (cmd != thoth).then(|| format!("command {cmd} instead of {thoth}"))
+}
+
+/// Why an entry is not governed as the agent would leave it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotGoverned {
+    /// `thoth run` is not in front of the server.
+    #[error("not wrapped")]
+    NotWrapped,
+    /// The wrapper's command or its arguments before `--` differ from the canonical form (in
+    /// words, from [`command_difference`] or [`wrapper_difference`]).
+    #[error("wrapper altered: {0}")]
+    WrapperAltered(String),
+    /// The entry's `env` sets loader variables (see [`is_loader_variable`]).
+    #[error("env sets {}", .0.join(", "))]
+    LoaderVariables(Vec<String>),
+}
+
+/// Whether an entry is governed as the agent would leave it: wrapped, running the agent's own
+/// `thoth` (`thoth`: its canonical path; a binary that is merely named `thoth` may be anything),
+/// with the canonical arguments before `--` (naming `name` and `client`), and no loader variable
+/// in its `env`. `Err` says why not.
+pub fn governed(
+    name: &str,
+    client: &str,
+    entry: &Entry,
+    thoth: &str,
+    extra: &[String],
+) -> Result<(), NotGoverned> {
+    if !entry.is_wrapped() {
+        return Err(NotGoverned::NotWrapped);
+    }
+    if let Some(diff) = command_difference(entry, thoth) {
+        return Err(NotGoverned::WrapperAltered(diff));
+    }
+    let args = entry.args.as_deref().unwrap_or(&[]);
+    if let Some(diff) = wrapper_difference(name, client, args, extra) {
+        return Err(NotGoverned::WrapperAltered(diff));
+    }
+    let vars = entry.loader_variables();
+    if !vars.is_empty() {
+        return Err(NotGoverned::LoaderVariables(vars));
+    }
+    Ok(())
+}
+
+/// The extra `thoth run` options a wrapped entry needs to reach the agent at `socket` with its
+/// state in `state_dir` (none for the defaults): part of the canonical form.
+pub fn canonical_extra(socket: &std::path::Path, state_dir: &std::path::Path) -> Vec<String> {
+    let mut extra = Vec::new();
+    if socket != std::path::Path::new(thoth_endpoint::config::DEFAULT_SOCKET) {
+        extra.push("--agent-socket".into());
+        extra.push(socket.display().to_string());
+    }
+    if state_dir != std::path::Path::new(thoth_endpoint::config::DEFAULT_STATE_DIR) {
+        extra.push("--state-dir".into());
+        extra.push(state_dir.display().to_string());
+    }
+    extra
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_canonical_form_names_server_and_client_and_round_trips() {
+        let args = wrapped_args(
+            "files",
+            "cursor",
+            &[],
+            Markers::default(),
+            "npx",
+            &s(&["-y", "srv"]),
+        );
+        assert_eq!(
+            args,
+            s(&[
+                "run", "--server", "files", "--client", "cursor", "--", "npx", "-y", "srv"
+            ])
+        );
+        assert_eq!(wrapper_difference("files", "cursor", &args, &[]), None);
+        let (cmd, a, m) = original_of(&args).unwrap();
+        assert_eq!(
+            (cmd.as_str(), a, m),
+            ("npx", Some(s(&["-y", "srv"])), Markers::default())
+        );
+        // Another client's wrapper is drift: events would name the wrong client.
+        let why = wrapper_difference("files", "vscode", &args, &[]).unwrap();
+        assert!(why.contains("added --client cursor"), "{why}");
+        assert!(why.contains("missing --client vscode"), "{why}");
+        // A wrapper from before `--client` existed is drift too (re-wrapped by the agent).
+        let old = s(&["run", "--server", "files", "--", "npx"]);
+        let why = wrapper_difference("files", "claude-desktop", &old, &[]).unwrap();
+        assert!(why.contains("missing --client claude-desktop"), "{why}");
+    }
+
+    #[test]
+    fn markers_restore_missing_keys() {
+        let m = Markers {
+            no_args: true,
+            no_command: false,
+        };
+        let args = wrapped_args("b", "codex", &[], m, "/opt/mcp", &[]);
+        assert_eq!(original_of(&args).unwrap(), ("/opt/mcp".into(), None, m));
+        let m = Markers {
+            no_args: false,
+            no_command: true,
+        };
+        let args = wrapped_args("x", "claude-extension", &[], m, "node", &s(&["a.js"]));
+        assert_eq!(
+            original_of(&args).unwrap(),
+            ("node".into(), Some(s(&["a.js"])), m)
+        );
+        // `--no-args` with arguments after the command cannot be restored faithfully.
+        let bad = s(&["run", "--no-args", "--", "x", "y"]);
+        assert!(original_of(&bad).is_none());
+    }
+
+    #[test]
+    fn remote_and_wrapped_are_told_apart() {
+        let e = Entry::from_json(&serde_json::json!({"url": "https://x"}));
+        assert!(e.is_remote());
+        let e = Entry::from_json(&serde_json::json!({"type": "sse", "serverUrl": "https://x"}));
+        assert!(e.is_remote());
+        let e = Entry::from_json(&serde_json::json!({"type": "stdio", "command": "npx"}));
+        assert!(!e.is_remote());
+        let e = Entry::from_json(
+            &serde_json::json!({"command": "/usr/bin/thoth", "args": ["run"], "env": {"LD_PRELOAD": "x"}, "disabled": true}),
+        );
+        assert!(e.is_wrapped() && e.disabled);
+        assert_eq!(e.loader_variables(), vec!["LD_PRELOAD"]);
+        let e = Entry::from_json(&serde_json::json!({"command": 3}));
+        assert!(e.malformed.is_some());
+    }
+}
