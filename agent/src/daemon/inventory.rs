@@ -39,5 +39,8 @@ pub fn collect(users_root: Option<&Path>, thoth: &str, extra: &[String]) -> pb::
             .collect(),
         governed_servers: servers,
         governed_configs,
+        // Filled by the inventory work (issue 15).
+        mcp_servers: Vec::new(),
+        mcp_files: Vec::new(),
     }
 }

@@ -102,6 +102,9 @@ fn agent_info(v: &AgentView) -> pb::AgentInfo {
                 .unwrap_or_default(),
             governed_servers: n("governedServers") as u32,
             governed_configs: n("governedConfigs") as u32,
+            // Filled by the inventory work (issue 15).
+            mcp_servers: Vec::new(),
+            mcp_files: Vec::new(),
         })
     });
     pb::AgentInfo {
