@@ -51,7 +51,7 @@ pub(crate) enum InstallerError {
     RolledBack(Box<InstallerError>),
     /// Uninstall went on past failures and left files (the exit status of the first failure).
     #[error(
-        "uninstalled from {} with {} file(s) left (above); {restored} Claude Desktop config(s) restored",
+        "uninstalled from {} with {} file(s) left (above); {restored} MCP client config(s) restored",
         root.display(),
         failures.len()
     )]

@@ -94,7 +94,7 @@ enum Command {
         #[arg(long, conflicts_with = "summary")]
         json: bool,
         /// One line (what a Jamf extension attribute shows), e.g.
-        /// "thoth 0.1.0 running, enrolled, policy v3, 2/2 configs governed".
+        /// "thoth 0.1.0 running, enrolled, policy v3, 2/2 MCP servers governed, 0 remote, in 2 files of 1 clients".
         #[arg(long)]
         summary: bool,
         #[command(flatten)]

@@ -41,6 +41,16 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Instal
         .filter(|s| s.state == thoth_hosts::inventory::State::Governed)
         .count();
     let clients: std::collections::BTreeSet<&str> = files.iter().map(|f| f.host).collect();
+    // Files whose every local server is governed (a file of remote servers only counts).
+    let governed_files = files
+        .iter()
+        .filter(|f| {
+            f.error.is_none()
+                && f.servers
+                    .iter()
+                    .all(|s| !matches!(s.state, thoth_hosts::inventory::State::NotGoverned(_)))
+        })
+        .count();
     let service = match (&manifest, &agent) {
         (None, _) => "not installed",
         (Some(_), Some(_)) => "running",
@@ -52,7 +62,7 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Instal
     let line = match &manifest {
         None => "not installed".to_owned(),
         Some(m) => format!(
-            "thoth {} {service}, {}, {}, {governed}/{local} local MCP servers governed ({remote} remote) in {} files of {} clients",
+            "thoth {} {service}, {}, {}, {governed}/{local} MCP servers governed, {remote} remote, in {} files of {} clients",
             m.version,
             if identity.is_some() {
                 "enrolled"
@@ -75,6 +85,7 @@ pub(crate) fn status(l: &Layout, json: bool, summary: bool) -> Result<u8, Instal
         "agentId": identity.as_ref().and_then(|i| i.get("agentId").cloned()),
         "policyVersion": policy,
         "configs": files.len(),
+        "governedConfigs": governed_files,
         "clients": clients.iter().collect::<Vec<_>>(),
         "servers": local,
         "governedServers": governed,

@@ -1,9 +1,10 @@
-//! `thoth-installer uninstall`: stop and unregister the service, give every user's Claude
-//! Desktop config its original entries back, remove what install recorded.
+//! `thoth-installer uninstall`: stop and unregister the service, give every user's MCP client
+//! configs (every client the agent manages) their original entries back, remove what install
+//! recorded.
 
 use std::path::{Path, PathBuf};
 
-use thoth_hosts::file as claude;
+use thoth_hosts::file::{self as hosts_file, FileError};
 use thoth_hosts::format::Op;
 use thoth_hosts::host::{HostFilter, discover};
 
@@ -28,15 +29,25 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, InstallerErro
         }
         service::wait_stopped(l);
     }
-    // Every user's Claude Desktop config back to its original entries.
+    // Every user's MCP client configs (every client the agent manages) back to their original
+    // entries. A client that rewrites its own file (Claude Code) may hold it for a moment: a
+    // raced rewrite is tried again.
     let mut restored = 0;
-    let homes = claude::homes(Some(&l.users_root()));
+    let homes = hosts_file::homes(Some(&l.users_root()));
     for f in discover(&homes, &HostFilter::all()) {
-        let cfg = f.path;
-        match claude::rewrite_file(f.host, &cfg, &Op::Unwrap, false) {
-            Ok(o) if o.written => restored += 1,
-            Ok(_) => {}
-            Err(e) => eprintln!("thoth-installer: {e} (left as it was)"),
+        let mut attempt = 0;
+        loop {
+            match hosts_file::rewrite_file(f.host, &f.path, &Op::Unwrap, false) {
+                Ok(o) if o.written => restored += 1,
+                Ok(_) => {}
+                Err(FileError::Raced { .. }) if attempt < 10 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    continue;
+                }
+                Err(e) => eprintln!("thoth-installer: {}: {e} (left as it was)", f.host.name()),
+            }
+            break;
         }
     }
     // Every file, going on past failures (so one locked file does not leave the rest), and
@@ -108,7 +119,7 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, InstallerErro
         });
     }
     say!(
-        "uninstalled thoth from {}; {restored} Claude Desktop config(s) restored{}",
+        "uninstalled thoth from {}; {restored} MCP client config(s) restored{}",
         l.root.display(),
         if keep_data {
             "; settings and identity kept"

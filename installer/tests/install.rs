@@ -173,51 +173,106 @@ fn installing_twice_changes_nothing_and_a_failure_part_way_puts_back_the_previou
     assert!(!fresh.join("etc/thoth/enrollment-token").exists());
 }
 
+/// One file per MCP client under `home`, each in its own odd layout (comments, CRLF, a BOM,
+/// escapes, literal strings), with a local server and (where the client has them) a remote one.
+fn client_files(home: &Path) -> Vec<(&'static str, std::path::PathBuf, String)> {
+    let files = vec![
+        (
+            "claude-desktop",
+            home.join(".config/Claude/claude_desktop_config.json"),
+            "{\n  \"mcpServers\": {\n    \"files\": {\"command\": \"npx\", \"args\": [\"-y\", \"x\"]},\n    \"remote\": {\"url\": \"https://mcp.example.com\"}\n  }\n}\n".to_owned(),
+        ),
+        (
+            "cursor",
+            home.join(".cursor/mcp.json"),
+            "\u{feff}{\r\n  \"mcpServers\": {\r\n    \"git\": {\r\n      \"command\": \"uvx\",\r\n      \"args\": [\"mcp-server-git\"]\r\n    }\r\n  }\r\n}\r\n".to_owned(),
+        ),
+        (
+            "vscode",
+            home.join(".config/Code/User/mcp.json"),
+            "{\n  // my servers\n  \"servers\": {\n    \"db\": {\n      \"type\": \"stdio\",\n      \"command\": \"\\u006e\\u0070\\u0078\", /* escaped */\n      \"args\": [\"pg-mcp\",],\n    },\n    \"gh\": {\"type\": \"http\", \"url\": \"https://api.example.com/mcp\"},\n  },\n}\n".to_owned(),
+        ),
+        (
+            "windsurf",
+            home.join(".codeium/windsurf/mcp_config.json"),
+            "{\"mcpServers\": {\"mem\": {\"command\": \"/opt/mem-mcp\"}, \"r\": {\"serverUrl\": \"https://x.example\"}}}".to_owned(),
+        ),
+        (
+            "claude-code",
+            home.join(".claude.json"),
+            "{\n  \"numStartups\": 12,\n  \"mcpServers\": {\"fs\": {\"type\": \"stdio\", \"command\": \"npx\", \"args\": [\"fs\"], \"env\": {}}},\n  \"projects\": {\n    \"/work/app\": {\"mcpServers\": {\"app\": {\"command\": \"node\", \"args\": [\"srv.js\"]}}, \"allowedTools\": []}\n  }\n}\n".to_owned(),
+        ),
+        (
+            "codex",
+            home.join(".codex/config.toml"),
+            "model = \"o4\"\n\n# tools\n[mcp_servers.docs]\ncommand = 'C:\\tools\\docs.exe'\nargs = [\n  \"--root\", # where\n  'D:\\docs',\n]\n\n[mcp_servers.remote]\nurl = \"https://mcp.example.org\"\n".to_owned(),
+        ),
+    ];
+    for (_, path, text) in &files {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    files
+}
+
 #[test]
 fn uninstall_restores_every_users_config_byte_for_byte_and_removes_the_files() {
+    use thoth_hosts::format::Op;
     let tmp = tempfile::tempdir().unwrap();
     let prefix = tmp.path().join("root");
     install(&prefix, "acme", &[]);
-    let cfg = prefix.join("home/ann/.config/Claude/claude_desktop_config.json");
-    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
-    let original = "{\n  \"mcpServers\": {\n    \"files\": {\"command\": \"npx\", \"args\": [\"-y\", \"x\"]}\n  }\n}\n";
-    std::fs::write(&cfg, original).unwrap();
-    // Wrapped, as the agent would.
-    let w = Command::new(prefix.join("usr/local/bin/thoth"))
-        .args(["wrap-config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(w.status.success(), "{}", text(&w));
-    // The agent's form names this installation's socket and state dir (anything else is drift,
-    // and not counted as governed).
-    let wrapped = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "\"--server\", \"files\", \"--\"",
-        &format!(
-            "\"--server\", \"files\", \"--agent-socket\", \"{}\", \"--state-dir\", \"{}\", \"--\"",
-            prefix.join("run/thoth/agent.sock").display(),
-            prefix.join("var/lib/thoth").display()
-        ),
-        1,
+    let homes = [prefix.join("home/ann"), prefix.join("home/bob")];
+    let files: Vec<_> = homes.iter().flat_map(|h| client_files(h)).collect();
+    // Wrapped exactly as this installation's agent would: its thoth binary, socket and state
+    // dir (anything else is drift, and not counted as governed).
+    let thoth = std::fs::canonicalize(prefix.join("usr/local/bin/thoth")).unwrap();
+    let extra = thoth_hosts::wrapper::canonical_extra(
+        &prefix.join("run/thoth/agent.sock"),
+        &prefix.join("var/lib/thoth"),
     );
-    assert_ne!(wrapped, original);
-    std::fs::write(&cfg, &wrapped).unwrap();
+    let op = Op::wrap_strict(thoth.display().to_string(), extra);
+    let mut local = 0;
+    for (client, path, original) in &files {
+        let host = thoth_hosts::host::by_id(client).unwrap();
+        let out = thoth_hosts::file::rewrite_file(host, path, &op, false)
+            .unwrap_or_else(|e| panic!("{client}: {e}"));
+        assert!(out.written, "{client}: nothing wrapped");
+        local += out.report.wrapped.len();
+        assert_ne!(&std::fs::read_to_string(path).unwrap(), original);
+    }
+    assert_eq!(local, 2 * 7, "every local server of every client wrapped");
     let st = run(
         &["status", "--json", "--prefix", prefix.to_str().unwrap()],
         &[],
     );
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["configs"].as_u64(), Some(files.len() as u64), "{v}");
     assert_eq!(
-        (v["configs"].as_u64(), v["governedConfigs"].as_u64()),
-        (Some(1), Some(1))
+        (v["servers"].as_u64(), v["governedServers"].as_u64()),
+        (Some(local as u64), Some(local as u64)),
+        "{v}"
     );
+    assert_eq!(v["remoteServers"].as_u64(), Some(2 * 5), "{v}");
+    assert_eq!(v["governedConfigs"].as_u64(), Some(files.len() as u64), "{v}");
+    // One wrapper altered by hand: no longer counted as governed.
+    let (_, cursor, _) = &files[1];
+    let altered = std::fs::read_to_string(cursor)
+        .unwrap()
+        .replacen("\"--client\"", "\"--policy\", \"/tmp/p\", \"--client\"", 1);
+    std::fs::write(cursor, &altered).unwrap();
+    let st = run(
+        &["status", "--json", "--prefix", prefix.to_str().unwrap()],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["governedServers"].as_u64(), Some(local as u64 - 1), "{v}");
     let out = run(&["uninstall", "--prefix", prefix.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        std::fs::read_to_string(&cfg).unwrap(),
-        original,
-        "the config is not restored"
-    );
+    for (client, path, original) in &files {
+        // The hand-altered wrapper too: unwrapped around the command after `--`.
+        let now = std::fs::read_to_string(path).unwrap();
+        assert_eq!(&now, original, "{client}: {} not restored", path.display());
+    }
     assert_absent(
         &prefix,
         &[

@@ -146,7 +146,7 @@ fn jamf_policy_script_installs_without_exposing_the_token_and_the_extension_attr
     assert_eq!(
         String::from_utf8_lossy(&ea.stdout).trim(),
         format!(
-            "<result>thoth {} stopped, not enrolled, no policy, 0/0 configs governed</result>",
+            "<result>thoth {} stopped, not enrolled, no policy, 0/0 MCP servers governed, 0 remote, in 0 files of 0 clients</result>",
             env!("CARGO_PKG_VERSION")
         )
     );

@@ -4,11 +4,11 @@
 #
 # In Jamf Pro: Settings > Computer Management > Extension Attributes > New; Data Type: String;
 # Input Type: Script; paste this file. Example values:
-#   thoth 0.1.0 running, enrolled, policy v7, 2/2 configs governed
-#   thoth 0.1.0 stopped, not enrolled, no policy, 0/1 configs governed
+#   thoth 0.1.0 running, enrolled, policy v7, 2/2 MCP servers governed, 0 remote, in 2 files of 2 clients
+#   thoth 0.1.0 stopped, not enrolled, no policy, 0/3 MCP servers governed, 1 remote, in 1 files of 1 clients
 #   not installed
 # A smart group "Thoth needs attention" can then match: does not contain "running, enrolled",
-# or does not contain "configs governed" with equal counts.
+# or whose two counts before "MCP servers governed" differ.
 
 INSTALLER="${THOTH_INSTALLER:-/Library/Application Support/Thoth/bin/thoth-installer}"
 if [ -x "$INSTALLER" ]; then
