@@ -8,7 +8,7 @@ use thoth_client as client;
 use thoth_proto::fleet as pb;
 
 use crate::ctx::{Ctx, Fail, Result};
-use crate::render::{agent_json, labels_text, short, table, token_json, when};
+use crate::render::{agent_json, labels_text, safe, short, table, token_json, when};
 
 #[derive(Subcommand)]
 pub(crate) enum TokenCmd {
@@ -44,7 +44,8 @@ pub(crate) enum TokenCmd {
 pub(crate) enum AgentsCmd {
     /// List agents with their applied policy version and last contact.
     List,
-    /// Show one agent, with its inventory.
+    /// Show one agent, with its inventory: its machine, and every MCP server of every client
+    /// of every user (governed or not, and why), and the files it could not read.
     Show {
         /// Agent id (agt-…).
         id: String,
@@ -335,7 +336,12 @@ pub(crate) async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
                     ),
                 ];
                 for (k, v) in rows {
-                    println!("{k:<18} {v}");
+                    println!("{k:<18} {}", safe(&v));
+                }
+                if let Some(inv) = &a.inventory {
+                    for l in crate::inventory::show_lines(inv) {
+                        println!("{l}");
+                    }
                 }
             }
             Ok(())

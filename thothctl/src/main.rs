@@ -12,6 +12,7 @@ use thoth_proto::fleet as pb;
 mod admins;
 mod ctx;
 mod fleet;
+mod inventory;
 mod render;
 use ctx::{Ctx, Fail, Global, Result};
 use fleet::{AgentsCmd, EventsCmd, TokenCmd, agents, events, token};
@@ -30,6 +31,7 @@ use render::{iso, table, version_json, when};
 ///   thothctl policy diff 1 2
 ///   thothctl token create --uses 50 --ttl 7d --label team=finance
 ///   thothctl agents list --json
+///   thothctl inventory --ungoverned
 ///
 /// Exit status: 0 success, 1 other error, 2 bad usage, 3 controller unreachable,
 /// 4 refused (authentication or permission), 5 invalid input (e.g. a policy that does not validate).
@@ -53,6 +55,10 @@ enum Command {
     /// Enrolled agents: list, show, revoke.
     #[command(subcommand)]
     Agents(AgentsCmd),
+    /// The fleet's MCP servers: which run where (client, name, command or URL), on which
+    /// machines and for which users, and how many are governed. Remote servers (a URL) are never
+    /// governed. Filter with --host (an MCP client id; --client is the same) and --ungoverned.
+    Inventory(inventory::InventoryArgs),
     /// The audit log of admin actions (admin role).
     Audit {
         /// How many entries (newest).
@@ -185,6 +191,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => policy(&ctx, cmd).await,
         Command::Token(cmd) => token(&ctx, cmd).await,
         Command::Agents(cmd) => agents(&ctx, cmd).await,
+        Command::Inventory(args) => inventory::inventory(&ctx, args).await,
         Command::Audit { limit, after } => {
             let r = ctx
                 .admin()

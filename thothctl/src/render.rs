@@ -38,15 +38,49 @@ pub(crate) fn iso(unix: i64) -> serde_json::Value {
         .into()
 }
 
-/// Prints rows as an aligned table.
-pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
+/// `s` made safe for a terminal: control characters (C0, DEL, C1: ANSI escapes start with
+/// one) and the bidirectional overrides that reorder what a reader sees, written as `\u{…}`.
+/// Everything an agent reports passes through here before it is printed.
+pub(crate) fn safe(s: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(|c| c.is_control() || bidi(c)) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() || bidi(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// `s` made safe and cut to at most `max` characters (an ellipsis marks the cut).
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    let s = safe(s);
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Rows as the lines of an aligned table, every cell made [`safe`].
+pub(crate) fn table_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| safe(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         let mut out = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -55,11 +89,19 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{c:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", out.trim_end());
+        out.trim_end().to_owned()
     };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row.clone());
+    let mut out = vec![line(
+        &header.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+    )];
+    out.extend(rows.iter().map(|r| line(r)));
+    out
+}
+
+/// Prints rows as an aligned table.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
+    for l in table_lines(header, rows) {
+        println!("{l}");
     }
 }
 
@@ -94,6 +136,8 @@ pub(crate) fn agent_json(a: &pb::AgentInfo) -> serde_json::Value {
             "cpus": i.cpus, "memoryBytes": i.memory_bytes, "uptimeSecs": i.uptime_secs,
             "configDirs": i.config_dirs, "governedServers": i.governed_servers,
             "governedConfigs": i.governed_configs,
+            "mcpServers": i.mcp_servers.iter().map(mcp_server_json).collect::<Vec<_>>(),
+            "mcpFiles": i.mcp_files.iter().map(mcp_file_json).collect::<Vec<_>>(),
         })
     });
     serde_json::json!({
@@ -104,6 +148,18 @@ pub(crate) fn agent_json(a: &pb::AgentInfo) -> serde_json::Value {
         "revoked": a.revoked, "certNotAfter": iso(a.cert_not_after_unix),
         "connected": a.connected, "agentVersion": a.agent_version, "inventory": inv,
     })
+}
+
+pub(crate) fn mcp_server_json(s: &pb::McpServer) -> serde_json::Value {
+    serde_json::json!({
+        "user": s.user, "client": s.client, "file": s.file, "name": s.name,
+        "transport": s.transport, "target": s.target, "governed": s.governed,
+        "reason": s.reason, "enabled": s.enabled, "scope": s.scope,
+    })
+}
+
+pub(crate) fn mcp_file_json(f: &pb::McpFile) -> serde_json::Value {
+    serde_json::json!({"user": f.user, "client": f.client, "path": f.path, "error": f.error})
 }
 
 pub(crate) fn labels_text(labels: &std::collections::HashMap<String, String>) -> String {

@@ -8,7 +8,7 @@ use thoth_proto::fleet::{self as pb, admin_server};
 use tonic::{Request, Response, Status};
 
 use crate::controller::Controller;
-use crate::service::agents::{AgentService, AgentView};
+use crate::service::agents::{AgentService, AgentView, mcp_from_json};
 use crate::service::audit::AuditService;
 use crate::service::events::{EventQuery, EventService};
 use crate::service::policy::{PolicyService, PolicyVersion};
@@ -84,6 +84,7 @@ fn agent_info(v: &AgentView) -> pb::AgentInfo {
         let v: serde_json::Value = serde_json::from_str(text).ok()?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
         let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        let (servers, files) = mcp_from_json(&v);
         Some(pb::Inventory {
             hostname: s("hostname"),
             os_name: s("osName"),
@@ -102,9 +103,30 @@ fn agent_info(v: &AgentView) -> pb::AgentInfo {
                 .unwrap_or_default(),
             governed_servers: n("governedServers") as u32,
             governed_configs: n("governedConfigs") as u32,
-            // Filled by the inventory work (issue 15).
-            mcp_servers: Vec::new(),
-            mcp_files: Vec::new(),
+            mcp_servers: servers
+                .into_iter()
+                .map(|s| pb::McpServer {
+                    user: s.user,
+                    client: s.client,
+                    file: s.file,
+                    name: s.name,
+                    transport: s.transport,
+                    target: s.target,
+                    governed: s.governed,
+                    reason: s.reason,
+                    enabled: s.enabled,
+                    scope: s.scope,
+                })
+                .collect(),
+            mcp_files: files
+                .into_iter()
+                .map(|f| pb::McpFile {
+                    user: f.user,
+                    client: f.client,
+                    path: f.path,
+                    error: f.error,
+                })
+                .collect(),
         })
     });
     pb::AgentInfo {

@@ -12,7 +12,7 @@ use crate::controller::{Controller, now_unix};
 use crate::hub::Published;
 use crate::ids::AgentId;
 use crate::metrics::Metrics;
-use crate::service::agents::{AgentReport, AgentService, Inventory};
+use crate::service::agents::{AgentReport, AgentService, Inventory, McpFile, McpServer};
 use crate::service::enrollment::{self, EnrollRequest};
 
 use super::conn::agent_caller;
@@ -219,6 +219,32 @@ impl agent_sync_server::AgentSync for SyncService {
                         config_dirs: i.config_dirs,
                         governed_servers: i.governed_servers,
                         governed_configs: i.governed_configs,
+                        mcp_servers: i
+                            .mcp_servers
+                            .into_iter()
+                            .map(|s| McpServer {
+                                user: s.user,
+                                client: s.client,
+                                file: s.file,
+                                name: s.name,
+                                transport: s.transport,
+                                target: s.target,
+                                governed: s.governed,
+                                reason: s.reason,
+                                enabled: s.enabled,
+                                scope: s.scope,
+                            })
+                            .collect(),
+                        mcp_files: i
+                            .mcp_files
+                            .into_iter()
+                            .map(|f| McpFile {
+                                user: f.user,
+                                client: f.client,
+                                path: f.path,
+                                error: f.error,
+                            })
+                            .collect(),
                     }),
                 },
             )
