@@ -112,6 +112,8 @@ fn thoth_in_process(args: &[String]) {
         },
         agent_events: None,
         refusal: None,
+        client: None,
+        env: Vec::new(),
     })
     .expect("thoth run");
     std::process::exit(code);

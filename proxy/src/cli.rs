@@ -50,29 +50,58 @@ pub enum Command {
     #[command(subcommand)]
     Events(EventsCommand),
     /// Is this laptop governed? The agent's state, the policy in force and its age, and which
-    /// of your Claude Desktop MCP servers run through thoth. Exit 0 when all is well, 1 if not.
+    /// of your MCP servers (every MCP client: Claude Desktop and its extensions, Claude Code,
+    /// Cursor, VS Code, Windsurf, Codex) run through thoth. Exit 0 when all is well, 1 if not.
     Status(StatusArgs),
     /// The same checks as `status`, as JSON for MDM health checks (exit 0 healthy, 1 not).
     Health(StatusArgs),
-    /// Put thoth in front of every MCP server of a Claude Desktop config (this user's by
-    /// default). Each stdio entry's command becomes `thoth run --server NAME -- ORIGINAL…`; every
-    /// other key, the key order, indentation and line endings are kept; entries without a
-    /// command (remote servers) are left alone. A one-time backup is kept next to the file
-    /// (claude_desktop_config.json.thoth-backup). A file that is not valid JSON is never
-    /// changed: the error and its position are printed and the exit status is 1.
-    /// Restart Claude Desktop afterwards.
+    /// Put thoth in front of every MCP server of an MCP client's config (by default this user's
+    /// Claude Desktop config; `--client` picks another client, and without FILE all of its
+    /// files for this user). Each stdio entry's command becomes
+    /// `thoth run --server NAME --client HOST -- ORIGINAL…`; only `command` and `args` change:
+    /// comments, key order, indentation and line endings are kept; remote servers (a URL) are
+    /// left alone. A one-time backup is kept next to the file (FILE.thoth-backup). A file that
+    /// does not parse is never changed: the error and its line and column are printed and the
+    /// exit status is 1. The client must then pick the change up (the output says how).
     #[command(name = "wrap-config")]
     WrapConfig(ConfigArgs),
     /// Restore every wrapped entry's original command line (the inverse of wrap-config).
     #[command(name = "unwrap-config")]
     UnwrapConfig(ConfigArgs),
+    /// Every MCP client found for this user, its config files, and each server: governed, not
+    /// governed (and why), remote, or disabled. Exit 0, or 1 when a file cannot be read.
+    Clients(ClientsArgs),
+    /// A stand-in MCP server for `thoth run` when the real one cannot start (no Node.js for an
+    /// extension): answers the client so each tool call is denied with the reason.
+    #[command(name = "unavailable-server", hide = true)]
+    UnavailableServer,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientsArgs {
+    /// Only this MCP client (claude-desktop, claude-extension, claude-code, cursor, vscode,
+    /// windsurf, codex).
+    #[arg(long, value_name = "HOST")]
+    pub client: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// The agent's local socket (its thoth and wrapper options decide what "governed" is).
+    #[arg(long, value_name = "PATH", env = "THOTH_AGENT_SOCKET",
+          default_value = crate::source::DEFAULT_AGENT_SOCKET)]
+    pub agent_socket: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// The config file [default: this user's Claude Desktop config for this OS].
+    /// The config file [default: this user's files of the --client, on this OS].
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// The MCP client whose config this is: claude-desktop (the default without FILE),
+    /// claude-extension (FILE is an extension's manifest.json), claude-code, cursor, vscode,
+    /// windsurf, codex. With FILE and no --client, the client is guessed from the file's place.
+    #[arg(long, value_name = "HOST")]
+    pub client: Option<String>,
     /// Print the change as a diff; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -87,8 +116,15 @@ pub struct StatusArgs {
     #[arg(long, value_name = "PATH", env = "THOTH_AGENT_SOCKET",
           default_value = crate::source::DEFAULT_AGENT_SOCKET)]
     pub agent_socket: PathBuf,
-    /// Claude Desktop config to check [default: this user's, for this OS].
+    /// Check only this config file (with --client, or the client guessed from its place)
+    /// [default: every MCP client's files of this user].
     #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check only this MCP client's files (or, with --config, read FILE as its).
+    #[arg(long, value_name = "HOST")]
+    pub client: Option<String>,
+    /// Deprecated: `--config FILE --client claude-desktop`.
+    #[arg(long, value_name = "FILE", hide = true, conflicts_with_all = ["config", "client"])]
     pub claude_config: Option<PathBuf>,
     /// JSON output (always on for `health`).
     #[arg(long)]
@@ -124,10 +160,22 @@ pub struct RunArgs {
     /// Longest arguments/result text kept in an event, in bytes (longer is cut and hashed).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
     pub content_max_bytes: usize,
+    /// The MCP client that launches this server (claude-desktop, claude-extension,
+    /// claude-code, cursor, vscode, windsurf, codex; wrap-config writes it). Every event names
+    /// it (clientName); without it, the name the client gives in its MCP `initialize` request
+    /// is used. With claude-extension and a plain `node` command that is not on PATH, a Node.js
+    /// runtime is looked for (well-known locations, then Claude's own binary run as Node with
+    /// ELECTRON_RUN_AS_NODE=1); THOTH_LOG=debug says which was used.
+    #[arg(long, value_name = "HOST", hide_short_help = true)]
+    pub client: Option<String>,
     /// Set by wrap-config when the original entry had no "args" (so unwrapping restores it
     /// exactly); no effect on the proxy.
     #[arg(long, hide = true)]
     pub no_args: bool,
+    /// Set by wrap-config when the original entry had no "command" (an extension manifest's
+    /// platform override); no effect on the proxy.
+    #[arg(long, hide = true)]
+    pub no_command: bool,
     /// The MCP server's command and arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -214,6 +262,8 @@ pub fn main() -> i32 {
         Command::Health(args) => commands::status::status(&args, true),
         Command::WrapConfig(args) => commands::config::run(&args, true),
         Command::UnwrapConfig(args) => commands::config::run(&args, false),
+        Command::Clients(args) => commands::clients::run(&args),
+        Command::UnavailableServer => commands::unavailable::run(),
     };
     match result {
         Ok(code) => code,

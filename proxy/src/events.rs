@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
@@ -157,6 +157,27 @@ struct Queue {
 pub struct EventSink {
     queue: Option<Arc<Queue>>,
     writer: Option<Arc<Mutex<Option<JoinHandle<()>>>>>,
+    /// The MCP client (`clientName`), once known: `--client`, else the `initialize` request's
+    /// `clientInfo.name`. Set once; events written before it is known do not carry it.
+    client: Arc<OnceLock<String>>,
+}
+
+/// Longest `clientName` kept, in characters.
+pub const MAX_CLIENT_NAME_CHARS: usize = 128;
+
+/// A client name as events carry it: control characters removed, surrounding space trimmed,
+/// at most [`MAX_CLIENT_NAME_CHARS`]; `None` when nothing is left.
+pub fn clean_client_name(name: &str) -> Option<String> {
+    let kept: String = name
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(MAX_CLIENT_NAME_CHARS)
+        .collect();
+    let kept = kept.trim_end().to_owned();
+    (!kept.is_empty()).then_some(kept)
 }
 
 impl EventSink {
@@ -165,6 +186,7 @@ impl EventSink {
         Self {
             queue: None,
             writer: None,
+            client: Arc::new(OnceLock::new()),
         }
     }
 
@@ -213,6 +235,8 @@ impl EventSink {
             stop: AtomicBool::new(false),
         });
         let q = queue.clone();
+        let client = Arc::new(OnceLock::new());
+        let writer_client = client.clone();
         let handle = thread::Builder::new()
             .name("thoth-events".into())
             .spawn(move || {
@@ -223,6 +247,7 @@ impl EventSink {
                     file,
                     forwarder,
                     info,
+                    client: writer_client,
                     limits,
                     queue: q,
                 }
@@ -231,7 +256,24 @@ impl EventSink {
         Ok(Self {
             queue: Some(queue),
             writer: Some(Arc::new(Mutex::new(Some(handle)))),
+            client,
         })
+    }
+
+    /// Names the MCP client every later event carries (`clientName`), if it is not named yet
+    /// (the first name wins: `--client` is set before the client speaks). The name is cleaned
+    /// ([`clean_client_name`]); a name with nothing left is ignored.
+    pub fn set_client(&self, name: &str) {
+        if self.client.get().is_none()
+            && let Some(n) = clean_client_name(name)
+        {
+            let _ = self.client.set(n);
+        }
+    }
+
+    /// The MCP client's name, once known.
+    pub fn client(&self) -> Option<&str> {
+        self.client.get().map(String::as_str)
     }
 
     /// Whether events are recorded at all (callers skip building records when not).
@@ -317,6 +359,8 @@ struct Writer {
     /// The file's chain (none when events only go to an agent).
     chain: Option<Chain>,
     info: SessionInfo,
+    /// The MCP client's name, once known (shared with the [`EventSink`]).
+    client: Arc<OnceLock<String>>,
     limits: ContentLimits,
     queue: Arc<Queue>,
 }
@@ -347,6 +391,7 @@ impl Writer {
                 );
                 e.session_id = Some(Cow::Borrowed(&self.info.session_id));
                 e.server_name = Some(Cow::Borrowed(&self.info.server_name));
+                e.client_name = self.client.get().map(|c| Cow::Borrowed(c.as_str()));
                 seal_into(self.chain.as_mut(), &mut e, &mut out);
             }
             for record in batch.drain(..) {
@@ -434,6 +479,7 @@ impl Writer {
     fn write_record(&mut self, record: &Record, out: &mut Vec<u8>) {
         let event_id = self.ids.next(record.at());
         let mut event = render(&self.info, self.limits, event_id, record);
+        event.client_name = self.client.get().map(|c| Cow::Borrowed(c.as_str()));
         seal_into(self.chain.as_mut(), &mut event, out);
     }
 }

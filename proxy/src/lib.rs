@@ -13,6 +13,7 @@ pub mod forward;
 pub mod framing;
 mod join;
 pub mod message;
+pub mod node;
 pub mod oracle;
 pub mod paths;
 pub mod policy;

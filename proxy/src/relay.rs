@@ -215,12 +215,19 @@ impl Relay {
                     return self.tool_call(id, params, line);
                 }
                 "initialize" => {
-                    let elicit = params
-                        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
-                        .is_some_and(|p| {
-                            p.pointer("/capabilities/elicitation")
-                                .is_some_and(|e| !e.is_null())
-                        });
+                    let params = params.and_then(|p| serde_json::from_str::<Value>(p.get()).ok());
+                    let elicit = params.as_ref().is_some_and(|p| {
+                        p.pointer("/capabilities/elicitation")
+                            .is_some_and(|e| !e.is_null())
+                    });
+                    // Events name the client: `--client` when given (set first), else this.
+                    if let Some(name) = params
+                        .as_ref()
+                        .and_then(|p| p.pointer("/clientInfo/name"))
+                        .and_then(Value::as_str)
+                    {
+                        self.events.set_client(name);
+                    }
                     let mut st = self.state();
                     st.client_elicitation = elicit;
                     if !track(&mut st, id, Pending::Other) {

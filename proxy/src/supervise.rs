@@ -42,6 +42,11 @@ pub struct RunConfig {
     /// Deny every tool call for this reason, whatever the policy (e.g. loader variables in the
     /// environment).
     pub refusal: Option<String>,
+    /// The MCP client (`--client`), named in every event; else the `initialize` request's
+    /// `clientInfo.name`.
+    pub client: Option<String>,
+    /// Environment variables added to the server's (e.g. `ELECTRON_RUN_AS_NODE`).
+    pub env: Vec<(String, String)>,
 }
 
 enum Supervise {
@@ -74,6 +79,9 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
             None => EventSink::disabled(),
         },
     };
+    if let Some(c) = &cfg.client {
+        events.set_client(c);
+    }
     match &cfg.policy.get() {
         PolicyState::Loaded(p) => tracing::info!(
             server = %cfg.server_name,
@@ -87,7 +95,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
         ),
     }
 
-    let mut child = match spawn(&cfg.argv) {
+    let mut child = match spawn(&cfg.argv, &cfg.env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -274,9 +282,10 @@ fn write_line(w: &mut ChildStdin, bytes: &[u8]) -> std::io::Result<()> {
     w.flush()
 }
 
-fn spawn(argv: &[String]) -> std::io::Result<Child> {
+fn spawn(argv: &[String], env: &[(String, String)]) -> std::io::Result<Child> {
     Command::new(&argv[0])
         .args(&argv[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

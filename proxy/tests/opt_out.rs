@@ -190,8 +190,8 @@ fn status_does_not_call_an_altered_wrapper_governed() {
         format!(
             r#"{{"mcpServers": {{
   "files": {{"command": {thoth}, "args": ["run", "--server", "files", "--policy", "/home/ann/allow.yaml", "--", "npx", "server-filesystem"]}},
-  "notes": {{"command": {thoth}, "args": ["run", "--server", "notes", "--", "python3", "notes.py"]}},
-  "timed": {{"command": {thoth}, "args": ["run", "--server", "timed", "--", "uvx", "t"], "env": {{"LD_PRELOAD": "/usr/lib/faketime/libfaketime.so.1"}}}}
+  "notes": {{"command": {thoth}, "args": ["run", "--server", "notes", "--client", "claude-desktop", "--", "python3", "notes.py"]}},
+  "timed": {{"command": {thoth}, "args": ["run", "--server", "timed", "--client", "claude-desktop", "--", "uvx", "t"], "env": {{"LD_PRELOAD": "/usr/lib/faketime/libfaketime.so.1"}}}}
 }}}}"#
         ),
     )

@@ -378,7 +378,13 @@ fn status_lists_which_of_the_users_servers_are_governed() {
         .wait_status("v1", |st| Agent::version(st) == Some(v1));
     // A wrapper counts as governed only in the exact form the agent writes (this agent's thoth,
     // socket and state directory, as they are not the defaults).
-    let mut files_args = vec!["run".to_owned(), "--server".into(), "files".into()];
+    let mut files_args = vec![
+        "run".to_owned(),
+        "--server".into(),
+        "files".into(),
+        "--client".into(),
+        "claude-desktop".into(),
+    ];
     files_args.extend(s.agent.proxy_args());
     files_args.extend(["--".into(), "npx".into(), "x".into()]);
     let agents_thoth = std::fs::canonicalize(thoth()).unwrap();

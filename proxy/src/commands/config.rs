@@ -1,23 +1,95 @@
-//! `thoth wrap-config` and `thoth unwrap-config`.
+//! `thoth wrap-config` and `thoth unwrap-config`, for every MCP client ([`thoth_hosts::host`]).
+
+use std::path::{Path, PathBuf};
 
 use crate::cli::ConfigArgs;
-use thoth_hosts::clients::claude_desktop::{self, ClaudeDesktop};
 use thoth_hosts::file::{self, FileError};
 use thoth_hosts::format::Op;
+use thoth_hosts::host::{self, Host, Os};
+
+/// This user's home (`$HOME`; on Windows `%USERPROFILE%`).
+pub(crate) fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The host named by `--client`; an unknown id is an error listing the known ones.
+pub(crate) fn host_by_id(id: &str) -> anyhow::Result<&'static dyn Host> {
+    host::by_id(id).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown MCP client {id:?}: --client takes one of {}",
+            host::ids()
+        )
+    })
+}
+
+/// The host whose file `path` is: by its place under `home` ([`host::host_of`]), else by a file
+/// name only one host uses (`claude_desktop_config.json`, `.claude.json`, `.mcp.json`,
+/// `mcp_config.json`, an extension's `manifest.json`, `.cursor/mcp.json`, `.vscode/mcp.json`).
+pub(crate) fn guess_host(path: &Path, home: Option<&Path>) -> Option<&'static dyn Host> {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Some(home) = home {
+        for p in [
+            abs.clone(),
+            std::fs::canonicalize(path).unwrap_or(abs.clone()),
+        ] {
+            if let Some(h) = host::host_of(&p, home) {
+                return Some(h);
+            }
+        }
+    }
+    let name = abs.file_name()?.to_str()?;
+    let parent = abs
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let id = match (name, parent) {
+        ("claude_desktop_config.json", _) => "claude-desktop",
+        (".claude.json" | ".mcp.json", _) => "claude-code",
+        ("mcp_config.json", _) => "windsurf",
+        ("manifest.json", _) => "claude-extension",
+        ("mcp.json", ".cursor") => "cursor",
+        ("mcp.json", ".vscode") => "vscode",
+        _ => return None,
+    };
+    host::by_id(id)
+}
 
 /// Runs either command; returns the exit code (0 done, 1 refused or failed).
 pub fn run(args: &ConfigArgs, wrap: bool) -> anyhow::Result<i32> {
-    let Some(path) = args.file.clone().or_else(claude_desktop::default_path) else {
-        anyhow::bail!("cannot find this user's Claude Desktop config: pass the file");
+    let verb = if wrap { "wrap" } else { "unwrap" };
+    let named = args.client.as_deref().map(host_by_id).transpose()?;
+    let home = home();
+    let files: Vec<(&'static dyn Host, PathBuf)> = match (&args.file, named) {
+        (Some(f), Some(h)) => vec![(h, f.clone())],
+        (Some(f), None) => match guess_host(f, home.as_deref()) {
+            Some(h) => vec![(h, f.clone())],
+            None => anyhow::bail!(
+                "cannot tell which MCP client {} belongs to: say it with --client ({})",
+                f.display(),
+                host::ids()
+            ),
+        },
+        (None, h) => {
+            let h = h.unwrap_or(&thoth_hosts::clients::claude_desktop::ClaudeDesktop);
+            let Some(home) = &home else {
+                anyhow::bail!("HOME is not set: pass the file");
+            };
+            let files = h.files(home, Os::current());
+            if files.is_empty() {
+                eprintln!(
+                    "{} has no config for this user yet (looked under {}), so there is nothing to {verb}",
+                    h.name(),
+                    home.display()
+                );
+                return Ok(1);
+            }
+            files.into_iter().map(|f| (h, f)).collect()
+        }
     };
-    if !path.exists() {
-        eprintln!(
-            "{} does not exist: Claude Desktop has no config for this user yet, so there is nothing to {}",
-            path.display(),
-            if wrap { "wrap" } else { "unwrap" }
-        );
-        return Ok(1);
-    }
     let op = if wrap {
         let thoth = match &args.thoth {
             Some(p) => p.clone(),
@@ -31,11 +103,35 @@ pub fn run(args: &ConfigArgs, wrap: bool) -> anyhow::Result<i32> {
     } else {
         Op::Unwrap
     };
-    match file::rewrite_file(&ClaudeDesktop, &path, &op, args.dry_run) {
+    let several = files.len() > 1;
+    let mut code = 0;
+    for (h, path) in &files {
+        if several {
+            println!("{} ({}):", path.display(), h.name());
+        }
+        if !path.exists() {
+            eprintln!(
+                "{} does not exist: {} has no config there, so there is nothing to {verb}",
+                path.display(),
+                h.name()
+            );
+            code = 1;
+            continue;
+        }
+        if one_file(*h, path, &op, args.dry_run) != 0 {
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+/// Rewrites one file and prints what happened; returns its exit code.
+fn one_file(h: &dyn Host, path: &Path, op: &Op, dry_run: bool) -> i32 {
+    match file::rewrite_file(h, path, op, dry_run) {
         Ok(out) => {
             let r = &out.report;
-            if args.dry_run {
-                let d = file::diff(&path, &out.before, &out.after);
+            if dry_run {
+                let d = file::diff(path, &out.before, &out.after);
                 if d.is_empty() {
                     println!("{}: nothing to change", path.display());
                 } else {
@@ -53,26 +149,26 @@ pub fn run(args: &ConfigArgs, wrap: bool) -> anyhow::Result<i32> {
                     println!("{label}: {}", names.join(", "));
                 }
             }
+            for (name, why) in &r.rewrapped {
+                println!("rewrapped: {name} ({why})");
+            }
             for (name, why) in &r.skipped {
                 println!("left alone: {name}: {why}");
             }
             if out.written {
-                println!(
-                    "{} updated; restart Claude Desktop to apply it",
-                    path.display()
-                );
-            } else if !args.dry_run {
+                println!("{} updated; to apply it: {}", path.display(), h.pickup());
+            } else if !dry_run {
                 println!("{}: nothing to change", path.display());
             }
-            Ok(0)
+            0
         }
         Err(e @ (FileError::Config { .. } | FileError::NotUtf8 { .. })) => {
             eprintln!("thoth: {e}\nthe file was not changed");
-            Ok(1)
+            1
         }
         Err(e) => {
             eprintln!("thoth: {e}");
-            Ok(1)
+            1
         }
     }
 }

@@ -15,9 +15,43 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .unwrap_or_else(|| default_server_name(&args.command));
     let managed = source::managed();
     let sources = sources_for(&args, managed.as_ref(), &server);
-    let refusal = loader_refusal();
+    let mut refusal = loader_refusal();
     if let Some(why) = &refusal {
         tracing::error!("{why}");
+    }
+    let client = args.client.clone();
+    // A Claude Desktop extension's plain `node`: find a runtime when none is on PATH.
+    let mut argv = args.command.clone();
+    let mut env = Vec::new();
+    let runtime = crate::node::resolve(client.as_deref(), &argv, &crate::node::Search::from_env());
+    match &runtime {
+        crate::node::Runtime::AsIs => {}
+        crate::node::Runtime::Missing => {
+            eprintln!("thoth run: {}", crate::node::NO_RUNTIME);
+            tracing::debug!("no node on PATH, at the well-known locations, or from Claude");
+            refusal.get_or_insert_with(|| crate::node::NO_RUNTIME.to_owned());
+            // A stand-in server answers the client, so each tool call gets the denial.
+            argv = vec![
+                std::env::current_exe()?.display().to_string(),
+                "unavailable-server".into(),
+            ];
+        }
+        r => {
+            let (program, vars) = r.program().expect("a runtime");
+            match r {
+                crate::node::Runtime::ClaudeAsNode(_) => tracing::debug!(
+                    program = %program.display(),
+                    "no node on PATH or at the well-known locations: running the server with \
+                     Claude's own binary as Node (ELECTRON_RUN_AS_NODE=1)"
+                ),
+                _ => tracing::debug!(
+                    program = %program.display(),
+                    "no node on PATH: running the server with the Node.js found here"
+                ),
+            }
+            argv[0] = program.display().to_string();
+            env.extend(vars.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        }
     }
     let agent_events = match &managed {
         // Managed: events always go to the agent (the forwarder retries while it is down).
@@ -52,13 +86,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     proxy::run(RunConfig {
         server_name: server,
-        argv: args.command,
+        argv,
         policy,
         events: args.events,
         max_message_bytes: args.max_message_bytes,
         agent_events,
         content,
         refusal,
+        client,
+        env,
     })
 }
 

@@ -1,144 +1,73 @@
-//! `thoth status` and `thoth health`: is this laptop governed, in words or JSON.
+//! `thoth status` and `thoth health`: is this laptop governed, in words or JSON. The config
+//! section covers every MCP client of this user ([`thoth_hosts::host::all`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cli::StatusArgs;
 use thoth_endpoint::ipc::IpcError;
 use thoth_endpoint::status::Status;
+use thoth_hosts::host::{self, Host};
+use thoth_hosts::inventory::{self, FileInfo, State};
 
-/// One MCP server entry of a Claude Desktop config.
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ServerEntry {
-    name: String,
-    /// governed, not governed, or remote (no command: not launched by Claude Desktop).
-    state: &'static str,
-    /// Why a wrapped entry is not governed (its wrapper altered, a loader variable in its env).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    why: Option<String>,
-}
+use super::clients::{WrapperForm, printable, wrapper_form};
 
-/// Why the Claude Desktop config cannot be read ([`read_servers`]).
-#[derive(Debug, thiserror::Error)]
-enum ConfigFileError {
-    #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not UTF-8 text", path.display())]
-    NotUtf8 { path: PathBuf },
-    #[error("{} is not valid JSON: {source}", path.display())]
-    NotJson {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("{}: mcpServers is not an object", path.display())]
-    NotObject { path: PathBuf },
-}
-
-/// `canonical`: the agent's thoth path and the options its canonical wrapper carries, when an
-/// agent is installed or answering (then a wrapper must be exactly the canonical form to count as
-/// governed); `None` for a standalone `thoth` (any `thoth run` wrapper counts).
-fn read_servers(
-    path: &Path,
-    canonical: Option<(&str, &[String])>,
-) -> Result<Vec<ServerEntry>, ConfigFileError> {
-    let path_buf = || path.to_path_buf();
-    let (bytes, _) =
-        thoth_hosts::file::read_config(path).map_err(|source| ConfigFileError::Read {
-            path: path_buf(),
-            source,
-        })?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| ConfigFileError::NotUtf8 { path: path_buf() })?;
-    let v: serde_json::Value =
-        serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|source| {
-            ConfigFileError::NotJson {
-                path: path_buf(),
-                source,
-            }
-        })?;
-    let Some(servers) = v.get("mcpServers") else {
-        return Ok(Vec::new());
+/// The files `status` checks: `--claude-config FILE` (deprecated), `--config FILE [--client
+/// HOST]`, else every file of `--client` (or of every host) under this user's home.
+fn files_to_check(args: &StatusArgs) -> anyhow::Result<Vec<(&'static dyn Host, PathBuf)>> {
+    let home = super::config::home();
+    if let Some(f) = &args.claude_config {
+        return Ok(vec![(
+            &thoth_hosts::clients::claude_desktop::ClaudeDesktop,
+            f.clone(),
+        )]);
+    }
+    let named = args
+        .client
+        .as_deref()
+        .map(super::config::host_by_id)
+        .transpose()?;
+    if let Some(f) = &args.config {
+        let h = match named {
+            Some(h) => h,
+            None => super::config::guess_host(f, home.as_deref()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot tell which MCP client {} belongs to: say it with --client ({})",
+                    f.display(),
+                    host::ids()
+                )
+            })?,
+        };
+        return Ok(vec![(h, f.clone())]);
+    }
+    let hosts: Vec<&'static dyn Host> = match named {
+        Some(h) => vec![h],
+        None => host::all().to_vec(),
     };
-    let servers = servers
-        .as_object()
-        .ok_or_else(|| ConfigFileError::NotObject { path: path_buf() })?;
-    Ok(servers
+    Ok(match &home {
+        Some(home) => super::clients::files_of(&hosts, home),
+        None => Vec::new(),
+    })
+}
+
+/// Scans each file (a missing one has no servers).
+fn scan(files: &[(&'static dyn Host, PathBuf)], form: &WrapperForm) -> Vec<FileInfo> {
+    files
         .iter()
-        .map(|(name, s)| {
-            let mut why = None;
-            let state = if s.get("command").is_none() {
-                "remote"
-            } else if let Some((thoth, extra)) = canonical {
-                match thoth_hosts::wrapper::governed(
-                    name,
-                    "claude-desktop",
-                    &thoth_hosts::wrapper::Entry::from_json(s),
-                    thoth,
-                    extra,
-                ) {
-                    Ok(()) => "governed",
-                    Err(w) => {
-                        if thoth_hosts::wrapper::Entry::from_json(s).is_wrapped() {
-                            why = Some(w.to_string());
-                        }
-                        "not governed"
-                    }
-                }
-            } else if thoth_hosts::wrapper::Entry::from_json(s).is_wrapped() {
-                "governed"
-            } else {
-                "not governed"
-            };
-            ServerEntry {
-                name: name.clone(),
-                state,
-                why,
-            }
-        })
-        .collect())
+        .filter(|(_, p)| std::fs::symlink_metadata(p).is_ok())
+        .map(|(h, p)| inventory::scan_file(*h, p, &form.thoth, &form.extra))
+        .collect()
 }
 
 /// Runs `thoth status` (`health` = JSON for MDM). Exit 0 when healthy, 1 when not.
 pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
     let json = health || args.json;
-    let agent = thoth_endpoint::ipc::fetch_status(&args.agent_socket);
-    let config = args
-        .claude_config
-        .clone()
-        .or_else(thoth_hosts::clients::claude_desktop::default_path);
+    let files = files_to_check(args)?;
     // With an agent (answering, or installed), a wrapper counts only in its canonical form.
-    let extra = match &agent {
-        Ok(s) => Some(thoth_hosts::wrapper::canonical_extra(
-            Path::new(&s.socket),
-            Path::new(&s.state_dir),
-        )),
-        Err(_) => crate::source::managed()
-            .map(|m| thoth_hosts::wrapper::canonical_extra(&m.socket, &m.state_dir)),
-    };
-    // The agent's thoth, as it reports it; else this very binary (what an installed agent runs).
-    let thoth = agent
-        .as_ref()
-        .ok()
-        .and_then(|s| s.thoth_path.clone())
-        .or_else(|| {
-            std::env::current_exe()
-                .and_then(std::fs::canonicalize)
-                .ok()
-                .map(|p| p.display().to_string())
-        })
-        .unwrap_or_default();
-    let servers = config.as_deref().map(|p| {
-        if p.exists() {
-            read_servers(p, extra.as_deref().map(|e| (thoth.as_str(), e)))
-        } else {
-            Ok(Vec::new())
-        }
-    });
+    let form = wrapper_form(&args.agent_socket);
+    let scanned = scan(&files, &form);
+    let agent = &form.agent;
     let mut problems: Vec<String> = Vec::new();
-    match &agent {
+    match agent {
         Err(why) => problems.push(format!(
             "the Thoth agent is not running ({why}); proxies enforce the last policy saved on disk. Ask IT, or start the thoth-agent service"
         )),
@@ -166,32 +95,76 @@ pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
             }
         }
     }
-    if let Some(Err(e)) = &servers {
-        problems.push(format!("your Claude Desktop config cannot be read: {e}"));
+    for f in &scanned {
+        if let Some(e) = &f.error {
+            problems.push(format!(
+                "your {} config cannot be read: {}: {e}",
+                host_name(f.host),
+                f.path.display()
+            ));
+        }
     }
-    let ungoverned: Vec<String> = match &servers {
-        Some(Ok(list)) => list
-            .iter()
-            .filter(|s| s.state == "not governed")
-            .map(|s| match &s.why {
-                Some(why) => format!("{} ({why})", s.name),
-                None => s.name.clone(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    // Servers the host runs that are not governed (a disabled one is wrapped when enabled).
+    let ungoverned: Vec<String> = scanned
+        .iter()
+        .flat_map(|f| f.servers.iter().map(move |s| (f, s)))
+        .filter(|(_, s)| s.enabled && matches!(s.state, State::NotGoverned(_)))
+        .map(|(f, s)| {
+            let why: String = printable(&s.state.reason());
+            let name: String = printable(&s.name);
+            let client = if f.host == "claude-desktop" {
+                String::new()
+            } else {
+                format!(" [{}]", f.host)
+            };
+            if why == "not wrapped by thoth" {
+                format!("{name}{client}")
+            } else {
+                format!("{name} ({why}){client}")
+            }
+        })
+        .collect();
     if !ungoverned.is_empty() {
         problems.push(format!(
-            "MCP servers not running through thoth: {} (the agent re-wraps them; restart Claude Desktop afterwards)",
+            "MCP servers not running through thoth: {} (the agent re-wraps them; restart the MCP client afterwards)",
             ungoverned.join(", ")
         ));
     }
     let healthy = problems.is_empty();
+    // The Claude Desktop file (kept for MDM scripts that read `claudeConfig`).
+    let claude_config: Option<PathBuf> = match &args.claude_config {
+        Some(p) => Some(p.clone()),
+        None => files
+            .iter()
+            .find(|(h, _)| h.id() == "claude-desktop")
+            .map(|(_, p)| p.clone())
+            .or_else(thoth_hosts::clients::claude_desktop::default_path),
+    };
     if json {
-        let agent_json = match &agent {
+        let agent_json = match agent {
             Ok(s) => serde_json::to_value(s)?,
             Err(_) => serde_json::Value::Null,
         };
+        let servers: Vec<serde_json::Value> = scanned
+            .iter()
+            .flat_map(|f| {
+                f.servers.iter().map(move |s| {
+                    let mut v = serde_json::json!({
+                        "name": s.name,
+                        "state": s.state.word(),
+                        "client": f.host,
+                        "file": f.path,
+                        "enabled": s.enabled,
+                    });
+                    if let State::NotGoverned(why) = &s.state
+                        && why != "not wrapped by thoth"
+                    {
+                        v["why"] = why.clone().into();
+                    }
+                    v
+                })
+            })
+            .collect();
         let doc = serde_json::json!({
             "healthy": healthy,
             "agentRunning": agent.is_ok(),
@@ -199,39 +172,80 @@ pub fn status(args: &StatusArgs, health: bool) -> anyhow::Result<i32> {
             "policyVersion": agent.as_ref().ok().and_then(|s| s.policy.as_ref().map(|p| p.version)),
             "policyAgeSecs": agent.as_ref().ok().and_then(|s| s.policy.as_ref().map(|p| p.age_secs)),
             "stale": agent.as_ref().ok().and_then(|s| s.policy.as_ref().map(|p| p.stale)),
-            "claudeConfig": config,
-            "servers": match &servers { Some(Ok(l)) => serde_json::to_value(l)?, _ => serde_json::Value::Array(vec![]) },
+            "claudeConfig": claude_config,
+            "servers": servers,
+            "clients": per_host(&scanned),
             "problems": problems,
             "agent": agent_json,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print_text(&agent, config.as_deref(), &servers, &problems);
+        print_text(agent, &scanned, &problems);
     }
     Ok(if healthy { 0 } else { 1 })
 }
 
-fn print_text(
-    agent: &Result<Status, IpcError>,
-    config: Option<&Path>,
-    servers: &Option<Result<Vec<ServerEntry>, ConfigFileError>>,
-    problems: &[String],
-) {
+fn host_name(id: &str) -> &'static str {
+    host::by_id(id).map_or("MCP client", |h| h.name())
+}
+
+/// Counts per host (only hosts with a file), for JSON.
+fn per_host(scanned: &[FileInfo]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for h in host::all() {
+        let files: Vec<FileInfo> = scanned
+            .iter()
+            .filter(|f| f.host == h.id())
+            .cloned()
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        let (servers, governed) = inventory::counts(&files);
+        out.push(serde_json::json!({
+            "id": h.id(),
+            "name": h.name(),
+            "files": files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+            "servers": servers,
+            "governed": governed,
+            "unreadable": files.iter().filter(|f| f.error.is_some()).count(),
+        }));
+    }
+    out
+}
+
+fn print_text(agent: &Result<Status, IpcError>, scanned: &[FileInfo], problems: &[String]) {
     match agent {
         Ok(s) => print!("{}", s.render_text()),
         Err(_) => println!("agent              not running"),
     }
-    if let Some(p) = config {
-        println!("claude config      {}", p.display());
+    if scanned.is_empty() {
+        println!("mcp clients        none found");
     }
-    if let Some(Ok(list)) = servers {
-        if list.is_empty() {
-            println!("mcp servers        none configured");
+    for h in host::all() {
+        let files: Vec<&FileInfo> = scanned.iter().filter(|f| f.host == h.id()).collect();
+        if files.is_empty() {
+            continue;
         }
-        for s in list {
-            match &s.why {
-                Some(why) => println!("  {:<16} {} ({why})", s.name, s.state),
-                None => println!("  {:<16} {}", s.name, s.state),
+        let all: Vec<FileInfo> = files.iter().map(|f| (*f).clone()).collect();
+        let (servers, governed) = inventory::counts(&all);
+        println!("{:<18} {governed} of {servers} servers governed", h.name());
+        for f in files {
+            println!("  {}", f.path.display());
+            if f.error.is_some() {
+                println!("    cannot be read (see below)");
+                continue;
+            }
+            for s in &f.servers {
+                let name: String = printable(&s.name);
+                let off = if s.enabled { "" } else { " (disabled)" };
+                match &s.state {
+                    State::NotGoverned(why) if why != "not wrapped by thoth" => {
+                        let why: String = printable(why);
+                        println!("    {name:<16} {} ({why}){off}", s.state.word())
+                    }
+                    st => println!("    {name:<16} {}{off}", st.word()),
+                }
             }
         }
     }
