@@ -377,7 +377,7 @@ fn clients_json_lists_every_client_file_and_server() {
         &["clients", "--agent-socket", "/nonexistent/sock"],
     );
     for needle in [
-        "Claude Desktop (claude-desktop)",
+        "Claude Desktop (claude-desktop); to apply a change: quit Claude Desktop",
         "claude_desktop_config.json",
         "fs        governed",
         "git       not governed: not wrapped by thoth",

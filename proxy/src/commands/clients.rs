@@ -135,6 +135,7 @@ pub fn run(args: &ClientsArgs) -> anyhow::Result<i32> {
                 "id": h.id(),
                 "name": h.name(),
                 "found": !files.is_empty(),
+                "pickup": h.pickup(),
                 "files": files.iter().map(file_json).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
@@ -161,7 +162,12 @@ fn print_text(home: &Path, scanned: &[(&'static dyn Host, Vec<FileInfo>)], form:
         );
     }
     for (h, files) in scanned.iter().filter(|(_, f)| !f.is_empty()) {
-        println!("{} ({})", h.name(), h.id());
+        println!(
+            "{} ({}); to apply a change: {}",
+            h.name(),
+            h.id(),
+            h.pickup()
+        );
         for f in files {
             println!("  {}", f.path.display());
             if let Some(e) = &f.error {
