@@ -492,3 +492,73 @@ fn status_covers_every_client() {
         assert_eq!(names, ["fs", "git"], "{args:?}: {doc}");
     }
 }
+
+#[test]
+fn wrap_and_unwrap_codex_toml_and_an_extension_manifest() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let toml =
+        "# my codex\n[mcp_servers.fs]\ncommand = \"npx\"\nargs = ['-y', \"srv\"] # literal\n";
+    let codex = write(h, ".codex/config.toml", toml);
+    let manifest = "{\n  \"manifest_version\": \"0.2\",\n  \"name\": \"x\",\n  \"server\": {\n    \"type\": \"node\",\n    \"entry_point\": \"server/index.js\",\n    \"mcp_config\": {\n      \"command\": \"node\",\n      \"args\": [\"${__dirname}/server/index.js\"]\n    }\n  }\n}\n";
+    let ext = write(
+        h,
+        "elsewhere/Claude Extensions/ant.dir.x/manifest.json",
+        manifest,
+    );
+    let (code, out, err) = thoth(h, &["wrap-config", "--client", "codex"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("wrapped: fs") && out.contains("Codex session"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&codex).unwrap();
+    assert!(
+        text.contains("\"--client\", \"codex\", \"--\", \"npx\", '-y', \"srv\"]")
+            && text.contains("# my codex")
+            && text.contains("# literal"),
+        "{text}"
+    );
+    let (code, _, err) = thoth(h, &["unwrap-config", codex.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(&codex).unwrap(), toml);
+    // An extension's manifest: FILE with --client, and guessed from its place.
+    for args in [
+        vec!["--client", "claude-extension", ext.to_str().unwrap()],
+        vec![ext.to_str().unwrap()],
+    ] {
+        let mut a = vec!["wrap-config"];
+        a.extend(args.iter().copied());
+        let (code, out, err) = thoth(h, &a);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains("wrapped: ant.dir.x"), "{out}");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&ext).unwrap()).unwrap();
+        let c = &v["server"]["mcp_config"];
+        assert_eq!(c["command"], this_thoth());
+        let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+        assert_eq!(
+            args,
+            [
+                "run",
+                "--server",
+                "ant.dir.x",
+                "--client",
+                "claude-extension",
+                "--",
+                "node",
+                "${__dirname}/server/index.js"
+            ]
+        );
+        let (code, _, err) = thoth(
+            h,
+            &[
+                "unwrap-config",
+                "--client",
+                "claude-extension",
+                ext.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&ext).unwrap(), manifest);
+    }
+}

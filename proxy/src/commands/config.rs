@@ -25,9 +25,11 @@ pub(crate) fn host_by_id(id: &str) -> anyhow::Result<&'static dyn Host> {
     })
 }
 
-/// The host whose file `path` is: by its place under `home` ([`host::host_of`]), else by a file
-/// name only one host uses (`claude_desktop_config.json`, `.claude.json`, `.mcp.json`,
-/// `mcp_config.json`, an extension's `manifest.json`, `.cursor/mcp.json`, `.vscode/mcp.json`).
+/// The host whose file `path` is: by its place under `home` ([`host::host_of`]), else by a name
+/// and place only one host uses (`claude_desktop_config.json`, `.claude.json`, `.mcp.json`,
+/// `mcp_config.json`, `.cursor/mcp.json`, `.vscode/mcp.json`, `User/mcp.json` or
+/// `User/settings.json` of VS Code, `.codex/config.toml`, a `manifest.json` under
+/// `Claude Extensions`).
 pub(crate) fn guess_host(path: &Path, home: Option<&Path>) -> Option<&'static dyn Host> {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     if let Some(home) = home {
@@ -41,18 +43,27 @@ pub(crate) fn guess_host(path: &Path, home: Option<&Path>) -> Option<&'static dy
         }
     }
     let name = abs.file_name()?.to_str()?;
-    let parent = abs
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|n| n.to_str())
-        .unwrap_or("");
-    let id = match (name, parent) {
+    let dir = |n: usize| {
+        abs.ancestors()
+            .nth(n)
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+    };
+    let under = |d: &str| {
+        abs.ancestors()
+            .skip(1)
+            .any(|a| a.file_name().is_some_and(|n| n == d))
+    };
+    let id = match (name, dir(1)) {
         ("claude_desktop_config.json", _) => "claude-desktop",
         (".claude.json" | ".mcp.json", _) => "claude-code",
-        ("mcp_config.json", _) => "windsurf",
-        ("manifest.json", _) => "claude-extension",
+        ("mcp_config.json", "windsurf") => "windsurf",
+        ("manifest.json", _) if under("Claude Extensions") => "claude-extension",
         ("mcp.json", ".cursor") => "cursor",
         ("mcp.json", ".vscode") => "vscode",
+        ("mcp.json" | "settings.json", "User") if dir(2).starts_with("Code") => "vscode",
+        ("config.toml", ".codex") => "codex",
         _ => return None,
     };
     host::by_id(id)
@@ -169,6 +180,45 @@ fn one_file(h: &dyn Host, path: &Path, op: &Op, dry_run: bool) -> i32 {
         Err(e) => {
             eprintln!("thoth: {e}");
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guess_host;
+    use std::path::Path;
+
+    fn guess(p: &str) -> Option<&'static str> {
+        guess_host(Path::new(p), None).map(|h| h.id())
+    }
+
+    #[test]
+    fn a_file_names_its_client_only_when_no_other_client_uses_that_name_and_place() {
+        let cases = [
+            ("/x/claude_desktop_config.json", Some("claude-desktop")),
+            ("/home/a/.claude.json", Some("claude-code")),
+            ("/src/p/.mcp.json", Some("claude-code")),
+            (
+                "/home/a/.codeium/windsurf/mcp_config.json",
+                Some("windsurf"),
+            ),
+            ("/home/a/.cursor/mcp.json", Some("cursor")),
+            ("/src/p/.vscode/mcp.json", Some("vscode")),
+            ("/h/.config/Code/User/settings.json", Some("vscode")),
+            ("/h/.config/Code - Insiders/User/mcp.json", Some("vscode")),
+            ("/h/.codex/config.toml", Some("codex")),
+            (
+                "/h/Claude/Claude Extensions/ant.dir.x/manifest.json",
+                Some("claude-extension"),
+            ),
+            ("/srv/www/manifest.json", None),
+            ("/h/mcp.json", None),
+            ("/h/.config/Other/User/settings.json", None),
+            ("/h/config.toml", None),
+        ];
+        for (p, want) in cases {
+            assert_eq!(guess(p), want, "{p}");
         }
     }
 }
