@@ -7,7 +7,7 @@
 //! original bytes.
 
 use jsonc_parser::ParseOptions;
-use jsonc_parser::cst::{CstArray, CstInputValue, CstObject, CstRootNode};
+use jsonc_parser::cst::{CstArray, CstInputValue, CstNode, CstObject, CstRootNode};
 use serde_json::Value;
 
 use super::{ConfigError, Ctx, Found, Op, Report, Rewritten};
@@ -234,11 +234,17 @@ pub fn rewrite(
     };
     let mut report = Report::default();
     for table in tables(&value, &top, fmt)? {
-        for prop in table.cst.properties() {
-            let Some(name) = prop.decoded_name() else {
+        let props = table.cst.properties();
+        let names: Vec<Option<String>> = props.iter().map(|p| p.decoded_name()).collect();
+        for (i, prop) in props.into_iter().enumerate() {
+            let Some(name) = names[i].clone() else {
                 continue;
             };
-            // The value as JSON: the last duplicate wins in serde; edit only matching props.
+            // A duplicate key: the last one is what every reader (serde, JSON.parse) sees, and
+            // the only one edited; the earlier ones are left as written.
+            if names[i + 1..].contains(&names[i]) {
+                continue;
+            }
             let Some(v) = table.value.get(&name) else {
                 continue;
             };
@@ -333,13 +339,10 @@ pub(crate) fn edit_entry(
                     let keep = head.len() + 1;
                     let new_head = wrapper::canonical_head(server, ctx.client, extra, markers);
                     set_string(obj, "command", thoth);
+                    let mut items = raws(&new_head);
+                    items.push(raw("--"));
                     for arr in arrays(obj, "args") {
-                        for el in arr.elements().into_iter().take(keep) {
-                            el.remove();
-                        }
-                        for (i, a) in new_head.iter().chain(["--".to_owned()].iter()).enumerate() {
-                            arr.insert(i, CstInputValue::String(a.clone()));
-                        }
+                        replace_head(&arr, keep, &items);
                     }
                     let _ = tail;
                     report.rewrapped.push((label, diff));
@@ -362,49 +365,30 @@ pub(crate) fn edit_entry(
             if entry.args.is_some() {
                 // Insert in place, so the array keeps its layout (inline or one per line); the
                 // command's literal moves as written.
-                for arr in arrays(obj, "args") {
-                    for (i, a) in prefix.iter().enumerate() {
-                        arr.insert(i, CstInputValue::String(a.clone()));
-                    }
-                    let node = arr.insert(prefix.len(), CstInputValue::String(command.clone()));
-                    if let Some(lit) = node.as_string_lit() {
-                        lit.set_raw_value(cmd_raw.clone());
-                    }
-                }
-                set_string(obj, "command", thoth);
-            } else if obj.children().iter().any(|c| c.is_newline()) {
-                // A multi-line object: a new line after "command", in its indentation.
-                set_string(obj, "command", thoth);
-                let at = obj.get("command").map_or(0, |p| p.property_index() + 1);
-                let mut all = prefix.clone();
-                all.push(command.clone());
-                let prop = obj.insert(at, "args", strings(&all));
-                if let Some(lit) = prop
-                    .array_value()
-                    .and_then(|a| a.elements().last().cloned())
-                    .and_then(|n| n.as_string_lit())
-                {
-                    lit.set_raw_value(cmd_raw.clone());
-                }
-            } else {
-                // An inline object stays inline: `"args": […]` follows the command's value on the
-                // same line (inserting a property would make the object multi-line, and
-                // unwrapping could not restore its layout).
-                let mut items: Vec<String> = prefix
-                    .iter()
-                    .map(|a| serde_json::to_string(a).expect("strings serialize"))
-                    .collect();
+                let mut items = raws(&prefix);
                 items.push(cmd_raw.clone());
-                let raw = format!(
-                    "{}, \"args\": [{}]",
-                    serde_json::to_string(thoth).expect("strings serialize"),
-                    items.join(", ")
-                );
-                for p in obj.properties() {
-                    if p.decoded_name().as_deref() == Some("command")
-                        && let Some(lit) = p.value().and_then(|v| v.as_string_lit())
+                for arr in arrays(obj, "args") {
+                    insert_head(&arr, &items);
+                }
+                set_string(obj, "command", thoth);
+            } else {
+                // No `args`: `"args": […]` is written right after the command's value: on the
+                // same line in an inline object, else on a line of its own in the command's
+                // indentation (unwrapping erases exactly that text).
+                let mut items = raws(&prefix);
+                items.push(cmd_raw.clone());
+                let children = obj.children();
+                for (i, c) in children.iter().enumerate() {
+                    if let Some(lit) = prop_named(c, "command")
+                        .and_then(|p| p.value())
+                        .and_then(|v| v.as_string_lit())
                     {
-                        lit.set_raw_value(raw.clone());
+                        let sep = separator(&children, i);
+                        lit.set_raw_value(format!(
+                            "{},{sep}\"args\": [{}]",
+                            raw(thoth),
+                            items.join(", ")
+                        ));
                     }
                 }
             }
@@ -443,16 +427,183 @@ pub(crate) fn edit_entry(
                 Some(_) => {
                     // Remove the wrapper's elements in place, keeping the array's layout.
                     for arr in arrays(obj, "args") {
-                        for el in arr.elements().into_iter().take(sep + 2) {
-                            el.remove();
-                        }
-                        tidy_inline(&arr);
+                        remove_head(&arr, sep + 2);
                     }
                 }
-                None => remove_args(obj),
+                None => remove_added_args(obj),
             }
             report.unwrapped.push(label);
         }
+    }
+}
+
+/// A string's JSON literal.
+fn raw(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+fn raws(v: &[String]) -> Vec<String> {
+    v.iter().map(|s| raw(s)).collect()
+}
+
+/// An array's children (tokens and trivia included) and the indexes of its elements among them.
+fn layout(arr: &CstArray) -> (Vec<CstNode>, Vec<usize>) {
+    let children = arr.children();
+    let elements = children
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.is_trivia() && !c.is_token())
+        .map(|(i, _)| i)
+        .collect();
+    (children, elements)
+}
+
+/// What follows each comma between the elements the wrapper writes before the element at
+/// `first` (a child index): a space on an inline array; on a multi-line one, the line break and
+/// indentation that precede that element, so each gets a line of its own.
+fn separator(children: &[CstNode], first: usize) -> String {
+    let before = &children[..first];
+    let Some(nl) = before.iter().rposition(CstNode::is_newline) else {
+        return " ".into();
+    };
+    let mut sep = before[nl].to_string();
+    for c in before[nl + 1..].iter().take_while(|c| c.is_whitespace()) {
+        sep.push_str(&c.to_string());
+    }
+    sep
+}
+
+/// Erases the children `from..to` from the printed text, exactly (no sibling is adjusted, unlike
+/// the parser's own removal, which rearranges commas and whitespace).
+fn erase(children: &[CstNode], from: usize, to: usize) {
+    for c in &children[from..to] {
+        if let CstNode::Container(_) = c {
+            erase(&c.children(), 0, c.children().len());
+        } else if let Some(s) = c.as_string_lit() {
+            s.set_raw_value(String::new());
+        } else if let Some(c) = c.as_comment() {
+            c.set_raw_value(String::new());
+        } else if let Some(w) = c.as_whitespace() {
+            w.set_value(String::new());
+        } else if c.is_token() || c.is_newline() {
+            c.clone().remove();
+        } else if let Some(n) = c.as_number_lit() {
+            n.set_raw_value(String::new());
+        } else if let Some(w) = c.as_word_lit() {
+            w.set_raw_value(String::new());
+        }
+    }
+}
+
+/// Writes the wrapper's elements (`items`: raw literals, the command's last) at the start of
+/// `args`, as text before its first element: every byte of the array is kept after them, so
+/// [`remove_head`] gives back exactly what was there.
+fn insert_head(arr: &CstArray, items: &[String]) {
+    let (children, elements) = layout(arr);
+    match elements.first() {
+        Some(&first) => {
+            let sep = separator(&children, first);
+            let lit = children[first].as_string_lit().expect("args are strings");
+            let text = format!(
+                "{},{sep}{}",
+                items.join(&format!(",{sep}")),
+                lit.raw_value()
+            );
+            lit.set_raw_value(text);
+        }
+        None => {
+            // Empty: the array's text with the elements right after `[` (whatever the array
+            // held, comments or line breaks, stays after them).
+            let text = arr.to_string();
+            let text = format!("[{}{}", items.join(", "), &text[1..]);
+            if let Some(lit) = arr
+                .clone()
+                .replace_with(CstInputValue::String(String::new()))
+                .and_then(|n| n.as_string_lit())
+            {
+                lit.set_raw_value(text);
+            }
+        }
+    }
+}
+
+/// Removes the first `n` elements of `args` (the wrapper's), and the text between them and the
+/// next one: the inverse of [`insert_head`]. With no element after them, a comma that follows
+/// the last goes too.
+fn remove_head(arr: &CstArray, n: usize) {
+    let (children, elements) = layout(arr);
+    let (Some(&first), Some(&last)) = (elements.first(), elements.get(n.saturating_sub(1))) else {
+        return;
+    };
+    match elements.get(n) {
+        Some(&next) => erase(&children, first, next),
+        None => {
+            let end = children[last + 1..]
+                .iter()
+                .position(|c| c.is_comma())
+                .map_or(last + 1, |i| last + 2 + i);
+            erase(&children, first, end);
+        }
+    }
+}
+
+/// Replaces the first `n` elements of `args` (a wrapper's head and its `--`) by `items` (raw
+/// literals), written as [`insert_head`] writes them.
+fn replace_head(arr: &CstArray, n: usize, items: &[String]) {
+    let (children, elements) = layout(arr);
+    let (Some(&first), Some(&next)) = (elements.first(), elements.get(n)) else {
+        return;
+    };
+    let sep = separator(&children, first);
+    let lit = children[next].as_string_lit().expect("args are strings");
+    let text = format!(
+        "{},{sep}{}",
+        items.join(&format!(",{sep}")),
+        lit.raw_value()
+    );
+    erase(&children, first, next);
+    lit.set_raw_value(text);
+}
+
+/// `c` as the property `key`, if it is one.
+fn prop_named(c: &CstNode, key: &str) -> Option<jsonc_parser::cst::CstObjectProp> {
+    c.as_object_prop()
+        .filter(|p| p.decoded_name().as_deref() == Some(key))
+}
+
+/// Removes the `args` a wrap added to an entry that had none: where the wrap wrote it, right
+/// after the command's value with only a comma and spacing between, exactly that text is erased
+/// (so the bytes come back); elsewhere (moved by hand), the property is removed.
+fn remove_added_args(obj: &CstObject) {
+    let children = obj.children();
+    let mut spans = Vec::new();
+    for (i, c) in children.iter().enumerate() {
+        if prop_named(c, "command").is_none() {
+            continue;
+        }
+        let Some(next) = children[i + 1..]
+            .iter()
+            .position(|c| c.as_object_prop().is_some())
+            .map(|j| i + 1 + j)
+        else {
+            continue;
+        };
+        let between = &children[i + 1..next];
+        if prop_named(&children[next], "args").is_some()
+            && between.iter().filter(|c| c.is_comma()).count() == 1
+            && between
+                .iter()
+                .all(|c| c.is_comma() || c.is_whitespace() || c.is_newline())
+        {
+            spans.push((i + 1, next + 1));
+        }
+    }
+    if spans.is_empty() {
+        remove_args(obj);
+    }
+    // Erased last: an erased name can no longer be read.
+    for (from, to) in spans {
+        erase(&children, from, to);
     }
 }
 
@@ -465,10 +616,6 @@ fn remove_args(obj: &CstObject) {
     }
 }
 
-fn strings(v: &[String]) -> CstInputValue {
-    CstInputValue::Array(v.iter().cloned().map(CstInputValue::String).collect())
-}
-
 /// The raw literal (quotes and escapes as written) of the string property `key`.
 fn raw_string(obj: &CstObject, key: &str) -> Option<String> {
     obj.properties()
@@ -478,23 +625,6 @@ fn raw_string(obj: &CstObject, key: &str) -> Option<String> {
         .and_then(|p| p.value())
         .and_then(|v| v.as_string_lit())
         .map(|l| l.raw_value())
-}
-
-/// After leading elements were removed from an inline array, the spaces that followed their
-/// commas remain between `[` and the first element: remove them, as wrapping found none there.
-fn tidy_inline(arr: &CstArray) {
-    let children = arr.children();
-    if children.iter().any(|c| c.is_newline()) {
-        return;
-    }
-    for c in children
-        .into_iter()
-        .skip_while(|c| c.token_char() != Some('['))
-        .skip(1)
-        .take_while(|c| c.is_whitespace())
-    {
-        c.remove();
-    }
 }
 
 /// The array values of every property named `key` (duplicates included).
