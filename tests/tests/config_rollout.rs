@@ -402,7 +402,7 @@ fn a_wrapped_entry_launched_as_claude_desktop_would_is_governed_by_the_agents_po
 
 #[test]
 fn the_command_line_round_trips_every_corpus_file() {
-    let corpus = repo_root().join("hosts/tests/corpus/claude");
+    let corpus = repo_root().join("hosts/tests/corpus/claude-desktop");
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
     for entry in std::fs::read_dir(&corpus).unwrap() {
@@ -411,14 +411,24 @@ fn the_command_line_round_trips_every_corpus_file() {
         let copy = dir.path().join(&name);
         std::fs::copy(&src, &copy).unwrap();
         let before = std::fs::read(&copy).unwrap();
-        let (wrap_code, _, err) = thoth_cmd(&["wrap-config", copy.to_str().unwrap()]);
+        let (wrap_code, _, err) = thoth_cmd(&[
+            "wrap-config",
+            "--client",
+            "claude-desktop",
+            copy.to_str().unwrap(),
+        ]);
         if !name.starts_with("valid-") {
             assert_eq!(wrap_code, 1, "{name}: {err}");
             assert_eq!(std::fs::read(&copy).unwrap(), before, "{name} was changed");
             continue;
         }
         assert_eq!(wrap_code, 0, "{name}: {err}");
-        let (code, _, err) = thoth_cmd(&["unwrap-config", copy.to_str().unwrap()]);
+        let (code, _, err) = thoth_cmd(&[
+            "unwrap-config",
+            "--client",
+            "claude-desktop",
+            copy.to_str().unwrap(),
+        ]);
         assert_eq!(code, 0, "{name}: {err}");
         if name != "valid-already-wrapped.json" {
             assert_eq!(
