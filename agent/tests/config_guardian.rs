@@ -49,7 +49,8 @@ impl ConfigReport for Fake {
         self.reports.lock().unwrap().errors.push(message);
     }
 
-    fn raise(&self, event_type: thoth_proto::EventType, detail: String) {
+    fn raise(&self, event_type: thoth_proto::EventType, client: &str, detail: String) {
+        assert_eq!(client, "claude-desktop", "{detail}");
         self.reports
             .lock()
             .unwrap()
@@ -175,7 +176,7 @@ fn a_new_config_is_wrapped_and_reported_config_wrapped() {
     // Bob's config is there when the guardian starts; Ann's appears later (a new Claude
     // Desktop install), found by the guardian's own watch and rescans.
     let l = Laptop::start(&[("bob", ORIGINAL)]);
-    let bob = l.path("bob").display().to_string();
+    let bob = format!("Claude Desktop: {}", l.path("bob").display());
     wait("bob's CONFIG_WRAPPED", || {
         l.fake
             .events("CONFIG_WRAPPED")
@@ -185,7 +186,7 @@ fn a_new_config_is_wrapped_and_reported_config_wrapped() {
     assert!(l.wrapped("bob"), "{}", l.read("bob"));
 
     l.write("ann", ORIGINAL);
-    let ann = l.path("ann").display().to_string();
+    let ann = format!("Claude Desktop: {}", l.path("ann").display());
     wait("ann's CONFIG_WRAPPED", || {
         l.fake
             .events("CONFIG_WRAPPED")
@@ -269,7 +270,7 @@ fn an_invalid_file_is_left_alone_and_reported_config_invalid_once() {
     l.write("ann", invalid);
     std::thread::sleep(Duration::from_millis(300));
     l.write("bob", ORIGINAL);
-    let bob = l.path("bob").display().to_string();
+    let bob = format!("Claude Desktop: {}", l.path("bob").display());
     wait("bob's CONFIG_WRAPPED", || {
         l.fake
             .events("CONFIG_WRAPPED")

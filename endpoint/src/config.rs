@@ -122,6 +122,11 @@ pub struct AgentConfig {
     /// How often to look for new homes and new Claude Desktop configs.
     #[serde(default = "default_rescan", with = "human")]
     pub config_rescan_interval: Duration,
+    /// The MCP clients ("hosts") whose files the agent manages, by id (`claude-desktop`,
+    /// `cursor`…); absent: every client. The policy's `managed_clients` may narrow it further.
+    /// Checked by the agent at start (an unknown id is refused, naming the known ones).
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
 }
 
 fn default_true() -> bool {

@@ -120,12 +120,15 @@ pub struct AgentEventNote {
     pub detail: String,
 }
 
-/// One user's Claude Desktop config.
+/// One MCP client's file of one user (Claude Desktop's config, Cursor's `mcp.json`…).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigStatus {
     /// The file.
     pub path: String,
+    /// The MCP client ("host") whose file it is (`claude-desktop`, `cursor`…).
+    #[serde(default)]
+    pub client: String,
     /// `governed`, `invalid`, `no servers`, `partly governed` or `missing`.
     pub state: String,
     /// Servers in the file.
@@ -138,8 +141,12 @@ pub struct ConfigStatus {
     pub last_change: String,
     /// The error, for an invalid file.
     pub error: Option<String>,
-    /// Claude Desktop must be restarted to apply the agent's last change.
+    /// Claude Desktop must be restarted to apply the agent's last change (Claude Desktop and
+    /// its extensions only).
     pub restart_needed: bool,
+    /// What a user must do for a change to take effect in this client.
+    #[serde(default)]
+    pub pickup: String,
 }
 
 /// The whole document.
@@ -180,7 +187,7 @@ pub struct Status {
     pub started_at: String,
     /// Socket path.
     pub socket: String,
-    /// Claude Desktop configs on this machine.
+    /// The MCP clients' files on this machine (every managed client of every user).
     #[serde(default)]
     pub configs: Vec<ConfigStatus>,
     /// State directory.
@@ -250,7 +257,17 @@ impl Status {
             if n.event_type == "PROXY_TAMPERED" {
                 return n.detail.starts_with(&mine);
             }
-            !n.event_type.starts_with("CONFIG_") || own.iter().any(|p| n.detail.starts_with(p))
+            // The guardian's events name their client first (`Cursor: /home/ann/.cursor/…`,
+            // `Cursor: ann: files (…) is not governed…`).
+            let after_client = n.detail.split_once(": ").map_or("", |(_, rest)| rest);
+            if n.event_type == "MCP_SERVER_UNGOVERNED" {
+                return after_client.starts_with(&mine);
+            }
+            !n.event_type.starts_with("CONFIG_")
+                || own.iter().any(|p| {
+                    let p = format!("{p}:");
+                    n.detail.starts_with(&p) || after_client.starts_with(&p)
+                })
         });
         self
     }
@@ -336,9 +353,14 @@ impl Status {
         for c in &self.configs {
             line(
                 &mut out,
-                "claude config",
+                "mcp config",
                 format!(
-                    "{} — {} ({}/{} servers governed{}){}",
+                    "{}{} — {} ({}/{} servers governed{}){}",
+                    if c.client.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}: ", c.client)
+                    },
                     c.path,
                     c.state,
                     c.governed,
@@ -357,6 +379,9 @@ impl Status {
             );
             if let Some(e) = &c.error {
                 line(&mut out, "", format!("  {e}"));
+            }
+            if !c.restart_needed && !c.pickup.is_empty() && !c.last_change.is_empty() {
+                line(&mut out, "", format!("  to apply a change: {}", c.pickup));
             }
         }
         for (user, c) in &self.callers {

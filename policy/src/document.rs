@@ -22,6 +22,52 @@ pub struct Policy {
     /// Server entries, tried in order; the first whose `name` and `command` both match governs.
     #[serde(default)]
     pub servers: Vec<ServerRule>,
+    /// The MCP clients ("hosts") whose configs the agents keep wrapped, by id (see
+    /// [`KNOWN_CLIENTS`]); absent: every client (an agent's own `clients` setting may narrow
+    /// it). A client left out is no longer managed: its files are left as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_clients: Option<Vec<ClientId>>,
+}
+
+/// The MCP client ids a policy may name in `managed_clients` (the agent's host registry,
+/// `thoth_hosts::host::all()`, has exactly these; a test there keeps them equal).
+pub const KNOWN_CLIENTS: [&str; 7] = [
+    "claude-desktop",
+    "claude-extension",
+    "claude-code",
+    "cursor",
+    "vscode",
+    "windsurf",
+    "codex",
+];
+
+/// An MCP client id, one of [`KNOWN_CLIENTS`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// The id (`cursor`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ClientId {
+    type Error = RuleError;
+    fn try_from(id: String) -> Result<Self, RuleError> {
+        if KNOWN_CLIENTS.contains(&id.as_str()) {
+            Ok(ClientId(id))
+        } else {
+            Err(RuleError::UnknownClient(id))
+        }
+    }
+}
+
+impl From<ClientId> for String {
+    fn from(id: ClientId) -> String {
+        id.0
+    }
 }
 
 /// A version label: YAML lets admins write `version: 3` or `version: "2026-11-23.1"`.
@@ -216,6 +262,9 @@ pub enum RuleError {
     /// A pattern of the entry does not parse.
     #[error(transparent)]
     Pattern(#[from] PatternError),
+    /// `managed_clients` names a client Thoth does not know.
+    #[error("unknown MCP client {0:?} (known: {known})", known = KNOWN_CLIENTS.join(", "))]
+    UnknownClient(String),
 }
 
 impl TryFrom<RawProgressive> for Progressive {

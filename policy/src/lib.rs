@@ -15,8 +15,9 @@ mod session;
 
 pub use decision::{Action, Decision, Mode};
 pub use document::{
-    Constraint, Defaults, Enforcement, MAX_APPROVAL_TIMEOUT_SECS, Policy, Progressive, RuleError,
-    SeqAction, SequenceRule, ServerFields, ServerRule, UnknownServers, VersionLabel,
+    ClientId, Constraint, Defaults, Enforcement, KNOWN_CLIENTS, MAX_APPROVAL_TIMEOUT_SECS, Policy,
+    Progressive, RuleError, SeqAction, SequenceRule, ServerFields, ServerRule, UnknownServers,
+    VersionLabel,
 };
 pub use eval::{
     Arguments, Lexical, PathResolver, ResolveError, ServerView, ToolCall, evaluate, evaluate_with,

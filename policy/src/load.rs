@@ -253,6 +253,30 @@ mod tests {
     }
 
     #[test]
+    fn managed_clients_are_known_ids() {
+        let p = yaml("managed_clients: [cursor, claude-code]\n").unwrap();
+        let ids: Vec<&str> = p
+            .managed_clients
+            .as_deref()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(ids, ["cursor", "claude-code"]);
+        assert!(yaml("servers: []\n").unwrap().managed_clients.is_none());
+        let e = yaml("managed_clients:\n  - cursor\n  - zed\n").unwrap_err();
+        assert!(e.message.contains("unknown MCP client \"zed\""), "{e}");
+        assert!(
+            e.message.contains("claude-desktop, claude-extension"),
+            "{e}"
+        );
+        assert_eq!(e.field.as_deref(), Some("managed_clients[1]"), "{e}");
+        let e =
+            parse_policy("{\"managed_clients\": \"cursor\"}", "p.json", Format::Json).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("managed_clients"), "{e}");
+    }
+
+    #[test]
     fn json_errors_are_located() {
         let e = parse_policy(
             "{\n \"servers\": [\n {\"nme\": 1}]}",

@@ -17,12 +17,15 @@ pub enum EventType {
     ApprovalRequested,
     /// Human approval was given, refused, or timed out.
     ApprovalDecided,
-    /// A Claude Desktop config was wrapped.
+    /// An MCP client's config was wrapped.
     ConfigWrapped,
     /// A wrapped config was changed by someone else.
     ConfigDrift,
     /// A config could not be parsed and was left alone.
     ConfigInvalid,
+    /// An MCP server the agent cannot govern (remote, or a local entry it could not wrap);
+    /// raised once per file, server and reason.
+    McpServerUngoverned,
     /// A policy was applied.
     PolicyApplied,
     /// A policy was refused.
@@ -51,7 +54,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 19] = [
+    pub const ALL: [EventType; 20] = [
         EventType::ToolCallPre,
         EventType::ToolCallPost,
         EventType::ApprovalRequested,
@@ -59,6 +62,7 @@ impl EventType {
         EventType::ConfigWrapped,
         EventType::ConfigDrift,
         EventType::ConfigInvalid,
+        EventType::McpServerUngoverned,
         EventType::PolicyApplied,
         EventType::PolicyRejected,
         EventType::PolicyStale,
@@ -93,6 +97,7 @@ impl EventType {
             EventType::ConfigWrapped => "CONFIG_WRAPPED",
             EventType::ConfigDrift => "CONFIG_DRIFT",
             EventType::ConfigInvalid => "CONFIG_INVALID",
+            EventType::McpServerUngoverned => "MCP_SERVER_UNGOVERNED",
             EventType::PolicyApplied => "POLICY_APPLIED",
             EventType::PolicyRejected => "POLICY_REJECTED",
             EventType::PolicyStale => "POLICY_STALE",

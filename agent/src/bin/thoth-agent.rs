@@ -71,6 +71,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Err(e) = thoth_agent::watch::config_filter(&config) {
+                eprintln!("thoth-agent: {e}");
+                return ExitCode::from(2);
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -148,6 +152,12 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { config } => match AgentConfig::load(&config) {
+            Ok(c) if thoth_agent::watch::config_filter(&c).is_err() => {
+                if let Err(e) = thoth_agent::watch::config_filter(&c) {
+                    eprintln!("thoth-agent: {}: {e}", config.display());
+                }
+                ExitCode::from(2)
+            }
             Ok(c) => {
                 println!("{}: ok", config.display());
                 println!("controller   {}", c.controller_url);

@@ -292,9 +292,16 @@ impl Shared {
             let thoth = crate::watch::canonical_thoth(&self.config)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            tokio::task::spawn_blocking(move || inventory::collect(root.as_deref(), &thoth, &extra))
-                .await
-                .ok()
+            // The MCP clients managed: the agent's settings ∩ the policy's managed_clients.
+            let filter = crate::watch::managed(
+                &self.config,
+                super::inventory::policy_clients(self).as_deref(),
+            );
+            tokio::task::spawn_blocking(move || {
+                inventory::collect(root.as_deref(), &thoth, &extra, &filter)
+            })
+            .await
+            .ok()
         };
         let report = pb::AgentReport {
             applied_version: status.policy.as_ref().map_or(0, |p| p.version),

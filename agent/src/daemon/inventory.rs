@@ -1,29 +1,208 @@
-//! What the agent tells the controller about the machine (sysinfo), and the Claude Desktop
-//! configs it finds.
+//! What the agent tells the controller about the machine (sysinfo), and its MCP inventory:
+//! every server of every managed MCP client ("host") of every user, governed or not and why,
+//! and the host files it could not read. Bounded and cleaned as the controller requires (it
+//! refuses a whole report over its limits), since every string in it comes from users' files.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::SystemTime;
 
+use thoth_hosts::host::HostFilter;
+use thoth_hosts::inventory::State;
 use thoth_proto::fleet as pb;
 
-/// The inventory sent with each heartbeat (`thoth`, `extra`: the agent's wrapper).
-pub fn collect(users_root: Option<&Path>, thoth: &str, extra: &[String]) -> pb::Inventory {
+use super::Shared;
+use crate::watch::guardian::user_of;
+
+/// Most MCP servers in one report (the controller's limit).
+pub const MAX_MCP_SERVERS: usize = 2000;
+/// Most unreadable host files in one report (the controller's limit).
+pub const MAX_MCP_FILES: usize = 500;
+/// Most text in the MCP inventory, all fields together: under the controller's 1 MiB.
+const MAX_MCP_BYTES: usize = 900 << 10;
+/// Longest path (a file, a project), name (a user, a server), command line or URL, reason,
+/// transport: the controller's limits, in bytes.
+const MAX_PATH: usize = 4096;
+const MAX_NAME: usize = 256;
+const MAX_TARGET: usize = 4096;
+const MAX_REASON: usize = 1024;
+const MAX_TRANSPORT: usize = 64;
+/// Most config directories in one report, and their longest (the controller's limits).
+const MAX_CONFIG_DIRS: usize = 64;
+const MAX_CONFIG_DIR: usize = 1024;
+
+/// `text` fit for an admin's terminal and the controller's limits: control characters escaped
+/// (`\u{1b}`), cut to `max` bytes on a character boundary (ending in `…` when cut).
+pub fn clean(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > max {
+            break;
+        }
+    }
+    if out.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
+/// The MCP clients the policy in force lets the agent manage (its `managed_clients`), or
+/// `None`: every client (also when there is no policy yet).
+pub fn policy_clients(sh: &Shared) -> Option<Vec<String>> {
+    let current = sh.current.borrow().clone()?;
+    let (bundle, _) = thoth_proto::bundle::verify_bundle_keeping_expired(
+        &current.bytes,
+        &sh.root,
+        &sh.config.tenant,
+        None,
+        SystemTime::now(),
+    )
+    .ok()?;
+    let source = format!("<bundle v{}>", bundle.payload.version);
+    let policy = thoth_policy::parse_policy(
+        &bundle.payload.policy,
+        &source,
+        thoth_policy::Format::detect(&source, &bundle.payload.policy),
+    )
+    .ok()?;
+    policy
+        .managed_clients
+        .map(|ids| ids.iter().map(|c| c.as_str().to_owned()).collect())
+}
+
+/// The MCP part of the inventory.
+#[derive(Debug, Default)]
+pub struct McpInventory {
+    /// Every server (at most [`MAX_MCP_SERVERS`]).
+    pub servers: Vec<pb::McpServer>,
+    /// Files that could not be read or parsed (at most [`MAX_MCP_FILES`]).
+    pub files: Vec<pb::McpFile>,
+    /// The directories of every file (bounded).
+    pub config_dirs: Vec<String>,
+    /// Servers governed (all of them, not only those listed).
+    pub governed_servers: u32,
+    /// Files with a local server whose local servers are all governed.
+    pub governed_configs: u32,
+    /// Servers and files left out of the lists by the bounds.
+    pub cut: (usize, usize),
+}
+
+/// Scans the managed hosts' files under `users_root` (`thoth`, `extra`: the agent's wrapper).
+pub fn mcp(
+    users_root: Option<&Path>,
+    thoth: &str,
+    extra: &[String],
+    filter: &HostFilter,
+) -> McpInventory {
+    let homes = thoth_hosts::file::homes(users_root);
+    let mut inv = McpInventory::default();
+    let mut dirs = BTreeSet::new();
+    let mut bytes = 0usize;
+    for hf in thoth_hosts::host::discover(&homes, filter) {
+        let info = thoth_hosts::inventory::scan_file(hf.host, &hf.path, thoth, extra);
+        let user = clean(&user_of(&hf.home), MAX_NAME);
+        let path = clean(&hf.path.display().to_string(), MAX_PATH);
+        if let Some(d) = hf.path.parent() {
+            dirs.insert(d.display().to_string());
+        }
+        let governed = info
+            .servers
+            .iter()
+            .filter(|s| s.state == State::Governed)
+            .count();
+        let local = info
+            .servers
+            .iter()
+            .filter(|s| s.state != State::Remote)
+            .count();
+        inv.governed_servers += governed as u32;
+        if local > 0 && governed == local {
+            inv.governed_configs += 1;
+        }
+        if let Some(error) = &info.error {
+            let f = pb::McpFile {
+                user: user.clone(),
+                client: hf.host.id().to_owned(),
+                path: path.clone(),
+                error: clean(error, MAX_REASON),
+            };
+            let size = f.user.len() + f.client.len() + f.path.len() + f.error.len();
+            if inv.files.len() < MAX_MCP_FILES && bytes + size <= MAX_MCP_BYTES {
+                bytes += size;
+                inv.files.push(f);
+            } else {
+                inv.cut.1 += 1;
+            }
+        }
+        for s in &info.servers {
+            let m = pb::McpServer {
+                user: user.clone(),
+                client: hf.host.id().to_owned(),
+                file: path.clone(),
+                name: clean(&s.name, MAX_NAME),
+                transport: clean(&s.transport, MAX_TRANSPORT),
+                target: clean(&s.target, MAX_TARGET),
+                governed: s.state == State::Governed,
+                reason: clean(&s.state.reason(), MAX_REASON),
+                enabled: s.enabled,
+                scope: s
+                    .scope
+                    .as_deref()
+                    .map(|p| clean(p, MAX_PATH))
+                    .unwrap_or_default(),
+            };
+            let size = m.user.len()
+                + m.client.len()
+                + m.file.len()
+                + m.name.len()
+                + m.transport.len()
+                + m.target.len()
+                + m.reason.len()
+                + m.scope.len();
+            if inv.servers.len() < MAX_MCP_SERVERS && bytes + size <= MAX_MCP_BYTES {
+                bytes += size;
+                inv.servers.push(m);
+            } else {
+                inv.cut.0 += 1;
+            }
+        }
+    }
+    inv.config_dirs = dirs
+        .into_iter()
+        .filter(|d| d.len() <= MAX_CONFIG_DIR)
+        .take(MAX_CONFIG_DIRS)
+        .collect();
+    if inv.cut != (0, 0) {
+        tracing::warn!(
+            servers = inv.cut.0,
+            files = inv.cut.1,
+            "the MCP inventory is over its bounds ({MAX_MCP_SERVERS} servers, {MAX_MCP_FILES} files, {MAX_MCP_BYTES} bytes): left out of this report"
+        );
+    }
+    inv
+}
+
+/// The inventory sent with each heartbeat (`thoth`, `extra`: the agent's wrapper; `filter`:
+/// the MCP clients managed).
+pub fn collect(
+    users_root: Option<&Path>,
+    thoth: &str,
+    extra: &[String],
+    filter: &HostFilter,
+) -> pb::Inventory {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
-    let homes = thoth_hosts::file::homes(users_root);
-    let files =
-        thoth_hosts::inventory::scan(&homes, &thoth_hosts::host::HostFilter::all(), thoth, extra);
-    let configs: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-    let (_, governed) = thoth_hosts::inventory::counts(&files);
-    let servers = governed as u32;
-    let governed_configs = files
-        .iter()
-        .filter(|f| {
-            !f.servers.is_empty()
-                && f.servers
-                    .iter()
-                    .all(|s| s.state == thoth_hosts::inventory::State::Governed)
-        })
-        .count() as u32;
+    let mcp = mcp(users_root, thoth, extra, filter);
     pb::Inventory {
         hostname: sysinfo::System::host_name()
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
@@ -33,14 +212,102 @@ pub fn collect(users_root: Option<&Path>, thoth: &str, extra: &[String]) -> pb::
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
         memory_bytes: sys.total_memory(),
         uptime_secs: sysinfo::System::uptime(),
-        config_dirs: configs
+        config_dirs: mcp.config_dirs,
+        governed_servers: mcp.governed_servers,
+        governed_configs: mcp.governed_configs,
+        mcp_servers: mcp.servers,
+        mcp_files: mcp.files,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_cut_on_a_character_boundary() {
+        assert_eq!(clean("files", 10), "files");
+        assert_eq!(clean("a\u{1b}[31mb\n", 64), "a\\u{1b}[31mb\\n");
+        let cut = clean(&"é".repeat(100), 11);
+        assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
+        assert!(clean(&"\u{7}".repeat(1000), 64).len() <= 64);
+    }
+
+    #[test]
+    fn every_server_of_every_user_and_client_with_what_could_not_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let extra: Vec<String> = Vec::new();
+        let thoth = "/usr/local/bin/thoth";
+        put(
+            "ann/.cursor/mcp.json",
+            &format!(
+                r#"{{"mcpServers": {{"files": {{"command": "{thoth}", "args": ["run", "--server", "files", "--client", "cursor", "--", "npx", "srv"]}}, "linear": {{"url": "https://mcp.linear.app/sse"}}}}}}"#
+            ),
+        );
+        put(
+            "bob/.config/Claude/claude_desktop_config.json",
+            "{\"mcpServers\": {\"x\\u001b\": {\"command\": \"npx\"}}}",
+        );
+        let broken = put(
+            "bob/.codeium/windsurf/mcp_config.json",
+            "{\"mcpServers\": {",
+        );
+        let inv = mcp(Some(dir.path()), thoth, &extra, &HostFilter::all());
+        assert_eq!(inv.servers.len(), 3, "{inv:#?}");
+        let files = inv.servers.iter().find(|s| s.name == "files").unwrap();
+        assert_eq!(
+            (
+                files.user.as_str(),
+                files.client.as_str(),
+                files.transport.as_str()
+            ),
+            ("ann", "cursor", "stdio")
+        );
+        assert!(files.governed && files.reason.is_empty() && files.enabled);
+        assert_eq!(files.target, "npx srv", "the original command line");
+        let linear = inv.servers.iter().find(|s| s.name == "linear").unwrap();
+        assert!(!linear.governed && linear.reason.contains("remote"));
+        assert_eq!(linear.target, "https://mcp.linear.app/sse");
+        let x = inv.servers.iter().find(|s| s.user == "bob").unwrap();
+        assert_eq!(x.name, "x\\u{1b}", "escaped");
+        assert_eq!((x.client.as_str(), x.governed), ("claude-desktop", false));
+        assert_eq!(inv.files.len(), 1, "{:?}", inv.files);
+        assert_eq!(inv.files[0].path, broken.display().to_string());
+        assert_eq!(inv.files[0].client, "windsurf");
+        assert!(inv.files[0].error.contains("line 1"), "{:?}", inv.files[0]);
+        assert_eq!((inv.governed_servers, inv.governed_configs), (1, 1));
+        assert_eq!(inv.config_dirs.len(), 3);
+        // Only the managed clients.
+        let only = HostFilter::only(&["windsurf".into()]).unwrap();
+        let inv = mcp(Some(dir.path()), thoth, &extra, &only);
+        assert!(inv.servers.is_empty() && inv.files.len() == 1);
+    }
+
+    #[test]
+    fn the_inventory_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ann/.cursor/mcp.json");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let servers: Vec<String> = (0..2500)
+            .map(|i| format!("\"s{i}\": {{\"url\": \"https://x/{}\"}}", "a".repeat(5000)))
+            .collect();
+        std::fs::write(&p, format!("{{\"mcpServers\": {{{}}}}}", servers.join(","))).unwrap();
+        let inv = mcp(Some(dir.path()), "/t/thoth", &[], &HostFilter::all());
+        assert!(inv.servers.len() <= MAX_MCP_SERVERS);
+        let bytes: usize = inv
+            .servers
             .iter()
-            .filter_map(|c| c.parent().map(|d| d.display().to_string()))
-            .collect(),
-        governed_servers: servers,
-        governed_configs,
-        // Filled by the inventory work (issue 15).
-        mcp_servers: Vec::new(),
-        mcp_files: Vec::new(),
+            .map(|s| s.target.len() + s.file.len() + s.reason.len() + s.name.len() + 20)
+            .sum();
+        assert!(bytes <= 1 << 20, "{bytes}");
+        assert!(inv.servers.iter().all(|s| s.target.len() <= MAX_TARGET));
+        assert_eq!(inv.servers.len() + inv.cut.0, 2500);
+        assert!(inv.cut.0 > 0);
     }
 }

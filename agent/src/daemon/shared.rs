@@ -193,12 +193,17 @@ impl Shared {
 
     /// Raises an agent event: logged, held for upload, and kept in the status.
     pub fn raise(&self, event_type: EventType, detail: String) {
+        self.raise_about(event_type, None, detail);
+    }
+
+    /// [`Shared::raise`], about one MCP client (`clientName`: its host id).
+    pub fn raise_about(&self, event_type: EventType, client: Option<&str>, detail: String) {
         let detail = bound_text(&detail);
         match event_type {
             EventType::PolicyRejected => tracing::warn!(event = %event_type, "{detail}"),
             _ => tracing::info!(event = %event_type, "{detail}"),
         }
-        let record = self.agent_event(event_type, Value::String(detail.clone()));
+        let record = self.agent_event_about(event_type, client, Value::String(detail.clone()));
         if let Some(sp) = self.spool.get() {
             sp.append(record);
         }
@@ -207,8 +212,20 @@ impl Shared {
 
     /// An event the agent itself raises, ready for the chain.
     pub fn agent_event(&self, event_type: EventType, detail: Value) -> Event<'static> {
+        self.agent_event_about(event_type, None, detail)
+    }
+
+    /// [`Shared::agent_event`] about one MCP client: `clientName` is its host id.
+    pub fn agent_event_about(
+        &self,
+        event_type: EventType,
+        client: Option<&str>,
+        detail: Value,
+    ) -> Event<'static> {
         let agent_id = lock(&self.status).agent_id.clone();
-        agent_event(&self.config.tenant, agent_id.as_deref(), event_type, detail)
+        let mut e = agent_event(&self.config.tenant, agent_id.as_deref(), event_type, detail);
+        e.client_name = client.map(|c| c.to_owned().into());
+        e
     }
 
     /// Takes events from a proxy: each is checked and made the agent's on its own
@@ -477,12 +494,16 @@ impl crate::watch::ConfigReport for Shared {
         self.update_status(|s| s.last_error = Some(message));
     }
 
-    fn raise(&self, event_type: EventType, detail: String) {
-        Shared::raise(self, event_type, detail);
+    fn raise(&self, event_type: EventType, client: &str, detail: String) {
+        self.raise_about(event_type, Some(client), detail);
     }
 
     fn policy_version(&self) -> Option<u64> {
         self.current.borrow().as_ref().map(|c| c.version)
+    }
+
+    fn policy_clients(&self) -> Option<Vec<String>> {
+        super::inventory::policy_clients(self)
     }
 }
 

@@ -1,0 +1,807 @@
+//! What the guardian knows (every managed host file of every user, the directories it watches,
+//! what it last saw and reported per file) and what it does: discover, route watch events,
+//! rediscover (rate-limited), and bring one file to the wrapped state, reporting what it did.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use thoth_endpoint::status::{ConfigStatus, now_rfc3339};
+use thoth_hosts::clients::claude_code;
+use thoth_hosts::file::{self, FileError};
+use thoth_hosts::format::{self, Found, Op};
+use thoth_hosts::host::{Host, HostFilter, Os};
+use thoth_hosts::inventory::{self, ServerInfo, State};
+use thoth_proto::EventType;
+
+use super::drift::{self, Servers};
+use super::{ConfigReport, managed};
+
+/// Rediscovery after a directory event runs at most this often (a busy directory must not make
+/// the guardian re-read every host's files in a loop).
+pub(super) const REDISCOVER_EVERY: Duration = Duration::from_millis(500);
+/// A file its host rewrites itself (Claude Code's `~/.claude.json`, saved many times a second)
+/// is processed at most this often; the last change is always processed.
+pub(super) const SELF_WRITER_GAP: Duration = Duration::from_millis(100);
+/// Attempts at a file that changed while it was being rewritten (a host holding its lock).
+const RACE_ATTEMPTS: u32 = 5;
+/// MCP_SERVER_UNGOVERNED events raised for one file in one pass at most (the rest on later
+/// passes): a hostile file with thousands of remote entries must not flood the spool.
+const MAX_UNGOVERNED_EVENTS: usize = 100;
+/// Ungoverned servers remembered (reported once each) over every file at most.
+const MAX_UNGOVERNED_KNOWN: usize = 10_000;
+/// Directories watched per home at most (Claude Code's projects, VS Code's workspaces); files in
+/// the others are still checked by the periodic pass.
+const MAX_WATCHED_PER_HOME: usize = 256;
+
+/// Where a file belongs: its host and the home it was found in.
+#[derive(Clone)]
+pub(crate) struct Place {
+    /// The host whose file it is.
+    pub(crate) host: &'static dyn Host,
+    /// The user's home.
+    pub(crate) home: PathBuf,
+}
+
+/// What the guardian remembers about one file.
+#[derive(Default)]
+struct Known {
+    /// The servers as last seen wrapped (label → entry).
+    servers: Option<Servers>,
+    /// The text of an invalid file already reported (report once per content).
+    invalid_reported: Option<String>,
+    /// Entries whose `env` sets loader variables, as last reported (report once per change).
+    loader_reported: Vec<String>,
+    /// Servers reported MCP_SERVER_UNGOVERNED (label → reason): again only when the reason
+    /// changes.
+    ungoverned: BTreeMap<String, String>,
+}
+
+/// A watched directory: which (home, host id) pairs it may hold files of (none: the users
+/// root), and the directory it was when watched (device, inode; a replaced directory is
+/// watched again).
+struct Watched {
+    id: (u64, u64),
+    owners: BTreeSet<(PathBuf, &'static str)>,
+}
+
+/// What identifies a file's content without reading it (device, inode, size, change time). The
+/// change time cannot be set back by a user (any write or `utimes` moves it), so an edit is
+/// never mistaken for the file last processed.
+type Stamp = (u64, u64, u64, i64, i64);
+
+#[cfg(unix)]
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.ctime(), m.ctime_nsec()))
+}
+
+#[cfg(not(unix))]
+fn stamp(_: &Path) -> Option<Stamp> {
+    None
+}
+
+#[cfg(unix)]
+fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).ok().filter(|m| m.is_dir())?;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    dir.is_dir().then_some((0, 0))
+}
+
+/// The user a home belongs to (its directory's name).
+pub(crate) fn user_of(home: &Path) -> String {
+    home.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| home.display().to_string())
+}
+
+/// Whether the host is Claude Desktop (or its extensions): `claude_restart_command` and
+/// `restart_needed` are theirs.
+fn is_claude_app(host: &dyn Host) -> bool {
+    matches!(host.id(), "claude-desktop" | "claude-extension")
+}
+
+/// The servers of a file's text as its host runs them; `None` when it does not parse.
+fn found_of(host: &dyn Host, path: &Path, text: &str) -> Option<Vec<Found>> {
+    let found = format::entries(text, &host.format(path)).ok()?;
+    Some(host.servers(path, text, found, Os::current()))
+}
+
+/// The guardian: every managed file, what it knows of each, and the watches.
+pub(crate) struct Guardian<R: ConfigReport> {
+    pub(crate) sh: Arc<R>,
+    thoth: String,
+    extra: Vec<String>,
+    op: Op,
+    /// The hosts managed now (the agent's settings ∩ the policy).
+    filter: HostFilter,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// Every managed host file found: path → host and home.
+    pub(crate) files: BTreeMap<PathBuf, Place>,
+    known: BTreeMap<PathBuf, Known>,
+    pub(crate) statuses: BTreeMap<PathBuf, ConfigStatus>,
+    watched: BTreeMap<PathBuf, Watched>,
+    /// Each file as it was when last processed: a rediscovery or the periodic check skips a
+    /// file still exactly so.
+    processed: HashMap<PathBuf, Stamp>,
+    /// When each file was last processed (see [`SELF_WRITER_GAP`]).
+    last_run: HashMap<PathBuf, Instant>,
+    /// Files to process (a watch event or a rediscovery found them changed), with the cause.
+    dirty: BTreeMap<PathBuf, &'static str>,
+    /// Homes (and which of their hosts) to rediscover.
+    pending: BTreeMap<PathBuf, BTreeSet<&'static str>>,
+    last_discovery: Option<Instant>,
+}
+
+impl<R: ConfigReport> Guardian<R> {
+    /// A guardian wrapping with `thoth` and `extra`, watching with `watcher` (none in tests:
+    /// events are then fed by hand).
+    pub(crate) fn new(
+        sh: Arc<R>,
+        thoth: String,
+        extra: Vec<String>,
+        watcher: Option<notify::RecommendedWatcher>,
+    ) -> Guardian<R> {
+        let filter = managed(sh.config(), sh.policy_clients().as_deref());
+        Guardian {
+            op: Op::wrap_strict(thoth.clone(), extra.clone()),
+            sh,
+            thoth,
+            extra,
+            filter,
+            watcher,
+            files: BTreeMap::new(),
+            known: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            watched: BTreeMap::new(),
+            processed: HashMap::new(),
+            last_run: HashMap::new(),
+            dirty: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            last_discovery: None,
+        }
+    }
+
+    fn users_root(&self) -> PathBuf {
+        self.sh.config().users_root.clone().unwrap_or_else(|| {
+            PathBuf::from(if cfg!(target_os = "macos") {
+                "/Users"
+            } else {
+                "/home"
+            })
+        })
+    }
+
+    /// Whether `path` is exactly as it was last processed.
+    fn unchanged(&self, path: &Path) -> bool {
+        let now = stamp(path);
+        now.is_some() && self.processed.get(path) == now.as_ref()
+    }
+
+    /// Discovers everything, then processes every file (`only_changed`: only those changed
+    /// since they were last processed). The managed hosts are recomputed first (a policy may
+    /// have changed them); files of hosts no longer managed are forgotten, not touched.
+    pub(crate) fn full_pass(&mut self, cause: &'static str, only_changed: bool) {
+        let filter = managed(self.sh.config(), self.sh.policy_clients().as_deref());
+        if filter != self.filter {
+            tracing::info!(
+                clients = %filter.hosts().iter().map(|h| h.id()).collect::<Vec<_>>().join(", "),
+                "the managed MCP clients changed"
+            );
+            self.filter = filter;
+        }
+        for path in self.discover_all() {
+            if only_changed && self.unchanged(&path) {
+                continue;
+            }
+            self.process(&path, cause);
+        }
+    }
+
+    /// Finds every file of every managed host of every home, and watches their directories.
+    fn discover_all(&mut self) -> Vec<PathBuf> {
+        let os = Os::current();
+        let homes = file::homes(self.sh.config().users_root.as_deref());
+        let mut files: BTreeMap<PathBuf, Place> = BTreeMap::new();
+        let mut dirs: BTreeMap<PathBuf, BTreeSet<(PathBuf, &'static str)>> = BTreeMap::new();
+        for home in &homes {
+            for host in self.filter.hosts() {
+                for f in host.files(home, os) {
+                    files.entry(f).or_insert_with(|| Place {
+                        host,
+                        home: home.clone(),
+                    });
+                }
+                for d in host.watch_dirs(home, os) {
+                    dirs.entry(d).or_default().insert((home.clone(), host.id()));
+                }
+            }
+        }
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !files.contains_key(*p))
+            .cloned()
+            .collect();
+        for p in &gone {
+            self.forget(p);
+        }
+        self.files = files;
+        dirs.entry(self.users_root()).or_default();
+        let stale: Vec<PathBuf> = self
+            .watched
+            .keys()
+            .filter(|d| !dirs.contains_key(*d))
+            .cloned()
+            .collect();
+        for d in stale {
+            self.unwatch(&d);
+        }
+        for (d, owners) in dirs {
+            self.watch(d, owners, false);
+        }
+        self.pending.clear();
+        self.last_discovery = Some(Instant::now());
+        self.files.keys().cloned().collect()
+    }
+
+    fn unwatch(&mut self, dir: &Path) {
+        if self.watched.remove(dir).is_some()
+            && let Some(w) = &mut self.watcher
+        {
+            // A directory already gone has lost its watch: the error says only that.
+            let _ = w.unwatch(dir);
+        }
+    }
+
+    /// Watches `dir` (when it exists) for `owners` (`merge`: added to the owners it has). A
+    /// directory replaced since it was watched (an extension's update) is watched again.
+    fn watch(&mut self, dir: PathBuf, owners: BTreeSet<(PathBuf, &'static str)>, merge: bool) {
+        let Some(id) = dir_id(&dir) else {
+            self.unwatch(&dir);
+            return;
+        };
+        if let Some(w) = self.watched.get_mut(&dir) {
+            if w.id == id {
+                if merge {
+                    w.owners.extend(owners);
+                } else {
+                    w.owners = owners;
+                }
+                return;
+            }
+            self.unwatch(&dir);
+        }
+        if let Some((home, _)) = owners.iter().next() {
+            let in_home = self
+                .watched
+                .values()
+                .filter(|w| w.owners.iter().any(|(h, _)| h == home))
+                .count();
+            if in_home >= MAX_WATCHED_PER_HOME {
+                tracing::debug!(dir = %dir.display(), "not watched: {MAX_WATCHED_PER_HOME} directories of this home are");
+                return;
+            }
+        }
+        if let Some(w) = &mut self.watcher
+            && let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(dir = %dir.display(), "cannot watch: {e}");
+            return;
+        }
+        tracing::debug!(dir = %dir.display(), "watching an MCP client directory");
+        self.watched.insert(dir, Watched { id, owners });
+    }
+
+    /// Asks for `home`'s files of `host` (every managed host: `None`) to be found again.
+    fn pend(&mut self, home: PathBuf, host: Option<&'static str>) {
+        let ids = self.pending.entry(home).or_default();
+        match host {
+            Some(id) => {
+                ids.insert(id);
+            }
+            None => ids.extend(self.filter.hosts().iter().map(|h| h.id())),
+        }
+    }
+
+    /// Routes one watch event's path: a known file is processed; a new or replaced entry of a
+    /// watched directory makes its owners' files be found again. In a home or a project (busy
+    /// directories watched for Claude Code alone) only Claude Code's own files, and in a home a
+    /// new directory (a client's first start), matter: everything else is ignored at once.
+    pub(crate) fn on_event(&mut self, p: &Path) {
+        if self.files.contains_key(p) {
+            self.dirty
+                .entry(p.to_path_buf())
+                .or_insert("the file changed");
+            return;
+        }
+        if let Some(w) = self.watched.get(p) {
+            // The directory itself was replaced or removed (an extension's update).
+            let owners: Vec<_> = w.owners.iter().cloned().collect();
+            for (home, id) in owners {
+                self.pend(home, Some(id));
+            }
+            return;
+        }
+        let Some(dir) = p.parent() else { return };
+        if dir == self.users_root() {
+            // A new (or removed) home.
+            self.pend(p.to_path_buf(), None);
+            return;
+        }
+        let Some(w) = self.watched.get(dir) else {
+            return;
+        };
+        let owners: Vec<(PathBuf, &'static str)> = w.owners.iter().cloned().collect();
+        let claude_code_only = !owners.is_empty()
+            && owners
+                .iter()
+                .all(|(_, id)| *id == claude_code::ClaudeCode.id());
+        if claude_code_only {
+            let name = p.file_name().unwrap_or_default();
+            if name == claude_code::USER_FILE || name == claude_code::PROJECT_FILE {
+                for (home, id) in owners {
+                    self.pend(home, Some(id));
+                }
+            } else if let Some((home, _)) = owners.iter().find(|(h, _)| h == dir)
+                && !name.to_string_lossy().ends_with(".lock")
+                && p.is_dir()
+            {
+                self.pend(home.clone(), None);
+            }
+            return;
+        }
+        for (home, id) in owners {
+            self.pend(home, Some(id));
+        }
+    }
+
+    /// When the guardian has work due next (a rate-limited rediscovery, a throttled file).
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        let rediscover = (!self.pending.is_empty()).then(|| {
+            self.last_discovery
+                .map_or_else(Instant::now, |t| t + REDISCOVER_EVERY)
+        });
+        let files = self
+            .dirty
+            .keys()
+            .map(|p| self.due(p).unwrap_or_else(Instant::now))
+            .min();
+        rediscover.into_iter().chain(files).min()
+    }
+
+    /// When a changed file may be processed: `None` at once; a file its host rewrites itself
+    /// waits [`SELF_WRITER_GAP`] after its last processing.
+    fn due(&self, path: &Path) -> Option<Instant> {
+        match (self.files.get(path), self.last_run.get(path)) {
+            (Some(place), Some(t)) if place.host.rewrites_itself() => Some(*t + SELF_WRITER_GAP),
+            _ => None,
+        }
+    }
+
+    /// Finds the pending homes' files again (at most every [`REDISCOVER_EVERY`]); new and
+    /// replaced files are processed next.
+    pub(crate) fn rediscover_pending(&mut self) {
+        if self.pending.is_empty()
+            || self
+                .last_discovery
+                .is_some_and(|t| t.elapsed() < REDISCOVER_EVERY)
+        {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.last_discovery = Some(Instant::now());
+        let os = Os::current();
+        for (home, ids) in pending {
+            let exists = home.is_dir();
+            for host in self.filter.hosts() {
+                if !ids.contains(host.id()) {
+                    continue;
+                }
+                let now = if exists {
+                    host.files(&home, os)
+                } else {
+                    Vec::new()
+                };
+                let old: Vec<PathBuf> = self
+                    .files
+                    .iter()
+                    .filter(|(p, pl)| {
+                        pl.home == home && pl.host.id() == host.id() && !now.contains(p)
+                    })
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                for p in old {
+                    self.files.remove(&p);
+                    self.forget(&p);
+                }
+                for p in now {
+                    if self
+                        .files
+                        .get(&p)
+                        .is_some_and(|pl| pl.host.id() != host.id())
+                    {
+                        continue;
+                    }
+                    self.files.insert(
+                        p.clone(),
+                        Place {
+                            host,
+                            home: home.clone(),
+                        },
+                    );
+                    if !self.unchanged(&p) {
+                        self.dirty.entry(p).or_insert("a new or replaced file");
+                    }
+                }
+                if exists {
+                    for d in host.watch_dirs(&home, os) {
+                        self.watch(d, BTreeSet::from([(home.clone(), host.id())]), true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Processes the changed files that are due.
+    pub(crate) fn process_dirty(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(PathBuf, &'static str)> = self
+            .dirty
+            .iter()
+            .filter(|(p, _)| self.due(p).is_none_or(|t| t <= now))
+            .map(|(p, c)| (p.clone(), *c))
+            .collect();
+        for (p, cause) in due {
+            self.dirty.remove(&p);
+            self.process(&p, cause);
+        }
+    }
+
+    /// Drops what is known of a file (gone, or its host no longer managed: left as it is).
+    fn forget(&mut self, path: &Path) {
+        self.known.remove(path);
+        self.processed.remove(path);
+        self.last_run.remove(path);
+        self.dirty.remove(path);
+        if self.statuses.remove(path).is_some() {
+            self.publish_status();
+        }
+    }
+
+    fn publish_status(&self) {
+        self.sh
+            .config_status(self.statuses.values().cloned().collect());
+    }
+
+    fn restart_claude(&self) {
+        let Some(cmd) = self
+            .sh
+            .config()
+            .claude_restart_command
+            .clone()
+            .filter(|c| !c.trim().is_empty())
+        else {
+            return;
+        };
+        match std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+        {
+            Ok(st) if st.success() => tracing::info!("ran claude_restart_command"),
+            Ok(st) => tracing::warn!("claude_restart_command exited with {st}"),
+            Err(e) => tracing::warn!("cannot run claude_restart_command: {e}"),
+        }
+    }
+
+    /// Brings one known file to the wrapped state; returns whether it wrote. A file changed
+    /// while it was being rewritten (its host saving it) is tried again a few times, then left
+    /// to the next change or the periodic check.
+    pub(crate) fn process(&mut self, path: &Path, cause: &str) -> bool {
+        let Some(place) = self.files.get(path).cloned() else {
+            return false;
+        };
+        self.dirty.remove(path);
+        self.processed.remove(path);
+        self.last_run.insert(path.to_path_buf(), Instant::now());
+        for attempt in 1..=RACE_ATTEMPTS {
+            match self.try_process(&place, path, cause) {
+                Ok(wrote) => {
+                    if let Some(st) = stamp(path) {
+                        self.processed.insert(path.to_path_buf(), st);
+                    }
+                    return wrote;
+                }
+                Err(FileError::Raced { .. }) if attempt < RACE_ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e @ FileError::Raced { .. }) if place.host.rewrites_itself() => {
+                    tracing::debug!("{}: {e}; left to its next change", place.host.name());
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!("{}: {e}", place.host.name());
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    fn try_process(&mut self, place: &Place, path: &Path, cause: &str) -> Result<bool, FileError> {
+        let host = place.host;
+        if std::fs::symlink_metadata(path).is_err() {
+            self.forget(path);
+            return Ok(false);
+        }
+        let result = file::rewrite_file(host, path, &self.op, false);
+        let name = host.name();
+        let known = self.known.entry(path.to_path_buf()).or_default();
+        let status = self
+            .statuses
+            .entry(path.to_path_buf())
+            .or_insert_with(|| ConfigStatus {
+                path: path.display().to_string(),
+                client: host.id().to_owned(),
+                pickup: host.pickup().to_owned(),
+                ..ConfigStatus::default()
+            });
+        // The status is published (status.json rewritten) only when it changed.
+        let before = status.clone();
+        match result {
+            Ok(out) => {
+                let found = found_of(host, path, &out.after).unwrap_or_default();
+                let infos: Vec<ServerInfo> = found
+                    .iter()
+                    .map(|f| {
+                        inventory::server_info(host, path, &out.after, f, &self.thoth, &self.extra)
+                    })
+                    .collect();
+                let remote = infos.iter().filter(|s| s.state == State::Remote).count();
+                let governed = infos.iter().filter(|s| s.state == State::Governed).count();
+                // An entry whose env makes the loader run other code in the proxy: the proxy
+                // refuses to govern with it (every call denied); the admins hear of it here.
+                let loaders: Vec<String> = found
+                    .iter()
+                    .filter_map(|f| {
+                        let vars = f.entry.loader_variables();
+                        (!vars.is_empty()).then(|| format!("{} ({})", f.label(), vars.join(", ")))
+                    })
+                    .collect();
+                if loaders != known.loader_reported {
+                    if !loaders.is_empty() {
+                        self.sh.raise(
+                            EventType::ConfigDrift,
+                            host.id(),
+                            format!(
+                                "{name}: {}: env sets dynamic loader variables for {}; thoth run \
+                                 refuses to govern with them and denies every tool call of these \
+                                 servers",
+                                path.display(),
+                                loaders.join(", ")
+                            ),
+                        );
+                    }
+                    known.loader_reported = loaders;
+                }
+                status.servers = infos.len() as u32;
+                status.remote = remote as u32;
+                status.governed = governed as u32;
+                status.error = None;
+                status.state = if infos.is_empty() {
+                    "no servers".into()
+                } else if governed + remote == infos.len() {
+                    "governed".into()
+                } else {
+                    "partly governed".into()
+                };
+                known.invalid_reported = None;
+                if out.written {
+                    let r = &out.report;
+                    let mut what = Vec::new();
+                    if !r.wrapped.is_empty() {
+                        what.push(format!("wrapped {}", r.wrapped.join(", ")));
+                    }
+                    if !r.updated.is_empty() {
+                        what.push(format!(
+                            "updated the thoth path of {}",
+                            r.updated.join(", ")
+                        ));
+                    }
+                    let altered: Vec<String> = r
+                        .rewrapped
+                        .iter()
+                        .map(|(label, diff)| format!("wrapper of {label} altered ({diff})"))
+                        .collect();
+                    if !altered.is_empty() {
+                        what.push(format!(
+                            "restored the wrapper of {}",
+                            r.rewrapped
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                    let was = found_of(host, path, &out.before).map(|f| drift::servers(&f));
+                    let drift_base = match (&known.servers, was) {
+                        (Some(b), Some(now)) => Some((b.clone(), now)),
+                        // An altered wrapper is drift even when this agent never saw the file
+                        // before (edited while the agent was stopped).
+                        (None, Some(now)) if !altered.is_empty() => Some((now.clone(), now)),
+                        _ => None,
+                    };
+                    let detail = match &drift_base {
+                        Some((before, now)) => {
+                            let mut drift = drift::describe(before, now);
+                            if !altered.is_empty() {
+                                if drift == drift::REWRITTEN {
+                                    drift.clear();
+                                } else {
+                                    drift.push_str("; ");
+                                }
+                                drift.push_str(&altered.join("; "));
+                            }
+                            self.sh.raise(
+                                EventType::ConfigDrift,
+                                host.id(),
+                                format!(
+                                    "{name}: {}: {drift}; re-wrapped ({})",
+                                    path.display(),
+                                    what.join("; ")
+                                ),
+                            );
+                            drift
+                        }
+                        _ => {
+                            self.sh.raise(
+                                EventType::ConfigWrapped,
+                                host.id(),
+                                format!(
+                                    "{name}: {}: {} ({cause})",
+                                    path.display(),
+                                    what.join("; ")
+                                ),
+                            );
+                            what.join("; ")
+                        }
+                    };
+                    status.last_change = format!("{} {detail}", now_rfc3339());
+                    status.restart_needed =
+                        is_claude_app(host) && self.sh.config().claude_restart_command.is_none();
+                }
+                for (label, why) in &out.report.skipped {
+                    tracing::warn!(client = host.id(), config = %path.display(), server = label, "left alone: {why}");
+                }
+                known.servers = Some(drift::servers(&found));
+                let changed = *status != before;
+                self.report_ungoverned(place, path, &infos);
+                if changed {
+                    self.publish_status();
+                }
+                if out.written && is_claude_app(host) {
+                    self.restart_claude();
+                }
+                Ok(out.written)
+            }
+            Err(e @ (FileError::Config { .. } | FileError::NotUtf8 { .. })) => {
+                let text = file::read_config(path)
+                    .map(|(b, _)| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let why = match &e {
+                    FileError::Config { source, .. } => source.to_string(),
+                    _ => "not UTF-8 text".to_owned(),
+                };
+                status.state = "invalid".into();
+                status.error = Some(e.to_string());
+                let changed = *status != before;
+                if known.invalid_reported.as_deref() != Some(text.as_str()) {
+                    known.invalid_reported = Some(text);
+                    self.sh.raise(
+                        EventType::ConfigInvalid,
+                        host.id(),
+                        format!(
+                            "{name}: {}: {why}; the file was left untouched and its servers are \
+                             not governed until it is fixed",
+                            path.display()
+                        ),
+                    );
+                }
+                if changed {
+                    self.publish_status();
+                }
+                Ok(false)
+            }
+            Err(e @ FileError::Read { .. }) => {
+                // Refused (a symlink, a FIFO, too large, someone else's file) or unreadable:
+                // not governed, and said so once per reason.
+                let why = e.to_string();
+                status.state = "refused".into();
+                status.error = Some(why.clone());
+                let changed = *status != before;
+                if known.invalid_reported.as_deref() != Some(why.as_str()) {
+                    known.invalid_reported = Some(why);
+                    let source = match &e {
+                        FileError::Read { source, .. } => source.to_string(),
+                        _ => String::new(),
+                    };
+                    self.sh.raise(
+                        EventType::ConfigInvalid,
+                        host.id(),
+                        format!(
+                            "{name}: {}: cannot read it: {source}; the file was left untouched \
+                             and its servers are not governed",
+                            path.display()
+                        ),
+                    );
+                }
+                if changed {
+                    self.publish_status();
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Raises MCP_SERVER_UNGOVERNED for each server of `path` still not governed after its
+    /// pass (remote ones, malformed entries, loader variables…), once per server and reason.
+    fn report_ungoverned(&mut self, place: &Place, path: &Path, infos: &[ServerInfo]) {
+        let remembered: usize = self.known.values().map(|k| k.ungoverned.len()).sum();
+        let Some(known) = self.known.get_mut(path) else {
+            return;
+        };
+        let mut room = MAX_UNGOVERNED_KNOWN.saturating_sub(remembered);
+        let user = user_of(&place.home);
+        let mut now = BTreeMap::new();
+        let (mut raised, mut cut) = (0usize, 0usize);
+        for s in infos {
+            if s.state == State::Governed {
+                continue;
+            }
+            let label = format::label(&s.name, s.scope.as_deref());
+            let reason = s.state.reason();
+            if known.ungoverned.get(&label) == Some(&reason) {
+                now.insert(label, reason);
+                continue;
+            }
+            if raised >= MAX_UNGOVERNED_EVENTS || room == 0 {
+                cut += 1;
+                continue;
+            }
+            let what = if s.target.is_empty() {
+                s.transport.clone()
+            } else {
+                format!("{} {}", s.transport, s.target)
+            };
+            self.sh.raise(
+                EventType::McpServerUngoverned,
+                place.host.id(),
+                format!(
+                    "{}: {user}: {label} ({what}) is not governed: {reason}",
+                    place.host.name()
+                ),
+            );
+            raised += 1;
+            room = room.saturating_sub(1);
+            now.insert(label, reason);
+        }
+        known.ungoverned = now;
+        if cut > 0 {
+            tracing::warn!(
+                client = place.host.id(),
+                config = %path.display(),
+                "{cut} more servers not governed: reported later"
+            );
+        }
+    }
+}
