@@ -197,6 +197,18 @@ pub fn original_of(args: &[String]) -> Option<(String, Option<Vec<String>>, Mark
     ))
 }
 
+/// The command line a wrapped entry runs (everything after the first `--`), whatever its markers
+/// say. Unlike [`original_of`], `--no-args` may be followed by arguments: an extension's platform
+/// override that sets only `command` is wrapped with `--no-args` (it had no `args` key) and,
+/// after its command, the arguments it inherits from the base (see
+/// [`crate::format::manifest`]). For display and checks; restoring an entry uses
+/// [`original_of`] or the manifest engine.
+pub fn inner_line(args: &[String]) -> Option<(String, Vec<String>)> {
+    let (_, tail, _) = split_wrapped(args)?;
+    let (cmd, rest) = tail.split_first()?;
+    Some((cmd.clone(), rest.to_vec()))
+}
+
 /// How a wrapped entry's arguments before `--` differ from what the agent would write: `None`
 /// when they are exactly the canonical form; else what was added and what is missing, in words
 /// (`added --policy /home/ann/allow.yaml; missing --server files`). Any difference is drift: an
@@ -391,6 +403,9 @@ mod tests {
         // `--no-args` with arguments after the command cannot be restored faithfully.
         let bad = s(&["run", "--no-args", "--", "x", "y"]);
         assert!(original_of(&bad).is_none());
+        // What it runs can still be read (an override that inherits the base's arguments).
+        assert_eq!(inner_line(&bad), Some(("x".into(), s(&["y"]))));
+        assert_eq!(inner_line(&s(&["run", "--"])), None);
     }
 
     #[test]
