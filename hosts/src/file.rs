@@ -456,7 +456,20 @@ impl<'a> HostLock<'a> {
                     return Ok(Some(HostLock { dirf, name }));
                 }
                 Err(e) if e == rustix::io::Errno::EXIST => {
-                    let st = statat(dirf, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+                    let st = match statat(dirf, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => st,
+                        // Released between the two calls: try again.
+                        Err(e) if e == rustix::io::Errno::NOENT => {
+                            if start.elapsed() > LOCK_WAIT {
+                                return Err(std::io::Error::new(
+                                    std::io::ErrorKind::Interrupted,
+                                    "the client's lock keeps changing",
+                                ));
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     let mtime = std::time::UNIX_EPOCH
                         + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
                     if mtime.elapsed().is_ok_and(|age| age > LOCK_STALE) {
