@@ -36,6 +36,11 @@
 //! entry's command is `thoth`, and `thoth run` spawns `node` itself: the proxy resolves `node`
 //! at launch when the client is `claude-extension` (an installed Node in the usual places, else
 //! Claude's own executable run as Node), see the proxy's `node` module.
+//!
+//! Unverified, and left to `thoth run` and the OS: the spec says apps append `.exe` to a
+//! `binary` server's command on Windows; wrapped, that command is an argument, and Windows
+//! appends `.exe` itself when it starts a file named without an extension. A relative command
+//! (`server/my-server`) is started from the directory Claude starts `thoth` in.
 
 use std::collections::HashSet;
 
