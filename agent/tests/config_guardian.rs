@@ -50,7 +50,11 @@ impl ConfigReport for Fake {
     }
 
     fn raise(&self, event_type: thoth_proto::EventType, client: &str, detail: String) {
-        assert_eq!(client, "claude-desktop", "{detail}");
+        let name = thoth_hosts::host::by_id(client).unwrap().name();
+        assert!(
+            detail.starts_with(&format!("{name}: ")),
+            "{client}: {detail}"
+        );
         self.reports
             .lock()
             .unwrap()
@@ -100,6 +104,11 @@ struct Laptop {
 impl Laptop {
     /// Creates `configs` (user, text) under the users root, then starts the guardian.
     fn start(configs: &[(&str, &str)]) -> Laptop {
+        Laptop::start_every(configs, Duration::from_millis(200))
+    }
+
+    /// [`Laptop::start`], with the periodic check every `rescan`.
+    fn start_every(configs: &[(&str, &str)], rescan: Duration) -> Laptop {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
         let users = root.join("home");
@@ -115,7 +124,7 @@ impl Laptop {
         config.wrap_configs = true;
         config.thoth_path = Some(bin.clone());
         config.claude_restart_command = None;
-        config.config_rescan_interval = Duration::from_millis(200);
+        config.config_rescan_interval = rescan;
         let laptop = Laptop {
             _dir: dir,
             users,
@@ -543,4 +552,71 @@ fn the_real_agent_governs_every_client_of_every_user_heals_drift_and_lists_them(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A Claude Desktop extension's manifest (version `v`).
+fn extension_manifest(v: &str) -> String {
+    format!(
+        "{{\n  \"manifest_version\": \"0.3\",\n  \"name\": \"filesystem\",\n  \"version\": \"{v}\",\n  \"server\": {{\n    \"type\": \"node\",\n    \"entry_point\": \"server/index.js\",\n    \"mcp_config\": {{\"command\": \"node\", \"args\": [\"${{__dirname}}/server/index.js\", \"${{user_config.dirs}}\"]}}\n  }}\n}}\n"
+    )
+}
+
+/// Whether the extension manifest at `path` runs `thoth` for the client `claude-extension`.
+fn extension_wrapped(thoth: &str, path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| {
+        serde_json::from_str::<Value>(&t).is_ok_and(|v| {
+            let c = &v["server"]["mcp_config"];
+            c["command"] == thoth
+                && c["args"].as_array().is_some_and(|a| {
+                    a.windows(2)
+                        .any(|w| w[0] == "--client" && w[1] == "claude-extension")
+                })
+        })
+    })
+}
+
+#[test]
+fn an_extension_update_replacing_its_directory_is_wrapped_again_within_a_second() {
+    // No periodic check during the test: only the watch can find the update.
+    let l = Laptop::start_every(&[("ann", ORIGINAL)], Duration::from_secs(600));
+    let exts = l.users.join("ann/.config/Claude/Claude Extensions");
+    let dir = exts.join("ant.dir.filesystem");
+    let manifest = dir.join("manifest.json");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&manifest, extension_manifest("0.2.0")).unwrap();
+    wait("the extension wrapped", || {
+        extension_wrapped(&l.thoth, &manifest)
+    });
+    assert!(
+        l.fake
+            .events("CONFIG_WRAPPED")
+            .iter()
+            .any(|d| d.starts_with("Claude Desktop extensions: ")),
+        "{:?}",
+        l.fake.events("CONFIG_WRAPPED")
+    );
+    // Claude updates it: the new version unpacked beside it, renamed into its place.
+    let new = exts.join(".ant.dir.filesystem.new");
+    std::fs::create_dir_all(&new).unwrap();
+    std::fs::write(new.join("manifest.json"), extension_manifest("0.3.0")).unwrap();
+    std::fs::rename(&dir, exts.join(".ant.dir.filesystem.old")).unwrap();
+    let t0 = Instant::now();
+    std::fs::rename(&new, &dir).unwrap();
+    wait("the update wrapped", || {
+        extension_wrapped(&l.thoth, &manifest)
+            && std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("0.3.0"))
+    });
+    let took = t0.elapsed();
+    eprintln!(
+        "the updated extension wrapped {} ms after the update",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // A second update of the same directory is found as well (its new directory is watched).
+    std::fs::write(dir.join("manifest.json.tmp"), extension_manifest("0.4.0")).unwrap();
+    std::fs::rename(dir.join("manifest.json.tmp"), &manifest).unwrap();
+    wait("the second update wrapped", || {
+        extension_wrapped(&l.thoth, &manifest)
+            && std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("0.4.0"))
+    });
 }
