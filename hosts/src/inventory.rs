@@ -118,12 +118,10 @@ pub fn server_info(
         )
     } else if let Some(cmd) = &e.command {
         let args = e.args.clone().unwrap_or_default();
-        let target = match e
-            .is_wrapped()
-            .then(|| wrapper::original_of(&args))
-            .flatten()
-        {
-            Some((c, a, _)) => command_line(&c, &a.unwrap_or_default()),
+        // A wrapped entry shows what runs behind thoth (whatever its markers say: an extension's
+        // override that had only a command carries the base's arguments there).
+        let target = match e.is_wrapped().then(|| wrapper::inner_line(&args)).flatten() {
+            Some((c, a)) => command_line(&c, &a),
             None => command_line(cmd, &args),
         };
         let state = match wrapper::governed(&server, ctx.client, e, thoth, extra) {
