@@ -1014,6 +1014,20 @@ fn lay_out_home(
     );
     put(&workspace.join(".vscode/mcp.json"), "{\"servers\": {}}");
     want.push(("vscode", workspace.join(".vscode/mcp.json")));
+    // Cursor's projects, through Cursor's own workspaceStorage: the workspace's .cursor/mcp.json
+    // (its .vscode one is VS Code's), and the home opened as a project (its .cursor/mcp.json is
+    // the user file, listed once).
+    put(
+        &app.join("Cursor/User/workspaceStorage/ab12/workspace.json"),
+        &format!("{{\"folder\": \"file://{encoded}\"}}"),
+    );
+    let home_uri = home.display().to_string().replace(' ', "%20");
+    put(
+        &app.join("Cursor/User/workspaceStorage/cd34/workspace.json"),
+        &format!("{{\"folder\": \"file://{home_uri}\"}}"),
+    );
+    put(&workspace.join(".cursor/mcp.json"), servers);
+    want.push(("cursor", workspace.join(".cursor/mcp.json")));
     want
 }
 
@@ -1092,7 +1106,14 @@ fn projects_and_workspaces_of_someone_else_are_not_found() {
         for (_, p) in &want {
             chown(p, Some(ann), Some(ann)).unwrap();
         }
-        for d in [&home, &project, &workspace, &workspace.join(".vscode")] {
+        for d in [
+            &home,
+            &project,
+            &workspace,
+            &workspace.join(".vscode"),
+            &workspace.join(".cursor"),
+            &home.join(".cursor"),
+        ] {
             chown(d, Some(ann), Some(ann)).unwrap();
         }
         let count = |host: &dyn Host, suffix: &str| {
@@ -1111,9 +1132,11 @@ fn projects_and_workspaces_of_someone_else_are_not_found() {
         chown(&project, Some(ann), Some(ann)).unwrap();
         chown(project.join(".mcp.json"), Some(777), Some(777)).unwrap();
         assert_eq!(count(&ClaudeCode, ".mcp.json"), 0);
-        // The same for a VS Code workspace.
+        // The same for a VS Code workspace, and for a Cursor project.
+        assert_eq!(count(&Cursor, ".cursor/mcp.json"), 2);
         chown(&workspace, Some(777), Some(777)).unwrap();
         assert_eq!(count(&VsCode, ".vscode/mcp.json"), 0);
+        assert_eq!(count(&Cursor, ".cursor/mcp.json"), 1);
         chown(&workspace, Some(ann), Some(ann)).unwrap();
         chown(workspace.join(".vscode/mcp.json"), Some(777), Some(777)).unwrap();
         assert_eq!(count(&VsCode, ".vscode/mcp.json"), 0);

@@ -31,9 +31,36 @@ fn user_dirs(home: &Path, os: Os) -> Vec<PathBuf> {
 
 /// The folders of recently opened workspaces, kept only when they belong to the home's owner.
 fn workspaces(home: &Path, os: Os) -> Vec<PathBuf> {
+    workspaces_of(home, os, &PRODUCTS)
+}
+
+/// The local folder a workspace's `folder` URI names (`file:///home/ann/my%20project`; on
+/// Windows `file:///c%3A/Users/ann/p`), if it is one: other schemes (`vscode-remote://`) and
+/// hosts (`file://server/share`) are not local folders.
+pub(crate) fn folder_path(uri: &str) -> Option<PathBuf> {
+    let path = uri.strip_prefix("file://")?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
+    let bytes = decoded.as_bytes();
+    // `/c:/Users/…`: a drive letter.
+    let drive =
+        bytes.len() >= 3 && bytes[0] == b'/' && bytes[1].is_ascii_alphabetic() && bytes[2] == b':';
+    let p = PathBuf::from(if drive { &decoded[1..] } else { &decoded[..] });
+    (p.is_absolute() && !decoded.contains('\0')).then_some(p)
+}
+
+/// The folders of the workspaces recently opened in these VS Code-family products (directory
+/// names under the app-data directory: `Code`, `Cursor`…), found through
+/// `User/workspaceStorage/*/workspace.json`; kept only when they exist and belong to the home's
+/// owner (a user's file must not make root rewrite someone else's folder).
+pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathBuf> {
     let owner = crate::file::owner(home);
     let mut out = Vec::new();
-    for product in PRODUCTS {
+    for product in products {
         let storage = os
             .app_data(home)
             .join(product)
@@ -45,18 +72,17 @@ fn workspaces(home: &Path, os: Os) -> Vec<PathBuf> {
             let Ok((bytes, _)) = crate::file::read_config(&e.path().join("workspace.json")) else {
                 continue;
             };
-            let Some(folder) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            let Some(p) = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
-                .and_then(|v| v.get("folder").and_then(|f| f.as_str()).map(str::to_owned))
+                .and_then(|v| {
+                    v.get("folder")
+                        .and_then(|f| f.as_str())
+                        .and_then(folder_path)
+                })
             else {
                 continue;
             };
-            let Some(path) = folder.strip_prefix("file://") else {
-                continue;
-            };
-            let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-            let p = PathBuf::from(decoded.as_ref());
-            if p.is_absolute() && p.is_dir() && owner.is_some() && crate::file::owner(&p) == owner {
+            if p.is_dir() && owner.is_some() && crate::file::owner(&p) == owner {
                 out.push(p);
             }
         }
@@ -112,5 +138,39 @@ impl Host for VsCode {
     }
     fn pickup(&self) -> &'static str {
         "VS Code reloads the file; restart each server from the MCP view (or the MCP: List Servers command)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::folder_path;
+    use std::path::PathBuf;
+
+    #[test]
+    fn workspace_uris_name_local_folders_only() {
+        assert_eq!(
+            folder_path("file:///home/ann/my%20project"),
+            Some(PathBuf::from("/home/ann/my project"))
+        );
+        assert_eq!(
+            folder_path("file:///home/ann/100%25%20done"),
+            Some(PathBuf::from("/home/ann/100% done"))
+        );
+        assert_eq!(
+            folder_path("vscode-remote://ssh-remote%2Bbox/home/ann/p"),
+            None
+        );
+        assert_eq!(folder_path("file://server/share/p"), None);
+        assert_eq!(folder_path("file:///home/ann/%00x"), None);
+        assert_eq!(folder_path("file:///home/ann/%FF"), None);
+        // A Windows drive: the leading slash goes (the path is absolute on Windows only).
+        if cfg!(windows) {
+            assert_eq!(
+                folder_path("file:///c%3A/Users/ann/p"),
+                Some(PathBuf::from("c:/Users/ann/p"))
+            );
+        } else {
+            assert_eq!(folder_path("file:///c%3A/Users/ann/p"), None);
+        }
     }
 }
