@@ -400,3 +400,62 @@ impl Status {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn a_user_sees_the_guardians_events_about_their_own_files_and_servers_only() {
+        let dir = std::env::temp_dir();
+        let mine = dir.display().to_string();
+        let uid = owner_uid(&dir).unwrap();
+        let mut s = Status {
+            configs: vec![ConfigStatus {
+                path: mine.clone(),
+                client: "cursor".into(),
+                ..ConfigStatus::default()
+            }],
+            ..Status::default()
+        };
+        for (t, d) in [
+            ("CONFIG_WRAPPED", format!("Cursor: {mine}: wrapped files")),
+            (
+                "CONFIG_DRIFT",
+                "Cursor: /home/eve/.cursor/mcp.json: x".into(),
+            ),
+            ("CONFIG_DRIFT", format!("{mine}: an older agent's detail")),
+            (
+                "MCP_SERVER_UNGOVERNED",
+                "Cursor: ann: linear (url https://x) is not governed".into(),
+            ),
+            (
+                "MCP_SERVER_UNGOVERNED",
+                "Cursor: eve: linear (url https://x) is not governed".into(),
+            ),
+            (
+                "MCP_SERVER_UNGOVERNED",
+                "Cursor: anne: x (stdio) is not governed".into(),
+            ),
+            ("POLICY_APPLIED", "policy version 3 applied".into()),
+        ] {
+            s.note(t, d);
+        }
+        let seen: Vec<String> = s
+            .only_for(uid, "ann")
+            .recent_events
+            .into_iter()
+            .map(|n| n.detail)
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                format!("Cursor: {mine}: wrapped files"),
+                format!("{mine}: an older agent's detail"),
+                "Cursor: ann: linear (url https://x) is not governed".into(),
+                "policy version 3 applied".to_owned(),
+            ]
+        );
+    }
+}

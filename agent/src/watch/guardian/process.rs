@@ -1,0 +1,345 @@
+//! Bringing one file to the wrapped state, and reporting what was done: CONFIG_WRAPPED,
+//! CONFIG_DRIFT (what changed), CONFIG_INVALID (once per content or reason),
+//! MCP_SERVER_UNGOVERNED (once per server and reason), the file's status.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use thoth_endpoint::status::{ConfigStatus, now_rfc3339};
+use thoth_hosts::file::{self, FileError};
+use thoth_hosts::format;
+use thoth_hosts::inventory::{self, ServerInfo, State};
+use thoth_proto::EventType;
+
+use super::super::ConfigReport;
+use super::super::drift;
+use super::{
+    Guardian, MAX_UNGOVERNED_EVENTS, MAX_UNGOVERNED_KNOWN, Place, RACE_ATTEMPTS, found_of,
+    is_claude_app, stamp, user_of,
+};
+
+impl<R: ConfigReport> Guardian<R> {
+    fn restart_claude(&self) {
+        let Some(cmd) = self
+            .sh
+            .config()
+            .claude_restart_command
+            .clone()
+            .filter(|c| !c.trim().is_empty())
+        else {
+            return;
+        };
+        match std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+        {
+            Ok(st) if st.success() => tracing::info!("ran claude_restart_command"),
+            Ok(st) => tracing::warn!("claude_restart_command exited with {st}"),
+            Err(e) => tracing::warn!("cannot run claude_restart_command: {e}"),
+        }
+    }
+
+    /// Brings one known file to the wrapped state; returns whether it wrote. A file changed
+    /// while it was being rewritten (its host saving it) is tried again a few times, then left
+    /// to the next change or the periodic check.
+    pub(crate) fn process(&mut self, path: &Path, cause: &str) -> bool {
+        let Some(place) = self.files.get(path).cloned() else {
+            return false;
+        };
+        self.dirty.remove(path);
+        self.processed.remove(path);
+        self.last_run.insert(path.to_path_buf(), Instant::now());
+        for attempt in 1..=RACE_ATTEMPTS {
+            match self.try_process(&place, path, cause) {
+                Ok(wrote) => {
+                    if let Some(st) = stamp(path) {
+                        self.processed.insert(path.to_path_buf(), st);
+                    }
+                    return wrote;
+                }
+                Err(FileError::Raced { .. }) if attempt < RACE_ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e @ FileError::Raced { .. }) if place.host.rewrites_itself() => {
+                    tracing::debug!("{}: {e}; left to its next change", place.host.name());
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!("{}: {e}", place.host.name());
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    fn try_process(&mut self, place: &Place, path: &Path, cause: &str) -> Result<bool, FileError> {
+        let host = place.host;
+        if std::fs::symlink_metadata(path).is_err() {
+            self.forget(path);
+            return Ok(false);
+        }
+        let result = file::rewrite_file(host, path, &self.op, false);
+        let name = host.name();
+        let known = self.known.entry(path.to_path_buf()).or_default();
+        let status = self
+            .statuses
+            .entry(path.to_path_buf())
+            .or_insert_with(|| ConfigStatus {
+                path: path.display().to_string(),
+                client: host.id().to_owned(),
+                pickup: host.pickup().to_owned(),
+                ..ConfigStatus::default()
+            });
+        // The status is published (status.json rewritten) only when it changed.
+        let before = status.clone();
+        match result {
+            Ok(out) => {
+                let found = found_of(host, path, &out.after).unwrap_or_default();
+                let infos: Vec<ServerInfo> = found
+                    .iter()
+                    .map(|f| {
+                        inventory::server_info(host, path, &out.after, f, &self.thoth, &self.extra)
+                    })
+                    .collect();
+                let remote = infos.iter().filter(|s| s.state == State::Remote).count();
+                let governed = infos.iter().filter(|s| s.state == State::Governed).count();
+                // An entry whose env makes the loader run other code in the proxy: the proxy
+                // refuses to govern with it (every call denied); the admins hear of it here.
+                let loaders: Vec<String> = found
+                    .iter()
+                    .filter_map(|f| {
+                        let vars = f.entry.loader_variables();
+                        (!vars.is_empty()).then(|| format!("{} ({})", f.label(), vars.join(", ")))
+                    })
+                    .collect();
+                if loaders != known.loader_reported {
+                    if !loaders.is_empty() {
+                        self.sh.raise(
+                            EventType::ConfigDrift,
+                            host.id(),
+                            format!(
+                                "{name}: {}: env sets dynamic loader variables for {}; thoth run \
+                                 refuses to govern with them and denies every tool call of these \
+                                 servers",
+                                path.display(),
+                                loaders.join(", ")
+                            ),
+                        );
+                    }
+                    known.loader_reported = loaders;
+                }
+                status.servers = infos.len() as u32;
+                status.remote = remote as u32;
+                status.governed = governed as u32;
+                status.error = None;
+                status.state = if infos.is_empty() {
+                    "no servers".into()
+                } else if governed + remote == infos.len() {
+                    "governed".into()
+                } else {
+                    "partly governed".into()
+                };
+                known.invalid_reported = None;
+                if out.written {
+                    let r = &out.report;
+                    let mut what = Vec::new();
+                    if !r.wrapped.is_empty() {
+                        what.push(format!("wrapped {}", r.wrapped.join(", ")));
+                    }
+                    if !r.updated.is_empty() {
+                        what.push(format!(
+                            "updated the thoth path of {}",
+                            r.updated.join(", ")
+                        ));
+                    }
+                    let altered: Vec<String> = r
+                        .rewrapped
+                        .iter()
+                        .map(|(label, diff)| format!("wrapper of {label} altered ({diff})"))
+                        .collect();
+                    if !altered.is_empty() {
+                        what.push(format!(
+                            "restored the wrapper of {}",
+                            r.rewrapped
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                    let was = found_of(host, path, &out.before).map(|f| drift::servers(&f));
+                    let drift_base = match (&known.servers, was) {
+                        (Some(b), Some(now)) => Some((b.clone(), now)),
+                        // An altered wrapper is drift even when this agent never saw the file
+                        // before (edited while the agent was stopped).
+                        (None, Some(now)) if !altered.is_empty() => Some((now.clone(), now)),
+                        _ => None,
+                    };
+                    let detail = match &drift_base {
+                        Some((before, now)) => {
+                            let mut drift = drift::describe(before, now);
+                            if !altered.is_empty() {
+                                if drift == drift::REWRITTEN {
+                                    drift.clear();
+                                } else {
+                                    drift.push_str("; ");
+                                }
+                                drift.push_str(&altered.join("; "));
+                            }
+                            self.sh.raise(
+                                EventType::ConfigDrift,
+                                host.id(),
+                                format!(
+                                    "{name}: {}: {drift}; re-wrapped ({})",
+                                    path.display(),
+                                    what.join("; ")
+                                ),
+                            );
+                            drift
+                        }
+                        _ => {
+                            self.sh.raise(
+                                EventType::ConfigWrapped,
+                                host.id(),
+                                format!(
+                                    "{name}: {}: {} ({cause})",
+                                    path.display(),
+                                    what.join("; ")
+                                ),
+                            );
+                            what.join("; ")
+                        }
+                    };
+                    status.last_change = format!("{} {detail}", now_rfc3339());
+                    status.restart_needed =
+                        is_claude_app(host) && self.sh.config().claude_restart_command.is_none();
+                }
+                for (label, why) in &out.report.skipped {
+                    tracing::warn!(client = host.id(), config = %path.display(), server = label, "left alone: {why}");
+                }
+                known.servers = Some(drift::servers(&found));
+                let changed = *status != before;
+                self.report_ungoverned(place, path, &infos);
+                if changed {
+                    self.publish_status();
+                }
+                if out.written && is_claude_app(host) {
+                    self.restart_claude();
+                }
+                Ok(out.written)
+            }
+            Err(e @ (FileError::Config { .. } | FileError::NotUtf8 { .. })) => {
+                let text = file::read_config(path)
+                    .map(|(b, _)| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let why = match &e {
+                    FileError::Config { source, .. } => source.to_string(),
+                    _ => "not UTF-8 text".to_owned(),
+                };
+                status.state = "invalid".into();
+                status.error = Some(e.to_string());
+                let changed = *status != before;
+                if known.invalid_reported.as_deref() != Some(text.as_str()) {
+                    known.invalid_reported = Some(text);
+                    self.sh.raise(
+                        EventType::ConfigInvalid,
+                        host.id(),
+                        format!(
+                            "{name}: {}: {why}; the file was left untouched and its servers are \
+                             not governed until it is fixed",
+                            path.display()
+                        ),
+                    );
+                }
+                if changed {
+                    self.publish_status();
+                }
+                Ok(false)
+            }
+            Err(e @ FileError::Read { .. }) => {
+                // Refused (a symlink, a FIFO, too large, someone else's file) or unreadable:
+                // not governed, and said so once per reason.
+                let why = e.to_string();
+                status.state = "refused".into();
+                status.error = Some(why.clone());
+                let changed = *status != before;
+                if known.invalid_reported.as_deref() != Some(why.as_str()) {
+                    known.invalid_reported = Some(why);
+                    let source = match &e {
+                        FileError::Read { source, .. } => source.to_string(),
+                        _ => String::new(),
+                    };
+                    self.sh.raise(
+                        EventType::ConfigInvalid,
+                        host.id(),
+                        format!(
+                            "{name}: {}: cannot read it: {source}; the file was left untouched \
+                             and its servers are not governed",
+                            path.display()
+                        ),
+                    );
+                }
+                if changed {
+                    self.publish_status();
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Raises MCP_SERVER_UNGOVERNED for each server of `path` still not governed after its
+    /// pass (remote ones, malformed entries, loader variables…), once per server and reason.
+    fn report_ungoverned(&mut self, place: &Place, path: &Path, infos: &[ServerInfo]) {
+        let remembered: usize = self.known.values().map(|k| k.ungoverned.len()).sum();
+        let Some(known) = self.known.get_mut(path) else {
+            return;
+        };
+        let mut room = MAX_UNGOVERNED_KNOWN.saturating_sub(remembered);
+        let user = user_of(&place.home);
+        let mut now = BTreeMap::new();
+        let (mut raised, mut cut) = (0usize, 0usize);
+        for s in infos {
+            if s.state == State::Governed {
+                continue;
+            }
+            let label = format::label(&s.name, s.scope.as_deref());
+            let reason = s.state.reason();
+            if known.ungoverned.get(&label) == Some(&reason) {
+                now.insert(label, reason);
+                continue;
+            }
+            if raised >= MAX_UNGOVERNED_EVENTS || room == 0 {
+                cut += 1;
+                continue;
+            }
+            let what = if s.target.is_empty() {
+                s.transport.clone()
+            } else {
+                format!("{} {}", s.transport, s.target)
+            };
+            self.sh.raise(
+                EventType::McpServerUngoverned,
+                place.host.id(),
+                format!(
+                    "{}: {user}: {label} ({what}) is not governed: {reason}",
+                    place.host.name()
+                ),
+            );
+            raised += 1;
+            room = room.saturating_sub(1);
+            now.insert(label, reason);
+        }
+        known.ungoverned = now;
+        if cut > 0 {
+            tracing::warn!(
+                client = place.host.id(),
+                config = %path.display(),
+                "{cut} more servers not governed: reported later"
+            );
+        }
+    }
+}
