@@ -378,18 +378,21 @@ pub(crate) fn edit_entry(
                 let mut items = raws(&prefix);
                 items.push(cmd_raw.clone());
                 let children = obj.children();
-                for (i, c) in children.iter().enumerate() {
-                    if let Some(lit) = prop_named(c, "command")
+                // The last `command` (see [`last`]).
+                let at = children
+                    .iter()
+                    .rposition(|c| prop_named(c, "command").is_some());
+                if let Some(i) = at
+                    && let Some(lit) = prop_named(&children[i], "command")
                         .and_then(|p| p.value())
                         .and_then(|v| v.as_string_lit())
-                    {
-                        let sep = separator(&children, i);
-                        lit.set_raw_value(format!(
-                            "{},{sep}\"args\": [{}]",
-                            raw(thoth),
-                            items.join(", ")
-                        ));
-                    }
+                {
+                    let sep = separator(&children, i);
+                    lit.set_raw_value(format!(
+                        "{},{sep}\"args\": [{}]",
+                        raw(thoth),
+                        items.join(", ")
+                    ));
                 }
             }
             report.wrapped.push(label);
@@ -576,34 +579,27 @@ fn prop_named(c: &CstNode, key: &str) -> Option<jsonc_parser::cst::CstObjectProp
 /// (so the bytes come back); elsewhere (moved by hand), the property is removed.
 fn remove_added_args(obj: &CstObject) {
     let children = obj.children();
-    let mut spans = Vec::new();
-    for (i, c) in children.iter().enumerate() {
-        if prop_named(c, "command").is_none() {
-            continue;
-        }
-        let Some(next) = children[i + 1..]
-            .iter()
-            .position(|c| c.as_object_prop().is_some())
-            .map(|j| i + 1 + j)
-        else {
-            continue;
-        };
-        let between = &children[i + 1..next];
-        if prop_named(&children[next], "args").is_some()
-            && between.iter().filter(|c| c.is_comma()).count() == 1
-            && between
-                .iter()
-                .all(|c| c.is_comma() || c.is_whitespace() || c.is_newline())
-        {
-            spans.push((i + 1, next + 1));
-        }
-    }
-    if spans.is_empty() {
-        remove_args(obj);
-    }
-    // Erased last: an erased name can no longer be read.
-    for (from, to) in spans {
-        erase(&children, from, to);
+    // Right after the last `command`, where the wrap writes it.
+    let span = children
+        .iter()
+        .rposition(|c| prop_named(c, "command").is_some())
+        .and_then(|i| {
+            let next = i
+                + 1
+                + children[i + 1..]
+                    .iter()
+                    .position(|c| c.as_object_prop().is_some())?;
+            let between = &children[i + 1..next];
+            (prop_named(&children[next], "args").is_some()
+                && between.iter().filter(|c| c.is_comma()).count() == 1
+                && between
+                    .iter()
+                    .all(|c| c.is_comma() || c.is_whitespace() || c.is_newline()))
+            .then_some((i + 1, next + 1))
+        });
+    match span {
+        Some((from, to)) => erase(&children, from, to),
+        None => remove_args(obj),
     }
 }
 
@@ -627,33 +623,37 @@ fn raw_string(obj: &CstObject, key: &str) -> Option<String> {
         .map(|l| l.raw_value())
 }
 
-/// The array values of every property named `key` (duplicates included).
-fn arrays(obj: &CstObject, key: &str) -> Vec<CstArray> {
+/// The last property named `key`: the one every reader (serde, `JSON.parse`, VS Code) takes
+/// when a key is repeated, and the only one edited (earlier duplicates stay as written, so
+/// unwrapping restores them).
+fn last(obj: &CstObject, key: &str) -> Option<jsonc_parser::cst::CstObjectProp> {
     obj.properties()
         .into_iter()
-        .filter(|p| p.decoded_name().as_deref() == Some(key))
-        .filter_map(|p| p.array_value())
+        .rev()
+        .find(|p| p.decoded_name().as_deref() == Some(key))
+}
+
+/// The array value of the property `key` (the last, see [`last`]).
+fn arrays(obj: &CstObject, key: &str) -> Vec<CstArray> {
+    last(obj, key)
+        .and_then(|p| p.array_value())
+        .into_iter()
         .collect()
 }
 
 fn set_string(obj: &CstObject, key: &str, value: &str) {
-    // Every duplicate of the key is set, so the value serde reads (the last) is the new one.
-    for p in obj.properties() {
-        if p.decoded_name().as_deref() == Some(key) {
-            p.set_value(CstInputValue::String(value.to_owned()));
-        }
+    if let Some(p) = last(obj, key) {
+        p.set_value(CstInputValue::String(value.to_owned()));
     }
 }
 
 fn set_raw(obj: &CstObject, key: &str, raw: &str) {
-    for p in obj.properties() {
-        if p.decoded_name().as_deref() == Some(key) {
-            match p.value().and_then(|v| v.as_string_lit()) {
-                Some(lit) => lit.set_raw_value(raw.to_owned()),
-                None => p.set_value(CstInputValue::String(
-                    serde_json::from_str::<String>(raw).unwrap_or_default(),
-                )),
-            }
+    if let Some(p) = last(obj, key) {
+        match p.value().and_then(|v| v.as_string_lit()) {
+            Some(lit) => lit.set_raw_value(raw.to_owned()),
+            None => p.set_value(CstInputValue::String(
+                serde_json::from_str::<String>(raw).unwrap_or_default(),
+            )),
         }
     }
 }
