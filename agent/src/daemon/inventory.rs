@@ -12,6 +12,7 @@ use thoth_hosts::inventory::State;
 use thoth_proto::fleet as pb;
 
 use super::Shared;
+use crate::watch::clean;
 use crate::watch::guardian::user_of;
 
 /// Most MCP servers in one report (the controller's limit).
@@ -30,31 +31,6 @@ const MAX_TRANSPORT: usize = 64;
 /// Most config directories in one report, and their longest (the controller's limits).
 const MAX_CONFIG_DIRS: usize = 64;
 const MAX_CONFIG_DIR: usize = 1024;
-
-/// `text` fit for an admin's terminal and the controller's limits: control characters escaped
-/// (`\u{1b}`), cut to `max` bytes on a character boundary (ending in `…` when cut).
-pub fn clean(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max));
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-        if out.len() > max {
-            break;
-        }
-    }
-    if out.len() > max {
-        let mut end = max.saturating_sub('…'.len_utf8());
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-        out.push('…');
-    }
-    out
-}
 
 /// The MCP clients the policy in force lets the agent manage (its `managed_clients`), or
 /// `None`: every client (also when there is no policy yet).

@@ -14,9 +14,10 @@ use thoth_hosts::clients::claude_code;
 use thoth_hosts::file;
 use thoth_hosts::format::{self, Found, Op};
 use thoth_hosts::host::{Host, HostFilter, Os};
+use thoth_proto::EventType;
 
 use super::drift::Servers;
-use super::{ConfigReport, managed};
+use super::{ConfigReport, clean, managed};
 
 mod process;
 
@@ -114,6 +115,12 @@ fn is_claude_app(host: &dyn Host) -> bool {
 fn found_of(host: &dyn Host, path: &Path, text: &str) -> Option<Vec<Found>> {
     let found = format::entries(text, &host.format(path)).ok()?;
     Some(host.servers(path, text, found, Os::current()))
+}
+
+/// Raises an event about one client's file: the detail's control characters (server names
+/// and paths come from users' files) escaped, so it stays one line wherever it is shown.
+fn raise<R: ConfigReport>(sh: &R, event_type: EventType, client: &str, detail: String) {
+    sh.raise(event_type, client, clean(&detail, usize::MAX));
 }
 
 /// The guardian: every managed file, what it knows of each, and the watches.

@@ -90,6 +90,31 @@ pub fn managed(config: &AgentConfig, policy: Option<&[String]>) -> HostFilter {
     }
 }
 
+/// `text` fit for an admin's terminal and the controller's limits: control characters escaped
+/// (`\u{1b}`), cut to `max` bytes on a character boundary (ending in `…` when cut).
+pub fn clean(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > max {
+            break;
+        }
+    }
+    if out.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
 /// Why the installed `thoth` could not be resolved. Clone (the agent caches the result).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ThothPathError {

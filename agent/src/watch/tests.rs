@@ -603,3 +603,23 @@ fn agent_events_about_a_client_carry_its_id() {
         None
     );
 }
+
+#[test]
+fn names_and_targets_from_users_files_are_escaped_in_events() {
+    let l = Laptop::new(None);
+    l.put(
+        "ann",
+        CURSOR,
+        r#"{"mcpServers": {"evil\u001b[2J\nCONFIG_OK": {"url": "https://x/\u0007"}}}"#,
+    );
+    let mut g = l.guardian();
+    g.full_pass("agent start", false);
+    let ung = l.fake.events("MCP_SERVER_UNGOVERNED");
+    assert_eq!(ung.len(), 1, "{ung:?}");
+    let d = &ung[0].1;
+    assert!(!d.chars().any(char::is_control), "{d:?}");
+    assert!(
+        d.starts_with("Cursor: ann: evil\\u{1b}[2J\\nCONFIG_OK (url https://x/\\u{7})"),
+        "{d}"
+    );
+}

@@ -16,7 +16,7 @@ use super::super::ConfigReport;
 use super::super::drift;
 use super::{
     Guardian, MAX_UNGOVERNED_EVENTS, MAX_UNGOVERNED_KNOWN, Place, RACE_ATTEMPTS, found_of,
-    is_claude_app, stamp, user_of,
+    is_claude_app, raise, stamp, user_of,
 };
 
 impl<R: ConfigReport> Guardian<R> {
@@ -117,7 +117,8 @@ impl<R: ConfigReport> Guardian<R> {
                     .collect();
                 if loaders != known.loader_reported {
                     if !loaders.is_empty() {
-                        self.sh.raise(
+                        raise(
+                            &*self.sh,
                             EventType::ConfigDrift,
                             host.id(),
                             format!(
@@ -189,7 +190,8 @@ impl<R: ConfigReport> Guardian<R> {
                                 }
                                 drift.push_str(&altered.join("; "));
                             }
-                            self.sh.raise(
+                            raise(
+                                &*self.sh,
                                 EventType::ConfigDrift,
                                 host.id(),
                                 format!(
@@ -201,7 +203,8 @@ impl<R: ConfigReport> Guardian<R> {
                             drift
                         }
                         _ => {
-                            self.sh.raise(
+                            raise(
+                                &*self.sh,
                                 EventType::ConfigWrapped,
                                 host.id(),
                                 format!(
@@ -244,7 +247,8 @@ impl<R: ConfigReport> Guardian<R> {
                 let changed = *status != before;
                 if known.invalid_reported.as_deref() != Some(text.as_str()) {
                     known.invalid_reported = Some(text);
-                    self.sh.raise(
+                    raise(
+                        &*self.sh,
                         EventType::ConfigInvalid,
                         host.id(),
                         format!(
@@ -272,7 +276,8 @@ impl<R: ConfigReport> Guardian<R> {
                         FileError::Read { source, .. } => source.to_string(),
                         _ => String::new(),
                     };
-                    self.sh.raise(
+                    raise(
+                        &*self.sh,
                         EventType::ConfigInvalid,
                         host.id(),
                         format!(
@@ -321,7 +326,8 @@ impl<R: ConfigReport> Guardian<R> {
             } else {
                 format!("{} {}", s.transport, s.target)
             };
-            self.sh.raise(
+            raise(
+                &*self.sh,
                 EventType::McpServerUngoverned,
                 place.host.id(),
                 format!(
