@@ -620,3 +620,36 @@ fn an_extension_update_replacing_its_directory_is_wrapped_again_within_a_second(
             && std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("0.4.0"))
     });
 }
+
+#[test]
+fn the_agent_refuses_to_start_with_an_unknown_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "controller_url = \"https://127.0.0.1:1\"\ntenant = \"default\"\nca_fingerprint = \"sha256:{}\"\nroot_public_key = \"O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\nclients = [\"cursor\", \"zed\"]\n",
+            "0".repeat(64),
+            dir.path().join("state").display(),
+            dir.path().join("agent.sock").display(),
+        ),
+    )
+    .unwrap();
+    for cmd in ["run", "check-config"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thoth-agent"))
+            .args([cmd, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("clients: unknown MCP client \"zed\"")
+                && err.contains(
+                    "claude-desktop, claude-extension, claude-code, cursor, vscode, windsurf, codex"
+                ),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(!dir.path().join("agent.sock").exists(), "not started");
+}
