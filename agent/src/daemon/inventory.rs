@@ -265,6 +265,65 @@ mod tests {
         assert!(inv.servers.is_empty() && inv.files.len() == 1);
     }
 
+    /// A bundle of `policy` signed for tenant `acme` under the root key of seed 1.
+    fn bundle(version: u64, policy: &str) -> Vec<u8> {
+        use ed25519_dalek::SigningKey;
+        use std::time::Duration;
+        use thoth_proto::bundle::{BundlePayload, certify, sign_bundle};
+        let root = SigningKey::from_bytes(&[1; 32]);
+        let key = SigningKey::from_bytes(&[2; 32]);
+        let now = SystemTime::now();
+        let cert = certify(
+            &root,
+            "k",
+            &key.verifying_key(),
+            now - Duration::from_secs(60),
+            Duration::from_secs(86_400),
+        );
+        let p = BundlePayload {
+            tenant: "acme".into(),
+            version,
+            issued_at: humantime::format_rfc3339_seconds(now).to_string(),
+            expires_at: humantime::format_rfc3339_seconds(now + Duration::from_secs(3600))
+                .to_string(),
+            policy: policy.into(),
+        };
+        serde_json::to_vec(&sign_bundle(&p, &key, &cert)).unwrap()
+    }
+
+    #[test]
+    fn the_policy_in_force_names_the_clients_managed() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let root = base64::engine::general_purpose::STANDARD.encode(
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
+        let text = format!(
+            "controller_url = \"https://127.0.0.1:9\"\ntenant = \"acme\"\nca_fingerprint = \"sha256:{}\"\nroot_public_key = \"{root}\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\nclients = [\"cursor\", \"vscode\", \"codex\"]\n",
+            "ab".repeat(32),
+            dir.path().join("state").display(),
+            dir.path().join("agent.sock").display()
+        );
+        let sh = Shared::new(toml::from_str(&text).unwrap()).unwrap();
+        sh.state.create().unwrap();
+        assert_eq!(policy_clients(&sh), None, "no policy: every client");
+        sh.apply(&bundle(1, "servers: []\n"));
+        assert_eq!(sh.current.borrow().as_ref().map(|c| c.version), Some(1));
+        assert_eq!(policy_clients(&sh), None, "not limited by the policy");
+        sh.apply(&bundle(
+            2,
+            "managed_clients: [cursor, codex, claude-code]\n",
+        ));
+        assert_eq!(sh.current.borrow().as_ref().map(|c| c.version), Some(2));
+        let ids = policy_clients(&sh).unwrap();
+        assert_eq!(ids, ["cursor", "codex", "claude-code"]);
+        let f = crate::watch::managed(&sh.config, Some(&ids));
+        let managed: Vec<&str> = f.hosts().iter().map(|h| h.id()).collect();
+        assert_eq!(managed, ["cursor", "codex"], "the settings ∩ the policy");
+    }
+
     #[test]
     fn the_inventory_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
