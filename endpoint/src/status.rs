@@ -129,13 +129,14 @@ pub struct ConfigStatus {
     /// The MCP client ("host") whose file it is (`claude-desktop`, `cursor`…).
     #[serde(default)]
     pub client: String,
-    /// `governed`, `invalid`, `no servers`, `partly governed` or `missing`.
+    /// `governed`, `partly governed`, `no servers`, `invalid` or `refused` (unreadable: a
+    /// symlink, not a regular file, too large, someone else's).
     pub state: String,
     /// Servers in the file.
     pub servers: u32,
     /// Of which run through thoth.
     pub governed: u32,
-    /// Remote (URL) entries, not launched by Claude Desktop.
+    /// Remote (URL) entries: they run elsewhere, not launched by the client.
     pub remote: u32,
     /// The last change the agent made or saw.
     pub last_change: String,
