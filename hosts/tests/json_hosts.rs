@@ -241,6 +241,25 @@ fn check_laws(s: &Subject<'_>) -> format::Report {
         "{name}: the second strict wrap changed the file"
     );
     assert!(!again.report.changed(), "{name}: {:?}", again.report);
+    // The report of a rewrite with nothing to do (made from the value alone) tells the same.
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    let mut governed = [&w.report.wrapped[..], &w.report.already, &w.report.updated].concat();
+    governed.extend(w.report.rewrapped.iter().map(|(l, _)| l.clone()));
+    assert_eq!(sorted(&again.report.already), sorted(&governed), "{name}");
+    assert_eq!(
+        sorted(&again.report.remote),
+        sorted(&w.report.remote),
+        "{name}"
+    );
+    let mut skipped = again.report.skipped.clone();
+    let mut want = w.report.skipped.clone();
+    skipped.sort();
+    want.sort();
+    assert_eq!(skipped, want, "{name}");
     assert_eq!(
         s.run(&w.text, &Op::wrap(THOTH)).text,
         w.text,

@@ -68,10 +68,9 @@ pub fn parse(text: &str, jsonc: bool) -> Result<Value, ConfigError> {
     }
 }
 
-/// A server table located in both trees: its dotted path, the wildcard key it sits under (a
-/// Claude Code project), its value, and its syntax node.
+/// A server table located in both trees: the wildcard key it sits under (a Claude Code project),
+/// its value, and its syntax node.
 pub(crate) struct Table<'v> {
-    pub(crate) path: String,
     pub(crate) scope: Option<String>,
     pub(crate) value: &'v serde_json::Map<String, Value>,
     pub(crate) cst: CstObject,
@@ -113,7 +112,6 @@ fn walk<'v>(
     };
     let Some((seg, rest)) = path[depth..].split_first() else {
         out.push(Table {
-            path: at,
             scope,
             value: obj,
             cst: cst.clone(),
@@ -163,6 +161,122 @@ fn walk<'v>(
     walk(v, &c, path, depth + 1, here, scope, out)
 }
 
+/// The server tables of `fmt` in `value` alone, as [`tables`] finds them (same order, same
+/// shape errors): (dotted path, wildcard key, table).
+#[allow(clippy::type_complexity)]
+fn value_tables<'v>(
+    value: &'v Value,
+    fmt: &JsonFormat,
+) -> Result<Vec<(String, Option<String>, &'v serde_json::Map<String, Value>)>, ConfigError> {
+    fn walk<'v>(
+        value: &'v Value,
+        path: &[&str],
+        at: String,
+        scope: Option<String>,
+        out: &mut Vec<(String, Option<String>, &'v serde_json::Map<String, Value>)>,
+    ) -> Result<(), ConfigError> {
+        let join = |key: &str| {
+            if at.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{at}.{key}")
+            }
+        };
+        let Some(obj) = value.as_object() else {
+            return Ok(());
+        };
+        let Some((seg, rest)) = path.split_first() else {
+            out.push((at, scope, obj));
+            return Ok(());
+        };
+        if *seg == "*" {
+            // In the order `tables` visits them (last first).
+            for (name, v) in obj.iter().rev() {
+                walk(v, rest, join(name), Some(name.clone()), out)?;
+            }
+            return Ok(());
+        }
+        let Some(v) = obj.get(*seg) else {
+            return Ok(());
+        };
+        let here = join(seg);
+        if !v.is_object() {
+            if scope.is_some() {
+                return Ok(());
+            }
+            return Err(ConfigError::Shape(format!(
+                "\"{here}\" is not an object; nothing was changed"
+            )));
+        }
+        walk(v, rest, here, scope, out)
+    }
+    let mut out = Vec::new();
+    for path in fmt.tables {
+        walk(value, path, String::new(), None, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The report of a rewrite that changes nothing, from the value alone; `None` when some entry
+/// needs an edit (then the syntax tree is built). The same decisions as [`edit_entry`] makes
+/// for an entry it leaves alone.
+fn unchanged_report(value: &Value, fmt: &JsonFormat, op: &Op, ctx: &Ctx<'_>) -> Option<Report> {
+    let mut report = Report::default();
+    for (_, scope, map) in value_tables(value, fmt).ok()? {
+        for (name, v) in map {
+            let label = super::label(name, scope.as_deref());
+            if !v.is_object() {
+                report
+                    .skipped
+                    .push((label, "the entry is not an object".into()));
+                continue;
+            }
+            let entry = Entry::from_json(v);
+            if let Some(why) = &entry.malformed {
+                report.skipped.push((label, why.clone()));
+                continue;
+            }
+            let Some(command) = &entry.command else {
+                if entry.is_remote() {
+                    report.remote.push(label);
+                } else {
+                    report
+                        .skipped
+                        .push((label, "no \"command\" and no URL".into()));
+                }
+                continue;
+            };
+            match op {
+                Op::Unwrap if entry.is_wrapped() => return None,
+                Op::Unwrap => {}
+                Op::Wrap {
+                    thoth,
+                    extra,
+                    strict,
+                } => {
+                    if !entry.is_wrapped() || command != thoth {
+                        return None;
+                    }
+                    let all = entry.args.clone().unwrap_or_default();
+                    if *strict
+                        && wrapper::wrapper_difference(
+                            &ctx.server_name(name),
+                            ctx.client,
+                            &all,
+                            extra,
+                        )
+                        .is_some()
+                    {
+                        return None;
+                    }
+                    report.already.push(label);
+                }
+            }
+        }
+    }
+    Some(report)
+}
+
 /// Every server entry of a JSON-family file.
 pub fn entries(text: &str, fmt: &JsonFormat) -> Result<Vec<Found>, ConfigError> {
     let value = parse(text, fmt.jsonc)?;
@@ -174,23 +288,14 @@ pub fn entries(text: &str, fmt: &JsonFormat) -> Result<Vec<Found>, ConfigError> 
             "the top level is not a JSON object".into(),
         ));
     }
-    let body = split_bom(text).1;
-    let root = CstRootNode::parse(body, &options(fmt.jsonc)).map_err(|e| ConfigError::Invalid {
-        line: e.line_display(),
-        column: e.column_display(),
-        message: e.kind().to_string(),
-    })?;
-    let Some(top) = root.object_value() else {
-        return Ok(Vec::new());
-    };
-    Ok(tables(&value, &top, fmt)?
+    // The value alone says it (no syntax tree: `~/.claude.json` can be megabytes).
+    Ok(value_tables(&value, fmt)?
         .into_iter()
-        .flat_map(|t| {
-            t.value
-                .iter()
+        .flat_map(|(table, scope, map)| {
+            map.iter()
                 .map(|(name, v)| Found {
-                    table: t.path.clone(),
-                    scope: t.scope.clone(),
+                    table: table.clone(),
+                    scope: scope.clone(),
                     name: name.clone(),
                     entry: Entry::from_json(v),
                 })
@@ -221,6 +326,11 @@ pub fn rewrite(
         return Err(ConfigError::Shape(
             "the top level is not a JSON object".into(),
         ));
+    }
+    // Most rewrites find nothing to do (the agent re-checks a file at each change, and Claude
+    // Code rewrites a `~/.claude.json` of megabytes often): the value alone says so.
+    if let Some(report) = unchanged_report(&value, fmt, op, ctx) {
+        return unchanged(report);
     }
     let root = CstRootNode::parse(body, &options(fmt.jsonc)).map_err(|e| ConfigError::Invalid {
         line: e.line_display(),
