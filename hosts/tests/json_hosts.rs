@@ -1050,6 +1050,37 @@ fn lay_out_home(
     want
 }
 
+#[cfg(unix)]
+#[test]
+fn a_project_or_workspace_that_is_a_symlink_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home/ann");
+    let project = tmp.path().join("src/project");
+    let workspace = tmp.path().join("work/ws");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::create_dir_all(&workspace).unwrap();
+    lay_out_home(&home, Os::Linux, &project, &workspace);
+    let count = |host: &dyn Host, suffix: &str| {
+        host.files(&home, Os::Linux)
+            .iter()
+            .filter(|f| f.ends_with(suffix))
+            .count()
+    };
+    assert_eq!(count(&ClaudeCode, ".mcp.json"), 1);
+    assert_eq!(count(&VsCode, ".vscode/mcp.json"), 1);
+    assert_eq!(count(&Cursor, ".cursor/mcp.json"), 2);
+    // The same folders, named through symbolic links in the user's files.
+    let real_project = tmp.path().join("src/project-real");
+    let real_workspace = tmp.path().join("work/ws-real");
+    std::fs::rename(&project, &real_project).unwrap();
+    std::fs::rename(&workspace, &real_workspace).unwrap();
+    std::os::unix::fs::symlink(&real_project, &project).unwrap();
+    std::os::unix::fs::symlink(&real_workspace, &workspace).unwrap();
+    assert_eq!(count(&ClaudeCode, ".mcp.json"), 0);
+    assert_eq!(count(&VsCode, ".vscode/mcp.json"), 0);
+    assert_eq!(count(&Cursor, ".cursor/mcp.json"), 1);
+}
+
 #[test]
 fn each_host_finds_its_files_in_a_home_laid_out_for_each_os() {
     for os in [Os::Linux, Os::MacOs, Os::Windows] {

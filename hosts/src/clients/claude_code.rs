@@ -23,8 +23,12 @@ fn user_file(home: &Path) -> PathBuf {
     home.join(USER_FILE)
 }
 
-/// The project directories `~/.claude.json` knows, kept only when they belong to the home's
-/// owner (a user's file must not make root rewrite someone else's project).
+/// The most projects of `~/.claude.json` looked at (each costs a few system calls).
+const MAX_PROJECTS: usize = 1000;
+
+/// The project directories `~/.claude.json` knows, kept only when they are directories (not
+/// symbolic links to one) belonging to the home's owner (a user's file must not make root
+/// rewrite someone else's project).
 fn projects(home: &Path) -> Vec<PathBuf> {
     let Ok((bytes, _)) = crate::file::read_config(&user_file(home)) else {
         return Vec::new();
@@ -38,8 +42,9 @@ fn projects(home: &Path) -> Vec<PathBuf> {
     let owner = crate::file::owner(home);
     let mut out: Vec<PathBuf> = projects
         .keys()
+        .take(MAX_PROJECTS)
         .map(PathBuf::from)
-        .filter(|p| p.is_absolute() && p.is_dir())
+        .filter(|p| p.is_absolute() && crate::clients::vscode::is_real_dir(p))
         .filter(|p| owner.is_some() && crate::file::owner(p) == owner)
         .collect();
     out.sort();

@@ -34,6 +34,12 @@ fn workspaces(home: &Path, os: Os) -> Vec<PathBuf> {
     workspaces_of(home, os, &PRODUCTS)
 }
 
+/// Whether `p` is a directory itself, not a symbolic link to one (a folder named in a user's
+/// file is not followed elsewhere).
+pub(crate) fn is_real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
 /// The local folder a workspace's `folder` URI names (`file:///home/ann/my%20project`; on
 /// Windows `file:///c%3A/Users/ann/p`), if it is one: other schemes (`vscode-remote://`) and
 /// hosts (`file://server/share`) are not local folders.
@@ -55,8 +61,8 @@ pub(crate) fn folder_path(uri: &str) -> Option<PathBuf> {
 
 /// The folders of the workspaces recently opened in these VS Code-family products (directory
 /// names under the app-data directory: `Code`, `Cursor`…), found through
-/// `User/workspaceStorage/*/workspace.json`; kept only when they exist and belong to the home's
-/// owner (a user's file must not make root rewrite someone else's folder).
+/// `User/workspaceStorage/*/workspace.json`; kept only when they are directories (not symbolic
+/// links to one) belonging to the home's owner (a user's file must not make root rewrite someone else's folder).
 pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathBuf> {
     let owner = crate::file::owner(home);
     let mut out = Vec::new();
@@ -82,7 +88,7 @@ pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathB
             else {
                 continue;
             };
-            if p.is_dir() && owner.is_some() && crate::file::owner(&p) == owner {
+            if is_real_dir(&p) && owner.is_some() && crate::file::owner(&p) == owner {
                 out.push(p);
             }
         }
