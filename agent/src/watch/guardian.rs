@@ -59,6 +59,8 @@ struct Known {
     /// Servers reported MCP_SERVER_UNGOVERNED (label → reason): again only when the reason
     /// changes.
     ungoverned: BTreeMap<String, String>,
+    /// Some were left unreported by the bounds: the periodic check processes the file again.
+    more_ungoverned: bool,
 }
 
 /// A watched directory: which (home, host id) pairs it may hold files of (none: the users

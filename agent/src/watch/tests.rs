@@ -623,3 +623,36 @@ fn names_and_targets_from_users_files_are_escaped_in_events() {
         "{d}"
     );
 }
+
+#[test]
+fn a_flood_of_ungoverned_servers_is_reported_in_bounded_passes() {
+    let l = Laptop::new(None);
+    let servers: Vec<String> = (0..250)
+        .map(|i| format!("\"r{i:03}\": {{\"url\": \"https://x/{i}\"}}"))
+        .collect();
+    l.put(
+        "ann",
+        CURSOR,
+        &format!("{{\"mcpServers\": {{{}}}}}", servers.join(", ")),
+    );
+    let mut g = l.guardian();
+    g.full_pass("agent start", false);
+    let count = || l.fake.events("MCP_SERVER_UNGOVERNED").len();
+    assert_eq!(count(), 100, "at most 100 in one pass");
+    g.full_pass("periodic check", true);
+    assert_eq!(count(), 200, "the periodic check reports more");
+    g.full_pass("periodic check", true);
+    assert_eq!(count(), 250);
+    g.full_pass("periodic check", true);
+    g.full_pass("policy changed", false);
+    assert_eq!(count(), 250, "each once");
+    let mut names: Vec<String> = l
+        .fake
+        .events("MCP_SERVER_UNGOVERNED")
+        .into_iter()
+        .map(|(_, d)| d.split(' ').nth(2).unwrap().to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 250);
+}

@@ -54,7 +54,8 @@ impl<R: ConfigReport> Guardian<R> {
         for attempt in 1..=RACE_ATTEMPTS {
             match self.try_process(&place, path, cause) {
                 Ok(wrote) => {
-                    if let Some(st) = stamp(path) {
+                    let more = self.known.get(path).is_some_and(|k| k.more_ungoverned);
+                    if let Some(st) = stamp(path).filter(|_| !more) {
                         self.processed.insert(path.to_path_buf(), st);
                     }
                     return wrote;
@@ -340,11 +341,12 @@ impl<R: ConfigReport> Guardian<R> {
             now.insert(label, reason);
         }
         known.ungoverned = now;
+        known.more_ungoverned = cut > 0;
         if cut > 0 {
             tracing::warn!(
                 client = place.host.id(),
                 config = %path.display(),
-                "{cut} more servers not governed: reported later"
+                "{cut} more servers not governed: reported at the next periodic check"
             );
         }
     }
