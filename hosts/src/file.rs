@@ -381,6 +381,12 @@ fn replace(
                     RenameFlags::EXCHANGE,
                 )
             };
+            #[cfg(test)]
+            tests::BEFORE_EXCHANGE.with(|h| {
+                if let Some(f) = h.borrow_mut().take() {
+                    f();
+                }
+            });
             match exchange() {
                 Ok(()) => {
                     // The displaced file now sits at the temp name: was it what was read?
@@ -550,6 +556,57 @@ pub fn diff(path: &Path, before: &str, after: &str) -> String {
 mod tests {
     use super::*;
     use crate::clients::claude_desktop::ClaudeDesktop;
+
+    thread_local! {
+        /// Runs once, in `replace`, after the last comparison and just before the exchange: a
+        /// test's writer getting in where only the exchange check can see it.
+        pub(super) static BEFORE_EXCHANGE: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    #[test]
+    fn a_write_between_the_last_check_and_the_exchange_is_put_back() {
+        use crate::clients::claude_code::ClaudeCode;
+        let ours = "{\"numStartups\": 1, \"mcpServers\": {\"a\": {\"command\": \"npx\"}}}";
+        let theirs = "{\"numStartups\": 2, \"mcpServers\": {\"a\": {\"command\": \"npx\"}}}";
+        for in_place in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(".claude.json");
+            std::fs::write(&path, ours).unwrap();
+            let (p, d) = (path.clone(), dir.path().to_path_buf());
+            BEFORE_EXCHANGE.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || {
+                    if in_place {
+                        std::fs::write(&p, theirs).unwrap();
+                    } else {
+                        // As Claude Code saves: a temp file renamed over.
+                        let tmp = d.join(".claude.json.tmp.1.2");
+                        std::fs::write(&tmp, theirs).unwrap();
+                        std::fs::rename(&tmp, &p).unwrap();
+                    }
+                }))
+            });
+            let r = rewrite_file(&ClaudeCode, &path, &Op::wrap("/t/thoth"), false);
+            assert!(
+                matches!(r, Err(FileError::Raced { .. })),
+                "in place: {in_place}: {r:?}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                theirs,
+                "in place: {in_place}"
+            );
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, [".claude.json", ".claude.json.thoth-backup"]);
+            // Tried again, it wraps their version.
+            let ok = rewrite_file(&ClaudeCode, &path, &Op::wrap("/t/thoth"), false).unwrap();
+            assert!(ok.written && ok.after.contains("\"numStartups\": 2"));
+        }
+    }
 
     const CONFIG: &str = "{\"mcpServers\": {\"files\": {\"command\": \"npx\", \"args\": []}}}\n";
 
