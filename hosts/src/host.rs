@@ -162,7 +162,7 @@ impl HostFilter {
     pub fn only(ids: &[String]) -> Result<HostFilter, String> {
         for id in ids {
             if by_id(id).is_none() {
-                return Err(format!("unknown MCP client {id:?} (known: {})", ids_list()));
+                return Err(format!("unknown MCP client {id:?} (known: {})", self::ids()));
             }
         }
         Ok(HostFilter(Some(ids.to_vec())))
@@ -196,10 +196,6 @@ impl HostFilter {
     }
 }
 
-fn ids_list() -> String {
-    ids()
-}
-
 /// One host file of one user.
 #[derive(Clone)]
 pub struct HostFile {
@@ -221,13 +217,21 @@ impl std::fmt::Debug for HostFile {
     }
 }
 
-/// Every existing file of the managed hosts under each home, on this OS.
+/// Every existing file of the managed hosts under each home, on this OS. Only files owned by
+/// the home's owner: a user who points a client's directory (`~/.cursor`) at another user's
+/// must not make the agent read that user's servers into their own inventory. (A symlink in
+/// the file's own place is listed, and refused with its reason when read.)
 pub fn discover(homes: &[PathBuf], filter: &HostFilter) -> Vec<HostFile> {
     let os = Os::current();
     let mut out = Vec::new();
     for home in homes {
+        let owner = crate::file::owner(home);
         for host in filter.hosts() {
-            for path in host.files(home, os) {
+            for path in host
+                .files(home, os)
+                .into_iter()
+                .filter(|p| owner.is_some() && crate::file::owner(p) == owner)
+            {
                 out.push(HostFile {
                     host,
                     home: home.clone(),
@@ -247,4 +251,43 @@ pub fn host_of(path: &Path, home: &Path) -> Option<&'static dyn Host> {
         .iter()
         .copied()
         .find(|h| h.files(home, os).iter().any(|p| p == path))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_directory_pointing_into_another_users_home_is_not_discovered() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("not root: ownership only matters to the root agent");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let (ann, bob) = (root.path().join("ann"), root.path().join("bob"));
+        std::fs::create_dir_all(bob.join(".cursor")).unwrap();
+        std::fs::create_dir_all(&ann).unwrap();
+        std::fs::write(
+            bob.join(".cursor/mcp.json"),
+            r#"{"mcpServers": {"bobs": {"command": "/home/bob/secret-tool", "args": ["--token", "b0b"]}}}"#,
+        )
+        .unwrap();
+        for (dir, uid) in [(&ann, 41001), (&bob, 41002)] {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(uid)).unwrap();
+        }
+        std::os::unix::fs::lchown(bob.join(".cursor"), Some(41002), Some(41002)).unwrap();
+        std::os::unix::fs::lchown(bob.join(".cursor/mcp.json"), Some(41002), Some(41002))
+            .unwrap();
+        // Ann's ~/.cursor is a link to Bob's.
+        std::os::unix::fs::symlink(bob.join(".cursor"), ann.join(".cursor")).unwrap();
+        std::os::unix::fs::lchown(ann.join(".cursor"), Some(41001), Some(41001)).unwrap();
+        let found = discover(std::slice::from_ref(&ann), &HostFilter::all());
+        assert!(
+            found.iter().all(|f| !f.path.starts_with(&ann)),
+            "Bob's file reached through Ann's home: {found:?}"
+        );
+        // Bob's own home still has it.
+        let found = discover(std::slice::from_ref(&bob), &HostFilter::all());
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
 }
