@@ -252,7 +252,7 @@ fn uninstall_restores_every_users_config_byte_for_byte_and_removes_the_files() {
         (Some(local as u64), Some(local as u64)),
         "{v}"
     );
-    assert_eq!(v["remoteServers"].as_u64(), Some(2 * 5), "{v}");
+    assert_eq!(v["remoteServers"].as_u64(), Some(2 * 4), "{v}");
     assert_eq!(v["governedConfigs"].as_u64(), Some(files.len() as u64), "{v}");
     // One wrapper altered by hand: no longer counted as governed.
     let (_, cursor, _) = &files[1];
