@@ -162,7 +162,10 @@ impl HostFilter {
     pub fn only(ids: &[String]) -> Result<HostFilter, String> {
         for id in ids {
             if by_id(id).is_none() {
-                return Err(format!("unknown MCP client {id:?} (known: {})", self::ids()));
+                return Err(format!(
+                    "unknown MCP client {id:?} (known: {})",
+                    self::ids()
+                ));
             }
         }
         Ok(HostFilter(Some(ids.to_vec())))
@@ -276,8 +279,7 @@ mod tests {
             std::os::unix::fs::lchown(dir, Some(uid), Some(uid)).unwrap();
         }
         std::os::unix::fs::lchown(bob.join(".cursor"), Some(41002), Some(41002)).unwrap();
-        std::os::unix::fs::lchown(bob.join(".cursor/mcp.json"), Some(41002), Some(41002))
-            .unwrap();
+        std::os::unix::fs::lchown(bob.join(".cursor/mcp.json"), Some(41002), Some(41002)).unwrap();
         // Ann's ~/.cursor is a link to Bob's.
         std::os::unix::fs::symlink(bob.join(".cursor"), ann.join(".cursor")).unwrap();
         std::os::unix::fs::lchown(ann.join(".cursor"), Some(41001), Some(41001)).unwrap();

@@ -253,12 +253,18 @@ fn uninstall_restores_every_users_config_byte_for_byte_and_removes_the_files() {
         "{v}"
     );
     assert_eq!(v["remoteServers"].as_u64(), Some(2 * 4), "{v}");
-    assert_eq!(v["governedConfigs"].as_u64(), Some(files.len() as u64), "{v}");
+    assert_eq!(
+        v["governedConfigs"].as_u64(),
+        Some(files.len() as u64),
+        "{v}"
+    );
     // One wrapper altered by hand: no longer counted as governed.
     let (_, cursor, _) = &files[1];
-    let altered = std::fs::read_to_string(cursor)
-        .unwrap()
-        .replacen("\"--client\"", "\"--policy\", \"/tmp/p\", \"--client\"", 1);
+    let altered = std::fs::read_to_string(cursor).unwrap().replacen(
+        "\"--client\"",
+        "\"--policy\", \"/tmp/p\", \"--client\"",
+        1,
+    );
     std::fs::write(cursor, &altered).unwrap();
     let st = run(
         &["status", "--json", "--prefix", prefix.to_str().unwrap()],
