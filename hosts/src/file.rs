@@ -120,22 +120,6 @@ fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// The uid owning `path` (not following a symlink); on other systems `Some(0)` for anything
-/// that exists (ownership is not compared there).
-pub fn owner(path: &Path) -> Option<u32> {
-    let m = std::fs::symlink_metadata(path).ok()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        Some(m.uid())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = m;
-        Some(0)
-    }
-}
-
 /// Why a file was not rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {

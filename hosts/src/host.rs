@@ -103,6 +103,22 @@ pub trait Host: Send + Sync + 'static {
     fn pickup(&self) -> &'static str;
 }
 
+/// The uid owning `path` (not following a symlink); on other systems `Some(0)` for anything
+/// that exists (ownership is not compared there).
+pub fn owner(path: &Path) -> Option<u32> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(m.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        Some(0)
+    }
+}
+
 /// The parents of `paths` (for [`Host::watch_dirs`]).
 pub fn parents(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = paths
@@ -228,12 +244,12 @@ pub fn discover(homes: &[PathBuf], filter: &HostFilter) -> Vec<HostFile> {
     let os = Os::current();
     let mut out = Vec::new();
     for home in homes {
-        let owner = crate::file::owner(home);
+        let home_owner = owner(home);
         for host in filter.hosts() {
             for path in host
                 .files(home, os)
                 .into_iter()
-                .filter(|p| owner.is_some() && crate::file::owner(p) == owner)
+                .filter(|p| home_owner.is_some() && owner(p) == home_owner)
             {
                 out.push(HostFile {
                     host,

@@ -293,10 +293,7 @@ impl Shared {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
             // The MCP clients managed: the agent's settings ∩ the policy's managed_clients.
-            let filter = crate::watch::managed(
-                &self.config,
-                super::inventory::policy_clients(self).as_deref(),
-            );
+            let filter = crate::watch::managed(&self.config, self.managed_clients().as_deref());
             tokio::task::spawn_blocking(move || {
                 inventory::collect(root.as_deref(), &thoth, &extra, &filter)
             })

@@ -5,13 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::SystemTime;
 
 use thoth_hosts::host::HostFilter;
 use thoth_hosts::inventory::State;
 use thoth_proto::fleet as pb;
 
-use super::Shared;
 use crate::watch::clean;
 use crate::watch::guardian::user_of;
 
@@ -31,30 +29,6 @@ const MAX_TRANSPORT: usize = 64;
 /// Most config directories in one report, and their longest (the controller's limits).
 const MAX_CONFIG_DIRS: usize = 64;
 const MAX_CONFIG_DIR: usize = 1024;
-
-/// The MCP clients the policy in force lets the agent manage (its `managed_clients`), or
-/// `None`: every client (also when there is no policy yet).
-pub fn policy_clients(sh: &Shared) -> Option<Vec<String>> {
-    let current = sh.current.borrow().clone()?;
-    let (bundle, _) = thoth_proto::bundle::verify_bundle_keeping_expired(
-        &current.bytes,
-        &sh.root,
-        &sh.config.tenant,
-        None,
-        SystemTime::now(),
-    )
-    .ok()?;
-    let source = format!("<bundle v{}>", bundle.payload.version);
-    let policy = thoth_policy::parse_policy(
-        &bundle.payload.policy,
-        &source,
-        thoth_policy::Format::detect(&source, &bundle.payload.policy),
-    )
-    .ok()?;
-    policy
-        .managed_clients
-        .map(|ids| ids.iter().map(|c| c.as_str().to_owned()).collect())
-}
 
 /// The MCP part of the inventory.
 #[derive(Debug, Default)]
@@ -198,6 +172,9 @@ pub fn collect(
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use super::super::Shared;
     use super::*;
 
     #[test]
@@ -308,16 +285,16 @@ mod tests {
         );
         let sh = Shared::new(toml::from_str(&text).unwrap()).unwrap();
         sh.state.create().unwrap();
-        assert_eq!(policy_clients(&sh), None, "no policy: every client");
+        assert_eq!(sh.managed_clients(), None, "no policy: every client");
         sh.apply(&bundle(1, "servers: []\n"));
         assert_eq!(sh.current.borrow().as_ref().map(|c| c.version), Some(1));
-        assert_eq!(policy_clients(&sh), None, "not limited by the policy");
+        assert_eq!(sh.managed_clients(), None, "not limited by the policy");
         sh.apply(&bundle(
             2,
             "managed_clients: [cursor, codex, claude-code]\n",
         ));
         assert_eq!(sh.current.borrow().as_ref().map(|c| c.version), Some(2));
-        let ids = policy_clients(&sh).unwrap();
+        let ids = sh.managed_clients().unwrap();
         assert_eq!(ids, ["cursor", "codex", "claude-code"]);
         let f = crate::watch::managed(&sh.config, Some(&ids));
         let managed: Vec<&str> = f.hosts().iter().map(|h| h.id()).collect();

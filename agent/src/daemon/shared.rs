@@ -85,6 +85,30 @@ pub(super) fn describe(s: &tonic::Status) -> String {
 }
 
 impl Shared {
+    /// The MCP clients the policy in force lets the agent manage (its `managed_clients`), or
+    /// `None`: every client (also when there is no policy yet).
+    pub(crate) fn managed_clients(&self) -> Option<Vec<String>> {
+        let current = self.current.borrow().clone()?;
+        let (bundle, _) = thoth_proto::bundle::verify_bundle_keeping_expired(
+            &current.bytes,
+            &self.root,
+            &self.config.tenant,
+            None,
+            std::time::SystemTime::now(),
+        )
+        .ok()?;
+        let source = format!("<bundle v{}>", bundle.payload.version);
+        let policy = thoth_policy::parse_policy(
+            &bundle.payload.policy,
+            &source,
+            thoth_policy::Format::detect(&source, &bundle.payload.policy),
+        )
+        .ok()?;
+        policy
+            .managed_clients
+            .map(|ids| ids.iter().map(|c| c.as_str().to_owned()).collect())
+    }
+
     /// Builds the shared state (no IO beyond what `config` needs).
     pub fn new(config: AgentConfig) -> Result<Arc<Shared>, String> {
         let root = config.root_key().map_err(|e| e.to_string())?;
@@ -503,7 +527,7 @@ impl crate::watch::ConfigReport for Shared {
     }
 
     fn policy_clients(&self) -> Option<Vec<String>> {
-        super::inventory::policy_clients(self)
+        self.managed_clients()
     }
 }
 

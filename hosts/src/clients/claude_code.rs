@@ -39,13 +39,13 @@ fn projects(home: &Path) -> Vec<PathBuf> {
     let Some(projects) = v.get("projects").and_then(|p| p.as_object()) else {
         return Vec::new();
     };
-    let owner = crate::file::owner(home);
+    let owner = crate::host::owner(home);
     let mut out: Vec<PathBuf> = projects
         .keys()
         .take(MAX_PROJECTS)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute() && crate::clients::vscode::is_real_dir(p))
-        .filter(|p| owner.is_some() && crate::file::owner(p) == owner)
+        .filter(|p| owner.is_some() && crate::host::owner(p) == owner)
         .collect();
     out.sort();
     out.dedup();
@@ -60,7 +60,7 @@ impl Host for ClaudeCode {
         "Claude Code"
     }
     fn files(&self, home: &Path, _: Os) -> Vec<PathBuf> {
-        let owner = crate::file::owner(home);
+        let owner = crate::host::owner(home);
         let mut files = existing(vec![user_file(home)]);
         files.extend(
             existing(
@@ -70,7 +70,7 @@ impl Host for ClaudeCode {
                     .collect(),
             )
             .into_iter()
-            .filter(|f| crate::file::owner(f) == owner),
+            .filter(|f| crate::host::owner(f) == owner),
         );
         files
     }

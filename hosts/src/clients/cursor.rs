@@ -37,7 +37,7 @@ impl Host for Cursor {
         "Cursor"
     }
     fn files(&self, home: &Path, os: Os) -> Vec<PathBuf> {
-        let owner = crate::file::owner(home);
+        let owner = crate::host::owner(home);
         let mut files = existing(candidates(home));
         files.extend(
             existing(
@@ -47,7 +47,7 @@ impl Host for Cursor {
                     .collect(),
             )
             .into_iter()
-            .filter(|f| crate::file::owner(f) == owner),
+            .filter(|f| crate::host::owner(f) == owner),
         );
         // A project opened at the home is the user file again.
         files.sort();

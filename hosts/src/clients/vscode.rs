@@ -64,7 +64,7 @@ pub(crate) fn folder_path(uri: &str) -> Option<PathBuf> {
 /// `User/workspaceStorage/*/workspace.json`; kept only when they are directories (not symbolic
 /// links to one) belonging to the home's owner (a user's file must not make root rewrite someone else's folder).
 pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathBuf> {
-    let owner = crate::file::owner(home);
+    let owner = crate::host::owner(home);
     let mut out = Vec::new();
     for product in products {
         let storage = os
@@ -88,7 +88,7 @@ pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathB
             else {
                 continue;
             };
-            if is_real_dir(&p) && owner.is_some() && crate::file::owner(&p) == owner {
+            if is_real_dir(&p) && owner.is_some() && crate::host::owner(&p) == owner {
                 out.push(p);
             }
         }
@@ -118,10 +118,10 @@ impl Host for VsCode {
         "VS Code"
     }
     fn files(&self, home: &Path, os: Os) -> Vec<PathBuf> {
-        let owner = crate::file::owner(home);
+        let owner = crate::host::owner(home);
         existing(candidates(home, os))
             .into_iter()
-            .filter(|f| crate::file::owner(f) == owner)
+            .filter(|f| crate::host::owner(f) == owner)
             .collect()
     }
     fn watch_dirs(&self, home: &Path, os: Os) -> Vec<PathBuf> {

@@ -10,7 +10,7 @@ use jsonc_parser::ParseOptions;
 use jsonc_parser::cst::{CstArray, CstInputValue, CstNode, CstObject, CstRootNode};
 use serde_json::Value;
 
-use super::{ConfigError, Ctx, Found, Op, Report, Rewritten};
+use super::model::{ConfigError, Ctx, Found, Op, Report, Rewritten, label};
 use crate::wrapper::{self, Entry, Markers};
 
 /// A JSON-family format: strict JSON or JSONC, and where the server tables are (a path of keys
@@ -224,7 +224,7 @@ fn unchanged_report(value: &Value, fmt: &JsonFormat, op: &Op, ctx: &Ctx<'_>) -> 
     let mut report = Report::default();
     for (_, scope, map) in value_tables(value, fmt).ok()? {
         for (name, v) in map {
-            let label = super::label(name, scope.as_deref());
+            let label = label(name, scope.as_deref());
             if !v.is_object() {
                 report
                     .skipped
@@ -358,7 +358,7 @@ pub fn rewrite(
             let Some(v) = table.value.get(&name) else {
                 continue;
             };
-            let label = super::label(&name, table.scope.as_deref());
+            let label = label(&name, table.scope.as_deref());
             let Some(obj) = prop.object_value() else {
                 report
                     .skipped

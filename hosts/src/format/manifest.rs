@@ -48,7 +48,7 @@ use jsonc_parser::cst::{CstArray, CstInputValue, CstNode, CstObject, CstObjectPr
 use serde_json::{Map, Value};
 
 use super::json::{self, options, parse, split_bom};
-use super::{ConfigError, Ctx, Found, Op, Report, Rewritten};
+use super::model::{ConfigError, Ctx, Found, Op, Report, Rewritten};
 use crate::wrapper::{self, Entry, Markers};
 
 /// Why a manifest without `server.mcp_config` is not wrapped.

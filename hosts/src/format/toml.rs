@@ -30,7 +30,7 @@ use std::ops::Range;
 use toml_edit::{Array, Document, InlineTable, Item, TableLike, Value};
 
 use super::json::split_bom;
-use super::{ConfigError, Ctx, Found, Op, Report, Rewritten};
+use super::model::{ConfigError, Ctx, Found, Op, Report, Rewritten, label};
 use crate::wrapper::{self, Entry, Markers};
 
 /// Parses a file's text (after any BOM), with the position of the first error.
@@ -203,7 +203,7 @@ pub fn rewrite(text: &str, table: &str, op: &Op, ctx: &Ctx<'_>) -> Result<Rewrit
     let mut edits = Vec::new();
     let mut bounds = HashMap::new();
     for server in servers(&doc, table)? {
-        let label = super::label(&server.name, None);
+        let label = label(&server.name, None);
         let name = ctx.server_name(&server.name);
         let entry = entry_of(server.item);
         let mut e = Editor {
