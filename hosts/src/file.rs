@@ -49,7 +49,20 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// directory (a hard link to someone else's file is refused). Returns the bytes and the
 /// metadata of what was read.
 pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
+    read_config_as(path, None, MAX_CONFIG_BYTES)
+}
+
+/// [`read_config`] for the user `owner` (the uid owning the home the file was found in), at
+/// most `max` bytes: as root, the opened file must belong to that user, so a directory on the
+/// way that leads into another user's home (`~/.cursor` → `/home/bob/.cursor`), swapped in at
+/// any time, cannot make root read that user's file on this user's behalf.
+pub fn read_config_as(
+    path: &Path,
+    owner: Option<u32>,
+    max: u64,
+) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
     use std::io::Read;
+    let max = max.min(MAX_CONFIG_BYTES);
     let refuse = |kind, why: String| std::io::Error::new(kind, why);
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
@@ -76,11 +89,11 @@ pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)>
             "not a regular file".into(),
         ));
     }
-    if meta.len() > MAX_CONFIG_BYTES {
+    if meta.len() > max {
         return Err(refuse(
             std::io::ErrorKind::InvalidInput,
             format!(
-                "{} bytes, more than the {MAX_CONFIG_BYTES} an MCP client config can be",
+                "{} bytes, more than the {max} this MCP client's config can be",
                 meta.len()
             ),
         ));
@@ -88,6 +101,18 @@ pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)>
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
+        if rustix::process::geteuid().is_root()
+            && let Some(uid) = owner
+            && meta.uid() != uid
+        {
+            return Err(refuse(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "owned by uid {}, not by the home's owner (uid {uid}): not touched",
+                    meta.uid()
+                ),
+            ));
+        }
         if rustix::process::geteuid().is_root() {
             let dir = parent_dir(path);
             let dir_uid = std::fs::metadata(dir)?.uid();
@@ -103,8 +128,8 @@ pub fn read_config(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)>
         }
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
         return Err(refuse(
             std::io::ErrorKind::InvalidInput,
             "grew past the size limit while being read".into(),
@@ -174,6 +199,19 @@ pub struct FileOutcome {
     pub after: String,
 }
 
+/// How [`rewrite_file_with`] works.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Compute the result only; write nothing.
+    pub dry_run: bool,
+    /// The uid owning the home the file was found in: as root, a file of anyone else is
+    /// refused (see [`read_config_as`]). The agent and the installer always give it.
+    pub owner: Option<u32>,
+    /// Do not take the host's lock (the agent, after the lock has been held against it for
+    /// too long: the exchange check still keeps the host's saves).
+    pub ignore_host_lock: bool,
+}
+
 /// Rewrites one file of `host` (or, with `dry_run`, computes the result only).
 pub fn rewrite_file(
     host: &dyn Host,
@@ -181,10 +219,32 @@ pub fn rewrite_file(
     op: &Op,
     dry_run: bool,
 ) -> Result<FileOutcome, FileError> {
-    let (bytes, meta) = read_config(path).map_err(|source| FileError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    rewrite_file_with(
+        host,
+        path,
+        op,
+        &Options {
+            dry_run,
+            ..Options::default()
+        },
+    )
+}
+
+/// Rewrites one file of `host` as `opts` say.
+pub fn rewrite_file_with(
+    host: &dyn Host,
+    path: &Path,
+    op: &Op,
+    opts: &Options,
+) -> Result<FileOutcome, FileError> {
+    let dry_run = opts.dry_run;
+    let (bytes, meta) =
+        read_config_as(path, opts.owner, host.max_bytes(path)).map_err(|source| {
+            FileError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let before = String::from_utf8(bytes).map_err(|_| FileError::NotUtf8 {
         path: path.to_path_buf(),
     })?;
@@ -222,7 +282,9 @@ pub fn rewrite_file(
         result.text.as_bytes(),
         &meta,
         Some(before.as_bytes()),
-        host.lock_path(path).as_deref(),
+        host.lock_path(path)
+            .filter(|_| !opts.ignore_host_lock)
+            .as_deref(),
         true,
     )
     .map_err(|e| {
@@ -242,8 +304,10 @@ pub fn rewrite_file(
     })
 }
 
-/// How long a host's lock is waited for before the rewrite is given up (and retried later).
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a host's lock is waited for before the rewrite is given up (and retried later):
+/// Claude Code holds it for milliseconds; a user holding it on purpose must not stall the
+/// agent's one guardian thread.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 /// A host lock older than this is stale (proper-lockfile's default, which Claude Code uses):
 /// the rewrite goes on without it (the exchange check below still guards the write).
 const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -340,11 +404,12 @@ fn replace(
     let raced = || std::io::Error::new(std::io::ErrorKind::Interrupted, "changed meanwhile");
     let result = (|| -> std::io::Result<()> {
         tmp.write_all(bytes)?;
-        tmp.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        // Owner first, then the mode, and never setuid, setgid or sticky bits: a config is data.
         let fd_meta = tmp.metadata()?;
         if fd_meta.uid() != meta.uid() || fd_meta.gid() != meta.gid() {
             std::os::unix::fs::fchown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
         }
+        tmp.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o777))?;
         tmp.sync_all()?;
         let Some(expect) = expect else {
             return renameat(&dirf, tmp_name.as_c_str(), &dirf, name.as_c_str())
@@ -462,7 +527,13 @@ impl<'a> HostLock<'a> {
                     };
                     let mtime = std::time::UNIX_EPOCH
                         + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
-                    if mtime.elapsed().is_ok_and(|age| age > LOCK_STALE) {
+                    // Stale when old, and when dated in the future (a lock made to look
+                    // fresh for ever).
+                    let stale = match mtime.elapsed() {
+                        Ok(age) => age > LOCK_STALE,
+                        Err(ahead) => ahead.duration() > std::time::Duration::from_secs(5),
+                    };
+                    if stale {
                         return Ok(None);
                     }
                     if start.elapsed() > LOCK_WAIT {
@@ -694,5 +765,106 @@ mod tests {
         // Owned like its directory: fine.
         std::os::unix::fs::chown(dir.path(), Some(54321), Some(54321)).unwrap();
         assert!(read_config(&p).is_ok());
+    }
+
+    #[test]
+    fn as_root_a_file_reached_through_another_users_directory_is_refused_for_this_user() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("not root: ownership only matters to the root agent");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let (ann, bob) = (root.path().join("ann"), root.path().join("bob"));
+        std::fs::create_dir_all(bob.join(".cursor")).unwrap();
+        std::fs::create_dir_all(&ann).unwrap();
+        let secret = bob.join(".cursor/mcp.json");
+        std::fs::write(&secret, CONFIG).unwrap();
+        for p in [&bob, &bob.join(".cursor"), &secret] {
+            std::os::unix::fs::lchown(p, Some(41002), Some(41002)).unwrap();
+        }
+        std::os::unix::fs::lchown(&ann, Some(41001), Some(41001)).unwrap();
+        // Ann's ~/.cursor leads into Bob's home (it could be swapped in after discovery).
+        std::os::unix::fs::symlink(bob.join(".cursor"), ann.join(".cursor")).unwrap();
+        let through = ann.join(".cursor/mcp.json");
+        let e = read_config_as(&through, Some(41001), MAX_CONFIG_BYTES).unwrap_err();
+        assert!(e.to_string().contains("not by the home's owner"), "{e}");
+        let opts = Options {
+            owner: Some(41001),
+            ..Options::default()
+        };
+        let cursor = crate::host::by_id("cursor").unwrap();
+        assert!(rewrite_file_with(cursor, &through, &Op::wrap("/t/thoth"), &opts).is_err());
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), CONFIG);
+        let scanned =
+            crate::inventory::scan_file_as(cursor, &through, "/t/thoth", &[], Some(41001));
+        assert!(
+            scanned.servers.is_empty() && scanned.error.is_some(),
+            "{scanned:?}"
+        );
+        // For Bob, the same file is fine.
+        assert!(read_config_as(&secret, Some(41002), MAX_CONFIG_BYTES).is_ok());
+    }
+
+    #[test]
+    fn a_lock_dated_in_the_future_is_stale_and_a_held_lock_costs_little() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".claude.json");
+        let text = "{\"mcpServers\": {\"fs\": {\"command\": \"npx\", \"args\": []}}}\n";
+        std::fs::write(&path, text).unwrap();
+        let code = crate::host::by_id("claude-code").unwrap();
+        let lock = dir.path().join(".claude.json.lock");
+        std::fs::create_dir(&lock).unwrap();
+        // Touched to 2100: never "old", so it looked held for ever.
+        let future = std::time::UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_800);
+        std::fs::File::open(&lock)
+            .unwrap()
+            .set_modified(future)
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let out = rewrite_file(code, &path, &Op::wrap("/t/thoth"), false).unwrap();
+        assert!(out.written, "a future-dated lock is stale");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
+        // A fresh lock (held now): the rewrite gives up quickly, and goes through when told to
+        // ignore it.
+        std::fs::write(&path, text).unwrap();
+        std::fs::File::open(&lock)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let e = rewrite_file(code, &path, &Op::wrap("/t/thoth"), false).unwrap_err();
+        assert!(matches!(e, FileError::Raced { .. }), "{e}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t0.elapsed()
+        );
+        let opts = Options {
+            ignore_host_lock: true,
+            ..Options::default()
+        };
+        assert!(
+            rewrite_file_with(code, &path, &Op::wrap("/t/thoth"), &opts)
+                .unwrap()
+                .written
+        );
+        assert!(lock.is_dir(), "someone else's lock is left alone");
+    }
+
+    #[test]
+    fn a_rewritten_file_never_gets_setuid_setgid_or_sticky_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("claude_desktop_config.json");
+        std::fs::write(&path, CONFIG).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o7644)).unwrap();
+        let out = rewrite_file(&ClaudeDesktop, &path, &Op::wrap("/t/thoth"), false).unwrap();
+        assert!(out.written);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
     }
 }

@@ -94,6 +94,12 @@ pub trait Host: Send + Sync + 'static {
         let _ = path;
         None
     }
+    /// The largest file of this host read (a hostile file must not make the agent read or hold
+    /// more; every host file is read at each heartbeat). Default 4 MiB.
+    fn max_bytes(&self, path: &Path) -> u64 {
+        let _ = path;
+        4 << 20
+    }
     /// Whether the host rewrites its own file while it runs (the agent must neither lose those
     /// writes nor fight them).
     fn rewrites_itself(&self) -> bool {

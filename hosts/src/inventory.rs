@@ -110,7 +110,7 @@ pub fn server_info(
             String::new(),
             State::NotGoverned(format!("the entry cannot be read: {why}")),
         )
-    } else if e.is_remote() || (e.command.is_none() && e.url.is_some()) {
+    } else if e.is_remote() {
         (
             e.transport.clone().unwrap_or_else(|| "url".into()),
             e.url.clone().unwrap_or_default(),
@@ -150,13 +150,25 @@ pub fn server_info(
 
 /// Every server of one host file (`thoth`, `extra`: what the agent's wrapper is).
 pub fn scan_file(host: &'static dyn Host, path: &Path, thoth: &str, extra: &[String]) -> FileInfo {
+    scan_file_as(host, path, thoth, extra, None)
+}
+
+/// [`scan_file`] for the user `owner` (the uid owning the home it was found in; see
+/// [`crate::file::read_config_as`]).
+pub fn scan_file_as(
+    host: &'static dyn Host,
+    path: &Path,
+    thoth: &str,
+    extra: &[String],
+    owner: Option<u32>,
+) -> FileInfo {
     let mut info = FileInfo {
         host: host.id(),
         path: path.to_path_buf(),
         servers: Vec::new(),
         error: None,
     };
-    let text = match crate::file::read_config(path) {
+    let text = match crate::file::read_config_as(path, owner, host.max_bytes(path)) {
         Ok((bytes, _)) => match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(_) => {
@@ -191,7 +203,10 @@ pub fn scan(
 ) -> Vec<FileInfo> {
     crate::host::discover(homes, filter)
         .into_iter()
-        .map(|f| scan_file(f.host, &f.path, thoth, extra))
+        .map(|f| {
+            let owner = crate::host::owner(&f.home);
+            scan_file_as(f.host, &f.path, thoth, extra, owner)
+        })
         .collect()
 }
 

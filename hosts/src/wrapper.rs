@@ -77,15 +77,16 @@ impl Entry {
         e
     }
 
-    /// Whether the entry runs elsewhere (a URL, or an HTTP/SSE transport) rather than as a local
-    /// process: never wrapped.
+    /// Whether the entry runs elsewhere rather than as a local process: never wrapped. A
+    /// `type`/`transport` other than `stdio` decides, whatever else the entry holds (VS Code and
+    /// Claude Code connect by their type: a decoy `command` beside `"type": "http"` is never
+    /// run, so wrapping it would only make a remote server look governed); without one, an
+    /// entry with a URL and no command.
     pub fn is_remote(&self) -> bool {
-        self.command.is_none()
-            && (self.url.is_some()
-                || self
-                    .transport
-                    .as_deref()
-                    .is_some_and(|t| !t.eq_ignore_ascii_case("stdio")))
+        match self.transport.as_deref() {
+            Some(t) => !t.eq_ignore_ascii_case("stdio"),
+            None => self.command.is_none() && self.url.is_some(),
+        }
     }
 
     /// Whether it runs through thoth: `command` is a thoth binary and `args[0]` is `run`.

@@ -1156,6 +1156,18 @@ fn projects_and_workspaces_of_someone_else_are_not_found() {
         for (_, p) in &want {
             chown(p, Some(ann), Some(ann)).unwrap();
         }
+        // Everything in Ann's home is hers (workspaceStorage's workspace.json files included:
+        // they are read only as hers).
+        fn chown_all(dir: &std::path::Path, uid: u32) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                std::os::unix::fs::lchown(&p, Some(uid), Some(uid)).unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    chown_all(&p, uid);
+                }
+            }
+        }
+        chown_all(&home, ann);
         for d in [
             &home,
             &project,

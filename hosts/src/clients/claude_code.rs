@@ -30,7 +30,11 @@ const MAX_PROJECTS: usize = 1000;
 /// symbolic links to one) belonging to the home's owner (a user's file must not make root
 /// rewrite someone else's project).
 fn projects(home: &Path) -> Vec<PathBuf> {
-    let Ok((bytes, _)) = crate::file::read_config(&user_file(home)) else {
+    let Ok((bytes, _)) = crate::file::read_config_as(
+        &user_file(home),
+        crate::host::owner(home),
+        crate::file::MAX_CONFIG_BYTES,
+    ) else {
         return Vec::new();
     };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
@@ -40,12 +44,13 @@ fn projects(home: &Path) -> Vec<PathBuf> {
         return Vec::new();
     };
     let owner = crate::host::owner(home);
+    // Filtered first, then bounded: keys that name nothing cannot crowd out a real project.
     let mut out: Vec<PathBuf> = projects
         .keys()
-        .take(MAX_PROJECTS)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute() && crate::clients::vscode::is_real_dir(p))
         .filter(|p| owner.is_some() && crate::host::owner(p) == owner)
+        .take(MAX_PROJECTS)
         .collect();
     out.sort();
     out.dedup();
@@ -116,6 +121,14 @@ impl Host for ClaudeCode {
             p.push(".lock");
             PathBuf::from(p)
         })
+    }
+    fn max_bytes(&self, path: &Path) -> u64 {
+        // `~/.claude.json` keeps every project's history: it grows to megabytes.
+        if path.file_name().is_some_and(|n| n == USER_FILE) {
+            crate::file::MAX_CONFIG_BYTES
+        } else {
+            4 << 20
+        }
     }
     fn rewrites_itself(&self) -> bool {
         true

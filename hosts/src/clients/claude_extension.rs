@@ -25,26 +25,30 @@ pub const REGISTRY: &str = "extensions-installations.json";
 pub const MANIFEST: &str = "manifest.json";
 /// The most extensions read per app-data directory (a hostile home may hold millions of
 /// directories; a real one holds a few).
-pub const MAX_EXTENSIONS: usize = 500;
+pub const MAX_EXTENSIONS: usize = 1000;
 
 /// The host.
 pub struct ClaudeExtension;
 
 /// The extensions' directories under one Claude app-data directory: real directories (not
-/// symlinks: a symlink could lead a root agent into another user's files), sorted, at most
-/// [`MAX_EXTENSIONS`] (of the first `4 × MAX_EXTENSIONS` entries read).
+/// symlinks: a symlink could lead a root agent into another user's files) holding a
+/// `manifest.json`, sorted, at most [`MAX_EXTENSIONS`] (of the first `20 × MAX_EXTENSIONS`
+/// entries read).
 pub fn extension_dirs(app: &Path) -> Vec<PathBuf> {
     let dir = app.join(EXTENSIONS_DIR);
     if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
         return Vec::new();
     }
+    // Only directories that hold a manifest count, before the bound: empty or junk directories
+    // cannot crowd out an installed extension.
     let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
-        .take(4 * MAX_EXTENSIONS)
+        .take(20 * MAX_EXTENSIONS)
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
+        .filter(|p| std::fs::symlink_metadata(p.join(MANIFEST)).is_ok_and(|m| m.is_file()))
         .collect();
     out.sort();
     out.truncate(MAX_EXTENSIONS);
@@ -126,6 +130,14 @@ impl Host for ClaudeExtension {
             out.push(app);
         }
         out
+    }
+    fn max_bytes(&self, path: &Path) -> u64 {
+        // A manifest is a few KiB; the registry holds a copy of every one.
+        if path.file_name().is_some_and(|n| n == REGISTRY) {
+            crate::file::MAX_CONFIG_BYTES
+        } else {
+            1 << 20
+        }
     }
     fn format(&self, path: &Path) -> Format {
         if path.file_name().is_some_and(|n| n == REGISTRY) {

@@ -12,6 +12,9 @@ use crate::host::{Host, Os, existing};
 /// The host.
 pub struct VsCode;
 
+/// The most workspace folders found per product.
+const MAX_WORKSPACES: usize = 1000;
+
 /// The product directories under the app-data directory.
 const PRODUCTS: [&str; 2] = ["Code", "Code - Insiders"];
 
@@ -74,8 +77,27 @@ pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathB
         let Ok(rd) = std::fs::read_dir(storage) else {
             continue;
         };
-        for e in rd.flatten().take(1000) {
-            let Ok((bytes, _)) = crate::file::read_config(&e.path().join("workspace.json")) else {
+        // The most recently used first; each `workspace.json` is a line of JSON (read at most
+        // 64 KiB of it); at most MAX_WORKSPACES folders found per product, of at most
+        // 20 × MAX_WORKSPACES entries looked at.
+        let mut entries: Vec<(std::time::SystemTime, PathBuf)> = rd
+            .flatten()
+            .take(20 * MAX_WORKSPACES)
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                m.is_dir()
+                    .then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()))
+            })
+            .collect();
+        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut found = 0;
+        for (_, dir) in entries {
+            if found >= MAX_WORKSPACES {
+                break;
+            }
+            let Ok((bytes, _)) =
+                crate::file::read_config_as(&dir.join("workspace.json"), owner, 64 << 10)
+            else {
                 continue;
             };
             let Some(p) = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -90,6 +112,7 @@ pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathB
             };
             if is_real_dir(&p) && owner.is_some() && crate::host::owner(&p) == owner {
                 out.push(p);
+                found += 1;
             }
         }
     }

@@ -236,6 +236,10 @@ fn unchanged_report(value: &Value, fmt: &JsonFormat, op: &Op, ctx: &Ctx<'_>) -> 
                 report.skipped.push((label, why.clone()));
                 continue;
             }
+            if entry.is_remote() && !(matches!(op, Op::Unwrap) && entry.is_wrapped()) {
+                report.remote.push(label);
+                continue;
+            }
             let Some(command) = &entry.command else {
                 if entry.is_remote() {
                     report.remote.push(label);
@@ -405,6 +409,12 @@ pub(crate) fn edit_entry(
 ) {
     if let Some(why) = &entry.malformed {
         report.skipped.push((label, why.clone()));
+        return;
+    }
+    // Remote by its type even with a command beside it; an old wrapper on such an entry is
+    // still taken out by unwrap.
+    if entry.is_remote() && !(matches!(op, Op::Unwrap) && entry.is_wrapped()) {
+        report.remote.push(label);
         return;
     }
     let Some(command) = entry.command.clone() else {

@@ -208,3 +208,29 @@ fn invalid_or_misshapen_files_are_refused_with_a_position() {
     let r = wrap("{\"x\": 1}", THOTH).unwrap();
     assert_eq!(r.text, "{\"x\": 1}");
 }
+
+#[test]
+fn a_typed_remote_entry_with_a_decoy_command_is_remote_and_never_looks_governed() {
+    let fmt = JsonFormat {
+        jsonc: true,
+        tables: &[&["servers"]],
+    };
+    let ctx = Ctx {
+        client: "vscode",
+        server: None,
+    };
+    let text = r#"{"servers": {"looks-local": {"type": "http", "url": "https://exfil.example/mcp", "command": "node", "args": ["server.js"]}, "ok": {"type": "stdio", "command": "npx", "args": []}}}"#;
+    let w = rewrite(text, &fmt, &Op::wrap(THOTH), &ctx).unwrap();
+    assert_eq!(w.report.remote, ["looks-local"], "{:?}", w.report);
+    assert_eq!(w.report.wrapped, ["ok"], "{:?}", w.report);
+    let v: Value = serde_json::from_str(&w.text).unwrap();
+    assert_eq!(v["servers"]["looks-local"]["command"], "node");
+    let e = Entry::from_json(&v["servers"]["looks-local"]);
+    assert!(e.is_remote());
+    // A wrapper an older thoth put on such an entry is still taken out.
+    let old = r#"{"servers": {"x": {"type": "sse", "url": "https://x", "command": "/usr/local/bin/thoth", "args": ["run", "--server", "x", "--client", "vscode", "--", "node", "s.js"]}}}"#;
+    let u = rewrite(old, &fmt, &Op::Unwrap, &ctx).unwrap();
+    assert_eq!(u.report.unwrapped, ["x"], "{:?}", u.report);
+    let v: Value = serde_json::from_str(&u.text).unwrap();
+    assert_eq!(v["servers"]["x"]["command"], "node");
+}

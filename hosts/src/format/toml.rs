@@ -327,6 +327,10 @@ impl Editor<'_, '_> {
             report.skipped.push((label, why.clone()));
             return;
         }
+        if entry.is_remote() && !(matches!(op, Op::Unwrap) && entry.is_wrapped()) {
+            report.remote.push(label);
+            return;
+        }
         let Some(command) = entry.command.clone() else {
             if entry.is_remote() {
                 report.remote.push(label);

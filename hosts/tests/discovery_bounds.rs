@@ -1,0 +1,63 @@
+//! Discovery bounds what it looks at, but what names nothing cannot crowd out a real file: a
+//! user who fills `~/.claude.json` with project keys, or `Claude Extensions/` with empty
+//! directories, does not hide a real project's or extension's servers from the agent.
+
+use std::path::Path;
+
+use thoth_hosts::host::{Host, Os};
+
+fn put(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn junk_project_keys_do_not_hide_a_real_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("ann");
+    let project = home.join("zz-real-project");
+    put(
+        &project.join(".mcp.json"),
+        r#"{"mcpServers": {"shared": {"command": "npx", "args": []}}}"#,
+    );
+    // 1,500 keys that sort before the real one and name nothing.
+    let mut projects = serde_json::Map::new();
+    for i in 0..1500 {
+        projects.insert(format!("/a/{i:05}"), serde_json::json!({}));
+    }
+    projects.insert(project.display().to_string(), serde_json::json!({}));
+    put(
+        &home.join(".claude.json"),
+        &serde_json::json!({"projects": projects}).to_string(),
+    );
+    let code = thoth_hosts::host::by_id("claude-code").unwrap();
+    let files = code.files(&home, Os::current());
+    assert!(
+        files.contains(&project.join(".mcp.json")),
+        "the real project was crowded out: {files:?}"
+    );
+}
+
+#[test]
+fn empty_extension_directories_do_not_hide_an_installed_extension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("ann");
+    let exts = Os::current()
+        .app_data(&home)
+        .join("Claude/Claude Extensions");
+    for i in 0..1200 {
+        std::fs::create_dir_all(exts.join(format!("aaa{i:05}"))).unwrap();
+    }
+    let manifest = exts.join("zzz.real/manifest.json");
+    put(
+        &manifest,
+        r#"{"name": "real", "server": {"type": "binary", "mcp_config": {"command": "/opt/real", "args": []}}}"#,
+    );
+    let ext = thoth_hosts::host::by_id("claude-extension").unwrap();
+    let files = ext.files(&home, Os::current());
+    assert!(
+        files.contains(&manifest),
+        "the installed extension was crowded out: {} files",
+        files.len()
+    );
+}
