@@ -89,7 +89,7 @@ pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathB
                     .then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()))
             })
             .collect();
-        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
         let mut found = 0;
         for (_, dir) in entries {
             if found >= MAX_WORKSPACES {
