@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use thoth_hosts::host::{Host, Os};
+use thoth_hosts::host::Os;
 
 fn put(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
