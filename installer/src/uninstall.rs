@@ -37,7 +37,13 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, InstallerErro
     for f in discover(&homes, &HostFilter::all()) {
         let mut attempt = 0;
         loop {
-            match hosts_file::rewrite_file(f.host, &f.path, &Op::Unwrap, false) {
+            // As the home's owner: a file reached through another user's directory is not
+            // this home's to restore.
+            let opts = hosts_file::Options {
+                owner: thoth_hosts::host::owner(&f.home),
+                ..hosts_file::Options::default()
+            };
+            match hosts_file::rewrite_file_with(f.host, &f.path, &Op::Unwrap, &opts) {
                 Ok(o) if o.written => restored += 1,
                 Ok(_) => {}
                 Err(FileError::Raced { .. }) if attempt < 10 => {
