@@ -144,7 +144,7 @@ fn wrap_dry_run_and_unwrap_for_every_json_client() {
         }
         if client == "cursor" {
             assert!(
-                out.contains("left alone (remote, no command): web"),
+                out.contains("left alone (remote: runs elsewhere, cannot be wrapped): web"),
                 "{out}"
             );
         }
