@@ -177,12 +177,15 @@ pub struct AgentRecord {
     pub revoked_at: Option<i64>,
     /// Its current certificate's expiry.
     pub cert_not_after: i64,
-    /// Last inventory, JSON.
+    /// Last inventory, JSON, without its MCP part.
     pub inventory: Option<String>,
     /// Agent software version.
     pub agent_version: String,
     /// Token it enrolled with.
     pub token_id: String,
+    /// Its last MCP inventory, JSON (`mcpServers`, `mcpFiles`), when it sent one and it was
+    /// asked for (kept apart from the row: see [`AgentStore::list_agents_page`]).
+    pub mcp: Option<String>,
 }
 
 /// What an agent reports.
@@ -194,12 +197,15 @@ pub struct AgentReportRecord {
     pub stale: bool,
     /// Last error.
     pub last_error: String,
-    /// Inventory JSON, when sent.
+    /// Inventory JSON, when sent, without its MCP part.
     pub inventory: Option<String>,
     /// Hostname, when sent.
     pub hostname: Option<String>,
     /// Agent version.
     pub agent_version: String,
+    /// The MCP inventory, JSON, and the SHA-256 (hex) of that JSON, when sent: stored only when
+    /// the digest differs from the stored one.
+    pub mcp: Option<(String, String)>,
 }
 
 /// An issued admin credential (its certificate), recorded when `init` / `issue-admin` made it
@@ -439,20 +445,30 @@ pub trait TokenStore: Send + Sync {
 
 /// Enrolled agents and what they report.
 pub trait AgentStore: Send + Sync {
-    /// One agent.
+    /// One agent, with its MCP inventory.
     fn agent(&self, agent_id: &AgentId) -> Result<Option<AgentRecord>, StoreError>;
-    /// Agents of one tenant or all.
+    /// Agents of one tenant or all (without their MCP inventory).
     fn list_agents(&self, tenant: Option<&TenantId>) -> Result<Vec<AgentRecord>, StoreError>;
+    /// At most `limit` agents of one tenant or all, ordered by (tenant, agent_id), after the
+    /// (tenant, agent_id) `after`; with their MCP inventory when `mcp`, else without reading it.
+    fn list_agents_page(
+        &self,
+        tenant: Option<&TenantId>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+        mcp: bool,
+    ) -> Result<Vec<AgentRecord>, StoreError>;
     /// Marks an agent revoked (idempotent; keeps the first time).
     fn revoke_agent(&self, agent_id: &AgentId, now: i64)
     -> Result<Option<AgentRecord>, StoreError>;
-    /// Records a report (and last-seen).
+    /// Records a report (and last-seen). Returns whether the MCP inventory was written (sent and
+    /// different from the stored one).
     fn record_report(
         &self,
         agent_id: &AgentId,
         report: &AgentReportRecord,
         now: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Records last-seen only.
     fn touch_agent(&self, agent_id: &AgentId, now: i64) -> Result<(), StoreError>;
     /// Records a renewed certificate's expiry.

@@ -347,6 +347,7 @@ async fn admins_act_only_within_their_role_and_tenant_and_refusals_are_audited()
     let err = alice
         .list_agents(pb::ListAgentsRequest {
             tenant: "beta".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -363,7 +363,7 @@ async fn over_limit_and_control_character_inventories_are_refused_and_nothing_is
             }),
         ),
         (
-            "bytes of text, over the 1048576 byte limit",
+            "bytes of text, over the 524288 byte limit",
             Box::new(|i| {
                 let mut one = i.mcp_servers[0].clone();
                 one.target = "x".repeat(600);

@@ -224,26 +224,112 @@ pub(crate) async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
     }
 }
 
+/// Agents asked per page without their MCP inventories (a few KiB each at most).
+const PAGE: u32 = 500;
+/// Agents asked per page with their MCP inventories (up to 512 KiB of text each; the
+/// controller also ends a page before 16 MiB).
+const PAGE_MCP: u32 = 20;
+
+/// Calls `each` with every page of the agents of `--tenant` (or all the caller may see), with
+/// their MCP inventories when `mcp`, until the last page.
+pub(crate) async fn each_agent_page(
+    ctx: &Ctx,
+    mcp: bool,
+    mut each: impl FnMut(Vec<pb::AgentInfo>) -> Result<()>,
+) -> Result<()> {
+    let mut admin = ctx.admin().await?;
+    let mut page_token = String::new();
+    loop {
+        let r = admin
+            .list_agents(pb::ListAgentsRequest {
+                tenant: ctx.global.tenant.clone().unwrap_or_default(),
+                page_size: if mcp { PAGE_MCP } else { PAGE },
+                page_token: page_token.clone(),
+                include_mcp: mcp,
+            })
+            .await?
+            .into_inner();
+        each(r.agents)?;
+        if r.next_page_token.is_empty() {
+            return Ok(());
+        }
+        if r.next_page_token == page_token {
+            return Err(Fail::new(
+                1,
+                "the controller gave the same page token twice: stopping".to_owned(),
+            ));
+        }
+        page_token = r.next_page_token;
+    }
+}
+
+/// Prints a JSON array one element at a time, exactly as [`Ctx::print_json`] prints the whole
+/// array (pretty, two-space indent), so that a long list is never all in memory.
+struct JsonArrayOut {
+    first: bool,
+}
+
+impl JsonArrayOut {
+    fn push(&mut self, v: &serde_json::Value) {
+        print!("{}", self.piece(v));
+    }
+
+    fn finish(self) {
+        println!("{}", self.end());
+    }
+
+    /// What `v` adds to the output.
+    fn piece(&mut self, v: &serde_json::Value) -> String {
+        let text = serde_json::to_string_pretty(v).expect("JSON values serialize");
+        let mut out = String::with_capacity(text.len() + text.len() / 16 + 4);
+        out.push_str(if self.first { "[\n" } else { ",\n" });
+        self.first = false;
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str("  ");
+            out.push_str(line);
+        }
+        out
+    }
+
+    /// The end of the output (before its newline).
+    fn end(&self) -> &'static str {
+        if self.first { "[]" } else { "\n]" }
+    }
+}
+
 pub(crate) async fn agents(ctx: &Ctx, cmd: AgentsCmd) -> Result<()> {
     match cmd {
+        AgentsCmd::List if ctx.global.json => {
+            // Page by page, each agent whole (its MCP inventory too), printed as it comes.
+            let mut out = JsonArrayOut { first: true };
+            each_agent_page(ctx, true, |agents| {
+                for a in &agents {
+                    out.push(&agent_json(a));
+                }
+                Ok(())
+            })
+            .await?;
+            out.finish();
+            Ok(())
+        }
         AgentsCmd::List => {
-            let r = ctx
-                .admin()
-                .await?
-                .list_agents(pb::ListAgentsRequest {
-                    tenant: ctx.global.tenant.clone().unwrap_or_default(),
-                })
-                .await?
-                .into_inner();
-            if ctx.global.json {
-                ctx.print_json(serde_json::Value::Array(
-                    r.agents.iter().map(agent_json).collect(),
-                ));
-            } else if r.agents.is_empty() {
+            let mut agents = Vec::new();
+            each_agent_page(ctx, false, |page| {
+                agents.extend(page);
+                Ok(())
+            })
+            .await?;
+            // Pages come by (tenant, agent id); the table reads better by host.
+            agents.sort_by(|a, b| {
+                (&a.tenant, &a.hostname, &a.agent_id).cmp(&(&b.tenant, &b.hostname, &b.agent_id))
+            });
+            if agents.is_empty() {
                 println!("no agents enrolled yet: create a token with `thothctl token create`");
             } else {
-                let rows: Vec<Vec<String>> = r
-                    .agents
+                let rows: Vec<Vec<String>> = agents
                     .iter()
                     .map(|a| {
                         // An agent's reported error (a stalled event upload, a refused
@@ -551,6 +637,27 @@ pub(crate) async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JsonArrayOut;
+
+    #[test]
+    fn a_json_array_printed_piece_by_piece_is_the_pretty_array() {
+        let items = [
+            serde_json::json!({"agentId": "agt-1", "labels": {}, "inventory": {
+                "mcpServers": [{"name": "a\nb", "target": "x  y"}], "mcpFiles": []}}),
+            serde_json::json!({"agentId": "agt-2", "inventory": null, "list": [1, [2, []]]}),
+        ];
+        for n in 0..=items.len() {
+            let mut out = JsonArrayOut { first: true };
+            let mut text: String = items[..n].iter().map(|v| out.piece(v)).collect();
+            text.push_str(out.end());
+            let whole = serde_json::Value::Array(items[..n].to_vec());
+            assert_eq!(text, serde_json::to_string_pretty(&whole).unwrap(), "{n}");
         }
     }
 }

@@ -165,72 +165,100 @@ pub(crate) struct Row {
 
 /// A file an agent could not read.
 #[derive(Debug)]
-pub(crate) struct Unreadable<'a> {
-    pub(crate) agent_id: &'a str,
-    pub(crate) hostname: &'a str,
-    pub(crate) file: &'a pb::McpFile,
+pub(crate) struct Unreadable {
+    pub(crate) agent_id: String,
+    pub(crate) hostname: String,
+    pub(crate) file: pb::McpFile,
 }
 
-/// The fleet's summary: rows sorted by (client, name, target), and the unreadable files.
-pub(crate) fn summarise<'a>(
-    agents: &'a [pb::AgentInfo],
-    host: Option<&str>,
-    ungoverned: bool,
-) -> (Vec<Row>, Vec<Unreadable<'a>>) {
-    let mut rows: BTreeMap<(&str, &str, &str), Row> = BTreeMap::new();
-    let mut files = Vec::new();
-    for a in agents {
-        let Some(inv) = &a.inventory else { continue };
-        let hostname = if a.hostname.is_empty() {
-            inv.hostname.as_str()
-        } else {
-            a.hostname.as_str()
-        };
-        for s in &inv.mcp_servers {
-            if host.is_some_and(|h| h != s.client) || (ungoverned && governed(s)) {
-                continue;
+/// The fleet's summary, built page by page of agents (a page is dropped once added, so that
+/// the fleet's inventories are never all in memory at once).
+#[derive(Default)]
+pub(crate) struct Summary {
+    rows: BTreeMap<(String, String, String), Row>,
+    files: Vec<Unreadable>,
+    /// Every client id an agent reported (for `--host`).
+    clients: BTreeSet<String>,
+}
+
+impl Summary {
+    /// Adds agents' MCP inventories: servers of `host` only (when given), not governed only
+    /// (with `ungoverned`).
+    pub(crate) fn add(&mut self, agents: &[pb::AgentInfo], host: Option<&str>, ungoverned: bool) {
+        let (rows, files) = (&mut self.rows, &mut self.files);
+        for a in agents {
+            let Some(inv) = &a.inventory else { continue };
+            let hostname = if a.hostname.is_empty() {
+                inv.hostname.as_str()
+            } else {
+                a.hostname.as_str()
+            };
+            for s in &inv.mcp_servers {
+                if !self.clients.contains(&s.client) {
+                    self.clients.insert(s.client.clone());
+                }
+                if host.is_some_and(|h| h != s.client) || (ungoverned && governed(s)) {
+                    continue;
+                }
+                let r = rows
+                    .entry((s.client.clone(), s.name.clone(), s.target.clone()))
+                    .or_insert_with(|| Row {
+                        client: s.client.clone(),
+                        name: s.name.clone(),
+                        target: s.target.clone(),
+                        transport: s.transport.clone(),
+                        ..Row::default()
+                    });
+                r.remote |= is_remote(s);
+                r.instances += 1;
+                r.governed += usize::from(governed(s));
+                r.enabled += usize::from(s.enabled);
+                if !governed(s) && !s.reason.is_empty() {
+                    r.reasons.insert(s.reason.clone());
+                }
+                r.agents
+                    .entry(a.agent_id.clone())
+                    .or_insert_with(|| (hostname.to_owned(), BTreeSet::new()))
+                    .1
+                    .insert(s.user.clone());
             }
-            let r = rows
-                .entry((&s.client, &s.name, &s.target))
-                .or_insert_with(|| Row {
-                    client: s.client.clone(),
-                    name: s.name.clone(),
-                    target: s.target.clone(),
-                    transport: s.transport.clone(),
-                    ..Row::default()
-                });
-            r.remote |= is_remote(s);
-            r.instances += 1;
-            r.governed += usize::from(governed(s));
-            r.enabled += usize::from(s.enabled);
-            if !governed(s) && !s.reason.is_empty() {
-                r.reasons.insert(s.reason.clone());
-            }
-            r.agents
-                .entry(a.agent_id.clone())
-                .or_insert_with(|| (hostname.to_owned(), BTreeSet::new()))
-                .1
-                .insert(s.user.clone());
-        }
-        for f in &inv.mcp_files {
-            if host.is_none_or(|h| h == f.client) {
-                files.push(Unreadable {
-                    agent_id: &a.agent_id,
-                    hostname,
-                    file: f,
-                });
+            for f in &inv.mcp_files {
+                if host.is_none_or(|h| h == f.client) {
+                    files.push(Unreadable {
+                        agent_id: a.agent_id.clone(),
+                        hostname: hostname.to_owned(),
+                        file: f.clone(),
+                    });
+                }
             }
         }
     }
-    files.sort_by(|a, b| {
-        (a.agent_id, &a.file.user, &a.file.client, &a.file.path).cmp(&(
-            b.agent_id,
-            &b.file.user,
-            &b.file.client,
-            &b.file.path,
-        ))
-    });
-    (rows.into_values().collect(), files)
+
+    /// Rows sorted by (client, name, target), and the unreadable files.
+    pub(crate) fn finish(self) -> (Vec<Row>, Vec<Unreadable>) {
+        let mut files = self.files;
+        files.sort_by(|a, b| {
+            (&a.agent_id, &a.file.user, &a.file.client, &a.file.path).cmp(&(
+                &b.agent_id,
+                &b.file.user,
+                &b.file.client,
+                &b.file.path,
+            ))
+        });
+        (self.rows.into_values().collect(), files)
+    }
+}
+
+/// The fleet's summary of one list of agents (tests; `inventory` adds page by page).
+#[cfg(test)]
+pub(crate) fn summarise(
+    agents: &[pb::AgentInfo],
+    host: Option<&str>,
+    ungoverned: bool,
+) -> (Vec<Row>, Vec<Unreadable>) {
+    let mut s = Summary::default();
+    s.add(agents, host, ungoverned);
+    s.finish()
 }
 
 /// `thothctl inventory --json`: keys in a fixed order, lists sorted.
@@ -345,7 +373,7 @@ pub(crate) fn summary_lines(rows: &[Row], files: &[Unreadable], ungoverned: bool
             .iter()
             .map(|u| {
                 vec![
-                    clip(u.hostname, 64),
+                    clip(&u.hostname, 64),
                     clip(&u.file.user, 64),
                     clip(&u.file.client, 32),
                     clip(&u.file.path, TARGET_WIDTH),
@@ -363,12 +391,18 @@ pub(crate) fn summary_lines(rows: &[Row], files: &[Unreadable], ungoverned: bool
 
 /// Refuses a `--host` that is not a client id agents know (the built-in ones, and any an agent
 /// of this fleet reported).
+#[cfg(test)]
 pub(crate) fn check_host(host: &str, agents: &[pb::AgentInfo]) -> Result<()> {
-    let mut known: BTreeSet<&str> = HOSTS.iter().copied().collect();
     let reported = agents
         .iter()
         .filter_map(|a| a.inventory.as_ref())
         .flat_map(|i| i.mcp_servers.iter().map(|s| s.client.as_str()));
+    check_reported(host, reported)
+}
+
+/// [`check_host`] against the client ids agents reported.
+fn check_reported<'a>(host: &str, reported: impl Iterator<Item = &'a str>) -> Result<()> {
+    let mut known: BTreeSet<&str> = HOSTS.iter().copied().collect();
     known.extend(reported);
     if known.contains(host) {
         return Ok(());
@@ -385,21 +419,18 @@ pub(crate) fn check_host(host: &str, agents: &[pb::AgentInfo]) -> Result<()> {
     ))
 }
 
-/// `thothctl inventory`.
+/// `thothctl inventory`: the agents' MCP inventories, page by page.
 pub(crate) async fn inventory(ctx: &Ctx, args: InventoryArgs) -> Result<()> {
-    let agents = ctx
-        .admin()
-        .await?
-        .list_agents(pb::ListAgentsRequest {
-            tenant: ctx.global.tenant.clone().unwrap_or_default(),
-        })
-        .await?
-        .into_inner()
-        .agents;
+    let mut sum = Summary::default();
+    crate::fleet::each_agent_page(ctx, true, |agents| {
+        sum.add(&agents, args.host.as_deref(), args.ungoverned);
+        Ok(())
+    })
+    .await?;
     if let Some(h) = &args.host {
-        check_host(h, &agents)?;
+        check_reported(h, sum.clients.iter().map(String::as_str))?;
     }
-    let (rows, files) = summarise(&agents, args.host.as_deref(), args.ungoverned);
+    let (rows, files) = sum.finish();
     if ctx.global.json {
         ctx.print_json(summary_json(&rows, &files));
     } else {

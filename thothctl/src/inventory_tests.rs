@@ -320,3 +320,17 @@ fn show_groups_per_user_client_and_file_and_lists_unreadable_files() {
         "{text}"
     );
 }
+
+#[test]
+fn a_summary_added_page_by_page_is_the_summary_of_all() {
+    let agents = fleet();
+    let (rows, files) = summarise(&agents, None, false);
+    let whole = summary_json(&rows, &files);
+    for split in 0..=agents.len() {
+        let mut s = Summary::default();
+        s.add(&agents[..split], None, false);
+        s.add(&agents[split..], None, false);
+        let (r, f) = s.finish();
+        assert_eq!(summary_json(&r, &f), whole, "split at {split}");
+    }
+}

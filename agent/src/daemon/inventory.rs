@@ -17,8 +17,8 @@ use crate::watch::guardian::user_of;
 pub const MAX_MCP_SERVERS: usize = 2000;
 /// Most unreadable host files in one report (the controller's limit).
 pub const MAX_MCP_FILES: usize = 500;
-/// Most text in the MCP inventory, all fields together: under the controller's 1 MiB.
-const MAX_MCP_BYTES: usize = 900 << 10;
+/// Most text in the MCP inventory, all fields together: under the controller's 512 KiB.
+const MAX_MCP_BYTES: usize = 450 << 10;
 /// Longest path (a file, a project), name (a user, a server), command line or URL, reason,
 /// transport: the controller's limits, in bytes.
 const MAX_PATH: usize = 4096;

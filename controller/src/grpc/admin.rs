@@ -84,7 +84,13 @@ fn agent_info(v: &AgentView) -> pb::AgentInfo {
         let v: serde_json::Value = serde_json::from_str(text).ok()?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
         let n = |k: &str| v[k].as_u64().unwrap_or(0);
-        let (servers, files) = mcp_from_json(&v);
+        // Kept apart from the rest (and left out of a listing not asking for it).
+        let (servers, files) = a
+            .mcp
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .map(|m| mcp_from_json(&m))
+            .unwrap_or_default();
         Some(pb::Inventory {
             hostname: s("hostname"),
             os_name: s("osName"),
@@ -268,11 +274,25 @@ impl admin_server::Admin for AdminService {
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let c = self.caller(&req).await?;
-        let agents = AgentService(&self.0)
-            .list(&c, &req.get_ref().tenant)
+        let r = req.get_ref();
+        let page = AgentService(&self.0)
+            .list_page(
+                &c,
+                &r.tenant,
+                r.page_size,
+                &r.page_token,
+                r.include_mcp,
+                |v| {
+                    let info = agent_info(&v);
+                    let size = prost::Message::encoded_len(&info);
+                    // The field's tag and length prefix too.
+                    (info, size + 8)
+                },
+            )
             .await?;
         Ok(Response::new(pb::ListAgentsResponse {
-            agents: agents.iter().map(agent_info).collect(),
+            agents: page.items,
+            next_page_token: page.next,
         }))
     }
 

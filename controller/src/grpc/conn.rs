@@ -20,6 +20,7 @@ impl From<ServiceError> for Status {
             ServiceError::AlreadyExists(m) => Status::already_exists(m),
             ServiceError::Conflict(m) => Status::aborted(m),
             ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ServiceError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ServiceError::Unavailable(m) => Status::unavailable(m),
             ServiceError::Internal(m) => Status::internal(m),
         }

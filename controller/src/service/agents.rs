@@ -6,6 +6,7 @@ use crate::metrics::Metrics;
 use crate::service::enrollment::check_hostname;
 use crate::service::{Caller, MAX_TEXT, Need, ServiceError, check_len};
 use crate::store::{AgentRecord, AgentReportRecord};
+use sha2::Digest as _;
 
 /// Most config directories in one inventory.
 const MAX_INVENTORY_LIST: usize = 64;
@@ -25,9 +26,26 @@ pub const MAX_MCP_REASON: usize = 1024;
 pub const MAX_MCP_TRANSPORT: usize = 64;
 /// Longest host id (`claude-desktop`…), bytes; ids are `[a-z0-9-]`.
 pub const MAX_MCP_CLIENT: usize = 32;
-/// Most text in one MCP inventory, all fields together, bytes: what one agent may add to every
-/// `ListAgents` answer.
-pub const MAX_MCP_BYTES: usize = 1 << 20;
+/// Most text in one MCP inventory, all fields together, bytes: what one agent may add to a
+/// `ListAgents` page that includes MCP inventories (the agent keeps its own under this).
+pub const MAX_MCP_BYTES: usize = 512 << 10;
+/// Most agents in one `ListAgents` page (`page_size` is lowered to it).
+pub const MAX_PAGE: usize = 1000;
+/// Most agents in one `ListAgents` page with their MCP inventories.
+pub const MAX_PAGE_MCP: usize = 100;
+/// Most bytes (encoded) of agents in one `ListAgents` page: a page ends before passing it (it
+/// always holds at least one agent, which the inventory bounds keep far below it).
+pub const PAGE_BYTES: usize = 16 << 20;
+/// Most bytes (encoded) of agents in a `ListAgents` answer asked without `page_size` (every
+/// agent at once, as clients older than paging ask): past it the request is refused rather than
+/// answered in part, under the 64 MiB message limit.
+pub const WHOLE_BYTES: usize = 32 << 20;
+/// Agents read from the store at a time while filling a page (few with MCP inventories: each
+/// can be a megabyte of JSON).
+const BATCH: usize = 200;
+const BATCH_MCP: usize = 8;
+/// Longest page token accepted, characters.
+const MAX_TOKEN: usize = 512;
 
 /// What an agent says about its machine.
 #[derive(Debug, Clone, Default)]
@@ -261,6 +279,62 @@ pub struct AgentView {
     pub connected: bool,
 }
 
+/// One page of agents.
+#[derive(Debug)]
+pub struct Page<T> {
+    /// The agents, converted.
+    pub items: Vec<T>,
+    /// The token for the next page; empty after the last.
+    pub next: String,
+}
+
+/// The page token after `(tenant, agent_id)` for a listing of `scope` (a tenant, or empty for
+/// all): opaque to clients (base64url), bound to the listing's scope.
+fn make_page_token(scope: &str, tenant: &str, agent_id: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("v1\n{scope}\n{tenant}\n{agent_id}"))
+}
+
+/// The (tenant, agent_id) a page token resumes after, if it is one this controller gave out for
+/// a listing of `scope`.
+fn parse_page_token(token: &str, scope: &str) -> Result<(TenantId, AgentId), ServiceError> {
+    use base64::Engine as _;
+    let bad = |why: &str| {
+        ServiceError::InvalidArgument(format!(
+            "invalid page_token ({why}): pass the next_page_token of the previous answer, for the same tenant"
+        ))
+    };
+    if token.len() > MAX_TOKEN {
+        return Err(bad("too long"));
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad("not one this controller gave"))?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("not one this controller gave"))?;
+    let parts: Vec<&str> = text.split('\n').collect();
+    let [version, for_scope, tenant, agent_id] = parts[..] else {
+        return Err(bad("not one this controller gave"));
+    };
+    if version != "v1" {
+        return Err(bad("not one this controller gave"));
+    }
+    if for_scope != scope {
+        return Err(bad("it belongs to another listing"));
+    }
+    let tenant = TenantId::parse(tenant).map_err(|_| bad("not one this controller gave"))?;
+    // Ids this controller gives out are `agt-` and hex digits.
+    let id_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if agent_id.is_empty() || !agent_id.chars().all(id_chars) {
+        return Err(bad("not one this controller gave"));
+    }
+    let agent_id = AgentId::parse(agent_id).map_err(|_| bad("not one this controller gave"))?;
+    if !scope.is_empty() && tenant.as_str() != scope {
+        return Err(bad("it belongs to another listing"));
+    }
+    Ok((tenant, agent_id))
+}
+
 /// The agent service.
 pub struct AgentService<'a>(pub &'a Controller);
 
@@ -270,16 +344,92 @@ impl AgentService<'_> {
         AgentView { record, connected }
     }
 
-    /// Agents of the tenant asked (or, for an unscoped caller naming none, of all).
-    pub async fn list(&self, c: &Caller, tenant: &str) -> Result<Vec<AgentView>, ServiceError> {
+    /// One page of the agents of the tenant asked (or, for an unscoped caller naming none, of
+    /// all), ordered by (tenant, agent_id), each converted by `convert` to an item and its
+    /// encoded size. `page_size` 0: every agent in one page, refused past [`WHOLE_BYTES`];
+    /// else at most `page_size` (lowered to [`MAX_PAGE`] / [`MAX_PAGE_MCP`]) and
+    /// [`PAGE_BYTES`]. With `mcp`, each agent's MCP inventory is included.
+    pub async fn list_page<T>(
+        &self,
+        c: &Caller,
+        tenant: &str,
+        page_size: u32,
+        page_token: &str,
+        mcp: bool,
+        convert: impl Fn(AgentView) -> (T, usize),
+    ) -> Result<Page<T>, ServiceError> {
         let ctl = self.0;
         let resolved = c.authorize(ctl, "agent.list", Need::Read, tenant).await?;
         let scope = c.list_scope(tenant, resolved);
-        let agents = ctl.db(move |s| s.list_agents(scope.as_ref())).await?;
-        Ok(agents.into_iter().map(|a| self.view(a)).collect())
+        let scope_key = scope.as_ref().map_or("", |t| t.as_str()).to_owned();
+        let mut after = if page_token.is_empty() {
+            None
+        } else {
+            let (t, a) = parse_page_token(page_token, &scope_key)?;
+            Some((t.as_str().to_owned(), a.as_str().to_owned()))
+        };
+        let whole = page_size == 0;
+        let (limit, budget) = if whole {
+            (usize::MAX, WHOLE_BYTES)
+        } else {
+            let max = if mcp { MAX_PAGE_MCP } else { MAX_PAGE };
+            ((page_size as usize).min(max), PAGE_BYTES)
+        };
+        let batch = if mcp { BATCH_MCP } else { BATCH };
+        let (mut items, mut bytes) = (Vec::new(), 0usize);
+        loop {
+            // One more than the page needs: whether another page follows.
+            let want = batch.min(limit - items.len()).saturating_add(1);
+            let (scope2, after2) = (scope.clone(), after.clone());
+            let got = ctl
+                .db(move |s| {
+                    s.list_agents_page(
+                        scope2.as_ref(),
+                        after2.as_ref().map(|(t, a)| (t.as_str(), a.as_str())),
+                        want,
+                        mcp,
+                    )
+                })
+                .await?;
+            let n = got.len();
+            for record in got {
+                if items.len() == limit {
+                    // A full page, and this one follows.
+                    let (t, a) = after.as_ref().expect("a full page has a last agent");
+                    return Ok(Page {
+                        items,
+                        next: make_page_token(&scope_key, t, a),
+                    });
+                }
+                let key = (record.tenant.clone(), record.agent_id.clone());
+                let (item, size) = convert(self.view(record));
+                if !items.is_empty() && bytes.saturating_add(size) > budget {
+                    if whole {
+                        return Err(ServiceError::ResourceExhausted(format!(
+                            "the agents do not fit in one answer ({} MiB at most): ask page by page (page_size and page_token; thothctl does)",
+                            WHOLE_BYTES >> 20
+                        )));
+                    }
+                    let (t, a) = after.as_ref().expect("a page holds an agent");
+                    return Ok(Page {
+                        items,
+                        next: make_page_token(&scope_key, t, a),
+                    });
+                }
+                bytes = bytes.saturating_add(size);
+                items.push(item);
+                after = Some(key);
+            }
+            if n < want {
+                return Ok(Page {
+                    items,
+                    next: String::new(),
+                });
+            }
+        }
     }
 
-    /// One agent.
+    /// One agent, with its MCP inventory.
     pub async fn get(&self, c: &Caller, agent_id: &str) -> Result<AgentView, ServiceError> {
         let ctl = self.0;
         let id = AgentId::parse(agent_id)?;
@@ -344,6 +494,7 @@ impl AgentService<'_> {
         check_len("last_error", &r.last_error, 4 * MAX_TEXT)?;
         check_len("agent_version", &r.agent_version, 64)?;
         let mut hostname = None;
+        let mut mcp = None;
         let inventory = match r.inventory {
             Some(inv) => {
                 check_hostname(&inv.hostname)?;
@@ -365,6 +516,11 @@ impl AgentService<'_> {
                 if !inv.hostname.is_empty() {
                     hostname = Some(inv.hostname.clone());
                 }
+                // Kept apart, with its digest: stored only when it changed.
+                let json = serde_json::json!({"mcpServers": mcp_servers, "mcpFiles": mcp_files})
+                    .to_string();
+                let digest = hex::encode(sha2::Sha256::digest(json.as_bytes()));
+                mcp = Some((json, digest));
                 Some(
                     serde_json::json!({
                         "hostname": inv.hostname,
@@ -377,8 +533,6 @@ impl AgentService<'_> {
                         "configDirs": inv.config_dirs,
                         "governedServers": inv.governed_servers,
                         "governedConfigs": inv.governed_configs,
-                        "mcpServers": mcp_servers,
-                        "mcpFiles": mcp_files,
                     })
                     .to_string(),
                 )
@@ -392,17 +546,21 @@ impl AgentService<'_> {
             inventory,
             hostname,
             agent_version: r.agent_version,
+            mcp,
         };
         let (id, tenant) = (
             AgentId::trusted(agent.agent_id.as_str()),
             TenantId::trusted(agent.tenant.as_str()),
         );
-        let latest = ctl
+        let (latest, mcp_written) = ctl
             .db(move |s| {
-                s.record_report(&id, &record, now_unix())?;
-                Ok(s.latest_policy(&tenant)?.map_or(0, |p| p.version))
+                let written = s.record_report(&id, &record, now_unix())?;
+                Ok((s.latest_policy(&tenant)?.map_or(0, |p| p.version), written))
             })
             .await?;
+        if mcp_written {
+            tracing::debug!(agent = %agent.agent_id, "stored a changed MCP inventory");
+        }
         Metrics::inc(&ctl.metrics.reports);
         Ok(latest)
     }

@@ -28,6 +28,9 @@ pub enum ServiceError {
     /// The state forbids it (e.g. revoking the credential making the call).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The answer would be too large (e.g. every agent in one answer): ask for less.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A dependency (the store) is unavailable for now.
     #[error("{0}")]
     Unavailable(String),
@@ -47,6 +50,7 @@ impl ServiceError {
             | ServiceError::AlreadyExists(m)
             | ServiceError::Conflict(m)
             | ServiceError::FailedPrecondition(m)
+            | ServiceError::ResourceExhausted(m)
             | ServiceError::Unavailable(m)
             | ServiceError::Internal(m) => m,
         }

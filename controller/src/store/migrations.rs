@@ -140,6 +140,27 @@ pub const MIGRATIONS: &[&str] = &[
     // in the same transaction (`sqlite::backfill_digests`: SQLite has no SHA-256), and only then
     // is the index built ([`DIGEST_INDEX`]), once, instead of being updated row by row.
     "ALTER TABLE events ADD COLUMN digest TEXT;",
+    // 6: an agent's MCP inventory (up to 512 KiB of text) moves out of its `agents` row into
+    // `agent_mcp`, with the SHA-256 of its JSON: a heartbeat updates the small row and rewrites
+    // the MCP inventory only when it changed; listing agents without it never reads it. Moved
+    // rows get an empty digest (SQLite has no SHA-256): their next report stores it once.
+    // Agents are paged by (tenant, agent_id), through an index.
+    "CREATE TABLE agent_mcp (
+        agent_id TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        mcp TEXT NOT NULL
+    );
+    INSERT INTO agent_mcp (agent_id, sha256, mcp)
+        SELECT agent_id, '', json_object(
+            'mcpServers', json(json_extract(inventory, '$.mcpServers')),
+            'mcpFiles', json(CASE json_type(inventory, '$.mcpFiles')
+                WHEN 'array' THEN json_extract(inventory, '$.mcpFiles') ELSE '[]' END))
+        FROM agents
+        WHERE inventory IS NOT NULL AND json_valid(inventory)
+            AND json_type(inventory, '$.mcpServers') = 'array';
+    UPDATE agents SET inventory = json_remove(inventory, '$.mcpServers', '$.mcpFiles')
+        WHERE inventory IS NOT NULL AND json_valid(inventory);
+    CREATE INDEX agents_tenant_id ON agents (tenant, agent_id);",
 ];
 
 /// The migration (1-based) after which existing events get their digest.

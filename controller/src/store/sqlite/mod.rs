@@ -130,6 +130,17 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
         inventory: r.get(11)?,
         agent_version: r.get(12)?,
         token_id: r.get(13)?,
+        mcp: None,
+    })
+}
+
+/// [`AGENT_COLS`] from `agents LEFT JOIN agent_mcp USING (agent_id)`, then `mcp`.
+const AGENT_MCP_COLS: &str = "agent_id, tenant, hostname, labels, enrolled_at, last_seen, applied_version, stale, last_error, revoked_at, cert_not_after, inventory, agent_version, token_id, agent_mcp.mcp";
+
+fn agent_mcp_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        mcp: r.get(14)?,
+        ..agent_row(r)?
     })
 }
 

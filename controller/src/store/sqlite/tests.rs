@@ -338,3 +338,169 @@ fn reads_of_a_file_store_do_not_queue_behind_the_writer() {
     drop(writer);
     assert!(matches!(seen, Ok(Ok(true))), "{seen:?}");
 }
+
+fn enrolled(s: &SqliteStore, tenant: &str, id: &str) {
+    let mut t = token(&format!("tok-{id}"), 1, 100);
+    t.tenant = tenant.into();
+    s.insert_token(&t).unwrap();
+    s.enroll(&t.hash, None, 10, &mut |t| Ok(agent_for(t, id)))
+        .unwrap()
+        .unwrap();
+}
+
+fn mcp_report(uptime: u64, mcp: &str) -> AgentReportRecord {
+    AgentReportRecord {
+        inventory: Some(format!("{{\"hostname\":\"h\",\"uptimeSecs\":{uptime}}}")),
+        mcp: Some((mcp.to_owned(), format!("sha-of-{mcp}"))),
+        ..AgentReportRecord::default()
+    }
+}
+
+#[test]
+fn a_heartbeat_rewrites_the_mcp_inventory_only_when_it_changed() {
+    let s = SqliteStore::in_memory().unwrap();
+    enrolled(&s, "acme", "agt-a");
+    let id = AgentId::trusted("agt-a");
+    let big = format!(
+        "{{\"mcpServers\":[],\"pad\":\"{}\"}}",
+        "x".repeat(400 << 10)
+    );
+    assert!(s.record_report(&id, &mcp_report(1, &big), 1).unwrap());
+    let changes = || -> i64 {
+        s.conn()
+            .query_row("SELECT total_changes()", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = changes();
+    // The same MCP inventory (other machine facts changed): only the agent's row is written.
+    assert!(!s.record_report(&id, &mcp_report(2, &big), 2).unwrap());
+    assert_eq!(changes() - before, 1, "the agents row only");
+    let a = s.agent(&id).unwrap().unwrap();
+    assert_eq!(a.mcp.as_deref(), Some(big.as_str()));
+    assert!(a.inventory.unwrap().contains("\"uptimeSecs\":2"));
+    assert_eq!(a.last_seen, Some(2));
+    // A changed one is stored; a report without an inventory keeps it.
+    assert!(s.record_report(&id, &mcp_report(3, "{}"), 3).unwrap());
+    assert!(
+        !s.record_report(&id, &AgentReportRecord::default(), 4)
+            .unwrap()
+    );
+    assert_eq!(s.agent(&id).unwrap().unwrap().mcp.as_deref(), Some("{}"));
+    // An unknown agent stores nothing.
+    let ghost = AgentId::trusted("agt-ghost");
+    assert!(!s.record_report(&ghost, &mcp_report(1, "{}"), 1).unwrap());
+    let n: i64 = s
+        .conn()
+        .query_row("SELECT COUNT(*) FROM agent_mcp", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn agents_page_by_tenant_and_id_with_or_without_their_mcp_inventory() {
+    let s = SqliteStore::in_memory().unwrap();
+    for (tenant, id) in [
+        ("b", "agt-3"),
+        ("a", "agt-2"),
+        ("a", "agt-1"),
+        ("c", "agt-0"),
+    ] {
+        enrolled(&s, tenant, id);
+        s.record_report(&AgentId::trusted(id), &mcp_report(1, "{\"m\":1}"), 1)
+            .unwrap();
+    }
+    let keys = |v: Vec<AgentRecord>| -> Vec<(String, String, bool)> {
+        v.into_iter()
+            .map(|a| (a.tenant, a.agent_id, a.mcp.is_some()))
+            .collect()
+    };
+    let k = |t: &str, a: &str, m: bool| (t.to_owned(), a.to_owned(), m);
+    assert_eq!(
+        keys(s.list_agents_page(None, None, 2, true).unwrap()),
+        [k("a", "agt-1", true), k("a", "agt-2", true)]
+    );
+    assert_eq!(
+        keys(
+            s.list_agents_page(None, Some(("a", "agt-2")), 10, false)
+                .unwrap()
+        ),
+        [k("b", "agt-3", false), k("c", "agt-0", false)]
+    );
+    let a = TenantId::trusted("a");
+    assert_eq!(
+        keys(
+            s.list_agents_page(Some(&a), Some(("a", "agt-1")), 10, true)
+                .unwrap()
+        ),
+        [k("a", "agt-2", true)]
+    );
+    // A cursor in another tenant moves nothing out of the tenant asked.
+    assert!(
+        s.list_agents_page(Some(&a), Some(("0", "x")), 10, true)
+            .unwrap()
+            .iter()
+            .all(|r| r.tenant == "a")
+    );
+}
+
+#[test]
+fn stored_mcp_inventories_move_out_of_the_agents_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for m in &MIGRATIONS[..5] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.execute_batch(DIGEST_INDEX).unwrap();
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        for (id, inv) in [
+            (
+                "agt-a",
+                Some(
+                    r#"{"hostname":"h","osName":"Debian","mcpServers":[{"name":"files","client":"cursor"}],"mcpFiles":[{"path":"/p"}]}"#,
+                ),
+            ),
+            ("agt-b", Some(r#"{"hostname":"h2"}"#)),
+            ("agt-c", Some("not json")),
+            ("agt-d", None),
+        ] {
+            conn.execute(
+                "INSERT INTO agents (agent_id, tenant, hostname, labels, enrolled_at, applied_version, stale, last_error, cert_not_after, inventory, agent_version, token_id)
+                 VALUES (?1, 'acme', 'h', '{}', 1, 0, 0, '', 0, ?2, '', 't')",
+                params![id, inv],
+            )
+            .unwrap();
+        }
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let a = s.agent(&AgentId::trusted("agt-a")).unwrap().unwrap();
+    let inv: serde_json::Value = serde_json::from_str(&a.inventory.unwrap()).unwrap();
+    assert_eq!(
+        inv,
+        serde_json::json!({"hostname": "h", "osName": "Debian"})
+    );
+    let mcp: serde_json::Value = serde_json::from_str(&a.mcp.unwrap()).unwrap();
+    assert_eq!(
+        mcp,
+        serde_json::json!({"mcpServers": [{"name": "files", "client": "cursor"}],
+            "mcpFiles": [{"path": "/p"}]})
+    );
+    let b = s.agent(&AgentId::trusted("agt-b")).unwrap().unwrap();
+    assert_eq!(b.inventory.as_deref(), Some(r#"{"hostname":"h2"}"#));
+    assert_eq!(b.mcp, None);
+    let c = s.agent(&AgentId::trusted("agt-c")).unwrap().unwrap();
+    assert_eq!(c.inventory.as_deref(), Some("not json"));
+    assert_eq!(
+        s.agent(&AgentId::trusted("agt-d"))
+            .unwrap()
+            .unwrap()
+            .inventory,
+        None
+    );
+    // The next report with the same MCP inventory stores its digest once, then no more.
+    let id = AgentId::trusted("agt-a");
+    assert!(s.record_report(&id, &mcp_report(1, "{}"), 1).unwrap());
+    assert!(!s.record_report(&id, &mcp_report(1, "{}"), 2).unwrap());
+}
