@@ -294,11 +294,20 @@ impl Shared {
                 .unwrap_or_default();
             // The MCP clients managed: the agent's settings ∩ the policy's managed_clients.
             let filter = crate::watch::managed(&self.config, self.managed_clients().as_deref());
-            tokio::task::spawn_blocking(move || {
-                inventory::collect(root.as_deref(), &thoth, &extra, &filter)
-            })
+            ready_inventory(
+                &self.inventory_task,
+                move || {
+                    inventory::collect(
+                        root.as_deref(),
+                        &thoth,
+                        &extra,
+                        &filter,
+                        inventory::MCP_BUDGET,
+                    )
+                },
+                INVENTORY_WAIT,
+            )
             .await
-            .ok()
         };
         let report = pb::AgentReport {
             applied_version: status.policy.as_ref().map_or(0, |p| p.version),
@@ -315,6 +324,37 @@ impl Shared {
                 tracing::warn!("report failed: {msg}");
             }
             Err(_) => tracing::warn!("report timed out"),
+        }
+    }
+}
+
+/// How long a report waits for its inventory (collected within [`inventory::MCP_BUDGET`] plus
+/// the system's facts); past it the report goes without one (the controller keeps the last).
+const INVENTORY_WAIT: Duration = Duration::from_secs(12);
+
+/// The inventory for a report: the one being collected since an earlier report, else a new
+/// collection (`collect`, on a blocking thread), awaited at most `wait`. `None` when it is not
+/// ready by then: it is kept (`slot`) for the next report, which starts no other meanwhile.
+async fn ready_inventory<T: Send + 'static>(
+    slot: &std::sync::Mutex<Option<tokio::task::JoinHandle<T>>>,
+    collect: impl FnOnce() -> T + Send + 'static,
+    wait: Duration,
+) -> Option<T> {
+    let pending = lock(slot).take();
+    let mut task = pending.unwrap_or_else(|| tokio::task::spawn_blocking(collect));
+    match tokio::time::timeout(wait, &mut task).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::warn!("the inventory could not be collected: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                "the inventory is not ready after {:.0}s: this report goes without it",
+                wait.as_secs_f64()
+            );
+            *lock(slot) = Some(task);
+            None
         }
     }
 }
@@ -398,4 +438,55 @@ fn refused_as_revoked(s: &tonic::Status) -> bool {
         e = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod inventory_wait_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Review F3: the heartbeat awaited the inventory with no bound. Now a report goes without
+    /// an inventory not ready in time, the collection under way is kept for the next report,
+    /// and no second one is started meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_inventory_does_not_hold_the_report_and_is_used_by_the_next() {
+        let slot = std::sync::Mutex::new(None);
+        let started = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let s = Arc::clone(&started);
+        let t = tokio::time::Instant::now();
+        let first = ready_inventory(
+            &slot,
+            move || {
+                s.fetch_add(1, Ordering::SeqCst);
+                gate.recv().unwrap();
+                "slow"
+            },
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(first, None);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(lock(&slot).is_some(), "kept for the next report");
+        // Still not ready: the next report does not start another collection.
+        let s = Arc::clone(&started);
+        let second = ready_inventory(
+            &slot,
+            move || {
+                s.fetch_add(1, Ordering::SeqCst);
+                "another"
+            },
+            Duration::from_millis(100),
+        )
+        .await;
+        assert_eq!(second, None);
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        release.send(()).unwrap();
+        let third = ready_inventory(&slot, || "fresh", Duration::from_secs(5)).await;
+        assert_eq!(third, Some("slow"), "the collection under way, once done");
+        assert!(lock(&slot).is_none());
+        let fourth = ready_inventory(&slot, || "fresh", Duration::from_secs(5)).await;
+        assert_eq!(fourth, Some("fresh"));
+    }
 }

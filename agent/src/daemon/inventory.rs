@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use thoth_hosts::host::HostFilter;
 use thoth_hosts::inventory::State;
@@ -45,22 +46,48 @@ pub struct McpInventory {
     pub governed_configs: u32,
     /// Servers and files left out of the lists by the bounds.
     pub cut: (usize, usize),
+    /// Files not read at all: the time budget ran out first.
+    pub unread: usize,
+    /// Homes not looked into at all: the time budget ran out first.
+    pub unread_homes: usize,
 }
 
-/// Scans the managed hosts' files under `users_root` (`thoth`, `extra`: the agent's wrapper).
+/// Scans the managed hosts' files under `users_root` (`thoth`, `extra`: the agent's wrapper)
+/// for at most `budget`: past it no more files are read (a slow disk or a home with thousands
+/// of projects must not hold the heartbeat back); what was gathered is reported and the files
+/// left unread are counted in [`McpInventory::unread`].
 pub fn mcp(
     users_root: Option<&Path>,
     thoth: &str,
     extra: &[String],
     filter: &HostFilter,
+    budget: Duration,
 ) -> McpInventory {
+    let started = Instant::now();
     let homes = thoth_hosts::file::homes(users_root);
     let mut inv = McpInventory::default();
     let mut dirs = BTreeSet::new();
     let mut bytes = 0usize;
-    for hf in thoth_hosts::host::discover(&homes, filter) {
-        let info = thoth_hosts::inventory::scan_file(hf.host, &hf.path, thoth, extra);
-        let user = clean(&user_of(&hf.home), MAX_NAME);
+    let mut found = Vec::new();
+    for home in &homes {
+        if started.elapsed() >= budget {
+            inv.unread_homes += 1;
+            continue;
+        }
+        let home_owner = thoth_hosts::host::owner(home);
+        let user = clean(&user_of(home), MAX_NAME);
+        for hf in thoth_hosts::host::discover(std::slice::from_ref(home), filter) {
+            found.push((hf, home_owner, user.clone()));
+        }
+    }
+    for (hf, home_owner, user) in found {
+        if started.elapsed() >= budget {
+            inv.unread += 1;
+            continue;
+        }
+        // Read as the home's owner: a link swapped in since discovery is refused.
+        let info =
+            thoth_hosts::inventory::scan_file_as(hf.host, &hf.path, thoth, extra, home_owner);
         let path = clean(&hf.path.display().to_string(), MAX_PATH);
         if let Some(d) = hf.path.parent() {
             dirs.insert(d.display().to_string());
@@ -132,6 +159,14 @@ pub fn mcp(
         .filter(|d| d.len() <= MAX_CONFIG_DIR)
         .take(MAX_CONFIG_DIRS)
         .collect();
+    if inv.unread > 0 || inv.unread_homes > 0 {
+        tracing::warn!(
+            files = inv.unread,
+            homes = inv.unread_homes,
+            "the MCP inventory took over {:.1}s: the files and homes not read yet are left out of this report",
+            budget.as_secs_f64(),
+        );
+    }
     if inv.cut != (0, 0) {
         tracing::warn!(
             servers = inv.cut.0,
@@ -142,17 +177,21 @@ pub fn mcp(
     inv
 }
 
+/// How long the MCP part of an inventory may take (see [`mcp`]).
+pub const MCP_BUDGET: Duration = Duration::from_secs(10);
+
 /// The inventory sent with each heartbeat (`thoth`, `extra`: the agent's wrapper; `filter`:
-/// the MCP clients managed).
+/// the MCP clients managed; `budget`: see [`mcp`]).
 pub fn collect(
     users_root: Option<&Path>,
     thoth: &str,
     extra: &[String],
     filter: &HostFilter,
+    budget: Duration,
 ) -> pb::Inventory {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
-    let mcp = mcp(users_root, thoth, extra, filter);
+    let mcp = mcp(users_root, thoth, extra, filter, budget);
     pb::Inventory {
         hostname: sysinfo::System::host_name()
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
@@ -211,23 +250,35 @@ mod tests {
             "bob/.codeium/windsurf/mcp_config.json",
             "{\"mcpServers\": {",
         );
-        let inv = mcp(Some(dir.path()), thoth, &extra, &HostFilter::all());
+        let inv = mcp(
+            Some(dir.path()),
+            thoth,
+            &extra,
+            &HostFilter::all(),
+            MCP_BUDGET,
+        );
         assert_eq!(inv.servers.len(), 3, "{inv:#?}");
         let files = inv.servers.iter().find(|s| s.name == "files").unwrap();
+        let ann = user_of(&dir.path().join("ann"));
         assert_eq!(
             (
                 files.user.as_str(),
                 files.client.as_str(),
                 files.transport.as_str()
             ),
-            ("ann", "cursor", "stdio")
+            (ann.as_str(), "cursor", "stdio")
         );
         assert!(files.governed && files.reason.is_empty() && files.enabled);
         assert_eq!(files.target, "npx srv", "the original command line");
         let linear = inv.servers.iter().find(|s| s.name == "linear").unwrap();
         assert!(!linear.governed && linear.reason.contains("remote"));
         assert_eq!(linear.target, "https://mcp.linear.app/sse");
-        let x = inv.servers.iter().find(|s| s.user == "bob").unwrap();
+        let x = inv
+            .servers
+            .iter()
+            .find(|s| s.file.ends_with("claude_desktop_config.json"))
+            .unwrap();
+        assert_eq!(x.user, user_of(&dir.path().join("bob")));
         assert_eq!(x.name, "x\\u{1b}", "escaped");
         assert_eq!((x.client.as_str(), x.governed), ("claude-desktop", false));
         assert_eq!(inv.files.len(), 1, "{:?}", inv.files);
@@ -238,8 +289,46 @@ mod tests {
         assert_eq!(inv.config_dirs.len(), 3);
         // Only the managed clients.
         let only = HostFilter::only(&["windsurf".into()]).unwrap();
-        let inv = mcp(Some(dir.path()), thoth, &extra, &only);
+        let inv = mcp(Some(dir.path()), thoth, &extra, &only, MCP_BUDGET);
         assert!(inv.servers.is_empty() && inv.files.len() == 1);
+    }
+
+    /// Review F3: the heartbeat awaited the inventory with no bound. Past its budget no more
+    /// files (nor homes) are read, and what was gathered is reported.
+    #[test]
+    fn the_inventory_stops_reading_past_its_time_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        for user in ["ann", "bob", "carol"] {
+            let p = dir.path().join(user).join(".cursor/mcp.json");
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, r#"{"mcpServers": {"files": {"command": "npx"}}}"#).unwrap();
+        }
+        let all = mcp(
+            Some(dir.path()),
+            "/t/thoth",
+            &[],
+            &HostFilter::all(),
+            MCP_BUDGET,
+        );
+        assert_eq!((all.servers.len(), all.unread, all.unread_homes), (3, 0, 0));
+        let none = mcp(
+            Some(dir.path()),
+            "/t/thoth",
+            &[],
+            &HostFilter::all(),
+            Duration::ZERO,
+        );
+        assert!(none.servers.is_empty() && none.files.is_empty(), "{none:?}");
+        assert_eq!(none.unread_homes, 3, "{none:?}");
+        // A whole inventory still goes out with what was gathered.
+        let inv = collect(
+            Some(dir.path()),
+            "/t/thoth",
+            &[],
+            &HostFilter::all(),
+            Duration::ZERO,
+        );
+        assert!(inv.mcp_servers.is_empty() && inv.cpus > 0);
     }
 
     /// A bundle of `policy` signed for tenant `acme` under the root key of seed 1.
@@ -306,11 +395,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ann/.cursor/mcp.json");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        // Under the client's 4 MiB read cap, over the report's 900 KiB.
         let servers: Vec<String> = (0..2500)
-            .map(|i| format!("\"s{i}\": {{\"url\": \"https://x/{}\"}}", "a".repeat(5000)))
+            .map(|i| format!("\"s{i}\": {{\"url\": \"https://x/{}\"}}", "a".repeat(1500)))
             .collect();
         std::fs::write(&p, format!("{{\"mcpServers\": {{{}}}}}", servers.join(","))).unwrap();
-        let inv = mcp(Some(dir.path()), "/t/thoth", &[], &HostFilter::all());
+        let inv = mcp(
+            Some(dir.path()),
+            "/t/thoth",
+            &[],
+            &HostFilter::all(),
+            MCP_BUDGET,
+        );
         assert!(inv.servers.len() <= MAX_MCP_SERVERS);
         let bytes: usize = inv
             .servers
@@ -319,7 +415,7 @@ mod tests {
             .sum();
         assert!(bytes <= 1 << 20, "{bytes}");
         assert!(inv.servers.iter().all(|s| s.target.len() <= MAX_TARGET));
-        assert_eq!(inv.servers.len() + inv.cut.0, 2500);
+        assert_eq!(inv.servers.len() + inv.cut.0, 2500, "{:?}", inv.files);
         assert!(inv.cut.0 > 0);
     }
 }

@@ -68,11 +68,17 @@ fn sees_all(uid: Option<u32>) -> bool {
     }
 }
 
-/// The login name of `uid`.
+/// The login name of `uid` (a caller's: counted in tests).
 #[cfg(unix)]
 pub fn user_name(uid: u32) -> Option<String> {
     #[cfg(test)]
     tests::LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    login_name(uid)
+}
+
+/// The login name of `uid`, from its passwd entry.
+#[cfg(unix)]
+pub fn login_name(uid: u32) -> Option<String> {
     let mut buf = vec![0 as libc::c_char; 4096];
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::passwd = std::ptr::null_mut();

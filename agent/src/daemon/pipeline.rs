@@ -17,8 +17,8 @@ mod spooler;
 mod upload;
 
 pub use admit::{
-    Admitted, MAX_CLOCK_SKEW, MAX_EVENT_DEPTH, MAX_EVENT_VALUES, MAX_PROXY_EVENT_BYTES,
-    PROXY_EVENT_TYPES, QUOTA_OWNER, Refusal, admit,
+    Admitted, MAX_CLIENT_NAME_BYTES, MAX_CLOCK_SKEW, MAX_EVENT_DEPTH, MAX_EVENT_VALUES,
+    MAX_PROXY_EVENT_BYTES, PROXY_EVENT_TYPES, QUOTA_OWNER, Refusal, admit,
 };
 pub use spooler::*;
 pub use upload::{UploadError, upload};

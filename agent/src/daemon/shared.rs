@@ -52,6 +52,10 @@ pub struct Shared {
     pub(super) peer_reports: peer::Raised,
     /// What proxy checks share (the installed thoth, bounds on checks at once).
     pub(super) peer_checks: peer::Checks,
+    /// The inventory being collected, when a report went out without it (not ready in time):
+    /// the next report takes it rather than starting another.
+    pub(super) inventory_task:
+        Mutex<Option<tokio::task::JoinHandle<thoth_proto::fleet::Inventory>>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,6 +146,7 @@ impl Shared {
             channel: Mutex::new(None),
             peer_reports: peer::Raised::default(),
             peer_checks,
+            inventory_task: Mutex::new(None),
         }))
     }
 

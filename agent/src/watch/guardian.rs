@@ -13,7 +13,7 @@ use thoth_endpoint::status::ConfigStatus;
 use thoth_hosts::clients::claude_code;
 use thoth_hosts::file;
 use thoth_hosts::format::{self, Found, Op};
-use thoth_hosts::host::{Host, HostFilter, Os};
+use thoth_hosts::host::{Host, HostFilter, Os, owner};
 use thoth_proto::EventType;
 
 use super::drift::Servers;
@@ -27,8 +27,18 @@ pub(super) const REDISCOVER_EVERY: Duration = Duration::from_millis(500);
 /// A file its host rewrites itself (Claude Code's `~/.claude.json`, saved many times a second)
 /// is processed at most this often; the last change is always processed.
 pub(super) const SELF_WRITER_GAP: Duration = Duration::from_millis(100);
-/// Attempts at a file that changed while it was being rewritten (a host holding its lock).
+/// Attempts at a file that changed while it was being rewritten (a host holding its lock) in
+/// one pass, at most.
 const RACE_ATTEMPTS: u32 = 5;
+/// No attempt at such a file starts this long after its pass began: one attempt waits up to
+/// 300 ms for the host's lock, so one file holds the guardian's thread (every user's files)
+/// well under a second.
+const RETRY_WITHIN: Duration = Duration::from_millis(500);
+/// A file whose every attempt raced is processed again this long after its last pass.
+const CONTENDED_RETRY: Duration = Duration::from_secs(1);
+/// After this long of nothing but raced attempts at a file (its host's lock held or refreshed
+/// all along), it is rewritten without the lock ([`Guardian::lock_grace`]).
+pub(super) const LOCK_GRACE: Duration = Duration::from_secs(30);
 /// MCP_SERVER_UNGOVERNED events raised for one file in one pass at most (the rest on later
 /// passes): a hostile file with thousands of remote entries must not flood the spool.
 const MAX_UNGOVERNED_EVENTS: usize = 100;
@@ -45,6 +55,36 @@ pub(crate) struct Place {
     pub(crate) host: &'static dyn Host,
     /// The user's home.
     pub(crate) home: PathBuf,
+    /// The home's owner when the file was found (the file was theirs then); the file is read
+    /// and rewritten only while it is still theirs (a link swapped in since is refused).
+    pub(crate) owner: Option<u32>,
+    /// The home's user, as events name them ([`user_of`]).
+    pub(crate) user: String,
+}
+
+impl Place {
+    fn new(host: &'static dyn Host, home: &Path, owner: Option<u32>, user: &str) -> Place {
+        Place {
+            host,
+            home: home.to_path_buf(),
+            owner,
+            user: user.to_owned(),
+        }
+    }
+}
+
+/// The files of `host` in `home` that the home's owner (`home_owner`) owns: as
+/// `thoth_hosts::host::discover` lists them, so a user's `~/.cursor` pointing into another
+/// user's home does not make the guardian read that user's servers into the first one's
+/// status and events.
+fn owned_files(host: &dyn Host, home: &Path, home_owner: Option<u32>, os: Os) -> Vec<PathBuf> {
+    let Some(uid) = home_owner else {
+        return Vec::new();
+    };
+    host.files(home, os)
+        .into_iter()
+        .filter(|p| owner(p) == Some(uid))
+        .collect()
 }
 
 /// What the guardian remembers about one file.
@@ -61,6 +101,8 @@ struct Known {
     ungoverned: BTreeMap<String, String>,
     /// Some were left unreported by the bounds: the periodic check processes the file again.
     more_ungoverned: bool,
+    /// Since when every attempt at rewriting the file has raced (none: the last one did not).
+    raced_since: Option<Instant>,
 }
 
 /// A watched directory: which (home, host id) pairs it may hold files of (none: the users
@@ -100,11 +142,28 @@ fn dir_id(dir: &Path) -> Option<(u64, u64)> {
     dir.is_dir().then_some((0, 0))
 }
 
-/// The user a home belongs to (its directory's name).
+/// The login name of `uid` (its passwd entry), if it has one.
+fn login_name(uid: u32) -> Option<String> {
+    #[cfg(unix)]
+    {
+        crate::daemon::local::login_name(uid)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = uid;
+        None
+    }
+}
+
+/// The user a home belongs to: the login name of the home's owner (what a user's own status is
+/// filtered by: a home need not be named after its login, `/Users/Ann.Smith`), else (the uid has
+/// no passwd entry, or ownership is not known here) the home directory's name.
 pub(crate) fn user_of(home: &Path) -> String {
-    home.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| home.display().to_string())
+    owner(home).and_then(login_name).unwrap_or_else(|| {
+        home.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| home.display().to_string())
+    })
 }
 
 /// Whether the host is Claude Desktop (or its extensions): `claude_restart_command` and
@@ -149,6 +208,9 @@ pub(crate) struct Guardian<R: ConfigReport> {
     /// Homes (and which of their hosts) to rediscover.
     pending: BTreeMap<PathBuf, BTreeSet<&'static str>>,
     last_discovery: Option<Instant>,
+    /// How long a file's rewrites may keep racing (its host's lock held against the agent)
+    /// before it is rewritten without the lock: [`LOCK_GRACE`] (lowered in tests).
+    pub(crate) lock_grace: Duration,
 }
 
 impl<R: ConfigReport> Guardian<R> {
@@ -177,6 +239,7 @@ impl<R: ConfigReport> Guardian<R> {
             dirty: BTreeMap::new(),
             pending: BTreeMap::new(),
             last_discovery: None,
+            lock_grace: LOCK_GRACE,
         }
     }
 
@@ -223,12 +286,13 @@ impl<R: ConfigReport> Guardian<R> {
         let mut files: BTreeMap<PathBuf, Place> = BTreeMap::new();
         let mut dirs: BTreeMap<PathBuf, BTreeSet<(PathBuf, &'static str)>> = BTreeMap::new();
         for home in &homes {
+            let home_owner = owner(home);
+            let user = user_of(home);
             for host in self.filter.hosts() {
-                for f in host.files(home, os) {
-                    files.entry(f).or_insert_with(|| Place {
-                        host,
-                        home: home.clone(),
-                    });
+                for f in owned_files(host, home, home_owner, os) {
+                    files
+                        .entry(f)
+                        .or_insert_with(|| Place::new(host, home, home_owner, &user));
                 }
                 for d in host.watch_dirs(home, os) {
                     dirs.entry(d).or_default().insert((home.clone(), host.id()));
@@ -388,10 +452,16 @@ impl<R: ConfigReport> Guardian<R> {
         rediscover.into_iter().chain(files).min()
     }
 
-    /// When a changed file may be processed: `None` at once; a file its host rewrites itself
-    /// waits [`SELF_WRITER_GAP`] after its last processing.
+    /// When a changed file may be processed: `None` at once; a file whose last pass raced
+    /// throughout waits [`CONTENDED_RETRY`], and a file its host rewrites itself
+    /// [`SELF_WRITER_GAP`], after its last processing.
     fn due(&self, path: &Path) -> Option<Instant> {
+        let contended = self
+            .known
+            .get(path)
+            .is_some_and(|k| k.raced_since.is_some());
         match (self.files.get(path), self.last_run.get(path)) {
+            (Some(_), Some(t)) if contended => Some(*t + CONTENDED_RETRY),
             (Some(place), Some(t)) if place.host.rewrites_itself() => Some(*t + SELF_WRITER_GAP),
             _ => None,
         }
@@ -412,12 +482,14 @@ impl<R: ConfigReport> Guardian<R> {
         let os = Os::current();
         for (home, ids) in pending {
             let exists = home.is_dir();
+            let home_owner = owner(&home);
+            let user = user_of(&home);
             for host in self.filter.hosts() {
                 if !ids.contains(host.id()) {
                     continue;
                 }
                 let now = if exists {
-                    host.files(&home, os)
+                    owned_files(host, &home, home_owner, os)
                 } else {
                     Vec::new()
                 };
@@ -441,13 +513,8 @@ impl<R: ConfigReport> Guardian<R> {
                     {
                         continue;
                     }
-                    self.files.insert(
-                        p.clone(),
-                        Place {
-                            host,
-                            home: home.clone(),
-                        },
-                    );
+                    self.files
+                        .insert(p.clone(), Place::new(host, &home, home_owner, &user));
                     if !self.unchanged(&p) {
                         self.dirty.entry(p).or_insert("a new or replaced file");
                     }

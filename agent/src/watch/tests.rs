@@ -11,7 +11,7 @@ use thoth_endpoint::status::ConfigStatus;
 use thoth_hosts::host::{HostFilter, by_id};
 use thoth_proto::EventType;
 
-use super::guardian::{Guardian, REDISCOVER_EVERY};
+use super::guardian::{Guardian, REDISCOVER_EVERY, user_of};
 use super::{ConfigReport, config_filter, extra_flags, managed};
 use crate::daemon::Shared;
 
@@ -344,20 +344,22 @@ fn an_ungoverned_server_is_reported_once_per_reason() {
         )
     };
     let path = l.put("ann", CURSOR, &text("\"x\""));
+    let ann = user_of(&l.home("ann"));
     let mut g = l.guardian();
     g.full_pass("agent start", false);
     let ung = l.fake.events("MCP_SERVER_UNGOVERNED");
     assert_eq!(ung.len(), 2, "{ung:#?}");
     assert!(ung.iter().all(|(c, _)| c == "cursor"), "{ung:?}");
     assert!(
-        ung.iter().any(|(_, d)| d.starts_with(
-            "Cursor: ann: linear (url https://mcp.linear.app/sse) is not governed: a remote server"
-        )),
+        ung.iter().any(|(_, d)| d.starts_with(&format!(
+            "Cursor: {ann}: linear (url https://mcp.linear.app/sse) is not governed: a remote server"
+        ))),
         "{ung:#?}"
     );
     assert!(
-        ung.iter().any(|(_, d)| d
-            .starts_with("Cursor: ann: odd (stdio) is not governed: the entry cannot be read")),
+        ung.iter().any(|(_, d)| d.starts_with(&format!(
+            "Cursor: {ann}: odd (stdio) is not governed: the entry cannot be read"
+        ))),
         "{ung:#?}"
     );
     assert_eq!(l.fake.status(&path).unwrap().state, "partly governed");
@@ -618,8 +620,11 @@ fn names_and_targets_from_users_files_are_escaped_in_events() {
     assert_eq!(ung.len(), 1, "{ung:?}");
     let d = &ung[0].1;
     assert!(!d.chars().any(char::is_control), "{d:?}");
+    let ann = user_of(&l.home("ann"));
     assert!(
-        d.starts_with("Cursor: ann: evil\\u{1b}[2J\\nCONFIG_OK (url https://x/\\u{7})"),
+        d.starts_with(&format!(
+            "Cursor: {ann}: evil\\u{{1b}}[2J\\nCONFIG_OK (url https://x/\\u{{7}})"
+        )),
         "{d}"
     );
 }
@@ -655,4 +660,328 @@ fn a_flood_of_ungoverned_servers_is_reported_in_bounded_passes() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 250);
+}
+
+/// Gives `path` and everything under it (links themselves, not followed) to `uid`.
+#[cfg(unix)]
+fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+    let is_dir = std::fs::symlink_metadata(path).unwrap().is_dir();
+    if is_dir {
+        for e in std::fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// A uid with no passwd entry (from `from` on).
+#[cfg(unix)]
+fn unnamed_uid(from: u32) -> u32 {
+    (from..from + 10_000)
+        .find(|u| crate::daemon::local::login_name(*u).is_none())
+        .unwrap()
+}
+
+/// What `uid` (named `user`) would see of the agent's status holding the guardian's statuses
+/// and events, as JSON.
+#[cfg(unix)]
+fn seen_by(l: &Laptop, uid: u32, user: &str) -> String {
+    let mut st = thoth_endpoint::status::Status {
+        configs: l.fake.statuses.lock().unwrap().clone(),
+        ..Default::default()
+    };
+    for (t, _, d) in l.fake.events.lock().unwrap().iter() {
+        st.note(t, d.clone());
+    }
+    serde_json::to_string(&st.only_for(uid, user)).unwrap()
+}
+
+const BOB_TEXT: &str = r#"{"mcpServers": {"bobs-tool": {"command": "/home/bob/secret-tool", "args": ["--token", "b0b-secret"]}, "bobs-remote": {"url": "https://b0b-secret@mcp.example/sse"}}}"#;
+
+/// Review F1: the guardian listed `host.files(home)` without discovery's owner filter, so a
+/// user whose `~/.cursor` links to another user's `.cursor` made the root agent read that
+/// user's servers (secrets in args and URLs) into their own status and events. Now such a file
+/// is not listed for them, and a link swapped in after discovery is refused when opened.
+#[cfg(unix)]
+#[test]
+fn another_users_file_reached_through_a_link_is_not_read_for_this_user() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: ownership only matters to the root agent");
+        return;
+    }
+    let l = Laptop::new(None);
+    let ann_uid = unnamed_uid(41_001);
+    let bob_uid = unnamed_uid(ann_uid + 1);
+    let bob_file = l.put("bob", CURSOR, BOB_TEXT);
+    chown_tree(&l.home("bob"), bob_uid);
+    std::fs::create_dir_all(l.home("ann")).unwrap();
+    // Ann's ~/.cursor is a link to Bob's.
+    std::os::unix::fs::symlink(l.home("bob").join(".cursor"), l.home("ann").join(".cursor"))
+        .unwrap();
+    chown_tree(&l.home("ann"), ann_uid);
+    let ann = user_of(&l.home("ann"));
+    assert_eq!(ann, "ann", "no passwd entry: the home's name");
+    let mut g = l.guardian();
+    g.full_pass("agent start", false);
+    let leaked = |g: &Guardian<Fake>| {
+        let events = l.fake.events.lock().unwrap().clone();
+        let mut bad: Vec<String> = events
+            .iter()
+            .filter(|(_, _, d)| {
+                d.contains(&l.home("ann").display().to_string())
+                    || d.starts_with(&format!("Cursor: {ann}: "))
+            })
+            .map(|(_, _, d)| d.clone())
+            .collect();
+        bad.extend(
+            g.statuses
+                .keys()
+                .chain(g.files.keys())
+                .filter(|p| p.starts_with(l.home("ann")))
+                .map(|p| p.display().to_string()),
+        );
+        let seen = seen_by(&l, ann_uid, &ann);
+        if seen.contains("b0b") || seen.contains("bobs-") {
+            bad.push(seen);
+        }
+        bad
+    };
+    assert_eq!(leaked(&g), Vec::<String>::new());
+    // Bob's file is governed as his, and his remote server reported as his.
+    assert_eq!(l.fake.status(&bob_file).unwrap().state, "governed");
+    let ung = l.fake.events("MCP_SERVER_UNGOVERNED");
+    assert!(
+        ung.len() == 1 && ung[0].1.starts_with("Cursor: bob: bobs-remote"),
+        "{ung:?}"
+    );
+    assert!(seen_by(&l, bob_uid, "bob").contains("bobs-remote"));
+
+    // Ann's own file, found; then her ~/.cursor is swapped for the link before the guardian
+    // reads it again: refused when opened, nothing of Bob's read into Ann's status.
+    std::fs::remove_file(l.home("ann").join(".cursor")).unwrap();
+    let own = l.put("ann", CURSOR, PLAIN);
+    chown_tree(&l.home("ann"), ann_uid);
+    g.full_pass("periodic check", false);
+    assert_eq!(l.fake.status(&own).unwrap().state, "governed");
+    let bobs = read(&bob_file);
+    std::fs::rename(
+        l.home("ann").join(".cursor"),
+        l.home("ann").join(".cursor-old"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(l.home("bob").join(".cursor"), l.home("ann").join(".cursor"))
+        .unwrap();
+    chown_tree(&l.home("ann"), ann_uid);
+    assert!(!g.process(&own, "the file changed"));
+    assert_eq!(
+        read(&bob_file),
+        bobs,
+        "Bob's file untouched through Ann's path"
+    );
+    let st = l.fake.status(&own).unwrap();
+    assert_eq!(st.state, "refused", "{st:?}");
+    assert!(
+        st.error
+            .as_deref()
+            .is_some_and(|e| e.contains("not by the home's owner") && !e.contains("b0b")),
+        "{st:?}"
+    );
+    let seen = seen_by(&l, ann_uid, &ann);
+    assert!(!seen.contains("b0b") && !seen.contains("bobs-"), "{seen}");
+    let ung = l.fake.events("MCP_SERVER_UNGOVERNED");
+    assert_eq!(ung.len(), 1, "{ung:?}");
+}
+
+/// Review F7: events named a home's user by the home's directory name, while a user's status
+/// is filtered by their login name: a home not named after its login (`/Users/Ann.Smith`, or
+/// Bob's home named `ann`) showed one user's MCP_SERVER_UNGOVERNED details to another. Now the
+/// user is the login name of the home's owner (the directory's name only for a uid with no
+/// passwd entry).
+#[cfg(unix)]
+#[test]
+fn events_name_the_homes_owner_by_login_not_the_homes_directory_name() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: homes cannot be given to other users");
+        return;
+    }
+    let (login_uid, login) = (1..1000)
+        .chain([65_534])
+        .find_map(|u| {
+            crate::daemon::local::login_name(u)
+                .filter(|n| n != "ann")
+                .map(|n| (u, n))
+        })
+        .expect("a uid with a passwd entry");
+    let unnamed = unnamed_uid(42_001);
+    let other = unnamed_uid(unnamed + 1);
+    let l = Laptop::new(None);
+    // The login user's home is named "ann"; Carol.Smith's uid has no passwd entry.
+    let text = |who: &str| {
+        format!(r#"{{"mcpServers": {{"{who}-remote": {{"url": "https://{who}-secret@x/sse"}}}}}}"#)
+    };
+    let p1 = l.put("ann", CURSOR, &text("theirs"));
+    let p2 = l.put("Carol.Smith", CURSOR, &text("carols"));
+    chown_tree(&l.home("ann"), login_uid);
+    chown_tree(&l.home("Carol.Smith"), unnamed);
+    let mut g = l.guardian();
+    g.full_pass("agent start", false);
+    assert_eq!(l.fake.status(&p1).unwrap().state, "governed");
+    assert_eq!(l.fake.status(&p2).unwrap().state, "governed");
+    let ung = l.fake.events("MCP_SERVER_UNGOVERNED");
+    assert_eq!(ung.len(), 2, "{ung:?}");
+    assert!(
+        ung.iter()
+            .any(|(_, d)| d.starts_with(&format!("Cursor: {login}: theirs-remote "))),
+        "{ung:?}"
+    );
+    assert!(
+        ung.iter()
+            .any(|(_, d)| d.starts_with("Cursor: Carol.Smith: carols-remote ")),
+        "{ung:?}"
+    );
+    // A user logged in as "ann" does not see the servers of the home named ann; its owner does.
+    let seen = seen_by(&l, other, "ann");
+    assert!(!seen.contains("theirs-"), "{seen}");
+    assert!(seen_by(&l, login_uid, &login).contains("theirs-remote"));
+    // The heartbeat's inventory names the same user.
+    let inv = crate::daemon::inventory::mcp(
+        l.fake.config.users_root.as_deref(),
+        THOTH,
+        &[],
+        &HostFilter::all(),
+        crate::daemon::inventory::MCP_BUDGET,
+    );
+    let users: Vec<(&str, &str)> = inv
+        .servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.user.as_str()))
+        .collect();
+    assert!(
+        users.contains(&("theirs-remote", login.as_str())),
+        "{users:?}"
+    );
+    assert!(
+        users.contains(&("carols-remote", "Carol.Smith")),
+        "{users:?}"
+    );
+}
+
+/// Review F2: a lock kept fresh by its user (`~/.claude.json.lock` touched every second) made
+/// every rewrite wait and end raced, five times a pass: the file stayed unwrapped for good and
+/// the guardian's thread stalled ~10 s a pass for every user. Now a pass over one file takes
+/// under a second, the file's status says it is locked, other users' drift is healed
+/// meanwhile, and past the grace the file is rewritten without the lock (CONFIG_DRIFT says so).
+#[test]
+fn a_lock_held_for_good_stalls_nothing_and_is_overridden_after_the_grace() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let l = Laptop::new(None);
+    let code = l.put("ann", CODE, CODE_TEXT);
+    let lock = l.home("ann").join(".claude.json.lock");
+    std::fs::create_dir(&lock).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let toucher = {
+        let (stop, lock) = (Arc::clone(&stop), lock.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::fs::File::open(&lock)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let cursor = l.put("bob", CURSOR, PLAIN);
+    let mut g = l.guardian();
+    let grace = Duration::from_secs(3);
+    g.lock_grace = grace;
+    let t = Instant::now();
+    g.full_pass("agent start", false);
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    let held_from = t;
+    assert_eq!(read(&code), CODE_TEXT, "the lock is honoured at first");
+    let st = l.fake.status(&code).unwrap();
+    assert_eq!(st.state, "locked", "{st:?}");
+    assert!(
+        st.error
+            .as_deref()
+            .is_some_and(|e| e.contains(".claude.json.lock") && e.contains("held")),
+        "{st:?}"
+    );
+    assert!(wrapped_for(
+        &read(&cursor),
+        &["mcpServers"],
+        "files",
+        "cursor"
+    ));
+    // The guardian runs as its thread does; Bob's file drifts twice meanwhile.
+    let mut drifted: Option<Instant> = None;
+    let mut healed = Vec::new();
+    let mut wrapped_at = None;
+    while held_from.elapsed() < grace + Duration::from_secs(5) {
+        let next_drift = Duration::from_millis(1000 + 1500 * healed.len() as u64);
+        if drifted.is_none() && healed.len() < 2 && held_from.elapsed() > next_drift {
+            l.put("bob", CURSOR, PLAIN);
+            g.on_event(&cursor);
+            drifted = Some(Instant::now());
+        }
+        let pass = Instant::now();
+        g.rediscover_pending();
+        g.process_dirty();
+        assert!(
+            pass.elapsed() < Duration::from_millis(1100),
+            "a pass took {:?}",
+            pass.elapsed()
+        );
+        if let Some(at) = drifted
+            && wrapped_for(&read(&cursor), &["mcpServers"], "files", "cursor")
+        {
+            healed.push(at.elapsed());
+            drifted = None;
+        }
+        if wrapped_at.is_none()
+            && wrapped_for(&read(&code), &["mcpServers"], "files", "claude-code")
+        {
+            wrapped_at = Some(held_from.elapsed());
+        }
+        if wrapped_at.is_some() && healed.len() == 2 {
+            break;
+        }
+        let wait = g
+            .next_wake()
+            .map_or(Duration::from_millis(250), |w| {
+                w.saturating_duration_since(Instant::now())
+            })
+            .min(Duration::from_millis(250));
+        std::thread::sleep(wait.max(Duration::from_millis(10)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    toucher.join().unwrap();
+    assert_eq!(
+        healed.len(),
+        2,
+        "Bob's drift healed while Ann's lock was held"
+    );
+    assert!(
+        healed.iter().all(|d| *d < Duration::from_millis(1500)),
+        "{healed:?}"
+    );
+    let at = wrapped_at.expect("wrapped without the lock after the grace");
+    assert!(at >= grace, "not before the grace: {at:?}");
+    let text = read(&code);
+    assert!(
+        text.contains("\"numStartups\": 3") && text.contains("tipsHistory"),
+        "{text}"
+    );
+    assert!(lock.is_dir(), "the client's lock is left to it");
+    let drift = l.fake.events("CONFIG_DRIFT");
+    assert!(
+        drift.iter().any(|(c, d)| c == "claude-code"
+            && d.contains(".claude.json.lock was held for")
+            && d.contains("rewritten without the lock")),
+        "{drift:#?}"
+    );
+    assert_eq!(l.fake.status(&code).unwrap().state, "governed");
 }

@@ -19,6 +19,9 @@ pub const MAX_PROXY_EVENT_BYTES: usize = 256 << 10;
 /// A proxy event whose timestamp is further than this from the agent's clock is flagged
 /// (`clockSkewSecs`), not refused: pending events of an earlier proxy are legitimately old.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// Longest `clientName` kept, in bytes (the proxy keeps 128 characters; a longer name is cut on
+/// a character boundary, not refused: the event is evidence, its client's name is a label).
+pub const MAX_CLIENT_NAME_BYTES: usize = 128;
 /// The only event types a proxy may send; every other type is the agent's or the controller's.
 pub const PROXY_EVENT_TYPES: [EventType; 5] = EventType::FROM_PROXY;
 
@@ -111,6 +114,24 @@ fn text_field(value: &str, key: &'static str, max: usize) -> Result<(), Refusal>
     } else {
         Ok(())
     }
+}
+
+/// A proxy's `clientName` as the agent keeps it: control characters removed, surrounding space
+/// trimmed, at most [`MAX_CLIENT_NAME_BYTES`] (cut on a character boundary); `None` when nothing
+/// is left. A proxy writes it from the client's `initialize` request, which the client (any
+/// program on the machine) chooses.
+pub(super) fn client_name(name: &str) -> Option<String> {
+    let kept: String = name.chars().filter(|c| !c.is_control()).collect();
+    let mut kept = kept.trim().to_owned();
+    if kept.len() > MAX_CLIENT_NAME_BYTES {
+        let mut end = MAX_CLIENT_NAME_BYTES;
+        while !kept.is_char_boundary(end) {
+            end -= 1;
+        }
+        kept.truncate(end);
+        kept.truncate(kept.trim_end().len());
+    }
+    (!kept.is_empty()).then_some(kept)
 }
 
 fn required(value: Option<&str>, key: &'static str, max: usize) -> Result<(), Refusal> {
@@ -284,6 +305,9 @@ pub fn admit(raw: &[u8], user: &str, hostname: &str, now: SystemTime) -> Result<
         required(e.session_id.as_deref(), "sessionId", 256)?;
         required(e.server_name.as_deref(), "serverName", 1024)?;
         required(e.tool_name.as_deref(), "toolName", 1024)?;
+    }
+    if let Some(name) = e.client_name.take() {
+        e.client_name = client_name(&name).map(Cow::Owned);
     }
     // The agent's fields: whatever the proxy put there is replaced or removed.
     let proxy_id = std::mem::take(&mut e.event_id);

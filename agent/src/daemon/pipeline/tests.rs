@@ -1,4 +1,4 @@
-use super::super::{MAX_PROXY_EVENT_BYTES, QUOTA_OWNER, admit, upload};
+use super::super::{MAX_CLIENT_NAME_BYTES, MAX_PROXY_EVENT_BYTES, QUOTA_OWNER, admit, upload};
 use super::*;
 use crate::daemon::spool::TestDisk;
 use std::sync::atomic::Ordering;
@@ -719,6 +719,46 @@ fn a_proxy_cannot_set_the_quota_owner() {
     let a = admit(&bytes(&v), "mallory", "h", SystemTime::now()).unwrap();
     assert!(a.event.quota_owner.is_none());
     assert_eq!(a.owner, "mallory");
+}
+
+/// `clientName` comes from the MCP client's `initialize` request (any program chooses it): the
+/// agent keeps it bounded and free of control characters, and never loses the event over it.
+#[test]
+fn a_proxys_client_name_is_bounded_and_cleaned() {
+    let now = SystemTime::now();
+    let with = |name: Value| {
+        let mut v = pre("e1", &now_text(), "{}");
+        v["clientName"] = name;
+        admit(&bytes(&v), "u", "h", now)
+            .unwrap()
+            .event
+            .client_name
+            .map(|c| c.into_owned())
+    };
+    assert_eq!(with(Value::from("cursor")).as_deref(), Some("cursor"));
+    assert_eq!(
+        with(Value::from("  evil\u{1b}[2J\nCONFIG_OK\u{7} ")).as_deref(),
+        Some("evil[2JCONFIG_OK")
+    );
+    let long = with(Value::from("é".repeat(10_000))).unwrap();
+    assert!(long.len() <= MAX_CLIENT_NAME_BYTES, "{} bytes", long.len());
+    assert_eq!(long, "é".repeat(MAX_CLIENT_NAME_BYTES / 2));
+    let long = with(Value::from(format!("x{}", "é".repeat(100)))).unwrap();
+    assert_eq!(
+        long.len(),
+        MAX_CLIENT_NAME_BYTES - 1,
+        "cut on a character boundary"
+    );
+    assert_eq!(with(Value::from("\n\t \u{0}")), None, "nothing left");
+    let mut v = pre("e1", &now_text(), "{}");
+    v.as_object_mut().unwrap().remove("clientName");
+    assert!(
+        admit(&bytes(&v), "u", "h", now)
+            .unwrap()
+            .event
+            .client_name
+            .is_none()
+    );
 }
 
 /// The rule's intent kept: a lone user keeps the whole spool's outage tolerance and goes on

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use thoth_endpoint::status::{ConfigStatus, now_rfc3339};
-use thoth_hosts::file::{self, FileError};
+use thoth_hosts::file::{self, FileError, Options};
 use thoth_hosts::format;
 use thoth_hosts::inventory::{self, ServerInfo, State};
 use thoth_proto::EventType;
@@ -15,8 +15,8 @@ use thoth_proto::EventType;
 use super::super::ConfigReport;
 use super::super::drift;
 use super::{
-    Guardian, MAX_UNGOVERNED_EVENTS, MAX_UNGOVERNED_KNOWN, Place, RACE_ATTEMPTS, found_of,
-    is_claude_app, raise, stamp, user_of,
+    CONTENDED_RETRY, Guardian, MAX_UNGOVERNED_EVENTS, MAX_UNGOVERNED_KNOWN, Place, RACE_ATTEMPTS,
+    RETRY_WITHIN, found_of, is_claude_app, raise, stamp,
 };
 
 impl<R: ConfigReport> Guardian<R> {
@@ -42,47 +42,154 @@ impl<R: ConfigReport> Guardian<R> {
     }
 
     /// Brings one known file to the wrapped state; returns whether it wrote. A file changed
-    /// while it was being rewritten (its host saving it) is tried again a few times, then left
-    /// to the next change or the periodic check.
+    /// while it was being rewritten (its host saving it, or holding its lock) is tried again a
+    /// few times within [`RETRY_WITHIN`] (the guardian's thread serves every user's files), then
+    /// again every [`CONTENDED_RETRY`]; after [`Guardian::lock_grace`] of nothing but such
+    /// failures it is rewritten without the host's lock ([`Guardian::contended`]).
     pub(crate) fn process(&mut self, path: &Path, cause: &str) -> bool {
         let Some(place) = self.files.get(path).cloned() else {
             return false;
         };
         self.dirty.remove(path);
         self.processed.remove(path);
-        self.last_run.insert(path.to_path_buf(), Instant::now());
-        for attempt in 1..=RACE_ATTEMPTS {
-            match self.try_process(&place, path, cause) {
+        let started = Instant::now();
+        self.last_run.insert(path.to_path_buf(), started);
+        let opts = Options {
+            owner: place.owner,
+            ..Options::default()
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_process(&place, path, cause, &opts) {
                 Ok(wrote) => {
-                    let more = self.known.get(path).is_some_and(|k| k.more_ungoverned);
-                    if let Some(st) = stamp(path).filter(|_| !more) {
-                        self.processed.insert(path.to_path_buf(), st);
-                    }
+                    self.done(path);
                     return wrote;
                 }
-                Err(FileError::Raced { .. }) if attempt < RACE_ATTEMPTS => {
+                Err(FileError::Raced { .. })
+                    if attempt < RACE_ATTEMPTS && started.elapsed() < RETRY_WITHIN =>
+                {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e @ FileError::Raced { .. }) if place.host.rewrites_itself() => {
-                    tracing::debug!("{}: {e}; left to its next change", place.host.name());
-                    return false;
-                }
+                Err(e @ FileError::Raced { .. }) => return self.contended(&place, path, cause, &e),
                 Err(e) => {
+                    if let Some(k) = self.known.get_mut(path) {
+                        k.raced_since = None;
+                    }
                     tracing::warn!("{}: {e}", place.host.name());
                     return false;
                 }
             }
         }
+    }
+
+    /// A pass over `path` ended: it is no longer contended, and is skipped while unchanged.
+    fn done(&mut self, path: &Path) {
+        let known = self.known.get_mut(path);
+        let more = known.as_ref().is_some_and(|k| k.more_ungoverned);
+        if let Some(k) = known {
+            k.raced_since = None;
+        }
+        if let Some(st) = stamp(path).filter(|_| !more) {
+            self.processed.insert(path.to_path_buf(), st);
+        }
+    }
+
+    /// Every attempt at `path` in this pass found it changing under the rewrite (`e`), or its
+    /// host holding its lock. Since when that has been so is remembered; past
+    /// [`Guardian::lock_grace`] the file is rewritten without the host's lock (a user cannot
+    /// keep their file unwrapped by holding or refreshing the lock; the exchange check still
+    /// keeps the host's own saves) and CONFIG_DRIFT says so. Until then, and when even that
+    /// races, the file's status says it is locked, and it is tried again in
+    /// [`CONTENDED_RETRY`].
+    fn contended(&mut self, place: &Place, path: &Path, cause: &str, e: &FileError) -> bool {
+        let host = place.host;
+        let since = *self
+            .known
+            .entry(path.to_path_buf())
+            .or_default()
+            .raced_since
+            .get_or_insert_with(Instant::now);
+        let held = since.elapsed();
+        let lock = host.lock_path(path);
+        if held >= self.lock_grace
+            && let Some(lock) = &lock
+        {
+            let opts = Options {
+                owner: place.owner,
+                ignore_host_lock: true,
+                ..Options::default()
+            };
+            match self.try_process(place, path, cause, &opts) {
+                Ok(wrote) => {
+                    self.done(path);
+                    if wrote {
+                        raise(
+                            &*self.sh,
+                            EventType::ConfigDrift,
+                            host.id(),
+                            format!(
+                                "{}: {}: the client's lock {} was held for {}s, keeping the file \
+                                 from being wrapped; the file was rewritten without the lock",
+                                host.name(),
+                                path.display(),
+                                lock.display(),
+                                held.as_secs()
+                            ),
+                        );
+                    }
+                    return wrote;
+                }
+                Err(FileError::Raced { .. }) => {}
+                Err(e) => {
+                    tracing::warn!("{}: {e}", host.name());
+                    return false;
+                }
+            }
+        }
+        let why = match &lock {
+            Some(lock) => format!(
+                "the client's lock {} has been held for {}s against the agent's rewrite ({e}); \
+                 tried again every {}s, and without the lock after {}s",
+                lock.display(),
+                held.as_secs(),
+                CONTENDED_RETRY.as_secs(),
+                self.lock_grace.as_secs()
+            ),
+            None => format!(
+                "{e} (for {}s); tried again every {}s",
+                held.as_secs(),
+                CONTENDED_RETRY.as_secs()
+            ),
+        };
+        tracing::debug!(client = host.id(), config = %path.display(), "{why}");
+        if let Some(status) = self.statuses.get_mut(path) {
+            let before = status.clone();
+            status.state = "locked".into();
+            status.error = Some(why);
+            if *status != before {
+                self.publish_status();
+            }
+        }
+        self.dirty
+            .entry(path.to_path_buf())
+            .or_insert("the client's lock was held");
         false
     }
 
-    fn try_process(&mut self, place: &Place, path: &Path, cause: &str) -> Result<bool, FileError> {
+    fn try_process(
+        &mut self,
+        place: &Place,
+        path: &Path,
+        cause: &str,
+        opts: &Options,
+    ) -> Result<bool, FileError> {
         let host = place.host;
         if std::fs::symlink_metadata(path).is_err() {
             self.forget(path);
             return Ok(false);
         }
-        let result = file::rewrite_file(host, path, &self.op, false);
+        let result = file::rewrite_file_with(host, path, &self.op, opts);
         let name = host.name();
         let known = self.known.entry(path.to_path_buf()).or_default();
         let status = self
@@ -305,7 +412,7 @@ impl<R: ConfigReport> Guardian<R> {
             return;
         };
         let mut room = MAX_UNGOVERNED_KNOWN.saturating_sub(remembered);
-        let user = user_of(&place.home);
+        let user = &place.user;
         let mut now = BTreeMap::new();
         let (mut raised, mut cut) = (0usize, 0usize);
         for s in infos {
