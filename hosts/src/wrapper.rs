@@ -5,13 +5,61 @@
 //! key: an extension's platform override that inherits the base's command).
 //!
 //! An entry is described here by [`Entry`], a format-free view the format modules build from
-//! JSON, JSONC, TOML or an extension manifest.
+//! JSON, JSONC, TOML or an extension manifest; what a rewrite ([`Op`]) does to it is
+//! [`decide`]d here, and each format engine only edits its text accordingly.
 
 /// Marks a wrapped entry whose original had no `args` key.
 pub const NO_ARGS: &str = "--no-args";
 /// Marks a wrapped entry whose original had no `command` key (the command after `--` is
 /// inherited: an extension's platform override that sets only `args`).
 pub const NO_COMMAND: &str = "--no-command";
+
+/// What to do to a file (re-exported as `format::Op`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Wrap with this absolute thoth path and these extra `thoth run` options before `--`.
+    /// `strict` (the agent): a wrapped entry must be exactly in the canonical form, else it is
+    /// re-wrapped ([`crate::format::Report::rewrapped`]); not strict (`thoth wrap-config`): only
+    /// its thoth path is updated, as a standalone user may have added `--policy` on purpose.
+    Wrap {
+        /// The `thoth` binary.
+        thoth: String,
+        /// Options before `--` (see [`canonical_extra`]).
+        extra: Vec<String>,
+        /// See above.
+        strict: bool,
+    },
+    /// Restore every wrapped entry's original command line.
+    Unwrap,
+}
+
+impl Op {
+    /// A non-strict wrap with no extra options (`thoth wrap-config`).
+    pub fn wrap(thoth: impl Into<String>) -> Op {
+        Op::Wrap {
+            thoth: thoth.into(),
+            extra: Vec::new(),
+            strict: false,
+        }
+    }
+
+    /// The agent's wrap: strict, with its own options.
+    pub fn wrap_strict(thoth: impl Into<String>, extra: Vec<String>) -> Op {
+        Op::Wrap {
+            thoth: thoth.into(),
+            extra,
+            strict: true,
+        }
+    }
+
+    /// The thoth path a wrap writes (`""` for an unwrap).
+    pub fn thoth(&self) -> &str {
+        match self {
+            Op::Wrap { thoth, .. } => thoth,
+            Op::Unwrap => "",
+        }
+    }
+}
 
 /// A server entry, as read from any format.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,6 +199,19 @@ pub fn canonical_head(name: &str, client: &str, extra: &[String], markers: Marke
     head
 }
 
+/// [`canonical_head`] and the `--` that ends it: what the agent writes before the original
+/// command line.
+pub fn canonical_prefix(
+    name: &str,
+    client: &str,
+    extra: &[String],
+    markers: Markers,
+) -> Vec<String> {
+    let mut head = canonical_head(name, client, extra, markers);
+    head.push("--".to_owned());
+    head
+}
+
 /// The whole wrapped `args` of an entry whose original command line is `command` and `args`.
 pub fn wrapped_args(
     name: &str,
@@ -160,8 +221,7 @@ pub fn wrapped_args(
     command: &str,
     args: &[String],
 ) -> Vec<String> {
-    let mut out = canonical_head(name, client, extra, markers);
-    out.push("--".to_owned());
+    let mut out = canonical_prefix(name, client, extra, markers);
     out.push(command.to_owned());
     out.extend(args.iter().cloned());
     out
@@ -286,6 +346,153 @@ pub fn command_difference(entry: &Entry, thoth: &str) -> Option<String> {
     (cmd != thoth).then(|| format!("command {cmd} instead of {thoth}"))
 }
 
+/// How a wrapped entry differs from what the agent writes (its command `thoth`, and the
+/// canonical arguments before `--`), in words: [`command_difference`] and
+/// [`wrapper_difference`] together. `None`: exactly the canonical form.
+pub fn drift(
+    entry: &Entry,
+    name: &str,
+    client: &str,
+    thoth: &str,
+    extra: &[String],
+) -> Option<String> {
+    let args = wrapper_difference(name, client, entry.args.as_deref().unwrap_or(&[]), extra);
+    match (command_difference(entry, thoth), args) {
+        (Some(c), Some(a)) => Some(format!("{c}; {a}")),
+        (c, a) => c.or(a),
+    }
+}
+
+/// An entry a rewrite leaves as it is, and how it is reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    /// Reported as skipped, for this reason.
+    Skipped(String),
+    /// Remote (a URL, HTTP or SSE): reported as remote.
+    Remote,
+    /// Already wrapped as asked: reported as already.
+    Already,
+    /// An unwrap of an entry that is not wrapped: not reported.
+    Unchanged,
+}
+
+/// What a rewrite does to one entry, whatever the file's format (see [`decide`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Left as it is.
+    Leave(Left),
+    /// Edited: the engine writes the change in its own text.
+    Change(Change),
+}
+
+/// An edit of an entry's `command` and `args`, to be written by a format engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A wrapper around another thoth (not strict): `command` becomes thoth (reported as
+    /// updated).
+    Update,
+    /// A wrapper not in the canonical form (strict): `command` becomes thoth and the first `keep`
+    /// elements of `args` (the old head and its `--`) become `head` (the canonical head and
+    /// `--`); the command after the first `--` is kept. Reported as rewrapped, with `diff`.
+    Rewrap {
+        /// What differed, in words.
+        diff: String,
+        /// How many elements of `args` are replaced.
+        keep: usize,
+        /// What replaces them.
+        head: Vec<String>,
+    },
+    /// Not wrapped: `command` becomes thoth, and `head` (the canonical head and `--`) and the
+    /// original `command` go in front of the `args` (added, marked `--no-args`, when the entry
+    /// has none). Reported as wrapped.
+    Wrap {
+        /// The elements before the command.
+        head: Vec<String>,
+        /// The original command.
+        command: String,
+    },
+    /// Wrapped: the original command line comes back. Reported as unwrapped.
+    Unwrap {
+        /// The original command, element `sep + 1` of `args`.
+        command: String,
+        /// The position of the `--` in `args`: the wrapper's elements are the first `sep + 2`.
+        sep: usize,
+        /// What the original lacked (`no_args`: remove `args`; `no_command`: remove
+        /// `command`).
+        markers: Markers,
+    },
+}
+
+/// What `op` does to `entry`, the server `server` of the host `client`. A malformed entry is
+/// skipped; a remote one is left alone (by its type even with a command beside it; an old
+/// wrapper on such an entry is still taken out by unwrap).
+pub fn decide(entry: &Entry, server: &str, client: &str, op: &Op) -> Decision {
+    use Decision::Leave;
+    if let Some(why) = &entry.malformed {
+        return Leave(Left::Skipped(why.clone()));
+    }
+    if entry.is_remote() && !(matches!(op, Op::Unwrap) && entry.is_wrapped()) {
+        return Leave(Left::Remote);
+    }
+    let Some(command) = &entry.command else {
+        return Leave(if entry.is_remote() {
+            Left::Remote
+        } else {
+            Left::Skipped("no \"command\" and no URL".into())
+        });
+    };
+    let all = entry.args.as_deref().unwrap_or(&[]);
+    match op {
+        Op::Wrap {
+            thoth,
+            extra,
+            strict,
+        } if entry.is_wrapped() => {
+            // Strict (the agent): another `thoth` than the agent's is drift too, not a path to
+            // update quietly (a binary named `thoth` may be anything).
+            let diff = strict
+                .then(|| drift(entry, server, client, thoth, extra))
+                .flatten();
+            match diff {
+                Some(diff) => {
+                    // Re-wrapped around the command after the first `--`, whatever came before.
+                    let Some((head, _, markers)) = split_wrapped(all) else {
+                        return Leave(Left::Skipped(format!(
+                            "a thoth wrapper with {diff}, and no command to keep"
+                        )));
+                    };
+                    let keep = head.len() + 1;
+                    let head = canonical_prefix(server, client, extra, markers);
+                    Decision::Change(Change::Rewrap { diff, keep, head })
+                }
+                None if command == thoth => Leave(Left::Already),
+                None => Decision::Change(Change::Update),
+            }
+        }
+        Op::Wrap { extra, .. } => {
+            let markers = Markers {
+                no_args: entry.args.is_none(),
+                no_command: false,
+            };
+            Decision::Change(Change::Wrap {
+                head: canonical_prefix(server, client, extra, markers),
+                command: command.clone(),
+            })
+        }
+        Op::Unwrap if !entry.is_wrapped() => Leave(Left::Unchanged),
+        Op::Unwrap => match original_of(all) {
+            Some((command, args, markers)) => Decision::Change(Change::Unwrap {
+                sep: all.len() - args.map_or(0, |a| a.len()) - 2,
+                command,
+                markers,
+            }),
+            None => Leave(Left::Skipped(
+                "wrapped, but its original command line cannot be read".into(),
+            )),
+        },
+    }
+}
+
 /// Why an entry is not governed as the agent would leave it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotGoverned {
@@ -407,6 +614,76 @@ mod tests {
         // What it runs can still be read (an override that inherits the base's arguments).
         assert_eq!(inner_line(&bad), Some(("x".into(), s(&["y"]))));
         assert_eq!(inner_line(&s(&["run", "--"])), None);
+    }
+
+    #[test]
+    fn every_engine_decides_the_same_way() {
+        let (thoth, extra) = ("/usr/bin/thoth", s(&["--state-dir", "/s"]));
+        let strict = Op::wrap_strict(thoth, extra.clone());
+        let entry = |v| Entry::from_json(&v);
+        let plain = entry(serde_json::json!({"command": "npx", "args": ["srv"]}));
+        let head = canonical_prefix("f", "cursor", &extra, Markers::default());
+        assert_eq!(
+            decide(&plain, "f", "cursor", &strict),
+            Decision::Change(Change::Wrap {
+                head: head.clone(),
+                command: "npx".into()
+            })
+        );
+        assert_eq!(
+            decide(&plain, "f", "cursor", &Op::Unwrap),
+            Decision::Leave(Left::Unchanged)
+        );
+        let args = wrapped_args(
+            "f",
+            "cursor",
+            &extra,
+            Markers::default(),
+            "npx",
+            &s(&["srv"]),
+        );
+        let wrapped = entry(serde_json::json!({"command": thoth, "args": args}));
+        assert_eq!(
+            decide(&wrapped, "f", "cursor", &strict),
+            Decision::Leave(Left::Already)
+        );
+        assert_eq!(
+            decide(&wrapped, "f", "cursor", &Op::Unwrap),
+            Decision::Change(Change::Unwrap {
+                command: "npx".into(),
+                sep: head.len() - 1,
+                markers: Markers::default()
+            })
+        );
+        // Another thoth: updated when not strict; drift, re-wrapped, when strict.
+        let other = entry(serde_json::json!({"command": "/opt/thoth", "args": args}));
+        let loose = Op::Wrap {
+            thoth: thoth.into(),
+            extra: extra.clone(),
+            strict: false,
+        };
+        assert_eq!(
+            decide(&other, "f", "cursor", &loose),
+            Decision::Change(Change::Update)
+        );
+        assert_eq!(
+            decide(&other, "f", "cursor", &strict),
+            Decision::Change(Change::Rewrap {
+                diff: format!("command /opt/thoth instead of {thoth}"),
+                keep: head.len(),
+                head: head.clone()
+            })
+        );
+        let no_cmd = entry(serde_json::json!({"command": thoth, "args": ["run", "--policy", "p"]}));
+        assert!(matches!(
+            decide(&no_cmd, "f", "cursor", &strict),
+            Decision::Leave(Left::Skipped(why)) if why.contains("no command to keep")
+        ));
+        let remote = entry(serde_json::json!({"type": "http", "command": "x", "url": "https://x"}));
+        assert_eq!(
+            decide(&remote, "f", "cursor", &strict),
+            Decision::Leave(Left::Remote)
+        );
     }
 
     #[test]

@@ -6,12 +6,12 @@
 //! literal moves into `args` as written (escapes included) and back, so unwrapping restores the
 //! original bytes.
 
-use jsonc_parser::ParseOptions;
-use jsonc_parser::cst::{CstArray, CstInputValue, CstNode, CstObject, CstRootNode};
+use jsonc_parser::cst::CstObject;
 use serde_json::Value;
 
+use super::cst;
 use super::model::{ConfigError, Ctx, Found, Op, Report, Rewritten, label};
-use crate::wrapper::{self, Entry, Markers};
+use crate::wrapper::{self, Change, Decision, Entry};
 
 /// A JSON-family format: strict JSON or JSONC, and where the server tables are (a path of keys
 /// from the top; `*` stands for every key of an object, e.g. Claude Code's
@@ -22,21 +22,6 @@ pub struct JsonFormat {
     pub jsonc: bool,
     /// The server tables.
     pub tables: &'static [&'static [&'static str]],
-}
-
-pub(crate) fn options(jsonc: bool) -> ParseOptions {
-    ParseOptions {
-        allow_comments: jsonc,
-        allow_loose_object_property_names: false,
-        allow_trailing_commas: jsonc,
-        allow_missing_commas: false,
-        allow_single_quoted_strings: false,
-        allow_hexadecimal_numbers: false,
-        allow_unary_plus_numbers: false,
-        allow_bare_decimal_point_numbers: false,
-        allow_non_finite_numbers: false,
-        allow_extended_string_escapes: false,
-    }
 }
 
 /// Splits off a UTF-8 byte-order mark.
@@ -52,7 +37,7 @@ pub(crate) fn split_bom(text: &str) -> (&str, &str) {
 pub fn parse(text: &str, jsonc: bool) -> Result<Value, ConfigError> {
     let body = split_bom(text).1;
     if jsonc {
-        jsonc_parser::parse_to_serde_value::<Value>(body, &options(true)).map_err(|e| {
+        jsonc_parser::parse_to_serde_value::<Value>(body, &cst::options(true)).map_err(|e| {
             ConfigError::Invalid {
                 line: e.line_display(),
                 column: e.column_display(),
@@ -76,121 +61,70 @@ pub(crate) struct Table<'v> {
     pub(crate) cst: CstObject,
 }
 
-/// Every server table of `fmt` in `value` / `root` (the same text). A fixed path whose
-/// container exists but is not an object is a shape error; under a wildcard, odd values are
-/// passed over.
+/// Every server table of `fmt` in `value` / `root` (the same text), as [`value_tables`] finds
+/// them, each located in the syntax tree by its keys (the last property of a repeated key: the
+/// one serde reads).
 pub(crate) fn tables<'v>(
     value: &'v Value,
     root: &CstObject,
     fmt: &JsonFormat,
 ) -> Result<Vec<Table<'v>>, ConfigError> {
-    let mut out = Vec::new();
-    for path in fmt.tables {
-        walk(value, root, path, 0, String::new(), None, &mut out)?;
-    }
-    Ok(out)
-}
-
-fn walk<'v>(
-    value: &'v Value,
-    cst: &CstObject,
-    path: &[&str],
-    depth: usize,
-    at: String,
-    scope: Option<String>,
-    out: &mut Vec<Table<'v>>,
-) -> Result<(), ConfigError> {
-    let join = |at: &str, key: &str| {
-        if at.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{at}.{key}")
-        }
-    };
-    let Some(obj) = value.as_object() else {
-        return Ok(());
-    };
-    let Some((seg, rest)) = path[depth..].split_first() else {
-        out.push(Table {
-            scope,
-            value: obj,
-            cst: cst.clone(),
-        });
-        return Ok(());
-    };
-    let _ = rest;
-    if *seg == "*" {
-        let mut seen = std::collections::HashSet::new();
-        // The last duplicate is the one serde reads; visit each key once.
-        for prop in cst.properties().into_iter().rev() {
-            let Some(name) = prop.decoded_name() else {
-                continue;
-            };
-            if !seen.insert(name.clone()) {
-                continue;
-            }
-            let (Some(v), Some(c)) = (obj.get(&name), prop.object_value()) else {
-                continue;
-            };
-            walk(v, &c, path, depth + 1, join(&at, &name), Some(name), out)?;
-        }
-        return Ok(());
-    }
-    let Some(v) = obj.get(*seg) else {
-        return Ok(());
-    };
-    let here = join(&at, seg);
-    if !v.is_object() {
-        if scope.is_some() {
-            return Ok(());
-        }
-        return Err(ConfigError::Shape(format!(
-            "\"{here}\" is not an object; nothing was changed"
-        )));
-    }
-    // The last property of that name is the one serde reads.
-    let Some(c) = cst
-        .properties()
+    value_tables(value, fmt)?
         .into_iter()
-        .rev()
-        .find(|p| p.decoded_name().as_deref() == Some(*seg))
-        .and_then(|p| p.object_value())
-    else {
-        return Err(ConfigError::Shape(format!("cannot locate \"{here}\"")));
-    };
-    walk(v, &c, path, depth + 1, here, scope, out)
+        .map(|t| {
+            let mut node = root.clone();
+            for (i, key) in t.keys.iter().enumerate() {
+                node = cst::child(&node, key).ok_or_else(|| {
+                    ConfigError::Shape(format!("cannot locate \"{}\"", t.keys[..=i].join(".")))
+                })?;
+            }
+            Ok(Table {
+                scope: t.scope,
+                value: t.value,
+                cst: node,
+            })
+        })
+        .collect()
 }
 
-/// The server tables of `fmt` in `value` alone, as [`tables`] finds them (same order, same
-/// shape errors): (dotted path, wildcard key, table).
-#[allow(clippy::type_complexity)]
+/// A server table found in the value: the keys that lead to it, the wildcard key it sits under,
+/// and its value.
+struct ValueTable<'v> {
+    keys: Vec<String>,
+    scope: Option<String>,
+    value: &'v serde_json::Map<String, Value>,
+}
+
+/// The server tables of `fmt` in `value`. A fixed path whose container exists but is not an
+/// object is a shape error; under a wildcard, odd values are passed over (last key first).
 fn value_tables<'v>(
     value: &'v Value,
     fmt: &JsonFormat,
-) -> Result<Vec<(String, Option<String>, &'v serde_json::Map<String, Value>)>, ConfigError> {
+) -> Result<Vec<ValueTable<'v>>, ConfigError> {
     fn walk<'v>(
         value: &'v Value,
         path: &[&str],
-        at: String,
+        keys: Vec<String>,
         scope: Option<String>,
-        out: &mut Vec<(String, Option<String>, &'v serde_json::Map<String, Value>)>,
+        out: &mut Vec<ValueTable<'v>>,
     ) -> Result<(), ConfigError> {
         let join = |key: &str| {
-            if at.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{at}.{key}")
-            }
+            let mut k = keys.clone();
+            k.push(key.to_owned());
+            k
         };
         let Some(obj) = value.as_object() else {
             return Ok(());
         };
         let Some((seg, rest)) = path.split_first() else {
-            out.push((at, scope, obj));
+            out.push(ValueTable {
+                keys,
+                scope,
+                value: obj,
+            });
             return Ok(());
         };
         if *seg == "*" {
-            // In the order `tables` visits them (last first).
             for (name, v) in obj.iter().rev() {
                 walk(v, rest, join(name), Some(name.clone()), out)?;
             }
@@ -205,76 +139,31 @@ fn value_tables<'v>(
                 return Ok(());
             }
             return Err(ConfigError::Shape(format!(
-                "\"{here}\" is not an object; nothing was changed"
+                "\"{}\" is not an object; nothing was changed",
+                here.join(".")
             )));
         }
         walk(v, rest, here, scope, out)
     }
     let mut out = Vec::new();
     for path in fmt.tables {
-        walk(value, path, String::new(), None, &mut out)?;
+        walk(value, path, Vec::new(), None, &mut out)?;
     }
     Ok(out)
 }
 
 /// The report of a rewrite that changes nothing, from the value alone; `None` when some entry
-/// needs an edit (then the syntax tree is built). The same decisions as [`edit_entry`] makes
-/// for an entry it leaves alone.
+/// needs an edit (then the syntax tree is built). The same decisions ([`wrapper::decide`]) as
+/// [`edit_entry`] makes.
 fn unchanged_report(value: &Value, fmt: &JsonFormat, op: &Op, ctx: &Ctx<'_>) -> Option<Report> {
     let mut report = Report::default();
-    for (_, scope, map) in value_tables(value, fmt).ok()? {
-        for (name, v) in map {
-            let label = label(name, scope.as_deref());
-            if !v.is_object() {
-                report
-                    .skipped
-                    .push((label, "the entry is not an object".into()));
-                continue;
-            }
+    for table in value_tables(value, fmt).ok()? {
+        let scope = table.scope;
+        for (name, v) in table.value {
             let entry = Entry::from_json(v);
-            if let Some(why) = &entry.malformed {
-                report.skipped.push((label, why.clone()));
-                continue;
-            }
-            if entry.is_remote() && !(matches!(op, Op::Unwrap) && entry.is_wrapped()) {
-                report.remote.push(label);
-                continue;
-            }
-            let Some(command) = &entry.command else {
-                if entry.is_remote() {
-                    report.remote.push(label);
-                } else {
-                    report
-                        .skipped
-                        .push((label, "no \"command\" and no URL".into()));
-                }
-                continue;
-            };
-            match op {
-                Op::Unwrap if entry.is_wrapped() => return None,
-                Op::Unwrap => {}
-                Op::Wrap {
-                    thoth,
-                    extra,
-                    strict,
-                } => {
-                    if !entry.is_wrapped() || command != thoth {
-                        return None;
-                    }
-                    let all = entry.args.clone().unwrap_or_default();
-                    if *strict
-                        && wrapper::wrapper_difference(
-                            &ctx.server_name(name),
-                            ctx.client,
-                            &all,
-                            extra,
-                        )
-                        .is_some()
-                    {
-                        return None;
-                    }
-                    report.already.push(label);
-                }
+            match wrapper::decide(&entry, &ctx.server_name(name), ctx.client, op) {
+                Decision::Leave(left) => report.leave(label(name, scope.as_deref()), left),
+                Decision::Change(_) => return None,
             }
         }
     }
@@ -295,11 +184,13 @@ pub fn entries(text: &str, fmt: &JsonFormat) -> Result<Vec<Found>, ConfigError> 
     // The value alone says it (no syntax tree: `~/.claude.json` can be megabytes).
     Ok(value_tables(&value, fmt)?
         .into_iter()
-        .flat_map(|(table, scope, map)| {
-            map.iter()
+        .flat_map(|t| {
+            let table = t.keys.join(".");
+            t.value
+                .iter()
                 .map(|(name, v)| Found {
                     table: table.clone(),
-                    scope: scope.clone(),
+                    scope: t.scope.clone(),
                     name: name.clone(),
                     entry: Entry::from_json(v),
                 })
@@ -336,11 +227,7 @@ pub fn rewrite(
     if let Some(report) = unchanged_report(&value, fmt, op, ctx) {
         return unchanged(report);
     }
-    let root = CstRootNode::parse(body, &options(fmt.jsonc)).map_err(|e| ConfigError::Invalid {
-        line: e.line_display(),
-        column: e.column_display(),
-        message: e.kind().to_string(),
-    })?;
+    let root = cst::parse_root(body, fmt.jsonc)?;
     let Some(top) = root.object_value() else {
         return Err(ConfigError::Shape(
             "the top level is not a JSON object".into(),
@@ -407,373 +294,60 @@ pub(crate) fn edit_entry(
     ctx: &Ctx<'_>,
     report: &mut Report,
 ) {
-    if let Some(why) = &entry.malformed {
-        report.skipped.push((label, why.clone()));
-        return;
-    }
-    // Remote by its type even with a command beside it; an old wrapper on such an entry is
-    // still taken out by unwrap.
-    if entry.is_remote() && !(matches!(op, Op::Unwrap) && entry.is_wrapped()) {
-        report.remote.push(label);
-        return;
-    }
-    let Some(command) = entry.command.clone() else {
-        if entry.is_remote() {
-            report.remote.push(label);
-        } else {
-            report
-                .skipped
-                .push((label, "no \"command\" and no URL".into()));
-        }
-        return;
+    let change = match wrapper::decide(entry, server, ctx.client, op) {
+        Decision::Leave(left) => return report.leave(label, left),
+        Decision::Change(c) => c,
     };
-    let wrapped = entry.is_wrapped();
-    match op {
-        Op::Wrap {
-            thoth,
-            extra,
-            strict,
-        } => {
-            if wrapped {
-                let all = entry.args.clone().unwrap_or_default();
-                // Strict (the agent): another `thoth` than the agent's is drift too, not a path
-                // to update quietly (a binary named `thoth` may be anything).
-                let diff = strict
-                    .then(|| {
-                        let args = wrapper::wrapper_difference(server, ctx.client, &all, extra);
-                        match (wrapper::command_difference(entry, thoth), args) {
-                            (Some(c), Some(a)) => Some(format!("{c}; {a}")),
-                            (c, a) => c.or(a),
-                        }
-                    })
-                    .flatten();
-                if let Some(diff) = diff {
-                    // Re-wrapped around the command after the first `--`, whatever came before.
-                    let Some((head, tail, markers)) = wrapper::split_wrapped(&all) else {
-                        report.skipped.push((
-                            label,
-                            format!("a thoth wrapper with {diff}, and no command to keep"),
-                        ));
-                        return;
-                    };
-                    let keep = head.len() + 1;
-                    let new_head = wrapper::canonical_head(server, ctx.client, extra, markers);
-                    set_string(obj, "command", thoth);
-                    let mut items = raws(&new_head);
-                    items.push(raw("--"));
-                    for arr in arrays(obj, "args") {
-                        replace_head(&arr, keep, &items);
-                    }
-                    let _ = tail;
-                    report.rewrapped.push((label, diff));
-                } else if command == *thoth {
-                    report.already.push(label);
-                } else {
-                    set_string(obj, "command", thoth);
-                    report.updated.push(label);
-                }
-                return;
+    let thoth = op.thoth();
+    match change {
+        Change::Update => {
+            cst::set_string(obj, "command", thoth);
+            report.updated.push(label);
+        }
+        Change::Rewrap { diff, keep, head } => {
+            cst::set_string(obj, "command", thoth);
+            if let Some(arr) = cst::array(obj, "args") {
+                cst::replace_first(&arr, keep, &cst::raws(&head));
             }
-            let markers = Markers {
-                no_args: entry.args.is_none(),
-                no_command: false,
-            };
-            let mut prefix = wrapper::canonical_head(server, ctx.client, extra, markers);
-            prefix.push("--".to_owned());
-            let cmd_raw = raw_string(obj, "command")
-                .unwrap_or_else(|| serde_json::to_string(&command).expect("strings serialize"));
+            report.rewrapped.push((label, diff));
+        }
+        Change::Wrap { head, command } => {
+            // The command's literal moves as written (escapes included).
+            let mut items = cst::raws(&head);
+            items.push(cst::raw_string(obj, "command").unwrap_or_else(|| cst::raw(&command)));
             if entry.args.is_some() {
-                // Insert in place, so the array keeps its layout (inline or one per line); the
-                // command's literal moves as written.
-                let mut items = raws(&prefix);
-                items.push(cmd_raw.clone());
-                for arr in arrays(obj, "args") {
-                    insert_head(&arr, &items);
+                // Inserted in place, so the array keeps its layout (inline or one per line).
+                if let Some(arr) = cst::array(obj, "args") {
+                    cst::prepend(&arr, &items);
                 }
-                set_string(obj, "command", thoth);
+                cst::set_string(obj, "command", thoth);
             } else {
-                // No `args`: `"args": […]` is written right after the command's value: on the
-                // same line in an inline object, else on a line of its own in the command's
-                // indentation (unwrapping erases exactly that text).
-                let mut items = raws(&prefix);
-                items.push(cmd_raw.clone());
-                let children = obj.children();
-                // The last `command` (see [`last`]).
-                let at = children
-                    .iter()
-                    .rposition(|c| prop_named(c, "command").is_some());
-                if let Some(i) = at
-                    && let Some(lit) = prop_named(&children[i], "command")
-                        .and_then(|p| p.value())
-                        .and_then(|v| v.as_string_lit())
-                {
-                    let sep = separator(&children, i);
-                    lit.set_raw_value(format!(
-                        "{},{sep}\"args\": [{}]",
-                        raw(thoth),
-                        items.join(", ")
-                    ));
-                }
+                cst::add_args(obj, thoth, &items);
             }
             report.wrapped.push(label);
         }
-        Op::Unwrap => {
-            if !wrapped {
-                return;
-            }
-            let all = entry.args.clone().unwrap_or_default();
-            let Some((orig_cmd, orig_args, markers)) = wrapper::original_of(&all) else {
-                report.skipped.push((
-                    label,
-                    "wrapped, but its original command line cannot be read".into(),
-                ));
-                return;
-            };
-            let sep = all.len() - orig_args.as_ref().map_or(0, Vec::len) - 2;
+        Change::Unwrap {
+            command,
+            sep,
+            markers,
+        } => {
             // The command's literal as it sits in args (escapes as written).
-            let cmd_raw = arrays(obj, "args")
-                .last()
-                .and_then(|a| a.elements().get(sep + 1).cloned())
-                .and_then(|n| n.as_string_lit())
+            let cmd_raw = cst::array(obj, "args")
+                .and_then(|a| cst::element(&a, sep + 1))
                 .map(|l| l.raw_value())
-                .unwrap_or_else(|| serde_json::to_string(&orig_cmd).expect("strings serialize"));
+                .unwrap_or_else(|| cst::raw(&command));
             if markers.no_command {
-                for p in obj.properties() {
-                    if p.decoded_name().as_deref() == Some("command") {
-                        p.remove();
-                    }
-                }
+                cst::remove_all(obj, "command");
             } else {
-                set_raw(obj, "command", &cmd_raw);
+                cst::set_raw(obj, "command", &cmd_raw);
             }
-            match orig_args {
-                Some(_) => {
-                    // Remove the wrapper's elements in place, keeping the array's layout.
-                    for arr in arrays(obj, "args") {
-                        remove_head(&arr, sep + 2);
-                    }
-                }
-                None => remove_added_args(obj),
+            if markers.no_args {
+                cst::remove_added_args(obj);
+            } else if let Some(arr) = cst::array(obj, "args") {
+                // The wrapper's elements go, in place, keeping the array's layout.
+                cst::remove_first(&arr, sep + 2);
             }
             report.unwrapped.push(label);
-        }
-    }
-}
-
-/// A string's JSON literal.
-fn raw(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialize")
-}
-
-fn raws(v: &[String]) -> Vec<String> {
-    v.iter().map(|s| raw(s)).collect()
-}
-
-/// An array's children (tokens and trivia included) and the indexes of its elements among them.
-fn layout(arr: &CstArray) -> (Vec<CstNode>, Vec<usize>) {
-    let children = arr.children();
-    let elements = children
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| !c.is_trivia() && !c.is_token())
-        .map(|(i, _)| i)
-        .collect();
-    (children, elements)
-}
-
-/// What follows each comma between the elements the wrapper writes before the element at
-/// `first` (a child index): a space on an inline array; on a multi-line one, the line break and
-/// indentation that precede that element, so each gets a line of its own.
-fn separator(children: &[CstNode], first: usize) -> String {
-    let before = &children[..first];
-    let Some(nl) = before.iter().rposition(CstNode::is_newline) else {
-        return " ".into();
-    };
-    let mut sep = before[nl].to_string();
-    for c in before[nl + 1..].iter().take_while(|c| c.is_whitespace()) {
-        sep.push_str(&c.to_string());
-    }
-    sep
-}
-
-/// Erases the children `from..to` from the printed text, exactly (no sibling is adjusted, unlike
-/// the parser's own removal, which rearranges commas and whitespace).
-fn erase(children: &[CstNode], from: usize, to: usize) {
-    for c in &children[from..to] {
-        if let CstNode::Container(_) = c {
-            erase(&c.children(), 0, c.children().len());
-        } else if let Some(s) = c.as_string_lit() {
-            s.set_raw_value(String::new());
-        } else if let Some(c) = c.as_comment() {
-            c.set_raw_value(String::new());
-        } else if let Some(w) = c.as_whitespace() {
-            w.set_value(String::new());
-        } else if c.is_token() || c.is_newline() {
-            c.clone().remove();
-        } else if let Some(n) = c.as_number_lit() {
-            n.set_raw_value(String::new());
-        } else if let Some(w) = c.as_word_lit() {
-            w.set_raw_value(String::new());
-        }
-    }
-}
-
-/// Writes the wrapper's elements (`items`: raw literals, the command's last) at the start of
-/// `args`, as text before its first element: every byte of the array is kept after them, so
-/// [`remove_head`] gives back exactly what was there.
-fn insert_head(arr: &CstArray, items: &[String]) {
-    let (children, elements) = layout(arr);
-    match elements.first() {
-        Some(&first) => {
-            let sep = separator(&children, first);
-            let lit = children[first].as_string_lit().expect("args are strings");
-            let text = format!(
-                "{},{sep}{}",
-                items.join(&format!(",{sep}")),
-                lit.raw_value()
-            );
-            lit.set_raw_value(text);
-        }
-        None => {
-            // Empty: the array's text with the elements right after `[` (whatever the array
-            // held, comments or line breaks, stays after them).
-            let text = arr.to_string();
-            let text = format!("[{}{}", items.join(", "), &text[1..]);
-            if let Some(lit) = arr
-                .clone()
-                .replace_with(CstInputValue::String(String::new()))
-                .and_then(|n| n.as_string_lit())
-            {
-                lit.set_raw_value(text);
-            }
-        }
-    }
-}
-
-/// Removes the first `n` elements of `args` (the wrapper's), and the text between them and the
-/// next one: the inverse of [`insert_head`]. With no element after them, a comma that follows
-/// the last goes too.
-fn remove_head(arr: &CstArray, n: usize) {
-    let (children, elements) = layout(arr);
-    let (Some(&first), Some(&last)) = (elements.first(), elements.get(n.saturating_sub(1))) else {
-        return;
-    };
-    match elements.get(n) {
-        Some(&next) => erase(&children, first, next),
-        None => {
-            let end = children[last + 1..]
-                .iter()
-                .position(|c| c.is_comma())
-                .map_or(last + 1, |i| last + 2 + i);
-            erase(&children, first, end);
-        }
-    }
-}
-
-/// Replaces the first `n` elements of `args` (a wrapper's head and its `--`) by `items` (raw
-/// literals), written as [`insert_head`] writes them.
-fn replace_head(arr: &CstArray, n: usize, items: &[String]) {
-    let (children, elements) = layout(arr);
-    let (Some(&first), Some(&next)) = (elements.first(), elements.get(n)) else {
-        return;
-    };
-    let sep = separator(&children, first);
-    let lit = children[next].as_string_lit().expect("args are strings");
-    let text = format!(
-        "{},{sep}{}",
-        items.join(&format!(",{sep}")),
-        lit.raw_value()
-    );
-    erase(&children, first, next);
-    lit.set_raw_value(text);
-}
-
-/// `c` as the property `key`, if it is one.
-fn prop_named(c: &CstNode, key: &str) -> Option<jsonc_parser::cst::CstObjectProp> {
-    c.as_object_prop()
-        .filter(|p| p.decoded_name().as_deref() == Some(key))
-}
-
-/// Removes the `args` a wrap added to an entry that had none: where the wrap wrote it, right
-/// after the command's value with only a comma and spacing between, exactly that text is erased
-/// (so the bytes come back); elsewhere (moved by hand), the property is removed.
-fn remove_added_args(obj: &CstObject) {
-    let children = obj.children();
-    // Right after the last `command`, where the wrap writes it.
-    let span = children
-        .iter()
-        .rposition(|c| prop_named(c, "command").is_some())
-        .and_then(|i| {
-            let next = i
-                + 1
-                + children[i + 1..]
-                    .iter()
-                    .position(|c| c.as_object_prop().is_some())?;
-            let between = &children[i + 1..next];
-            (prop_named(&children[next], "args").is_some()
-                && between.iter().filter(|c| c.is_comma()).count() == 1
-                && between
-                    .iter()
-                    .all(|c| c.is_comma() || c.is_whitespace() || c.is_newline()))
-            .then_some((i + 1, next + 1))
-        });
-    match span {
-        Some((from, to)) => erase(&children, from, to),
-        None => remove_args(obj),
-    }
-}
-
-/// Removes `args` (the original entry had none).
-fn remove_args(obj: &CstObject) {
-    for p in obj.properties() {
-        if p.decoded_name().as_deref() == Some("args") {
-            p.remove();
-        }
-    }
-}
-
-/// The raw literal (quotes and escapes as written) of the string property `key`.
-fn raw_string(obj: &CstObject, key: &str) -> Option<String> {
-    obj.properties()
-        .into_iter()
-        .rev()
-        .find(|p| p.decoded_name().as_deref() == Some(key))
-        .and_then(|p| p.value())
-        .and_then(|v| v.as_string_lit())
-        .map(|l| l.raw_value())
-}
-
-/// The last property named `key`: the one every reader (serde, `JSON.parse`, VS Code) takes
-/// when a key is repeated, and the only one edited (earlier duplicates stay as written, so
-/// unwrapping restores them).
-fn last(obj: &CstObject, key: &str) -> Option<jsonc_parser::cst::CstObjectProp> {
-    obj.properties()
-        .into_iter()
-        .rev()
-        .find(|p| p.decoded_name().as_deref() == Some(key))
-}
-
-/// The array value of the property `key` (the last, see [`last`]).
-fn arrays(obj: &CstObject, key: &str) -> Vec<CstArray> {
-    last(obj, key)
-        .and_then(|p| p.array_value())
-        .into_iter()
-        .collect()
-}
-
-fn set_string(obj: &CstObject, key: &str, value: &str) {
-    if let Some(p) = last(obj, key) {
-        p.set_value(CstInputValue::String(value.to_owned()));
-    }
-}
-
-fn set_raw(obj: &CstObject, key: &str, raw: &str) {
-    if let Some(p) = last(obj, key) {
-        match p.value().and_then(|v| v.as_string_lit()) {
-            Some(lit) => lit.set_raw_value(raw.to_owned()),
-            None => p.set_value(CstInputValue::String(
-                serde_json::from_str::<String>(raw).unwrap_or_default(),
-            )),
         }
     }
 }

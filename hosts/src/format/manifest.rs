@@ -42,12 +42,14 @@
 //! appends `.exe` itself when it starts a file named without an extension. A relative command
 //! (`server/my-server`) is started from the directory Claude starts `thoth` in.
 
-use std::collections::HashSet;
-
-use jsonc_parser::cst::{CstArray, CstInputValue, CstNode, CstObject, CstObjectProp, CstRootNode};
+use jsonc_parser::cst::CstObject;
 use serde_json::{Map, Value};
 
-use super::json::{self, options, parse, split_bom};
+use super::cst::{
+    self, add_args, child, element, last_props, prepend, raw, raw_string, raws, remove_added_args,
+    remove_first, replace_after, replace_first, set_raw, set_string,
+};
+use super::json::{self, parse, split_bom};
 use super::model::{ConfigError, Ctx, Found, Op, Report, Rewritten};
 use crate::wrapper::{self, Entry, Markers};
 
@@ -233,39 +235,6 @@ fn registry_extensions(value: &Value) -> Result<Option<&Map<String, Value>>, Con
     }
 }
 
-/// The object value of the last property named `key` (the one a JSON reader keeps).
-fn child(obj: &CstObject, key: &str) -> Option<CstObject> {
-    obj.properties()
-        .into_iter()
-        .rev()
-        .find(|p| p.decoded_name().as_deref() == Some(key))
-        .and_then(|p| p.object_value())
-}
-
-/// The properties of `obj`, the last of each name only, in document order.
-fn last_props(obj: &CstObject) -> Vec<(String, CstObjectProp)> {
-    let mut seen = HashSet::new();
-    let mut out: Vec<(String, CstObjectProp)> = obj
-        .properties()
-        .into_iter()
-        .rev()
-        .filter_map(|p| {
-            let name = p.decoded_name()?;
-            seen.insert(name.clone()).then_some((name, p))
-        })
-        .collect();
-    out.reverse();
-    out
-}
-
-fn invalid(e: jsonc_parser::errors::ParseError) -> ConfigError {
-    ConfigError::Invalid {
-        line: e.line_display(),
-        column: e.column_display(),
-        message: e.kind().to_string(),
-    }
-}
-
 /// Wraps or unwraps a manifest's server: the base and every platform override (see the module
 /// doc). The `--server` name is `ctx.server` (the extension's id), else the manifest's `name`.
 pub fn rewrite(text: &str, op: &Op, ctx: &Ctx<'_>) -> Result<Rewritten, ConfigError> {
@@ -276,7 +245,7 @@ pub fn rewrite(text: &str, op: &Op, ctx: &Ctx<'_>) -> Result<Rewritten, ConfigEr
             "the top level is not a JSON object".into(),
         ));
     }
-    let root = CstRootNode::parse(body, &options(false)).map_err(invalid)?;
+    let root = cst::parse_root(body, false)?;
     let Some(top) = root.object_value() else {
         return Err(ConfigError::Shape(
             "the top level is not a JSON object".into(),
@@ -318,7 +287,7 @@ pub fn rewrite_registry(text: &str, op: &Op, ctx: &Ctx<'_>) -> Result<Rewritten,
     let Some(exts) = registry_extensions(&value)? else {
         return unchanged(Report::default());
     };
-    let root = CstRootNode::parse(body, &options(false)).map_err(invalid)?;
+    let root = cst::parse_root(body, false)?;
     let Some(exts_cst) = root.object_value().and_then(|t| child(&t, "extensions")) else {
         return Err(ConfigError::Shape("cannot locate \"extensions\"".into()));
     };
@@ -438,11 +407,7 @@ fn check_manifest(
             if !b.is_wrapped() {
                 return Err(format!("on {p} the server would not run through thoth"));
             }
-            let args = b.args.as_deref().unwrap_or(&[]);
-            if *strict
-                && (b.command.as_deref() != Some(thoth.as_str())
-                    || wrapper::wrapper_difference(server, ctx.client, args, extra).is_some())
-            {
+            if *strict && wrapper::drift(&b, server, ctx.client, thoth, extra).is_some() {
                 return Err(format!(
                     "on {p} the wrapper would not be in the canonical form"
                 ));
@@ -502,7 +467,14 @@ fn rewrite_manifest(
         let label = format!("{label} ({os})");
         match (prop.object_value(), v.as_object()) {
             (Some(obj), Some(ov)) => {
-                override_one(&obj, ov, server, original.as_ref(), label, op, ctx, report)
+                let site = Site {
+                    obj: &obj,
+                    server,
+                    base: original.as_ref(),
+                    op,
+                    ctx,
+                };
+                override_one(&site, ov, label, report)
             }
             _ if v.is_null() => {}
             _ => report
@@ -574,19 +546,8 @@ fn classify(ov: &Map<String, Value>) -> Result<(Kind, Option<Vec<String>>), Stri
     Ok((kind, args))
 }
 
-/// Applies `op` to one platform override (`obj` its syntax node, `ov` its value); `base`: the
-/// base's original command line.
-#[allow(clippy::too_many_arguments)]
-fn override_one(
-    obj: &CstObject,
-    ov: &Map<String, Value>,
-    server: &str,
-    base: Option<&(String, Option<Vec<String>>)>,
-    label: String,
-    op: &Op,
-    ctx: &Ctx<'_>,
-    report: &mut Report,
-) {
+/// Applies the rewrite to one platform override (`site`; `ov` its value).
+fn override_one(site: &Site<'_>, ov: &Map<String, Value>, label: String, report: &mut Report) {
     let (kind, args) = match classify(ov) {
         Ok(k) => k,
         Err(why) => {
@@ -600,15 +561,30 @@ fn override_one(
         Kind::Neither => {}
         Kind::Both => {
             let entry = Entry::from_json(&Value::Object(ov.clone()));
-            json::edit_entry(obj, &entry, server, label, op, ctx, report);
+            json::edit_entry(
+                site.obj,
+                &entry,
+                site.server,
+                label,
+                site.op,
+                site.ctx,
+                report,
+            );
         }
-        Kind::CommandOnly { wrapped } => command_only(
-            obj, command, &args, wrapped, server, base, label, op, ctx, report,
-        ),
-        Kind::ArgsOnly { wrapped } => {
-            args_only(obj, &args, wrapped, server, base, label, op, ctx, report)
-        }
+        Kind::CommandOnly { wrapped } => site.command_only(command, &args, wrapped, label, report),
+        Kind::ArgsOnly { wrapped } => site.args_only(&args, wrapped, label, report),
     }
+}
+
+/// A platform override being rewritten: its syntax node, the server's name, the base's original
+/// command line, and the rewrite.
+#[derive(Clone, Copy)]
+struct Site<'a> {
+    obj: &'a CstObject,
+    server: &'a str,
+    base: Option<&'a (String, Option<Vec<String>>)>,
+    op: &'a Op,
+    ctx: &'a Ctx<'a>,
 }
 
 /// The position of `--` in a wrapper's arguments (classified as wrapped: it has one).
@@ -616,467 +592,187 @@ fn sep_of(args: &[String]) -> usize {
     args.iter().position(|a| a == "--").unwrap_or(0)
 }
 
-/// Strict drift of a wrapper's head, in words.
-fn head_drift(server: &str, ctx: &Ctx<'_>, args: &[String], op: &Op) -> Option<String> {
-    match op {
-        Op::Wrap {
-            extra,
-            strict: true,
-            ..
-        } => wrapper::wrapper_difference(server, ctx.client, args, extra),
-        _ => None,
-    }
-}
-
-/// An override that sets only `command` (see the module doc).
-#[allow(clippy::too_many_arguments)]
-fn command_only(
-    obj: &CstObject,
-    command: &str,
-    args: &[String],
-    wrapped: bool,
-    server: &str,
-    base: Option<&(String, Option<Vec<String>>)>,
-    label: String,
-    op: &Op,
-    ctx: &Ctx<'_>,
-    report: &mut Report,
-) {
-    let inherits = || base.map(|(_, a)| a.clone().unwrap_or_default());
-    match (op, wrapped) {
-        (Op::Unwrap, false) => {}
-        (Op::Unwrap, true) => {
-            let sep = sep_of(args);
-            let raw = args_array(obj)
-                .and_then(|a| element(&a, sep + 1))
-                .map(|l| l.raw_value());
-            let Some(raw) = raw else {
-                report.skipped.push((
-                    label,
-                    "wrapped, but its original command cannot be read".into(),
-                ));
-                return;
-            };
-            set_raw(obj, "command", &raw);
-            remove_added_args(obj);
-            report.unwrapped.push(label);
-        }
-        (Op::Wrap { thoth, extra, .. }, false) => {
-            let Some(suffix) = inherits() else {
-                report.skipped.push((
-                    label,
-                    "sets only \"command\", and the base's arguments it inherits cannot be read"
-                        .into(),
-                ));
-                return;
-            };
-            let markers = Markers {
-                no_args: true,
-                no_command: false,
-            };
-            let mut items = raws(&wrapper::canonical_head(server, ctx.client, extra, markers));
-            items.push(raw("--"));
-            items.push(raw_string(obj, "command").unwrap_or_else(|| raw(command)));
-            items.extend(raws(&suffix));
-            add_args(obj, thoth, &items);
-            report.wrapped.push(label);
-        }
-        (
+impl Site<'_> {
+    /// Strict drift of a wrapper's head, in words.
+    fn head_drift(&self, args: &[String]) -> Option<String> {
+        match self.op {
             Op::Wrap {
-                thoth,
                 extra,
-                strict,
-            },
-            true,
-        ) => {
-            let Some(want) = inherits() else {
-                report.skipped.push((
-                    label,
-                    "wrapped, and the base's arguments it inherits cannot be read".into(),
-                ));
-                return;
-            };
-            let sep = sep_of(args);
-            let mut diffs = Vec::new();
-            if *strict && command != thoth {
-                diffs.push(format!("command {command} instead of {thoth}"));
-            }
-            let head = head_drift(server, ctx, args, op);
-            diffs.extend(head.clone());
-            let stale = args.get(sep + 2..).unwrap_or(&[]) != want.as_slice();
-            if stale {
-                diffs.push("the base's arguments it inherits changed".into());
-            }
-            if diffs.is_empty() {
-                if command == thoth {
-                    report.already.push(label);
-                } else {
-                    set_string(obj, "command", thoth);
-                    report.updated.push(label);
-                }
-                return;
-            }
-            set_string(obj, "command", thoth);
-            if let Some(arr) = args_array(obj) {
-                if stale {
-                    replace_after(&arr, sep + 1, &raws(&want));
-                }
-                if head.is_some() {
-                    let m = wrapper::split_wrapped(args).map(|(_, _, m)| m);
-                    let mut items = raws(&wrapper::canonical_head(
-                        server,
-                        ctx.client,
-                        extra,
-                        m.unwrap_or_default(),
-                    ));
-                    items.push(raw("--"));
-                    replace_first(&arr, sep + 1, &items);
-                }
-            }
-            report.rewrapped.push((label, diffs.join("; ")));
+                strict: true,
+                ..
+            } => wrapper::wrapper_difference(self.server, self.ctx.client, args, extra),
+            _ => None,
         }
     }
-}
 
-/// An override that sets only `args` (see the module doc).
-#[allow(clippy::too_many_arguments)]
-fn args_only(
-    obj: &CstObject,
-    args: &[String],
-    wrapped: bool,
-    server: &str,
-    base: Option<&(String, Option<Vec<String>>)>,
-    label: String,
-    op: &Op,
-    ctx: &Ctx<'_>,
-    report: &mut Report,
-) {
-    let markers = Markers {
-        no_args: false,
-        no_command: true,
-    };
-    let Some(arr) = args_array(obj) else {
-        report
-            .skipped
-            .push((label, "cannot locate its \"args\"".into()));
-        return;
-    };
-    match (op, wrapped) {
-        (Op::Unwrap, false) => {}
-        (Op::Unwrap, true) => {
-            remove_first(&arr, sep_of(args) + 2);
-            report.unwrapped.push(label);
-        }
-        (Op::Wrap { extra, .. }, wrapped) => {
-            let Some((base_cmd, _)) = base else {
-                report.skipped.push((
-                    label,
-                    "sets only \"args\", and the base's command it inherits cannot be read".into(),
-                ));
-                return;
-            };
-            let mut diffs = Vec::new();
-            let head = if wrapped {
+    /// An override that sets only `command` (see the module doc).
+    fn command_only(
+        &self,
+        command: &str,
+        args: &[String],
+        wrapped: bool,
+        label: String,
+        report: &mut Report,
+    ) {
+        let inherits = || self.base.map(|(_, a)| a.clone().unwrap_or_default());
+        match (self.op, wrapped) {
+            (Op::Unwrap, false) => {}
+            (Op::Unwrap, true) => {
                 let sep = sep_of(args);
-                let head = head_drift(server, ctx, args, op);
-                diffs.extend(head.clone());
-                if args.get(sep + 1) != Some(base_cmd) {
-                    diffs.push("the base's command it inherits changed".into());
-                }
-                if diffs.is_empty() {
-                    report.already.push(label);
+                let raw = cst::array(self.obj, "args")
+                    .and_then(|a| element(&a, sep + 1))
+                    .map(|l| l.raw_value());
+                let Some(raw) = raw else {
+                    report.skipped.push((
+                        label,
+                        "wrapped, but its original command cannot be read".into(),
+                    ));
                     return;
-                }
-                match head {
-                    Some(_) => wrapper::canonical_head(server, ctx.client, extra, markers),
-                    None => args[..sep].to_vec(),
-                }
-            } else {
-                wrapper::canonical_head(server, ctx.client, extra, markers)
-            };
-            let mut items = raws(&head);
-            items.push(raw("--"));
-            items.push(raw(base_cmd));
-            if wrapped {
-                replace_first(&arr, sep_of(args) + 2, &items);
-                report.rewrapped.push((label, diffs.join("; ")));
-            } else {
-                prepend(&arr, &items);
+                };
+                set_raw(self.obj, "command", &raw);
+                remove_added_args(self.obj);
+                report.unwrapped.push(label);
+            }
+            (Op::Wrap { thoth, extra, .. }, false) => {
+                let Some(suffix) = inherits() else {
+                    report.skipped.push((
+                        label,
+                        "sets only \"command\", and the base's arguments it inherits cannot be read"
+                            .into(),
+                    ));
+                    return;
+                };
+                let markers = Markers {
+                    no_args: true,
+                    no_command: false,
+                };
+                let mut items = raws(&wrapper::canonical_prefix(
+                    self.server,
+                    self.ctx.client,
+                    extra,
+                    markers,
+                ));
+                items.push(raw_string(self.obj, "command").unwrap_or_else(|| raw(command)));
+                items.extend(raws(&suffix));
+                add_args(self.obj, thoth, &items);
                 report.wrapped.push(label);
             }
-        }
-    }
-}
-
-// Text-level edits. jsonc-parser's own insertions and removals rearrange the whitespace around
-// array elements; these write and erase exact text instead (raw literals), so an unwrap gives
-// back every byte a wrap saw.
-
-/// A string's JSON literal.
-fn raw(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialize")
-}
-
-fn raws(v: &[String]) -> Vec<String> {
-    v.iter().map(|s| raw(s)).collect()
-}
-
-/// The array of the last `args` property (the one a reader sees).
-fn args_array(obj: &CstObject) -> Option<CstArray> {
-    obj.properties()
-        .into_iter()
-        .rev()
-        .find(|p| p.decoded_name().as_deref() == Some("args"))
-        .and_then(|p| p.array_value())
-}
-
-/// The raw literal (quotes and escapes as written) of the string property `key`.
-fn raw_string(obj: &CstObject, key: &str) -> Option<String> {
-    obj.properties()
-        .into_iter()
-        .rev()
-        .find(|p| p.decoded_name().as_deref() == Some(key))
-        .and_then(|p| p.value())
-        .and_then(|v| v.as_string_lit())
-        .map(|l| l.raw_value())
-}
-
-fn set_string(obj: &CstObject, key: &str, value: &str) {
-    for p in obj.properties() {
-        if p.decoded_name().as_deref() == Some(key) {
-            p.set_value(CstInputValue::String(value.to_owned()));
-        }
-    }
-}
-
-fn set_raw(obj: &CstObject, key: &str, text: &str) {
-    for p in obj.properties() {
-        if p.decoded_name().as_deref() == Some(key)
-            && let Some(lit) = p.value().and_then(|v| v.as_string_lit())
-        {
-            lit.set_raw_value(text.to_owned());
-        }
-    }
-}
-
-/// An array's children (tokens and trivia included) and the indexes of its elements among them.
-fn layout(arr: &CstArray) -> (Vec<CstNode>, Vec<usize>) {
-    let children = arr.children();
-    let elements = children
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| !c.is_trivia() && !c.is_token())
-        .map(|(i, _)| i)
-        .collect();
-    (children, elements)
-}
-
-/// The string literal of element `n` of `arr`.
-fn element(arr: &CstArray, n: usize) -> Option<jsonc_parser::cst::CstStringLit> {
-    let (children, elements) = layout(arr);
-    elements.get(n).and_then(|&i| children[i].as_string_lit())
-}
-
-/// What follows each comma between written elements placed before the child at `first`: a
-/// space in an inline container; in a multi-line one, the line break and indentation before it.
-fn separator(children: &[CstNode], first: usize) -> String {
-    let before = &children[..first];
-    let Some(nl) = before.iter().rposition(CstNode::is_newline) else {
-        return " ".into();
-    };
-    let mut sep = before[nl].to_string();
-    for c in before[nl + 1..].iter().take_while(|c| c.is_whitespace()) {
-        sep.push_str(&c.to_string());
-    }
-    sep
-}
-
-/// Erases the children `from..to` from the printed text, exactly.
-fn erase(children: &[CstNode], from: usize, to: usize) {
-    for c in &children[from..to] {
-        if let CstNode::Container(_) = c {
-            let inner = c.children();
-            erase(&inner, 0, inner.len());
-        } else if let Some(s) = c.as_string_lit() {
-            s.set_raw_value(String::new());
-        } else if let Some(c) = c.as_comment() {
-            c.set_raw_value(String::new());
-        } else if let Some(w) = c.as_whitespace() {
-            w.set_value(String::new());
-        } else if c.is_token() || c.is_newline() {
-            c.clone().remove();
-        } else if let Some(n) = c.as_number_lit() {
-            n.set_raw_value(String::new());
-        } else if let Some(w) = c.as_word_lit() {
-            w.set_raw_value(String::new());
-        }
-    }
-}
-
-/// Writes `items` (raw literals) before the first element of `arr`.
-fn prepend(arr: &CstArray, items: &[String]) {
-    let (children, elements) = layout(arr);
-    match elements.first() {
-        Some(&first) => {
-            let sep = separator(&children, first);
-            let Some(lit) = children[first].as_string_lit() else {
-                return;
-            };
-            let text = format!(
-                "{},{sep}{}",
-                items.join(&format!(",{sep}")),
-                lit.raw_value()
-            );
-            lit.set_raw_value(text);
-        }
-        None => {
-            // Empty: the elements right after `[` (whatever the array held stays after them).
-            let text = arr.to_string();
-            let text = format!("[{}{}", items.join(", "), &text[1..]);
-            if let Some(lit) = arr
-                .clone()
-                .replace_with(CstInputValue::String(String::new()))
-                .and_then(|n| n.as_string_lit())
-            {
-                lit.set_raw_value(text);
+            (
+                Op::Wrap {
+                    thoth,
+                    extra,
+                    strict,
+                },
+                true,
+            ) => {
+                let Some(want) = inherits() else {
+                    report.skipped.push((
+                        label,
+                        "wrapped, and the base's arguments it inherits cannot be read".into(),
+                    ));
+                    return;
+                };
+                let sep = sep_of(args);
+                let mut diffs = Vec::new();
+                if *strict && command != thoth {
+                    diffs.push(format!("command {command} instead of {thoth}"));
+                }
+                let head = self.head_drift(args);
+                diffs.extend(head.clone());
+                let stale = args.get(sep + 2..).unwrap_or(&[]) != want.as_slice();
+                if stale {
+                    diffs.push("the base's arguments it inherits changed".into());
+                }
+                if diffs.is_empty() {
+                    if command == thoth {
+                        report.already.push(label);
+                    } else {
+                        set_string(self.obj, "command", thoth);
+                        report.updated.push(label);
+                    }
+                    return;
+                }
+                set_string(self.obj, "command", thoth);
+                if let Some(arr) = cst::array(self.obj, "args") {
+                    if stale {
+                        replace_after(&arr, sep + 1, &raws(&want));
+                    }
+                    if head.is_some() {
+                        let m = wrapper::split_wrapped(args).map(|(_, _, m)| m);
+                        let items = raws(&wrapper::canonical_prefix(
+                            self.server,
+                            self.ctx.client,
+                            extra,
+                            m.unwrap_or_default(),
+                        ));
+                        replace_first(&arr, sep + 1, &items);
+                    }
+                }
+                report.rewrapped.push((label, diffs.join("; ")));
             }
         }
     }
-}
 
-/// Erases the first `n` elements of `arr` and the text between them and the next one (the
-/// inverse of [`prepend`]); with no element after them, a comma that follows the last too.
-fn remove_first(arr: &CstArray, n: usize) {
-    let (children, elements) = layout(arr);
-    let (Some(&first), Some(&last)) = (elements.first(), elements.get(n.saturating_sub(1))) else {
-        return;
-    };
-    match elements.get(n) {
-        Some(&next) => erase(&children, first, next),
-        None => {
-            let end = children[last + 1..]
-                .iter()
-                .position(|c| c.is_comma())
-                .map_or(last + 1, |i| last + 2 + i);
-            erase(&children, first, end);
-        }
-    }
-}
-
-/// Replaces the first `n` elements of `arr` by `items` (raw literals).
-fn replace_first(arr: &CstArray, n: usize, items: &[String]) {
-    let (children, elements) = layout(arr);
-    let Some(&first) = elements.first() else {
-        return;
-    };
-    let sep = separator(&children, first);
-    match elements.get(n) {
-        Some(&next) => {
-            let Some(lit) = children[next].as_string_lit() else {
-                return;
-            };
-            let text = format!(
-                "{},{sep}{}",
-                items.join(&format!(",{sep}")),
-                lit.raw_value()
-            );
-            erase(&children, first, next);
-            lit.set_raw_value(text);
-        }
-        None => {
-            let Some(lit) = children[first].as_string_lit() else {
-                return;
-            };
-            let last = elements[elements.len().min(n).saturating_sub(1)];
-            erase(&children, first + 1, last + 1);
-            lit.set_raw_value(items.join(&format!(",{sep}")));
-        }
-    }
-}
-
-/// Replaces every element after element `k` of `arr` by `items` (raw literals).
-fn replace_after(arr: &CstArray, k: usize, items: &[String]) {
-    let (children, elements) = layout(arr);
-    let Some(&at) = elements.get(k) else {
-        return;
-    };
-    let Some(lit) = children[at].as_string_lit() else {
-        return;
-    };
-    let sep = separator(&children, elements[0]);
-    if let Some(&last) = elements.last()
-        && last > at
-    {
-        erase(&children, at + 1, last + 1);
-    }
-    let mut text = lit.raw_value();
-    for i in items {
-        text.push_str(&format!(",{sep}{i}"));
-    }
-    lit.set_raw_value(text);
-}
-
-/// `c` as the property `key`, if it is one.
-fn prop_named(c: &CstNode, key: &str) -> Option<CstObjectProp> {
-    c.as_object_prop()
-        .filter(|p| p.decoded_name().as_deref() == Some(key))
-}
-
-/// Gives an entry without `args` the command `thoth` and `"args": [items]`, written right after
-/// the command's value: on the same line in an inline object, else on a line of its own in the
-/// command's indentation ([`remove_added_args`] erases exactly that text).
-fn add_args(obj: &CstObject, thoth: &str, items: &[String]) {
-    let children = obj.children();
-    for (i, c) in children.iter().enumerate() {
-        if let Some(lit) = prop_named(c, "command")
-            .and_then(|p| p.value())
-            .and_then(|v| v.as_string_lit())
-        {
-            let sep = separator(&children, i);
-            lit.set_raw_value(format!(
-                "{},{sep}\"args\": [{}]",
-                raw(thoth),
-                items.join(", ")
-            ));
-        }
-    }
-}
-
-/// Removes the `args` [`add_args`] wrote: right after the command's value with only a comma and
-/// spacing between, exactly that text is erased; elsewhere (moved by hand), the property.
-fn remove_added_args(obj: &CstObject) {
-    let children = obj.children();
-    let mut spans = Vec::new();
-    for (i, c) in children.iter().enumerate() {
-        if prop_named(c, "command").is_none() {
-            continue;
-        }
-        let Some(next) = children[i + 1..]
-            .iter()
-            .position(|c| c.as_object_prop().is_some())
-            .map(|j| i + 1 + j)
-        else {
-            continue;
+    /// An override that sets only `args` (see the module doc).
+    fn args_only(&self, args: &[String], wrapped: bool, label: String, report: &mut Report) {
+        let markers = Markers {
+            no_args: false,
+            no_command: true,
         };
-        let between = &children[i + 1..next];
-        if prop_named(&children[next], "args").is_some()
-            && between.iter().filter(|c| c.is_comma()).count() == 1
-            && between
-                .iter()
-                .all(|c| c.is_comma() || c.is_whitespace() || c.is_newline())
-        {
-            spans.push((i + 1, next + 1));
-        }
-    }
-    if spans.is_empty() {
-        for p in obj.properties() {
-            if p.decoded_name().as_deref() == Some("args") {
-                p.remove();
+        let Some(arr) = cst::array(self.obj, "args") else {
+            report
+                .skipped
+                .push((label, "cannot locate its \"args\"".into()));
+            return;
+        };
+        match (self.op, wrapped) {
+            (Op::Unwrap, false) => {}
+            (Op::Unwrap, true) => {
+                remove_first(&arr, sep_of(args) + 2);
+                report.unwrapped.push(label);
+            }
+            (Op::Wrap { extra, .. }, wrapped) => {
+                let Some((base_cmd, _)) = self.base else {
+                    report.skipped.push((
+                        label,
+                        "sets only \"args\", and the base's command it inherits cannot be read"
+                            .into(),
+                    ));
+                    return;
+                };
+                let mut diffs = Vec::new();
+                let head = if wrapped {
+                    let sep = sep_of(args);
+                    let head = self.head_drift(args);
+                    diffs.extend(head.clone());
+                    if args.get(sep + 1) != Some(base_cmd) {
+                        diffs.push("the base's command it inherits changed".into());
+                    }
+                    if diffs.is_empty() {
+                        report.already.push(label);
+                        return;
+                    }
+                    match head {
+                        Some(_) => {
+                            wrapper::canonical_head(self.server, self.ctx.client, extra, markers)
+                        }
+                        None => args[..sep].to_vec(),
+                    }
+                } else {
+                    wrapper::canonical_head(self.server, self.ctx.client, extra, markers)
+                };
+                let mut items = raws(&head);
+                items.push(raw("--"));
+                items.push(raw(base_cmd));
+                if wrapped {
+                    replace_first(&arr, sep_of(args) + 2, &items);
+                    report.rewrapped.push((label, diffs.join("; ")));
+                } else {
+                    prepend(&arr, &items);
+                    report.wrapped.push(label);
+                }
             }
         }
-    }
-    for (from, to) in spans {
-        erase(&children, from, to);
     }
 }
 
@@ -1191,6 +887,46 @@ mod tests {
         assert_eq!(r.report.rewrapped.len(), 2, "{:?}", r.report);
         let again = rewrite(&r.text, &Op::wrap_strict(THOTH, vec![]), &CTX).unwrap();
         assert_eq!(again.text, r.text);
+    }
+
+    #[test]
+    fn duplicate_keys_in_an_override_edit_only_the_last_and_unwrap_to_the_bytes() {
+        // A reader keeps the last of repeated keys; only that one is edited, so the earlier
+        // ones stay as written and unwrapping gives back every byte.
+        let text = r#"{
+  "name": "dup",
+  "server": {
+    "mcp_config": {
+      "command": "node",
+      "args": ["a.js"],
+      "platform_overrides": {
+        "darwin": {"command": "first", "command": "second"},
+        "linux": {"args": ["x"], "args": ["y", "z"]}
+      }
+    }
+  }
+}
+"#;
+        for op in [Op::wrap(THOTH), Op::wrap_strict(THOTH, vec![])] {
+            let w = rewrite(text, &op, &CTX).unwrap();
+            assert_eq!(w.report.wrapped.len(), 3, "{:?}", w.report);
+            assert!(w.text.contains(r#""command": "first""#), "{}", w.text);
+            assert!(w.text.contains(r#""args": ["x"]"#), "{}", w.text);
+            let v: Value = serde_json::from_str(&w.text).unwrap();
+            let d = effective(&v, "darwin");
+            let d = wrapper::inner_line(d.args.as_deref().unwrap()).unwrap();
+            assert_eq!(d, ("second".into(), s(&["a.js"])), "{}", w.text);
+            let again = rewrite(&w.text, &op, &CTX).unwrap();
+            assert_eq!(again.text, w.text);
+            let u = rewrite(&w.text, &Op::Unwrap, &CTX).unwrap();
+            assert_eq!(u.text, text);
+        }
+        // Another thoth's wrapper, updated (not strict): the last command only.
+        let w = rewrite(text, &Op::wrap("/old/thoth"), &CTX).unwrap();
+        let up = rewrite(&w.text, &Op::wrap(THOTH), &CTX).unwrap();
+        assert_eq!(up.report.updated.len(), 2, "{:?}", up.report);
+        let u = rewrite(&up.text, &Op::Unwrap, &CTX).unwrap();
+        assert_eq!(u.text, text);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! it out, and nothing but the entries' `command` and `args` ever changes. A text that does not
 //! parse is refused with its line and column, and never written.
 
+mod cst;
 pub mod json;
 pub mod manifest;
 mod model;

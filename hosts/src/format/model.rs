@@ -1,46 +1,8 @@
 //! What every format's rewrite takes and gives: the operation, the context, the report, the
 //! errors and the entries found (re-exported by `format`).
 
-use crate::wrapper::Entry;
-
-/// What to do to a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// Wrap with this absolute thoth path and these extra `thoth run` options before `--`.
-    /// `strict` (the agent): a wrapped entry must be exactly in the canonical form, else it is
-    /// re-wrapped ([`Report::rewrapped`]); not strict (`thoth wrap-config`): only its thoth path
-    /// is updated, as a standalone user may have added `--policy` on purpose.
-    Wrap {
-        /// The `thoth` binary.
-        thoth: String,
-        /// Options before `--` (see [`crate::wrapper::canonical_extra`]).
-        extra: Vec<String>,
-        /// See above.
-        strict: bool,
-    },
-    /// Restore every wrapped entry's original command line.
-    Unwrap,
-}
-
-impl Op {
-    /// A non-strict wrap with no extra options (`thoth wrap-config`).
-    pub fn wrap(thoth: impl Into<String>) -> Op {
-        Op::Wrap {
-            thoth: thoth.into(),
-            extra: Vec::new(),
-            strict: false,
-        }
-    }
-
-    /// The agent's wrap: strict, with its own options.
-    pub fn wrap_strict(thoth: impl Into<String>, extra: Vec<String>) -> Op {
-        Op::Wrap {
-            thoth: thoth.into(),
-            extra,
-            strict: true,
-        }
-    }
-}
+pub use crate::wrapper::Op;
+use crate::wrapper::{Entry, Left};
 
 /// Who the rewrite is for: the host's id (written as `--client`), and, for formats whose server
 /// name is not the table key (an extension: its directory's id), the name to write as
@@ -106,6 +68,16 @@ impl Report {
             && self.updated.is_empty()
             && self.rewrapped.is_empty()
             && self.unwrapped.is_empty())
+    }
+
+    /// Records an entry the rewrite leaves as it is (see [`crate::wrapper::decide`]).
+    pub(crate) fn leave(&mut self, label: String, left: Left) {
+        match left {
+            Left::Skipped(why) => self.skipped.push((label, why)),
+            Left::Remote => self.remote.push(label),
+            Left::Already => self.already.push(label),
+            Left::Unchanged => {}
+        }
     }
 }
 

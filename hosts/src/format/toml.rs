@@ -31,7 +31,7 @@ use toml_edit::{Array, Document, InlineTable, Item, TableLike, Value};
 
 use super::json::split_bom;
 use super::model::{ConfigError, Ctx, Found, Op, Report, Rewritten, label};
-use crate::wrapper::{self, Entry, Markers};
+use crate::wrapper::{self, Change, Decision, Entry};
 
 /// Parses a file's text (after any BOM), with the position of the first error.
 fn parse(body: &str) -> Result<Document<&str>, ConfigError> {
@@ -313,7 +313,7 @@ impl Editor<'_, '_> {
         self.table().get("args").and_then(Item::as_array)
     }
 
-    /// Applies `op` (mirrors the JSON engine's `edit_entry`).
+    /// Applies `op` (as [`wrapper::decide`]s, like every engine).
     fn edit(
         &mut self,
         entry: &Entry,
@@ -323,23 +323,9 @@ impl Editor<'_, '_> {
         ctx: &Ctx<'_>,
         report: &mut Report,
     ) {
-        if let Some(why) = &entry.malformed {
-            report.skipped.push((label, why.clone()));
-            return;
-        }
-        if entry.is_remote() && !(matches!(op, Op::Unwrap) && entry.is_wrapped()) {
-            report.remote.push(label);
-            return;
-        }
-        let Some(command) = entry.command.clone() else {
-            if entry.is_remote() {
-                report.remote.push(label);
-            } else {
-                report
-                    .skipped
-                    .push((label, "no \"command\" and no URL".into()));
-            }
-            return;
+        let change = match wrapper::decide(entry, server, ctx.client, op) {
+            Decision::Leave(left) => return report.leave(label, left),
+            Decision::Change(c) => c,
         };
         let Some(cmd_span) = self.value_span("command") else {
             report
@@ -347,74 +333,34 @@ impl Editor<'_, '_> {
                 .push((label, "cannot locate \"command\" in the file".into()));
             return;
         };
-        let wrapped = entry.is_wrapped();
-        match op {
-            Op::Wrap {
-                thoth,
-                extra,
-                strict,
-            } => {
-                if wrapped {
-                    let all = entry.args.clone().unwrap_or_default();
-                    let diff = strict
-                        .then(|| {
-                            let args = wrapper::wrapper_difference(server, ctx.client, &all, extra);
-                            match (wrapper::command_difference(entry, thoth), args) {
-                                (Some(c), Some(a)) => Some(format!("{c}; {a}")),
-                                (c, a) => c.or(a),
-                            }
-                        })
-                        .flatten();
-                    if let Some(diff) = diff {
-                        let Some((head, _, markers)) = wrapper::split_wrapped(&all) else {
-                            report.skipped.push((
-                                label,
-                                format!("a thoth wrapper with {diff}, and no command to keep"),
-                            ));
-                            return;
-                        };
-                        let keep = head.len() + 1;
-                        let mut items = wrapper::canonical_head(server, ctx.client, extra, markers);
-                        items.push("--".to_owned());
-                        let items: Vec<String> = items.iter().map(|a| quote(a)).collect();
-                        let Some(edit) = self
-                            .args()
-                            .and_then(|a| replace_front(self.body, a, keep, &items))
-                        else {
-                            report
-                                .skipped
-                                .push((label, "cannot locate \"args\" in the file".into()));
-                            return;
-                        };
-                        self.edits.push(edit);
-                        self.set_command(&cmd_span, thoth);
-                        report.rewrapped.push((label, diff));
-                    } else if command == *thoth {
-                        report.already.push(label);
-                    } else {
-                        self.set_command(&cmd_span, thoth);
-                        report.updated.push(label);
-                    }
+        let thoth = op.thoth();
+        let no_args = || "cannot locate \"args\" in the file".to_owned();
+        match change {
+            Change::Update => {
+                self.set_command(&cmd_span, thoth);
+                report.updated.push(label);
+            }
+            Change::Rewrap { diff, keep, head } => {
+                let items: Vec<String> = head.iter().map(|a| quote(a)).collect();
+                let Some(edit) = self
+                    .args()
+                    .and_then(|a| replace_front(self.body, a, keep, &items))
+                else {
+                    report.skipped.push((label, no_args()));
                     return;
-                }
-                let markers = Markers {
-                    no_args: entry.args.is_none(),
-                    no_command: false,
                 };
-                let mut items: Vec<String> =
-                    wrapper::canonical_head(server, ctx.client, extra, markers)
-                        .iter()
-                        .map(|a| quote(a))
-                        .collect();
-                items.push(quote("--"));
+                self.edits.push(edit);
+                self.set_command(&cmd_span, thoth);
+                report.rewrapped.push((label, diff));
+            }
+            Change::Wrap { head, .. } => {
+                let mut items: Vec<String> = head.iter().map(|a| quote(a)).collect();
                 // The command's literal moves as written.
                 items.push(self.body[cmd_span.clone()].to_owned());
                 if entry.args.is_some() {
                     let Some(edit) = self.args().and_then(|a| insert_front(self.body, a, &items))
                     else {
-                        report
-                            .skipped
-                            .push((label, "cannot locate \"args\" in the file".into()));
+                        report.skipped.push((label, no_args()));
                         return;
                     };
                     self.edits.push(edit);
@@ -425,18 +371,7 @@ impl Editor<'_, '_> {
                 }
                 report.wrapped.push(label);
             }
-            Op::Unwrap => {
-                if !wrapped {
-                    return;
-                }
-                let all = entry.args.clone().unwrap_or_default();
-                let Some((_, orig_args, markers)) = wrapper::original_of(&all) else {
-                    report.skipped.push((
-                        label,
-                        "wrapped, but its original command line cannot be read".into(),
-                    ));
-                    return;
-                };
+            Change::Unwrap { sep, markers, .. } => {
                 if markers.no_command {
                     report.skipped.push((
                         label,
@@ -444,11 +379,8 @@ impl Editor<'_, '_> {
                     ));
                     return;
                 }
-                let sep = all.len() - orig_args.as_ref().map_or(0, Vec::len) - 2;
                 let Some(arr) = self.args() else {
-                    report
-                        .skipped
-                        .push((label, "cannot locate \"args\" in the file".into()));
+                    report.skipped.push((label, no_args()));
                     return;
                 };
                 // The command's literal as it sits in args (as written).
@@ -463,9 +395,10 @@ impl Editor<'_, '_> {
                         .push((label, "cannot locate the command in \"args\"".into()));
                     return;
                 };
-                let edit = match orig_args {
-                    Some(_) => remove_front(self.body, arr, sep + 2),
-                    None => self.remove_args(),
+                let edit = if markers.no_args {
+                    self.remove_args()
+                } else {
+                    remove_front(self.body, arr, sep + 2)
                 };
                 match edit {
                     Ok(edit) => self.edits.push(edit),
