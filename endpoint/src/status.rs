@@ -129,8 +129,9 @@ pub struct ConfigStatus {
     /// The MCP client ("host") whose file it is (`claude-desktop`, `cursor`…).
     #[serde(default)]
     pub client: String,
-    /// `governed`, `partly governed`, `no servers`, `invalid` or `refused` (unreadable: a
-    /// symlink, not a regular file, too large, someone else's).
+    /// `governed`, `partly governed`, `no servers`, `invalid`, `refused` (unreadable: a
+    /// symlink, not a regular file, too large, someone else's) or `locked` (the client has held
+    /// its lock against the agent's rewrite for seconds; overridden after 30 s).
     pub state: String,
     /// Servers in the file.
     pub servers: u32,

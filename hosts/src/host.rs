@@ -125,6 +125,23 @@ pub fn owner(path: &Path) -> Option<u32> {
     }
 }
 
+/// The uid owning a home directory, following a symlink: homes are listed by the system
+/// (`/home/ann` may be a link to `/data/ann`, made by an administrator), unlike the files and
+/// directories inside them, which are a user's to make and are never followed.
+pub fn home_owner(home: &Path) -> Option<u32> {
+    let m = std::fs::metadata(home).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(m.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        Some(0)
+    }
+}
+
 /// The parents of `paths` (for [`Host::watch_dirs`]).
 pub fn parents(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = paths
@@ -250,7 +267,7 @@ pub fn discover(homes: &[PathBuf], filter: &HostFilter) -> Vec<HostFile> {
     let os = Os::current();
     let mut out = Vec::new();
     for home in homes {
-        let home_owner = owner(home);
+        let home_owner = home_owner(home);
         for host in filter.hosts() {
             for path in host
                 .files(home, os)
@@ -312,6 +329,27 @@ mod tests {
         );
         // Bob's own home still has it.
         let found = discover(std::slice::from_ref(&bob), &HostFilter::all());
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn a_home_that_is_a_link_made_by_the_system_is_still_governed() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("not root: ownership only matters to the root agent");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("data/ann");
+        std::fs::create_dir_all(real.join(".cursor")).unwrap();
+        std::fs::write(real.join(".cursor/mcp.json"), r#"{"mcpServers": {}}"#).unwrap();
+        for p in [&real, &real.join(".cursor"), &real.join(".cursor/mcp.json")] {
+            std::os::unix::fs::lchown(p, Some(41001), Some(41001)).unwrap();
+        }
+        // /home/ann -> /data/ann, made by root.
+        std::fs::create_dir_all(root.path().join("home")).unwrap();
+        let home = root.path().join("home/ann");
+        std::os::unix::fs::symlink(&real, &home).unwrap();
+        let found = discover(std::slice::from_ref(&home), &HostFilter::all());
         assert_eq!(found.len(), 1, "{found:?}");
     }
 }

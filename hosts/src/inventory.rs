@@ -204,7 +204,7 @@ pub fn scan(
     crate::host::discover(homes, filter)
         .into_iter()
         .map(|f| {
-            let owner = crate::host::owner(&f.home);
+            let owner = crate::host::home_owner(&f.home);
             scan_file_as(f.host, &f.path, thoth, extra, owner)
         })
         .collect()

@@ -74,7 +74,7 @@ pub fn mcp(
             inv.unread_homes += 1;
             continue;
         }
-        let home_owner = thoth_hosts::host::owner(home);
+        let home_owner = thoth_hosts::host::home_owner(home);
         let user = clean(&user_of(home), MAX_NAME);
         for hf in thoth_hosts::host::discover(std::slice::from_ref(home), filter) {
             found.push((hf, home_owner, user.clone()));

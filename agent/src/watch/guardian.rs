@@ -13,7 +13,7 @@ use thoth_endpoint::status::ConfigStatus;
 use thoth_hosts::clients::claude_code;
 use thoth_hosts::file;
 use thoth_hosts::format::{self, Found, Op};
-use thoth_hosts::host::{Host, HostFilter, Os, owner};
+use thoth_hosts::host::{Host, HostFilter, Os, home_owner, owner};
 use thoth_proto::EventType;
 
 use super::drift::Servers;
@@ -159,7 +159,7 @@ fn login_name(uid: u32) -> Option<String> {
 /// filtered by: a home need not be named after its login, `/Users/Ann.Smith`), else (the uid has
 /// no passwd entry, or ownership is not known here) the home directory's name.
 pub(crate) fn user_of(home: &Path) -> String {
-    owner(home).and_then(login_name).unwrap_or_else(|| {
+    home_owner(home).and_then(login_name).unwrap_or_else(|| {
         home.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| home.display().to_string())
@@ -211,6 +211,9 @@ pub(crate) struct Guardian<R: ConfigReport> {
     /// How long a file's rewrites may keep racing (its host's lock held against the agent)
     /// before it is rewritten without the lock: [`LOCK_GRACE`] (lowered in tests).
     pub(crate) lock_grace: Duration,
+    /// How long a file's rewrites must have raced before its status says "locked" (Claude
+    /// Code's own saves race for milliseconds: the status must not flap on a busy machine).
+    pub(crate) locked_after: Duration,
 }
 
 impl<R: ConfigReport> Guardian<R> {
@@ -240,6 +243,7 @@ impl<R: ConfigReport> Guardian<R> {
             pending: BTreeMap::new(),
             last_discovery: None,
             lock_grace: LOCK_GRACE,
+            locked_after: Duration::from_secs(2),
         }
     }
 
@@ -286,7 +290,7 @@ impl<R: ConfigReport> Guardian<R> {
         let mut files: BTreeMap<PathBuf, Place> = BTreeMap::new();
         let mut dirs: BTreeMap<PathBuf, BTreeSet<(PathBuf, &'static str)>> = BTreeMap::new();
         for home in &homes {
-            let home_owner = owner(home);
+            let home_owner = home_owner(home);
             let user = user_of(home);
             for host in self.filter.hosts() {
                 for f in owned_files(host, home, home_owner, os) {
@@ -482,7 +486,7 @@ impl<R: ConfigReport> Guardian<R> {
         let os = Os::current();
         for (home, ids) in pending {
             let exists = home.is_dir();
-            let home_owner = owner(&home);
+            let home_owner = home_owner(&home);
             let user = user_of(&home);
             for host in self.filter.hosts() {
                 if !ids.contains(host.id()) {

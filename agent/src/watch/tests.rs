@@ -893,6 +893,7 @@ fn a_lock_held_for_good_stalls_nothing_and_is_overridden_after_the_grace() {
     let mut g = l.guardian();
     let grace = Duration::from_secs(3);
     g.lock_grace = grace;
+    g.locked_after = Duration::ZERO;
     let t = Instant::now();
     g.full_pass("agent start", false);
     assert!(

@@ -32,7 +32,7 @@ const MAX_PROJECTS: usize = 1000;
 fn projects(home: &Path) -> Vec<PathBuf> {
     let Ok((bytes, _)) = crate::file::read_config_as(
         &user_file(home),
-        crate::host::owner(home),
+        crate::host::home_owner(home),
         crate::file::MAX_CONFIG_BYTES,
     ) else {
         return Vec::new();
@@ -43,7 +43,7 @@ fn projects(home: &Path) -> Vec<PathBuf> {
     let Some(projects) = v.get("projects").and_then(|p| p.as_object()) else {
         return Vec::new();
     };
-    let owner = crate::host::owner(home);
+    let owner = crate::host::home_owner(home);
     // Filtered first, then bounded: keys that name nothing cannot crowd out a real project.
     let mut out: Vec<PathBuf> = projects
         .keys()
@@ -65,7 +65,7 @@ impl Host for ClaudeCode {
         "Claude Code"
     }
     fn files(&self, home: &Path, _: Os) -> Vec<PathBuf> {
-        let owner = crate::host::owner(home);
+        let owner = crate::host::home_owner(home);
         let mut files = existing(vec![user_file(home)]);
         files.extend(
             existing(

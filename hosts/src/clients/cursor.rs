@@ -37,7 +37,7 @@ impl Host for Cursor {
         "Cursor"
     }
     fn files(&self, home: &Path, os: Os) -> Vec<PathBuf> {
-        let owner = crate::host::owner(home);
+        let owner = crate::host::home_owner(home);
         let mut files = existing(candidates(home));
         files.extend(
             existing(

@@ -67,7 +67,7 @@ pub(crate) fn folder_path(uri: &str) -> Option<PathBuf> {
 /// `User/workspaceStorage/*/workspace.json`; kept only when they are directories (not symbolic
 /// links to one) belonging to the home's owner (a user's file must not make root rewrite someone else's folder).
 pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathBuf> {
-    let owner = crate::host::owner(home);
+    let owner = crate::host::home_owner(home);
     let mut out = Vec::new();
     for product in products {
         let storage = os
@@ -141,7 +141,7 @@ impl Host for VsCode {
         "VS Code"
     }
     fn files(&self, home: &Path, os: Os) -> Vec<PathBuf> {
-        let owner = crate::host::owner(home);
+        let owner = crate::host::home_owner(home);
         existing(candidates(home, os))
             .into_iter()
             .filter(|f| crate::host::owner(f) == owner)

@@ -163,7 +163,9 @@ impl<R: ConfigReport> Guardian<R> {
             ),
         };
         tracing::debug!(client = host.id(), config = %path.display(), "{why}");
-        if let Some(status) = self.statuses.get_mut(path) {
+        if held >= self.locked_after
+            && let Some(status) = self.statuses.get_mut(path)
+        {
             let before = status.clone();
             status.state = "locked".into();
             status.error = Some(why);
