@@ -259,21 +259,21 @@ impl std::fmt::Debug for HostFile {
     }
 }
 
-/// Every existing file of the managed hosts under each home, on this OS. Only files owned by
-/// the home's owner: a user who points a client's directory (`~/.cursor`) at another user's
-/// must not make the agent read that user's servers into their own inventory. (A symlink in
-/// the file's own place is listed, and refused with its reason when read.)
+/// Every existing file of the managed hosts under each home, on this OS. Each is read only as
+/// the home's owner (`file::Options::owner`, `inventory::scan_file_as`): a file of anyone else
+/// (a user who points `~/.cursor` at another user's, or a file an administrator left in the
+/// home) is listed, and refused with its reason when read, so it is seen and never read on
+/// this user's behalf.
 pub fn discover(homes: &[PathBuf], filter: &HostFilter) -> Vec<HostFile> {
     let os = Os::current();
     let mut out = Vec::new();
     for home in homes {
         let home_owner = home_owner(home);
         for host in filter.hosts() {
-            for path in host
-                .files(home, os)
-                .into_iter()
-                .filter(|p| home_owner.is_some() && owner(p) == home_owner)
-            {
+            if home_owner.is_none() {
+                continue;
+            }
+            for path in host.files(home, os) {
                 out.push(HostFile {
                     host,
                     home: home.clone(),
@@ -298,39 +298,6 @@ pub fn host_of(path: &Path, home: &Path) -> Option<&'static dyn Host> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_clients_directory_pointing_into_another_users_home_is_not_discovered() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("not root: ownership only matters to the root agent");
-            return;
-        }
-        let root = tempfile::tempdir().unwrap();
-        let (ann, bob) = (root.path().join("ann"), root.path().join("bob"));
-        std::fs::create_dir_all(bob.join(".cursor")).unwrap();
-        std::fs::create_dir_all(&ann).unwrap();
-        std::fs::write(
-            bob.join(".cursor/mcp.json"),
-            r#"{"mcpServers": {"bobs": {"command": "/home/bob/secret-tool", "args": ["--token", "b0b"]}}}"#,
-        )
-        .unwrap();
-        for (dir, uid) in [(&ann, 41001), (&bob, 41002)] {
-            std::os::unix::fs::lchown(dir, Some(uid), Some(uid)).unwrap();
-        }
-        std::os::unix::fs::lchown(bob.join(".cursor"), Some(41002), Some(41002)).unwrap();
-        std::os::unix::fs::lchown(bob.join(".cursor/mcp.json"), Some(41002), Some(41002)).unwrap();
-        // Ann's ~/.cursor is a link to Bob's.
-        std::os::unix::fs::symlink(bob.join(".cursor"), ann.join(".cursor")).unwrap();
-        std::os::unix::fs::lchown(ann.join(".cursor"), Some(41001), Some(41001)).unwrap();
-        let found = discover(std::slice::from_ref(&ann), &HostFilter::all());
-        assert!(
-            found.iter().all(|f| !f.path.starts_with(&ann)),
-            "Bob's file reached through Ann's home: {found:?}"
-        );
-        // Bob's own home still has it.
-        let found = discover(std::slice::from_ref(&bob), &HostFilter::all());
-        assert_eq!(found.len(), 1, "{found:?}");
-    }
 
     #[test]
     fn a_home_that_is_a_link_made_by_the_system_is_still_governed() {

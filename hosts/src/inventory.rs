@@ -111,9 +111,16 @@ pub fn server_info(
             State::NotGoverned(format!("the entry cannot be read: {why}")),
         )
     } else if e.is_remote() {
+        // Its URL; else (a remote type beside a command, or no URL at all) what it names.
+        let target = e.url.clone().unwrap_or_else(|| {
+            e.command
+                .as_deref()
+                .map(|c| command_line(c, e.args.as_deref().unwrap_or(&[])))
+                .unwrap_or_default()
+        });
         (
             e.transport.clone().unwrap_or_else(|| "url".into()),
-            e.url.clone().unwrap_or_default(),
+            target,
             State::Remote,
         )
     } else if let Some(cmd) = &e.command {
@@ -125,6 +132,11 @@ pub fn server_info(
             None => command_line(cmd, &args),
         };
         let state = match wrapper::governed(&server, ctx.client, e, thoth, extra) {
+            Ok(()) if e.also_names_a_url() => State::NotGoverned(format!(
+                "it also names a URL ({}): the client may connect there instead of running the \
+                 command",
+                e.url.as_deref().unwrap_or_default()
+            )),
             Ok(()) => State::Governed,
             Err(NotGoverned::NotWrapped) => State::NotGoverned("not wrapped by thoth".into()),
             Err(why) => State::NotGoverned(why.to_string()),
@@ -220,4 +232,57 @@ pub fn counts(files: &[FileInfo]) -> (usize, usize) {
         .filter(|s| s.state == State::Governed)
         .count();
     (servers, governed)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_directory_pointing_into_another_users_home_is_listed_but_never_read_for_this_user()
+    {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("not root: ownership only matters to the root agent");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let (ann, bob) = (root.path().join("ann"), root.path().join("bob"));
+        std::fs::create_dir_all(bob.join(".cursor")).unwrap();
+        std::fs::create_dir_all(&ann).unwrap();
+        std::fs::write(
+            bob.join(".cursor/mcp.json"),
+            r#"{"mcpServers": {"bobs": {"command": "/home/bob/secret-tool", "args": ["--token", "b0b"]}}}"#,
+        )
+        .unwrap();
+        for (dir, uid) in [(&ann, 41001), (&bob, 41002)] {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(uid)).unwrap();
+        }
+        std::os::unix::fs::lchown(bob.join(".cursor"), Some(41002), Some(41002)).unwrap();
+        std::os::unix::fs::lchown(bob.join(".cursor/mcp.json"), Some(41002), Some(41002)).unwrap();
+        // Ann's ~/.cursor is a link to Bob's.
+        std::os::unix::fs::symlink(bob.join(".cursor"), ann.join(".cursor")).unwrap();
+        std::os::unix::fs::lchown(ann.join(".cursor"), Some(41001), Some(41001)).unwrap();
+        let found = scan(
+            std::slice::from_ref(&ann),
+            &HostFilter::all(),
+            "/t/thoth",
+            &[],
+        );
+        let text = format!("{found:?}");
+        assert!(
+            !text.contains("bobs") && !text.contains("b0b") && !text.contains("secret-tool"),
+            "Bob's servers read through Ann's home: {text}"
+        );
+        // Seen, with why it is not read.
+        assert!(
+            found.iter().any(|f| f
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("home's owner"))),
+            "{text}"
+        );
+        // Bob's own home still has it.
+        let found = crate::host::discover(std::slice::from_ref(&bob), &HostFilter::all());
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
 }

@@ -117,9 +117,12 @@ impl Entry {
         e.url = ["url", "serverUrl", "httpUrl"]
             .iter()
             .find_map(|k| obj.get(*k).and_then(Value::as_str).map(str::to_owned));
-        e.transport = ["type", "transport"]
-            .iter()
-            .find_map(|k| obj.get(*k).and_then(Value::as_str).map(str::to_owned));
+        // Only `type` selects a transport (`transport` is no client's key); a `type` that is
+        // not a string cannot be read as stdio by any client, so it is not taken for one.
+        e.transport = obj.get("type").map(|t| match t {
+            Value::String(t) => t.clone(),
+            other => format!("(not a string: {other})"),
+        });
         e.disabled = obj.get("disabled").and_then(Value::as_bool) == Some(true)
             || obj.get("enabled").and_then(Value::as_bool) == Some(false);
         e
@@ -130,11 +133,19 @@ impl Entry {
     /// Claude Code connect by their type: a decoy `command` beside `"type": "http"` is never
     /// run, so wrapping it would only make a remote server look governed); without one, an
     /// entry with a URL and no command.
+    ///
+    /// `stdio` is matched exactly, as VS Code does (`"STDIO"` is not a local server there).
     pub fn is_remote(&self) -> bool {
         match self.transport.as_deref() {
-            Some(t) => !t.eq_ignore_ascii_case("stdio"),
+            Some(t) => t != "stdio",
             None => self.command.is_none() && self.url.is_some(),
         }
+    }
+
+    /// A local entry that also names a URL: which one a client uses is the client's choice, so
+    /// even wrapped it is not counted as governed (see `inventory`).
+    pub fn also_names_a_url(&self) -> bool {
+        !self.is_remote() && self.command.is_some() && self.url.is_some()
     }
 
     /// Whether it runs through thoth: `command` is a thoth binary and `args[0]` is `run`.

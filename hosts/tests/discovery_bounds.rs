@@ -61,3 +61,64 @@ fn empty_extension_directories_do_not_hide_an_installed_extension() {
         files.len()
     );
 }
+
+#[test]
+fn keys_naming_the_same_directory_again_do_not_hide_a_real_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("ann");
+    let project = home.join("proj");
+    put(
+        &project.join(".mcp.json"),
+        r#"{"mcpServers": {"shared": {"command": "npx", "args": []}}}"#,
+    );
+    // 1,500 spellings of the home itself (`/…/ann//`, `/…/ann///`…), sorted before the project.
+    let mut projects = serde_json::Map::new();
+    for i in 1..=1500 {
+        projects.insert(
+            format!("{}{}", home.display(), "/".repeat(i)),
+            serde_json::json!({}),
+        );
+    }
+    projects.insert(project.display().to_string(), serde_json::json!({}));
+    put(
+        &home.join(".claude.json"),
+        &serde_json::json!({"projects": projects}).to_string(),
+    );
+    let code = thoth_hosts::host::by_id("claude-code").unwrap();
+    let files = code.files(&home, Os::current());
+    assert!(
+        files.contains(&project.join(".mcp.json")),
+        "the real project was crowded out: {files:?}"
+    );
+}
+
+#[test]
+fn junk_files_beside_the_extensions_do_not_hide_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("ann");
+    let exts = Os::current()
+        .app_data(&home)
+        .join("Claude/Claude Extensions");
+    std::fs::create_dir_all(&exts).unwrap();
+    for i in 0..60_000 {
+        std::fs::File::create(exts.join(format!("junk{i}"))).unwrap();
+    }
+    let mut want = Vec::new();
+    for i in 0..10 {
+        let m = exts.join(format!("ext{i}/manifest.json"));
+        put(
+            &m,
+            r#"{"name": "x", "server": {"type": "binary", "mcp_config": {"command": "/opt/x", "args": []}}}"#,
+        );
+        want.push(m);
+    }
+    let ext = thoth_hosts::host::by_id("claude-extension").unwrap();
+    let files = ext.files(&home, Os::current());
+    for m in &want {
+        assert!(
+            files.contains(m),
+            "{} crowded out by junk files",
+            m.display()
+        );
+    }
+}

@@ -332,16 +332,29 @@ impl Shared {
 /// the system's facts); past it the report goes without one (the controller keeps the last).
 const INVENTORY_WAIT: Duration = Duration::from_secs(12);
 
+/// The oldest kept inventory collection a report may still use.
+const INVENTORY_MAX_AGE: Duration = Duration::from_secs(120);
+
 /// The inventory for a report: the one being collected since an earlier report, else a new
 /// collection (`collect`, on a blocking thread), awaited at most `wait`. `None` when it is not
 /// ready by then: it is kept (`slot`) for the next report, which starts no other meanwhile.
+///
+/// A kept collection older than [`INVENTORY_MAX_AGE`] (the connection was down meanwhile) is
+/// dropped and a new one started: a report never carries an old inventory as current.
 async fn ready_inventory<T: Send + 'static>(
-    slot: &std::sync::Mutex<Option<tokio::task::JoinHandle<T>>>,
+    slot: &std::sync::Mutex<Option<(tokio::time::Instant, tokio::task::JoinHandle<T>)>>,
     collect: impl FnOnce() -> T + Send + 'static,
     wait: Duration,
 ) -> Option<T> {
-    let pending = lock(slot).take();
-    let mut task = pending.unwrap_or_else(|| tokio::task::spawn_blocking(collect));
+    let pending = lock(slot)
+        .take()
+        .filter(|(started, _)| started.elapsed() <= INVENTORY_MAX_AGE);
+    let (started, mut task) = pending.unwrap_or_else(|| {
+        (
+            tokio::time::Instant::now(),
+            tokio::task::spawn_blocking(collect),
+        )
+    });
     match tokio::time::timeout(wait, &mut task).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
@@ -353,7 +366,7 @@ async fn ready_inventory<T: Send + 'static>(
                 "the inventory is not ready after {:.0}s: this report goes without it",
                 wait.as_secs_f64()
             );
-            *lock(slot) = Some(task);
+            *lock(slot) = Some((started, task));
             None
         }
     }
@@ -488,5 +501,18 @@ mod inventory_wait_tests {
         assert!(lock(&slot).is_none());
         let fourth = ready_inventory(&slot, || "fresh", Duration::from_secs(5)).await;
         assert_eq!(fourth, Some("fresh"));
+    }
+
+    /// Review: a collection kept across a long outage was sent as current. One older than
+    /// INVENTORY_MAX_AGE is dropped and a new one made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kept_inventory_from_long_ago_is_not_sent_as_current() {
+        let old = tokio::task::spawn_blocking(|| "from before the outage");
+        let long_ago = tokio::time::Instant::now()
+            .checked_sub(INVENTORY_MAX_AGE + Duration::from_secs(1))
+            .unwrap();
+        let slot = std::sync::Mutex::new(Some((long_ago, old)));
+        let got = ready_inventory(&slot, || "fresh", Duration::from_secs(5)).await;
+        assert_eq!(got, Some("fresh"));
     }
 }

@@ -54,8 +54,12 @@ pub struct Shared {
     pub(super) peer_checks: peer::Checks,
     /// The inventory being collected, when a report went out without it (not ready in time):
     /// the next report takes it rather than starting another.
-    pub(super) inventory_task:
-        Mutex<Option<tokio::task::JoinHandle<thoth_proto::fleet::Inventory>>>,
+    pub(super) inventory_task: Mutex<
+        Option<(
+            tokio::time::Instant,
+            tokio::task::JoinHandle<thoth_proto::fleet::Inventory>,
+        )>,
+    >,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -13,7 +13,7 @@ use thoth_endpoint::status::ConfigStatus;
 use thoth_hosts::clients::claude_code;
 use thoth_hosts::file;
 use thoth_hosts::format::{self, Found, Op};
-use thoth_hosts::host::{Host, HostFilter, Os, home_owner, owner};
+use thoth_hosts::host::{Host, HostFilter, Os, home_owner};
 use thoth_proto::EventType;
 
 use super::drift::Servers;
@@ -73,18 +73,15 @@ impl Place {
     }
 }
 
-/// The files of `host` in `home` that the home's owner (`home_owner`) owns: as
-/// `thoth_hosts::host::discover` lists them, so a user's `~/.cursor` pointing into another
-/// user's home does not make the guardian read that user's servers into the first one's
-/// status and events.
+/// The files of `host` in `home`, as `thoth_hosts::host::discover` lists them (none when the
+/// home's owner is unknown): every one is read and rewritten only as the home's owner
+/// (`home_owner`), so a file of anyone else — a user's `~/.cursor` pointing into another
+/// user's home — is seen, refused with its reason, and never read on this user's behalf.
 fn owned_files(host: &dyn Host, home: &Path, home_owner: Option<u32>, os: Os) -> Vec<PathBuf> {
-    let Some(uid) = home_owner else {
+    if home_owner.is_none() {
         return Vec::new();
-    };
+    }
     host.files(home, os)
-        .into_iter()
-        .filter(|p| owner(p) == Some(uid))
-        .collect()
 }
 
 /// What the guardian remembers about one file.

@@ -701,7 +701,8 @@ const BOB_TEXT: &str = r#"{"mcpServers": {"bobs-tool": {"command": "/home/bob/se
 /// Review F1: the guardian listed `host.files(home)` without discovery's owner filter, so a
 /// user whose `~/.cursor` links to another user's `.cursor` made the root agent read that
 /// user's servers (secrets in args and URLs) into their own status and events. Now such a file
-/// is not listed for them, and a link swapped in after discovery is refused when opened.
+/// is read only as the home's owner: listed, refused with why, never read for them — also a
+/// link swapped in after discovery.
 #[cfg(unix)]
 #[test]
 fn another_users_file_reached_through_a_link_is_not_read_for_this_user() {
@@ -723,22 +724,25 @@ fn another_users_file_reached_through_a_link_is_not_read_for_this_user() {
     assert_eq!(ann, "ann", "no passwd entry: the home's name");
     let mut g = l.guardian();
     g.full_pass("agent start", false);
+    // Ann's path is seen (listed, refused with why) but nothing of Bob's is read for her.
     let leaked = |g: &Guardian<Fake>| {
         let events = l.fake.events.lock().unwrap().clone();
+        let secret = |d: &str| d.contains("b0b") || d.contains("bobs-");
         let mut bad: Vec<String> = events
             .iter()
             .filter(|(_, _, d)| {
-                d.contains(&l.home("ann").display().to_string())
-                    || d.starts_with(&format!("Cursor: {ann}: "))
+                (d.contains(&l.home("ann").display().to_string())
+                    || d.starts_with(&format!("Cursor: {ann}: ")))
+                    && secret(d)
             })
             .map(|(_, _, d)| d.clone())
             .collect();
         bad.extend(
             g.statuses
-                .keys()
-                .chain(g.files.keys())
-                .filter(|p| p.starts_with(l.home("ann")))
-                .map(|p| p.display().to_string()),
+                .iter()
+                .filter(|(p, _)| p.starts_with(l.home("ann")))
+                .filter(|(_, st)| st.state != "refused" || st.error.as_deref().is_some_and(secret))
+                .map(|(p, st)| format!("{}: {st:?}", p.display())),
         );
         let seen = seen_by(&l, ann_uid, &ann);
         if seen.contains("b0b") || seen.contains("bobs-") {
@@ -985,4 +989,64 @@ fn a_lock_held_for_good_stalls_nothing_and_is_overridden_after_the_grace() {
         "{drift:#?}"
     );
     assert_eq!(l.fake.status(&code).unwrap().state, "governed");
+}
+
+/// Review: the lock's override clock restarted on any error that was not a race, so a user
+/// holding `~/.claude.json.lock` and making the file invalid for a moment every so often kept it
+/// unwrapped for ever. The clock now runs until the file is brought to the wrapped state.
+#[test]
+fn making_the_file_invalid_for_a_moment_does_not_restart_the_lock_override() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let l = Laptop::new(None);
+    let code = l.put("ann", CODE, CODE_TEXT);
+    let lock = l.home("ann").join(".claude.json.lock");
+    std::fs::create_dir(&lock).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let toucher = {
+        let (stop, lock) = (Arc::clone(&stop), lock.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::fs::File::open(&lock)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let mut g = l.guardian();
+    let grace = Duration::from_secs(3);
+    g.lock_grace = grace;
+    let t = Instant::now();
+    g.full_pass("agent start", false);
+    let mut wrapped_at = None;
+    let (mut broken, mut restored) = (false, false);
+    while t.elapsed() < grace * 3 && wrapped_at.is_none() {
+        // Invalid for a while (long enough for a retry to see it), then unwrapped again.
+        if !broken && t.elapsed() > Duration::from_millis(1000) {
+            l.put("ann", CODE, "{ not json");
+            g.on_event(&code);
+            broken = true;
+        }
+        if broken && !restored && t.elapsed() > Duration::from_millis(2300) {
+            assert!(
+                !l.fake.events("CONFIG_INVALID").is_empty(),
+                "the invalid moment was seen"
+            );
+            l.put("ann", CODE, CODE_TEXT);
+            g.on_event(&code);
+            restored = true;
+        }
+        g.rediscover_pending();
+        g.process_dirty();
+        if restored && wrapped_for(&read(&code), &["mcpServers"], "files", "claude-code") {
+            wrapped_at = Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    toucher.join().unwrap();
+    let at = wrapped_at.expect("never wrapped: the override clock was restarted");
+    assert!(
+        at < grace + Duration::from_millis(1500),
+        "wrapped only after {at:?} (grace {grace:?})"
+    );
 }

@@ -44,16 +44,35 @@ fn projects(home: &Path) -> Vec<PathBuf> {
         return Vec::new();
     };
     let owner = crate::host::home_owner(home);
-    // Filtered first, then bounded: keys that name nothing cannot crowd out a real project.
-    let mut out: Vec<PathBuf> = projects
+    // Filtered first, then bounded: keys that name nothing, and keys that name the same
+    // directory again (`/home/ann//p`), cannot crowd out a real project; projects that hold a
+    // `.mcp.json` come first.
+    let mut seen = std::collections::HashSet::new();
+    let mut dirs: Vec<(bool, PathBuf)> = projects
         .keys()
         .map(PathBuf::from)
-        .filter(|p| p.is_absolute() && crate::clients::vscode::is_real_dir(p))
+        .filter(|p| p.is_absolute())
+        .filter_map(|p| {
+            let m = std::fs::symlink_metadata(&p).ok()?;
+            #[cfg(unix)]
+            let id = {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            };
+            #[cfg(not(unix))]
+            let id = p.clone();
+            (m.is_dir() && seen.insert(id)).then_some(p)
+        })
         .filter(|p| owner.is_some() && crate::host::owner(p) == owner)
+        .map(|p| (std::fs::symlink_metadata(p.join(PROJECT_FILE)).is_ok(), p))
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut out: Vec<PathBuf> = dirs
+        .into_iter()
         .take(MAX_PROJECTS)
+        .map(|(_, p)| p)
         .collect();
     out.sort();
-    out.dedup();
     out
 }
 

@@ -26,6 +26,9 @@ pub const MANIFEST: &str = "manifest.json";
 /// The most extensions read per app-data directory (a hostile home may hold millions of
 /// directories; a real one holds a few).
 pub const MAX_EXTENSIONS: usize = 1000;
+/// The most entries of `Claude Extensions/` listed at all (a directory of a million junk files
+/// is read in well under a second; past this, the rest is not looked at).
+const MAX_LISTING: usize = 1_000_000;
 
 /// The host.
 pub struct ClaudeExtension;
@@ -41,12 +44,16 @@ pub fn extension_dirs(app: &Path) -> Vec<PathBuf> {
     }
     // Only directories that hold a manifest count, before the bound: empty or junk directories
     // cannot crowd out an installed extension.
+    // Entries that are not directories cost no system call (their type comes with the
+    // listing) and do not count; of the directories, at most 20 × MAX_EXTENSIONS are looked
+    // into, and of those only the ones holding a manifest count.
     let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
-        .take(20 * MAX_EXTENSIONS)
+        .take(MAX_LISTING)
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .take(20 * MAX_EXTENSIONS)
         .map(|e| e.path())
         .filter(|p| std::fs::symlink_metadata(p.join(MANIFEST)).is_ok_and(|m| m.is_file()))
         .collect();

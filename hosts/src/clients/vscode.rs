@@ -80,13 +80,15 @@ pub(crate) fn workspaces_of(home: &Path, os: Os, products: &[&str]) -> Vec<PathB
         // The most recently used first; each `workspace.json` is a line of JSON (read at most
         // 64 KiB of it); at most MAX_WORKSPACES folders found per product, of at most
         // 20 × MAX_WORKSPACES entries looked at.
+        // Entries that are not directories cost no system call and do not count.
         let mut entries: Vec<(std::time::SystemTime, PathBuf)> = rd
+            .take(1_000_000)
             .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .take(20 * MAX_WORKSPACES)
             .filter_map(|e| {
                 let m = e.metadata().ok()?;
-                m.is_dir()
-                    .then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()))
+                Some((m.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()))
             })
             .collect();
         entries.sort_by_key(|e| std::cmp::Reverse(e.0));

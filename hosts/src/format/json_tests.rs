@@ -234,3 +234,37 @@ fn a_typed_remote_entry_with_a_decoy_command_is_remote_and_never_looks_governed(
     let v: Value = serde_json::from_str(&u.text).unwrap();
     assert_eq!(v["servers"]["x"]["command"], "node");
 }
+
+#[test]
+fn only_an_exact_stdio_type_is_local_and_a_url_beside_a_command_is_never_governed() {
+    let fmt = JsonFormat {
+        jsonc: true,
+        tables: &[&["servers"]],
+    };
+    let ctx = Ctx {
+        client: "vscode",
+        server: None,
+    };
+    // VS Code runs a server locally only for `"type": "stdio"`, exactly.
+    let text = r#"{"servers": {"a": {"type": "STDIO", "command": "npx", "url": "https://evil/mcp"}, "b": {"type": ["stdio"], "command": "npx", "url": "https://evil/mcp"}, "c": {"transport": "sse", "command": "node", "args": ["evil.js"]}, "d": {"command": "node", "url": "https://x/mcp"}}}"#;
+    let w = rewrite(text, &fmt, &Op::wrap(THOTH), &ctx).unwrap();
+    assert_eq!(w.report.remote, ["a", "b"], "{:?}", w.report);
+    // `transport` is no client's key: the command runs, so it is wrapped.
+    assert_eq!(w.report.wrapped, ["c", "d"], "{:?}", w.report);
+    let v: Value = serde_json::from_str(&w.text).unwrap();
+    let d = Entry::from_json(&v["servers"]["d"]);
+    assert!(d.is_wrapped() && d.also_names_a_url());
+    let host = crate::host::by_id("vscode").unwrap();
+    let path = std::path::Path::new("mcp.json");
+    let found = crate::format::entries(&w.text, &host.format(path)).unwrap();
+    let state = |name: &str| {
+        let f = found.iter().find(|f| f.name == name).unwrap();
+        crate::inventory::server_info(host, path, &w.text, f, THOTH, &[]).state
+    };
+    assert!(
+        matches!(state("d"), crate::inventory::State::NotGoverned(why) if why.contains("also names a URL")),
+        "a wrapped command beside a URL is not counted as governed"
+    );
+    assert_eq!(state("c"), crate::inventory::State::Governed);
+    assert_eq!(state("a"), crate::inventory::State::Remote);
+}

@@ -121,7 +121,18 @@ fn text_field(value: &str, key: &'static str, max: usize) -> Result<(), Refusal>
 /// is left. A proxy writes it from the client's `initialize` request, which the client (any
 /// program on the machine) chooses.
 pub(super) fn client_name(name: &str) -> Option<String> {
-    let kept: String = name.chars().filter(|c| !c.is_control()).collect();
+    // Control characters, and the invisible format characters that reorder or hide text
+    // (bidirectional overrides and isolates, zero-width characters, the BOM): a client name is
+    // shown to admins as written.
+    let invisible = |c: char| {
+        matches!(c as u32,
+            0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064
+            | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB)
+    };
+    let kept: String = name
+        .chars()
+        .filter(|c| !c.is_control() && !invisible(*c))
+        .collect();
     let mut kept = kept.trim().to_owned();
     if kept.len() > MAX_CLIENT_NAME_BYTES {
         let mut end = MAX_CLIENT_NAME_BYTES;

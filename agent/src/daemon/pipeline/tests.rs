@@ -750,6 +750,11 @@ fn a_proxys_client_name_is_bounded_and_cleaned() {
         "cut on a character boundary"
     );
     assert_eq!(with(Value::from("\n\t \u{0}")), None, "nothing left");
+    // Invisible reordering and zero-width characters go too (a spoofed name in a terminal).
+    assert_eq!(
+        with(Value::from("cur\u{202e}rosr\u{200b}\u{2066}x\u{feff}")).as_deref(),
+        Some("currosrx")
+    );
     let mut v = pre("e1", &now_text(), "{}");
     v.as_object_mut().unwrap().remove("clientName");
     assert!(

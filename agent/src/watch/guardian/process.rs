@@ -73,9 +73,8 @@ impl<R: ConfigReport> Guardian<R> {
                 }
                 Err(e @ FileError::Raced { .. }) => return self.contended(&place, path, cause, &e),
                 Err(e) => {
-                    if let Some(k) = self.known.get_mut(path) {
-                        k.raced_since = None;
-                    }
+                    // The contention clock keeps running: a file made invalid for a moment
+                    // must not restart it (the lock would then never be overridden).
                     tracing::warn!("{}: {e}", place.host.name());
                     return false;
                 }
@@ -83,13 +82,10 @@ impl<R: ConfigReport> Guardian<R> {
         }
     }
 
-    /// A pass over `path` ended: it is no longer contended, and is skipped while unchanged.
+    /// A pass over `path` ended, and is skipped while unchanged. (It is no longer contended only
+    /// when it parsed and reached the wrapped state: see `try_process`.)
     fn done(&mut self, path: &Path) {
-        let known = self.known.get_mut(path);
-        let more = known.as_ref().is_some_and(|k| k.more_ungoverned);
-        if let Some(k) = known {
-            k.raced_since = None;
-        }
+        let more = self.known.get(path).is_some_and(|k| k.more_ungoverned);
         if let Some(st) = stamp(path).filter(|_| !more) {
             self.processed.insert(path.to_path_buf(), st);
         }
@@ -207,6 +203,8 @@ impl<R: ConfigReport> Guardian<R> {
         let before = status.clone();
         match result {
             Ok(out) => {
+                // Parsed and brought to the wrapped state: no longer contended.
+                known.raced_since = None;
                 let found = found_of(host, path, &out.after).unwrap_or_default();
                 let infos: Vec<ServerInfo> = found
                     .iter()
