@@ -40,7 +40,7 @@ pub(crate) fn uninstall(l: &Layout, keep_data: bool) -> Result<u8, InstallerErro
             // As the home's owner: a file reached through another user's directory is not
             // this home's to restore.
             let opts = hosts_file::Options {
-                owner: thoth_hosts::host::owner(&f.home),
+                owner: thoth_hosts::host::home_owner(&f.home),
                 ..hosts_file::Options::default()
             };
             match hosts_file::rewrite_file_with(f.host, &f.path, &Op::Unwrap, &opts) {

@@ -154,7 +154,10 @@ fn one_file(h: &dyn Host, path: &Path, op: &Op, dry_run: bool) -> i32 {
                 ("already governed", &r.already),
                 ("updated to this thoth", &r.updated),
                 ("unwrapped", &r.unwrapped),
-                ("left alone (remote: runs elsewhere, cannot be wrapped)", &r.remote),
+                (
+                    "left alone (remote: runs elsewhere, cannot be wrapped)",
+                    &r.remote,
+                ),
             ] {
                 if !names.is_empty() {
                     println!("{label}: {}", names.join(", "));
