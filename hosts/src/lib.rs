@@ -3,9 +3,9 @@
 //! inventory of what is and is not governed.
 //!
 //! - [`host`]: the host-adapter model and the registry of hosts; [`clients`]: one file per host.
-//! - [`format`]: the rewrite per format (JSON/JSONC, TOML, extension manifests).
+//! - [`format`](mod@format): the rewrite per format (JSON/JSONC, TOML, extension manifests).
 //! - [`wrapper`]: the wrapped form, format-free.
-//! - [`file`]: reading hostile files and replacing them safely.
+//! - [`file`](mod@file): reading hostile files and replacing them safely.
 //! - [`inventory`]: what each host file holds, governed or not and why.
 
 #![forbid(unsafe_code)]
