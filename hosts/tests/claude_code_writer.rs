@@ -10,6 +10,8 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,7 +24,7 @@ use thoth_hosts::format::{self, Op};
 use thoth_hosts::host::Host;
 use thoth_hosts::wrapper;
 
-const THOTH: &str = "/usr/local/bin/thoth";
+use common::THOTH;
 
 /// The second process: Claude Code's save, in Python. Arguments: the file, `locked` or
 /// `unlocked`, seconds to run, add a server every N writes. Prints one JSON line at the end:

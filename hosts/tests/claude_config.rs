@@ -2,12 +2,13 @@
 //! wrap → unwrap gives the original back, wrapping twice is wrapping once, and files that do not
 //! parse (or have the wrong shape) are never touched.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{Rng, THOTH, corpus, name_of, refused_untouched, round_trip};
 use serde_json::{Value, json};
 use thoth_hosts::clients::claude_desktop::ClaudeDesktop;
-use thoth_hosts::file::{self, FileError};
-use thoth_hosts::format::{ConfigError, Op};
+use thoth_hosts::file;
+use thoth_hosts::format::Op;
 
 /// The Claude Desktop rewrite, on text.
 mod rewrite {
@@ -15,7 +16,7 @@ mod rewrite {
     use thoth_hosts::format::{self, ConfigError, Op, Rewritten};
     use thoth_hosts::host::Host;
 
-    fn run(text: &str, op: &Op) -> Result<Rewritten, ConfigError> {
+    pub(super) fn run(text: &str, op: &Op) -> Result<Rewritten, ConfigError> {
         let path = std::path::Path::new("claude_desktop_config.json");
         format::rewrite(
             text,
@@ -38,18 +39,7 @@ fn is_wrapped(v: &Value) -> bool {
     thoth_hosts::wrapper::Entry::from_json(v).is_wrapped()
 }
 
-const THOTH: &str = "/usr/local/bin/thoth";
-
-fn corpus() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/claude-desktop");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 20, "the corpus is missing");
-    files
-}
+const CORPUS: &str = "claude-desktop";
 
 fn value(text: &str) -> Value {
     serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap()
@@ -64,7 +54,11 @@ fn has_wrapped(v: &Value) -> bool {
 /// The laws, for one text that parses.
 fn check_laws(name: &str, text: &str) {
     let original = value(text);
-    let w = rewrite::wrap(text, THOTH).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let had_wrapper = has_wrapped(&original);
+    let rt = round_trip(name, text, had_wrapper, &Op::wrap(THOTH), |t, op| {
+        rewrite::run(t, op).unwrap_or_else(|e| panic!("{name}: {e}"))
+    });
+    let w = &rt.wrapped;
     let wv = value(&w.text);
     // Every stdio entry now runs through thoth; remote ones are untouched.
     if let Some(servers) = wv["mcpServers"].as_object() {
@@ -72,40 +66,39 @@ fn check_laws(name: &str, text: &str) {
             let skipped = w.report.skipped.iter().any(|(n, _)| n == k);
             if e.get("command").is_some() && !skipped {
                 assert!(is_wrapped(e), "{name}: {k} is not wrapped: {e}");
-                assert_eq!(e["command"], THOTH, "{name}: {k}");
-                assert_eq!(e["args"][2], json!(k), "{name}: --server names the entry");
+                let args: Vec<String> =
+                    serde_json::from_value(e["args"].clone()).unwrap_or_default();
+                common::runs_thoth_for(
+                    &format!("{name}: {k}"),
+                    e["command"].as_str(),
+                    &args,
+                    k,
+                    (!is_wrapped(&original["mcpServers"][k])).then_some("claude-desktop"),
+                );
             } else {
                 assert_eq!(e, &original["mcpServers"][k], "{name}: {k} changed");
             }
         }
     }
-    // Wrap twice = wrap once.
-    let again = rewrite::wrap(&w.text, THOTH).unwrap();
-    assert_eq!(
-        again.text, w.text,
-        "{name}: wrapping twice changed the file"
-    );
     // Unwrap gives the original value back (for files that had no wrapper to begin with, the
-    // exact bytes).
-    let u = rewrite::unwrap(&w.text).unwrap();
-    if has_wrapped(&original) {
+    // exact bytes, checked by the round trip).
+    if had_wrapper {
         let direct = rewrite::unwrap(text).unwrap();
-        assert_eq!(value(&u.text), value(&direct.text), "{name}");
+        assert_eq!(value(&rt.unwrapped.text), value(&direct.text), "{name}");
     } else {
         assert_eq!(
-            value(&u.text),
+            value(&rt.unwrapped.text),
             original,
             "{name}: unwrap did not restore the value"
         );
-        assert_eq!(u.text, text, "{name}: unwrap did not restore the bytes");
     }
 }
 
 #[test]
 fn every_valid_corpus_file_round_trips() {
     let mut n = 0;
-    for path in corpus() {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    for path in corpus(CORPUS, 20) {
+        let name = name_of(&path);
         if !name.starts_with("valid-") {
             continue;
         }
@@ -118,8 +111,7 @@ fn every_valid_corpus_file_round_trips() {
 
 #[test]
 fn specific_files_keep_what_people_care_about() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/claude-desktop");
-    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
+    let read = |n: &str| common::read_corpus(CORPUS, n);
     // CRLF stays CRLF, the BOM stays, tabs stay.
     let w = rewrite::wrap(&read("valid-crlf.json"), THOTH).unwrap();
     assert!(
@@ -172,45 +164,25 @@ fn specific_files_keep_what_people_care_about() {
 #[test]
 fn invalid_files_are_refused_with_a_position_and_left_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
-    for path in corpus() {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    for path in corpus(CORPUS, 20) {
+        let name = name_of(&path);
         if name.starts_with("valid-") {
             continue;
         }
         let copy = tmp.path().join(&name);
         std::fs::copy(&path, &copy).unwrap();
-        let before = std::fs::read(&copy).unwrap();
-        let err = file::rewrite_file(&ClaudeDesktop, &copy, &Op::wrap(THOTH), false).unwrap_err();
-        match (&err, name.starts_with("shape-")) {
-            (
-                FileError::Config {
-                    source: ConfigError::Shape(_),
-                    ..
-                },
-                true,
-            ) => {}
-            (
-                FileError::Config {
-                    source: ConfigError::Invalid { line, column, .. },
-                    ..
-                },
-                false,
-            ) => {
-                assert!(*line >= 1 && *column <= 200, "{name}: {err}");
+        let ops = [Op::wrap(THOTH), Op::Unwrap];
+        for r in refused_untouched(
+            &ClaudeDesktop,
+            &copy,
+            &name,
+            name.starts_with("shape-"),
+            &ops,
+        ) {
+            if let common::Refusal::At { line, column } = r {
+                assert!(line >= 1 && column <= 200, "{name}: {line}:{column}");
             }
-            (FileError::NotUtf8 { .. }, false) => {}
-            _ => panic!("{name}: unexpected {err}"),
         }
-        assert!(
-            err.to_string().contains(&name),
-            "{name}: the error names the file: {err}"
-        );
-        assert_eq!(std::fs::read(&copy).unwrap(), before, "{name} was modified");
-        let mut backup = copy.clone().into_os_string();
-        backup.push(file::BACKUP_SUFFIX);
-        assert!(!Path::new(&backup).exists(), "{name}: a backup was made");
-        assert!(file::rewrite_file(&ClaudeDesktop, &copy, &Op::Unwrap, false).is_err());
-        assert_eq!(std::fs::read(&copy).unwrap(), before);
     }
 }
 
@@ -262,27 +234,19 @@ fn a_file_rewrite_is_atomic_keeps_its_mode_and_makes_one_backup() {
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
-/// xorshift64*: reproducible random configs.
-struct Rng(u64);
+/// Claude Desktop's random values.
+trait Values {
+    fn string(&mut self) -> String;
+    fn scalar(&mut self) -> Value;
+    fn any(&mut self, depth: u32) -> Value;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
-        v[self.below(v.len() as u64) as usize]
-    }
+impl Values for Rng {
     fn string(&mut self) -> String {
         const PARTS: [&str; 16] = [
             "a", "Z", "0", "-", "_", " ", "/", "\\", "\"", "é", "Ж", "项", "🚀", "\t", "\u{1}", "~",
         ];
-        (0..self.below(12)).map(|_| self.pick(&PARTS)).collect()
+        self.string_of(&PARTS, 12)
     }
     fn scalar(&mut self) -> Value {
         match self.below(6) {
@@ -323,9 +287,7 @@ fn random_config(r: &mut Rng) -> String {
             _ => {
                 // Keys in a random order, `command` not necessarily first.
                 let mut keys = vec!["command", "args", "env", "x"];
-                for i in (1..keys.len()).rev() {
-                    keys.swap(i, r.below(i as u64 + 1) as usize);
-                }
+                r.shuffle(&mut keys);
                 for k in keys {
                     match k {
                         "command" => {
@@ -390,15 +352,10 @@ fn random_config(r: &mut Rng) -> String {
 
 #[test]
 fn generated_configs_obey_the_round_trip_laws() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let mut r = Rng(seed);
+    let (mut r, seed) = Rng::seeded();
     for case in 0..1500 {
         let text = random_config(&mut r);
-        let name = format!("generated case {case} (seed {seed})");
+        let name = format!("generated case {case} (THOTH_TEST_SEED={seed})");
         check_laws(&name, &text);
     }
 }

@@ -4,15 +4,18 @@
 //! `args` changes (checked with an independent parser, the `toml` crate), and files that do not
 //! parse (or have the wrong shape) are never touched.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::{Refusal, Rng, THOTH, bare_lf, corpus_dir, name_of, refused_untouched, round_trip};
 use thoth_hosts::clients::codex::Codex;
-use thoth_hosts::file::{self, FileError};
+use thoth_hosts::file;
 use thoth_hosts::format::{self, ConfigError, Op, Rewritten};
 use thoth_hosts::host::{Host, Os};
 use toml::{Table, Value};
 
-const THOTH: &str = "/usr/local/bin/thoth";
+const CORPUS: &str = "codex";
 
 fn run(text: &str, op: &Op) -> Result<Rewritten, ConfigError> {
     let path = Path::new(".codex/config.toml");
@@ -68,14 +71,15 @@ fn is_wrapped(e: &Value) -> bool {
     thoth_hosts::wrapper::is_thoth_path(cmd) && first.as_deref() == Some("run")
 }
 
-fn bare_lf(text: &str) -> bool {
-    text.replace("\r\n", "").contains('\n')
-}
-
 /// The laws, for one text that parses.
 fn check_laws(name: &str, text: &str) -> Rewritten {
     let original = table(text);
-    let w = wrap(text);
+    let before = servers(&original);
+    let had_wrapper = before.values().any(is_wrapped);
+    let rt = round_trip(name, text, had_wrapper, &Op::wrap(THOTH), |t, op| {
+        run(t, op).unwrap_or_else(|e| panic!("{name}: {e}\n{t}"))
+    });
+    let w = rt.wrapped;
     let wt = table(&w.text);
     assert_eq!(
         masked(&original),
@@ -83,18 +87,18 @@ fn check_laws(name: &str, text: &str) -> Rewritten {
         "{name}: more than command and args changed\n{}",
         w.text
     );
-    let before = servers(&original);
     for (k, e) in servers(&wt) {
         let old = &before[&k];
         let skipped = w.report.skipped.iter().any(|(n, _)| *n == k);
         if old.get("command").is_some() && !skipped {
             assert!(is_wrapped(&e), "{name}: {k} is not wrapped: {e}");
-            assert_eq!(e["command"].as_str(), Some(THOTH), "{name}: {k}");
             let args = strings(e.get("args")).unwrap();
-            assert_eq!(
-                args[..5],
-                ["run", "--server", k.as_str(), "--client", "codex"],
-                "{name}: {k}"
+            common::runs_thoth_for(
+                &format!("{name}: {k}"),
+                e["command"].as_str(),
+                &args,
+                &k,
+                Some("codex"),
             );
             if !is_wrapped(old) {
                 let sep = args.iter().position(|a| a == "--").unwrap();
@@ -112,55 +116,24 @@ fn check_laws(name: &str, text: &str) -> Rewritten {
             assert_eq!(&e, old, "{name}: {k} changed");
         }
     }
-    if !bare_lf(text) {
-        assert!(
-            !bare_lf(&w.text),
-            "{name}: a bare LF appeared\n{:?}",
-            w.text
-        );
-    }
-    assert_eq!(text.starts_with('\u{feff}'), w.text.starts_with('\u{feff}'));
-    // Wrap twice = wrap once.
-    let again = wrap(&w.text);
-    assert_eq!(
-        again.text, w.text,
-        "{name}: wrapping twice changed the file"
-    );
-    assert!(!again.report.changed(), "{name}");
-    // Unwrap gives the original back: the bytes, for a file that had no wrapper.
-    let u = unwrap(&w.text);
-    if before.values().any(is_wrapped) {
+    // Unwrap gives the original back: the bytes (checked by the round trip) for a file that had
+    // no wrapper, else what a direct unwrap gives.
+    if had_wrapper {
         let direct = unwrap(text);
-        assert_eq!(table(&u.text), table(&direct.text), "{name}");
-    } else {
-        assert_eq!(
-            u.text, text,
-            "{name}: unwrap did not restore the bytes\nwrapped:\n{}",
-            w.text
-        );
+        assert_eq!(table(&rt.unwrapped.text), table(&direct.text), "{name}");
     }
     w
 }
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/codex")
-}
-
-fn corpus() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 15, "the corpus is missing");
-    files
+fn corpus() -> Vec<std::path::PathBuf> {
+    common::corpus(CORPUS, 15)
 }
 
 #[test]
 fn every_valid_corpus_file_round_trips() {
     let mut n = 0;
     for path in corpus() {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let name = name_of(&path);
         if !name.starts_with("valid-") {
             continue;
         }
@@ -178,7 +151,7 @@ fn every_valid_corpus_file_round_trips() {
 
 #[test]
 fn specific_files_keep_what_people_care_about() {
-    let read = |n: &str| std::fs::read_to_string(corpus_dir().join(n)).unwrap();
+    let read = |n: &str| std::fs::read_to_string(corpus_dir(CORPUS).join(n)).unwrap();
     // Literal strings move into args as written, and back.
     let w = wrap(&read("valid-literal-strings-windows.toml"));
     assert!(
@@ -330,54 +303,33 @@ fn invalid_files_are_refused_with_a_position_and_left_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let mut n = 0;
     for path in corpus() {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let name = name_of(&path);
         if name.starts_with("valid-") {
             continue;
         }
         n += 1;
         let copy = tmp.path().join(&name);
         std::fs::copy(&path, &copy).unwrap();
-        let before = std::fs::read(&copy).unwrap();
-        let err = file::rewrite_file(&Codex, &copy, &Op::wrap(THOTH), false).unwrap_err();
-        match (&err, name.starts_with("shape-")) {
-            (
-                FileError::Config {
-                    source: ConfigError::Shape(why),
-                    ..
-                },
-                true,
-            ) => assert!(why.contains("mcp_servers"), "{name}: {why}"),
-            (
-                FileError::Config {
-                    source: ConfigError::Invalid { line, column, .. },
-                    ..
-                },
-                false,
-            ) => {
-                let lines = String::from_utf8_lossy(&before).lines().count().max(1);
-                assert!(
-                    (1..=lines + 1).contains(line) && *column >= 1 && *column <= 200,
-                    "{name}: {err}"
-                );
+        let lines = String::from_utf8_lossy(&std::fs::read(&copy).unwrap())
+            .lines()
+            .count()
+            .max(1);
+        let ops = [Op::wrap(THOTH), Op::Unwrap];
+        for r in refused_untouched(&Codex, &copy, &name, name.starts_with("shape-"), &ops) {
+            match r {
+                Refusal::Shape(why) => assert!(why.contains("mcp_servers"), "{name}: {why}"),
+                Refusal::At { line, column } => assert!(
+                    (1..=lines + 1).contains(&line) && (1..=200).contains(&column),
+                    "{name}: {line}:{column}"
+                ),
+                Refusal::NotUtf8 => {}
             }
-            (FileError::NotUtf8 { .. }, false) => {}
-            _ => panic!("{name}: unexpected {err}"),
         }
-        assert!(
-            err.to_string().contains(&name),
-            "{name}: the error names the file: {err}"
-        );
-        assert_eq!(std::fs::read(&copy).unwrap(), before, "{name} was modified");
-        let mut backup = copy.clone().into_os_string();
-        backup.push(file::BACKUP_SUFFIX);
-        assert!(!Path::new(&backup).exists(), "{name}: a backup was made");
-        assert!(file::rewrite_file(&Codex, &copy, &Op::Unwrap, false).is_err());
-        assert_eq!(std::fs::read(&copy).unwrap(), before);
     }
     assert!(n >= 6, "{n} invalid and shape files");
     // The duplicate key is pointed at.
     let err = run(
-        &std::fs::read_to_string(corpus_dir().join("invalid-duplicate-keys.toml")).unwrap(),
+        &std::fs::read_to_string(corpus_dir(CORPUS).join("invalid-duplicate-keys.toml")).unwrap(),
         &Op::Unwrap,
     )
     .unwrap_err();
@@ -405,7 +357,8 @@ fn the_codex_host_finds_its_file_and_rewrites_it_on_disk() {
     let dir = home.path().join(".codex");
     std::fs::create_dir(&dir).unwrap();
     let path = dir.join("config.toml");
-    let original = std::fs::read_to_string(corpus_dir().join("valid-plain-tables.toml")).unwrap();
+    let original =
+        std::fs::read_to_string(corpus_dir(CORPUS).join("valid-plain-tables.toml")).unwrap();
     std::fs::write(&path, &original).unwrap();
     assert_eq!(Codex.files(home.path(), Os::Windows), vec![path.clone()]);
     assert_eq!(
@@ -424,31 +377,21 @@ fn the_codex_host_finds_its_file_and_rewrites_it_on_disk() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
 }
 
-/// xorshift64*: reproducible random configs.
-struct Rng(u64);
+/// Codex's random strings, keys and comments.
+trait Toml {
+    fn string(&mut self) -> String;
+    fn literal(&mut self, s: &str) -> String;
+    fn key(&mut self, s: &str) -> String;
+    fn comment(&mut self) -> String;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-    fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
-        v[self.below(v.len() as u64) as usize]
-    }
+impl Toml for Rng {
     fn string(&mut self) -> String {
         const PARTS: [&str; 18] = [
             "a", "Z", "0", "-", "_", " ", "/", "\\", "\"", "'", "é", "Ж", "项", "🚀", "\t",
             "\u{1}", "~", "C:\\x",
         ];
-        (0..self.below(10)).map(|_| self.pick(&PARTS)).collect()
+        self.string_of(&PARTS, 10)
     }
     /// A TOML literal for `s`, in one of the forms TOML has.
     fn literal(&mut self, s: &str) -> String {
@@ -516,9 +459,7 @@ fn random_server(r: &mut Rng, std: bool) -> Vec<(String, String)> {
         "enabled",
         "startup_timeout_sec",
     ];
-    for i in (1..keys.len()).rev() {
-        keys.swap(i, r.below(i as u64 + 1) as usize);
-    }
+    r.shuffle(&mut keys);
     for k in keys {
         let v = match k {
             "command" => {
@@ -689,21 +630,11 @@ fn random_config(r: &mut Rng) -> String {
 
 #[test]
 fn generated_configs_obey_the_round_trip_laws() {
-    let seed = std::env::var("THOTH_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-        | 1;
-    let mut r = Rng(seed);
+    let (mut r, seed) = Rng::seeded();
     let mut wrapped = 0;
     for case in 0..600 {
         let text = random_config(&mut r);
-        let name = format!("generated case {case} (seed {seed})");
+        let name = format!("generated case {case} (THOTH_TEST_SEED={seed})");
         let w = check_laws(&name, &text);
         assert!(
             w.report.skipped.is_empty(),

@@ -2,28 +2,23 @@
 //! user who fills `~/.claude.json` with project keys, or `Claude Extensions/` with empty
 //! directories, does not hide a real project's or extension's servers from the agent.
 
+mod common;
+
 use std::path::Path;
 
+use common::put;
 use thoth_hosts::host::Os;
 
-fn put(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-#[test]
-fn junk_project_keys_do_not_hide_a_real_project() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("ann");
-    let project = home.join("zz-real-project");
+/// `home`'s `~/.claude.json` names `junk` (project keys that name nothing) and then `project`,
+/// which has a `.mcp.json`: Claude Code's files include the project's.
+fn real_project_is_found(home: &Path, project: &Path, junk: impl Iterator<Item = String>) {
     put(
         &project.join(".mcp.json"),
         r#"{"mcpServers": {"shared": {"command": "npx", "args": []}}}"#,
     );
-    // 1,500 keys that sort before the real one and name nothing.
     let mut projects = serde_json::Map::new();
-    for i in 0..1500 {
-        projects.insert(format!("/a/{i:05}"), serde_json::json!({}));
+    for k in junk {
+        projects.insert(k, serde_json::json!({}));
     }
     projects.insert(project.display().to_string(), serde_json::json!({}));
     put(
@@ -31,11 +26,20 @@ fn junk_project_keys_do_not_hide_a_real_project() {
         &serde_json::json!({"projects": projects}).to_string(),
     );
     let code = thoth_hosts::host::by_id("claude-code").unwrap();
-    let files = code.files(&home, Os::current());
+    let files = code.files(home, Os::current());
     assert!(
         files.contains(&project.join(".mcp.json")),
         "the real project was crowded out: {files:?}"
     );
+}
+
+#[test]
+fn junk_project_keys_do_not_hide_a_real_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("ann");
+    let project = home.join("zz-real-project");
+    // 1,500 keys that sort before the real one and name nothing.
+    real_project_is_found(&home, &project, (0..1500).map(|i| format!("/a/{i:05}")));
 }
 
 #[test]
@@ -67,29 +71,9 @@ fn keys_naming_the_same_directory_again_do_not_hide_a_real_project() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("ann");
     let project = home.join("proj");
-    put(
-        &project.join(".mcp.json"),
-        r#"{"mcpServers": {"shared": {"command": "npx", "args": []}}}"#,
-    );
     // 1,500 spellings of the home itself (`/…/ann//`, `/…/ann///`…), sorted before the project.
-    let mut projects = serde_json::Map::new();
-    for i in 1..=1500 {
-        projects.insert(
-            format!("{}{}", home.display(), "/".repeat(i)),
-            serde_json::json!({}),
-        );
-    }
-    projects.insert(project.display().to_string(), serde_json::json!({}));
-    put(
-        &home.join(".claude.json"),
-        &serde_json::json!({"projects": projects}).to_string(),
-    );
-    let code = thoth_hosts::host::by_id("claude-code").unwrap();
-    let files = code.files(&home, Os::current());
-    assert!(
-        files.contains(&project.join(".mcp.json")),
-        "the real project was crowded out: {files:?}"
-    );
+    let spellings = (1..=1500).map(|i| format!("{}{}", home.display(), "/".repeat(i)));
+    real_project_is_found(&home, &project, spellings);
 }
 
 #[test]

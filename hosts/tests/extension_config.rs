@@ -1,38 +1,27 @@
 //! Claude Desktop extensions: the manifest engine against a corpus of realistic manifests and
 //! registries and against generated ones (wrap → unwrap gives back every byte, wrapping twice is
 //! wrapping once, only `command`/`args` change, and what runs on each platform is `thoth run …
-//! -- <the command line that ran before>`), files that do not parse left untouched, and the
-//! host's discovery of a user's extensions (enabled state from the settings files) through the
-//! inventory.
+//! -- <the command line that ran before>`), and files that do not parse left untouched. The
+//! host's discovery of a user's extensions is in `extension_discovery.rs`.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::{Refusal, Rng, THOTH, bare_lf, refused_untouched, round_trip};
 use serde_json::{Value, json};
 use thoth_hosts::clients::claude_extension::{self, ClaudeExtension};
-use thoth_hosts::file::{self, FileError};
 use thoth_hosts::format::manifest::{self, NO_MCP_CONFIG, PLATFORMS};
 use thoth_hosts::format::{self, ConfigError, Op, Rewritten};
-use thoth_hosts::host::{Host, Os};
-use thoth_hosts::inventory::{self, State};
+use thoth_hosts::host::Host;
 use thoth_hosts::wrapper::{self, Entry};
 
-const THOTH: &str = "/usr/local/bin/thoth";
 const OTHER: &str = "/opt/old/thoth";
 const CLIENT: &str = "claude-extension";
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/claude-extension")
-}
+const CORPUS: &str = "claude-extension";
 
 fn corpus(prefix: &str) -> Vec<(String, PathBuf)> {
-    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(corpus_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
-        .filter(|(n, _)| n.starts_with(prefix))
-        .collect();
-    files.sort();
-    files
+    common::corpus_named(CORPUS, prefix)
 }
 
 /// The extension's path for a manifest of id `id` (the host's ctx takes the id from it).
@@ -178,17 +167,12 @@ fn check_wrapped_manifest(
 /// The byte laws for one text at `path` (a manifest or the registry), and the per-manifest laws.
 fn check_laws(name: &str, text: &str, path: &Path) {
     let strict = Op::wrap_strict(THOTH, vec![]);
-    let w = run(text, path, &strict).unwrap_or_else(|e| panic!("{name}: {e}"));
-    // Wrap twice = wrap once.
-    let again = run(&w.text, path, &strict).unwrap();
-    assert_eq!(
-        again.text, w.text,
-        "{name}: wrapping twice changed the file"
-    );
-    assert!(!again.report.changed(), "{name}: {:?}", again.report);
-    // Unwrap gives back every byte; unwrapping an unwrapped file changes nothing.
-    let u = run(&w.text, path, &Op::Unwrap).unwrap();
-    assert_eq!(u.text, text, "{name}: unwrap did not restore the bytes");
+    // Wrap twice = wrap once; unwrap gives back every byte.
+    let rt = round_trip(name, text, false, &strict, |t, op| {
+        run(t, path, op).unwrap_or_else(|e| panic!("{name}: {e}"))
+    });
+    let w = rt.wrapped;
+    // Unwrapping an unwrapped file changes nothing.
     let uu = run(text, path, &Op::Unwrap).unwrap();
     assert_eq!(uu.text, text, "{name}");
     // An old wrapper (another thoth, another --client) re-wrapped by the agent, then unwrapped:
@@ -201,16 +185,12 @@ fn check_laws(name: &str, text: &str, path: &Path) {
         text,
         "{name}"
     );
-    // Line endings, BOM.
+    // Line endings (the BOM: by the round trip), as the manifest has them throughout.
     if !text.contains("\r\n") {
         assert!(!w.text.contains('\r'), "{name}: a CR appeared");
     } else {
-        assert!(
-            !w.text.replace("\r\n", "").contains('\n'),
-            "{name}: a bare LF appeared"
-        );
+        assert!(!bare_lf(&w.text), "{name}: a bare LF appeared");
     }
-    assert_eq!(w.text.starts_with('\u{feff}'), text.starts_with('\u{feff}'));
     // What runs.
     let (before, after) = (value(text), value(&w.text));
     if path.file_name().unwrap() == claude_extension::REGISTRY {
@@ -283,7 +263,7 @@ fn head(id: &str, markers: &[&str]) -> Vec<String> {
 }
 
 fn read(name: &str) -> String {
-    std::fs::read_to_string(corpus_dir().join(name)).unwrap()
+    common::read_corpus(CORPUS, name)
 }
 
 #[test]
@@ -477,53 +457,27 @@ fn invalid_manifests_are_refused_with_a_position_and_left_byte_for_byte() {
             d.join(claude_extension::MANIFEST)
         };
         std::fs::copy(&path, &copy).unwrap();
-        let before = std::fs::read(&copy).unwrap();
-        for op in [Op::wrap(THOTH), Op::Unwrap] {
-            let err = file::rewrite_file(&ClaudeExtension, &copy, &op, false).unwrap_err();
-            match (&err, name.contains("shape-")) {
-                (
-                    FileError::Config {
-                        source: ConfigError::Shape(_),
-                        ..
-                    },
-                    true,
-                ) => {}
-                (
-                    FileError::Config {
-                        source: ConfigError::Invalid { line, column, .. },
-                        ..
-                    },
-                    false,
-                ) => assert!(*line >= 1 && *column <= 200, "{name}: {err}"),
-                (FileError::NotUtf8 { .. }, false) => {}
-                _ => panic!("{name}: unexpected {err}"),
+        let ops = [Op::wrap(THOTH), Op::Unwrap];
+        let shape = name.contains("shape-");
+        for r in refused_untouched(&ClaudeExtension, &copy, &name, shape, &ops) {
+            if let Refusal::At { line, column } = r {
+                assert!(line >= 1 && column <= 200, "{name}: {line}:{column}");
             }
-            assert_eq!(std::fs::read(&copy).unwrap(), before, "{name} was modified");
         }
-        let mut backup = copy.clone().into_os_string();
-        backup.push(file::BACKUP_SUFFIX);
-        assert!(!Path::new(&backup).exists(), "{name}: a backup was made");
         n += 1;
     }
     assert!(n >= 9, "{n} invalid corpus files");
 }
 
-/// xorshift64*: reproducible random manifests.
-struct Rng(u64);
+/// An extension's random strings and values.
+trait Values {
+    fn string(&mut self) -> String;
+    fn strings(&mut self) -> Vec<String>;
+    fn scalar(&mut self) -> Value;
+    fn any(&mut self, depth: u32) -> Value;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
-        v[self.below(v.len() as u64) as usize]
-    }
+impl Values for Rng {
     fn string(&mut self) -> String {
         const PARTS: [&str; 20] = [
             "a",
@@ -547,7 +501,7 @@ impl Rng {
             "--",
             "run",
         ];
-        (0..self.below(6)).map(|_| self.pick(&PARTS)).collect()
+        self.string_of(&PARTS, 6)
     }
     fn strings(&mut self) -> Vec<String> {
         (0..self.below(5)).map(|_| self.string()).collect()
@@ -572,11 +526,6 @@ impl Rng {
                     .collect(),
             ),
             _ => self.scalar(),
-        }
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i as u64 + 1) as usize);
         }
     }
 }
@@ -686,16 +635,11 @@ fn render(r: &mut Rng, v: &Value) -> String {
 
 #[test]
 fn generated_manifests_and_registries_obey_the_laws() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let mut r = Rng(seed);
+    let (mut r, seed) = Rng::seeded();
     for case in 0..400 {
         let m = random_manifest(&mut r);
         let text = render(&mut r, &m);
-        let name = format!("generated manifest {case} (seed {seed}): {text}");
+        let name = format!("generated manifest {case} (THOTH_TEST_SEED={seed}): {text}");
         check_laws(
             &name,
             &text,
@@ -712,187 +656,7 @@ fn generated_manifests_and_registries_obey_the_laws() {
             );
         }
         let text = render(&mut r, &json!({"extensions": exts}));
-        let name = format!("generated registry {case} (seed {seed}): {text}");
+        let name = format!("generated registry {case} (THOTH_TEST_SEED={seed}): {text}");
         check_laws(&name, &text, &registry_path());
     }
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-#[test]
-fn a_users_extensions_are_found_wrapped_and_inventoried() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("ann");
-    let app = home.join(".config/Claude");
-    let exts = app.join(claude_extension::EXTENSIONS_DIR);
-    let settings = app.join(claude_extension::SETTINGS_DIR);
-    let node = read("valid-node-filesystem.json");
-    let grep = read("valid-binary-overrides-every-kind.json");
-    write(
-        &exts.join("ant.dir.ant.anthropic.filesystem/manifest.json"),
-        &node,
-    );
-    write(&exts.join("local.dxt.tools.grep-tool/manifest.json"), &grep);
-    write(
-        &exts.join("local.mcpb.example.hello-uv/manifest.json"),
-        &read("valid-uv-no-mcp-config.json"),
-    );
-    // An extension directory that is a symlink is not followed.
-    let elsewhere = tmp.path().join("elsewhere");
-    write(&elsewhere.join("manifest.json"), &node);
-    #[cfg(unix)]
-    std::os::unix::fs::symlink(&elsewhere, exts.join("evil.link")).unwrap();
-    // Enabled by its settings; disabled by its settings; no settings file (not enabled).
-    write(
-        &settings.join("ant.dir.ant.anthropic.filesystem.json"),
-        r#"{"isEnabled": true, "userConfig": {"allowed_directories": ["/home/ann/Documents"]}}"#,
-    );
-    write(
-        &settings.join("local.dxt.tools.grep-tool.json"),
-        r#"{"isEnabled": false}"#,
-    );
-    write(
-        &app.join(claude_extension::REGISTRY),
-        &read("registry-two-extensions.json"),
-    );
-
-    let host = &ClaudeExtension;
-    let files = host.files(&home, Os::Linux);
-    let names: Vec<String> = files
-        .iter()
-        .map(|p| p.strip_prefix(&app).unwrap().display().to_string())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "Claude Extensions/ant.dir.ant.anthropic.filesystem/manifest.json",
-            "Claude Extensions/local.dxt.tools.grep-tool/manifest.json",
-            "Claude Extensions/local.mcpb.example.hello-uv/manifest.json",
-            "extensions-installations.json",
-        ]
-    );
-    let watch = host.watch_dirs(&home, Os::Linux);
-    for d in [
-        &exts,
-        &settings,
-        &app,
-        &exts.join("local.dxt.tools.grep-tool"),
-    ] {
-        assert!(watch.contains(d), "{} not watched", d.display());
-    }
-    assert!(!watch.contains(&exts.join("evil.link")));
-    assert_eq!(host.format(&files[0]), format::Format::Manifest);
-    assert_eq!(host.format(&files[3]), format::Format::ManifestRegistry);
-    assert_eq!(
-        host.ctx(&files[1]).server,
-        Some("local.dxt.tools.grep-tool")
-    );
-
-    // servers(): one entry per extension, the one that runs on the OS asked for.
-    let text = std::fs::read_to_string(&files[1]).unwrap();
-    let found = format::entries(&text, &host.format(&files[1])).unwrap();
-    assert_eq!(found.len(), 4);
-    for (os, cmd) in [
-        (Os::Windows, "${__dirname}\\server\\grep-tool.exe"),
-        (Os::MacOs, "${__dirname}/server/grep-tool-universal"),
-        (Os::Linux, "${__dirname}/server/grep-tool"),
-    ] {
-        let one = host.servers(&files[1], &text, found.clone(), os);
-        assert_eq!(one.len(), 1);
-        assert_eq!(one[0].entry.command.as_deref(), Some(cmd));
-    }
-    assert!(!host.enabled(&files[1], &text, &found[0]));
-    let ntext = std::fs::read_to_string(&files[0]).unwrap();
-    let nfound = format::entries(&ntext, &host.format(&files[0])).unwrap();
-    assert!(host.enabled(&files[0], &ntext, &nfound[0]));
-
-    // The inventory before and after a wrap.
-    let scan = |p: &Path| inventory::scan_file(host, p, THOTH, &[]);
-    let before: Vec<_> = files.iter().map(|p| scan(p)).collect();
-    assert!(before.iter().all(|f| f.error.is_none()), "{before:?}");
-    let fs = &before[0].servers;
-    assert_eq!(fs.len(), 1);
-    assert_eq!(fs[0].name, "ant.dir.ant.anthropic.filesystem");
-    assert_eq!(
-        fs[0].state,
-        State::NotGoverned("not wrapped by thoth".into())
-    );
-    assert!(fs[0].enabled);
-    assert_eq!(
-        fs[0].target,
-        "node '${__dirname}/server/index.js' '${user_config.allowed_directories}'"
-    );
-    let uv = &before[2].servers[0];
-    assert!(uv.state.reason().contains(NO_MCP_CONFIG), "{uv:?}");
-    assert!(!uv.enabled, "no settings file: not enabled");
-    let reg = &before[3].servers;
-    let ids: Vec<(&str, bool)> = reg.iter().map(|s| (s.name.as_str(), s.enabled)).collect();
-    assert_eq!(
-        ids,
-        [
-            ("ant.dir.ant.anthropic.filesystem", true),
-            ("local.dxt.ann.grep-tool", false)
-        ]
-    );
-
-    for p in &files {
-        let out = file::rewrite_file(host, p, &Op::wrap(THOTH), false).unwrap();
-        assert_eq!(out.written, p != &files[2], "{}", p.display());
-    }
-    let after: Vec<_> = files.iter().map(|p| scan(p)).collect();
-    for f in [&after[0], &after[1], &after[3]] {
-        for srv in &f.servers {
-            assert_eq!(srv.state, State::Governed, "{}: {srv:?}", f.path.display());
-        }
-    }
-    assert_eq!(
-        after[0].servers[0].target, fs[0].target,
-        "the target is the original command line"
-    );
-    assert_eq!(after[3].servers.len(), 2);
-    // And back, byte for byte.
-    for p in &files {
-        file::rewrite_file(host, p, &Op::Unwrap, false).unwrap();
-    }
-    assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), node);
-    assert_eq!(std::fs::read_to_string(&files[1]).unwrap(), grep);
-    assert_eq!(
-        std::fs::read_to_string(&files[3]).unwrap(),
-        read("registry-two-extensions.json")
-    );
-}
-
-#[test]
-fn hostile_ids_and_settings_never_leave_the_settings_directory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("Claude");
-    write(&tmp.path().join("secret.json"), r#"{"isEnabled": true}"#);
-    write(
-        &app.join("Claude Extensions Settings/ok.json"),
-        r#"{"isEnabled": true}"#,
-    );
-    assert!(claude_extension::is_enabled(&app, "ok"));
-    for id in ["../secret", "..", ".", "", "a/b", "a\\b"] {
-        assert!(!claude_extension::is_enabled(&app, id), "{id:?}");
-    }
-    // Not JSON, not a bool: not enabled.
-    write(
-        &app.join("Claude Extensions Settings/bad.json"),
-        "{isEnabled: true}",
-    );
-    write(
-        &app.join("Claude Extensions Settings/str.json"),
-        r#"{"isEnabled": "true"}"#,
-    );
-    assert!(!claude_extension::is_enabled(&app, "bad"));
-    assert!(!claude_extension::is_enabled(&app, "str"));
-    // A registry entry whose id tries to escape reads nothing outside.
-    let reg = app.join(claude_extension::REGISTRY);
-    let text = r#"{"extensions": {"../secret": {"manifest": {"name": "x", "server": {"mcp_config": {"command": "node"}}}}}}"#;
-    write(&reg, text);
-    let found = format::entries(text, &format::Format::ManifestRegistry).unwrap();
-    assert!(!ClaudeExtension.enabled(&reg, text, &found[0]));
 }

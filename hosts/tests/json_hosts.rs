@@ -4,22 +4,25 @@
 //! wrapped with `--client <host>`; remote entries untouched and reported; nothing but `command`
 //! and `args` changes; wrapping twice is wrapping once; unwrapping restores the bytes; the
 //! agent's strict wrap of a wrapped file changes nothing), files that do not parse are refused
-//! with a position and left byte for byte, and each host finds its files in a home laid out
-//! for each OS.
+//! with a position and left byte for byte. How each host finds its files in a home laid out
+//! for each OS is in `json_discovery.rs`).
+
+mod common;
+#[path = "json_hosts/generate.rs"]
+mod generate;
 
 use std::path::{Path, PathBuf};
 
+use common::{Refusal, Rng, THOTH, name_of, refused_untouched, round_trip};
 use serde_json::Value;
 use thoth_hosts::clients::{
     claude_code::ClaudeCode, claude_desktop::ClaudeDesktop, cursor::Cursor, vscode::VsCode,
     windsurf::Windsurf,
 };
-use thoth_hosts::file::{self, FileError};
-use thoth_hosts::format::{self, ConfigError, Format, Found, Op, Rewritten};
-use thoth_hosts::host::{Host, Os};
+use thoth_hosts::file;
+use thoth_hosts::format::{self, Format, Found, Op, Rewritten};
+use thoth_hosts::host::Host;
 use thoth_hosts::wrapper::{self, NotGoverned};
-
-const THOTH: &str = "/usr/local/bin/thoth";
 
 fn extra() -> Vec<String> {
     vec!["--agent-socket".into(), "/run/thoth test/agent.sock".into()]
@@ -71,19 +74,10 @@ fn logical_name(host: &dyn Host, corpus_name: &str) -> &'static str {
 }
 
 fn corpus(c: &Corpus) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/corpus")
-        .join(c.dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "{}: the corpus is missing", c.dir);
-    files
+    common::corpus(c.dir, 10)
 }
 
-fn jsonc(fmt: &Format) -> bool {
+pub(crate) fn jsonc(fmt: &Format) -> bool {
     match fmt {
         Format::Json(f) => f.jsonc,
         other => panic!("not a JSON format: {other:?}"),
@@ -151,21 +145,6 @@ impl Subject<'_> {
     }
 }
 
-fn line_endings_kept(name: &str, before: &str, after: &str) {
-    let bare_lf = |t: &str| t.replace("\r\n", "").contains('\n');
-    if before.contains("\r\n") && !bare_lf(before) {
-        assert!(!bare_lf(after), "{name}: a bare LF appeared in a CRLF file");
-    }
-    if !before.contains('\r') {
-        assert!(!after.contains('\r'), "{name}: a CR appeared in an LF file");
-    }
-    assert_eq!(
-        before.starts_with('\u{feff}'),
-        after.starts_with('\u{feff}'),
-        "{name}: the BOM"
-    );
-}
-
 /// The laws, for one text that parses. Returns the strict wrap's report.
 fn check_laws(s: &Subject<'_>) -> format::Report {
     let name = s.name;
@@ -175,8 +154,11 @@ fn check_laws(s: &Subject<'_>) -> format::Report {
     let extra = extra();
     let strict = Op::wrap_strict(THOTH, extra.clone());
     let before = s.entries(s.text);
-    let w = s.run(s.text, &strict);
-    line_endings_kept(name, s.text, &w.text);
+    let had_wrapper = before.iter().any(|f| f.entry.is_wrapped());
+    // Wrap twice = wrap once (the agent's strict wrap of its own result changes nothing);
+    // unwrap restores the bytes of a file that had no wrapper.
+    let rt = round_trip(name, s.text, had_wrapper, &strict, |t, op| s.run(t, op));
+    let w = rt.wrapped;
     let after = s.entries(&w.text);
     assert_eq!(
         before.len(),
@@ -233,14 +215,8 @@ fn check_laws(s: &Subject<'_>) -> format::Report {
             );
         }
     }
-    // Wrap twice = wrap once; the agent's strict wrap of its own result changes nothing, and
-    // neither does a plain `wrap-config` with the same thoth.
-    let again = s.run(&w.text, &strict);
-    assert_eq!(
-        again.text, w.text,
-        "{name}: the second strict wrap changed the file"
-    );
-    assert!(!again.report.changed(), "{name}: {:?}", again.report);
+    // A plain `wrap-config` with the same thoth changes nothing either (below).
+    let again = rt.again;
     // The report of a rewrite with nothing to do (made from the value alone) tells the same.
     let sorted = |v: &[String]| {
         let mut v = v.to_vec();
@@ -265,19 +241,14 @@ fn check_laws(s: &Subject<'_>) -> format::Report {
         w.text,
         "{name}: wrap after the strict wrap changed the file"
     );
-    // Unwrap restores the bytes (for a file that had no wrapper), else the value a direct
-    // unwrap gives.
-    let had_wrapper = before.iter().any(|f| f.entry.is_wrapped());
-    let u = s.run(&w.text, &Op::Unwrap);
+    // Unwrap gives, for a file that had a wrapper, the value a direct unwrap gives.
     if had_wrapper {
         let direct = s.run(s.text, &Op::Unwrap);
         assert_eq!(
-            value(&u.text, &fmt),
+            value(&rt.unwrapped.text, &fmt),
             value(&direct.text, &fmt),
             "{name}: unwrap"
         );
-    } else {
-        assert_eq!(u.text, s.text, "{name}: unwrap did not restore the bytes");
     }
     // The same through a plain wrap (no extra options): strict with no extra leaves it as is.
     let plain = s.run(s.text, &Op::wrap(THOTH));
@@ -298,7 +269,7 @@ fn every_valid_corpus_file_obeys_the_laws_for_its_host() {
     for c in &CORPORA {
         let mut n = 0;
         for path in corpus(c) {
-            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let file = name_of(&path);
             if !file.starts_with("valid-") {
                 continue;
             }
@@ -322,7 +293,7 @@ fn valid_corpus_files_round_trip_as_real_files() {
     let tmp = tempfile::tempdir().unwrap();
     for c in &CORPORA {
         for path in corpus(c) {
-            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let file = name_of(&path);
             if !file.starts_with("valid-") {
                 continue;
             }
@@ -514,7 +485,7 @@ fn invalid_files_are_refused_with_a_position_and_left_byte_for_byte() {
     for c in &CORPORA[1..] {
         let mut n = 0;
         for path in corpus(c) {
-            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let file = name_of(&path);
             if file.starts_with("valid-") {
                 continue;
             }
@@ -523,41 +494,17 @@ fn invalid_files_are_refused_with_a_position_and_left_byte_for_byte() {
             std::fs::create_dir_all(&dir).unwrap();
             let real = dir.join(logical_name(c.host, &file));
             std::fs::copy(&path, &real).unwrap();
-            let before = std::fs::read(&real).unwrap();
-            for op in [Op::wrap_strict(THOTH, extra()), Op::wrap(THOTH), Op::Unwrap] {
-                let err = file::rewrite_file(c.host, &real, &op, false).unwrap_err();
-                match (&err, file.starts_with("shape-")) {
-                    (
-                        FileError::Config {
-                            source: ConfigError::Shape(_),
-                            ..
-                        },
-                        true,
-                    ) => {}
-                    (
-                        FileError::Config {
-                            source: ConfigError::Invalid { line, column, .. },
-                            ..
-                        },
-                        false,
-                    ) => {
-                        let lines = before.split(|b| *b == b'\n').count();
-                        assert!(
-                            *line >= 1 && *line <= lines && *column <= 400,
-                            "{}/{file}: {err}",
-                            c.dir
-                        );
-                        assert!(err.to_string().contains("line"), "{err}");
-                    }
-                    (FileError::NotUtf8 { .. }, false) => {}
-                    _ => panic!("{}/{file}: unexpected {err}", c.dir),
+            let lines = common::lines(&std::fs::read(&real).unwrap());
+            let ops = [Op::wrap_strict(THOTH, extra()), Op::wrap(THOTH), Op::Unwrap];
+            let label = format!("{}/{file}", c.dir);
+            let shape = file.starts_with("shape-");
+            for r in refused_untouched(c.host, &real, &label, shape, &ops) {
+                if let Refusal::At { line, column } = r {
+                    assert!(
+                        line >= 1 && line <= lines && column <= 400,
+                        "{label}: {line}:{column}"
+                    );
                 }
-                assert!(
-                    err.to_string().contains(&file),
-                    "{}/{file}: the error names the file: {err}",
-                    c.dir
-                );
-                assert_eq!(std::fs::read(&real).unwrap(), before, "{}/{file}", c.dir);
             }
             let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
             assert_eq!(names.len(), 1, "{}/{file}: a backup or temp file", c.dir);
@@ -566,375 +513,9 @@ fn invalid_files_are_refused_with_a_position_and_left_byte_for_byte() {
     }
 }
 
-/// xorshift64*: reproducible random configs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-    fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
-        v[self.below(v.len() as u64) as usize]
-    }
-}
-
-/// A JSON/JSONC value as text, made with random layout: inline or one item per line, comments
-/// (JSONC) before keys, after values and after commas, trailing commas (JSONC).
-enum J {
-    /// A raw literal (string with its escapes, number, true…).
-    Raw(String),
-    Arr(Vec<J>),
-    Obj(Vec<(String, J)>),
-}
-
-fn s(raw: &str) -> J {
-    J::Raw(raw.to_owned())
-}
-
-struct Writer<'r> {
-    r: &'r mut Rng,
-    jsonc: bool,
-    indent: &'static str,
-}
-
-impl Writer<'_> {
-    fn block_comment(&mut self) -> String {
-        let c = self
-            .r
-            .pick(&["/* c */", "/**/", "/* \"command\": \"x\", */", "/* é 🚀 */"]);
-        c.to_owned()
-    }
-    /// Space after a token on an inline line (maybe a block comment).
-    fn gap(&mut self) -> String {
-        if self.jsonc && self.r.chance(6) {
-            format!(" {} ", self.block_comment())
-        } else if self.r.chance(2) {
-            " ".into()
-        } else {
-            String::new()
-        }
-    }
-    /// A line break to `depth` (maybe preceded by a line comment or a blank line).
-    fn newline(&mut self, depth: usize) -> String {
-        let mut out = String::new();
-        if self.jsonc && self.r.chance(6) {
-            out.push_str(self.r.pick(&[" // note", " // \"args\": [\"--\"]", " //"]));
-        }
-        out.push('\n');
-        if self.r.chance(12) {
-            out.push('\n');
-        }
-        if self.jsonc && self.r.chance(10) {
-            out.push_str(&self.indent.repeat(depth));
-            out.push_str("// a whole-line comment\n");
-        }
-        out.push_str(&self.indent.repeat(depth));
-        out
-    }
-    fn write(&mut self, j: &J, depth: usize, out: &mut String) {
-        match j {
-            J::Raw(r) => out.push_str(r),
-            J::Arr(items) => {
-                let multi = !items.is_empty() && self.r.chance(3);
-                self.seq('[', ']', items.len(), multi, depth, out, |w, i, out| {
-                    w.write(&items[i], depth + 1, out)
-                });
-            }
-            J::Obj(props) => {
-                let multi = !props.is_empty() && !self.r.chance(4);
-                self.seq('{', '}', props.len(), multi, depth, out, |w, i, out| {
-                    let (k, v) = &props[i];
-                    out.push_str(k);
-                    out.push(':');
-                    let g = w.gap();
-                    out.push_str(if g.is_empty() { " " } else { &g });
-                    w.write(v, depth + 1, out);
-                });
-            }
-        }
-    }
-    #[allow(clippy::too_many_arguments)]
-    fn seq(
-        &mut self,
-        open: char,
-        close: char,
-        n: usize,
-        multi: bool,
-        depth: usize,
-        out: &mut String,
-        mut item: impl FnMut(&mut Self, usize, &mut String),
-    ) {
-        out.push(open);
-        if n == 0 {
-            if self.jsonc && self.r.chance(4) {
-                let c = self.block_comment();
-                out.push_str(&c);
-            }
-            out.push(close);
-            return;
-        }
-        for i in 0..n {
-            if multi {
-                let nl = self.newline(depth + 1);
-                out.push_str(&nl);
-            } else if i > 0 || self.r.chance(3) {
-                let g = self.gap();
-                out.push_str(&g);
-            }
-            if self.jsonc && multi && self.r.chance(8) {
-                let c = self.block_comment();
-                out.push_str(&c);
-                out.push(' ');
-            }
-            item(self, i, out);
-            if i + 1 < n || (self.jsonc && self.r.chance(3)) {
-                if self.jsonc && self.r.chance(8) {
-                    let c = self.block_comment();
-                    out.push(' ');
-                    out.push_str(&c);
-                }
-                out.push(',');
-            }
-        }
-        if multi {
-            let nl = self.newline(depth);
-            out.push_str(&nl);
-        } else if self.r.chance(3) {
-            out.push(' ');
-        }
-        out.push(close);
-    }
-}
-
-const COMMANDS: [&str; 10] = [
-    "\"npx\"",
-    "\"\\u006e\\u0070\\u0078\"",
-    "\"C:\\\\tools\\\\srv.exe\"",
-    "\"/opt/mcp/bin/server\"",
-    "\"uvx\"",
-    "\"/Users/zoë/Документы/项目/mcp\"",
-    "\"docker\"",
-    "\"node\"",
-    "\"with \\\"quotes\\\" and \\t tab\"",
-    "\"\\/usr\\/bin\\/escaped-slash\"",
-];
-const ARGS: [&str; 9] = [
-    "\"-y\"",
-    "\"@modelcontextprotocol/server-filesystem\"",
-    "\"${workspaceFolder}\"",
-    "\"--\"",
-    "\"run\"",
-    "\"C:\\\\Users\\\\Ann\\\\\"",
-    "\"🚀\"",
-    "\"\"",
-    "\"--flag=\\u0041\"",
-];
-
-fn server(r: &mut Rng, vscode: bool, windsurf: bool) -> J {
-    let mut props: Vec<(String, J)> = Vec::new();
-    match r.below(10) {
-        0 => {
-            props.push(("\"type\"".into(), s(r.pick(&["\"http\"", "\"sse\""]))));
-            let key = if windsurf { "\"serverUrl\"" } else { "\"url\"" };
-            props.push((key.into(), s("\"https://mcp.example.com/mcp\"")));
-            if r.chance(2) {
-                props.push((
-                    "\"headers\"".into(),
-                    J::Obj(vec![(
-                        "\"Authorization\"".into(),
-                        s("\"Bearer ${input:t}\""),
-                    )]),
-                ));
-            }
-        }
-        1 => props.push(("\"url\"".into(), s("\"http://localhost:8931/sse\""))),
-        _ => {
-            if vscode || r.chance(3) {
-                props.push(("\"type\"".into(), s("\"stdio\"")));
-            }
-            props.push(("\"command\"".into(), s(r.pick(&COMMANDS))));
-            if !r.chance(4) {
-                let args = (0..r.below(5)).map(|_| s(r.pick(&ARGS))).collect();
-                props.push(("\"args\"".into(), J::Arr(args)));
-            }
-            if r.chance(3) {
-                props.push((
-                    "\"env\"".into(),
-                    J::Obj(vec![("\"TOKEN\"".into(), s("\"s3cr\\u00e9t\""))]),
-                ));
-            }
-            if r.chance(5) {
-                props.push(("\"disabled\"".into(), s("true")));
-            }
-            if vscode && r.chance(4) {
-                props.push(("\"envFile\"".into(), s("\"${workspaceFolder}/.env\"")));
-            }
-            // Key order is the user's: shuffle.
-            for i in (1..props.len()).rev() {
-                let j = r.below(i as u64 + 1) as usize;
-                props.swap(i, j);
-            }
-        }
-    }
-    J::Obj(props)
-}
-
-fn servers(r: &mut Rng, vscode: bool, windsurf: bool) -> J {
-    let names = [
-        "\"files\"",
-        "\"git\"",
-        "\"données\"",
-        "\"a.b\"",
-        "\"\\u0066etch\"",
-        "\"x y\"",
-    ];
-    let n = r.below(5) as usize;
-    J::Obj(
-        names[..n]
-            .iter()
-            .map(|k| ((*k).to_owned(), server(r, vscode, windsurf)))
-            .collect(),
-    )
-}
-
-/// A random config for `logical` (a host's file name), as text.
-fn random_config(r: &mut Rng, host: &dyn Host, logical: &str) -> String {
-    let path = Path::new(logical);
-    let jsonc = jsonc(&host.format(path));
-    let windsurf = host.id() == "windsurf";
-    let mut top: Vec<(String, J)> = Vec::new();
-    let filler = |r: &mut Rng| -> (String, J) {
-        match r.below(4) {
-            0 => ("\"numStartups\"".into(), s("187")),
-            1 => ("\"editor.rulers\"".into(), J::Arr(vec![s("100"), s("120")])),
-            2 => (
-                "\"history\"".into(),
-                J::Arr(vec![J::Obj(vec![(
-                    "\"display\"".into(),
-                    s("\"/mcp \\\"servers\\\"\""),
-                )])]),
-            ),
-            _ => ("\"theme\"".into(), s("\"dark\"")),
-        }
-    };
-    for _ in 0..r.below(3) {
-        top.push(filler(r));
-    }
-    match (host.id(), logical) {
-        ("vscode", "settings.json") => {
-            let mut mcp = vec![("\"servers\"".into(), servers(r, true, false))];
-            if r.chance(2) {
-                mcp.insert(0, ("\"inputs\"".into(), J::Arr(Vec::new())));
-            }
-            top.push(("\"mcp\"".into(), J::Obj(mcp)));
-            if r.chance(2) {
-                // Not VS Code's: a top-level "servers" in settings.json.
-                top.push(("\"servers\"".into(), servers(r, true, false)));
-            }
-        }
-        ("vscode", _) => {
-            if r.chance(2) {
-                top.push((
-                    "\"inputs\"".into(),
-                    J::Arr(vec![J::Obj(vec![
-                        ("\"type\"".into(), s("\"promptString\"")),
-                        ("\"id\"".into(), s("\"t\"")),
-                        ("\"password\"".into(), s("true")),
-                    ])]),
-                ));
-            }
-            top.push(("\"servers\"".into(), servers(r, true, false)));
-        }
-        ("claude-code", ".claude.json") => {
-            if r.chance(4) {
-                top.push(("\"mcpServers\"".into(), servers(r, false, false)));
-            }
-            let keys = [
-                "\"/home/ann/src/thoth\"",
-                "\"/home/ann/a b\"",
-                "\"C:\\\\Users\\\\Ann\\\\p\"",
-                "\"/tmp/\\u00e9\"",
-                "\"\"",
-            ];
-            let mut projects = Vec::new();
-            for k in &keys[..r.below(6) as usize] {
-                let mut p = vec![(
-                    "\"allowedTools\"".into(),
-                    J::Arr(vec![s("\"Bash(cargo test:*)\"")]),
-                )];
-                match r.below(6) {
-                    0 => p.push(("\"mcpServers\"".into(), J::Arr(Vec::new()))),
-                    1 => {}
-                    _ => p.push(("\"mcpServers\"".into(), servers(r, false, false))),
-                }
-                if r.chance(3) {
-                    p.push((
-                        "\"disabledMcpServers\"".into(),
-                        J::Arr(vec![s("\"files\"")]),
-                    ));
-                }
-                if r.chance(4) {
-                    // Nested projects are not Claude Code's: never read.
-                    p.push((
-                        "\"projects\"".into(),
-                        J::Obj(vec![(
-                            "\"/x\"".into(),
-                            J::Obj(vec![("\"mcpServers\"".into(), servers(r, false, false))]),
-                        )]),
-                    ));
-                }
-                projects.push(((*k).to_owned(), J::Obj(p)));
-            }
-            top.push(("\"projects\"".into(), J::Obj(projects)));
-            if r.chance(2) {
-                top.push(("\"mcpServers\"".into(), servers(r, false, false)));
-            }
-        }
-        _ => top.push(("\"mcpServers\"".into(), servers(r, false, windsurf))),
-    }
-    for _ in 0..r.below(2) {
-        top.push(filler(r));
-    }
-    let indent = r.pick(&["  ", "\t", "    "]);
-    let mut text = String::new();
-    if jsonc && r.chance(4) {
-        text.push_str("// Generated.\n");
-    }
-    Writer { r, jsonc, indent }.write(&J::Obj(top), 0, &mut text);
-    if r.chance(2) {
-        text.push('\n');
-    }
-    if r.chance(3) {
-        text = text.replace('\n', "\r\n");
-    }
-    if r.chance(5) {
-        text.insert(0, '\u{feff}');
-    }
-    text
-}
-
 #[test]
 fn generated_json_and_jsonc_configs_obey_the_laws() {
-    let seed = std::env::var("THOTH_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-        | 1;
-    let mut r = Rng(seed);
+    let (mut r, seed) = Rng::seeded();
     let kinds: [(&dyn Host, &str); 6] = [
         (&ClaudeCode, ".claude.json"),
         (&ClaudeCode, ".mcp.json"),
@@ -946,7 +527,7 @@ fn generated_json_and_jsonc_configs_obey_the_laws() {
     let mut wrapped = 0;
     for case in 0..600 {
         let (host, logical) = kinds[case % kinds.len()];
-        let text = random_config(&mut r, host, logical);
+        let text = generate::random_config(&mut r, host, logical);
         let path = PathBuf::from("/home/ann").join(logical);
         let name = format!(
             "generated case {case} for {} {logical} (THOTH_TEST_SEED={seed})",
@@ -964,258 +545,4 @@ fn generated_json_and_jsonc_configs_obey_the_laws() {
         wrapped += report.wrapped.len();
     }
     assert!(wrapped > 600, "only {wrapped} entries wrapped");
-}
-
-/// A home laid out for `os`, with every JSON host's files; returns the files each host must
-/// find.
-fn lay_out_home(
-    home: &Path,
-    os: Os,
-    project: &Path,
-    workspace: &Path,
-) -> Vec<(&'static str, PathBuf)> {
-    let put = |p: &Path, text: &str| {
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    };
-    let servers = "{\"mcpServers\": {\"a\": {\"command\": \"npx\"}}}";
-    let mut want = Vec::new();
-    // Claude Code: the user file names two projects; only the one with a .mcp.json counts.
-    let claude = home.join(".claude.json");
-    let url = |p: &Path| serde_json::to_string(&p.display().to_string()).unwrap();
-    put(
-        &claude,
-        &format!(
-            "{{\"projects\": {{{}: {{\"mcpServers\": {{}}}}, \"/nonexistent/p\": {{}}, \"relative/p\": {{}}}}}}",
-            url(project)
-        ),
-    );
-    want.push(("claude-code", claude));
-    put(&project.join(".mcp.json"), servers);
-    want.push(("claude-code", project.join(".mcp.json")));
-    // Cursor and Windsurf: in the home, whatever the OS.
-    put(&home.join(".cursor/mcp.json"), servers);
-    want.push(("cursor", home.join(".cursor/mcp.json")));
-    put(&home.join(".codeium/windsurf/mcp_config.json"), servers);
-    want.push(("windsurf", home.join(".codeium/windsurf/mcp_config.json")));
-    // VS Code: the profile's mcp.json and settings.json, a named profile's, Insiders', and a
-    // workspace's .vscode/mcp.json found through workspaceStorage.
-    let app = match os {
-        Os::Linux => home.join(".config"),
-        Os::MacOs => home.join("Library/Application Support"),
-        Os::Windows => home.join("AppData/Roaming"),
-    };
-    for f in [
-        "Code/User/mcp.json",
-        "Code/User/settings.json",
-        "Code/User/profiles/-5a1b2c3d/mcp.json",
-        "Code - Insiders/User/mcp.json",
-    ] {
-        put(&app.join(f), "{}");
-        want.push(("vscode", app.join(f)));
-    }
-    let encoded = workspace
-        .display()
-        .to_string()
-        .replace('%', "%25")
-        .replace(' ', "%20");
-    put(
-        &app.join("Code/User/workspaceStorage/0f3c9a/workspace.json"),
-        &format!("{{\"folder\": \"file://{encoded}\"}}"),
-    );
-    put(
-        &app.join("Code/User/workspaceStorage/77aa01/workspace.json"),
-        "{\"folder\": \"vscode-remote://ssh-remote%2Bbox/home/ann/p\"}",
-    );
-    put(
-        &app.join("Code/User/workspaceStorage/garbage/workspace.json"),
-        "not json",
-    );
-    put(&workspace.join(".vscode/mcp.json"), "{\"servers\": {}}");
-    want.push(("vscode", workspace.join(".vscode/mcp.json")));
-    // Cursor's projects, through Cursor's own workspaceStorage: the workspace's .cursor/mcp.json
-    // (its .vscode one is VS Code's), and the home opened as a project (its .cursor/mcp.json is
-    // the user file, listed once).
-    put(
-        &app.join("Cursor/User/workspaceStorage/ab12/workspace.json"),
-        &format!("{{\"folder\": \"file://{encoded}\"}}"),
-    );
-    let home_uri = home.display().to_string().replace(' ', "%20");
-    put(
-        &app.join("Cursor/User/workspaceStorage/cd34/workspace.json"),
-        &format!("{{\"folder\": \"file://{home_uri}\"}}"),
-    );
-    put(&workspace.join(".cursor/mcp.json"), servers);
-    want.push(("cursor", workspace.join(".cursor/mcp.json")));
-    want
-}
-
-#[cfg(unix)]
-#[test]
-fn a_project_or_workspace_that_is_a_symlink_is_not_followed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home/ann");
-    let project = tmp.path().join("src/project");
-    let workspace = tmp.path().join("work/ws");
-    std::fs::create_dir_all(&project).unwrap();
-    std::fs::create_dir_all(&workspace).unwrap();
-    lay_out_home(&home, Os::Linux, &project, &workspace);
-    let count = |host: &dyn Host, suffix: &str| {
-        host.files(&home, Os::Linux)
-            .iter()
-            .filter(|f| f.ends_with(suffix))
-            .count()
-    };
-    assert_eq!(count(&ClaudeCode, ".mcp.json"), 1);
-    assert_eq!(count(&VsCode, ".vscode/mcp.json"), 1);
-    assert_eq!(count(&Cursor, ".cursor/mcp.json"), 2);
-    // The same folders, named through symbolic links in the user's files.
-    let real_project = tmp.path().join("src/project-real");
-    let real_workspace = tmp.path().join("work/ws-real");
-    std::fs::rename(&project, &real_project).unwrap();
-    std::fs::rename(&workspace, &real_workspace).unwrap();
-    std::os::unix::fs::symlink(&real_project, &project).unwrap();
-    std::os::unix::fs::symlink(&real_workspace, &workspace).unwrap();
-    assert_eq!(count(&ClaudeCode, ".mcp.json"), 0);
-    assert_eq!(count(&VsCode, ".vscode/mcp.json"), 0);
-    assert_eq!(count(&Cursor, ".cursor/mcp.json"), 1);
-}
-
-#[test]
-fn each_host_finds_its_files_in_a_home_laid_out_for_each_os() {
-    for os in [Os::Linux, Os::MacOs, Os::Windows] {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home/ann");
-        let project = tmp.path().join("src/my project");
-        let workspace = tmp.path().join("work/a space%20and %");
-        std::fs::create_dir_all(&project).unwrap();
-        std::fs::create_dir_all(&workspace).unwrap();
-        let want = lay_out_home(&home, os, &project, &workspace);
-        for host in [&ClaudeCode as &dyn Host, &Cursor, &VsCode, &Windsurf] {
-            let mut found = host.files(&home, os);
-            found.sort();
-            let mut expected: Vec<PathBuf> = want
-                .iter()
-                .filter(|(h, _)| *h == host.id())
-                .map(|(_, p)| p.clone())
-                .collect();
-            expected.sort();
-            assert_eq!(found, expected, "{} on {os:?}", host.id());
-            // Every file found lies under a watched directory.
-            let dirs = host.watch_dirs(&home, os);
-            for f in &found {
-                assert!(
-                    dirs.iter().any(|d| f.parent() == Some(d.as_path())),
-                    "{}: {} not watched ({dirs:?})",
-                    host.id(),
-                    f.display()
-                );
-            }
-        }
-        // Another OS's layout is not this one's (VS Code's app-data differs).
-        let other = if os == Os::Linux {
-            Os::MacOs
-        } else {
-            Os::Linux
-        };
-        assert!(
-            !VsCode
-                .files(&home, other)
-                .iter()
-                .any(|f| f.ends_with("Code/User/mcp.json")),
-            "{os:?}"
-        );
-    }
-}
-
-/// Whether this process runs as root (a file it creates is owned by uid 0).
-#[cfg(unix)]
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let f = tempfile::NamedTempFile::new().unwrap();
-    f.as_file().metadata().unwrap().uid() == 0
-}
-
-#[test]
-fn projects_and_workspaces_of_someone_else_are_not_found() {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::chown;
-        if !is_root() {
-            eprintln!("NOTE: not root: the ownership refusal (chown) is not exercised here");
-            return;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home/ann");
-        let project = tmp.path().join("src/project");
-        let workspace = tmp.path().join("work/ws");
-        std::fs::create_dir_all(&project).unwrap();
-        std::fs::create_dir_all(&workspace).unwrap();
-        let want = lay_out_home(&home, Os::Linux, &project, &workspace);
-        let ann = 4242;
-        for (_, p) in &want {
-            chown(p, Some(ann), Some(ann)).unwrap();
-        }
-        // Everything in Ann's home is hers (workspaceStorage's workspace.json files included:
-        // they are read only as hers).
-        fn chown_all(dir: &std::path::Path, uid: u32) {
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                let p = e.path();
-                std::os::unix::fs::lchown(&p, Some(uid), Some(uid)).unwrap();
-                if e.file_type().unwrap().is_dir() {
-                    chown_all(&p, uid);
-                }
-            }
-        }
-        chown_all(&home, ann);
-        for d in [
-            &home,
-            &project,
-            &workspace,
-            &workspace.join(".vscode"),
-            &workspace.join(".cursor"),
-            &home.join(".cursor"),
-        ] {
-            chown(d, Some(ann), Some(ann)).unwrap();
-        }
-        let count = |host: &dyn Host, suffix: &str| {
-            host.files(&home, Os::Linux)
-                .iter()
-                .filter(|f| f.ends_with(suffix))
-                .count()
-        };
-        assert_eq!(count(&ClaudeCode, ".mcp.json"), 1);
-        assert_eq!(count(&VsCode, ".vscode/mcp.json"), 1);
-        // The project directory belongs to someone else: its .mcp.json is not Ann's to have
-        // root rewrite.
-        chown(&project, Some(777), Some(777)).unwrap();
-        assert_eq!(count(&ClaudeCode, ".mcp.json"), 0);
-        // Ann's directory, but the file is someone else's (a hard link would look so).
-        chown(&project, Some(ann), Some(ann)).unwrap();
-        chown(project.join(".mcp.json"), Some(777), Some(777)).unwrap();
-        assert_eq!(count(&ClaudeCode, ".mcp.json"), 0);
-        // The same for a VS Code workspace, and for a Cursor project.
-        assert_eq!(count(&Cursor, ".cursor/mcp.json"), 2);
-        chown(&workspace, Some(777), Some(777)).unwrap();
-        assert_eq!(count(&VsCode, ".vscode/mcp.json"), 0);
-        assert_eq!(count(&Cursor, ".cursor/mcp.json"), 1);
-        chown(&workspace, Some(ann), Some(ann)).unwrap();
-        chown(workspace.join(".vscode/mcp.json"), Some(777), Some(777)).unwrap();
-        assert_eq!(count(&VsCode, ".vscode/mcp.json"), 0);
-        // A symlinked project .mcp.json is listed (so its refusal is seen) but never read
-        // through: rewriting it fails and the target is unchanged.
-        let target = tmp.path().join("elsewhere.json");
-        std::fs::write(&target, "{\"mcpServers\": {\"a\": {\"command\": \"x\"}}}").unwrap();
-        std::fs::remove_file(project.join(".mcp.json")).unwrap();
-        std::os::unix::fs::symlink(&target, project.join(".mcp.json")).unwrap();
-        std::os::unix::fs::lchown(project.join(".mcp.json"), Some(ann), Some(ann)).unwrap();
-        let link = project.join(".mcp.json");
-        if ClaudeCode.files(&home, Os::Linux).contains(&link) {
-            assert!(file::rewrite_file(&ClaudeCode, &link, &Op::wrap(THOTH), false).is_err());
-        }
-        assert_eq!(
-            std::fs::read_to_string(&target).unwrap(),
-            "{\"mcpServers\": {\"a\": {\"command\": \"x\"}}}"
-        );
-    }
 }
