@@ -324,30 +324,7 @@ fn random_config(r: &mut Rng) -> String {
     for _ in 0..r.below(3) {
         top.insert(r.string(), r.any(4));
     }
-    let v = Value::Object(top);
-    let mut text = match r.below(4) {
-        0 => serde_json::to_string(&v).unwrap(),
-        1 => serde_json::to_string_pretty(&v).unwrap(),
-        _ => {
-            let indent: &[u8] = if r.below(2) == 0 { b"\t" } else { b"    " };
-            let mut out = Vec::new();
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(indent);
-            let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-            serde::Serialize::serialize(&v, &mut ser).unwrap();
-            String::from_utf8(out).unwrap()
-        }
-    };
-    if r.below(2) == 0 {
-        text.push('\n');
-    }
-    // Line endings are consistent within a file, as editors write them.
-    if r.below(3) == 0 {
-        text = text.replace('\n', "\r\n");
-    }
-    if r.below(5) == 0 {
-        text.insert(0, '\u{feff}');
-    }
-    text
+    common::render_json(r, &Value::Object(top))
 }
 
 #[test]

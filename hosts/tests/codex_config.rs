@@ -8,7 +8,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{Refusal, Rng, THOTH, bare_lf, corpus_dir, name_of, refused_untouched, round_trip};
+use common::{
+    Refusal, Rng, THOTH, bare_lf, corpus_dir, endings_and_bom, name_of, refused_untouched,
+    round_trip,
+};
 use thoth_hosts::clients::codex::Codex;
 use thoth_hosts::file;
 use thoth_hosts::format::{self, ConfigError, Op, Rewritten};
@@ -619,13 +622,7 @@ fn random_config(r: &mut Rng) -> String {
     if r.below(4) > 0 {
         text.push('\n');
     }
-    if r.chance(3) {
-        text = text.replace('\n', "\r\n");
-    }
-    if r.chance(5) {
-        text.insert(0, '\u{feff}');
-    }
-    text
+    endings_and_bom(r, text)
 }
 
 #[test]

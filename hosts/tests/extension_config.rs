@@ -608,37 +608,12 @@ fn random_manifest(r: &mut Rng) -> Value {
     Value::Object(top)
 }
 
-fn render(r: &mut Rng, v: &Value) -> String {
-    let mut text = match r.below(4) {
-        0 => serde_json::to_string(v).unwrap(),
-        1 => serde_json::to_string_pretty(v).unwrap(),
-        _ => {
-            let indent: &[u8] = if r.below(2) == 0 { b"\t" } else { b"    " };
-            let mut out = Vec::new();
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(indent);
-            let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-            serde::Serialize::serialize(v, &mut ser).unwrap();
-            String::from_utf8(out).unwrap()
-        }
-    };
-    if r.below(2) == 0 {
-        text.push('\n');
-    }
-    if r.below(3) == 0 {
-        text = text.replace('\n', "\r\n");
-    }
-    if r.below(5) == 0 {
-        text.insert(0, '\u{feff}');
-    }
-    text
-}
-
 #[test]
 fn generated_manifests_and_registries_obey_the_laws() {
     let (mut r, seed) = Rng::seeded();
     for case in 0..400 {
         let m = random_manifest(&mut r);
-        let text = render(&mut r, &m);
+        let text = common::render_json(&mut r, &m);
         let name = format!("generated manifest {case} (THOTH_TEST_SEED={seed}): {text}");
         check_laws(
             &name,
@@ -655,7 +630,7 @@ fn generated_manifests_and_registries_obey_the_laws() {
                 json!({"id": id, "version": "1.0.0", "hash": r.string(), "manifest": random_manifest(&mut r), "source": "file"}),
             );
         }
-        let text = render(&mut r, &json!({"extensions": exts}));
+        let text = common::render_json(&mut r, &json!({"extensions": exts}));
         let name = format!("generated registry {case} (THOTH_TEST_SEED={seed}): {text}");
         check_laws(&name, &text, &registry_path());
     }

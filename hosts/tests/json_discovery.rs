@@ -94,22 +94,34 @@ fn lay_out_home(
     want
 }
 
+/// Under `tmp`: a home laid out for Linux, a project and a workspace its files name; and the
+/// files each host must find.
+#[cfg(unix)]
+fn linux_home(tmp: &Path) -> (PathBuf, PathBuf, PathBuf, Vec<(&'static str, PathBuf)>) {
+    let home = tmp.join("home/ann");
+    let project = tmp.join("src/project");
+    let workspace = tmp.join("work/ws");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::create_dir_all(&workspace).unwrap();
+    let want = lay_out_home(&home, Os::Linux, &project, &workspace);
+    (home, project, workspace, want)
+}
+
+/// How many of `host`'s files in the Linux `home` end with `suffix`.
+#[cfg(unix)]
+fn count_files(home: &Path, host: &dyn Host, suffix: &str) -> usize {
+    host.files(home, Os::Linux)
+        .iter()
+        .filter(|f| f.ends_with(suffix))
+        .count()
+}
+
 #[cfg(unix)]
 #[test]
 fn a_project_or_workspace_that_is_a_symlink_is_not_followed() {
     let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home/ann");
-    let project = tmp.path().join("src/project");
-    let workspace = tmp.path().join("work/ws");
-    std::fs::create_dir_all(&project).unwrap();
-    std::fs::create_dir_all(&workspace).unwrap();
-    lay_out_home(&home, Os::Linux, &project, &workspace);
-    let count = |host: &dyn Host, suffix: &str| {
-        host.files(&home, Os::Linux)
-            .iter()
-            .filter(|f| f.ends_with(suffix))
-            .count()
-    };
+    let (home, project, workspace, _) = linux_home(tmp.path());
+    let count = |host: &dyn Host, suffix: &str| count_files(&home, host, suffix);
     assert_eq!(count(&ClaudeCode, ".mcp.json"), 1);
     assert_eq!(count(&VsCode, ".vscode/mcp.json"), 1);
     assert_eq!(count(&Cursor, ".cursor/mcp.json"), 2);
@@ -190,12 +202,7 @@ fn projects_and_workspaces_of_someone_else_are_not_found() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home/ann");
-        let project = tmp.path().join("src/project");
-        let workspace = tmp.path().join("work/ws");
-        std::fs::create_dir_all(&project).unwrap();
-        std::fs::create_dir_all(&workspace).unwrap();
-        let want = lay_out_home(&home, Os::Linux, &project, &workspace);
+        let (home, project, workspace, want) = linux_home(tmp.path());
         let ann = 4242;
         for (_, p) in &want {
             chown(p, Some(ann), Some(ann)).unwrap();
@@ -222,12 +229,7 @@ fn projects_and_workspaces_of_someone_else_are_not_found() {
         ] {
             chown(d, Some(ann), Some(ann)).unwrap();
         }
-        let count = |host: &dyn Host, suffix: &str| {
-            host.files(&home, Os::Linux)
-                .iter()
-                .filter(|f| f.ends_with(suffix))
-                .count()
-        };
+        let count = |host: &dyn Host, suffix: &str| count_files(&home, host, suffix);
         assert_eq!(count(&ClaudeCode, ".mcp.json"), 1);
         assert_eq!(count(&VsCode, ".vscode/mcp.json"), 1);
         // The project directory belongs to someone else: its .mcp.json is not Ann's to have

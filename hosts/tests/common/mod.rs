@@ -112,6 +112,39 @@ impl Rng {
     }
 }
 
+/// Line endings as editors write them (CRLF one time in three, the same throughout the file),
+/// and a BOM one time in five.
+pub(crate) fn endings_and_bom(r: &mut Rng, mut text: String) -> String {
+    if r.chance(3) {
+        text = text.replace('\n', "\r\n");
+    }
+    if r.chance(5) {
+        text.insert(0, '\u{feff}');
+    }
+    text
+}
+
+/// `v` as serde_json writes it: compact, pretty, or pretty with tabs or four spaces; a final
+/// newline one time in two; then [`endings_and_bom`].
+pub(crate) fn render_json(r: &mut Rng, v: &serde_json::Value) -> String {
+    let mut text = match r.below(4) {
+        0 => serde_json::to_string(v).unwrap(),
+        1 => serde_json::to_string_pretty(v).unwrap(),
+        _ => {
+            let indent: &[u8] = if r.chance(2) { b"\t" } else { b"    " };
+            let mut out = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(indent);
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+            serde::Serialize::serialize(v, &mut ser).unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    };
+    if r.chance(2) {
+        text.push('\n');
+    }
+    endings_and_bom(r, text)
+}
+
 /// Whether `text` has a line feed that is not part of a CRLF.
 pub(crate) fn bare_lf(text: &str) -> bool {
     text.replace("\r\n", "").contains('\n')

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use thoth_hosts::host::Host;
 
-use super::common::Rng;
+use super::common::{Rng, endings_and_bom};
 use super::jsonc;
 
 /// A JSON/JSONC value as text, made with random layout: inline or one item per line, comments
@@ -335,11 +335,5 @@ pub(crate) fn random_config(r: &mut Rng, host: &dyn Host, logical: &str) -> Stri
     if r.chance(2) {
         text.push('\n');
     }
-    if r.chance(3) {
-        text = text.replace('\n', "\r\n");
-    }
-    if r.chance(5) {
-        text.insert(0, '\u{feff}');
-    }
-    text
+    endings_and_bom(r, text)
 }
