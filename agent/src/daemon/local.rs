@@ -273,6 +273,7 @@ impl local_agent_server::LocalAgent for LocalService {
             approved: false,
             decided_by: String::new(),
             reason: "no approver is available: approval through the controller is not set up on this fleet yet".into(),
+            ..pb::ApprovalDecision::default()
         }))
     }
 

@@ -155,6 +155,33 @@ fn agent_info(v: &AgentView) -> pb::AgentInfo {
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
+    // Approvals: served by the approval work (issue 16); refused until then.
+    async fn list_approvals(
+        &self,
+        _: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        Err(Status::unimplemented("approvals are not served yet"))
+    }
+    async fn get_approval(
+        &self,
+        _: Request<pb::GetApprovalRequest>,
+    ) -> Result<Response<pb::ApprovalInfo>, Status> {
+        Err(Status::unimplemented("approvals are not served yet"))
+    }
+    async fn decide_approval(
+        &self,
+        _: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::ApprovalInfo>, Status> {
+        Err(Status::unimplemented("approvals are not served yet"))
+    }
+    type WatchApprovalsStream =
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::ApprovalInfo, Status>> + Send>>;
+    async fn watch_approvals(
+        &self,
+        _: Request<pb::WatchApprovalsRequest>,
+    ) -> Result<Response<Self::WatchApprovalsStream>, Status> {
+        Err(Status::unimplemented("approvals are not served yet"))
+    }
     async fn who_am_i(
         &self,
         req: Request<pb::WhoAmIRequest>,

@@ -105,6 +105,7 @@ impl Subscription {
         pb::PolicyUpdate {
             bundle: p.bundle.clone(),
             version: p.version,
+            approval: None,
         }
     }
 
