@@ -4,6 +4,7 @@
 //! last-known-good so enforcement never depends on the controller being up, serves it to proxies
 //! on a local socket, and reports status and inventory.
 
+pub mod approval;
 mod budget;
 mod connection;
 mod gate;
