@@ -219,9 +219,20 @@ impl Shared {
             }
         });
         self.report_now.notify_one();
+        // Approval requests that could not be queued while disconnected are queued now.
+        self.approvals.resubmit();
         let why = loop {
             match stream.message().await {
-                Ok(Some(update)) => self.apply(&update.bundle),
+                Ok(Some(update)) => {
+                    // An update carries an admin's approval decision, a bundle, or both.
+                    let decision_only = update.approval.is_some() && update.bundle.is_empty();
+                    if let Some(decision) = update.approval {
+                        self.approvals.admin_decision(decision);
+                    }
+                    if !decision_only {
+                        self.apply(&update.bundle);
+                    }
+                }
                 Ok(None) => break "controller closed the subscription".to_owned(),
                 Err(s) => break self.session_error(&s),
             }

@@ -267,14 +267,24 @@ impl local_agent_server::LocalAgent for LocalService {
         &self,
         req: Request<pb::ApprovalRequest>,
     ) -> Result<Response<pb::ApprovalDecision>, Status> {
-        let id = req.get_ref().approval_id.chars().take(128).collect();
-        Ok(Response::new(pb::ApprovalDecision {
-            approval_id: id,
-            approved: false,
-            decided_by: String::new(),
-            reason: "no approver is available: approval through the controller is not set up on this fleet yet".into(),
-            ..pb::ApprovalDecision::default()
-        }))
+        // Who asks comes from the socket's peer credentials; the request's `user` and
+        // `approval_id` are the agent's to set (the broker ignores the proxy's).
+        let Some(uid) = caller_uid(&req) else {
+            return Ok(Response::new(pb::ApprovalDecision {
+                reason: "the caller's OS user is unknown: nobody can be asked to approve".into(),
+                ..pb::ApprovalDecision::default()
+            }));
+        };
+        // The user-name lookup (NSS) blocks: off the async workers.
+        let name = tokio::task::spawn_blocking(move || name_of(Some(uid)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let server: String = req.get_ref().server_name.chars().take(128).collect();
+        self.0.saw_caller(&name, &server);
+        let caller = super::approval::Caller { uid, name };
+        // Dropping this future (the proxy went away) withdraws the request (see the broker).
+        let decision = self.0.approvals.request(caller, req.into_inner()).await;
+        Ok(Response::new(decision))
     }
 
     async fn status(

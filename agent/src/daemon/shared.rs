@@ -60,6 +60,8 @@ pub struct Shared {
             tokio::task::JoinHandle<thoth_proto::fleet::Inventory>,
         )>,
     >,
+    /// Tool-call approvals: pending requests, their channels, the grants they left.
+    pub approvals: Arc<super::approval::Broker>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,7 +138,8 @@ impl Shared {
             ..Status::default()
         };
         let peer_checks = peer::Checks::new(&config);
-        Ok(Arc::new(Shared {
+        Ok(Arc::new_cyclic(|me| Shared {
+            approvals: super::approval::broker_for(me.clone()),
             config,
             root,
             fingerprint,
@@ -241,6 +244,38 @@ impl Shared {
             sp.append(record);
         }
         self.update_status(|s| s.note(event_type.as_str(), detail));
+    }
+
+    /// Raises an approval event (APPROVAL_REQUESTED, APPROVAL_DECIDED) about `req`: its user,
+    /// session, server, tool and client name on the event, `detail` as given (bounded).
+    pub fn raise_approval(
+        &self,
+        event_type: EventType,
+        req: &thoth_proto::fleet::ApprovalRequest,
+        detail: Value,
+    ) {
+        let summary = format!(
+            "approval {} for {} ({} {}): {}",
+            req.approval_id,
+            req.user,
+            req.server_name,
+            req.tool_name,
+            detail
+                .get("decision")
+                .and_then(Value::as_str)
+                .unwrap_or("requested")
+        );
+        tracing::info!(event = %event_type, "{summary}");
+        let client = (!req.client_name.is_empty()).then_some(req.client_name.as_str());
+        let mut record = self.agent_event_about(event_type, client, detail);
+        record.user = req.user.clone().into();
+        record.session_id = (!req.session_id.is_empty()).then(|| req.session_id.clone().into());
+        record.server_name = Some(req.server_name.clone().into());
+        record.tool_name = Some(req.tool_name.clone().into());
+        if let Some(sp) = self.spool.get() {
+            sp.append(record);
+        }
+        self.update_status(|s| s.note(event_type.as_str(), summary));
     }
 
     /// An event the agent itself raises, ready for the chain.

@@ -6,8 +6,40 @@
 //! prompt to the OS user `uid` and returns when the user answers, the deadline passes or the
 //! broker cancels it (another channel won, the proxy went away, the request expired).
 
-use std::sync::{Arc, Condvar, Mutex};
+pub mod admin;
+pub mod broker;
+pub mod grants;
+
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use thoth_proto::EventType;
+use thoth_proto::fleet as pb;
+
+pub use broker::{AdminChannel, Broker, Caller, Evidence, NoAdminChannel, NoEvidence};
+
+use super::shared::Shared;
+
+/// The broker of an agent: the admin channel on its controller connection, its evidence in its
+/// event spool.
+pub(super) fn broker_for(sh: Weak<Shared>) -> Arc<Broker> {
+    Broker::new(
+        Arc::new(admin::ControllerAdmin(sh.clone())),
+        Arc::new(SharedEvidence(sh)),
+    )
+}
+
+/// Approval evidence as agent events: logged, held for upload, noted in the status.
+struct SharedEvidence(Weak<Shared>);
+
+impl Evidence for SharedEvidence {
+    fn record(&self, event_type: EventType, req: &pb::ApprovalRequest, detail: Value) {
+        if let Some(sh) = self.0.upgrade() {
+            sh.raise_approval(event_type, req, detail);
+        }
+    }
+}
 
 /// What the user channel shows. Every string is already length-limited by the broker; the
 /// channel must still show them escaped (no markup, no control or bidi characters).
