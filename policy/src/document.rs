@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::{Approver, DEFAULT_APPROVERS, Remember, check_approvers};
 use crate::pattern::{PathGlob, Pattern, PatternError, ToolGlob};
 
 /// A whole policy document.
@@ -132,6 +133,19 @@ pub struct Defaults {
     /// ~60 s tool-call timeout). Between 1 and 600.
     #[serde(default = "Defaults::default_timeout", deserialize_with = "de_timeout")]
     pub approval_timeout_secs: u64,
+    /// Who may approve a call that needs approval: `[user]` (a dialog on the user's desktop),
+    /// `[admin]` (the controller's approval queue) or `[user, admin]` (both are asked; the first
+    /// decisive answer wins). Not empty, no approver twice. Default `[user, admin]`.
+    #[serde(
+        default = "Defaults::default_approvers",
+        deserialize_with = "de_approvers"
+    )]
+    pub approvers: Vec<Approver>,
+    /// How long an approval covers the identical call (same user, server, tool and arguments)
+    /// again: `once` (one use), `session` (the rest of that MCP session, at most 24 h) or a
+    /// duration `<n>s`, `<n>m`, `<n>h` (any session of that user; at most `24h`). Default `once`.
+    #[serde(default)]
+    pub approval_remember: Remember,
     /// What behavioral events keep of call content.
     #[serde(default)]
     pub events: EventSettings,
@@ -187,6 +201,9 @@ impl Defaults {
     fn default_timeout() -> u64 {
         45
     }
+    fn default_approvers() -> Vec<Approver> {
+        DEFAULT_APPROVERS.to_vec()
+    }
 }
 
 impl Default for Defaults {
@@ -196,6 +213,8 @@ impl Default for Defaults {
             unknown_servers: Self::default_unknown(),
             progressive: Progressive::default(),
             approval_timeout_secs: Self::default_timeout(),
+            approvers: Self::default_approvers(),
+            approval_remember: Remember::default(),
             events: EventSettings::default(),
         }
     }
@@ -352,6 +371,16 @@ pub struct ServerFields {
         deserialize_with = "de_opt_timeout"
     )]
     pub approval_timeout_secs: Option<u64>,
+    /// Per-server approvers; `defaults.approvers` when absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_opt_approvers"
+    )]
+    pub approvers: Option<Vec<Approver>>,
+    /// Per-server remember scope; `defaults.approval_remember` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_remember: Option<Remember>,
 }
 
 /// A condition on one argument of the tools it names. Every check given must hold.
@@ -469,4 +498,16 @@ fn de_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 fn de_opt_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     de_timeout(d).map(Some)
+}
+
+fn de_approvers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Approver>, D::Error> {
+    let list = Vec::<Approver>::deserialize(d)?;
+    check_approvers(&list).map_err(serde::de::Error::custom)?;
+    Ok(list)
+}
+
+fn de_opt_approvers<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Approver>>, D::Error> {
+    de_approvers(d).map(Some)
 }

@@ -8,6 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::approval::{Approver, Remember};
 use crate::decision::{Action, Decision, Mode};
 use crate::document::{Constraint, Policy, SeqAction, ServerRule, UnknownServers};
 use crate::pattern::{PathGlob, normalize_path};
@@ -173,12 +174,31 @@ impl Policy {
 
     /// The approval timeout that applies to this server.
     pub fn approval_timeout(&self, server: &ServerView) -> Duration {
-        let secs = server
-            .entry
-            .and_then(|i| self.servers.get(i))
+        let secs = self
+            .entry(server)
             .and_then(|r| r.approval_timeout_secs)
             .unwrap_or(self.defaults.approval_timeout_secs);
         Duration::from_secs(secs)
+    }
+
+    /// Who may approve a call on this server: the entry's `approvers`, else `defaults.approvers`
+    /// (never empty in a parsed policy).
+    pub fn approvers(&self, server: &ServerView) -> Vec<Approver> {
+        self.entry(server)
+            .and_then(|r| r.approvers.clone())
+            .unwrap_or_else(|| self.defaults.approvers.clone())
+    }
+
+    /// How long an approval on this server covers the identical call again: the entry's
+    /// `approval_remember`, else `defaults.approval_remember`.
+    pub fn approval_remember(&self, server: &ServerView) -> Remember {
+        self.entry(server)
+            .and_then(|r| r.approval_remember)
+            .unwrap_or(self.defaults.approval_remember)
+    }
+
+    fn entry(&self, server: &ServerView) -> Option<&ServerRule> {
+        server.entry.and_then(|i| self.servers.get(i))
     }
 }
 

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod approval;
 mod decision;
 mod document;
 mod eval;
@@ -13,6 +14,7 @@ mod load;
 mod pattern;
 mod session;
 
+pub use approval::{ApprovalFieldError, Approver, DEFAULT_APPROVERS, MAX_REMEMBER, Remember};
 pub use decision::{Action, Decision, Mode};
 pub use document::{
     ClientId, Constraint, Defaults, Enforcement, KNOWN_CLIENTS, MAX_APPROVAL_TIMEOUT_SECS, Policy,

@@ -204,6 +204,7 @@ fn strip_position(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::approval::{Approver, Remember};
 
     fn yaml(text: &str) -> Result<Policy, PolicyError> {
         parse_policy(text, "p.yaml", Format::Yaml)
@@ -250,6 +251,88 @@ mod tests {
         assert!(e.message.contains("unknown variant `allow`"), "{e}");
         let e = yaml("servers:\n  - name: x\n    constraints: [{arg: p}]\n").unwrap_err();
         assert!(e.message.contains("has no check"), "{e}");
+    }
+
+    #[test]
+    fn approval_fields_are_validated_and_located() {
+        let e = yaml("defaults:\n  enforcement: step_up\n  approvers: []\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(3), Some("defaults.approvers")),
+            "{e}"
+        );
+        assert!(e.message.contains("approvers is empty"), "{e}");
+        assert!(e.to_string().starts_with("p.yaml:3:"), "{e}");
+        let e = yaml("servers:\n  - name: fs\n    approvers: [user, admin, user]\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(3), Some("servers[0].approvers")),
+            "{e}"
+        );
+        assert!(e.message.contains("names user twice"), "{e}");
+        let e = yaml("servers:\n  - name: fs\n    approvers:\n      - user\n      - root\n")
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("servers[0].approvers[1]"), "{e}");
+        assert!(e.message.contains("unknown variant `root`"), "{e}");
+        let e = yaml("servers:\n  - name: fs\n    approvers: user\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("servers[0].approvers"), "{e}");
+        let e = yaml("servers:\n  - name: fs\n\n    approval_remember: 25h\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(4), Some("servers[0].approval_remember")),
+            "{e}"
+        );
+        assert!(e.message.contains("between 1s and 24h"), "{e}");
+        for bad in [
+            "forever", "1d", "\"15 m\"", "0s", "15", "[once]", "-1h", "1h30m",
+        ] {
+            let e = yaml(&format!("defaults:\n  approval_remember: {bad}\n")).unwrap_err();
+            assert_eq!(
+                e.field.as_deref(),
+                Some("defaults.approval_remember"),
+                "{bad}: {e}"
+            );
+            assert_eq!(e.line, Some(2), "{bad}: {e}");
+        }
+        let e = parse_policy(
+            "{\"servers\": [{\"name\": \"x\",\n \"approval_remember\": \"2 h\"}]}",
+            "p.json",
+            Format::Json,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("servers[0].approval_remember"),
+            "{e}"
+        );
+        assert!(e.message.contains("\"2 h\" is not once, session"), "{e}");
+
+        let p = yaml(
+            "defaults:\n  approvers: [admin]\n  approval_remember: 15m\nservers:\n  - name: a\n    approvers: [admin, user]\n    approval_remember: session\n  - name: b\n",
+        )
+        .unwrap();
+        assert_eq!(p.defaults.approvers, [Approver::Admin]);
+        assert_eq!(p.defaults.approval_remember.to_string(), "15m");
+        assert_eq!(
+            p.servers[0].approvers.as_deref(),
+            Some(&[Approver::Admin, Approver::User][..])
+        );
+        assert_eq!(p.servers[0].approval_remember, Some(Remember::Session));
+        assert_eq!(p.servers[1].approvers, None);
+        let d = yaml("servers: []\n").unwrap().defaults;
+        assert_eq!(d.approvers, [Approver::User, Approver::Admin]);
+        assert_eq!(d.approval_remember, Remember::Once);
+        // Written out as the wire strings (what bundles and `--json` show).
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["defaults"]["approval_remember"], "15m");
+        assert_eq!(v["defaults"]["approvers"], serde_json::json!(["admin"]));
+        assert_eq!(
+            v["servers"][0]["approvers"],
+            serde_json::json!(["admin", "user"])
+        );
+        assert_eq!(v["servers"][0]["approval_remember"], "session");
+        assert!(v["servers"][1].get("approvers").is_none(), "{v}");
     }
 
     #[test]

@@ -403,3 +403,38 @@ fn path_constraints_match_the_resolved_path() {
         Action::Allow
     );
 }
+
+#[test]
+fn approval_settings_come_from_the_entry_else_the_defaults() {
+    use std::time::Duration;
+    use thoth_policy::{Approver, Remember};
+    let p = parse(
+        "defaults:\n  enforcement: step_up\n  unknown_servers: block\n  approvers: [admin]\n  \
+         approval_remember: 2h\n  approval_timeout_secs: 30\nservers:\n  - name: fs\n    \
+         approvers: [user]\n    approval_remember: session\n    approval_timeout_secs: 90\n  \
+         - name: db\n    approval_remember: once\n",
+    );
+    let fs = p.resolve("fs", &[]);
+    assert_eq!(p.approvers(&fs), [Approver::User]);
+    assert_eq!(p.approval_remember(&fs), Remember::Session);
+    assert_eq!(p.approval_timeout(&fs), Duration::from_secs(90));
+    let db = p.resolve("db", &[]);
+    assert_eq!(p.approvers(&db), [Approver::Admin]);
+    assert_eq!(p.approval_remember(&db), Remember::Once);
+    assert_eq!(p.approval_timeout(&db), Duration::from_secs(30));
+    let unknown = p.resolve("other", &[]);
+    assert_eq!(p.approvers(&unknown), [Approver::Admin]);
+    assert_eq!(p.approval_remember(&unknown).to_string(), "2h");
+    let bare = parse("servers:\n  - name: fs\n    enforcement: step_up\n");
+    let fs = bare.resolve("fs", &[]);
+    assert_eq!(
+        (bare.approvers(&fs), bare.approval_remember(&fs)),
+        (vec![Approver::User, Approver::Admin], Remember::Once)
+    );
+    let wire: Vec<String> = bare
+        .approvers(&fs)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(wire, ["user", "admin"]);
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use common::Session;
 use serde_json::json;
-use thoth_policy::{Action, Format, Policy};
+use thoth_policy::{Action, Approver, Format, Policy, Remember};
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
@@ -96,6 +96,9 @@ fn read_only_progressive_escalates() {
 fn read_write_requires_approval_for_writes_inside_the_project() {
     let p = load("read-write-files.yaml");
     let mut s = Session::new(&p, "filesystem", &FS);
+    assert_eq!(p.approvers(&s.server), [Approver::User, Approver::Admin]);
+    assert_eq!(p.approval_remember(&s.server), Remember::Once);
+    assert_eq!(p.approval_timeout(&s.server).as_secs(), 45);
     assert_eq!(
         s.action("read_text_file", json!({"path": "/home/ann/projects/a"})),
         Action::Allow

@@ -59,6 +59,10 @@ fn explain_prints_the_decision_and_its_rule() {
     assert_eq!(v["action"], "step_up");
     assert_eq!(v["rule"], "servers[0].constraints[0]");
     assert_eq!(v["policyVersion"], "read-write-files@1");
+    assert_eq!(
+        v["approval"],
+        json!({"approvers": ["user", "admin"], "timeoutSecs": 45, "remember": "once"})
+    );
 
     let (_, out, _) = thoth_cmd(&[
         "policy",
@@ -77,6 +81,45 @@ fn explain_prints_the_decision_and_its_rule() {
     ]);
     assert!(out.contains("decision: deny"), "{out}");
     assert!(out.contains("rule:     servers[0].sequences[0]"), "{out}");
+    assert!(!out.contains("ask:"), "no approval for a denial: {out}");
+
+    // Text form of a step_up decision: who is asked, how long the call is held, what an
+    // approval covers; the entry's own settings win over the defaults.
+    let dir = tempfile::tempdir().unwrap();
+    let own = write_file(
+        dir.path(),
+        "own.yaml",
+        "defaults:\n  approvers: [user]\n  approval_remember: 2h\nservers:\n  - name: db\n    \
+         enforcement: step_up\n    approvers: [admin]\n    approval_remember: 90m\n    \
+         approval_timeout_secs: 20\n",
+    );
+    let explain = |file: &std::path::Path, server: &str, command: &str| {
+        let (code, out, err) = thoth_cmd(&[
+            "policy",
+            "explain",
+            file.to_str().unwrap(),
+            "--server",
+            server,
+            "--command",
+            command,
+            "--tool",
+            "drop",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = explain(&own, "db", "");
+    assert!(out.contains("decision: step_up"), "{out}");
+    assert!(out.contains("ask:      admin\n"), "{out}");
+    assert!(out.contains("timeout:  20s"), "{out}");
+    assert!(out.contains("remember: 90m (the identical call"), "{out}");
+    let out = explain(&p, "files", fs);
+    assert!(
+        out.contains("ask:      user or admin (the first decisive answer wins)"),
+        "{out}"
+    );
+    assert!(out.contains("timeout:  45s"), "{out}");
+    assert!(out.contains("remember: once"), "{out}");
 
     let (code, _, err) = thoth_cmd(&[
         "policy",

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::Value;
-use thoth_policy::{SessionState, ToolCall, evaluate};
+use thoth_policy::{Action, Policy, Remember, ServerView, SessionState, ToolCall, evaluate};
 
 use crate::cli::ExplainArgs;
 use crate::policy::read_policy_file;
@@ -63,7 +63,7 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
         session.record(
             earlier,
             &d,
-            d.action.forwards() || d.action == thoth_policy::Action::StepUp,
+            d.action.forwards() || d.action == Action::StepUp,
             now,
         );
     }
@@ -81,14 +81,19 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
         Some(i) => format!("servers[{i}]"),
         None => "none (defaults.unknown_servers applies)".into(),
     };
+    let approval = (d.action == Action::StepUp).then(|| Approval::of(&policy, &server));
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "action": d.action, "mode": d.mode, "rule": d.rule, "reason": d.reason,
-                "policyVersion": version, "entry": server.entry,
-            })
-        );
+        let mut v = serde_json::json!({
+            "action": d.action, "mode": d.mode, "rule": d.rule, "reason": d.reason,
+            "policyVersion": version, "entry": server.entry,
+        });
+        if let Some(ap) = &approval {
+            v["approval"] = serde_json::json!({
+                "approvers": ap.approvers, "timeoutSecs": ap.timeout_secs,
+                "remember": ap.remember.to_string(),
+            });
+        }
+        println!("{v}");
     } else {
         println!("decision: {}", d.action.as_str());
         println!("mode:     {}", d.mode.as_str());
@@ -96,6 +101,51 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
         println!("reason:   {}", d.reason);
         println!("entry:    {entry}");
         println!("policy:   {version}");
+        if let Some(ap) = &approval {
+            let who = ap.approvers.join(" or ");
+            let first = if ap.approvers.len() > 1 {
+                " (the first decisive answer wins)"
+            } else {
+                ""
+            };
+            println!("ask:      {who}{first}");
+            println!(
+                "timeout:  {}s (the call is held this long, then denied naming the approval id)",
+                ap.timeout_secs
+            );
+            println!("remember: {}", describe(ap.remember));
+        }
     }
     Ok(0)
+}
+
+/// Who is asked to approve a `step_up` call, how long it is held, what an approval covers.
+struct Approval {
+    approvers: Vec<String>,
+    timeout_secs: u64,
+    remember: Remember,
+}
+
+impl Approval {
+    fn of(policy: &Policy, server: &ServerView) -> Self {
+        Approval {
+            approvers: policy
+                .approvers(server)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            timeout_secs: policy.approval_timeout(server).as_secs(),
+            remember: policy.approval_remember(server),
+        }
+    }
+}
+
+fn describe(r: Remember) -> String {
+    match r {
+        Remember::Once => "once (the approval covers this one call)".into(),
+        Remember::Session => {
+            "session (the identical call again in the same MCP session, at most 24h)".into()
+        }
+        Remember::For(_) => format!("{r} (the identical call of the same user, any session)"),
+    }
 }
