@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use thoth_proto::fleet as pb;
 
 mod admins;
+mod approvals;
 mod ctx;
 mod fleet;
 mod inventory;
@@ -18,7 +19,7 @@ use ctx::{Ctx, Fail, Global, Result};
 use fleet::{AgentsCmd, EventsCmd, TokenCmd, agents, events, token};
 use render::{iso, table, version_json, when};
 
-/// Administer a Thoth controller: policy, enrollment tokens, agents, audit.
+/// Administer a Thoth controller: policy, enrollment tokens, agents, approvals, audit.
 ///
 /// thothctl talks to the controller over mutual TLS with an admin credential: a directory holding
 /// ca.crt, client.crt and client.key (`thoth-controller init` writes the first one to DATA/admin;
@@ -32,6 +33,8 @@ use render::{iso, table, version_json, when};
 ///   thothctl token create --uses 50 --ttl 7d --label team=finance
 ///   thothctl agents list --json
 ///   thothctl inventory --ungoverned
+///   thothctl approvals list
+///   thothctl approvals approve 0193a2b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b --remember session
 ///
 /// Exit status: 0 success, 1 other error, 2 bad usage, 3 controller unreachable,
 /// 4 refused (authentication or permission), 5 invalid input (e.g. a policy that does not validate).
@@ -79,6 +82,28 @@ enum Command {
     /// Admin credentials: list, revoke (admin role).
     #[command(subcommand)]
     Admins(admins::AdminsCmd),
+    /// Human approval of step_up calls: list, show, approve, deny, watch (role approver or
+    /// higher).
+    ///
+    /// A policy in step_up mode holds a call (say write_file) on the laptop until a human
+    /// answers: the laptop's user in a dialog, or an admin here, whichever answers first (the
+    /// policy's `approvers`). The held call goes through the moment it is approved; a request
+    /// nobody answers in time is denied, and stays in the queue until it expires: approved
+    /// later, the identical call goes through when retried. An approval covers only the
+    /// identical call (same agent, user, server, tool and arguments).
+    ///
+    /// Examples:
+    ///   thothctl approvals list                       # pending requests of your tenant
+    ///   thothctl approvals show ID                    # the whole argument preview, and why
+    ///   thothctl approvals approve ID --remember session --comment "ticket OPS-42"
+    ///   thothctl approvals deny ID --reason "not on a production host"
+    ///   thothctl approvals watch                      # live, until Ctrl-C
+    ///
+    /// Deciding a request that expired, was withdrawn (the client went away) or was already
+    /// decided is refused (exit 1); a credential without the approver role, or of another
+    /// tenant, is refused (exit 4, or "no approval" for another tenant's id).
+    #[command(subcommand, verbatim_doc_comment)]
+    Approvals(approvals::ApprovalsCmd),
 }
 
 #[derive(Subcommand)]
@@ -247,6 +272,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Events(cmd) => events(&ctx, cmd).await,
         Command::Admins(cmd) => admins::admins(&ctx, cmd).await,
+        Command::Approvals(cmd) => approvals::approvals(&ctx, cmd).await,
         Command::Whoami => {
             let me = ctx
                 .admin()
