@@ -55,6 +55,8 @@ pub struct ControllerConfig {
     pub server_names: Vec<String>,
     /// SIEM sinks (`[[sinks]]`).
     pub sinks: Vec<crate::sinks::SinkConfig>,
+    /// Approval notifiers (`[[approval_notifiers]]`).
+    pub approval_notifiers: Vec<crate::service::approval_notify::ApprovalNotifierConfig>,
 }
 
 impl Default for ControllerConfig {
@@ -76,6 +78,7 @@ impl Default for ControllerConfig {
             max_unauthenticated_per_address: 256,
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             sinks: Vec::new(),
+            approval_notifiers: Vec::new(),
         }
     }
 }
@@ -182,6 +185,18 @@ pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is opti
 # kind = "webhook"                     # POST a JSON array; X-Thoth-Signature: sha256=<HMAC>
 # url = "http://127.0.0.1:9000/thoth"
 # secret = "change me"
+
+# Approval notifiers: each new approval request (a step_up call waiting for an admin) is POSTed,
+# from a bounded queue with retries (never holding the agent up): kind "slack" posts a
+# Slack-compatible {"text": …} message, kind "json" the request as JSON. With secret_env, each POST
+# carries X-Thoth-Signature: sha256=<HMAC-SHA256 of the body> under that variable's value.
+# `tenants` filters (empty: all); for https, ca_file is the CA to trust.
+#
+# [[approval_notifiers]]
+# kind = "slack"
+# url = "http://127.0.0.1:9001/hooks/approvals"
+# secret_env = "THOTH_APPROVAL_HMAC"
+# tenants = ["default"]
 "#;
 
 /// Why a config file or one of its settings is refused.
@@ -288,6 +303,9 @@ impl ControllerConfig {
             if !names.insert(s.name.clone()) {
                 return Err(ConfigError::DuplicateSink(s.name.clone()));
             }
+        }
+        for n in &self.approval_notifiers {
+            n.check().map_err(ConfigError::Setting)?;
         }
         if self.max_connections == 0 || self.max_unauthenticated_per_address == 0 {
             return Err(ConfigError::Setting(

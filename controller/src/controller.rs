@@ -73,6 +73,8 @@ pub struct Controller {
     pub events_tick: tokio::sync::watch::Sender<u64>,
     /// Admin credentials: the deny list checked at every handshake and request.
     pub admins: Arc<crate::admins::AdminGate>,
+    /// The approval queue's listeners (agents' streams, admin watches, notifiers).
+    pub approvals: Arc<crate::service::approvals::ApprovalHub>,
 }
 
 impl Controller {
@@ -99,6 +101,7 @@ impl Controller {
             push_lock: tokio::sync::Mutex::new(()),
             events_tick: tokio::sync::watch::channel(0).0,
             sink_lag: crate::sinks::SinkLag::default(),
+            approvals: Arc::default(),
         }))
     }
 

@@ -369,6 +369,7 @@ pub trait Store:
     + SinkCursorStore
     + AdminStore
     + AuditStore
+    + ApprovalStore
     + Send
     + Sync
     + 'static
@@ -383,6 +384,7 @@ impl<T> Store for T where
         + SinkCursorStore
         + AdminStore
         + AuditStore
+        + ApprovalStore
         + Send
         + Sync
         + 'static
@@ -547,4 +549,119 @@ pub trait AuditStore: Send + Sync {
         after_id: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// One approval request in the controller's queue (issue 16), with its decision once made.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApprovalRecord {
+    /// The agent's id for it (UUIDv7); unique per agent.
+    pub approval_id: String,
+    /// From the agent's certificate.
+    pub tenant: String,
+    /// From the agent's certificate.
+    pub agent_id: String,
+    /// From the agent registry.
+    pub hostname: String,
+    /// The OS user who made the call.
+    pub user: String,
+    /// The proxy's MCP session.
+    pub session_id: String,
+    /// The MCP server.
+    pub server_name: String,
+    /// The tool.
+    pub tool_name: String,
+    /// The redacted arguments preview.
+    pub content: String,
+    /// Why approval is needed.
+    pub reason: String,
+    /// How long the proxy holds the call.
+    pub timeout_secs: u32,
+    /// SHA-256 (hex) of the canonical arguments.
+    pub arguments_sha256: String,
+    /// The MCP client.
+    pub client_name: String,
+    /// Who may approve ("user", "admin").
+    pub approvers: Vec<String>,
+    /// What the request asked to remember ("once", "session", a duration).
+    pub remember: String,
+    /// When the agent asked (Unix ms).
+    pub requested_ms: i64,
+    /// When a pending request expires (Unix ms).
+    pub expires_ms: i64,
+    /// pending, approved, denied, expired, withdrawn.
+    pub state: String,
+    /// When it was decided, withdrawn or expired (Unix ms; 0 while pending).
+    pub decided_ms: i64,
+    /// The admin who decided.
+    pub decided_by: String,
+    /// The admin's comment or reason.
+    pub decision_reason: String,
+    /// What the decision remembers.
+    pub decision_remember: String,
+}
+
+/// What [`ApprovalStore::submit_approval`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalSubmit {
+    /// Stored, pending.
+    Stored,
+    /// The agent had submitted this id already: the stored one.
+    Existing(Box<ApprovalRecord>),
+    /// The tenant has too many pending requests.
+    TenantFull,
+    /// The agent has too many pending requests.
+    AgentFull,
+    /// Another agent holds this id.
+    IdTaken,
+}
+
+/// The approval queue.
+pub trait ApprovalStore: Send + Sync {
+    /// Stores a pending request unless the agent sent this id already or a limit is reached
+    /// (pending requests of the tenant, of the agent), in one transaction.
+    fn submit_approval(
+        &self,
+        rec: &ApprovalRecord,
+        max_tenant: u32,
+        max_agent: u32,
+    ) -> Result<ApprovalSubmit, StoreError>;
+    /// One request by id (of `tenant` only, when given).
+    fn approval(
+        &self,
+        tenant: Option<&TenantId>,
+        approval_id: &str,
+    ) -> Result<Option<ApprovalRecord>, StoreError>;
+    /// Pending requests (`all`: every state), newest first, at most `limit`.
+    fn list_approvals(
+        &self,
+        tenant: Option<&TenantId>,
+        all: bool,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, StoreError>;
+    /// Moves a pending, unexpired request (`now_ms`) of `tenant` to `state` with the decision
+    /// fields of `rec`; false when it was not pending (or has expired).
+    fn decide_approval(
+        &self,
+        tenant: &str,
+        approval_id: &str,
+        rec: &ApprovalRecord,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// The agent's pending request becomes withdrawn; false when it was not pending.
+    fn withdraw_approval(
+        &self,
+        agent_id: &str,
+        approval_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Pending requests past their expiry become expired; returns how many.
+    fn expire_approvals(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// The agent's decided (approved or denied) requests not yet expired, newest first, at
+    /// most `limit`: what is (re-)sent on its Subscribe stream.
+    fn agent_decisions(
+        &self,
+        agent_id: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, StoreError>;
 }

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::controller::Controller;
 use crate::service::agents::{AgentService, AgentView, mcp_from_json};
+use crate::service::approvals::ApprovalService;
 use crate::service::audit::AuditService;
 use crate::service::events::{EventQuery, EventService};
 use crate::service::policy::{PolicyService, PolicyVersion};
@@ -155,32 +156,53 @@ fn agent_info(v: &AgentView) -> pb::AgentInfo {
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
-    // Approvals: served by the approval work (issue 16); refused until then.
+    // Approvals (issue 16).
     async fn list_approvals(
         &self,
-        _: Request<pb::ListApprovalsRequest>,
+        req: Request<pb::ListApprovalsRequest>,
     ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
-        Err(Status::unimplemented("approvals are not served yet"))
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let list = ApprovalService(&self.0).list(&c, &r.tenant, r.all).await?;
+        Ok(Response::new(pb::ListApprovalsResponse {
+            approvals: list.iter().map(super::approvals::info).collect(),
+        }))
     }
     async fn get_approval(
         &self,
-        _: Request<pb::GetApprovalRequest>,
+        req: Request<pb::GetApprovalRequest>,
     ) -> Result<Response<pb::ApprovalInfo>, Status> {
-        Err(Status::unimplemented("approvals are not served yet"))
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let rec = ApprovalService(&self.0).get(&c, &r.approval_id).await?;
+        Ok(Response::new(super::approvals::info(&rec)))
     }
     async fn decide_approval(
         &self,
-        _: Request<pb::DecideApprovalRequest>,
+        req: Request<pb::DecideApprovalRequest>,
     ) -> Result<Response<pb::ApprovalInfo>, Status> {
-        Err(Status::unimplemented("approvals are not served yet"))
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let rec = ApprovalService(&self.0)
+            .decide(&c, &r.approval_id, r.approve, &r.remember, &r.comment)
+            .await?;
+        Ok(Response::new(super::approvals::info(&rec)))
     }
-    type WatchApprovalsStream =
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::ApprovalInfo, Status>> + Send>>;
+    type WatchApprovalsStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::ApprovalInfo, Status>> + Send>,
+    >;
     async fn watch_approvals(
         &self,
-        _: Request<pb::WatchApprovalsRequest>,
+        req: Request<pb::WatchApprovalsRequest>,
     ) -> Result<Response<Self::WatchApprovalsStream>, Status> {
-        Err(Status::unimplemented("approvals are not served yet"))
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let watch = ApprovalService(&self.0).watch(&c, &r.tenant).await?;
+        let stream = futures_util::stream::unfold(watch, |mut w| async move {
+            let rec = w.next().await?;
+            Some((Ok(super::approvals::info(&rec)), w))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
     async fn who_am_i(
         &self,

@@ -82,6 +82,10 @@ struct Subscription {
     agent_id: String,
     bundles: tokio::sync::watch::Receiver<Option<Arc<Published>>>,
     revocations: tokio::sync::watch::Receiver<u64>,
+    // Approval decisions: woken when one is made; those sent on this stream, and those to send.
+    approvals: tokio::sync::watch::Receiver<u64>,
+    sent_decisions: std::collections::HashSet<String>,
+    decisions: std::collections::VecDeque<pb::PolicyUpdate>,
     first: bool,
     done: bool,
     _connected: crate::hub::ConnectedGuard,
@@ -109,19 +113,54 @@ impl Subscription {
         }
     }
 
+    /// Queues the agent's decided approvals not yet sent on this stream (all of them, until
+    /// they expire, on a new stream: the agent ignores ones it knows).
+    async fn load_decisions(&mut self) {
+        let found = crate::service::approvals::ApprovalService(&self.ctl)
+            .agent_decisions(&self.agent_id)
+            .await;
+        let Ok(found) = found else {
+            return;
+        };
+        if self.sent_decisions.len() > 4096 {
+            self.sent_decisions.clear();
+        }
+        for rec in found.iter().rev() {
+            if self.sent_decisions.insert(rec.approval_id.clone()) {
+                self.decisions.push_back(pb::PolicyUpdate {
+                    bundle: Default::default(),
+                    version: 0,
+                    approval: super::approvals::decision(rec),
+                });
+            }
+        }
+    }
+
     async fn next(&mut self) -> Option<Result<pb::PolicyUpdate, Status>> {
         if self.done {
             return None;
         }
         if self.first {
             self.first = false;
+            self.approvals.borrow_and_update();
+            self.load_decisions().await;
             let current = self.bundles.borrow_and_update().clone();
             if let Some(p) = current {
                 return Some(Ok(self.update(&p)));
             }
         }
         loop {
+            if let Some(d) = self.decisions.pop_front() {
+                return Some(Ok(d));
+            }
             tokio::select! {
+                changed = self.approvals.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    self.approvals.borrow_and_update();
+                    self.load_decisions().await;
+                }
                 changed = self.bundles.changed() => {
                     if changed.is_err() {
                         return None;
@@ -181,6 +220,9 @@ impl agent_sync_server::AgentSync for SyncService {
         let sub = Subscription {
             bundles: ctl.hub.subscribe(&agent.tenant),
             revocations: ctl.hub.revocations(),
+            approvals: ctl.approvals.agent(&agent.agent_id),
+            sent_decisions: Default::default(),
+            decisions: Default::default(),
             _connected: ctl.hub.connect(&agent.agent_id),
             _open: OpenGuard(Arc::clone(&ctl)),
             agent_id: agent.agent_id,

@@ -3,10 +3,12 @@
 
 mod admin;
 mod agent;
+mod approvals;
 mod conn;
 mod upload;
 
 pub use admin::AdminService;
 pub use agent::{EnrollmentService, SyncService};
+pub use approvals::ApprovalsService;
 pub use conn::{Conn, ConnAuthorisation};
 pub use upload::UploadService;

@@ -132,6 +132,28 @@ pub async fn start(
         }
     }));
 
+    // Approvals: expired requests swept every 15 s (reads expire them too); notifiers.
+    let ctl = Arc::clone(&controller);
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = crate::service::approvals::ApprovalService(&ctl)
+                .expire()
+                .await
+            {
+                tracing::warn!("approval expiry sweep failed: {e}");
+            }
+        }
+    }));
+    tasks.extend(
+        crate::service::approval_notify::start(
+            &controller.approvals,
+            &controller.config.approval_notifiers,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
     tasks.extend(crate::sinks::start_all(
         Arc::new(crate::sinks::StoreSource(Arc::clone(&controller.store))),
         &controller.config.sinks,
@@ -164,6 +186,12 @@ pub async fn start(
                 crate::grpc::UploadService(Arc::clone(&controller)),
             )
             .max_decoding_message_size(64 << 20),
+        )
+        .add_service(
+            thoth_proto::fleet::approvals_server::ApprovalsServer::new(
+                crate::grpc::ApprovalsService(Arc::clone(&controller)),
+            )
+            .max_decoding_message_size(max),
         )
         .add_service(
             AdminServer::new(AdminService(Arc::clone(&controller)))

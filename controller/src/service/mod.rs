@@ -9,6 +9,8 @@ mod error;
 
 pub mod admins;
 pub mod agents;
+pub mod approval_notify;
+pub mod approvals;
 pub mod audit;
 pub mod enrollment;
 pub mod events;

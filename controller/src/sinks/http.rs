@@ -8,13 +8,13 @@ use super::error::SinkError;
 use super::tls::tls_connector;
 
 /// Where a sink posts.
-pub(super) struct HttpTarget {
+pub(crate) struct HttpTarget {
     url: String,
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl HttpTarget {
-    pub(super) fn new(url: &str, ca_file: Option<&Path>) -> Result<HttpTarget, SinkError> {
+    pub(crate) fn new(url: &str, ca_file: Option<&Path>) -> Result<HttpTarget, SinkError> {
         Ok(HttpTarget {
             url: url.to_owned(),
             tls: if url.starts_with("https://") {
@@ -26,7 +26,7 @@ impl HttpTarget {
     }
 
     /// POSTs a JSON `body` with extra `headers`; an answer other than 2xx is an error.
-    pub(super) async fn post(
+    pub(crate) async fn post(
         &self,
         body: Vec<u8>,
         headers: Vec<(&str, String)>,

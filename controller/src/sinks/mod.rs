@@ -11,7 +11,7 @@
 
 mod config;
 mod error;
-mod http;
+pub(crate) mod http;
 mod jsonl;
 mod lag;
 mod source;

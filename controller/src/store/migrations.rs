@@ -161,6 +161,36 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE agents SET inventory = json_remove(inventory, '$.mcpServers', '$.mcpFiles')
         WHERE inventory IS NOT NULL AND json_valid(inventory);
     CREATE INDEX agents_tenant_id ON agents (tenant, agent_id);",
+    // 7: the approval queue (issue 16): one row per (agent, approval id), pending until an admin
+    // decides, the agent withdraws it, or it expires.
+    "CREATE TABLE approvals (
+        agent_id TEXT NOT NULL,
+        approval_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        user TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        server_name TEXT NOT NULL,
+        tool_name TEXT NOT NULL,
+        content TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        timeout_secs INTEGER NOT NULL,
+        arguments_sha256 TEXT NOT NULL,
+        client_name TEXT NOT NULL,
+        approvers TEXT NOT NULL,
+        remember TEXT NOT NULL,
+        requested_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        decided_ms INTEGER NOT NULL,
+        decided_by TEXT NOT NULL,
+        decision_reason TEXT NOT NULL,
+        decision_remember TEXT NOT NULL,
+        PRIMARY KEY (agent_id, approval_id)
+    );
+    CREATE UNIQUE INDEX approvals_id ON approvals (approval_id);
+    CREATE INDEX approvals_tenant ON approvals (tenant, state, requested_ms);
+    CREATE INDEX approvals_pending ON approvals (state, expires_ms);",
 ];
 
 /// The migration (1-based) after which existing events get their digest.

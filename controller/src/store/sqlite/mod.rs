@@ -374,6 +374,7 @@ impl ReadInTx<'_> {
 
 mod admins;
 mod agents;
+mod approvals;
 mod audit;
 mod cursors;
 mod events;

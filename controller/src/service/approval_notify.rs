@@ -1,0 +1,213 @@
+//! Approval notifiers (`[[approval_notifiers]]`): each new approval request is POSTed to a chat
+//! or a webhook, so that approvers learn of it. Each notifier has a bounded queue and its own
+//! task with retries: a full queue drops (and logs), Submit never waits on it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::sinks::http::HttpTarget;
+use crate::store::ApprovalRecord;
+
+/// Requests waiting per notifier; more are dropped.
+pub const QUEUE: usize = 256;
+/// Attempts per request.
+pub const ATTEMPTS: u32 = 4;
+
+/// What a notifier posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierKind {
+    /// A Slack-compatible `{"text": …}` message.
+    Slack,
+    /// The request as JSON (ApprovalInfo's fields, camelCase).
+    Json,
+}
+
+/// One `[[approval_notifiers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalNotifierConfig {
+    /// slack or json.
+    pub kind: NotifierKind,
+    /// Where to POST (http or https).
+    pub url: String,
+    /// The environment variable holding the HMAC-SHA256 secret: each POST carries
+    /// `X-Thoth-Signature: sha256=<hex>` of its body, as the webhook sink does.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Only these tenants' requests (empty: all).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// For an https URL: the CA certificate (PEM) to trust.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ApprovalNotifierConfig {
+    /// Refuses a URL that is not http(s).
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "approval notifier url {:?} must start with http:// or https://",
+                self.url
+            ));
+        }
+        if let Some(env) = &self.secret_env
+            && env.is_empty()
+        {
+            return Err("approval notifier secret_env is empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// A notifier's queue, held by the [`ApprovalHub`](super::approvals::ApprovalHub).
+pub(crate) struct NotifierQueue {
+    tenants: Vec<String>,
+    tx: mpsc::Sender<ApprovalRecord>,
+}
+
+impl NotifierQueue {
+    /// Queues `rec` unless its tenant is filtered out or the queue is full (never waits).
+    pub(crate) fn offer(&self, rec: &ApprovalRecord) {
+        if !self.tenants.is_empty() && !self.tenants.contains(&rec.tenant) {
+            return;
+        }
+        if self.tx.try_send(rec.clone()).is_err() {
+            tracing::warn!(
+                approval_id = rec.approval_id,
+                "approval notifier queue full: notification dropped"
+            );
+        }
+    }
+}
+
+/// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    format!(
+        "sha256={}",
+        hex::encode(aws_lc_rs::hmac::sign(&key, body).as_ref())
+    )
+}
+
+/// The thothctl commands that decide `rec`.
+fn how_to_decide(rec: &ApprovalRecord) -> String {
+    format!(
+        "thothctl approvals approve {id} [--remember once|session|15m]   or   thothctl approvals deny {id} --reason \"…\"",
+        id = rec.approval_id,
+    )
+}
+
+/// The body posted for `rec`. Strings are JSON-escaped by serde; the Slack text escapes its
+/// markup characters so that requested text cannot format the message or mention anyone.
+pub fn body(kind: NotifierKind, rec: &ApprovalRecord) -> Vec<u8> {
+    let v = match kind {
+        NotifierKind::Slack => {
+            let esc = |s: &str| {
+                s.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            };
+            serde_json::json!({
+                "text": format!(
+                    "Approval needed: {user} on {host} (agent {agent}, tenant {tenant}) wants to call {tool} on server {server}.\nReason: {reason}\nArguments SHA-256: {sha}\nDecide: {how}",
+                    user = esc(&rec.user),
+                    host = esc(&rec.hostname),
+                    agent = esc(&rec.agent_id),
+                    tenant = esc(&rec.tenant),
+                    tool = esc(&rec.tool_name),
+                    server = esc(&rec.server_name),
+                    reason = esc(&rec.reason),
+                    sha = rec.arguments_sha256,
+                    how = how_to_decide(rec),
+                )
+            })
+        }
+        NotifierKind::Json => serde_json::json!({
+            "request": {
+                "approvalId": rec.approval_id,
+                "sessionId": rec.session_id,
+                "serverName": rec.server_name,
+                "toolName": rec.tool_name,
+                "content": rec.content,
+                "reason": rec.reason,
+                "user": rec.user,
+                "timeoutSecs": rec.timeout_secs,
+                "argumentsSha256": rec.arguments_sha256,
+                "clientName": rec.client_name,
+                "approvers": rec.approvers,
+                "remember": rec.remember,
+                "expiresUnixMs": rec.expires_ms,
+                "hostname": rec.hostname,
+                "agentId": rec.agent_id,
+                "requestedUnixMs": rec.requested_ms,
+                "tenant": rec.tenant,
+            },
+            "state": rec.state,
+            "decide": how_to_decide(rec),
+        }),
+    };
+    serde_json::to_vec(&v).expect("JSON values serialize")
+}
+
+/// Starts one task per notifier and registers its queue with `hub`. A notifier whose secret
+/// variable is unset, or whose URL cannot be used, is refused here (by its URL).
+pub fn start(
+    hub: &super::approvals::ApprovalHub,
+    configs: &[ApprovalNotifierConfig],
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let mut tasks = Vec::new();
+    for cfg in configs {
+        cfg.check()?;
+        let secret = match &cfg.secret_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                format!(
+                    "approval notifier {}: the environment variable {var} is not set",
+                    cfg.url
+                )
+            })?),
+            None => None,
+        };
+        let target = HttpTarget::new(&cfg.url, cfg.ca_file.as_deref())
+            .map_err(|e| format!("approval notifier {}: {e}", cfg.url))?;
+        let (tx, mut rx) = mpsc::channel::<ApprovalRecord>(QUEUE);
+        hub.add_notifier(NotifierQueue {
+            tenants: cfg.tenants.clone(),
+            tx,
+        });
+        let (kind, url, target) = (cfg.kind, cfg.url.clone(), Arc::new(target));
+        tasks.push(tokio::spawn(async move {
+            while let Some(rec) = rx.recv().await {
+                let body = body(kind, &rec);
+                let mut delay = Duration::from_millis(500);
+                for attempt in 1..=ATTEMPTS {
+                    let headers = secret
+                        .as_deref()
+                        .map(|s| vec![("x-thoth-signature", signature(s, &body))])
+                        .unwrap_or_default();
+                    match target.post(body.clone(), headers).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(
+                                url,
+                                approval_id = rec.approval_id,
+                                attempt,
+                                "approval notification failed: {e}"
+                            );
+                            if attempt < ATTEMPTS {
+                                tokio::time::sleep(delay).await;
+                                delay *= 2;
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    Ok(tasks)
+}
