@@ -260,6 +260,9 @@ pub struct Event<'a> {
     /// The agent whose chain this event is on (in standalone use, one per proxy process).
     #[serde(default)]
     pub agent_id: Cow<'a, str>,
+    /// TOOL_CALL_PRE/POST of a call held for approval: the approval it waited for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<Cow<'a, str>>,
     /// The MCP client, when a proxy knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_name: Option<Cow<'a, str>>,
@@ -406,6 +409,7 @@ impl<'a> Event<'a> {
             timestamp: Cow::Owned(timestamp),
             tenant_id: Cow::Borrowed(&identity.tenant_id),
             agent_id: Cow::Borrowed(&identity.agent_id),
+            approval_id: None,
             hostname: Cow::Borrowed(&identity.hostname),
             user: Cow::Borrowed(&identity.user),
             session_id: None,
@@ -454,6 +458,7 @@ impl<'a> Event<'a> {
         let opt = |c: Option<Cow<'_, str>>| c.map(own);
         Event {
             agent_id: own(self.agent_id),
+            approval_id: opt(self.approval_id),
             client_name: opt(self.client_name),
             clock_skew_secs: self.clock_skew_secs,
             content: opt(self.content),

@@ -60,6 +60,9 @@ pub struct Decided {
     pub decision: Decision,
     /// The policy version.
     pub policy_version: String,
+    /// A call held for approval: the approval's id (the proxy's own, or once the agent
+    /// answered, the agent's).
+    pub approval_id: Option<String>,
 }
 
 /// One record pushed by the relay.
@@ -548,6 +551,9 @@ fn tool_event<'r>(
         reason: Some(Cow::Borrowed(&d.decision.reason)),
     });
     e.policy_version = Some(Cow::Borrowed(&d.policy_version));
+    if matches!(kind, EventType::ToolCallPre | EventType::ToolCallPost) {
+        e.approval_id = d.approval_id.as_deref().map(Cow::Borrowed);
+    }
     e
 }
 

@@ -15,8 +15,8 @@ use serde_json::value::RawValue;
 use thoth_policy::{Action, Decision, Mode, SessionState, ToolCall, evaluate_with};
 
 use crate::approval::{
-    Approver, Elicitation, Held, Outcome, Reach, Release, Request, Requested, Resent, ServerRounds,
-    Settled, server_input_state, strip_input_state,
+    AgentAnswer, Approver, Elicitation, Held, Outcome, Reach, Release, Request, Requested, Resent,
+    ServerRounds, Settled, WithAgent, server_input_state, strip_input_state,
 };
 use crate::events::{Decided, EventSink, Record};
 use crate::message::{self, Message, code};
@@ -92,6 +92,9 @@ pub(super) struct State {
     /// Deadlines of pending approvals: the timer thread of each (set once it runs), woken when
     /// the approval is settled earlier, so timers never outlive their approvals.
     timers: HashMap<String, Option<std::thread::Thread>>,
+    /// Approvals asked of the agent: dropping the sender drops the in-flight RPC (the agent then
+    /// withdraws the request).
+    agent_calls: HashMap<String, tokio::sync::oneshot::Sender<()>>,
     pub(super) tools_snapshot: Arc<Vec<String>>,
     pub(super) pending: HashMap<String, Pending>,
     pub(super) untracked: u64,
@@ -112,8 +115,18 @@ pub struct Relay {
     approval_prefix: String,
     /// When set, every tool call is denied with this reason (rule `refused`), whatever the policy.
     refusal: std::sync::OnceLock<String>,
+    /// This session's id (sent with approval requests to the agent).
+    session_id: String,
+    /// The agent's socket, when the proxy runs with an agent (approvals may be asked of it).
+    agent: std::sync::OnceLock<std::path::PathBuf>,
+    /// Writes a line to the server: for a call released by the agent's answer, which comes on
+    /// no client line.
+    server_in: std::sync::OnceLock<ServerWriter>,
     state: Mutex<State>,
 }
+
+/// Writes one whole line to the server.
+pub type ServerWriter = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 /// What the client side must do after a message was handled.
 pub enum ToServer {
@@ -149,16 +162,33 @@ impl Relay {
             server_name,
             approval_prefix,
             refusal: std::sync::OnceLock::new(),
+            session_id: session_id.to_owned(),
+            agent: std::sync::OnceLock::new(),
+            server_in: std::sync::OnceLock::new(),
             state: Mutex::new(State {
                 session: SessionState::new(),
                 server_rounds: ServerRounds::default(),
                 approver: Box::new(approver),
                 timers: HashMap::new(),
+                agent_calls: HashMap::new(),
                 tools_snapshot: Arc::new(Vec::new()),
                 pending: HashMap::new(),
                 untracked: 0,
                 client_elicitation: false,
             }),
+        }
+    }
+
+    /// The proxy runs with the agent at `socket`: a `step_up` call the client cannot be asked
+    /// about (no elicitation) is held while the agent finds a human. `server_in` writes a call
+    /// the agent's answer releases to the server.
+    pub fn use_agent(&self, socket: std::path::PathBuf, server_in: ServerWriter) {
+        if self.agent.set(socket).is_ok() {
+            let _ = self.server_in.set(server_in);
+            self.state().approver = Box::new(WithAgent::new(
+                self.approval_prefix.clone(),
+                self.server_name.clone(),
+            ));
         }
     }
 
@@ -415,6 +445,7 @@ impl Relay {
             action: crate::events::event_action(action),
             decision,
             policy_version: version,
+            approval_id: None,
         });
         // A call re-sent to finish the server's own input round (2026-07-28) is the same call
         // continuing: it is decided again, but it does not count again towards escalation, and
@@ -478,6 +509,17 @@ impl Relay {
             );
         } else if action == Action::StepUp {
             let arguments = call.arguments_value();
+            let (approvers, remember) = match &policy {
+                PolicyState::Loaded(p) => (
+                    p.policy
+                        .approvers(&p.server)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    p.policy.approval_remember(&p.server).to_string(),
+                ),
+                PolicyState::Missing { .. } => (Vec::new(), String::new()),
+            };
             let req = Request {
                 call: Held {
                     request_id: id.to_owned(),
@@ -493,9 +535,12 @@ impl Relay {
                     meta_elicitation: call.meta_elicitation,
                 },
                 timeout: self.policy.get().approval_timeout(),
+                approvers,
+                remember,
             };
             match st.approver.request(req) {
                 Ok(r) => {
+                    Arc::make_mut(&mut decided).approval_id = Some(r.approval_id.clone());
                     if r.deadline.is_some() {
                         // Before the timer starts: it ends as soon as it finds no entry.
                         st.timers.insert(r.approval_id.clone(), None);
@@ -748,6 +793,7 @@ impl Relay {
                     t.unpark();
                 }
             }
+            st.agent_calls.clear();
             (std::mem::take(&mut st.pending), st.approver.abandon())
         };
         let message = format!(
@@ -838,6 +884,9 @@ impl Relay {
             self.reply(&r.prompt);
             return;
         };
+        if let Some(ask) = r.agent {
+            self.ask_agent(&r.approval_id, ask, deadline);
+        }
         let relay = Arc::clone(self);
         let timer_id = r.approval_id.clone();
         let spawned = std::thread::Builder::new()
@@ -862,11 +911,82 @@ impl Relay {
                 if let Some(t) = self.state().timers.get_mut(&r.approval_id) {
                     *t = Some(handle.thread().clone());
                 }
-                self.reply(&r.prompt);
+                if !r.prompt.is_empty() {
+                    self.reply(&r.prompt);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the approval timer; denying now");
                 self.approval_timed_out(&r.approval_id, Some(0));
+            }
+        }
+    }
+
+    /// Runs `LocalAgent.RequestApproval` on a thread of its own (off the session lock); its
+    /// answer settles the held call. Settling it any other way (the client cancels, the timer,
+    /// the server exits) drops the RPC.
+    fn ask_agent(
+        self: &Arc<Self>,
+        approval_id: &str,
+        mut ask: thoth_proto::fleet::ApprovalRequest,
+        deadline: Instant,
+    ) {
+        let Some(socket) = self.agent.get().cloned() else {
+            self.approval_answered_by_agent(approval_id, AgentAnswer::Failed("no agent".into()));
+            return;
+        };
+        ask.session_id = self.session_id.clone();
+        ask.client_name = self.events.client().unwrap_or_default().to_owned();
+        let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+        {
+            let mut st = self.state();
+            if !st.timers.contains_key(approval_id) {
+                return; // already settled
+            }
+            st.agent_calls.insert(approval_id.to_owned(), cancel);
+        }
+        let relay = Arc::clone(self);
+        let id = approval_id.to_owned();
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let spawned = std::thread::Builder::new()
+            .name("thoth-approval-agent".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        relay.approval_answered_by_agent(&id, AgentAnswer::Failed(e.to_string()));
+                        return;
+                    }
+                };
+                let answer = rt.block_on(async move {
+                    tokio::select! {
+                        a = crate::approval::request_approval(&socket, ask, wait) => Some(a),
+                        _ = cancelled => None,
+                    }
+                });
+                if let Some(answer) = answer {
+                    relay.approval_answered_by_agent(&id, answer);
+                }
+            });
+        if let Err(e) = spawned {
+            self.approval_answered_by_agent(approval_id, AgentAnswer::Failed(e.to_string()));
+        }
+    }
+
+    /// The agent answered an approval (or could not be asked): the held call is forwarded at
+    /// once (approved) or denied with the agent's words.
+    pub(crate) fn approval_answered_by_agent(&self, approval_id: &str, answer: AgentAnswer) {
+        let mut st = self.state();
+        let Some(settled) = st.approver.agent_answered(approval_id, answer) else {
+            return;
+        };
+        if let ToServer::Forward(bytes) = self.settle(st, settled, None) {
+            match self.server_in.get() {
+                Some(write) => write(&bytes),
+                None => tracing::error!("an approved call cannot be written to the server"),
             }
         }
     }
@@ -891,6 +1011,8 @@ impl Relay {
         if let Some(Some(timer)) = st.timers.remove(&s.approval_id) {
             timer.unpark();
         }
+        // Dropped: an RPC still in flight is cancelled (the agent withdraws the request).
+        st.agent_calls.remove(&s.approval_id);
         let now = Instant::now();
         let at = SystemTime::now();
         let call = s.call;
@@ -934,6 +1056,33 @@ impl Relay {
             Outcome::TimedOut(secs) => NoApproval::TimedOut(secs),
             Outcome::Declined => NoApproval::Declined,
         };
+        if let Some(middle) = &s.denial {
+            let pending = matches!(s.outcome, Outcome::TimedOut(_));
+            tracing::info!(tool = %call.tool, rule = %call.decided.decision.rule, "denied: {middle}");
+            let text = respond::held_denial_text(
+                &call.tool,
+                &self.server_name,
+                &call.decided,
+                middle,
+                pending,
+            );
+            let line = respond::denial_with_text(
+                &call.request_id,
+                &call.tool,
+                &self.server_name,
+                &call.decided,
+                text,
+                call.modern,
+            );
+            self.answer_call(
+                call.request_id.get().to_owned(),
+                call.tool.clone(),
+                line,
+                call.decided.clone(),
+                call.started,
+            );
+            return ToServer::Nothing;
+        }
         self.deny(
             &call.request_id,
             &call.tool,

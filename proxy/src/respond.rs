@@ -67,6 +67,33 @@ pub fn denial_text(tool: &str, server: &str, d: &Decided, why: Option<NoApproval
     )
 }
 
+/// The text of a denial whose middle part the approver wrote (`middle` follows "the tool … on
+/// MCP server …"). `pending`: an approval is still open, and the identical call goes through
+/// when retried once it is approved.
+pub fn held_denial_text(
+    tool: &str,
+    server: &str,
+    d: &Decided,
+    middle: &str,
+    pending: bool,
+) -> String {
+    let dec = &d.decision;
+    let tail = if pending {
+        "Tell the user that approval is pending, and retry the identical call once it is approved."
+    } else {
+        "Do not retry it unchanged; tell the user it was stopped by their organization's policy \
+         and that an administrator can change the policy if the access is needed."
+    };
+    format!(
+        "Blocked by Thoth policy: the tool \"{tool}\" on MCP server \"{server}\" {middle} Reason: \
+         {}. Rule: {} (mode {}, policy version {}). {tail}",
+        dec.reason,
+        dec.rule,
+        dec.mode.as_str(),
+        d.policy_version
+    )
+}
+
 /// A `tools/call` result that reports a denial: `isError: true`, the explanation as text, and the
 /// decision under `_meta["thoth/decision"]`.
 ///
@@ -79,7 +106,25 @@ pub fn denial(
     why: Option<NoApproval>,
     modern: bool,
 ) -> Vec<u8> {
-    let text = denial_text(tool, server, d, why);
+    denial_with_text(
+        id,
+        tool,
+        server,
+        d,
+        denial_text(tool, server, d, why),
+        modern,
+    )
+}
+
+/// [`denial`] with its text written by the caller.
+pub fn denial_with_text(
+    id: &RawValue,
+    tool: &str,
+    server: &str,
+    d: &Decided,
+    text: String,
+    modern: bool,
+) -> Vec<u8> {
     let mut msg = json!({
         "jsonrpc": "2.0",
         "id": id_value(Some(id)),

@@ -123,6 +123,23 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     if let Some(why) = cfg.refusal {
         relay.refuse_all(why);
     }
+    // The server's stdin, shared with the relay: a call the agent approves is released from
+    // the thread that waited for the agent, not from the client's.
+    let child_in = Arc::new(std::sync::Mutex::new(Some(child_in)));
+    if let Some(socket) = &cfg.agent_events {
+        let server = child_in.clone();
+        relay.use_agent(
+            socket.clone(),
+            Box::new(move |bytes: &[u8]| {
+                let mut server = server.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(w) = server.as_mut()
+                    && let Err(e) = write_line(w, bytes)
+                {
+                    tracing::warn!(error = %e, "cannot write to the MCP server");
+                }
+            }),
+        );
+    }
     let (tx, rx) = mpsc::channel::<Supervise>();
 
     {
@@ -230,8 +247,12 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-fn client_loop(relay: &Arc<Relay>, child_in: ChildStdin, max: usize) {
-    let mut server = child_in;
+fn client_loop(
+    relay: &Arc<Relay>,
+    child_in: Arc<std::sync::Mutex<Option<ChildStdin>>>,
+    max: usize,
+) {
+    let server = child_in;
     let mut reader = BufReader::with_capacity(READ_BUFFER, client_input());
     let mut buf = Vec::with_capacity(READ_BUFFER);
     let mut server_open = true;
@@ -247,7 +268,11 @@ fn client_loop(relay: &Arc<Relay>, child_in: ChildStdin, max: usize) {
                         &released
                     }
                 };
-                if server_open && let Err(e) = write_line(&mut server, bytes) {
+                let mut w = server.lock().unwrap_or_else(|p| p.into_inner());
+                if server_open
+                    && let Some(w) = w.as_mut()
+                    && let Err(e) = write_line(w, bytes)
+                {
                     tracing::warn!(error = %e, "cannot write to the MCP server");
                     server_open = false;
                 }
@@ -271,7 +296,7 @@ fn client_loop(relay: &Arc<Relay>, child_in: ChildStdin, max: usize) {
         }
     }
     // Dropping the pipe closes the server's stdin: the MCP way of saying "shut down".
-    drop(server);
+    server.lock().unwrap_or_else(|p| p.into_inner()).take();
 }
 
 fn write_line(w: &mut ChildStdin, bytes: &[u8]) -> std::io::Result<()> {

@@ -25,6 +25,9 @@ use crate::events::Decided;
 use crate::message::{self, ToolCallParams};
 use crate::respond;
 
+mod agent;
+pub(crate) use agent::{AgentAnswer, WithAgent, request_approval};
+
 /// Calls waiting for a human at once; more are denied as "no approver reachable".
 pub const MAX_PARKED: usize = 64;
 
@@ -59,6 +62,10 @@ pub(crate) struct Request<'a> {
     pub(crate) reach: Reach,
     /// How long a human has to answer.
     pub(crate) timeout: Duration,
+    /// Who may approve ("user", "admin") and how long an approval covers the identical call
+    /// again ("once", "session", "15m"), from the policy.
+    pub(crate) approvers: Vec<String>,
+    pub(crate) remember: String,
 }
 
 /// An approval requested: the relay records `APPROVAL_REQUESTED` with `detail` and sends
@@ -69,6 +76,9 @@ pub(crate) struct Requested {
     pub(crate) prompt: Vec<u8>,
     pub(crate) detail: Value,
     pub(crate) deadline: Option<Instant>,
+    /// Asked of the agent (`LocalAgent.RequestApproval`): the relay runs the RPC off its lock
+    /// and hands the answer to [`Approver::agent_answered`]; `prompt` is then empty.
+    pub(crate) agent: Option<thoth_proto::fleet::ApprovalRequest>,
 }
 
 /// A call re-sent with one of the proxy's `requestState`s (2026-07-28).
@@ -98,6 +108,9 @@ pub(crate) struct Settled {
     pub(crate) detail: Value,
     pub(crate) notice: Option<Vec<u8>>,
     pub(crate) release: Release,
+    /// A denial's own words after "the tool … on MCP server …" (the agent's answer), instead
+    /// of the outcome's standard text.
+    pub(crate) denial: Option<String>,
 }
 
 /// How an approval ended.
@@ -143,10 +156,14 @@ pub(crate) trait Approver: Send {
     fn expire(&mut self, now: Instant);
     /// The server is gone: every held call, to be answered with an error.
     fn abandon(&mut self) -> Vec<Held>;
+    /// The agent answered the request `approval_id` (or could not be asked).
+    fn agent_answered(&mut self, _approval_id: &str, _answer: AgentAnswer) -> Option<Settled> {
+        None
+    }
 }
 
 /// Marks a decided call `approved` or `denied`.
-fn decide(call: &mut Held, outcome: Outcome) {
+pub(crate) fn decide(call: &mut Held, outcome: Outcome) {
     Arc::make_mut(&mut call.decided).action = if outcome == Outcome::Approved {
         thoth_proto::Action::Approved
     } else {
@@ -224,6 +241,7 @@ impl Elicitation {
             detail: serde_json::json!({"channel": PARKED_CHANNEL, "approvalId": approval_id, "outcome": outcome.as_str()}),
             notice,
             release: Release::Held(line),
+            denial: None,
         })
     }
 }
@@ -244,10 +262,12 @@ impl Approver for Elicitation {
             );
             let detail = serde_json::json!({"channel": PARKED_CHANNEL, "approvalId": approval_id, "timeoutSecs": secs});
             let deadline = Instant::now() + req.timeout;
+            let mut call = req.call;
+            Arc::make_mut(&mut call.decided).approval_id = Some(approval_id.clone());
             self.parked.insert(
                 approval_id.clone(),
                 Parked {
-                    call: req.call,
+                    call,
                     line: req.line,
                     timeout_secs: secs,
                 },
@@ -257,11 +277,13 @@ impl Approver for Elicitation {
                 prompt,
                 detail,
                 deadline: Some(deadline),
+                agent: None,
             });
         }
         if room && req.reach.meta_elicitation {
             let state = self.next_id();
-            let call = req.call;
+            let mut call = req.call;
+            Arc::make_mut(&mut call.decided).approval_id = Some(state.clone());
             let prompt = respond::input_required(
                 &call.request_id,
                 &state,
@@ -287,6 +309,7 @@ impl Approver for Elicitation {
                 prompt,
                 detail,
                 deadline: None,
+                agent: None,
             });
         }
         Err(req.call)
@@ -337,6 +360,7 @@ impl Approver for Elicitation {
             detail: serde_json::json!({"channel": INPUT_CHANNEL, "approvalId": state, "outcome": outcome.as_str()}),
             notice: None,
             release: Release::Resent,
+            denial: None,
         })
     }
 
@@ -375,7 +399,7 @@ impl Approver for Elicitation {
 }
 
 /// Arguments as shown in an approval prompt: JSON, cut to 300 bytes.
-fn preview(arguments: &Value) -> String {
+pub(crate) fn preview(arguments: &Value) -> String {
     let mut preview = arguments.to_string();
     if preview.len() > 300 {
         let mut end = 300;
@@ -389,7 +413,7 @@ fn preview(arguments: &Value) -> String {
 }
 
 /// What an approval is bound to: the canonical JSON of the arguments, hashed.
-fn args_digest(arguments: &Value) -> String {
+pub(crate) fn args_digest(arguments: &Value) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(thoth_proto::canonical::to_canonical(
         arguments,
