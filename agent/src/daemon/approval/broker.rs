@@ -752,9 +752,11 @@ impl Broker {
                         remember,
                         now,
                         at_least,
-                        id,
-                        &o.decided_by,
-                        &o.channel,
+                        super::grants::From {
+                            approval_id: id,
+                            decided_by: &o.decided_by,
+                            channel: &o.channel,
+                        },
                     );
                 }
             }

@@ -98,6 +98,17 @@ impl Grant {
     }
 }
 
+/// The approval a grant comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct From<'a> {
+    /// Its id.
+    pub approval_id: &'a str,
+    /// Who approved.
+    pub decided_by: &'a str,
+    /// The channel that approved.
+    pub channel: &'a str,
+}
+
 /// Every user's grants.
 #[derive(Debug, Default)]
 pub struct Grants {
@@ -113,9 +124,7 @@ impl Grants {
         remember: Remember,
         now: Instant,
         at_least: Duration,
-        approval_id: &str,
-        decided_by: &str,
-        channel: &str,
+        from: From<'_>,
     ) {
         let life = match remember {
             Remember::Once => at_least.max(ONCE_AT_LEAST).min(MAX_REMEMBER),
@@ -135,9 +144,9 @@ impl Grants {
             key,
             remember,
             until: now + life,
-            approval_id: approval_id.to_owned(),
-            decided_by: decided_by.to_owned(),
-            channel: channel.to_owned(),
+            approval_id: from.approval_id.to_owned(),
+            decided_by: from.decided_by.to_owned(),
+            channel: from.channel.to_owned(),
         });
     }
 
@@ -219,9 +228,11 @@ mod tests {
             Remember::Once,
             now,
             Duration::ZERO,
-            "id1",
-            "alice",
-            "user",
+            From {
+                approval_id: "id1",
+                decided_by: "alice",
+                channel: "user",
+            },
         );
         assert!(g.take(&key(1, "s2", "a"), now).is_none(), "other session");
         assert!(g.take(&key(2, "s1", "a"), now).is_none(), "other user");
@@ -234,9 +245,11 @@ mod tests {
             Remember::Session,
             now,
             Duration::ZERO,
-            "id2",
-            "root",
-            "admin",
+            From {
+                approval_id: "id2",
+                decided_by: "root",
+                channel: "admin",
+            },
         );
         for _ in 0..3 {
             assert!(g.take(&key(1, "s1", "a"), now).is_some());
@@ -249,9 +262,11 @@ mod tests {
             Remember::For(Duration::from_secs(60)),
             now,
             Duration::ZERO,
-            "id3",
-            "root",
-            "admin",
+            From {
+                approval_id: "id3",
+                decided_by: "root",
+                channel: "admin",
+            },
         );
         assert!(g.take(&key(1, "s9", "a"), now).is_some());
         assert!(
@@ -274,9 +289,11 @@ mod tests {
             Remember::Once,
             now,
             Duration::from_secs(1),
-            "id",
-            "u",
-            "user",
+            From {
+                approval_id: "id",
+                decided_by: "u",
+                channel: "user",
+            },
         );
         assert!(
             g.take(
@@ -291,9 +308,11 @@ mod tests {
                 Remember::Session,
                 now,
                 Duration::ZERO,
-                "id",
-                "u",
-                "user",
+                From {
+                    approval_id: "id",
+                    decided_by: "u",
+                    channel: "user",
+                },
             );
         }
         assert_eq!(g.count(1), MAX_GRANTS_PER_USER);
