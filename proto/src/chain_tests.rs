@@ -59,6 +59,7 @@ fn events_serialize_in_canonical_form() {
     e.proxy_event_id = Some("p".into());
     e.quota_owner = Some("o".into());
     e.client_name = Some("c".into());
+    e.approval_id = Some("ap".into());
     e.clock_skew_secs = Some(-1);
     e.event_id_reused = Some(true);
     e.seq = Some(1);

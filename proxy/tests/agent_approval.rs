@@ -510,3 +510,25 @@ fn an_unreachable_agent_denies_saying_so() {
     assert!(t.contains("the Thoth agent could not ask anyone"), "{t}");
     p.finish();
 }
+
+#[test]
+fn without_an_agent_a_policy_file_run_still_denies_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let (socket, state) = (dir.path().join("none.sock"), dir.path().join("none"));
+    let args = [
+        std::ffi::OsStr::new("--policy"),
+        policy.as_os_str(),
+        std::ffi::OsStr::new("--agent-socket"),
+        socket.as_os_str(),
+        std::ffi::OsStr::new("--state-dir"),
+        state.as_os_str(),
+    ];
+    let start = Instant::now();
+    let (answer, _) = common::one_call(dir.path(), &args, &[]);
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let t = text(&answer);
+    assert!(t.contains("no approver was reachable"), "{t}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
