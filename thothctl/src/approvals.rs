@@ -526,7 +526,8 @@ pub(crate) fn refusal(s: tonic::Status, id: Option<&str>) -> Fail {
 
 /// An approval id as typed: refused before asking the controller when it cannot be one.
 fn check_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err(Fail::new(
             2,
             format!(

@@ -429,7 +429,18 @@ fn remember_is_checked_and_sent_in_its_wire_form() {
 #[test]
 fn ids_and_notes_are_checked_before_asking() {
     assert!(check_id(ID).is_ok());
-    for bad in ["", " ", "a b", &"a".repeat(65), "é", "\u{1b}"] {
+    assert!(check_id(&"a".repeat(64)).is_ok());
+    for bad in [
+        "",
+        " ",
+        "a b",
+        &"a".repeat(65),
+        "é",
+        "\u{1b}",
+        "a/b",
+        "a_b",
+        "x;rm",
+    ] {
         let f = check_id(bad)
             .err()
             .unwrap_or_else(|| panic!("{bad:?} accepted"));
