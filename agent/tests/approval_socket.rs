@@ -202,3 +202,99 @@ async fn a_proxy_that_goes_away_withdraws_its_request_and_the_dialog_closes() {
     );
     server.stop().await;
 }
+
+const NOBODY: u32 = 65534;
+/// Set for the child run of [`child_asks_for_approval_as_told`]: the socket to call.
+const CHILD_SOCKET: &str = "THOTH_TEST_APPROVAL_CHILD_SOCKET";
+
+/// Not a test of its own: the client that [`another_users_identical_call_is_never_covered_by_a_grant`]
+/// runs as `nobody` (this test binary again, with [`CHILD_SOCKET`] set). Prints
+/// `channel|approved|decided_by`.
+#[tokio::test]
+async fn child_asks_for_approval_as_told() {
+    let Ok(socket) = std::env::var(CHILD_SOCKET) else {
+        return;
+    };
+    let ch = thoth_endpoint::tls::local_channel(Path::new(&socket)).unwrap();
+    let mut req = request(r#"{"path":"/tmp/shared"}"#, "session");
+    req.user = "root".into();
+    let d = LocalAgentClient::new(ch)
+        .request_approval(req)
+        .await
+        .unwrap()
+        .into_inner();
+    println!("DECISION {}|{}|{}", d.channel, d.approved, d.decided_by);
+}
+
+/// A session grant made for one OS user never lets another user's identical call (same session
+/// id, server, tool and arguments, and claiming to be that user) through: the other user is
+/// asked, as themselves. Needs root (to run the other caller as `nobody`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_identical_call_is_never_covered_by_a_grant() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: the other caller cannot run as another user here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let sh = shared(dir.path());
+    let clicker = Arc::new(Clicker::default());
+    sh.approvals
+        .set_user_channel(Arc::clone(&clicker) as Arc<dyn UserChannel>);
+    let server = local::serve(Arc::clone(&sh)).await.unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut client = LocalAgentClient::new(thoth_endpoint::tls::local_channel(&socket).unwrap());
+    let d = client
+        .request_approval(request(r#"{"path":"/tmp/shared"}"#, "session"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.approved && d.channel == "user", "{d:?}");
+    let again = client
+        .request_approval(request(r#"{"path":"/tmp/shared"}"#, "session"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.channel, "remembered", "root's grant works for root");
+
+    let exe = std::env::current_exe().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "child_asks_for_approval_as_told",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_SOCKET, &socket)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("DECISION ").map(|(_, d)| d.trim()))
+        .unwrap_or_else(|| {
+            panic!(
+                "the child said nothing: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(
+        line,
+        format!("user|true|uid-{NOBODY}"),
+        "nobody's call was asked of nobody, not covered by root's grant"
+    );
+    let asked = clicker.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2);
+    assert_eq!(asked[1].0, NOBODY);
+    server.stop().await;
+}
