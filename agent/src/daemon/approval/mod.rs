@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod dialog;
 pub mod grants;
 
 use std::sync::{Arc, Condvar, Mutex, Weak};
