@@ -29,7 +29,7 @@ pub const DEFAULT_PENDING: Duration = Duration::from_secs(600);
 pub const MAX_NAME: usize = 256;
 /// Longest arguments preview.
 pub const MAX_CONTENT: usize = 4096;
-/// Longest id (approval, session).
+/// Longest approval id.
 pub const MAX_ID: usize = 64;
 /// Most admin watch streams open at once per admin credential.
 pub const MAX_WATCHES_PER_ADMIN: u32 = 4;
@@ -201,45 +201,39 @@ pub fn check_id(id: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Parses `once`, `session` or a duration ("30s", "15m", "2h", at most 24 h); the canonical text.
+/// Parses `once`, `session` or a duration ("30s", "15m", "2h", at most 24 h: the policy's
+/// `approval_remember` grammar); the canonical wire text.
 pub fn parse_remember(text: &str) -> Result<String, ServiceError> {
-    let bad = || {
-        ServiceError::InvalidArgument(format!(
-            "remember {:?}: use once, session or a duration like 30s, 15m or 2h (at most 24h)",
-            text.chars().take(40).collect::<String>()
-        ))
-    };
-    match text {
-        "once" | "session" => return Ok(text.to_owned()),
-        _ => {}
-    }
-    if text.len() < 2 || text.len() > 8 {
-        return Err(bad());
-    }
-    let (num, unit) = text.split_at(text.len() - 1);
-    if !num.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(bad)?,
-        "h" => n.checked_mul(3600).ok_or_else(bad)?,
-        _ => return Err(bad()),
-    };
-    if secs == 0 || secs > MAX_AHEAD.as_secs() {
-        return Err(bad());
-    }
-    Ok(text.to_owned())
+    text.parse::<thoth_policy::Remember>()
+        .map(|r| r.as_wire())
+        .map_err(|e| {
+            ServiceError::InvalidArgument(e.to_string().replace("approval_remember", "remember"))
+        })
+}
+
+/// What a submitted request asks to remember: the policy's grammar, or a duration as humantime
+/// writes it ("1h 30m", as an agent may send), within 1 s to 24 h; the canonical wire text.
+fn submitted_remember(text: &str) -> Result<String, ServiceError> {
+    parse_remember(text).or_else(|e| {
+        if text.len() > 32 {
+            return Err(e);
+        }
+        match humantime::parse_duration(text) {
+            Ok(d) if d.as_secs() >= 1 && d <= MAX_AHEAD => {
+                Ok(thoth_policy::Remember::For(Duration::from_secs(d.as_secs())).as_wire())
+            }
+            _ => Err(e),
+        }
+    })
 }
 
 fn check_new(r: &NewApproval) -> Result<(), ServiceError> {
     check_id(&r.approval_id)?;
-    check_text("session_id", &r.session_id, MAX_ID, false)?;
+    check_text("session_id", &r.session_id, MAX_NAME, false)?;
     check_text("server_name", &r.server_name, MAX_NAME, false)?;
     check_text("tool_name", &r.tool_name, MAX_NAME, false)?;
     check_text("content", &r.content, MAX_CONTENT, true)?;
-    check_text("reason", &r.reason, MAX_TEXT, false)?;
+    check_text("reason", &r.reason, MAX_TEXT, true)?;
     check_text("user", &r.user, MAX_NAME, false)?;
     check_text("client_name", &r.client_name, MAX_NAME, false)?;
     if r.server_name.is_empty() || r.tool_name.is_empty() {
@@ -264,9 +258,6 @@ fn check_new(r: &NewApproval) -> Result<(), ServiceError> {
         return Err(ServiceError::InvalidArgument(
             "approvers: \"user\" and/or \"admin\", each once".into(),
         ));
-    }
-    if !r.remember.is_empty() {
-        parse_remember(&r.remember)?;
     }
     if u64::from(r.timeout_secs) > MAX_AHEAD.as_secs() {
         return Err(ServiceError::InvalidArgument(
@@ -326,6 +317,11 @@ impl ApprovalService<'_> {
     ) -> Result<ApprovalRecord, ServiceError> {
         let ctl = self.0;
         check_new(&r)?;
+        let remember = if r.remember.is_empty() {
+            "once".to_owned()
+        } else {
+            submitted_remember(&r.remember)?
+        };
         let now = now_ms();
         let expires_ms = if r.expires_unix_ms == 0 {
             let hold = Duration::from_secs(u64::from(r.timeout_secs)).max(DEFAULT_PENDING);
@@ -358,11 +354,7 @@ impl ApprovalService<'_> {
             arguments_sha256: r.arguments_sha256,
             client_name: r.client_name,
             approvers: r.approvers,
-            remember: if r.remember.is_empty() {
-                "once".into()
-            } else {
-                r.remember
-            },
+            remember,
             requested_ms: now,
             expires_ms,
             state: "pending".into(),

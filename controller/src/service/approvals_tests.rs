@@ -255,6 +255,11 @@ async fn hostile_and_oversized_requests_are_refused() {
         );
     }
     assert_eq!(parse_remember("2h").unwrap(), "2h");
+    assert_eq!(parse_remember("120m").unwrap(), "2h");
+    // What an agent may send, as humantime writes a duration: stored in the wire form.
+    let mut r = request("hm-1");
+    r.remember = "1h 30m".into();
+    assert_eq!(svc.submit(&a, r).await.unwrap().remember, "90m");
     assert_eq!(parse_remember("session").unwrap(), "session");
     assert!(parse_remember("0s").is_err());
 }
