@@ -254,9 +254,14 @@ impl Shared {
         req: &thoth_proto::fleet::ApprovalRequest,
         detail: Value,
     ) {
+        // The approval the event is about (a remembered call names the approval that granted it).
+        let id = detail
+            .get("approvalId")
+            .and_then(Value::as_str)
+            .unwrap_or(&req.approval_id)
+            .to_owned();
         let summary = format!(
-            "approval {} for {} ({} {}): {}",
-            req.approval_id,
+            "approval {id} for {} ({} {}): {}",
             req.user,
             req.server_name,
             req.tool_name,
@@ -269,6 +274,7 @@ impl Shared {
         let client = (!req.client_name.is_empty()).then_some(req.client_name.as_str());
         let mut record = self.agent_event_about(event_type, client, detail);
         record.user = req.user.clone().into();
+        record.approval_id = Some(id.into());
         record.session_id = (!req.session_id.is_empty()).then(|| req.session_id.clone().into());
         record.server_name = Some(req.server_name.clone().into());
         record.tool_name = Some(req.tool_name.clone().into());
@@ -680,6 +686,85 @@ pub(super) fn parse_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16: an approval's evidence reaches the event chain as APPROVAL_REQUESTED and
+    /// APPROVAL_DECIDED naming the approval, the caller's OS user (not the proxy's claim), the
+    /// server, tool, client, the deciding channel and approver, and the latency.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn approval_evidence_is_on_the_chain_with_who_decided() {
+        use crate::daemon::approval::{Caller, CancelToken, Prompt, UserAnswer, UserChannel};
+        struct Yes;
+        impl UserChannel for Yes {
+            fn ask(&self, _: u32, _: &Prompt, _: std::time::Instant, _: CancelToken) -> UserAnswer {
+                UserAnswer::Allowed { by: "alice".into() }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut c: AgentConfig =
+            toml::from_str(include_str!("../../thoth-agent.example.toml")).unwrap();
+        c.state_dir = dir.path().join("state");
+        c.socket_path = dir.path().join("agent.sock");
+        let sh = Shared::new(c).unwrap();
+        let (spool, _) = pipeline::start(&dir.path().join("spool"), 1 << 20, |t, d| {
+            agent_event("t", Some("a"), t, d)
+        })
+        .unwrap();
+        let _ = sh.spool.set(spool);
+        sh.set_spool_identity("a");
+        sh.approvals.set_user_channel(Arc::new(Yes));
+        let req = thoth_proto::fleet::ApprovalRequest {
+            user: "mallory".into(),
+            session_id: "s1".into(),
+            server_name: "fs".into(),
+            tool_name: "write_file".into(),
+            arguments_sha256: "ab".repeat(32),
+            client_name: "claude-desktop".into(),
+            approvers: vec!["user".into()],
+            timeout_secs: 10,
+            ..Default::default()
+        };
+        let caller = Caller {
+            uid: 1000,
+            name: "alice".into(),
+        };
+        let d = sh.approvals.request(caller, req).await;
+        assert!(d.approved, "{d:?}");
+        let mut events: Vec<Value> = Vec::new();
+        for _ in 0..500 {
+            let got = sh.spool.get().unwrap().read(0, 100, 1 << 20).await.unwrap();
+            events = got
+                .iter()
+                .map(|(_, b)| serde_json::from_slice(b).unwrap())
+                .filter(|e: &Value| {
+                    e["eventType"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("APPROVAL_"))
+                })
+                .collect();
+            if events.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(events.len(), 2, "{events:?}");
+        let (asked, decided) = (&events[0], &events[1]);
+        assert_eq!(asked["eventType"], "APPROVAL_REQUESTED");
+        assert_eq!(decided["eventType"], "APPROVAL_DECIDED");
+        for e in [asked, decided] {
+            assert_eq!(e["approvalId"], d.approval_id.as_str(), "{e}");
+            assert_eq!(e["user"], "alice");
+            assert_eq!(e["serverName"], "fs");
+            assert_eq!(e["toolName"], "write_file");
+            assert_eq!(e["sessionId"], "s1");
+            assert_eq!(e["clientName"], "claude-desktop");
+        }
+        assert_eq!(asked["detail"]["channels"], serde_json::json!(["user"]));
+        assert_eq!(decided["detail"]["channel"], "user");
+        assert_eq!(decided["detail"]["decidedBy"], "alice");
+        assert_eq!(decided["detail"]["decision"], "approved");
+        assert_eq!(decided["detail"]["remember"], "once");
+        assert!(decided["detail"]["latencyMs"].is_u64());
+    }
 
     /// Review M5: an event the agent raised itself carried a user's ~3.9 MB of wrapper
     /// arguments (CONFIG_DRIFT "added --x AAAA…"); the controller refuses events over 1 MiB, so
