@@ -132,9 +132,17 @@ pub async fn start(
         }
     }));
 
-    // Approvals: expired requests swept every 15 s (reads expire them too); notifiers.
+    // Approvals: expired requests swept every 15 s (reads expire them too); notifiers. The
+    // sweep's task is aborted at shutdown: its guard then ends the admin watch streams.
     let ctl = Arc::clone(&controller);
     tasks.push(tokio::spawn(async move {
+        struct CloseOnDrop(Arc<Controller>);
+        impl Drop for CloseOnDrop {
+            fn drop(&mut self) {
+                self.0.approvals.close();
+            }
+        }
+        let _close = CloseOnDrop(Arc::clone(&ctl));
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -51,6 +51,7 @@ pub struct ApprovalHub {
     feed: broadcast::Sender<Arc<ApprovalRecord>>,
     watches: Mutex<HashMap<String, u32>>,
     notifiers: Mutex<Vec<crate::service::approval_notify::NotifierQueue>>,
+    closed: watch::Sender<bool>,
 }
 
 impl Default for ApprovalHub {
@@ -60,6 +61,7 @@ impl Default for ApprovalHub {
             feed: broadcast::channel(256).0,
             watches: Mutex::default(),
             notifiers: Mutex::default(),
+            closed: watch::channel(false).0,
         }
     }
 }
@@ -90,6 +92,11 @@ impl ApprovalHub {
                 s.send_modify(|n| *n += 1);
             }
         }
+    }
+
+    /// The server is stopping: admin watches end (their clients reconnect to the next one).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     /// Every new request and decision (all tenants: watchers filter).
@@ -569,6 +576,7 @@ impl ApprovalService<'_> {
             )));
         };
         let feed = ctl.approvals.feed();
+        let closed = ctl.approvals.closed.subscribe();
         self.expire().await?;
         let s = scope.clone();
         let pending = ctl
@@ -578,6 +586,7 @@ impl ApprovalService<'_> {
             tenant: scope,
             pending,
             feed,
+            closed,
             _guard: guard,
         })
     }
@@ -603,6 +612,7 @@ pub struct Watch {
     pub pending: Vec<ApprovalRecord>,
     /// New requests and decisions, of every tenant.
     pub feed: broadcast::Receiver<Arc<ApprovalRecord>>,
+    closed: watch::Receiver<bool>,
     _guard: WatchGuard,
 }
 
@@ -610,11 +620,18 @@ impl Watch {
     /// The next record of the watched tenant (None: the controller is stopping). A watcher too
     /// slow for the feed skips what it missed.
     pub async fn next(&mut self) -> Option<Arc<ApprovalRecord>> {
+        if *self.closed.borrow() {
+            return None;
+        }
         if let Some(r) = self.pending.pop() {
             return Some(Arc::new(r));
         }
         loop {
-            match self.feed.recv().await {
+            let got = tokio::select! {
+                got = self.feed.recv() => got,
+                _ = self.closed.wait_for(|c| *c) => return None,
+            };
+            match got {
                 Ok(r) => {
                     if self.tenant.as_ref().is_none_or(|t| t.as_str() == r.tenant) {
                         return Some(r);

@@ -344,7 +344,13 @@ async fn watches_follow_the_tenant_and_are_bounded_per_admin() {
     };
     assert!(matches!(e, ServiceError::ResourceExhausted(_)), "{e:?}");
     drop(more);
-    svc.watch(&ann, "").await.unwrap();
+    let mut last = svc.watch(&ann, "").await.unwrap();
+    assert_eq!(last.next().await.unwrap().approval_id, "before");
+    // The server stopping ends every watch (its client reconnects to the next server).
+    ctl.approvals.close();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), last.next()).await;
+    assert!(end.unwrap().is_none());
+    assert!(w.next().await.is_none());
 }
 
 #[test]
