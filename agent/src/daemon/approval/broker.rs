@@ -762,16 +762,17 @@ impl Broker {
             }
             p
         };
-        p.tx.send_replace(Some(o.clone()));
-        p.cancel.cancel();
-        if p.admin_submitted && o.channel != "admin" && o.decision != "expired" {
-            self.withdraw_admin(id.to_owned());
-        }
+        // The evidence first: it is on the chain before the held call goes on.
         self.evidence.record(
             EventType::ApprovalDecided,
             &p.req,
             self.decided_detail(&p, &o.channel, &o.decided_by, o.decision, &o.remember),
         );
+        p.cancel.cancel();
+        if p.admin_submitted && o.channel != "admin" && o.decision != "expired" {
+            self.withdraw_admin(id.to_owned());
+        }
+        p.tx.send_replace(Some(o));
         true
     }
 
