@@ -27,11 +27,11 @@ fn thothctl_bin() -> PathBuf {
     p
 }
 
-fn thothctl_cmd(c: &TestController, creds: &Path, args: &[&str]) -> Command {
+fn thothctl_cmd(url: &str, creds: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(thothctl_bin());
     cmd.arg("--credentials")
         .arg(creds)
-        .args(["--controller", &c.url])
+        .args(["--controller", url])
         .args(args)
         .env_remove("THOTHCTL_CREDENTIALS")
         .env_remove("THOTH_CONTROLLER")
@@ -41,7 +41,7 @@ fn thothctl_cmd(c: &TestController, creds: &Path, args: &[&str]) -> Command {
 
 /// The real `thothctl ARGS` with the credential in `creds`: (exit code, stdout, stderr).
 async fn thothctl_as(c: &TestController, creds: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = thothctl_cmd(c, creds, args);
+    let mut cmd = thothctl_cmd(&c.url, creds, args);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
@@ -379,7 +379,7 @@ async fn watch_prints_one_line_per_request_and_decision() {
         if json {
             args.insert(0, "--json");
         }
-        let mut child = thothctl_cmd(&c, &c.data().join("admin"), &args)
+        let mut child = thothctl_cmd(&c.url, &c.data().join("admin"), &args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -449,4 +449,102 @@ async fn watch_prints_one_line_per_request_and_decision() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
+}
+
+/// A child process killed when dropped (a failing test leaves none behind).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real `thoth-controller serve` on `addr`, serving the data directory `data`.
+fn serve(data: &Path, addr: &str) -> Killed {
+    let child = Command::new(env!("CARGO_BIN_EXE_thoth-controller"))
+        .arg("serve")
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", addr, "--metrics-listen", "off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no controller on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Killed(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reconnects_when_the_controller_process_comes_back() {
+    // Set up (enrollment) in-process, then serve the same data directory from the real binary
+    // on a fixed address, so that it can be killed and started again there.
+    let mut c = TestController::start().await;
+    let agent = c.enroll("acme").await;
+    c.running.take().unwrap().shutdown().await;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let url = format!("https://{addr}");
+    let controller = serve(c.data(), &addr);
+    let submit = |r: pb::ApprovalRequest| {
+        let (url, creds) = (url.clone(), agent.credentials.clone());
+        async move {
+            let ch = thoth_client::connect(&url, &creds, None).await.unwrap();
+            ApprovalsClient::new(ch).submit(r).await.unwrap();
+        }
+    };
+    submit(request(1, "write_file", "{}", 600_000)).await;
+    let mut child = Killed(
+        thothctl_cmd(&url, &c.data().join("admin"), &["approvals", "watch"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        Box::new(child.0.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.0.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let wait_for = |want: &str| {
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(l) if l.contains(want) => return l,
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("no line with {want:?} within 30 s; saw {seen:#?}"),
+            }
+        }
+    };
+    wait_for(&format!("requested  {}", id(1)));
+
+    // The controller dies: the watch says so and keeps trying; started again on the same
+    // address, the watch follows it again.
+    drop(controller);
+    let l = wait_for("reconnecting in");
+    assert!(l.starts_with("thothctl: "), "{l}");
+    let _controller = serve(c.data(), &addr);
+    wait_for("watching again");
+    submit(request(2, "edit_file", "{}", 600_000)).await;
+    wait_for(&format!("requested  {} files/edit_file", id(2)));
 }

@@ -512,6 +512,7 @@ pub(crate) fn refusal(s: tonic::Status, id: Option<&str>) -> Fail {
             1,
             format!("refused: {msg}\n  hint: thothctl approvals show {id}"),
         ),
+        Code::ResourceExhausted => Fail::new(1, format!("refused: {msg}")),
         Code::PermissionDenied => Fail::new(
             4,
             format!(
@@ -652,8 +653,8 @@ async fn decide(
     Ok(())
 }
 
-/// Follows WatchApprovals until interrupted; when the stream ends or the controller is
-/// unreachable, says so on stderr and reconnects (1 s, doubling to 30 s).
+/// Follows WatchApprovals until interrupted; once connected, when the stream ends or the
+/// controller is unreachable, says so on stderr and reconnects (1 s, doubling to 30 s).
 async fn watch(ctx: &Ctx) -> Result<()> {
     let mut backoff = Duration::from_secs(1);
     let mut connected_once = false;
@@ -698,8 +699,9 @@ async fn watch(ctx: &Ctx) -> Result<()> {
         .await;
         let why = match outcome {
             Ok(why) => why,
-            // Unreachable (3) or a broken stream: try again; a refusal is final.
-            Err(f) if f.code == 3 || (f.code == 1 && connected_once) => f.message,
+            // Once connected, an unreachable controller (3) or a broken stream: try again. A
+            // refusal, or a first connection that fails, is final.
+            Err(f) if connected_once && (f.code == 3 || f.code == 1) => f.message,
             Err(f) => return Err(f),
         };
         eprintln!(

@@ -487,6 +487,14 @@ fn refusals_are_said_plainly_with_their_exit_status() {
         "{}",
         f.message
     );
+    let f = refusal(
+        Status::resource_exhausted("amy has 4 approval watches open already"),
+        None,
+    );
+    assert_eq!(
+        (f.code, f.message.as_str()),
+        (1, "refused: amy has 4 approval watches open already")
+    );
     assert_eq!(refusal(Status::invalid_argument("bad"), None).code, 5);
     assert_eq!(refusal(Status::unavailable("down"), None).code, 3);
     assert_eq!(
