@@ -22,13 +22,15 @@ pub use broker::{AdminChannel, Broker, Caller, Evidence, NoAdminChannel, NoEvide
 
 use super::shared::Shared;
 
-/// The broker of an agent: the admin channel on its controller connection, its evidence in its
-/// event spool.
+/// The broker of an agent: the user channel a native dialog on the caller's desktop, the admin
+/// channel on its controller connection, its evidence in its event spool.
 pub(super) fn broker_for(sh: Weak<Shared>) -> Arc<Broker> {
-    Broker::new(
+    let broker = Broker::new(
         Arc::new(admin::ControllerAdmin(sh.clone())),
         Arc::new(SharedEvidence(sh)),
-    )
+    );
+    broker.set_user_channel(Arc::new(dialog::DesktopDialog::new()));
+    broker
 }
 
 /// Approval evidence as agent events: logged, held for upload, noted in the status.
