@@ -23,6 +23,8 @@ use super::{CancelToken, NoUserChannel, Prompt, UserAnswer, UserChannel};
 
 /// Pending requests per OS user; more are denied.
 pub const MAX_PENDING_PER_USER: usize = 16;
+/// Pending requests of all users together; more are denied.
+pub const MAX_PENDING_TOTAL: usize = 1024;
 /// How long a request stays answerable at least (a late decision still becomes a grant).
 pub const MIN_PENDING: Duration = Duration::from_secs(10 * 60);
 /// The proxy's hold when it names none.
@@ -363,6 +365,15 @@ impl Broker {
                             "too many pending approvals: {} has {MAX_PENDING_PER_USER} waiting \
                              for an answer",
                             req.user
+                        ),
+                    );
+                }
+                if st.pending.len() >= MAX_PENDING_TOTAL {
+                    return denial(
+                        "",
+                        format!(
+                            "too many pending approvals: {MAX_PENDING_TOTAL} on this machine are \
+                             waiting for an answer"
                         ),
                     );
                 }

@@ -551,3 +551,33 @@ async fn one_dialog_at_a_time_per_user_and_each_user_sees_only_their_own() {
     assert_eq!(d1.decided_by, "alice");
     assert_eq!(d3.decided_by, "bob");
 }
+
+#[tokio::test(start_paused = true)]
+async fn all_users_together_have_a_bounded_number_of_pending_requests() {
+    let r = rig();
+    let users = MAX_PENDING_TOTAL / MAX_PENDING_PER_USER;
+    let mut held = Vec::new();
+    for u in 0..users {
+        let c = Caller {
+            uid: 5000 + u as u32,
+            name: format!("u{u}"),
+        };
+        for i in 0..MAX_PENDING_PER_USER {
+            held.push(spawn_request(
+                &r.broker,
+                c.clone(),
+                req(&["admin"], "s", i as u8, 600),
+            ));
+        }
+    }
+    until("all pending", || r.broker.pending() == MAX_PENDING_TOTAL).await;
+    let d = r.broker.request(bob(), req(&["admin"], "s", 1, 600)).await;
+    assert!(
+        !d.approved && d.reason.contains("too many pending approvals"),
+        "{d:?}"
+    );
+    for h in held {
+        h.abort();
+    }
+    until("all withdrawn", || r.broker.pending() == 0).await;
+}
