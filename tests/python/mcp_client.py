@@ -9,6 +9,7 @@ connects a `ClientSession`, performs the chosen lifecycle and runs the ops:
 
     {"op": "list_tools"}
     {"op": "call", "tool": NAME, "args": {...}}
+    {"op": "wait_file", "path": P, "timeout": SECS}   # waits (same session) until P exists
 
 One JSON line per op is printed on stdout:
 
@@ -158,6 +159,12 @@ async def run_op(session: ClientSession, op: dict[str, Any]) -> None:
                 "structured": result.structured_content,
             }
         )
+    elif kind == "wait_file":
+        # The test's cue between two calls of one session (e.g. "approved now: retry").
+        deadline = anyio.current_time() + float(op.get("timeout", 30))
+        while not os.path.exists(op["path"]) and anyio.current_time() < deadline:
+            await anyio.sleep(0.05)
+        emit({"op": "wait_file", "ok": os.path.exists(op["path"])})
     else:
         raise ValueError(f"unknown op: {op!r}")
 
@@ -220,7 +227,7 @@ def main(argv: list[str]) -> int:
         if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
             raise ValueError("--ops must be a JSON array of objects")
         for o in ops:
-            if o.get("op") not in ("list_tools", "call") or (o["op"] == "call" and not isinstance(o.get("tool"), str)):
+            if o.get("op") not in ("list_tools", "call", "wait_file") or (o["op"] == "call" and not isinstance(o.get("tool"), str)):
                 raise ValueError(f"bad op: {o!r}")
     except ValueError as exc:
         parser.error(str(exc))

@@ -774,11 +774,14 @@ impl Broker {
             p
         };
         // The evidence first: it is on the chain before the held call goes on.
-        self.evidence.record(
-            EventType::ApprovalDecided,
-            &p.req,
-            self.decided_detail(&p, &o.channel, &o.decided_by, o.decision, &o.remember),
-        );
+        self.evidence.record(EventType::ApprovalDecided, &p.req, {
+            let mut d = self.decided_detail(&p, &o.channel, &o.decided_by, o.decision, &o.remember);
+            // The approver's comment or reason (an admin's, as they wrote it; cut).
+            if !o.reason.is_empty() {
+                d["reason"] = Value::from(o.reason.chars().take(1024).collect::<String>());
+            }
+            d
+        });
         p.cancel.cancel();
         if p.admin_submitted && o.channel != "admin" && o.decision != "expired" {
             self.withdraw_admin(id.to_owned());
