@@ -293,11 +293,14 @@ pub fn text(req: &Prompt, seconds_left: u64) -> String {
     t
 }
 
-/// Whole seconds from now to `deadline` (at least 1).
+/// Seconds from now to `deadline`, rounded to the nearest (at least 1): what the dialog's own
+/// timeout is set to.
 #[cfg(unix)]
 fn seconds_left(deadline: Instant) -> u64 {
-    deadline
+    let ms = deadline
         .saturating_duration_since(Instant::now())
-        .as_secs()
+        .as_millis();
+    u64::try_from(ms.saturating_add(500) / 1000)
+        .unwrap_or(u64::MAX)
         .max(1)
 }

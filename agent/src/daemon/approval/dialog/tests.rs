@@ -117,13 +117,14 @@ fn proc_view(dir: &Path, pids: &[u32]) -> PathBuf {
 
 /// A real X server and a session process of the target user on it.
 struct Desk {
-    _turn: MutexGuard<'static, ()>,
     xvfb: Child,
     session: Child,
     display: String,
     dir: tempfile::TempDir,
     uid: u32,
     user: String,
+    // Last: the next test's X server starts only once this one is gone.
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Drop for Desk {
@@ -228,12 +229,16 @@ impl Desk {
         .unwrap_or_default()
     }
 
-    /// Waits for the dialog window (up to 10 s) and returns it.
-    fn window(&self) -> String {
+    /// Waits for the dialog window of `asking` (up to 10 s) and returns it.
+    fn window(&self, asking: &mut Asking) -> String {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(w) = self.windows().into_iter().next() {
                 return w;
+            }
+            if asking.0.as_ref().is_some_and(|h| h.is_finished()) && self.windows().is_empty() {
+                let (a, took) = asking.join_now();
+                panic!("the ask ended without a dialog window after {took:?}: {a:?}");
             }
             assert!(Instant::now() < end, "no dialog window appeared");
             std::thread::sleep(Duration::from_millis(50));
@@ -287,34 +292,49 @@ fn rand_suffix() -> u128 {
         .as_nanos()
 }
 
-/// Asks on a thread; returns its handle.
+/// An ask running on a thread.
+struct Asking(Option<std::thread::JoinHandle<(UserAnswer, Duration)>>);
+
+impl Asking {
+    /// Its answer (it has ended).
+    fn join_now(&mut self) -> (UserAnswer, Duration) {
+        self.0.take().expect("joined once").join().unwrap()
+    }
+
+    /// Its answer and how long it took.
+    fn join(mut self) -> (UserAnswer, Duration) {
+        self.join_now()
+    }
+}
+
+/// Asks on a thread.
 fn ask_in_thread(
     d: &Arc<DesktopDialog>,
     uid: u32,
     p: Prompt,
     within: Duration,
     cancel: CancelToken,
-) -> std::thread::JoinHandle<(UserAnswer, Duration)> {
+) -> Asking {
     let d = Arc::clone(d);
-    std::thread::spawn(move || {
+    Asking(Some(std::thread::spawn(move || {
         let t0 = Instant::now();
         let a = d.ask(uid, &p, t0 + within, cancel);
         (a, t0.elapsed())
-    })
+    })))
 }
 
 #[test]
 fn allow_is_reached_by_tab_and_answers_allowed_as_the_user() {
     let Some(desk) = Desk::start() else { return };
     let d = desk.dialog();
-    let h = ask_in_thread(
+    let mut h = ask_in_thread(
         &d,
         desk.uid,
         prompt("{\"path\":\"/tmp/x\"}"),
         Duration::from_secs(30),
         CancelToken::new(),
     );
-    let w = desk.window();
+    let w = desk.window(&mut h);
     assert_eq!(
         desk.window_uid(&w),
         desk.uid,
@@ -322,7 +342,7 @@ fn allow_is_reached_by_tab_and_answers_allowed_as_the_user() {
     );
     // Deny is the default button: Tab moves to Allow, space presses it.
     desk.keys(&w, &["Tab", "space"]);
-    let (a, _) = h.join().unwrap();
+    let (a, _) = h.join();
     assert_eq!(
         a,
         UserAnswer::Allowed {
@@ -336,17 +356,17 @@ fn allow_is_reached_by_tab_and_answers_allowed_as_the_user() {
 fn return_presses_the_default_deny() {
     let Some(desk) = Desk::start() else { return };
     let d = desk.dialog();
-    let h = ask_in_thread(
+    let mut h = ask_in_thread(
         &d,
         desk.uid,
         prompt("{}"),
         Duration::from_secs(30),
         CancelToken::new(),
     );
-    let w = desk.window();
+    let w = desk.window(&mut h);
     desk.keys(&w, &["Return"]);
     assert_eq!(
-        h.join().unwrap().0,
+        h.join().0,
         UserAnswer::Denied {
             by: desk.user.clone()
         }
@@ -358,17 +378,20 @@ fn return_presses_the_default_deny() {
 fn no_answer_by_the_deadline_is_no_answer_and_the_dialog_goes() {
     let Some(desk) = Desk::start() else { return };
     let d = desk.dialog();
-    let h = ask_in_thread(
+    let mut h = ask_in_thread(
         &d,
         desk.uid,
         prompt("{}"),
         Duration::from_secs(3),
         CancelToken::new(),
     );
-    desk.window();
-    let (a, took) = h.join().unwrap();
+    desk.window(&mut h);
+    let (a, took) = h.join();
     assert_eq!(a, UserAnswer::NoAnswer);
-    assert!(took >= Duration::from_secs(2), "answered early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(2500),
+        "answered early: {took:?}"
+    );
     assert!(
         took < Duration::from_secs(3) + Duration::from_secs(3),
         "late: {took:?}"
@@ -381,17 +404,17 @@ fn cancel_closes_the_dialog_at_once() {
     let Some(desk) = Desk::start() else { return };
     let d = desk.dialog();
     let cancel = CancelToken::new();
-    let h = ask_in_thread(
+    let mut h = ask_in_thread(
         &d,
         desk.uid,
         prompt("{}"),
         Duration::from_secs(60),
         cancel.clone(),
     );
-    desk.window();
+    desk.window(&mut h);
     let t0 = Instant::now();
     cancel.cancel();
-    let (a, _) = h.join().unwrap();
+    let (a, _) = h.join();
     assert_eq!(a, UserAnswer::NoAnswer);
     assert!(t0.elapsed() < Duration::from_secs(5));
     desk.gone();
@@ -401,14 +424,14 @@ fn cancel_closes_the_dialog_at_once() {
 fn one_dialog_at_a_time_per_user_the_second_waits_its_turn() {
     let Some(desk) = Desk::start() else { return };
     let d = desk.dialog();
-    let first = ask_in_thread(
+    let mut first = ask_in_thread(
         &d,
         desk.uid,
         prompt("{\"n\":1}"),
         Duration::from_secs(30),
         CancelToken::new(),
     );
-    let w = desk.window();
+    let w = desk.window(&mut first);
     let first_pid = desk.window_pid(&w);
     let second = ask_in_thread(
         &d,
@@ -425,7 +448,7 @@ fn one_dialog_at_a_time_per_user_the_second_waits_its_turn() {
     );
     desk.keys(&w, &["Return"]);
     assert_eq!(
-        first.join().unwrap().0,
+        first.join().0,
         UserAnswer::Denied {
             by: desk.user.clone()
         }
@@ -446,21 +469,21 @@ fn one_dialog_at_a_time_per_user_the_second_waits_its_turn() {
     };
     desk.keys(&w2, &["Tab", "space"]);
     assert_eq!(
-        second.join().unwrap().0,
+        second.join().0,
         UserAnswer::Allowed {
             by: desk.user.clone()
         }
     );
 
     // A waiting request whose deadline passes before its turn is NoAnswer, without a dialog.
-    let held = ask_in_thread(
+    let mut held = ask_in_thread(
         &d,
         desk.uid,
         prompt("{}"),
         Duration::from_secs(30),
         CancelToken::new(),
     );
-    let w3 = desk.window();
+    let w3 = desk.window(&mut held);
     let t0 = Instant::now();
     let (late, _) = ask_in_thread(
         &d,
@@ -469,13 +492,12 @@ fn one_dialog_at_a_time_per_user_the_second_waits_its_turn() {
         Duration::from_secs(1),
         CancelToken::new(),
     )
-    .join()
-    .unwrap();
+    .join();
     assert_eq!(late, UserAnswer::NoAnswer);
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert_eq!(desk.windows(), vec![w3.clone()]);
     desk.keys(&w3, &["Return"]);
-    assert!(matches!(held.join().unwrap().0, UserAnswer::Denied { .. }));
+    assert!(matches!(held.join().0, UserAnswer::Denied { .. }));
 }
 
 #[test]
@@ -488,11 +510,11 @@ fn hostile_text_is_shown_plain_by_the_real_zenity() {
     );
     p.tool = "--version".into();
     p.client_name = "<i>claude</i>\u{2066}".into();
-    let h = ask_in_thread(&d, desk.uid, p, Duration::from_secs(30), CancelToken::new());
-    let w = desk.window();
+    let mut h = ask_in_thread(&d, desk.uid, p, Duration::from_secs(30), CancelToken::new());
+    let w = desk.window(&mut h);
     desk.keys(&w, &["Tab", "space"]);
     assert_eq!(
-        h.join().unwrap().0,
+        h.join().0,
         UserAnswer::Allowed {
             by: desk.user.clone()
         }
@@ -563,7 +585,7 @@ fn the_helper_gets_only_the_session_variables_and_runs_as_the_user() {
         .find_map(|a| a.strip_prefix("--timeout="))
         .unwrap();
     let secs: u64 = secs.parse().unwrap();
-    assert!((18..=20).contains(&secs), "{secs}");
+    assert!((19..=20).contains(&secs), "{secs}");
     let want = linux::argv(&Tool::Zenity("z".into()), &p, secs);
     assert_eq!(argv, want.iter().map(String::as_str).collect::<Vec<_>>());
 }
