@@ -260,3 +260,142 @@ fn remember_session_covers_the_session_and_not_the_next_one() {
     let run = s.join().unwrap();
     assert_eq!(calls(&run)[0]["isError"], true, "{run:?}");
 }
+
+/// A display for the test: Xvfb on a free display number, and a process of this user carrying
+/// `DISPLAY` (what a desktop session looks like to the agent).
+struct Desk {
+    xvfb: std::process::Child,
+    session: std::process::Child,
+    display: String,
+}
+
+impl Drop for Desk {
+    fn drop(&mut self) {
+        let _ = self.session.kill();
+        let _ = self.xvfb.kill();
+        let _ = self.session.wait();
+        let _ = self.xvfb.wait();
+    }
+}
+
+impl Desk {
+    fn start() -> Option<Desk> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let missing: Vec<&str> = ["/usr/bin/Xvfb", "/usr/bin/zenity", "/usr/bin/xdotool"]
+            .into_iter()
+            .filter(|p| !Path::new(p).exists())
+            .collect();
+        if !missing.is_empty() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "missing {missing:?}: scripts/setup-peers installs them"
+            );
+            eprintln!("SKIPPED: missing {missing:?}");
+            return None;
+        }
+        let mut xvfb = Command::new("/usr/bin/Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-nolisten",
+                "tcp",
+                "-screen",
+                "0",
+                "1024x768x24",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(xvfb.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let display = format!(":{}", line.trim());
+        let session = Command::new("/bin/sleep")
+            .arg("300")
+            .env_clear()
+            .env("DISPLAY", &display)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        Some(Desk {
+            xvfb,
+            session,
+            display,
+        })
+    }
+
+    fn xdotool(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("/usr/bin/xdotool")
+            .args(args)
+            .env_clear()
+            .env("DISPLAY", &self.display)
+            .output()
+            .unwrap()
+    }
+
+    /// Waits for the approval dialog and answers Allow (Tab to it, then space).
+    fn allow(&self) {
+        let t0 = Instant::now();
+        let w = loop {
+            let o = self.xdotool(&[
+                "search",
+                "--onlyvisible",
+                "--name",
+                "^Thoth: approval needed$",
+            ]);
+            if let Some(w) = String::from_utf8_lossy(&o.stdout).split_whitespace().next() {
+                break w.to_owned();
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "no dialog appeared");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            self.xdotool(&["windowfocus", "--sync", &w])
+                .status
+                .success()
+        );
+        for k in ["Tab", "space"] {
+            assert!(self.xdotool(&["key", k]).status.success());
+        }
+    }
+}
+
+#[test]
+fn the_user_clicks_allow_in_a_real_dialog_and_the_write_goes_through() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: the agent shows dialogs as the caller; run as root to stage a session");
+        return;
+    }
+    let Some(desk) = Desk::start() else {
+        return;
+    };
+    let l = Laptop::new(30, "[user]");
+    let f = l.work.join("f.txt");
+    let s = l.session(json!([write(&f)]));
+    desk.allow();
+    let run = s.join().unwrap();
+    assert_eq!(calls(&run)[0]["isError"], false, "{run:?}");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "x");
+    wait_secs("the user's decision in the SIEM", 30, || {
+        read_jsonl(&l.siem).iter().any(|e| {
+            e["eventType"] == "APPROVAL_DECIDED"
+                && e["detail"]["channel"] == "user"
+                && e["detail"]["decision"] == "approved"
+        })
+    });
+    drop(desk);
+    // No display any more: the user channel says so at once and the call is denied, saying
+    // why (not held for nothing).
+    let g = l.work.join("g.txt");
+    let t0 = Instant::now();
+    let run = l.session(json!([write(&g)])).join().unwrap();
+    let c = calls(&run);
+    assert_eq!(c[0]["isError"], true, "{run:?}");
+    assert!(t0.elapsed() < Duration::from_secs(25), "{:?}", t0.elapsed());
+    assert!(!g.exists());
+}
