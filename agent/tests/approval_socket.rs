@@ -16,16 +16,23 @@ use thoth_endpoint::config::AgentConfig;
 use thoth_proto::fleet::{self as pb, local_agent_client::LocalAgentClient};
 
 fn shared(dir: &Path) -> Arc<Shared> {
+    shared_with_thoth(dir, &std::env::current_exe().unwrap())
+}
+
+fn shared_with_thoth(dir: &Path, thoth: &Path) -> Arc<Shared> {
     let key = base64::engine::general_purpose::STANDARD.encode(
         ed25519_dalek::SigningKey::from_bytes(&[7; 32])
             .verifying_key()
             .to_bytes(),
     );
+    // Only the installed thoth may ask for approval: here the callers are this test binary (in
+    // process, or re-run as a child), so it stands as the installed thoth.
     let text = format!(
-        "controller_url = \"https://127.0.0.1:9\"\ntenant = \"acme\"\nca_fingerprint = \"sha256:{}\"\nroot_public_key = \"{key}\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\n",
+        "controller_url = \"https://127.0.0.1:9\"\ntenant = \"acme\"\nca_fingerprint = \"sha256:{}\"\nroot_public_key = \"{key}\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\nthoth_path = \"{}\"\n",
         "ab".repeat(32),
         dir.join("state").display(),
-        dir.join("agent.sock").display()
+        dir.join("agent.sock").display(),
+        thoth.display()
     );
     let config: AgentConfig = toml::from_str(&text).unwrap();
     Shared::new(config).unwrap()
@@ -297,4 +304,31 @@ async fn another_users_identical_call_is_never_covered_by_a_grant() {
     assert_eq!(asked.len(), 2);
     assert_eq!(asked[1].0, NOBODY);
     server.stop().await;
+}
+
+/// Only the installed thoth may put a request before a human: another program of the same user
+/// (here this test binary, with another binary installed as thoth) is refused, and nobody is
+/// asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_is_not_the_installed_thoth_cannot_ask_for_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("thoth");
+    std::fs::copy("/bin/true", &other).unwrap();
+    let sh = shared_with_thoth(dir.path(), &other);
+    let clicker = Arc::new(Clicker::default());
+    sh.approvals
+        .set_user_channel(Arc::clone(&clicker) as Arc<dyn UserChannel>);
+    let _server = local::serve(Arc::clone(&sh)).await.unwrap();
+    let ch = thoth_endpoint::tls::local_channel(&dir.path().join("agent.sock")).unwrap();
+    let mut client = LocalAgentClient::new(ch);
+    let e = client
+        .request_approval(request(r#"{"path":"/tmp/x"}"#, "once"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("installed thoth"), "{e:?}");
+    assert!(
+        clicker.asked.lock().unwrap().is_empty(),
+        "a human was asked"
+    );
 }

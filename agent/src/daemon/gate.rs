@@ -56,7 +56,7 @@ async fn verdict_of(
 ) -> (Verdict, bool) {
     let reportable = |v: &Verdict| match v {
         Verdict::Refused(kind, _) => {
-            call == Call::Policy || matches!(kind, Kind::LoaderVariable | Kind::Library)
+            call != Call::Events || matches!(kind, Kind::LoaderVariable | Kind::Library)
         }
         _ => false,
     };
@@ -116,6 +116,7 @@ pub(super) async fn gate(
     if report && let Some(held_back) = sh.peer_reports.should_raise(owner, kind, Instant::now()) {
         let what = match call {
             Call::Policy => "policy refused",
+            Call::Approval => "approval request refused",
             Call::Events => "its events are kept",
         };
         tracing::warn!(
@@ -138,7 +139,11 @@ pub(super) async fn gate(
             "pid": process.map(|p| p.pid),
             "kind": kind.as_str(),
             "reason": reason,
-            "call": match call { Call::Policy => "policy", Call::Events => "events" },
+            "call": match call {
+                Call::Policy => "policy",
+                Call::Approval => "approval",
+                Call::Events => "events",
+            },
             "installedThoth": installed,
             "heldBack": held_back,
         });
@@ -157,6 +162,10 @@ pub(super) async fn gate(
         Call::Policy => Err(tonic::Status::permission_denied(format!(
             "the agent does not serve policy to this process: {reason}. Every call is denied \
              until the MCP server runs through the installed thoth without them"
+        ))),
+        Call::Approval => Err(tonic::Status::permission_denied(format!(
+            "the agent puts approval requests before a human only for the installed thoth: \
+             {reason}"
         ))),
     }
 }

@@ -281,6 +281,17 @@ impl local_agent_server::LocalAgent for LocalService {
             .map_err(|e| Status::internal(e.to_string()))?;
         let server: String = req.get_ref().server_name.chars().take(128).collect();
         self.0.saw_caller(&name, &server);
+        // Only the installed, untampered thoth may put a request before a human (as for policy).
+        let conn = req.extensions().get::<super::peer::ConnInfo>().cloned();
+        let key = self.1.owners.key(uid);
+        super::gate::gate(
+            &self.0,
+            conn.as_ref(),
+            &name,
+            key,
+            super::peer::Call::Approval,
+        )
+        .await?;
         let caller = super::approval::Caller { uid, name };
         // Dropping this future (the proxy went away) withdraws the request (see the broker).
         let decision = self.0.approvals.request(caller, req.into_inner()).await;

@@ -36,12 +36,15 @@ pub enum Verdict {
     Refused(Kind, String),
 }
 
-/// Which call a process makes: policy is served to a verified proxy only; events are taken from
-/// anyone (they are evidence of what a process did), and a tampered `thoth` is reported either way.
+/// Which call a process makes: policy and approvals are served to a verified proxy only;
+/// events are taken from anyone (they are evidence of what a process did), and a tampered
+/// `thoth` is reported either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     /// `GetPolicy` or `WatchPolicy`.
     Policy,
+    /// `RequestApproval`: only a verified proxy may put a request before a human.
+    Approval,
     /// `EmitEvents`.
     Events,
 }
