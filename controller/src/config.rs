@@ -56,7 +56,7 @@ pub struct ControllerConfig {
     /// SIEM sinks (`[[sinks]]`).
     pub sinks: Vec<crate::sinks::SinkConfig>,
     /// Approval notifiers (`[[approval_notifiers]]`).
-    pub approval_notifiers: Vec<crate::service::approval_notify::ApprovalNotifierConfig>,
+    pub approval_notifiers: Vec<ApprovalNotifierConfig>,
 }
 
 impl Default for ControllerConfig {
@@ -321,6 +321,54 @@ impl ControllerConfig {
             return Err(ConfigError::Setting(
                 "max_request_bytes must be at least 65536".into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+/// What a notifier posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierKind {
+    /// A Slack-compatible `{"text": …}` message.
+    Slack,
+    /// The request as JSON (ApprovalInfo's fields, camelCase).
+    Json,
+}
+
+/// One `[[approval_notifiers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalNotifierConfig {
+    /// slack or json.
+    pub kind: NotifierKind,
+    /// Where to POST (http or https).
+    pub url: String,
+    /// The environment variable holding the HMAC-SHA256 secret: each POST carries
+    /// `X-Thoth-Signature: sha256=<hex>` of its body, as the webhook sink does.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Only these tenants' requests (empty: all).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// For an https URL: the CA certificate (PEM) to trust.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ApprovalNotifierConfig {
+    /// Refuses a URL that is not http(s).
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "approval notifier url {:?} must start with http:// or https://",
+                self.url
+            ));
+        }
+        if let Some(env) = &self.secret_env
+            && env.is_empty()
+        {
+            return Err("approval notifier secret_env is empty".into());
         }
         Ok(())
     }

@@ -74,7 +74,7 @@ pub struct Controller {
     /// Admin credentials: the deny list checked at every handshake and request.
     pub admins: Arc<crate::admins::AdminGate>,
     /// The approval queue's listeners (agents' streams, admin watches, notifiers).
-    pub approvals: Arc<crate::service::approvals::ApprovalHub>,
+    pub approvals: Arc<crate::approval_hub::ApprovalHub>,
 }
 
 impl Controller {

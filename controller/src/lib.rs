@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admins;
+pub mod approval_hub;
 pub mod config;
 pub mod controller;
 pub mod datadir;

@@ -2,13 +2,13 @@
 //! or a webhook, so that approvers learn of it. Each notifier has a bounded queue and its own
 //! task with retries: a full queue drops (and logs), Submit never waits on it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::approval_hub::{ApprovalHub, NotifierQueue};
+pub use crate::config::{ApprovalNotifierConfig, NotifierKind};
 use crate::sinks::http::HttpTarget;
 use crate::store::ApprovalRecord;
 
@@ -16,75 +16,6 @@ use crate::store::ApprovalRecord;
 pub const QUEUE: usize = 256;
 /// Attempts per request.
 pub const ATTEMPTS: u32 = 4;
-
-/// What a notifier posts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NotifierKind {
-    /// A Slack-compatible `{"text": …}` message.
-    Slack,
-    /// The request as JSON (ApprovalInfo's fields, camelCase).
-    Json,
-}
-
-/// One `[[approval_notifiers]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApprovalNotifierConfig {
-    /// slack or json.
-    pub kind: NotifierKind,
-    /// Where to POST (http or https).
-    pub url: String,
-    /// The environment variable holding the HMAC-SHA256 secret: each POST carries
-    /// `X-Thoth-Signature: sha256=<hex>` of its body, as the webhook sink does.
-    #[serde(default)]
-    pub secret_env: Option<String>,
-    /// Only these tenants' requests (empty: all).
-    #[serde(default)]
-    pub tenants: Vec<String>,
-    /// For an https URL: the CA certificate (PEM) to trust.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-}
-
-impl ApprovalNotifierConfig {
-    /// Refuses a URL that is not http(s).
-    pub fn check(&self) -> Result<(), String> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!(
-                "approval notifier url {:?} must start with http:// or https://",
-                self.url
-            ));
-        }
-        if let Some(env) = &self.secret_env
-            && env.is_empty()
-        {
-            return Err("approval notifier secret_env is empty".into());
-        }
-        Ok(())
-    }
-}
-
-/// A notifier's queue, held by the [`ApprovalHub`](super::approvals::ApprovalHub).
-pub(crate) struct NotifierQueue {
-    tenants: Vec<String>,
-    tx: mpsc::Sender<ApprovalRecord>,
-}
-
-impl NotifierQueue {
-    /// Queues `rec` unless its tenant is filtered out or the queue is full (never waits).
-    pub(crate) fn offer(&self, rec: &ApprovalRecord) {
-        if !self.tenants.is_empty() && !self.tenants.contains(&rec.tenant) {
-            return;
-        }
-        if self.tx.try_send(rec.clone()).is_err() {
-            tracing::warn!(
-                approval_id = rec.approval_id,
-                "approval notifier queue full: notification dropped"
-            );
-        }
-    }
-}
 
 /// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
@@ -158,7 +89,7 @@ pub fn body(kind: NotifierKind, rec: &ApprovalRecord) -> Vec<u8> {
 /// Starts one task per notifier and registers its queue with `hub`. A notifier whose secret
 /// variable is unset, or whose URL cannot be used, is refused here (by its URL).
 pub fn start(
-    hub: &super::approvals::ApprovalHub,
+    hub: &ApprovalHub,
     configs: &[ApprovalNotifierConfig],
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let mut tasks = Vec::new();
@@ -176,10 +107,7 @@ pub fn start(
         let target = HttpTarget::new(&cfg.url, cfg.ca_file.as_deref())
             .map_err(|e| format!("approval notifier {}: {e}", cfg.url))?;
         let (tx, mut rx) = mpsc::channel::<ApprovalRecord>(QUEUE);
-        hub.add_notifier(NotifierQueue {
-            tenants: cfg.tenants.clone(),
-            tx,
-        });
+        hub.add_notifier(NotifierQueue::new(cfg.tenants.clone(), tx));
         let (kind, url, target) = (cfg.kind, cfg.url.clone(), Arc::new(target));
         tasks.push(tokio::spawn(async move {
             while let Some(rec) = rx.recv().await {

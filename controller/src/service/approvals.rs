@@ -2,12 +2,13 @@
 //! approver or higher, tenant-scoped) list and decide them, and decisions go back to the agent
 //! on its Subscribe stream. Every check lives here; the transports only translate.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, watch};
 
+use crate::approval_hub::WatchGuard;
+pub use crate::approval_hub::{ApprovalHub, MAX_WATCHES_PER_ADMIN};
 use crate::controller::Controller;
 use crate::ids::TenantId;
 use crate::metrics::Metrics;
@@ -31,8 +32,6 @@ pub const MAX_NAME: usize = 256;
 pub const MAX_CONTENT: usize = 4096;
 /// Longest approval id.
 pub const MAX_ID: usize = 64;
-/// Most admin watch streams open at once per admin credential.
-pub const MAX_WATCHES_PER_ADMIN: u32 = 4;
 /// Most decisions (re-)sent to an agent at once.
 pub const MAX_AGENT_DECISIONS: u32 = 256;
 
@@ -42,113 +41,6 @@ pub fn now_ms() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// What moves between the queue and its listeners: per-agent wake-ups (a decision to push on the
-/// agent's Subscribe stream), the admin watch feed, and the notifier queues.
-pub struct ApprovalHub {
-    agents: Mutex<HashMap<String, watch::Sender<u64>>>,
-    feed: broadcast::Sender<Arc<ApprovalRecord>>,
-    watches: Mutex<HashMap<String, u32>>,
-    notifiers: Mutex<Vec<crate::service::approval_notify::NotifierQueue>>,
-    closed: watch::Sender<bool>,
-}
-
-impl Default for ApprovalHub {
-    fn default() -> Self {
-        ApprovalHub {
-            agents: Mutex::default(),
-            feed: broadcast::channel(256).0,
-            watches: Mutex::default(),
-            notifiers: Mutex::default(),
-            closed: watch::channel(false).0,
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl ApprovalHub {
-    /// Wakes when a decision for `agent_id` is made (its Subscribe stream then reads them).
-    pub fn agent(&self, agent_id: &str) -> watch::Receiver<u64> {
-        let mut agents = lock(&self.agents);
-        if agents.len() > 4096 {
-            agents.retain(|_, s| s.receiver_count() > 0);
-        }
-        agents
-            .entry(agent_id.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
-    }
-
-    fn wake_agent(&self, agent_id: &str) {
-        let mut agents = lock(&self.agents);
-        if let Some(s) = agents.get(agent_id) {
-            if s.receiver_count() == 0 {
-                agents.remove(agent_id);
-            } else {
-                s.send_modify(|n| *n += 1);
-            }
-        }
-    }
-
-    /// The server is stopping: admin watches end (their clients reconnect to the next one).
-    pub fn close(&self) {
-        self.closed.send_replace(true);
-    }
-
-    /// Every new request and decision (all tenants: watchers filter).
-    pub fn feed(&self) -> broadcast::Receiver<Arc<ApprovalRecord>> {
-        self.feed.subscribe()
-    }
-
-    fn publish(&self, rec: &ApprovalRecord) {
-        let _ = self.feed.send(Arc::new(rec.clone()));
-    }
-
-    /// Adds a notifier's queue (see `approval_notify::start`).
-    pub(crate) fn add_notifier(&self, q: crate::service::approval_notify::NotifierQueue) {
-        lock(&self.notifiers).push(q);
-    }
-
-    fn notify(&self, rec: &ApprovalRecord) {
-        for q in lock(&self.notifiers).iter() {
-            q.offer(rec);
-        }
-    }
-
-    fn open_watch(self: &Arc<Self>, fingerprint: &str) -> Option<WatchGuard> {
-        let mut w = lock(&self.watches);
-        let n = w.entry(fingerprint.to_owned()).or_default();
-        if *n >= MAX_WATCHES_PER_ADMIN {
-            return None;
-        }
-        *n += 1;
-        Some(WatchGuard {
-            hub: Arc::clone(self),
-            fingerprint: fingerprint.to_owned(),
-        })
-    }
-}
-
-/// An open admin watch; counted until dropped.
-pub struct WatchGuard {
-    hub: Arc<ApprovalHub>,
-    fingerprint: String,
-}
-
-impl Drop for WatchGuard {
-    fn drop(&mut self) {
-        let mut w = lock(&self.hub.watches);
-        if let Some(n) = w.get_mut(&self.fingerprint) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                w.remove(&self.fingerprint);
-            }
-        }
-    }
 }
 
 /// A request as an agent submits it (identity fields are ignored: they come from its
@@ -576,7 +468,7 @@ impl ApprovalService<'_> {
             )));
         };
         let feed = ctl.approvals.feed();
-        let closed = ctl.approvals.closed.subscribe();
+        let closed = ctl.approvals.closed();
         self.expire().await?;
         let s = scope.clone();
         let pending = ctl
