@@ -1,9 +1,6 @@
 //! The local endpoint: gRPC over a Unix domain socket that the proxies of every desktop user
 //! reach. Each caller's OS user comes from the socket's peer credentials.
 
-// libc for getpwuid_r (a caller's user name): rustix has no passwd lookup.
-#![allow(unsafe_code)]
-
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -76,21 +73,8 @@ pub fn user_name(uid: u32) -> Option<String> {
     login_name(uid)
 }
 
-/// The login name of `uid`, from its passwd entry.
 #[cfg(unix)]
-pub fn login_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes into the buffers we own, sized as given.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if rc != 0 || out.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
-}
+pub use super::sys::login_name;
 
 /// The service, with the caps (whose [`Owners`] say whose spool quota a caller's events use).
 struct LocalService(Arc<Shared>, Arc<Limits>);

@@ -16,6 +16,7 @@ pub mod peer;
 pub mod pipeline;
 pub mod shared;
 pub mod spool;
+mod sys;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

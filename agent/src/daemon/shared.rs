@@ -76,23 +76,7 @@ pub(super) fn unix_to_rfc3339(secs: i64) -> String {
     rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
 }
 
-pub(super) fn describe(s: &tonic::Status) -> String {
-    let mut m = s.message().to_owned();
-    if m.is_empty() {
-        m = format!("{:?}", s.code());
-    }
-    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
-        && let Some(src) = std::error::Error::source(s)
-    {
-        m.push_str(&format!(": {src}"));
-        let mut cur = src.source();
-        while let Some(c) = cur {
-            m.push_str(&format!(": {c}"));
-            cur = c.source();
-        }
-    }
-    m
-}
+pub(super) use super::sys::describe;
 
 impl Shared {
     /// The MCP clients the policy in force lets the agent manage (its `managed_clients`), or
@@ -139,7 +123,9 @@ impl Shared {
         };
         let peer_checks = peer::Checks::new(&config);
         Ok(Arc::new_cyclic(|me| Shared {
-            approvals: super::approval::broker_for(me.clone()),
+            approvals: super::approval::broker_for(
+                me.clone() as std::sync::Weak<dyn super::approval::Daemon>
+            ),
             config,
             root,
             fingerprint,
@@ -552,6 +538,21 @@ impl Shared {
             );
             self.report_now.notify_one();
         }
+    }
+}
+
+impl super::approval::Daemon for Shared {
+    fn record_approval(
+        &self,
+        event_type: EventType,
+        req: &thoth_proto::fleet::ApprovalRequest,
+        detail: serde_json::Value,
+    ) {
+        self.raise_approval(event_type, req, detail);
+    }
+
+    fn controller_channel(&self) -> Option<tonic::transport::Channel> {
+        lock(&self.channel).clone()
     }
 }
 

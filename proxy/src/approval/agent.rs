@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use thoth_proto::fleet::{ApprovalDecision, ApprovalRequest};
 
-use super::{
-    Approver, Elicitation, Held, MAX_PARKED, Outcome, Release, Request, Requested, Resent, Settled,
+use super::elicitation::Elicitation;
+use super::model::{
+    AgentAnswer, Approver, Held, MAX_PARKED, Outcome, Release, Request, Requested, Resent, Settled,
     args_digest, decide,
 };
 use crate::message;
@@ -28,13 +29,6 @@ const WHO_MAX: usize = 256;
 const REASON_MAX: usize = 1024;
 
 const AGENT_CHANNEL: &str = "agent";
-
-/// What became of a `RequestApproval`: the agent's decision, or why it could not be asked.
-#[derive(Debug, Clone)]
-pub(crate) enum AgentAnswer {
-    Decision(ApprovalDecision),
-    Failed(String),
-}
 
 /// A call held while the agent finds a human.
 struct AgentHeld {

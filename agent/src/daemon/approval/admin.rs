@@ -8,20 +8,21 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use thoth_proto::fleet::{self as pb, approvals_client::ApprovalsClient};
 
-use super::super::shared::{Shared, describe, lock};
 use super::broker::AdminChannel;
+use super::types::Daemon;
+use crate::daemon::sys::describe;
 
 /// How long a Submit or Withdraw may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The controller's queue, reached on the agent's current connection.
-pub struct ControllerAdmin(pub(in super::super) Weak<Shared>);
+pub struct ControllerAdmin(pub(in super::super) Weak<dyn Daemon>);
 
 impl ControllerAdmin {
     fn client(&self) -> Result<ApprovalsClient<tonic::transport::Channel>, String> {
         let sh = self.0.upgrade().ok_or("the agent is stopping")?;
-        let ch = lock(&sh.channel)
-            .clone()
+        let ch = sh
+            .controller_channel()
             .ok_or("the agent is not connected to the controller now")?;
         Ok(ApprovalsClient::new(ch))
     }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::grants::{CallKey, Grants, Remember};
-use super::{CancelToken, NoUserChannel, Prompt, UserAnswer, UserChannel};
+use super::types::{CancelToken, NoUserChannel, Prompt, UserAnswer, UserChannel};
 
 /// Pending requests per OS user; more are denied.
 pub const MAX_PENDING_PER_USER: usize = 16;

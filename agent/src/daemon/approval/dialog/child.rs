@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::super::CancelToken;
+use super::super::types::CancelToken;
 
 /// The most bytes kept of the helper's stdout and stderr.
 const KEEP: usize = 4096;
@@ -105,5 +105,5 @@ pub(super) fn first_line(stderr: &str) -> String {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("");
-    super::one_line(line, 200)
+    super::shown::one_line(line, 200)
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::super::{CancelToken, Prompt, UserAnswer};
+use super::super::types::{CancelToken, Prompt, UserAnswer};
 use super::child::{self, Ended};
 
 /// The variables taken from the session's process.
@@ -151,7 +151,7 @@ impl Linux {
                 looked.join(", ")
             )
         })?;
-        let secs = super::seconds_left(deadline);
+        let secs = super::shown::seconds_left(deadline);
         let mut cmd = Command::new(tool.path());
         cmd.args(argv(&tool, req, secs))
             .env_clear()
@@ -237,15 +237,15 @@ fn answer(ended: Ended, tool: &Tool, user: String) -> UserAnswer {
 /// The helper's arguments (the text is one argument, `--text=…`, so it can never be read as an
 /// option).
 pub fn argv(tool: &Tool, req: &Prompt, seconds_left: u64) -> Vec<String> {
-    let text = super::text(req, seconds_left);
+    let text = super::shown::text(req, seconds_left);
     match tool {
         Tool::Zenity(_) => vec![
             "--question".into(),
             "--no-markup".into(),
-            format!("--title={}", super::TITLE),
+            format!("--title={}", super::shown::TITLE),
             format!("--text={text}"),
-            format!("--ok-label={}", super::ALLOW),
-            format!("--cancel-label={}", super::DENY),
+            format!("--ok-label={}", super::shown::ALLOW),
+            format!("--cancel-label={}", super::shown::DENY),
             "--default-cancel".into(),
             format!("--timeout={seconds_left}"),
             "--width=560".into(),
@@ -254,11 +254,11 @@ pub fn argv(tool: &Tool, req: &Prompt, seconds_left: u64) -> Vec<String> {
         // character that could be markup escaped.
         Tool::Kdialog(_) => vec![
             "--title".into(),
-            super::TITLE.into(),
+            super::shown::TITLE.into(),
             "--yes-label".into(),
-            super::ALLOW.into(),
+            super::shown::ALLOW.into(),
             "--no-label".into(),
-            super::DENY.into(),
+            super::shown::DENY.into(),
             "--yesno".into(),
             format!("<qt>{}</qt>", html_escape(&text)),
         ],
@@ -306,7 +306,7 @@ impl Session {
         let mut v = Vec::new();
         for k in ["DISPLAY", "WAYLAND_DISPLAY"] {
             if let Some(d) = self.get(k) {
-                v.push(format!("{k}={}", super::one_line(d, 64)));
+                v.push(format!("{k}={}", super::shown::one_line(d, 64)));
             }
         }
         v.join(", ")

@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::super::{CancelToken, Prompt, UserAnswer};
+use super::super::types::{CancelToken, Prompt, UserAnswer};
 use super::child::{self, Ended};
 
 /// The fixed script: argv is (text, title, seconds, allow label, deny label).
@@ -30,11 +30,11 @@ pub fn command(uid: u32, req: &Prompt, secs: u64) -> Command {
     cmd.args(["asuser", &uid.to_string(), "/usr/bin/sudo", "-n", "-u"])
         .arg(format!("#{uid}"))
         .args(["/usr/bin/osascript", "-e", SCRIPT])
-        .arg(super::text(req, secs))
-        .arg(super::TITLE)
+        .arg(super::shown::text(req, secs))
+        .arg(super::shown::TITLE)
         .arg(secs.to_string())
-        .arg(super::ALLOW)
-        .arg(super::DENY)
+        .arg(super::shown::ALLOW)
+        .arg(super::shown::DENY)
         .env_clear()
         .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
         .current_dir("/");
@@ -49,7 +49,7 @@ impl Macos {
         deadline: Instant,
         cancel: &CancelToken,
     ) -> UserAnswer {
-        let user = crate::daemon::local::login_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+        let user = crate::daemon::sys::login_name(uid).unwrap_or_else(|| format!("uid {uid}"));
         match std::fs::metadata("/dev/console").map(|m| m.uid()) {
             Ok(console) if console == uid => {}
             Ok(_) => {
@@ -59,7 +59,7 @@ impl Macos {
             }
             Err(e) => return UserAnswer::Unavailable(format!("no console session: {e}")),
         }
-        let secs = super::seconds_left(deadline);
+        let secs = super::shown::seconds_left(deadline);
         let ended = child::run(
             command(uid, req, secs),
             deadline,
@@ -72,8 +72,12 @@ impl Macos {
                 stdout,
                 ..
             } => match stdout.trim() {
-                s if s == format!("button:{}", super::ALLOW) => UserAnswer::Allowed { by: user },
-                s if s == format!("button:{}", super::DENY) => UserAnswer::Denied { by: user },
+                s if s == format!("button:{}", super::shown::ALLOW) => {
+                    UserAnswer::Allowed { by: user }
+                }
+                s if s == format!("button:{}", super::shown::DENY) => {
+                    UserAnswer::Denied { by: user }
+                }
                 _ => UserAnswer::NoAnswer,
             },
             Ended::Exited { stderr, .. } => UserAnswer::Unavailable(format!(

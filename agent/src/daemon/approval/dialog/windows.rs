@@ -2,7 +2,7 @@
 //! helper started in that session (WTSQueryUserToken + CreateProcessAsUser), which is not built;
 //! the channel says so and the admin channel is the way to approve.
 
-use super::super::UserAnswer;
+use super::super::types::UserAnswer;
 
 /// What every ask answers on Windows today.
 pub(super) fn unavailable() -> UserAnswer {
