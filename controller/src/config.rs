@@ -57,6 +57,10 @@ pub struct ControllerConfig {
     pub sinks: Vec<crate::sinks::SinkConfig>,
     /// Approval notifiers (`[[approval_notifiers]]`).
     pub approval_notifiers: Vec<ApprovalNotifierConfig>,
+    /// How long approval requests no longer pending (decided, withdrawn, expired) are kept; the
+    /// audit log keeps the decisions. 1 day to 10 years.
+    #[serde(with = "human")]
+    pub approval_retention: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -79,6 +83,7 @@ impl Default for ControllerConfig {
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             sinks: Vec::new(),
             approval_notifiers: Vec::new(),
+            approval_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -153,6 +158,11 @@ pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is opti
 # start); delete server.crt and server.key to make a new one after changing this.
 # server_names = ["localhost", "127.0.0.1", "::1"]
 
+# How long approval requests no longer pending (decided, withdrawn, expired) are kept, 1d-3650d;
+# every admin decision stays in the audit log. Each tenant also keeps at most 50000 requests
+# (the oldest ended ones are deleted first).
+# approval_retention = "30d"
+
 # SIEM sinks: any number. Each reads the event store by its own cursor, delivers at least once
 # and retries with backoff; `tenants` and `event_types` filter (empty: all). Field names are the
 # events' camelCase names. Lag is the metric thoth_sink_lag_events{sink="…"}. Every sink takes
@@ -187,8 +197,9 @@ pub const TEMPLATE: &str = r#"# Thoth controller settings. Every setting is opti
 # secret = "change me"
 
 # Approval notifiers: each new approval request (a step_up call waiting for an admin) is POSTed,
-# from a bounded queue with retries (never holding the agent up): kind "slack" posts a
-# Slack-compatible {"text": …} message, kind "json" the request as JSON. With secret_env, each POST
+# from a bounded queue with retries (never holding the agent up), at most once per agent per 10 s
+# (the others are counted into the next: "and N more"): kind "slack" posts a
+# Slack-compatible {"text": …} message, kind "json" the request as JSON ("more": N). With secret_env, each POST
 # carries X-Thoth-Signature: sha256=<HMAC-SHA256 of the body> under that variable's value.
 # `tenants` filters (empty: all); for https, ca_file is the CA to trust.
 #
@@ -307,6 +318,14 @@ impl ControllerConfig {
         for n in &self.approval_notifiers {
             n.check().map_err(ConfigError::Setting)?;
         }
+        if self.approval_retention < Duration::from_secs(86_400)
+            || self.approval_retention > Duration::from_secs(3650 * 86_400)
+        {
+            return Err(ConfigError::Setting(format!(
+                "approval_retention ({}) must be between 1 day and 3650 days",
+                humantime::format_duration(self.approval_retention)
+            )));
+        }
         if self.max_connections == 0 || self.max_unauthenticated_per_address == 0 {
             return Err(ConfigError::Setting(
                 "max_connections and max_unauthenticated_per_address must be above zero".into(),
@@ -421,5 +440,14 @@ mod tests {
             ..ControllerConfig::default()
         };
         assert!(c.check().is_err());
+        assert_eq!(parsed.approval_retention, Duration::from_secs(30 * 86_400));
+        for bad in ["1h", "3651d"] {
+            let c: ControllerConfig =
+                toml::from_str(&format!("approval_retention = \"{bad}\"")).unwrap();
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.contains("approval_retention"), "{err}");
+        }
+        let c: ControllerConfig = toml::from_str("approval_retention = \"90d\"").unwrap();
+        c.check().unwrap();
     }
 }

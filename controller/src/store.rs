@@ -656,6 +656,10 @@ pub trait ApprovalStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Pending requests past their expiry become expired; returns how many.
     fn expire_approvals(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes requests no longer pending that ended (decided, withdrawn, expired) before
+    /// `before_ms`, then, in every tenant holding more than `max_per_tenant` rows, the oldest
+    /// ended ones down to it (pending rows are never deleted); returns how many went.
+    fn prune_approvals(&self, before_ms: i64, max_per_tenant: u32) -> Result<u64, StoreError>;
     /// The agent's decided (approved or denied) requests not yet expired, newest first, at
     /// most `limit`: what is (re-)sent on its Subscribe stream.
     fn agent_decisions(

@@ -132,7 +132,8 @@ pub async fn start(
         }
     }));
 
-    // Approvals: expired requests swept every 15 s (reads expire them too); notifiers. The
+    // Approvals: expired requests swept every 15 s (reads expire them too), and ended ones past
+    // `approval_retention` (or a tenant's row bound) deleted; notifiers. The
     // sweep's task is aborted at shutdown: its guard then ends the admin watch streams.
     let ctl = Arc::clone(&controller);
     tasks.push(tokio::spawn(async move {
@@ -148,7 +149,7 @@ pub async fn start(
         loop {
             tick.tick().await;
             if let Err(e) = crate::service::approvals::ApprovalService(&ctl)
-                .expire()
+                .sweep()
                 .await
             {
                 tracing::warn!("approval expiry sweep failed: {e}");

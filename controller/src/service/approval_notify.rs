@@ -1,13 +1,15 @@
 //! Approval notifiers (`[[approval_notifiers]]`): each new approval request is POSTed to a chat
 //! or a webhook, so that approvers learn of it. Each notifier has a bounded queue and its own
-//! task with retries: a full queue drops (and logs), Submit never waits on it.
+//! task with retries: a full queue drops (and logs), Submit never waits on it. At most one
+//! notification per agent per 10 s: the requests in between are counted into the next one
+//! ("and N more"), sent when the window ends.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::approval_hub::{ApprovalHub, NotifierQueue};
+use crate::approval_hub::{ApprovalHub, Notice, NotifierQueue};
 pub use crate::config::{ApprovalNotifierConfig, NotifierKind};
 use crate::sinks::http::HttpTarget;
 use crate::store::ApprovalRecord;
@@ -34,9 +36,10 @@ fn how_to_decide(rec: &ApprovalRecord) -> String {
     )
 }
 
-/// The body posted for `rec`. Strings are JSON-escaped by serde; the Slack text escapes its
-/// markup characters so that requested text cannot format the message or mention anyone.
-pub fn body(kind: NotifierKind, rec: &ApprovalRecord) -> Vec<u8> {
+/// The body posted for `rec`, with `more` requests of the same agent collapsed into it. Strings
+/// are JSON-escaped by serde; the Slack text escapes its markup characters so that requested
+/// text cannot format the message or mention anyone.
+pub fn body(kind: NotifierKind, rec: &ApprovalRecord, more: u32) -> Vec<u8> {
     let v = match kind {
         NotifierKind::Slack => {
             let esc = |s: &str| {
@@ -46,7 +49,12 @@ pub fn body(kind: NotifierKind, rec: &ApprovalRecord) -> Vec<u8> {
             };
             serde_json::json!({
                 "text": format!(
-                    "Approval needed: {user} on {host} (agent {agent}, tenant {tenant}) wants to call {tool} on server {server}.\nReason: {reason}\nArguments SHA-256: {sha}\nDecide: {how}",
+                    "Approval needed: {user} on {host} (agent {agent}, tenant {tenant}) wants to call {tool} on server {server}{also}.\nReason: {reason}\nArguments SHA-256: {sha}\nDecide: {how}",
+                    also = if more == 0 {
+                        String::new()
+                    } else {
+                        format!(", and {more} more from this agent (thothctl approvals list)")
+                    },
                     user = esc(&rec.user),
                     host = esc(&rec.hostname),
                     agent = esc(&rec.agent_id),
@@ -80,6 +88,7 @@ pub fn body(kind: NotifierKind, rec: &ApprovalRecord) -> Vec<u8> {
                 "tenant": rec.tenant,
             },
             "state": rec.state,
+            "more": more,
             "decide": how_to_decide(rec),
         }),
     };
@@ -106,12 +115,25 @@ pub fn start(
         };
         let target = HttpTarget::new(&cfg.url, cfg.ca_file.as_deref())
             .map_err(|e| format!("approval notifier {}: {e}", cfg.url))?;
-        let (tx, mut rx) = mpsc::channel::<ApprovalRecord>(QUEUE);
-        hub.add_notifier(NotifierQueue::new(cfg.tenants.clone(), tx));
+        let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
+        let queue = NotifierQueue::new(cfg.tenants.clone(), tx);
+        hub.add_notifier(queue.clone());
         let (kind, url, target) = (cfg.kind, cfg.url.clone(), Arc::new(target));
         tasks.push(tokio::spawn(async move {
-            while let Some(rec) = rx.recv().await {
-                let body = body(kind, &rec);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let Notice { rec, more } = tokio::select! {
+                    n = rx.recv() => match n {
+                        Some(n) => n,
+                        None => return,
+                    },
+                    _ = tick.tick() => {
+                        queue.flush(std::time::Instant::now());
+                        continue;
+                    }
+                };
+                let body = body(kind, &rec, more);
                 let mut delay = Duration::from_millis(500);
                 for attempt in 1..=ATTEMPTS {
                     let headers = secret

@@ -7,8 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, watch};
 
-use crate::approval_hub::WatchGuard;
-pub use crate::approval_hub::{ApprovalHub, MAX_WATCHES_PER_ADMIN};
+pub use crate::approval_hub::{
+    ApprovalHub, MAX_WATCHES_PER_ADMIN, SUBMITS_PER_AGENT, SUBMITS_PER_TENANT,
+};
+use crate::approval_hub::{SubmitLimited, WatchGuard};
 use crate::controller::Controller;
 use crate::ids::TenantId;
 use crate::metrics::Metrics;
@@ -20,6 +22,9 @@ use crate::store::{AgentRecord, ApprovalRecord, ApprovalSubmit};
 pub const MAX_PENDING_PER_TENANT: u32 = 1000;
 /// Most pending requests of one agent.
 pub const MAX_PENDING_PER_AGENT: u32 = 64;
+/// Most requests kept per tenant (pending ones and those ended within the retention); the
+/// sweep deletes the oldest ended ones past it.
+pub const MAX_ROWS_PER_TENANT: u32 = 50_000;
 /// Most requests in one listing.
 pub const MAX_LIST: u32 = 500;
 /// Farthest a request may expire ahead of now, and the longest `remember` duration.
@@ -207,8 +212,27 @@ impl ApprovalService<'_> {
         Ok(self.0.db(move |s| s.expire_approvals(now)).await?)
     }
 
+    /// The periodic sweep: expires pending requests past their time, then deletes ended ones
+    /// older than `approval_retention` and, per tenant, the oldest ended ones past
+    /// [`MAX_ROWS_PER_TENANT`]. Returns (expired, deleted).
+    pub async fn sweep(&self) -> Result<(u64, u64), ServiceError> {
+        let expired = self.expire().await?;
+        let before = now_ms().saturating_sub(
+            i64::try_from(self.0.config.approval_retention.as_millis()).unwrap_or(i64::MAX),
+        );
+        let deleted = self
+            .0
+            .db(move |s| s.prune_approvals(before, MAX_ROWS_PER_TENANT))
+            .await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "old approval requests deleted");
+        }
+        Ok((expired, deleted))
+    }
+
     /// An agent queues a request. Idempotent per (agent, approval id): a re-send answers with
-    /// the stored request.
+    /// the stored request. Rate-limited per agent ([`SUBMITS_PER_AGENT`] a minute) and per
+    /// tenant ([`SUBMITS_PER_TENANT`] a minute), in memory.
     pub async fn submit(
         &self,
         agent: &AgentRecord,
@@ -216,6 +240,23 @@ impl ApprovalService<'_> {
     ) -> Result<ApprovalRecord, ServiceError> {
         let ctl = self.0;
         check_new(&r)?;
+        if let Err(l) =
+            ctl.approvals
+                .take_submit(&agent.agent_id, &agent.tenant, std::time::Instant::now())
+        {
+            return Err(ServiceError::ResourceExhausted(match l {
+                SubmitLimited::Agent { per_minute, retry } => format!(
+                    "agent {} submits approval requests too fast (at most {per_minute} a minute): retry in {} s",
+                    agent.agent_id,
+                    retry.as_secs() + 1
+                ),
+                SubmitLimited::Tenant { per_minute, retry } => format!(
+                    "tenant {} receives approval requests too fast (at most {per_minute} a minute from all its agents): retry in {} s",
+                    agent.tenant,
+                    retry.as_secs() + 1
+                ),
+            }));
+        }
         let remember = if r.remember.is_empty() {
             "once".to_owned()
         } else {

@@ -267,6 +267,8 @@ async fn hostile_and_oversized_requests_are_refused() {
 #[tokio::test]
 async fn pending_limits_per_agent_and_tenant() {
     let (_dir, ctl) = controller();
+    // The pending caps, apart from the rate limits (tested below).
+    ctl.approvals.set_submit_rates(100_000, 100_000);
     let svc = ApprovalService(&ctl);
     let a = agent("ag1", "acme");
     for i in 0..MAX_PENDING_PER_AGENT {
@@ -364,11 +366,12 @@ fn notifier_bodies_escape_markup_and_carry_the_command() {
         ..ApprovalRecord::default()
     };
     let slack: serde_json::Value =
-        serde_json::from_slice(&body(NotifierKind::Slack, &rec)).unwrap();
+        serde_json::from_slice(&body(NotifierKind::Slack, &rec, 0)).unwrap();
     let text = slack["text"].as_str().unwrap();
     assert!(text.contains("&lt;!channel&gt; bob"), "{text}");
     assert!(text.contains("thothctl approvals approve id-9"), "{text}");
-    let json: serde_json::Value = serde_json::from_slice(&body(NotifierKind::Json, &rec)).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&body(NotifierKind::Json, &rec, 0)).unwrap();
     assert_eq!(json["request"]["approvalId"], "id-9");
     assert_eq!(
         signature("Jefe", b"what do ya want for nothing?"),
@@ -401,4 +404,213 @@ fn notifier_settings_are_checked_by_name() {
         toml::from_str("[[approval_notifiers]]\nkind = \"slack\"\nurl = \"file:///etc/passwd\"\n")
             .unwrap();
     assert!(bad.check().is_err());
+}
+
+#[tokio::test]
+async fn submits_are_rate_limited_per_agent_and_per_tenant_and_recover() {
+    use std::time::{Duration, Instant};
+    let (_dir, ctl) = controller();
+    let svc = ApprovalService(&ctl);
+    let a = agent("fast", "acme");
+    // Submit then withdraw frees the pending slot, but not the rate.
+    for i in 0..SUBMITS_PER_AGENT {
+        let id = format!("r-{i}");
+        svc.submit(&a, request(&id)).await.unwrap();
+        svc.withdraw(&a, &id).await.unwrap();
+    }
+    let e = svc.submit(&a, request("r-over")).await.unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::ResourceExhausted(m)
+            if m.contains("agent fast") && m.contains("too fast") && m.contains("30 a minute")),
+        "{e:?}"
+    );
+    assert!(
+        svc.get(&caller("root", Role::Admin, None), "r-over")
+            .await
+            .is_err(),
+        "a refused submit is not stored"
+    );
+    // Another agent of the tenant is not held back by this one.
+    svc.submit(&agent("calm", "acme"), request("c-1"))
+        .await
+        .unwrap();
+    // Two seconds later one more token (30 a minute); a minute later a full burst.
+    let now = Instant::now();
+    ctl.approvals
+        .take_submit("fast", "acme", now + Duration::from_secs(2))
+        .unwrap();
+    assert!(
+        ctl.approvals
+            .take_submit("fast", "acme", now + Duration::from_secs(2))
+            .is_err()
+    );
+    ctl.approvals
+        .take_submit("fast", "acme", now + Duration::from_secs(62))
+        .unwrap();
+    svc.submit(&a, request("r-again")).await.unwrap();
+
+    // The tenant's limit, across its agents (a lower one here, to stay quick).
+    ctl.approvals.set_submit_rates(30, 45);
+    for i in 0..45 {
+        let ag = agent(&format!("t{}", i % 2), "busy");
+        svc.submit(&ag, request(&format!("t-{i}"))).await.unwrap();
+    }
+    let e = svc
+        .submit(&agent("t9", "busy"), request("t-over"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::ResourceExhausted(m)
+            if m.contains("tenant busy") && m.contains("45 a minute")),
+        "{e:?}"
+    );
+    // Another tenant is not affected.
+    svc.submit(&agent("t9", "quiet"), request("q-1"))
+        .await
+        .unwrap();
+}
+
+fn ended(id: &str, tenant: &str, state: &str, decided_ms: i64) -> ApprovalRecord {
+    ApprovalRecord {
+        approval_id: id.into(),
+        tenant: tenant.into(),
+        agent_id: "ag1".into(),
+        server_name: "files".into(),
+        tool_name: "write_file".into(),
+        arguments_sha256: "a".repeat(64),
+        remember: "once".into(),
+        requested_ms: decided_ms - 1000,
+        expires_ms: decided_ms + 600_000,
+        state: state.into(),
+        decided_ms,
+        ..ApprovalRecord::default()
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_ended_requests_past_the_retention_and_keeps_the_rest() {
+    let (_dir, ctl) = controller();
+    let svc = ApprovalService(&ctl);
+    let day = 86_400_000;
+    let now = now_ms();
+    for (id, state, at) in [
+        ("old-w", "withdrawn", now - 31 * day),
+        ("old-a", "approved", now - 40 * day),
+        ("old-e", "expired", now - 30 * day - 60_000),
+        ("new-d", "denied", now - 29 * day),
+        ("new-w", "withdrawn", now - 1000),
+    ] {
+        ctl.store
+            .submit_approval(&ended(id, "acme", state, at), 1000, 1000)
+            .unwrap();
+    }
+    svc.submit(&agent("ag1", "acme"), request("live"))
+        .await
+        .unwrap();
+    let (_, deleted) = svc.sweep().await.unwrap();
+    assert_eq!(deleted, 3);
+    let root = caller("root", Role::Admin, None);
+    let mut left: Vec<String> = svc
+        .list(&root, "acme", true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.approval_id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["live", "new-d", "new-w"]);
+    assert_eq!(svc.sweep().await.unwrap().1, 0);
+}
+
+#[test]
+fn the_store_bounds_rows_per_tenant_oldest_ended_first_never_pending() {
+    use crate::store::ApprovalStore;
+    let store = SqliteStore::in_memory().unwrap();
+    let now = now_ms();
+    for i in 0..5 {
+        store
+            .submit_approval(
+                &ended(&format!("e-{i}"), "acme", "denied", now - 10_000 + i),
+                1000,
+                1000,
+            )
+            .unwrap();
+    }
+    for i in 0..3 {
+        let mut p = ended(&format!("p-{i}"), "acme", "pending", 0);
+        p.requested_ms = now - 20_000;
+        store.submit_approval(&p, 1000, 1000).unwrap();
+    }
+    store
+        .submit_approval(
+            &ended("other", "globex", "denied", now - 50_000),
+            1000,
+            1000,
+        )
+        .unwrap();
+    // Nothing is past the retention; 8 rows in acme, bound 4: the 4 oldest ended go.
+    assert_eq!(store.prune_approvals(now - 100_000, 4).unwrap(), 4);
+    let mut left: Vec<String> = store
+        .list_approvals(None, true, 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.approval_id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["e-4", "other", "p-0", "p-1", "p-2"]);
+    // Pending rows are kept even over the bound; the retention deletes every ended row before it.
+    assert_eq!(store.prune_approvals(now, 2).unwrap(), 2);
+    assert_eq!(store.list_approvals(None, true, 100).unwrap().len(), 3);
+}
+
+#[test]
+fn notifications_collapse_per_agent_and_the_queue_stays_bounded() {
+    use super::super::approval_notify::{NotifierKind, body};
+    use crate::approval_hub::{NOTIFY_EVERY, NotifierQueue};
+    use std::time::{Duration, Instant};
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let q = NotifierQueue::new(Vec::new(), tx);
+    let t0 = Instant::now();
+    let rec = |id: &str, agent: &str| ApprovalRecord {
+        approval_id: id.into(),
+        agent_id: agent.into(),
+        tenant: "acme".into(),
+        ..ApprovalRecord::default()
+    };
+    q.offer(&rec("a-0", "ag1"), t0);
+    for i in 1..=5 {
+        q.offer(&rec(&format!("a-{i}"), "ag1"), t0 + Duration::from_secs(i));
+    }
+    let first = rx.try_recv().unwrap();
+    assert_eq!((first.rec.approval_id.as_str(), first.more), ("a-0", 0));
+    assert!(rx.try_recv().is_err(), "the rest are held");
+    q.flush(t0 + Duration::from_secs(9));
+    assert!(rx.try_recv().is_err(), "still within the window");
+    q.flush(t0 + NOTIFY_EVERY);
+    let next = rx.try_recv().unwrap();
+    assert_eq!((next.rec.approval_id.as_str(), next.more), ("a-1", 4));
+    let text: serde_json::Value =
+        serde_json::from_slice(&body(NotifierKind::Slack, &next.rec, next.more)).unwrap();
+    assert!(
+        text["text"].as_str().unwrap().contains("and 4 more"),
+        "{text}"
+    );
+    // Another agent is not held back; the window restarts after the flush.
+    q.offer(&rec("b-0", "ag2"), t0 + NOTIFY_EVERY);
+    assert_eq!(rx.try_recv().unwrap().rec.approval_id, "b-0");
+    q.offer(&rec("a-6", "ag1"), t0 + Duration::from_secs(12));
+    assert!(rx.try_recv().is_err());
+    // A request after the window goes at once, with the held one counted in.
+    q.offer(&rec("a-7", "ag1"), t0 + Duration::from_secs(21));
+    let n = rx.try_recv().unwrap();
+    assert_eq!((n.rec.approval_id.as_str(), n.more), ("a-7", 1));
+    // 1000 agents at once: the queue holds 4, the rest are dropped without waiting.
+    for i in 0..1000 {
+        q.offer(&rec(&format!("m-{i}"), &format!("m{i}")), t0);
+    }
+    let mut got = 0;
+    while rx.try_recv().is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 4);
 }

@@ -201,6 +201,44 @@ impl ApprovalStore for SqliteStore {
         Ok(n as u64)
     }
 
+    fn prune_approvals(&self, before_ms: i64, max_per_tenant: u32) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let mut n = tx
+            .execute(
+                "DELETE FROM approvals WHERE state != 'pending' AND decided_ms < ?1",
+                params![before_ms],
+            )
+            .map_err(backend)?;
+        let over: Vec<(String, i64)> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT tenant, COUNT(*) FROM approvals GROUP BY tenant HAVING COUNT(*) > ?1",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![i64::from(max_per_tenant)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)?
+        };
+        for (tenant, count) in over {
+            n += tx
+                .execute(
+                    "DELETE FROM approvals WHERE rowid IN (SELECT rowid FROM approvals
+                       WHERE tenant = ?1 AND state != 'pending'
+                       ORDER BY decided_ms, requested_ms, approval_id LIMIT ?2)",
+                    params![tenant, count - i64::from(max_per_tenant)],
+                )
+                .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(n as u64)
+    }
+
     fn agent_decisions(
         &self,
         agent_id: &str,
