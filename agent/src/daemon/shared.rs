@@ -483,6 +483,11 @@ impl Shared {
                 }
                 let new_version = current_version != Some(v.payload.version);
                 self.publish(bytes.to_vec(), &v.payload, &v.key_id, false);
+                // Grants were given under the old policy: the identical call is asked again.
+                let dropped = self.approvals.clear_grants();
+                if dropped > 0 {
+                    tracing::info!(dropped, "a new policy was applied: approval grants dropped");
+                }
                 if new_version {
                     self.raise(
                         EventType::PolicyApplied,
@@ -765,6 +770,81 @@ mod tests {
         assert_eq!(decided["detail"]["decision"], "approved");
         assert_eq!(decided["detail"]["remember"], "once");
         assert!(decided["detail"]["latencyMs"].is_u64());
+    }
+
+    /// Review (Low-Medium): a duration grant outlived a policy change. Applying a new bundle
+    /// drops every grant: the identical call asks again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_policy_drops_the_approval_grants() {
+        use crate::daemon::approval::{Caller, CancelToken, Prompt, UserAnswer, UserChannel};
+        use base64::Engine;
+        use ed25519_dalek::SigningKey;
+        use thoth_proto::bundle::{BundlePayload, certify, sign_bundle};
+        struct Yes(std::sync::atomic::AtomicUsize);
+        impl UserChannel for Yes {
+            fn ask(&self, _: u32, _: &Prompt, _: std::time::Instant, _: CancelToken) -> UserAnswer {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                UserAnswer::Allowed { by: "alice".into() }
+            }
+        }
+        let bundle = |version: u64| {
+            let root = SigningKey::from_bytes(&[1; 32]);
+            let key = SigningKey::from_bytes(&[2; 32]);
+            let now = SystemTime::now();
+            let cert = certify(
+                &root,
+                "k",
+                &key.verifying_key(),
+                now - Duration::from_secs(60),
+                Duration::from_secs(86_400),
+            );
+            let p = BundlePayload {
+                tenant: "acme".into(),
+                version,
+                issued_at: humantime::format_rfc3339_seconds(now).to_string(),
+                expires_at: humantime::format_rfc3339_seconds(now + Duration::from_secs(3600))
+                    .to_string(),
+                policy: "servers: []\n".into(),
+            };
+            serde_json::to_vec(&sign_bundle(&p, &key, &cert)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = base64::engine::general_purpose::STANDARD
+            .encode(SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes());
+        let text = format!(
+            "controller_url = \"https://127.0.0.1:9\"\ntenant = \"acme\"\nca_fingerprint = \"sha256:{}\"\nroot_public_key = \"{root}\"\nstate_dir = \"{}\"\nsocket_path = \"{}\"\n",
+            "ab".repeat(32),
+            dir.path().join("state").display(),
+            dir.path().join("agent.sock").display()
+        );
+        let sh = Shared::new(toml::from_str(&text).unwrap()).unwrap();
+        sh.state.create().unwrap();
+        let user = Arc::new(Yes(0.into()));
+        sh.approvals
+            .set_user_channel(Arc::clone(&user) as Arc<dyn UserChannel>);
+        sh.apply(&bundle(1));
+        let req = thoth_proto::fleet::ApprovalRequest {
+            session_id: "s1".into(),
+            server_name: "fs".into(),
+            tool_name: "write_file".into(),
+            arguments_sha256: "ab".repeat(32),
+            approvers: vec!["user".into()],
+            remember: "15m".into(),
+            timeout_secs: 10,
+            ..Default::default()
+        };
+        let caller = || Caller {
+            uid: 1000,
+            name: "alice".into(),
+        };
+        assert!(sh.approvals.request(caller(), req.clone()).await.approved);
+        let d = sh.approvals.request(caller(), req.clone()).await;
+        assert_eq!(d.channel, "remembered", "{d:?}");
+        sh.apply(&bundle(2));
+        assert_eq!(sh.current.borrow().as_ref().map(|c| c.version), Some(2));
+        let d = sh.approvals.request(caller(), req).await;
+        assert_eq!(d.channel, "user", "asked again: {d:?}");
+        assert_eq!(user.0.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     /// Review M5: an event the agent raised itself carried a user's ~3.9 MB of wrapper

@@ -24,6 +24,14 @@ use crate::message;
 pub(crate) const BACKSTOP_GRACE: Duration = Duration::from_secs(3);
 /// Cap of the arguments preview sent to the agent.
 const CONTENT_MAX: usize = 4096;
+/// Cap of one value (a string, or a nested value's JSON) in the preview, in characters.
+const VALUE_MAX: usize = 256;
+/// Cap of one key's name in the preview, in characters.
+const KEY_MAX: usize = 128;
+/// What the preview keeps free for the note naming keys that did not fit.
+const NOTE_ROOM: usize = 512;
+/// The preview's key naming the keys that did not fit.
+pub(crate) const MORE_KEY: &str = "…keys not shown";
 /// Caps of the strings an answer brings back.
 const WHO_MAX: usize = 256;
 const REASON_MAX: usize = 1024;
@@ -129,6 +137,87 @@ fn declined_text(who: &str, channel: &str, why: &str, agent_id: &str) -> String 
     text
 }
 
+/// `s` cut to `max` characters; a cut one ends with `…(N bytes not shown)`.
+fn cut_value(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((at, _)) => format!("{}…({} bytes not shown)", &s[..at], s.len() - at),
+    }
+}
+
+/// The preview of a call's arguments the approver reads: secrets masked; every top-level key
+/// present, shortest value first (so a short `path` cannot be pushed out of sight by a long
+/// `content`), each string cut to [`VALUE_MAX`] characters with the number of bytes not shown,
+/// nested values as their JSON cut the same way (then a string); at most [`CONTENT_MAX`] bytes,
+/// and valid JSON. Keys that would not fit are named under [`MORE_KEY`], never dropped silently.
+fn preview(arguments: &Value) -> String {
+    let mut args = arguments.clone();
+    thoth_proto::content::redact(&mut args);
+    let small = |v: &Value| -> Value {
+        match v {
+            Value::String(s) => Value::String(cut_value(s, VALUE_MAX)),
+            Value::Array(_) | Value::Object(_) => {
+                let text = v.to_string();
+                if text.chars().count() <= VALUE_MAX {
+                    v.clone()
+                } else {
+                    Value::String(cut_value(&text, VALUE_MAX))
+                }
+            }
+            other => other.clone(),
+        }
+    };
+    let Value::Object(map) = &args else {
+        return small(&args).to_string();
+    };
+    let mut entries: Vec<(String, String)> = map
+        .iter()
+        .map(|(k, v)| {
+            let key = Value::String(cut_value(k, KEY_MAX)).to_string();
+            (key, small(v).to_string())
+        })
+        .collect();
+    entries.sort_by(|a, b| (a.1.len(), &a.0).cmp(&(b.1.len(), &b.0)));
+    let mut out = String::from("{");
+    let mut left_out: Vec<&str> = Vec::new();
+    for (k, v) in &entries {
+        let add = k.len() + 1 + v.len() + 1;
+        if left_out.is_empty() && out.len() + add <= CONTENT_MAX - NOTE_ROOM {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push(':');
+            out.push_str(v);
+        } else {
+            left_out.push(k);
+        }
+    }
+    if !left_out.is_empty() {
+        let names: Vec<String> = left_out
+            .iter()
+            .map(|k| serde_json::from_str::<String>(k).unwrap_or_default())
+            .collect();
+        let mut note = format!("{} more: ", left_out.len());
+        for (i, n) in names.iter().enumerate() {
+            let more = if i == 0 { n.clone() } else { format!(", {n}") };
+            if note.len() + more.len() > NOTE_ROOM / 2 {
+                note.push_str(", …");
+                break;
+            }
+            note.push_str(&more);
+        }
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(MORE_KEY.into()).to_string());
+        out.push(':');
+        out.push_str(&Value::String(note).to_string());
+    }
+    out.push('}');
+    out
+}
+
 /// A string from the agent as shown to the model: no control, format or bidi characters, cut
 /// to `max` bytes.
 fn shown(s: &str, max: usize) -> String {
@@ -162,17 +251,10 @@ impl Approver for WithAgent {
         self.next += 1;
         let approval_id = format!("{}{}", self.prefix, self.next);
         let secs = req.timeout.as_secs();
-        let preview = thoth_proto::content::render_content(
-            &req.arguments.to_string(),
-            thoth_proto::ContentLimits {
-                max_bytes: CONTENT_MAX,
-                ..Default::default()
-            },
-        );
         let ask = ApprovalRequest {
             server_name: shown(&self.server_name, WHO_MAX),
             tool_name: shown(&req.call.tool, WHO_MAX),
-            content: preview.text,
+            content: preview(req.arguments),
             reason: shown(&req.call.decided.decision.reason, REASON_MAX),
             timeout_secs: u32::try_from(secs).unwrap_or(u32::MAX),
             arguments_sha256: args_digest(req.arguments),
@@ -302,6 +384,47 @@ mod tests {
     fn shown_strings_lose_control_and_bidi_characters_and_are_capped() {
         assert_eq!(shown("a\u{202e}b\nc\u{200b}d\x1b[31m", 100), "abcd[31m");
         assert_eq!(shown(&"é".repeat(10), 5), "éé");
+    }
+
+    /// Review (High): the argument an approver needs was cut out of the preview (the client's
+    /// key order kept, the preview cut at 4 KiB): a long `content` first hid `path`.
+    #[test]
+    fn every_top_level_key_is_in_the_preview_short_values_first() {
+        let args = serde_json::json!({
+            "content": "Meeting notes: nothing to see here. ".repeat(200),
+            "path": "/home/alice/.bashrc",
+            "nested": {"deep": vec!["x"; 400]},
+            "api_key": "sk-live-secret",
+        });
+        let p = preview(&args);
+        assert!(p.len() <= CONTENT_MAX, "{}", p.len());
+        let v: Value = serde_json::from_str(&p).expect("valid JSON");
+        assert_eq!(v["path"], "/home/alice/.bashrc");
+        assert!(
+            p.find("\"path\"").unwrap() < p.find("\"content\"").unwrap(),
+            "{p}"
+        );
+        let c = v["content"].as_str().unwrap();
+        assert!(
+            c.ends_with(" bytes not shown)") && c.chars().count() < 300,
+            "{c}"
+        );
+        assert!(v["nested"].as_str().unwrap().contains("bytes not shown"));
+        assert!(!p.contains("sk-live-secret"), "{p}");
+        // Many keys: each one is shown or named, and the whole stays bounded, valid JSON.
+        let many: serde_json::Map<String, Value> = (0..300)
+            .map(|i| (format!("k{i:03}"), Value::String("v".repeat(40))))
+            .collect();
+        let p = preview(&Value::Object(many));
+        assert!(p.len() <= CONTENT_MAX, "{}", p.len());
+        let v: Value = serde_json::from_str(&p).expect("valid JSON");
+        let note = v[MORE_KEY].as_str().unwrap();
+        let shown = v.as_object().unwrap().len() - 1;
+        assert!(
+            note.starts_with(&format!("{} more: ", 300 - shown)),
+            "{note}"
+        );
+        assert!(note.contains(&format!("k{shown:03}")), "{note}");
     }
 
     #[test]

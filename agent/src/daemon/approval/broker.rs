@@ -6,8 +6,13 @@
 //! is answered `timed_out`, but the request stays pending until it expires (at least 10 minutes
 //! after it was made), so a late approval becomes a grant that lets the retry through. A proxy
 //! that goes away (its RPC dropped) withdraws a request no other call waits on.
+//!
+//! Identical calls coalesce on one request. A `session` or duration approval releases every
+//! one of them; a `once` approval releases exactly one, and the others are denied
+//! ([`ONCE_USED`]) so the caller retries and asks again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -92,7 +97,13 @@ struct Outcome {
     remember: String,
     /// For evidence: approved, denied, expired, unreachable.
     decision: &'static str,
+    /// A `once` approval with calls held on it: only the first held call to take this goes on;
+    /// the other coalesced identical calls are denied (one approval, one use).
+    once: Option<Arc<AtomicBool>>,
 }
+
+/// The denial of a coalesced identical call whose `once` approval another call used.
+pub const ONCE_USED: &str = "approved once: another identical call used it; retry to ask again";
 
 struct Pending {
     req: pb::ApprovalRequest,
@@ -441,6 +452,40 @@ impl Broker {
         };
         waiter.done = true;
         match decided {
+            Some(o)
+                if o.approved
+                    && o.once
+                        .as_ref()
+                        .is_some_and(|t| t.swap(true, Ordering::SeqCst)) =>
+            {
+                self.waiter_left(&id, false);
+                self.evidence.record(
+                    EventType::ApprovalDecided,
+                    &req,
+                    json!({
+                        "approvalId": id,
+                        "user": req.user,
+                        "server": req.server_name,
+                        "tool": req.tool_name,
+                        "argumentsSha256": req.arguments_sha256,
+                        "channel": o.channel,
+                        "decidedBy": o.decided_by,
+                        "decision": "denied",
+                        "remember": o.remember,
+                        "reason": ONCE_USED,
+                        "latencyMs": now.elapsed().as_millis() as u64,
+                    }),
+                );
+                pb::ApprovalDecision {
+                    approval_id: id,
+                    approved: false,
+                    decided_by: o.decided_by,
+                    reason: ONCE_USED.into(),
+                    channel: o.channel,
+                    remember: o.remember,
+                    timed_out: false,
+                }
+            }
             Some(o) => {
                 self.waiter_left(&id, false);
                 pb::ApprovalDecision {
@@ -622,6 +667,7 @@ impl Broker {
                     channel: String::new(),
                     remember: String::new(),
                     decision: "expired",
+                    once: None,
                 },
             );
         });
@@ -661,6 +707,7 @@ impl Broker {
                 channel: "user".into(),
                 remember,
                 decision: if approved { "approved" } else { "denied" },
+                once: None,
             },
         );
     }
@@ -697,6 +744,7 @@ impl Broker {
                     channel: String::new(),
                     remember: String::new(),
                     decision: "unreachable",
+                    once: None,
                 },
             );
         }
@@ -739,14 +787,16 @@ impl Broker {
                 channel: "admin".into(),
                 remember,
                 decision: what,
+                once: None,
             },
         );
     }
 
     /// The first end of request `id` wins: held calls are released, a grant is made for an
-    /// approval (a `once` one only when no call was held on it: the held call used it), the
+    /// approval (a `once` one only when no call was held on it: then exactly one held call uses
+    /// it and the other coalesced identical calls are denied, [`ONCE_USED`]), the
     /// dialog is closed and the admin queue entry withdrawn. False when it had already ended.
-    fn finish(self: &Arc<Self>, id: &str, o: Outcome) -> bool {
+    fn finish(self: &Arc<Self>, id: &str, mut o: Outcome) -> bool {
         let now = Instant::now();
         let p = {
             let mut st = lock(&self.state);
@@ -756,7 +806,10 @@ impl Broker {
             st.by_key.remove(&p.key);
             if o.approved {
                 let remember = Remember::parse(&o.remember).unwrap_or(Remember::Once);
-                if remember != Remember::Once || p.waiters == 0 {
+                if remember == Remember::Once && p.waiters > 0 {
+                    // One approval, one use: the held calls race for it (see `request`).
+                    o.once = Some(Arc::new(AtomicBool::new(false)));
+                } else {
                     let at_least = p.expires.saturating_duration_since(now);
                     st.grants.add(
                         p.key.clone(),
@@ -780,6 +833,11 @@ impl Broker {
             if !o.reason.is_empty() {
                 d["reason"] = Value::from(o.reason.chars().take(1024).collect::<String>());
             }
+            d["heldCalls"] = Value::from(p.waiters);
+            if o.once.is_some() {
+                // Said here too: only one of the held identical calls goes on.
+                d["releases"] = Value::from("one held call (approved once)");
+            }
             d
         });
         p.cancel.cancel();
@@ -788,6 +846,12 @@ impl Broker {
         }
         p.tx.send_replace(Some(o));
         true
+    }
+
+    /// Drops every grant (a new policy was applied: what was approved under the old one is
+    /// asked again). The number dropped.
+    pub fn clear_grants(&self) -> usize {
+        lock(&self.state).grants.clear()
     }
 
     /// Queues again, with the controller, the pending requests for admins that could not be

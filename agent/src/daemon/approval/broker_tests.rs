@@ -263,11 +263,16 @@ async fn the_admin_answers_first_the_dialog_closes_and_a_denial_leaves_no_grant(
     again.abort();
 }
 
-#[tokio::test(start_paused = true)]
-async fn identical_pending_calls_coalesce_and_one_answer_releases_all() {
-    let r = rig();
-    let calls: Vec<_> = (0..5)
-        .map(|_| spawn_request(&r.broker, alice(), req(&["admin"], "s1", 1, 30)))
+/// Holds `n` identical calls (alice, session s1, remember `remember`) on one pending request.
+async fn hold_identical(
+    r: &Rig,
+    n: usize,
+    remember: &str,
+) -> Vec<tokio::task::JoinHandle<pb::ApprovalDecision>> {
+    let mut q = req(&["admin"], "s1", 1, 30);
+    q.remember = remember.into();
+    let calls: Vec<_> = (0..n)
+        .map(|_| spawn_request(&r.broker, alice(), q.clone()))
         .collect();
     until("queued", || !lock(&r.admin.submitted).is_empty()).await;
     until("all held", || {
@@ -276,9 +281,17 @@ async fn identical_pending_calls_coalesce_and_one_answer_releases_all() {
             .values()
             .map(|p| p.waiters)
             .sum::<usize>()
-            == 5
+            == n
     })
     .await;
+    calls
+}
+
+/// A `session` (or duration) approval releases every coalesced identical call.
+#[tokio::test(start_paused = true)]
+async fn identical_pending_calls_coalesce_and_a_session_approval_releases_all() {
+    let r = rig();
+    let calls = hold_identical(&r, 5, "session").await;
     assert_eq!(r.broker.pending(), 1);
     assert_eq!(lock(&r.admin.submitted).len(), 1, "one queue entry");
     // Another session's identical call is another request.
@@ -293,6 +306,66 @@ async fn identical_pending_calls_coalesce_and_one_answer_releases_all() {
     }
     assert_eq!(r.broker.pending(), 1);
     other.abort();
+}
+
+/// Review (Medium): one `once` approval let every coalesced identical call run. Now exactly one
+/// held call goes on; the others are denied saying why, and the evidence says so.
+#[tokio::test(start_paused = true)]
+async fn a_once_approval_releases_only_one_of_the_coalesced_identical_calls() {
+    let r = rig();
+    let calls = hold_identical(&r, 5, "once").await;
+    let id = lock(&r.admin.submitted)[0].approval_id.clone();
+    admin_says(&r.broker, &id, true, "");
+    let mut went = 0;
+    for c in calls {
+        let d = c.await.unwrap();
+        assert_eq!(d.approval_id, id);
+        if d.approved {
+            went += 1;
+        } else {
+            assert!(!d.timed_out, "{d:?}");
+            assert_eq!(d.reason, ONCE_USED);
+        }
+    }
+    assert_eq!(went, 1, "one approval, one use");
+    let ev = lock(&r.evidence.0).clone();
+    let decided: Vec<&Value> = ev
+        .iter()
+        .filter(|(t, _)| *t == EventType::ApprovalDecided)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(decided[0]["decision"], "approved");
+    assert_eq!(decided[0]["heldCalls"], 5);
+    assert!(decided[0]["releases"].as_str().unwrap().contains("one"));
+    let denied: Vec<_> = decided
+        .iter()
+        .filter(|d| d["reason"] == ONCE_USED)
+        .collect();
+    assert_eq!(denied.len(), 4, "{decided:?}");
+    // Nothing is left over: the identical call asks again.
+    let d = r.broker.request(alice(), req(&["admin"], "s1", 1, 1)).await;
+    assert!(d.timed_out, "{d:?}");
+}
+
+/// Review (Low-Medium): a grant outlived a policy change. Grants are dropped when a new policy
+/// is applied (`Shared::apply` calls this); the identical call asks again.
+#[tokio::test(start_paused = true)]
+async fn cleared_grants_make_the_identical_call_ask_again() {
+    let r = rig();
+    let mut q = req(&["admin"], "s1", 1, 30);
+    q.remember = "15m".into();
+    let call = spawn_request(&r.broker, alice(), q.clone());
+    until("queued", || !lock(&r.admin.submitted).is_empty()).await;
+    let id = lock(&r.admin.submitted)[0].approval_id.clone();
+    admin_says(&r.broker, &id, true, "");
+    assert!(call.await.unwrap().approved);
+    let d = r.broker.request(alice(), q.clone()).await;
+    assert_eq!(d.channel, "remembered");
+    assert_eq!(r.broker.clear_grants(), 1);
+    let mut q1 = q;
+    q1.timeout_secs = 1;
+    let d = r.broker.request(alice(), q1).await;
+    assert!(d.timed_out && !d.approved, "asked again: {d:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -32,7 +32,7 @@ mod shown;
 
 #[cfg(all(test, target_os = "linux"))]
 use shown::hidden;
-pub use shown::{ALLOW, DENY, PREVIEW_CHARS, TITLE, one_line, preview, text};
+pub use shown::{ALLOW, DENY, PREVIEW_CHARS, TITLE, arguments, one_line, preview, text};
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests;

@@ -165,6 +165,13 @@ impl Grants {
         Some(list.remove(i))
     }
 
+    /// Drops every grant of every user; the number dropped.
+    pub fn clear(&mut self) -> usize {
+        let n = self.by_user.values().map(Vec::len).sum();
+        self.by_user.clear();
+        n
+    }
+
     /// Grants held for `uid` (expired ones included until the next change).
     pub fn count(&self, uid: u32) -> usize {
         self.by_user.get(&uid).map_or(0, Vec::len)

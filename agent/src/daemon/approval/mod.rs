@@ -5,6 +5,12 @@
 //! The user channel is a blocking call made on a blocking thread: [`UserChannel::ask`] shows one
 //! prompt to the OS user `uid` and returns when the user answers, the deadline passes or the
 //! broker cancels it (another channel won, the proxy went away, the request expired).
+//!
+//! The user channel is as strong as the user's desktop session, no stronger: any process
+//! running as that user can answer the dialog (it can drive the user's display, e.g. send the
+//! click), so a compromised user account, or a tool the model runs as the user, can approve its
+//! own call. Rules for high-risk tools should name `approvers: [admin]`, which only an admin of
+//! the tenant (the controller's queue, over mTLS) can answer.
 
 pub mod admin;
 pub mod broker;

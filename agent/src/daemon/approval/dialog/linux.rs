@@ -325,6 +325,36 @@ impl Session {
         env
     }
 
+    /// The session with only the paths the agent may look at for `uid`: `XDG_RUNTIME_DIR`
+    /// only when it is exactly `/run/user/<uid>`, `WAYLAND_DISPLAY` only as a plain name (in
+    /// that directory) or a path under it. Anything else is dropped without touching the file
+    /// system: the agent runs as root, and whether a display "exists" must not tell the caller
+    /// whether some other path does. `None` when no display is left.
+    pub fn confined(mut self, uid: u32) -> Option<Session> {
+        let run = format!("/run/user/{uid}");
+        let under_run = |p: &str| {
+            p.strip_prefix(run.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(|r| {
+                    !r.is_empty() && r.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+                })
+        };
+        self.vars.retain(|(k, v)| match *k {
+            "XDG_RUNTIME_DIR" => *v == run,
+            "WAYLAND_DISPLAY" => (!v.contains('/') && v != "." && v != "..") || under_run(v),
+            _ => true,
+        });
+        if self.get("XDG_RUNTIME_DIR").is_none() {
+            // A plain Wayland name means nothing without the runtime directory.
+            self.vars
+                .retain(|(k, v)| *k != "WAYLAND_DISPLAY" || v.starts_with('/'));
+        }
+        self.vars
+            .iter()
+            .any(|(n, _)| matches!(*n, "DISPLAY" | "WAYLAND_DISPLAY"))
+            .then_some(self)
+    }
+
     /// How good a session it is: a local display first, then the most variables, then the
     /// newest process.
     fn rank(&self) -> (bool, usize, u64) {
@@ -373,7 +403,7 @@ pub fn sessions(proc_root: &Path, uid: u32) -> Vec<Session> {
         if owned_by(&dir, uid) != Some(start) {
             continue;
         }
-        if let Some(s) = session_of(pid, start, &env) {
+        if let Some(s) = session_of(pid, start, &env).and_then(|s| s.confined(uid)) {
             found.push(s);
         }
     }

@@ -94,6 +94,68 @@ pub fn preview(s: &str, max: usize) -> String {
     out
 }
 
+/// The most characters of one argument's line.
+pub(super) const ARG_LINE_CHARS: usize = 120;
+/// The most characters of the line naming the arguments that did not fit.
+const AND_CHARS: usize = 240;
+/// The proxy's preview key naming the keys it could not fit (its note is shown last).
+const PROXY_MORE_KEY: &str = "…keys not shown";
+
+/// The arguments as shown: for a JSON object, one line per top-level key (`key: value`), the
+/// shortest values first, each line cut to [`ARG_LINE_CHARS`]; the keys that do not fit in
+/// [`PREVIEW_LINES`] lines or [`PREVIEW_CHARS`] characters are named on a last line
+/// ("and: path, mode"), never dropped silently. Anything else as [`preview`] shows it.
+pub fn arguments(content: &str) -> String {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str(content) else {
+        return preview(content, PREVIEW_CHARS);
+    };
+    let mut note = None;
+    let mut items: Vec<(String, String, usize)> = Vec::new();
+    for (k, v) in &map {
+        let val = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if k == PROXY_MORE_KEY {
+            note = Some(one_line(&val, AND_CHARS));
+            continue;
+        }
+        let n = val.chars().count();
+        items.push((one_line(k, 60), val, n));
+    }
+    items.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
+    let mut lines: Vec<String> = Vec::new();
+    let mut used = 0;
+    let mut left: Vec<&str> = Vec::new();
+    for (k, v, _) in &items {
+        let line = one_line(&format!("{k}: {v}"), ARG_LINE_CHARS);
+        let n = line.chars().count() + 1;
+        if left.is_empty() && lines.len() + 2 < PREVIEW_LINES && used + n <= PREVIEW_CHARS {
+            used += n;
+            lines.push(line);
+        } else {
+            left.push(k);
+        }
+    }
+    if !left.is_empty() {
+        let mut and = String::from("and: ");
+        for (i, k) in left.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            if and.chars().count() + sep.len() + k.chars().count() > AND_CHARS {
+                and.push_str(&format!("{sep}… ({} more keys)", left.len() - i));
+                break;
+            }
+            and.push_str(sep);
+            and.push_str(k);
+        }
+        lines.push(and);
+    }
+    if let Some(n) = note {
+        lines.push(format!("not shown by the proxy: {n}"));
+    }
+    lines.join("\n")
+}
+
 /// What an approval covers, in words.
 fn covers(remember: &str) -> String {
     match remember {
@@ -124,7 +186,7 @@ pub fn text(req: &Prompt, seconds_left: u64) -> String {
     if !reason.trim().is_empty() {
         t.push_str(&format!("Why: {reason}\n"));
     }
-    let args = preview(&req.content, PREVIEW_CHARS);
+    let args = arguments(&req.content);
     t.push_str("Arguments:\n");
     t.push_str(if args.trim().is_empty() {
         "(none)"

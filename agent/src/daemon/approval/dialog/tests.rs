@@ -825,3 +825,126 @@ fn unavailable_says_why() {
         let _ = remote.wait();
     }
 }
+
+/// Review (High): the dialog showed the first 800 characters / 20 lines of the JSON as the
+/// client ordered it, so a long `content` hid `path`. Now one line per key, short values
+/// first, and the keys that did not fit are named.
+#[test]
+fn every_argument_is_shown_or_named_short_values_first() {
+    let content = serde_json::json!({
+        "content": "Meeting notes… ".repeat(30),
+        "path": "/home/alice/.bashrc",
+    })
+    .to_string();
+    let t = super::text(&prompt(&content), 30);
+    let args = t.split("Arguments:\n").nth(1).unwrap();
+    let first = args.lines().next().unwrap();
+    assert_eq!(first, "path: /home/alice/.bashrc", "{t}");
+    assert!(
+        args.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("content: Meeting notes")
+    );
+    for l in args.split("\n\n").next().unwrap().lines() {
+        assert!(l.chars().count() <= super::shown::ARG_LINE_CHARS + 1, "{l}");
+    }
+    // Too many keys: the rest are named, not dropped.
+    let many: serde_json::Map<String, serde_json::Value> = (0..40)
+        .map(|i| {
+            (
+                format!("k{i:02}"),
+                serde_json::Value::from("v".repeat(10 + i)),
+            )
+        })
+        .collect();
+    let shown = super::arguments(&serde_json::Value::Object(many).to_string());
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(lines.len() <= 20, "{shown}");
+    let and = lines.last().unwrap();
+    assert!(and.starts_with("and: k"), "{shown}");
+    for i in 0..40 {
+        let k = format!("k{i:02}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("{k}: "))) || and.contains(&k),
+            "{k} missing: {shown}"
+        );
+    }
+    // The proxy's note about keys it could not fit is shown.
+    let noted = r#"{"a":"1","…keys not shown":"2 more: mode, owner"}"#;
+    assert!(super::arguments(noted).contains("2 more: mode, owner"));
+}
+
+/// Review (Low): the agent (root) stat'ed the WAYLAND_DISPLAY / XDG_RUNTIME_DIR a user's
+/// process named, and said "display gone" or went on depending on whether the path existed: a
+/// file-existence oracle. Only `/run/user/<uid>` is taken now; other paths are dropped unread.
+#[test]
+fn a_session_names_only_paths_under_the_users_runtime_dir() {
+    let s = |env: &[u8]| linux::session_of(7, 1, env).unwrap();
+    let kept = s(b"WAYLAND_DISPLAY=wayland-0\0XDG_RUNTIME_DIR=/run/user/1000\0")
+        .confined(1000)
+        .unwrap();
+    assert_eq!(kept.vars.len(), 2, "{kept:?}");
+    assert!(
+        s(b"WAYLAND_DISPLAY=/run/user/1000/wayland-1\0")
+            .confined(1000)
+            .is_some()
+    );
+    for env in [
+        &b"WAYLAND_DISPLAY=/etc/passwd\0"[..],
+        b"WAYLAND_DISPLAY=passwd\0XDG_RUNTIME_DIR=/etc\0",
+        b"WAYLAND_DISPLAY=passwd\0XDG_RUNTIME_DIR=/run/user/1000/../../../etc\0",
+        b"WAYLAND_DISPLAY=/run/user/1000/../../../etc/passwd\0",
+        b"WAYLAND_DISPLAY=/run/user/10000/wayland-0\0",
+        b"WAYLAND_DISPLAY=wayland-0\0XDG_RUNTIME_DIR=/run/user/1001\0",
+        b"WAYLAND_DISPLAY=../etc/passwd\0XDG_RUNTIME_DIR=/run/user/1000\0",
+    ] {
+        assert_eq!(
+            s(env).confined(1000),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(env)
+        );
+    }
+    let x = s(b"DISPLAY=:1\0WAYLAND_DISPLAY=/etc/passwd\0XDG_RUNTIME_DIR=/etc\0")
+        .confined(1000)
+        .unwrap();
+    assert_eq!(x.vars, vec![("DISPLAY", ":1".to_owned())]);
+
+    // End to end: whether the named path exists does not change the answer.
+    let (uid, _) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let none = Tool::Zenity(dir.path().join("no-zenity"));
+    let mut answers = Vec::new();
+    for (i, (w, x)) in [
+        ("/etc/passwd", "/etc"),
+        ("/nonexistent-thoth", "/nonexistent-thoth-dir"),
+        ("passwd", "/etc"),
+        ("missing", "/etc"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut p = session_process(uid, &[("WAYLAND_DISPLAY", w), ("XDG_RUNTIME_DIR", x)]);
+        let view = proc_view(&dir.path().join(i.to_string()), &[p.id()]);
+        let a = DesktopDialog::linux(Linux {
+            proc_root: view,
+            tools: vec![none.clone()],
+            x11_dir: dir.path().into(),
+        })
+        .ask(
+            uid,
+            &prompt("{}"),
+            Instant::now() + Duration::from_secs(5),
+            CancelToken::new(),
+        );
+        let _ = p.kill();
+        let _ = p.wait();
+        match a {
+            UserAnswer::Unavailable(w) => answers.push(w),
+            a => panic!("not unavailable: {a:?}"),
+        }
+    }
+    assert!(answers[0].contains("no graphical session"), "{answers:?}");
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+}
