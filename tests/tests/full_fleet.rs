@@ -285,8 +285,20 @@ fn the_whole_chain_from_install_to_uninstall() {
     session.wait(Duration::from_secs(10));
 
     // v3, progressive: in a new session, 2 out-of-scope writes go through with a warning, the
-    // next 2 need an approval (none is reachable: denied), then they are blocked.
-    let v3 = controller.push(&example_policy("read-only-files.yaml"));
+    // next 2 need an approval (the admins are asked and nobody answers within the 2 s hold:
+    // denied), then they are blocked.
+    let progressive = std::fs::read_to_string(example_policy("read-only-files.yaml"))
+        .unwrap()
+        .replacen(
+            "\n  enforcement: progressive\n",
+            "\n  enforcement: progressive\n  approval_timeout_secs: 2\n  approvers: [admin]\n",
+            1,
+        );
+    assert!(
+        progressive.contains("approval_timeout_secs: 2"),
+        "{progressive}"
+    );
+    let v3 = controller.push(&write_file(dir.path(), "progressive.yaml", &progressive));
     wait_for("v3 applied", || applied(&controller, &agent_id) == Some(v3));
     let ops: Vec<Value> = (1..=6)
         .map(|i| json!({"op": "call", "tool": "write_file", "args": {"path": docs.join(format!("p{i}.txt")), "content": "p"}}))
@@ -339,12 +351,12 @@ fn the_whole_chain_from_install_to_uninstall() {
     assert_eq!(actions(&events, "read_text_file"), ["allow"]);
     let writes = actions(&events, "write_file");
     assert_eq!(writes.len(), total_writes, "{writes:?}");
-    // The progressive session, in order: warned twice, then "needs approval" (none reachable:
-    // denied) twice, then past the session's limit.
+    // The progressive session, in order: warned twice, then "needs approval" (held for a human,
+    // nobody answered: denied at the timeout) twice, then past the session's limit.
     let progressive = &writes[writes.len() - 7..writes.len() - 1];
     assert_eq!(
         progressive,
-        ["warn", "warn", "deny", "deny", "deny", "deny"],
+        ["warn", "warn", "step_up", "step_up", "deny", "deny"],
         "{writes:?}"
     );
     let reasons: Vec<&str> = events
