@@ -14,78 +14,23 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use futures_util::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::Value;
 use thoth_proto::EventType;
 use thoth_proto::fleet as pb;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub use super::channels::{AdminChannel, Evidence, NoAdminChannel, NoEvidence};
+use super::detail;
 use super::grants::{CallKey, Grants, Remember};
+pub use super::request::{
+    Caller, DEFAULT_TIMEOUT, MAX_CONTENT, MAX_NAME, MAX_PENDING_PER_USER, MAX_PENDING_TOTAL,
+    MAX_REASON, MAX_TIMEOUT, MIN_PENDING, clean,
+};
+use super::request::{denial, sanitize};
 use super::types::{CancelToken, NoUserChannel, Prompt, UserAnswer, UserChannel};
-
-/// Pending requests per OS user; more are denied.
-pub const MAX_PENDING_PER_USER: usize = 16;
-/// Pending requests of all users together; more are denied.
-pub const MAX_PENDING_TOTAL: usize = 1024;
-/// How long a request stays answerable at least (a late decision still becomes a grant).
-pub const MIN_PENDING: Duration = Duration::from_secs(10 * 60);
-/// The proxy's hold when it names none.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(45);
-/// The longest hold a proxy may ask for.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Longest server, tool, session, client and approver names kept.
-pub const MAX_NAME: usize = 256;
-/// Longest argument preview kept.
-pub const MAX_CONTENT: usize = 4 << 10;
-/// Longest reason kept.
-pub const MAX_REASON: usize = 1 << 10;
-
-/// The controller's approval queue, as the broker uses it.
-pub trait AdminChannel: Send + Sync {
-    /// Queues `req` for the tenant's approvers; `Err` says why it could not.
-    fn submit(&self, req: pb::ApprovalRequest) -> BoxFuture<'static, Result<(), String>>;
-    /// The request is no longer wanted.
-    fn withdraw(&self, approval_id: String) -> BoxFuture<'static, ()>;
-}
-
-/// No controller: the admin channel cannot be reached.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoAdminChannel;
-
-impl AdminChannel for NoAdminChannel {
-    fn submit(&self, _: pb::ApprovalRequest) -> BoxFuture<'static, Result<(), String>> {
-        Box::pin(async { Err("the agent has no controller connection".to_owned()) })
-    }
-    fn withdraw(&self, _: String) -> BoxFuture<'static, ()> {
-        Box::pin(async {})
-    }
-}
-
-/// Where the broker's evidence goes (APPROVAL_REQUESTED, APPROVAL_DECIDED).
-pub trait Evidence: Send + Sync {
-    /// Records one event about `req` (its user, session, server, tool and client name).
-    fn record(&self, event_type: EventType, req: &pb::ApprovalRequest, detail: Value);
-}
-
-/// Evidence dropped (tests, or before the agent's spool is open).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoEvidence;
-
-impl Evidence for NoEvidence {
-    fn record(&self, _: EventType, _: &pb::ApprovalRequest, _: Value) {}
-}
-
-/// Who calls: from the local socket's peer credentials, never from the request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The OS uid.
-    pub uid: u32,
-    /// Its login name.
-    pub name: String,
-}
 
 /// A decisive answer (or the end of a request).
 #[derive(Debug, Clone)]
@@ -146,115 +91,6 @@ pub struct Broker {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Whether `c` may not be shown as it is: control characters (but newline and tab where
-/// `lines`), and the invisible direction marks and overrides that reorder what is shown.
-fn unsafe_char(c: char, lines: bool) -> bool {
-    (c.is_control() && !(lines && (c == '\n' || c == '\t')))
-        || matches!(c,
-            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-}
-
-/// `s` cut to at most `max` bytes (on a character boundary, marked with `…`), with every
-/// unsafe character replaced by U+FFFD.
-pub fn clean(s: &str, max: usize, lines: bool) -> String {
-    let mut out = String::with_capacity(s.len().min(max));
-    let mut cut = false;
-    for c in s.chars() {
-        let c = if unsafe_char(c, lines) { '\u{FFFD}' } else { c };
-        if out.len() + c.len_utf8() > max {
-            cut = true;
-            break;
-        }
-        out.push(c);
-    }
-    if cut && max >= '…'.len_utf8() {
-        while out.len() + '…'.len_utf8() > max {
-            out.pop();
-        }
-        out.push('…');
-    }
-    out
-}
-
-/// Who may approve, from the request: "user" and/or "admin"; none named (or only unknown
-/// names) means both.
-fn channels_of(approvers: &[String]) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    for a in approvers.iter().take(8) {
-        let ch = match a.trim() {
-            "user" => "user",
-            "admin" => "admin",
-            _ => continue,
-        };
-        if !out.contains(&ch) {
-            out.push(ch);
-        }
-    }
-    if out.is_empty() {
-        out = vec!["user", "admin"];
-    }
-    out
-}
-
-/// The request as the agent keeps it: every proxy string cut and cleaned, the agent's fields
-/// (id, user, times) set, hostname and agent id cleared (the controller sets them). `Err` says
-/// why it cannot be asked at all.
-fn sanitize(
-    req: pb::ApprovalRequest,
-    caller: &Caller,
-    now: SystemTime,
-) -> Result<(pb::ApprovalRequest, Duration), String> {
-    let sha = req.arguments_sha256.trim().to_ascii_lowercase();
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("invalid approval request: arguments_sha256 is not a hex SHA-256".into());
-    }
-    if req.server_name.trim().is_empty() || req.tool_name.trim().is_empty() {
-        return Err("invalid approval request: no server or tool named".into());
-    }
-    let timeout = match req.timeout_secs {
-        0 => DEFAULT_TIMEOUT,
-        s => Duration::from_secs(u64::from(s)).min(MAX_TIMEOUT),
-    };
-    let remember = Remember::parse(&req.remember).unwrap_or(Remember::Once);
-    let approvers = channels_of(&req.approvers);
-    let requested = unix_ms(now);
-    let out = pb::ApprovalRequest {
-        approval_id: uuid::Uuid::now_v7().to_string(),
-        session_id: clean(&req.session_id, MAX_NAME, false),
-        server_name: clean(&req.server_name, MAX_NAME, false),
-        tool_name: clean(&req.tool_name, MAX_NAME, false),
-        content: clean(&req.content, MAX_CONTENT, true),
-        reason: clean(&req.reason, MAX_REASON, true),
-        user: clean(&caller.name, MAX_NAME, false),
-        timeout_secs: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
-        arguments_sha256: sha,
-        client_name: clean(&req.client_name, MAX_NAME, false),
-        approvers: approvers.iter().map(|s| (*s).to_owned()).collect(),
-        remember: remember.as_text(),
-        expires_unix_ms: requested
-            .saturating_add(i64::try_from(timeout.max(MIN_PENDING).as_millis()).unwrap_or(0)),
-        hostname: String::new(),
-        agent_id: String::new(),
-        requested_unix_ms: requested,
-    };
-    Ok((out, timeout))
-}
-
-fn denial(id: &str, reason: impl Into<String>) -> pb::ApprovalDecision {
-    pb::ApprovalDecision {
-        approval_id: id.to_owned(),
-        approved: false,
-        reason: reason.into(),
-        ..pb::ApprovalDecision::default()
-    }
 }
 
 /// Ends a held call's wait: when the call is dropped (the proxy went away) before it was
@@ -339,19 +175,7 @@ impl Broker {
                 self.evidence.record(
                     EventType::ApprovalDecided,
                     &req,
-                    json!({
-                        "approvalId": g.approval_id,
-                        "user": req.user,
-                        "server": req.server_name,
-                        "tool": req.tool_name,
-                        "argumentsSha256": req.arguments_sha256,
-                        "channel": "remembered",
-                        "grantedBy": g.channel,
-                        "decidedBy": g.decided_by,
-                        "decision": "approved",
-                        "remember": g.remember.as_text(),
-                        "latencyMs": 0,
-                    }),
+                    detail::remembered(&req, &g),
                 );
                 return pb::ApprovalDecision {
                     approval_id: g.approval_id,
@@ -429,20 +253,7 @@ impl Broker {
             self.evidence.record(
                 EventType::ApprovalRequested,
                 &req,
-                json!({
-                    "approvalId": id,
-                    "user": req.user,
-                    "uid": caller.uid,
-                    "sessionId": req.session_id,
-                    "server": req.server_name,
-                    "tool": req.tool_name,
-                    "argumentsSha256": req.arguments_sha256,
-                    "channels": channels,
-                    "remember": req.remember,
-                    "timeoutSecs": req.timeout_secs,
-                    "expiresUnixMs": req.expires_unix_ms,
-                    "reason": req.reason,
-                }),
+                detail::requested(&req, caller.uid, &channels),
             );
             self.start(&id, caller.uid, &req, &channels, expires);
         }
@@ -462,19 +273,15 @@ impl Broker {
                 self.evidence.record(
                     EventType::ApprovalDecided,
                     &req,
-                    json!({
-                        "approvalId": id,
-                        "user": req.user,
-                        "server": req.server_name,
-                        "tool": req.tool_name,
-                        "argumentsSha256": req.arguments_sha256,
-                        "channel": o.channel,
-                        "decidedBy": o.decided_by,
-                        "decision": "denied",
-                        "remember": o.remember,
-                        "reason": ONCE_USED,
-                        "latencyMs": now.elapsed().as_millis() as u64,
-                    }),
+                    detail::once_used(
+                        &id,
+                        &req,
+                        &o.channel,
+                        &o.decided_by,
+                        &o.remember,
+                        ONCE_USED,
+                        now.elapsed().as_millis() as u64,
+                    ),
                 );
                 pb::ApprovalDecision {
                     approval_id: id,
@@ -504,19 +311,15 @@ impl Broker {
                     self.evidence.record(
                         EventType::ApprovalDecided,
                         &p.0,
-                        json!({
-                            "approvalId": id,
-                            "user": p.0.user,
-                            "server": p.0.server_name,
-                            "tool": p.0.tool_name,
-                            "argumentsSha256": p.0.arguments_sha256,
-                            "channels": p.1,
-                            "channel": "",
-                            "decidedBy": "",
-                            "decision": "timed_out",
-                            "remember": p.0.remember,
-                            "latencyMs": now.elapsed().as_millis() as u64,
-                        }),
+                        detail::decided(
+                            &p.0,
+                            &p.1,
+                            "",
+                            "",
+                            "timed_out",
+                            &p.0.remember,
+                            now.elapsed().as_millis() as u64,
+                        ),
                     );
                 }
                 pb::ApprovalDecision {
@@ -591,19 +394,15 @@ impl Broker {
         decision: &str,
         remember: &str,
     ) -> Value {
-        json!({
-            "approvalId": p.req.approval_id,
-            "user": p.req.user,
-            "server": p.req.server_name,
-            "tool": p.req.tool_name,
-            "argumentsSha256": p.req.arguments_sha256,
-            "channels": p.channels,
-            "channel": channel,
-            "decidedBy": by,
-            "decision": decision,
-            "remember": remember,
-            "latencyMs": p.started.elapsed().as_millis() as u64,
-        })
+        detail::decided(
+            &p.req,
+            &p.channels,
+            channel,
+            by,
+            decision,
+            remember,
+            p.started.elapsed().as_millis() as u64,
+        )
     }
 
     /// Starts the channels of a new request, and its expiry.
@@ -888,6 +687,10 @@ impl Broker {
         }
     }
 }
+
+// What the tests take from here (`use super::*`) that the broker itself no longer names.
+#[cfg(test)]
+use {futures_util::future::BoxFuture, serde_json::json, std::time::Duration};
 
 #[cfg(test)]
 #[path = "broker_tests.rs"]

@@ -14,8 +14,11 @@
 
 pub mod admin;
 pub mod broker;
+pub mod channels;
+mod detail;
 pub mod dialog;
 pub mod grants;
+pub mod request;
 pub mod types;
 
 use std::sync::{Arc, Weak};
