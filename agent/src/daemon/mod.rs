@@ -14,6 +14,7 @@ mod lkg;
 pub mod local;
 pub mod peer;
 pub mod pipeline;
+pub mod raise;
 pub mod shared;
 pub mod spool;
 mod sys;
