@@ -211,8 +211,6 @@ pub fn collect(
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::super::Shared;
     use super::*;
 
@@ -331,31 +329,7 @@ mod tests {
         assert!(inv.mcp_servers.is_empty() && inv.cpus > 0);
     }
 
-    /// A bundle of `policy` signed for tenant `acme` under the root key of seed 1.
-    fn bundle(version: u64, policy: &str) -> Vec<u8> {
-        use ed25519_dalek::SigningKey;
-        use std::time::Duration;
-        use thoth_proto::bundle::{BundlePayload, certify, sign_bundle};
-        let root = SigningKey::from_bytes(&[1; 32]);
-        let key = SigningKey::from_bytes(&[2; 32]);
-        let now = SystemTime::now();
-        let cert = certify(
-            &root,
-            "k",
-            &key.verifying_key(),
-            now - Duration::from_secs(60),
-            Duration::from_secs(86_400),
-        );
-        let p = BundlePayload {
-            tenant: "acme".into(),
-            version,
-            issued_at: humantime::format_rfc3339_seconds(now).to_string(),
-            expires_at: humantime::format_rfc3339_seconds(now + Duration::from_secs(3600))
-                .to_string(),
-            policy: policy.into(),
-        };
-        serde_json::to_vec(&sign_bundle(&p, &key, &cert)).unwrap()
-    }
+    use crate::daemon::test_bundle::signed_bundle as bundle;
 
     #[test]
     fn the_policy_in_force_names_the_clients_managed() {

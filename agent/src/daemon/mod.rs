@@ -18,6 +18,8 @@ pub mod raise;
 pub mod shared;
 pub mod spool;
 mod sys;
+#[cfg(test)]
+mod test_bundle;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -86,7 +86,6 @@ async fn a_new_policy_drops_the_approval_grants() {
     use crate::daemon::approval::{Caller, CancelToken, Prompt, UserAnswer, UserChannel};
     use base64::Engine;
     use ed25519_dalek::SigningKey;
-    use thoth_proto::bundle::{BundlePayload, certify, sign_bundle};
     struct Yes(std::sync::atomic::AtomicUsize);
     impl UserChannel for Yes {
         fn ask(&self, _: u32, _: &Prompt, _: std::time::Instant, _: CancelToken) -> UserAnswer {
@@ -94,27 +93,7 @@ async fn a_new_policy_drops_the_approval_grants() {
             UserAnswer::Allowed { by: "alice".into() }
         }
     }
-    let bundle = |version: u64| {
-        let root = SigningKey::from_bytes(&[1; 32]);
-        let key = SigningKey::from_bytes(&[2; 32]);
-        let now = SystemTime::now();
-        let cert = certify(
-            &root,
-            "k",
-            &key.verifying_key(),
-            now - Duration::from_secs(60),
-            Duration::from_secs(86_400),
-        );
-        let p = BundlePayload {
-            tenant: "acme".into(),
-            version,
-            issued_at: humantime::format_rfc3339_seconds(now).to_string(),
-            expires_at: humantime::format_rfc3339_seconds(now + Duration::from_secs(3600))
-                .to_string(),
-            policy: "servers: []\n".into(),
-        };
-        serde_json::to_vec(&sign_bundle(&p, &key, &cert)).unwrap()
-    };
+    let bundle = |version: u64| crate::daemon::test_bundle::signed_bundle(version, "servers: []\n");
     let dir = tempfile::tempdir().unwrap();
     let root = base64::engine::general_purpose::STANDARD
         .encode(SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes());
