@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::approval::{Approver, DEFAULT_APPROVERS, Remember, check_approvers};
+use crate::integrity::{AnnotationRules, DlpSettings, OnSuspiciousTool, OnToolChange, Pins};
 use crate::pattern::{PathGlob, Pattern, PatternError, ToolGlob};
 
 /// A whole policy document.
@@ -149,6 +150,16 @@ pub struct Defaults {
     /// What behavioral events keep of call content.
     #[serde(default)]
     pub events: EventSettings,
+    /// What a tool whose definition changed since it was pinned does: `allow`, `warn` (the
+    /// default), `block` or `step_up`.
+    #[serde(default)]
+    pub on_tool_change: OnToolChange,
+    /// What a tool whose definition looks poisoned does: `allow`, `warn` (the default), `block`.
+    #[serde(default)]
+    pub on_suspicious_tool: OnSuspiciousTool,
+    /// Secrets in arguments and results.
+    #[serde(default)]
+    pub dlp: DlpSettings,
 }
 
 /// Privacy of event content: a size cap (the SHA-256 of the whole is kept when cut) and extra
@@ -216,6 +227,9 @@ impl Default for Defaults {
             approvers: Self::default_approvers(),
             approval_remember: Remember::default(),
             events: EventSettings::default(),
+            on_tool_change: OnToolChange::default(),
+            on_suspicious_tool: OnSuspiciousTool::default(),
+            dlp: DlpSettings::default(),
         }
     }
 }
@@ -381,6 +395,22 @@ pub struct ServerFields {
     /// Per-server remember scope; `defaults.approval_remember` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_remember: Option<Remember>,
+    /// Per-server `on_tool_change`; `defaults.on_tool_change` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_tool_change: Option<OnToolChange>,
+    /// Per-server `on_suspicious_tool`; `defaults.on_suspicious_tool` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_suspicious_tool: Option<OnSuspiciousTool>,
+    /// Per-server DLP settings (field by field over `defaults.dlp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp: Option<DlpSettings>,
+    /// Tool definitions pinned ahead of time: tool name → digest (`sha256:<hex>`). A pinned
+    /// definition is accepted; any other definition of that tool is a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pins: Option<Pins>,
+    /// What the annotations of accepted definitions may do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<AnnotationRules>,
 }
 
 /// A condition on one argument of the tools it names. Every check given must hold.

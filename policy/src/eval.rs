@@ -21,6 +21,9 @@ pub struct ToolCall<'a> {
     pub tool: &'a str,
     /// `params.arguments` (`Value::Null` when absent).
     pub arguments: Arguments<'a>,
+    /// The tool's annotations, only when its definition is pinned and accepted (`None`
+    /// otherwise: unpinned or changed definitions are never trusted).
+    pub hints: Option<crate::integrity::TrustedHints>,
 }
 
 /// The arguments of a call, as a decoded value or as the JSON text the client sent. Only the

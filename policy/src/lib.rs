@@ -10,6 +10,7 @@ mod approval;
 mod decision;
 mod document;
 mod eval;
+mod integrity;
 mod load;
 mod pattern;
 mod session;
@@ -23,6 +24,11 @@ pub use document::{
 };
 pub use eval::{
     Arguments, Lexical, PathResolver, ResolveError, ServerView, ToolCall, evaluate, evaluate_with,
+};
+pub use integrity::{
+    AnnotationRules, DEFAULT_DLP_DETECTORS, DLP_DETECTORS, DestructiveUse, Dlp, DlpArguments,
+    DlpResults, DlpSettings, Integrity, OnSuspiciousTool, OnToolChange, PinDigest, Pins,
+    ReadOnlyUse, TrustedHints,
 };
 pub use load::{Format, MAX_POLICY_BYTES, PolicyError, parse_policy};
 pub use pattern::{PathGlob, Pattern, PatternError, ToolGlob};

@@ -41,6 +41,7 @@ impl<'p> Session<'p> {
             &ToolCall {
                 tool,
                 arguments: (&args).into(),
+                hints: None,
             },
             self.now,
         );
@@ -53,6 +54,7 @@ impl<'p> Session<'p> {
             &ToolCall {
                 tool,
                 arguments: thoth_policy::Arguments::Json(&text),
+                hints: None,
             },
             self.now,
         );

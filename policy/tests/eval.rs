@@ -337,6 +337,7 @@ fn evaluation_is_pure() {
     let call = thoth_policy::ToolCall {
         tool: "write",
         arguments: (&args).into(),
+        hints: None,
     };
     let a = thoth_policy::evaluate(&p, &s.server, &s.state, &call, s.now);
     let b = thoth_policy::evaluate(&p, &s.server, &s.state, &call, s.now);
@@ -383,6 +384,7 @@ fn path_constraints_match_the_resolved_path() {
             &thoth_policy::ToolCall {
                 tool: "read_file",
                 arguments: (&args).into(),
+                hints: None,
             },
             std::time::Instant::now(),
             &links,

@@ -50,11 +50,21 @@ pub enum EventType {
     ChainAlert,
     /// A signed chain head the controller verified (a controller record, on no agent chain).
     ChainHead,
+    /// A tool's definition differs from the one pinned for its server (description, schema,
+    /// annotations), or a pinned server added or removed a tool; `detail` says what changed,
+    /// the old and new digests and what the policy did.
+    ToolDefinitionChanged,
+    /// A tool's definition carries signs of instructions aimed at the model (tool poisoning);
+    /// `detail.reasons` lists them.
+    ToolDefinitionSuspicious,
+    /// The same tool name is offered by two servers of one MCP client of one user (raised by
+    /// the agent, which sees every server's list).
+    ToolNameShadowed,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 23] = [
         EventType::ToolCallPre,
         EventType::ToolCallPost,
         EventType::ApprovalRequested,
@@ -75,16 +85,21 @@ impl EventType {
         EventType::ProxyTampered,
         EventType::ChainAlert,
         EventType::ChainHead,
+        EventType::ToolDefinitionChanged,
+        EventType::ToolDefinitionSuspicious,
+        EventType::ToolNameShadowed,
     ];
 
     /// The only types a proxy may send to an agent; every other type is the agent's or the
     /// controller's.
-    pub const FROM_PROXY: [EventType; 5] = [
+    pub const FROM_PROXY: [EventType; 7] = [
         EventType::ToolCallPre,
         EventType::ToolCallPost,
         EventType::ApprovalRequested,
         EventType::ApprovalDecided,
         EventType::EventsDropped,
+        EventType::ToolDefinitionChanged,
+        EventType::ToolDefinitionSuspicious,
     ];
 
     /// The wire name (`TOOL_CALL_PRE`, …).
@@ -110,6 +125,9 @@ impl EventType {
             EventType::ProxyTampered => "PROXY_TAMPERED",
             EventType::ChainAlert => "CHAIN_ALERT",
             EventType::ChainHead => "CHAIN_HEAD",
+            EventType::ToolDefinitionChanged => "TOOL_DEFINITION_CHANGED",
+            EventType::ToolDefinitionSuspicious => "TOOL_DEFINITION_SUSPICIOUS",
+            EventType::ToolNameShadowed => "TOOL_NAME_SHADOWED",
         }
     }
 

@@ -9,6 +9,7 @@ pub mod chain;
 pub mod content;
 pub mod event;
 pub mod evidence;
+pub mod pins;
 pub mod stdout;
 pub mod verify;
 

@@ -432,6 +432,7 @@ impl Relay {
                     &ToolCall {
                         tool: &tool,
                         arguments: call.arguments(),
+                        hints: None,
                     },
                     started,
                     &FsResolver,

@@ -138,6 +138,13 @@ impl pb::local_agent_server::LocalAgent for FakeAgent {
         }))
     }
 
+    async fn check_tools(
+        &self,
+        _req: Request<pb::ToolListCheck>,
+    ) -> Result<Response<pb::ToolListVerdict>, Status> {
+        Err(Status::unimplemented("this fake agent keeps no pins"))
+    }
+
     async fn request_approval(
         &self,
         req: Request<pb::ApprovalRequest>,

@@ -52,6 +52,7 @@ fn info(state: &str, content: &str) -> pb::ApprovalInfo {
             hostname: "laptop-1".into(),
             agent_id: "agt-7f3a".into(),
             requested_unix_ms: NOW - 60_000,
+            pin: None,
         }),
         state: state.into(),
         decision: None,

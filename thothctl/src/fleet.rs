@@ -472,6 +472,7 @@ pub(crate) fn event_query(
         limit,
         after_id: after,
         oldest_first: false,
+        ..Default::default()
     }
 }
 

@@ -206,6 +206,7 @@ pub fn collect(
         governed_configs: mcp.governed_configs,
         mcp_servers: mcp.servers,
         mcp_files: mcp.files,
+        tool_pins: Vec::new(),
     }
 }
 

@@ -247,6 +247,13 @@ impl local_agent_server::LocalAgent for LocalService {
         }))
     }
 
+    async fn check_tools(
+        &self,
+        _req: Request<pb::ToolListCheck>,
+    ) -> Result<Response<pb::ToolListVerdict>, Status> {
+        Err(Status::unimplemented("tool pins: not yet"))
+    }
+
     async fn request_approval(
         &self,
         req: Request<pb::ApprovalRequest>,

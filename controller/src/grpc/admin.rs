@@ -134,6 +134,7 @@ fn agent_info(v: &AgentView) -> pb::AgentInfo {
                     error: f.error,
                 })
                 .collect(),
+            tool_pins: Vec::new(),
         })
     });
     pb::AgentInfo {
@@ -191,6 +192,20 @@ impl admin_server::Admin for AdminService {
     type WatchApprovalsStream = std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<pb::ApprovalInfo, Status>> + Send>,
     >;
+    async fn list_pins(
+        &self,
+        _req: Request<pb::ListPinsRequest>,
+    ) -> Result<Response<pb::ListPinsResponse>, Status> {
+        Err(Status::unimplemented("pins: not yet"))
+    }
+
+    async fn decide_pin(
+        &self,
+        _req: Request<pb::DecidePinRequest>,
+    ) -> Result<Response<pb::PinInfo>, Status> {
+        Err(Status::unimplemented("pins: not yet"))
+    }
+
     async fn watch_approvals(
         &self,
         req: Request<pb::WatchApprovalsRequest>,

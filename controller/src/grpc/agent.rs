@@ -110,6 +110,7 @@ impl Subscription {
             bundle: p.bundle.clone(),
             version: p.version,
             approval: None,
+            pin: None,
         }
     }
 
@@ -131,6 +132,7 @@ impl Subscription {
                     bundle: Default::default(),
                     version: 0,
                     approval: super::approvals::decision(rec),
+                    pin: None,
                 });
             }
         }

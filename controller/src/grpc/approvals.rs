@@ -31,6 +31,7 @@ pub(super) fn request(r: &ApprovalRecord) -> pb::ApprovalRequest {
         hostname: r.hostname.clone(),
         agent_id: r.agent_id.clone(),
         requested_unix_ms: r.requested_ms,
+        pin: None,
     }
 }
 

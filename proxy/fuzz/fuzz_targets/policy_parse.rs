@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             let args = serde_json::json!({"path": "/srv/../etc/passwd", "url": "http://x"});
             let now = std::time::Instant::now();
             for tool in ["read_file", "write_file", "x"] {
-                let d = evaluate(&policy, &server, &session, &ToolCall { tool, arguments: (&args).into() }, now);
+                let d = evaluate(&policy, &server, &session, &ToolCall { tool, arguments: (&args).into(), hints: None }, now);
                 session.record(tool, &d, d.action.forwards(), now);
                 let _ = policy.tool_visible(&server, tool);
             }

@@ -57,6 +57,7 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
             &ToolCall {
                 tool: earlier,
                 arguments: (&empty).into(),
+                hints: None,
             },
             now,
         );
@@ -74,6 +75,7 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<i32> {
         &ToolCall {
             tool: &a.tool,
             arguments: (&args).into(),
+            hints: None,
         },
         now,
     );

@@ -129,6 +129,7 @@ pub(super) fn sanitize(
         hostname: String::new(),
         agent_id: String::new(),
         requested_unix_ms: requested,
+        pin: None,
     };
     Ok((out, timeout))
 }

@@ -23,7 +23,7 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// a character boundary, not refused: the event is evidence, its client's name is a label).
 pub const MAX_CLIENT_NAME_BYTES: usize = 128;
 /// The only event types a proxy may send; every other type is the agent's or the controller's.
-pub const PROXY_EVENT_TYPES: [EventType; 5] = EventType::FROM_PROXY;
+pub const PROXY_EVENT_TYPES: [EventType; 7] = EventType::FROM_PROXY;
 
 /// A proxy's event as the agent will chain it, with its de-duplication key and digest.
 #[derive(Debug, Clone)]
