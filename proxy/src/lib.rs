@@ -8,9 +8,11 @@
 mod approval;
 pub mod cli;
 pub mod commands;
+pub mod dlp;
 pub mod events;
 pub mod forward;
 pub mod framing;
+pub mod integrity;
 mod join;
 pub mod message;
 pub mod node;
