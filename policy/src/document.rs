@@ -406,7 +406,11 @@ pub struct ServerFields {
     pub dlp: Option<DlpSettings>,
     /// Tool definitions pinned ahead of time: tool name → digest (`sha256:<hex>`). A pinned
     /// definition is accepted; any other definition of that tool is a change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integrity::de_pins"
+    )]
     pub pins: Option<Pins>,
     /// What the annotations of accepted definitions may do.
     #[serde(default, skip_serializing_if = "Option::is_none")]

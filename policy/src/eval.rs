@@ -8,6 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::annotations;
 use crate::approval::{Approver, Remember};
 use crate::decision::{Action, Decision, Mode};
 use crate::document::{Constraint, Policy, SeqAction, ServerRule, UnknownServers};
@@ -306,6 +307,14 @@ pub fn evaluate_with(
             ..seq
         };
     }
+    if let Some(d) = annotations::destructive_verdict(rule, call.hints, tool, &at)
+        && d.action > verdict.action
+    {
+        verdict = Decision {
+            out_of_scope: verdict.out_of_scope,
+            ..d
+        };
+    }
     verdict.mode = mode;
     if mode == Mode::Observe && matches!(verdict.action, Action::StepUp | Action::Deny) {
         verdict.action = Action::WouldBlock;
@@ -385,6 +394,9 @@ fn scope_verdict(
             format!("tool \"{tool}\" is in the approved scope"),
             false,
         );
+    }
+    if let Some(d) = annotations::read_only_approval(rule, call.hints, tool, at) {
+        return d;
     }
     decision(
         Action::Deny,

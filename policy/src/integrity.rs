@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::document::{Policy, ServerRule};
-use crate::eval::ServerView;
 use crate::pattern::Pattern;
 
 /// What a tool whose definition differs from the pinned one does (and a tool added to a
@@ -194,6 +192,69 @@ pub struct TrustedHints {
     pub destructive: bool,
 }
 
+impl TrustedHints {
+    /// The hints of a tool definition's `annotations` object, read as MCP defines them:
+    /// read-only when `readOnlyHint` is `true`; destructive when not read-only and
+    /// `destructiveHint` is not `false` (absent or not a boolean counts as destructive, MCP's
+    /// default). Give it only the annotations of a pinned and accepted definition.
+    pub fn from_annotations(annotations: Option<&serde_json::Value>) -> TrustedHints {
+        let hint = |name: &str| {
+            annotations
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.as_bool())
+        };
+        let read_only = hint("readOnlyHint") == Some(true);
+        TrustedHints {
+            read_only,
+            destructive: !read_only && hint("destructiveHint") != Some(false),
+        }
+    }
+}
+
+/// Most pins one server entry may hold.
+pub const MAX_PINS: usize = 1000;
+
+/// Longest tool name a pin may name, in bytes.
+pub const MAX_PIN_TOOL_NAME: usize = 256;
+
+/// Reads `pins:`, refusing more than [`MAX_PINS`] entries (without reading past the first one
+/// too many) and empty or over-long tool names.
+pub(crate) fn de_pins<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Pins>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Pins;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of tool name to digest (\"sha256:<64 hex digits>\")")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Pins, A::Error> {
+            use serde::de::Error;
+            let mut pins = Pins::new();
+            while let Some(tool) = map.next_key::<String>()? {
+                if pins.len() == MAX_PINS {
+                    return Err(A::Error::custom(format!(
+                        "at most {MAX_PINS} pins per server entry"
+                    )));
+                }
+                if tool.is_empty() || tool.len() > MAX_PIN_TOOL_NAME {
+                    let shown: String = tool.chars().take(40).collect();
+                    return Err(A::Error::custom(format!(
+                        "pinned tool name {shown:?}{} must have 1 to {MAX_PIN_TOOL_NAME} bytes \
+                         (it has {})",
+                        if shown.len() < tool.len() { "…" } else { "" },
+                        tool.len()
+                    )));
+                }
+                let digest: PinDigest = map.next_value()?;
+                if pins.insert(tool.clone(), digest).is_some() {
+                    return Err(A::Error::custom(format!("tool {tool:?} is pinned twice")));
+                }
+            }
+            Ok(pins)
+        }
+    }
+    d.deserialize_map(V).map(Some)
+}
+
 /// Tool definitions an admin pinned ahead of time: tool name → digest (64 hex digits, see
 /// `thoth_proto::pins`). A pinned definition is accepted; any other definition of that tool
 /// is a change.
@@ -260,49 +321,4 @@ pub struct Integrity<'p> {
     pub pins: Option<&'p Pins>,
     /// The entry's `annotations`.
     pub annotations: AnnotationRules,
-}
-
-impl Policy {
-    /// The tool-integrity settings for this server: the entry's, else `defaults`'.
-    pub fn integrity(&self, server: &ServerView) -> Integrity<'_> {
-        let entry = self.rule(server);
-        Integrity {
-            on_tool_change: entry
-                .and_then(|r| r.on_tool_change)
-                .unwrap_or(self.defaults.on_tool_change),
-            on_suspicious_tool: entry
-                .and_then(|r| r.on_suspicious_tool)
-                .unwrap_or(self.defaults.on_suspicious_tool),
-            pins: entry.and_then(|r| r.pins.as_ref()),
-            annotations: entry.and_then(|r| r.annotations).unwrap_or_default(),
-        }
-    }
-
-    /// The DLP settings for this server, field by field: the entry's, `defaults.dlp`, built-in.
-    pub fn dlp(&self, server: &ServerView) -> Dlp {
-        let entry = self.rule(server).and_then(|r| r.dlp.as_ref());
-        let d = &self.defaults.dlp;
-        Dlp {
-            arguments: entry
-                .and_then(|e| e.arguments)
-                .or(d.arguments)
-                .unwrap_or(DlpArguments::Warn),
-            results: entry
-                .and_then(|e| e.results)
-                .or(d.results)
-                .unwrap_or(DlpResults::Warn),
-            detectors: entry
-                .and_then(|e| e.detectors.clone())
-                .or_else(|| d.detectors.clone())
-                .unwrap_or_else(|| DEFAULT_DLP_DETECTORS.map(str::to_owned).to_vec()),
-            allow_patterns: entry
-                .and_then(|e| e.allow_patterns.clone())
-                .or_else(|| d.allow_patterns.clone())
-                .unwrap_or_default(),
-        }
-    }
-
-    fn rule(&self, server: &ServerView) -> Option<&ServerRule> {
-        server.entry.and_then(|i| self.servers.get(i))
-    }
 }

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod annotations;
 mod approval;
 mod decision;
 mod document;
@@ -14,6 +15,7 @@ mod integrity;
 mod load;
 mod pattern;
 mod session;
+mod settings;
 
 pub use approval::{ApprovalFieldError, Approver, DEFAULT_APPROVERS, MAX_REMEMBER, Remember};
 pub use decision::{Action, Decision, Mode};
@@ -27,8 +29,8 @@ pub use eval::{
 };
 pub use integrity::{
     AnnotationRules, DEFAULT_DLP_DETECTORS, DLP_DETECTORS, DestructiveUse, Dlp, DlpArguments,
-    DlpResults, DlpSettings, Integrity, OnSuspiciousTool, OnToolChange, PinDigest, Pins,
-    ReadOnlyUse, TrustedHints,
+    DlpResults, DlpSettings, Integrity, MAX_PIN_TOOL_NAME, MAX_PINS, OnSuspiciousTool,
+    OnToolChange, PinDigest, Pins, ReadOnlyUse, TrustedHints,
 };
 pub use load::{Format, MAX_POLICY_BYTES, PolicyError, parse_policy};
 pub use pattern::{PathGlob, Pattern, PatternError, ToolGlob};

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use common::Session;
 use serde_json::json;
-use thoth_policy::{Action, Approver, Format, Policy, Remember};
+use thoth_policy::{
+    Action, Approver, DestructiveUse, DlpArguments, DlpResults, Format, OnSuspiciousTool,
+    OnToolChange, Policy, ReadOnlyUse, Remember, SessionState, ToolCall, TrustedHints,
+};
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
@@ -219,5 +222,76 @@ fn web_browsing_is_progressive_with_url_and_sequence_rules() {
             Action::StepUp,
             Action::Deny
         ]
+    );
+}
+
+#[test]
+fn tool_integrity_blocks_changes_and_uses_accepted_annotations() {
+    let p = load("tool-integrity.yaml");
+    let fs = p.resolve("filesystem", &FS.map(str::to_owned));
+    let i = p.integrity(&fs);
+    assert_eq!(i.on_tool_change, OnToolChange::Block);
+    assert_eq!(i.on_suspicious_tool, OnSuspiciousTool::Block);
+    assert_eq!(i.annotations.read_only, ReadOnlyUse::Approve);
+    assert_eq!(i.annotations.destructive, DestructiveUse::StepUp);
+    assert!(i.pins.is_none());
+    let dlp = p.dlp(&fs);
+    assert_eq!(
+        (dlp.arguments, dlp.results),
+        (DlpArguments::Block, DlpResults::Redact)
+    );
+    assert_eq!(dlp.detectors, thoth_policy::DEFAULT_DLP_DETECTORS);
+    // Another server: the defaults (warn, warn).
+    let other = p.resolve("github", &["gh-mcp".to_owned()]);
+    assert_eq!(p.integrity(&other).on_tool_change, OnToolChange::Warn);
+
+    let decide = |tool: &str, path: &str, read_only: bool, destructive: Option<bool>| {
+        let args = json!({ "path": path });
+        let hints = destructive.map(|destructive| TrustedHints {
+            read_only,
+            destructive,
+        });
+        thoth_policy::evaluate(
+            &p,
+            &fs,
+            &SessionState::new(),
+            &ToolCall {
+                tool,
+                arguments: (&args).into(),
+                hints,
+            },
+            std::time::Instant::now(),
+        )
+    };
+    let inside = "/home/ann/projects/a";
+    // Listed reads need no hints.
+    assert_eq!(
+        decide("read_text_file", inside, false, None).action,
+        Action::Allow
+    );
+    // An accepted read-only tool is approved without being listed; unaccepted, it asks.
+    let d = decide("search_files", inside, true, Some(false));
+    assert_eq!(
+        (d.action, d.rule.as_str()),
+        (Action::Allow, "servers[0].annotations.read_only")
+    );
+    assert_eq!(
+        decide("search_files", inside, true, None).action,
+        Action::StepUp
+    );
+    // ...and outside the project tree it is out of scope all the same.
+    assert_eq!(
+        decide("search_files", "/etc", true, Some(false)).action,
+        Action::StepUp
+    );
+    // An approved tool whose accepted definition is destructive asks.
+    let d = decide("create_directory", inside, false, Some(true));
+    assert_eq!(
+        (d.action, d.rule.as_str()),
+        (Action::StepUp, "servers[0].annotations.destructive")
+    );
+    assert_eq!(
+        decide("create_directory", inside, false, Some(false)).action,
+        Action::Allow
     );
 }
