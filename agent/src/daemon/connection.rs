@@ -224,10 +224,15 @@ impl Shared {
         let why = loop {
             match stream.message().await {
                 Ok(Some(update)) => {
-                    // An update carries an admin's approval decision, a bundle, or both.
-                    let decision_only = update.approval.is_some() && update.bundle.is_empty();
+                    // An update carries an admin's approval decision, an admin's decision on
+                    // a tool definition, a bundle, or some of them.
+                    let decision_only = (update.approval.is_some() || update.pin.is_some())
+                        && update.bundle.is_empty();
                     if let Some(decision) = update.approval {
                         self.approvals.admin_decision(decision);
+                    }
+                    if let Some(pin) = update.pin {
+                        self.pins.decide_soon(&pin);
                     }
                     if !decision_only {
                         self.apply(&update.bundle);
@@ -305,16 +310,19 @@ impl Shared {
                 .unwrap_or_default();
             // The MCP clients managed: the agent's settings ∩ the policy's managed_clients.
             let filter = crate::watch::managed(&self.config, self.managed_clients().as_deref());
+            let pins = Arc::clone(&self.pins);
             ready_inventory(
                 &self.inventory_task,
                 move || {
-                    inventory::collect(
+                    let mut inv = inventory::collect(
                         root.as_deref(),
                         &thoth,
                         &extra,
                         &filter,
                         inventory::MCP_BUDGET,
-                    )
+                    );
+                    inv.tool_pins = inventory::tool_pins(&pins);
+                    inv
                 },
                 INVENTORY_WAIT,
             )

@@ -210,6 +210,26 @@ pub fn collect(
     }
 }
 
+/// The pinned tools of every user, for the heartbeat (bounded: see
+/// [`super::pins::report::reports`]). Blocking (user-name lookups).
+pub fn tool_pins(pins: &super::pins::PinBook) -> Vec<pb::ToolPinReport> {
+    let name_of = |uid: u32| {
+        #[cfg(unix)]
+        let name = super::sys::login_name(uid);
+        #[cfg(not(unix))]
+        let name: Option<String> = None;
+        name.unwrap_or_else(|| format!("uid {uid}"))
+    };
+    let (out, cut) = pins.reports(&name_of);
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            "the pinned tools are over the report's bounds: left out of this report"
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Shared;

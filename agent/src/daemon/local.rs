@@ -249,9 +249,46 @@ impl local_agent_server::LocalAgent for LocalService {
 
     async fn check_tools(
         &self,
-        _req: Request<pb::ToolListCheck>,
+        req: Request<pb::ToolListCheck>,
     ) -> Result<Response<pb::ToolListVerdict>, Status> {
-        Err(Status::unimplemented("tool pins: not yet"))
+        // Whose pins: the socket's peer, never the request. Only the installed, untampered
+        // thoth may read or pin them (as for policy).
+        let Some(uid) = caller_uid(&req) else {
+            return Err(Status::permission_denied(
+                "the caller's OS user is unknown: no tool pins for it",
+            ));
+        };
+        super::pins::check::validate(req.get_ref())
+            .map_err(|why| Status::invalid_argument(format!("invalid tool list: {why}")))?;
+        // The user-name lookup (NSS) blocks: off the async workers.
+        let name = tokio::task::spawn_blocking(move || name_of(Some(uid)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let server: String = req.get_ref().server_name.chars().take(128).collect();
+        self.0.saw_caller(&name, &server);
+        let conn = req.extensions().get::<super::peer::ConnInfo>().cloned();
+        let key = self.1.owners.key(uid);
+        super::gate::gate(
+            &self.0,
+            conn.as_ref(),
+            &name,
+            key,
+            super::peer::Call::Policy,
+        )
+        .await?;
+        let sh = Arc::clone(&self.0);
+        let list = req.into_inner();
+        // The store's file IO: off the async workers.
+        let verdict = tokio::task::spawn_blocking(move || {
+            let (verdict, shadowed) = sh.pins.check(uid, &list);
+            for f in &shadowed {
+                super::pins::events::raise_shadowed(&sh, &name, f);
+            }
+            verdict
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(verdict))
     }
 
     async fn request_approval(

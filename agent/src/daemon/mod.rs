@@ -13,6 +13,7 @@ pub mod inventory;
 mod lkg;
 pub mod local;
 pub mod peer;
+pub mod pins;
 pub mod pipeline;
 pub mod raise;
 pub mod shared;
@@ -62,6 +63,8 @@ async fn stale_loop(sh: Arc<Shared>) {
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let sh = Shared::new(config).map_err(anyhow::Error::msg)?;
     sh.state.create().map_err(anyhow::Error::msg)?;
+    // The pinned tool definitions (a file that cannot be used is logged now).
+    sh.pins.load();
     sh.start_status_writer()?;
     sh.state
         .write_trust(&Trust {

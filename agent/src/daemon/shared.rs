@@ -63,6 +63,8 @@ pub struct Shared {
     >,
     /// Tool-call approvals: pending requests, their channels, the grants they left.
     pub approvals: Arc<super::approval::Broker>,
+    /// Every user's pinned tool definitions and the admins' decisions on them.
+    pub pins: Arc<super::pins::PinBook>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,6 +125,7 @@ impl Shared {
             ..Status::default()
         };
         let peer_checks = peer::Checks::new(&config);
+        let pins = Arc::new(super::pins::PinBook::new(config.state_dir.join("pins")));
         Ok(Arc::new_cyclic(|me| Shared {
             approvals: super::approval::broker_for(
                 me.clone() as std::sync::Weak<dyn super::approval::Daemon>
@@ -141,6 +144,7 @@ impl Shared {
             peer_reports: peer::Raised::default(),
             peer_checks,
             inventory_task: Mutex::new(None),
+            pins,
         }))
     }
 
@@ -559,6 +563,12 @@ impl super::approval::Daemon for Shared {
 
     fn controller_channel(&self) -> Option<tonic::transport::Channel> {
         lock(&self.channel).clone()
+    }
+
+    fn accept_pin(&self, uid: u32, pin: &thoth_proto::fleet::PinRef, by_admin: bool) {
+        if self.pins.approved(uid, pin, by_admin) {
+            tracing::info!(uid, tool = %pin.tool, by_admin, "an approval accepted a changed tool definition");
+        }
     }
 }
 

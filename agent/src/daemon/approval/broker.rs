@@ -639,6 +639,13 @@ impl Broker {
             }
             d
         });
+        // An approval of a call held because its tool changed accepts that definition for the
+        // user, before the held call goes on (its next list check sees it).
+        if o.approved
+            && let Some(pin) = &p.req.pin
+        {
+            self.evidence.pin_approved(p.key.uid, pin, &o.channel);
+        }
         p.cancel.cancel();
         if p.admin_submitted && o.channel != "admin" && o.decision != "expired" {
             self.withdraw_admin(id.to_owned());

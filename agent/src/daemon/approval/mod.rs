@@ -50,4 +50,10 @@ impl Evidence for DaemonEvidence {
             sh.record_approval(event_type, req, detail);
         }
     }
+
+    fn pin_approved(&self, uid: u32, pin: &pb::PinRef, channel: &str) {
+        if let Some(sh) = self.0.upgrade() {
+            sh.accept_pin(uid, pin, channel == "admin");
+        }
+    }
 }

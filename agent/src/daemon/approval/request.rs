@@ -111,6 +111,7 @@ pub(super) fn sanitize(
     let remember = Remember::parse(&req.remember).unwrap_or(Remember::Once);
     let approvers = channels_of(&req.approvers);
     let requested = unix_ms(now);
+    let pin = clean_pin(req.pin.as_ref(), &req.tool_name);
     let out = pb::ApprovalRequest {
         approval_id: uuid::Uuid::now_v7().to_string(),
         session_id: clean(&req.session_id, MAX_NAME, false),
@@ -129,9 +130,21 @@ pub(super) fn sanitize(
         hostname: String::new(),
         agent_id: String::new(),
         requested_unix_ms: requested,
-        pin: None,
+        pin,
     };
     Ok((out, timeout))
+}
+
+/// The definition a request names (held because its tool changed), kept only when it is well
+/// formed: hex SHA-256 server key and digest, and the very tool called (name unchanged by
+/// cleaning, at most [`MAX_NAME`] bytes).
+fn clean_pin(pin: Option<&pb::PinRef>, tool: &str) -> Option<pb::PinRef> {
+    let p = pin?;
+    let ok = thoth_proto::pins::is_digest(&p.server_key)
+        && thoth_proto::pins::is_digest(&p.digest)
+        && p.tool == tool
+        && clean(&p.tool, MAX_NAME, false) == p.tool;
+    ok.then(|| p.clone())
 }
 
 pub(super) fn denial(id: &str, reason: impl Into<String>) -> pb::ApprovalDecision {

@@ -17,6 +17,8 @@ pub trait Daemon: Send + Sync + 'static {
     fn record_approval(&self, event_type: EventType, req: &pb::ApprovalRequest, detail: Value);
     /// The agent's current connection to its controller, if it has one now.
     fn controller_channel(&self) -> Option<tonic::transport::Channel>;
+    /// An approval accepts the tool definition `pin` for `uid` (`by_admin`: an admin decided).
+    fn accept_pin(&self, _uid: u32, _pin: &pb::PinRef, _by_admin: bool) {}
 }
 
 /// What the user channel shows. Every string is already length-limited by the broker; the

@@ -1,0 +1,342 @@
+//! `LocalAgent.CheckTools`: a proxy's tool list (digests only) compared with, and the first
+//! time pinned as, the definitions kept for the calling OS user. The request is bounded
+//! ([`validate`]); the server's identity is computed here from its fields, never taken from the
+//! proxy.
+
+use std::collections::BTreeSet;
+
+use thoth_proto::fleet as pb;
+use thoth_proto::pins::{changes, is_digest, server_key};
+
+use super::decisions::Decisions;
+use super::store::{MAX_TOOLS, Parts, Pending, ServerEntry, Source, ToolPin, UserStore};
+
+/// Most tools in one list.
+pub const MAX_LIST_TOOLS: usize = 4096;
+/// Longest tool name.
+pub const MAX_TOOL_NAME: usize = 256;
+/// Longest server name.
+pub const MAX_SERVER_NAME: usize = 1024;
+/// Longest client id and session id.
+pub const MAX_CLIENT: usize = 256;
+/// Most command-line entries, and the longest one.
+pub const MAX_ARGS: usize = 256;
+/// Longest command-line entry.
+pub const MAX_ARG: usize = 4096;
+
+/// Why a list cannot be checked (answered INVALID_ARGUMENT), or `Ok`.
+pub fn validate(req: &pb::ToolListCheck) -> Result<(), String> {
+    if req.server_name.is_empty() || req.server_name.len() > MAX_SERVER_NAME {
+        return Err(format!(
+            "server_name must be 1 to {MAX_SERVER_NAME} bytes (it is {})",
+            req.server_name.len()
+        ));
+    }
+    if req.client.len() > MAX_CLIENT || req.session_id.len() > MAX_CLIENT {
+        return Err(format!(
+            "client and session_id must be at most {MAX_CLIENT} bytes"
+        ));
+    }
+    if req.command.len() > MAX_ARGS {
+        return Err(format!(
+            "the command line has {} entries, over the limit of {MAX_ARGS}",
+            req.command.len()
+        ));
+    }
+    if let Some(i) = req.command.iter().position(|a| a.len() > MAX_ARG) {
+        return Err(format!(
+            "command entry {i} is over the limit of {MAX_ARG} bytes"
+        ));
+    }
+    if req.tools.len() > MAX_LIST_TOOLS {
+        return Err(format!(
+            "{} tools in one list, over the limit of {MAX_LIST_TOOLS}",
+            req.tools.len()
+        ));
+    }
+    for (i, t) in req.tools.iter().enumerate() {
+        if t.name.len() > MAX_TOOL_NAME {
+            return Err(format!(
+                "tool {i}'s name is over the limit of {MAX_TOOL_NAME} bytes"
+            ));
+        }
+        if ![
+            &t.digest,
+            &t.description_sha256,
+            &t.schema_sha256,
+            &t.annotations_sha256,
+        ]
+        .iter()
+        .all(|d| is_digest(d))
+        {
+            return Err(format!(
+                "tool {i} ({:?}): every digest must be 64 lowercase hex digits",
+                t.name.chars().take(64).collect::<String>()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a check did.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The answer.
+    pub verdict: pb::ToolListVerdict,
+    /// The store changed in a way worth writing.
+    pub dirty: bool,
+    /// Servers evicted over the bounds.
+    pub evicted: usize,
+}
+
+fn parts(t: &pb::ToolDefinition) -> Parts {
+    Parts {
+        description: t.description_sha256.clone(),
+        schema: t.schema_sha256.clone(),
+        annotations: t.annotations_sha256.clone(),
+    }
+}
+
+fn verdict(name: &str, state: &str) -> pb::ToolVerdict {
+    pb::ToolVerdict {
+        name: name.to_owned(),
+        state: state.to_owned(),
+        ..pb::ToolVerdict::default()
+    }
+}
+
+fn admin_pin(t: &pb::ToolDefinition, now_ms: i64) -> ToolPin {
+    ToolPin {
+        digest: t.digest.clone(),
+        parts: parts(t),
+        source: Source::Admin,
+        accepted: true,
+        first_seen_ms: now_ms,
+        pending: None,
+    }
+}
+
+fn same(pin: &ToolPin) -> pb::ToolVerdict {
+    pb::ToolVerdict {
+        pinned_digest: pin.digest.clone(),
+        pin_source: pin.source.as_str().to_owned(),
+        accepted: pin.accepted,
+        ..verdict("", "same")
+    }
+}
+
+/// Checks `req` (already [`validate`]d) against `store`, consulting `decisions`; pins a new
+/// server's tools, records changes and added tools as pending.
+pub fn check(
+    store: &mut UserStore,
+    decisions: &Decisions,
+    req: &pb::ToolListCheck,
+    now_ms: i64,
+) -> Checked {
+    let key = server_key(&req.client, &req.server_name, &req.command);
+    let mut out = Checked::default();
+    out.verdict.server_key.clone_from(&key);
+    let known = store.servers.contains_key(&key);
+    if !known {
+        store.servers.insert(
+            key.clone(),
+            ServerEntry {
+                name: req.server_name.clone(),
+                client: req.client.clone(),
+                command: req.command.clone(),
+                ..ServerEntry::default()
+            },
+        );
+        out.dirty = true;
+        out.evicted = store.evict_over_count(&key);
+    }
+    let Some(entry) = store.servers.get_mut(&key) else {
+        return out;
+    };
+    entry.last_seen_ms = now_ms;
+    let mut seen = BTreeSet::new();
+    for t in &req.tools {
+        if !seen.insert(t.name.as_str()) {
+            continue;
+        }
+        let decision = decisions.get(&key, &t.name, &t.digest);
+        let (v, dirty) = match entry.tools.get_mut(&t.name) {
+            Some(pin) => pinned_tool(pin, t, decision, now_ms),
+            None if !known => new_tool(entry, t, decision, now_ms),
+            None => added_tool(entry, t, decision, now_ms),
+        };
+        out.dirty |= dirty;
+        out.verdict.tools.push(pb::ToolVerdict {
+            name: t.name.clone(),
+            ..v
+        });
+    }
+    if req.complete {
+        out.verdict.removed = entry
+            .tools
+            .keys()
+            .filter(|n| !seen.contains(n.as_str()))
+            .cloned()
+            .collect();
+        let before = entry.added.len();
+        entry.added.retain(|n, _| seen.contains(n.as_str()));
+        out.dirty |= entry.added.len() != before;
+    }
+    out
+}
+
+/// A tool pinned before.
+fn pinned_tool(
+    pin: &mut ToolPin,
+    t: &pb::ToolDefinition,
+    decision: Option<bool>,
+    now_ms: i64,
+) -> (pb::ToolVerdict, bool) {
+    let rejected = decision == Some(false)
+        || (decision.is_none()
+            && pin
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.rejected && p.digest == t.digest));
+    let what: Vec<String> = if pin.digest == t.digest {
+        Vec::new()
+    } else {
+        changes(&pin.parts.digest("", &pin.digest), &parts(t).digest("", &t.digest))
+            .into_iter()
+            .map(|c| c.as_str().to_owned())
+            .collect()
+    };
+    if rejected {
+        let first = pin
+            .pending
+            .as_ref()
+            .is_none_or(|p| p.digest != t.digest || !p.rejected);
+        if first {
+            pin.pending = Some(Pending {
+                digest: t.digest.clone(),
+                parts: parts(t),
+                changes: what.clone(),
+                seen_ms: now_ms,
+                rejected: true,
+            });
+            if pin.digest == t.digest {
+                pin.accepted = false;
+            }
+        }
+        let v = pb::ToolVerdict {
+            pinned_digest: pin.digest.clone(),
+            pin_source: pin.source.as_str().to_owned(),
+            changes: what,
+            first_report: first,
+            ..verdict("", "rejected")
+        };
+        return (v, first);
+    }
+    if decision == Some(true) {
+        // An admin accepted exactly this definition (perhaps before it was seen).
+        let dirty = pin.digest != t.digest || !pin.accepted || pin.source != Source::Admin;
+        if dirty {
+            *pin = ToolPin {
+                first_seen_ms: pin.first_seen_ms,
+                ..admin_pin(t, now_ms)
+            };
+        }
+        return (same(pin), dirty);
+    }
+    if pin.digest == t.digest {
+        return (same(pin), false);
+    }
+    let first = pin.pending.as_ref().is_none_or(|p| p.digest != t.digest);
+    if first {
+        pin.pending = Some(Pending {
+            digest: t.digest.clone(),
+            parts: parts(t),
+            changes: what.clone(),
+            seen_ms: now_ms,
+            rejected: false,
+        });
+    }
+    let v = pb::ToolVerdict {
+        pinned_digest: pin.digest.clone(),
+        pin_source: pin.source.as_str().to_owned(),
+        changes: what,
+        first_report: first,
+        ..verdict("", "changed")
+    };
+    (v, first)
+}
+
+/// A tool of a server's first list.
+fn new_tool(
+    entry: &mut ServerEntry,
+    t: &pb::ToolDefinition,
+    decision: Option<bool>,
+    now_ms: i64,
+) -> (pb::ToolVerdict, bool) {
+    match decision {
+        Some(false) => added_tool(entry, t, decision, now_ms),
+        Some(true) => {
+            let pin = admin_pin(t, now_ms);
+            let v = same(&pin);
+            entry.tools.insert(t.name.clone(), pin);
+            (v, true)
+        }
+        None => {
+            entry.tools.insert(
+                t.name.clone(),
+                ToolPin {
+                    digest: t.digest.clone(),
+                    parts: parts(t),
+                    source: Source::FirstUse,
+                    accepted: false,
+                    first_seen_ms: now_ms,
+                    pending: None,
+                },
+            );
+            let v = pb::ToolVerdict {
+                pin_source: Source::FirstUse.as_str().to_owned(),
+                first_report: true,
+                ..verdict("", "new")
+            };
+            (v, true)
+        }
+    }
+}
+
+/// A tool a pinned server did not offer before (not pinned until a decision).
+fn added_tool(
+    entry: &mut ServerEntry,
+    t: &pb::ToolDefinition,
+    decision: Option<bool>,
+    now_ms: i64,
+) -> (pb::ToolVerdict, bool) {
+    if decision == Some(true) {
+        entry.added.remove(&t.name);
+        let pin = admin_pin(t, now_ms);
+        let v = same(&pin);
+        entry.tools.insert(t.name.clone(), pin);
+        return (v, true);
+    }
+    let old = entry.added.get(&t.name);
+    let rejected = decision == Some(false)
+        || (decision.is_none() && old.is_some_and(|p| p.rejected && p.digest == t.digest));
+    let first = old.is_none_or(|p| p.digest != t.digest || p.rejected != rejected);
+    if first && (old.is_some() || entry.len() < MAX_TOOLS) {
+        entry.added.insert(
+            t.name.clone(),
+            Pending {
+                digest: t.digest.clone(),
+                parts: parts(t),
+                changes: vec!["added".to_owned()],
+                seen_ms: now_ms,
+                rejected,
+            },
+        );
+    }
+    let state = if rejected { "rejected" } else { "added" };
+    let v = pb::ToolVerdict {
+        first_report: first,
+        ..verdict("", state)
+    };
+    (v, first)
+}

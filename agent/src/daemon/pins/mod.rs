@@ -1,0 +1,16 @@
+//! Tool integrity on the agent: each OS user's pinned tool definitions (per server identity),
+//! `LocalAgent.CheckTools` against them, the admins' decisions (`PolicyUpdate.pin`), tool-name
+//! shadowing between a user's servers, and the pins as the heartbeat reports them.
+
+pub mod book;
+pub mod check;
+pub mod decisions;
+pub mod events;
+pub mod report;
+pub mod shadow;
+pub mod store;
+
+pub use book::PinBook;
+
+#[cfg(test)]
+mod tests;

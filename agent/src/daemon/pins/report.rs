@@ -1,0 +1,81 @@
+//! The pinned tools as the heartbeat reports them (`Inventory.tool_pins`): every user's, at most
+//! [`MAX_REPORTS`] entries and [`MAX_REPORT_BYTES`] of text, every string cut and escaped (they
+//! come from proxies, and a server's name or command line from a user's files).
+
+use std::collections::BTreeMap;
+
+use thoth_proto::fleet as pb;
+
+use super::store::UserStore;
+use crate::watch::clean;
+
+/// Most entries in one report.
+pub const MAX_REPORTS: usize = 4096;
+/// Most text in the entries together.
+pub const MAX_REPORT_BYTES: usize = 512 << 10;
+/// Longest user, server and tool name.
+pub const MAX_NAME: usize = 256;
+/// Longest client id (the controller's limit for MCP clients).
+pub const MAX_CLIENT: usize = 32;
+/// Longest command line.
+pub const MAX_COMMAND: usize = 4096;
+
+/// The entries for `stores` (by uid; `name_of` gives a uid's user name), with how many were
+/// left out over the bounds.
+pub fn reports(
+    stores: &BTreeMap<u32, UserStore>,
+    name_of: &dyn Fn(u32) -> String,
+) -> (Vec<pb::ToolPinReport>, usize) {
+    let mut out = Vec::new();
+    let (mut bytes, mut cut) = (0usize, 0usize);
+    for (uid, store) in stores {
+        if store.servers.is_empty() {
+            continue;
+        }
+        let user = clean(&name_of(*uid), MAX_NAME);
+        for (key, e) in &store.servers {
+            let client = clean(&e.client, MAX_CLIENT);
+            let server_name = clean(&e.name, MAX_NAME);
+            let command = clean(&e.command.join(" "), MAX_COMMAND);
+            for (tool, pin) in &e.tools {
+                let (state, pending) = match &pin.pending {
+                    Some(p) if p.rejected => ("rejected", Some(p)),
+                    Some(p) => ("changed", Some(p)),
+                    None => ("pinned", None),
+                };
+                let r = pb::ToolPinReport {
+                    user: user.clone(),
+                    client: client.clone(),
+                    server_name: server_name.clone(),
+                    server_key: key.clone(),
+                    command: command.clone(),
+                    tool: clean(tool, MAX_NAME),
+                    digest: pin.digest.clone(),
+                    state: state.into(),
+                    pending_digest: pending.map(|p| p.digest.clone()).unwrap_or_default(),
+                    source: pin.source.as_str().into(),
+                    accepted: pin.accepted,
+                    changes: pending.map(|p| p.changes.clone()).unwrap_or_default(),
+                    first_seen_unix_ms: pin.first_seen_ms,
+                    changed_unix_ms: pending.map_or(0, |p| p.seen_ms),
+                };
+                let size = r.user.len()
+                    + r.client.len()
+                    + r.server_name.len()
+                    + r.server_key.len()
+                    + r.command.len()
+                    + r.tool.len()
+                    + r.digest.len()
+                    + r.pending_digest.len()
+                    + 64;
+                if out.len() < MAX_REPORTS && bytes + size <= MAX_REPORT_BYTES {
+                    bytes += size;
+                    out.push(r);
+                } else {
+                    cut += 1;
+                }
+            }
+        }
+    }
+    (out, cut)
+}

@@ -1,0 +1,238 @@
+//! One OS user's pinned tool definitions, as kept on disk (`pins/<uid>.json`, 0600, written
+//! atomically) and in memory: per server identity (`thoth_proto::pins::server_key`, computed
+//! by the agent), the server's name, client and command line, and per tool the definition in
+//! force with where it came from, plus the newer definition seen, waiting for a decision.
+//!
+//! Bounded: [`MAX_SERVERS`] servers per user (the least recently seen evicted),
+//! [`MAX_TOOLS`] tools per server (pinned and added together), [`MAX_FILE_BYTES`] per file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thoth_proto::pins::ToolDigest;
+
+/// Most servers kept per user; past it the least recently seen is evicted.
+pub const MAX_SERVERS: usize = 256;
+/// Most tools kept per server (pinned and added together).
+pub const MAX_TOOLS: usize = 4096;
+/// Largest store file.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+
+/// Where the definition in force came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Pinned the first time the server's list was seen.
+    FirstUse,
+    /// Accepted by an admin (`thothctl pins accept`, or an admin's approval).
+    Admin,
+    /// Accepted by the user approving a call held because the definition changed.
+    UserApproval,
+}
+
+impl Source {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::FirstUse => "first_use",
+            Source::Admin => "admin",
+            Source::UserApproval => "user_approval",
+        }
+    }
+}
+
+/// The digests of one definition's parts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parts {
+    /// `description`.
+    pub description: String,
+    /// `inputSchema` and `outputSchema`.
+    pub schema: String,
+    /// `annotations`.
+    pub annotations: String,
+}
+
+impl Parts {
+    /// As a [`ToolDigest`] (for [`thoth_proto::pins::changes`]).
+    pub fn digest(&self, name: &str, digest: &str) -> ToolDigest {
+        ToolDigest {
+            name: name.to_owned(),
+            digest: digest.to_owned(),
+            description: self.description.clone(),
+            schema: self.schema.clone(),
+            annotations: self.annotations.clone(),
+        }
+    }
+}
+
+/// A definition seen that is not the one in force: a change, or a tool the server did not offer
+/// when it was pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Its digest.
+    pub digest: String,
+    /// Its parts' digests.
+    pub parts: Parts,
+    /// What differs from the definition in force ("description", "schema", "annotations"), or
+    /// "added".
+    pub changes: Vec<String>,
+    /// When it was first seen (Unix ms).
+    pub seen_ms: i64,
+    /// An admin rejected exactly this definition.
+    #[serde(default)]
+    pub rejected: bool,
+}
+
+/// A pinned tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolPin {
+    /// The digest in force.
+    pub digest: String,
+    /// Its parts' digests.
+    pub parts: Parts,
+    /// Where it came from.
+    pub source: Source,
+    /// An admin accepted it (its annotations may be trusted).
+    pub accepted: bool,
+    /// When it was first pinned (Unix ms).
+    pub first_seen_ms: i64,
+    /// A newer definition seen, waiting for a decision.
+    #[serde(default)]
+    pub pending: Option<Pending>,
+}
+
+/// One server of one user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerEntry {
+    /// The server's name (`--server`).
+    pub name: String,
+    /// The MCP client id (may be empty).
+    pub client: String,
+    /// Its original command line, program first.
+    pub command: Vec<String>,
+    /// When a list of it was last checked (Unix ms).
+    pub last_seen_ms: i64,
+    /// The pinned tools, by name.
+    pub tools: BTreeMap<String, ToolPin>,
+    /// Tools it offers that were not pinned (offered after its first list), by name.
+    #[serde(default)]
+    pub added: BTreeMap<String, Pending>,
+}
+
+impl ServerEntry {
+    /// Tools kept (pinned and added).
+    pub fn len(&self) -> usize {
+        self.tools.len() + self.added.len()
+    }
+
+    /// Whether it keeps no tool.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One user's store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStore {
+    /// Format version.
+    #[serde(default)]
+    pub version: u32,
+    /// Servers by server key.
+    pub servers: BTreeMap<String, ServerEntry>,
+    /// Servers evicted over the bounds, in all.
+    #[serde(default)]
+    pub evicted: u64,
+}
+
+impl UserStore {
+    /// Evicts the least recently seen servers (never `keep`) until at most [`MAX_SERVERS`]
+    /// remain. The number evicted.
+    pub fn evict_over_count(&mut self, keep: &str) -> usize {
+        let mut n = 0;
+        while self.servers.len() > MAX_SERVERS && self.evict_one(keep) {
+            n += 1;
+        }
+        n
+    }
+
+    /// Evicts the least recently seen server other than `keep`; false when there is none.
+    pub fn evict_one(&mut self, keep: &str) -> bool {
+        let oldest = self
+            .servers
+            .iter()
+            .filter(|(k, _)| k.as_str() != keep)
+            .min_by_key(|(k, e)| (e.last_seen_ms, (*k).clone()))
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => {
+                self.servers.remove(&k);
+                self.evicted = self.evicted.saturating_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The file's bytes, within [`MAX_FILE_BYTES`]: the least recently seen servers (never
+    /// `keep` unless it is the last) are evicted until it fits; a lone server still too large
+    /// loses its added tools, then its pending definitions. With the number of servers evicted.
+    pub fn encode(&mut self, keep: &str) -> (Vec<u8>, usize) {
+        let mut evicted = 0;
+        loop {
+            let bytes = serde_json::to_vec(self).unwrap_or_default();
+            if bytes.len() <= MAX_FILE_BYTES {
+                return (bytes, evicted);
+            }
+            if self.evict_one(keep) {
+                evicted += 1;
+                continue;
+            }
+            let Some(e) = self.servers.values_mut().next() else {
+                return (bytes, evicted);
+            };
+            if !e.added.is_empty() {
+                e.added.clear();
+            } else if e.tools.values().any(|t| t.pending.is_some()) {
+                e.tools.values_mut().for_each(|t| t.pending = None);
+            } else {
+                // Cannot happen within MAX_TOOLS; keep the file as it was rather than lose all.
+                return (Vec::new(), evicted);
+            }
+        }
+    }
+}
+
+/// Loads a store file: `Ok(None)` when there is none, `Err` (why) when it is unreadable,
+/// too large or not a store (the caller starts that user empty).
+pub fn load(path: &Path) -> Result<Option<UserStore>, String> {
+    use std::io::Read as _;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(format!("over {MAX_FILE_BYTES} bytes"));
+    }
+    let mut store: UserStore = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    // What a hand-edited or damaged file may hold beyond the bounds is dropped.
+    store.evict_over_count("");
+    for e in store.servers.values_mut() {
+        while e.len() > MAX_TOOLS {
+            if e.added.pop_last().is_none() {
+                e.tools.pop_last();
+            }
+        }
+    }
+    Ok(Some(store))
+}
+
+/// Writes a store file atomically, 0600.
+pub fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    thoth_endpoint::state::write_atomic(path, bytes, 0o600)
+}
