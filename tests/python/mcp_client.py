@@ -13,7 +13,7 @@ connects a `ClientSession`, performs the chosen lifecycle and runs the ops:
 
 One JSON line per op is printed on stdout:
 
-    {"op": "list_tools", "tools": [names...]}
+    {"op": "list_tools", "tools": [names...], "descriptions": {name: description|null}}
     {"op": "call", "tool": NAME, "isError": bool, "text": "...", "meta": {...}|null, "structured": ...|null}
     {"op": "call", "tool": NAME, "error": "message", "code": int|null}      # the call raised
     (plus "data": <JSON-RPC error.data> when the error carried data; a failed list_tools
@@ -133,15 +133,17 @@ async def run_op(session: ClientSession, op: dict[str, Any]) -> None:
     kind = op.get("op")
     if kind == "list_tools":
         names: list[str] = []
+        descriptions: dict[str, str | None] = {}
         cursor: str | None = None
         while True:
             params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
             res = await session.list_tools(params=params)
             names.extend(t.name for t in res.tools)
+            descriptions.update((t.name, t.description) for t in res.tools)
             cursor = res.next_cursor
             if not cursor:
                 break
-        emit({"op": "list_tools", "tools": names})
+        emit({"op": "list_tools", "tools": names, "descriptions": descriptions})
     elif kind == "call":
         name = op["tool"]
         try:

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod fleet;
+pub mod integrity;
 
 /// How long a test waits for any one expected message.
 pub const WAIT: Duration = Duration::from_secs(30);
