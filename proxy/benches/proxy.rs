@@ -114,6 +114,7 @@ fn thoth_in_process(args: &[String]) {
         refusal: None,
         client: None,
         env: Vec::new(),
+        original_argv: None,
     })
     .expect("thoth run");
     std::process::exit(code);

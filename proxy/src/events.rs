@@ -85,6 +85,8 @@ pub enum Record {
         session_tools: Arc<Vec<String>>,
         /// Time to decide.
         latency_us: u64,
+        /// `detail` (DLP findings), if any.
+        detail: Option<Value>,
     },
     /// `TOOL_CALL_POST`.
     Post {
@@ -102,6 +104,8 @@ pub enum Record {
         session_tools: Arc<Vec<String>>,
         /// From arrival of the call to its answer.
         latency_us: u64,
+        /// `detail` (DLP findings), if any.
+        detail: Option<Value>,
     },
     /// `APPROVAL_REQUESTED` / `APPROVAL_DECIDED`.
     Approval {
@@ -116,6 +120,25 @@ pub enum Record {
         /// The decision.
         decided: Arc<Decided>,
         /// Channel and outcome.
+        detail: Value,
+    },
+    /// `TOOL_DEFINITION_CHANGED` / `TOOL_DEFINITION_SUSPICIOUS`, raised by the proxy.
+    Integrity {
+        /// When.
+        at: SystemTime,
+        /// Which of the two.
+        kind: EventType,
+        /// Tool.
+        tool: String,
+        /// `decision.action`.
+        action: Action,
+        /// `decision.rule`.
+        rule: &'static str,
+        /// `decision.reason`.
+        reason: String,
+        /// The policy version in force.
+        policy_version: String,
+        /// What changed or looks poisoned.
         detail: Value,
     },
 }
@@ -135,7 +158,10 @@ impl Record {
 
     fn at(&self) -> SystemTime {
         match self {
-            Record::Pre { at, .. } | Record::Post { at, .. } | Record::Approval { at, .. } => *at,
+            Record::Pre { at, .. }
+            | Record::Post { at, .. }
+            | Record::Approval { at, .. }
+            | Record::Integrity { at, .. } => *at,
         }
     }
 
@@ -143,7 +169,7 @@ impl Record {
         match self {
             Record::Post { response, .. } => *response = None,
             Record::Pre { arguments, .. } => *arguments = None,
-            Record::Approval { .. } => {}
+            Record::Approval { .. } | Record::Integrity { .. } => {}
         }
     }
 }
@@ -581,6 +607,7 @@ fn render<'r>(
             decided,
             session_tools,
             latency_us,
+            detail,
         } => {
             let mut e = tool_event(
                 info,
@@ -597,6 +624,7 @@ fn render<'r>(
             }
             e.session_tool_calls = Some(Cow::Borrowed(session_tools.as_slice()));
             e.latency_us = Some(*latency_us);
+            e.detail = detail.clone();
             e
         }
         Record::Post {
@@ -607,6 +635,7 @@ fn render<'r>(
             decided,
             session_tools,
             latency_us,
+            detail,
         } => {
             let mut e = tool_event(
                 info,
@@ -629,6 +658,7 @@ fn render<'r>(
             }
             e.session_tool_calls = Some(Cow::Borrowed(session_tools.as_slice()));
             e.latency_us = Some(*latency_us);
+            e.detail = detail.clone();
             e
         }
         Record::Approval {
@@ -640,6 +670,28 @@ fn render<'r>(
             detail,
         } => {
             let mut e = tool_event(info, *kind, event_id, *at, request_id, tool, decided);
+            e.detail = Some(detail.clone());
+            e
+        }
+        Record::Integrity {
+            at,
+            kind,
+            tool,
+            action,
+            rule,
+            reason,
+            policy_version,
+            detail,
+        } => {
+            let mut e = base(info, *kind, event_id, *at);
+            e.tool_name = Some(Cow::Borrowed(tool));
+            e.decision = Some(EventDecision {
+                action: *action,
+                mode: None,
+                rule: Some(Cow::Borrowed(rule)),
+                reason: Some(Cow::Borrowed(reason)),
+            });
+            e.policy_version = Some(Cow::Borrowed(policy_version));
             e.detail = Some(detail.clone());
             e
         }

@@ -20,6 +20,8 @@ pub mod oracle;
 pub mod paths;
 pub mod policy;
 pub mod relay;
+mod relay_dlp;
+mod relay_tools;
 pub mod respond;
 pub mod source;
 

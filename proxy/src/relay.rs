@@ -72,6 +72,9 @@ pub(super) enum Pending {
         started: Instant,
     },
     ToolsList,
+    /// The proxy's own `tools/list` (after `notifications/tools/list_changed`): its answer is
+    /// checked and not sent to the client.
+    OwnToolsList,
     Other,
     /// Cancelled by the client after it was forwarded: the server may still answer it. `call`:
     /// the call's tool, decision and start, when it was a `tools/call`; `list`: a `tools/list`
@@ -99,6 +102,8 @@ pub(super) struct State {
     pub(super) pending: HashMap<String, Pending>,
     pub(super) untracked: u64,
     client_elicitation: bool,
+    /// The server's tools: pins, treatments, events raised.
+    pub(super) integrity: crate::integrity::book::Book,
 }
 
 /// Everything both directions share.
@@ -112,16 +117,20 @@ pub struct Relay {
     /// The server's name.
     pub server_name: String,
     /// Prefix of the proxy's own request ids and states (unguessable per session).
-    approval_prefix: String,
+    pub(super) approval_prefix: String,
     /// When set, every tool call is denied with this reason (rule `refused`), whatever the policy.
     refusal: std::sync::OnceLock<String>,
     /// This session's id (sent with approval requests to the agent).
-    session_id: String,
+    pub(super) session_id: String,
     /// The agent's socket, when the proxy runs with an agent (approvals may be asked of it).
-    agent: std::sync::OnceLock<std::path::PathBuf>,
+    pub(super) agent: std::sync::OnceLock<std::path::PathBuf>,
     /// Writes a line to the server: for a call released by the agent's answer, which comes on
-    /// no client line.
-    server_in: std::sync::OnceLock<ServerWriter>,
+    /// no client line, and for the proxy's own `tools/list`.
+    pub(super) server_in: std::sync::OnceLock<ServerWriter>,
+    /// The server's original command line (its identity for tool pins).
+    pub(super) server_argv: std::sync::OnceLock<Vec<String>>,
+    /// The session's DLP salt and scanner.
+    pub(super) dlp: crate::integrity::scanners::SessionDlp,
     state: Mutex<State>,
 }
 
@@ -165,6 +174,8 @@ impl Relay {
             session_id: session_id.to_owned(),
             agent: std::sync::OnceLock::new(),
             server_in: std::sync::OnceLock::new(),
+            server_argv: std::sync::OnceLock::new(),
+            dlp: Default::default(),
             state: Mutex::new(State {
                 session: SessionState::new(),
                 server_rounds: ServerRounds::default(),
@@ -175,6 +186,7 @@ impl Relay {
                 pending: HashMap::new(),
                 untracked: 0,
                 client_elicitation: false,
+                integrity: Default::default(),
             }),
         }
     }
@@ -189,6 +201,16 @@ impl Relay {
                 self.approval_prefix.clone(),
                 self.server_name.clone(),
             ));
+        }
+    }
+
+    /// The server's original command line (tool pins are per server identity) and the writer
+    /// of the proxy's own requests to the server (without an agent; [`Self::use_agent`] sets it
+    /// otherwise).
+    pub fn set_server(&self, argv: Vec<String>, server_in: Option<ServerWriter>) {
+        let _ = self.server_argv.set(argv);
+        if let Some(w) = server_in {
+            let _ = self.server_in.set(w);
         }
     }
 
@@ -266,13 +288,8 @@ impl Relay {
                     }
                 }
                 "tools/list" => {
-                    let filters = self.policy.get().filters_tools();
-                    let kind = if filters {
-                        Pending::ToolsList
-                    } else {
-                        Pending::Other
-                    };
-                    if !track(&mut self.state(), id, kind) {
+                    // Every list is read (tool integrity), filtered or not.
+                    if !track(&mut self.state(), id, Pending::ToolsList) {
                         return self.refuse_busy(id, &method);
                     }
                 }
@@ -405,6 +422,7 @@ impl Relay {
             Some(Some(bytes)) => Some(bytes),
             None => None,
         };
+        let dlp_args = self.scan_arguments(&tool, call.arguments_raw);
         let mut st = self.state();
         let policy = self.policy.get();
         let (decision, version) = match &policy {
@@ -432,7 +450,7 @@ impl Relay {
                     &ToolCall {
                         tool: &tool,
                         arguments: call.arguments(),
-                        hints: None,
+                        hints: st.integrity.hints(&tool),
                     },
                     started,
                     &FsResolver,
@@ -441,6 +459,7 @@ impl Relay {
             }
             PolicyState::Missing { why } => (fail_closed(why), "none".to_owned()),
         };
+        let decision = self.gate_call(&st.integrity, &tool, decision, dlp_args.as_ref());
         let action = decision.action;
         let mut decided = Arc::new(Decided {
             action: crate::events::event_action(action),
@@ -538,6 +557,7 @@ impl Relay {
                 timeout: self.policy.get().approval_timeout(),
                 approvers,
                 remember,
+                pin: st.integrity.pin_ref(&tool, &decided.decision),
             };
             match st.approver.request(req) {
                 Ok(r) => {
@@ -566,10 +586,14 @@ impl Relay {
                 at,
                 request_id: id.get().to_owned(),
                 tool: tool.clone(),
-                arguments: Some(call.arguments_raw.to_owned()),
+                arguments: Some(match &dlp_args {
+                    Some(scan) => scan.content.clone(),
+                    None => call.arguments_raw.to_owned(),
+                }),
                 decided: decided.clone(),
                 session_tools: snapshot.clone(),
                 latency_us,
+                detail: dlp_args.map(|scan| scan.detail),
             });
         }
         if forwards {
@@ -626,27 +650,6 @@ impl Relay {
         self.reply(&line);
     }
 
-    /// [`Self::answer_call`] with the session's tools already read (under the lock the caller
-    /// held), so the answer costs no second lock.
-    fn answer_call_seen(
-        &self,
-        call: (String, String, Arc<Decided>, Instant),
-        line: Vec<u8>,
-        session_tools: Arc<Vec<String>>,
-    ) {
-        let (request_id, tool, decided, started) = call;
-        let line = Arc::new(line);
-        self.post_event_seen(
-            request_id,
-            tool,
-            line.clone(),
-            decided,
-            started,
-            session_tools,
-        );
-        self.reply(&line);
-    }
-
     /// Queues the `TOOL_CALL_POST` of a call: its answer as sent to the client.
     pub(super) fn post_event(
         &self,
@@ -683,6 +686,7 @@ impl Relay {
             decided,
             session_tools,
             latency_us: started.elapsed().as_micros() as u64,
+            detail: None,
         });
     }
 
@@ -710,8 +714,13 @@ impl Relay {
                 };
                 (pending, id, result.is_some(), session_tools)
             }
-            Ok(_) => {
+            Ok(m) => {
+                let changed = matches!(m, Message::Notification { ref method, .. }
+                    if method == "notifications/tools/list_changed");
                 self.reply(&line);
+                if changed {
+                    self.tools_list_changed();
+                }
                 return;
             }
             Err(inv) => {
@@ -724,12 +733,13 @@ impl Relay {
             }
         };
         match pending {
-            Some(Pending::ToolsList) if result => self.reply(&self.filter_tools(line)),
+            Some(Pending::ToolsList) if result => self.reply(&self.tools_listed(line)),
+            Some(Pending::OwnToolsList) => self.own_tools_listed(line, result),
             Some(Pending::ToolCall {
                 tool,
                 decided,
                 started,
-            }) => self.answer_call_seen((id, tool, decided, started), line, session_tools),
+            }) => self.answer_forwarded((id, tool, decided, started), line, Some(session_tools)),
             Some(Pending::Cancelled { call, list, .. }) => {
                 // Relayed like any answer (the client ignores it, and no new request can hold
                 // its id yet); what the server did after all is recorded in a second POST.
@@ -737,9 +747,9 @@ impl Relay {
                     let mut late = (*decided).clone();
                     late.decision.reason =
                         format!("{}; {ANSWERED_AFTER_CANCEL}", late.decision.reason);
-                    self.answer_call(id, tool, line, Arc::new(late), started);
+                    self.answer_forwarded((id, tool, Arc::new(late), started), line, None);
                 } else if list && result {
-                    self.reply(&self.filter_tools(line));
+                    self.reply(&self.tools_listed(line));
                 } else {
                     self.reply(&line);
                 }
@@ -754,35 +764,6 @@ impl Relay {
                 );
             }
         }
-    }
-
-    fn filter_tools(&self, line: Vec<u8>) -> Vec<u8> {
-        let policy = self.policy.get();
-        let PolicyState::Loaded(p) = &policy else {
-            return line;
-        };
-        let Ok(mut msg) = serde_json::from_slice::<Value>(&line) else {
-            return line;
-        };
-        let Some(tools) = msg
-            .pointer_mut("/result/tools")
-            .and_then(Value::as_array_mut)
-        else {
-            return line;
-        };
-        let before = tools.len();
-        tools.retain(|t| {
-            t.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|name| p.policy.tool_visible(&p.server, name))
-        });
-        if tools.len() == before {
-            return line;
-        }
-        tracing::debug!(hidden = before - tools.len(), "filtered tools/list");
-        let mut out = serde_json::to_vec(&msg).expect("serializing a JSON value into memory");
-        out.push(b'\n');
-        out
     }
 
     /// The server is gone: answer every request it left unanswered, and deny parked calls.
@@ -812,6 +793,8 @@ impl Relay {
                 } => self.answer_call(id, tool, line, decided, started),
                 // Its POST was written at the cancellation; the client expects no answer.
                 Pending::Cancelled { .. } => {}
+                // The proxy's own request: the client knows nothing of it.
+                Pending::OwnToolsList => {}
                 _ => self.reply(&line),
             }
         }
@@ -1023,6 +1006,9 @@ impl Relay {
                 ..call.decided.decision.clone()
             };
             st.session.record(&call.tool, &d, true, now);
+            if call.decided.decision.rule == "on_tool_change" {
+                st.integrity.approve(&call.tool);
+            }
             track(
                 &mut st,
                 &call.request_id,

@@ -47,6 +47,9 @@ pub struct RunConfig {
     pub client: Option<String>,
     /// Environment variables added to the server's (e.g. `ELECTRON_RUN_AS_NODE`).
     pub env: Vec<(String, String)>,
+    /// The server's command line as configured, when `argv` was changed to run it (its
+    /// identity for tool pins); `None`: `argv`.
+    pub original_argv: Option<Vec<String>>,
 }
 
 enum Supervise {
@@ -126,19 +129,24 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     // The server's stdin, shared with the relay: a call the agent approves is released from
     // the thread that waited for the agent, not from the client's.
     let child_in = Arc::new(std::sync::Mutex::new(Some(child_in)));
-    if let Some(socket) = &cfg.agent_events {
+    let writer = || -> crate::relay::ServerWriter {
         let server = child_in.clone();
-        relay.use_agent(
-            socket.clone(),
-            Box::new(move |bytes: &[u8]| {
-                let mut server = server.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(w) = server.as_mut()
-                    && let Err(e) = write_line(w, bytes)
-                {
-                    tracing::warn!(error = %e, "cannot write to the MCP server");
-                }
-            }),
-        );
+        Box::new(move |bytes: &[u8]| {
+            let mut server = server.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(w) = server.as_mut()
+                && let Err(e) = write_line(w, bytes)
+            {
+                tracing::warn!(error = %e, "cannot write to the MCP server");
+            }
+        })
+    };
+    let identity = cfg.original_argv.clone().unwrap_or_else(|| cfg.argv.clone());
+    match &cfg.agent_events {
+        Some(socket) => {
+            relay.set_server(identity, None);
+            relay.use_agent(socket.clone(), writer());
+        }
+        None => relay.set_server(identity, Some(writer())),
     }
     let (tx, rx) = mpsc::channel::<Supervise>();
 

@@ -260,6 +260,7 @@ impl Approver for WithAgent {
             arguments_sha256: args_digest(req.arguments),
             approvers: req.approvers.iter().map(|a| shown(a, WHO_MAX)).collect(),
             remember: shown(&req.remember, WHO_MAX),
+            pin: req.pin,
             ..Default::default()
         };
         let detail = serde_json::json!({"channel": AGENT_CHANNEL, "approvalId": approval_id, "timeoutSecs": secs});

@@ -49,6 +49,9 @@ pub(crate) struct Request<'a> {
     /// again ("once", "session", "15m"), from the policy.
     pub(crate) approvers: Vec<String>,
     pub(crate) remember: String,
+    /// The tool definition the approval is about, when the call was held because the tool's
+    /// definition changed (an approval by the agent accepts it for the user).
+    pub(crate) pin: Option<thoth_proto::fleet::PinRef>,
 }
 
 /// An approval requested: the relay records `APPROVAL_REQUESTED` with `detail` and sends

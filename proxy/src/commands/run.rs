@@ -95,6 +95,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         refusal,
         client,
         env,
+        original_argv: Some(args.command.clone()),
     })
 }
 

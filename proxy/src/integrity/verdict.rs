@@ -1,0 +1,312 @@
+//! One tool of a `tools/list` result: what the proxy observed, how it compares with its pinned
+//! definition (the baseline: a policy pin, the agent's verdict or the session's book), and the
+//! treatment and events that follow from the policy's `on_tool_change` / `on_suspicious_tool`.
+
+use serde_json::{Value, json};
+use thoth_policy::{Integrity, OnSuspiciousTool, OnToolChange, TrustedHints};
+use thoth_proto::pins::{ToolDigest, pin_id, tool_digest};
+use thoth_proto::{Action, EventType};
+
+use super::poison::{Suspicion, suspicious};
+
+/// Tools remembered per session; tools past this in a list are treated as unpinned (visible,
+/// no event) and logged.
+pub const MAX_TOOLS: usize = 4096;
+/// Suspicion reasons kept per event.
+const MAX_REASONS: usize = 16;
+
+/// One tool as the server listed it.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Its digests.
+    pub digest: ToolDigest,
+    /// What its annotations claim (trusted only once the definition is accepted).
+    pub hints: TrustedHints,
+    /// Signs of poisoning.
+    pub suspicions: Vec<Suspicion>,
+}
+
+/// Reads one element of a `tools/list` result; `None` when it has no name.
+pub fn observe(tool: &Value) -> Option<Observed> {
+    let digest = tool_digest(tool)?;
+    let ann = tool.get("annotations");
+    let flag = |k: &str| ann.and_then(|a| a.get(k)).and_then(Value::as_bool);
+    let read_only = flag("readOnlyHint") == Some(true);
+    let hints = TrustedHints {
+        read_only,
+        destructive: !read_only && flag("destructiveHint") != Some(false),
+    };
+    Some(Observed {
+        digest,
+        hints,
+        suspicions: suspicious(tool),
+    })
+}
+
+/// How a definition compares with the pinned one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The server's first list: pinned now (first use).
+    New,
+    /// The pinned definition.
+    Same,
+    /// A tool the pinned server did not offer before.
+    Added,
+    /// Differs from the pinned definition.
+    Changed,
+    /// An admin rejected exactly this definition.
+    Rejected,
+}
+
+impl State {
+    /// The agent's word for it.
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "new" => State::New,
+            "same" => State::Same,
+            "added" => State::Added,
+            "changed" => State::Changed,
+            "rejected" => State::Rejected,
+            _ => return None,
+        })
+    }
+}
+
+/// One tool's comparison with its pin.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    pub state: State,
+    /// The digest pinned before ("" for new and added tools).
+    pub pinned: String,
+    /// Where the pin came from: `policy`, `first_use`, `admin`, `user_approval`.
+    pub source: String,
+    /// The definition is the pinned one and an admin (or the policy) accepted it.
+    pub accepted: bool,
+    /// What changed (`description`, `schema`, `annotations`).
+    pub changes: Vec<String>,
+    /// Whether a CHANGED event may be raised (the agent says whether it is the first report).
+    pub first_report: bool,
+}
+
+/// What the session does with a tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Treatment {
+    /// Listed and callable.
+    Visible,
+    /// Left out of `tools/list`; calls denied under `rule` for `why`.
+    Hidden { rule: &'static str, why: String },
+    /// Listed; calls need approval.
+    StepUp { why: String },
+}
+
+/// A tool's current status in the session.
+#[derive(Debug, Clone)]
+pub struct ToolStatus {
+    /// The digest last listed.
+    pub digest: String,
+    pub treatment: Treatment,
+    /// Annotations to pass to the evaluator: only for an accepted definition.
+    pub hints: Option<TrustedHints>,
+}
+
+/// An event to raise (once per session per tool and digest: the caller checks).
+#[derive(Debug, Clone)]
+pub struct Raise {
+    pub kind: EventType,
+    pub tool: String,
+    /// What the event is about, for the once-per-session check.
+    pub digest: String,
+    pub action: Action,
+    pub rule: &'static str,
+    pub reason: String,
+    pub detail: Value,
+}
+
+fn tool_change_word(o: OnToolChange) -> &'static str {
+    match o {
+        OnToolChange::Allow => "allow",
+        OnToolChange::Warn => "warn",
+        OnToolChange::Block => "block",
+        OnToolChange::StepUp => "step_up",
+    }
+}
+
+fn suspicious_word(o: OnSuspiciousTool) -> &'static str {
+    match o {
+        OnSuspiciousTool::Allow => "allow",
+        OnSuspiciousTool::Warn => "warn",
+        OnSuspiciousTool::Block => "block",
+    }
+}
+
+/// The treatment of one listed tool and the events it calls for. `approved`: a human approved
+/// this very definition in this session (a `step_up` on_tool_change).
+pub fn judge(
+    server_key: &str,
+    seen: &Observed,
+    base: &Baseline,
+    policy: &Integrity<'_>,
+    approved: bool,
+) -> (ToolStatus, Vec<Raise>) {
+    let name = &seen.digest.name;
+    let digest = &seen.digest.digest;
+    let id = pin_id(server_key, name, digest);
+    let what = if base.changes.is_empty() {
+        "definition".to_owned()
+    } else {
+        base.changes.join(", ")
+    };
+    let accept =
+        format!("an administrator must accept the new definition: `thothctl pins accept {id}`");
+    let mut raises = Vec::new();
+    let mut treatment = Treatment::Visible;
+    let changed = matches!(base.state, State::Added | State::Changed);
+    let reason = match base.state {
+        State::Added => format!(
+            "the tool \"{name}\" was added to a server whose tool list was pinned; {accept}"
+        ),
+        State::Rejected => format!(
+            "this definition of the tool \"{name}\" was rejected by an administrator \
+             (pin {id}); it stays held back until the server offers an accepted one"
+        ),
+        _ => format!("the {what} of the tool \"{name}\" changed since it was pinned; {accept}"),
+    };
+    let on_change = policy.on_tool_change;
+    if base.state == State::Rejected {
+        treatment = Treatment::Hidden {
+            rule: "pins.rejected",
+            why: reason.clone(),
+        };
+    } else if changed && !approved {
+        match on_change {
+            OnToolChange::Block => {
+                treatment = Treatment::Hidden {
+                    rule: "on_tool_change",
+                    why: reason.clone(),
+                }
+            }
+            OnToolChange::StepUp => {
+                treatment = Treatment::StepUp {
+                    why: reason.clone(),
+                }
+            }
+            OnToolChange::Allow | OnToolChange::Warn => {}
+        }
+    }
+    if (changed || base.state == State::Rejected) && base.first_report {
+        let action = match (base.state, on_change) {
+            (State::Rejected, _) | (_, OnToolChange::Block) => Action::Deny,
+            (_, OnToolChange::Allow) => Action::Allow,
+            (_, OnToolChange::Warn) => Action::Warn,
+            (_, OnToolChange::StepUp) => Action::StepUp,
+        };
+        let mut changes = base.changes.clone();
+        if base.state == State::Added {
+            changes = vec!["added".to_owned()];
+        }
+        raises.push(Raise {
+            kind: EventType::ToolDefinitionChanged,
+            tool: name.clone(),
+            digest: digest.clone(),
+            action,
+            rule: "on_tool_change",
+            reason: reason.clone(),
+            detail: json!({
+                "serverKey": server_key,
+                "changes": changes,
+                "oldDigest": base.pinned,
+                "newDigest": digest,
+                "pinSource": base.source,
+                "onToolChange": tool_change_word(on_change),
+                "pinId": id,
+            }),
+        });
+    }
+    if !seen.suspicions.is_empty() {
+        let blocks = policy.on_suspicious_tool == OnSuspiciousTool::Block && !base.accepted;
+        let why = format!(
+            "the definition of the tool \"{name}\" looks poisoned ({}); {accept}",
+            seen.suspicions
+                .iter()
+                .map(|s| s.kind)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if blocks && !matches!(treatment, Treatment::Hidden { .. }) {
+            treatment = Treatment::Hidden {
+                rule: "on_suspicious_tool",
+                why: why.clone(),
+            };
+        }
+        let action = match policy.on_suspicious_tool {
+            OnSuspiciousTool::Block if blocks => Action::Deny,
+            OnSuspiciousTool::Warn => Action::Warn,
+            _ => Action::Allow,
+        };
+        let reasons: Vec<Value> = seen
+            .suspicions
+            .iter()
+            .take(MAX_REASONS)
+            .map(|s| json!({"kind": s.kind, "excerpt": s.excerpt}))
+            .collect();
+        raises.push(Raise {
+            kind: EventType::ToolDefinitionSuspicious,
+            tool: name.clone(),
+            digest: digest.clone(),
+            action,
+            rule: "on_suspicious_tool",
+            reason: why,
+            detail: json!({
+                "serverKey": server_key,
+                "digest": digest,
+                "reasons": reasons,
+                "onSuspiciousTool": suspicious_word(policy.on_suspicious_tool),
+                "pinId": id,
+            }),
+        });
+    }
+    let trusted = base.accepted && base.state == State::Same;
+    let status = ToolStatus {
+        digest: digest.clone(),
+        treatment,
+        hints: trusted.then_some(seen.hints),
+    };
+    (status, raises)
+}
+
+/// The event for a pinned tool absent from a complete list.
+pub fn removed(server_key: &str, tool: &str, old: &str, policy: &Integrity<'_>) -> Raise {
+    let action = match policy.on_tool_change {
+        OnToolChange::Allow => Action::Allow,
+        _ => Action::Warn,
+    };
+    Raise {
+        kind: EventType::ToolDefinitionChanged,
+        tool: tool.to_owned(),
+        digest: format!("removed:{old}"),
+        action,
+        rule: "on_tool_change",
+        reason: format!("the tool \"{tool}\" was pinned and is no longer listed by the server"),
+        detail: json!({
+            "serverKey": server_key,
+            "changes": ["removed"],
+            "oldDigest": old,
+            "newDigest": "",
+            "pinSource": "",
+            "onToolChange": tool_change_word(policy.on_tool_change),
+        }),
+    }
+}
+
+/// The baseline a policy pin gives: the pinned digest is accepted; any other is a change.
+pub fn from_policy_pin(seen: &Observed, pin: &str) -> Baseline {
+    let same = seen.digest.digest == pin;
+    Baseline {
+        state: if same { State::Same } else { State::Changed },
+        pinned: pin.to_owned(),
+        source: "policy".to_owned(),
+        accepted: same,
+        changes: Vec::new(),
+        first_report: true,
+    }
+}

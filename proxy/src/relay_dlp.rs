@@ -1,0 +1,203 @@
+//! DLP in the relay: secrets in a call's arguments (recorded, or the call denied) and in the
+//! results of forwarded calls (recorded, redacted, or the result withheld). The event's copy
+//! never holds a match, whatever the action (only `allow` is not scanned). With no match
+//! possible (one pass over the raw text), nothing is parsed.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde_json::{Value, json};
+use thoth_policy::{DlpArguments, DlpResults};
+
+use crate::dlp::Finding;
+use crate::events::{Decided, Record};
+use crate::integrity::scanners::{ArgScan, Compiled};
+use crate::policy::PolicyState;
+use crate::relay::Relay;
+
+/// Findings listed in an event's `detail.dlp` (the rest are counted).
+const MAX_FINDINGS: usize = 64;
+/// Findings named in a denial's text.
+const NAMED: usize = 3;
+
+fn detail(findings: &[Finding], action: &str) -> Value {
+    let listed: Vec<Value> = findings
+        .iter()
+        .take(MAX_FINDINGS)
+        .map(|f| {
+            json!({"detector": f.detector, "location": f.location, "digest": f.digest,
+                   "action": action})
+        })
+        .collect();
+    let mut d = json!({ "dlp": listed });
+    if findings.len() > MAX_FINDINGS {
+        d["dlpNotListed"] = json!(findings.len() - MAX_FINDINGS);
+    }
+    d
+}
+
+/// "aws_secret_key in arguments.key, …" (never the matched text).
+fn named(findings: &[Finding]) -> String {
+    let mut s: Vec<String> = findings
+        .iter()
+        .take(NAMED)
+        .map(|f| format!("{} in {}", f.detector, f.location))
+        .collect();
+    if findings.len() > NAMED {
+        s.push(format!("{} more", findings.len() - NAMED));
+    }
+    s.join(", ")
+}
+
+fn line_of(v: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).expect("serializing a JSON value into memory");
+    out.push(b'\n');
+    out
+}
+
+/// What DLP made of a result.
+struct ResultScan {
+    /// What the client gets instead of the server's line (redact, block).
+    to_client: Option<Vec<u8>>,
+    /// The line the event records (every match replaced).
+    for_event: Vec<u8>,
+    detail: Value,
+    /// The result was withheld: why.
+    blocked: Option<String>,
+}
+
+impl Relay {
+    fn dlp_in_force(&self) -> Option<Arc<Compiled>> {
+        match self.policy.get() {
+            PolicyState::Loaded(p) => {
+                Some(self.dlp.scanner(&p.version, || p.policy.dlp(&p.server)))
+            }
+            PolicyState::Missing { .. } => None,
+        }
+    }
+
+    /// Scans a call's arguments (JSON text); `None` when not scanned or nothing matched.
+    pub(crate) fn scan_arguments(&self, tool: &str, raw: &str) -> Option<ArgScan> {
+        let c = self.dlp_in_force()?;
+        if c.dlp.arguments == DlpArguments::Allow || !c.scanner.may_match(raw.as_bytes()) {
+            return None;
+        }
+        let mut args: Value = serde_json::from_str(raw).ok()?;
+        let findings = c.scanner.redact(&mut args, "arguments", &self.dlp.salt);
+        if findings.is_empty() {
+            return None;
+        }
+        let block = c.dlp.arguments == DlpArguments::Block;
+        let blocked = block.then(|| {
+            format!(
+                "the arguments of \"{tool}\" carry a secret ({}); calls must not send secrets to \
+                 an MCP server (rule dlp.arguments)",
+                named(&findings)
+            )
+        });
+        Some(ArgScan {
+            blocked,
+            content: args.to_string(),
+            detail: detail(&findings, if block { "block" } else { "warn" }),
+        })
+    }
+
+    /// Scans the server's answer to a forwarded call; `None` when not scanned or nothing
+    /// matched.
+    fn scan_result(&self, tool: &str, line: &[u8]) -> Option<ResultScan> {
+        let c = self.dlp_in_force()?;
+        if c.dlp.results == DlpResults::Allow || !c.scanner.may_match(line) {
+            return None;
+        }
+        let msg: Value = serde_json::from_slice(line).ok()?;
+        let mut copy = msg.clone();
+        let mut findings = Vec::new();
+        for root in ["result", "error"] {
+            if let Some(part) = copy.get_mut(root) {
+                findings.extend(c.scanner.redact(part, root, &self.dlp.salt));
+            }
+        }
+        if findings.is_empty() {
+            return None;
+        }
+        let redacted = line_of(&copy);
+        Some(match c.dlp.results {
+            DlpResults::Redact => ResultScan {
+                to_client: Some(redacted.clone()),
+                for_event: redacted,
+                detail: detail(&findings, "redact"),
+                blocked: None,
+            },
+            DlpResults::Block => {
+                let why = format!(
+                    "the result of \"{tool}\" carried a secret ({}), so Thoth withheld it",
+                    named(&findings)
+                );
+                let text = format!(
+                    "Blocked by Thoth policy: the result of the tool \"{tool}\" on MCP server \
+                     \"{}\" carried a secret ({}), so it was withheld (rule dlp.results). Do not \
+                     retry it unchanged; tell the user that their organization's policy keeps \
+                     secrets out of tool results.",
+                    self.server_name,
+                    named(&findings)
+                );
+                let out = json!({"jsonrpc": "2.0", "id": msg.get("id").cloned().unwrap_or(Value::Null),
+                    "result": {"content": [{"type": "text", "text": text}], "isError": true}});
+                let out = line_of(&out);
+                ResultScan {
+                    to_client: Some(out.clone()),
+                    for_event: out,
+                    detail: detail(&findings, "block"),
+                    blocked: Some(why),
+                }
+            }
+            _ => ResultScan {
+                to_client: None,
+                for_event: redacted,
+                detail: detail(&findings, "warn"),
+                blocked: None,
+            },
+        })
+    }
+
+    /// Sends the server's answer to a forwarded call (scanned first), its `TOOL_CALL_POST`
+    /// queued first. `session_tools`: when the caller already read them.
+    pub(crate) fn answer_forwarded(
+        &self,
+        call: (String, String, Arc<Decided>, Instant),
+        line: Vec<u8>,
+        session_tools: Option<Arc<Vec<String>>>,
+    ) {
+        let (request_id, tool, mut decided, started) = call;
+        let (to_client, for_event, detail) = match self.scan_result(&tool, &line) {
+            None => (Arc::new(line), None, None),
+            Some(s) => {
+                if let Some(why) = s.blocked {
+                    tracing::info!(tool = %tool, rule = "dlp.results", "{why}");
+                    let d = Arc::make_mut(&mut decided);
+                    d.action = thoth_proto::Action::Deny;
+                    d.decision.action = thoth_policy::Action::Deny;
+                    d.decision.rule = "dlp.results".into();
+                    d.decision.reason = why;
+                }
+                let to_client = Arc::new(s.to_client.unwrap_or(line));
+                (to_client, Some(Arc::new(s.for_event)), Some(s.detail))
+            }
+        };
+        if self.events.enabled() {
+            let session_tools =
+                session_tools.unwrap_or_else(|| self.state().tools_snapshot.clone());
+            self.events.push(Record::Post {
+                at: SystemTime::now(),
+                request_id,
+                tool,
+                response: Some(for_event.unwrap_or_else(|| to_client.clone())),
+                decided,
+                session_tools,
+                latency_us: started.elapsed().as_micros() as u64,
+                detail,
+            });
+        }
+        self.reply(&to_client);
+    }
+}
