@@ -25,6 +25,7 @@ pub struct Hub {
     tenants: Mutex<HashMap<String, Slot>>,
     revocations: watch::Sender<u64>,
     connected: Mutex<HashMap<String, u32>>,
+    pin_decisions: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
 impl Hub {
@@ -57,6 +58,26 @@ impl Hub {
     /// Follows revocations.
     pub fn revocations(&self) -> watch::Receiver<u64> {
         self.revocations.subscribe()
+    }
+
+    /// Wakes when an admin decides a tool definition of `tenant` (tool integrity): open
+    /// subscriptions of the tenant then send the new decisions.
+    pub fn pin_decisions(&self, tenant: &str) -> watch::Receiver<u64> {
+        let mut map = self.pin_decisions.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 4096 {
+            map.retain(|_, s| s.receiver_count() > 0);
+        }
+        map.entry(tenant.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Says a tool definition of `tenant` was decided.
+    pub fn pin_decided(&self, tenant: &str) {
+        let map = self.pin_decisions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(tenant) {
+            s.send_modify(|n| *n += 1);
+        }
     }
 
     /// Counts an open subscription of `agent_id` until the guard drops.

@@ -194,16 +194,16 @@ impl admin_server::Admin for AdminService {
     >;
     async fn list_pins(
         &self,
-        _req: Request<pb::ListPinsRequest>,
+        req: Request<pb::ListPinsRequest>,
     ) -> Result<Response<pb::ListPinsResponse>, Status> {
-        Err(Status::unimplemented("pins: not yet"))
+        super::pins::list(&self.0, self.caller(&req).await?, req.into_inner()).await
     }
 
     async fn decide_pin(
         &self,
-        _req: Request<pb::DecidePinRequest>,
+        req: Request<pb::DecidePinRequest>,
     ) -> Result<Response<pb::PinInfo>, Status> {
-        Err(Status::unimplemented("pins: not yet"))
+        super::pins::decide(&self.0, self.caller(&req).await?, req.into_inner()).await
     }
 
     async fn watch_approvals(
@@ -368,7 +368,11 @@ impl admin_server::Admin for AdminService {
         let a = AgentService(&self.0)
             .get(&c, &req.get_ref().agent_id)
             .await?;
-        Ok(Response::new(agent_info(&a)))
+        let mut info = agent_info(&a);
+        if let Some(inv) = info.inventory.as_mut() {
+            inv.tool_pins = super::pins::agent_pins(&self.0, &a.record.agent_id).await?;
+        }
+        Ok(Response::new(info))
     }
 
     async fn revoke_agent(
@@ -429,6 +433,9 @@ impl admin_server::Admin for AdminService {
                     after_id: r.after_id,
                     limit: r.limit,
                     oldest_first: r.oldest_first,
+                    event_types: r.event_types,
+                    dlp_only: r.dlp_only,
+                    dlp_detector: r.dlp_detector,
                 },
             )
             .await?;

@@ -86,6 +86,11 @@ struct Subscription {
     approvals: tokio::sync::watch::Receiver<u64>,
     sent_decisions: std::collections::HashSet<String>,
     decisions: std::collections::VecDeque<pb::PolicyUpdate>,
+    // Tool definition decisions of the tenant: woken when one is made; those sent (by
+    // definition, with the time decided).
+    tenant: String,
+    pins: tokio::sync::watch::Receiver<u64>,
+    sent_pins: std::collections::HashMap<(String, String, String), (bool, i64)>,
     first: bool,
     done: bool,
     _connected: crate::hub::ConnectedGuard,
@@ -138,6 +143,29 @@ impl Subscription {
         }
     }
 
+    /// Queues the tenant's recorded tool definition decisions not yet sent on this stream (the
+    /// newest 4096 on a new stream: the agent ignores ones it applied).
+    async fn load_pins(&mut self) {
+        let found = crate::service::pins::PinService(&self.ctl)
+            .tenant_decisions(&self.tenant)
+            .await;
+        let Ok(found) = found else {
+            return;
+        };
+        if self.sent_pins.len() > 2 * crate::service::pins::MAX_AGENT_DECISIONS as usize {
+            self.sent_pins.clear();
+        }
+        let fresh: Vec<_> = found
+            .into_iter()
+            .filter(|d| {
+                let key = (d.server_key.clone(), d.tool.clone(), d.digest.clone());
+                self.sent_pins.insert(key, (d.accepted, d.decided_ms))
+                    != Some((d.accepted, d.decided_ms))
+            })
+            .collect();
+        self.decisions.extend(super::pins::updates(&fresh));
+    }
+
     async fn next(&mut self) -> Option<Result<pb::PolicyUpdate, Status>> {
         if self.done {
             return None;
@@ -146,6 +174,8 @@ impl Subscription {
             self.first = false;
             self.approvals.borrow_and_update();
             self.load_decisions().await;
+            self.pins.borrow_and_update();
+            self.load_pins().await;
             let current = self.bundles.borrow_and_update().clone();
             if let Some(p) = current {
                 return Some(Ok(self.update(&p)));
@@ -162,6 +192,13 @@ impl Subscription {
                     }
                     self.approvals.borrow_and_update();
                     self.load_decisions().await;
+                }
+                changed = self.pins.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    self.pins.borrow_and_update();
+                    self.load_pins().await;
                 }
                 changed = self.bundles.changed() => {
                     if changed.is_err() {
@@ -225,6 +262,9 @@ impl agent_sync_server::AgentSync for SyncService {
             approvals: ctl.approvals.agent(&agent.agent_id),
             sent_decisions: Default::default(),
             decisions: Default::default(),
+            pins: ctl.hub.pin_decisions(&agent.tenant),
+            sent_pins: Default::default(),
+            tenant: agent.tenant.clone(),
             _connected: ctl.hub.connect(&agent.agent_id),
             _open: OpenGuard(Arc::clone(&ctl)),
             agent_id: agent.agent_id,
@@ -289,6 +329,12 @@ impl agent_sync_server::AgentSync for SyncService {
                                 path: f.path,
                                 error: f.error,
                             })
+                            .collect(),
+                        tool_pins: i
+                            .tool_pins
+                            .into_iter()
+                            .take(crate::service::pins::MAX_TOOL_PINS + 1)
+                            .map(super::pins::from_report)
                             .collect(),
                     }),
                 },

@@ -5,6 +5,7 @@ mod admin;
 mod agent;
 mod approvals;
 mod conn;
+mod pins;
 mod upload;
 
 pub use admin::AdminService;

@@ -74,6 +74,8 @@ pub struct Inventory {
     pub mcp_servers: Vec<McpServer>,
     /// Host files that could not be read or parsed.
     pub mcp_files: Vec<McpFile>,
+    /// The tool definitions pinned per user and server (checked by `service::pins`).
+    pub tool_pins: Vec<crate::store::ToolPinRecord>,
 }
 
 /// One MCP server configured on the machine (see `McpServer` in fleet.proto).
@@ -495,6 +497,7 @@ impl AgentService<'_> {
         check_len("agent_version", &r.agent_version, 64)?;
         let mut hostname = None;
         let mut mcp = None;
+        let mut pins = None;
         let inventory = match r.inventory {
             Some(inv) => {
                 check_hostname(&inv.hostname)?;
@@ -513,6 +516,8 @@ impl AgentService<'_> {
                     check_len(&format!("inventory.{name}"), v, 128)?;
                 }
                 let (mcp_servers, mcp_files) = check_mcp(&inv.mcp_servers, &inv.mcp_files)?;
+                let pins_sha256 = crate::service::pins::check_tool_pins(&inv.tool_pins)?;
+                pins = Some((pins_sha256, inv.tool_pins));
                 if !inv.hostname.is_empty() {
                     hostname = Some(inv.hostname.clone());
                 }
@@ -560,6 +565,13 @@ impl AgentService<'_> {
             .await?;
         if mcp_written {
             tracing::debug!(agent = %agent.agent_id, "stored a changed MCP inventory");
+        }
+        if let Some((sha256, pins)) = pins
+            && crate::service::pins::PinService(ctl)
+                .record(agent, sha256, pins)
+                .await?
+        {
+            tracing::debug!(agent = %agent.agent_id, "stored changed tool pins");
         }
         Metrics::inc(&ctl.metrics.reports);
         Ok(latest)

@@ -14,6 +14,7 @@ pub mod approvals;
 pub mod audit;
 pub mod enrollment;
 pub mod events;
+pub mod pins;
 pub mod policy;
 pub mod tokens;
 

@@ -191,6 +191,46 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX approvals_id ON approvals (approval_id);
     CREATE INDEX approvals_tenant ON approvals (tenant, state, requested_ms);
     CREATE INDEX approvals_pending ON approvals (state, expires_ms);",
+    // 8: tool integrity (issue 17): the tool definitions each agent reports pinned (rewritten
+    // only when the report's digest in `agent_tool_pins` changes) and admins' decisions on
+    // definitions, per tenant (`thothctl pins accept|reject`).
+    "CREATE TABLE tool_pins (
+        agent_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        user TEXT NOT NULL,
+        client TEXT NOT NULL,
+        server_name TEXT NOT NULL,
+        server_key TEXT NOT NULL,
+        command TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        state TEXT NOT NULL,
+        pending_digest TEXT NOT NULL,
+        source TEXT NOT NULL,
+        accepted INTEGER NOT NULL,
+        changes TEXT NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        changed_ms INTEGER NOT NULL
+    );
+    CREATE INDEX tool_pins_agent ON tool_pins (agent_id);
+    CREATE INDEX tool_pins_tenant ON tool_pins (tenant, server_key, tool);
+    CREATE TABLE agent_tool_pins (
+        agent_id TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        reported_ms INTEGER NOT NULL
+    );
+    CREATE TABLE pin_decisions (
+        tenant TEXT NOT NULL,
+        server_key TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        accepted INTEGER NOT NULL,
+        decided_by TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        decided_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, server_key, tool, digest)
+    ) WITHOUT ROWID;
+    CREATE INDEX pin_decisions_time ON pin_decisions (tenant, decided_ms);",
 ];
 
 /// The migration (1-based) after which existing events get their digest.

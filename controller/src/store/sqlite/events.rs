@@ -142,6 +142,17 @@ impl EventStore for SqliteStore {
                 sql.push_str(&format!(" AND {col} IN ({})", marks.join(", ")));
             }
         }
+        // Qualified: inside the subquery, a bare `json` names json_each's own hidden column.
+        if f.dlp_only {
+            sql.push_str(" AND json_extract(json, '$.detail.dlp') IS NOT NULL");
+        }
+        if let Some(d) = &f.dlp_detector {
+            args.push(d.clone().into());
+            sql.push_str(&format!(
+                " AND json_type(events.json, '$.detail.dlp') = 'array' AND EXISTS (SELECT 1 FROM json_each(events.json, '$.detail.dlp') AS j WHERE CASE WHEN j.type = 'object' THEN json_extract(j.value, '$.detector') END = ?{})",
+                args.len()
+            ));
+        }
         let limit = i64::from(f.limit.clamp(1, crate::store::MAX_EVENTS_PER_QUERY));
         if f.newest && f.after_id == 0 {
             sql = format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT {limit}) ORDER BY id");

@@ -378,6 +378,7 @@ mod approvals;
 mod audit;
 mod cursors;
 mod events;
+mod pins;
 mod policy;
 mod tokens;
 
