@@ -243,11 +243,7 @@ impl PinBook {
     pub fn approved(&self, uid: u32, pin: &pb::PinRef, by_admin: bool) -> bool {
         let mut inner = self.inner();
         let inner = &mut *inner;
-        if inner
-            .decisions
-            .get(&pin.server_key, &pin.tool, &pin.digest)
-            == Some(false)
-        {
+        if inner.decisions.get(&pin.server_key, &pin.tool, &pin.digest) == Some(false) {
             return false;
         }
         let Some(entry) = inner

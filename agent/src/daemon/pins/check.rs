@@ -201,10 +201,13 @@ fn pinned_tool(
     let what: Vec<String> = if pin.digest == t.digest {
         Vec::new()
     } else {
-        changes(&pin.parts.digest("", &pin.digest), &parts(t).digest("", &t.digest))
-            .into_iter()
-            .map(|c| c.as_str().to_owned())
-            .collect()
+        changes(
+            &pin.parts.digest("", &pin.digest),
+            &parts(t).digest("", &t.digest),
+        )
+        .into_iter()
+        .map(|c| c.as_str().to_owned())
+        .collect()
     };
     if rejected {
         let first = pin

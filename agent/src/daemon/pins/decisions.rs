@@ -178,7 +178,10 @@ pub fn apply(store: &mut UserStore, d: &pb::PinDecision, now_ms: i64) -> bool {
             }
             return false;
         }
-        if entry.added.get(&d.tool).is_some_and(|p| p.digest == d.digest)
+        if entry
+            .added
+            .get(&d.tool)
+            .is_some_and(|p| p.digest == d.digest)
             && let Some(p) = entry.added.remove(&d.tool)
         {
             entry.tools.insert(

@@ -52,7 +52,13 @@ pub struct Shadows {
 impl Shadows {
     /// Notes that `server` of `uid` and `client` offers `tools` now; the names another server
     /// of theirs offers too, not reported before.
-    pub fn observe(&mut self, uid: u32, client: &str, server: &str, tools: &[&str]) -> Vec<Shadowed> {
+    pub fn observe(
+        &mut self,
+        uid: u32,
+        client: &str,
+        server: &str,
+        tools: &[&str],
+    ) -> Vec<Shadowed> {
         self.clock += 1;
         let now = self.clock;
         let gkey = (uid, client.to_owned());
@@ -84,7 +90,13 @@ impl Shadows {
                 } else {
                     (other.as_str(), server)
                 };
-                let key = (uid, client.to_owned(), (*t).to_owned(), a.to_owned(), b.to_owned());
+                let key = (
+                    uid,
+                    client.to_owned(),
+                    (*t).to_owned(),
+                    a.to_owned(),
+                    b.to_owned(),
+                );
                 if self.reported.contains(&key) {
                     continue;
                 }
