@@ -71,9 +71,22 @@ pub(crate) struct EventFilterArgs {
     /// Only this tool.
     #[arg(long)]
     tool: Option<String>,
-    /// Only this event type (TOOL_CALL_PRE, TOOL_CALL_POST, CHAIN_ALERT, …).
-    #[arg(long = "type")]
-    event_type: Option<String>,
+    /// Only these event types (TOOL_CALL_PRE, TOOL_CALL_POST, CHAIN_ALERT, …): repeat the
+    /// flag or separate them with commas.
+    #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
+    event_type: Vec<String>,
+    /// Only tool integrity events: TOOL_DEFINITION_CHANGED, TOOL_DEFINITION_SUSPICIOUS,
+    /// TOOL_NAME_SHADOWED (added to any --type).
+    #[arg(long)]
+    integrity: bool,
+    /// Only tool calls with a DLP finding (a secret or personal data in the arguments or the
+    /// result: `detail.dlp`).
+    #[arg(long)]
+    dlp: bool,
+    /// Only events with a DLP finding of this detector (aws_secret_key, github_token, …;
+    /// implies --dlp).
+    #[arg(long, value_name = "ID")]
+    detector: Option<String>,
     /// From this time (RFC 3339).
     #[arg(long)]
     since: Option<String>,
@@ -461,19 +474,53 @@ pub(crate) fn event_query(
     limit: u32,
     after: u64,
 ) -> pb::EventQuery {
+    let types = event_types(f);
     pb::EventQuery {
         tenant: ctx.global.tenant.clone().unwrap_or_default(),
         agent_id: f.agent.clone().unwrap_or_default(),
         session_id: f.session.clone().unwrap_or_default(),
         tool_name: f.tool.clone().unwrap_or_default(),
-        event_type: f.event_type.clone().unwrap_or_default(),
+        event_type: match types.as_slice() {
+            // One type also as the older field, which controllers before the list understand.
+            [one] => one.clone(),
+            _ => String::new(),
+        },
+        event_types: types,
+        dlp_only: f.dlp,
+        dlp_detector: f.detector.clone().unwrap_or_default(),
         since: f.since.clone().unwrap_or_default(),
         until: f.until.clone().unwrap_or_default(),
         limit,
         after_id: after,
         oldest_first: false,
-        ..Default::default()
     }
+}
+
+/// The tool integrity event types (`--integrity`).
+pub(crate) const INTEGRITY_TYPES: [&str; 3] = [
+    "TOOL_DEFINITION_CHANGED",
+    "TOOL_DEFINITION_SUSPICIOUS",
+    "TOOL_NAME_SHADOWED",
+];
+
+/// The event types asked for: each --type (trimmed, once), then the integrity ones.
+pub(crate) fn event_types(f: &EventFilterArgs) -> Vec<String> {
+    let mut types: Vec<String> = Vec::new();
+    let integrity = INTEGRITY_TYPES
+        .iter()
+        .filter(|_| f.integrity)
+        .map(|t| t.to_string());
+    for t in f
+        .event_type
+        .iter()
+        .map(|t| t.trim().to_owned())
+        .chain(integrity)
+    {
+        if !t.is_empty() && !types.contains(&t) {
+            types.push(t);
+        }
+    }
+    types
 }
 
 pub(crate) fn print_events(ctx: &Ctx, events: &[pb::StoredEvent], header: bool) {
@@ -645,6 +692,39 @@ pub(crate) async fn events(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::JsonArrayOut;
+
+    #[test]
+    fn event_types_repeat_split_and_add_the_integrity_ones() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            f: super::EventFilterArgs,
+        }
+        let t = T::parse_from([
+            "t",
+            "--type",
+            "TOOL_CALL_PRE,TOOL_CALL_POST",
+            "--type",
+            "TOOL_NAME_SHADOWED",
+            "--integrity",
+            "--detector",
+            "jwt",
+        ]);
+        assert_eq!(
+            super::event_types(&t.f),
+            [
+                "TOOL_CALL_PRE",
+                "TOOL_CALL_POST",
+                "TOOL_NAME_SHADOWED",
+                "TOOL_DEFINITION_CHANGED",
+                "TOOL_DEFINITION_SUSPICIOUS"
+            ]
+        );
+        assert_eq!(t.f.detector.as_deref(), Some("jwt"));
+        let t = T::parse_from(["t", "--dlp"]);
+        assert!(super::event_types(&t.f).is_empty() && t.f.dlp);
+    }
 
     #[test]
     fn a_json_array_printed_piece_by_piece_is_the_pretty_array() {

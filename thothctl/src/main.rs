@@ -14,6 +14,7 @@ mod approvals;
 mod ctx;
 mod fleet;
 mod inventory;
+mod pins;
 mod render;
 use ctx::{Ctx, Fail, Global, Result};
 use fleet::{AgentsCmd, EventsCmd, TokenCmd, agents, events, token};
@@ -35,6 +36,7 @@ use render::{iso, table, version_json, when};
 ///   thothctl inventory --ungoverned
 ///   thothctl approvals list
 ///   thothctl approvals approve 0193a2b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b --remember session
+///   thothctl pins list --pending
 ///
 /// Exit status: 0 success, 1 other error, 2 bad usage, 3 controller unreachable,
 /// 4 refused (authentication or permission), 5 invalid input (e.g. a policy that does not validate).
@@ -104,6 +106,27 @@ enum Command {
     /// tenant, is refused (exit 4, or "no approval" for another tenant's id).
     #[command(subcommand, verbatim_doc_comment)]
     Approvals(approvals::ApprovalsCmd),
+    /// Tool integrity: the tool definitions pinned on the tenant's laptops; accept or reject a
+    /// changed one (list: viewer and up; accept, reject: role approver or higher).
+    ///
+    /// The first time a laptop sees an MCP server's tools, it pins each tool's definition (its
+    /// description, input schema and annotations, as a digest). When the server later offers a
+    /// different definition under the same name, the change is reported here as pending and
+    /// the policy's on_tool_change says what happens meanwhile (allow, warn, block, step_up).
+    /// Accepting makes the new definition the trusted one for the whole tenant; rejecting
+    /// hides the tool wherever the server offers exactly that definition.
+    ///
+    /// Examples:
+    ///   thothctl pins list --pending                  # changes waiting for a decision
+    ///   thothctl pins accept 3f9a1c0b2d4e --reason "files 1.4.0 release notes"
+    ///   thothctl pins reject 3f9a1c --reason "asks the model to read ~/.ssh"
+    ///   thothctl events query --integrity             # what changed, where, when
+    ///
+    /// An unknown id is refused (exit 1: see thothctl pins list); an ambiguous prefix, with
+    /// the candidates (exit 5); a credential without the approver role, or of another tenant,
+    /// is refused (exit 4, or not found for another tenant's id).
+    #[command(subcommand, verbatim_doc_comment)]
+    Pins(pins::PinsCmd),
 }
 
 #[derive(Subcommand)]
@@ -273,6 +296,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Events(cmd) => events(&ctx, cmd).await,
         Command::Admins(cmd) => admins::admins(&ctx, cmd).await,
         Command::Approvals(cmd) => approvals::approvals(&ctx, cmd).await,
+        Command::Pins(cmd) => pins::pins(&ctx, cmd).await,
         Command::Whoami => {
             let me = ctx
                 .admin()

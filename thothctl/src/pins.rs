@@ -1,0 +1,339 @@
+//! `thothctl pins list|accept|reject`: tool definitions pinned on the tenant's laptops (tool
+//! integrity), and the admin decision that accepts or rejects one for the whole tenant.
+//!
+//! Everything in a pin comes from a laptop (the user, the MCP client, the server's name and
+//! command, the tool's name): every such string is escaped before it reaches the terminal
+//! (`render::safe`, through `table_lines`).
+
+use clap::Subcommand;
+use thoth_proto::fleet as pb;
+
+use crate::ctx::{Ctx, Fail, Result};
+use crate::render::{clip, safe, table_lines};
+
+#[derive(Subcommand)]
+pub(crate) enum PinsCmd {
+    /// The tool definitions the tenant's agents report, one row per definition (a server's
+    /// tool at one digest), the changes waiting for a decision first.
+    ///
+    /// STATE: pending (a server changed this tool's definition: description, schema or
+    /// annotations; the laptops hold the change back or warn, as the policy's on_tool_change
+    /// says, until an admin decides), pinned (the definition in force, trusted on first use),
+    /// accepted, rejected (an admin decided).
+    ///
+    /// Columns: ID (give it to accept or reject; a unique prefix of 6 or more digits will do),
+    /// STATE, CLIENT (the MCP client), SERVER, TOOL, CHANGES (what a pending definition changes
+    /// against the pinned one), AGENTS and USERS (how many report it), DIGEST (its first 12 hex
+    /// digits).
+    ///
+    /// Examples:
+    ///   thothctl pins list --pending
+    ///   thothctl pins list --agent agt-0193a2b4 --json
+    #[command(verbatim_doc_comment)]
+    List {
+        /// Only definitions waiting for a decision.
+        #[arg(long)]
+        pending: bool,
+        /// Only what this agent reports.
+        #[arg(long, value_name = "AGENT_ID")]
+        agent: Option<String>,
+    },
+    /// Accept a definition for every agent of the tenant: it becomes the pinned, trusted one
+    /// (its annotations, such as readOnlyHint, may then be trusted by the policy), and calls
+    /// held back because it changed go through again.
+    ///
+    /// Accept a change only after reading it: a tool whose description or schema changed
+    /// under the same name is how a server smuggles instructions to the model ("tool
+    /// poisoning"). Look at the server's release notes, or run it and read its tools/list,
+    /// and compare with what CHANGES names.
+    ///
+    /// Example:
+    ///   thothctl pins accept 3f9a1c0b2d4e --reason "files 1.4.0: documented new parameter"
+    #[command(verbatim_doc_comment)]
+    Accept {
+        /// The pin id (from `thothctl pins list`), or a unique prefix of 6 or more digits.
+        id: String,
+        /// Why: kept with the decision and in the audit log (at most 1024 bytes).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Reject a definition for every agent of the tenant: the tool is hidden and its calls
+    /// denied wherever the server offers exactly this definition, whatever on_tool_change says.
+    ///
+    /// Example:
+    ///   thothctl pins reject 3f9a1c0b2d4e --reason "description tells the model to read ~/.ssh"
+    #[command(verbatim_doc_comment)]
+    Reject {
+        /// The pin id (from `thothctl pins list`), or a unique prefix of 6 or more digits.
+        id: String,
+        /// Why: kept with the decision and in the audit log (at most 1024 bytes).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// The longest reason the controller keeps.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// The controller's refusal of a pins call, said plainly (its message escaped: it may quote
+/// what a laptop sent).
+fn refusal(s: tonic::Status) -> Fail {
+    use tonic::Code;
+    let msg = safe(s.message());
+    match s.code() {
+        Code::Unimplemented => Fail::new(
+            1,
+            "this controller does not serve tool pins (it is older than thothctl): upgrade \
+             thoth-controller",
+        ),
+        Code::NotFound => Fail::new(1, format!("not found: {msg}")),
+        Code::InvalidArgument => Fail::new(5, format!("invalid request: {msg}")),
+        Code::PermissionDenied => Fail::new(
+            4,
+            format!(
+                "permission denied: {msg}\n  hint: deciding pins needs an admin credential with \
+                 role approver, operator or admin, for this tenant"
+            ),
+        ),
+        code => Fail::from(tonic::Status::new(code, msg)),
+    }
+}
+
+/// A pin id as typed: refused before asking the controller when it cannot be one.
+fn check_id(id: &str) -> Result<()> {
+    if !(6..=12).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Fail::new(
+            2,
+            format!(
+                "{} is not a pin id (12 hex digits such as 3f9a1c0b2d4e, or a prefix of at \
+                 least 6: see thothctl pins list)",
+                clip(&format!("{id:?}"), 40)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn short_digest(d: &str) -> String {
+    d.chars().take(12).collect()
+}
+
+/// The `list` table.
+pub(crate) fn list_lines(pins: &[pb::PinInfo]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = pins
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.clone(),
+                p.state.clone(),
+                clip(&p.client, 24),
+                clip(&p.server_name, 32),
+                clip(&p.tool, 40),
+                if p.changes.is_empty() {
+                    "-".into()
+                } else {
+                    p.changes.join(",")
+                },
+                p.agents.to_string(),
+                p.users.to_string(),
+                short_digest(&p.digest),
+            ]
+        })
+        .collect();
+    table_lines(
+        &[
+            "ID", "STATE", "CLIENT", "SERVER", "TOOL", "CHANGES", "AGENTS", "USERS", "DIGEST",
+        ],
+        &rows,
+    )
+}
+
+fn ms_iso(ms: i64) -> serde_json::Value {
+    if ms <= 0 {
+        return serde_json::Value::Null;
+    }
+    humantime::format_rfc3339_seconds(
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64),
+    )
+    .to_string()
+    .into()
+}
+
+pub(crate) fn pin_json(p: &pb::PinInfo) -> serde_json::Value {
+    let decision = p.decision.as_ref().map(|d| {
+        serde_json::json!({
+            "accepted": d.accepted, "decidedBy": d.decided_by, "reason": d.reason,
+            "decidedAt": ms_iso(d.decided_unix_ms),
+        })
+    });
+    serde_json::json!({
+        "id": p.id, "state": p.state, "serverKey": p.server_key, "client": p.client,
+        "serverName": p.server_name, "command": p.command, "tool": p.tool, "digest": p.digest,
+        "pinnedDigest": (!p.pinned_digest.is_empty()).then_some(&p.pinned_digest),
+        "changes": p.changes, "agents": p.agents, "users": p.users, "decision": decision,
+        "lastSeen": ms_iso(p.last_seen_unix_ms),
+    })
+}
+
+/// What `accept` / `reject` print.
+pub(crate) fn decided_lines(p: &pb::PinInfo) -> Vec<String> {
+    vec![
+        format!(
+            "{} {}: {} of {} ({}), digest {}",
+            safe(&p.id),
+            p.state,
+            safe(&p.tool),
+            safe(&p.server_name),
+            safe(&p.client),
+            short_digest(&p.digest)
+        ),
+        "  every agent of the tenant applies it at once (those offline when they reconnect)".into(),
+    ]
+}
+
+pub(crate) async fn pins(ctx: &Ctx, cmd: PinsCmd) -> Result<()> {
+    match cmd {
+        PinsCmd::List { pending, agent } => {
+            let r = ctx
+                .admin()
+                .await?
+                .list_pins(pb::ListPinsRequest {
+                    tenant: ctx.tenant(),
+                    pending_only: pending,
+                    agent_id: agent.unwrap_or_default(),
+                })
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            if ctx.global.json {
+                ctx.print_json(serde_json::Value::Array(
+                    r.pins.iter().map(pin_json).collect(),
+                ));
+            } else if r.pins.is_empty() {
+                println!(
+                    "{}",
+                    if pending {
+                        "no tool definition waits for a decision"
+                    } else {
+                        "no tool definitions reported (agents report them once their users' MCP servers list tools)"
+                    }
+                );
+            } else {
+                for l in list_lines(&r.pins) {
+                    println!("{l}");
+                }
+            }
+        }
+        PinsCmd::Accept { id, reason } => decide(ctx, id, true, reason).await?,
+        PinsCmd::Reject { id, reason } => decide(ctx, id, false, reason).await?,
+    }
+    Ok(())
+}
+
+async fn decide(ctx: &Ctx, id: String, accept: bool, reason: String) -> Result<()> {
+    check_id(&id)?;
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(Fail::new(
+            2,
+            format!(
+                "--reason is {} bytes, over the {MAX_REASON_BYTES}-byte limit",
+                reason.len()
+            ),
+        ));
+    }
+    let p = ctx
+        .admin()
+        .await?
+        .decide_pin(pb::DecidePinRequest {
+            tenant: ctx.tenant(),
+            id,
+            accept,
+            reason,
+        })
+        .await
+        .map_err(refusal)?
+        .into_inner();
+    if ctx.global.json {
+        ctx.print_json(pin_json(&p));
+    } else {
+        for l in decided_lines(&p) {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(tool: &str, state: &str) -> pb::PinInfo {
+        pb::PinInfo {
+            id: "3f9a1c0b2d4e".into(),
+            server_key: "5".repeat(64),
+            client: "claude-desktop".into(),
+            server_name: "files".into(),
+            command: "npx files".into(),
+            tool: tool.into(),
+            digest: "c".repeat(64),
+            state: state.into(),
+            pinned_digest: "b".repeat(64),
+            changes: vec!["description".into(), "schema".into()],
+            agents: 3,
+            users: 4,
+            decision: None,
+            last_seen_unix_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn the_table_escapes_what_laptops_sent() {
+        let lines = list_lines(&[info("read\u{1b}[31m\u{202e}file", "pending")]);
+        assert!(lines[0].starts_with("ID"), "{lines:?}");
+        assert!(lines[0].contains("CHANGES") && lines[0].ends_with("DIGEST"));
+        let row = &lines[1];
+        assert!(
+            !row.contains('\u{1b}') && !row.contains('\u{202e}'),
+            "{row}"
+        );
+        assert!(row.contains("read\\u{1b}[31m\\u{202e}file"), "{row}");
+        assert!(row.contains("description,schema"), "{row}");
+        assert!(
+            row.contains("cccccccccccc") && !row.contains("ccccccccccccc"),
+            "{row}"
+        );
+        assert!(row.contains(" 3 ") && row.contains(" 4 "), "{row}");
+    }
+
+    #[test]
+    fn ids_are_checked_before_asking() {
+        for ok in ["3f9a1c", "3F9A1C0B2D4E"] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["3f9a1", "3f9a1c0b2d4e0", "zzzzzz", "3f9a1c\n"] {
+            let e = check_id(bad).unwrap_err();
+            assert_eq!(e.code, 2, "{bad}");
+            assert!(!e.message.contains('\n'), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn json_and_decision_lines() {
+        let mut p = info("write_file", "accepted");
+        p.decision = Some(pb::PinDecision {
+            accepted: true,
+            decided_by: "ann".into(),
+            decided_unix_ms: 1_700_000_000_000,
+            ..Default::default()
+        });
+        let v = pin_json(&p);
+        assert_eq!(v["decision"]["decidedBy"], "ann");
+        assert_eq!(v["decision"]["decidedAt"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["pinnedDigest"], "b".repeat(64));
+        let lines = decided_lines(&p);
+        assert!(
+            lines[0].starts_with("3f9a1c0b2d4e accepted: write_file of files"),
+            "{lines:?}"
+        );
+    }
+}
