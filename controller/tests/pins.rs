@@ -234,3 +234,98 @@ async fn pins_are_listed_decided_and_pushed_to_the_tenants_agents() {
         && e.actor == "vic"
         && e.outcome.starts_with("refused")));
 }
+
+/// `thothctl` (crate thothctl), built next to `thoth-controller`.
+fn thothctl_bin() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_BIN_EXE_thoth-controller"))
+        .with_file_name(format!("thothctl{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+/// The real `thothctl ARGS` as the init-made admin: (exit code, stdout, stderr).
+async fn thothctl(c: &TestController, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(thothctl_bin());
+    cmd.arg("--credentials")
+        .arg(c.data().join("admin"))
+        .args(["--controller", &c.url, "--tenant", "acme"])
+        .args(args)
+        .env_remove("THOTHCTL_CREDENTIALS")
+        .env_remove("THOTH_CONTROLLER")
+        .env_remove("THOTH_TENANT");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn thothctl_pins_lists_accepts_and_says_what_is_wrong() {
+    let c = TestController::start().await;
+    let agent = c.enroll("acme").await;
+    let changed = pb::ToolPinReport {
+        state: "changed".into(),
+        pending_digest: digest('c'),
+        changes: vec!["schema".into()],
+        ..pin("alice", "write_file", 'b')
+    };
+    c.sync(&agent.credentials)
+        .await
+        .report(report(vec![changed]))
+        .await
+        .unwrap();
+    let id = thoth_proto::pins::pin_id(&digest('5'), "write_file", &digest('c'));
+
+    let (code, out, err) = thothctl(&c, &["pins", "list", "--pending"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for col in [
+        "ID", "STATE", "CLIENT", "SERVER", "TOOL", "CHANGES", "AGENTS", "USERS", "DIGEST",
+    ] {
+        assert!(lines[0].contains(col), "{col}: {out}");
+    }
+    assert!(lines[1].starts_with(&id), "{out}");
+    assert!(
+        lines[1].contains("pending") && lines[1].contains("schema"),
+        "{out}"
+    );
+    assert!(lines[1].contains(&digest('c')[..12]), "{out}");
+
+    let (code, out, err) = thothctl(&c, &["pins", "accept", &id[..8], "--reason", "ok"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("{id} accepted: write_file of files")),
+        "{out}"
+    );
+    let (code, out, _) = thothctl(&c, &["pins", "list", "--pending"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("no tool definition waits"), "{out}");
+    let (code, out, _) = thothctl(&c, &["--json", "pins", "list"]).await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let accepted = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(accepted["state"], "accepted");
+    assert_eq!(accepted["decision"]["reason"], "ok");
+
+    // Unknown, malformed: said plainly, with their exit status.
+    let (code, _, err) = thothctl(&c, &["pins", "reject", "abcdef"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("thothctl pins list"), "{err}");
+    let (code, _, err) = thothctl(&c, &["pins", "reject", "xyz"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a pin id"), "{err}");
+}
