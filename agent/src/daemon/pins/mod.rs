@@ -13,4 +13,6 @@ pub mod store;
 pub use book::PinBook;
 
 #[cfg(test)]
+mod approval_tests;
+#[cfg(test)]
 mod tests;

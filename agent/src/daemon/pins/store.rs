@@ -179,6 +179,29 @@ impl UserStore {
     /// loses its added tools, then its pending definitions. With the number of servers evicted.
     pub fn encode(&mut self, keep: &str) -> (Vec<u8>, usize) {
         let mut evicted = 0;
+        // Each server's size, once: the oldest go until the sum fits (then checked whole).
+        let mut sizes: Vec<(i64, String, usize)> = self
+            .servers
+            .iter()
+            .map(|(k, e)| {
+                let n = serde_json::to_vec(e).map_or(0, |b| b.len()) + k.len() + 8;
+                (e.last_seen_ms, k.clone(), n)
+            })
+            .collect();
+        let mut total: usize = sizes.iter().map(|s| s.2).sum::<usize>() + 64;
+        if total > MAX_FILE_BYTES {
+            sizes.sort();
+            for (_, k, n) in sizes {
+                if total <= MAX_FILE_BYTES {
+                    break;
+                }
+                if k != keep && self.servers.remove(&k).is_some() {
+                    self.evicted = self.evicted.saturating_add(1);
+                    evicted += 1;
+                    total -= n;
+                }
+            }
+        }
         loop {
             let bytes = serde_json::to_vec(self).unwrap_or_default();
             if bytes.len() <= MAX_FILE_BYTES {
