@@ -277,11 +277,19 @@ async fn thothctl_pins_lists_accepts_and_says_what_is_wrong() {
         changes: vec!["schema".into()],
         ..pin("alice", "write_file", 'b')
     };
-    c.sync(&agent.credentials)
-        .await
-        .report(report(vec![changed]))
-        .await
-        .unwrap();
+    let mut r = report(vec![changed]);
+    r.inventory.as_mut().unwrap().mcp_servers = vec![pb::McpServer {
+        user: "alice".into(),
+        client: "claude-desktop".into(),
+        file: "/home/alice/.config/Claude/claude_desktop_config.json".into(),
+        name: "files".into(),
+        transport: "stdio".into(),
+        target: "npx -y files /tmp".into(),
+        governed: true,
+        enabled: true,
+        ..Default::default()
+    }];
+    c.sync(&agent.credentials).await.report(r).await.unwrap();
     let id = thoth_proto::pins::pin_id(&digest('5'), "write_file", &digest('c'));
 
     let (code, out, err) = thothctl(&c, &["pins", "list", "--pending"]).await;
@@ -320,6 +328,21 @@ async fn thothctl_pins_lists_accepts_and_says_what_is_wrong() {
         .unwrap();
     assert_eq!(accepted["state"], "accepted");
     assert_eq!(accepted["decision"]["reason"], "ok");
+
+    // The inventory shows the server's tools with their state.
+    let (code, out, err) = thothctl(&c, &["inventory", "--tools"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let tools = out
+        .split("Tools (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(tools.starts_with("2 definitions, 0 pending"), "{out}");
+    assert!(
+        tools
+            .lines()
+            .any(|l| l.contains("write_file") && l.contains("accepted") && l.contains(&id)),
+        "{out}"
+    );
 
     // Unknown, malformed: said plainly, with their exit status.
     let (code, _, err) = thothctl(&c, &["pins", "reject", "abcdef"]).await;

@@ -40,6 +40,11 @@ pub(crate) struct InventoryArgs {
     /// Only servers that are not governed (remote servers never are: they run elsewhere).
     #[arg(long)]
     pub(crate) ungoverned: bool,
+    /// Also the tools of those servers, with the state of their pinned definitions (pinned,
+    /// pending a decision, accepted, rejected: see `thothctl pins --help`), as the tenant's
+    /// agents report them.
+    #[arg(long)]
+    pub(crate) tools: bool,
 }
 
 /// A server that runs elsewhere (a URL), which no local wrapper can govern.
@@ -431,11 +436,29 @@ pub(crate) async fn inventory(ctx: &Ctx, args: InventoryArgs) -> Result<()> {
         check_reported(h, sum.clients.iter().map(String::as_str))?;
     }
     let (rows, files) = sum.finish();
+    let tools = if args.tools {
+        let servers: BTreeSet<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.client.as_str(), r.name.as_str()))
+            .collect();
+        Some(crate::pins::server_tools(ctx, &servers).await?)
+    } else {
+        None
+    };
     if ctx.global.json {
-        ctx.print_json(summary_json(&rows, &files));
+        let mut v = summary_json(&rows, &files);
+        if let Some(t) = &tools {
+            v["tools"] = t.iter().map(crate::pins::pin_json).collect();
+        }
+        ctx.print_json(v);
     } else {
         for l in summary_lines(&rows, &files, args.ungoverned) {
             println!("{l}");
+        }
+        if let Some(t) = &tools {
+            for l in crate::pins::tools_lines(t) {
+                println!("{l}");
+            }
         }
     }
     Ok(())

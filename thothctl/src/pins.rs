@@ -191,6 +191,73 @@ pub(crate) fn decided_lines(p: &pb::PinInfo) -> Vec<String> {
     ]
 }
 
+/// The tenant's tool definitions of these servers, by (client, server name), for `thothctl
+/// inventory --tools`.
+pub(crate) async fn server_tools(
+    ctx: &Ctx,
+    servers: &std::collections::BTreeSet<(&str, &str)>,
+) -> Result<Vec<pb::PinInfo>> {
+    let r = ctx
+        .admin()
+        .await?
+        .list_pins(pb::ListPinsRequest {
+            tenant: ctx.tenant(),
+            ..Default::default()
+        })
+        .await
+        .map_err(refusal)?
+        .into_inner();
+    let mut pins: Vec<pb::PinInfo> = r
+        .pins
+        .into_iter()
+        .filter(|p| servers.contains(&(p.client.as_str(), p.server_name.as_str())))
+        .collect();
+    pins.sort_by(|a, b| {
+        (&a.client, &a.server_name, &a.tool, &a.state).cmp(&(
+            &b.client,
+            &b.server_name,
+            &b.tool,
+            &b.state,
+        ))
+    });
+    Ok(pins)
+}
+
+/// The tools section of `thothctl inventory --tools`.
+pub(crate) fn tools_lines(pins: &[pb::PinInfo]) -> Vec<String> {
+    let mut out = vec![String::new()];
+    if pins.is_empty() {
+        out.push("Tools: none reported for these servers (agents report the tools their users' servers list)".into());
+        return out;
+    }
+    let pending = pins.iter().filter(|p| p.state == "pending").count();
+    out.push(format!(
+        "Tools ({} definitions, {pending} pending a decision: thothctl pins list --pending):",
+        pins.len()
+    ));
+    let rows: Vec<Vec<String>> = pins
+        .iter()
+        .map(|p| {
+            vec![
+                clip(&p.client, 24),
+                clip(&p.server_name, 32),
+                clip(&p.tool, 40),
+                p.state.clone(),
+                p.agents.to_string(),
+                p.users.to_string(),
+                p.id.clone(),
+            ]
+        })
+        .collect();
+    out.extend(table_lines(
+        &[
+            "CLIENT", "SERVER", "TOOL", "STATE", "AGENTS", "USERS", "PIN",
+        ],
+        &rows,
+    ));
+    out
+}
+
 pub(crate) async fn pins(ctx: &Ctx, cmd: PinsCmd) -> Result<()> {
     match cmd {
         PinsCmd::List { pending, agent } => {
@@ -303,6 +370,18 @@ mod tests {
             "{row}"
         );
         assert!(row.contains(" 3 ") && row.contains(" 4 "), "{row}");
+    }
+
+    #[test]
+    fn the_inventory_tools_section_escapes_and_counts_pending() {
+        let lines = tools_lines(&[info("a\u{7}b", "pending"), info("c", "pinned")]);
+        assert!(lines[1].contains("2 definitions, 1 pending"), "{lines:?}");
+        assert!(
+            lines[2].starts_with("CLIENT") && lines[2].ends_with("PIN"),
+            "{lines:?}"
+        );
+        assert!(lines[3].contains("a\\u{7}b"), "{lines:?}");
+        assert!(tools_lines(&[])[1].contains("none reported"));
     }
 
     #[test]
