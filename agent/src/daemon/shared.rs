@@ -568,6 +568,7 @@ impl super::approval::Daemon for Shared {
     fn accept_pin(&self, uid: u32, pin: &thoth_proto::fleet::PinRef, by_admin: bool) {
         if self.pins.approved(uid, pin, by_admin) {
             tracing::info!(uid, tool = %pin.tool, by_admin, "an approval accepted a changed tool definition");
+            self.pins.flush_soon();
         }
     }
 }

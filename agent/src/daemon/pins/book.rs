@@ -224,22 +224,32 @@ impl PinBook {
                     accepted = d.accepted,
                     "an admin's decision on a tool definition was applied"
                 );
-                if !self.flush_scheduled.swap(true, Ordering::AcqRel) {
-                    let me = Arc::clone(self);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        me.flush_scheduled.store(false, Ordering::Release);
-                        let _ = tokio::task::spawn_blocking(move || me.flush()).await;
-                    });
-                }
+                self.flush_soon();
             }
+        }
+    }
+
+    /// Writes the changed files shortly (on a blocking thread; changes made meanwhile are
+    /// written together); at once when there is no runtime.
+    pub fn flush_soon(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.flush();
+            return;
+        };
+        if !self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            let me = Arc::clone(self);
+            rt.spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                me.flush_scheduled.store(false, Ordering::Release);
+                let _ = tokio::task::spawn_blocking(move || me.flush()).await;
+            });
         }
     }
 
     /// A held call's approval accepts the definition it names for `uid` (source
     /// `user_approval`, or `admin` when an admin decided it): only the definition this user's
     /// store holds as pending for that tool, and never one an admin rejected. Whether it was
-    /// accepted. Blocking (writes the user's file).
+    /// accepted. In memory: the user's file is written by [`PinBook::flush`].
     pub fn approved(&self, uid: u32, pin: &pb::PinRef, by_admin: bool) -> bool {
         let mut inner = self.inner();
         let inner = &mut *inner;
@@ -291,15 +301,20 @@ impl PinBook {
             false
         };
         if done {
-            inner.save_user(&self.dir, uid, &pin.server_key);
+            inner.dirty.insert(uid);
         }
         done
     }
 
     /// The heartbeat's entries (see [`super::report::reports`]).
     pub fn reports(&self, name_of: &dyn Fn(u32) -> String) -> (Vec<pb::ToolPinReport>, usize) {
-        let users = self.inner().users.clone();
-        super::report::reports(&users, name_of)
+        // The user names (NSS lookups, which block) first, without holding the book.
+        let uids: Vec<u32> = self.inner().users.keys().copied().collect();
+        let names: BTreeMap<u32, String> = uids.into_iter().map(|u| (u, name_of(u))).collect();
+        let inner = self.inner();
+        super::report::reports(&inner.users, &|u| {
+            names.get(&u).cloned().unwrap_or_else(|| format!("uid {u}"))
+        })
     }
 
     /// `uid`'s counts: servers, pinned tools, definitions waiting for a decision.

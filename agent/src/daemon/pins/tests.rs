@@ -303,12 +303,16 @@ fn a_users_approval_accepts_only_the_pending_definition() {
         ..pin(&exec.digest)
     };
     assert!(book.approved(ANN, &p, true));
-    let (v, _) = book.check(ANN, &list("fs", vec![read2, exec]));
+    // Written by the next flush: a restart keeps it.
+    book.flush();
+    let again = PinBook::new(dir.path().join("pins"));
+    let (v, _) = again.check(ANN, &list("fs", vec![read2, exec]));
     let e = state(&v, "exec");
     assert_eq!(
         (e.state.as_str(), e.pin_source.as_str(), e.accepted),
         ("same", "admin", true)
     );
+    assert_eq!(state(&v, "read").pin_source, "user_approval");
 }
 
 #[test]
