@@ -185,7 +185,7 @@ fn two_users_are_isolated() {
     // Bob's first list of the same server (same key) pins bob's definition, not ann's.
     let (v, _) = book.check(BOB, &evil);
     assert_eq!(state(&v, "read").state, "new");
-    assert_eq!(state(&v, "read").first_report, true);
+    assert!(state(&v, "read").first_report);
     // Ann's pin is unchanged by bob.
     let (v, _) = book.check(ANN, &good);
     assert_eq!(state(&v, "read").state, "same");
