@@ -18,6 +18,9 @@ use crate::integrity::verdict::{self, Baseline, MAX_TOOLS, Observed, State, Trea
 use crate::policy::PolicyState;
 use crate::relay::{Pending, Relay, track};
 
+/// Longest tool name listed (MCP names are at most 128 characters); longer ones are hidden.
+const MAX_NAME: usize = 1024;
+
 impl Relay {
     /// A `tools/list` result from the server: checked, then filtered for the client (hidden
     /// tools, and the policy's own `hide_unapproved`). Re-serialized only when a tool is left
@@ -77,14 +80,21 @@ impl Relay {
         let mut names = HashSet::new();
         let mut observed: Vec<Observed> = Vec::new();
         let mut extra = 0usize;
+        let mut too_long = HashSet::new();
         for t in tools {
             if observed.len() >= MAX_TOOLS {
                 extra += 1;
                 continue;
             }
-            if let Some(o) = verdict::observe(t)
-                && names.insert(o.digest.name.clone())
-            {
+            let Some(o) = verdict::observe(t) else {
+                continue;
+            };
+            if o.digest.name.len() > MAX_NAME {
+                // No client needs it, and no event could name it: never listed.
+                too_long.insert(o.digest.name);
+                continue;
+            }
+            if names.insert(o.digest.name.clone()) {
                 observed.push(o);
             }
         }
@@ -155,7 +165,13 @@ impl Relay {
             }
         }
         let mut raises = Vec::new();
-        let mut hidden = HashSet::new();
+        if !too_long.is_empty() {
+            tracing::warn!(
+                count = too_long.len(),
+                "the server lists tools whose names are over {MAX_NAME} bytes; they are hidden"
+            );
+        }
+        let mut hidden = too_long;
         {
             let mut st = self.state();
             let book = &mut st.integrity;

@@ -340,3 +340,21 @@ fn a_tool_never_listed_gets_no_integrity_verdict() {
 mod agent;
 #[path = "integrity/dlp.rs"]
 mod dlp;
+
+#[test]
+fn tools_with_absurdly_long_names_are_not_listed() {
+    let s = session(&policy("warn"));
+    let long = json!({"name": "x".repeat(2000), "description": "d", "inputSchema": {}});
+    assert_eq!(s.list(1, &[long, echo()]), ["echo"]);
+    s.finish();
+}
+
+#[test]
+fn the_policys_own_filter_still_applies_alongside() {
+    let s = session(
+        "servers:\n  - name: rec\n    enforcement: block\n    approved_scope: [echo]\n    \
+         hide_unapproved: true\n",
+    );
+    assert_eq!(s.list(1, &[read_file("Read a file."), echo()]), ["echo"]);
+    s.finish();
+}

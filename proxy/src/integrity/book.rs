@@ -154,13 +154,19 @@ impl Book {
                 reason: why.clone(),
                 out_of_scope: false,
             },
-            Some(Treatment::StepUp { why }) if d.action.forwards() => Decision {
-                action: Action::StepUp,
-                mode: Mode::StepUp,
-                rule: "on_tool_change".to_owned(),
-                reason: why.clone(),
-                out_of_scope: false,
-            },
+            // A policy step_up too: the human is asked about the new definition, and an approval
+            // accepts it for the session.
+            Some(Treatment::StepUp { why })
+                if d.action.forwards() || d.action == Action::StepUp =>
+            {
+                Decision {
+                    action: Action::StepUp,
+                    mode: Mode::StepUp,
+                    rule: "on_tool_change".to_owned(),
+                    reason: why.clone(),
+                    out_of_scope: false,
+                }
+            }
             _ => d,
         }
     }

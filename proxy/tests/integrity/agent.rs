@@ -4,9 +4,11 @@
 #![cfg(unix)]
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use thoth_proto::fleet as pb;
+use thoth_proto::pins::{server_key, tool_digest};
 use tonic::{Request, Response, Status};
 
 use super::{ARGV, echo, of_type, policy, read_file, session};
@@ -16,6 +18,8 @@ struct FakeAgent {
     /// Answer for read_file: (state, first_report); `None`: CheckTools is unimplemented.
     verdict: Option<(&'static str, bool)>,
     seen: Arc<Mutex<Vec<pb::ToolListCheck>>>,
+    /// Approval requests; each one is approved at once.
+    approvals: Arc<Mutex<Vec<pb::ApprovalRequest>>>,
 }
 
 #[tonic::async_trait]
@@ -82,9 +86,17 @@ impl pb::local_agent_server::LocalAgent for FakeAgent {
 
     async fn request_approval(
         &self,
-        _: Request<pb::ApprovalRequest>,
+        req: Request<pb::ApprovalRequest>,
     ) -> Result<Response<pb::ApprovalDecision>, Status> {
-        Err(Status::unimplemented("not in this test"))
+        self.approvals.lock().unwrap().push(req.into_inner());
+        Ok(Response::new(pb::ApprovalDecision {
+            approval_id: "0190b7c2-7d1e-7a00-8000-00000000beef".into(),
+            approved: true,
+            decided_by: "alice".into(),
+            channel: "user".into(),
+            remember: "once".into(),
+            ..Default::default()
+        }))
     }
 
     async fn status(
@@ -116,25 +128,80 @@ fn serve(dir: &std::path::Path, agent: FakeAgent) -> (tokio::runtime::Runtime, s
     (rt, socket)
 }
 
+type Seen<T> = Arc<Mutex<Vec<T>>>;
+
 fn with_agent(
     verdict: Option<(&'static str, bool)>,
     on_change: &str,
 ) -> (
     super::Session,
     tokio::runtime::Runtime,
-    Arc<Mutex<Vec<pb::ToolListCheck>>>,
+    Seen<pb::ToolListCheck>,
+) {
+    let (s, rt, seen, _) = with_agent_approving(verdict, on_change);
+    (s, rt, seen)
+}
+
+fn with_agent_approving(
+    verdict: Option<(&'static str, bool)>,
+    on_change: &str,
+) -> (
+    super::Session,
+    tokio::runtime::Runtime,
+    Seen<pb::ToolListCheck>,
+    Seen<pb::ApprovalRequest>,
 ) {
     let s = session(&policy(on_change));
     let seen = Arc::new(Mutex::new(Vec::new()));
+    let approvals = Arc::new(Mutex::new(Vec::new()));
     let (rt, socket) = serve(
         s._dir.path(),
         FakeAgent {
             verdict,
             seen: seen.clone(),
+            approvals: approvals.clone(),
         },
     );
+    // The session's own writer (set first) stays: released calls are captured there.
     s.relay.use_agent(socket, Box::new(|_: &[u8]| {}));
-    (s, rt, seen)
+    (s, rt, seen, approvals)
+}
+
+#[test]
+fn under_step_up_the_approval_names_the_definition_and_accepts_it_for_the_session() {
+    let (s, _rt, _, approvals) = with_agent_approving(Some(("changed", true)), "step_up");
+    let tool = read_file("Read a file.");
+    assert_eq!(s.list(1, std::slice::from_ref(&tool)), ["read_file"]);
+    // Held for a human (the agent approves at once): released to the server.
+    assert_eq!(s.call(2, "read_file", json!({"path": "/tmp/a"})), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.server.lines().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the approved call was never released"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(s.server.lines()[0]["params"]["name"], "read_file");
+    let asked = approvals.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    let pin = asked[0]
+        .pin
+        .clone()
+        .expect("the approval names the definition");
+    assert_eq!(pin.tool, "read_file");
+    assert_eq!(pin.digest, tool_digest(&tool).unwrap().digest);
+    assert_eq!(
+        pin.server_key,
+        server_key("", "rec", &ARGV.map(String::from))
+    );
+    // Accepted for this session: the next call goes straight through.
+    assert!(s.call(3, "read_file", json!({"path": "/tmp/b"})).is_some());
+    assert_eq!(approvals.lock().unwrap().len(), 1);
+    let events = s.finish();
+    let pre = of_type(&events, "TOOL_CALL_PRE");
+    assert_eq!(pre[0]["decision"]["rule"], "on_tool_change");
+    assert_eq!(pre[0]["decision"]["action"], "step_up");
 }
 
 #[test]
