@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 pub use crate::ids::{AgentId, TenantId};
 
 pub mod migrations;
+mod pin_records;
 pub mod sqlite;
+
+pub use pin_records::{PinDecisionRecord, PinRow, ToolPinRecord};
 
 /// Labels on tokens and agents.
 pub type Labels = BTreeMap<String, String>;
@@ -676,67 +679,6 @@ pub trait ApprovalStore: Send + Sync {
     ) -> Result<Vec<ApprovalRecord>, StoreError>;
 }
 
-/// One pinned tool of one user on one agent, as its heartbeat reported it (tool integrity,
-/// issue 17; see `ToolPinReport` in fleet.proto). Checked by `service::pins` before it is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ToolPinRecord {
-    pub user: String,
-    pub client: String,
-    pub server_name: String,
-    pub server_key: String,
-    pub command: String,
-    pub tool: String,
-    /// The digest in force.
-    pub digest: String,
-    /// pinned, changed, rejected.
-    pub state: String,
-    /// The newer definition seen (changed, rejected), else empty.
-    pub pending_digest: String,
-    pub source: String,
-    pub accepted: bool,
-    pub changes: Vec<String>,
-    pub first_seen_ms: i64,
-    pub changed_ms: i64,
-}
-
-/// An admin's decision on one tool definition of a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PinDecisionRecord {
-    pub tenant: String,
-    pub server_key: String,
-    pub tool: String,
-    pub digest: String,
-    pub accepted: bool,
-    pub decided_by: String,
-    pub reason: String,
-    pub decided_ms: i64,
-}
-
-/// The tenant's reported definitions grouped by (server key, tool, digest): one per pinned
-/// digest and one per pending digest (a digest pinned somewhere and pending elsewhere is one
-/// row, pending).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PinRow {
-    pub server_key: String,
-    pub tool: String,
-    pub digest: String,
-    /// Some agent reports it as a newer definition waiting for a decision.
-    pub pending: bool,
-    /// For a pending definition, the pinned one it would replace.
-    pub pinned_digest: String,
-    pub client: String,
-    pub server_name: String,
-    pub command: String,
-    pub changes: Vec<String>,
-    /// Distinct agents and (agent, user) pairs that report it.
-    pub agents: u32,
-    pub users: u32,
-    /// The newest `last_seen` of those agents (Unix ms).
-    pub last_seen_ms: i64,
-    /// The decision recorded for exactly this definition.
-    pub decision: Option<PinDecisionRecord>,
-}
-
 /// Tool definitions pinned on agents (as they report them) and admins' decisions on them.
 pub trait PinStore: Send + Sync {
     /// Replaces the pins an agent reported, unless `sha256` (of the checked report) is the one
@@ -763,10 +705,11 @@ pub trait PinStore: Send + Sync {
     ) -> Result<Vec<PinRow>, StoreError>;
     /// Records a decision, replacing an earlier one on the same definition.
     fn put_pin_decision(&self, d: &PinDecisionRecord) -> Result<(), StoreError>;
-    /// The tenant's decisions, newest first, at most `limit`.
+    /// The tenant's decisions made at or after `since_ms`, newest first, at most `limit`.
     fn pin_decisions(
         &self,
         tenant: &TenantId,
+        since_ms: i64,
         limit: u32,
     ) -> Result<Vec<PinDecisionRecord>, StoreError>;
 }

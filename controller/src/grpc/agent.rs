@@ -91,6 +91,7 @@ struct Subscription {
     tenant: String,
     pins: tokio::sync::watch::Receiver<u64>,
     sent_pins: std::collections::HashMap<(String, String, String), (bool, i64)>,
+    pins_since: i64,
     first: bool,
     done: bool,
     _connected: crate::hub::ConnectedGuard,
@@ -147,13 +148,17 @@ impl Subscription {
     /// newest 4096 on a new stream: the agent ignores ones it applied).
     async fn load_pins(&mut self) {
         let found = crate::service::pins::PinService(&self.ctl)
-            .tenant_decisions(&self.tenant)
+            .tenant_decisions(&self.tenant, self.pins_since)
             .await;
         let Ok(found) = found else {
             return;
         };
         if self.sent_pins.len() > 2 * crate::service::pins::MAX_AGENT_DECISIONS as usize {
             self.sent_pins.clear();
+        }
+        // Next time, from the newest seen, less a minute (clock steps; the map skips repeats).
+        if let Some(newest) = found.iter().map(|d| d.decided_ms).max() {
+            self.pins_since = self.pins_since.max(newest.saturating_sub(60_000));
         }
         let fresh: Vec<_> = found
             .into_iter()
@@ -264,6 +269,7 @@ impl agent_sync_server::AgentSync for SyncService {
             decisions: Default::default(),
             pins: ctl.hub.pin_decisions(&agent.tenant),
             sent_pins: Default::default(),
+            pins_since: 0,
             tenant: agent.tenant.clone(),
             _connected: ctl.hub.connect(&agent.agent_id),
             _open: OpenGuard(Arc::clone(&ctl)),

@@ -358,16 +358,19 @@ impl PinService<'_> {
         Ok(PinView::of(row))
     }
 
-    /// The tenant's recorded decisions to (re-)send on a Subscribe stream, newest first, at
-    /// most [`MAX_AGENT_DECISIONS`].
+    /// The tenant's recorded decisions made at or after `since_ms` (0: all), to (re-)send on a
+    /// Subscribe stream, newest first, at most [`MAX_AGENT_DECISIONS`]. A stream asks again
+    /// from the newest it sent (less a margin), so a decision wakes every stream of the tenant
+    /// for a short indexed read, not for the whole list.
     pub async fn tenant_decisions(
         &self,
         tenant: &str,
+        since_ms: i64,
     ) -> Result<Vec<PinDecisionRecord>, ServiceError> {
         let tenant = TenantId::trusted(tenant);
         Ok(self
             .0
-            .db(move |s| s.pin_decisions(&tenant, MAX_AGENT_DECISIONS))
+            .db(move |s| s.pin_decisions(&tenant, since_ms, MAX_AGENT_DECISIONS))
             .await?)
     }
 

@@ -332,11 +332,11 @@ async fn decide_by_prefix_roles_tenants_audit_and_the_tenant_is_woken() {
         .await
         .unwrap();
     assert_eq!(v.state, "accepted");
-    let all = svc.tenant_decisions("acme").await.unwrap();
+    let all = svc.tenant_decisions("acme", 0).await.unwrap();
     assert_eq!(all.len(), 1);
     assert!(all[0].accepted);
     assert_eq!(all[0].digest, digest('c'));
-    assert!(svc.tenant_decisions("globex").await.unwrap().is_empty());
+    assert!(svc.tenant_decisions("globex", 0).await.unwrap().is_empty());
     assert!(
         svc.list(&acme_admin, "", true, "")
             .await

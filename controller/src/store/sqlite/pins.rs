@@ -237,17 +237,18 @@ impl PinStore for SqliteStore {
     fn pin_decisions(
         &self,
         tenant: &TenantId,
+        since_ms: i64,
         limit: u32,
     ) -> Result<Vec<PinDecisionRecord>, StoreError> {
         let conn = self.read();
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {DECISION_COLS} FROM pin_decisions WHERE tenant = ?1
-                 ORDER BY decided_ms DESC, server_key, tool, digest LIMIT ?2"
+                "SELECT {DECISION_COLS} FROM pin_decisions WHERE tenant = ?1 AND decided_ms >= ?2
+                 ORDER BY decided_ms DESC, server_key, tool, digest LIMIT ?3"
             ))
             .map_err(backend)?;
         let rows = stmt
-            .query_map(params![tenant, i64::from(limit)], decision_row)
+            .query_map(params![tenant, since_ms, i64::from(limit)], decision_row)
             .map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)
     }
