@@ -163,6 +163,43 @@ fn on_tool_change_block_hides_a_tool_changed_mid_session_and_denies_it_naming_th
 }
 
 #[test]
+fn list_changed_is_forwarded_and_the_proxy_re_checks_the_list_on_its_own() {
+    // Raw JSON-RPC through `thoth run`: the client never lists again after the change, yet the
+    // proxy's own tools/list catches it, and that answer is not sent to the client.
+    let f = Files::new();
+    let policy = f.policy("  on_tool_change: block\n", "");
+    let mut p = Proxy::start(&strs(&f.proxy_args(&policy)), &strs(&f.server(&[])));
+    p.handshake(false);
+    p.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+    let (r, mut seen) = p.recv_response(json!(1));
+    assert!(r.to_string().contains("\"read_file\""), "{r}");
+    p.send(&call(2, "poke", json!({})));
+    let (r, before) = p.recv_response(json!(2));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    assert!(
+        before
+            .iter()
+            .any(|m| m["method"] == "notifications/tools/list_changed"),
+        "list_changed not forwarded: {before:?}"
+    );
+    seen.extend(before);
+    wait_events(&f.events, "the re-check's TOOL_DEFINITION_CHANGED", |ev| {
+        of_type(ev, "TOOL_DEFINITION_CHANGED")
+            .iter()
+            .any(|e| e["toolName"] == "read_file")
+    });
+    p.send(&call(3, "read_file", json!({"path": "/x"})));
+    let (r, before) = p.recv_response(json!(3));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    seen.extend(before);
+    assert!(
+        seen.iter().all(|m| m.get("id").is_none()),
+        "the client got a response it did not ask for: {seen:?}"
+    );
+    assert!(f.server_calls_of("read_file").is_empty());
+}
+
+#[test]
 fn on_tool_change_warn_keeps_the_changed_tool_usable_and_raises_the_event() {
     let f = Files::new();
     let policy = f.policy("  on_tool_change: warn\n", "");

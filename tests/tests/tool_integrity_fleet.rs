@@ -93,27 +93,15 @@ impl Fleet {
     }
 }
 
-/// thothctl's JSON output: one array, or one object per line.
+/// thothctl's JSON output: one array (lists), or one object per line (event queries).
 fn json_rows(out: &str) -> Vec<Value> {
     match serde_json::from_str::<Value>(out.trim()) {
         Ok(Value::Array(a)) => a,
-        Ok(Value::Object(o)) if o.contains_key("pins") => {
-            o["pins"].as_array().cloned().unwrap_or_default()
-        }
-        Ok(v @ Value::Object(_)) => vec![v],
         _ => out
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect(),
-    }
-}
-
-/// A field in camelCase, else snake_case.
-fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> &'a Value {
-    match v.get(camel) {
-        Some(x) if !x.is_null() => x,
-        _ => &v[snake],
     }
 }
 
@@ -161,11 +149,7 @@ fn a_rug_pulled_tool_is_held_back_until_an_admin_accepts_it_and_its_secrets_arri
         p["tool"] == "read_file" && p["digest"] == benign.digest.as_str()
     });
     assert_eq!(first["state"], "pinned", "{first}");
-    assert_eq!(
-        field(&first, "serverKey", "server_key"),
-        key.as_str(),
-        "{first}"
-    );
+    assert_eq!(first["serverKey"], key.as_str(), "{first}");
 
     // The server rug-pulls read_file; session 2 (a new process) does not get it.
     f.rugpull();
@@ -196,11 +180,9 @@ fn a_rug_pulled_tool_is_held_back_until_an_admin_accepts_it_and_its_secrets_arri
     });
     assert_eq!(pending["id"], id.as_str(), "{pending}");
     assert_eq!(pending["state"], "pending", "{pending}");
-    assert_eq!(
-        field(&pending, "pinnedDigest", "pinned_digest"),
-        benign.digest.as_str(),
-        "{pending}"
-    );
+    assert_eq!(pending["pinnedDigest"], benign.digest.as_str(), "{pending}");
+    assert_eq!(pending["client"], CLIENT, "{pending}");
+    assert_eq!(pending["serverName"], SERVER, "{pending}");
     assert_eq!(pending["changes"], json!(["description"]), "{pending}");
     let table = fleet.controller.ctl_ok(&["pins", "list", "--pending"]);
     assert!(
@@ -214,9 +196,21 @@ fn a_rug_pulled_tool_is_held_back_until_an_admin_accepts_it_and_its_secrets_arri
             .controller
             .ctl_ok(&["pins", "accept", &id, "--reason", "reviewed the new text"]);
     assert!(out.contains(&id), "{out}");
-    fleet.wait_pin("the accepted definition", &[], |p| {
+    let accepted = fleet.wait_pin("the accepted definition", &[], |p| {
         p["id"] == id.as_str() && p["state"] == "accepted"
     });
+    assert_eq!(accepted["decision"]["accepted"], true, "{accepted}");
+    assert_eq!(
+        accepted["decision"]["reason"], "reviewed the new text",
+        "{accepted}"
+    );
+    assert!(
+        fleet
+            .pins(&["--pending"])
+            .iter()
+            .all(|p| p["id"] != id.as_str()),
+        "still pending after the accept"
+    );
     let t0 = Instant::now();
     loop {
         let run = fleet.session(SERVER, &server, json!([{"op": "list_tools"}]));
@@ -344,5 +338,79 @@ fn a_second_server_of_the_same_client_offering_read_file_is_reported_as_shadowin
         rows.iter().filter(|e| e["toolName"] == "read_file").count(),
         before,
         "{rows:#?}"
+    );
+}
+
+#[test]
+fn under_step_up_an_admin_approval_of_a_changed_tool_accepts_it_for_that_user() {
+    let fleet = Fleet::new(&policy_yaml(
+        "  on_tool_change: step_up\n  approvers: [admin]\n  approval_timeout_secs: 30\n",
+        "",
+    ));
+    let f = Files::new();
+    let server = f.server(&[]);
+    let run = fleet.session(SERVER, &server, json!([{"op": "list_tools"}, read("/a")]));
+    assert_eq!(run.calls()[0]["isError"], false, "{run:?}");
+    f.rugpull();
+    // Session 2: the changed tool stays visible, and its call is held for an approval.
+    let (args, srv) = (fleet.agent.proxy_args(), server.clone());
+    let held = std::thread::spawn(move || {
+        let mut args = args;
+        args.extend(["--server", SERVER, "--client", CLIENT].map(String::from));
+        mcp_client(
+            ClientOpts::default(),
+            json!([{"op": "list_tools"}, read("/b")]),
+            &strs(&args),
+            &strs(&srv),
+        )
+    });
+    let approvals = |all: bool| {
+        let mut a = vec!["--json", "approvals", "list"];
+        if all {
+            a.push("--all");
+        }
+        json_rows(&fleet.controller.ctl_ok(&a))
+    };
+    let t0 = Instant::now();
+    let id = loop {
+        if let Some(a) = approvals(false)
+            .into_iter()
+            .find(|a| a["toolName"] == "read_file" && a["state"] == "pending")
+        {
+            break a["approvalId"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no approval request for the changed read_file: {:#?}",
+            approvals(true)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        f.server_calls_of("read_file").len(),
+        1,
+        "not sent before the approval"
+    );
+    fleet.controller.ctl_ok(&[
+        "approvals",
+        "approve",
+        &id,
+        "--comment",
+        "new text reviewed",
+    ]);
+    let run = held.join().unwrap();
+    assert!(run.tools().contains(&"read_file".into()), "{run:?}");
+    assert_eq!(run.calls()[0]["isError"], false, "{run:?}");
+    assert_eq!(f.server_calls_of("read_file").len(), 2);
+    // Session 3: the approval accepted this definition for the user: no new request.
+    let run = fleet.session(SERVER, &server, json!([read("/c")]));
+    assert_eq!(run.calls()[0]["isError"], false, "{run:?}");
+    assert_eq!(
+        approvals(true)
+            .iter()
+            .filter(|a| a["toolName"] == "read_file")
+            .count(),
+        1,
+        "asked again after the approval"
     );
 }
