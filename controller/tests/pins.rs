@@ -216,6 +216,30 @@ async fn pins_are_listed_decided_and_pushed_to_the_tenants_agents() {
             .any(|p| p.state == "changed" && p.pending_digest == digest('c'))
     );
 
+    // The event filters reach the service: a bad detector is refused, good ones answer.
+    let mut admin = c.admin().await;
+    let e = admin
+        .query_events(pb::EventQuery {
+            tenant: "acme".into(),
+            dlp_detector: "x' OR 1=1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let none = admin
+        .query_events(pb::EventQuery {
+            tenant: "acme".into(),
+            event_types: vec!["TOOL_DEFINITION_CHANGED".into()],
+            dlp_only: true,
+            dlp_detector: "aws_secret_key".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.events.is_empty());
+
     // The audit log holds the decisions and the viewer's refusal.
     let audit = c
         .admin()
