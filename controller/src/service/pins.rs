@@ -56,9 +56,12 @@ fn check_text(field: &dyn Fn() -> String, value: &str, max: usize) -> Result<usi
             value.len()
         )));
     }
-    if let Some(c) = value.chars().find(|&c| hostile(c)) {
+    // Control characters only, as for the MCP inventory (the agent escapes them): a tool or
+    // server name with a bidirectional or invisible character is a hostile server's, and
+    // refusing it would refuse the whole heartbeat; thothctl escapes those when it shows them.
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(ServiceError::InvalidArgument(format!(
-            "{} holds the character U+{:04X}: control and invisible characters are refused",
+            "{} holds the control character U+{:04X}: escape it",
             field(),
             c as u32
         )));

@@ -178,7 +178,7 @@ async fn hostile_reports_are_refused_whole() {
     let cases: Vec<(&str, Vec<ToolPinRecord>)> = vec![
         ("over the limit of 4096", too_many),
         ("control", vec![pin("al\u{1b}[31mice", "t", 'a')]),
-        ("U+202E", vec![pin("u", "to\u{202E}ol", 'a')]),
+        ("U+0085", vec![pin("u", "to\u{85}ol", 'a')]),
         (
             "64 lowercase hex",
             vec![ToolPinRecord {
@@ -249,6 +249,17 @@ async fn hostile_reports_are_refused_whole() {
     report(&ctl, &a, vec![pin("u", "t", 'a'); MAX_TOOL_PINS])
         .await
         .unwrap();
+    // A bidirectional override in a tool's name (a hostile server's) does not refuse the
+    // heartbeat: it is stored as sent, and escaped where shown.
+    report(&ctl, &a, vec![pin("u", "to\u{202E}ol", 'a')])
+        .await
+        .unwrap();
+    let stored = ctl
+        .store
+        .agent_tool_pins(&AgentId::trusted("agt-1"))
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].tool, "to\u{202E}ol");
 }
 
 #[tokio::test]
