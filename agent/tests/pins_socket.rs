@@ -226,4 +226,10 @@ async fn pins_are_kept_per_user_across_a_restart_and_changes_are_reported_once()
         "{}",
         agent.log()
     );
+    // The caller's own pins in its status: 2 servers, 3 tools pinned, 1 change pending.
+    assert_eq!(
+        s["toolPins"],
+        json!({"servers": 2, "tools": 3, "pending": 1}),
+        "{s:#}"
+    );
 }

@@ -342,7 +342,20 @@ impl local_agent_server::LocalAgent for LocalService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         }
-        let json = serde_json::to_string(&status).map_err(|e| Status::internal(e.to_string()))?;
+        let mut json =
+            serde_json::to_value(&status).map_err(|e| Status::internal(e.to_string()))?;
+        // The caller's own pinned tools (counts only).
+        if let (Some(uid), Some(obj)) = (uid, json.as_object_mut()) {
+            let pins = Arc::clone(&self.0.pins);
+            let (servers, tools, pending) = tokio::task::spawn_blocking(move || pins.counts(uid))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            obj.insert(
+                "toolPins".into(),
+                serde_json::json!({"servers": servers, "tools": tools, "pending": pending}),
+            );
+        }
+        let json = json.to_string();
         Ok(Response::new(pb::LocalStatus { json }))
     }
 }
