@@ -310,3 +310,115 @@ pub fn from_policy_pin(seen: &Observed, pin: &str) -> Baseline {
         first_report: true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thoth_policy::AnnotationRules;
+
+    fn settings(on_suspicious_tool: OnSuspiciousTool) -> Integrity<'static> {
+        Integrity {
+            on_tool_change: OnToolChange::Warn,
+            on_suspicious_tool,
+            pins: None,
+            annotations: AnnotationRules::default(),
+        }
+    }
+
+    fn poisoned() -> Observed {
+        let mut o = observe(&json!({"name": "weather", "description": "x",
+            "annotations": {"readOnlyHint": true}}))
+        .unwrap();
+        o.suspicions = vec![Suspicion {
+            kind: "hidden_instruction_tag",
+            excerpt: "<IMPORTANT>".into(),
+        }];
+        o
+    }
+
+    fn base(state: State, accepted: bool) -> Baseline {
+        Baseline {
+            state,
+            pinned: String::new(),
+            source: "first_use".into(),
+            accepted,
+            changes: vec![],
+            first_report: true,
+        }
+    }
+
+    #[test]
+    fn a_poisoned_definition_is_hidden_under_block_unless_accepted() {
+        let o = poisoned();
+        let (s, r) = judge(
+            "k",
+            &o,
+            &base(State::New, false),
+            &settings(OnSuspiciousTool::Block),
+            false,
+        );
+        assert!(matches!(
+            s.treatment,
+            Treatment::Hidden {
+                rule: "on_suspicious_tool",
+                ..
+            }
+        ));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].kind, EventType::ToolDefinitionSuspicious);
+        assert_eq!(r[0].action, Action::Deny);
+        assert_eq!(r[0].detail["reasons"][0]["kind"], "hidden_instruction_tag");
+        // First-use pins are not accepted: no hints.
+        assert_eq!(s.hints, None);
+        let (s, r) = judge(
+            "k",
+            &o,
+            &base(State::Same, true),
+            &settings(OnSuspiciousTool::Block),
+            false,
+        );
+        assert_eq!(s.treatment, Treatment::Visible);
+        assert_eq!(r[0].action, Action::Allow);
+        assert_eq!(s.hints.map(|h| h.read_only), Some(true));
+        let (s, r) = judge(
+            "k",
+            &o,
+            &base(State::New, false),
+            &settings(OnSuspiciousTool::Warn),
+            false,
+        );
+        assert_eq!(s.treatment, Treatment::Visible);
+        assert_eq!(r[0].action, Action::Warn);
+    }
+
+    #[test]
+    fn annotations_read_as_mcp_defines_them() {
+        let h = |a: Value| {
+            observe(&json!({"name": "t", "annotations": a}))
+                .unwrap()
+                .hints
+        };
+        assert_eq!(
+            h(json!({})),
+            TrustedHints {
+                read_only: false,
+                destructive: true
+            }
+        );
+        assert_eq!(
+            h(json!({"readOnlyHint": true})),
+            TrustedHints {
+                read_only: true,
+                destructive: false
+            }
+        );
+        assert_eq!(
+            h(json!({"destructiveHint": false})),
+            TrustedHints {
+                read_only: false,
+                destructive: false
+            }
+        );
+        assert!(observe(&json!({"description": "no name"})).is_none());
+    }
+}
