@@ -109,11 +109,7 @@ pub fn check_tool_pins(pins: &[ToolPinRecord]) -> Result<String, ServiceError> {
             + check_text(&at("server_name"), &p.server_name, MAX_NAME)?
             + check_text(&at("command"), &p.command, MAX_COMMAND)?
             + check_text(&at("tool"), &p.tool, MAX_NAME)?;
-        if p.tool.is_empty() {
-            return Err(ServiceError::InvalidArgument(format!(
-                "inventory.tool_pins[{i}].tool is empty"
-            )));
-        }
+        // An empty tool name is a server's choice (a string name is a tool): kept, not refused.
         check_digest(&at("server_key"), &p.server_key)?;
         check_digest(&at("digest"), &p.digest)?;
         check_one_of(&at("state"), &p.state, STATES)?;

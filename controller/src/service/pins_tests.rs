@@ -222,7 +222,6 @@ async fn hostile_reports_are_refused_whole() {
             }],
         ),
         ("byte limit", vec![pin(&"u".repeat(MAX_NAME + 1), "t", 'a')]),
-        ("tool is empty", vec![pin("u", "", 'a')]),
         (
             "byte limit",
             vec![
