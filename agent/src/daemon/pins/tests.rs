@@ -494,3 +494,36 @@ fn admit_takes_a_proxy_definition_change_and_refuses_a_shadowing_claim() {
     let refused = crate::daemon::pipeline::admit(&event("TOOL_NAME_SHADOWED"), "ann", "h", now);
     assert!(refused.is_err(), "only the agent raises shadowing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_from_the_controller_is_applied_at_once_and_written_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let pins = dir.path().join("pins");
+    let book = std::sync::Arc::new(PinBook::new(pins.clone()));
+    let read = tool("read", "Read.");
+    let read2 = tool("read", "Read v2.");
+    let first = list("fs", vec![read.clone()]);
+    book.check(ANN, &first);
+    book.check(ANN, &list("fs", vec![read2.clone()]));
+    book.decide_soon(&decision(&first, &read2, true));
+    // A malformed one is ignored (logged), not applied.
+    let mut bad = decision(&first, &read, false);
+    bad.server_key = "short".into();
+    book.decide_soon(&bad);
+    assert_eq!(book.counts(ANN), (1, 1, 0), "applied in memory at once");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let kept = Decisions::load(&pins.join("decisions.json")).unwrap();
+        let user = store::load(&pins.join(format!("{ANN}.json")))
+            .unwrap()
+            .unwrap();
+        let pin = &user.servers[&key_of(&first)].tools["read"];
+        if kept.len() == 1 && pin.digest == read2.digest {
+            assert!(pin.accepted);
+            assert_eq!(pin.source, super::store::Source::Admin);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
