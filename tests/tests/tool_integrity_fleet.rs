@@ -238,10 +238,26 @@ fn a_rug_pulled_tool_is_held_back_until_an_admin_accepts_it_and_its_secrets_arri
     assert_eq!(f.server_calls_of("read_file").len(), 2);
 
     // The controller's events: the change, the DLP hit; the secret nowhere.
+    // The smuggled instruction is also flagged as such (on_suspicious_tool: warn, the default).
     let changed = fleet.wait_query(&["--integrity"], |rows| {
-        rows.iter()
-            .any(|e| e["eventType"] == "TOOL_DEFINITION_CHANGED" && e["toolName"] == "read_file")
+        ["TOOL_DEFINITION_CHANGED", "TOOL_DEFINITION_SUSPICIOUS"]
+            .iter()
+            .all(|t| {
+                rows.iter()
+                    .any(|e| e["eventType"] == *t && e["toolName"] == "read_file")
+            })
     });
+    let sus = changed
+        .iter()
+        .find(|e| e["eventType"] == "TOOL_DEFINITION_SUSPICIOUS")
+        .unwrap();
+    assert_eq!(sus["detail"]["digest"], rug.digest.as_str(), "{sus}");
+    assert!(
+        sus["detail"]["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["kind"] == "hidden_instruction_tag")),
+        "{sus}"
+    );
     let e = changed
         .iter()
         .find(|e| e["eventType"] == "TOOL_DEFINITION_CHANGED")
