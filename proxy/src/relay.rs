@@ -558,6 +558,9 @@ impl Relay {
                 approvers,
                 remember,
                 pin: st.integrity.pin_ref(&tool, &decided.decision),
+                shown: dlp_args
+                    .as_ref()
+                    .and_then(|scan| serde_json::from_str(&scan.content).ok()),
             };
             match st.approver.request(req) {
                 Ok(r) => {

@@ -254,7 +254,7 @@ impl Approver for WithAgent {
         let ask = ApprovalRequest {
             server_name: shown(&self.server_name, WHO_MAX),
             tool_name: shown(&req.call.tool, WHO_MAX),
-            content: preview(req.arguments),
+            content: preview(req.shown.as_ref().unwrap_or(req.arguments)),
             reason: shown(&req.call.decided.decision.reason, REASON_MAX),
             timeout_secs: u32::try_from(secs).unwrap_or(u32::MAX),
             arguments_sha256: args_digest(req.arguments),

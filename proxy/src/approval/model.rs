@@ -52,6 +52,9 @@ pub(crate) struct Request<'a> {
     /// The tool definition the approval is about, when the call was held because the tool's
     /// definition changed (an approval by the agent accepts it for the user).
     pub(crate) pin: Option<thoth_proto::fleet::PinRef>,
+    /// The arguments as an approver outside the client sees them (DLP matches replaced);
+    /// `None`: `arguments`.
+    pub(crate) shown: Option<Value>,
 }
 
 /// An approval requested: the relay records `APPROVAL_REQUESTED` with `detail` and sends

@@ -138,20 +138,20 @@ fn with_agent(
     tokio::runtime::Runtime,
     Seen<pb::ToolListCheck>,
 ) {
-    let (s, rt, seen, _) = with_agent_approving(verdict, on_change);
+    let (s, rt, seen, _) = with_agent_approving(verdict, &policy(on_change));
     (s, rt, seen)
 }
 
 fn with_agent_approving(
     verdict: Option<(&'static str, bool)>,
-    on_change: &str,
+    policy: &str,
 ) -> (
     super::Session,
     tokio::runtime::Runtime,
     Seen<pb::ToolListCheck>,
     Seen<pb::ApprovalRequest>,
 ) {
-    let s = session(&policy(on_change));
+    let s = session(policy);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let approvals = Arc::new(Mutex::new(Vec::new()));
     let (rt, socket) = serve(
@@ -169,7 +169,7 @@ fn with_agent_approving(
 
 #[test]
 fn under_step_up_the_approval_names_the_definition_and_accepts_it_for_the_session() {
-    let (s, _rt, _, approvals) = with_agent_approving(Some(("changed", true)), "step_up");
+    let (s, _rt, _, approvals) = with_agent_approving(Some(("changed", true)), &policy("step_up"));
     let tool = read_file("Read a file.");
     assert_eq!(s.list(1, std::slice::from_ref(&tool)), ["read_file"]);
     // Held for a human (the agent approves at once): released to the server.
@@ -254,4 +254,30 @@ fn an_agent_that_cannot_check_leaves_the_session_book_in_charge() {
     assert_eq!(seen.lock().unwrap().len(), 2);
     let events = s.finish();
     assert_eq!(of_type(&events, "TOOL_DEFINITION_CHANGED").len(), 1);
+}
+
+#[test]
+fn the_agent_is_never_shown_a_secret_in_the_arguments_it_is_asked_about() {
+    let policy = "servers:\n  - name: rec\n    enforcement: step_up\n    approved_scope: [echo]\n    \
+                  dlp:\n      arguments: warn\n";
+    let (s, _rt, _, approvals) = with_agent_approving(Some(("same", false)), policy);
+    let secret = "Zq8Xv2Lm4Np7Rs1Tv3Wy5Ka6Bc8De0Fg2Hi4Jk9P";
+    let args = json!({"path": "/tmp/a", "note": format!("aws_secret_access_key = {secret}")});
+    assert_eq!(s.call(1, "write_file", args), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.server.lines().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the approved call was never released"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The call itself goes out as the client wrote it (warn), the approver saw no secret.
+    assert!(s.server.lines()[0].to_string().contains(secret));
+    let asked = approvals.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert!(!asked[0].content.contains(secret), "{}", asked[0].content);
+    assert!(asked[0].content.contains("/tmp/a"), "{}", asked[0].content);
+    assert_eq!(asked[0].pin, None);
+    s.finish();
 }
