@@ -113,19 +113,18 @@ impl Relay {
             .collect();
         let mut agent_removed = None;
         if let Some(socket) = self.agent.get() {
-            let ask: Vec<&Observed> = observed
-                .iter()
-                .zip(&bases)
-                .filter(|(_, b)| b.is_none())
-                .map(|(o, _)| o)
-                .collect();
+            // Every tool, policy-pinned ones too (the agent keeps the server's inventory, and a
+            // complete list lacking them would read as their removal); its verdict on those is
+            // not used.
+            let ask: Vec<&Observed> = observed.iter().collect();
             let req = check::request(
                 &self.server_name,
                 &client,
                 &argv,
                 &ask,
                 &self.session_id,
-                complete,
+                // Tools left out (too many, names too long): not a complete list.
+                complete && extra == 0 && too_long.is_empty(),
             );
             match check::ask(socket, req) {
                 Ok(v) => {
