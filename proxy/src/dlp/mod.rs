@@ -1,68 +1,79 @@
 //! DLP: secrets (and, when asked, personal data) in a call's arguments and results.
 //!
-//! CONTRACT STUB (issue 17): the public API below is what the relay uses; the detectors are
-//! filled in by the DLP work.
+//! [`Scanner::may_match`] is one pass of a `RegexSet` (one cheap member per enabled detector)
+//! over the raw JSON text; when it says no, nothing else runs. [`Scanner::find`] and
+//! [`Scanner::redact`] then walk the decoded strings, run only the detectors whose member
+//! matched, and validate each match (checksum, entropy, placeholders) before reporting it.
+//! Findings never hold the matched text: only a salted digest. `docs/dlp.md` lists the
+//! detectors and their limits.
+
+mod checks;
+mod detectors;
+mod engine;
+mod finding;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_detectors;
 
 use serde_json::Value;
 
-/// One match: which detector, where, and a salted digest of the matched text (never the text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// The detector id (one of `thoth_policy::DLP_DETECTORS`).
-    pub detector: &'static str,
-    /// Where: `arguments.path.to[0]`, `result.content[0].text`, …
-    pub location: String,
-    /// Salted SHA-256 of the matched text, hex (32 digits).
-    pub digest: String,
-}
+pub use finding::{Finding, Salt};
+pub use walk::{MAX_DEPTH, MAX_FINDINGS};
 
-/// The salt of [`Finding::digest`]s.
-pub struct Salt([u8; 32]);
-
-impl Salt {
-    /// A fresh random salt.
-    pub fn random() -> Salt {
-        let mut b = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-        Salt(b)
-    }
-
-    /// The salted digest of `matched`.
-    pub fn digest(&self, matched: &str) -> String {
-        use sha2::Digest as _;
-        let mut h = sha2::Sha256::new();
-        h.update(self.0);
-        h.update(matched.as_bytes());
-        hex::encode(&h.finalize()[..16])
-    }
-}
-
-/// The detectors a policy enables, compiled once per policy and server.
+/// The detectors a policy enables, compiled once per policy and server (`Send + Sync`: build
+/// it when the policy changes and share it).
 pub struct Scanner {
-    _enabled: Vec<String>,
+    engine: engine::Engine,
 }
 
 impl Scanner {
     /// The scanner for these settings.
     pub fn new(dlp: &thoth_policy::Dlp) -> Scanner {
         Scanner {
-            _enabled: dlp.detectors.clone(),
+            engine: engine::Engine::new(&dlp.detectors, &dlp.allow_patterns),
         }
     }
 
-    /// One pass over raw JSON text: `false` means nothing in it can match.
-    pub fn may_match(&self, _json_text: &[u8]) -> bool {
-        false
+    /// The ids of the detectors this scanner runs, in `thoth_policy::DLP_DETECTORS` order.
+    pub fn detectors(&self) -> Vec<&'static str> {
+        self.engine.ids()
     }
 
-    /// Findings in every string of `value`; locations start with `root`.
-    pub fn find(&self, _value: &Value, _root: &str, _salt: &Salt) -> Vec<Finding> {
-        Vec::new()
+    /// The ids of every detector the proxy has, in `thoth_policy::DLP_DETECTORS` order.
+    pub fn all_detectors() -> Vec<&'static str> {
+        detectors::DEFS.iter().map(|d| d.id).collect()
+    }
+
+    /// One pass over raw JSON text: `false` means nothing in it can match. `true` also when
+    /// the text holds a `\u` escape of a character secrets are made of (the raw pass cannot
+    /// see through it; [`Scanner::find`] works on decoded strings).
+    pub fn may_match(&self, json_text: &[u8]) -> bool {
+        self.engine.may_match(json_text)
+    }
+
+    /// Findings in every string of `value` (object keys included); locations start with
+    /// `root`. At most [`MAX_FINDINGS`].
+    pub fn find(&self, value: &Value, root: &str, salt: &Salt) -> Vec<Finding> {
+        if self.engine.is_empty() {
+            return Vec::new();
+        }
+        let mut walk = walk::Walk::new(&self.engine, root, salt);
+        walk.find(value, None, 0);
+        walk.findings
     }
 
     /// Replaces every match in every string of `value` with `[REDACTED:<detector>]` and
-    /// returns the findings.
-    pub fn redact(&self, _value: &mut Value, _root: &str, _salt: &Salt) -> Vec<Finding> {
-        Vec::new()
+    /// returns the findings (at most [`MAX_FINDINGS`]; every match is replaced even past it).
+    /// Strings without a match are left untouched; the value stays valid JSON.
+    pub fn redact(&self, value: &mut Value, root: &str, salt: &Salt) -> Vec<Finding> {
+        if self.engine.is_empty() {
+            return Vec::new();
+        }
+        let mut walk = walk::Walk::new(&self.engine, root, salt);
+        walk.redact(value, None, 0);
+        walk.findings
     }
 }
