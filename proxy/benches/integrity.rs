@@ -138,11 +138,29 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(45.0);
     println!("runs per figure: {} (median)", runs());
+    let build = median(|| {
+        black_box(Scanner::new(&Dlp {
+            arguments: DlpArguments::Warn,
+            results: DlpResults::Redact,
+            detectors: detectors(),
+            allow_patterns: Vec::new(),
+        }));
+    });
+    println!(
+        "scanner build (once per policy and server): {:.2} ms",
+        us(build) / 1000.0
+    );
 
     // (a)
     let list = tools_list();
     let parse = median(|| {
         black_box(serde_json::from_slice::<Value>(black_box(&list)).unwrap());
+    });
+    let digest_only = median(|| {
+        let v: Value = serde_json::from_slice(black_box(&list)).unwrap();
+        for tool in v["result"]["tools"].as_array().unwrap() {
+            black_box(thoth_proto::pins::tool_digest(tool));
+        }
     });
     let digest = median(|| {
         let v: Value = serde_json::from_slice(black_box(&list)).unwrap();
@@ -153,6 +171,12 @@ fn main() {
     });
     println!("\n(a) tools/list of 100 tools ({} KiB)", list.len() / 1024);
     println!("    parse alone              {:>9.1} µs", us(parse));
+    println!(
+        "    parse + digest           {:>9.1} µs  (+{:.1} µs, {:.2} µs per tool)",
+        us(digest_only),
+        us(digest_only) - us(parse),
+        (us(digest_only) - us(parse)) / 100.0
+    );
     println!(
         "    parse + digest + poison  {:>9.1} µs  (+{:.1} µs, {:.2} µs per tool)",
         us(digest),

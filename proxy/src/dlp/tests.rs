@@ -270,6 +270,8 @@ fn service_account_objects() {
         v["structuredContent"]["private_key"],
         "[REDACTED:gcp_service_account]"
     );
+    // Once redacted, nothing is left to find (the value no longer holds a key).
+    assert!(s.find(&v, "result", &salt()).is_empty());
     let only_gcp = scanner_with(&["gcp_service_account"], &[]);
     let v = json!({"type": "user", "private_key": key});
     assert!(only_gcp.find(&v, "r", &salt()).is_empty());

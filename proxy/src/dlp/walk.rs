@@ -183,7 +183,9 @@ impl<'a> Walk<'a> {
 
 fn is_service_account(m: &Map<String, Value>) -> bool {
     m.get("type").and_then(Value::as_str) == Some("service_account")
-        && m.get("private_key").is_some_and(Value::is_string)
+        && m.get("private_key")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.starts_with("-----BEGIN"))
 }
 
 /// Rebuilds `m` with redacted keys (order kept; a key that would collide gets `~2`, `~3`…).
