@@ -140,7 +140,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
             }
         })
     };
-    let identity = cfg.original_argv.clone().unwrap_or_else(|| cfg.argv.clone());
+    let identity = cfg
+        .original_argv
+        .clone()
+        .unwrap_or_else(|| cfg.argv.clone());
     match &cfg.agent_events {
         Some(socket) => {
             relay.set_server(identity, None);
