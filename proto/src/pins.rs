@@ -203,6 +203,6 @@ mod tests {
             list_digest(&[a.clone(), b.clone()]),
             list_digest(&[b.clone(), a.clone()])
         );
-        assert_ne!(list_digest(&[a.clone()]), list_digest(&[a, b]));
+        assert_ne!(list_digest(std::slice::from_ref(&a)), list_digest(&[a, b]));
     }
 }
