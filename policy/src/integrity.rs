@@ -285,7 +285,7 @@ impl TryFrom<String> for PinDigest {
         } else {
             Err(format!(
                 "pin {s:?} is not a tool digest (64 lowercase hex digits, optionally after \
-                 \"sha256:\"; `thoth tools` or `thothctl pins list` shows them)"
+                 \"sha256:\"; `thothctl pins list --json` shows them)"
             ))
         }
     }

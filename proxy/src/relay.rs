@@ -126,7 +126,7 @@ pub struct Relay {
     pub(super) agent: std::sync::OnceLock<std::path::PathBuf>,
     /// Writes a line to the server: for a call released by the agent's answer, which comes on
     /// no client line, and for the proxy's own `tools/list`.
-    pub(super) server_in: std::sync::OnceLock<ServerWriter>,
+    pub(super) server_in: std::sync::OnceLock<Arc<dyn Fn(&[u8]) + Send + Sync>>,
     /// The server's original command line (its identity for tool pins).
     pub(super) server_argv: std::sync::OnceLock<Vec<String>>,
     /// The session's DLP salt and scanner.
@@ -196,7 +196,7 @@ impl Relay {
     /// the agent's answer releases to the server.
     pub fn use_agent(&self, socket: std::path::PathBuf, server_in: ServerWriter) {
         if self.agent.set(socket).is_ok() {
-            let _ = self.server_in.set(server_in);
+            let _ = self.server_in.set(Arc::from(server_in));
             self.state().approver = Box::new(WithAgent::new(
                 self.approval_prefix.clone(),
                 self.server_name.clone(),
@@ -210,7 +210,7 @@ impl Relay {
     pub fn set_server(&self, argv: Vec<String>, server_in: Option<ServerWriter>) {
         let _ = self.server_argv.set(argv);
         if let Some(w) = server_in {
-            let _ = self.server_in.set(w);
+            let _ = self.server_in.set(Arc::from(w));
         }
     }
 

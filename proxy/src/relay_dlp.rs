@@ -19,6 +19,8 @@ use crate::relay::Relay;
 const MAX_FINDINGS: usize = 64;
 /// Findings named in a denial's text.
 const NAMED: usize = 3;
+/// What an event keeps of content that may hold a secret but could not be decoded.
+const UNSCANNABLE: &str = "[withheld by Thoth: may hold a secret, could not be scanned]";
 
 fn detail(findings: &[Finding], action: &str) -> Value {
     let listed: Vec<Value> = findings
@@ -82,7 +84,12 @@ impl Relay {
         if c.dlp.arguments == DlpArguments::Allow || !c.scanner.may_match(raw.as_bytes()) {
             return None;
         }
-        let mut args: Value = serde_json::from_str(raw).ok()?;
+        let mut args: Value = match serde_json::from_str(raw) {
+            Ok(v) => v,
+            // Valid JSON that cannot be read whole (nested too deep): it may hold a secret that
+            // cannot be located, so it is treated as one.
+            Err(e) => return Some(self.unscannable_arguments(tool, &c, &e)),
+        };
         let findings = c.scanner.redact(&mut args, "arguments", &self.dlp.salt);
         if findings.is_empty() {
             return None;
@@ -109,7 +116,10 @@ impl Relay {
         if c.dlp.results == DlpResults::Allow || !c.scanner.may_match(line) {
             return None;
         }
-        let msg: Value = serde_json::from_slice(line).ok()?;
+        let msg: Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(e) => return Some(self.unscannable_result(tool, &c, line, &e)),
+        };
         let mut copy = msg.clone();
         let mut findings = Vec::new();
         for root in ["result", "error"] {
@@ -158,6 +168,67 @@ impl Relay {
                 blocked: None,
             },
         })
+    }
+
+    /// Arguments the scanner's one pass flagged but that cannot be decoded: denied under
+    /// `block`, and never copied into the event.
+    fn unscannable_arguments(&self, tool: &str, c: &Compiled, e: &serde_json::Error) -> ArgScan {
+        tracing::warn!(tool = %tool, error = %e, "arguments may hold a secret but cannot be decoded");
+        let block = c.dlp.arguments == DlpArguments::Block;
+        ArgScan {
+            blocked: block.then(|| {
+                format!(
+                    "the arguments of \"{tool}\" may carry a secret and cannot be scanned ({e}); \
+                     denied (rule dlp.arguments)"
+                )
+            }),
+            content: json!(UNSCANNABLE).to_string(),
+            detail: json!({"dlp": [], "dlpUnscannable": true}),
+        }
+    }
+
+    /// A result the one pass flagged but that cannot be decoded: withheld under `redact` and
+    /// `block` (nothing in it can be located to redact), never copied into the event.
+    fn unscannable_result(
+        &self,
+        tool: &str,
+        c: &Compiled,
+        line: &[u8],
+        e: &serde_json::Error,
+    ) -> ResultScan {
+        tracing::warn!(tool = %tool, error = %e, "a result may hold a secret but cannot be decoded");
+        let placeholder = line_of(&json!({"jsonrpc": "2.0", "result": UNSCANNABLE}));
+        let detail = json!({"dlp": [], "dlpUnscannable": true});
+        if c.dlp.results == DlpResults::Warn {
+            return ResultScan {
+                to_client: None,
+                for_event: placeholder,
+                detail,
+                blocked: None,
+            };
+        }
+        let id = match crate::message::classify(line) {
+            Ok(crate::message::Message::Response { id, .. }) => {
+                serde_json::from_str::<Value>(id.get()).unwrap_or(Value::Null)
+            }
+            _ => Value::Null,
+        };
+        let text = format!(
+            "Blocked by Thoth policy: the result of the tool \"{tool}\" on MCP server \"{}\" may \
+             carry a secret and could not be scanned ({e}), so it was withheld (rule dlp.results).",
+            self.server_name
+        );
+        let out = line_of(&json!({"jsonrpc": "2.0", "id": id,
+            "result": {"content": [{"type": "text", "text": text}], "isError": true}}));
+        ResultScan {
+            to_client: Some(out.clone()),
+            for_event: out,
+            detail,
+            blocked: Some(format!(
+                "the result of \"{tool}\" may carry a secret and could not be scanned, so Thoth \
+                 withheld it"
+            )),
+        }
     }
 
     /// Sends the server's answer to a forwarded call (scanned first), its `TOOL_CALL_POST`

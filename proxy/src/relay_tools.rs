@@ -19,15 +19,20 @@ use crate::policy::PolicyState;
 use crate::relay::{Pending, Relay, track};
 
 /// Longest tool name listed (MCP names are at most 128 characters); longer ones are hidden.
-const MAX_NAME: usize = 1024;
+/// The agent refuses a list naming a longer tool, so a longer name must never reach it (one
+/// would make it refuse the whole list, and pinning fall back to this session alone).
+const MAX_NAME: usize = 256;
 
 impl Relay {
     /// A `tools/list` result from the server: checked, then filtered for the client (hidden
     /// tools, and the policy's own `hide_unapproved`). Re-serialized only when a tool is left
     /// out.
     pub(crate) fn tools_listed(&self, line: Vec<u8>) -> Vec<u8> {
-        let Ok(mut msg) = serde_json::from_slice::<Value>(&line) else {
-            return line;
+        let mut msg = match serde_json::from_slice::<Value>(&line) {
+            Ok(msg) => msg,
+            // Valid JSON-RPC (classified) that cannot be read whole (nested too deep): its tools
+            // cannot be checked, so none reach the client.
+            Err(e) => return self.unreadable_list(&line, &e),
         };
         let complete = msg.pointer("/result/nextCursor").is_none_or(Value::is_null);
         let Some(tools) = msg
@@ -40,11 +45,14 @@ impl Relay {
         let policy = self.policy.get();
         let filters = policy.filters_tools();
         let before = tools.len();
+        let mut seen = HashSet::new();
         tools.retain(|t| {
             let Some(name) = t.get("name").and_then(Value::as_str) else {
                 return !filters;
             };
-            if hidden.contains(name) {
+            // A name listed twice: only the first definition (the one checked) is shown, so a
+            // second, unchecked description cannot stand in for it.
+            if hidden.contains(name) || !seen.insert(name.to_owned()) {
                 return false;
             }
             match &policy {
@@ -59,6 +67,24 @@ impl Relay {
         let mut out = serde_json::to_vec(&msg).expect("serializing a JSON value into memory");
         out.push(b'\n');
         out
+    }
+
+    /// A `tools/list` answer that cannot be read whole: an error for the client instead.
+    fn unreadable_list(&self, line: &[u8], e: &serde_json::Error) -> Vec<u8> {
+        tracing::warn!(error = %e, "the server's tools/list result cannot be read; withheld");
+        let id = match crate::message::classify(line) {
+            Ok(crate::message::Message::Response { id, .. }) => Some(id),
+            _ => None,
+        };
+        crate::respond::error(
+            id,
+            crate::message::code::INTERNAL_ERROR,
+            &format!(
+                "Thoth could not read the tools/list result of MCP server \"{}\" ({e}), so \
+                 its tools could not be checked and none are shown",
+                self.server_name
+            ),
+        )
     }
 
     /// Reads a list's tools, updates each one's treatment and raises the events; returns the
@@ -256,7 +282,16 @@ impl Relay {
             .to_string()
             .into_bytes();
         line.push(b'\n');
-        write(&line);
+        // Not from this thread: it reads the server's output, and a server blocked writing
+        // that output may not be reading its input.
+        let write = std::sync::Arc::clone(write);
+        let spawned = std::thread::Builder::new()
+            .name("thoth-tools-list".into())
+            .spawn(move || write(&line));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot list the tools again after list_changed");
+            self.state().integrity.own_list = false;
+        }
     }
 
     /// The policy's decision on a call with the tool's treatment applied (a hidden tool is

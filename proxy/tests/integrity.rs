@@ -109,6 +109,19 @@ impl Session {
         }
     }
 
+    /// What the proxy itself wrote to the server, once `n` lines are there (it writes from
+    /// its own thread) or 5 s passed.
+    fn server_lines(&self, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.server.lines();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn server_says(&self, v: Value) {
         self.relay.from_server(v.to_string().into_bytes());
     }
@@ -244,7 +257,7 @@ fn list_changed_makes_the_proxy_list_the_tools_itself_unseen_by_the_client() {
     // Two notifications while the first own list is in flight: one request, then one more.
     s.server_says(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
     s.server_says(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
-    let sent = s.server.lines();
+    let sent = s.server_lines(1);
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["method"], "tools/list");
     let own = sent[0]["id"].clone();
@@ -264,7 +277,7 @@ fn list_changed_makes_the_proxy_list_the_tools_itself_unseen_by_the_client() {
         before,
         "the own list's answer reached the client"
     );
-    let sent = s.server.lines();
+    let sent = s.server_lines(2);
     assert_eq!(
         sent.len(),
         2,
@@ -340,6 +353,8 @@ fn a_tool_never_listed_gets_no_integrity_verdict() {
 mod agent;
 #[path = "integrity/dlp.rs"]
 mod dlp;
+#[path = "integrity/hostile.rs"]
+mod hostile;
 
 #[test]
 fn tools_with_absurdly_long_names_are_not_listed() {
