@@ -11,6 +11,11 @@
 //! - `BENCH_CALLS` (default 20000), `BENCH_BLOCK` (default 500);
 //! - `BENCH_EVENTS=0`: run thoth without an events file, to see what events cost (with events,
 //!   thoth runs standalone with `--events FILE`, which renders and hash-chains every event);
+//! - `BENCH_PAYLOAD=N`: each call carries an N-byte text argument, which the echo server returns
+//!   (so results are about N bytes);
+//! - `BENCH_DLP=compare`: a further way runs the same thoth with DLP off (`dlp: {arguments:
+//!   allow, results: allow}`; it is on by default, `warn`), and what DLP adds is printed as a
+//!   share of the latency thoth adds without it (issue 17's target: at most 20% at 1 KiB);
 //! - `THOTH_BASELINE=path/to/thoth`: a second thoth binary (say, an older build) runs as a fourth
 //!   way, interleaved in the same blocks, with the same policy and events setting, so the two
 //!   builds are compared under the same noise;
@@ -160,12 +165,14 @@ enum Way {
     Relay,
     Thoth,
     Baseline,
+    /// `thoth` with DLP off (`BENCH_DLP=compare`).
+    NoDlp,
 }
 
 impl Way {
     /// Whether this way is a thoth binary (which writes events).
     fn is_thoth(self) -> bool {
-        matches!(self, Way::Thoth | Way::Baseline)
+        matches!(self, Way::Thoth | Way::Baseline | Way::NoDlp)
     }
 }
 
@@ -181,7 +188,22 @@ fn ways() -> Vec<Way> {
     if baseline().is_some() {
         w.push(Way::Baseline);
     }
+    if dlp_compare() {
+        w.push(Way::NoDlp);
+    }
     w
+}
+
+fn dlp_compare() -> bool {
+    std::env::var("BENCH_DLP").as_deref() == Ok("compare")
+}
+
+/// `BENCH_PAYLOAD`: bytes of text each call carries (and its result echoes).
+fn payload() -> usize {
+    std::env::var("BENCH_PAYLOAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn events_on() -> bool {
@@ -209,10 +231,15 @@ fn command(way: Way, policy: &Path, events: &Path) -> Command {
             c.args(["--relay", "--"]).arg(&me).arg("--echo-server");
             c
         }
-        Way::Thoth | Way::Baseline => {
+        Way::Thoth | Way::Baseline | Way::NoDlp => {
             let mut c = match way {
                 Way::Baseline => Command::new(baseline().expect("THOTH_BASELINE")),
                 _ => Command::new(env!("CARGO_BIN_EXE_thoth")),
+            };
+            let policy = if way == Way::NoDlp {
+                policy.with_file_name("bench-policy-no-dlp.yaml")
+            } else {
+                policy.to_path_buf()
             };
             c.args(["run", "--server", "srv-25", "--policy"])
                 .arg(policy);
@@ -261,6 +288,7 @@ impl Target {
     }
 
     fn request(&mut self) -> Vec<u8> {
+        let text = PAYLOAD_TEXT.with(|t| t.clone());
         let id = self.next_id;
         self.next_id += 1;
         let tool = if id.is_multiple_of(7) {
@@ -269,7 +297,7 @@ impl Target {
             "tool_25"
         };
         format!(
-            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{{\"name\":\"{tool}\",\"arguments\":{{\"path\":\"/srv/data/project/src/file_{id}.rs\",\"line\":{id},\"mode\":\"read\"}}}}}}\n"
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{{\"name\":\"{tool}\",\"arguments\":{{\"path\":\"/srv/data/project/src/file_{id}.rs\",\"line\":{id},\"mode\":\"read\"{text}}}}}}}\n"
         )
         .into_bytes()
     }
@@ -365,8 +393,30 @@ fn us(d: Duration) -> f64 {
 
 fn write_policy(dir: &Path) -> PathBuf {
     let p = dir.join("bench-policy.yaml");
-    std::fs::write(&p, common::policy_50x50()).unwrap();
+    let text = common::policy_50x50();
+    std::fs::write(&p, &text).unwrap();
+    let off = text.replacen(
+        "defaults:\n",
+        "defaults:\n  dlp:\n    arguments: allow\n    results: allow\n",
+        1,
+    );
+    assert_ne!(off, text, "the bench policy has a defaults section");
+    std::fs::write(p.with_file_name("bench-policy-no-dlp.yaml"), off).unwrap();
     p
+}
+
+thread_local! {
+    /// `,"text":"…"` of `BENCH_PAYLOAD` bytes (ordinary prose, no secret), or empty.
+    static PAYLOAD_TEXT: String = {
+        let n = payload();
+        if n == 0 {
+            String::new()
+        } else {
+            let prose = "The quick brown fox jumps over the lazy dog while the build runs; ";
+            let body: String = prose.chars().cycle().take(n).collect();
+            format!(",\"text\":\"{body}\"")
+        }
+    };
 }
 
 fn bench() {
@@ -546,6 +596,22 @@ fn bench() {
             .map(|s| s.lines().count())
             .unwrap_or(0);
         println!("{name} events written:      {ev_lines}");
+    }
+    if let (Some(t), Some(n)) = (
+        ways.iter().position(|w| *w == Way::Thoth),
+        ways.iter().position(|w| *w == Way::NoDlp),
+    ) {
+        let base50 = add(n, &p50);
+        let dlp50 = p50[t] - p50[n];
+        let dlp99 = p99[t] - p99[n];
+        let share = dlp50 / base50 * 100.0;
+        println!(
+            "\nDLP (default: warn on arguments and results), {} B payload: adds p50 {dlp50:.1} µs, \
+             p99 {dlp99:.1} µs = {share:.0}% of the {base50:.1} µs thoth adds without it \
+             (target <= 20%)  [{}]",
+            payload(),
+            verdict(share <= 20.0)
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
