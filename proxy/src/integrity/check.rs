@@ -37,6 +37,7 @@ pub(crate) fn request(
                 description_sha256: o.digest.description.clone(),
                 schema_sha256: o.digest.schema.clone(),
                 annotations_sha256: o.digest.annotations.clone(),
+                description: String::new(),
             })
             .collect(),
         session_id: session_id.to_owned(),

@@ -58,6 +58,7 @@ pub fn reports(
                     changes: pending.map(|p| p.changes.clone()).unwrap_or_default(),
                     first_seen_unix_ms: pin.first_seen_ms,
                     changed_unix_ms: pending.map_or(0, |p| p.seen_ms),
+                    pending_description: String::new(),
                 };
                 let size = r.user.len()
                     + r.client.len()
