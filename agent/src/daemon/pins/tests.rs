@@ -18,6 +18,7 @@ fn def(tool: &Value) -> pb::ToolDefinition {
         description_sha256: d.description,
         schema_sha256: d.schema,
         annotations_sha256: d.annotations,
+        description: String::new(),
     }
 }
 
