@@ -101,6 +101,7 @@ fn def(name: &str, description: &str) -> pb::ToolDefinition {
         description_sha256: d.description,
         schema_sha256: d.schema,
         annotations_sha256: d.annotations,
+        description: String::new(),
     }
 }
 
