@@ -350,6 +350,7 @@ mod tests {
             users: 4,
             decision: None,
             last_seen_unix_ms: 1_700_000_000_000,
+            ..Default::default()
         }
     }
 
