@@ -37,7 +37,7 @@ pub(crate) fn request(
                 description_sha256: o.digest.description.clone(),
                 schema_sha256: o.digest.schema.clone(),
                 annotations_sha256: o.digest.annotations.clone(),
-                description: String::new(),
+                description: o.description.clone(),
             })
             .collect(),
         session_id: session_id.to_owned(),
@@ -88,4 +88,48 @@ fn bound(v: &mut ToolListVerdict) {
         t.changes.iter_mut().for_each(cut);
     }
     v.removed.iter_mut().for_each(cut);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::verdict::{MAX_DESCRIPTION, observe};
+    use serde_json::json;
+
+    #[test]
+    fn the_request_carries_the_description_cut_on_a_char_boundary() {
+        // "é" is 2 bytes, "€" 3: the cut falls inside a character for every offset.
+        for (pad, ch) in [
+            (MAX_DESCRIPTION - 1, "é"),
+            (MAX_DESCRIPTION - 2, "€"),
+            (0, "€"),
+        ] {
+            let description = format!("{}{}", "a".repeat(pad), ch.repeat(2000));
+            let short = observe(&json!({"name": "t", "description": "short é"})).unwrap();
+            let long = observe(&json!({"name": "u", "description": description})).unwrap();
+            let req = request(
+                "files",
+                "cli",
+                &["npx".into()],
+                &[&short, &long],
+                "s1",
+                true,
+            );
+            assert_eq!(req.tools[0].description, "short é");
+            let got = &req.tools[1].description;
+            assert!(got.len() <= MAX_DESCRIPTION, "{} bytes", got.len());
+            assert!(
+                got.len() > MAX_DESCRIPTION - ch.len(),
+                "{} bytes",
+                got.len()
+            );
+            assert!(description.starts_with(got.as_str()));
+            assert_eq!(req.tools[1].name, "u");
+            assert_eq!(req.tools[1].digest, long.digest.digest);
+        }
+        // No description (or not a string): empty.
+        let none = observe(&json!({"name": "v", "description": 7})).unwrap();
+        let req = request("files", "", &[], &[&none], "s", false);
+        assert_eq!(req.tools[0].description, "");
+    }
 }

@@ -14,6 +14,8 @@ use super::poison::{Suspicion, suspicious};
 pub const MAX_TOOLS: usize = 4096;
 /// Suspicion reasons kept per event.
 const MAX_REASONS: usize = 16;
+/// Longest description kept (bytes), for admins to review a definition.
+pub const MAX_DESCRIPTION: usize = 2048;
 
 /// One tool as the server listed it.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct Observed {
     pub hints: TrustedHints,
     /// Signs of poisoning.
     pub suspicions: Vec<Suspicion>,
+    /// Its description, cut to [`MAX_DESCRIPTION`] bytes on a char boundary (untrusted text).
+    pub description: String,
 }
 
 /// Reads one element of a `tools/list` result; `None` when it has no name.
@@ -40,7 +44,22 @@ pub fn observe(tool: &Value) -> Option<Observed> {
         digest,
         hints,
         suspicions: suspicious(tool),
+        description: clip(
+            tool.get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            MAX_DESCRIPTION,
+        ),
     })
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 /// How a definition compares with the pinned one.
