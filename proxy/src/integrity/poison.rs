@@ -264,8 +264,9 @@ impl<'a> Texts<'a> {
         self.pieces.push(s);
     }
 
-    /// Depth-first over a schema, without recursion: `title`/`description` strings and string
-    /// members of `enum` arrays.
+    /// Depth-first over a schema, without recursion: every string in it (titles, descriptions,
+    /// `enum`, `default`, `examples`, `const`, `pattern`, `$comment`…) and every member name
+    /// (property names are read by the model too).
     fn walk(&mut self, root: &'a Value, nodes: &mut usize) {
         let mut stack = vec![(root, 0usize)];
         while let Some((v, depth)) = stack.pop() {
@@ -278,17 +279,13 @@ impl<'a> Texts<'a> {
                 return;
             }
             let children: Box<dyn DoubleEndedIterator<Item = &'a Value>> = match v {
+                Value::String(s) => {
+                    self.push(s);
+                    continue;
+                }
                 Value::Object(map) => {
-                    for (k, member) in map {
-                        match (k.as_str(), member) {
-                            ("title" | "description", Value::String(s)) => self.push(s),
-                            ("enum", Value::Array(items)) => {
-                                for s in items.iter().filter_map(Value::as_str) {
-                                    self.push(s);
-                                }
-                            }
-                            _ => {}
-                        }
+                    for k in map.keys() {
+                        self.push(k);
                     }
                     Box::new(map.values())
                 }
@@ -301,7 +298,7 @@ impl<'a> Texts<'a> {
             }
             // Reversed, so members are visited in document order.
             for child in children.rev() {
-                if child.is_object() || child.is_array() {
+                if child.is_object() || child.is_array() || child.is_string() {
                     stack.push((child, depth + 1));
                 }
             }
