@@ -40,8 +40,8 @@ pub(crate) fn info(v: &PinView) -> pb::PinInfo {
         users: r.users,
         decision: r.decision.as_ref().map(decision),
         last_seen_unix_ms: r.last_seen_ms,
-        description: String::new(),
-        reports_differ: false,
+        description: r.description.clone(),
+        reports_differ: r.reports_differ,
     }
 }
 
@@ -62,6 +62,7 @@ pub(crate) fn from_report(p: pb::ToolPinReport) -> ToolPinRecord {
         changes: p.changes,
         first_seen_ms: p.first_seen_unix_ms,
         changed_ms: p.changed_unix_ms,
+        pending_description: p.pending_description,
     }
 }
 
@@ -82,7 +83,7 @@ pub(crate) fn to_report(p: ToolPinRecord) -> pb::ToolPinReport {
         changes: p.changes,
         first_seen_unix_ms: p.first_seen_ms,
         changed_unix_ms: p.changed_ms,
-        pending_description: String::new(),
+        pending_description: p.pending_description,
     }
 }
 

@@ -22,6 +22,8 @@ pub const MAX_NAME: usize = 256;
 pub const MAX_CLIENT: usize = 128;
 /// Longest command line, bytes.
 pub const MAX_COMMAND: usize = 4096;
+/// Longest pending description, bytes (the proxy cuts descriptions to 2 KiB).
+pub const MAX_DESCRIPTION: usize = 2048;
 /// Most `changes` of one pin.
 pub const MAX_CHANGES: usize = 8;
 /// Most rows in one listing.
@@ -108,7 +110,12 @@ pub fn check_tool_pins(pins: &[ToolPinRecord]) -> Result<String, ServiceError> {
             + check_text(&at("client"), &p.client, MAX_CLIENT)?
             + check_text(&at("server_name"), &p.server_name, MAX_NAME)?
             + check_text(&at("command"), &p.command, MAX_COMMAND)?
-            + check_text(&at("tool"), &p.tool, MAX_NAME)?;
+            + check_text(&at("tool"), &p.tool, MAX_NAME)?
+            + check_text(
+                &at("pending_description"),
+                &p.pending_description,
+                MAX_DESCRIPTION,
+            )?;
         // An empty tool name is a server's choice (a string name is a tool): kept, not refused.
         check_digest(&at("server_key"), &p.server_key)?;
         check_digest(&at("digest"), &p.digest)?;
@@ -144,7 +151,8 @@ pub fn check_tool_pins(pins: &[ToolPinRecord]) -> Result<String, ServiceError> {
             p.accepted,
             p.changes,
             p.first_seen_ms,
-            p.changed_ms
+            p.changed_ms,
+            p.pending_description
         ]);
         hash.update(v.to_string().as_bytes());
         hash.update(b"\n");
@@ -383,3 +391,7 @@ impl PinService<'_> {
 #[cfg(test)]
 #[path = "pins_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "pins_review_tests.rs"]
+mod review_tests;

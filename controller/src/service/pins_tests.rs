@@ -8,7 +8,7 @@ use crate::service::agents::{AgentReport, AgentService, Inventory};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{StoredEventRecord, TokenRecord};
 
-fn controller() -> (tempfile::TempDir, Arc<Controller>) {
+pub(super) fn controller() -> (tempfile::TempDir, Arc<Controller>) {
     let dir = tempfile::tempdir().unwrap();
     crate::datadir::init(dir.path(), None).unwrap();
     let data = crate::DataDir::load(dir.path()).unwrap();
@@ -16,7 +16,7 @@ fn controller() -> (tempfile::TempDir, Arc<Controller>) {
     (dir, ctl)
 }
 
-fn caller(name: &str, role: Role, scope: Option<&str>) -> Caller {
+pub(super) fn caller(name: &str, role: Role, scope: Option<&str>) -> Caller {
     Caller {
         name: name.into(),
         role,
@@ -26,7 +26,7 @@ fn caller(name: &str, role: Role, scope: Option<&str>) -> Caller {
 }
 
 /// Enrolls `id` into `tenant` (through the store, as enrollment does) and returns its record.
-fn enrolled(ctl: &Controller, tenant: &str, id: &str) -> AgentRecord {
+pub(super) fn enrolled(ctl: &Controller, tenant: &str, id: &str) -> AgentRecord {
     let t = TokenRecord {
         id: format!("tok-{id}"),
         hash: format!("hash-{id}"),
@@ -55,11 +55,11 @@ fn enrolled(ctl: &Controller, tenant: &str, id: &str) -> AgentRecord {
         .unwrap()
 }
 
-fn digest(c: char) -> String {
+pub(super) fn digest(c: char) -> String {
     std::iter::repeat_n(c, 64).collect()
 }
 
-fn pin(user: &str, tool: &str, d: char) -> ToolPinRecord {
+pub(super) fn pin(user: &str, tool: &str, d: char) -> ToolPinRecord {
     ToolPinRecord {
         user: user.into(),
         client: "claude-desktop".into(),
@@ -74,14 +74,14 @@ fn pin(user: &str, tool: &str, d: char) -> ToolPinRecord {
     }
 }
 
-fn changed(mut p: ToolPinRecord, to: char) -> ToolPinRecord {
+pub(super) fn changed(mut p: ToolPinRecord, to: char) -> ToolPinRecord {
     p.state = "changed".into();
     p.pending_digest = digest(to);
     p.changes = vec!["description".into()];
     p
 }
 
-async fn report(
+pub(super) async fn report(
     ctl: &Controller,
     agent: &AgentRecord,
     pins: Vec<ToolPinRecord>,

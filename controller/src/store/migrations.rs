@@ -231,6 +231,9 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant, server_key, tool, digest)
     ) WITHOUT ROWID;
     CREATE INDEX pin_decisions_time ON pin_decisions (tenant, decided_ms);",
+    // 9: tool integrity: the pending definition's description (cut to 2 KiB), for admins to
+    // read before they accept it.
+    "ALTER TABLE tool_pins ADD COLUMN pending_description TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The migration (1-based) after which existing events get their digest.

@@ -22,6 +22,8 @@ pub struct ToolPinRecord {
     pub changes: Vec<String>,
     pub first_seen_ms: i64,
     pub changed_ms: i64,
+    /// The pending definition's description (untrusted text, at most 2 KiB), else empty.
+    pub pending_description: String,
 }
 
 /// An admin's decision on one tool definition of a tenant.
@@ -60,4 +62,9 @@ pub struct PinRow {
     pub last_seen_ms: i64,
     /// The decision recorded for exactly this definition.
     pub decision: Option<PinDecisionRecord>,
+    /// A pending definition's description as one reporter gave it (empty for pinned rows).
+    pub description: String,
+    /// Reporters disagree about the client, server name, command, pinned digest, changes or
+    /// description: the row shows one reporter's (`changes` is the union of all of them).
+    pub reports_differ: bool,
 }

@@ -3,7 +3,7 @@
 use super::*;
 use crate::store::{PinDecisionRecord, PinRow, PinStore, ToolPinRecord};
 
-const PIN_COLS: &str = "user, client, server_name, server_key, command, tool, digest, state, pending_digest, source, accepted, changes, first_seen_ms, changed_ms";
+const PIN_COLS: &str = "user, client, server_name, server_key, command, tool, digest, state, pending_digest, source, accepted, changes, first_seen_ms, changed_ms, pending_description";
 
 fn changes_from_json(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
@@ -25,6 +25,7 @@ fn pin_row(r: &Row<'_>) -> rusqlite::Result<ToolPinRecord> {
         changes: changes_from_json(&r.get::<_, String>(11)?),
         first_seen_ms: r.get(12)?,
         changed_ms: r.get(13)?,
+        pending_description: r.get(14)?,
     })
 }
 
@@ -45,16 +46,45 @@ fn decision_row(r: &Row<'_>) -> rusqlite::Result<PinDecisionRecord> {
 }
 
 /// Every reported definition as (agent, user, key, tool, digest, pending, pinned, changes,
-/// client, server, command): the pinned digests, then the pending ones. `?1` tenant, `?2` agent
-/// (NULL: all).
+/// client, server, command, description): the pinned digests, then the pending ones. `?1`
+/// tenant, `?2` agent (NULL: all). Pinned and changes and description are NULL for a pinned
+/// digest, so that grouping compares them among the reports of a pending one only.
 const REPORTED: &str = "
-    SELECT agent_id, user, server_key, tool, digest AS d, 0 AS pending, '' AS pinned, '[]' AS changes,
-           client, server_name, command
+    SELECT agent_id, user, server_key, tool, digest AS d, 0 AS pending, NULL AS pinned,
+           NULL AS changes, client, server_name, command, NULL AS description
       FROM tool_pins WHERE tenant = ?1 AND (?2 IS NULL OR agent_id = ?2)
     UNION ALL
     SELECT agent_id, user, server_key, tool, pending_digest, 1, digest, changes,
-           client, server_name, command
+           client, server_name, command, pending_description
       FROM tool_pins WHERE tenant = ?1 AND (?2 IS NULL OR agent_id = ?2) AND pending_digest <> ''";
+
+/// The union of the reporters' `changes` (each a JSON list; `sets` a JSON list of them, NULLs
+/// for pinned reports), in the order of [`CHANGE_ORDER`] then any other; and whether the
+/// reporters' sets differ.
+fn union_changes(sets: &str) -> (Vec<String>, bool) {
+    let lists: Vec<Option<String>> = serde_json::from_str(sets).unwrap_or_default();
+    let mut seen: Vec<std::collections::BTreeSet<String>> = Vec::new();
+    for l in lists.iter().flatten() {
+        let set = changes_from_json(l).into_iter().collect();
+        if !seen.contains(&set) {
+            seen.push(set);
+        }
+    }
+    let all: std::collections::BTreeSet<String> = seen.iter().flatten().cloned().collect();
+    let mut out: Vec<String> = CHANGE_ORDER
+        .iter()
+        .filter(|c| all.contains(**c))
+        .map(|c| (*c).to_owned())
+        .collect();
+    out.extend(
+        all.into_iter()
+            .filter(|c| !CHANGE_ORDER.contains(&c.as_str())),
+    );
+    (out, seen.len() > 1)
+}
+
+/// How changes are listed.
+const CHANGE_ORDER: &[&str] = &["added", "description", "schema", "annotations", "removed"];
 
 impl PinStore for SqliteStore {
     fn record_tool_pins(
@@ -89,7 +119,7 @@ impl PinStore for SqliteStore {
             let mut insert = tx
                 .prepare_cached(&format!(
                     "INSERT INTO tool_pins (agent_id, tenant, {PIN_COLS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
                 ))
                 .map_err(backend)?;
             for p in pins {
@@ -112,7 +142,8 @@ impl PinStore for SqliteStore {
                         p.accepted,
                         changes,
                         p.first_seen_ms,
-                        p.changed_ms
+                        p.changed_ms,
+                        p.pending_description
                     ])
                     .map_err(backend)?;
             }
@@ -153,8 +184,14 @@ impl PinStore for SqliteStore {
             "WITH r AS ({REPORTED}),
              g AS (
                 SELECT r.server_key, r.tool, r.d AS digest, MAX(r.pending) AS pending,
-                       MAX(r.pinned) AS pinned, MAX(r.changes) AS changes, MAX(r.client) AS client,
+                       COALESCE(MAX(r.pinned), '') AS pinned,
+                       json_group_array(DISTINCT r.changes) AS changes,
+                       MAX(r.client) AS client,
                        MAX(r.server_name) AS server_name, MAX(r.command) AS command,
+                       COALESCE(MAX(r.description), '') AS description,
+                       (COUNT(DISTINCT r.client) > 1 OR COUNT(DISTINCT r.server_name) > 1
+                        OR COUNT(DISTINCT r.command) > 1 OR COUNT(DISTINCT r.pinned) > 1
+                        OR COUNT(DISTINCT r.description) > 1) AS differ,
                        COUNT(DISTINCT r.agent_id) AS agents,
                        COUNT(DISTINCT r.agent_id || char(0) || r.user) AS users,
                        COALESCE(MAX(a.last_seen), 0) * 1000 AS last_seen_ms
@@ -165,7 +202,7 @@ impl PinStore for SqliteStore {
              SELECT g.server_key, g.tool, g.digest, g.pending, g.pinned, g.changes, g.client,
                     g.server_name, g.command, g.agents, g.users, g.last_seen_ms,
                     d.tenant, d.accepted, d.decided_by, d.reason, d.decided_ms,
-                    (g.pending = 1 AND d.tenant IS NULL) AS waiting
+                    (g.pending = 1 AND d.tenant IS NULL) AS waiting, g.description, g.differ
                FROM g LEFT JOIN pin_decisions d
                  ON d.tenant = ?1 AND d.server_key = g.server_key AND d.tool = g.tool
                     AND d.digest = g.digest
@@ -192,13 +229,14 @@ impl PinStore for SqliteStore {
                         }),
                         None => None,
                     };
+                    let (changes, changes_differ) = union_changes(&r.get::<_, String>(5)?);
                     Ok(PinRow {
                         server_key: r.get(0)?,
                         tool: r.get(1)?,
                         digest: r.get(2)?,
                         pending: r.get::<_, i64>(3)? != 0,
                         pinned_digest: r.get(4)?,
-                        changes: changes_from_json(&r.get::<_, String>(5)?),
+                        changes,
                         client: r.get(6)?,
                         server_name: r.get(7)?,
                         command: r.get(8)?,
@@ -206,6 +244,8 @@ impl PinStore for SqliteStore {
                         users: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(u32::MAX),
                         last_seen_ms: r.get(11)?,
                         decision,
+                        description: r.get(18)?,
+                        reports_differ: changes_differ || r.get::<_, i64>(19)? != 0,
                     })
                 },
             )
