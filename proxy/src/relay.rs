@@ -118,6 +118,10 @@ pub struct Relay {
     pub server_name: String,
     /// Prefix of the proxy's own request ids and states (unguessable per session).
     pub(super) approval_prefix: String,
+    /// Prefix of the proxy's own requests to the server (its `tools/list` after
+    /// `list_changed`): random, and unrelated to [`Self::approval_prefix`], which the server
+    /// must never learn.
+    pub(super) own_prefix: String,
     /// When set, every tool call is denied with this reason (rule `refused`), whatever the policy.
     refusal: std::sync::OnceLock<String>,
     /// This session's id (sent with approval requests to the agent).
@@ -156,13 +160,11 @@ impl Relay {
         server_name: String,
         session_id: &str,
     ) -> Self {
-        let short: String = session_id
-            .chars()
-            .filter(|c| *c != '-')
-            .rev()
-            .take(12)
-            .collect();
-        let approval_prefix = format!("thoth-approval-{short}-");
+        // Random, not derived from anything the server sees: a server that learned the prefix
+        // could send the client an elicitation under the id of the proxy's next approval and
+        // have the client's answer to it taken as that approval.
+        let approval_prefix = format!("thoth-approval-{:016x}-", random_u64());
+        let own_prefix = format!("thoth-tools-{:016x}-", random_u64());
         let approver = Elicitation::new(approval_prefix.clone(), server_name.clone());
         Relay {
             client,
@@ -170,6 +172,7 @@ impl Relay {
             policy: policy.into(),
             server_name,
             approval_prefix,
+            own_prefix,
             refusal: std::sync::OnceLock::new(),
             session_id: session_id.to_owned(),
             agent: std::sync::OnceLock::new(),
@@ -288,9 +291,18 @@ impl Relay {
                     }
                 }
                 "tools/list" => {
-                    // Every list is read (tool integrity), filtered or not.
-                    if !track(&mut self.state(), id, Pending::ToolsList) {
+                    // Every list is read (tool integrity), filtered or not; a later page may
+                    // only make a tool's treatment stricter.
+                    let later_page = params
+                        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                        .is_some_and(|p| p.get("cursor").is_some_and(|c| !c.is_null()));
+                    let mut st = self.state();
+                    if !track(&mut st, id, Pending::ToolsList) {
+                        drop(st);
                         return self.refuse_busy(id, &method);
+                    }
+                    if later_page {
+                        st.integrity.later_page(message::id_key(id));
                     }
                 }
                 _ => {
@@ -529,6 +541,7 @@ impl Relay {
             );
         } else if action == Action::StepUp {
             let arguments = call.arguments_value();
+            let pin = st.integrity.pin_ref(&tool, &decided.decision);
             let (approvers, remember) = match &policy {
                 PolicyState::Loaded(p) => (
                     p.policy
@@ -557,13 +570,16 @@ impl Relay {
                 timeout: self.policy.get().approval_timeout(),
                 approvers,
                 remember,
-                pin: st.integrity.pin_ref(&tool, &decided.decision),
+                pin: pin.clone(),
                 shown: dlp_args
                     .as_ref()
                     .and_then(|scan| serde_json::from_str(&scan.content).ok()),
             };
             match st.approver.request(req) {
                 Ok(r) => {
+                    if let Some(pin) = pin {
+                        st.integrity.hold(&r.approval_id, pin);
+                    }
                     Arc::make_mut(&mut decided).approval_id = Some(r.approval_id.clone());
                     if r.deadline.is_some() {
                         // Before the timer starts: it ends as soon as it finds no entry.
@@ -695,10 +711,12 @@ impl Relay {
 
     /// Handles one line from the server. Returns the bytes to forward to the client, if any.
     pub fn from_server(&self, line: Vec<u8>) {
-        let (pending, id, result, session_tools) = match message::classify(&line) {
+        let (pending, id, result, session_tools, first_page) = match message::classify(&line) {
             Ok(Message::Response { id, result, .. }) => {
                 let mut st = self.state();
-                let pending = st.pending.remove(&message::id_key(id));
+                let key = message::id_key(id);
+                let pending = st.pending.remove(&key);
+                let first_page = !st.integrity.was_later_page(&key);
                 let session_tools = st.tools_snapshot.clone();
                 let id = match pending {
                     Some(Pending::ToolCall {
@@ -715,7 +733,16 @@ impl Relay {
                     Some(Pending::Cancelled { .. }) => id.get().to_owned(),
                     _ => String::new(),
                 };
-                (pending, id, result.is_some(), session_tools)
+                (pending, id, result.is_some(), session_tools, first_page)
+            }
+            Ok(Message::Request { id, method, .. }) if self.ours(id) => {
+                // The client would answer it under an id the proxy reads as its own (an
+                // approval): never relayed.
+                tracing::warn!(
+                    method = %method,
+                    "the MCP server sent a request under an id of the proxy's own; dropped"
+                );
+                return;
             }
             Ok(m) => {
                 let changed = matches!(m, Message::Notification { ref method, .. }
@@ -736,7 +763,7 @@ impl Relay {
             }
         };
         match pending {
-            Some(Pending::ToolsList) if result => self.reply(&self.tools_listed(line)),
+            Some(Pending::ToolsList) if result => self.reply(&self.tools_listed(line, first_page)),
             Some(Pending::OwnToolsList) => self.own_tools_listed(line, result),
             Some(Pending::ToolCall {
                 tool,
@@ -752,7 +779,7 @@ impl Relay {
                         format!("{}; {ANSWERED_AFTER_CANCEL}", late.decision.reason);
                     self.answer_forwarded((id, tool, Arc::new(late), started), line, None);
                 } else if list && result {
-                    self.reply(&self.tools_listed(line));
+                    self.reply(&self.tools_listed(line, false));
                 } else {
                     self.reply(&line);
                 }
@@ -823,6 +850,13 @@ impl Relay {
             Pending::Cancelled { until, .. } => *until > now,
             _ => true,
         }) || st.approver.holds(&key)
+    }
+
+    /// Whether a request id is under one of the proxy's own prefixes.
+    fn ours(&self, id: &RawValue) -> bool {
+        // Decoded, so an id written with escapes is read as the client would read it.
+        serde_json::from_str::<String>(id.get())
+            .is_ok_and(|s| s.starts_with(&self.approval_prefix) || s.starts_with(&self.own_prefix))
     }
 
     /// Requests refused (a call denied) because too many were pending.
@@ -1003,14 +1037,17 @@ impl Relay {
         let now = Instant::now();
         let at = SystemTime::now();
         let call = s.call;
+        let held_pin = st.integrity.released(&s.approval_id);
         if s.outcome == Outcome::Approved {
             let d = Decision {
                 out_of_scope: false,
                 ..call.decided.decision.clone()
             };
             st.session.record(&call.tool, &d, true, now);
-            if call.decided.decision.rule == "on_tool_change" {
-                st.integrity.approve(&call.tool);
+            // Exactly the definition the human was asked about (a server may have listed
+            // another one meanwhile).
+            if let Some(pin) = &held_pin {
+                st.integrity.approve(&pin.tool, &pin.digest);
             }
             track(
                 &mut st,
@@ -1144,6 +1181,11 @@ pub(super) fn refresh_snapshot(st: &mut State) -> Arc<Vec<String>> {
         st.tools_snapshot = Arc::new(st.session.tools_called().map(str::to_owned).collect());
     }
     st.tools_snapshot.clone()
+}
+
+/// A random `u64` from the OS.
+pub(crate) fn random_u64() -> u64 {
+    rand_core::RngCore::next_u64(&mut rand_core::OsRng)
 }
 
 fn fail_closed(why: &str) -> Decision {

@@ -27,7 +27,7 @@ impl Relay {
     /// A `tools/list` result from the server: checked, then filtered for the client (hidden
     /// tools, and the policy's own `hide_unapproved`). Re-serialized only when a tool is left
     /// out.
-    pub(crate) fn tools_listed(&self, line: Vec<u8>) -> Vec<u8> {
+    pub(crate) fn tools_listed(&self, line: Vec<u8>, relax: bool) -> Vec<u8> {
         let mut msg = match serde_json::from_slice::<Value>(&line) {
             Ok(msg) => msg,
             // Valid JSON-RPC (classified) that cannot be read whole (nested too deep): its tools
@@ -41,7 +41,7 @@ impl Relay {
         else {
             return line;
         };
-        let hidden = self.check_tools(tools, complete);
+        let hidden = self.check_tools(tools, complete, relax);
         let policy = self.policy.get();
         let filters = policy.filters_tools();
         let before = tools.len();
@@ -89,7 +89,7 @@ impl Relay {
 
     /// Reads a list's tools, updates each one's treatment and raises the events; returns the
     /// names of the tools to hide.
-    fn check_tools(&self, tools: &[Value], complete: bool) -> HashSet<String> {
+    fn check_tools(&self, tools: &[Value], complete: bool, relax: bool) -> HashSet<String> {
         let policy = self.policy.get();
         let (integrity, version) = match &policy {
             PolicyState::Loaded(p) => (p.policy.integrity(&p.server), p.version.clone()),
@@ -115,8 +115,9 @@ impl Relay {
             let Some(o) = verdict::observe(t) else {
                 continue;
             };
-            if o.digest.name.len() > MAX_NAME {
-                // No client needs it, and no event could name it: never listed.
+            if o.digest.name.len() > MAX_NAME || o.digest.name.chars().any(char::is_control) {
+                // No client needs it, no event could name it, and the agent would refuse the
+                // whole list for it (control characters): never listed.
                 too_long.insert(o.digest.name);
                 continue;
             }
@@ -213,10 +214,15 @@ impl Relay {
                 let base = b.unwrap_or(own);
                 let approved = book.approved(&o.digest.name, &o.digest.digest);
                 let (status, found) = verdict::judge(&key, o, &base, &integrity, approved);
-                if matches!(status.treatment, Treatment::Hidden { .. }) {
+                let now_hidden = matches!(status.treatment, Treatment::Hidden { .. });
+                book.set(&o.digest.name, status, relax);
+                // What the book holds now decides (a later page cannot show a held tool).
+                let held = book
+                    .status(&o.digest.name)
+                    .is_some_and(|s| matches!(s.treatment, Treatment::Hidden { .. }));
+                if now_hidden || held {
                     hidden.insert(o.digest.name.clone());
                 }
-                book.set(&o.digest.name, status);
                 for r in found {
                     if book.first_time(r.kind, &r.tool, &r.digest) {
                         raises.push(r);
@@ -267,7 +273,7 @@ impl Relay {
                 return;
             }
             st.integrity.own_lists += 1;
-            let id = format!("{}tools-{}", self.approval_prefix, st.integrity.own_lists);
+            let id = format!("{}{}", self.own_prefix, st.integrity.own_lists);
             let text = Value::String(id.clone()).to_string();
             let Ok(raw) = RawValue::from_string(text) else {
                 return;
@@ -320,7 +326,7 @@ impl Relay {
     /// The answer to the proxy's own `tools/list`: checked, not sent to the client.
     pub(crate) fn own_tools_listed(&self, line: Vec<u8>, result: bool) {
         if result {
-            let _ = self.tools_listed(line);
+            let _ = self.tools_listed(line, false);
         }
         let again = {
             let mut st = self.state();

@@ -56,7 +56,14 @@ impl Elicitation {
 
     fn next_id(&mut self) -> String {
         self.next += 1;
-        format!("{}{}", self.prefix, self.next)
+        // The counter keeps ids unique, the random part unguessable even to one who saw an
+        // earlier id.
+        format!(
+            "{}{}-{:08x}",
+            self.prefix,
+            self.next,
+            rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+        )
     }
 
     fn settle_parked(&mut self, approval_id: &str, outcome: Outcome) -> Option<Settled> {

@@ -37,6 +37,11 @@ pub struct Book {
     pub own_lists: u64,
     /// The agent could not be asked (logged once).
     pub fallback_logged: bool,
+    /// `tools/list` requests with a cursor (later pages), by id key, until answered.
+    later_pages: HashSet<String>,
+    /// Approvals pending for a tool held because its definition changed: the definition asked
+    /// about, by approval id.
+    held: HashMap<String, PinRef>,
     /// A list had more tools than the book keeps (logged once).
     pub overflow_logged: bool,
 }
@@ -92,31 +97,75 @@ impl Book {
         gone
     }
 
+    /// A `tools/list` request with a cursor is pending under `key` (bounded: past
+    /// [`MAX_TOOLS`] remembered, a page counts as a first page, which the client itself asked
+    /// for that way).
+    pub fn later_page(&mut self, key: String) {
+        if self.later_pages.len() < MAX_TOOLS {
+            self.later_pages.insert(key);
+        }
+    }
+
+    /// Whether the answered request under `key` asked for a later page (forgets it).
+    pub fn was_later_page(&mut self, key: &str) -> bool {
+        self.later_pages.remove(key)
+    }
+
+    /// An approval was asked for the definition `pin` (bounded like the approvals themselves).
+    pub fn hold(&mut self, approval_id: &str, pin: PinRef) {
+        if self.held.len() < MAX_TOOLS {
+            self.held.insert(approval_id.to_owned(), pin);
+        }
+    }
+
+    /// The approval ended: the definition it was asked about, if it was one.
+    pub fn released(&mut self, approval_id: &str) -> Option<PinRef> {
+        self.held.remove(approval_id)
+    }
+
     /// Whether `tool` at `digest` was approved by a human in this session.
     pub fn approved(&self, tool: &str, digest: &str) -> bool {
         self.approved
             .contains(&(tool.to_owned(), digest.to_owned()))
     }
 
-    /// A human approved a call to `tool` held because its definition changed: its current
-    /// definition is accepted for this session.
-    pub fn approve(&mut self, tool: &str) {
-        if let Some(s) = self.status.get_mut(tool) {
-            if matches!(s.treatment, Treatment::StepUp { .. }) {
-                s.treatment = Treatment::Visible;
-            }
-            if self.approved.len() < MAX_TOOLS {
-                self.approved.insert((tool.to_owned(), s.digest.clone()));
-            }
+    /// A human approved a call to `tool` held because its definition `digest` changed: that
+    /// definition is accepted for this session (and the tool released, if it is still the one
+    /// listed).
+    pub fn approve(&mut self, tool: &str, digest: &str) {
+        if self.approved.len() < MAX_TOOLS {
+            self.approved.insert((tool.to_owned(), digest.to_owned()));
+        }
+        if let Some(s) = self.status.get_mut(tool)
+            && s.digest == digest
+            && matches!(s.treatment, Treatment::StepUp { .. })
+        {
+            s.treatment = Treatment::Visible;
         }
     }
 
     /// Records a tool's status; `false` when the book is full (the tool stays unknown).
-    pub fn set(&mut self, tool: &str, status: ToolStatus) -> bool {
+    /// `relax`: the list was shown to the client and asked from its first page, so it may make
+    /// the treatment milder; any other list (the proxy's own, a later page) only makes it
+    /// stricter, so a definition the client never saw, or saw next to another one of the same
+    /// name, cannot release a held tool.
+    pub fn set(&mut self, tool: &str, status: ToolStatus, relax: bool) -> bool {
         if self.status.len() >= MAX_TOOLS && !self.status.contains_key(tool) {
             return false;
         }
-        self.status.insert(tool.to_owned(), status);
+        match self.status.get_mut(tool) {
+            Some(old) if !relax => {
+                if rank(&status.treatment) > rank(&old.treatment) {
+                    *old = status;
+                } else if old.digest != status.digest {
+                    // Two definitions in play: no annotation of either is trusted.
+                    old.hints = None;
+                }
+            }
+            _ => {
+                self.status.insert(tool.to_owned(), status);
+            }
+        }
         true
     }
 
@@ -182,6 +231,15 @@ impl Book {
             tool: tool.to_owned(),
             digest: s.digest.clone(),
         })
+    }
+}
+
+/// How strict a treatment is.
+fn rank(t: &Treatment) -> u8 {
+    match t {
+        Treatment::Visible => 0,
+        Treatment::StepUp { .. } => 1,
+        Treatment::Hidden { .. } => 2,
     }
 }
 
