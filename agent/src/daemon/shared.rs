@@ -565,9 +565,9 @@ impl super::approval::Daemon for Shared {
         lock(&self.channel).clone()
     }
 
-    fn accept_pin(&self, uid: u32, pin: &thoth_proto::fleet::PinRef, by_admin: bool) {
-        if self.pins.approved(uid, pin, by_admin) {
-            tracing::info!(uid, tool = %pin.tool, by_admin, "an approval accepted a changed tool definition");
+    fn accept_pin(&self, uid: u32, server_name: &str, pin: &thoth_proto::fleet::PinRef) {
+        if self.pins.approved(uid, server_name, pin) {
+            tracing::info!(uid, tool = %pin.tool, "an approval let the user use a changed tool definition");
             self.pins.flush_soon();
         }
     }

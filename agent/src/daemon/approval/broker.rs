@@ -639,12 +639,14 @@ impl Broker {
             }
             d
         });
-        // An approval of a call held because its tool changed accepts that definition for the
-        // user, before the held call goes on (its next list check sees it).
+        // An approval of a call held because its tool changed lets the user use that definition
+        // (never admin-accepted, whoever approved), before the held call goes on (its next list
+        // check sees it).
         if o.approved
             && let Some(pin) = &p.req.pin
         {
-            self.evidence.pin_approved(p.key.uid, pin, &o.channel);
+            self.evidence
+                .pin_approved(p.key.uid, &p.req.server_name, pin, &o.channel);
         }
         p.cancel.cancel();
         if p.admin_submitted && o.channel != "admin" && o.decision != "expired" {

@@ -31,9 +31,10 @@ impl AdminChannel for NoAdminChannel {
 pub trait Evidence: Send + Sync {
     /// Records one event about `req` (its user, session, server, tool and client name).
     fn record(&self, event_type: EventType, req: &pb::ApprovalRequest, detail: Value);
-    /// A request that names a tool definition (`pin`: held because the tool changed) was
-    /// approved for `uid` on `channel` ("user", "admin"): that definition is accepted for them.
-    fn pin_approved(&self, _uid: u32, _pin: &pb::PinRef, _channel: &str) {}
+    /// A request to `server_name` that names a tool definition (`pin`: held because the tool
+    /// changed) was approved for `uid` on `channel` ("user", "admin"): that user may use that
+    /// definition (`user_approval`; an approval never makes it admin-accepted).
+    fn pin_approved(&self, _uid: u32, _server_name: &str, _pin: &pb::PinRef, _channel: &str) {}
 }
 
 /// Evidence dropped (tests, or before the agent's spool is open).

@@ -51,9 +51,9 @@ impl Evidence for DaemonEvidence {
         }
     }
 
-    fn pin_approved(&self, uid: u32, pin: &pb::PinRef, channel: &str) {
+    fn pin_approved(&self, uid: u32, server_name: &str, pin: &pb::PinRef, _channel: &str) {
         if let Some(sh) = self.0.upgrade() {
-            sh.accept_pin(uid, pin, channel == "admin");
+            sh.accept_pin(uid, server_name, pin);
         }
     }
 }

@@ -111,7 +111,7 @@ pub(super) fn sanitize(
     let remember = Remember::parse(&req.remember).unwrap_or(Remember::Once);
     let approvers = channels_of(&req.approvers);
     let requested = unix_ms(now);
-    let pin = clean_pin(req.pin.as_ref(), &req.tool_name);
+    let pin = clean_pin(req.pin.as_ref(), &req.server_name, &req.tool_name);
     let out = pb::ApprovalRequest {
         approval_id: uuid::Uuid::now_v7().to_string(),
         session_id: clean(&req.session_id, MAX_NAME, false),
@@ -136,14 +136,16 @@ pub(super) fn sanitize(
 }
 
 /// The definition a request names (held because its tool changed), kept only when it is well
-/// formed: hex SHA-256 server key and digest, and the very tool called (name unchanged by
-/// cleaning, at most [`MAX_NAME`] bytes).
-fn clean_pin(pin: Option<&pb::PinRef>, tool: &str) -> Option<pb::PinRef> {
+/// formed: hex SHA-256 server key and digest, the very tool called, and tool and server names
+/// unchanged by cleaning (at most [`MAX_NAME`] bytes), so that on approval the agent can check
+/// the key is the request's server's (`PinBook::approved`).
+fn clean_pin(pin: Option<&pb::PinRef>, server: &str, tool: &str) -> Option<pb::PinRef> {
     let p = pin?;
     let ok = thoth_proto::pins::is_digest(&p.server_key)
         && thoth_proto::pins::is_digest(&p.digest)
         && p.tool == tool
-        && clean(&p.tool, MAX_NAME, false) == p.tool;
+        && clean(&p.tool, MAX_NAME, false) == p.tool
+        && clean(server, MAX_NAME, false) == server;
     ok.then(|| p.clone())
 }
 

@@ -17,8 +17,9 @@ pub trait Daemon: Send + Sync + 'static {
     fn record_approval(&self, event_type: EventType, req: &pb::ApprovalRequest, detail: Value);
     /// The agent's current connection to its controller, if it has one now.
     fn controller_channel(&self) -> Option<tonic::transport::Channel>;
-    /// An approval accepts the tool definition `pin` for `uid` (`by_admin`: an admin decided).
-    fn accept_pin(&self, _uid: u32, _pin: &pb::PinRef, _by_admin: bool) {}
+    /// An approval (on any channel) lets `uid` use the tool definition `pin` of the request's
+    /// server `server_name` (never accepts it for trust: only an admin's pin decision does).
+    fn accept_pin(&self, _uid: u32, _server_name: &str, _pin: &pb::PinRef) {}
 }
 
 /// What the user channel shows. Every string is already length-limited by the broker; the

@@ -18,11 +18,11 @@ struct Seen(Mutex<Vec<(u32, pb::PinRef, String)>>);
 
 impl Evidence for Arc<Seen> {
     fn record(&self, _: EventType, _: &pb::ApprovalRequest, _: Value) {}
-    fn pin_approved(&self, uid: u32, pin: &pb::PinRef, channel: &str) {
+    fn pin_approved(&self, uid: u32, server_name: &str, pin: &pb::PinRef, channel: &str) {
         self.0
             .lock()
             .unwrap()
-            .push((uid, pin.clone(), channel.to_owned()));
+            .push((uid, pin.clone(), format!("{server_name}/{channel}")));
     }
 }
 
@@ -82,7 +82,7 @@ async fn an_approved_call_accepts_the_definition_it_names_for_its_caller_only() 
     assert!(d.approved, "{d:?}");
     assert_eq!(
         seen.0.lock().unwrap().clone(),
-        vec![(1001, pin("read_file"), "user".to_owned())]
+        vec![(1001, pin("read_file"), "fs/user".to_owned())]
     );
     // A pin naming another tool, or not a digest, is dropped: nothing is accepted.
     let d = broker
@@ -97,6 +97,12 @@ async fn an_approved_call_accepts_the_definition_it_names_for_its_caller_only() 
     let d = broker
         .request(caller.clone(), request("{\"a\":3}", Some(bad)))
         .await;
+    assert!(d.approved);
+    // A server name the broker would have to clean: the agent could not check the key is that
+    // server's, so the pin is dropped.
+    let mut odd = request("{\"a\":6}", Some(pin("read_file")));
+    odd.server_name = "fs\u{202E}".into();
+    let d = broker.request(caller.clone(), odd).await;
     assert!(d.approved);
     // No pin: nothing to accept.
     broker

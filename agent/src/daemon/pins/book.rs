@@ -246,62 +246,30 @@ impl PinBook {
         }
     }
 
-    /// A held call's approval accepts the definition it names for `uid` (source
-    /// `user_approval`, or `admin` when an admin decided it): only the definition this user's
-    /// store holds as pending for that tool, and never one an admin rejected. Whether it was
-    /// accepted. In memory: the user's file is written by [`PinBook::flush`].
-    pub fn approved(&self, uid: u32, pin: &pb::PinRef, by_admin: bool) -> bool {
+    /// A held call's approval (by the user or an admin: either approved a call, nobody
+    /// reviewed the definition) lets `uid` use the definition it names: it becomes that user's
+    /// pin with source `user_approval`, never accepted (its annotations stay untrusted; only an
+    /// admin's [`PinBook::decide`] accepts). Applied only when this user's store has
+    /// `pin.server_key` for a server named `server_name` (the request's) and holds exactly
+    /// `pin.digest` as that tool's pending or added definition, not rejected by an admin; else
+    /// ignored (logged). Whether it applied. In memory: written by [`PinBook::flush`].
+    pub fn approved(&self, uid: u32, server_name: &str, pin: &pb::PinRef) -> bool {
         let mut inner = self.inner();
         let inner = &mut *inner;
-        if inner.decisions.get(&pin.server_key, &pin.tool, &pin.digest) == Some(false) {
-            return false;
-        }
-        let Some(entry) = inner
-            .users
-            .get_mut(&uid)
-            .and_then(|s| s.servers.get_mut(&pin.server_key))
-        else {
-            return false;
-        };
-        let source = if by_admin {
-            Source::Admin
-        } else {
-            Source::UserApproval
-        };
-        let done = if let Some(t) = entry.tools.get_mut(&pin.tool) {
-            match t.pending.take_if(|p| p.digest == pin.digest && !p.rejected) {
-                Some(p) => {
-                    t.digest = p.digest;
-                    t.parts = p.parts;
-                    t.source = source;
-                    t.accepted = by_admin;
-                    true
-                }
-                None => false,
-            }
-        } else if entry
-            .added
-            .get(&pin.tool)
-            .is_some_and(|p| p.digest == pin.digest && !p.rejected)
-            && let Some(p) = entry.added.remove(&pin.tool)
-        {
-            entry.tools.insert(
-                pin.tool.clone(),
-                ToolPin {
-                    digest: p.digest,
-                    parts: p.parts,
-                    source,
-                    accepted: by_admin,
-                    first_seen_ms: now_ms(),
-                    pending: None,
-                },
-            );
-            true
-        } else {
-            false
-        };
+        let rejected = inner.decisions.get(&pin.server_key, &pin.tool, &pin.digest) == Some(false);
+        let done = !rejected
+            && inner
+                .users
+                .get_mut(&uid)
+                .is_some_and(|s| apply_approval(s, server_name, pin, now_ms()));
         if done {
             inner.dirty.insert(uid);
+        } else {
+            tracing::info!(
+                uid,
+                "an approval names a tool definition this user's store does not hold as pending \
+                 for that server (or an admin rejected it): the definition is left as it was"
+            );
         }
         done
     }
@@ -336,4 +304,48 @@ impl PinBook {
     pub fn decisions(&self) -> usize {
         self.inner().decisions.len()
     }
+}
+
+/// [`PinBook::approved`] on one user's store.
+fn apply_approval(store: &mut UserStore, server_name: &str, pin: &pb::PinRef, now: i64) -> bool {
+    let Some(entry) = store.servers.get_mut(&pin.server_key) else {
+        return false;
+    };
+    if entry.name != server_name {
+        return false;
+    }
+    if let Some(t) = entry.tools.get_mut(&pin.tool) {
+        return match t.pending.take_if(|p| p.digest == pin.digest && !p.rejected) {
+            Some(p) => {
+                t.digest = p.digest;
+                t.parts = p.parts;
+                t.source = Source::UserApproval;
+                t.accepted = false;
+                true
+            }
+            None => false,
+        };
+    }
+    if !entry
+        .added
+        .get(&pin.tool)
+        .is_some_and(|p| p.digest == pin.digest && !p.rejected)
+    {
+        return false;
+    }
+    let Some(p) = entry.added.remove(&pin.tool) else {
+        return false;
+    };
+    entry.tools.insert(
+        pin.tool.clone(),
+        ToolPin {
+            digest: p.digest,
+            parts: p.parts,
+            source: Source::UserApproval,
+            accepted: false,
+            first_seen_ms: now,
+            pending: None,
+        },
+    );
+    true
 }

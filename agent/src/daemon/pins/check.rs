@@ -2,6 +2,12 @@
 //! time pinned as, the definitions kept for the calling OS user. The request is bounded
 //! ([`validate`]); the server's identity is computed here from its fields, never taken from the
 //! proxy.
+//!
+//! A server's store is bounded ([`MAX_SERVER_BYTES`]): a tool that no longer fits is not
+//! pinned and is answered "added" (first_report set, as it is not remembered), even in the
+//! server's first list, so `on_tool_change` applies to it; a change that no longer fits is
+//! answered "changed" but not kept (a pending one kept before stays), its description dropped
+//! first.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +15,10 @@ use thoth_proto::fleet as pb;
 use thoth_proto::pins::{changes, is_digest, server_key};
 
 use super::decisions::Decisions;
-use super::store::{MAX_TOOLS, Parts, Pending, ServerEntry, Source, ToolPin, UserStore};
+use super::store::{
+    DEFINITION_BYTES, MAX_DESCRIPTION, MAX_SERVER_BYTES, MAX_TOOLS, Parts, Pending, ServerEntry,
+    Source, ToolPin, UserStore, cut,
+};
 
 /// Most tools in one list.
 pub const MAX_LIST_TOOLS: usize = 4096;
@@ -60,6 +69,13 @@ pub fn validate(req: &pb::ToolListCheck) -> Result<(), String> {
                 "tool {i}'s name is over the limit of {MAX_TOOL_NAME} bytes"
             ));
         }
+        // Reported escaped, such a name would never match the admins' decisions: never pinned.
+        if let Some(c) = t.name.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "tool {i}'s name holds the control character U+{:04X}",
+                c as u32
+            ));
+        }
         if ![
             &t.digest,
             &t.description_sha256,
@@ -94,6 +110,43 @@ fn parts(t: &pb::ToolDefinition) -> Parts {
         description: t.description_sha256.clone(),
         schema: t.schema_sha256.clone(),
         annotations: t.annotations_sha256.clone(),
+    }
+}
+
+/// A definition seen, waiting for a decision (its description cut to [`MAX_DESCRIPTION`]).
+fn pending(t: &pb::ToolDefinition, changes: Vec<String>, now_ms: i64, rejected: bool) -> Pending {
+    Pending {
+        digest: t.digest.clone(),
+        parts: parts(t),
+        changes,
+        seen_ms: now_ms,
+        rejected,
+        description: cut(&t.description, MAX_DESCRIPTION),
+    }
+}
+
+/// The bytes a server keeps, against [`MAX_SERVER_BYTES`].
+struct Budget(usize);
+
+impl Budget {
+    /// Takes `new` bytes in place of `old`; false (nothing taken) when that does not fit.
+    fn take(&mut self, new: usize, old: usize) -> bool {
+        let after = self.0.saturating_sub(old).saturating_add(new);
+        if new > old && after > MAX_SERVER_BYTES {
+            return false;
+        }
+        self.0 = after;
+        true
+    }
+
+    /// `p` in place of a kept one of `old` bytes (`extra`: what its tool counts for beyond
+    /// it), its description dropped when only that does not fit; `None` when it does not fit.
+    fn fit(&mut self, mut p: Pending, extra: usize, old: usize) -> Option<Pending> {
+        if self.take(extra + p.bytes(), old) {
+            return Some(p);
+        }
+        p.description.clear();
+        self.take(extra + p.bytes(), old).then_some(p)
     }
 }
 
@@ -154,6 +207,7 @@ pub fn check(
         return out;
     };
     entry.last_seen_ms = now_ms;
+    let mut budget = Budget(entry.bytes());
     let mut seen = BTreeSet::new();
     for t in &req.tools {
         if !seen.insert(t.name.as_str()) {
@@ -161,9 +215,9 @@ pub fn check(
         }
         let decision = decisions.get(&key, &t.name, &t.digest);
         let (v, dirty) = match entry.tools.get_mut(&t.name) {
-            Some(pin) => pinned_tool(pin, t, decision, now_ms),
-            None if !known => new_tool(entry, t, decision, now_ms),
-            None => added_tool(entry, t, decision, now_ms),
+            Some(pin) => pinned_tool(pin, t, decision, now_ms, &mut budget),
+            None if !known => new_tool(entry, t, decision, now_ms, &mut budget),
+            None => added_tool(entry, t, decision, now_ms, &mut budget),
         };
         out.dirty |= dirty;
         out.verdict.tools.push(pb::ToolVerdict {
@@ -191,7 +245,9 @@ fn pinned_tool(
     t: &pb::ToolDefinition,
     decision: Option<bool>,
     now_ms: i64,
+    budget: &mut Budget,
 ) -> (pb::ToolVerdict, bool) {
+    let old = pin.pending.as_ref().map_or(0, Pending::bytes);
     let rejected = decision == Some(false)
         || (decision.is_none()
             && pin
@@ -214,18 +270,17 @@ fn pinned_tool(
             .pending
             .as_ref()
             .is_none_or(|p| p.digest != t.digest || !p.rejected);
-        if first {
-            pin.pending = Some(Pending {
-                digest: t.digest.clone(),
-                parts: parts(t),
-                changes: what.clone(),
-                seen_ms: now_ms,
-                rejected: true,
-            });
-            if pin.digest == t.digest {
-                pin.accepted = false;
-            }
+        if first && pin.digest == t.digest {
+            pin.accepted = false;
         }
+        let kept = first && {
+            let p = budget.fit(pending(t, what.clone(), now_ms, true), 0, old);
+            let kept = p.is_some();
+            if kept {
+                pin.pending = p;
+            }
+            kept
+        };
         let v = pb::ToolVerdict {
             pinned_digest: pin.digest.clone(),
             pin_source: pin.source.as_str().to_owned(),
@@ -233,12 +288,13 @@ fn pinned_tool(
             first_report: first,
             ..verdict("", "rejected")
         };
-        return (v, first);
+        return (v, kept || (first && pin.digest == t.digest));
     }
     if decision == Some(true) {
         // An admin accepted exactly this definition (perhaps before it was seen).
         let dirty = pin.digest != t.digest || !pin.accepted || pin.source != Source::Admin;
         if dirty {
+            budget.take(0, old);
             *pin = ToolPin {
                 first_seen_ms: pin.first_seen_ms,
                 ..admin_pin(t, now_ms)
@@ -250,15 +306,14 @@ fn pinned_tool(
         return (same(pin), false);
     }
     let first = pin.pending.as_ref().is_none_or(|p| p.digest != t.digest);
-    if first {
-        pin.pending = Some(Pending {
-            digest: t.digest.clone(),
-            parts: parts(t),
-            changes: what.clone(),
-            seen_ms: now_ms,
-            rejected: false,
-        });
-    }
+    let kept = first && {
+        let p = budget.fit(pending(t, what.clone(), now_ms, false), 0, old);
+        let kept = p.is_some();
+        if kept {
+            pin.pending = p;
+        }
+        kept
+    };
     let v = pb::ToolVerdict {
         pinned_digest: pin.digest.clone(),
         pin_source: pin.source.as_str().to_owned(),
@@ -266,25 +321,32 @@ fn pinned_tool(
         first_report: first,
         ..verdict("", "changed")
     };
-    (v, first)
+    (v, kept)
 }
 
-/// A tool of a server's first list.
+/// A tool of a server's first list (past the server's bounds: an added tool, not pinned).
 fn new_tool(
     entry: &mut ServerEntry,
     t: &pb::ToolDefinition,
     decision: Option<bool>,
     now_ms: i64,
+    budget: &mut Budget,
 ) -> (pb::ToolVerdict, bool) {
+    if decision == Some(false)
+        || entry.len() >= MAX_TOOLS
+        || !budget.take(t.name.len() + DEFINITION_BYTES, 0)
+    {
+        return added_tool(entry, t, decision, now_ms, budget);
+    }
     match decision {
-        Some(false) => added_tool(entry, t, decision, now_ms),
         Some(true) => {
             let pin = admin_pin(t, now_ms);
             let v = same(&pin);
             entry.tools.insert(t.name.clone(), pin);
             (v, true)
         }
-        None => {
+        // Not rejected (above).
+        _ => {
             entry.tools.insert(
                 t.name.clone(),
                 ToolPin {
@@ -306,40 +368,44 @@ fn new_tool(
     }
 }
 
-/// A tool a pinned server did not offer before (not pinned until a decision).
+/// A tool a pinned server did not offer before (not pinned until a decision; not kept past
+/// the server's bounds).
 fn added_tool(
     entry: &mut ServerEntry,
     t: &pb::ToolDefinition,
     decision: Option<bool>,
     now_ms: i64,
+    budget: &mut Budget,
 ) -> (pb::ToolVerdict, bool) {
+    let name = t.name.len();
+    let old = entry.added.get(&t.name);
+    let old_bytes = old.map_or(0, |p| name + p.bytes());
     if decision == Some(true) {
-        entry.added.remove(&t.name);
+        // An admin accepted it: the verdict says so whether or not it fits (the decision is
+        // consulted on every check).
         let pin = admin_pin(t, now_ms);
         let v = same(&pin);
-        entry.tools.insert(t.name.clone(), pin);
+        if budget.take(name + DEFINITION_BYTES, old_bytes) {
+            entry.added.remove(&t.name);
+            entry.tools.insert(t.name.clone(), pin);
+        }
         return (v, true);
     }
-    let old = entry.added.get(&t.name);
     let rejected = decision == Some(false)
         || (decision.is_none() && old.is_some_and(|p| p.rejected && p.digest == t.digest));
     let first = old.is_none_or(|p| p.digest != t.digest || p.rejected != rejected);
+    let mut kept = false;
     if first && (old.is_some() || entry.len() < MAX_TOOLS) {
-        entry.added.insert(
-            t.name.clone(),
-            Pending {
-                digest: t.digest.clone(),
-                parts: parts(t),
-                changes: vec!["added".to_owned()],
-                seen_ms: now_ms,
-                rejected,
-            },
-        );
+        let p = pending(t, vec!["added".to_owned()], now_ms, rejected);
+        if let Some(p) = budget.fit(p, name, old_bytes) {
+            entry.added.insert(t.name.clone(), p);
+            kept = true;
+        }
     }
     let state = if rejected { "rejected" } else { "added" };
     let v = pb::ToolVerdict {
         first_report: first,
         ..verdict("", state)
     };
-    (v, first)
+    (v, kept)
 }

@@ -225,6 +225,7 @@ pub fn apply(store: &mut UserStore, d: &pb::PinDecision, now_ms: i64) -> bool {
             changes: Vec::new(),
             seen_ms: now_ms,
             rejected: true,
+            description: String::new(),
         });
         return changed;
     }

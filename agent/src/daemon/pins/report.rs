@@ -19,6 +19,8 @@ pub const MAX_NAME: usize = 256;
 pub const MAX_CLIENT: usize = 32;
 /// Longest command line.
 pub const MAX_COMMAND: usize = 4096;
+/// Longest description of a pending definition, escaped (the controller's limit).
+pub const MAX_DESCRIPTION: usize = 2048;
 
 /// The entries for `stores` (by uid; `name_of` gives a uid's user name), with how many were
 /// left out over the bounds.
@@ -58,7 +60,9 @@ pub fn reports(
                     changes: pending.map(|p| p.changes.clone()).unwrap_or_default(),
                     first_seen_unix_ms: pin.first_seen_ms,
                     changed_unix_ms: pending.map_or(0, |p| p.seen_ms),
-                    pending_description: String::new(),
+                    pending_description: pending
+                        .map(|p| clean(&p.description, MAX_DESCRIPTION))
+                        .unwrap_or_default(),
                 };
                 let size = r.user.len()
                     + r.client.len()
@@ -68,6 +72,7 @@ pub fn reports(
                     + r.tool.len()
                     + r.digest.len()
                     + r.pending_digest.len()
+                    + r.pending_description.len()
                     + 64;
                 if out.len() < MAX_REPORTS && bytes + size <= MAX_REPORT_BYTES {
                     bytes += size;

@@ -3,8 +3,13 @@
 //! by the agent), the server's name, client and command line, and per tool the definition in
 //! force with where it came from, plus the newer definition seen, waiting for a decision.
 //!
-//! Bounded: [`MAX_SERVERS`] servers per user (the least recently seen evicted),
-//! [`MAX_TOOLS`] tools per server (pinned and added together), [`MAX_FILE_BYTES`] per file.
+//! Bounded: [`MAX_SERVERS`] servers per user (the least recently seen evicted, those holding an
+//! admin-accepted pin last), [`MAX_TOOLS`] tools per server (pinned and added together),
+//! [`MAX_SERVER_BYTES`] of names, digests and descriptions per server (see
+//! [`ServerEntry::bytes`]: past it a server's further tools are not pinned and its further
+//! changes not kept, so one server cannot crowd out the others), [`MAX_FILE_BYTES`] per file
+//! (over it, only servers holding no admin-accepted pin are evicted, see
+//! [`UserStore::encode`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +23,12 @@ pub const MAX_SERVERS: usize = 256;
 pub const MAX_TOOLS: usize = 4096;
 /// Largest store file.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
+/// Most bytes of names, digests and descriptions kept per server ([`ServerEntry::bytes`]).
+pub const MAX_SERVER_BYTES: usize = 512 << 10;
+/// Longest description kept (of a definition awaiting a decision).
+pub const MAX_DESCRIPTION: usize = 2 << 10;
+/// What one definition's digests count for ([`ServerEntry::bytes`]): the digest and its parts'.
+pub const DEFINITION_BYTES: usize = 4 * 64;
 
 /// Where the definition in force came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,9 +36,10 @@ pub const MAX_FILE_BYTES: usize = 4 << 20;
 pub enum Source {
     /// Pinned the first time the server's list was seen.
     FirstUse,
-    /// Accepted by an admin (`thothctl pins accept`, or an admin's approval).
+    /// Accepted by an admin (`thothctl pins accept`: a `PolicyUpdate.pin` decision).
     Admin,
-    /// Accepted by the user approving a call held because the definition changed.
+    /// Let through by an approval (the user's or an admin's) of a call held because the
+    /// definition changed: usable by that user, never accepted (nobody reviewed it).
     UserApproval,
 }
 
@@ -82,6 +94,26 @@ pub struct Pending {
     /// An admin rejected exactly this definition.
     #[serde(default)]
     pub rejected: bool,
+    /// Its description as the proxy sent it (at most [`MAX_DESCRIPTION`] bytes; raw, escaped
+    /// when reported), for admins to read before they decide; kept only while it waits.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+impl Pending {
+    /// What it counts for beyond its tool's name ([`ServerEntry::bytes`]).
+    pub fn bytes(&self) -> usize {
+        DEFINITION_BYTES + self.description.len()
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 /// A pinned tool.
@@ -130,6 +162,41 @@ impl ServerEntry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// What it keeps, as counted against [`MAX_SERVER_BYTES`]: per tool its name and
+    /// [`DEFINITION_BYTES`], per definition awaiting a decision [`DEFINITION_BYTES`] and its
+    /// description.
+    pub fn bytes(&self) -> usize {
+        let pinned: usize = self
+            .tools
+            .iter()
+            .map(|(n, t)| n.len() + DEFINITION_BYTES + t.pending.as_ref().map_or(0, Pending::bytes))
+            .sum();
+        let added: usize = self.added.iter().map(|(n, p)| n.len() + p.bytes()).sum();
+        pinned + added
+    }
+
+    /// Whether an admin accepted one of its pins (such a server is never evicted to make room).
+    pub fn holds_accepted(&self) -> bool {
+        self.tools.values().any(|t| t.accepted)
+    }
+
+    /// Drops what waits for a decision: descriptions only (`all` false), or everything.
+    /// Whether anything was dropped.
+    fn shed(&mut self, all: bool) -> bool {
+        let mut any = false;
+        let pending = self.tools.values_mut().filter_map(|t| t.pending.as_mut());
+        for p in pending.chain(self.added.values_mut()) {
+            any |= !p.description.is_empty();
+            p.description.clear();
+        }
+        if all {
+            any |= !self.added.is_empty() || self.tools.values().any(|t| t.pending.is_some());
+            self.added.clear();
+            self.tools.values_mut().for_each(|t| t.pending = None);
+        }
+        any
+    }
 }
 
 /// One user's store.
@@ -146,22 +213,26 @@ pub struct UserStore {
 }
 
 impl UserStore {
-    /// Evicts the least recently seen servers (never `keep`) until at most [`MAX_SERVERS`]
-    /// remain. The number evicted.
+    /// Evicts the least recently seen servers (never `keep`; those holding an admin-accepted
+    /// pin only when no other is left: their accepted definitions come back from the admins'
+    /// decisions) until at most [`MAX_SERVERS`] remain. The number evicted.
     pub fn evict_over_count(&mut self, keep: &str) -> usize {
         let mut n = 0;
-        while self.servers.len() > MAX_SERVERS && self.evict_one(keep) {
+        while self.servers.len() > MAX_SERVERS
+            && (self.evict_one(keep, false) || self.evict_one(keep, true))
+        {
             n += 1;
         }
         n
     }
 
-    /// Evicts the least recently seen server other than `keep`; false when there is none.
-    pub fn evict_one(&mut self, keep: &str) -> bool {
+    /// Evicts the least recently seen server other than `keep` that holds no admin-accepted pin
+    /// (or any, with `accepted_too`); false when there is none.
+    pub fn evict_one(&mut self, keep: &str, accepted_too: bool) -> bool {
         let oldest = self
             .servers
             .iter()
-            .filter(|(k, _)| k.as_str() != keep)
+            .filter(|(k, e)| k.as_str() != keep && (accepted_too || !e.holds_accepted()))
             .min_by_key(|(k, e)| (e.last_seen_ms, (*k).clone()))
             .map(|(k, _)| k.clone());
         match oldest {
@@ -174,28 +245,34 @@ impl UserStore {
         }
     }
 
-    /// The file's bytes, within [`MAX_FILE_BYTES`]: the least recently seen servers (never
-    /// `keep` unless it is the last) are evicted until it fits; a lone server still too large
-    /// loses its added tools, then its pending definitions. With the number of servers evicted.
+    /// The file's bytes, within [`MAX_FILE_BYTES`]: the least recently seen servers holding no
+    /// admin-accepted pin (never `keep`) are evicted until it fits; then the descriptions of
+    /// definitions awaiting a decision are dropped, then those definitions (seen again, they
+    /// are reported again). A server holding an admin-accepted pin is never evicted here: when
+    /// nothing else is left to drop, the bytes are empty (the file is not written). With the
+    /// number of servers evicted.
     pub fn encode(&mut self, keep: &str) -> (Vec<u8>, usize) {
         let mut evicted = 0;
-        // Each server's size, once: the oldest go until the sum fits (then checked whole).
-        let mut sizes: Vec<(i64, String, usize)> = self
+        // Each server's size, once: the oldest evictable go until the sum fits (then checked
+        // whole).
+        let sizes: Vec<(i64, String, usize, bool)> = self
             .servers
             .iter()
             .map(|(k, e)| {
                 let n = serde_json::to_vec(e).map_or(0, |b| b.len()) + k.len() + 8;
-                (e.last_seen_ms, k.clone(), n)
+                let evictable = k.as_str() != keep && !e.holds_accepted();
+                (e.last_seen_ms, k.clone(), n, evictable)
             })
             .collect();
         let mut total: usize = sizes.iter().map(|s| s.2).sum::<usize>() + 64;
         if total > MAX_FILE_BYTES {
+            let mut sizes: Vec<_> = sizes.into_iter().filter(|s| s.3).collect();
             sizes.sort();
-            for (_, k, n) in sizes {
+            for (_, k, n, _) in sizes {
                 if total <= MAX_FILE_BYTES {
                     break;
                 }
-                if k != keep && self.servers.remove(&k).is_some() {
+                if self.servers.remove(&k).is_some() {
                     self.evicted = self.evicted.saturating_add(1);
                     evicted += 1;
                     total -= n;
@@ -207,21 +284,19 @@ impl UserStore {
             if bytes.len() <= MAX_FILE_BYTES {
                 return (bytes, evicted);
             }
-            if self.evict_one(keep) {
+            if self.evict_one(keep, false) {
                 evicted += 1;
                 continue;
             }
-            let Some(e) = self.servers.values_mut().next() else {
-                return (bytes, evicted);
+            let shed = |s: &mut Self, all: bool| {
+                s.servers
+                    .values_mut()
+                    .fold(false, |any, e| e.shed(all) | any)
             };
-            if !e.added.is_empty() {
-                e.added.clear();
-            } else if e.tools.values().any(|t| t.pending.is_some()) {
-                e.tools.values_mut().for_each(|t| t.pending = None);
-            } else {
-                // Cannot happen within MAX_TOOLS; keep the file as it was rather than lose all.
-                return (Vec::new(), evicted);
+            if shed(self, false) || shed(self, true) {
+                continue;
             }
+            return (Vec::new(), evicted);
         }
     }
 }
@@ -246,6 +321,12 @@ pub fn load(path: &Path) -> Result<Option<UserStore>, String> {
     // What a hand-edited or damaged file may hold beyond the bounds is dropped.
     store.evict_over_count("");
     for e in store.servers.values_mut() {
+        for p in e.tools.values_mut().filter_map(|t| t.pending.as_mut()) {
+            p.description = cut(&p.description, MAX_DESCRIPTION);
+        }
+        for p in e.added.values_mut() {
+            p.description = cut(&p.description, MAX_DESCRIPTION);
+        }
         while e.len() > MAX_TOOLS {
             if e.added.pop_last().is_none() {
                 e.tools.pop_last();
