@@ -1,9 +1,9 @@
-//! `thothctl pins list|accept|reject`: tool definitions pinned on the tenant's laptops (tool
+//! `thothctl pins list|show|accept|reject`: tool definitions pinned on the tenant's laptops (tool
 //! integrity), and the admin decision that accepts or rejects one for the whole tenant.
 //!
 //! Everything in a pin comes from a laptop (the user, the MCP client, the server's name and
-//! command, the tool's name): every such string is escaped before it reaches the terminal
-//! (`render::safe`, through `table_lines`).
+//! command, the tool's name, its description): every such string is escaped before it reaches
+//! the terminal (`render::safe`, through `table_lines`).
 
 use clap::Subcommand;
 use thoth_proto::fleet as pb;
@@ -21,10 +21,14 @@ pub(crate) enum PinsCmd {
     /// says, until an admin decides), pinned (the definition in force, trusted on first use),
     /// accepted, rejected (an admin decided).
     ///
-    /// Columns: ID (give it to accept or reject; a unique prefix of 6 or more digits will do),
-    /// STATE, CLIENT (the MCP client), SERVER, TOOL, CHANGES (what a pending definition changes
-    /// against the pinned one), AGENTS and USERS (how many report it), DIGEST (its first 12 hex
-    /// digits).
+    /// Columns: ID (give it to show, accept or reject; a unique prefix of 6 or more digits will
+    /// do), STATE, CLIENT (the MCP client), SERVER, TOOL, CHANGES (what a pending definition
+    /// changes against the pinned one, all reporters' together), AGENTS and USERS (how many
+    /// report it), DIGEST (its first 12 hex digits).
+    ///
+    /// A `*` after the server name: the agents reporting this definition disagree about its
+    /// server name, command, client, pinned digest, changes or description (one of them is
+    /// wrong, or lying); the row shows one of them. Run `thothctl pins show ID`.
     ///
     /// Examples:
     ///   thothctl pins list --pending
@@ -38,14 +42,27 @@ pub(crate) enum PinsCmd {
         #[arg(long, value_name = "AGENT_ID")]
         agent: Option<String>,
     },
+    /// Everything about one definition: its server, command, digests, what changed, who
+    /// reports it, the decision if any, and the new description as the laptops received it
+    /// (untrusted text from the MCP server, escaped: read it before you accept).
+    ///
+    /// Examples:
+    ///   thothctl pins show 3f9a1c0b2d4e
+    ///   thothctl pins show 3f9a1c --json
+    #[command(verbatim_doc_comment)]
+    Show {
+        /// The pin id (from `thothctl pins list`), or a unique prefix of 6 or more digits.
+        id: String,
+    },
     /// Accept a definition for every agent of the tenant: it becomes the pinned, trusted one
     /// (its annotations, such as readOnlyHint, may then be trusted by the policy), and calls
     /// held back because it changed go through again.
     ///
     /// Accept a change only after reading it: a tool whose description or schema changed
     /// under the same name is how a server smuggles instructions to the model ("tool
-    /// poisoning"). Look at the server's release notes, or run it and read its tools/list,
-    /// and compare with what CHANGES names.
+    /// poisoning"). Run `thothctl pins show ID` first to read the new description; look at
+    /// the server's release notes, or run it and read its tools/list, and compare with what
+    /// CHANGES names.
     ///
     /// Example:
     ///   thothctl pins accept 3f9a1c0b2d4e --reason "files 1.4.0: documented new parameter"
@@ -127,7 +144,11 @@ pub(crate) fn list_lines(pins: &[pb::PinInfo]) -> Vec<String> {
                 p.id.clone(),
                 p.state.clone(),
                 clip(&p.client, 24),
-                clip(&p.server_name, 32),
+                if p.reports_differ {
+                    format!("{}*", clip(&p.server_name, 31))
+                } else {
+                    clip(&p.server_name, 32)
+                },
                 clip(&p.tool, 40),
                 if p.changes.is_empty() {
                     "-".into()
@@ -172,7 +193,142 @@ pub(crate) fn pin_json(p: &pb::PinInfo) -> serde_json::Value {
         "pinnedDigest": (!p.pinned_digest.is_empty()).then_some(&p.pinned_digest),
         "changes": p.changes, "agents": p.agents, "users": p.users, "decision": decision,
         "lastSeen": ms_iso(p.last_seen_unix_ms),
+        "description": p.description, "reportsDiffer": p.reports_differ,
     })
+}
+
+/// What reporters may disagree about (`PinInfo.reports_differ`).
+const DIFFER: &str = "reporters disagree about this definition's server name, command, client, \
+     pinned digest, changes or description: the fields shown are one reporter's (CHANGES is \
+     all of theirs together); one of the laptops is wrong or lying, check with thothctl \
+     inventory before deciding";
+
+/// `s` made safe for a terminal ([`safe`]) with invisible characters written as `\u{…}` too:
+/// zero-width and word-joiner characters, the soft hyphen, the byte-order mark, variation
+/// selectors and Unicode tags (which can spell hidden text a model reads and a person does not).
+fn shown(s: &str) -> String {
+    let invisible = |c: char| {
+        matches!(c,
+            '\u{ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}'
+            | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{e0000}'..='\u{e007f}'
+            | '\u{e0100}'..='\u{e01ef}')
+    };
+    let s = safe(s);
+    if !s.chars().any(invisible) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if invisible(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// What `show` prints: every field escaped, the description line by line, indented.
+pub(crate) fn show_lines(p: &pb::PinInfo) -> Vec<String> {
+    let field = |k: &str, v: &str| format!("  {k:<13}{}", shown(v));
+    let mut out = vec![format!("{} {}", shown(&p.id), shown(&p.state))];
+    out.push(field("tool:", &p.tool));
+    out.push(field("server:", &p.server_name));
+    out.push(field(
+        "client:",
+        if p.client.is_empty() { "-" } else { &p.client },
+    ));
+    out.push(field("command:", &p.command));
+    out.push(field("server key:", &p.server_key));
+    out.push(field("digest:", &p.digest));
+    if !p.pinned_digest.is_empty() {
+        out.push(field("replaces:", &p.pinned_digest));
+    }
+    out.push(field(
+        "changes:",
+        &if p.changes.is_empty() {
+            "-".to_owned()
+        } else {
+            p.changes.join(", ")
+        },
+    ));
+    out.push(format!(
+        "  {:<13}{} agents, {} users",
+        "reported by:", p.agents, p.users
+    ));
+    if let Some(at) = ms_iso(p.last_seen_unix_ms).as_str() {
+        out.push(field("last seen:", at));
+    }
+    match &p.decision {
+        Some(d) => {
+            let verb = if d.accepted { "accepted" } else { "rejected" };
+            let at = ms_iso(d.decided_unix_ms);
+            let mut line = format!("{verb} by {}", d.decided_by);
+            if let Some(at) = at.as_str() {
+                line.push_str(&format!(" at {at}"));
+            }
+            if !d.reason.is_empty() {
+                line.push_str(&format!(": {}", d.reason));
+            }
+            out.push(field("decision:", &line));
+        }
+        None => out.push(field("decision:", "none")),
+    }
+    if p.reports_differ {
+        out.push(format!("  warning: {DIFFER}"));
+    }
+    if p.description.is_empty() {
+        out.push(format!(
+            "  {:<13}{}",
+            "description:",
+            if p.state == "pending" {
+                "(none reported: empty, or the agents are older than this controller)"
+            } else {
+                "(reported only for a definition that waits for a decision)"
+            }
+        ));
+    } else {
+        out.push(
+            "  description (the MCP server's text, untrusted; escaped, line breaks kept):".into(),
+        );
+        out.extend(
+            p.description
+                .split('\n')
+                .map(|l| format!("    | {}", shown(l))),
+        );
+    }
+    out
+}
+
+/// The one definition of the tenant `id` names (a full id or a unique prefix).
+fn pick(pins: Vec<pb::PinInfo>, id: &str) -> Result<pb::PinInfo> {
+    let id = id.to_ascii_lowercase();
+    let mut found: Vec<pb::PinInfo> = pins.into_iter().filter(|p| p.id.starts_with(&id)).collect();
+    match found.len() {
+        0 => Err(Fail::new(
+            1,
+            format!("not found: no tool definition {id}: run thothctl pins list for the ids"),
+        )),
+        1 => Ok(found.remove(0)),
+        n => Err(Fail::new(
+            5,
+            format!(
+                "pin id {id} is ambiguous: {n} definitions match ({}{}); give more digits",
+                found
+                    .iter()
+                    .take(10)
+                    .map(|p| format!(
+                        "{} ({} {})",
+                        p.id,
+                        clip(&p.server_name, 32),
+                        clip(&p.tool, 40)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if n > 10 { ", …" } else { "" }
+            ),
+        )),
+    }
 }
 
 /// What `accept` / `reject` print.
@@ -291,6 +447,27 @@ pub(crate) async fn pins(ctx: &Ctx, cmd: PinsCmd) -> Result<()> {
                 }
             }
         }
+        PinsCmd::Show { id } => {
+            check_id(&id)?;
+            let r = ctx
+                .admin()
+                .await?
+                .list_pins(pb::ListPinsRequest {
+                    tenant: ctx.tenant(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            let p = pick(r.pins, &id)?;
+            if ctx.global.json {
+                ctx.print_json(pin_json(&p));
+            } else {
+                for l in show_lines(&p) {
+                    println!("{l}");
+                }
+            }
+        }
         PinsCmd::Accept { id, reason } => decide(ctx, id, true, reason).await?,
         PinsCmd::Reject { id, reason } => decide(ctx, id, false, reason).await?,
     }
@@ -331,89 +508,5 @@ async fn decide(ctx: &Ctx, id: String, accept: bool, reason: String) -> Result<(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(tool: &str, state: &str) -> pb::PinInfo {
-        pb::PinInfo {
-            id: "3f9a1c0b2d4e".into(),
-            server_key: "5".repeat(64),
-            client: "claude-desktop".into(),
-            server_name: "files".into(),
-            command: "npx files".into(),
-            tool: tool.into(),
-            digest: "c".repeat(64),
-            state: state.into(),
-            pinned_digest: "b".repeat(64),
-            changes: vec!["description".into(), "schema".into()],
-            agents: 3,
-            users: 4,
-            decision: None,
-            last_seen_unix_ms: 1_700_000_000_000,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn the_table_escapes_what_laptops_sent() {
-        let lines = list_lines(&[info("read\u{1b}[31m\u{202e}file", "pending")]);
-        assert!(lines[0].starts_with("ID"), "{lines:?}");
-        assert!(lines[0].contains("CHANGES") && lines[0].ends_with("DIGEST"));
-        let row = &lines[1];
-        assert!(
-            !row.contains('\u{1b}') && !row.contains('\u{202e}'),
-            "{row}"
-        );
-        assert!(row.contains("read\\u{1b}[31m\\u{202e}file"), "{row}");
-        assert!(row.contains("description,schema"), "{row}");
-        assert!(
-            row.contains("cccccccccccc") && !row.contains("ccccccccccccc"),
-            "{row}"
-        );
-        assert!(row.contains(" 3 ") && row.contains(" 4 "), "{row}");
-    }
-
-    #[test]
-    fn the_inventory_tools_section_escapes_and_counts_pending() {
-        let lines = tools_lines(&[info("a\u{7}b", "pending"), info("c", "pinned")]);
-        assert!(lines[1].contains("2 definitions, 1 pending"), "{lines:?}");
-        assert!(
-            lines[2].starts_with("CLIENT") && lines[2].ends_with("PIN"),
-            "{lines:?}"
-        );
-        assert!(lines[3].contains("a\\u{7}b"), "{lines:?}");
-        assert!(tools_lines(&[])[1].contains("none reported"));
-    }
-
-    #[test]
-    fn ids_are_checked_before_asking() {
-        for ok in ["3f9a1c", "3F9A1C0B2D4E"] {
-            assert!(check_id(ok).is_ok(), "{ok}");
-        }
-        for bad in ["3f9a1", "3f9a1c0b2d4e0", "zzzzzz", "3f9a1c\n"] {
-            let e = check_id(bad).unwrap_err();
-            assert_eq!(e.code, 2, "{bad}");
-            assert!(!e.message.contains('\n'), "{}", e.message);
-        }
-    }
-
-    #[test]
-    fn json_and_decision_lines() {
-        let mut p = info("write_file", "accepted");
-        p.decision = Some(pb::PinDecision {
-            accepted: true,
-            decided_by: "ann".into(),
-            decided_unix_ms: 1_700_000_000_000,
-            ..Default::default()
-        });
-        let v = pin_json(&p);
-        assert_eq!(v["decision"]["decidedBy"], "ann");
-        assert_eq!(v["decision"]["decidedAt"], "2023-11-14T22:13:20Z");
-        assert_eq!(v["pinnedDigest"], "b".repeat(64));
-        let lines = decided_lines(&p);
-        assert!(
-            lines[0].starts_with("3f9a1c0b2d4e accepted: write_file of files"),
-            "{lines:?}"
-        );
-    }
-}
+#[path = "pins_tests.rs"]
+mod tests;
