@@ -15,4 +15,6 @@ pub use book::PinBook;
 #[cfg(test)]
 mod approval_tests;
 #[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
 mod tests;
