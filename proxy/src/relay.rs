@@ -130,7 +130,7 @@ pub struct Relay {
     pub(super) agent: std::sync::OnceLock<std::path::PathBuf>,
     /// Writes a line to the server: for a call released by the agent's answer, which comes on
     /// no client line, and for the proxy's own `tools/list`.
-    pub(super) server_in: std::sync::OnceLock<Arc<dyn Fn(&[u8]) + Send + Sync>>,
+    pub(super) server_in: std::sync::OnceLock<SharedWriter>,
     /// The server's original command line (its identity for tool pins).
     pub(super) server_argv: std::sync::OnceLock<Vec<String>>,
     /// The session's DLP salt and scanner.
@@ -140,6 +140,9 @@ pub struct Relay {
 
 /// Writes one whole line to the server.
 pub type ServerWriter = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+/// A [`ServerWriter`] the relay shares with the threads that write to the server.
+pub(crate) type SharedWriter = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// What the client side must do after a message was handled.
 pub enum ToServer {

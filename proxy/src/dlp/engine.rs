@@ -2,6 +2,7 @@
 //! expressions of the enabled detectors, and the scan of one decoded string.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use thoth_policy::Pattern;
@@ -28,11 +29,13 @@ pub(super) struct Engine {
     /// The [`DEFS`] index of each member of `set` (`None`: the escape member).
     members: Vec<Option<usize>>,
     /// The full expression of each enabled detector, by [`DEFS`] index.
-    full: Vec<Option<Regex>>,
+    /// Compiled when first needed (a raw-pass hit is rare): a session that never meets a
+    /// secret never pays their memory.
+    full: Vec<Option<OnceLock<Regex>>>,
     /// `generic_secret`'s key expression for object members, when enabled.
-    generic_key: Option<Regex>,
+    generic_key: Option<OnceLock<Regex>>,
     /// Object members whose key names an AWS secret key, when `aws_secret_key` is enabled.
-    aws_key: Option<Regex>,
+    aws_key: Option<OnceLock<Regex>>,
     gcp: bool,
     allow: Vec<Pattern>,
 }
@@ -53,7 +56,7 @@ impl Engine {
         let mut full = Vec::new();
         for (i, def) in DEFS.iter().enumerate() {
             let on = enabled.iter().any(|e| e == def.id);
-            full.push(on.then(|| build(def.pattern)));
+            full.push(on.then(OnceLock::new));
             if on {
                 members.push(Some(i));
                 prefilters.push(def.prefilter);
@@ -72,8 +75,8 @@ impl Engine {
             set,
             members,
             full,
-            generic_key: on(GENERIC).then(|| build(GENERIC_KEY)),
-            aws_key: on("aws_secret_key").then(|| build(AWS_SECRET_KEY)),
+            generic_key: on(GENERIC).then(OnceLock::new),
+            aws_key: on("aws_secret_key").then(OnceLock::new),
             gcp: on("gcp_service_account"),
             allow: allow.to_vec(),
         }
@@ -109,7 +112,12 @@ impl Engine {
         let hay = s.as_bytes();
         for m in self.set.matches(hay).iter() {
             let Some(def) = self.members[m] else { continue };
-            let Some(re) = &self.full[def] else { continue };
+            let Some(re) = self.full[def]
+                .as_ref()
+                .map(|c| c.get_or_init(|| build(DEFS[def].pattern)))
+            else {
+                continue;
+            };
             for caps in re.captures_iter(hay) {
                 let Some(range) = (DEFS[def].validate)(hay, &caps) else {
                     continue;
@@ -144,14 +152,20 @@ impl Engine {
             return None;
         }
         let v = value.as_bytes();
-        if let Some(re) = &self.aws_key
+        if let Some(re) = self
+            .aws_key
+            .as_ref()
+            .map(|c| c.get_or_init(|| build(AWS_SECRET_KEY)))
             && re.is_match(key.as_bytes())
             && v.len() == 40
             && detectors::aws_secret_ok(v)
         {
             return DEFS.iter().position(|d| d.id == "aws_secret_key");
         }
-        if let Some(re) = &self.generic_key
+        if let Some(re) = self
+            .generic_key
+            .as_ref()
+            .map(|c| c.get_or_init(|| build(GENERIC_KEY)))
             && re.is_match(key.as_bytes())
             && v.iter()
                 .all(|&b| b.is_ascii_alphanumeric() || b"+/=_~!@#$%^&*.?-".contains(&b))

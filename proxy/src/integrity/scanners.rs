@@ -39,9 +39,20 @@ impl SessionDlp {
             return c.clone();
         }
         let dlp = dlp();
+        // Nothing is scanned under `allow` on both sides: no detector is compiled.
+        let off = dlp.arguments == thoth_policy::DlpArguments::Allow
+            && dlp.results == thoth_policy::DlpResults::Allow;
+        let scanner = if off {
+            Scanner::new(&Dlp {
+                detectors: Vec::new(),
+                ..dlp.clone()
+            })
+        } else {
+            Scanner::new(&dlp)
+        };
         let compiled = Arc::new(Compiled {
             version: version.to_owned(),
-            scanner: Scanner::new(&dlp),
+            scanner,
             dlp,
         });
         *c = Some(compiled.clone());
