@@ -2,35 +2,58 @@
 //! another's), the admins' decisions, and what shadowing remembers; loaded from the state
 //! directory's `pins/` (0700) on first use, each changed file written atomically (0600).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use thoth_proto::fleet as pb;
 
 use super::check::{Checked, check};
 use super::decisions::{self, Decisions};
+use super::report::Reports;
 use super::shadow::{Shadowed, Shadows};
 use super::store::{self, Source, ToolPin, UserStore};
 
 /// The decisions' file name in the pins directory.
 const DECISIONS_FILE: &str = "decisions.json";
 
+/// A store (or the decisions) in memory: changed since written, and how many times encoded.
+#[derive(Default)]
+struct Kept<T> {
+    data: T,
+    dirty: bool,
+    seq: u64,
+}
+
+/// One user's pins. Lock order: the decisions, then `kept`; `written` then `kept`. File IO
+/// happens under `written` only (never under `kept` or a lock shared by users), and a write
+/// whose `seq` is older than the last one written is dropped: an older state never lands
+/// after a newer one.
+#[derive(Default)]
+struct User {
+    kept: Mutex<Kept<UserStore>>,
+    /// The `seq` last written.
+    written: Mutex<u64>,
+}
+
 struct Inner {
-    users: BTreeMap<u32, UserStore>,
-    decisions: Decisions,
-    dirty: BTreeSet<u32>,
-    decisions_dirty: bool,
-    shadows: Shadows,
+    users: Mutex<BTreeMap<u32, Arc<User>>>,
+    decisions: RwLock<Kept<Decisions>>,
+    decisions_written: Mutex<u64>,
+    shadows: Mutex<Shadows>,
 }
 
 /// Every user's pins.
 pub struct PinBook {
     dir: PathBuf,
-    inner: OnceLock<Mutex<Inner>>,
+    inner: OnceLock<Inner>,
     flush_scheduled: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Unix ms now.
@@ -42,6 +65,16 @@ pub fn now_ms() -> i64 {
 
 fn user_file(dir: &Path, uid: u32) -> PathBuf {
     dir.join(format!("{uid}.json"))
+}
+
+fn user(store: UserStore) -> Arc<User> {
+    Arc::new(User {
+        kept: Mutex::new(Kept {
+            data: store,
+            ..Kept::default()
+        }),
+        written: Mutex::new(0),
+    })
 }
 
 /// Loads every store and the decisions from `dir` (created 0700). A file that cannot be used
@@ -68,7 +101,7 @@ fn load_all(dir: &Path) -> Inner {
             };
             match store::load(&ent.path()) {
                 Ok(Some(s)) => {
-                    users.insert(uid, s);
+                    users.insert(uid, user(s));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -77,7 +110,7 @@ fn load_all(dir: &Path) -> Inner {
                         file = %ent.path().display(),
                         "the pinned tools file cannot be used ({e}): this user starts with no pins"
                     );
-                    users.insert(uid, UserStore::default());
+                    users.insert(uid, user(UserStore::default()));
                 }
             }
         }
@@ -87,45 +120,100 @@ fn load_all(dir: &Path) -> Inner {
         Decisions::default()
     });
     Inner {
-        users,
-        decisions,
-        dirty: BTreeSet::new(),
-        decisions_dirty: false,
-        shadows: Shadows::default(),
+        users: Mutex::new(users),
+        decisions: RwLock::new(Kept {
+            data: decisions,
+            ..Kept::default()
+        }),
+        decisions_written: Mutex::new(0),
+        shadows: Mutex::new(Shadows::default()),
+    }
+}
+
+/// Writes `u`'s store (bounded: servers evicted to fit, counted and logged): encoded under its
+/// lock, written outside it; dropped when a newer state was written meanwhile.
+fn save_user(dir: &Path, uid: u32, u: &User, keep: &str) {
+    let (bytes, seq, evicted) = {
+        let mut k = lock(&u.kept);
+        k.dirty = false;
+        k.seq += 1;
+        let (bytes, evicted) = k.data.encode(keep);
+        (bytes, k.seq, evicted)
+    };
+    if evicted > 0 {
+        tracing::warn!(
+            uid,
+            evicted,
+            "pinned tools over {} bytes: the least recently seen servers holding no \
+             admin-accepted pin were evicted",
+            store::MAX_FILE_BYTES
+        );
+    }
+    if bytes.is_empty() {
+        tracing::warn!(
+            uid,
+            "pinned tools over {} bytes with nothing left to drop: not written",
+            store::MAX_FILE_BYTES
+        );
+        return;
+    }
+    let mut written = lock(&u.written);
+    if *written >= seq {
+        return;
+    }
+    match store::save(&user_file(dir, uid), &bytes) {
+        Ok(()) => *written = seq,
+        Err(e) => {
+            tracing::warn!(uid, "cannot write the pinned tools: {e}");
+            lock(&u.kept).dirty = true;
+        }
     }
 }
 
 impl Inner {
-    /// Writes `uid`'s store (bounded: servers evicted to fit, counted and logged).
-    fn save_user(&mut self, dir: &Path, uid: u32, keep: &str) {
-        self.dirty.remove(&uid);
-        let Some(s) = self.users.get_mut(&uid) else {
-            return;
-        };
-        let (bytes, evicted) = s.encode(keep);
-        if evicted > 0 {
-            tracing::warn!(
-                uid,
-                evicted,
-                "pinned tools over {} bytes: the least recently seen servers were evicted",
-                store::MAX_FILE_BYTES
-            );
-        }
-        if bytes.is_empty() {
-            return;
-        }
-        if let Err(e) = store::save(&user_file(dir, uid), &bytes) {
-            tracing::warn!(uid, "cannot write the pinned tools: {e}");
-            self.dirty.insert(uid);
-        }
+    fn user(&self, uid: u32) -> Arc<User> {
+        Arc::clone(lock(&self.users).entry(uid).or_default())
     }
 
-    fn save_decisions(&mut self, dir: &Path) {
-        self.decisions_dirty = false;
-        let bytes = self.decisions.encode();
-        if let Err(e) = store::save(&dir.join(DECISIONS_FILE), &bytes) {
-            tracing::warn!("cannot write the admins' pin decisions: {e}");
-            self.decisions_dirty = true;
+    fn existing(&self, uid: u32) -> Option<Arc<User>> {
+        lock(&self.users).get(&uid).cloned()
+    }
+
+    fn all(&self) -> Vec<(u32, Arc<User>)> {
+        lock(&self.users)
+            .iter()
+            .map(|(u, a)| (*u, Arc::clone(a)))
+            .collect()
+    }
+
+    fn decisions(&self) -> std::sync::RwLockReadGuard<'_, Kept<Decisions>> {
+        self.decisions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn decisions_mut(&self) -> std::sync::RwLockWriteGuard<'_, Kept<Decisions>> {
+        self.decisions.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save_decisions(&self, dir: &Path) {
+        let (bytes, seq) = {
+            let mut d = self.decisions_mut();
+            if !d.dirty {
+                return;
+            }
+            d.dirty = false;
+            d.seq += 1;
+            (d.data.encode(), d.seq)
+        };
+        let mut written = lock(&self.decisions_written);
+        if *written >= seq {
+            return;
+        }
+        match store::save(&dir.join(DECISIONS_FILE), &bytes) {
+            Ok(()) => *written = seq,
+            Err(e) => {
+                tracing::warn!("cannot write the admins' pin decisions: {e}");
+                self.decisions_mut().dirty = true;
+            }
         }
     }
 }
@@ -140,45 +228,45 @@ impl PinBook {
         }
     }
 
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .get_or_init(|| Mutex::new(load_all(&self.dir)))
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn inner(&self) -> &Inner {
+        self.inner.get_or_init(|| load_all(&self.dir))
     }
 
     /// Loads the files now (at start: a corrupt one is logged then).
     pub fn load(&self) {
-        drop(self.inner());
+        self.inner();
     }
 
     /// Checks a list for `uid` (see [`check`]): the verdict, and the tool names another server
     /// of the same user and client offers too (newly). The user's file is written when it
-    /// changed. Blocking (file IO).
+    /// changed (outside every lock another user's check needs). Blocking (file IO).
     pub fn check(&self, uid: u32, req: &pb::ToolListCheck) -> (pb::ToolListVerdict, Vec<Shadowed>) {
-        let mut inner = self.inner();
-        let inner = &mut *inner;
-        let store = inner.users.entry(uid).or_default();
-        let Checked {
-            verdict,
-            dirty,
-            evicted,
-        } = check(store, &inner.decisions, req, now_ms());
-        if evicted > 0 {
-            tracing::warn!(
-                uid,
+        let inner = self.inner();
+        let u = inner.user(uid);
+        let (verdict, dirty) = {
+            let decisions = inner.decisions();
+            let mut k = lock(&u.kept);
+            let Checked {
+                verdict,
+                dirty,
                 evicted,
-                "over {} servers with pinned tools: the least recently seen were evicted",
-                store::MAX_SERVERS
-            );
-        }
-        if dirty || inner.dirty.contains(&uid) {
-            inner.save_user(&self.dir, uid, &verdict.server_key);
+            } = check(&mut k.data, &decisions.data, req, now_ms());
+            if evicted > 0 {
+                tracing::warn!(
+                    uid,
+                    evicted,
+                    "over {} servers with pinned tools: the least recently seen were evicted",
+                    store::MAX_SERVERS
+                );
+            }
+            k.dirty |= dirty;
+            (verdict, k.dirty)
+        };
+        if dirty {
+            save_user(&self.dir, uid, &u, &verdict.server_key);
         }
         let names: Vec<&str> = req.tools.iter().map(|t| t.name.as_str()).collect();
-        let shadowed = inner
-            .shadows
-            .observe(uid, &req.client, &req.server_name, &names);
+        let shadowed = lock(&inner.shadows).observe(uid, &req.client, &req.server_name, &names);
         (verdict, shadowed)
     }
 
@@ -186,14 +274,18 @@ impl PinBook {
     /// are written by [`PinBook::flush`]. Whether anything changed; `Err` when it is ignored.
     pub fn decide(&self, d: &pb::PinDecision) -> Result<bool, String> {
         decisions::checked(d)?;
-        let mut inner = self.inner();
-        let inner = &mut *inner;
-        let mut changed = inner.decisions.record(d);
-        inner.decisions_dirty |= changed;
+        let inner = self.inner();
+        let mut changed = {
+            let mut kept = inner.decisions_mut();
+            let changed = kept.data.record(d);
+            kept.dirty |= changed;
+            changed
+        };
         let now = now_ms();
-        for (uid, s) in &mut inner.users {
-            if decisions::apply(s, d, now) {
-                inner.dirty.insert(*uid);
+        for (_, u) in inner.all() {
+            let mut k = lock(&u.kept);
+            if decisions::apply(&mut k.data, d, now) {
+                k.dirty = true;
                 changed = true;
             }
         }
@@ -202,13 +294,12 @@ impl PinBook {
 
     /// Writes every changed file. Blocking.
     pub fn flush(&self) {
-        let mut inner = self.inner();
-        if inner.decisions_dirty {
-            inner.save_decisions(&self.dir);
-        }
-        let dirty: Vec<u32> = inner.dirty.iter().copied().collect();
-        for uid in dirty {
-            inner.save_user(&self.dir, uid, "");
+        let inner = self.inner();
+        inner.save_decisions(&self.dir);
+        for (uid, u) in inner.all() {
+            if lock(&u.kept).dirty {
+                save_user(&self.dir, uid, &u, "");
+            }
         }
     }
 
@@ -254,17 +345,20 @@ impl PinBook {
     /// `pin.digest` as that tool's pending or added definition, not rejected by an admin; else
     /// ignored (logged). Whether it applied. In memory: written by [`PinBook::flush`].
     pub fn approved(&self, uid: u32, server_name: &str, pin: &pb::PinRef) -> bool {
-        let mut inner = self.inner();
-        let inner = &mut *inner;
-        let rejected = inner.decisions.get(&pin.server_key, &pin.tool, &pin.digest) == Some(false);
-        let done = !rejected
-            && inner
-                .users
-                .get_mut(&uid)
-                .is_some_and(|s| apply_approval(s, server_name, pin, now_ms()));
-        if done {
-            inner.dirty.insert(uid);
-        } else {
+        let inner = self.inner();
+        let done = {
+            let decisions = inner.decisions();
+            let rejected =
+                decisions.data.get(&pin.server_key, &pin.tool, &pin.digest) == Some(false);
+            !rejected
+                && inner.existing(uid).is_some_and(|u| {
+                    let mut k = lock(&u.kept);
+                    let done = apply_approval(&mut k.data, server_name, pin, now_ms());
+                    k.dirty |= done;
+                    done
+                })
+        };
+        if !done {
             tracing::info!(
                 uid,
                 "an approval names a tool definition this user's store does not hold as pending \
@@ -274,23 +368,25 @@ impl PinBook {
         done
     }
 
-    /// The heartbeat's entries (see [`super::report::reports`]).
+    /// The heartbeat's entries (see [`Reports`]), each user's store locked in turn.
     pub fn reports(&self, name_of: &dyn Fn(u32) -> String) -> (Vec<pb::ToolPinReport>, usize) {
-        // The user names (NSS lookups, which block) first, without holding the book.
-        let uids: Vec<u32> = self.inner().users.keys().copied().collect();
-        let names: BTreeMap<u32, String> = uids.into_iter().map(|u| (u, name_of(u))).collect();
-        let inner = self.inner();
-        super::report::reports(&inner.users, &|u| {
-            names.get(&u).cloned().unwrap_or_else(|| format!("uid {u}"))
-        })
+        let users = self.inner().all();
+        // The user names (NSS lookups, which block) first, without holding any store.
+        let names: Vec<String> = users.iter().map(|(u, _)| name_of(*u)).collect();
+        let mut out = Reports::default();
+        for ((_, u), name) in users.iter().zip(names) {
+            out.add(&name, &lock(&u.kept).data);
+        }
+        out.finish()
     }
 
     /// `uid`'s counts: servers, pinned tools, definitions waiting for a decision.
     pub fn counts(&self, uid: u32) -> (usize, usize, usize) {
-        let inner = self.inner();
-        let Some(s) = inner.users.get(&uid) else {
+        let Some(u) = self.inner().existing(uid) else {
             return (0, 0, 0);
         };
+        let k = lock(&u.kept);
+        let s = &k.data;
         let tools = s.servers.values().map(|e| e.tools.len()).sum();
         let pending = s
             .servers
@@ -302,7 +398,16 @@ impl PinBook {
 
     /// The decisions kept.
     pub fn decisions(&self) -> usize {
-        self.inner().decisions.len()
+        self.inner().decisions().data.len()
+    }
+
+    /// Runs `f` while `uid`'s file is held as if a write of it were under way (tests: a slow
+    /// disk).
+    #[cfg(test)]
+    pub(super) fn with_write_held<R>(&self, uid: u32, f: impl FnOnce() -> R) -> R {
+        let u = self.inner().user(uid);
+        let _held = lock(&u.written);
+        f()
     }
 }
 

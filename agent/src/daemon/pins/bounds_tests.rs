@@ -216,3 +216,36 @@ fn pending_definitions_keep_their_description_cut_and_report_it_escaped() {
             .contains("IMPORTANT")
     );
 }
+
+#[test]
+fn a_users_slow_write_holds_up_neither_another_users_check_nor_their_own_reads() {
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+    const BOB: u32 = 1002;
+    let dir = tempfile::tempdir().unwrap();
+    let pins = dir.path().join("pins");
+    let book = Arc::new(PinBook::new(pins.clone()));
+    let fs = list("fs", vec![tool("read", "Read.")]);
+    book.check(ANN, &fs);
+    let git = list("git", vec![tool("log", "Log.")]);
+    let (tx, rx) = mpsc::channel();
+    book.with_write_held(ANN, || {
+        // While ann's file is being written: bob's first list (pinned, his file written) and
+        // ann's unchanged list (nothing to write) are both answered.
+        for (uid, l) in [(BOB, git.clone()), (ANN, fs.clone())] {
+            let (b, tx) = (Arc::clone(&book), tx.clone());
+            std::thread::spawn(move || {
+                let (v, _) = b.check(uid, &l);
+                tx.send((uid, v)).unwrap();
+            });
+        }
+        for _ in 0..2 {
+            let (uid, v) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a check waited for another write");
+            let want = if uid == BOB { "new" } else { "same" };
+            assert!(v.tools.iter().all(|t| t.state == want), "{uid}: {v:?}");
+        }
+    });
+    assert!(pins.join(format!("{BOB}.json")).exists());
+}

@@ -2,8 +2,6 @@
 //! [`MAX_REPORTS`] entries and [`MAX_REPORT_BYTES`] of text, every string cut and escaped (they
 //! come from proxies, and a server's name or command line from a user's files).
 
-use std::collections::BTreeMap;
-
 use thoth_proto::fleet as pb;
 
 use super::store::UserStore;
@@ -22,19 +20,21 @@ pub const MAX_COMMAND: usize = 4096;
 /// Longest description of a pending definition, escaped (the controller's limit).
 pub const MAX_DESCRIPTION: usize = 2048;
 
-/// The entries for `stores` (by uid; `name_of` gives a uid's user name), with how many were
-/// left out over the bounds.
-pub fn reports(
-    stores: &BTreeMap<u32, UserStore>,
-    name_of: &dyn Fn(u32) -> String,
-) -> (Vec<pb::ToolPinReport>, usize) {
-    let mut out = Vec::new();
-    let (mut bytes, mut cut) = (0usize, 0usize);
-    for (uid, store) in stores {
+/// The entries, user by user, within the bounds.
+#[derive(Debug, Default)]
+pub struct Reports {
+    out: Vec<pb::ToolPinReport>,
+    bytes: usize,
+    cut: usize,
+}
+
+impl Reports {
+    /// Adds the entries of one user's store (`user`: their name).
+    pub fn add(&mut self, user: &str, store: &UserStore) {
         if store.servers.is_empty() {
-            continue;
+            return;
         }
-        let user = clean(&name_of(*uid), MAX_NAME);
+        let user = clean(user, MAX_NAME);
         for (key, e) in &store.servers {
             let client = clean(&e.client, MAX_CLIENT);
             let server_name = clean(&e.name, MAX_NAME);
@@ -74,14 +74,18 @@ pub fn reports(
                     + r.pending_digest.len()
                     + r.pending_description.len()
                     + 64;
-                if out.len() < MAX_REPORTS && bytes + size <= MAX_REPORT_BYTES {
-                    bytes += size;
-                    out.push(r);
+                if self.out.len() < MAX_REPORTS && self.bytes + size <= MAX_REPORT_BYTES {
+                    self.bytes += size;
+                    self.out.push(r);
                 } else {
-                    cut += 1;
+                    self.cut += 1;
                 }
             }
         }
     }
-    (out, cut)
+
+    /// The entries, with how many were left out over the bounds.
+    pub fn finish(self) -> (Vec<pb::ToolPinReport>, usize) {
+        (self.out, self.cut)
+    }
 }
