@@ -13,6 +13,8 @@ pub mod store;
 pub use book::PinBook;
 
 #[cfg(test)]
+mod added_tests;
+#[cfg(test)]
 mod approval_tests;
 #[cfg(test)]
 mod bounds_tests;

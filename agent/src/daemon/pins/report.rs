@@ -1,6 +1,11 @@
 //! The pinned tools as the heartbeat reports them (`Inventory.tool_pins`): every user's, at most
 //! [`MAX_REPORTS`] entries and [`MAX_REPORT_BYTES`] of text, every string cut and escaped (they
 //! come from proxies, and a server's name or command line from a user's files).
+//!
+//! States: "pinned", "changed" (a newer definition waits), "rejected" (an admin rejected the
+//! pending or pinned one), and "added": a tool a pinned server did not offer when it was pinned,
+//! not pinned, so `digest` and `pending_digest` are both its own digest and `changes` is
+//! ["added"] (rejected or not: the controller's decision says which).
 
 use thoth_proto::fleet as pb;
 
@@ -64,23 +69,50 @@ impl Reports {
                         .map(|p| clean(&p.description, MAX_DESCRIPTION))
                         .unwrap_or_default(),
                 };
-                let size = r.user.len()
-                    + r.client.len()
-                    + r.server_name.len()
-                    + r.server_key.len()
-                    + r.command.len()
-                    + r.tool.len()
-                    + r.digest.len()
-                    + r.pending_digest.len()
-                    + r.pending_description.len()
-                    + 64;
-                if self.out.len() < MAX_REPORTS && self.bytes + size <= MAX_REPORT_BYTES {
-                    self.bytes += size;
-                    self.out.push(r);
-                } else {
-                    self.cut += 1;
-                }
+                self.push(r);
             }
+            // Tools the server did not offer when it was pinned: not pinned, so the digest is
+            // the added definition's own, pending too (the controller lists one row for it).
+            for (tool, p) in &e.added {
+                self.push(pb::ToolPinReport {
+                    user: user.clone(),
+                    client: client.clone(),
+                    server_name: server_name.clone(),
+                    server_key: key.clone(),
+                    command: command.clone(),
+                    tool: clean(tool, MAX_NAME),
+                    digest: p.digest.clone(),
+                    state: "added".into(),
+                    pending_digest: p.digest.clone(),
+                    source: String::new(),
+                    accepted: false,
+                    changes: vec!["added".into()],
+                    first_seen_unix_ms: p.seen_ms,
+                    changed_unix_ms: p.seen_ms,
+                    pending_description: clean(&p.description, MAX_DESCRIPTION),
+                });
+            }
+        }
+    }
+
+    /// Keeps `r` when it fits the bounds (else counts it as left out).
+    fn push(&mut self, r: pb::ToolPinReport) {
+        let size = r.user.len()
+            + r.client.len()
+            + r.server_name.len()
+            + r.server_key.len()
+            + r.command.len()
+            + r.tool.len()
+            + r.digest.len()
+            + r.pending_digest.len()
+            + r.pending_description.len()
+            + r.changes.iter().map(String::len).sum::<usize>()
+            + 64;
+        if self.out.len() < MAX_REPORTS && self.bytes + size <= MAX_REPORT_BYTES {
+            self.bytes += size;
+            self.out.push(r);
+        } else {
+            self.cut += 1;
         }
     }
 
