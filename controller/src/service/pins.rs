@@ -35,8 +35,9 @@ pub const MAX_AGENT_DECISIONS: u32 = 4096;
 /// Shortest id prefix accepted.
 pub const MIN_PREFIX: usize = 6;
 
-/// States a pin report may carry.
-pub const STATES: &[&str] = &["pinned", "changed", "rejected"];
+/// States a pin report may carry ("added": a tool the server did not offer when it was
+/// pinned, not pinned; its `digest` and `pending_digest` are both its own).
+pub const STATES: &[&str] = &["pinned", "changed", "rejected", "added"];
 /// Sources a pin report may carry.
 pub const SOURCES: &[&str] = &["", "first_use", "admin", "user_approval", "policy"];
 /// What a change may name.
@@ -127,6 +128,15 @@ pub fn check_tool_pins(pins: &[ToolPinRecord]) -> Result<String, ServiceError> {
             }
         } else {
             check_digest(&at("pending_digest"), &p.pending_digest)?;
+        }
+        // An added definition is not pinned: no other digest, nobody accepted it (an accepted
+        // one is reported pinned).
+        if p.state == "added"
+            && (p.pending_digest != p.digest || p.accepted || !p.source.is_empty())
+        {
+            return Err(ServiceError::InvalidArgument(format!(
+                "inventory.tool_pins[{i}]: state added needs pending_digest equal to digest, accepted false and no source"
+            )));
         }
         if p.changes.len() > MAX_CHANGES {
             return Err(ServiceError::InvalidArgument(format!(
@@ -395,3 +405,7 @@ mod tests;
 #[cfg(test)]
 #[path = "pins_review_tests.rs"]
 mod review_tests;
+
+#[cfg(test)]
+#[path = "pins_added_tests.rs"]
+mod added_tests;

@@ -48,13 +48,16 @@ fn decision_row(r: &Row<'_>) -> rusqlite::Result<PinDecisionRecord> {
 /// Every reported definition as (agent, user, key, tool, digest, pending, pinned, changes,
 /// client, server, command, description): the pinned digests, then the pending ones. `?1`
 /// tenant, `?2` agent (NULL: all). Pinned and changes and description are NULL for a pinned
-/// digest, so that grouping compares them among the reports of a pending one only.
+/// digest, so that grouping compares them among the reports of a pending one only. An added
+/// tool (state "added": digest = pending digest, nothing pinned) gives only its pending row,
+/// with no pinned digest.
 const REPORTED: &str = "
     SELECT agent_id, user, server_key, tool, digest AS d, 0 AS pending, NULL AS pinned,
            NULL AS changes, client, server_name, command, NULL AS description
-      FROM tool_pins WHERE tenant = ?1 AND (?2 IS NULL OR agent_id = ?2)
+      FROM tool_pins WHERE tenant = ?1 AND (?2 IS NULL OR agent_id = ?2) AND state <> 'added'
     UNION ALL
-    SELECT agent_id, user, server_key, tool, pending_digest, 1, digest, changes,
+    SELECT agent_id, user, server_key, tool, pending_digest, 1,
+           CASE WHEN state = 'added' THEN NULL ELSE digest END, changes,
            client, server_name, command, pending_description
       FROM tool_pins WHERE tenant = ?1 AND (?2 IS NULL OR agent_id = ?2) AND pending_digest <> ''";
 
