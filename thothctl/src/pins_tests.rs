@@ -199,3 +199,21 @@ fn show_picks_one_definition_by_prefix() {
     assert_eq!(e.code, 1);
     assert!(e.message.contains("not found"), "{}", e.message);
 }
+
+#[test]
+fn an_added_tool_shows_no_replaced_definition() {
+    let mut p = info("export_all", "pending");
+    p.pinned_digest = String::new();
+    p.changes = vec!["added".into()];
+    p.description = "Export everything.".into();
+    let text = show_lines(&p).join("\n");
+    assert!(!text.contains("replaces:"), "{text}");
+    assert!(text.contains("changes:     added"), "{text}");
+    assert!(text.contains("    | Export everything."), "{text}");
+    assert_eq!(pin_json(&p)["pinnedDigest"], serde_json::Value::Null);
+    let table = list_lines(std::slice::from_ref(&p)).join("\n");
+    assert!(
+        table.contains("pending") && table.contains(" added "),
+        "{table}"
+    );
+}
