@@ -5,7 +5,8 @@
 //! accept`) and the agent has the decision, it is listed and callable again, and its result
 //! with an AWS secret key reaches the client redacted under `dlp.results: redact`. The
 //! controller's events hold the change and the DLP hit (never the secret), and a second
-//! server of the same client offering `read_file` raises `TOOL_NAME_SHADOWED`.
+//! server of the same client offering `read_file` raises `TOOL_NAME_SHADOWED`. A tool the server
+//! adds in a later session is held back the same way until an admin accepts it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -429,4 +430,88 @@ fn under_step_up_an_admin_approval_of_a_changed_tool_accepts_it_for_that_user() 
         1,
         "asked again after the approval"
     );
+}
+
+#[test]
+fn a_tool_the_server_adds_later_is_held_back_until_an_admin_accepts_it() {
+    let fleet = Fleet::new(&policy_yaml("  on_tool_change: block\n", ""));
+    let f = Files::new();
+    let server = f.server(&["--extra-tool", "export_all"]);
+    let key = server_key(CLIENT, SERVER, &server);
+    let export = json!({"op": "call", "tool": "export_all", "args": {}});
+
+    // Session 1: the server's first list (no export_all) is pinned by first use.
+    let run = fleet.session(SERVER, &server, json!([{"op": "list_tools"}]));
+    assert!(run.tools().contains(&"read_file".into()), "{run:?}");
+    assert!(!run.tools().contains(&"export_all".into()), "{run:?}");
+    fleet.wait_pin("read_file pinned by first use", &[], |p| {
+        p["tool"] == "read_file" && p["state"] == "pinned"
+    });
+
+    // The server adds export_all; session 2 does not get it, and its call is denied.
+    std::fs::write(&f.state, "extra").unwrap();
+    let added = digest_of(&direct_tools(&server), "export_all");
+    let run = fleet.session(SERVER, &server, json!([{"op": "list_tools"}, export]));
+    assert!(run.tools().contains(&"read_file".into()), "{run:?}");
+    assert!(
+        !run.tools().contains(&"export_all".into()),
+        "held back: {run:?}"
+    );
+    assert_eq!(run.calls()[0]["isError"], true, "{run:?}");
+    assert!(
+        f.server_calls_of("export_all").is_empty(),
+        "the added tool was called"
+    );
+    let id = pin_id(&key, "export_all", &added.digest);
+    let text = run.calls()[0]["text"].as_str().unwrap_or_default();
+    assert_eq!(accept_id(text).as_deref(), Some(id.as_str()), "{text}");
+
+    // The admin sees it waiting: one row, nothing it replaces, changes "added".
+    let pending = fleet.wait_pin("the added tool", &["--pending"], |p| {
+        p["tool"] == "export_all"
+    });
+    assert_eq!(pending["id"], id.as_str(), "{pending}");
+    assert_eq!(pending["state"], "pending", "{pending}");
+    assert_eq!(pending["digest"], added.digest.as_str(), "{pending}");
+    assert_eq!(pending["changes"], json!(["added"]), "{pending}");
+    assert!(pending["pinnedDigest"].is_null(), "{pending}");
+    assert_eq!(
+        fleet
+            .pins(&[])
+            .iter()
+            .filter(|p| p["tool"] == "export_all")
+            .count(),
+        1
+    );
+    let table = fleet.controller.ctl_ok(&["pins", "list", "--pending"]);
+    assert!(
+        table.contains(&id) && table.contains("export_all") && table.contains("added"),
+        "{table}"
+    );
+
+    // Accepted: a new session lists it and may call it.
+    fleet
+        .controller
+        .ctl_ok(&["pins", "accept", &id, "--reason", "reviewed"]);
+    let t0 = Instant::now();
+    loop {
+        let run = fleet.session(SERVER, &server, json!([{"op": "list_tools"}]));
+        if run.tools().contains(&"export_all".into()) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the agent never applied the decision: {run:?}\nagent log:\n{}",
+            std::fs::read_to_string(&fleet.agent.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let export = json!({"op": "call", "tool": "export_all", "args": {}});
+    let run = fleet.session(SERVER, &server, json!([{"op": "list_tools"}, export]));
+    assert_eq!(run.calls()[0]["isError"], false, "{run:?}");
+    assert_eq!(f.server_calls_of("export_all").len(), 1);
+    // The agents now report it pinned by the admin: the one row is accepted.
+    fleet.wait_pin("the accepted added tool", &[], |p| {
+        p["id"] == id.as_str() && p["state"] == "accepted"
+    });
 }
