@@ -11,11 +11,11 @@ pub struct ToolPinRecord {
     pub server_key: String,
     pub command: String,
     pub tool: String,
-    /// The digest in force.
+    /// The digest in force (added: the added definition's own; nothing is pinned).
     pub digest: String,
-    /// pinned, changed, rejected.
+    /// pinned, changed, rejected, added.
     pub state: String,
-    /// The newer definition seen (changed, rejected), else empty.
+    /// The newer definition seen (changed, rejected; added: equal to `digest`), else empty.
     pub pending_digest: String,
     pub source: String,
     pub accepted: bool,
