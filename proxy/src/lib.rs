@@ -20,6 +20,7 @@ pub mod oracle;
 pub mod paths;
 pub mod policy;
 pub mod relay;
+mod relay_approval;
 mod relay_dlp;
 mod relay_tools;
 pub mod respond;
