@@ -75,6 +75,8 @@ pub(super) enum Pending {
     /// The proxy's own `tools/list` (after `notifications/tools/list_changed`): its answer is
     /// checked and not sent to the client.
     OwnToolsList,
+    /// `resources/read` or `prompts/get`: content the model reads, scanned like a tool's result.
+    Content,
     Other,
     /// Cancelled by the client after it was forwarded: the server may still answer it. `call`:
     /// the call's tool, decision and start, when it was a `tools/call`; `list`: a `tools/list`
@@ -309,7 +311,11 @@ impl Relay {
                     }
                 }
                 _ => {
-                    if !track(&mut self.state(), id, Pending::Other) {
+                    let kind = match method.as_ref() {
+                        "resources/read" | "prompts/get" => Pending::Content,
+                        _ => Pending::Other,
+                    };
+                    if !track(&mut self.state(), id, kind) {
                         return self.refuse_busy(id, &method);
                     }
                 }
@@ -768,6 +774,7 @@ impl Relay {
         match pending {
             Some(Pending::ToolsList) if result => self.reply(&self.tools_listed(line, first_page)),
             Some(Pending::OwnToolsList) => self.own_tools_listed(line, result),
+            Some(Pending::Content) => self.answer_content(line),
             Some(Pending::ToolCall {
                 tool,
                 decided,

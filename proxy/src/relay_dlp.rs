@@ -231,6 +231,39 @@ impl Relay {
         }
     }
 
+    /// Sends the server's answer to a `resources/read` or `prompts/get` (content the model reads):
+    /// scanned with the `dlp.results` setting. Redacted as a tool result is; under `block`, a
+    /// JSON-RPC error says why (these results have no `isError`). No tool-call event: findings
+    /// are logged (detector and location, never the text).
+    pub(crate) fn answer_content(&self, line: Vec<u8>) {
+        let Some(scan) = self.scan_result("resources/read or prompts/get", &line) else {
+            self.reply(&line);
+            return;
+        };
+        tracing::info!(detail = %scan.detail, "a secret in resource or prompt content");
+        let policy_blocks = self
+            .dlp_in_force()
+            .is_some_and(|c| c.dlp.results == DlpResults::Block);
+        if scan.blocked.is_some() || policy_blocks {
+            let id = match crate::message::classify(&line) {
+                Ok(crate::message::Message::Response { id, .. }) => Some(id.to_owned()),
+                _ => None,
+            };
+            let text = format!(
+                "Blocked by Thoth policy: content from MCP server \"{}\" carried a secret (or could \
+                 not be scanned), so it was withheld (rule dlp.results).",
+                self.server_name
+            );
+            self.reply(&crate::respond::error(
+                id.as_deref(),
+                crate::message::code::INTERNAL_ERROR,
+                &text,
+            ));
+            return;
+        }
+        self.reply(scan.to_client.as_deref().unwrap_or(&line));
+    }
+
     /// Sends the server's answer to a forwarded call (scanned first), its `TOOL_CALL_POST`
     /// queued first. `session_tools`: when the caller already read them.
     pub(crate) fn answer_forwarded(

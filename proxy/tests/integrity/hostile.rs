@@ -273,3 +273,45 @@ fn names_with_control_characters_are_hidden() {
     let got = raw_list(&s, 1, &json!([odd, echo()]).to_string());
     assert_eq!(got["result"]["tools"].as_array().unwrap().len(), 1, "{got}");
 }
+
+/// Resources and prompts are content the model reads too: scanned like tool results.
+#[test]
+fn resource_and_prompt_content_is_redacted_or_withheld_like_results() {
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let body = format!("aws_secret_access_key = {secret}");
+    for (results, method) in [
+        ("redact", "resources/read"),
+        ("block", "resources/read"),
+        ("redact", "prompts/get"),
+    ] {
+        let s = session(&dlp_policy("warn", results));
+        let req =
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"uri": "file:///x"}});
+        assert!(s.client(req).is_some());
+        let answer = if method == "resources/read" {
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"contents": [{"uri": "file:///x", "text": body}]}})
+        } else {
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"messages": [{"role": "user",
+                "content": {"type": "text", "text": body}}]}})
+        };
+        s.server_says(answer);
+        let got = s.answer(1).expect("answered");
+        assert!(
+            !got.to_string().contains(secret),
+            "{results} {method}: {got}"
+        );
+        if results == "block" {
+            assert!(
+                got["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("dlp.results")
+            );
+        } else {
+            assert!(
+                got.to_string().contains("[REDACTED:aws_secret_key]"),
+                "{got}"
+            );
+        }
+    }
+}
