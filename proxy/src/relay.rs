@@ -22,6 +22,7 @@ use crate::events::{Decided, EventSink, Record};
 use crate::message::{self, Message, code};
 use crate::paths::FsResolver;
 use crate::policy::{PolicyHandle, PolicyState};
+use crate::relay_tools::ListKind;
 use crate::respond::{self, NoApproval};
 
 /// Requests to the server remembered at once (to answer them if the server dies, and to pair
@@ -772,7 +773,14 @@ impl Relay {
             }
         };
         match pending {
-            Some(Pending::ToolsList) if result => self.reply(&self.tools_listed(line, first_page)),
+            Some(Pending::ToolsList) if result => {
+                let kind = if first_page {
+                    ListKind::ShownFirstPage
+                } else {
+                    ListKind::ShownLaterPage
+                };
+                self.reply(&self.tools_listed(line, kind));
+            }
             Some(Pending::OwnToolsList) => self.own_tools_listed(line, result),
             Some(Pending::Content) => self.answer_content(line),
             Some(Pending::ToolCall {
@@ -789,7 +797,7 @@ impl Relay {
                         format!("{}; {ANSWERED_AFTER_CANCEL}", late.decision.reason);
                     self.answer_forwarded((id, tool, Arc::new(late), started), line, None);
                 } else if list && result {
-                    self.reply(&self.tools_listed(line, false));
+                    self.reply(&self.tools_listed(line, ListKind::ShownLaterPage));
                 } else {
                     self.reply(&line);
                 }

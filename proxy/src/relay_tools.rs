@@ -23,18 +23,33 @@ use crate::relay::{Pending, Relay, track};
 /// would make it refuse the whole list, and pinning fall back to this session alone).
 const MAX_NAME: usize = 256;
 
+/// Which `tools/list` answer is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListKind {
+    /// Shown to the client, asked without a cursor: it may relax a tool's treatment.
+    ShownFirstPage,
+    /// Shown to the client, a later page (or an answer after a cancellation): only stricter.
+    ShownLaterPage,
+    /// The proxy's own (after `list_changed`), never shown: only stricter.
+    Own,
+}
+
 impl Relay {
     /// A `tools/list` result from the server: checked, then filtered for the client (hidden
     /// tools, and the policy's own `hide_unapproved`). Re-serialized only when a tool is left
     /// out.
-    pub(crate) fn tools_listed(&self, line: Vec<u8>, relax: bool) -> Vec<u8> {
+    pub(crate) fn tools_listed(&self, line: Vec<u8>, kind: ListKind) -> Vec<u8> {
+        let relax = kind == ListKind::ShownFirstPage;
         let mut msg = match serde_json::from_slice::<Value>(&line) {
             Ok(msg) => msg,
             // Valid JSON-RPC (classified) that cannot be read whole (nested too deep): its tools
             // cannot be checked, so none reach the client.
             Err(e) => return self.unreadable_list(&line, &e),
         };
-        let complete = msg.pointer("/result/nextCursor").is_none_or(Value::is_null);
+        // The whole list: asked from its start, and no further page. Pages of a longer list
+        // are each checked, but none of them says which pinned tools are gone.
+        let complete = kind != ListKind::ShownLaterPage
+            && msg.pointer("/result/nextCursor").is_none_or(Value::is_null);
         let Some(tools) = msg
             .pointer_mut("/result/tools")
             .and_then(Value::as_array_mut)
@@ -109,7 +124,11 @@ impl Relay {
         let mut too_long = HashSet::new();
         for t in tools {
             if observed.len() >= MAX_TOOLS {
+                // Not checked, so never shown (and, not in the book, never called).
                 extra += 1;
+                if let Some(name) = t.get("name").and_then(Value::as_str) {
+                    too_long.insert(name.to_owned());
+                }
                 continue;
             }
             let Some(o) = verdict::observe(t) else {
@@ -202,6 +221,10 @@ impl Relay {
             let mut st = self.state();
             let book = &mut st.integrity;
             book.server_key = key.clone();
+            if extra > 0 {
+                // Tools past the cap are hidden; a call to one (or any unknown tool) is denied.
+                book.overflowed = true;
+            }
             if extra > 0 && !book.overflow_logged {
                 book.overflow_logged = true;
                 tracing::warn!(
@@ -215,7 +238,10 @@ impl Relay {
                 let approved = book.approved(&o.digest.name, &o.digest.digest);
                 let (status, found) = verdict::judge(&key, o, &base, &integrity, approved);
                 let now_hidden = matches!(status.treatment, Treatment::Hidden { .. });
-                book.set(&o.digest.name, status, relax);
+                if !book.set(&o.digest.name, status, relax) {
+                    // The book is full: this tool cannot be tracked, so it is not shown.
+                    hidden.insert(o.digest.name.clone());
+                }
                 // What the book holds now decides (a later page cannot show a held tool).
                 let held = book
                     .status(&o.digest.name)
@@ -326,7 +352,7 @@ impl Relay {
     /// The answer to the proxy's own `tools/list`: checked, not sent to the client.
     pub(crate) fn own_tools_listed(&self, line: Vec<u8>, result: bool) {
         if result {
-            let _ = self.tools_listed(line, false);
+            let _ = self.tools_listed(line, ListKind::Own);
         }
         let again = {
             let mut st = self.state();

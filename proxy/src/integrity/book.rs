@@ -44,6 +44,8 @@ pub struct Book {
     held: HashMap<String, PinRef>,
     /// A list had more tools than the book keeps (logged once).
     pub overflow_logged: bool,
+    /// A tool could not be kept (the book was full): calls to unknown tools are denied.
+    pub overflowed: bool,
 }
 
 impl Book {
@@ -144,13 +146,15 @@ impl Book {
         }
     }
 
-    /// Records a tool's status; `false` when the book is full (the tool stays unknown).
+    /// Records a tool's status; `false` when the book is full (the tool stays unknown, and from
+    /// then on a call to any tool the book does not know is denied).
     /// `relax`: the list was shown to the client and asked from its first page, so it may make
     /// the treatment milder; any other list (the proxy's own, a later page) only makes it
     /// stricter, so a definition the client never saw, or saw next to another one of the same
     /// name, cannot release a held tool.
     pub fn set(&mut self, tool: &str, status: ToolStatus, relax: bool) -> bool {
         if self.status.len() >= MAX_TOOLS && !self.status.contains_key(tool) {
+            self.overflowed = true;
             return false;
         }
         match self.status.get_mut(tool) {
@@ -216,6 +220,16 @@ impl Book {
                     out_of_scope: false,
                 }
             }
+            None if self.overflowed && d.action != Action::Deny => Decision {
+                action: Action::Deny,
+                mode: Mode::Block,
+                rule: "too_many_tools".to_owned(),
+                reason: format!(
+                    "the server lists more than {MAX_TOOLS} tools, so \"{tool}\" could not be \
+                     checked and is not callable"
+                ),
+                out_of_scope: false,
+            },
             _ => d,
         }
     }
