@@ -184,8 +184,11 @@ fn pending_definitions_keep_their_description_cut_and_report_it_escaped() {
     let s = stored(&pins);
     let e = s.servers.values().next().unwrap();
     let kept = &e.tools["read"].pending.as_ref().unwrap().description;
-    assert!(kept.len() <= MAX_DESCRIPTION && kept.len() > MAX_DESCRIPTION - 4);
-    assert!(long.starts_with(kept.as_str()));
+    // Cut as written in the file ("\n" takes 2 bytes), marked as cut.
+    let written = serde_json::to_string(kept).unwrap().len() - 2;
+    assert!(written <= MAX_DESCRIPTION && written > MAX_DESCRIPTION - 4);
+    let head = kept.strip_suffix(store::CUT_MARKER).unwrap();
+    assert!(long.starts_with(head));
     assert_eq!(e.added["exec"].description, "Run\tit.");
     let (reports, _) = book.reports(&|u| format!("u{u}"));
     let r = reports.iter().find(|r| r.tool == "read").unwrap();
@@ -248,4 +251,56 @@ fn a_users_slow_write_holds_up_neither_another_users_check_nor_their_own_reads()
         }
     });
     assert!(pins.join(format!("{BOB}.json")).exists());
+}
+
+#[test]
+fn descriptions_count_as_written_control_characters_cannot_bloat_a_server_past_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let pins = dir.path().join("pins");
+    let book = PinBook::new(pins.clone());
+    let name = |i: usize| format!("{i:0>256}");
+    let evil = |d: &str| {
+        let tools = (0..300).map(|i| tool(&name(i), d)).collect();
+        list("evil", tools)
+    };
+    book.check(ANN, &evil("x"));
+    // Each control character is written as 6 bytes ("\u0001").
+    book.check(ANN, &evil(&"\u{1}".repeat(MAX_DESCRIPTION)));
+    book.flush();
+    let s = stored(&pins);
+    let e = &s.servers[&key_of(&evil("x"))];
+    let written: usize = e
+        .tools
+        .values()
+        .filter_map(|t| t.pending.as_ref())
+        .chain(e.added.values())
+        .map(|p| serde_json::to_string(&p.description).unwrap().len() - 2)
+        .sum();
+    assert!(written > 0, "some descriptions kept");
+    assert!(
+        written <= MAX_SERVER_BYTES,
+        "{written} description bytes written"
+    );
+    for p in e.tools.values().filter_map(|t| t.pending.as_ref()) {
+        let n = serde_json::to_string(&p.description).unwrap().len() - 2;
+        assert!(
+            n <= MAX_DESCRIPTION,
+            "{n} bytes written for one description"
+        );
+        if !p.description.is_empty() {
+            assert!(p.description.ends_with(store::CUT_MARKER), "cut marked");
+        }
+    }
+    // Not cut: no marker.
+    let short = list("short", vec![tool("t", "a")]);
+    book.check(ANN, &short);
+    let (v, _) = book.check(ANN, &list("short", vec![tool("t", "b\u{1}")]));
+    assert_eq!(state(&v, "t").state, "changed");
+    book.flush();
+    let s = stored(&pins);
+    let p = s.servers[&key_of(&short)].tools["t"]
+        .pending
+        .clone()
+        .unwrap();
+    assert_eq!(p.description, "b\u{1}");
 }

@@ -8,6 +8,11 @@
 //! server's first list, so `on_tool_change` applies to it; a change that no longer fits is
 //! answered "changed" but not kept (a pending one kept before stays), its description dropped
 //! first.
+//!
+//! A server is known (a tool it did not offer before is "added") once it is kept, or when it
+//! was evicted (a tombstone: eviction never resets pinning). A brand-new server's first list
+//! may come in pages: checked in the session that created its entry, while no complete list
+//! of it was seen, its unknown tools are still "new".
 
 use std::collections::BTreeSet;
 
@@ -17,7 +22,7 @@ use thoth_proto::pins::{changes, is_digest, server_key};
 use super::decisions::Decisions;
 use super::store::{
     DEFINITION_BYTES, MAX_DESCRIPTION, MAX_SERVER_BYTES, MAX_TOOLS, Parts, Pending, ServerEntry,
-    Source, ToolPin, UserStore, cut,
+    Source, ToolPin, UserStore, cut_description,
 };
 
 /// Most tools in one list.
@@ -121,7 +126,7 @@ fn pending(t: &pb::ToolDefinition, changes: Vec<String>, now_ms: i64, rejected: 
         changes,
         seen_ms: now_ms,
         rejected,
-        description: cut(&t.description, MAX_DESCRIPTION),
+        description: cut_description(&t.description, MAX_DESCRIPTION),
     }
 }
 
@@ -189,14 +194,18 @@ pub fn check(
     let key = server_key(&req.client, &req.server_name, &req.command);
     let mut out = Checked::default();
     out.verdict.server_key.clone_from(&key);
-    let known = store.servers.contains_key(&key);
-    if !known {
+    let kept = store.servers.contains_key(&key);
+    let known = kept || store.is_tombstoned(&key);
+    if !kept {
+        store.revive(&key);
+        let first_session = (!known && !req.session_id.is_empty()).then(|| req.session_id.clone());
         store.servers.insert(
             key.clone(),
             ServerEntry {
                 name: req.server_name.clone(),
                 client: req.client.clone(),
                 command: req.command.clone(),
+                first_session,
                 ..ServerEntry::default()
             },
         );
@@ -207,6 +216,8 @@ pub fn check(
         return out;
     };
     entry.last_seen_ms = now_ms;
+    // Its first list, perhaps a later page of it.
+    let first_list = !known || entry.first_session.as_ref() == Some(&req.session_id);
     let mut budget = Budget(entry.bytes());
     let mut seen = BTreeSet::new();
     for t in &req.tools {
@@ -216,7 +227,9 @@ pub fn check(
         let decision = decisions.get(&key, &t.name, &t.digest);
         let (v, dirty) = match entry.tools.get_mut(&t.name) {
             Some(pin) => pinned_tool(pin, t, decision, now_ms, &mut budget),
-            None if !known => new_tool(entry, t, decision, now_ms, &mut budget),
+            None if first_list && !entry.added.contains_key(&t.name) => {
+                new_tool(entry, t, decision, now_ms, &mut budget)
+            }
             None => added_tool(entry, t, decision, now_ms, &mut budget),
         };
         out.dirty |= dirty;
@@ -226,6 +239,7 @@ pub fn check(
         });
     }
     if req.complete {
+        out.dirty |= entry.first_session.take().is_some();
         out.verdict.removed = entry
             .tools
             .keys()

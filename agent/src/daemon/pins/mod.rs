@@ -19,4 +19,6 @@ mod approval_tests;
 #[cfg(test)]
 mod bounds_tests;
 #[cfg(test)]
+mod known_tests;
+#[cfg(test)]
 mod tests;

@@ -10,6 +10,11 @@
 //! changes not kept, so one server cannot crowd out the others), [`MAX_FILE_BYTES`] per file
 //! (over it, only servers holding no admin-accepted pin are evicted, see
 //! [`UserStore::encode`]).
+//!
+//! An evicted server leaves a tombstone (its key; at most [`MAX_TOMBSTONES`] per user, the
+//! oldest dropped): seen again, it is known, so its tools come back "added", never pinned by
+//! first use again (eviction must not reset pinning). Descriptions count as written in the
+//! file (JSON-escaped, [`json_len`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,12 +26,20 @@ use thoth_proto::pins::ToolDigest;
 pub const MAX_SERVERS: usize = 256;
 /// Most tools kept per server (pinned and added together).
 pub const MAX_TOOLS: usize = 4096;
+/// Longest session id kept ([`ServerEntry::first_session`]).
+pub const MAX_SESSION: usize = 256;
 /// Largest store file.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
 /// Most bytes of names, digests and descriptions kept per server ([`ServerEntry::bytes`]).
 pub const MAX_SERVER_BYTES: usize = 512 << 10;
 /// Longest description kept (of a definition awaiting a decision).
 pub const MAX_DESCRIPTION: usize = 2 << 10;
+/// Most evicted server keys remembered per user ([`UserStore::tombstones`]).
+pub const MAX_TOMBSTONES: usize = 4096;
+/// What one tombstone counts for in the file (a 64-digit key, quoted, a comma).
+const TOMBSTONE_BYTES: usize = 64 + 3;
+/// What ends a description that was cut.
+pub const CUT_MARKER: &str = "…[cut]";
 /// What one definition's digests count for ([`ServerEntry::bytes`]): the digest and its parts'.
 pub const DEFINITION_BYTES: usize = 4 * 64;
 
@@ -94,8 +107,9 @@ pub struct Pending {
     /// An admin rejected exactly this definition.
     #[serde(default)]
     pub rejected: bool,
-    /// Its description as the proxy sent it (at most [`MAX_DESCRIPTION`] bytes; raw, escaped
-    /// when reported), for admins to read before they decide; kept only while it waits.
+    /// Its description as the proxy sent it (at most [`MAX_DESCRIPTION`] bytes as written in
+    /// the file, ending in [`CUT_MARKER`] when cut, see [`cut_description`]; raw, escaped when
+    /// reported), for admins to read before they decide; kept only while it waits.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
@@ -103,17 +117,44 @@ pub struct Pending {
 impl Pending {
     /// What it counts for beyond its tool's name ([`ServerEntry::bytes`]).
     pub fn bytes(&self) -> usize {
-        DEFINITION_BYTES + self.description.len()
+        DEFINITION_BYTES + json_len(&self.description)
     }
 }
 
-/// `s` cut to at most `max` bytes, on a character boundary.
-pub fn cut(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
+/// The bytes `c` takes in a JSON string as written (serde_json's escapes).
+fn json_char_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
     }
-    s[..end].to_owned()
+}
+
+/// The bytes `s` takes in a JSON string as written (without the quotes).
+pub fn json_len(s: &str) -> usize {
+    s.chars().map(json_char_len).sum()
+}
+
+/// `s` as kept: whole when it takes at most `max` bytes as written ([`json_len`]), else cut on
+/// a character boundary and ended with [`CUT_MARKER`], the whole within `max`.
+pub fn cut_description(s: &str, max: usize) -> String {
+    if json_len(s) <= max {
+        return s.to_owned();
+    }
+    let room = max.saturating_sub(json_len(CUT_MARKER));
+    let mut n = 0;
+    let mut out = String::new();
+    for c in s.chars() {
+        n += json_char_len(c);
+        if n > room {
+            break;
+        }
+        out.push(c);
+    }
+    if json_len(CUT_MARKER) <= max {
+        out.push_str(CUT_MARKER);
+    }
+    out
 }
 
 /// A pinned tool.
@@ -150,6 +191,12 @@ pub struct ServerEntry {
     /// Tools it offers that were not pinned (offered after its first list), by name.
     #[serde(default)]
     pub added: BTreeMap<String, Pending>,
+    /// The session (`ToolListCheck.session_id`) whose list first created it, while no complete
+    /// list of it was seen: that session's further pages are still its first list (their tools
+    /// "new", pinned by first use). `None` once a complete list was seen, for a server known
+    /// before (a tombstone), or when the session had no id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_session: Option<String>,
 }
 
 impl ServerEntry {
@@ -170,9 +217,15 @@ impl ServerEntry {
         let pinned: usize = self
             .tools
             .iter()
-            .map(|(n, t)| n.len() + DEFINITION_BYTES + t.pending.as_ref().map_or(0, Pending::bytes))
+            .map(|(n, t)| {
+                json_len(n) + DEFINITION_BYTES + t.pending.as_ref().map_or(0, Pending::bytes)
+            })
             .sum();
-        let added: usize = self.added.iter().map(|(n, p)| n.len() + p.bytes()).sum();
+        let added: usize = self
+            .added
+            .iter()
+            .map(|(n, p)| json_len(n) + p.bytes())
+            .sum();
         pinned + added
     }
 
@@ -210,9 +263,36 @@ pub struct UserStore {
     /// Servers evicted over the bounds, in all.
     #[serde(default)]
     pub evicted: u64,
+    /// The keys of servers evicted (not seen since), oldest first, at most [`MAX_TOMBSTONES`]:
+    /// such a server is known when seen again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tombstones: Vec<String>,
 }
 
 impl UserStore {
+    /// Whether `key` is a server evicted and not seen since.
+    pub fn is_tombstoned(&self, key: &str) -> bool {
+        self.tombstones.iter().any(|k| k == key)
+    }
+
+    /// Forgets `key`'s tombstone (the server is kept again).
+    pub fn revive(&mut self, key: &str) {
+        self.tombstones.retain(|k| k != key);
+    }
+
+    /// Removes server `key`, leaving a tombstone (the oldest dropped past [`MAX_TOMBSTONES`]).
+    fn evict(&mut self, key: &str) -> bool {
+        if self.servers.remove(key).is_none() {
+            return false;
+        }
+        self.evicted = self.evicted.saturating_add(1);
+        self.revive(key);
+        self.tombstones.push(key.to_owned());
+        let over = self.tombstones.len().saturating_sub(MAX_TOMBSTONES);
+        self.tombstones.drain(..over);
+        true
+    }
+
     /// Evicts the least recently seen servers (never `keep`; those holding an admin-accepted
     /// pin only when no other is left: their accepted definitions come back from the admins'
     /// decisions) until at most [`MAX_SERVERS`] remain. The number evicted.
@@ -235,14 +315,7 @@ impl UserStore {
             .filter(|(k, e)| k.as_str() != keep && (accepted_too || !e.holds_accepted()))
             .min_by_key(|(k, e)| (e.last_seen_ms, (*k).clone()))
             .map(|(k, _)| k.clone());
-        match oldest {
-            Some(k) => {
-                self.servers.remove(&k);
-                self.evicted = self.evicted.saturating_add(1);
-                true
-            }
-            None => false,
-        }
+        oldest.is_some_and(|k| self.evict(&k))
     }
 
     /// The file's bytes, within [`MAX_FILE_BYTES`]: the least recently seen servers holding no
@@ -264,7 +337,8 @@ impl UserStore {
                 (e.last_seen_ms, k.clone(), n, evictable)
             })
             .collect();
-        let mut total: usize = sizes.iter().map(|s| s.2).sum::<usize>() + 64;
+        let tombstones = self.tombstones.len() * TOMBSTONE_BYTES;
+        let mut total: usize = sizes.iter().map(|s| s.2).sum::<usize>() + tombstones + 64;
         if total > MAX_FILE_BYTES {
             let mut sizes: Vec<_> = sizes.into_iter().filter(|s| s.3).collect();
             sizes.sort();
@@ -272,10 +346,9 @@ impl UserStore {
                 if total <= MAX_FILE_BYTES {
                     break;
                 }
-                if self.servers.remove(&k).is_some() {
-                    self.evicted = self.evicted.saturating_add(1);
+                if self.evict(&k) {
                     evicted += 1;
-                    total -= n;
+                    total = total.saturating_sub(n) + TOMBSTONE_BYTES;
                 }
             }
         }
@@ -319,13 +392,24 @@ pub fn load(path: &Path) -> Result<Option<UserStore>, String> {
     }
     let mut store: UserStore = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     // What a hand-edited or damaged file may hold beyond the bounds is dropped.
+    store
+        .tombstones
+        .retain(|k| thoth_proto::pins::is_digest(k) && !store.servers.contains_key(k));
+    let over = store.tombstones.len().saturating_sub(MAX_TOMBSTONES);
+    store.tombstones.drain(..over);
     store.evict_over_count("");
     for e in store.servers.values_mut() {
         for p in e.tools.values_mut().filter_map(|t| t.pending.as_mut()) {
-            p.description = cut(&p.description, MAX_DESCRIPTION);
+            p.description = cut_description(&p.description, MAX_DESCRIPTION);
         }
         for p in e.added.values_mut() {
-            p.description = cut(&p.description, MAX_DESCRIPTION);
+            p.description = cut_description(&p.description, MAX_DESCRIPTION);
+        }
+        if e.first_session
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_SESSION)
+        {
+            e.first_session = None;
         }
         while e.len() > MAX_TOOLS {
             if e.added.pop_last().is_none() {
