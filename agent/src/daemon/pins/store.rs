@@ -32,7 +32,7 @@ pub const MAX_SESSION: usize = 256;
 pub const MAX_FILE_BYTES: usize = 4 << 20;
 /// Most bytes of names, digests and descriptions kept per server ([`ServerEntry::bytes`]).
 pub const MAX_SERVER_BYTES: usize = 512 << 10;
-/// Longest description kept (of a definition awaiting a decision).
+/// Longest description kept (of a definition awaiting a decision), as written ([`json_len`]).
 pub const MAX_DESCRIPTION: usize = 2 << 10;
 /// Most evicted server keys remembered per user ([`UserStore::tombstones`]).
 pub const MAX_TOMBSTONES: usize = 4096;
