@@ -163,8 +163,8 @@ async fn pins_are_listed_decided_and_pushed_to_the_tenants_agents() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 
-    // An approver accepts it by prefix: recorded, and pushed on the open stream.
-    let ann = c.admin_creds("ann", Role::Approver, Some("acme"));
+    // An operator accepts it by prefix: recorded, and pushed on the open stream.
+    let ann = c.admin_creds("ann", Role::Operator, Some("acme"));
     let info = c
         .admin_as(&ann)
         .await

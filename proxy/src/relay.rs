@@ -19,10 +19,10 @@ use crate::approval::{
     strip_input_state,
 };
 use crate::events::{Decided, EventSink, Record};
+use crate::integrity::ListKind;
 use crate::message::{self, Message, code};
 use crate::paths::FsResolver;
 use crate::policy::{PolicyHandle, PolicyState};
-use crate::relay_tools::ListKind;
 use crate::respond::{self, NoApproval};
 
 /// Requests to the server remembered at once (to answer them if the server dies, and to pair

@@ -13,6 +13,7 @@ use thoth_policy::{Action, Decision, Integrity, Mode};
 use thoth_proto::pins::server_key;
 
 use crate::events::Record;
+use crate::integrity::ListKind;
 use crate::integrity::check;
 use crate::integrity::verdict::{self, Baseline, MAX_TOOLS, Observed, State, Treatment};
 use crate::policy::PolicyState;
@@ -22,17 +23,6 @@ use crate::relay::{Pending, Relay, track};
 /// The agent refuses a list naming a longer tool, so a longer name must never reach it (one
 /// would make it refuse the whole list, and pinning fall back to this session alone).
 const MAX_NAME: usize = 256;
-
-/// Which `tools/list` answer is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ListKind {
-    /// Shown to the client, asked without a cursor: it may relax a tool's treatment.
-    ShownFirstPage,
-    /// Shown to the client, a later page (or an answer after a cancellation): only stricter.
-    ShownLaterPage,
-    /// The proxy's own (after `list_changed`), never shown: only stricter.
-    Own,
-}
 
 impl Relay {
     /// A `tools/list` result from the server: checked, then filtered for the client (hidden

@@ -107,23 +107,27 @@ enum Command {
     #[command(subcommand, verbatim_doc_comment)]
     Approvals(approvals::ApprovalsCmd),
     /// Tool integrity: the tool definitions pinned on the tenant's laptops; accept or reject a
-    /// changed one (list: viewer and up; accept, reject: role approver or higher).
+    /// changed one (list: viewer and up; accept, reject: role operator or admin).
     ///
     /// The first time a laptop sees an MCP server's tools, it pins each tool's definition (its
     /// description, input schema and annotations, as a digest). When the server later offers a
     /// different definition under the same name, the change is reported here as pending and
     /// the policy's on_tool_change says what happens meanwhile (allow, warn, block, step_up).
-    /// Accepting makes the new definition the trusted one for the whole tenant; rejecting
-    /// hides the tool wherever the server offers exactly that definition.
+    /// Accepting makes the new definition the trusted one for the whole tenant (its
+    /// annotations may then be used by the policy); rejecting hides the tool wherever the
+    /// server offers exactly that definition. A definition that looks poisoned stays blocked
+    /// under on_suspicious_tool: block even once accepted: only a pin in the policy lets it
+    /// through.
     ///
     /// Examples:
     ///   thothctl pins list --pending                  # changes waiting for a decision
+    ///   thothctl pins show 3f9a1c                     # read the new description first
     ///   thothctl pins accept 3f9a1c0b2d4e --reason "files 1.4.0 release notes"
     ///   thothctl pins reject 3f9a1c --reason "asks the model to read ~/.ssh"
     ///   thothctl events query --integrity             # what changed, where, when
     ///
     /// An unknown id is refused (exit 1: see thothctl pins list); an ambiguous prefix, with
-    /// the candidates (exit 5); a credential without the approver role, or of another tenant,
+    /// the candidates (exit 5); a credential without the operator role, or of another tenant,
     /// is refused (exit 4, or not found for another tenant's id).
     #[command(subcommand, verbatim_doc_comment)]
     Pins(pins::PinsCmd),

@@ -109,7 +109,7 @@ fn refusal(s: tonic::Status) -> Fail {
             4,
             format!(
                 "permission denied: {msg}\n  hint: deciding pins needs an admin credential with \
-                 role approver, operator or admin, for this tenant"
+                 role operator or admin, for this tenant"
             ),
         ),
         code => Fail::from(tonic::Status::new(code, msg)),

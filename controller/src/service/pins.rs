@@ -264,12 +264,19 @@ impl PinService<'_> {
         Ok(rows.into_iter().map(PinView::of).collect())
     }
 
-    /// Refuses a viewer (audited); approver, operator and admin may decide, as for approvals.
+    /// Refuses viewers and approvers (audited): accepting a definition changes what every agent
+    /// of the tenant trusts (its annotations), which is a policy change, so operator and admin
+    /// may decide.
     async fn decider(&self, c: &Caller, tenant: &str) -> Result<(), ServiceError> {
-        if c.role == Role::Viewer {
+        if matches!(c.role, Role::Viewer | Role::Approver) {
             let why = format!(
-                "{} has role viewer; pins.decide needs approver or higher",
-                c.name
+                "{} has role {}; pins.decide needs operator or admin",
+                c.name,
+                if c.role == Role::Viewer {
+                    "viewer"
+                } else {
+                    "approver"
+                }
             );
             Metrics::inc(&self.0.metrics.auth_refused);
             c.audit_refused(self.0, "pins.decide", tenant, &why, serde_json::json!({}))

@@ -90,7 +90,7 @@ async fn an_added_tool_can_be_rejected() {
         .await
         .unwrap();
     let svc = PinService(&ctl);
-    let admin = caller("ada", Role::Approver, Some("acme"));
+    let admin = caller("ada", Role::Operator, Some("acme"));
     let id = svc.list(&admin, "", true, "").await.unwrap()[0].id.clone();
     let v = svc.decide(&admin, "", &id, false, "").await.unwrap();
     assert_eq!(v.state, "rejected");

@@ -316,8 +316,14 @@ async fn decide_by_prefix_roles_tenants_audit_and_the_tenant_is_woken() {
     }
     assert!(!wake.has_changed().unwrap());
 
-    // A 6-digit prefix, uppercase, by an approver.
+    // An approver cannot decide either (second review: a policy change, tenant-wide).
     let approver = caller("ann", Role::Approver, Some("acme"));
+    assert!(matches!(
+        svc.decide(&approver, "", &id, true, "").await,
+        Err(ServiceError::PermissionDenied(_))
+    ));
+    // A 6-digit prefix, uppercase, by an operator.
+    let approver = caller("ann", Role::Operator, Some("acme"));
     let v = svc
         .decide(
             &approver,

@@ -53,13 +53,19 @@ pub fn observe(tool: &Value) -> Option<Observed> {
     })
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary; when `s` is
+/// longer, it ends with a marker saying how much was cut (within `max`), so an admin reading it
+/// knows it is not the whole text.
 pub fn clip(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let marker = format!(" …[cut: {} bytes in all]", s.len());
+    let mut end = max.saturating_sub(marker.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_owned()
+    format!("{}{marker}", &s[..end])
 }
 
 /// How a definition compares with the pinned one.
@@ -241,10 +247,16 @@ pub fn judge(
             }),
         });
     }
+    // A definition that looks poisoned stays blocked after `thothctl pins accept` (an admin
+    // reads a description cut to 2 KiB, not the whole definition): only a pin written in the
+    // policy, or the policy's own `on_suspicious_tool`, lets it through.
+    let policy_pinned = base.accepted && base.source == "policy";
     if !seen.suspicions.is_empty() {
-        let blocks = policy.on_suspicious_tool == OnSuspiciousTool::Block && !base.accepted;
+        let blocks = policy.on_suspicious_tool == OnSuspiciousTool::Block && !policy_pinned;
         let why = format!(
-            "the definition of the tool \"{name}\" looks poisoned ({}); {accept}",
+            "the definition of the tool \"{name}\" looks poisoned ({}); an administrator can \
+             let it through only by pinning it in the policy (servers[].pins: {name}: \
+             \"sha256:{digest}\") or with on_suspicious_tool: warn",
             seen.suspicions
                 .iter()
                 .map(|s| s.kind)
@@ -284,7 +296,10 @@ pub fn judge(
             }),
         });
     }
-    let trusted = base.accepted && base.state == State::Same;
+    // Annotations of a definition that looks poisoned are never trusted, unless the policy pins
+    // it.
+    let trusted =
+        base.accepted && base.state == State::Same && (seen.suspicions.is_empty() || policy_pinned);
     let status = ToolStatus {
         digest: digest.clone(),
         treatment,
@@ -367,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn a_poisoned_definition_is_hidden_under_block_unless_accepted() {
+    fn a_poisoned_definition_is_hidden_under_block_unless_the_policy_pins_it() {
         let o = poisoned();
         let (s, r) = judge(
             "k",
@@ -389,13 +404,22 @@ mod tests {
         assert_eq!(r[0].detail["reasons"][0]["kind"], "hidden_instruction_tag");
         // First-use pins are not accepted: no hints.
         assert_eq!(s.hints, None);
-        let (s, r) = judge(
-            "k",
-            &o,
-            &base(State::Same, true),
-            &settings(OnSuspiciousTool::Block),
-            false,
-        );
+        // Second review, finding 2: an admin's `thothctl pins accept` (who read a description
+        // cut to 2 KiB) neither releases it nor makes its annotations trusted.
+        let admin = Baseline {
+            source: "admin".into(),
+            ..base(State::Same, true)
+        };
+        let (s, r) = judge("k", &o, &admin, &settings(OnSuspiciousTool::Block), false);
+        assert!(matches!(s.treatment, Treatment::Hidden { .. }));
+        assert_eq!(r[0].action, Action::Deny);
+        assert_eq!(s.hints, None);
+        // A pin written in the policy does.
+        let policy = Baseline {
+            source: "policy".into(),
+            ..base(State::Same, true)
+        };
+        let (s, r) = judge("k", &o, &policy, &settings(OnSuspiciousTool::Block), false);
         assert_eq!(s.treatment, Treatment::Visible);
         assert_eq!(r[0].action, Action::Allow);
         assert_eq!(s.hints.map(|h| h.read_only), Some(true));
