@@ -143,13 +143,15 @@ pub(crate) fn list_lines(pins: &[pb::PinInfo]) -> Vec<String> {
             vec![
                 p.id.clone(),
                 p.state.clone(),
-                clip(&p.client, 24),
+                clip(&shown(&p.client), 24),
+                // Invisible characters shown too: `read_file` and `read_file\u{200b}` are two
+                // tools and must not print alike.
                 if p.reports_differ {
-                    format!("{}*", clip(&p.server_name, 31))
+                    format!("{}*", clip(&shown(&p.server_name), 31))
                 } else {
-                    clip(&p.server_name, 32)
+                    clip(&shown(&p.server_name), 32)
                 },
-                clip(&p.tool, 40),
+                clip(&shown(&p.tool), 40),
                 if p.changes.is_empty() {
                     "-".into()
                 } else {

@@ -39,6 +39,9 @@ fn the_table_escapes_what_laptops_sent() {
         "{row}"
     );
     assert!(row.contains(" 3 ") && row.contains(" 4 "), "{row}");
+    // Second review: a zero-width look-alike prints differently from the real name.
+    let lines = list_lines(&[info("read_file\u{200b}", "pending")]);
+    assert!(lines[1].contains("read_file\\u{200b}"), "{}", lines[1]);
 }
 
 #[test]
