@@ -79,6 +79,28 @@ pub use super::sys::login_name;
 /// The service, with the caps (whose [`Owners`] say whose spool quota a caller's events use).
 struct LocalService(Arc<Shared>, Arc<Limits>);
 
+impl LocalService {
+    /// The caller's user name (looked up off the async workers: NSS blocks), noted for
+    /// status, once the process behind the connection passed the peer check for `call`.
+    async fn checked_caller<T>(
+        &self,
+        req: &Request<T>,
+        uid: u32,
+        server: &str,
+        call: super::peer::Call,
+    ) -> Result<String, Status> {
+        let name = tokio::task::spawn_blocking(move || name_of(Some(uid)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let server: String = server.chars().take(128).collect();
+        self.0.saw_caller(&name, &server);
+        let conn = req.extensions().get::<super::peer::ConnInfo>().cloned();
+        let key = self.1.owners.key(uid);
+        super::gate::gate(&self.0, conn.as_ref(), &name, key, call).await?;
+        Ok(name)
+    }
+}
+
 fn local_policy(sh: &Shared, cur: Option<&Arc<super::shared::Current>>) -> pb::LocalPolicy {
     let status = sh.status();
     pb::LocalPolicy {
@@ -260,22 +282,10 @@ impl local_agent_server::LocalAgent for LocalService {
         };
         super::pins::check::validate(req.get_ref())
             .map_err(|why| Status::invalid_argument(format!("invalid tool list: {why}")))?;
-        // The user-name lookup (NSS) blocks: off the async workers.
-        let name = tokio::task::spawn_blocking(move || name_of(Some(uid)))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let server: String = req.get_ref().server_name.chars().take(128).collect();
-        self.0.saw_caller(&name, &server);
-        let conn = req.extensions().get::<super::peer::ConnInfo>().cloned();
-        let key = self.1.owners.key(uid);
-        super::gate::gate(
-            &self.0,
-            conn.as_ref(),
-            &name,
-            key,
-            super::peer::Call::Policy,
-        )
-        .await?;
+        let server = req.get_ref().server_name.clone();
+        let name = self
+            .checked_caller(&req, uid, &server, super::peer::Call::Policy)
+            .await?;
         let sh = Arc::clone(&self.0);
         let list = req.into_inner();
         // The store's file IO: off the async workers.
@@ -303,23 +313,11 @@ impl local_agent_server::LocalAgent for LocalService {
                 ..pb::ApprovalDecision::default()
             }));
         };
-        // The user-name lookup (NSS) blocks: off the async workers.
-        let name = tokio::task::spawn_blocking(move || name_of(Some(uid)))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let server: String = req.get_ref().server_name.chars().take(128).collect();
-        self.0.saw_caller(&name, &server);
         // Only the installed, untampered thoth may put a request before a human (as for policy).
-        let conn = req.extensions().get::<super::peer::ConnInfo>().cloned();
-        let key = self.1.owners.key(uid);
-        super::gate::gate(
-            &self.0,
-            conn.as_ref(),
-            &name,
-            key,
-            super::peer::Call::Approval,
-        )
-        .await?;
+        let server = req.get_ref().server_name.clone();
+        let name = self
+            .checked_caller(&req, uid, &server, super::peer::Call::Approval)
+            .await?;
         let caller = super::approval::Caller { uid, name };
         // Dropping this future (the proxy went away) withdraws the request (see the broker).
         let decision = self.0.approvals.request(caller, req.into_inner()).await;
