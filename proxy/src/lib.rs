@@ -9,6 +9,7 @@ mod approval;
 pub mod cli;
 pub mod commands;
 pub mod dlp;
+pub mod event_record;
 pub mod events;
 pub mod forward;
 pub mod framing;
