@@ -22,6 +22,7 @@ pub mod paths;
 pub mod policy;
 pub mod relay;
 mod relay_approval;
+mod relay_call;
 mod relay_dlp;
 mod relay_tools;
 pub mod respond;

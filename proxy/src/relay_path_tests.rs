@@ -1,7 +1,7 @@
 use std::os::unix::fs::symlink;
 
 use super::*;
-use crate::policy::LoadedPolicy;
+use crate::policy::{LoadedPolicy, PolicyState};
 
 fn relay(policy: &str) -> Arc<Relay> {
     let policy = thoth_policy::parse_policy(policy, "p.yaml", thoth_policy::Format::Yaml).unwrap();

@@ -5,7 +5,7 @@ use thoth_proto::{ContentLimits, Identity};
 
 use super::*;
 use crate::events::SessionInfo;
-use crate::policy::LoadedPolicy;
+use crate::policy::{LoadedPolicy, PolicyState};
 
 /// What the relay wrote to the client.
 #[derive(Clone, Default)]
