@@ -4,11 +4,12 @@
 
 use serde_json::json;
 use thoth_proto::fleet as pb;
-use thoth_proto::pins::{server_key, tool_digest};
+use thoth_proto::pins::tool_digest;
 
 use super::PinBook;
 use super::check::validate;
 use super::store::{self, MAX_DESCRIPTION, MAX_SERVER_BYTES};
+use super::tests::{key_of, list, state};
 
 const ANN: u32 = 1001;
 
@@ -27,25 +28,6 @@ fn tool(name: &str, description: &str) -> pb::ToolDefinition {
         annotations_sha256: d.annotations,
         description: description.into(),
     }
-}
-
-fn list(server: &str, tools: Vec<pb::ToolDefinition>) -> pb::ToolListCheck {
-    pb::ToolListCheck {
-        server_name: server.into(),
-        client: "cursor".into(),
-        command: vec!["npx".into(), format!("@acme/{server}")],
-        tools,
-        session_id: "s1".into(),
-        complete: true,
-    }
-}
-
-fn key_of(l: &pb::ToolListCheck) -> String {
-    server_key(&l.client, &l.server_name, &l.command)
-}
-
-fn state(v: &pb::ToolListVerdict, name: &str) -> pb::ToolVerdict {
-    v.tools.iter().find(|t| t.name == name).cloned().unwrap()
 }
 
 fn stored(dir: &std::path::Path) -> store::UserStore {

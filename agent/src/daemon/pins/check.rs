@@ -287,21 +287,8 @@ fn pinned_tool(
         if first && pin.digest == t.digest {
             pin.accepted = false;
         }
-        let kept = first && {
-            let p = budget.fit(pending(t, what.clone(), now_ms, true), 0, old);
-            let kept = p.is_some();
-            if kept {
-                pin.pending = p;
-            }
-            kept
-        };
-        let v = pb::ToolVerdict {
-            pinned_digest: pin.digest.clone(),
-            pin_source: pin.source.as_str().to_owned(),
-            changes: what,
-            first_report: first,
-            ..verdict("", "rejected")
-        };
+        let kept = first && keep_pending(pin, t, &what, now_ms, true, budget, old);
+        let v = against_pin(pin, what, first, "rejected");
         return (v, kept || (first && pin.digest == t.digest));
     }
     if decision == Some(true) {
@@ -320,22 +307,37 @@ fn pinned_tool(
         return (same(pin), false);
     }
     let first = pin.pending.as_ref().is_none_or(|p| p.digest != t.digest);
-    let kept = first && {
-        let p = budget.fit(pending(t, what.clone(), now_ms, false), 0, old);
-        let kept = p.is_some();
-        if kept {
-            pin.pending = p;
-        }
-        kept
-    };
-    let v = pb::ToolVerdict {
+    let kept = first && keep_pending(pin, t, &what, now_ms, false, budget, old);
+    (against_pin(pin, what, first, "changed"), kept)
+}
+
+/// Records `t` as the pin's pending definition when the budget lets it; whether it did.
+fn keep_pending(
+    pin: &mut ToolPin,
+    t: &pb::ToolDefinition,
+    what: &[String],
+    now_ms: i64,
+    rejected: bool,
+    budget: &mut Budget,
+    old: usize,
+) -> bool {
+    let p = budget.fit(pending(t, what.to_vec(), now_ms, rejected), 0, old);
+    let kept = p.is_some();
+    if kept {
+        pin.pending = p;
+    }
+    kept
+}
+
+/// The verdict on a definition that differs from the pin (`changed` or `rejected`).
+fn against_pin(pin: &ToolPin, what: Vec<String>, first: bool, state: &str) -> pb::ToolVerdict {
+    pb::ToolVerdict {
         pinned_digest: pin.digest.clone(),
         pin_source: pin.source.as_str().to_owned(),
         changes: what,
         first_report: first,
-        ..verdict("", "changed")
-    };
-    (v, kept)
+        ..verdict("", state)
+    }
 }
 
 /// A tool of a server's first list (past the server's bounds: an added tool, not pinned).

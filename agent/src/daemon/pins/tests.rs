@@ -26,7 +26,7 @@ fn tool(name: &str, description: &str) -> pb::ToolDefinition {
     def(&json!({"name": name, "description": description, "inputSchema": {"type": "object"}}))
 }
 
-fn list(server: &str, tools: Vec<pb::ToolDefinition>) -> pb::ToolListCheck {
+pub(super) fn list(server: &str, tools: Vec<pb::ToolDefinition>) -> pb::ToolListCheck {
     pb::ToolListCheck {
         server_name: server.into(),
         client: "cursor".into(),
@@ -37,11 +37,11 @@ fn list(server: &str, tools: Vec<pb::ToolDefinition>) -> pb::ToolListCheck {
     }
 }
 
-fn key_of(l: &pb::ToolListCheck) -> String {
+pub(super) fn key_of(l: &pb::ToolListCheck) -> String {
     server_key(&l.client, &l.server_name, &l.command)
 }
 
-fn state(v: &pb::ToolListVerdict, name: &str) -> pb::ToolVerdict {
+pub(super) fn state(v: &pb::ToolListVerdict, name: &str) -> pb::ToolVerdict {
     v.tools.iter().find(|t| t.name == name).cloned().unwrap()
 }
 
